@@ -1,1 +1,95 @@
-//! Flotilla Raft core.
+//! Flotilla's Raft consensus core: a pure, deterministic state machine.
+//!
+//! The core does no IO, reads no clock and draws no global randomness. Time is
+//! [`Raft::tick`]; randomness comes from [`Config::seed`]; messages arrive
+//! through [`Raft::step`] and leave in a [`Ready`]. That makes it testable by
+//! seeded simulation and lets the same code run under a tokio driver in the
+//! node.
+//!
+//! # Layout
+//!
+//! | module | what |
+//! |---|---|
+//! | `types` | ids, terms, entries, hard and soft state |
+//! | `message` | the messages between members |
+//! | `config` | tuning and every bound the core keeps |
+//! | `storage` | the [`Storage`] trait (the spec's Persister) and [`MemStorage`] |
+//! | `raft` | the [`Raft`] core: inputs, role changes, `Ready`/`advance` |
+//! | `election` | elections, pre-vote, the vote lease |
+//! | `replication` | pipelined, batched AppendEntries and commitment |
+//! | `read` | ReadIndex and lease reads |
+//! | `progress` | the leader's per-follower flow control |
+//!
+//! # The driver contract
+//!
+//! A driver owns one [`Raft`] and loops:
+//!
+//! 1. Feed inputs: [`Raft::tick`] on a timer, [`Raft::step`] for each message
+//!    received, [`Raft::propose`] / [`Raft::read_index`] /
+//!    [`Raft::transfer_leader`] for clients.
+//! 2. When [`Raft::has_ready`] says so, take a [`Ready`] with [`Raft::ready`].
+//! 3. **Persist** `ready.hard_state` and `ready.entries` with one
+//!    [`Storage::save`] call, and wait until it is durable. Entries replace any
+//!    saved at or after the first one's index.
+//! 4. **Send** `ready.messages` — only now: a vote or an append acknowledgement
+//!    promises that step 3 is on disk. Sending may be asynchronous and lossy.
+//! 5. **Apply** `ready.committed_entries` to the state machine in order
+//!    (entries of kind [`EntryKind::Noop`] carry nothing), then serve
+//!    `ready.read_states` whose index is applied.
+//! 6. Call [`Raft::advance`]. No other input may come between steps 2 and 6.
+//!
+//! A storage failure in step 3 is fatal: the driver stops the node; it never
+//! sends the messages of a `Ready` it could not persist.
+//!
+//! ```
+//! use bytes::Bytes;
+//! use flotilla_raft::{Config, MemStorage, NodeId, Raft, Storage};
+//!
+//! let id = NodeId(1);
+//! let mut raft = Raft::new(Config::new(id), MemStorage::new_with_voters(&[id])).unwrap();
+//! let mut applied = Vec::new();
+//! // A single member elects itself after an election timeout.
+//! for _ in 0..20 {
+//!     raft.tick();
+//! }
+//! raft.propose(Bytes::from_static(b"x=1")).unwrap();
+//! while raft.has_ready() {
+//!     let ready = raft.ready().unwrap();
+//!     raft.storage_mut()
+//!         .save(ready.hard_state.as_ref(), &ready.entries)
+//!         .unwrap(); // step 3
+//!     assert!(ready.messages.is_empty()); // step 4: nobody to send to
+//!     for entry in ready.committed_entries {
+//!         applied.push(entry.data); // step 5
+//!     }
+//!     raft.advance(); // step 6
+//! }
+//! assert_eq!(applied.last().unwrap(), &Bytes::from_static(b"x=1"));
+//! ```
+
+mod config;
+mod election;
+mod error;
+mod log;
+mod message;
+mod progress;
+mod raft;
+mod read;
+mod ready;
+mod replication;
+mod storage;
+mod types;
+
+pub use config::{Config, ReadMode};
+pub use error::{ConfigError, ProposeError, ReadError, StorageError, TransferError};
+pub use message::{Message, MessageBody};
+pub use progress::ProgressState;
+pub use raft::{Raft, Status};
+pub use ready::Ready;
+pub use storage::{InitialState, MemStorage, Storage, take_within_budget};
+pub use types::{
+    ConfState, Entry, EntryKind, HardState, LogIndex, NodeId, ReadState, Role, SoftState, Term,
+};
+
+/// Re-exported so that drivers and tests name the same `Bytes` type.
+pub use bytes::Bytes;

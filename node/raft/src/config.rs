@@ -1,0 +1,127 @@
+//! Tuning and limits of one core. Every queue and batch the core keeps has its
+//! bound here.
+
+use crate::error::ConfigError;
+use crate::types::NodeId;
+
+/// How linearizable reads are confirmed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadMode {
+    /// ReadIndex (thesis §6.4): the leader confirms with a heartbeat quorum
+    /// that it still leads. Safe whatever the clocks do.
+    Safe,
+    /// Leader lease (thesis §6.4.1): no round trip while a heartbeat quorum was
+    /// seen recently enough. Relies on bounded clock drift between members;
+    /// requires check-quorum.
+    LeaseBased,
+}
+
+/// Configuration of one core.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// This member's id (not [`NodeId::NONE`]).
+    pub id: NodeId,
+    /// Minimum election timeout in ticks; each timeout is drawn from
+    /// `[election_ticks, 2 * election_ticks)`.
+    pub election_ticks: u32,
+    /// Ticks between leader heartbeats; must be below `election_ticks`.
+    pub heartbeat_ticks: u32,
+    /// Seed of the core's random number generator (election timeouts). Give
+    /// each member a different one.
+    pub seed: u64,
+    /// Pre-vote (thesis §9.6): a node asks before raising its term, so a node
+    /// returning from a partition does not depose a healthy leader.
+    pub pre_vote: bool,
+    /// Check-quorum (thesis §6.2): a leader that has not heard from a quorum
+    /// for an election timeout steps down; followers that heard from a leader
+    /// within the minimum election timeout ignore vote requests.
+    pub check_quorum: bool,
+    /// How reads are confirmed.
+    pub read_mode: ReadMode,
+    /// Ticks subtracted from the minimum election timeout to obtain the lease
+    /// length, covering clock drift between members.
+    pub lease_drift_ticks: u32,
+    /// Most bytes of entries in one AppendEntries message (at least one entry
+    /// is always sent).
+    pub max_msg_bytes: u64,
+    /// Most AppendEntries messages in flight to one follower.
+    pub max_inflight_msgs: usize,
+    /// Most bytes of entries in flight to one follower.
+    pub max_inflight_bytes: u64,
+    /// Most bytes of entries appended by the leader but not yet committed; a
+    /// proposal beyond it is refused.
+    pub max_uncommitted_bytes: u64,
+    /// Most entries appended by the leader but not yet committed.
+    pub max_uncommitted_entries: u64,
+    /// Most bytes of committed entries handed out in one `Ready`.
+    pub max_committed_bytes_per_ready: u64,
+    /// Most read requests waiting for confirmation.
+    pub max_pending_reads: usize,
+    /// The index the application's state machine has already applied (from
+    /// its own snapshot), so that restarts do not re-apply it.
+    pub applied: u64,
+}
+
+impl Config {
+    /// Defaults suited to a 100 ms tick: elections after 1–2 s, heartbeats every
+    /// 100 ms, pre-vote and check-quorum on.
+    pub fn new(id: NodeId) -> Config {
+        Config {
+            id,
+            election_ticks: 10,
+            heartbeat_ticks: 1,
+            seed: id.0,
+            pre_vote: true,
+            check_quorum: true,
+            read_mode: ReadMode::Safe,
+            lease_drift_ticks: 2,
+            max_msg_bytes: 1024 * 1024,
+            max_inflight_msgs: 256,
+            max_inflight_bytes: 32 * 1024 * 1024,
+            max_uncommitted_bytes: 64 * 1024 * 1024,
+            max_uncommitted_entries: 1 << 20,
+            max_committed_bytes_per_ready: 64 * 1024 * 1024,
+            max_pending_reads: 65536,
+            applied: 0,
+        }
+    }
+
+    /// Checks the values against each other.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |reason: &str| Err(ConfigError(reason.to_string()));
+        if !self.id.is_some() {
+            return fail("id must not be 0");
+        }
+        if self.heartbeat_ticks == 0 {
+            return fail("heartbeat_ticks must be at least 1");
+        }
+        if self.election_ticks <= self.heartbeat_ticks {
+            return fail("election_ticks must be greater than heartbeat_ticks");
+        }
+        if self.read_mode == ReadMode::LeaseBased && !self.check_quorum {
+            return fail("lease-based reads require check_quorum");
+        }
+        if self.read_mode == ReadMode::LeaseBased && self.lease_drift_ticks >= self.election_ticks {
+            return fail("lease_drift_ticks must be below election_ticks");
+        }
+        if self.max_inflight_msgs == 0 {
+            return fail("max_inflight_msgs must be at least 1");
+        }
+        if self.max_msg_bytes == 0 || self.max_inflight_bytes == 0 {
+            return fail("message and inflight byte limits must be positive");
+        }
+        if self.max_uncommitted_bytes == 0 || self.max_uncommitted_entries == 0 {
+            return fail("uncommitted limits must be positive");
+        }
+        if self.max_committed_bytes_per_ready == 0 || self.max_pending_reads == 0 {
+            return fail("per-ready and read queue limits must be positive");
+        }
+        Ok(())
+    }
+
+    /// Ticks for which a leader may serve lease reads after a heartbeat round
+    /// sent at some tick was acknowledged by a quorum.
+    pub fn lease_ticks(&self) -> u64 {
+        u64::from(self.election_ticks.saturating_sub(self.lease_drift_ticks))
+    }
+}

@@ -1,0 +1,208 @@
+//! The core's view of the log: what storage holds, plus entries appended since
+//! the last `Ready` that are not yet durable ("unstable").
+
+use crate::error::StorageError;
+use crate::storage::Storage;
+use crate::types::{Entry, LogIndex, Term};
+
+/// Log state of one core.
+#[derive(Debug)]
+pub(crate) struct RaftLog<S> {
+    pub(crate) storage: S,
+    /// Entries after `storage.last_index()`-or-earlier that are not yet saved.
+    /// `unstable[0].index == unstable_offset` when non-empty.
+    unstable: Vec<Entry>,
+    unstable_offset: LogIndex,
+    /// Highest index known committed (Raft Figure 2, `commitIndex`).
+    pub(crate) committed: LogIndex,
+    /// Highest index handed to the application for applying.
+    pub(crate) applied: LogIndex,
+}
+
+impl<S: Storage> RaftLog<S> {
+    pub(crate) fn new(storage: S, committed: LogIndex, applied: LogIndex) -> RaftLog<S> {
+        let unstable_offset = storage.last_index() + 1;
+        let compacted_to = storage.first_index() - 1;
+        let committed = committed.max(compacted_to);
+        RaftLog {
+            storage,
+            unstable: Vec::new(),
+            unstable_offset,
+            committed,
+            applied: applied.max(compacted_to).min(committed),
+        }
+    }
+
+    pub(crate) fn last_index(&self) -> LogIndex {
+        match self.unstable.last() {
+            Some(e) => e.index,
+            None => self.storage.last_index(),
+        }
+    }
+
+    pub(crate) fn last_term(&self) -> Term {
+        self.term(self.last_index()).unwrap_or_default()
+    }
+
+    /// Term of the entry at `index`.
+    pub(crate) fn term(&self, index: LogIndex) -> Result<Term, StorageError> {
+        if index > self.last_index() {
+            return Err(StorageError::Unavailable(index));
+        }
+        if index >= self.unstable_offset && !self.unstable.is_empty() {
+            return Ok(self.unstable[(index - self.unstable_offset) as usize].term);
+        }
+        self.storage.term(index)
+    }
+
+    /// Whether the log holds an entry at `index` with `term`.
+    pub(crate) fn match_term(&self, index: LogIndex, term: Term) -> bool {
+        self.term(index).is_ok_and(|t| t == term)
+    }
+
+    /// Raft §5.4.1: is a log ending at (`last_index`, `last_term`) at least as
+    /// up to date as ours?
+    pub(crate) fn is_up_to_date(&self, last_index: LogIndex, last_term: Term) -> bool {
+        let our_term = self.last_term();
+        last_term > our_term || (last_term == our_term && last_index >= self.last_index())
+    }
+
+    /// Entries in `[lo, hi)` within `max_bytes` (at least one).
+    pub(crate) fn entries(
+        &self,
+        lo: LogIndex,
+        hi: LogIndex,
+        max_bytes: u64,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let hi = hi.min(self.last_index() + 1);
+        if lo >= hi {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        let mut used_bytes = 0u64;
+        if lo < self.unstable_offset {
+            let stable_hi = hi.min(self.unstable_offset);
+            out = self.storage.entries(lo, stable_hi, max_bytes)?;
+            if (out.len() as u64) < stable_hi - lo {
+                return Ok(out); // the budget ran out inside the stable part
+            }
+            used_bytes = out.iter().map(Entry::size_bytes).sum();
+        }
+        let from = lo.max(self.unstable_offset);
+        if from < hi {
+            let start = (from - self.unstable_offset) as usize;
+            let end = (hi - self.unstable_offset) as usize;
+            for entry in &self.unstable[start..end] {
+                if !out.is_empty() && used_bytes + entry.size_bytes() > max_bytes {
+                    break;
+                }
+                used_bytes += entry.size_bytes();
+                out.push(entry.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Appends entries that follow on from (or overwrite a suffix of) the log.
+    /// The caller guarantees none overwrites a committed entry.
+    pub(crate) fn append(&mut self, entries: &[Entry]) {
+        let Some(first) = entries.first() else { return };
+        assert!(
+            first.index > self.committed,
+            "append at {} would overwrite committed entries up to {}",
+            first.index,
+            self.committed
+        );
+        assert!(first.index <= self.last_index() + 1, "append leaves a gap");
+        if first.index >= self.unstable_offset {
+            self.unstable
+                .truncate((first.index - self.unstable_offset) as usize);
+        } else {
+            // The new entries replace part of the stable log: everything from
+            // `first.index` on becomes unstable and `save` will overwrite it.
+            self.unstable.clear();
+            self.unstable_offset = first.index;
+        }
+        self.unstable.extend_from_slice(entries);
+    }
+
+    /// Follower side of AppendEntries (Raft §5.3): appends `entries` (which
+    /// follow `prev`) skipping those already present, truncating at the first
+    /// conflict. Returns the index of the last new entry.
+    pub(crate) fn append_after(&mut self, prev: LogIndex, entries: &[Entry]) -> LogIndex {
+        let last_new = prev + entries.len() as u64;
+        let conflict = entries
+            .iter()
+            .position(|e| !self.match_term(e.index, e.term));
+        if let Some(pos) = conflict {
+            self.append(&entries[pos..]);
+        }
+        last_new
+    }
+
+    /// Fast backtracking (thesis §5.3): the largest index at or below `index`
+    /// whose term is at most `term`.
+    pub(crate) fn find_conflict_by_term(&self, index: LogIndex, term: Term) -> (LogIndex, Term) {
+        let mut i = index.min(self.last_index());
+        loop {
+            match self.term(i) {
+                Ok(t) if t <= term => return (i, t),
+                Ok(_) if i > 0 => i -= 1,
+                _ => return (i, Term(0)),
+            }
+        }
+    }
+
+    pub(crate) fn commit_to(&mut self, index: LogIndex) {
+        if index > self.committed {
+            assert!(
+                index <= self.last_index(),
+                "commit index {index} beyond last index {}",
+                self.last_index()
+            );
+            self.committed = index;
+        }
+    }
+
+    /// Entries not yet durable, for the next `Ready`.
+    pub(crate) fn unstable_entries(&self) -> &[Entry] {
+        &self.unstable
+    }
+
+    /// Marks every unstable entry up to `index` (of `term`) as saved.
+    pub(crate) fn stable_to(&mut self, index: LogIndex, term: Term) {
+        if index < self.unstable_offset || self.unstable.is_empty() {
+            return;
+        }
+        let pos = (index - self.unstable_offset) as usize;
+        if pos < self.unstable.len() && self.unstable[pos].term == term {
+            self.unstable.drain(..=pos);
+            self.unstable_offset = index + 1;
+        }
+    }
+
+    /// Committed entries not yet handed out for applying, within a byte budget.
+    pub(crate) fn next_committed_entries(
+        &self,
+        max_bytes: u64,
+    ) -> Result<Vec<Entry>, StorageError> {
+        if self.committed <= self.applied {
+            return Ok(Vec::new());
+        }
+        self.entries(self.applied + 1, self.committed + 1, max_bytes)
+    }
+
+    pub(crate) fn has_next_committed_entries(&self) -> bool {
+        self.committed > self.applied
+    }
+
+    pub(crate) fn applied_to(&mut self, index: LogIndex) {
+        assert!(
+            index <= self.committed && index >= self.applied,
+            "applied {index} outside [{}, {}]",
+            self.applied,
+            self.committed
+        );
+        self.applied = index;
+    }
+}

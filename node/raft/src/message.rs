@@ -1,0 +1,139 @@
+//! Messages exchanged between cores. The transport is the driver's business;
+//! the core only produces and consumes these values.
+
+use crate::types::{Entry, LogIndex, NodeId, Term};
+use bytes::Bytes;
+
+/// One message between two members.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    /// Sender.
+    pub from: NodeId,
+    /// Recipient.
+    pub to: NodeId,
+    /// The sender's term (for a pre-vote request: the term it would campaign
+    /// in; for a granted pre-vote response: the term of the request).
+    pub term: Term,
+    /// What it says.
+    pub body: MessageBody,
+}
+
+/// The kinds of message and their fields.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MessageBody {
+    /// Would you vote for me in `term`? (thesis §9.6). Changes nobody's term.
+    PreVote {
+        /// Index of the candidate's last entry.
+        last_log_index: LogIndex,
+        /// Term of the candidate's last entry.
+        last_log_term: Term,
+    },
+    /// Answer to [`MessageBody::PreVote`].
+    PreVoteResponse {
+        /// True when refused.
+        reject: bool,
+    },
+    /// RequestVote RPC (Raft §5.2, §5.4.1).
+    RequestVote {
+        /// Index of the candidate's last entry.
+        last_log_index: LogIndex,
+        /// Term of the candidate's last entry.
+        last_log_term: Term,
+        /// Set when the campaign follows a leadership transfer: voters then
+        /// skip their leader-lease check (thesis §3.10, §6.4.1).
+        leader_transfer: bool,
+    },
+    /// Answer to [`MessageBody::RequestVote`].
+    RequestVoteResponse {
+        /// True when refused.
+        reject: bool,
+    },
+    /// AppendEntries RPC (Raft §5.3): entries after `prev_log_index`.
+    AppendEntries {
+        /// Index of the entry before the first one carried.
+        prev_log_index: LogIndex,
+        /// Term of that entry.
+        prev_log_term: Term,
+        /// The entries, possibly none (a probe).
+        entries: Vec<Entry>,
+        /// The leader's commit index.
+        leader_commit: LogIndex,
+    },
+    /// Answer to [`MessageBody::AppendEntries`].
+    AppendEntriesResponse {
+        /// True when the follower's log did not match at `prev_log_index`.
+        reject: bool,
+        /// On success, the follower's last index matching the leader's log;
+        /// on rejection, the `prev_log_index` that was rejected.
+        index: LogIndex,
+        /// On rejection, a hint for fast backtracking (thesis §5.3 optimisation):
+        /// the follower's log holds no entry of a term above `hint_term` at or
+        /// before `hint_index`, so the leader may skip to it.
+        hint_index: LogIndex,
+        /// The term of the follower's entry at `hint_index`.
+        hint_term: Term,
+    },
+    /// Leader heartbeat: keeps followers from starting elections, carries the
+    /// commit index the follower can safely use, and confirms leadership for
+    /// ReadIndex and leases through the round number `round`.
+    Heartbeat {
+        /// `min(leader commit, follower's match index)`.
+        commit: LogIndex,
+        /// Heartbeat round, echoed back in the response.
+        round: u64,
+    },
+    /// Answer to [`MessageBody::Heartbeat`].
+    HeartbeatResponse {
+        /// The round being acknowledged.
+        round: u64,
+    },
+    /// A follower forwards a linearizable read request to its leader.
+    ReadIndex {
+        /// The caller's context.
+        ctx: Bytes,
+    },
+    /// The leader's answer to a forwarded read.
+    ReadIndexResponse {
+        /// The read may be served once this index is applied.
+        index: LogIndex,
+        /// The caller's context, echoed.
+        ctx: Bytes,
+    },
+    /// Start an election now, skipping pre-vote (leadership transfer, thesis §3.10).
+    TimeoutNow,
+}
+
+impl Message {
+    /// Approximate encoded size, used by byte budgets and by tests that count
+    /// replication traffic.
+    pub fn size_bytes(&self) -> u64 {
+        const HEADER_BYTES: u64 = 32;
+        HEADER_BYTES
+            + match &self.body {
+                MessageBody::AppendEntries { entries, .. } => {
+                    24 + entries.iter().map(Entry::size_bytes).sum::<u64>()
+                }
+                MessageBody::ReadIndex { ctx } | MessageBody::ReadIndexResponse { ctx, .. } => {
+                    8 + ctx.len() as u64
+                }
+                _ => 24,
+            }
+    }
+
+    /// Short name of the kind, for logs and fault filters.
+    pub fn kind(&self) -> &'static str {
+        match self.body {
+            MessageBody::PreVote { .. } => "PreVote",
+            MessageBody::PreVoteResponse { .. } => "PreVoteResponse",
+            MessageBody::RequestVote { .. } => "RequestVote",
+            MessageBody::RequestVoteResponse { .. } => "RequestVoteResponse",
+            MessageBody::AppendEntries { .. } => "AppendEntries",
+            MessageBody::AppendEntriesResponse { .. } => "AppendEntriesResponse",
+            MessageBody::Heartbeat { .. } => "Heartbeat",
+            MessageBody::HeartbeatResponse { .. } => "HeartbeatResponse",
+            MessageBody::ReadIndex { .. } => "ReadIndex",
+            MessageBody::ReadIndexResponse { .. } => "ReadIndexResponse",
+            MessageBody::TimeoutNow => "TimeoutNow",
+        }
+    }
+}

@@ -1,0 +1,695 @@
+//! The core: one member's Raft state machine. Inputs are method calls; outputs
+//! are collected into a [`Ready`].
+
+use crate::config::Config;
+use crate::error::{ConfigError, ProposeError, ReadError, StorageError, TransferError};
+use crate::log::RaftLog;
+use crate::message::{Message, MessageBody};
+use crate::progress::{Inflights, Progress, Tracker};
+use crate::read::Reads;
+use crate::ready::Ready;
+use crate::storage::Storage;
+use crate::types::{
+    ConfState, Entry, EntryKind, HardState, LogIndex, NodeId, ReadState, Role, SoftState, Term,
+};
+use bytes::Bytes;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+/// What was handed out in the last [`Ready`], settled by `advance`.
+#[derive(Clone, Copy, Debug)]
+struct ReadyMarks {
+    last_entry: Option<(LogIndex, Term)>,
+    last_committed: Option<LogIndex>,
+    committed_bytes: u64,
+    committed_count: u64,
+    hard_state: HardState,
+}
+
+/// A snapshot of a core's state, for status pages and tests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    /// This member.
+    pub id: NodeId,
+    /// Current term, vote and commit index.
+    pub hard_state: HardState,
+    /// Role and known leader.
+    pub soft_state: SoftState,
+    /// Highest index handed out for applying.
+    pub applied: LogIndex,
+    /// Last index of the log (including entries not yet persisted).
+    pub last_index: LogIndex,
+    /// On a leader: each member's match index.
+    pub match_indexes: Vec<(NodeId, LogIndex)>,
+}
+
+/// One member's Raft consensus core. Pure and deterministic: no clock, no IO,
+/// no global randomness. See the crate docs for how a driver uses it.
+#[derive(Debug)]
+pub struct Raft<S: Storage> {
+    pub(crate) id: NodeId,
+    pub(crate) config: Config,
+    pub(crate) term: Term,
+    pub(crate) vote: NodeId,
+    pub(crate) leader: NodeId,
+    pub(crate) role: Role,
+    pub(crate) log: RaftLog<S>,
+    pub(crate) tracker: Tracker,
+    /// Votes received in the current (pre-)campaign: true = granted.
+    pub(crate) votes: std::collections::BTreeMap<NodeId, bool>,
+    pub(crate) msgs: Vec<Message>,
+    pub(crate) election_elapsed: u32,
+    pub(crate) heartbeat_elapsed: u32,
+    pub(crate) randomized_election_ticks: u32,
+    /// True from start until an election timeout passes or a leader is heard
+    /// from: a restarted node must not grant votes at once, or a leader's
+    /// lease could be broken by a member that forgot it acknowledged it.
+    pub(crate) boot_quiet: bool,
+    rng: SmallRng,
+    /// Ticks since this core started (the lease clock).
+    pub(crate) now_ticks: u64,
+    /// Leadership transfer target, or NONE.
+    pub(crate) lead_transferee: NodeId,
+    pub(crate) uncommitted_bytes: u64,
+    pub(crate) uncommitted_entries: u64,
+    pub(crate) reads: Reads,
+    pub(crate) read_states: Vec<ReadState>,
+    /// Appends must be (re)sent to followers at the next flush.
+    pub(crate) replication_dirty: bool,
+    prev_hard_state: HardState,
+    prev_soft_state: SoftState,
+    pending_ready: Option<ReadyMarks>,
+    pub(crate) fatal: Option<StorageError>,
+}
+
+impl<S: Storage> Raft<S> {
+    /// Builds a core over `storage`, resuming from what it holds.
+    pub fn new(config: Config, storage: S) -> Result<Raft<S>, ConfigError> {
+        config.validate()?;
+        let initial = storage
+            .initial_state()
+            .map_err(|e| ConfigError(format!("cannot read initial state: {e}")))?;
+        let hs = initial.hard_state;
+        if hs.commit > storage.last_index() {
+            return Err(ConfigError(format!(
+                "saved commit index {} is beyond the saved log's last index {}",
+                hs.commit,
+                storage.last_index()
+            )));
+        }
+        let applied = config.applied;
+        let mut raft = Raft {
+            id: config.id,
+            term: hs.term,
+            vote: hs.vote,
+            leader: NodeId::NONE,
+            role: Role::Follower,
+            log: RaftLog::new(storage, hs.commit, applied),
+            tracker: Tracker::default(),
+            votes: Default::default(),
+            msgs: Vec::new(),
+            election_elapsed: 0,
+            heartbeat_elapsed: 0,
+            randomized_election_ticks: config.election_ticks,
+            boot_quiet: true,
+            rng: SmallRng::seed_from_u64(config.seed),
+            now_ticks: 0,
+            lead_transferee: NodeId::NONE,
+            uncommitted_bytes: 0,
+            uncommitted_entries: 0,
+            reads: Reads::default(),
+            read_states: Vec::new(),
+            replication_dirty: false,
+            prev_hard_state: hs,
+            prev_soft_state: SoftState {
+                leader: NodeId::NONE,
+                role: Role::Follower,
+            },
+            pending_ready: None,
+            fatal: None,
+            config,
+        };
+        raft.apply_conf_state(&initial.conf_state);
+        raft.reset_randomized_election_timeout();
+        Ok(raft)
+    }
+
+    fn apply_conf_state(&mut self, conf: &ConfState) {
+        let next = self.log.last_index() + 1;
+        let make = |learner: bool, c: &Config| {
+            Progress::new(
+                next,
+                Inflights::new(c.max_inflight_msgs, c.max_inflight_bytes),
+                learner,
+            )
+        };
+        self.tracker.progress.clear();
+        for id in &conf.voters {
+            let p = make(false, &self.config);
+            self.tracker.progress.insert(*id, p);
+        }
+        for id in &conf.learners {
+            let p = make(true, &self.config);
+            self.tracker.progress.insert(*id, p);
+        }
+    }
+
+    // ---- inputs -------------------------------------------------------------
+
+    /// Advances the logical clock by one tick.
+    pub fn tick(&mut self) {
+        if self.fatal.is_some() {
+            return;
+        }
+        self.now_ticks += 1;
+        match self.role {
+            Role::Leader => self.tick_leader(),
+            _ => self.tick_election(),
+        }
+    }
+
+    fn tick_election(&mut self) {
+        self.election_elapsed += 1;
+        if self.election_elapsed >= self.config.election_ticks {
+            self.boot_quiet = false;
+        }
+        if self.promotable() && self.election_elapsed >= self.randomized_election_ticks {
+            self.election_elapsed = 0;
+            self.start_election(false);
+        }
+    }
+
+    fn tick_leader(&mut self) {
+        self.heartbeat_elapsed += 1;
+        self.election_elapsed += 1;
+        if self.election_elapsed >= self.config.election_ticks {
+            self.election_elapsed = 0;
+            if self.config.check_quorum && !self.quorum_recently_active() {
+                tracing::info!(id = %self.id, term = %self.term, "no quorum heard from: stepping down");
+                self.become_follower(self.term, NodeId::NONE);
+                return;
+            }
+            if self.lead_transferee.is_some() {
+                tracing::info!(id = %self.id, to = %self.lead_transferee, "leadership transfer timed out");
+                self.lead_transferee = NodeId::NONE;
+            }
+        }
+        if self.heartbeat_elapsed >= self.config.heartbeat_ticks {
+            self.heartbeat_elapsed = 0;
+            self.broadcast_heartbeat();
+        }
+    }
+
+    /// Check-quorum (thesis §6.2): did a quorum of voters answer since the
+    /// last check? Resets the marks for the next round.
+    fn quorum_recently_active(&mut self) -> bool {
+        let id = self.id;
+        let active: Vec<NodeId> = self
+            .tracker
+            .progress
+            .iter()
+            .filter(|(pid, p)| **pid == id || p.recent_active)
+            .map(|(pid, _)| *pid)
+            .collect();
+        for (pid, p) in self.tracker.progress.iter_mut() {
+            if *pid != id {
+                p.recent_active = false;
+            }
+        }
+        self.tracker.has_quorum(active.iter())
+    }
+
+    /// Proposes one command (the spec's `Start`). On success returns the index
+    /// and term it will have if committed.
+    pub fn propose(&mut self, data: Bytes) -> Result<(LogIndex, Term), ProposeError> {
+        self.propose_batch(std::iter::once(data))
+    }
+
+    /// Proposes several commands as consecutive entries; returns the first
+    /// index and the term. All or none are appended.
+    pub fn propose_batch(
+        &mut self,
+        commands: impl IntoIterator<Item = Bytes>,
+    ) -> Result<(LogIndex, Term), ProposeError> {
+        if self.role != Role::Leader {
+            return Err(ProposeError::NotLeader {
+                leader_hint: self.leader.is_some().then_some(self.leader),
+            });
+        }
+        if self.lead_transferee.is_some() {
+            return Err(ProposeError::TransferInProgress {
+                to: self.lead_transferee,
+            });
+        }
+        let first = self.log.last_index() + 1;
+        let entries: Vec<Entry> = commands
+            .into_iter()
+            .enumerate()
+            .map(|(i, data)| Entry {
+                term: self.term,
+                index: first + i as u64,
+                kind: EntryKind::Normal,
+                data,
+            })
+            .collect();
+        let bytes: u64 = entries.iter().map(Entry::size_bytes).sum();
+        let count = entries.len() as u64;
+        // A single entry always fits when nothing is outstanding, so a large
+        // command cannot be refused forever.
+        let outstanding = self.uncommitted_entries > 0;
+        if outstanding
+            && (self.uncommitted_bytes + bytes > self.config.max_uncommitted_bytes
+                || self.uncommitted_entries + count > self.config.max_uncommitted_entries)
+        {
+            return Err(ProposeError::UncommittedLimit {
+                uncommitted_bytes: self.uncommitted_bytes,
+                uncommitted_entries: self.uncommitted_entries,
+                max_bytes: self.config.max_uncommitted_bytes,
+                max_entries: self.config.max_uncommitted_entries,
+            });
+        }
+        self.uncommitted_bytes += bytes;
+        self.uncommitted_entries += count;
+        self.append_as_leader(&entries);
+        Ok((first, self.term))
+    }
+
+    /// Requests a linearizable read. The answer is a [`ReadState`] carrying
+    /// `ctx` in a later `Ready`; serve the read once that index is applied.
+    pub fn read_index(&mut self, ctx: Bytes) -> Result<(), ReadError> {
+        match self.role {
+            Role::Leader => self.leader_read(self.id, ctx),
+            _ if self.leader.is_some() => {
+                self.send(self.leader, MessageBody::ReadIndex { ctx });
+                Ok(())
+            }
+            _ => Err(ReadError::NoLeader),
+        }
+    }
+
+    /// Asks the leader to hand leadership to `to` (thesis §3.10): proposals
+    /// are refused until it completes or an election timeout passes.
+    pub fn transfer_leader(&mut self, to: NodeId) -> Result<(), TransferError> {
+        if self.role != Role::Leader {
+            return Err(TransferError::NotLeader {
+                leader_hint: self.leader.is_some().then_some(self.leader),
+            });
+        }
+        if to == self.id {
+            return Ok(());
+        }
+        if !self.tracker.is_voter(to) {
+            return Err(TransferError::NotVoter(to));
+        }
+        if self.lead_transferee == to {
+            return Ok(());
+        }
+        tracing::info!(id = %self.id, %to, term = %self.term, "transferring leadership");
+        self.lead_transferee = to;
+        self.election_elapsed = 0;
+        if self.tracker.progress[&to].match_index == self.log.last_index() {
+            self.send(to, MessageBody::TimeoutNow);
+        } else {
+            self.replication_dirty = true;
+        }
+        Ok(())
+    }
+
+    /// Feeds one message from another member.
+    pub fn step(&mut self, m: Message) {
+        if self.fatal.is_some() || m.to != self.id {
+            return;
+        }
+        if m.term > self.term {
+            if self.ignores_higher_term_vote(&m) {
+                tracing::debug!(id = %self.id, from = %m.from, kind = m.kind(), "ignoring vote request inside leader lease");
+                return;
+            }
+            match m.body {
+                MessageBody::PreVote { .. } | MessageBody::PreVoteResponse { reject: false } => {}
+                MessageBody::AppendEntries { .. } | MessageBody::Heartbeat { .. } => {
+                    self.become_follower(m.term, m.from)
+                }
+                _ => self.become_follower(m.term, NodeId::NONE),
+            }
+        } else if m.term < self.term {
+            self.step_lower_term(m);
+            return;
+        }
+        match m.body {
+            MessageBody::PreVote { .. } | MessageBody::RequestVote { .. } => {
+                self.handle_vote_request(m)
+            }
+            _ => match self.role {
+                Role::Leader => self.step_leader(m),
+                Role::Candidate | Role::PreCandidate => self.step_candidate(m),
+                Role::Follower => self.step_follower(m),
+            },
+        }
+    }
+
+    /// A message from an older term. A stale leader (or pre-candidate) is told
+    /// the current term so that it steps down; everything else is dropped.
+    fn step_lower_term(&mut self, m: Message) {
+        match m.body {
+            MessageBody::AppendEntries { .. } | MessageBody::Heartbeat { .. }
+                if self.config.check_quorum || self.config.pre_vote =>
+            {
+                self.send(
+                    m.from,
+                    MessageBody::AppendEntriesResponse {
+                        reject: true,
+                        index: 0,
+                        hint_index: 0,
+                        hint_term: Term(0),
+                    },
+                );
+            }
+            MessageBody::PreVote { .. } => {
+                self.send(m.from, MessageBody::PreVoteResponse { reject: true });
+            }
+            _ => {}
+        }
+    }
+
+    fn step_leader(&mut self, m: Message) {
+        match m.body {
+            MessageBody::AppendEntriesResponse { .. } => self.handle_append_response(m),
+            MessageBody::HeartbeatResponse { round } => {
+                self.handle_heartbeat_response(m.from, round)
+            }
+            MessageBody::ReadIndex { ctx } => {
+                // A refused forwarded read is dropped; the follower's caller
+                // times out and retries.
+                let _ = self.leader_read(m.from, ctx);
+            }
+            _ => {}
+        }
+    }
+
+    fn step_follower(&mut self, m: Message) {
+        match m.body {
+            MessageBody::AppendEntries { .. } => {
+                self.hear_from_leader(m.from);
+                self.handle_append_entries(m);
+            }
+            MessageBody::Heartbeat { commit, round } => {
+                self.hear_from_leader(m.from);
+                self.handle_heartbeat(m.from, commit, round);
+            }
+            MessageBody::ReadIndexResponse { index, ctx } => {
+                self.read_states.push(ReadState { index, ctx });
+            }
+            MessageBody::TimeoutNow => {
+                if self.promotable() {
+                    tracing::info!(id = %self.id, from = %m.from, "TimeoutNow: campaigning at once");
+                    self.start_campaign(true);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn step_candidate(&mut self, m: Message) {
+        match m.body {
+            MessageBody::AppendEntries { .. } => {
+                self.become_follower(m.term, m.from);
+                self.handle_append_entries(m);
+            }
+            MessageBody::Heartbeat { commit, round } => {
+                self.become_follower(m.term, m.from);
+                self.handle_heartbeat(m.from, commit, round);
+            }
+            MessageBody::PreVoteResponse { reject } if self.role == Role::PreCandidate => {
+                self.record_vote(m.from, !reject)
+            }
+            MessageBody::RequestVoteResponse { reject } if self.role == Role::Candidate => {
+                self.record_vote(m.from, !reject)
+            }
+            _ => {}
+        }
+    }
+
+    fn hear_from_leader(&mut self, leader: NodeId) {
+        self.election_elapsed = 0;
+        self.leader = leader;
+        self.boot_quiet = false;
+    }
+
+    // ---- role changes -------------------------------------------------------
+
+    pub(crate) fn become_follower(&mut self, term: Term, leader: NodeId) {
+        self.reset(term);
+        self.role = Role::Follower;
+        self.leader = leader;
+    }
+
+    pub(crate) fn become_leader(&mut self) {
+        assert_ne!(
+            self.role,
+            Role::Follower,
+            "a follower cannot become leader directly"
+        );
+        self.reset(self.term);
+        self.role = Role::Leader;
+        self.leader = self.id;
+        let last = self.log.last_index();
+        let id = self.id;
+        for (pid, p) in self.tracker.progress.iter_mut() {
+            p.match_index = if *pid == id { last } else { 0 };
+            p.next_index = last + 1;
+            p.become_probe();
+            p.next_index = last + 1;
+            p.recent_active = *pid == id;
+        }
+        tracing::info!(id = %self.id, term = %self.term, "became leader");
+        // Raft §5.4.2/§8: a leader commits entries of earlier terms only through
+        // one of its own, so it appends an empty entry at once.
+        let noop = Entry {
+            term: self.term,
+            index: last + 1,
+            kind: EntryKind::Noop,
+            data: Bytes::new(),
+        };
+        self.append_as_leader(&[noop]);
+    }
+
+    /// Clears per-term volatile state.
+    fn reset(&mut self, term: Term) {
+        if term != self.term {
+            self.term = term;
+            self.vote = NodeId::NONE;
+        }
+        self.leader = NodeId::NONE;
+        self.election_elapsed = 0;
+        self.heartbeat_elapsed = 0;
+        self.reset_randomized_election_timeout();
+        self.lead_transferee = NodeId::NONE;
+        self.votes.clear();
+        self.reads.clear();
+        self.uncommitted_bytes = 0;
+        self.uncommitted_entries = 0;
+        for p in self.tracker.progress.values_mut() {
+            p.acked_round = 0;
+            p.inflights.reset();
+            p.probe_sent = false;
+        }
+    }
+
+    fn reset_randomized_election_timeout(&mut self) {
+        let min = self.config.election_ticks;
+        self.randomized_election_ticks = self.rng.random_range(min..2 * min);
+    }
+
+    /// Whether this member may campaign: it must be a voter.
+    pub(crate) fn promotable(&self) -> bool {
+        self.tracker.is_voter(self.id)
+    }
+
+    // ---- output -------------------------------------------------------------
+
+    pub(crate) fn send(&mut self, to: NodeId, body: MessageBody) {
+        let term = self.term;
+        self.send_with_term(to, term, body);
+    }
+
+    pub(crate) fn send_with_term(&mut self, to: NodeId, term: Term, body: MessageBody) {
+        debug_assert_ne!(to, self.id, "a core never messages itself");
+        self.msgs.push(Message {
+            from: self.id,
+            to,
+            term,
+            body,
+        });
+    }
+
+    /// Sends whatever deferred work is due: read confirmation rounds and
+    /// batched appends. Called before a `Ready` is built, so that everything
+    /// proposed since the last one leaves in as few messages as possible.
+    fn flush(&mut self) {
+        if self.role != Role::Leader {
+            return;
+        }
+        if self.reads.round_wanted() {
+            self.broadcast_heartbeat();
+        }
+        if self.replication_dirty {
+            self.replication_dirty = false;
+            self.broadcast_append();
+        }
+    }
+
+    /// Whether [`Raft::ready`] would return anything.
+    pub fn has_ready(&mut self) -> bool {
+        if self.fatal.is_some() {
+            return true;
+        }
+        self.flush();
+        !self.msgs.is_empty()
+            || !self.log.unstable_entries().is_empty()
+            || self.log.has_next_committed_entries()
+            || !self.read_states.is_empty()
+            || self.hard_state() != self.prev_hard_state
+            || self.soft_state() != self.prev_soft_state
+    }
+
+    /// Collects the work for the driver. Call [`Raft::advance`] once it is
+    /// done, before any other input.
+    ///
+    /// Fails only when storage failed fatally; the node must then stop.
+    pub fn ready(&mut self) -> Result<Ready, StorageError> {
+        if let Some(err) = self.fatal.take() {
+            let message = err.to_string();
+            self.fatal = Some(StorageError::Fatal(message.clone()));
+            return Err(StorageError::Fatal(message));
+        }
+        assert!(
+            self.pending_ready.is_none(),
+            "ready() called twice without advance()"
+        );
+        self.flush();
+        let hard_state = self.hard_state();
+        let soft_state = self.soft_state();
+        let entries = self.log.unstable_entries().to_vec();
+        let committed_entries = match self
+            .log
+            .next_committed_entries(self.config.max_committed_bytes_per_ready)
+        {
+            Ok(e) => e,
+            Err(e) => {
+                self.fatal = Some(StorageError::Fatal(e.to_string()));
+                return Err(e);
+            }
+        };
+        self.pending_ready = Some(ReadyMarks {
+            last_entry: entries.last().map(|e| (e.index, e.term)),
+            last_committed: committed_entries.last().map(|e| e.index),
+            committed_bytes: committed_entries.iter().map(Entry::size_bytes).sum(),
+            committed_count: committed_entries.len() as u64,
+            hard_state,
+        });
+        let soft_changed = soft_state != self.prev_soft_state;
+        self.prev_soft_state = soft_state;
+        Ok(Ready {
+            soft_state: soft_changed.then_some(soft_state),
+            hard_state: (hard_state != self.prev_hard_state).then_some(hard_state),
+            entries,
+            messages: std::mem::take(&mut self.msgs),
+            committed_entries,
+            read_states: std::mem::take(&mut self.read_states),
+        })
+    }
+
+    /// Acknowledges the last [`Ready`]: its entries and hard state are
+    /// durable, its messages sent and its committed entries applied.
+    pub fn advance(&mut self) {
+        let Some(marks) = self.pending_ready.take() else {
+            return;
+        };
+        if let Some((index, term)) = marks.last_entry {
+            self.log.stable_to(index, term);
+        }
+        if let Some(index) = marks.last_committed {
+            self.log.applied_to(index);
+        }
+        if self.role == Role::Leader {
+            self.uncommitted_bytes = self.uncommitted_bytes.saturating_sub(marks.committed_bytes);
+            self.uncommitted_entries = self
+                .uncommitted_entries
+                .saturating_sub(marks.committed_count);
+        }
+        self.prev_hard_state = marks.hard_state;
+    }
+
+    pub(crate) fn hard_state(&self) -> HardState {
+        HardState {
+            term: self.term,
+            vote: self.vote,
+            commit: self.log.committed,
+        }
+    }
+
+    pub(crate) fn soft_state(&self) -> SoftState {
+        SoftState {
+            leader: self.leader,
+            role: self.role,
+        }
+    }
+
+    // ---- inspection ---------------------------------------------------------
+
+    /// This member's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The spec's `GetState`: current term and whether this node leads.
+    pub fn state(&self) -> (Term, bool) {
+        (self.term, self.role == Role::Leader)
+    }
+
+    /// Role, leader, term, commit and apply indexes.
+    pub fn status(&self) -> Status {
+        Status {
+            id: self.id,
+            hard_state: self.hard_state(),
+            soft_state: self.soft_state(),
+            applied: self.log.applied,
+            last_index: self.log.last_index(),
+            match_indexes: if self.role == Role::Leader {
+                self.tracker
+                    .progress
+                    .iter()
+                    .map(|(id, p)| (*id, p.match_index))
+                    .collect()
+            } else {
+                Vec::new()
+            },
+        }
+    }
+
+    /// The storage, for reading what was saved.
+    pub fn storage(&self) -> &S {
+        &self.log.storage
+    }
+
+    /// The storage, for the driver's `save` while handling a `Ready`.
+    pub fn storage_mut(&mut self) -> &mut S {
+        &mut self.log.storage
+    }
+
+    /// Gives the storage back, e.g. to restart a crashed member from it.
+    pub fn into_storage(self) -> S {
+        self.log.storage
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Entries the leader appended but has not yet seen committed.
+    pub fn uncommitted(&self) -> (u64, u64) {
+        (self.uncommitted_entries, self.uncommitted_bytes)
+    }
+}

@@ -1,0 +1,179 @@
+//! The persistence boundary (the spec's Persister).
+//!
+//! The core reads its stable log through [`Storage`]; the driver writes to it
+//! with [`Storage::save`] while handling a `Ready` (see the crate docs for the
+//! order). [`MemStorage`] keeps everything in memory, for tests, simulation
+//! and benchmarks; the on-disk implementation lives in its own crate and
+//! passes the same test suite.
+
+use crate::error::StorageError;
+use crate::types::{ConfState, Entry, HardState, LogIndex, Term};
+
+/// What a restarting core needs to resume.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InitialState {
+    /// The last saved hard state.
+    pub hard_state: HardState,
+    /// The last saved configuration.
+    pub conf_state: ConfState,
+}
+
+/// Durable storage of the Raft log and hard state.
+///
+/// Read methods see everything saved so far. Implementations must make
+/// [`Storage::save`] durable before returning: the core sends messages that
+/// promise the data is on disk right after it.
+pub trait Storage {
+    /// The saved hard state and configuration.
+    fn initial_state(&self) -> Result<InitialState, StorageError>;
+
+    /// Entries in `[lo, hi)`, stopping once `max_bytes` is exceeded but always
+    /// returning at least one entry when the range is non-empty.
+    fn entries(
+        &self,
+        lo: LogIndex,
+        hi: LogIndex,
+        max_bytes: u64,
+    ) -> Result<Vec<Entry>, StorageError>;
+
+    /// Term of the entry at `index`, for `index` in
+    /// `[first_index() - 1, last_index()]`; index 0 has term 0.
+    fn term(&self, index: LogIndex) -> Result<Term, StorageError>;
+
+    /// Index of the first entry still held.
+    fn first_index(&self) -> LogIndex;
+
+    /// Index of the last entry (or `first_index() - 1` when empty).
+    fn last_index(&self) -> LogIndex;
+
+    /// Durably saves a hard state (when given) and entries. Entries replace any
+    /// held at or after `entries[0].index` (a follower's conflicting suffix).
+    /// One call is one durability point: implementations batch the write.
+    fn save(
+        &mut self,
+        hard_state: Option<&HardState>,
+        entries: &[Entry],
+    ) -> Result<(), StorageError>;
+}
+
+/// In-memory storage: durable as long as the value lives. Simulation keeps it
+/// across a node's crash and restart.
+#[derive(Clone, Debug, Default)]
+pub struct MemStorage {
+    hard_state: HardState,
+    conf_state: ConfState,
+    /// Index of the entry before `entries[0]` (0 until compaction exists).
+    offset: LogIndex,
+    offset_term: Term,
+    entries: Vec<Entry>,
+}
+
+impl MemStorage {
+    /// Empty storage for a member of a new cluster with these voters.
+    pub fn new_with_voters(voters: &[crate::types::NodeId]) -> MemStorage {
+        MemStorage {
+            conf_state: ConfState {
+                voters: voters.to_vec(),
+                learners: Vec::new(),
+            },
+            ..MemStorage::default()
+        }
+    }
+
+    /// The saved hard state.
+    pub fn hard_state(&self) -> HardState {
+        self.hard_state
+    }
+
+    /// All saved entries, for inspection by tests.
+    pub fn all_entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    fn position(&self, index: LogIndex) -> Result<usize, StorageError> {
+        if index <= self.offset {
+            return Err(StorageError::Compacted(index));
+        }
+        if index > self.last_index() {
+            return Err(StorageError::Unavailable(index));
+        }
+        Ok((index - self.offset - 1) as usize)
+    }
+}
+
+impl Storage for MemStorage {
+    fn initial_state(&self) -> Result<InitialState, StorageError> {
+        Ok(InitialState {
+            hard_state: self.hard_state,
+            conf_state: self.conf_state.clone(),
+        })
+    }
+
+    fn entries(
+        &self,
+        lo: LogIndex,
+        hi: LogIndex,
+        max_bytes: u64,
+    ) -> Result<Vec<Entry>, StorageError> {
+        if lo >= hi {
+            return Ok(Vec::new());
+        }
+        let start = self.position(lo)?;
+        let end = self.position(hi - 1)? + 1;
+        Ok(take_within_budget(&self.entries[start..end], max_bytes))
+    }
+
+    fn term(&self, index: LogIndex) -> Result<Term, StorageError> {
+        if index == self.offset {
+            return Ok(self.offset_term);
+        }
+        Ok(self.entries[self.position(index)?].term)
+    }
+
+    fn first_index(&self) -> LogIndex {
+        self.offset + 1
+    }
+
+    fn last_index(&self) -> LogIndex {
+        self.offset + self.entries.len() as u64
+    }
+
+    fn save(
+        &mut self,
+        hard_state: Option<&HardState>,
+        entries: &[Entry],
+    ) -> Result<(), StorageError> {
+        if let Some(first) = entries.first() {
+            if first.index <= self.offset || first.index > self.last_index() + 1 {
+                return Err(StorageError::Fatal(format!(
+                    "save of entries from {} leaves a gap or overwrites compacted log (held {}..={})",
+                    first.index,
+                    self.first_index(),
+                    self.last_index()
+                )));
+            }
+            self.entries
+                .truncate((first.index - self.offset - 1) as usize);
+            self.entries.extend_from_slice(entries);
+        }
+        if let Some(hs) = hard_state {
+            self.hard_state = *hs;
+        }
+        Ok(())
+    }
+}
+
+/// The longest prefix of `entries` within `max_bytes`, never empty when
+/// `entries` is not.
+pub fn take_within_budget(entries: &[Entry], max_bytes: u64) -> Vec<Entry> {
+    let mut total = 0u64;
+    let mut count = 0usize;
+    for entry in entries {
+        total += entry.size_bytes();
+        if count > 0 && total > max_bytes {
+            break;
+        }
+        count += 1;
+    }
+    entries[..count].to_vec()
+}

@@ -1,0 +1,181 @@
+//! Raft's safety properties (Raft §5.2 Figure 3), each checked in one place
+//! after every step of a simulation.
+
+use flotilla_raft::{Entry, LogIndex, MemStorage, NodeId, Storage, Term};
+use std::collections::HashMap;
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+
+fn digest(entry: &Entry) -> u64 {
+    let mut h = DefaultHasher::new();
+    entry.kind.hash(&mut h);
+    entry.data.hash(&mut h);
+    h.finish()
+}
+
+/// What the checker remembers across the whole run.
+#[derive(Debug, Default)]
+pub struct Invariants {
+    /// Election safety: the one leader of each term.
+    leaders: HashMap<Term, NodeId>,
+    /// Log matching: (index, term) → (digest, term of the entry before).
+    seen: HashMap<(LogIndex, Term), (u64, Term)>,
+    /// State machine safety: what was applied at each index (index - 1).
+    applied: Vec<(Term, u64)>,
+    /// Per node: highest commit index persisted, highest applied this life.
+    commit: HashMap<NodeId, LogIndex>,
+    applied_by: HashMap<NodeId, LogIndex>,
+    /// The first violation found.
+    violation: Option<String>,
+    /// Checks performed, so tests can show the checker ran.
+    pub checks: u64,
+}
+
+impl Invariants {
+    /// The first violation, if any.
+    pub fn violation(&self) -> Option<&str> {
+        self.violation.as_deref()
+    }
+
+    fn fail(&mut self, what: String) {
+        if self.violation.is_none() {
+            self.violation = Some(what);
+        }
+    }
+
+    /// Entries of the committed prefix, as applied by anyone so far.
+    pub fn committed_len(&self) -> LogIndex {
+        self.applied.len() as LogIndex
+    }
+
+    /// Election safety: at most one leader per term.
+    pub fn on_leader(&mut self, id: NodeId, term: Term) {
+        self.checks += 1;
+        if let Some(other) = self.leaders.insert(term, id)
+            && other != id
+        {
+            self.fail(format!(
+                "election safety: {other} and {id} both led term {term}"
+            ));
+        }
+    }
+
+    /// Leader completeness: a new leader's log holds every committed entry.
+    pub fn on_leader_log(&mut self, id: NodeId, term: Term, storage: &MemStorage) {
+        self.checks += 1;
+        for (i, (t, d)) in self.applied.clone().iter().enumerate() {
+            let index = i as LogIndex + 1;
+            if *t >= term {
+                continue;
+            }
+            let held = storage
+                .entries(index, index + 1, u64::MAX)
+                .ok()
+                .and_then(|e| e.into_iter().next());
+            match held {
+                Some(e) if e.term == *t && digest(&e) == *d => {}
+                other => {
+                    self.fail(format!(
+                        "leader completeness: leader {id} of term {term} lacks committed entry {index} (term {t}); holds {other:?}"
+                    ));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Log matching: entries with the same index and term have the same
+    /// content and follow entries of the same term, so logs agree on every
+    /// prefix ending at a common (index, term).
+    pub fn on_persist(&mut self, id: NodeId, storage: &MemStorage, entries: &[Entry]) {
+        let Some(first) = entries.first() else { return };
+        self.checks += 1;
+        let mut prev_term = if first.index == 1 {
+            Term(0)
+        } else {
+            match storage.term(first.index - 1) {
+                Ok(t) => t,
+                Err(e) => {
+                    self.fail(format!(
+                        "node {id}: persisting from {} without entry before it: {e}",
+                        first.index
+                    ));
+                    return;
+                }
+            }
+        };
+        for e in entries {
+            let key = (e.index, e.term);
+            let value = (digest(e), prev_term);
+            match self.seen.get(&key) {
+                Some(v) if *v != value => {
+                    self.fail(format!(
+                        "log matching: node {id} holds entry {} of term {} that differs from another node's (content or previous term {} vs {})",
+                        e.index, e.term, prev_term, v.1
+                    ));
+                    return;
+                }
+                Some(_) => {}
+                None => {
+                    self.seen.insert(key, value);
+                }
+            }
+            prev_term = e.term;
+        }
+    }
+
+    /// State machine safety: no two nodes apply different entries at one
+    /// index; and apply indexes only move forward within a node's life.
+    pub fn on_apply(&mut self, id: NodeId, entry: &Entry) {
+        self.checks += 1;
+        let last = self.applied_by.get(&id).copied().unwrap_or(0);
+        if entry.index != last + 1 {
+            self.fail(format!(
+                "apply order: node {id} applied {} after {}",
+                entry.index, last
+            ));
+            return;
+        }
+        self.applied_by.insert(id, entry.index);
+        let slot = (entry.index - 1) as usize;
+        let value = (entry.term, digest(entry));
+        if slot < self.applied.len() {
+            if self.applied[slot] != value {
+                self.fail(format!(
+                    "state machine safety: node {id} applied entry {} of term {} but another node applied term {} there",
+                    entry.index, entry.term, self.applied[slot].0
+                ));
+            }
+        } else if slot == self.applied.len() {
+            self.applied.push(value);
+        } else {
+            self.fail(format!(
+                "node {id} applied {} beyond the known prefix",
+                entry.index
+            ));
+        }
+    }
+
+    /// A node restarted: its state machine starts over from `applied`.
+    pub fn on_restart(&mut self, id: NodeId, applied: LogIndex) {
+        self.applied_by.insert(id, applied);
+    }
+
+    /// Commit indexes never go back, not even across restarts (they are
+    /// persisted), and never pass the log's end.
+    pub fn on_commit(&mut self, id: NodeId, commit: LogIndex, last_index: LogIndex) {
+        self.checks += 1;
+        let before = self.commit.get(&id).copied().unwrap_or(0);
+        if commit < before {
+            self.fail(format!(
+                "commit index of node {id} went back from {before} to {commit}"
+            ));
+        }
+        if commit > last_index {
+            self.fail(format!(
+                "node {id} commit {commit} beyond its last index {last_index}"
+            ));
+        }
+        self.commit.insert(id, commit.max(before));
+    }
+}

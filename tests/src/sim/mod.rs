@@ -1,0 +1,201 @@
+//! Deterministic simulation of Raft clusters.
+//!
+//! Every member runs the real [`flotilla_raft::Raft`] core over
+//! [`flotilla_raft::MemStorage`], on one virtual clock, behind a seeded
+//! network ([`Network`]) that drops, delays, duplicates, reorders and cuts
+//! links. A [`Nemesis`] crashes and restarts members and partitions the
+//! network; [`Workload`] clients run KV operations and record a history. After
+//! every step [`Invariants`] checks Raft's safety properties; at the end the
+//! history is checked for linearizability.
+//!
+//! The same seed gives the same run, so a failure is replayed by its seed:
+//! [`run_seed`] reports the seed and the command that replays it.
+//!
+//! | module | what |
+//! |---|---|
+//! | `network` | virtual-time network with faults |
+//! | `cluster` | members, the driver loop, crash and restart |
+//! | `invariants` | election safety, log matching, leader completeness, state machine safety, monotonic commit/apply |
+//! | `kv` | the KV state machine with client deduplication |
+//! | `workload` | clients with retries, recording the history |
+//! | `nemesis` | the fault schedule |
+
+mod cluster;
+mod invariants;
+mod kv;
+mod nemesis;
+mod network;
+mod workload;
+
+pub use cluster::{Cluster, Event, SimNode, ctx_key, read_ctx};
+pub use invariants::Invariants;
+pub use kv::{DecodeError, KvCommand, KvOp, KvOutput, KvStore};
+pub use nemesis::{Nemesis, NemesisConfig};
+pub use network::{NetFaults, Network};
+pub use workload::{Workload, WorkloadConfig};
+
+use crate::linearizability::{Budget, check_and_report};
+use flotilla_raft::{Config, NodeId};
+
+/// Virtual time units per tick. Network delays are drawn in units, so
+/// messages can arrive between ticks and overtake each other.
+pub const TICK_UNITS: u64 = 10;
+
+/// A Raft configuration for simulated members: elections after 10–20 ticks,
+/// heartbeats every 2, small messages and windows so that flow control is
+/// exercised.
+pub fn sim_config() -> Config {
+    let mut c = Config::new(NodeId(1));
+    c.election_ticks = 10;
+    c.heartbeat_ticks = 2;
+    c.max_msg_bytes = 4096;
+    c.max_inflight_msgs = 8;
+    c.max_inflight_bytes = 64 * 1024;
+    c
+}
+
+/// One random run.
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    /// Name used in replay commands and history files.
+    pub name: &'static str,
+    /// The test target that runs it (`cargo test --test <target>`).
+    pub test_target: &'static str,
+    /// Members.
+    pub nodes: usize,
+    /// Raft configuration template.
+    pub raft: Config,
+    /// Network faults at the start.
+    pub faults: NetFaults,
+    /// Fault schedule.
+    pub nemesis: NemesisConfig,
+    /// Client behaviour.
+    pub workload: WorkloadConfig,
+    /// Ticks with faults.
+    pub fault_ticks: u64,
+    /// Ticks after healing, in which every client must finish.
+    pub heal_ticks: u64,
+    /// Check the history for linearizability.
+    pub check_linearizability: bool,
+}
+
+impl Scenario {
+    /// Mixed faults on a 5-member cluster with ReadIndex reads.
+    pub fn mixed(name: &'static str, test_target: &'static str) -> Scenario {
+        Scenario {
+            name,
+            test_target,
+            nodes: 5,
+            raft: sim_config(),
+            faults: NetFaults::RELIABLE,
+            nemesis: NemesisConfig {
+                max_down: 2,
+                ..NemesisConfig::default()
+            },
+            workload: WorkloadConfig::default(),
+            fault_ticks: 600,
+            heal_ticks: 300,
+            check_linearizability: true,
+        }
+    }
+}
+
+/// What a passing run did.
+#[derive(Clone, Debug, Default)]
+pub struct RunStats {
+    /// Operations answered.
+    pub completed: u64,
+    /// Operations with unknown outcome.
+    pub abandoned: u64,
+    /// Entries in the committed prefix.
+    pub committed: u64,
+    /// Invariant checks performed.
+    pub checks: u64,
+    /// Fault actions taken.
+    pub faults: usize,
+}
+
+/// The command that replays `seed` of `scenario`.
+pub fn replay_command(scenario: &Scenario, seed: u64) -> String {
+    format!(
+        "SIM_SEED={seed} cargo test -p flotilla-tests --test {} {} -- --nocapture",
+        scenario.test_target, scenario.name
+    )
+}
+
+/// Runs one seed: faults, then healing, then checks that clients finished and
+/// that the history is linearizable. An error names the seed and the command
+/// that replays it.
+pub fn run_seed(scenario: &Scenario, seed: u64) -> Result<RunStats, String> {
+    let fail = |what: String, nemesis: &Nemesis| {
+        let recent: Vec<&String> = nemesis.actions.iter().rev().take(12).rev().collect();
+        Err(format!(
+            "seed {seed}: {what}\n  recent faults: {recent:?}\n  replay: {}",
+            replay_command(scenario, seed)
+        ))
+    };
+    let mut cluster = Cluster::new(scenario.nodes, scenario.raft.clone(), scenario.faults, seed);
+    let mut workload = Workload::new(scenario.workload.clone(), scenario.nodes);
+    let mut nemesis = Nemesis::new(scenario.nemesis.clone());
+    let fault_end = scenario.fault_ticks * TICK_UNITS;
+    while cluster.now < fault_end {
+        cluster.step();
+        workload.step(&mut cluster);
+        nemesis.step(&mut cluster);
+        if let Some(v) = cluster.violation() {
+            return fail(v, &nemesis);
+        }
+    }
+    nemesis.heal_all(&mut cluster);
+    workload.issuing = false;
+    let heal_end = cluster.now + scenario.heal_ticks * TICK_UNITS;
+    while cluster.now < heal_end && !workload.idle() {
+        cluster.step();
+        workload.step(&mut cluster);
+        if let Some(v) = cluster.violation() {
+            return fail(v, &nemesis);
+        }
+    }
+    if !workload.idle() {
+        return fail(
+            format!(
+                "liveness: clients still waiting {} ticks after the network healed; members:{}",
+                scenario.heal_ticks,
+                cluster.describe()
+            ),
+            &nemesis,
+        );
+    }
+    if cluster.await_leader(scenario.heal_ticks).is_none() {
+        return fail("liveness: no leader after healing".into(), &nemesis);
+    }
+    let stats = RunStats {
+        completed: workload.completed,
+        abandoned: workload.abandoned,
+        committed: cluster.inv.committed_len(),
+        checks: cluster.inv.checks,
+        faults: nemesis.actions.len(),
+    };
+    if scenario.check_linearizability {
+        let history = workload.finish();
+        let report = check_and_report(&history, Budget::default(), scenario.name, seed)
+            .map_err(|e| format!("seed {seed}: cannot check history: {e}"))?;
+        if !report.is_ok() {
+            return fail(format!("history is not linearizable: {report}"), &nemesis);
+        }
+    }
+    Ok(stats)
+}
+
+/// The seeds a random test runs: `SIM_SEED` alone when set, else `SIM_SEEDS`
+/// (default `default_count`) seeds derived from `base`.
+pub fn seeds(base: u64, default_count: u64) -> Vec<u64> {
+    if let Some(seed) = std::env::var("SIM_SEED").ok().and_then(|s| s.parse().ok()) {
+        return vec![seed];
+    }
+    let count = std::env::var("SIM_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default_count);
+    (0..count).map(|i| base + i).collect()
+}

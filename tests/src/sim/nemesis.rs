@@ -1,0 +1,150 @@
+//! The fault schedule of a random simulation: crashes and restarts,
+//! partitions of arbitrary subsets, one-way cuts, and bouts of loss,
+//! duplication and reordering.
+
+use super::TICK_UNITS;
+use super::cluster::Cluster;
+use super::network::NetFaults;
+use flotilla_raft::NodeId;
+use rand::Rng;
+use rand::seq::SliceRandom;
+
+/// Which faults the nemesis may inject.
+#[derive(Clone, Debug)]
+pub struct NemesisConfig {
+    /// Crash and restart members.
+    pub crashes: bool,
+    /// Partition the network (both-way splits and one-way cuts).
+    pub partitions: bool,
+    /// Switch the network between reliable and lossy.
+    pub lossy: bool,
+    /// Most members down at once.
+    pub max_down: usize,
+    /// Ticks between fault actions, drawn uniformly from this range.
+    pub interval_ticks: (u64, u64),
+}
+
+impl Default for NemesisConfig {
+    fn default() -> Self {
+        NemesisConfig {
+            crashes: true,
+            partitions: true,
+            lossy: true,
+            max_down: 1,
+            interval_ticks: (10, 60),
+        }
+    }
+}
+
+/// Injects faults on a schedule drawn from the run's RNG.
+#[derive(Debug)]
+pub struct Nemesis {
+    config: NemesisConfig,
+    next_at: u64,
+    /// Actions taken, for the run's summary.
+    pub actions: Vec<String>,
+}
+
+impl Nemesis {
+    /// A nemesis that starts acting after the first interval.
+    pub fn new(config: NemesisConfig) -> Nemesis {
+        let first = config.interval_ticks.1 * TICK_UNITS;
+        Nemesis {
+            config,
+            next_at: first,
+            actions: Vec::new(),
+        }
+    }
+
+    /// Acts if its time has come.
+    pub fn step(&mut self, cluster: &mut Cluster) {
+        if cluster.now < self.next_at {
+            return;
+        }
+        let (lo, hi) = self.config.interval_ticks;
+        self.next_at = cluster.now + cluster.rng.random_range(lo..=hi) * TICK_UNITS;
+        let action = self.act(cluster);
+        if let Some(a) = action {
+            self.actions
+                .push(format!("t={} {a}", cluster.now / TICK_UNITS));
+        }
+    }
+
+    fn act(&mut self, cluster: &mut Cluster) -> Option<String> {
+        let ids = cluster.ids();
+        let down: Vec<NodeId> = ids
+            .iter()
+            .copied()
+            .filter(|id| !cluster.node(*id).is_up())
+            .collect();
+        let up: Vec<NodeId> = ids
+            .iter()
+            .copied()
+            .filter(|id| cluster.node(*id).is_up())
+            .collect();
+        let roll = cluster.rng.random_range(0..8);
+        match roll {
+            0 | 1 if self.config.crashes && down.len() < self.config.max_down && !up.is_empty() => {
+                // Prefer the leader half the time: that is where bugs hide.
+                let victim = match cluster.leader() {
+                    Some(l) if cluster.rng.random_bool(0.5) => l,
+                    _ => up[cluster.rng.random_range(0..up.len())],
+                };
+                cluster.crash(victim);
+                Some(format!("crash {victim}"))
+            }
+            0..=2 if self.config.crashes && !down.is_empty() => {
+                let id = down[cluster.rng.random_range(0..down.len())];
+                cluster.restart(id);
+                Some(format!("restart {id}"))
+            }
+            3 if self.config.partitions => {
+                let mut shuffled = ids.clone();
+                shuffled.shuffle(&mut cluster.rng);
+                let cut = cluster.rng.random_range(1..ids.len());
+                let groups = vec![shuffled[..cut].to_vec(), shuffled[cut..].to_vec()];
+                cluster.net.partition(&groups);
+                Some(format!("partition {groups:?}"))
+            }
+            4 if self.config.partitions => {
+                let leader = cluster.leader()?;
+                cluster.net.isolate(leader, &ids);
+                Some(format!("isolate leader {leader}"))
+            }
+            5 if self.config.partitions => {
+                let a = ids[cluster.rng.random_range(0..ids.len())];
+                let b = ids[cluster.rng.random_range(0..ids.len())];
+                if a == b {
+                    return None;
+                }
+                cluster.net.cut_one_way(a, b);
+                Some(format!("cut {a} -> {b}"))
+            }
+            6 if self.config.lossy => {
+                let faults = if cluster.net.faults() == NetFaults::UNRELIABLE {
+                    NetFaults::RELIABLE
+                } else {
+                    NetFaults::UNRELIABLE
+                };
+                cluster.net.set_faults(faults);
+                Some(format!("network {faults:?}"))
+            }
+            _ => {
+                cluster.net.heal();
+                Some("heal".to_string())
+            }
+        }
+    }
+
+    /// Ends every fault: restarts the crashed, heals the network, makes it
+    /// reliable.
+    pub fn heal_all(&mut self, cluster: &mut Cluster) {
+        for id in cluster.ids() {
+            cluster.restart(id);
+        }
+        cluster.net.heal();
+        cluster.net.set_faults(NetFaults::RELIABLE);
+        self.actions
+            .push(format!("t={} heal all", cluster.now / TICK_UNITS));
+    }
+}
