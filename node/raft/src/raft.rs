@@ -400,11 +400,9 @@ impl<S: Storage> Raft<S> {
             MessageBody::ReadIndexResponse { index, ctx } => {
                 self.read_states.push(ReadState { index, ctx });
             }
-            MessageBody::TimeoutNow => {
-                if self.promotable() {
-                    tracing::info!(id = %self.id, from = %m.from, "TimeoutNow: campaigning at once");
-                    self.start_campaign(true);
-                }
+            MessageBody::TimeoutNow if self.promotable() => {
+                tracing::info!(id = %self.id, from = %m.from, "TimeoutNow: campaigning at once");
+                self.start_campaign(true);
             }
             _ => {}
         }
@@ -686,6 +684,12 @@ impl<S: Storage> Raft<S> {
     /// The configuration in force.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Whether this member leads and may serve reads from its lease alone
+    /// (lease-based reads only).
+    pub fn has_lease(&self) -> bool {
+        self.role == Role::Leader && self.lease_valid()
     }
 
     /// Entries the leader appended but has not yet seen committed.

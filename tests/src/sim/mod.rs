@@ -25,6 +25,7 @@ mod invariants;
 mod kv;
 mod nemesis;
 mod network;
+mod scripted;
 mod workload;
 
 pub use cluster::{Cluster, Event, SimNode, ctx_key, read_ctx};
