@@ -60,7 +60,8 @@ pub fn sim_config() -> Config {
 pub struct Scenario {
     /// Name used in replay commands and history files.
     pub name: &'static str,
-    /// The test target that runs it (`cargo test --test <target>`).
+    /// The test target that runs it (`cargo test --test <target>`); empty
+    /// for the `flotilla-sim` binary.
     pub test_target: &'static str,
     /// Members.
     pub nodes: usize,
@@ -118,6 +119,17 @@ pub struct RunStats {
 
 /// The command that replays `seed` of `scenario`.
 pub fn replay_command(scenario: &Scenario, seed: u64) -> String {
+    if scenario.test_target.is_empty() {
+        let lease = if scenario.raft.read_mode == flotilla_raft::ReadMode::LeaseBased {
+            " --lease-reads"
+        } else {
+            ""
+        };
+        return format!(
+            "cargo run --release -p flotilla-tests --bin flotilla-sim -- --seed {seed} --members {} --ticks {}{lease} --verbose",
+            scenario.nodes, scenario.fault_ticks
+        );
+    }
     format!(
         "SIM_SEED={seed} cargo test -p flotilla-tests --test {} {} -- --nocapture",
         scenario.test_target, scenario.name
