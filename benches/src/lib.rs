@@ -125,7 +125,10 @@ impl InstantCluster {
 
     /// Entries held by each member's storage.
     pub fn log_lengths(&self) -> Vec<u64> {
-        self.nodes.iter().map(|n| n.storage().last_index()).collect()
+        self.nodes
+            .iter()
+            .map(|n| n.storage().last_index())
+            .collect()
     }
 }
 

@@ -70,7 +70,11 @@ fn main() -> ExitCode {
                 if args.verbose || seeds.len() <= 20 {
                     println!(
                         "seed {seed}: ok — {} client ops answered ({} unknown), {} entries committed, {} faults, {} invariant checks, history linearizable",
-                        stats.completed, stats.abandoned, stats.committed, stats.faults, stats.checks
+                        stats.completed,
+                        stats.abandoned,
+                        stats.committed,
+                        stats.faults,
+                        stats.checks
                     );
                 }
             }
