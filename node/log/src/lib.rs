@@ -35,7 +35,7 @@
 //! | `log` | [`Log`]: append, read, sync |
 //! | `maintenance` | `truncate_to` and retention |
 //! | [`config`] | [`LogConfig`] and [`FsyncPolicy`] |
-//! | [`bench`] | the benchmark driver shared by `flotilla bench log` and criterion |
+//! | [`mod@bench`] | the benchmark driver shared by `flotilla bench log` and criterion |
 //!
 //! # The IO contract
 //!
