@@ -579,11 +579,17 @@ impl<S: Storage> Raft<S> {
                 return Err(e);
             }
         };
+        // Only this leader's own proposals were counted as uncommitted (the
+        // count restarts every term), so only they give room back: not the
+        // no-op, nor entries of earlier terms committed through it.
+        let counted = committed_entries
+            .iter()
+            .filter(|e| e.term == self.term && e.kind != EntryKind::Noop);
         self.pending_ready = Some(ReadyMarks {
             last_entry: entries.last().map(|e| (e.index, e.term)),
             last_committed: committed_entries.last().map(|e| e.index),
-            committed_bytes: committed_entries.iter().map(Entry::size_bytes).sum(),
-            committed_count: committed_entries.len() as u64,
+            committed_bytes: counted.clone().map(Entry::size_bytes).sum(),
+            committed_count: counted.count() as u64,
             hard_state,
         });
         let soft_changed = soft_state != self.prev_soft_state;

@@ -1,0 +1,189 @@
+//! Linearizable reads without log writes (thesis §6.4): ReadIndex through
+//! heartbeat rounds, forwarded reads, and leader leases.
+
+mod common;
+
+use common::*;
+use flotilla_raft::{Bytes, Config, MemStorage, MessageBody, NodeId, ReadMode, ReadState};
+
+fn leader_with(tweak: impl FnOnce(&mut Config)) -> Core {
+    let mut config = config(1);
+    tweak(&mut config);
+    let mut leader = core_with(config, MemStorage::new_with_voters(&voters(3)));
+    elect(&mut leader);
+    leader
+}
+
+fn read(index: u64, ctx: &'static [u8]) -> ReadState {
+    ReadState {
+        index,
+        ctx: Bytes::from_static(ctx),
+    }
+}
+
+/// Thesis §6.4 steps 1–3: a new leader does not know the commit index until
+/// it committed an entry of its term, so a read waits for the no-op; then the
+/// leader records its commit index and sends a fresh heartbeat round, and
+/// answers once a quorum acknowledged that round — an answer to an earlier
+/// round does not count.
+#[test]
+fn read_index_waits_for_the_noop_then_for_a_quorum_of_its_round() {
+    let mut leader = leader_with(|_| {});
+    leader
+        .read_index(Bytes::from_static(b"early"))
+        .expect("queued");
+    let ready = handle(&mut leader);
+    assert!(ready.read_states.is_empty());
+    assert!(
+        !kinds(&ready.messages).contains(&"Heartbeat"),
+        "no confirmation round before the no-op commits"
+    );
+
+    // The no-op commits; the waiting read now gets its round.
+    leader.step(append_ack(2, 1, 1, 1));
+    let ready = handle(&mut leader);
+    assert_eq!(ready.hard_state.map(|hs| hs.commit), Some(1));
+    assert!(ready.read_states.is_empty());
+    let early_round = heartbeat_rounds(&ready, 3)[0];
+    leader.step(msg(
+        3,
+        1,
+        1,
+        MessageBody::HeartbeatResponse { round: early_round },
+    ));
+    let ready = handle(&mut leader);
+    assert_eq!(ready.read_states, [read(1, b"early")]);
+
+    // A later read needs a round sent after it arrived.
+    let stale_round = heartbeat_rounds(&tick_n(&mut leader, HEARTBEAT_TICKS).pop().unwrap(), 2)[0];
+    leader
+        .read_index(Bytes::from_static(b"late"))
+        .expect("queued");
+    let ready = handle(&mut leader);
+    let round = heartbeat_rounds(&ready, 2)[0];
+    assert!(round > stale_round);
+    assert_eq!(heartbeat_rounds(&ready, 3), [round], "broadcast to all");
+
+    leader.step(msg(
+        2,
+        1,
+        1,
+        MessageBody::HeartbeatResponse { round: stale_round },
+    ));
+    assert!(handle(&mut leader).read_states.is_empty(), "earlier round");
+    leader.step(msg(2, 1, 1, MessageBody::HeartbeatResponse { round }));
+    assert_eq!(handle(&mut leader).read_states, [read(1, b"late")]);
+}
+
+/// Thesis §6.4 ("followers ... can also offload reads"): a follower forwards
+/// the read to its leader, the leader confirms it like its own and answers
+/// with the index, and the follower hands it out as a `ReadState`.
+#[test]
+fn follower_read_is_confirmed_by_the_leader() {
+    let mut net = Net::new(3);
+    net.elect(1);
+
+    net.core(2)
+        .read_index(Bytes::from_static(b"f"))
+        .expect("leader known");
+    let ready = handle(net.core(2));
+    assert_eq!(
+        ready.messages,
+        [msg(
+            2,
+            1,
+            1,
+            MessageBody::ReadIndex {
+                ctx: Bytes::from_static(b"f")
+            }
+        )]
+    );
+    let readies = net.deliver(ready.messages);
+    let sent: Vec<_> = readies
+        .iter()
+        .flat_map(|(_, r)| r.messages.iter())
+        .filter(|m| m.kind() == "ReadIndexResponse")
+        .cloned()
+        .collect();
+    assert_eq!(
+        sent,
+        [msg(
+            1,
+            2,
+            1,
+            MessageBody::ReadIndexResponse {
+                index: 1,
+                ctx: Bytes::from_static(b"f")
+            }
+        )]
+    );
+    let served: Vec<_> = readies
+        .iter()
+        .filter(|(id, _)| *id == NodeId(2))
+        .flat_map(|(_, r)| r.read_states.clone())
+        .collect();
+    assert_eq!(served, [read(1, b"f")]);
+}
+
+/// Thesis §6.4.1 (leases): with lease-based reads, once a quorum acknowledged
+/// a heartbeat round the leader answers reads at once, with no round trip,
+/// for `lease_ticks` after that round was sent; after that, without newer
+/// acknowledgements, a read goes through a round again.
+#[test]
+fn lease_read_is_answered_at_once_only_while_the_lease_holds() {
+    let mut leader = leader_with(|c| c.read_mode = ReadMode::LeaseBased);
+    let lease_ticks = leader.config().lease_ticks() as u32;
+    assert!(lease_ticks > 0 && lease_ticks < ELECTION_TICKS);
+    leader.step(append_ack(2, 1, 1, 1)); // the no-op commits
+    handle(&mut leader);
+
+    // No lease yet: the first read pays for a round; its acknowledgement
+    // starts the lease, counted from when the round was sent.
+    leader
+        .read_index(Bytes::from_static(b"r0"))
+        .expect("queued");
+    let round = heartbeat_rounds(&handle(&mut leader), 2)[0];
+    leader.step(msg(2, 1, 1, MessageBody::HeartbeatResponse { round }));
+    assert_eq!(handle(&mut leader).read_states, [read(1, b"r0")]);
+
+    // Inside the lease (heartbeats go out on their own but are not answered).
+    tick_n(&mut leader, lease_ticks - 1);
+    leader
+        .read_index(Bytes::from_static(b"r1"))
+        .expect("served");
+    let ready = handle(&mut leader);
+    assert_eq!(ready.read_states, [read(1, b"r1")]);
+    assert!(
+        !kinds(&ready.messages).contains(&"Heartbeat"),
+        "no round trip"
+    );
+
+    // The lease has run out: the read waits for a quorum again.
+    tick_n(&mut leader, 1);
+    leader
+        .read_index(Bytes::from_static(b"r2"))
+        .expect("queued");
+    let ready = handle(&mut leader);
+    assert!(ready.read_states.is_empty(), "served on an expired lease");
+    let round = heartbeat_rounds(&ready, 2)[0];
+    leader.step(msg(2, 1, 1, MessageBody::HeartbeatResponse { round }));
+    assert_eq!(handle(&mut leader).read_states, [read(1, b"r2")]);
+}
+
+/// Thesis §6.4: with the default (safe) read mode the leader never answers
+/// from a lease, however recently a quorum answered.
+#[test]
+fn safe_reads_always_wait_for_a_round() {
+    let mut leader = leader_with(|_| {});
+    leader.step(append_ack(2, 1, 1, 1));
+    handle(&mut leader);
+    let beat = tick_n(&mut leader, HEARTBEAT_TICKS).pop().unwrap();
+    let round = heartbeat_rounds(&beat, 2)[0];
+    leader.step(msg(2, 1, 1, MessageBody::HeartbeatResponse { round }));
+    handle(&mut leader);
+
+    leader.read_index(Bytes::from_static(b"s")).expect("queued");
+    let ready = handle(&mut leader);
+    assert!(ready.read_states.is_empty());
+    assert!(kinds(&ready.messages).contains(&"Heartbeat"));
+}
