@@ -57,6 +57,18 @@ pub struct Config {
     pub max_committed_bytes_per_ready: u64,
     /// Most read requests waiting for confirmation.
     pub max_pending_reads: usize,
+    /// A learner may be promoted only when at most this many entries behind
+    /// the leader, so that a promotion never stalls commits.
+    pub max_promote_lag_entries: u64,
+    /// Bytes of snapshot data per InstallSnapshot message.
+    pub max_snapshot_chunk_bytes: u64,
+    /// Largest snapshot a follower accepts (it buffers one while receiving).
+    pub max_snapshot_bytes: u64,
+    /// [`Raft::snapshot_due`](crate::Raft::snapshot_due) once this many entries
+    /// were applied since the last snapshot...
+    pub snapshot_after_entries: u64,
+    /// ...or this many bytes of entries.
+    pub snapshot_after_bytes: u64,
     /// The index the application's state machine has already applied (from
     /// its own snapshot), so that restarts do not re-apply it.
     pub applied: u64,
@@ -82,6 +94,11 @@ impl Config {
             max_uncommitted_entries: 1 << 20,
             max_committed_bytes_per_ready: 64 * 1024 * 1024,
             max_pending_reads: 65536,
+            max_promote_lag_entries: 1000,
+            max_snapshot_chunk_bytes: 1024 * 1024,
+            max_snapshot_bytes: 4 * 1024 * 1024 * 1024,
+            snapshot_after_entries: 100_000,
+            snapshot_after_bytes: 64 * 1024 * 1024,
             applied: 0,
         }
     }
@@ -115,6 +132,12 @@ impl Config {
         }
         if self.max_committed_bytes_per_ready == 0 || self.max_pending_reads == 0 {
             return fail("per-ready and read queue limits must be positive");
+        }
+        if self.max_snapshot_chunk_bytes == 0 || self.max_snapshot_bytes == 0 {
+            return fail("snapshot chunk and size limits must be positive");
+        }
+        if self.snapshot_after_entries == 0 || self.snapshot_after_bytes == 0 {
+            return fail("snapshot thresholds must be positive");
         }
         Ok(())
     }

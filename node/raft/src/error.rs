@@ -25,6 +25,13 @@ pub enum ProposeError {
         /// The transferee.
         to: NodeId,
     },
+    /// A membership change that cannot be made now (or at all); the reason
+    /// says which.
+    #[error("membership change rejected: {0}")]
+    ConfChangeRejected(String),
+    /// A batch without commands.
+    #[error("empty proposal batch")]
+    EmptyBatch,
     /// Too much is appended but not yet committed; back off and retry.
     #[error(
         "uncommitted log limit reached: {uncommitted_bytes} bytes in {uncommitted_entries} entries (limits {max_bytes} bytes, {max_entries} entries)"

@@ -71,16 +71,19 @@ mod config;
 mod election;
 mod error;
 mod log;
+mod membership;
 mod message;
 mod progress;
 mod raft;
 mod read;
 mod ready;
 mod replication;
+mod snapshot;
 mod storage;
 mod types;
 
 pub use config::{Config, ReadMode};
+pub use membership::ConfChange;
 pub use error::{ConfigError, ProposeError, ReadError, StorageError, TransferError};
 pub use message::{Message, MessageBody};
 pub use progress::ProgressState;
@@ -88,7 +91,8 @@ pub use raft::{Raft, Status};
 pub use ready::Ready;
 pub use storage::{InitialState, MemStorage, Storage, take_within_budget};
 pub use types::{
-    ConfState, Entry, EntryKind, HardState, LogIndex, NodeId, ReadState, Role, SoftState, Term,
+    ConfState, Entry, EntryKind, HardState, LogIndex, NodeId, ReadState, Role, Snapshot,
+    SnapshotMeta, SoftState, Term,
 };
 
 /// Re-exported so that drivers and tests name the same `Bytes` type.

@@ -3,7 +3,7 @@
 
 use crate::error::StorageError;
 use crate::storage::Storage;
-use crate::types::{Entry, LogIndex, Term};
+use crate::types::{Entry, LogIndex, Snapshot, Term};
 
 /// Log state of one core.
 #[derive(Debug)]
@@ -17,6 +17,9 @@ pub(crate) struct RaftLog<S> {
     pub(crate) committed: LogIndex,
     /// Highest index handed to the application for applying.
     pub(crate) applied: LogIndex,
+    /// A snapshot received from the leader that replaces the whole log, not
+    /// yet installed by the driver; `unstable` follows it.
+    pending_snapshot: Option<Snapshot>,
 }
 
 impl<S: Storage> RaftLog<S> {
@@ -30,13 +33,23 @@ impl<S: Storage> RaftLog<S> {
             unstable_offset,
             committed,
             applied: applied.max(compacted_to).min(committed),
+            pending_snapshot: None,
         }
     }
 
     pub(crate) fn last_index(&self) -> LogIndex {
-        match self.unstable.last() {
-            Some(e) => e.index,
-            None => self.storage.last_index(),
+        match (self.unstable.last(), &self.pending_snapshot) {
+            (Some(e), _) => e.index,
+            (None, Some(s)) => s.meta.index,
+            (None, None) => self.storage.last_index(),
+        }
+    }
+
+    /// Index of the first entry held (after the latest snapshot).
+    pub(crate) fn first_index(&self) -> LogIndex {
+        match &self.pending_snapshot {
+            Some(s) => s.meta.index + 1,
+            None => self.storage.first_index(),
         }
     }
 
@@ -48,6 +61,14 @@ impl<S: Storage> RaftLog<S> {
     pub(crate) fn term(&self, index: LogIndex) -> Result<Term, StorageError> {
         if index > self.last_index() {
             return Err(StorageError::Unavailable(index));
+        }
+        if let Some(s) = &self.pending_snapshot {
+            if index == s.meta.index {
+                return Ok(s.meta.term);
+            }
+            if index < s.meta.index {
+                return Err(StorageError::Compacted(index));
+            }
         }
         if index >= self.unstable_offset && !self.unstable.is_empty() {
             return Ok(self.unstable[(index - self.unstable_offset) as usize].term);
@@ -77,6 +98,9 @@ impl<S: Storage> RaftLog<S> {
         let hi = hi.min(self.last_index() + 1);
         if lo >= hi {
             return Ok(Vec::new());
+        }
+        if lo < self.first_index() {
+            return Err(StorageError::Compacted(lo));
         }
         let mut out = Vec::new();
         let mut used_bytes = 0u64;
@@ -128,8 +152,9 @@ impl<S: Storage> RaftLog<S> {
 
     /// Follower side of AppendEntries (Raft §5.3): appends `entries` (which
     /// follow `prev`) skipping those already present, truncating at the first
-    /// conflict. Returns the index of the last new entry.
-    pub(crate) fn append_after(&mut self, prev: LogIndex, entries: &[Entry]) -> LogIndex {
+    /// conflict. Returns the index of the last new entry and the position in
+    /// `entries` from which the log changed, if it did.
+    pub(crate) fn append_after(&mut self, prev: LogIndex, entries: &[Entry]) -> (LogIndex, Option<usize>) {
         let last_new = prev + entries.len() as u64;
         let conflict = entries
             .iter()
@@ -137,7 +162,7 @@ impl<S: Storage> RaftLog<S> {
         if let Some(pos) = conflict {
             self.append(&entries[pos..]);
         }
-        last_new
+        (last_new, conflict)
     }
 
     /// Fast backtracking (thesis §5.3): the largest index at or below `index`
@@ -181,19 +206,61 @@ impl<S: Storage> RaftLog<S> {
         }
     }
 
+    /// The index the next committed entry to apply follows: the applied
+    /// index, or a pending snapshot's, which is applied first.
+    fn apply_base(&self) -> LogIndex {
+        match &self.pending_snapshot {
+            Some(s) => self.applied.max(s.meta.index),
+            None => self.applied,
+        }
+    }
+
     /// Committed entries not yet handed out for applying, within a byte budget.
     pub(crate) fn next_committed_entries(
         &self,
         max_bytes: u64,
     ) -> Result<Vec<Entry>, StorageError> {
-        if self.committed <= self.applied {
+        let base = self.apply_base();
+        if self.committed <= base {
             return Ok(Vec::new());
         }
-        self.entries(self.applied + 1, self.committed + 1, max_bytes)
+        self.entries(base + 1, self.committed + 1, max_bytes)
     }
 
     pub(crate) fn has_next_committed_entries(&self) -> bool {
-        self.committed > self.applied
+        self.committed > self.apply_base()
+    }
+
+    /// Replaces the whole log by a snapshot from the leader (thesis §5.1):
+    /// the driver installs it with the next `Ready`.
+    pub(crate) fn restore(&mut self, snapshot: Snapshot) {
+        let index = snapshot.meta.index;
+        assert!(
+            index > self.committed,
+            "restoring a snapshot at {index} below commit {}",
+            self.committed
+        );
+        self.unstable.clear();
+        self.unstable_offset = index + 1;
+        self.committed = index;
+        self.pending_snapshot = Some(snapshot);
+    }
+
+    /// The snapshot the next `Ready` must install, if any.
+    pub(crate) fn pending_snapshot(&self) -> Option<&Snapshot> {
+        self.pending_snapshot.as_ref()
+    }
+
+    /// The driver installed the pending snapshot at `index`.
+    pub(crate) fn snapshot_installed(&mut self, index: LogIndex) {
+        if self
+            .pending_snapshot
+            .as_ref()
+            .is_some_and(|s| s.meta.index == index)
+        {
+            self.pending_snapshot = None;
+            self.applied = self.applied.max(index);
+        }
     }
 
     pub(crate) fn applied_to(&mut self, index: LogIndex) {

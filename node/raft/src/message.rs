@@ -1,7 +1,7 @@
 //! Messages exchanged between cores. The transport is the driver's business;
 //! the core only produces and consumes these values.
 
-use crate::types::{Entry, LogIndex, NodeId, Term};
+use crate::types::{Entry, LogIndex, NodeId, SnapshotMeta, Term};
 use bytes::Bytes;
 
 /// One message between two members.
@@ -101,6 +101,31 @@ pub enum MessageBody {
     },
     /// Start an election now, skipping pre-vote (leadership transfer, thesis §3.10).
     TimeoutNow,
+    /// One chunk of a snapshot (Raft §7, chunked as in Figure 13).
+    InstallSnapshot {
+        /// Index, term and configuration of the snapshot.
+        meta: SnapshotMeta,
+        /// Byte offset of this chunk in the snapshot data.
+        offset: u64,
+        /// The chunk.
+        data: Bytes,
+        /// CRC-32 of `data`.
+        chunk_crc: u32,
+        /// Whether this is the last chunk.
+        done: bool,
+        /// Total size of the snapshot data.
+        total_bytes: u64,
+        /// CRC-32 of the whole snapshot data, checked before installing.
+        snapshot_crc: u32,
+    },
+    /// Answer to a chunk that was not the completing one (completion is
+    /// answered with an [`MessageBody::AppendEntriesResponse`]).
+    InstallSnapshotResponse {
+        /// Whether the chunk was taken.
+        accepted: bool,
+        /// The offset the follower expects next.
+        next_offset: u64,
+    },
 }
 
 impl Message {
@@ -115,6 +140,11 @@ impl Message {
                 }
                 MessageBody::ReadIndex { ctx } | MessageBody::ReadIndexResponse { ctx, .. } => {
                     8 + ctx.len() as u64
+                }
+                MessageBody::InstallSnapshot { meta, data, .. } => {
+                    64 + 8 * (meta.conf_state.voters.len() + meta.conf_state.learners.len())
+                        as u64
+                        + data.len() as u64
                 }
                 _ => 24,
             }
@@ -134,6 +164,8 @@ impl Message {
             MessageBody::ReadIndex { .. } => "ReadIndex",
             MessageBody::ReadIndexResponse { .. } => "ReadIndexResponse",
             MessageBody::TimeoutNow => "TimeoutNow",
+            MessageBody::InstallSnapshot { .. } => "InstallSnapshot",
+            MessageBody::InstallSnapshotResponse { .. } => "InstallSnapshotResponse",
         }
     }
 }

@@ -13,6 +13,22 @@ pub enum ProgressState {
     /// The follower is known to match: entries stream optimistically, bounded
     /// by the inflight window.
     Replicate,
+    /// The follower needs entries the leader compacted away: it receives the
+    /// snapshot in chunks (pipelined within the inflight window), then the
+    /// leader probes after it.
+    Snapshot,
+}
+
+/// A snapshot being sent to one follower.
+#[derive(Clone, Debug)]
+pub(crate) struct OutgoingSnapshot {
+    pub(crate) snapshot: crate::types::Snapshot,
+    /// CRC-32 of the whole data, checked by the receiver once complete.
+    pub(crate) crc: u32,
+    /// Next byte to send.
+    pub(crate) next_offset: u64,
+    /// Bytes the follower confirmed.
+    pub(crate) acked_offset: u64,
 }
 
 /// AppendEntries messages sent but not yet acknowledged, bounded by count and
@@ -87,6 +103,8 @@ pub(crate) struct Progress {
     pub(crate) inflights: Inflights,
     /// Counts in elections and commit quorums.
     pub(crate) is_learner: bool,
+    /// In snapshot state: what is being sent.
+    pub(crate) snapshot: Option<OutgoingSnapshot>,
 }
 
 impl Progress {
@@ -100,10 +118,24 @@ impl Progress {
             acked_round: 0,
             inflights,
             is_learner,
+            snapshot: None,
         }
     }
 
+    pub(crate) fn become_snapshot(&mut self, snapshot: crate::types::Snapshot) {
+        self.state = ProgressState::Snapshot;
+        self.probe_sent = false;
+        self.inflights.reset();
+        self.snapshot = Some(OutgoingSnapshot {
+            crc: crc32fast::hash(&snapshot.data),
+            snapshot,
+            next_offset: 0,
+            acked_offset: 0,
+        });
+    }
+
     pub(crate) fn become_probe(&mut self) {
+        self.snapshot = None;
         self.state = ProgressState::Probe;
         self.next_index = self.match_index + 1;
         self.probe_sent = false;
@@ -111,6 +143,7 @@ impl Progress {
     }
 
     pub(crate) fn become_replicate(&mut self) {
+        self.snapshot = None;
         self.state = ProgressState::Replicate;
         self.next_index = self.match_index + 1;
         self.probe_sent = false;
@@ -122,6 +155,13 @@ impl Progress {
         match self.state {
             ProgressState::Probe => self.probe_sent,
             ProgressState::Replicate => self.inflights.is_full(),
+            ProgressState::Snapshot => {
+                self.inflights.is_full()
+                    || self
+                        .snapshot
+                        .as_ref()
+                        .is_none_or(|s| s.next_offset >= s.snapshot.data.len() as u64)
+            }
         }
     }
 
@@ -148,14 +188,15 @@ impl Progress {
                     return false;
                 }
                 self.become_probe();
-                self.next_index = next_try.max(self.match_index + 1).min(rejected);
+                self.next_index = next_try.min(rejected).max(self.match_index + 1);
                 true
             }
+            ProgressState::Snapshot => false,
             ProgressState::Probe => {
                 if self.next_index == 0 || rejected != self.next_index - 1 {
                     return false;
                 }
-                self.next_index = next_try.max(self.match_index + 1).min(rejected);
+                self.next_index = next_try.min(rejected).max(self.match_index + 1);
                 self.probe_sent = false;
                 true
             }
@@ -172,6 +213,7 @@ impl Progress {
                 }
             }
             ProgressState::Probe => self.probe_sent = true,
+            ProgressState::Snapshot => {}
         }
     }
 }

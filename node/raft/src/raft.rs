@@ -4,8 +4,10 @@
 use crate::config::Config;
 use crate::error::{ConfigError, ProposeError, ReadError, StorageError, TransferError};
 use crate::log::RaftLog;
+use crate::membership::ConfHistory;
+use crate::snapshot::IncomingSnapshot;
 use crate::message::{Message, MessageBody};
-use crate::progress::{Inflights, Progress, Tracker};
+use crate::progress::Tracker;
 use crate::read::Reads;
 use crate::ready::Ready;
 use crate::storage::Storage;
@@ -19,10 +21,12 @@ use rand::{Rng, SeedableRng};
 /// What was handed out in the last [`Ready`], settled by `advance`.
 #[derive(Clone, Copy, Debug)]
 struct ReadyMarks {
+    snapshot_index: Option<LogIndex>,
     last_entry: Option<(LogIndex, Term)>,
     last_committed: Option<LogIndex>,
     committed_bytes: u64,
     committed_count: u64,
+    applied_bytes: u64,
     hard_state: HardState,
 }
 
@@ -41,6 +45,8 @@ pub struct Status {
     pub last_index: LogIndex,
     /// On a leader: each member's match index.
     pub match_indexes: Vec<(NodeId, LogIndex)>,
+    /// The configuration in force.
+    pub conf_state: ConfState,
 }
 
 /// One member's Raft consensus core. Pure and deterministic: no clock, no IO,
@@ -55,6 +61,12 @@ pub struct Raft<S: Storage> {
     pub(crate) role: Role,
     pub(crate) log: RaftLog<S>,
     pub(crate) tracker: Tracker,
+    /// Configuration history of the log.
+    pub(crate) confs: ConfHistory,
+    /// A snapshot being received from the leader.
+    pub(crate) incoming_snapshot: Option<IncomingSnapshot>,
+    /// Bytes of entries applied since the last snapshot (this life).
+    pub(crate) applied_bytes_since_snapshot: u64,
     /// Votes received in the current (pre-)campaign: true = granted.
     pub(crate) votes: std::collections::BTreeMap<NodeId, bool>,
     pub(crate) msgs: Vec<Message>,
@@ -106,6 +118,9 @@ impl<S: Storage> Raft<S> {
             role: Role::Follower,
             log: RaftLog::new(storage, hs.commit, applied),
             tracker: Tracker::default(),
+            confs: ConfHistory::default(),
+            incoming_snapshot: None,
+            applied_bytes_since_snapshot: 0,
             votes: Default::default(),
             msgs: Vec::new(),
             election_elapsed: 0,
@@ -129,29 +144,10 @@ impl<S: Storage> Raft<S> {
             fatal: None,
             config,
         };
-        raft.apply_conf_state(&initial.conf_state);
+        raft.load_conf_history(initial.conf_state)
+            .map_err(|e| ConfigError(format!("cannot read the log: {e}")))?;
         raft.reset_randomized_election_timeout();
         Ok(raft)
-    }
-
-    fn apply_conf_state(&mut self, conf: &ConfState) {
-        let next = self.log.last_index() + 1;
-        let make = |learner: bool, c: &Config| {
-            Progress::new(
-                next,
-                Inflights::new(c.max_inflight_msgs, c.max_inflight_bytes),
-                learner,
-            )
-        };
-        self.tracker.progress.clear();
-        for id in &conf.voters {
-            let p = make(false, &self.config);
-            self.tracker.progress.insert(*id, p);
-        }
-        for id in &conf.learners {
-            let p = make(true, &self.config);
-            self.tracker.progress.insert(*id, p);
-        }
     }
 
     // ---- inputs -------------------------------------------------------------
@@ -231,16 +227,7 @@ impl<S: Storage> Raft<S> {
         &mut self,
         commands: impl IntoIterator<Item = Bytes>,
     ) -> Result<(LogIndex, Term), ProposeError> {
-        if self.role != Role::Leader {
-            return Err(ProposeError::NotLeader {
-                leader_hint: self.leader.is_some().then_some(self.leader),
-            });
-        }
-        if self.lead_transferee.is_some() {
-            return Err(ProposeError::TransferInProgress {
-                to: self.lead_transferee,
-            });
-        }
+        self.check_can_propose()?;
         let first = self.log.last_index() + 1;
         let entries: Vec<Entry> = commands
             .into_iter()
@@ -252,6 +239,9 @@ impl<S: Storage> Raft<S> {
                 data,
             })
             .collect();
+        if entries.is_empty() {
+            return Err(ProposeError::EmptyBatch);
+        }
         let bytes: u64 = entries.iter().map(Entry::size_bytes).sum();
         let count = entries.len() as u64;
         // A single entry always fits when nothing is outstanding, so a large
@@ -272,6 +262,21 @@ impl<S: Storage> Raft<S> {
         self.uncommitted_entries += count;
         self.append_as_leader(&entries);
         Ok((first, self.term))
+    }
+
+    /// Only a leader that is not handing over accepts proposals.
+    pub(crate) fn check_can_propose(&self) -> Result<(), ProposeError> {
+        if self.role != Role::Leader {
+            return Err(ProposeError::NotLeader {
+                leader_hint: self.leader.is_some().then_some(self.leader),
+            });
+        }
+        if self.lead_transferee.is_some() {
+            return Err(ProposeError::TransferInProgress {
+                to: self.lead_transferee,
+            });
+        }
+        Ok(())
     }
 
     /// Requests a linearizable read. The answer is a [`ReadState`] carrying
@@ -327,9 +332,9 @@ impl<S: Storage> Raft<S> {
             }
             match m.body {
                 MessageBody::PreVote { .. } | MessageBody::PreVoteResponse { reject: false } => {}
-                MessageBody::AppendEntries { .. } | MessageBody::Heartbeat { .. } => {
-                    self.become_follower(m.term, m.from)
-                }
+                MessageBody::AppendEntries { .. }
+                | MessageBody::Heartbeat { .. }
+                | MessageBody::InstallSnapshot { .. } => self.become_follower(m.term, m.from),
                 _ => self.become_follower(m.term, NodeId::NONE),
             }
         } else if m.term < self.term {
@@ -352,7 +357,9 @@ impl<S: Storage> Raft<S> {
     /// the current term so that it steps down; everything else is dropped.
     fn step_lower_term(&mut self, m: Message) {
         match m.body {
-            MessageBody::AppendEntries { .. } | MessageBody::Heartbeat { .. }
+            MessageBody::AppendEntries { .. }
+            | MessageBody::Heartbeat { .. }
+            | MessageBody::InstallSnapshot { .. }
                 if self.config.check_quorum || self.config.pre_vote =>
             {
                 self.send(
@@ -383,6 +390,10 @@ impl<S: Storage> Raft<S> {
                 // times out and retries.
                 let _ = self.leader_read(m.from, ctx);
             }
+            MessageBody::InstallSnapshotResponse {
+                accepted,
+                next_offset,
+            } => self.handle_snapshot_response(m.from, accepted, next_offset),
             _ => {}
         }
     }
@@ -404,7 +415,35 @@ impl<S: Storage> Raft<S> {
                 tracing::info!(id = %self.id, from = %m.from, "TimeoutNow: campaigning at once");
                 self.start_campaign(true);
             }
+            MessageBody::InstallSnapshot { .. } => {
+                self.hear_from_leader(m.from);
+                self.step_install_snapshot(m);
+            }
             _ => {}
+        }
+    }
+
+    fn step_install_snapshot(&mut self, m: Message) {
+        if let MessageBody::InstallSnapshot {
+            meta,
+            offset,
+            data,
+            chunk_crc,
+            done,
+            total_bytes,
+            snapshot_crc,
+        } = m.body
+        {
+            self.handle_install_snapshot(
+                m.from,
+                meta,
+                offset,
+                data,
+                chunk_crc,
+                done,
+                total_bytes,
+                snapshot_crc,
+            );
         }
     }
 
@@ -417,6 +456,10 @@ impl<S: Storage> Raft<S> {
             MessageBody::Heartbeat { commit, round } => {
                 self.become_follower(m.term, m.from);
                 self.handle_heartbeat(m.from, commit, round);
+            }
+            MessageBody::InstallSnapshot { .. } => {
+                self.become_follower(m.term, m.from);
+                self.step_install_snapshot(m);
             }
             MessageBody::PreVoteResponse { reject } if self.role == Role::PreCandidate => {
                 self.record_vote(m.from, !reject)
@@ -544,6 +587,7 @@ impl<S: Storage> Raft<S> {
         }
         self.flush();
         !self.msgs.is_empty()
+            || self.log.pending_snapshot().is_some()
             || !self.log.unstable_entries().is_empty()
             || self.log.has_next_committed_entries()
             || !self.read_states.is_empty()
@@ -568,6 +612,7 @@ impl<S: Storage> Raft<S> {
         self.flush();
         let hard_state = self.hard_state();
         let soft_state = self.soft_state();
+        let snapshot = self.log.pending_snapshot().cloned();
         let entries = self.log.unstable_entries().to_vec();
         let committed_entries = match self
             .log
@@ -586,6 +631,8 @@ impl<S: Storage> Raft<S> {
             .iter()
             .filter(|e| e.term == self.term && e.kind != EntryKind::Noop);
         self.pending_ready = Some(ReadyMarks {
+            snapshot_index: snapshot.as_ref().map(|s| s.meta.index),
+            applied_bytes: committed_entries.iter().map(Entry::size_bytes).sum(),
             last_entry: entries.last().map(|e| (e.index, e.term)),
             last_committed: committed_entries.last().map(|e| e.index),
             committed_bytes: counted.clone().map(Entry::size_bytes).sum(),
@@ -595,6 +642,7 @@ impl<S: Storage> Raft<S> {
         let soft_changed = soft_state != self.prev_soft_state;
         self.prev_soft_state = soft_state;
         Ok(Ready {
+            snapshot,
             soft_state: soft_changed.then_some(soft_state),
             hard_state: (hard_state != self.prev_hard_state).then_some(hard_state),
             entries,
@@ -610,6 +658,11 @@ impl<S: Storage> Raft<S> {
         let Some(marks) = self.pending_ready.take() else {
             return;
         };
+        if let Some(index) = marks.snapshot_index {
+            self.log.snapshot_installed(index);
+            self.applied_bytes_since_snapshot = 0;
+        }
+        self.applied_bytes_since_snapshot += marks.applied_bytes;
         if let Some((index, term)) = marks.last_entry {
             self.log.stable_to(index, term);
         }
@@ -623,6 +676,10 @@ impl<S: Storage> Raft<S> {
                 .saturating_sub(marks.committed_count);
         }
         self.prev_hard_state = marks.hard_state;
+    }
+
+    pub(crate) fn pending_ready_is_none(&self) -> bool {
+        self.pending_ready.is_none()
     }
 
     pub(crate) fn hard_state(&self) -> HardState {
@@ -669,6 +726,7 @@ impl<S: Storage> Raft<S> {
             } else {
                 Vec::new()
             },
+            conf_state: self.confs.current().clone(),
         }
     }
 

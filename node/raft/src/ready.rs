@@ -1,7 +1,7 @@
 //! What the core asks the driver to do.
 
 use crate::message::Message;
-use crate::types::{Entry, HardState, ReadState, SoftState};
+use crate::types::{Entry, HardState, ReadState, Snapshot, SoftState};
 
 /// Work for the driver, handled in the order of the crate docs: persist
 /// `hard_state` and `entries`, then send `messages`, then apply
@@ -10,6 +10,10 @@ use crate::types::{Entry, HardState, ReadState, SoftState};
 pub struct Ready {
     /// Changed role or leader, if any (volatile; nothing to persist).
     pub soft_state: Option<SoftState>,
+    /// A snapshot from the leader to install before anything else: persist
+    /// it with `Storage::apply_snapshot` and restore the state machine from
+    /// it. `entries` and `committed_entries` follow it.
+    pub snapshot: Option<Snapshot>,
     /// Hard state to persist, when it changed.
     pub hard_state: Option<HardState>,
     /// Entries to persist, replacing any saved at or after the first one's
@@ -26,7 +30,7 @@ pub struct Ready {
 impl Ready {
     /// Whether there is anything to persist.
     pub fn must_persist(&self) -> bool {
-        self.hard_state.is_some() || !self.entries.is_empty()
+        self.snapshot.is_some() || self.hard_state.is_some() || !self.entries.is_empty()
     }
 
     /// Whether there is nothing at all to do.

@@ -12,6 +12,7 @@ impl<S: Storage> Raft<S> {
     /// They are sent at the next flush, batched with whatever else arrives.
     pub(crate) fn append_as_leader(&mut self, entries: &[Entry]) {
         self.log.append(entries);
+        self.note_appended(entries);
         let last = self.log.last_index();
         let id = self.id;
         if let Some(p) = self.tracker.progress.get_mut(&id) {
@@ -49,6 +50,10 @@ impl<S: Storage> Raft<S> {
             if pr.is_paused() {
                 return;
             }
+            if pr.state == ProgressState::Snapshot {
+                self.send_snapshot_chunk(to);
+                continue;
+            }
             let has_entries = pr.next_index <= last;
             if !has_entries && (sent_any || !send_if_empty) {
                 return;
@@ -68,6 +73,10 @@ impl<S: Storage> Raft<S> {
     /// log could not be read (a fatal storage error has been recorded).
     fn send_one_append(&mut self, to: NodeId) -> bool {
         let next = self.tracker.progress[&to].next_index;
+        if next < self.log.first_index() {
+            // The entries it needs are compacted away.
+            return self.start_snapshot_send(to);
+        }
         let prev = next - 1;
         let read = self.log.term(prev).and_then(|prev_term| {
             self.log
@@ -76,6 +85,7 @@ impl<S: Storage> Raft<S> {
         });
         let (prev_term, entries) = match read {
             Ok(v) => v,
+            Err(crate::error::StorageError::Compacted(_)) => return self.start_snapshot_send(to),
             Err(e) => {
                 tracing::error!(id = %self.id, %to, error = %e, "cannot read log for replication");
                 self.fatal = Some(crate::error::StorageError::Fatal(e.to_string()));
@@ -137,7 +147,10 @@ impl<S: Storage> Raft<S> {
             (prev_log_index, prev_log_term, entries)
         };
         if self.log.match_term(prev_log_index, prev_log_term) {
-            let last_new = self.log.append_after(prev_log_index, &entries);
+            let (last_new, changed_from) = self.log.append_after(prev_log_index, &entries);
+            if let Some(pos) = changed_from {
+                self.note_appended(&entries[pos..]);
+            }
             self.log.commit_to(leader_commit.min(last_new));
             self.send(
                 m.from,
@@ -203,6 +216,7 @@ impl<S: Storage> Raft<S> {
             ProgressState::Probe if updated => pr.become_replicate(),
             ProgressState::Replicate => pr.inflights.free_to(index),
             ProgressState::Probe => {}
+            ProgressState::Snapshot => self.snapshot_caught_up(m.from),
         }
         if updated && self.maybe_commit() {
             // Tell every follower the new commit index promptly.
@@ -233,6 +247,7 @@ impl<S: Storage> Raft<S> {
         if first_in_term {
             self.on_first_commit_in_term();
         }
+        self.check_self_removal();
         true
     }
 
@@ -257,7 +272,12 @@ impl<S: Storage> Raft<S> {
         if pr.state == ProgressState::Replicate && pr.inflights.is_full() {
             pr.inflights.free_first();
         }
-        if pr.match_index < self.log.last_index() {
+        let in_snapshot = pr.state == ProgressState::Snapshot;
+        let lagging = pr.match_index < self.log.last_index();
+        if in_snapshot {
+            self.rewind_snapshot_send(from);
+        }
+        if lagging {
             self.send_appends(from, true);
         }
         self.on_round_acked();

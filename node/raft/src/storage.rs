@@ -7,7 +7,7 @@
 //! passes the same test suite.
 
 use crate::error::StorageError;
-use crate::types::{ConfState, Entry, HardState, LogIndex, Term};
+use crate::types::{ConfState, Entry, HardState, LogIndex, Snapshot, SnapshotMeta, Term};
 
 /// What a restarting core needs to resume.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -54,6 +54,21 @@ pub trait Storage {
         hard_state: Option<&HardState>,
         entries: &[Entry],
     ) -> Result<(), StorageError>;
+
+    /// The most recent snapshot; `meta.index == 0` and empty data when there
+    /// is none.
+    fn snapshot(&self) -> Result<Snapshot, StorageError>;
+
+    /// Durably installs a snapshot received from the leader. If the log holds
+    /// an entry at the snapshot's index with its term, the entries after it
+    /// are kept (thesis §5.1); otherwise the whole log is discarded. The
+    /// saved commit index becomes at least the snapshot's index.
+    fn apply_snapshot(&mut self, snapshot: Snapshot) -> Result<(), StorageError>;
+
+    /// Durably records a snapshot the application took at `meta.index`
+    /// (which must be held in the log, with `meta.term`) and discards the
+    /// entries it covers.
+    fn compact(&mut self, snapshot: Snapshot) -> Result<(), StorageError>;
 }
 
 /// In-memory storage: durable as long as the value lives. Simulation keeps it
@@ -61,23 +76,42 @@ pub trait Storage {
 #[derive(Clone, Debug, Default)]
 pub struct MemStorage {
     hard_state: HardState,
+    /// The configuration before any log entry (from the last snapshot, or
+    /// the bootstrap voters).
     conf_state: ConfState,
-    /// Index of the entry before `entries[0]` (0 until compaction exists).
-    offset: LogIndex,
-    offset_term: Term,
+    /// The last snapshot; `entries[0]` follows it.
+    snap: Snapshot,
     entries: Vec<Entry>,
 }
 
 impl MemStorage {
     /// Empty storage for a member of a new cluster with these voters.
     pub fn new_with_voters(voters: &[crate::types::NodeId]) -> MemStorage {
+        let conf_state = ConfState {
+            voters: voters.to_vec(),
+            learners: Vec::new(),
+        };
         MemStorage {
-            conf_state: ConfState {
-                voters: voters.to_vec(),
-                learners: Vec::new(),
+            snap: Snapshot {
+                meta: SnapshotMeta {
+                    conf_state: conf_state.clone(),
+                    ..SnapshotMeta::default()
+                },
+                data: Default::default(),
             },
+            conf_state,
             ..MemStorage::default()
         }
+    }
+
+    /// Storage for a member joining an existing cluster: empty, knowing no
+    /// configuration until the leader sends a snapshot or the log.
+    pub fn new_joining() -> MemStorage {
+        MemStorage::default()
+    }
+
+    fn offset(&self) -> LogIndex {
+        self.snap.meta.index
     }
 
     /// The saved hard state.
@@ -91,13 +125,13 @@ impl MemStorage {
     }
 
     fn position(&self, index: LogIndex) -> Result<usize, StorageError> {
-        if index <= self.offset {
+        if index <= self.offset() {
             return Err(StorageError::Compacted(index));
         }
         if index > self.last_index() {
             return Err(StorageError::Unavailable(index));
         }
-        Ok((index - self.offset - 1) as usize)
+        Ok((index - self.offset() - 1) as usize)
     }
 }
 
@@ -124,18 +158,18 @@ impl Storage for MemStorage {
     }
 
     fn term(&self, index: LogIndex) -> Result<Term, StorageError> {
-        if index == self.offset {
-            return Ok(self.offset_term);
+        if index == self.offset() {
+            return Ok(self.snap.meta.term);
         }
         Ok(self.entries[self.position(index)?].term)
     }
 
     fn first_index(&self) -> LogIndex {
-        self.offset + 1
+        self.offset() + 1
     }
 
     fn last_index(&self) -> LogIndex {
-        self.offset + self.entries.len() as u64
+        self.offset() + self.entries.len() as u64
     }
 
     fn save(
@@ -144,7 +178,7 @@ impl Storage for MemStorage {
         entries: &[Entry],
     ) -> Result<(), StorageError> {
         if let Some(first) = entries.first() {
-            if first.index <= self.offset || first.index > self.last_index() + 1 {
+            if first.index <= self.offset() || first.index > self.last_index() + 1 {
                 return Err(StorageError::Fatal(format!(
                     "save of entries from {} leaves a gap or overwrites compacted log (held {}..={})",
                     first.index,
@@ -153,12 +187,51 @@ impl Storage for MemStorage {
                 )));
             }
             self.entries
-                .truncate((first.index - self.offset - 1) as usize);
+                .truncate((first.index - self.offset() - 1) as usize);
             self.entries.extend_from_slice(entries);
         }
         if let Some(hs) = hard_state {
             self.hard_state = *hs;
         }
+        Ok(())
+    }
+
+    fn snapshot(&self) -> Result<Snapshot, StorageError> {
+        Ok(self.snap.clone())
+    }
+
+    fn apply_snapshot(&mut self, snapshot: Snapshot) -> Result<(), StorageError> {
+        let meta = &snapshot.meta;
+        if meta.index <= self.offset() {
+            return Ok(()); // older than what we hold
+        }
+        let keep_from = if self.term(meta.index).ok() == Some(meta.term) {
+            (meta.index - self.offset()) as usize
+        } else {
+            self.entries.len()
+        };
+        self.entries.drain(..keep_from);
+        self.hard_state.commit = self.hard_state.commit.max(meta.index);
+        self.conf_state = meta.conf_state.clone();
+        self.snap = snapshot;
+        Ok(())
+    }
+
+    fn compact(&mut self, snapshot: Snapshot) -> Result<(), StorageError> {
+        let index = snapshot.meta.index;
+        if index <= self.offset() {
+            return Ok(());
+        }
+        let pos = self.position(index)?;
+        if self.entries[pos].term != snapshot.meta.term {
+            return Err(StorageError::Fatal(format!(
+                "snapshot at {index} has term {} but the log holds term {}",
+                snapshot.meta.term, self.entries[pos].term
+            )));
+        }
+        self.entries.drain(..=pos);
+        self.conf_state = snapshot.meta.conf_state.clone();
+        self.snap = snapshot;
         Ok(())
     }
 }

@@ -57,6 +57,10 @@ pub enum EntryKind {
     /// The empty entry a new leader appends so that it can commit in its own
     /// term (Raft §5.4.2, §8). Its data is empty; state machines skip it.
     Noop,
+    /// A membership change: the data is the whole new [`ConfState`]
+    /// ([`ConfState::encode`]). It takes effect as soon as it is appended
+    /// (thesis §4.1), and is reverted if the entry is truncated away.
+    ConfChange,
 }
 
 impl EntryKind {
@@ -65,6 +69,7 @@ impl EntryKind {
         match self {
             EntryKind::Normal => 0,
             EntryKind::Noop => 1,
+            EntryKind::ConfChange => 2,
         }
     }
 
@@ -73,6 +78,7 @@ impl EntryKind {
         match code {
             0 => Some(EntryKind::Normal),
             1 => Some(EntryKind::Noop),
+            2 => Some(EntryKind::ConfChange),
             _ => None,
         }
     }
@@ -123,6 +129,71 @@ pub struct ConfState {
     pub voters: Vec<NodeId>,
     /// Members that receive the log but neither vote nor count.
     pub learners: Vec<NodeId>,
+}
+
+impl ConfState {
+    /// Whether `id` is a voter or a learner.
+    pub fn contains(&self, id: NodeId) -> bool {
+        self.voters.contains(&id) || self.learners.contains(&id)
+    }
+
+    /// Encodes for a [`EntryKind::ConfChange`] entry or a snapshot header:
+    /// voter count, voters, learner count, learners, all u64 little-endian.
+    pub fn encode(&self) -> Bytes {
+        let mut out = Vec::with_capacity(16 + 8 * (self.voters.len() + self.learners.len()));
+        for group in [&self.voters, &self.learners] {
+            out.extend_from_slice(&(group.len() as u64).to_le_bytes());
+            for id in group {
+                out.extend_from_slice(&id.0.to_le_bytes());
+            }
+        }
+        Bytes::from(out)
+    }
+
+    /// Decodes [`ConfState::encode`]'s output; None when malformed.
+    pub fn decode(mut data: &[u8]) -> Option<ConfState> {
+        let mut read_u64 = || -> Option<u64> {
+            let (head, tail) = data.split_at_checked(8)?;
+            data = tail;
+            Some(u64::from_le_bytes(head.try_into().ok()?))
+        };
+        let mut groups: [Vec<NodeId>; 2] = [Vec::new(), Vec::new()];
+        for group in &mut groups {
+            let n = read_u64()?;
+            if n > 1 << 16 {
+                return None;
+            }
+            for _ in 0..n {
+                group.push(NodeId(read_u64()?));
+            }
+        }
+        if !data.is_empty() {
+            return None;
+        }
+        let [voters, learners] = groups;
+        Some(ConfState { voters, learners })
+    }
+}
+
+/// Where a snapshot stands in the log, and the configuration at that point.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SnapshotMeta {
+    /// The last log index the snapshot covers.
+    pub index: LogIndex,
+    /// The term of that entry.
+    pub term: Term,
+    /// The configuration in force at `index`.
+    pub conf_state: ConfState,
+}
+
+/// A state machine snapshot: everything up to `meta.index`, in the
+/// application's own encoding.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Snapshot {
+    /// Position and configuration.
+    pub meta: SnapshotMeta,
+    /// The application's serialized state.
+    pub data: Bytes,
 }
 
 /// A node's role (Raft §5.2, plus the pre-vote phase of Ongaro's thesis §9.6).

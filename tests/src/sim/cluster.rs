@@ -9,7 +9,7 @@ use super::network::{NetFaults, Network};
 use flotilla_raft::{
     Bytes, Config, EntryKind, LogIndex, MemStorage, NodeId, Raft, ReadState, Role, Storage, Term,
 };
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use rand::rngs::SmallRng;
 use std::collections::VecDeque;
 
@@ -57,6 +57,12 @@ pub struct SimNode {
     waiting_reads: VecDeque<ReadState>,
     /// Restarts so far.
     pub restarts: u32,
+    /// Crash in the middle of persisting the next `Ready`.
+    pub crash_mid_persist: bool,
+    /// Snapshots installed from a leader.
+    pub snapshots_installed: u64,
+    /// Snapshots taken locally.
+    pub snapshots_taken: u64,
 }
 
 impl SimNode {
@@ -86,6 +92,10 @@ pub fn read_ctx(client: u64, seq: u64, key: &str) -> Bytes {
     Bytes::from(v)
 }
 
+fn node_id(i: usize) -> NodeId {
+    NodeId(i as u64 + 1)
+}
+
 /// The whole simulated cluster.
 #[derive(Debug)]
 pub struct Cluster {
@@ -103,6 +113,8 @@ pub struct Cluster {
     pub check_invariants: bool,
     /// Events for clients, drained by them.
     pub events: Vec<Event>,
+    /// The command applied at each index (index - 1), as first applied.
+    pub committed_data: Vec<Bytes>,
     template: Config,
     seed: u64,
 }
@@ -120,22 +132,38 @@ impl Cluster {
             inv: Invariants::default(),
             check_invariants: true,
             events: Vec::new(),
+            committed_data: Vec::new(),
             template,
             seed,
         };
         for id in &ids {
-            cluster.nodes.push(SimNode {
-                id: *id,
-                raft: None,
-                stored: Some(MemStorage::new_with_voters(&ids)),
-                kv: KvStore::default(),
-                applied: 0,
-                waiting_reads: VecDeque::new(),
-                restarts: 0,
-            });
-            cluster.start(*id);
+            cluster.push_node(*id, MemStorage::new_with_voters(&ids));
         }
         cluster
+    }
+
+    fn push_node(&mut self, id: NodeId, storage: MemStorage) {
+        self.nodes.push(SimNode {
+            id,
+            raft: None,
+            stored: Some(storage),
+            kv: KvStore::default(),
+            applied: 0,
+            waiting_reads: VecDeque::new(),
+            restarts: 0,
+            crash_mid_persist: false,
+            snapshots_installed: 0,
+            snapshots_taken: 0,
+        });
+        self.start(id);
+    }
+
+    /// Starts a new, empty member that is not yet in the configuration (the
+    /// leader must add it). Returns its id.
+    pub fn add_node(&mut self) -> NodeId {
+        let id = NodeId(self.nodes.len() as u64 + 1);
+        self.push_node(id, MemStorage::new_joining());
+        id
     }
 
     /// All member ids.
@@ -169,11 +197,17 @@ impl Cluster {
             .stored
             .take()
             .expect("a stopped member keeps its storage");
+        let snap = storage.snapshot().expect("memory storage does not fail");
+        node.kv = if snap.meta.index > 0 {
+            KvStore::decode(&snap.data).expect("snapshots decode")
+        } else {
+            KvStore::default()
+        };
+        node.applied = snap.meta.index;
         node.raft = Some(Raft::new(config, storage).expect("simulation config is valid"));
-        node.kv = KvStore::default();
-        node.applied = 0;
         node.waiting_reads.clear();
-        self.inv.on_restart(id, 0);
+        node.crash_mid_persist = false;
+        self.inv.on_snapshot(id, snap.meta.index, snap.meta.term);
     }
 
     /// Crashes a member: it loses everything but its storage. Messages to it
@@ -270,7 +304,17 @@ impl Cluster {
             return false;
         }
         let ready = raft.ready().expect("in-memory storage does not fail");
-        // Step 3: persist.
+        if node.crash_mid_persist && ready.must_persist() {
+            self.crash_while_persisting(i, ready);
+            return true;
+        }
+        // Step 3: persist — a snapshot from the leader first, then the hard
+        // state and entries in one save.
+        if let Some(snap) = &ready.snapshot {
+            raft.storage_mut()
+                .apply_snapshot(snap.clone())
+                .expect("in-memory storage does not fail");
+        }
         if self.check_invariants {
             self.inv.on_persist(id, raft.storage(), &ready.entries);
         }
@@ -291,10 +335,19 @@ impl Cluster {
         for m in ready.messages {
             self.net.send(m, self.now, &mut self.rng);
         }
-        // Step 5: apply, then serve reads.
+        // Step 5: restore from the snapshot, apply, then serve reads.
+        if let Some(snap) = &ready.snapshot {
+            node.kv = KvStore::decode(&snap.data).expect("snapshots decode");
+            node.applied = snap.meta.index;
+            node.snapshots_installed += 1;
+            self.inv.on_snapshot(id, snap.meta.index, snap.meta.term);
+        }
         for entry in &ready.committed_entries {
             if self.check_invariants {
                 self.inv.on_apply(id, entry);
+            }
+            if entry.index as usize > self.committed_data.len() {
+                self.committed_data.push(entry.data.clone());
             }
             node.applied = entry.index;
             if entry.kind != EntryKind::Normal {
@@ -312,7 +365,7 @@ impl Cluster {
                     });
                 }
                 Err(_) => {
-                    // Benchmarks propose raw bytes; they are not commands.
+                    // Scripted tests propose raw bytes; they are not commands.
                 }
             }
         }
@@ -333,7 +386,42 @@ impl Cluster {
                 value,
             });
         }
+        // Compact once the log passed the configured size.
+        if raft.snapshot_due() {
+            raft.compact(node.kv.encode())
+                .expect("in-memory storage does not fail");
+            node.snapshots_taken += 1;
+        }
         true
+    }
+
+    /// The member crashes part-way through step 3: of what the `Ready` asked
+    /// to persist, only a prefix reached the disk (entries not yet synced
+    /// vanish), and nothing was sent or applied.
+    fn crash_while_persisting(&mut self, i: usize, ready: flotilla_raft::Ready) {
+        let rng = &mut self.rng;
+        let raft = self.nodes[i].raft.as_mut().expect("running");
+        if let Some(snap) = ready.snapshot {
+            if rng.random_bool(0.5) {
+                self.crash(node_id(i));
+                return;
+            }
+            raft.storage_mut()
+                .apply_snapshot(snap)
+                .expect("in-memory storage does not fail");
+        }
+        let kept = rng.random_range(0..=ready.entries.len());
+        // The hard state is written after the entries, so it can only have
+        // reached the disk if every entry did.
+        let hard_state = if kept == ready.entries.len() && rng.random_bool(0.5) {
+            ready.hard_state
+        } else {
+            None
+        };
+        raft.storage_mut()
+            .save(hard_state.as_ref(), &ready.entries[..kept])
+            .expect("in-memory storage does not fail");
+        self.crash(node_id(i));
     }
 
     /// The first safety violation found, with the seed.
@@ -348,13 +436,18 @@ impl Cluster {
         for _ in 0..max_ticks {
             if let Some(l) = self.leader() {
                 let term = self.node(l).raft.as_ref().map(|r| r.state().0);
-                let knowing = self
-                    .nodes
+                let voters = self
+                    .node(l)
+                    .raft
+                    .as_ref()
+                    .map(|r| r.conf_state().voters)
+                    .unwrap_or_default();
+                let knowing = voters
                     .iter()
-                    .filter_map(|n| n.raft.as_ref())
+                    .filter_map(|v| self.node(*v).raft.as_ref())
                     .filter(|r| r.status().soft_state.leader == l && Some(r.state().0) == term)
                     .count();
-                if knowing > self.nodes.len() / 2 {
+                if knowing > voters.len() / 2 {
                     return Some(l);
                 }
             }

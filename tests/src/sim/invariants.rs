@@ -60,10 +60,17 @@ impl Invariants {
         }
     }
 
-    /// Leader completeness: a new leader's log holds every committed entry.
+    /// Leader completeness: a new leader's log (with its snapshot) holds
+    /// every committed entry.
     pub fn on_leader_log(&mut self, id: NodeId, term: Term, storage: &MemStorage) {
         self.checks += 1;
-        for (i, (t, d)) in self.applied.clone().iter().enumerate() {
+        let snap = storage.snapshot().map(|s| s.meta).unwrap_or_default();
+        if snap.index > 0 {
+            self.check_snapshot(id, snap.index, snap.term);
+        }
+        let first = storage.first_index() as usize;
+        let mut failure = None;
+        for (i, (t, d)) in self.applied.iter().enumerate().skip(first - 1) {
             let index = i as LogIndex + 1;
             if *t >= term {
                 continue;
@@ -75,13 +82,39 @@ impl Invariants {
             match held {
                 Some(e) if e.term == *t && digest(&e) == *d => {}
                 other => {
-                    self.fail(format!(
+                    failure = Some(format!(
                         "leader completeness: leader {id} of term {term} lacks committed entry {index} (term {t}); holds {other:?}"
                     ));
-                    return;
+                    break;
                 }
             }
         }
+        if let Some(f) = failure {
+            self.fail(f);
+        }
+    }
+
+    fn check_snapshot(&mut self, id: NodeId, index: LogIndex, term: Term) {
+        match self.applied.get((index - 1) as usize) {
+            Some((t, _)) if *t == term => {}
+            Some((t, _)) => self.fail(format!(
+                "node {id} holds a snapshot at {index} of term {term}, but term {t} was committed there"
+            )),
+            None => self.fail(format!(
+                "node {id} holds a snapshot at {index}, beyond anything applied ({})",
+                self.applied.len()
+            )),
+        }
+    }
+
+    /// A node installed (or restarted from) a snapshot at `index`: it must
+    /// match the committed prefix; its state machine continues from there.
+    pub fn on_snapshot(&mut self, id: NodeId, index: LogIndex, term: Term) {
+        self.checks += 1;
+        if index > 0 {
+            self.check_snapshot(id, index, term);
+        }
+        self.applied_by.insert(id, index);
     }
 
     /// Log matching: entries with the same index and term have the same
@@ -154,11 +187,6 @@ impl Invariants {
                 entry.index
             ));
         }
-    }
-
-    /// A node restarted: its state machine starts over from `applied`.
-    pub fn on_restart(&mut self, id: NodeId, applied: LogIndex) {
-        self.applied_by.insert(id, applied);
     }
 
     /// Commit indexes never go back, not even across restarts (they are

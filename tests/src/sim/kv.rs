@@ -48,7 +48,7 @@ impl KvOp {
 }
 
 /// What an applied operation returned.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum KvOutput {
     /// Put and Delete.
     Done,
@@ -171,7 +171,7 @@ impl KvCommand {
 }
 
 /// The replicated map plus client sessions.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct KvStore {
     data: BTreeMap<String, String>,
     /// client → (last applied seq, its output).
@@ -217,6 +217,17 @@ impl KvStore {
         };
         self.sessions.insert(cmd.client, (cmd.seq, output.clone()));
         output
+    }
+
+    /// The state as snapshot data (sessions included, so deduplication
+    /// survives snapshots).
+    pub fn encode(&self) -> Bytes {
+        Bytes::from(serde_json::to_vec(self).expect("the store serializes"))
+    }
+
+    /// Restores a store from [`KvStore::encode`]'s output.
+    pub fn decode(data: &[u8]) -> Result<KvStore, DecodeError> {
+        serde_json::from_slice(data).map_err(|_| DecodeError("malformed snapshot"))
     }
 
     /// A local read (after ReadIndex confirmed it).

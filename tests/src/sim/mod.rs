@@ -102,6 +102,19 @@ impl Scenario {
     }
 }
 
+impl Scenario {
+    /// Mixed faults plus snapshots (every 30 entries, sent in small chunks),
+    /// membership churn, and crashes part-way through persisting.
+    pub fn snapshots_membership(name: &'static str, test_target: &'static str) -> Scenario {
+        let mut s = Scenario::mixed(name, test_target);
+        s.raft.snapshot_after_entries = 30;
+        s.raft.max_snapshot_chunk_bytes = 256;
+        s.nemesis.torn_crashes = true;
+        s.nemesis.membership = true;
+        s
+    }
+}
+
 /// What a passing run did.
 #[derive(Clone, Debug, Default)]
 pub struct RunStats {
@@ -115,6 +128,14 @@ pub struct RunStats {
     pub checks: u64,
     /// Fault actions taken.
     pub faults: usize,
+    /// Snapshots members took.
+    pub snapshots_taken: u64,
+    /// Snapshots members installed from a leader.
+    pub snapshots_installed: u64,
+    /// Members added during the run.
+    pub members_added: usize,
+    /// Voters at the end.
+    pub final_voters: usize,
 }
 
 /// The command that replays `seed` of `scenario`.
@@ -188,6 +209,13 @@ pub fn run_seed(scenario: &Scenario, seed: u64) -> Result<RunStats, String> {
         committed: cluster.inv.committed_len(),
         checks: cluster.inv.checks,
         faults: nemesis.actions.len(),
+        snapshots_taken: cluster.nodes.iter().map(|n| n.snapshots_taken).sum(),
+        snapshots_installed: cluster.nodes.iter().map(|n| n.snapshots_installed).sum(),
+        members_added: cluster.nodes.len() - scenario.nodes,
+        final_voters: cluster
+            .leader()
+            .and_then(|l| cluster.node(l).raft.as_ref().map(|r| r.conf_state().voters.len()))
+            .unwrap_or(0),
     };
     if scenario.check_linearizability {
         let history = workload.finish();

@@ -5,7 +5,7 @@
 use super::TICK_UNITS;
 use super::cluster::Cluster;
 use super::network::NetFaults;
-use flotilla_raft::NodeId;
+use flotilla_raft::{ConfChange, NodeId};
 use rand::Rng;
 use rand::seq::SliceRandom;
 
@@ -18,6 +18,13 @@ pub struct NemesisConfig {
     pub partitions: bool,
     /// Switch the network between reliable and lossy.
     pub lossy: bool,
+    /// Crash members part-way through persisting a `Ready` (only a prefix
+    /// of its writes reaches the disk).
+    pub torn_crashes: bool,
+    /// Change the membership: add learners, promote them, remove members.
+    pub membership: bool,
+    /// Most members the cluster may grow to (with membership changes).
+    pub max_members: usize,
     /// Most members down at once.
     pub max_down: usize,
     /// Ticks between fault actions, drawn uniformly from this range.
@@ -30,6 +37,9 @@ impl Default for NemesisConfig {
             crashes: true,
             partitions: true,
             lossy: true,
+            torn_crashes: false,
+            membership: false,
+            max_members: 9,
             max_down: 1,
             interval_ticks: (10, 60),
         }
@@ -82,8 +92,14 @@ impl Nemesis {
             .copied()
             .filter(|id| cluster.node(*id).is_up())
             .collect();
-        let roll = cluster.rng.random_range(0..8);
+        let roll = cluster.rng.random_range(0..11);
         match roll {
+            8 if self.config.torn_crashes && down.len() < self.config.max_down && !up.is_empty() => {
+                let victim = up[cluster.rng.random_range(0..up.len())];
+                cluster.nodes[(victim.0 - 1) as usize].crash_mid_persist = true;
+                Some(format!("crash {victim} mid-persist"))
+            }
+            9 | 10 if self.config.membership => self.change_membership(cluster),
             0 | 1 if self.config.crashes && down.len() < self.config.max_down && !up.is_empty() => {
                 // Prefer the leader half the time: that is where bugs hide.
                 let victim = match cluster.leader() {
@@ -134,6 +150,31 @@ impl Nemesis {
                 Some("heal".to_string())
             }
         }
+    }
+
+    /// One membership step at the leader: promote a learner, add one, or
+    /// remove a member (the leader too, sometimes). Refusals are fine: the
+    /// leader allows one change at a time.
+    fn change_membership(&mut self, cluster: &mut Cluster) -> Option<String> {
+        let leader = cluster.leader()?;
+        let conf = cluster.raft(leader)?.conf_state();
+        let rng = &mut cluster.rng;
+        let change = if let Some(l) = conf.learners.first().copied().filter(|_| rng.random_bool(0.7)) {
+            ConfChange::PromoteLearner(l)
+        } else if conf.voters.len() > 3 && rng.random_bool(0.5) {
+            let v = conf.voters[rng.random_range(0..conf.voters.len())];
+            ConfChange::RemoveNode(v)
+        } else if cluster.nodes.len() < self.config.max_members {
+            let id = cluster.add_node();
+            ConfChange::AddLearner(id)
+        } else {
+            return None;
+        };
+        let result = cluster.raft(leader)?.propose_conf_change(change);
+        Some(format!("{change:?} at {leader}: {}", match result {
+            Ok((index, _)) => format!("proposed at {index}"),
+            Err(e) => format!("refused ({e})"),
+        }))
     }
 
     /// Ends every fault: restarts the crashed, heals the network, makes it

@@ -1,0 +1,235 @@
+//! Snapshots and log compaction (Raft §7): the application snapshots its
+//! state machine and the log before it is discarded; a follower that needs
+//! discarded entries receives the snapshot in bounded, checksummed chunks and
+//! installs it only once it is complete and its checksum matches.
+
+use crate::error::StorageError;
+use crate::message::MessageBody;
+use crate::progress::ProgressState;
+use crate::raft::Raft;
+use crate::storage::Storage;
+use crate::types::{LogIndex, NodeId, Snapshot, SnapshotMeta, Term};
+use bytes::Bytes;
+
+/// A snapshot a follower is receiving.
+#[derive(Clone, Debug)]
+pub(crate) struct IncomingSnapshot {
+    meta: SnapshotMeta,
+    buf: Vec<u8>,
+}
+
+impl<S: Storage> Raft<S> {
+    /// Whether the log since the last snapshot passed the configured size
+    /// ([`crate::Config::snapshot_after_entries`] or `..._bytes`): time for
+    /// the application to snapshot and call [`Raft::compact`].
+    pub fn snapshot_due(&self) -> bool {
+        let since = self.log.applied.saturating_sub(self.log.first_index().saturating_sub(1));
+        since > 0
+            && (since >= self.config.snapshot_after_entries
+                || self.applied_bytes_since_snapshot >= self.config.snapshot_after_bytes)
+    }
+
+    /// Records `data` — the state machine as of the applied index — as a
+    /// snapshot and discards the log up to that index. Call it between
+    /// `advance` and the next input. Returns the snapshot's position.
+    pub fn compact(&mut self, data: Bytes) -> Result<SnapshotMeta, StorageError> {
+        assert!(self.pending_ready_is_none(), "compact() between ready() and advance()");
+        let index = self.log.applied;
+        let term = self.log.term(index)?;
+        let meta = SnapshotMeta {
+            index,
+            term,
+            conf_state: self.confs.at(index).clone(),
+        };
+        self.log.storage.compact(Snapshot {
+            meta: meta.clone(),
+            data,
+        })?;
+        self.confs.compact_to(index);
+        self.applied_bytes_since_snapshot = 0;
+        tracing::debug!(id = %self.id, index, "log compacted");
+        Ok(meta)
+    }
+
+    /// Leader: `to` needs entries before the first one held; start sending
+    /// the latest snapshot. Returns false if storage failed.
+    pub(crate) fn start_snapshot_send(&mut self, to: NodeId) -> bool {
+        let snapshot = match self.log.storage.snapshot() {
+            Ok(s) => s,
+            Err(e) => {
+                self.fatal = Some(StorageError::Fatal(format!("cannot read snapshot: {e}")));
+                return false;
+            }
+        };
+        tracing::info!(id = %self.id, %to, index = snapshot.meta.index, bytes = snapshot.data.len(), "sending snapshot");
+        if let Some(pr) = self.tracker.progress.get_mut(&to) {
+            pr.become_snapshot(snapshot);
+        }
+        true
+    }
+
+    /// Leader: the next chunk for `to`, within the chunk size.
+    pub(crate) fn send_snapshot_chunk(&mut self, to: NodeId) {
+        let chunk_max = self.config.max_snapshot_chunk_bytes;
+        let Some(pr) = self.tracker.progress.get_mut(&to) else { return };
+        let Some(out) = pr.snapshot.as_mut() else { return };
+        let total = out.snapshot.data.len() as u64;
+        let start = out.next_offset.min(total);
+        let end = (start + chunk_max).min(total);
+        let data = out.snapshot.data.slice(start as usize..end as usize);
+        out.next_offset = end;
+        let body = MessageBody::InstallSnapshot {
+            meta: out.snapshot.meta.clone(),
+            offset: start,
+            chunk_crc: crc32fast::hash(&data),
+            data,
+            done: end == total,
+            total_bytes: total,
+            snapshot_crc: out.crc,
+        };
+        pr.inflights.add(end, end - start);
+        self.send(to, body);
+    }
+
+    /// Leader: a follower answered a chunk.
+    pub(crate) fn handle_snapshot_response(&mut self, from: NodeId, accepted: bool, next_offset: u64) {
+        let Some(pr) = self.tracker.progress.get_mut(&from) else { return };
+        pr.recent_active = true;
+        if pr.state != ProgressState::Snapshot {
+            return;
+        }
+        let Some(out) = pr.snapshot.as_mut() else { return };
+        out.acked_offset = out.acked_offset.max(next_offset);
+        pr.inflights.free_to(next_offset);
+        if !accepted && next_offset < out.next_offset {
+            // A chunk was lost or arrived out of order: resend from where
+            // the follower stands.
+            out.next_offset = next_offset;
+            pr.inflights.reset();
+        }
+        self.send_appends(from, false);
+    }
+
+    /// Leader: on a heartbeat answer, chunks unacknowledged since are presumed
+    /// lost and resent.
+    pub(crate) fn rewind_snapshot_send(&mut self, from: NodeId) {
+        let Some(pr) = self.tracker.progress.get_mut(&from) else { return };
+        if let Some(out) = pr.snapshot.as_mut()
+            && out.next_offset > out.acked_offset
+            && pr.inflights.is_full()
+        {
+            out.next_offset = out.acked_offset;
+            pr.inflights.reset();
+        }
+    }
+
+    /// Follower: one chunk of a snapshot from the leader.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn handle_install_snapshot(
+        &mut self,
+        from: NodeId,
+        meta: SnapshotMeta,
+        offset: u64,
+        data: Bytes,
+        chunk_crc: u32,
+        done: bool,
+        total_bytes: u64,
+        snapshot_crc: u32,
+    ) {
+        if meta.index <= self.log.committed {
+            // Nothing new: our log already covers it.
+            self.incoming_snapshot = None;
+            let index = self.log.committed;
+            self.send(from, append_ok(index));
+            return;
+        }
+        let respond = |raft: &mut Self, accepted: bool, next_offset: u64| {
+            raft.send(
+                from,
+                MessageBody::InstallSnapshotResponse {
+                    accepted,
+                    next_offset,
+                },
+            );
+        };
+        if self.incoming_snapshot.as_ref().is_none_or(|s| s.meta != meta) {
+            if offset != 0 {
+                return respond(self, false, 0);
+            }
+            if total_bytes > self.config.max_snapshot_bytes {
+                tracing::error!(id = %self.id, total_bytes, limit = self.config.max_snapshot_bytes, "snapshot too large; refusing it");
+                return respond(self, false, 0);
+            }
+            self.incoming_snapshot = Some(IncomingSnapshot {
+                meta: meta.clone(),
+                buf: Vec::with_capacity(total_bytes.min(self.config.max_snapshot_chunk_bytes * 4) as usize),
+            });
+        }
+        let incoming = self.incoming_snapshot.as_mut().expect("set above");
+        let have = incoming.buf.len() as u64;
+        if offset != have {
+            return respond(self, false, have);
+        }
+        if crc32fast::hash(&data) != chunk_crc {
+            tracing::warn!(id = %self.id, offset, "snapshot chunk failed its checksum");
+            return respond(self, false, have);
+        }
+        if have + data.len() as u64 > total_bytes.min(self.config.max_snapshot_bytes) {
+            self.incoming_snapshot = None;
+            return respond(self, false, 0);
+        }
+        incoming.buf.extend_from_slice(&data);
+        let have = incoming.buf.len() as u64;
+        if !done {
+            return respond(self, true, have);
+        }
+        let incoming = self.incoming_snapshot.take().expect("set above");
+        if have != total_bytes || crc32fast::hash(&incoming.buf) != snapshot_crc {
+            tracing::warn!(id = %self.id, index = meta.index, "completed snapshot failed its checksum; starting over");
+            return respond(self, false, 0);
+        }
+        let snapshot = Snapshot {
+            meta,
+            data: Bytes::from(incoming.buf),
+        };
+        self.restore(snapshot);
+        let index = self.log.committed;
+        self.send(from, append_ok(index));
+    }
+
+    /// Installs a complete snapshot from the leader (thesis §5.1): if the log
+    /// already holds its last entry, only the commit index moves; otherwise
+    /// the log is replaced and the driver installs the snapshot.
+    fn restore(&mut self, snapshot: Snapshot) {
+        let meta = &snapshot.meta;
+        if self.log.match_term(meta.index, meta.term) {
+            self.log.commit_to(meta.index);
+            return;
+        }
+        tracing::info!(id = %self.id, index = meta.index, term = %meta.term, "restoring snapshot");
+        let conf = meta.conf_state.clone();
+        self.log.restore(snapshot);
+        self.confs.reset(conf);
+        self.sync_tracker();
+    }
+
+    /// Leader: the follower matched at `index` after a snapshot.
+    pub(crate) fn snapshot_caught_up(&mut self, from: NodeId) {
+        if let Some(pr) = self.tracker.progress.get_mut(&from)
+            && pr.state == ProgressState::Snapshot
+            && pr.snapshot.as_ref().is_none_or(|s| pr.match_index >= s.snapshot.meta.index)
+        {
+            tracing::info!(id = %self.id, follower = %from, matched = pr.match_index, "snapshot delivered");
+            pr.become_probe();
+        }
+    }
+}
+
+fn append_ok(index: LogIndex) -> MessageBody {
+    MessageBody::AppendEntriesResponse {
+        reject: false,
+        index,
+        hint_index: 0,
+        hint_term: Term(0),
+    }
+}
