@@ -83,8 +83,8 @@ mod storage;
 mod types;
 
 pub use config::{Config, ReadMode};
-pub use membership::ConfChange;
 pub use error::{ConfigError, ProposeError, ReadError, StorageError, TransferError};
+pub use membership::ConfChange;
 pub use message::{Message, MessageBody};
 pub use progress::ProgressState;
 pub use raft::{Raft, Status};

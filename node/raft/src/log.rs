@@ -154,7 +154,11 @@ impl<S: Storage> RaftLog<S> {
     /// follow `prev`) skipping those already present, truncating at the first
     /// conflict. Returns the index of the last new entry and the position in
     /// `entries` from which the log changed, if it did.
-    pub(crate) fn append_after(&mut self, prev: LogIndex, entries: &[Entry]) -> (LogIndex, Option<usize>) {
+    pub(crate) fn append_after(
+        &mut self,
+        prev: LogIndex,
+        entries: &[Entry],
+    ) -> (LogIndex, Option<usize>) {
         let last_new = prev + entries.len() as u64;
         let conflict = entries
             .iter()

@@ -84,13 +84,22 @@ impl ConfHistory {
 
 impl<S: Storage> Raft<S> {
     /// Proposes one membership change. See the module docs for the rules.
-    pub fn propose_conf_change(&mut self, change: ConfChange) -> Result<(LogIndex, Term), ProposeError> {
+    pub fn propose_conf_change(
+        &mut self,
+        change: ConfChange,
+    ) -> Result<(LogIndex, Term), ProposeError> {
         self.check_can_propose()?;
         let reject = |reason: String| Err(ProposeError::ConfChangeRejected(reason));
         if !self.log.match_term(self.log.committed, self.term) {
-            return reject("the leader has not committed an entry of its term yet; retry shortly".into());
+            return reject(
+                "the leader has not committed an entry of its term yet; retry shortly".into(),
+            );
         }
-        if self.confs.last_change_index().is_some_and(|i| i > self.log.committed) {
+        if self
+            .confs
+            .last_change_index()
+            .is_some_and(|i| i > self.log.committed)
+        {
             return reject("an earlier membership change is not committed yet".into());
         }
         let mut conf = self.confs.current().clone();
@@ -151,15 +160,16 @@ impl<S: Storage> Raft<S> {
     pub(crate) fn sync_tracker(&mut self) {
         let conf = self.confs.current().clone();
         let next = self.log.last_index() + 1;
-        let (max_msgs, max_bytes) = (self.config.max_inflight_msgs, self.config.max_inflight_bytes);
+        let (max_msgs, max_bytes) = (
+            self.config.max_inflight_msgs,
+            self.config.max_inflight_bytes,
+        );
         self.tracker.progress.retain(|id, _| conf.contains(*id));
         for (ids, learner) in [(&conf.voters, false), (&conf.learners, true)] {
             for id in ids {
-                let p = self
-                    .tracker
-                    .progress
-                    .entry(*id)
-                    .or_insert_with(|| Progress::new(next, Inflights::new(max_msgs, max_bytes), learner));
+                let p = self.tracker.progress.entry(*id).or_insert_with(|| {
+                    Progress::new(next, Inflights::new(max_msgs, max_bytes), learner)
+                });
                 p.is_learner = learner;
             }
         }
@@ -173,7 +183,11 @@ impl<S: Storage> Raft<S> {
     /// Entries were appended (by the leader, or by a follower from `entries`
     /// on): track configuration entries among them.
     pub(crate) fn note_appended(&mut self, entries: &[Entry]) {
-        let had_change = self.confs.changes.iter().any(|(i, _)| entries.first().is_some_and(|e| *i >= e.index));
+        let had_change = self
+            .confs
+            .changes
+            .iter()
+            .any(|(i, _)| entries.first().is_some_and(|e| *i >= e.index));
         let has_change = entries.iter().any(|e| e.kind == EntryKind::ConfChange);
         if had_change || has_change {
             self.confs.on_append(entries);
@@ -190,7 +204,10 @@ impl<S: Storage> Raft<S> {
     pub(crate) fn check_self_removal(&mut self) {
         if self.role == Role::Leader
             && !self.confs.current().contains(self.id)
-            && self.confs.last_change_index().is_some_and(|i| i <= self.log.committed)
+            && self
+                .confs
+                .last_change_index()
+                .is_some_and(|i| i <= self.log.committed)
         {
             tracing::info!(id = %self.id, "removed from the configuration: stepping down");
             let term = self.term;
@@ -199,13 +216,19 @@ impl<S: Storage> Raft<S> {
     }
 
     /// Scans the log for configuration entries, on start.
-    pub(crate) fn load_conf_history(&mut self, base: ConfState) -> Result<(), crate::error::StorageError> {
+    pub(crate) fn load_conf_history(
+        &mut self,
+        base: ConfState,
+    ) -> Result<(), crate::error::StorageError> {
         self.confs.reset(base);
         let first = self.log.first_index();
         let last = self.log.last_index();
         if first <= last {
             let entries = self.log.entries(first, last + 1, u64::MAX)?;
-            let changes: Vec<Entry> = entries.into_iter().filter(|e| e.kind == EntryKind::ConfChange).collect();
+            let changes: Vec<Entry> = entries
+                .into_iter()
+                .filter(|e| e.kind == EntryKind::ConfChange)
+                .collect();
             self.confs.on_append(&changes);
         }
         self.sync_tracker();

@@ -142,8 +142,7 @@ impl Message {
                     8 + ctx.len() as u64
                 }
                 MessageBody::InstallSnapshot { meta, data, .. } => {
-                    64 + 8 * (meta.conf_state.voters.len() + meta.conf_state.learners.len())
-                        as u64
+                    64 + 8 * (meta.conf_state.voters.len() + meta.conf_state.learners.len()) as u64
                         + data.len() as u64
                 }
                 _ => 24,

@@ -29,6 +29,9 @@ pub(crate) struct OutgoingSnapshot {
     pub(crate) next_offset: u64,
     /// Bytes the follower confirmed.
     pub(crate) acked_offset: u64,
+    /// `acked_offset` at the previous heartbeat answer: no progress between
+    /// two heartbeats means chunks (or the final answer) were lost.
+    pub(crate) acked_at_last_heartbeat: u64,
 }
 
 /// AppendEntries messages sent but not yet acknowledged, bounded by count and
@@ -131,6 +134,7 @@ impl Progress {
             snapshot,
             next_offset: 0,
             acked_offset: 0,
+            acked_at_last_heartbeat: 0,
         });
     }
 

@@ -5,11 +5,11 @@ use crate::config::Config;
 use crate::error::{ConfigError, ProposeError, ReadError, StorageError, TransferError};
 use crate::log::RaftLog;
 use crate::membership::ConfHistory;
-use crate::snapshot::IncomingSnapshot;
 use crate::message::{Message, MessageBody};
 use crate::progress::Tracker;
 use crate::read::Reads;
 use crate::ready::Ready;
+use crate::snapshot::IncomingSnapshot;
 use crate::storage::Storage;
 use crate::types::{
     ConfState, Entry, EntryKind, HardState, LogIndex, NodeId, ReadState, Role, SoftState, Term,

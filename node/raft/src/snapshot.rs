@@ -23,7 +23,10 @@ impl<S: Storage> Raft<S> {
     /// ([`crate::Config::snapshot_after_entries`] or `..._bytes`): time for
     /// the application to snapshot and call [`Raft::compact`].
     pub fn snapshot_due(&self) -> bool {
-        let since = self.log.applied.saturating_sub(self.log.first_index().saturating_sub(1));
+        let since = self
+            .log
+            .applied
+            .saturating_sub(self.log.first_index().saturating_sub(1));
         since > 0
             && (since >= self.config.snapshot_after_entries
                 || self.applied_bytes_since_snapshot >= self.config.snapshot_after_bytes)
@@ -33,7 +36,10 @@ impl<S: Storage> Raft<S> {
     /// snapshot and discards the log up to that index. Call it between
     /// `advance` and the next input. Returns the snapshot's position.
     pub fn compact(&mut self, data: Bytes) -> Result<SnapshotMeta, StorageError> {
-        assert!(self.pending_ready_is_none(), "compact() between ready() and advance()");
+        assert!(
+            self.pending_ready_is_none(),
+            "compact() between ready() and advance()"
+        );
         let index = self.log.applied;
         let term = self.log.term(index)?;
         let meta = SnapshotMeta {
@@ -71,8 +77,12 @@ impl<S: Storage> Raft<S> {
     /// Leader: the next chunk for `to`, within the chunk size.
     pub(crate) fn send_snapshot_chunk(&mut self, to: NodeId) {
         let chunk_max = self.config.max_snapshot_chunk_bytes;
-        let Some(pr) = self.tracker.progress.get_mut(&to) else { return };
-        let Some(out) = pr.snapshot.as_mut() else { return };
+        let Some(pr) = self.tracker.progress.get_mut(&to) else {
+            return;
+        };
+        let Some(out) = pr.snapshot.as_mut() else {
+            return;
+        };
         let total = out.snapshot.data.len() as u64;
         let start = out.next_offset.min(total);
         let end = (start + chunk_max).min(total);
@@ -92,13 +102,22 @@ impl<S: Storage> Raft<S> {
     }
 
     /// Leader: a follower answered a chunk.
-    pub(crate) fn handle_snapshot_response(&mut self, from: NodeId, accepted: bool, next_offset: u64) {
-        let Some(pr) = self.tracker.progress.get_mut(&from) else { return };
+    pub(crate) fn handle_snapshot_response(
+        &mut self,
+        from: NodeId,
+        accepted: bool,
+        next_offset: u64,
+    ) {
+        let Some(pr) = self.tracker.progress.get_mut(&from) else {
+            return;
+        };
         pr.recent_active = true;
         if pr.state != ProgressState::Snapshot {
             return;
         }
-        let Some(out) = pr.snapshot.as_mut() else { return };
+        let Some(out) = pr.snapshot.as_mut() else {
+            return;
+        };
         out.acked_offset = out.acked_offset.max(next_offset);
         pr.inflights.free_to(next_offset);
         if !accepted && next_offset < out.next_offset {
@@ -110,16 +129,20 @@ impl<S: Storage> Raft<S> {
         self.send_appends(from, false);
     }
 
-    /// Leader: on a heartbeat answer, chunks unacknowledged since are presumed
-    /// lost and resent.
+    /// Leader: on a heartbeat answer, if nothing was acknowledged since the
+    /// previous one, the chunks in flight (or the answer to the last one) are
+    /// presumed lost and resent from the acknowledged offset.
     pub(crate) fn rewind_snapshot_send(&mut self, from: NodeId) {
-        let Some(pr) = self.tracker.progress.get_mut(&from) else { return };
-        if let Some(out) = pr.snapshot.as_mut()
-            && out.next_offset > out.acked_offset
-            && pr.inflights.is_full()
-        {
-            out.next_offset = out.acked_offset;
-            pr.inflights.reset();
+        let Some(pr) = self.tracker.progress.get_mut(&from) else {
+            return;
+        };
+        if let Some(out) = pr.snapshot.as_mut() {
+            let stalled = out.acked_offset == out.acked_at_last_heartbeat;
+            if stalled && out.next_offset > out.acked_offset {
+                out.next_offset = out.acked_offset;
+                pr.inflights.reset();
+            }
+            out.acked_at_last_heartbeat = out.acked_offset;
         }
     }
 
@@ -152,7 +175,11 @@ impl<S: Storage> Raft<S> {
                 },
             );
         };
-        if self.incoming_snapshot.as_ref().is_none_or(|s| s.meta != meta) {
+        if self
+            .incoming_snapshot
+            .as_ref()
+            .is_none_or(|s| s.meta != meta)
+        {
             if offset != 0 {
                 return respond(self, false, 0);
             }
@@ -162,7 +189,9 @@ impl<S: Storage> Raft<S> {
             }
             self.incoming_snapshot = Some(IncomingSnapshot {
                 meta: meta.clone(),
-                buf: Vec::with_capacity(total_bytes.min(self.config.max_snapshot_chunk_bytes * 4) as usize),
+                buf: Vec::with_capacity(
+                    total_bytes.min(self.config.max_snapshot_chunk_bytes * 4) as usize
+                ),
             });
         }
         let incoming = self.incoming_snapshot.as_mut().expect("set above");
@@ -217,7 +246,10 @@ impl<S: Storage> Raft<S> {
     pub(crate) fn snapshot_caught_up(&mut self, from: NodeId) {
         if let Some(pr) = self.tracker.progress.get_mut(&from)
             && pr.state == ProgressState::Snapshot
-            && pr.snapshot.as_ref().is_none_or(|s| pr.match_index >= s.snapshot.meta.index)
+            && pr
+                .snapshot
+                .as_ref()
+                .is_none_or(|s| pr.match_index >= s.snapshot.meta.index)
         {
             tracing::info!(id = %self.id, follower = %from, matched = pr.match_index, "snapshot delivered");
             pr.become_probe();

@@ -9,8 +9,8 @@ use super::network::{NetFaults, Network};
 use flotilla_raft::{
     Bytes, Config, EntryKind, LogIndex, MemStorage, NodeId, Raft, ReadState, Role, Storage, Term,
 };
-use rand::{Rng, SeedableRng};
 use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
 use std::collections::VecDeque;
 
 /// Something a member did that clients may be waiting for.
@@ -464,7 +464,7 @@ impl Cluster {
                 Some(r) => {
                     let s = r.status();
                     out.push_str(&format!(
-                        "\n    {}: {:?} term {} vote {} leader {} commit {} applied {} last {} matches {:?}",
+                        "\n    {}: {:?} term {} vote {} leader {} commit {} applied {} last {} voters {:?} learners {:?} matches {:?}",
                         n.id,
                         s.soft_state.role,
                         s.hard_state.term,
@@ -473,6 +473,8 @@ impl Cluster {
                         s.hard_state.commit,
                         s.applied,
                         s.last_index,
+                        s.conf_state.voters,
+                        s.conf_state.learners,
                         s.match_indexes
                     ));
                 }

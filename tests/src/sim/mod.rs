@@ -201,7 +201,13 @@ pub fn run_seed(scenario: &Scenario, seed: u64) -> Result<RunStats, String> {
         );
     }
     if cluster.await_leader(scenario.heal_ticks).is_none() {
-        return fail("liveness: no leader after healing".into(), &nemesis);
+        return fail(
+            format!(
+                "liveness: no leader after healing; members:{}",
+                cluster.describe()
+            ),
+            &nemesis,
+        );
     }
     let stats = RunStats {
         completed: workload.completed,
@@ -214,7 +220,13 @@ pub fn run_seed(scenario: &Scenario, seed: u64) -> Result<RunStats, String> {
         members_added: cluster.nodes.len() - scenario.nodes,
         final_voters: cluster
             .leader()
-            .and_then(|l| cluster.node(l).raft.as_ref().map(|r| r.conf_state().voters.len()))
+            .and_then(|l| {
+                cluster
+                    .node(l)
+                    .raft
+                    .as_ref()
+                    .map(|r| r.conf_state().voters.len())
+            })
             .unwrap_or(0),
     };
     if scenario.check_linearizability {

@@ -94,7 +94,10 @@ impl Nemesis {
             .collect();
         let roll = cluster.rng.random_range(0..11);
         match roll {
-            8 if self.config.torn_crashes && down.len() < self.config.max_down && !up.is_empty() => {
+            8 if self.config.torn_crashes
+                && down.len() < self.config.max_down
+                && !up.is_empty() =>
+            {
                 let victim = up[cluster.rng.random_range(0..up.len())];
                 cluster.nodes[(victim.0 - 1) as usize].crash_mid_persist = true;
                 Some(format!("crash {victim} mid-persist"))
@@ -159,7 +162,12 @@ impl Nemesis {
         let leader = cluster.leader()?;
         let conf = cluster.raft(leader)?.conf_state();
         let rng = &mut cluster.rng;
-        let change = if let Some(l) = conf.learners.first().copied().filter(|_| rng.random_bool(0.7)) {
+        let change = if let Some(l) = conf
+            .learners
+            .first()
+            .copied()
+            .filter(|_| rng.random_bool(0.7))
+        {
             ConfChange::PromoteLearner(l)
         } else if conf.voters.len() > 3 && rng.random_bool(0.5) {
             let v = conf.voters[rng.random_range(0..conf.voters.len())];
@@ -171,15 +179,21 @@ impl Nemesis {
             return None;
         };
         let result = cluster.raft(leader)?.propose_conf_change(change);
-        Some(format!("{change:?} at {leader}: {}", match result {
-            Ok((index, _)) => format!("proposed at {index}"),
-            Err(e) => format!("refused ({e})"),
-        }))
+        Some(format!(
+            "{change:?} at {leader}: {}",
+            match result {
+                Ok((index, _)) => format!("proposed at {index}"),
+                Err(e) => format!("refused ({e})"),
+            }
+        ))
     }
 
     /// Ends every fault: restarts the crashed, heals the network, makes it
     /// reliable.
     pub fn heal_all(&mut self, cluster: &mut Cluster) {
+        for node in &mut cluster.nodes {
+            node.crash_mid_persist = false;
+        }
         for id in cluster.ids() {
             cluster.restart(id);
         }

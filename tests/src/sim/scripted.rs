@@ -18,7 +18,10 @@ impl Cluster {
             .iter()
             .filter(|n| n.is_up() && n.applied >= index)
             .count();
-        (count, Some(self.committed_data[(index - 1) as usize].clone()))
+        (
+            count,
+            Some(self.committed_data[(index - 1) as usize].clone()),
+        )
     }
 
     /// Proposes `cmd` at whichever running member leads (trying each in turn
