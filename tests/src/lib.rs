@@ -7,3 +7,4 @@
 
 pub mod linearizability;
 pub mod sim;
+pub mod storage_suite;

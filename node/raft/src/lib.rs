@@ -18,6 +18,8 @@
 //! | `election` | elections, pre-vote, the vote lease |
 //! | `replication` | pipelined, batched AppendEntries and commitment |
 //! | `read` | ReadIndex and lease reads |
+//! | `snapshot` | compaction and chunked InstallSnapshot |
+//! | `membership` | learners and one-voter-at-a-time changes |
 //! | `progress` | the leader's per-follower flow control |
 //!
 //! # The driver contract
@@ -28,15 +30,20 @@
 //!    received, [`Raft::propose`] / [`Raft::read_index`] /
 //!    [`Raft::transfer_leader`] for clients.
 //! 2. When [`Raft::has_ready`] says so, take a [`Ready`] with [`Raft::ready`].
-//! 3. **Persist** `ready.hard_state` and `ready.entries` with one
-//!    [`Storage::save`] call, and wait until it is durable. Entries replace any
-//!    saved at or after the first one's index.
+//! 3. **Persist**: first `ready.snapshot`, if any, with
+//!    [`Storage::apply_snapshot`]; then `ready.hard_state` and `ready.entries`
+//!    with one [`Storage::save`] call; wait until both are durable. Entries
+//!    replace any saved at or after the first one's index.
 //! 4. **Send** `ready.messages` — only now: a vote or an append acknowledgement
 //!    promises that step 3 is on disk. Sending may be asynchronous and lossy.
-//! 5. **Apply** `ready.committed_entries` to the state machine in order
-//!    (entries of kind [`EntryKind::Noop`] carry nothing), then serve
-//!    `ready.read_states` whose index is applied.
+//! 5. **Apply**: restore the state machine from `ready.snapshot`, if any;
+//!    then apply `ready.committed_entries` in order (entries of kind
+//!    [`EntryKind::Noop`] and [`EntryKind::ConfChange`] carry no command);
+//!    then serve `ready.read_states` whose index is applied.
 //! 6. Call [`Raft::advance`]. No other input may come between steps 2 and 6.
+//! 7. When [`Raft::snapshot_due`], serialize the state machine (as of the
+//!    applied index) and hand it to [`Raft::compact`], which stores the
+//!    snapshot and discards the log before it.
 //!
 //! A storage failure in step 3 is fatal: the driver stops the node; it never
 //! sends the messages of a `Ready` it could not persist.

@@ -26,7 +26,11 @@ impl<S: Storage> RaftLog<S> {
     pub(crate) fn new(storage: S, committed: LogIndex, applied: LogIndex) -> RaftLog<S> {
         let unstable_offset = storage.last_index() + 1;
         let compacted_to = storage.first_index() - 1;
-        let committed = committed.max(compacted_to);
+        // The application's own applied index is committed by definition;
+        // storage may keep the commit index lazily, so never go below it.
+        let committed = committed
+            .max(compacted_to)
+            .max(applied.min(storage.last_index()));
         RaftLog {
             storage,
             unstable: Vec::new(),

@@ -1,0 +1,111 @@
+//! Flotilla's on-disk Raft storage (DESIGN §4): [`DiskStorage`] implements
+//! [`flotilla_raft::Storage`] and passes the same test suite as
+//! `MemStorage` (`flotilla_tests::storage_suite`).
+//!
+//! # Layout
+//!
+//! ```text
+//! <dir>/IDENTITY                      cluster id, member id (stamped on first start)
+//! <dir>/hardstate                     term, vote, commit
+//! <dir>/snapshot/<index>-<term>.snap  the newest snapshot (index 0: bootstrap voters)
+//! <dir>/log/<first index>.seg         framed entries; names are %020d
+//! ```
+//!
+//! A log frame is `len u32 | crc32 u32 | term u64 | index u64 | kind u8 |
+//! payload`, little-endian; `len` counts the bytes after the CRC and the CRC
+//! covers exactly them (see [`frame`]). `IDENTITY`, `hardstate` and the
+//! snapshots each end with a CRC over their content and are replaced
+//! atomically: write `<name>.tmp`, fsync, rename, fsync the directory.
+//!
+//! # Modules
+//!
+//! | module | what |
+//! |---|---|
+//! | `disk` | [`DiskStorage`]: the `Storage` implementation |
+//! | `recovery` | opening: identity, hard state, snapshot, segment scan |
+//! | `segment` | segment names; the scan that tells a torn tail from damage |
+//! | [`frame`] | the frame codec |
+//! | `meta_files` | identity, hard state and snapshot files; atomic replace |
+//! | [`fs`] | the file operations, behind a trait; [`FaultyFs`] injects faults |
+//! | `options` | [`StorageOptions`], [`FsyncMode`] |
+//!
+//! # The IO contract
+//!
+//! 1. **Group commit.** A `save` encodes all its entries into one buffer,
+//!    writes it with one `write` to the active segment and fsyncs it once
+//!    (`fdatasync`), however many entries it carries. A conflicting suffix is
+//!    cut first (the segment is truncated at the frame of the first replaced
+//!    index, later segments removed); that same fsync makes the cut durable.
+//! 2. **Term and vote before entries.** When a `save` changes the term or
+//!    vote, the hard-state file is replaced atomically before the entries
+//!    are written: two more fsyncs, but only at elections.
+//! 3. **The commit index is saved lazily.** A change of the commit index
+//!    alone does not rewrite the hard-state file: it is written with the
+//!    next term/vote change, and recovery raises it to the snapshot index.
+//!    Raft needs only term, vote and log durable (Figure 2: `commitIndex` is
+//!    volatile); writing it on every `save` would cost three fsyncs per
+//!    batch instead of one. After a restart the core may re-learn commits
+//!    from the leader, and entries past the saved commit index are applied
+//!    again only once re-committed.
+//! 4. **Snapshots.** `compact` and `apply_snapshot` write the snapshot file
+//!    atomically, then delete whole segments the snapshot covers (a
+//!    segment straddling it stays; recovery skips covered entries). When
+//!    `apply_snapshot` discards the log, all segments go and an empty one
+//!    starts after the snapshot.
+//! 5. **Failure is final.** Any IO error (a failed fsync above all) makes
+//!    the storage fatal: that call and every later one return
+//!    [`flotilla_raft::StorageError::Fatal`]; the node must stop.
+//! 6. **Reads are from memory.** The entries after the snapshot are kept in
+//!    memory (payloads slice the segment buffers read at open), so reads
+//!    never touch the disk; memory is bounded by how often the application
+//!    compacts.
+//!
+//! # Recovery
+//!
+//! 1. `IDENTITY` must name this cluster and member; a directory without it
+//!    that holds a vote or log frames is refused.
+//! 2. A missing `hardstate` is refused ([`OpenError::HardStateLost`]): the
+//!    vote is lost, and guessing could let this member vote twice in a term.
+//! 3. The newest snapshot is loaded; leftover `.tmp` files are removed.
+//! 4. Segments are scanned in order. A bad frame in the last segment with
+//!    no valid frame after it is a torn tail: the file is cut there and
+//!    fsynced. Any other bad frame, an index out of sequence or a gap
+//!    between segments is refused with the file and byte offset
+//!    ([`OpenError::Corrupt`]). Known limit: if a crash persisted a later
+//!    page of the final, unacknowledged write but not an earlier one, this
+//!    rule refuses to start rather than guess.
+//! 5. A saved commit index beyond the recovered log is refused
+//!    ([`OpenError::CommittedEntriesLost`]).
+//!
+//! ```
+//! use flotilla_raft::{ConfState, Entry, EntryKind, NodeId, Storage, Term, Bytes};
+//! use flotilla_storage::{DiskStorage, StorageOptions};
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let options = StorageOptions {
+//!     bootstrap: Some(ConfState { voters: vec![NodeId(1)], learners: vec![] }),
+//!     ..StorageOptions::new(7, 1)
+//! };
+//! let mut storage = DiskStorage::open(dir.path(), options.clone()).unwrap();
+//! let entry = Entry { term: Term(1), index: 1, kind: EntryKind::Normal, data: Bytes::from("x=1") };
+//! storage.save(None, &[entry.clone()]).unwrap();
+//! drop(storage);
+//! let storage = DiskStorage::open(dir.path(), options).unwrap();
+//! assert_eq!(storage.entries(1, 2, u64::MAX).unwrap(), vec![entry]);
+//! assert_eq!(storage.initial_state().unwrap().conf_state.voters, vec![NodeId(1)]);
+//! ```
+
+mod disk;
+mod error;
+mod fault;
+pub mod frame;
+pub mod fs;
+mod meta_files;
+mod options;
+mod recovery;
+mod segment;
+
+pub use disk::{DiskStorage, HARD_STATE_FILE, IDENTITY_FILE, LOG_DIR, SNAPSHOT_DIR};
+pub use error::OpenError;
+pub use fault::FaultyFs;
+pub use options::{FsyncMode, StorageOptions};

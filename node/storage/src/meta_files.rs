@@ -1,0 +1,221 @@
+//! The small files beside the log: the identity stamp, the hard state and
+//! snapshots. Each is a fixed magic, little-endian fields and a trailing
+//! CRC-32 over everything before it, and each is replaced atomically
+//! ([`write_atomic`]), so a reader sees the old or the new version whole.
+
+use std::path::Path;
+
+use bytes::Bytes;
+use flotilla_raft::{ConfState, HardState, NodeId, Snapshot, SnapshotMeta, Term};
+
+use crate::error::OpenError;
+use crate::fs::FileSystem;
+
+const IDENTITY_MAGIC: &[u8; 8] = b"FLOTID01";
+const HARD_STATE_MAGIC: &[u8; 8] = b"FLOTHS01";
+const SNAPSHOT_MAGIC: &[u8; 8] = b"FLOTSN01";
+
+/// Suffix of a file being written by [`write_atomic`]; leftovers are removed
+/// at open.
+pub const TMP_SUFFIX: &str = ".tmp";
+
+/// Replaces `dir/name` with `data`: write a temporary file, fsync it, rename
+/// it over the old one, fsync the directory (each fsync only when `sync`).
+pub fn write_atomic(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    name: &str,
+    data: &[u8],
+    sync: bool,
+) -> std::io::Result<()> {
+    let tmp = dir.join(format!("{name}{TMP_SUFFIX}"));
+    fs.write_file(&tmp, data, sync)?;
+    fs.rename(&tmp, &dir.join(name))?;
+    if sync {
+        fs.sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+fn seal(mut out: Vec<u8>) -> Vec<u8> {
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// Checks magic and CRC; returns the fields between them.
+fn unseal<'a>(path: &Path, magic: &[u8; 8], buf: &'a [u8]) -> Result<&'a [u8], OpenError> {
+    if buf.len() < 12 || &buf[..8] != magic {
+        return Err(OpenError::corrupt(path, 0, "bad magic or too short"));
+    }
+    let (body, crc) = buf.split_at(buf.len() - 4);
+    if crc32fast::hash(body) != u32::from_le_bytes(crc.try_into().expect("4 bytes")) {
+        return Err(OpenError::corrupt(path, body.len() as u64, "CRC mismatch"));
+    }
+    Ok(&body[8..])
+}
+
+/// Reads little-endian fields in order, naming the file on a short read.
+struct Fields<'a> {
+    path: &'a Path,
+    buf: &'a [u8],
+    at: usize,
+}
+
+impl Fields<'_> {
+    fn take(&mut self, n: usize) -> Result<&[u8], OpenError> {
+        let end = self.at + n;
+        if end > self.buf.len() {
+            return Err(OpenError::corrupt(
+                self.path,
+                self.at as u64 + 8,
+                "truncated field",
+            ));
+        }
+        let out = &self.buf[self.at..end];
+        self.at = end;
+        Ok(out)
+    }
+
+    fn u64(&mut self) -> Result<u64, OpenError> {
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
+    }
+
+    fn finish(self) -> Result<(), OpenError> {
+        if self.at != self.buf.len() {
+            return Err(OpenError::corrupt(
+                self.path,
+                self.at as u64 + 8,
+                "trailing bytes",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The identity stamp: cluster id and member id.
+pub fn encode_identity(cluster_id: u64, member_id: u64) -> Vec<u8> {
+    let mut out = IDENTITY_MAGIC.to_vec();
+    out.extend_from_slice(&cluster_id.to_le_bytes());
+    out.extend_from_slice(&member_id.to_le_bytes());
+    seal(out)
+}
+
+/// Decodes [`encode_identity`]: `(cluster_id, member_id)`.
+pub fn decode_identity(path: &Path, buf: &[u8]) -> Result<(u64, u64), OpenError> {
+    let mut f = Fields {
+        path,
+        buf: unseal(path, IDENTITY_MAGIC, buf)?,
+        at: 0,
+    };
+    let ids = (f.u64()?, f.u64()?);
+    f.finish()?;
+    Ok(ids)
+}
+
+/// The hard state file.
+pub fn encode_hard_state(hs: &HardState) -> Vec<u8> {
+    let mut out = HARD_STATE_MAGIC.to_vec();
+    for v in [hs.term.0, hs.vote.0, hs.commit] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    seal(out)
+}
+
+/// Decodes [`encode_hard_state`].
+pub fn decode_hard_state(path: &Path, buf: &[u8]) -> Result<HardState, OpenError> {
+    let mut f = Fields {
+        path,
+        buf: unseal(path, HARD_STATE_MAGIC, buf)?,
+        at: 0,
+    };
+    let hs = HardState {
+        term: Term(f.u64()?),
+        vote: NodeId(f.u64()?),
+        commit: f.u64()?,
+    };
+    f.finish()?;
+    Ok(hs)
+}
+
+/// The name of the snapshot file for `meta`: sorts by index, then term.
+pub fn snapshot_name(meta: &SnapshotMeta) -> String {
+    format!("{:020}-{:020}.snap", meta.index, meta.term.0)
+}
+
+/// A snapshot file: index, term, encoded configuration, data.
+pub fn encode_snapshot(snapshot: &Snapshot) -> Vec<u8> {
+    let conf = snapshot.meta.conf_state.encode();
+    let mut out = Vec::with_capacity(48 + conf.len() + snapshot.data.len());
+    out.extend_from_slice(SNAPSHOT_MAGIC);
+    out.extend_from_slice(&snapshot.meta.index.to_le_bytes());
+    out.extend_from_slice(&snapshot.meta.term.0.to_le_bytes());
+    out.extend_from_slice(&(conf.len() as u64).to_le_bytes());
+    out.extend_from_slice(&conf);
+    out.extend_from_slice(&(snapshot.data.len() as u64).to_le_bytes());
+    out.extend_from_slice(&snapshot.data);
+    seal(out)
+}
+
+/// Decodes [`encode_snapshot`].
+pub fn decode_snapshot(path: &Path, buf: &[u8]) -> Result<Snapshot, OpenError> {
+    let mut f = Fields {
+        path,
+        buf: unseal(path, SNAPSHOT_MAGIC, buf)?,
+        at: 0,
+    };
+    let index = f.u64()?;
+    let term = Term(f.u64()?);
+    let conf_len = f.u64()? as usize;
+    let conf_at = f.at as u64 + 8;
+    let conf_state = ConfState::decode(f.take(conf_len)?)
+        .ok_or_else(|| OpenError::corrupt(path, conf_at, "malformed configuration"))?;
+    let data_len = f.u64()? as usize;
+    let data = Bytes::copy_from_slice(f.take(data_len)?);
+    f.finish()?;
+    Ok(Snapshot {
+        meta: SnapshotMeta {
+            index,
+            term,
+            conf_state,
+        },
+        data,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_detects_damage() {
+        let p = Path::new("f");
+        assert_eq!(decode_identity(p, &encode_identity(7, 3)).unwrap(), (7, 3));
+        let hs = HardState {
+            term: Term(4),
+            vote: NodeId(2),
+            commit: 9,
+        };
+        assert_eq!(decode_hard_state(p, &encode_hard_state(&hs)).unwrap(), hs);
+        let snap = Snapshot {
+            meta: SnapshotMeta {
+                index: 5,
+                term: Term(2),
+                conf_state: ConfState {
+                    voters: vec![NodeId(1)],
+                    learners: vec![NodeId(4)],
+                },
+            },
+            data: Bytes::from_static(b"state"),
+        };
+        let mut buf = encode_snapshot(&snap);
+        assert_eq!(decode_snapshot(p, &buf).unwrap(), snap);
+        buf[20] ^= 1;
+        assert!(matches!(
+            decode_snapshot(p, &buf),
+            Err(OpenError::Corrupt { .. })
+        ));
+    }
+}

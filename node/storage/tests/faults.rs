@@ -1,0 +1,150 @@
+//! Group commit and failure handling, through the fault-injecting file
+//! layer: one write and one fsync per save; a failed fsync or write makes
+//! the storage fatal for good.
+
+use std::sync::Arc;
+
+use flotilla_raft::{
+    Bytes, ConfState, Entry, EntryKind, HardState, NodeId, Storage, StorageError, Term,
+};
+use flotilla_storage::{DiskStorage, FaultyFs, StorageOptions};
+
+fn options() -> StorageOptions {
+    StorageOptions {
+        bootstrap: Some(ConfState {
+            voters: vec![NodeId(1)],
+            learners: vec![],
+        }),
+        ..StorageOptions::new(1, 1)
+    }
+}
+
+fn entries(lo: u64, hi: u64) -> Vec<Entry> {
+    (lo..=hi)
+        .map(|index| Entry {
+            term: Term(1),
+            index,
+            kind: EntryKind::Normal,
+            data: Bytes::from(vec![7u8; 256]),
+        })
+        .collect()
+}
+
+fn open(dir: &std::path::Path) -> (DiskStorage, FaultyFs) {
+    let fs = FaultyFs::new();
+    let s = DiskStorage::open_with_fs(Arc::new(fs.clone()), dir, options()).unwrap();
+    (s, fs)
+}
+
+fn assert_fatal<T: std::fmt::Debug>(r: Result<T, StorageError>) {
+    assert!(matches!(r, Err(StorageError::Fatal(_))), "{r:?}");
+}
+
+#[test]
+fn a_save_is_one_write_and_one_fsync_however_many_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut s, fs) = open(dir.path());
+    for (lo, hi) in [(1, 1), (2, 101), (102, 1101)] {
+        let (writes, fsyncs) = (fs.write_count(), fs.fsync_count());
+        // A commit-only hard-state change rides along without extra IO.
+        let hs = HardState {
+            commit: lo - 1,
+            ..HardState::default()
+        };
+        s.save(Some(&hs), &entries(lo, hi)).unwrap();
+        assert_eq!(fs.write_count() - writes, 1, "one write for {lo}..={hi}");
+        assert_eq!(fs.fsync_count() - fsyncs, 1, "one fsync for {lo}..={hi}");
+    }
+    // Overwriting a conflicting suffix in the active segment: still one each.
+    let (writes, fsyncs) = (fs.write_count(), fs.fsync_count());
+    s.save(None, &entries(50, 60)).unwrap();
+    assert_eq!(
+        (fs.write_count() - writes, fs.fsync_count() - fsyncs),
+        (1, 1)
+    );
+    assert_eq!(s.last_index(), 60);
+}
+
+#[test]
+fn a_vote_is_written_atomically_before_the_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut s, fs) = open(dir.path());
+    let fsyncs = fs.fsync_count();
+    let hs = HardState {
+        term: Term(2),
+        vote: NodeId(1),
+        commit: 0,
+    };
+    s.save(Some(&hs), &entries(1, 3)).unwrap();
+    // Temporary file, directory, then the segment.
+    assert_eq!(fs.fsync_count() - fsyncs, 3);
+    drop(s);
+    let (s, _) = open(dir.path());
+    assert_eq!(s.initial_state().unwrap().hard_state, hs);
+}
+
+#[test]
+fn a_failed_fsync_is_fatal_and_stays_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut s, fs) = open(dir.path());
+    s.save(None, &entries(1, 5)).unwrap();
+    fs.fail_fsync_after(1);
+    assert_fatal(s.save(None, &entries(6, 6)));
+    assert!(s.fatal_error().unwrap().contains("injected fsync failure"));
+    // Every later call refuses, reads included: nothing may act on a write
+    // that is perhaps not durable.
+    assert_fatal(s.save(None, &entries(7, 7)));
+    assert_fatal(s.save(Some(&HardState::default()), &[]));
+    assert_fatal(s.entries(1, 2, u64::MAX));
+    assert_fatal(s.term(1));
+    assert_fatal(s.initial_state());
+    assert_fatal(s.snapshot());
+    assert_fatal(s.compact(flotilla_raft::Snapshot::default()));
+    // What was acknowledged before the failure is still there after restart.
+    drop(s);
+    let s = DiskStorage::open(dir.path(), options()).unwrap();
+    assert!(s.last_index() >= 5);
+    assert_eq!(s.entries(1, 6, u64::MAX).unwrap(), entries(1, 5));
+}
+
+#[test]
+fn a_failed_hard_state_fsync_is_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut s, fs) = open(dir.path());
+    fs.fail_fsync_after(2); // the directory fsync of the atomic replace
+    let hs = HardState {
+        term: Term(3),
+        vote: NodeId(1),
+        commit: 0,
+    };
+    assert_fatal(s.save(Some(&hs), &entries(1, 1)));
+    assert_fatal(s.save(None, &entries(1, 1)));
+}
+
+#[test]
+fn a_failed_write_is_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut s, fs) = open(dir.path());
+    fs.fail_write_after(1);
+    assert_fatal(s.save(None, &entries(1, 1)));
+    assert_fatal(s.save(None, &entries(1, 1)));
+}
+
+#[test]
+fn a_failed_snapshot_write_is_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut s, fs) = open(dir.path());
+    s.save(None, &entries(1, 4)).unwrap();
+    fs.fail_fsync_after(1);
+    let snap = flotilla_raft::Snapshot {
+        meta: flotilla_raft::SnapshotMeta {
+            index: 2,
+            term: Term(1),
+            conf_state: options().bootstrap.unwrap(),
+        },
+        data: Bytes::from_static(b"s"),
+    };
+    assert_fatal(s.compact(snap.clone()));
+    assert_fatal(s.apply_snapshot(snap));
+    assert_fatal(s.entries(3, 4, u64::MAX));
+}

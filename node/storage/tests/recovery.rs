@@ -1,0 +1,322 @@
+//! Crash recovery (DESIGN §4): torn tails are cut, damage is refused with
+//! the file and byte offset, and a lost hard state or foreign directory
+//! stops the node.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use flotilla_raft::{
+    Bytes, ConfState, Entry, EntryKind, HardState, NodeId, Snapshot, SnapshotMeta, Storage, Term,
+};
+use flotilla_storage::{DiskStorage, HARD_STATE_FILE, IDENTITY_FILE, OpenError, StorageOptions};
+
+const CLUSTER: u64 = 0xC1;
+const MEMBER: u64 = 2;
+
+fn options() -> StorageOptions {
+    StorageOptions {
+        bootstrap: Some(ConfState {
+            voters: vec![NodeId(1), NodeId(2)],
+            learners: vec![],
+        }),
+        ..StorageOptions::new(CLUSTER, MEMBER)
+    }
+}
+
+/// Entries with an 8-byte payload: 33-byte frames keep the every-byte cuts
+/// cheap.
+fn entry(index: u64) -> Entry {
+    Entry {
+        term: Term(1),
+        index,
+        kind: EntryKind::Normal,
+        data: Bytes::from(index.to_le_bytes().to_vec()),
+    }
+}
+
+fn range(lo: u64, hi: u64) -> Vec<Entry> {
+    (lo..=hi).map(entry).collect()
+}
+
+const FRAME_BYTES: usize = 33;
+
+fn all(s: &DiskStorage) -> Vec<Entry> {
+    s.entries(s.first_index(), s.last_index() + 1, u64::MAX)
+        .unwrap()
+}
+
+/// A directory holding entries 1..=10 in three saves, and its one segment.
+fn ten_entries(options: &StorageOptions) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = DiskStorage::open(dir.path(), options.clone()).unwrap();
+    s.save(None, &range(1, 4)).unwrap();
+    s.save(None, &range(5, 9)).unwrap();
+    s.save(None, &range(10, 10)).unwrap();
+    let segments = s.segment_paths();
+    assert_eq!(segments.len(), 1);
+    (dir, segments[0].clone())
+}
+
+#[test]
+fn cut_at_every_byte_of_the_last_three_frames_keeps_every_whole_frame() {
+    let (dir, segment) = ten_entries(&options());
+    let original = fs::read(&segment).unwrap();
+    assert_eq!(original.len(), 10 * FRAME_BYTES);
+    for cut in 7 * FRAME_BYTES..=original.len() {
+        fs::write(&segment, &original[..cut]).unwrap();
+        let mut s = DiskStorage::open(dir.path(), options()).unwrap();
+        let whole = (cut / FRAME_BYTES) as u64;
+        assert_eq!(s.last_index(), whole, "cut at byte {cut}");
+        assert_eq!(all(&s), range(1, whole), "cut at byte {cut}");
+        assert_eq!(
+            fs::metadata(&segment).unwrap().len(),
+            whole * FRAME_BYTES as u64
+        );
+        // The log continues at the right index, and that survives too.
+        s.save(None, &[entry(whole + 1)]).unwrap();
+        drop(s);
+        let s = DiskStorage::open(dir.path(), options()).unwrap();
+        assert_eq!(
+            all(&s),
+            range(1, whole + 1),
+            "cut at byte {cut}, after an append"
+        );
+    }
+}
+
+#[test]
+fn a_bit_flip_in_the_last_frame_is_a_torn_tail() {
+    let (dir, segment) = ten_entries(&options());
+    let original = fs::read(&segment).unwrap();
+    for byte in 9 * FRAME_BYTES..original.len() {
+        let mut damaged = original.clone();
+        damaged[byte] ^= 1 << (byte % 8);
+        fs::write(&segment, &damaged).unwrap();
+        let s = DiskStorage::open(dir.path(), options()).unwrap();
+        assert_eq!(all(&s), range(1, 9), "flip in byte {byte}");
+    }
+}
+
+#[test]
+fn a_bit_flip_before_valid_frames_is_refused_with_file_and_offset() {
+    let (dir, segment) = ten_entries(&options());
+    let original = fs::read(&segment).unwrap();
+    let frame_at = 5 * FRAME_BYTES;
+    for byte in frame_at..frame_at + FRAME_BYTES {
+        let mut damaged = original.clone();
+        damaged[byte] ^= 1 << (byte % 8);
+        fs::write(&segment, &damaged).unwrap();
+        match DiskStorage::open(dir.path(), options()) {
+            Err(OpenError::Corrupt { path, offset, .. }) => {
+                assert_eq!(
+                    (path.as_path(), offset),
+                    (segment.as_path(), frame_at as u64)
+                );
+            }
+            other => panic!("flip in byte {byte}: {other:?}"),
+        }
+    }
+    // The message names both, for the operator.
+    let msg = DiskStorage::open(dir.path(), options())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains(&segment.display().to_string()) && msg.contains("byte 165"),
+        "{msg}"
+    );
+    // Nothing was cut: the damage is still there for inspection.
+    assert_eq!(fs::read(&segment).unwrap().len(), original.len());
+}
+
+#[test]
+fn damage_in_a_sealed_segment_is_refused() {
+    let opts = StorageOptions {
+        segment_bytes_max: 2 * FRAME_BYTES as u64,
+        ..options()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = DiskStorage::open(dir.path(), opts.clone()).unwrap();
+    for i in 1..=6 {
+        s.save(None, &[entry(i)]).unwrap();
+    }
+    let segments = s.segment_paths();
+    assert_eq!(segments.len(), 3);
+    drop(s);
+    // Cut the middle segment's last frame in half: not a tail, so damage.
+    let middle = &segments[1];
+    let bytes = fs::read(middle).unwrap();
+    fs::write(middle, &bytes[..bytes.len() - 10]).unwrap();
+    match DiskStorage::open(dir.path(), opts) {
+        Err(OpenError::Corrupt { path, offset, .. }) => {
+            assert_eq!((&path, offset), (middle, FRAME_BYTES as u64));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_torn_tail_holding_committed_entries_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = DiskStorage::open(dir.path(), options()).unwrap();
+    s.save(None, &range(1, 10)).unwrap();
+    // A term change writes the hard-state file, commit included.
+    let hs = HardState {
+        term: Term(2),
+        vote: NodeId(1),
+        commit: 9,
+    };
+    s.save(Some(&hs), &[]).unwrap();
+    let segment = s.segment_paths()[0].clone();
+    drop(s);
+    let bytes = fs::read(&segment).unwrap();
+    fs::write(&segment, &bytes[..8 * FRAME_BYTES + 3]).unwrap();
+    match DiskStorage::open(dir.path(), options()) {
+        Err(OpenError::CommittedEntriesLost {
+            commit: 9,
+            last_index: 8,
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_lost_hard_state_file_is_refused_naming_it() {
+    let (dir, _) = ten_entries(&options());
+    fs::remove_file(dir.path().join(HARD_STATE_FILE)).unwrap();
+    match DiskStorage::open(dir.path(), options()) {
+        Err(OpenError::HardStateLost { path }) => {
+            assert_eq!(path, dir.path().join(HARD_STATE_FILE));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_foreign_cluster_or_member_is_refused() {
+    let (dir, _) = ten_entries(&options());
+    let other_cluster = StorageOptions {
+        cluster_id: CLUSTER + 1,
+        ..options()
+    };
+    let err = DiskStorage::open(dir.path(), other_cluster).unwrap_err();
+    assert!(
+        matches!(err, OpenError::ForeignCluster { found: CLUSTER, .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("another cluster"), "{err}");
+    let other_member = StorageOptions {
+        member_id: MEMBER + 1,
+        ..options()
+    };
+    let err = DiskStorage::open(dir.path(), other_member).unwrap_err();
+    assert!(
+        matches!(err, OpenError::ForeignMember { found: MEMBER, .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("another member"), "{err}");
+    // The right identity still opens it, untouched.
+    assert_eq!(
+        DiskStorage::open(dir.path(), options())
+            .unwrap()
+            .last_index(),
+        10
+    );
+}
+
+#[test]
+fn a_directory_with_state_but_no_stamp_is_refused() {
+    let (dir, _) = ten_entries(&options());
+    fs::remove_file(dir.path().join(IDENTITY_FILE)).unwrap();
+    let err = DiskStorage::open(dir.path(), options()).unwrap_err();
+    assert!(matches!(err, OpenError::Unstamped { .. }), "{err:?}");
+}
+
+#[test]
+fn a_damaged_identity_stamp_is_refused() {
+    let (dir, _) = ten_entries(&options());
+    let path = dir.path().join(IDENTITY_FILE);
+    let mut bytes = fs::read(&path).unwrap();
+    bytes[9] ^= 4;
+    fs::write(&path, bytes).unwrap();
+    let err = DiskStorage::open(dir.path(), options()).unwrap_err();
+    assert!(matches!(err, OpenError::Corrupt { .. }), "{err:?}");
+}
+
+#[test]
+fn a_joining_member_starts_with_no_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = StorageOptions::new(CLUSTER, MEMBER);
+    let s = DiskStorage::open(dir.path(), opts.clone()).unwrap();
+    assert_eq!(s.initial_state().unwrap().conf_state, ConfState::default());
+    drop(s);
+    let s = DiskStorage::open(dir.path(), opts).unwrap();
+    assert_eq!(s.snapshot().unwrap(), Snapshot::default());
+}
+
+fn snapshot(index: u64, term: u64) -> Snapshot {
+    Snapshot {
+        meta: SnapshotMeta {
+            index,
+            term: Term(term),
+            conf_state: options().bootstrap.unwrap(),
+        },
+        data: Bytes::from_static(b"state"),
+    }
+}
+
+fn snapshot_files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir.join("snapshot"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn compaction_keeps_one_snapshot_and_removes_covered_segments() {
+    let opts = StorageOptions {
+        segment_bytes_max: 2 * FRAME_BYTES as u64,
+        ..options()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = DiskStorage::open(dir.path(), opts.clone()).unwrap();
+    for i in 1..=8 {
+        s.save(None, &[entry(i)]).unwrap();
+    }
+    assert_eq!(s.segment_paths().len(), 4); // 1-2, 3-4, 5-6, 7-8
+    s.compact(snapshot(5, 1)).unwrap();
+    // 1-2 and 3-4 are wholly covered; 5-6 straddles and stays.
+    assert_eq!(s.segment_paths().len(), 2);
+    assert_eq!(
+        snapshot_files(dir.path()),
+        vec![format!("{:020}-{:020}.snap", 5, 1)]
+    );
+    drop(s);
+    let s = DiskStorage::open(dir.path(), opts).unwrap();
+    assert_eq!(all(&s), range(6, 8));
+    assert_eq!(s.snapshot().unwrap(), snapshot(5, 1));
+}
+
+#[test]
+fn an_interrupted_log_discard_is_finished_at_open() {
+    let (dir, segment) = ten_entries(&options());
+    let old_log = fs::read(&segment).unwrap();
+    let mut s = DiskStorage::open(dir.path(), options()).unwrap();
+    s.apply_snapshot(snapshot(7, 2)).unwrap(); // conflicts at 7: log discarded
+    drop(s);
+    // As if the crash came after the snapshot file but before the old
+    // segment's removal (the new segment is only created after it).
+    fs::remove_file(dir.path().join("log").join(format!("{:020}.seg", 8))).unwrap();
+    fs::write(&segment, old_log).unwrap();
+    fs::write(dir.path().join("snapshot/leftover.snap.tmp"), b"half").unwrap();
+    let s = DiskStorage::open(dir.path(), options()).unwrap();
+    assert_eq!((s.first_index(), s.last_index()), (8, 7));
+    assert_eq!(s.snapshot().unwrap(), snapshot(7, 2));
+    assert_eq!(s.initial_state().unwrap().hard_state.commit, 7);
+    assert_eq!(
+        snapshot_files(dir.path()).len(),
+        1,
+        "the temporary file is removed"
+    );
+}
