@@ -110,6 +110,27 @@ impl MemStorage {
         MemStorage::default()
     }
 
+    /// Storage holding state recovered from elsewhere (the on-disk storage
+    /// keeps its in-memory copy of the log in a `MemStorage`): `entries` must
+    /// follow `snapshot` contiguously. The configuration is the snapshot's.
+    pub fn from_parts(
+        hard_state: HardState,
+        snapshot: Snapshot,
+        entries: Vec<Entry>,
+    ) -> MemStorage {
+        debug_assert!(
+            entries
+                .first()
+                .is_none_or(|e| e.index == snapshot.meta.index + 1)
+        );
+        MemStorage {
+            hard_state,
+            conf_state: snapshot.meta.conf_state.clone(),
+            snap: snapshot,
+            entries,
+        }
+    }
+
     fn offset(&self) -> LogIndex {
         self.snap.meta.index
     }
@@ -132,6 +153,43 @@ impl MemStorage {
             return Err(StorageError::Unavailable(index));
         }
         Ok((index - self.offset() - 1) as usize)
+    }
+
+    /// The error [`Storage::save`] gives for `entries`, if any: they must
+    /// start after the snapshot and no later than `last_index() + 1`. Lets
+    /// a durable implementation refuse before writing.
+    pub fn check_save(&self, entries: &[Entry]) -> Result<(), StorageError> {
+        let Some(first) = entries.first() else {
+            return Ok(());
+        };
+        if first.index <= self.offset() || first.index > self.last_index() + 1 {
+            return Err(StorageError::Fatal(format!(
+                "save of entries from {} leaves a gap or overwrites compacted log (held {}..={})",
+                first.index,
+                self.first_index(),
+                self.last_index()
+            )));
+        }
+        Ok(())
+    }
+
+    /// What [`Storage::compact`] would do with a snapshot at `meta`:
+    /// `Ok(false)` when it is not newer than the held one (nothing to do),
+    /// `Ok(true)` when the log holds `meta.index` with `meta.term`, and the
+    /// error otherwise. Lets a durable implementation refuse before writing.
+    pub fn check_compact(&self, meta: &SnapshotMeta) -> Result<bool, StorageError> {
+        let index = meta.index;
+        if index <= self.offset() {
+            return Ok(false);
+        }
+        let held = self.entries[self.position(index)?].term;
+        if held != meta.term {
+            return Err(StorageError::Fatal(format!(
+                "snapshot at {index} has term {} but the log holds term {held}",
+                meta.term
+            )));
+        }
+        Ok(true)
     }
 }
 
@@ -177,15 +235,8 @@ impl Storage for MemStorage {
         hard_state: Option<&HardState>,
         entries: &[Entry],
     ) -> Result<(), StorageError> {
+        self.check_save(entries)?;
         if let Some(first) = entries.first() {
-            if first.index <= self.offset() || first.index > self.last_index() + 1 {
-                return Err(StorageError::Fatal(format!(
-                    "save of entries from {} leaves a gap or overwrites compacted log (held {}..={})",
-                    first.index,
-                    self.first_index(),
-                    self.last_index()
-                )));
-            }
             self.entries
                 .truncate((first.index - self.offset() - 1) as usize);
             self.entries.extend_from_slice(entries);
@@ -218,18 +269,11 @@ impl Storage for MemStorage {
     }
 
     fn compact(&mut self, snapshot: Snapshot) -> Result<(), StorageError> {
-        let index = snapshot.meta.index;
-        if index <= self.offset() {
+        if !self.check_compact(&snapshot.meta)? {
             return Ok(());
         }
-        let pos = self.position(index)?;
-        if self.entries[pos].term != snapshot.meta.term {
-            return Err(StorageError::Fatal(format!(
-                "snapshot at {index} has term {} but the log holds term {}",
-                snapshot.meta.term, self.entries[pos].term
-            )));
-        }
-        self.entries.drain(..=pos);
+        self.entries
+            .drain(..(snapshot.meta.index - self.offset()) as usize);
         self.conf_state = snapshot.meta.conf_state.clone();
         self.snap = snapshot;
         Ok(())

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use flotilla_raft::{
-    Entry, HardState, InitialState, LogIndex, Snapshot, Storage, StorageError, Term,
-    take_within_budget,
+    Entry, HardState, InitialState, LogIndex, MemStorage, Snapshot, SnapshotMeta, Storage,
+    StorageError, Term,
 };
 
 use crate::error::OpenError;
@@ -50,14 +50,13 @@ pub struct DiskStorage {
     pub(crate) fs: Arc<dyn FileSystem>,
     pub(crate) dir: PathBuf,
     pub(crate) options: StorageOptions,
-    /// The hard state as the core last saved it.
-    pub(crate) hard_state: HardState,
+    /// The in-memory copy that serves reads: the hard state as the core last
+    /// saved it, the snapshot and the entries after it. A mutation reaches
+    /// it only after the disk write it depends on succeeded.
+    pub(crate) mirror: MemStorage,
     /// Term and vote as last written to the hard-state file.
     pub(crate) durable_vote: HardState,
-    pub(crate) snap: Snapshot,
-    /// The entries after `snap.meta.index`.
-    pub(crate) entries: Vec<Entry>,
-    /// The byte offset of each of `entries` in its segment.
+    /// The byte offset of each of the mirror's entries in its segment.
     pub(crate) offsets: Vec<u64>,
     /// Every segment file, by first index; the last one is `active`.
     pub(crate) segments: Vec<Segment>,
@@ -71,8 +70,8 @@ impl fmt::Debug for DiskStorage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DiskStorage")
             .field("dir", &self.dir)
-            .field("hard_state", &self.hard_state)
-            .field("snapshot_index", &self.snap.meta.index)
+            .field("hard_state", &self.mirror.hard_state())
+            .field("snapshot_index", &self.offset())
             .field("last_index", &self.last_index())
             .field("segments", &self.segments.len())
             .field("fatal", &self.fatal)
@@ -104,7 +103,7 @@ impl DiskStorage {
     /// The hard state as last saved (the commit index may be newer than the
     /// copy on disk; see the crate docs).
     pub fn hard_state(&self) -> HardState {
-        self.hard_state
+        self.mirror.hard_state()
     }
 
     /// Why the storage stopped, once an IO operation failed.
@@ -151,29 +150,13 @@ impl DiskStorage {
         })
     }
 
+    /// The snapshot's index: `offsets[i]` is that of entry `offset() + 1 + i`.
     fn offset(&self) -> LogIndex {
-        self.snap.meta.index
-    }
-
-    fn position(&self, index: LogIndex) -> Result<usize, StorageError> {
-        if index <= self.offset() {
-            return Err(StorageError::Compacted(index));
-        }
-        if index > self.last_index() {
-            return Err(StorageError::Unavailable(index));
-        }
-        Ok((index - self.offset() - 1) as usize)
+        self.mirror.first_index() - 1
     }
 
     fn check_batch(&self, entries: &[Entry]) -> Result<(), StorageError> {
-        let first = entries[0].index;
-        if first <= self.offset() || first > self.last_index() + 1 {
-            return Err(StorageError::Fatal(format!(
-                "save of entries from {first} leaves a gap or overwrites compacted log (held {}..={})",
-                self.first_index(),
-                self.last_index()
-            )));
-        }
+        self.mirror.check_save(entries)?;
         if let Some(w) = entries.windows(2).find(|w| w[1].index != w[0].index + 1) {
             return Err(StorageError::Fatal(format!(
                 "save of non-contiguous entries: {} then {}",
@@ -206,7 +189,6 @@ impl DiskStorage {
         }
         self.active.truncate(offset)?;
         self.segments[keep - 1].len_bytes = offset;
-        self.entries.truncate(pos);
         self.offsets.truncate(pos);
         Ok(())
     }
@@ -260,7 +242,6 @@ impl DiskStorage {
             .last_mut()
             .expect("always one segment")
             .len_bytes += len;
-        self.entries.extend_from_slice(entries);
         Ok(())
     }
 
@@ -283,11 +264,11 @@ impl DiskStorage {
         )
     }
 
-    /// Removes snapshot files older than the current one. Not needed for
+    /// Removes snapshot files older than the one at `meta`. Not needed for
     /// correctness (recovery takes the newest), so failures only warn.
-    fn remove_old_snapshots(&self) {
+    fn remove_old_snapshots(&self, meta: &SnapshotMeta) {
         let dir = self.dir.join(SNAPSHOT_DIR);
-        let current = snapshot_name(&self.snap.meta);
+        let current = snapshot_name(meta);
         let names = match self.fs.list_dir(&dir) {
             Ok(names) => names,
             Err(e) => return tracing::warn!(dir = %dir.display(), %e, "cannot list snapshots"),
@@ -329,26 +310,15 @@ impl DiskStorage {
             first_index,
             len_bytes: 0,
         });
-        self.entries.clear();
         self.offsets.clear();
         Ok(())
-    }
-
-    /// Drops the in-memory entries the snapshot covers (up to `index`).
-    fn drain_through(&mut self, index: LogIndex) {
-        let n = (index - self.offset()) as usize;
-        self.entries.drain(..n);
-        self.offsets.drain(..n);
     }
 }
 
 impl Storage for DiskStorage {
     fn initial_state(&self) -> Result<InitialState, StorageError> {
         self.check()?;
-        Ok(InitialState {
-            hard_state: self.hard_state,
-            conf_state: self.snap.meta.conf_state.clone(),
-        })
+        self.mirror.initial_state()
     }
 
     fn entries(
@@ -358,28 +328,20 @@ impl Storage for DiskStorage {
         max_bytes: u64,
     ) -> Result<Vec<Entry>, StorageError> {
         self.check()?;
-        if lo >= hi {
-            return Ok(Vec::new());
-        }
-        let start = self.position(lo)?;
-        let end = self.position(hi - 1)? + 1;
-        Ok(take_within_budget(&self.entries[start..end], max_bytes))
+        self.mirror.entries(lo, hi, max_bytes)
     }
 
     fn term(&self, index: LogIndex) -> Result<Term, StorageError> {
         self.check()?;
-        if index == self.offset() {
-            return Ok(self.snap.meta.term);
-        }
-        Ok(self.entries[self.position(index)?].term)
+        self.mirror.term(index)
     }
 
     fn first_index(&self) -> LogIndex {
-        self.offset() + 1
+        self.mirror.first_index()
     }
 
     fn last_index(&self) -> LogIndex {
-        self.offset() + self.entries.len() as u64
+        self.mirror.last_index()
     }
 
     /// Writes the hard-state file first when the term or vote changed (they
@@ -400,17 +362,18 @@ impl Storage for DiskStorage {
             if hs.term != durable.term || hs.vote != durable.vote {
                 self.io("writing the hard state", |s| s.write_hard_state(hs))?;
             }
-            self.hard_state = *hs;
+            self.mirror.save(Some(hs), &[])?;
         }
         if !entries.is_empty() {
             self.io("appending to the log", |s| s.append(entries))?;
+            self.mirror.save(None, entries)?;
         }
         Ok(())
     }
 
     fn snapshot(&self) -> Result<Snapshot, StorageError> {
         self.check()?;
-        Ok(self.snap.clone())
+        self.mirror.snapshot()
     }
 
     fn apply_snapshot(&mut self, snapshot: Snapshot) -> Result<(), StorageError> {
@@ -419,41 +382,34 @@ impl Storage for DiskStorage {
         if index <= self.offset() {
             return Ok(()); // older than what we hold
         }
-        let keep = self.term(index).ok() == Some(snapshot.meta.term);
+        let keep = self.mirror.term(index).ok() == Some(snapshot.meta.term);
         self.io("writing a snapshot", |s| s.write_snapshot(&snapshot))?;
+        let (meta, covered) = (snapshot.meta.clone(), (index - self.offset()) as usize);
+        // The mirror raises its commit index to at least the snapshot's. On
+        // disk recovery does that, so no hard-state write is needed here.
+        self.mirror.apply_snapshot(snapshot)?;
         if keep {
-            self.drain_through(index);
-            self.snap = snapshot;
+            self.offsets.drain(..covered);
             self.io("removing compacted segments", Self::remove_covered_segments)?;
         } else {
-            self.snap = snapshot;
             self.io("discarding the log", Self::reset_log)?;
         }
-        // On disk the commit index is raised at recovery (at least the
-        // snapshot's index), so no hard-state write is needed here.
-        self.hard_state.commit = self.hard_state.commit.max(index);
-        self.remove_old_snapshots();
+        self.remove_old_snapshots(&meta);
         Ok(())
     }
 
     fn compact(&mut self, snapshot: Snapshot) -> Result<(), StorageError> {
         self.check()?;
         let index = snapshot.meta.index;
-        if index <= self.offset() {
+        if !self.mirror.check_compact(&snapshot.meta)? {
             return Ok(());
         }
-        let term = self.entries[self.position(index)?].term;
-        if term != snapshot.meta.term {
-            return Err(StorageError::Fatal(format!(
-                "snapshot at {index} has term {} but the log holds term {term}",
-                snapshot.meta.term
-            )));
-        }
         self.io("writing a snapshot", |s| s.write_snapshot(&snapshot))?;
-        self.drain_through(index);
-        self.snap = snapshot;
+        let (meta, covered) = (snapshot.meta.clone(), (index - self.offset()) as usize);
+        self.mirror.compact(snapshot)?;
+        self.offsets.drain(..covered);
         self.io("removing compacted segments", Self::remove_covered_segments)?;
-        self.remove_old_snapshots();
+        self.remove_old_snapshots(&meta);
         Ok(())
     }
 }

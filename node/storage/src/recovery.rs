@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use flotilla_raft::{Entry, HardState, LogIndex, Snapshot, SnapshotMeta, Term};
+use flotilla_raft::{Entry, HardState, LogIndex, MemStorage, Snapshot, SnapshotMeta, Term};
 
 use crate::disk::{
     DiskStorage, HARD_STATE_FILE, IDENTITY_FILE, LOG_DIR, SNAPSHOT_DIR, Segment,
@@ -66,13 +66,15 @@ pub(crate) fn open(
         fs,
         dir: dir.to_path_buf(),
         options,
-        hard_state: HardState {
-            commit: hard_state.commit.max(snap.meta.index),
-            ..hard_state
-        },
+        mirror: MemStorage::from_parts(
+            HardState {
+                commit: hard_state.commit.max(snap.meta.index),
+                ..hard_state
+            },
+            snap,
+            log.entries,
+        ),
         durable_vote: hard_state,
-        snap,
-        entries: log.entries,
         offsets: log.offsets,
         segments: log.segments,
         active,
