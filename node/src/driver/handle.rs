@@ -1,0 +1,178 @@
+//! The cloneable front door to a driver task.
+
+use super::error::DriverError;
+use super::state_machine::StateMachine;
+use flotilla_raft::{Bytes, ConfChange, LogIndex, Message, NodeId, Role, Term};
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// A read run on the driver task against the state machine; it receives the
+/// state machine once the read is confirmed, or the reason it cannot be.
+pub(crate) type ReadFn<M> = Box<dyn FnOnce(Result<&M, DriverError>) + Send>;
+
+/// A request to the driver task.
+pub(crate) enum Request<M: StateMachine> {
+    /// Append a command; answer once it is applied.
+    Propose {
+        command: Bytes,
+        reply: oneshot::Sender<Result<M::Output, DriverError>>,
+    },
+    /// Append a command; answer with its index and term at once (the spec's
+    /// `Start`).
+    Start {
+        command: Bytes,
+        reply: oneshot::Sender<Result<(LogIndex, Term), DriverError>>,
+    },
+    /// Run a read once it is linearizable (ReadIndex or lease).
+    Read { read: ReadFn<M> },
+    /// Run a read on the local state as it is (serializable).
+    ReadLocal { read: ReadFn<M> },
+    /// Change the membership; answer once the change is applied.
+    ConfChange {
+        change: ConfChange,
+        reply: oneshot::Sender<Result<LogIndex, DriverError>>,
+    },
+    /// Hand leadership to another voter.
+    TransferLeader {
+        to: NodeId,
+        reply: oneshot::Sender<Result<(), DriverError>>,
+    },
+}
+
+/// What the driver publishes after every `Ready`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NodeStatus {
+    /// This member.
+    pub id: NodeId,
+    /// Current term.
+    pub term: Term,
+    /// Role.
+    pub role: Role,
+    /// Known leader, or NONE.
+    pub leader: NodeId,
+    /// Commit index.
+    pub commit: LogIndex,
+    /// Applied index.
+    pub applied: LogIndex,
+}
+
+/// Talks to one driver task. Cheap to clone.
+pub struct RaftHandle<M: StateMachine> {
+    pub(crate) requests: mpsc::Sender<Request<M>>,
+    pub(crate) inbound: mpsc::Sender<Message>,
+    pub(crate) status: watch::Receiver<NodeStatus>,
+}
+
+impl<M: StateMachine> Clone for RaftHandle<M> {
+    fn clone(&self) -> Self {
+        RaftHandle {
+            requests: self.requests.clone(),
+            inbound: self.inbound.clone(),
+            status: self.status.clone(),
+        }
+    }
+}
+
+impl<M: StateMachine> std::fmt::Debug for RaftHandle<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RaftHandle")
+            .field("status", &*self.status.borrow())
+            .finish()
+    }
+}
+
+impl<M: StateMachine> RaftHandle<M> {
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, DriverError>>) -> Request<M>,
+    ) -> Result<T, DriverError> {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(make(reply))
+            .await
+            .map_err(|_| DriverError::Stopped)?;
+        answer.await.map_err(|_| DriverError::Stopped)?
+    }
+
+    /// Proposes a command and waits until it is applied; returns what the
+    /// state machine returned for it.
+    pub async fn propose(&self, command: Bytes) -> Result<M::Output, DriverError> {
+        self.call(|reply| Request::Propose { command, reply }).await
+    }
+
+    /// The spec's `Start`: appends a command at the leader and returns the
+    /// index and term it will have if committed, without waiting.
+    pub async fn start(&self, command: Bytes) -> Result<(LogIndex, Term), DriverError> {
+        self.call(|reply| Request::Start { command, reply }).await
+    }
+
+    /// The spec's `GetState`: current term and whether this member leads.
+    pub fn state(&self) -> (Term, bool) {
+        let s = *self.status.borrow();
+        (s.term, s.role == Role::Leader)
+    }
+
+    /// The latest published status.
+    pub fn status(&self) -> NodeStatus {
+        *self.status.borrow()
+    }
+
+    /// A watch on the status, for waiting on leader changes.
+    pub fn watch_status(&self) -> watch::Receiver<NodeStatus> {
+        self.status.clone()
+    }
+
+    /// Runs `f` on the state machine once a linearizable read is confirmed
+    /// (ReadIndex, or the leader lease when configured).
+    pub async fn read<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&M) -> R + Send + 'static,
+    ) -> Result<R, DriverError> {
+        let (tx, rx) = oneshot::channel();
+        let read: ReadFn<M> = Box::new(move |sm| {
+            let _ = tx.send(sm.map(f));
+        });
+        self.requests
+            .send(Request::Read { read })
+            .await
+            .map_err(|_| DriverError::Stopped)?;
+        rx.await.map_err(|_| DriverError::Stopped)?
+    }
+
+    /// Runs `f` on this member's state machine as it is: serializable, maybe
+    /// stale, never blocked by the network.
+    pub async fn read_local<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&M) -> R + Send + 'static,
+    ) -> Result<R, DriverError> {
+        let (tx, rx) = oneshot::channel();
+        let read: ReadFn<M> = Box::new(move |sm| {
+            let _ = tx.send(sm.map(f));
+        });
+        self.requests
+            .send(Request::ReadLocal { read })
+            .await
+            .map_err(|_| DriverError::Stopped)?;
+        rx.await.map_err(|_| DriverError::Stopped)?
+    }
+
+    /// Proposes a membership change and waits until it is applied.
+    pub async fn conf_change(&self, change: ConfChange) -> Result<LogIndex, DriverError> {
+        self.call(|reply| Request::ConfChange { change, reply })
+            .await
+    }
+
+    /// Asks the leader to hand leadership to `to`.
+    pub async fn transfer_leader(&self, to: NodeId) -> Result<(), DriverError> {
+        self.call(|reply| Request::TransferLeader { to, reply })
+            .await
+    }
+
+    /// Delivers a message from a peer. Never waits: when the inbound queue
+    /// is full the message is dropped (Raft retransmits).
+    pub fn step(&self, message: Message) -> Result<(), DriverError> {
+        self.inbound.try_send(message).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => DriverError::Busy("inbound queue full".into()),
+            mpsc::error::TrySendError::Closed(_) => DriverError::Stopped,
+        })
+    }
+}

@@ -1,0 +1,28 @@
+//! The driver: one tokio task that owns a Raft core, its storage and the
+//! state machine, and follows the core's driver contract (persist → send →
+//! apply → advance) on every `Ready`.
+//!
+//! Everything else talks to it through a [`RaftHandle`]: proposals, reads,
+//! membership changes and inbound peer messages go into bounded queues (a full
+//! queue is backpressure, never unbounded growth); answers come back on
+//! one-shot channels. The task's ticker drives the core's logical clock.
+//!
+//! | module | what |
+//! |---|---|
+//! | `handle` | [`RaftHandle`], the cloneable front door |
+//! | `task` | the task itself: the select loop and the `Ready` loop |
+//! | `state_machine` | the [`StateMachine`] and [`Transport`] traits |
+//! | `error` | [`DriverError`] |
+
+mod error;
+mod handle;
+mod state_machine;
+mod task;
+
+pub use error::DriverError;
+pub use handle::{NodeStatus, RaftHandle};
+pub use state_machine::{StateMachine, Transport};
+pub use task::{Driver, DriverConfig};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,26 @@
+//! What the driver needs from the application and from the network.
+
+use flotilla_raft::{Bytes, LogIndex, Message, Snapshot};
+
+/// The replicated state machine the driver applies committed commands to.
+/// It runs on the driver task: keep `apply` short and free of IO.
+pub trait StateMachine: Send + 'static {
+    /// What applying one command returns to its proposer.
+    type Output: Send + 'static;
+
+    /// Applies the command committed at `index`.
+    fn apply(&mut self, index: LogIndex, command: &Bytes) -> Self::Output;
+
+    /// The whole state, for a snapshot at the applied index.
+    fn snapshot(&self) -> Bytes;
+
+    /// Replaces the state by a snapshot's.
+    fn restore(&mut self, snapshot: &Snapshot) -> Result<(), String>;
+}
+
+/// Delivers messages to peers. `send` must not block: queue, and drop when a
+/// peer's queue is full (Raft tolerates lost messages).
+pub trait Transport: Send + 'static {
+    /// Sends each message to its `to`.
+    fn send(&mut self, messages: Vec<Message>);
+}

@@ -1,0 +1,424 @@
+//! The driver task: a select loop over the ticker, peer messages and client
+//! requests, followed after every input batch by the `Ready` loop.
+
+use super::error::DriverError;
+use super::handle::{NodeStatus, RaftHandle, ReadFn, Request};
+use super::state_machine::{StateMachine, Transport};
+use flotilla_raft::{
+    Bytes, EntryKind, LogIndex, Message, ProposeError, Raft, ReadError, Role, Storage,
+    StorageError, Term,
+};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::future::Future;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// Tuning of a driver; every queue has its bound here.
+#[derive(Clone, Debug)]
+pub struct DriverConfig {
+    /// Wall-clock length of one Raft tick.
+    pub tick_interval: Duration,
+    /// Client requests queued before senders wait (backpressure).
+    pub request_queue: usize,
+    /// Peer messages queued before new ones are dropped.
+    pub inbound_queue: usize,
+    /// Most requests taken from the queue per loop turn: they share one
+    /// `Ready`, so one fsync and one message per follower.
+    pub max_requests_per_turn: usize,
+    /// Most proposals awaiting their outcome.
+    pub max_pending_proposals: usize,
+    /// Most reads awaiting confirmation or their index to be applied.
+    pub max_pending_reads: usize,
+    /// Ticks a read may wait for the leader's confirmation (a forwarded
+    /// read or its answer may be lost) before it fails with a timeout.
+    pub read_timeout_ticks: u64,
+}
+
+impl Default for DriverConfig {
+    fn default() -> Self {
+        DriverConfig {
+            tick_interval: Duration::from_millis(10),
+            request_queue: 4096,
+            inbound_queue: 8192,
+            max_requests_per_turn: 1024,
+            max_pending_proposals: 65536,
+            max_pending_reads: 65536,
+            read_timeout_ticks: 100,
+        }
+    }
+}
+
+/// A proposal waiting for its entry to be applied.
+enum Waiter<O> {
+    Output(oneshot::Sender<Result<O, DriverError>>),
+    ConfChange(oneshot::Sender<Result<LogIndex, DriverError>>),
+}
+
+impl<O> Waiter<O> {
+    fn fail(self, e: DriverError) {
+        match self {
+            Waiter::Output(tx) => {
+                let _ = tx.send(Err(e));
+            }
+            Waiter::ConfChange(tx) => {
+                let _ = tx.send(Err(e));
+            }
+        }
+    }
+}
+
+/// One member's driver task. Build it with [`Driver::new`], run it with
+/// [`Driver::run`].
+pub struct Driver<S: Storage, M: StateMachine, T: Transport> {
+    raft: Raft<S>,
+    sm: M,
+    transport: T,
+    config: DriverConfig,
+    requests: mpsc::Receiver<Request<M>>,
+    inbound: mpsc::Receiver<Message>,
+    status: watch::Sender<NodeStatus>,
+    /// index → (term, waiter).
+    proposals: BTreeMap<LogIndex, (Term, Waiter<M::Output>)>,
+    /// Reads sent for confirmation, by context id, with the tick they were
+    /// sent at.
+    confirming: HashMap<u64, (u64, ReadFn<M>)>,
+    /// Ticks since start.
+    ticks: u64,
+    /// Confirmed reads waiting for their index to be applied, in order.
+    confirmed: VecDeque<(LogIndex, ReadFn<M>)>,
+    next_read_id: u64,
+    applied: LogIndex,
+}
+
+impl<S: Storage, M: StateMachine, T: Transport> std::fmt::Debug for Driver<S, M, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Driver")
+            .field("status", &*self.status.borrow())
+            .field("proposals", &self.proposals.len())
+            .field("reads", &(self.confirming.len() + self.confirmed.len()))
+            .finish()
+    }
+}
+
+impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
+    /// A driver over `raft`, whose state machine `sm` must hold the state of
+    /// the storage's snapshot (restore it before calling).
+    pub fn new(raft: Raft<S>, sm: M, transport: T, config: DriverConfig) -> (Self, RaftHandle<M>) {
+        let (req_tx, req_rx) = mpsc::channel(config.request_queue);
+        let (in_tx, in_rx) = mpsc::channel(config.inbound_queue);
+        let status = raft.status();
+        let applied = status.applied;
+        let (status_tx, status_rx) = watch::channel(NodeStatus {
+            id: status.id,
+            term: status.hard_state.term,
+            role: status.soft_state.role,
+            leader: status.soft_state.leader,
+            commit: status.hard_state.commit,
+            applied,
+        });
+        let driver = Driver {
+            raft,
+            sm,
+            transport,
+            config,
+            requests: req_rx,
+            inbound: in_rx,
+            status: status_tx,
+            proposals: BTreeMap::new(),
+            confirming: HashMap::new(),
+            ticks: 0,
+            confirmed: VecDeque::new(),
+            next_read_id: 0,
+            applied,
+        };
+        let handle = RaftHandle {
+            requests: req_tx,
+            inbound: in_tx,
+            status: status_rx,
+        };
+        (driver, handle)
+    }
+
+    /// Runs until `shutdown` resolves or storage fails. A storage failure is
+    /// returned: the node must stop (it never continues as if a write were
+    /// durable). Every waiting caller is answered before returning.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), StorageError> {
+        let mut ticker = tokio::time::interval(self.config.tick_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(shutdown);
+        let result = loop {
+            tokio::select! {
+                biased;
+                _ = &mut shutdown => break Ok(()),
+                _ = ticker.tick() => {
+                    self.raft.tick();
+                    self.ticks += 1;
+                    self.expire_reads();
+                }
+                Some(m) = self.inbound.recv() => {
+                    self.raft.step(m);
+                    for _ in 0..self.config.max_requests_per_turn {
+                        match self.inbound.try_recv() {
+                            Ok(m) => self.raft.step(m),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Some(r) = self.requests.recv() => {
+                    self.handle(r);
+                    for _ in 1..self.config.max_requests_per_turn {
+                        match self.requests.try_recv() {
+                            Ok(r) => self.handle(r),
+                            Err(_) => break,
+                        }
+                    }
+                }
+            }
+            if let Err(e) = self.process_ready() {
+                tracing::error!(id = %self.raft.id(), error = %e, "storage failed: stopping");
+                break Err(e);
+            }
+        };
+        self.fail_all(DriverError::Stopped);
+        result
+    }
+
+    fn handle(&mut self, request: Request<M>) {
+        match request {
+            Request::Propose { command, reply } => {
+                if self.proposals.len() >= self.config.max_pending_proposals {
+                    let _ = reply.send(Err(DriverError::Busy("too many pending proposals".into())));
+                    return;
+                }
+                match self.raft.propose(command) {
+                    Ok((index, term)) => {
+                        self.proposals.insert(index, (term, Waiter::Output(reply)));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(propose_error(e)));
+                    }
+                }
+            }
+            Request::Start { command, reply } => {
+                let _ = reply.send(self.raft.propose(command).map_err(propose_error));
+            }
+            Request::ConfChange { change, reply } => match self.raft.propose_conf_change(change) {
+                Ok((index, term)) => {
+                    self.proposals
+                        .insert(index, (term, Waiter::ConfChange(reply)));
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(propose_error(e)));
+                }
+            },
+            Request::TransferLeader { to, reply } => {
+                let result = self.raft.transfer_leader(to).map_err(|e| match e {
+                    flotilla_raft::TransferError::NotLeader { leader_hint } => {
+                        DriverError::NotLeader { leader_hint }
+                    }
+                    other => DriverError::Rejected(other.to_string()),
+                });
+                let _ = reply.send(result);
+            }
+            Request::Read { read } => {
+                if self.confirming.len() + self.confirmed.len() >= self.config.max_pending_reads {
+                    read(Err(DriverError::Busy("too many pending reads".into())));
+                    return;
+                }
+                self.next_read_id += 1;
+                let id = self.next_read_id;
+                match self
+                    .raft
+                    .read_index(Bytes::copy_from_slice(&id.to_le_bytes()))
+                {
+                    Ok(()) => {
+                        self.confirming.insert(id, (self.ticks, read));
+                    }
+                    Err(ReadError::NoLeader) => {
+                        read(Err(DriverError::NotLeader { leader_hint: None }))
+                    }
+                    Err(e) => read(Err(DriverError::Busy(e.to_string()))),
+                }
+            }
+            Request::ReadLocal { read } => read(Ok(&self.sm)),
+        }
+    }
+
+    /// Steps 2–6 of the driver contract, until the core has nothing left.
+    fn process_ready(&mut self) -> Result<(), StorageError> {
+        while self.raft.has_ready() {
+            let ready = self.raft.ready()?;
+            // Step 3: persist. Storage IO blocks; tell the runtime so other
+            // tasks move to other threads meanwhile.
+            let raft = &mut self.raft;
+            tokio::task::block_in_place(|| {
+                if let Some(snapshot) = &ready.snapshot {
+                    raft.storage_mut().apply_snapshot(snapshot.clone())?;
+                }
+                raft.storage_mut()
+                    .save(ready.hard_state.as_ref(), &ready.entries)
+            })?;
+            // Step 4: send.
+            if !ready.messages.is_empty() {
+                self.transport.send(ready.messages);
+            }
+            // Step 5: apply.
+            if let Some(snapshot) = &ready.snapshot {
+                if let Err(e) = self.sm.restore(snapshot) {
+                    return Err(StorageError::Fatal(format!("cannot restore snapshot: {e}")));
+                }
+                self.applied = snapshot.meta.index;
+                // Proposals the snapshot covers were decided elsewhere.
+                let covered: Vec<LogIndex> = self
+                    .proposals
+                    .range(..=self.applied)
+                    .map(|(i, _)| *i)
+                    .collect();
+                for index in covered {
+                    if let Some((_, waiter)) = self.proposals.remove(&index) {
+                        waiter.fail(DriverError::OutcomeUnknown);
+                    }
+                }
+            }
+            for entry in &ready.committed_entries {
+                self.applied = entry.index;
+                let waiter = self.proposals.remove(&entry.index);
+                match entry.kind {
+                    EntryKind::Normal => {
+                        let output = self.sm.apply(entry.index, &entry.data);
+                        match waiter {
+                            Some((term, Waiter::Output(tx))) if term == entry.term => {
+                                let _ = tx.send(Ok(output));
+                            }
+                            Some((_, w)) => w.fail(DriverError::OutcomeUnknown),
+                            None => {}
+                        }
+                    }
+                    EntryKind::ConfChange => match waiter {
+                        Some((term, Waiter::ConfChange(tx))) if term == entry.term => {
+                            let _ = tx.send(Ok(entry.index));
+                        }
+                        Some((_, w)) => w.fail(DriverError::OutcomeUnknown),
+                        None => {}
+                    },
+                    EntryKind::Noop => {
+                        if let Some((_, w)) = waiter {
+                            w.fail(DriverError::OutcomeUnknown);
+                        }
+                    }
+                }
+            }
+            for rs in &ready.read_states {
+                let id = rs
+                    .ctx
+                    .as_ref()
+                    .try_into()
+                    .map(u64::from_le_bytes)
+                    .unwrap_or(0);
+                if let Some((_, read)) = self.confirming.remove(&id) {
+                    self.confirmed.push_back((rs.index, read));
+                }
+            }
+            let role_changed = ready.soft_state.is_some();
+            // Step 6.
+            self.raft.advance();
+            while self
+                .confirmed
+                .front()
+                .is_some_and(|(i, _)| *i <= self.applied)
+            {
+                let (_, read) = self.confirmed.pop_front().expect("checked");
+                read(Ok(&self.sm));
+            }
+            if role_changed {
+                self.on_role_change();
+            }
+            if self.raft.snapshot_due() {
+                let data = self.sm.snapshot();
+                let raft = &mut self.raft;
+                tokio::task::block_in_place(|| raft.compact(data))?;
+            }
+            self.publish_status();
+        }
+        Ok(())
+    }
+
+    /// A member that stopped leading cannot tell what becomes of its
+    /// uncommitted proposals or unconfirmed reads: answer them so callers
+    /// retry (with their request ids, proposals stay exactly-once).
+    fn on_role_change(&mut self) {
+        let status = self.raft.status();
+        if status.soft_state.role == Role::Leader {
+            return;
+        }
+        let hint = status.soft_state.leader;
+        let hint = hint.is_some().then_some(hint);
+        for (_, (_, waiter)) in std::mem::take(&mut self.proposals) {
+            waiter.fail(DriverError::OutcomeUnknown);
+        }
+        if status.soft_state.role != Role::Follower || hint.is_none() {
+            for (_, (_, read)) in std::mem::take(&mut self.confirming) {
+                read(Err(DriverError::NotLeader { leader_hint: hint }));
+            }
+        }
+    }
+
+    /// Fails reads whose confirmation did not come in time.
+    fn expire_reads(&mut self) {
+        let timeout = self.config.read_timeout_ticks;
+        let now = self.ticks;
+        let expired: Vec<u64> = self
+            .confirming
+            .iter()
+            .filter(|(_, (at, _))| now.saturating_sub(*at) > timeout)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            if let Some((_, read)) = self.confirming.remove(&id) {
+                read(Err(DriverError::Timeout));
+            }
+        }
+    }
+
+    fn publish_status(&self) {
+        let s = self.raft.status();
+        let status = NodeStatus {
+            id: s.id,
+            term: s.hard_state.term,
+            role: s.soft_state.role,
+            leader: s.soft_state.leader,
+            commit: s.hard_state.commit,
+            applied: self.applied,
+        };
+        self.status.send_if_modified(|old| {
+            let changed = *old != status;
+            *old = status;
+            changed
+        });
+    }
+
+    fn fail_all(&mut self, e: DriverError) {
+        for (_, (_, waiter)) in std::mem::take(&mut self.proposals) {
+            waiter.fail(e.clone());
+        }
+        for (_, (_, read)) in std::mem::take(&mut self.confirming) {
+            read(Err(e.clone()));
+        }
+        for (_, read) in std::mem::take(&mut self.confirmed) {
+            read(Err(e.clone()));
+        }
+    }
+}
+
+fn propose_error(e: ProposeError) -> DriverError {
+    match e {
+        ProposeError::NotLeader { leader_hint } => DriverError::NotLeader { leader_hint },
+        ProposeError::TransferInProgress { to } => DriverError::NotLeader {
+            leader_hint: Some(to),
+        },
+        ProposeError::UncommittedLimit { .. } => DriverError::Busy(e.to_string()),
+        ProposeError::ConfChangeRejected(_) | ProposeError::EmptyBatch => {
+            DriverError::Rejected(e.to_string())
+        }
+    }
+}

@@ -1,0 +1,292 @@
+//! Three drivers over on-disk storage in temporary folders, wired by an
+//! in-process transport: agreement, linearizable reads from a follower,
+//! restart from disk, and catching up through a snapshot.
+
+use super::*;
+use flotilla_raft::{Bytes, Config, LogIndex, Message, NodeId, Raft, Role, Snapshot};
+use flotilla_storage::{DiskStorage, StorageOptions};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// Applies commands by appending them; the output is the log's length.
+#[derive(Debug, Default)]
+struct Recorder {
+    commands: Vec<Bytes>,
+}
+
+impl StateMachine for Recorder {
+    type Output = usize;
+
+    fn apply(&mut self, _index: LogIndex, command: &Bytes) -> usize {
+        self.commands.push(command.clone());
+        self.commands.len()
+    }
+
+    fn snapshot(&self) -> Bytes {
+        let mut out = Vec::new();
+        for c in &self.commands {
+            out.extend_from_slice(&(c.len() as u32).to_le_bytes());
+            out.extend_from_slice(c);
+        }
+        Bytes::from(out)
+    }
+
+    fn restore(&mut self, snapshot: &Snapshot) -> Result<(), String> {
+        let mut data = &snapshot.data[..];
+        self.commands.clear();
+        while !data.is_empty() {
+            let (len, rest) = data.split_at_checked(4).ok_or("truncated snapshot")?;
+            let len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
+            let (cmd, rest) = rest.split_at_checked(len).ok_or("truncated snapshot")?;
+            self.commands.push(Bytes::copy_from_slice(cmd));
+            data = rest;
+        }
+        Ok(())
+    }
+}
+
+type Routes = Arc<Mutex<HashMap<NodeId, mpsc::Sender<Message>>>>;
+
+/// Delivers to the other drivers' inbound queues; a member not running
+/// drops its messages.
+struct Wire(Routes);
+
+impl Transport for Wire {
+    fn send(&mut self, messages: Vec<Message>) {
+        let routes = self.0.lock().expect("routes lock");
+        for m in messages {
+            if let Some(tx) = routes.get(&m.to) {
+                let _ = tx.try_send(m);
+            }
+        }
+    }
+}
+
+struct Member {
+    handle: RaftHandle<Recorder>,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+struct TestCluster {
+    dirs: Vec<tempfile::TempDir>,
+    routes: Routes,
+    members: Vec<Option<Member>>,
+    snapshot_after_entries: u64,
+}
+
+impl TestCluster {
+    fn new(n: usize, snapshot_after_entries: u64) -> TestCluster {
+        let mut c = TestCluster {
+            dirs: (0..n)
+                .map(|_| tempfile::tempdir().expect("tempdir"))
+                .collect(),
+            routes: Arc::default(),
+            members: (0..n).map(|_| None).collect(),
+            snapshot_after_entries,
+        };
+        for i in 0..n {
+            c.start(i);
+        }
+        c
+    }
+
+    fn start(&mut self, i: usize) {
+        let n = self.members.len() as u64;
+        let id = NodeId(i as u64 + 1);
+        let mut options = StorageOptions::new(7, id.0);
+        options.bootstrap = Some(flotilla_raft::ConfState {
+            voters: (1..=n).map(NodeId).collect(),
+            learners: Vec::new(),
+        });
+        let storage = DiskStorage::open(self.dirs[i].path(), options).expect("open storage");
+        let mut sm = Recorder::default();
+        let snapshot = flotilla_raft::Storage::snapshot(&storage).expect("snapshot");
+        if snapshot.meta.index > 0 {
+            sm.restore(&snapshot).expect("restore");
+        }
+        let mut config = Config::new(id);
+        config.election_ticks = 10;
+        config.heartbeat_ticks = 2;
+        config.snapshot_after_entries = self.snapshot_after_entries;
+        let raft = Raft::new(config, storage).expect("raft");
+        let (driver, handle) = Driver::new(
+            raft,
+            sm,
+            Wire(self.routes.clone()),
+            DriverConfig {
+                tick_interval: Duration::from_millis(5),
+                ..DriverConfig::default()
+            },
+        );
+        self.routes
+            .lock()
+            .expect("routes lock")
+            .insert(id, handle.inbound.clone());
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            driver
+                .run(async {
+                    let _ = stop_rx.await;
+                })
+                .await
+                .expect("storage works");
+        });
+        self.members[i] = Some(Member {
+            handle,
+            stop: Some(stop_tx),
+            task,
+        });
+    }
+
+    async fn stop(&mut self, i: usize) {
+        let id = NodeId(i as u64 + 1);
+        self.routes.lock().expect("routes lock").remove(&id);
+        if let Some(mut m) = self.members[i].take() {
+            if let Some(stop) = m.stop.take() {
+                let _ = stop.send(());
+            }
+            m.task.await.expect("driver task ended cleanly");
+        }
+    }
+
+    fn handle(&self, i: usize) -> &RaftHandle<Recorder> {
+        &self.members[i].as_ref().expect("running").handle
+    }
+
+    async fn leader(&self) -> usize {
+        for _ in 0..400 {
+            for (i, m) in self.members.iter().enumerate() {
+                if let Some(m) = m
+                    && m.handle.status().role == Role::Leader
+                {
+                    return i;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("no leader elected");
+    }
+
+    /// Waits until member `i` applied `count` commands.
+    async fn wait_commands(&self, i: usize, count: usize) -> Vec<Bytes> {
+        for _ in 0..2000 {
+            let commands = self
+                .handle(i)
+                .read_local(|sm: &Recorder| sm.commands.clone())
+                .await
+                .expect("read");
+            if commands.len() >= count {
+                return commands;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("member {i} did not catch up");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_members_agree_and_read_linearizably() {
+    let c = TestCluster::new(3, 100_000);
+    let l = c.leader().await;
+    for i in 0..50u32 {
+        let out = c
+            .handle(l)
+            .propose(Bytes::from(format!("cmd-{i}")))
+            .await
+            .expect("proposal applied");
+        assert_eq!(out, i as usize + 1, "outputs count the applied commands");
+    }
+    let follower = (l + 1) % 3;
+    // A follower's linearizable read sees every write that completed.
+    let seen = c
+        .handle(follower)
+        .read(|sm: &Recorder| sm.commands.len())
+        .await
+        .expect("read");
+    assert_eq!(seen, 50);
+    let err = c
+        .handle(follower)
+        .propose(Bytes::from_static(b"x"))
+        .await
+        .expect_err("followers refuse proposals");
+    assert!(
+        matches!(
+            err,
+            DriverError::NotLeader {
+                leader_hint: Some(_)
+            }
+        ),
+        "{err}"
+    );
+    let (term, is_leader) = c.handle(l).state();
+    assert!(is_leader && term.0 > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_restarts_from_disk_and_catches_up() {
+    let mut c = TestCluster::new(3, 100_000);
+    let l = c.leader().await;
+    for i in 0..20u32 {
+        c.handle(l)
+            .propose(Bytes::from(format!("a{i}")))
+            .await
+            .expect("applied");
+    }
+    let victim = (l + 1) % 3;
+    c.stop(victim).await;
+    for i in 0..20u32 {
+        c.handle(l)
+            .propose(Bytes::from(format!("b{i}")))
+            .await
+            .expect("applied");
+    }
+    c.start(victim);
+    let commands = c.wait_commands(victim, 40).await;
+    assert_eq!(commands.len(), 40);
+    assert_eq!(commands[39], Bytes::from_static(b"b19"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_member_catches_up_through_a_snapshot() {
+    let mut c = TestCluster::new(3, 10);
+    let l = c.leader().await;
+    let victim = (l + 2) % 3;
+    c.stop(victim).await;
+    for i in 0..60u32 {
+        c.handle(l)
+            .propose(Bytes::from(format!("s{i}")))
+            .await
+            .expect("applied");
+    }
+    c.start(victim);
+    let commands = c.wait_commands(victim, 60).await;
+    assert_eq!(commands.len(), 60);
+    assert_eq!(commands[59], Bytes::from_static(b"s59"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_answers_every_waiting_caller() {
+    let mut c = TestCluster::new(3, 100_000);
+    let l = c.leader().await;
+    // Cut the leader off so that its proposal can never commit, then stop it.
+    let leader_id = NodeId(l as u64 + 1);
+    c.routes
+        .lock()
+        .expect("routes")
+        .retain(|id, _| *id == leader_id);
+    let handle = c.handle(l).clone();
+    let pending = tokio::spawn(async move { handle.propose(Bytes::from_static(b"stuck")).await });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    c.stop(l).await;
+    let result = pending.await.expect("task");
+    assert!(
+        matches!(
+            result,
+            Err(DriverError::Stopped) | Err(DriverError::OutcomeUnknown)
+        ),
+        "{result:?}"
+    );
+}

@@ -1,0 +1,8 @@
+//! The Flotilla node: a Raft member serving the key-value store and the
+//! broker over gRPC, and the `flotilla` CLI.
+//!
+//! | module | what |
+//! |---|---|
+//! | [`driver`] | the tokio task that owns the Raft core and runs its `Ready` loop |
+
+pub mod driver;
