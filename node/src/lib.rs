@@ -3,6 +3,8 @@
 //!
 //! | module | what |
 //! |---|---|
+//! | [`config`] | flags, environment and file, validated into a [`config::NodeConfig`] |
 //! | [`driver`] | the tokio task that owns the Raft core and runs its `Ready` loop |
 
+pub mod config;
 pub mod driver;

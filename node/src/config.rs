@@ -1,0 +1,567 @@
+//! Node configuration: command-line flags, environment variables
+//! (`FLOTILLA_*`) and an optional YAML file, in that order of precedence,
+//! validated into one [`NodeConfig`] with clear errors.
+//!
+//! The flags follow etcd's where they mean the same thing
+//! (`--initial-cluster`, `--initial-cluster-state`, `--data-dir`,
+//! `--listen-client-urls`, ...), so operators can carry their habits over.
+
+use clap::Args;
+use serde::Deserialize;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Why a configuration cannot be used.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// A required setting is missing.
+    #[error("missing setting: {0}")]
+    Missing(&'static str),
+    /// A setting has a value that cannot work.
+    #[error("invalid {setting}: {reason}")]
+    Invalid {
+        /// The setting (flag name).
+        setting: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The configuration file could not be read or parsed.
+    #[error("configuration file {path}: {reason}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+fn invalid(setting: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        setting,
+        reason: reason.into(),
+    }
+}
+
+/// Whether this member starts a new cluster or joins an existing one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ClusterState {
+    /// Bootstrap a new cluster from `--initial-cluster`.
+    New,
+    /// Join a running cluster (the member was added with MemberAdd).
+    Existing,
+}
+
+/// How linearizable reads are confirmed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadModeSetting {
+    /// ReadIndex: a heartbeat round per batch of reads.
+    Safe,
+    /// Leader lease: no round trip while the lease holds.
+    Lease,
+}
+
+/// Durability of the Raft log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncSetting {
+    /// fsync every `Ready` (the default; required for safety).
+    Always,
+    /// Never fsync (benchmarks only).
+    Never,
+}
+
+/// The flags (each also settable as `FLOTILLA_<NAME>` and in the file).
+/// Every field is optional here; [`NodeConfig::resolve`] applies the file
+/// and the defaults.
+#[derive(Args, Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct NodeArgs {
+    /// YAML file with any of these settings (flags and environment win).
+    #[arg(long, env = "FLOTILLA_CONFIG_FILE")]
+    #[serde(skip)]
+    pub config_file: Option<PathBuf>,
+    /// This member's name; must appear in --initial-cluster.
+    #[arg(long, env = "FLOTILLA_NAME")]
+    pub name: Option<String>,
+    /// Data directory (Raft log, snapshots, identity stamp).
+    #[arg(long, env = "FLOTILLA_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Initial members, `name=peer-url,...` (etcd's --initial-cluster).
+    #[arg(long, env = "FLOTILLA_INITIAL_CLUSTER")]
+    pub initial_cluster: Option<String>,
+    /// `new` to bootstrap, `existing` to join.
+    #[arg(long, value_enum, env = "FLOTILLA_INITIAL_CLUSTER_STATE")]
+    pub initial_cluster_state: Option<ClusterState>,
+    /// Token that, with the initial members, names the cluster; two clusters
+    /// with different tokens never accept each other's data or messages.
+    #[arg(long, env = "FLOTILLA_INITIAL_CLUSTER_TOKEN")]
+    pub initial_cluster_token: Option<String>,
+    /// Address the client gRPC API listens on, e.g. `http://127.0.0.1:2379`.
+    #[arg(long, env = "FLOTILLA_LISTEN_CLIENT_URLS")]
+    pub listen_client_urls: Option<String>,
+    /// Client URL other members and clients should use.
+    #[arg(long, env = "FLOTILLA_ADVERTISE_CLIENT_URLS")]
+    pub advertise_client_urls: Option<String>,
+    /// Address the peer (Raft) gRPC service listens on.
+    #[arg(long, env = "FLOTILLA_LISTEN_PEER_URLS")]
+    pub listen_peer_urls: Option<String>,
+    /// Peer URL other members reach this one at (defaults to its entry in
+    /// --initial-cluster).
+    #[arg(long, env = "FLOTILLA_INITIAL_ADVERTISE_PEER_URLS")]
+    pub initial_advertise_peer_urls: Option<String>,
+    /// HTTP address for /livez, /readyz and /metrics.
+    #[arg(long, env = "FLOTILLA_LISTEN_METRICS_URLS")]
+    pub listen_metrics_urls: Option<String>,
+    /// Milliseconds per Raft tick.
+    #[arg(long, env = "FLOTILLA_TICK_MS")]
+    pub tick_ms: Option<u64>,
+    /// Minimum election timeout, in ticks.
+    #[arg(long, env = "FLOTILLA_ELECTION_TICKS")]
+    pub election_ticks: Option<u32>,
+    /// Heartbeat interval, in ticks.
+    #[arg(long, env = "FLOTILLA_HEARTBEAT_TICKS")]
+    pub heartbeat_ticks: Option<u32>,
+    /// Applied entries between snapshots.
+    #[arg(long, env = "FLOTILLA_SNAPSHOT_COUNT")]
+    pub snapshot_count: Option<u64>,
+    /// `always` (default) or `never` (benchmarks only).
+    #[arg(long, value_enum, env = "FLOTILLA_FSYNC")]
+    pub fsync: Option<FsyncSetting>,
+    /// `safe` (ReadIndex, default) or `lease`.
+    #[arg(long, value_enum, env = "FLOTILLA_READ_MODE")]
+    pub read_mode: Option<ReadModeSetting>,
+    /// Largest client request, in bytes.
+    #[arg(long, env = "FLOTILLA_MAX_REQUEST_BYTES")]
+    pub max_request_bytes: Option<usize>,
+}
+
+/// One member of the initial cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InitialMember {
+    /// Its name.
+    pub name: String,
+    /// Its member id (derived from the token and the name).
+    pub id: u64,
+    /// Its peer URL.
+    pub peer_url: String,
+}
+
+/// A validated configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeConfig {
+    /// This member's name.
+    pub name: String,
+    /// This member's id.
+    pub member_id: u64,
+    /// The cluster's id.
+    pub cluster_id: u64,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Initial members (sorted by name).
+    pub initial_cluster: Vec<InitialMember>,
+    /// New or existing.
+    pub cluster_state: ClusterState,
+    /// Client API listen address (`host:port`).
+    pub client_listen: String,
+    /// Advertised client URL.
+    pub client_advertise: String,
+    /// Peer service listen address (`host:port`).
+    pub peer_listen: String,
+    /// Advertised peer URL.
+    pub peer_advertise: String,
+    /// HTTP listen address (`host:port`).
+    pub metrics_listen: String,
+    /// Tick length.
+    pub tick: Duration,
+    /// Election timeout in ticks.
+    pub election_ticks: u32,
+    /// Heartbeat interval in ticks.
+    pub heartbeat_ticks: u32,
+    /// Applied entries between snapshots.
+    pub snapshot_count: u64,
+    /// Raft log durability.
+    pub fsync: FsyncSetting,
+    /// Read confirmation.
+    pub read_mode: ReadModeSetting,
+    /// Largest client request.
+    pub max_request_bytes: usize,
+}
+
+/// FNV-1a, for ids that must be the same on every member and every run.
+fn stable_hash(parts: &[&str]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for b in part.as_bytes().iter().chain(std::iter::once(&0u8)) {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h.max(1)
+}
+
+/// `http://host:port` (or `host:port`) → `host:port`.
+fn listen_addr(setting: &'static str, url: &str) -> Result<String, ConfigError> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .unwrap_or(url);
+    let rest = rest.trim_end_matches('/');
+    let (host, port) = rest
+        .rsplit_once(':')
+        .ok_or_else(|| invalid(setting, format!("{url:?} has no port")))?;
+    if host.is_empty() {
+        return Err(invalid(setting, format!("{url:?} has no host")));
+    }
+    port.parse::<u16>()
+        .map_err(|_| invalid(setting, format!("{url:?} has a bad port")))?;
+    if rest.contains('/') {
+        return Err(invalid(setting, format!("{url:?} must not have a path")));
+    }
+    Ok(rest.to_string())
+}
+
+fn with_scheme(addr: &str) -> String {
+    if addr.contains("://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    }
+}
+
+/// Parses `name=url,name=url`.
+fn parse_initial_cluster(text: &str, token: &str) -> Result<Vec<InitialMember>, ConfigError> {
+    let mut members = Vec::new();
+    let mut names = BTreeSet::new();
+    let mut urls = BTreeSet::new();
+    for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (name, url) = item
+            .split_once('=')
+            .ok_or_else(|| invalid("initial-cluster", format!("{item:?} is not name=peer-url")))?;
+        let (name, url) = (name.trim(), url.trim());
+        if name.is_empty() {
+            return Err(invalid(
+                "initial-cluster",
+                format!("{item:?} has an empty name"),
+            ));
+        }
+        listen_addr("initial-cluster", url)?;
+        if !names.insert(name.to_string()) {
+            return Err(invalid(
+                "initial-cluster",
+                format!("member {name:?} appears twice"),
+            ));
+        }
+        if !urls.insert(url.to_string()) {
+            return Err(invalid(
+                "initial-cluster",
+                format!("peer URL {url} appears twice"),
+            ));
+        }
+        members.push(InitialMember {
+            name: name.to_string(),
+            id: stable_hash(&[token, name]),
+            peer_url: with_scheme(url),
+        });
+    }
+    if members.is_empty() {
+        return Err(ConfigError::Missing("initial-cluster"));
+    }
+    members.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(members)
+}
+
+impl NodeArgs {
+    /// Reads the YAML file named by `config_file`, if any.
+    fn load_file(path: &Path) -> Result<NodeArgs, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        serde_yaml::from_str(&text).map_err(|e| ConfigError::File {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Fills every unset field from `other`.
+    fn or(self, other: NodeArgs) -> NodeArgs {
+        macro_rules! pick {
+            ($($f:ident),*) => { NodeArgs { config_file: self.config_file, $($f: self.$f.or(other.$f)),* } };
+        }
+        pick!(
+            name,
+            data_dir,
+            initial_cluster,
+            initial_cluster_state,
+            initial_cluster_token,
+            listen_client_urls,
+            advertise_client_urls,
+            listen_peer_urls,
+            initial_advertise_peer_urls,
+            listen_metrics_urls,
+            tick_ms,
+            election_ticks,
+            heartbeat_ticks,
+            snapshot_count,
+            fsync,
+            read_mode,
+            max_request_bytes
+        )
+    }
+}
+
+impl NodeConfig {
+    /// Merges flags/environment (already in `args`), the file and the
+    /// defaults, and validates the result.
+    pub fn resolve(args: NodeArgs) -> Result<NodeConfig, ConfigError> {
+        let args = match args.config_file.clone() {
+            Some(path) => args.or(NodeArgs::load_file(&path)?),
+            None => args,
+        };
+        let name = args.name.ok_or(ConfigError::Missing("name"))?;
+        let token = args
+            .initial_cluster_token
+            .unwrap_or_else(|| "flotilla".to_string());
+        let initial_cluster = parse_initial_cluster(
+            args.initial_cluster
+                .as_deref()
+                .ok_or(ConfigError::Missing("initial-cluster"))?,
+            &token,
+        )?;
+        let cluster_state = args.initial_cluster_state.unwrap_or(ClusterState::New);
+        let me = initial_cluster.iter().find(|m| m.name == name);
+        if me.is_none() && cluster_state == ClusterState::New {
+            return Err(invalid(
+                "name",
+                format!(
+                    "{name:?} is not in --initial-cluster, so it cannot bootstrap a new cluster"
+                ),
+            ));
+        }
+        let member_id = stable_hash(&[&token, &name]);
+        let mut cluster_key: Vec<&str> = vec![&token];
+        for m in &initial_cluster {
+            cluster_key.push(&m.name);
+            cluster_key.push(&m.peer_url);
+        }
+        let cluster_id = stable_hash(&cluster_key);
+        let peer_advertise = match (&args.initial_advertise_peer_urls, me) {
+            (Some(url), _) => with_scheme(url),
+            (None, Some(m)) => m.peer_url.clone(),
+            (None, None) => return Err(ConfigError::Missing("initial-advertise-peer-urls")),
+        };
+        let peer_listen = listen_addr(
+            "listen-peer-urls",
+            args.listen_peer_urls.as_deref().unwrap_or(&peer_advertise),
+        )?;
+        let client_listen = listen_addr(
+            "listen-client-urls",
+            args.listen_client_urls
+                .as_deref()
+                .unwrap_or("127.0.0.1:2379"),
+        )?;
+        let client_advertise = with_scheme(
+            args.advertise_client_urls
+                .as_deref()
+                .unwrap_or(&client_listen),
+        );
+        let metrics_listen = listen_addr(
+            "listen-metrics-urls",
+            args.listen_metrics_urls
+                .as_deref()
+                .unwrap_or("127.0.0.1:2381"),
+        )?;
+        let tick_ms = args.tick_ms.unwrap_or(10);
+        if tick_ms == 0 || tick_ms > 10_000 {
+            return Err(invalid(
+                "tick-ms",
+                format!("{tick_ms} is outside 1..=10000"),
+            ));
+        }
+        let election_ticks = args.election_ticks.unwrap_or(10);
+        let heartbeat_ticks = args.heartbeat_ticks.unwrap_or(1);
+        if heartbeat_ticks == 0 || heartbeat_ticks >= election_ticks {
+            return Err(invalid(
+                "heartbeat-ticks",
+                format!(
+                    "{heartbeat_ticks} must be at least 1 and below --election-ticks ({election_ticks})"
+                ),
+            ));
+        }
+        let snapshot_count = args.snapshot_count.unwrap_or(100_000);
+        if snapshot_count == 0 {
+            return Err(invalid("snapshot-count", "must be at least 1"));
+        }
+        let max_request_bytes = args.max_request_bytes.unwrap_or(1536 * 1024);
+        if !(1024..=64 * 1024 * 1024).contains(&max_request_bytes) {
+            return Err(invalid(
+                "max-request-bytes",
+                "must be between 1 KiB and 64 MiB",
+            ));
+        }
+        let data_dir = args
+            .data_dir
+            .unwrap_or_else(|| PathBuf::from(format!("{name}.flotilla")));
+        let config = NodeConfig {
+            name,
+            member_id,
+            cluster_id,
+            data_dir,
+            initial_cluster,
+            cluster_state,
+            client_listen,
+            client_advertise,
+            peer_listen,
+            peer_advertise,
+            metrics_listen,
+            tick: Duration::from_millis(tick_ms),
+            election_ticks,
+            heartbeat_ticks,
+            snapshot_count,
+            fsync: args.fsync.unwrap_or(FsyncSetting::Always),
+            read_mode: args.read_mode.unwrap_or(ReadModeSetting::Safe),
+            max_request_bytes,
+        };
+        let listens = [
+            &config.client_listen,
+            &config.peer_listen,
+            &config.metrics_listen,
+        ];
+        let distinct: BTreeSet<&&String> = listens.iter().collect();
+        if distinct.len() != listens.len() {
+            return Err(invalid(
+                "listen-*-urls",
+                format!("client, peer and metrics addresses must differ: {listens:?}"),
+            ));
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser, Debug)]
+    struct Cli {
+        #[command(flatten)]
+        node: NodeArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<NodeConfig, ConfigError> {
+        let mut all = vec!["flotilla-node"];
+        all.extend_from_slice(args);
+        NodeConfig::resolve(Cli::parse_from(all).node)
+    }
+
+    const CLUSTER: &str =
+        "n1=http://127.0.0.1:23801,n2=http://127.0.0.1:23802,n3=http://127.0.0.1:23803";
+
+    #[test]
+    fn flags_resolve_with_defaults() {
+        let c = parse(&["--name", "n2", "--initial-cluster", CLUSTER]).expect("valid");
+        assert_eq!(c.peer_advertise, "http://127.0.0.1:23802");
+        assert_eq!(c.peer_listen, "127.0.0.1:23802");
+        assert_eq!(c.initial_cluster.len(), 3);
+        assert_eq!(c.fsync, FsyncSetting::Always);
+        assert_eq!(c.tick, Duration::from_millis(10));
+        let again = parse(&["--name", "n2", "--initial-cluster", CLUSTER]).expect("valid");
+        assert_eq!(c.member_id, again.member_id, "ids are stable");
+        let other = parse(&["--name", "n1", "--initial-cluster", CLUSTER]).expect("valid");
+        assert_ne!(c.member_id, other.member_id);
+        assert_eq!(
+            c.cluster_id, other.cluster_id,
+            "one cluster id for all members"
+        );
+    }
+
+    #[test]
+    fn bad_settings_get_clear_errors() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["--initial-cluster", CLUSTER], "name"),
+            (
+                &["--name", "n9", "--initial-cluster", CLUSTER],
+                "not in --initial-cluster",
+            ),
+            (
+                &[
+                    "--name",
+                    "n1",
+                    "--initial-cluster",
+                    "n1=http://a:1,n1=http://b:2",
+                ],
+                "appears twice",
+            ),
+            (
+                &["--name", "n1", "--initial-cluster", "n1"],
+                "not name=peer-url",
+            ),
+            (
+                &["--name", "n1", "--initial-cluster", "n1=http://host"],
+                "no port",
+            ),
+            (
+                &[
+                    "--name",
+                    "n1",
+                    "--initial-cluster",
+                    CLUSTER,
+                    "--heartbeat-ticks",
+                    "10",
+                ],
+                "below --election-ticks",
+            ),
+            (
+                &[
+                    "--name",
+                    "n1",
+                    "--initial-cluster",
+                    CLUSTER,
+                    "--tick-ms",
+                    "0",
+                ],
+                "tick-ms",
+            ),
+            (
+                &[
+                    "--name",
+                    "n1",
+                    "--initial-cluster",
+                    CLUSTER,
+                    "--listen-client-urls",
+                    "http://127.0.0.1:23801",
+                ],
+                "must differ",
+            ),
+        ];
+        for (args, needle) in cases {
+            let err = parse(args).expect_err("invalid configuration").to_string();
+            assert!(err.contains(needle), "{args:?}: {err:?} lacks {needle:?}");
+        }
+    }
+
+    #[test]
+    fn file_fills_what_flags_leave_unset() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("node.yaml");
+        std::fs::write(
+            &path,
+            format!("name: n3\ninitial-cluster: \"{CLUSTER}\"\ntick-ms: 50\nread-mode: lease\n"),
+        )
+        .expect("write");
+        let file = path.to_str().expect("utf-8 path");
+        let c = parse(&["--config-file", file, "--tick-ms", "20"]).expect("valid");
+        assert_eq!(c.name, "n3");
+        assert_eq!(c.tick, Duration::from_millis(20), "flags win over the file");
+        assert_eq!(c.read_mode, ReadModeSetting::Lease);
+        std::fs::write(&path, "name: n3\nunknown-setting: 1\n").expect("write");
+        let err = parse(&["--config-file", file])
+            .expect_err("unknown key")
+            .to_string();
+        assert!(err.contains("unknown-setting"), "{err}");
+    }
+}
