@@ -5,6 +5,13 @@
 //! |---|---|
 //! | [`config`] | flags, environment and file, validated into a [`config::NodeConfig`] |
 //! | [`driver`] | the tokio task that owns the Raft core and runs its `Ready` loop |
+//! | [`http`] | `/livez`, `/readyz`, `/metrics` |
+//! | [`metrics`] | the Prometheus registry |
 
 pub mod config;
 pub mod driver;
+pub mod http;
+pub mod metrics;
+
+#[cfg(test)]
+mod test_support;

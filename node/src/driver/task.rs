@@ -4,13 +4,15 @@
 use super::error::DriverError;
 use super::handle::{NodeStatus, RaftHandle, ReadFn, Request};
 use super::state_machine::{StateMachine, Transport};
+use crate::metrics::Metrics;
 use flotilla_raft::{
     Bytes, EntryKind, LogIndex, Message, ProposeError, Raft, ReadError, Role, Storage,
     StorageError, Term,
 };
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// Tuning of a driver; every queue has its bound here.
@@ -88,6 +90,7 @@ pub struct Driver<S: Storage, M: StateMachine, T: Transport> {
     confirmed: VecDeque<(LogIndex, ReadFn<M>)>,
     next_read_id: u64,
     applied: LogIndex,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl<S: Storage, M: StateMachine, T: Transport> std::fmt::Debug for Driver<S, M, T> {
@@ -130,6 +133,7 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
             confirmed: VecDeque::new(),
             next_read_id: 0,
             applied,
+            metrics: None,
         };
         let handle = RaftHandle {
             requests: req_tx,
@@ -137,6 +141,12 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
             status: status_rx,
         };
         (driver, handle)
+    }
+
+    /// Records persist latency and proposal counts in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Runs until `shutdown` resolves or storage fails. A storage failure is
@@ -192,9 +202,15 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
                 }
                 match self.raft.propose(command) {
                     Ok((index, term)) => {
+                        if let Some(m) = &self.metrics {
+                            m.proposals.inc();
+                        }
                         self.proposals.insert(index, (term, Waiter::Output(reply)));
                     }
                     Err(e) => {
+                        if let Some(m) = &self.metrics {
+                            m.proposals_failed.inc();
+                        }
                         let _ = reply.send(Err(propose_error(e)));
                     }
                 }
@@ -251,6 +267,7 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
             // Step 3: persist. Storage IO blocks; tell the runtime so other
             // tasks move to other threads meanwhile.
             let raft = &mut self.raft;
+            let started = Instant::now();
             tokio::task::block_in_place(|| {
                 if let Some(snapshot) = &ready.snapshot {
                     raft.storage_mut().apply_snapshot(snapshot.clone())?;
@@ -258,6 +275,11 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
                 raft.storage_mut()
                     .save(ready.hard_state.as_ref(), &ready.entries)
             })?;
+            if let Some(m) = &self.metrics
+                && ready.must_persist()
+            {
+                m.observe_fsync(started.elapsed());
+            }
             // Step 4: send.
             if !ready.messages.is_empty() {
                 self.transport.send(ready.messages);

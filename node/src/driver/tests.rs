@@ -3,49 +3,13 @@
 //! restart from disk, and catching up through a snapshot.
 
 use super::*;
-use flotilla_raft::{Bytes, Config, LogIndex, Message, NodeId, Raft, Role, Snapshot};
+use crate::test_support::Recorder;
+use flotilla_raft::{Bytes, Config, Message, NodeId, Raft, Role};
 use flotilla_storage::{DiskStorage, StorageOptions};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
-
-/// Applies commands by appending them; the output is the log's length.
-#[derive(Debug, Default)]
-struct Recorder {
-    commands: Vec<Bytes>,
-}
-
-impl StateMachine for Recorder {
-    type Output = usize;
-
-    fn apply(&mut self, _index: LogIndex, command: &Bytes) -> usize {
-        self.commands.push(command.clone());
-        self.commands.len()
-    }
-
-    fn snapshot(&self) -> Bytes {
-        let mut out = Vec::new();
-        for c in &self.commands {
-            out.extend_from_slice(&(c.len() as u32).to_le_bytes());
-            out.extend_from_slice(c);
-        }
-        Bytes::from(out)
-    }
-
-    fn restore(&mut self, snapshot: &Snapshot) -> Result<(), String> {
-        let mut data = &snapshot.data[..];
-        self.commands.clear();
-        while !data.is_empty() {
-            let (len, rest) = data.split_at_checked(4).ok_or("truncated snapshot")?;
-            let len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
-            let (cmd, rest) = rest.split_at_checked(len).ok_or("truncated snapshot")?;
-            self.commands.push(Bytes::copy_from_slice(cmd));
-            data = rest;
-        }
-        Ok(())
-    }
-}
 
 type Routes = Arc<Mutex<HashMap<NodeId, mpsc::Sender<Message>>>>;
 

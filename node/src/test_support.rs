@@ -1,0 +1,43 @@
+//! Helpers shared by the node's tests.
+
+use crate::driver::StateMachine;
+use flotilla_raft::{Bytes, LogIndex, Snapshot};
+
+/// Applies commands by appending them; the output is the log's length. Its
+/// snapshot is the commands, length-prefixed, so a member restored from one
+/// holds exactly what the others applied.
+#[derive(Debug, Default)]
+pub(crate) struct Recorder {
+    pub(crate) commands: Vec<Bytes>,
+}
+
+impl StateMachine for Recorder {
+    type Output = usize;
+
+    fn apply(&mut self, _index: LogIndex, command: &Bytes) -> usize {
+        self.commands.push(command.clone());
+        self.commands.len()
+    }
+
+    fn snapshot(&self) -> Bytes {
+        let mut out = Vec::new();
+        for c in &self.commands {
+            out.extend_from_slice(&(c.len() as u32).to_le_bytes());
+            out.extend_from_slice(c);
+        }
+        Bytes::from(out)
+    }
+
+    fn restore(&mut self, snapshot: &Snapshot) -> Result<(), String> {
+        let mut data = &snapshot.data[..];
+        self.commands.clear();
+        while !data.is_empty() {
+            let (len, rest) = data.split_at_checked(4).ok_or("truncated snapshot")?;
+            let len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
+            let (cmd, rest) = rest.split_at_checked(len).ok_or("truncated snapshot")?;
+            self.commands.push(Bytes::copy_from_slice(cmd));
+            data = rest;
+        }
+        Ok(())
+    }
+}
