@@ -127,15 +127,7 @@ impl<M: StateMachine> RaftHandle<M> {
         &self,
         f: impl FnOnce(&M) -> R + Send + 'static,
     ) -> Result<R, DriverError> {
-        let (tx, rx) = oneshot::channel();
-        let read: ReadFn<M> = Box::new(move |sm| {
-            let _ = tx.send(sm.map(f));
-        });
-        self.requests
-            .send(Request::Read { read })
-            .await
-            .map_err(|_| DriverError::Stopped)?;
-        rx.await.map_err(|_| DriverError::Stopped)?
+        self.submit_read(f, |read| Request::Read { read }).await
     }
 
     /// Runs `f` on this member's state machine as it is: serializable, maybe
@@ -144,12 +136,21 @@ impl<M: StateMachine> RaftHandle<M> {
         &self,
         f: impl FnOnce(&M) -> R + Send + 'static,
     ) -> Result<R, DriverError> {
+        self.submit_read(f, |read| Request::ReadLocal { read })
+            .await
+    }
+
+    async fn submit_read<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&M) -> R + Send + 'static,
+        request: impl FnOnce(ReadFn<M>) -> Request<M>,
+    ) -> Result<R, DriverError> {
         let (tx, rx) = oneshot::channel();
         let read: ReadFn<M> = Box::new(move |sm| {
             let _ = tx.send(sm.map(f));
         });
         self.requests
-            .send(Request::ReadLocal { read })
+            .send(request(read))
             .await
             .map_err(|_| DriverError::Stopped)?;
         rx.await.map_err(|_| DriverError::Stopped)?
