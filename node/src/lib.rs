@@ -7,11 +7,13 @@
 //! | [`driver`] | the tokio task that owns the Raft core and runs its `Ready` loop |
 //! | [`http`] | `/livez`, `/readyz`, `/metrics` |
 //! | [`metrics`] | the Prometheus registry |
+//! | [`transport`] | the gRPC peer transport: per-peer streams, batching, reconnects, a fault layer for tests |
 
 pub mod config;
 pub mod driver;
 pub mod http;
 pub mod metrics;
+pub mod transport;
 
 #[cfg(test)]
 mod test_support;
