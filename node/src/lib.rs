@@ -6,12 +6,14 @@
 //! | [`config`] | flags, environment and file, validated into a [`config::NodeConfig`] |
 //! | [`driver`] | the tokio task that owns the Raft core and runs its `Ready` loop |
 //! | [`http`] | `/livez`, `/readyz`, `/metrics` |
+//! | [`kv`] | the etcd-compatible MVCC key-value state machine, leases, exactly-once sessions |
 //! | [`metrics`] | the Prometheus registry |
 //! | [`transport`] | the gRPC peer transport: per-peer streams, batching, reconnects, a fault layer for tests |
 
 pub mod config;
 pub mod driver;
 pub mod http;
+pub mod kv;
 pub mod metrics;
 pub mod transport;
 

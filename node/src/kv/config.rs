@@ -1,0 +1,52 @@
+//! Limits of the key-value state machine.
+
+/// Bounds the state machine enforces. Every node of a cluster must use the
+/// same values: they decide which commands are rejected and when history and
+/// sessions are dropped, so differing values would make replicas diverge.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KvConfig {
+    /// Longest key accepted, in bytes.
+    pub key_bytes_max: usize,
+    /// Longest value accepted, in bytes (etcd's default request limit is
+    /// 1.5 MiB).
+    pub value_bytes_max: usize,
+    /// Most compares, and most operations per branch, in one transaction
+    /// (etcd's `--max-txn-ops`, 128 by default).
+    pub txn_ops_max: usize,
+    /// Auto-compaction: keep at most this many revisions of history below the
+    /// current one; 0 turns auto-compaction off (then only explicit Compact
+    /// requests bound memory).
+    pub retain_revisions: i64,
+    /// Largest lease TTL accepted (etcd's `MaxLeaseTTL`).
+    pub lease_ttl_max_secs: i64,
+    /// Smallest lease TTL granted; shorter requests are raised to it, as
+    /// etcd raises them to its minimum TTL.
+    pub lease_ttl_min_secs: i64,
+    /// An exactly-once session idle for more than this many log entries is
+    /// dropped.
+    pub session_ttl_entries: u64,
+    /// How often, in applied log entries, idle sessions are looked for.
+    pub session_check_interval_entries: u64,
+    /// Most sessions kept; beyond it the least recently used is dropped.
+    pub sessions_max: usize,
+    /// How many leases [`super::Lessor::expired`] returns per call at most,
+    /// so a burst of expiries becomes a bounded stream of revoke proposals.
+    pub expired_leases_per_call_max: usize,
+}
+
+impl Default for KvConfig {
+    fn default() -> Self {
+        KvConfig {
+            key_bytes_max: 32 * 1024,
+            value_bytes_max: 3 * 512 * 1024,
+            txn_ops_max: 128,
+            retain_revisions: 100_000,
+            lease_ttl_max_secs: 9_000_000_000,
+            lease_ttl_min_secs: 1,
+            session_ttl_entries: 1_000_000,
+            session_check_interval_entries: 1024,
+            sessions_max: 10_000,
+            expired_leases_per_call_max: 16,
+        }
+    }
+}

@@ -1,0 +1,67 @@
+//! The etcd-compatible key-value state machine (DESIGN §5).
+//!
+//! Everything here is pure: no tokio, no IO, no clock. [`KvStore`] is the
+//! [`crate::driver::StateMachine`] the driver applies committed
+//! [`KvCommand`]s to; reads ([`KvStore::range`], [`KvStore::events`]) run
+//! on it as closures. [`Lessor`] is the one piece that knows time: the
+//! leader uses it to decide when leases expire and proposes their revokes.
+//!
+//! | file | what |
+//! |---|---|
+//! | `command.rs` | [`KvCommand`]: what goes in the log, with its exactly-once session ids |
+//! | `store.rs` | [`KvStore`]: apply, Put, DeleteRange, Compact, leases, the `StateMachine` impl |
+//! | `mvcc.rs` | [`MvccStore`]: every version of every key since the compaction point |
+//! | `range.rs` | Range: filters, sort, limit, count |
+//! | `txn.rs` | Txn: request checks, compares, the duplicate-key rule, applying a branch |
+//! | `lease.rs` | [`LeaseTable`]: leases and their attached keys |
+//! | `lessor.rs` | [`Lessor`]: lease expiry timing on the leader |
+//! | `session.rs` | [`SessionTable`]: exactly-once sessions, bounded by idle entries and count |
+//! | `snapshot.rs` | the snapshot encoding |
+//! | `output.rs` | [`KvOutput`], [`KvResponse`], [`LeaseChange`] |
+//! | `config.rs`, `error.rs` | [`KvConfig`], [`KvError`] |
+//!
+//! # Semantics, as etcd's
+//!
+//! - The revision starts at 1; each write that changes something (a Put,
+//!   a DeleteRange that deletes, a Txn with a write that changes, a
+//!   LeaseRevoke that deletes keys) makes one new revision. Reads, read-only
+//!   Txns, deletes of nothing, Compact and LeaseGrant do not.
+//! - Compact(r) keeps, for each key, its version visible at `r` unless it
+//!   is a tombstone; reads below `r` then fail with "required revision has
+//!   been compacted". Auto-compaction keeps [`KvConfig::retain_revisions`].
+//! - Exactly-once: a command with `client_id != 0` whose `seq` equals the
+//!   session's last gets the cached response, without applying; a lower
+//!   `seq` gets [`KvError::StaleSequence`]. Sessions are dropped after
+//!   [`KvConfig::session_ttl_entries`] idle entries or beyond
+//!   [`KvConfig::sessions_max`]; a retry after that applies again, as
+//!   without a session.
+
+mod command;
+mod config;
+mod error;
+mod lease;
+mod lessor;
+mod mvcc;
+mod output;
+mod range;
+mod session;
+mod snapshot;
+mod store;
+mod txn;
+
+pub use command::{KvCommand, KvOp};
+pub use config::KvConfig;
+pub use error::KvError;
+pub use lease::{LeaseEntry, LeaseTable};
+pub use lessor::{KeepAliveError, Lessor};
+pub use mvcc::{MvccStore, Revision, in_range};
+pub use output::{KvOutput, KvResponse, LeaseChange};
+pub use session::{KvResult, Session, SessionTable};
+pub use store::KvStore;
+
+#[cfg(test)]
+mod lessor_tests;
+#[cfg(test)]
+mod mvcc_tests;
+#[cfg(test)]
+mod store_tests;

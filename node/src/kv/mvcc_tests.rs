@@ -1,0 +1,145 @@
+//! A randomized check of the store against a simple model: the whole key
+//! space copied at every revision. Seeded, bounded, and a failure names
+//! the seed and step.
+
+use super::store_tests::Harness;
+use super::*;
+use flotilla_proto::etcdserverpb::{CompactionRequest, DeleteRangeRequest, RangeRequest};
+use std::collections::BTreeMap;
+
+/// (value, create_revision, mod_revision, version)
+type Model = BTreeMap<Vec<u8>, (Vec<u8>, i64, i64, i64)>;
+
+/// xorshift64*: enough randomness, no dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+const KEYS: [&str; 5] = ["a", "b", "c", "d", "e"];
+
+/// (key, value, create_revision, mod_revision, version)
+type Row = (Vec<u8>, Vec<u8>, i64, i64, i64);
+
+fn model_range(m: &Model, key: &[u8], end: &[u8]) -> Vec<Row> {
+    m.iter()
+        .filter(|(k, _)| in_range(k, key, end))
+        .map(|(k, (v, c, md, ver))| (k.clone(), v.clone(), *c, *md, *ver))
+        .collect()
+}
+
+fn run(seed: u64, steps: usize) {
+    let mut rng = Rng(seed.max(1));
+    let mut h = Harness::new();
+    // history[r] = the model at revision r (index 0 unused).
+    let mut history: Vec<Model> = vec![Model::new(), Model::new()];
+    let mut compacted = 0i64;
+    for step in 0..steps {
+        let ctx = format!("seed {seed} step {step}: replay with run({seed}, {steps})");
+        let mut m = history.last().unwrap().clone();
+        let rev = history.len() as i64 - 1;
+        assert_eq!(h.s.revision(), rev, "{ctx}");
+        let k = KEYS[rng.below(5) as usize];
+        match rng.below(10) {
+            0..=4 => {
+                let v = format!("{}", rng.below(100));
+                h.put(k, &v);
+                let new_rev = rev + 1;
+                let e = m.entry(k.into()).or_insert((Vec::new(), new_rev, 0, 0));
+                *e = (v.into_bytes(), e.1, new_rev, e.3 + 1);
+                history.push(m);
+            }
+            5..=6 => {
+                let end = if rng.below(2) == 0 {
+                    String::new()
+                } else {
+                    KEYS[rng.below(5) as usize].to_string()
+                };
+                let out = h.op(KvOp::DeleteRange(DeleteRangeRequest {
+                    key: k.into(),
+                    range_end: end.clone().into(),
+                    prev_kv: false,
+                }));
+                let doomed: Vec<_> = model_range(&m, k.as_bytes(), end.as_bytes())
+                    .into_iter()
+                    .map(|x| x.0)
+                    .collect();
+                let KvResponse::DeleteRange(d) = out.result.unwrap() else {
+                    panic!("{ctx}")
+                };
+                assert_eq!(d.deleted as usize, doomed.len(), "{ctx}");
+                if !doomed.is_empty() {
+                    for d in doomed {
+                        m.remove(&d);
+                    }
+                    history.push(m);
+                }
+            }
+            7 if rev > compacted + 2 => {
+                let at = compacted + 1 + rng.below((rev - compacted) as u64) as i64;
+                h.op(KvOp::Compaction(CompactionRequest {
+                    revision: at,
+                    physical: false,
+                }))
+                .result
+                .unwrap();
+                compacted = at;
+            }
+            _ => {
+                let end = if rng.below(2) == 0 {
+                    vec![0]
+                } else {
+                    KEYS[rng.below(5) as usize].as_bytes().to_vec()
+                };
+                let at = rng.below(rev as u64 + 2) as i64;
+                let req = RangeRequest {
+                    key: k.into(),
+                    range_end: end.clone(),
+                    revision: at,
+                    ..Default::default()
+                };
+                let got = h.s.range(&req);
+                if at > rev {
+                    assert_eq!(got, Err(KvError::FutureRevision), "{ctx}");
+                } else if at != 0 && at < compacted {
+                    assert!(matches!(got, Err(KvError::Compacted { .. })), "{ctx}");
+                } else {
+                    let model = &history[if at == 0 { rev } else { at } as usize];
+                    let want = model_range(model, k.as_bytes(), &end);
+                    let got: Vec<_> = got
+                        .unwrap()
+                        .kvs
+                        .into_iter()
+                        .map(|kv| {
+                            (
+                                kv.key,
+                                kv.value,
+                                kv.create_revision,
+                                kv.mod_revision,
+                                kv.version,
+                            )
+                        })
+                        .collect();
+                    assert_eq!(got, want, "{ctx}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn randomized_put_delete_range_matches_model() {
+    for seed in 1..=64 {
+        run(seed, 300);
+    }
+}

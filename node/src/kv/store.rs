@@ -1,0 +1,323 @@
+//! [`KvStore`]: the key-value state machine the driver applies entries to.
+
+use super::command::{KvCommand, KvOp};
+use super::lease::LeaseTable;
+use super::mvcc::{MvccStore, WriteBatch};
+use super::range::range_at;
+use super::session::{Dedup, KvResult, SessionTable};
+use super::txn::{validate_key_range, validate_put};
+use super::{KvConfig, KvError, KvOutput, KvResponse, LeaseChange};
+use crate::driver::StateMachine;
+use flotilla_proto::etcdserverpb::{
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
+    LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse, LeaseStatus,
+    PutRequest, PutResponse, RangeRequest, RangeResponse, ResponseHeader,
+};
+use flotilla_proto::mvccpb::Event;
+use flotilla_raft::{Bytes, LogIndex, Snapshot};
+
+/// The replicated key-value state: MVCC history, leases and exactly-once
+/// sessions. Pure and deterministic: no clock, no IO, no randomness, so
+/// every replica that applies the same entries holds the same state and
+/// gives the same answers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KvStore {
+    pub(crate) config: KvConfig,
+    pub(crate) mvcc: MvccStore,
+    pub(crate) leases: LeaseTable,
+    pub(crate) sessions: SessionTable,
+    pub(crate) applied_index: LogIndex,
+}
+
+fn header(revision: i64) -> Option<ResponseHeader> {
+    Some(ResponseHeader {
+        revision,
+        ..Default::default()
+    })
+}
+
+impl KvStore {
+    /// An empty store.
+    pub fn new(config: KvConfig) -> Self {
+        KvStore {
+            config,
+            mvcc: MvccStore::new(),
+            leases: LeaseTable::default(),
+            sessions: SessionTable::default(),
+            applied_index: 0,
+        }
+    }
+
+    /// The limits in force.
+    pub fn config(&self) -> &KvConfig {
+        &self.config
+    }
+
+    /// The revision of the last write.
+    pub fn revision(&self) -> i64 {
+        self.mvcc.revision()
+    }
+
+    /// The compaction point.
+    pub fn compact_revision(&self) -> i64 {
+        self.mvcc.compact_revision()
+    }
+
+    /// The last log index applied.
+    pub fn applied_index(&self) -> LogIndex {
+        self.applied_index
+    }
+
+    /// The MVCC history, for reads and watch catch-up.
+    pub fn mvcc(&self) -> &MvccStore {
+        &self.mvcc
+    }
+
+    /// The lease table.
+    pub fn leases(&self) -> &LeaseTable {
+        &self.leases
+    }
+
+    /// The exactly-once sessions.
+    pub fn sessions(&self) -> &SessionTable {
+        &self.sessions
+    }
+
+    /// etcd's LeaseLeases.
+    pub fn lease_statuses(&self) -> Vec<LeaseStatus> {
+        self.leases
+            .iter()
+            .map(|(id, _)| LeaseStatus { id })
+            .collect()
+    }
+
+    /// etcd's Range: a read, run by the node on a linearizable or
+    /// serializable path; never in the log.
+    pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse, KvError> {
+        validate_key_range(&self.config, &req.key)?;
+        let at = self.mvcc.check_read_revision(req.revision)?;
+        Ok(range_at(&self.mvcc, req, at))
+    }
+
+    /// Watch catch-up: see [`MvccStore::events`].
+    pub fn events(
+        &self,
+        key: &[u8],
+        range_end: &[u8],
+        start_revision: i64,
+        limit: usize,
+    ) -> Result<Vec<Event>, KvError> {
+        self.mvcc.events(key, range_end, start_revision, limit)
+    }
+
+    /// Applies the entry at `index`: dedups by session, runs the operation,
+    /// then does the bounded housekeeping (auto-compaction, session expiry).
+    pub fn apply_entry(&mut self, index: LogIndex, data: &[u8]) -> KvOutput {
+        self.applied_index = index;
+        let output = match KvCommand::decode_from(data) {
+            Ok(cmd) => self.apply_command(index, cmd),
+            Err(e) => self.rejected(e),
+        };
+        let every = self.config.session_check_interval_entries.max(1);
+        if index.is_multiple_of(every) {
+            self.sessions.expire(index, self.config.session_ttl_entries);
+        }
+        output
+    }
+
+    fn rejected(&self, e: KvError) -> KvOutput {
+        KvOutput {
+            result: Err(e),
+            events: Vec::new(),
+            lease_changes: Vec::new(),
+            revision: self.revision(),
+            duplicate: false,
+        }
+    }
+
+    fn apply_command(&mut self, index: LogIndex, cmd: KvCommand) -> KvOutput {
+        if cmd.client_id != 0
+            && let Dedup::Answer(result) = self.sessions.check(cmd.client_id, cmd.seq, index)
+        {
+            return KvOutput {
+                result,
+                events: Vec::new(),
+                lease_changes: Vec::new(),
+                revision: self.revision(),
+                duplicate: true,
+            };
+        }
+        let Some(op) = cmd.op else {
+            return self.rejected(KvError::BadRequest("command without an operation".into()));
+        };
+        let mut changes = Vec::new();
+        let mut w = self.mvcc.begin();
+        let result = self.execute(index, &mut w, op, &mut changes);
+        let events = self.mvcc.end(w);
+        if !events.is_empty() {
+            self.mvcc.auto_compact(self.config.retain_revisions);
+        }
+        let result = result.map(|r| with_revision(r, self.revision()));
+        if cmd.client_id != 0 {
+            let max = self.config.sessions_max;
+            self.sessions
+                .record(cmd.client_id, cmd.seq, index, result.clone(), max);
+        }
+        KvOutput {
+            result,
+            events,
+            lease_changes: changes,
+            revision: self.revision(),
+            duplicate: false,
+        }
+    }
+
+    fn execute(
+        &mut self,
+        index: LogIndex,
+        w: &mut WriteBatch,
+        op: KvOp,
+        changes: &mut Vec<LeaseChange>,
+    ) -> KvResult {
+        let at = self.revision();
+        Ok(match op {
+            KvOp::Put(p) => {
+                validate_put(&self.config, &p)?;
+                self.check_put(&p, at)?;
+                KvResponse::Put(self.put_op(w, &p))
+            }
+            KvOp::DeleteRange(d) => {
+                self.validate_delete(&d)?;
+                KvResponse::DeleteRange(self.delete_op(w, &d))
+            }
+            KvOp::Txn(t) => KvResponse::Txn(self.txn(w, &t)?),
+            KvOp::Compaction(c) => KvResponse::Compaction(self.compaction(&c)?),
+            KvOp::LeaseGrant(g) => KvResponse::LeaseGrant(self.lease_grant(index, &g, changes)?),
+            KvOp::LeaseRevoke(r) => KvResponse::LeaseRevoke(self.lease_revoke(w, &r, changes)?),
+        })
+    }
+
+    /// A checked Put: writes the new version and moves the key's lease.
+    pub(crate) fn put_op(&mut self, w: &mut WriteBatch, req: &PutRequest) -> PutResponse {
+        let prev = self.mvcc.get(&req.key, w.read_revision());
+        let value = match (&prev, req.ignore_value) {
+            (Some(p), true) => p.value.clone(),
+            _ => req.value.clone(),
+        };
+        let lease = match (&prev, req.ignore_lease) {
+            (Some(p), true) => p.lease,
+            _ => req.lease,
+        };
+        self.mvcc.put(w, &req.key, value, lease);
+        self.leases
+            .reattach(&req.key, prev.as_ref().map_or(0, |p| p.lease), lease);
+        PutResponse {
+            header: header(w.read_revision()),
+            prev_kv: prev.filter(|_| req.prev_kv),
+        }
+    }
+
+    /// A checked DeleteRange: tombstones every live key of the range.
+    pub(crate) fn delete_op(
+        &mut self,
+        w: &mut WriteBatch,
+        req: &DeleteRangeRequest,
+    ) -> DeleteRangeResponse {
+        let kvs = self.mvcc.scan(&req.key, &req.range_end, w.read_revision());
+        for kv in &kvs {
+            self.mvcc.delete(w, &kv.key);
+            self.leases.reattach(&kv.key, kv.lease, 0);
+        }
+        DeleteRangeResponse {
+            header: header(w.read_revision()),
+            deleted: kvs.len() as i64,
+            prev_kvs: if req.prev_kv { kvs } else { Vec::new() },
+        }
+    }
+
+    fn compaction(&mut self, req: &CompactionRequest) -> Result<CompactionResponse, KvError> {
+        self.mvcc.compact(req.revision)?;
+        Ok(CompactionResponse {
+            header: header(self.revision()),
+        })
+    }
+
+    fn lease_grant(
+        &mut self,
+        index: LogIndex,
+        req: &LeaseGrantRequest,
+        changes: &mut Vec<LeaseChange>,
+    ) -> Result<LeaseGrantResponse, KvError> {
+        if req.ttl > self.config.lease_ttl_max_secs {
+            return Err(KvError::LeaseTtlTooLarge);
+        }
+        if req.id < 0 {
+            return Err(KvError::BadRequest(format!("negative lease id {}", req.id)));
+        }
+        let id = if req.id == 0 {
+            self.leases.free_id(index)
+        } else {
+            req.id
+        };
+        if self.leases.contains(id) {
+            return Err(KvError::LeaseExists);
+        }
+        let ttl = req.ttl.max(self.config.lease_ttl_min_secs);
+        self.leases.insert(id, ttl);
+        changes.push(LeaseChange::Granted { id, ttl_secs: ttl });
+        Ok(LeaseGrantResponse {
+            header: header(self.revision()),
+            id,
+            ttl,
+            error: String::new(),
+        })
+    }
+
+    /// Revokes a lease and deletes its keys, all in one revision.
+    fn lease_revoke(
+        &mut self,
+        w: &mut WriteBatch,
+        req: &LeaseRevokeRequest,
+        changes: &mut Vec<LeaseChange>,
+    ) -> Result<LeaseRevokeResponse, KvError> {
+        let keys = self.leases.remove(req.id).ok_or(KvError::LeaseNotFound)?;
+        for key in keys {
+            self.mvcc.delete(w, &key);
+        }
+        changes.push(LeaseChange::Revoked { id: req.id });
+        Ok(LeaseRevokeResponse {
+            header: header(w.read_revision()),
+        })
+    }
+}
+
+/// Sets the outer response header to the revision after the command.
+fn with_revision(mut r: KvResponse, revision: i64) -> KvResponse {
+    let h = match &mut r {
+        KvResponse::Put(x) => &mut x.header,
+        KvResponse::DeleteRange(x) => &mut x.header,
+        KvResponse::Txn(x) => &mut x.header,
+        KvResponse::Compaction(x) => &mut x.header,
+        KvResponse::LeaseGrant(x) => &mut x.header,
+        KvResponse::LeaseRevoke(x) => &mut x.header,
+    };
+    *h = header(revision);
+    r
+}
+
+impl StateMachine for KvStore {
+    type Output = KvOutput;
+
+    fn apply(&mut self, index: LogIndex, command: &Bytes) -> KvOutput {
+        self.apply_entry(index, command)
+    }
+
+    fn snapshot(&self) -> Bytes {
+        Bytes::from(self.encode_snapshot())
+    }
+
+    fn restore(&mut self, snapshot: &Snapshot) -> Result<(), String> {
+        *self = KvStore::decode_snapshot(self.config.clone(), &snapshot.data)?;
+        Ok(())
+    }
+}
