@@ -8,6 +8,7 @@
 //! | [`http`] | `/livez`, `/readyz`, `/metrics` |
 //! | [`kv`] | the etcd-compatible MVCC key-value state machine, leases, exactly-once sessions |
 //! | [`metrics`] | the Prometheus registry |
+//! | [`state`] | the node's state machine: the KV store with watch fan-out and lease tracking |
 //! | [`transport`] | the gRPC peer transport: per-peer streams, batching, reconnects, a fault layer for tests |
 
 pub mod config;
@@ -15,6 +16,7 @@ pub mod driver;
 pub mod http;
 pub mod kv;
 pub mod metrics;
+pub mod state;
 pub mod transport;
 
 #[cfg(test)]

@@ -1,0 +1,144 @@
+//! The node's replicated state machine: the [`KvStore`] plus the two things
+//! the rest of the node must learn from every applied entry — the events
+//! live watchers wait for, and the lease changes the [`Lessor`] tracks.
+//!
+//! Applying stays pure and quick: events go to a bounded broadcast channel
+//! (a watcher that falls behind gets a `Lagged` error and catches up from the
+//! store's history, or is cancelled if that history was compacted), and lease
+//! changes to the shared lessor under a short lock.
+
+use crate::driver::StateMachine;
+use crate::kv::{KvConfig, KvOutput, KvStore, Lessor};
+use flotilla_proto::mvccpb::Event;
+use flotilla_raft::{Bytes, LogIndex, Snapshot};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::broadcast;
+
+/// The events one applied entry produced, all at one revision.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AppliedEvents {
+    /// The store's revision after the entry.
+    pub revision: i64,
+    /// The changes, in order.
+    pub events: Vec<Event>,
+}
+
+/// Bounds of the node state machine's outputs.
+#[derive(Clone, Debug)]
+pub struct StateConfig {
+    /// The KV store's limits.
+    pub kv: KvConfig,
+    /// Applied entries buffered for live watchers before slow ones lag.
+    pub watch_buffer: usize,
+    /// Leases the lessor reports expired per call.
+    pub expired_per_call_max: usize,
+    /// How long before a reported-expired lease is reported again if its
+    /// revoke did not go through.
+    pub revoke_retry: Duration,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig {
+            kv: KvConfig::default(),
+            watch_buffer: 4096,
+            expired_per_call_max: 256,
+            revoke_retry: Duration::from_secs(1),
+        }
+    }
+}
+
+/// [`KvStore`] with its event fan-out and lease tracking.
+pub struct NodeStateMachine {
+    kv: KvStore,
+    events: broadcast::Sender<Arc<AppliedEvents>>,
+    lessor: Arc<Mutex<Lessor>>,
+}
+
+impl std::fmt::Debug for NodeStateMachine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeStateMachine")
+            .field("revision", &self.kv.revision())
+            .field("watch_receivers", &self.events.receiver_count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl NodeStateMachine {
+    /// An empty store. The returned lessor is shared with the lease service
+    /// and the expiry loop.
+    pub fn new(config: StateConfig) -> (NodeStateMachine, Arc<Mutex<Lessor>>) {
+        let (events, _) = broadcast::channel(config.watch_buffer.max(1));
+        let lessor = Arc::new(Mutex::new(Lessor::new(
+            config.expired_per_call_max,
+            config.revoke_retry,
+        )));
+        let sm = NodeStateMachine {
+            kv: KvStore::new(config.kv),
+            events,
+            lessor: lessor.clone(),
+        };
+        (sm, lessor)
+    }
+
+    /// The key-value store, for reads.
+    pub fn kv(&self) -> &KvStore {
+        &self.kv
+    }
+
+    /// A receiver of every later applied entry's events.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<AppliedEvents>> {
+        self.events.subscribe()
+    }
+
+    /// A sender handle, so the watch service can subscribe without a trip
+    /// through the driver.
+    pub fn event_sender(&self) -> broadcast::Sender<Arc<AppliedEvents>> {
+        self.events.clone()
+    }
+
+    fn lessor(&self) -> std::sync::MutexGuard<'_, Lessor> {
+        self.lessor.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Re-seeds the lessor from the lease table (after a restore).
+    fn reset_lessor(&self) {
+        let leases: Vec<(i64, i64)> = self
+            .kv
+            .leases()
+            .iter()
+            .map(|(id, entry)| (id, entry.ttl_secs))
+            .collect();
+        self.lessor().reset(leases, Instant::now());
+    }
+}
+
+impl StateMachine for NodeStateMachine {
+    type Output = KvOutput;
+
+    fn apply(&mut self, index: LogIndex, command: &Bytes) -> KvOutput {
+        let output = self.kv.apply_entry(index, command);
+        if !output.lease_changes.is_empty() {
+            self.lessor().apply(&output.lease_changes, Instant::now());
+        }
+        if !output.events.is_empty() {
+            // No receivers is fine: nobody watches.
+            let _ = self.events.send(Arc::new(AppliedEvents {
+                revision: output.revision,
+                events: output.events.clone(),
+            }));
+        }
+        output
+    }
+
+    fn snapshot(&self) -> Bytes {
+        self.kv.snapshot()
+    }
+
+    fn restore(&mut self, snapshot: &Snapshot) -> Result<(), String> {
+        self.kv.restore(snapshot)?;
+        self.reset_lessor();
+        Ok(())
+    }
+}
