@@ -3,6 +3,7 @@
 //!
 //! | module | what |
 //! |---|---|
+//! | [`client`] | the Rust client: leader discovery, exactly-once writes, get/put/delete/put_if_absent |
 //! | [`config`] | flags, environment and file, validated into a [`config::NodeConfig`] |
 //! | [`driver`] | the tokio task that owns the Raft core and runs its `Ready` loop |
 //! | [`http`] | `/livez`, `/readyz`, `/metrics` |
@@ -11,6 +12,7 @@
 //! | [`state`] | the node's state machine: the KV store with watch fan-out and lease tracking |
 //! | [`transport`] | the gRPC peer transport: per-peer streams, batching, reconnects, a fault layer for tests |
 
+pub mod client;
 pub mod config;
 pub mod driver;
 pub mod http;
