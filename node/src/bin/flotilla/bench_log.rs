@@ -1,51 +1,16 @@
-//! `flotilla`: the Flotilla node's command-line tool.
-//!
-//! Subcommands in etcdctl/kcat style; `-w json` (or `--json`) for output a
-//! script can parse. Exit codes: 0 success, 1 the command failed, 2 bad
-//! usage (from clap).
+//! `flotilla bench log`: the partition log's benchmark.
 
 use std::path::PathBuf;
 
+use crate::WriteOut;
 use anyhow::{Context, Result};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::Args;
 use flotilla_log::FsyncPolicy;
 use flotilla_log::bench::{self, AppendScenario, Plan, PlanReport};
 
-#[derive(Debug, Parser)]
-#[command(
-    name = "flotilla",
-    version,
-    about = "Flotilla: a Raft-replicated, etcd-compatible key-value store and Kafka-style broker",
-    propagate_version = true
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Measure a component on this machine.
-    #[command(subcommand)]
-    Bench(BenchCommand),
-}
-
-#[derive(Debug, Subcommand)]
-enum BenchCommand {
-    /// Partition log: appends per fsync policy and appender count, each next
-    /// to a raw write+fsync baseline of the same bytes, then a sequential read.
-    Log(LogBenchArgs),
-}
-
-/// Output formats, as etcdctl's `--write-out`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum WriteOut {
-    Table,
-    Json,
-}
-
+/// Options of `flotilla bench log`.
 #[derive(Debug, Args)]
-struct LogBenchArgs {
+pub struct LogBenchArgs {
     /// Records per scenario for policies other than `always`.
     #[arg(long, default_value_t = 1_000_000)]
     records: u64,
@@ -83,22 +48,13 @@ struct LogBenchArgs {
     /// afterwards). Put it on the disk you want to measure.
     #[arg(long)]
     dir: Option<PathBuf>,
-    /// Output format.
-    #[arg(short = 'w', long, value_enum, default_value_t = WriteOut::Table)]
-    write_out: WriteOut,
     /// Shorthand for `-w json`.
     #[arg(long)]
     json: bool,
 }
 
-fn main() -> Result<()> {
-    let cli = Cli::parse();
-    match cli.command {
-        Command::Bench(BenchCommand::Log(args)) => bench_log(args),
-    }
-}
-
-fn bench_log(args: LogBenchArgs) -> Result<()> {
+/// Runs the benchmark and prints its report.
+pub fn bench_log(args: LogBenchArgs, out: WriteOut) -> Result<()> {
     let (dir, temporary) = match &args.dir {
         Some(dir) => (dir.clone(), false),
         None => (
@@ -111,7 +67,7 @@ fn bench_log(args: LogBenchArgs) -> Result<()> {
         scenarios: scenarios(&args),
         read_bytes_max: args.read_bytes,
     };
-    let json = args.json || args.write_out == WriteOut::Json;
+    let json = args.json || out == WriteOut::Json;
     let total = plan.scenarios.len();
     let mut step = 0;
     let result = bench::run_plan(&plan, |what| {

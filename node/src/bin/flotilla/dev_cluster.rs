@@ -1,0 +1,218 @@
+//! `flotilla dev-cluster`: a local cluster of real `flotilla-node` processes
+//! on loopback, for trying Flotilla without Kubernetes.
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, Command};
+
+/// Options of `flotilla dev-cluster`.
+#[derive(Debug, Args)]
+pub struct DevClusterArgs {
+    /// Folder for the members' data and logs (created if missing; reused on
+    /// the next start, so data survives restarts).
+    #[arg(long, default_value = "flotilla-dev")]
+    dir: PathBuf,
+    /// Members.
+    #[arg(long, default_value_t = 3)]
+    members: u16,
+    /// Member `i` (from 0) listens for clients on `base-port + i`, for peers
+    /// on `base-port + 100 + i`, for HTTP on `base-port + 200 + i`.
+    #[arg(long, default_value_t = 2379)]
+    base_port: u16,
+    /// The `flotilla-node` binary (default: next to this one).
+    #[arg(long)]
+    node_bin: Option<PathBuf>,
+    /// Pass `--fsync never` to the members (faster, not durable).
+    #[arg(long)]
+    no_fsync: bool,
+    /// Stop as soon as the cluster is ready (for scripts and tests).
+    #[arg(long)]
+    exit_when_ready: bool,
+}
+
+struct Member {
+    name: String,
+    client: u16,
+    http: u16,
+    child: Child,
+}
+
+fn node_binary(args: &DevClusterArgs) -> Result<PathBuf> {
+    if let Some(bin) = &args.node_bin {
+        return Ok(bin.clone());
+    }
+    let me = std::env::current_exe().context("cannot find this executable")?;
+    let bin = me.with_file_name("flotilla-node");
+    if !bin.exists() {
+        bail!(
+            "{} not found; build it (cargo build -p flotilla-node) or pass --node-bin",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+/// Whether `GET /readyz` on `port` answers 200.
+async fn ready(port: u16) -> bool {
+    let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+        return false;
+    };
+    let req = "GET /readyz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    if s.write_all(req.as_bytes()).await.is_err() {
+        return false;
+    }
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut buf)).await;
+    matches!(read, Ok(Ok(_))) && buf.starts_with(b"HTTP/1.1 200")
+}
+
+fn spawn(bin: &Path, args: &DevClusterArgs, i: u16, cluster: &str) -> Result<Member> {
+    let name = format!("n{}", i + 1);
+    let (client, peer, http) = (
+        args.base_port + i,
+        args.base_port + 100 + i,
+        args.base_port + 200 + i,
+    );
+    let data = args.dir.join(&name);
+    std::fs::create_dir_all(&args.dir)
+        .with_context(|| format!("cannot create {}", args.dir.display()))?;
+    let log = std::fs::File::create(args.dir.join(format!("{name}.log")))?;
+    let mut cmd = Command::new(bin);
+    cmd.arg("--name")
+        .arg(&name)
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("--initial-cluster")
+        .arg(cluster)
+        .arg("--listen-client-urls")
+        .arg(format!("http://127.0.0.1:{client}"))
+        .arg("--listen-peer-urls")
+        .arg(format!("http://127.0.0.1:{peer}"))
+        .arg("--listen-metrics-urls")
+        .arg(format!("http://127.0.0.1:{http}"))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .kill_on_drop(true);
+    if args.no_fsync {
+        cmd.arg("--fsync").arg("never");
+    }
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("cannot start {}", bin.display()))?;
+    Ok(Member {
+        name,
+        client,
+        http,
+        child,
+    })
+}
+
+/// Asks a member to stop (SIGTERM), then kills it if it has not within a
+/// few seconds.
+async fn stop(member: &mut Member) {
+    if let Some(pid) = member.child.id() {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status()
+            .await;
+    }
+    match tokio::time::timeout(Duration::from_secs(5), member.child.wait()).await {
+        Ok(_) => {}
+        Err(_) => {
+            let _ = member.child.kill().await;
+        }
+    }
+}
+
+/// Runs the cluster until Ctrl-C (or until ready, with --exit-when-ready).
+pub async fn run(args: DevClusterArgs) -> Result<()> {
+    if args.members == 0 || args.members > 9 {
+        bail!("--members must be between 1 and 9");
+    }
+    let bin = node_binary(&args)?;
+    let cluster: Vec<String> = (0..args.members)
+        .map(|i| format!("n{}=http://127.0.0.1:{}", i + 1, args.base_port + 100 + i))
+        .collect();
+    let cluster = cluster.join(",");
+    let mut members = Vec::new();
+    for i in 0..args.members {
+        match spawn(&bin, &args, i, &cluster) {
+            Ok(m) => members.push(m),
+            Err(e) => {
+                for m in &mut members {
+                    stop(m).await;
+                }
+                return Err(e);
+            }
+        }
+    }
+    let mut all_ready = false;
+    for _ in 0..300 {
+        let mut n = 0;
+        for m in &members {
+            n += usize::from(ready(m.http).await);
+        }
+        if n == members.len() {
+            all_ready = true;
+            break;
+        }
+        for m in &mut members {
+            if let Ok(Some(status)) = m.child.try_wait() {
+                let name = m.name.clone();
+                for m in &mut members {
+                    stop(m).await;
+                }
+                bail!(
+                    "member {name} exited with {status}; see {}",
+                    args.dir.join(format!("{name}.log")).display()
+                );
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if !all_ready {
+        for m in &mut members {
+            stop(m).await;
+        }
+        bail!(
+            "the cluster did not become ready in 30 s; see the logs in {}",
+            args.dir.display()
+        );
+    }
+    let endpoints: Vec<String> = members
+        .iter()
+        .map(|m| format!("http://127.0.0.1:{}", m.client))
+        .collect();
+    println!(
+        "flotilla dev cluster of {} member(s) is ready (data and logs in {})",
+        members.len(),
+        args.dir.display()
+    );
+    for m in &members {
+        println!(
+            "  {}: client http://127.0.0.1:{}  http http://127.0.0.1:{}/metrics",
+            m.name, m.client, m.http
+        );
+    }
+    println!("endpoints: {}", endpoints.join(","));
+    println!(
+        "try: flotilla --endpoints {} kv put hello world && flotilla --endpoints {} kv get hello",
+        endpoints.join(","),
+        endpoints.join(",")
+    );
+    if !args.exit_when_ready {
+        println!("press Ctrl-C to stop");
+        tokio::signal::ctrl_c().await?;
+    }
+    for m in &mut members {
+        stop(m).await;
+    }
+    println!("stopped");
+    Ok(())
+}
