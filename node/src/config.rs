@@ -154,7 +154,9 @@ pub struct InitialMember {
 pub struct NodeConfig {
     /// This member's name.
     pub name: String,
-    /// This member's id.
+    /// This member's id: from the cluster token and its name, or, when it
+    /// joins an existing cluster, from its advertised peer URL (as
+    /// MemberAdd derives it; see [`crate::api::member_id_for_peer_url`]).
     pub member_id: u64,
     /// The cluster's id.
     pub cluster_id: u64,
@@ -352,6 +354,12 @@ impl NodeConfig {
             (Some(url), _) => with_scheme(url),
             (None, Some(m)) => m.peer_url.clone(),
             (None, None) => return Err(ConfigError::Missing("initial-advertise-peer-urls")),
+        };
+        // A member joining a running cluster was added by its peer URL
+        // (MemberAdd knows no name), so its id comes from that URL.
+        let member_id = match cluster_state {
+            ClusterState::New => member_id,
+            ClusterState::Existing => crate::api::member_id_for_peer_url(&peer_advertise),
         };
         let peer_listen = listen_addr(
             "listen-peer-urls",

@@ -3,23 +3,31 @@
 //!
 //! | module | what |
 //! |---|---|
+//! | [`api`] | the client API: etcd's KV, Maintenance and Cluster services over gRPC |
 //! | [`client`] | the Rust client: leader discovery, exactly-once writes, get/put/delete/put_if_absent |
 //! | [`config`] | flags, environment and file, validated into a [`config::NodeConfig`] |
 //! | [`driver`] | the tokio task that owns the Raft core and runs its `Ready` loop |
 //! | [`http`] | `/livez`, `/readyz`, `/metrics` |
 //! | [`kv`] | the etcd-compatible MVCC key-value state machine, leases, exactly-once sessions |
+//! | [`lease`] | etcd's Lease service and the leader's lease expiry loop |
 //! | [`metrics`] | the Prometheus registry |
+//! | [`server`] | [`server::start`]: one member assembled from its parts, on listeners the caller binds |
 //! | [`state`] | the node's state machine: the KV store with watch fan-out and lease tracking |
 //! | [`transport`] | the gRPC peer transport: per-peer streams, batching, reconnects, a fault layer for tests |
+//! | [`watch`] | etcd's Watch service: watchers from any retained revision, gap-free into live events |
 
+pub mod api;
 pub mod client;
 pub mod config;
 pub mod driver;
 pub mod http;
 pub mod kv;
+pub mod lease;
 pub mod metrics;
+pub mod server;
 pub mod state;
 pub mod transport;
+pub mod watch;
 
 #[cfg(test)]
 mod test_support;

@@ -2,8 +2,8 @@
 
 use super::KvError;
 use flotilla_proto::etcdserverpb::{
-    CompactionRequest, DeleteRangeRequest, LeaseGrantRequest, LeaseRevokeRequest, PutRequest,
-    TxnRequest,
+    CompactionRequest, DeleteRangeRequest, LeaseGrantRequest, LeaseRevokeRequest, Member,
+    MemberRemoveRequest, PutRequest, TxnRequest,
 };
 use prost::Message as _;
 
@@ -23,7 +23,7 @@ pub struct KvCommand {
     #[prost(uint64, tag = "2")]
     pub seq: u64,
     /// What to do.
-    #[prost(oneof = "KvOp", tags = "3, 4, 5, 6, 7, 8")]
+    #[prost(oneof = "KvOp", tags = "3, 4, 5, 6, 7, 8, 9, 10")]
     pub op: Option<KvOp>,
 }
 
@@ -48,6 +48,14 @@ pub enum KvOp {
     /// etcd LeaseRevoke, also proposed by the leader when a lease expires.
     #[prost(message, tag = "8")]
     LeaseRevoke(LeaseRevokeRequest),
+    /// Adds a member to the member table, or replaces its entry (etcd's
+    /// member add and publish): idempotent.
+    #[prost(message, tag = "9")]
+    MemberUpsert(Member),
+    /// Removes a member from the member table and remembers its id as
+    /// removed, so it is never taken for a peer again.
+    #[prost(message, tag = "10")]
+    MemberRemove(MemberRemoveRequest),
 }
 
 impl KvCommand {

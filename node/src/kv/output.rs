@@ -2,8 +2,8 @@
 
 use super::KvError;
 use flotilla_proto::etcdserverpb::{
-    CompactionResponse, DeleteRangeResponse, LeaseGrantResponse, LeaseRevokeResponse, PutResponse,
-    TxnResponse,
+    CompactionResponse, DeleteRangeResponse, LeaseGrantResponse, LeaseRevokeResponse,
+    MemberListResponse, PutResponse, TxnResponse,
 };
 use flotilla_proto::mvccpb::Event;
 
@@ -30,6 +30,9 @@ pub enum KvResponse {
     /// Answer to LeaseRevoke.
     #[prost(message, tag = "16")]
     LeaseRevoke(LeaseRevokeResponse),
+    /// Answer to MemberUpsert and MemberRemove: the member table afterwards.
+    #[prost(message, tag = "17")]
+    Members(MemberListResponse),
 }
 
 /// A change to the lease table, for the leader's [`super::Lessor`], which

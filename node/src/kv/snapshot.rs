@@ -6,6 +6,7 @@ use super::lease::LeaseTable;
 use super::mvcc::{KeyHistory, MvccStore};
 use super::session::{Session, SessionTable};
 use super::{KvConfig, KvError, KvResponse, KvStore};
+use flotilla_proto::etcdserverpb::Member;
 use prost::Message as _;
 
 /// The whole store. Lease → key attachments are not stored: they are
@@ -24,6 +25,12 @@ struct StoreRecord {
     leases: Vec<LeaseRecord>,
     #[prost(message, repeated, tag = "6")]
     sessions: Vec<SessionRecord>,
+    /// The member table, in id order.
+    #[prost(message, repeated, tag = "7")]
+    members: Vec<Member>,
+    /// Ids of removed members, in order.
+    #[prost(uint64, repeated, tag = "8")]
+    removed_members: Vec<u64>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -44,7 +51,7 @@ struct SessionRecord {
     last_index: u64,
     #[prost(message, optional, tag = "4")]
     error: Option<ErrorRecord>,
-    #[prost(oneof = "KvResponse", tags = "11, 12, 13, 14, 15, 16")]
+    #[prost(oneof = "KvResponse", tags = "11, 12, 13, 14, 15, 16, 17")]
     response: Option<KvResponse>,
 }
 
@@ -75,6 +82,8 @@ impl KvStore {
                     response: s.response.as_ref().ok().cloned(),
                 })
                 .collect(),
+            members: self.members.values().cloned().collect(),
+            removed_members: self.removed_members.iter().copied().collect(),
         };
         record.encode_to_vec()
     }
@@ -113,6 +122,8 @@ impl KvStore {
             leases,
             sessions,
             applied_index: r.applied_index,
+            members: r.members.into_iter().map(|m| (m.id, m)).collect(),
+            removed_members: r.removed_members.into_iter().collect(),
         })
     }
 }

@@ -11,10 +11,12 @@ use crate::driver::StateMachine;
 use flotilla_proto::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
     LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse, LeaseStatus,
-    PutRequest, PutResponse, RangeRequest, RangeResponse, ResponseHeader,
+    Member, MemberListResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
+    ResponseHeader,
 };
 use flotilla_proto::mvccpb::Event;
 use flotilla_raft::{Bytes, LogIndex, Snapshot};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// The replicated key-value state: MVCC history, leases and exactly-once
 /// sessions. Pure and deterministic: no clock, no IO, no randomness, so
@@ -27,6 +29,10 @@ pub struct KvStore {
     pub(crate) leases: LeaseTable,
     pub(crate) sessions: SessionTable,
     pub(crate) applied_index: LogIndex,
+    /// The member table (etcd's membership store), by id.
+    pub(crate) members: BTreeMap<u64, Member>,
+    /// Ids of removed members.
+    pub(crate) removed_members: BTreeSet<u64>,
 }
 
 fn header(revision: i64) -> Option<ResponseHeader> {
@@ -45,6 +51,8 @@ impl KvStore {
             leases: LeaseTable::default(),
             sessions: SessionTable::default(),
             applied_index: 0,
+            members: BTreeMap::new(),
+            removed_members: BTreeSet::new(),
         }
     }
 
@@ -81,6 +89,26 @@ impl KvStore {
     /// The exactly-once sessions.
     pub fn sessions(&self) -> &SessionTable {
         &self.sessions
+    }
+
+    /// The member table, in id order.
+    pub fn members(&self) -> Vec<Member> {
+        self.members.values().cloned().collect()
+    }
+
+    /// One member's entry.
+    pub fn member(&self, id: u64) -> Option<&Member> {
+        self.members.get(&id)
+    }
+
+    /// Whether `id` was removed from the cluster.
+    pub fn is_removed_member(&self, id: u64) -> bool {
+        self.removed_members.contains(&id)
+    }
+
+    /// Ids of every removed member.
+    pub fn removed_members(&self) -> &BTreeSet<u64> {
+        &self.removed_members
     }
 
     /// etcd's LeaseLeases.
@@ -194,6 +222,8 @@ impl KvStore {
             KvOp::Compaction(c) => KvResponse::Compaction(self.compaction(&c)?),
             KvOp::LeaseGrant(g) => KvResponse::LeaseGrant(self.lease_grant(index, &g, changes)?),
             KvOp::LeaseRevoke(r) => KvResponse::LeaseRevoke(self.lease_revoke(w, &r, changes)?),
+            KvOp::MemberUpsert(m) => KvResponse::Members(self.member_upsert(m)?),
+            KvOp::MemberRemove(r) => KvResponse::Members(self.member_remove(r.id)?),
         })
     }
 
@@ -291,6 +321,40 @@ impl KvStore {
     }
 }
 
+impl KvStore {
+    fn member_list(&self) -> MemberListResponse {
+        MemberListResponse {
+            header: header(self.revision()),
+            members: self.members(),
+        }
+    }
+
+    /// Adds or replaces a member's entry. A removed id stays removed.
+    fn member_upsert(&mut self, member: Member) -> Result<MemberListResponse, KvError> {
+        if member.id == 0 {
+            return Err(KvError::BadRequest("member id 0".into()));
+        }
+        if self.removed_members.contains(&member.id) {
+            return Err(KvError::BadRequest(format!(
+                "member {:x} was removed from the cluster",
+                member.id
+            )));
+        }
+        self.members.insert(member.id, member);
+        Ok(self.member_list())
+    }
+
+    /// Drops a member's entry and remembers the id as removed.
+    fn member_remove(&mut self, id: u64) -> Result<MemberListResponse, KvError> {
+        if id == 0 {
+            return Err(KvError::BadRequest("member id 0".into()));
+        }
+        self.members.remove(&id);
+        self.removed_members.insert(id);
+        Ok(self.member_list())
+    }
+}
+
 /// Sets the outer response header to the revision after the command.
 fn with_revision(mut r: KvResponse, revision: i64) -> KvResponse {
     let h = match &mut r {
@@ -300,6 +364,7 @@ fn with_revision(mut r: KvResponse, revision: i64) -> KvResponse {
         KvResponse::Compaction(x) => &mut x.header,
         KvResponse::LeaseGrant(x) => &mut x.header,
         KvResponse::LeaseRevoke(x) => &mut x.header,
+        KvResponse::Members(x) => &mut x.header,
     };
     *h = header(revision);
     r

@@ -885,3 +885,40 @@ fn watch_events_from_past_revision_with_prev_kv_and_compacted_error() {
     );
     assert_eq!(h.s.events(b"w/", b"w0", 4, 10).unwrap().len(), 3);
 }
+
+#[test]
+fn member_table_upserts_removes_and_survives_a_snapshot() {
+    use flotilla_proto::etcdserverpb::{Member, MemberRemoveRequest};
+    let mut h = Harness::new();
+    let member = |id: u64, client: &str| Member {
+        id,
+        name: format!("n{id}"),
+        peer_ur_ls: vec![format!("http://p{id}:2380")],
+        client_ur_ls: vec![client.to_string()],
+        is_learner: false,
+    };
+    let before = h.put("a", "1").revision;
+    let out = h.op(KvOp::MemberUpsert(member(1, "")));
+    assert_eq!(
+        out.revision, before,
+        "membership does not move the revision"
+    );
+    assert!(out.events.is_empty());
+    h.op(KvOp::MemberUpsert(member(2, "http://c2:2379")));
+    // Idempotent: the same upsert again leaves one entry, updated in place.
+    h.op(KvOp::MemberUpsert(member(1, "http://c1:2379")));
+    let ids: Vec<u64> = h.s.members().iter().map(|m| m.id).collect();
+    assert_eq!(ids, vec![1, 2]);
+    assert_eq!(h.s.member(1).unwrap().client_ur_ls, vec!["http://c1:2379"]);
+    let out = h.op(KvOp::MemberRemove(MemberRemoveRequest { id: 2 }));
+    let Ok(KvResponse::Members(list)) = out.result else {
+        panic!("expected the member list: {:?}", out.result);
+    };
+    assert_eq!(list.members.len(), 1);
+    assert!(h.s.is_removed_member(2));
+    // A removed member cannot publish itself back.
+    let out = h.op(KvOp::MemberUpsert(member(2, "http://c2:2379")));
+    assert!(matches!(out.result, Err(KvError::BadRequest(_))), "{out:?}");
+    let restored = KvStore::decode_snapshot(KvConfig::default(), &h.s.encode_snapshot()).unwrap();
+    assert_eq!(restored, h.s);
+}

@@ -1,0 +1,84 @@
+//! [`ApiContext`]: what the client services share.
+
+use super::errors::{LeaderHint, driver_status};
+use super::forward::FORWARDED_METADATA;
+use super::forward::Forwarder;
+use super::header::HeaderSource;
+use crate::driver::{DriverError, RaftHandle};
+use crate::state::NodeStateMachine;
+use flotilla_raft::{NodeId, Role};
+use tonic::Status;
+use tonic::metadata::MetadataMap;
+use tonic::transport::Channel;
+
+/// The driver handle, header source, limits and forwarding channels of one
+/// member. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct ApiContext {
+    /// The driver.
+    pub raft: RaftHandle<NodeStateMachine>,
+    /// Response headers.
+    pub header: HeaderSource,
+    /// This member's id.
+    pub member_id: u64,
+    /// Largest request accepted, in encoded bytes.
+    pub max_request_bytes: usize,
+    /// Channels to other members.
+    pub forwarder: Forwarder,
+}
+
+impl ApiContext {
+    /// The leader's id and client URL as far as this member knows: `id`
+    /// from the driver, the URL from the member table.
+    pub async fn leader_hint(&self, id: Option<NodeId>) -> LeaderHint {
+        let Some(id) = id.filter(|id| id.is_some()) else {
+            return LeaderHint::default();
+        };
+        let endpoint = self
+            .raft
+            .read_local(move |sm| {
+                sm.kv()
+                    .member(id.0)
+                    .and_then(|m| m.client_ur_ls.first().cloned())
+            })
+            .await
+            .ok()
+            .flatten();
+        LeaderHint {
+            id: Some(id.0),
+            endpoint,
+        }
+    }
+
+    /// A channel to the leader when this member does not lead and the
+    /// request was not forwarded already; `None` to serve it here. A
+    /// follower that cannot name the leader's client URL answers
+    /// `UNAVAILABLE`.
+    pub async fn leader_channel(&self, md: &MetadataMap) -> Result<Option<Channel>, Status> {
+        let s = self.raft.status();
+        if s.role == Role::Leader || md.contains_key(FORWARDED_METADATA) {
+            return Ok(None);
+        }
+        let leader = s.leader.is_some().then_some(s.leader);
+        let hint = self.leader_hint(leader).await;
+        match &hint.endpoint {
+            Some(url) if hint.id != Some(self.member_id) => Ok(Some(self.forwarder.channel(url)?)),
+            _ => Err(driver_status(
+                &DriverError::NotLeader {
+                    leader_hint: leader,
+                },
+                &LeaderHint::default(),
+            )),
+        }
+    }
+
+    /// `e` as a status, with the leader hint looked up when it is a
+    /// `NotLeader`.
+    pub async fn status_of(&self, e: &DriverError) -> Status {
+        let hint = match e {
+            DriverError::NotLeader { leader_hint } => self.leader_hint(*leader_hint).await,
+            _ => LeaderHint::default(),
+        };
+        driver_status(e, &hint)
+    }
+}

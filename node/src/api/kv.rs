@@ -1,0 +1,228 @@
+//! [`KvService`]: etcd's KV service. Range is read through the driver
+//! (ReadIndex, or local when `serializable`); Put, DeleteRange, Txn and
+//! Compact are proposed, and forwarded once to the leader by a follower.
+
+use super::context::ApiContext;
+use super::errors::{driver_status, kv_status, request_too_large};
+use super::forward::{FORWARDED_METADATA, mark_forwarded};
+use crate::driver::DriverError;
+use crate::kv::{KvCommand, KvOp, KvResponse};
+use crate::state::NodeStateMachine;
+use flotilla_proto::etcdserverpb::kv_client::KvClient;
+use flotilla_proto::etcdserverpb::kv_server::Kv;
+use flotilla_proto::etcdserverpb::{
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
+    PutResponse, RangeRequest, RangeResponse, ResponseHeader, TxnRequest, TxnResponse,
+};
+use std::future::Future;
+use std::pin::Pin;
+use tonic::metadata::MetadataMap;
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+
+/// Request metadata: the exactly-once client session id (decimal `u64`).
+pub const CLIENT_ID_METADATA: &str = "flotilla-client-id";
+/// Request metadata: the request's sequence number in its session.
+pub const SEQ_METADATA: &str = "flotilla-seq";
+
+/// Reads the exactly-once ids from request metadata: `(0, 0)` when absent
+/// (etcd's semantics), `INVALID_ARGUMENT` when malformed or only one of the
+/// two is given.
+pub fn session_ids(md: &MetadataMap) -> Result<(u64, u64), Status> {
+    let parse = |name: &str| -> Result<Option<u64>, Status> {
+        let Some(v) = md.get(name) else {
+            return Ok(None);
+        };
+        v.to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .map(Some)
+            .ok_or_else(|| Status::invalid_argument(format!("flotilla: malformed {name} metadata")))
+    };
+    match (parse(CLIENT_ID_METADATA)?, parse(SEQ_METADATA)?) {
+        (None, None) | (Some(0), _) => Ok((0, 0)),
+        (Some(client), Some(seq)) => Ok((client, seq)),
+        _ => Err(Status::invalid_argument(format!(
+            "flotilla: {CLIENT_ID_METADATA} and {SEQ_METADATA} must be given together"
+        ))),
+    }
+}
+
+type Forwarded<R> = Pin<Box<dyn Future<Output = Result<Response<R>, Status>> + Send>>;
+
+/// A write request: how it goes into the log, comes out of it, and is
+/// re-issued at the leader.
+trait KvWrite: prost::Message + Clone + Send + 'static {
+    type Reply: Send + 'static;
+    fn into_op(self) -> KvOp;
+    fn reply(response: KvResponse) -> Option<Self::Reply>;
+    fn header(reply: &mut Self::Reply) -> &mut Option<ResponseHeader>;
+    fn forward(client: KvClient<Channel>, request: Request<Self>) -> Forwarded<Self::Reply>;
+}
+
+macro_rules! kv_write {
+    ($req:ty, $reply:ty, $op:ident, $resp:ident, $method:ident) => {
+        impl KvWrite for $req {
+            type Reply = $reply;
+            fn into_op(self) -> KvOp {
+                KvOp::$op(self)
+            }
+            fn reply(response: KvResponse) -> Option<$reply> {
+                match response {
+                    KvResponse::$resp(r) => Some(r),
+                    _ => None,
+                }
+            }
+            fn header(reply: &mut $reply) -> &mut Option<ResponseHeader> {
+                &mut reply.header
+            }
+            fn forward(mut client: KvClient<Channel>, request: Request<Self>) -> Forwarded<$reply> {
+                Box::pin(async move { client.$method(request).await })
+            }
+        }
+    };
+}
+
+kv_write!(PutRequest, PutResponse, Put, Put, put);
+kv_write!(
+    DeleteRangeRequest,
+    DeleteRangeResponse,
+    DeleteRange,
+    DeleteRange,
+    delete_range
+);
+kv_write!(TxnRequest, TxnResponse, Txn, Txn, txn);
+kv_write!(
+    CompactionRequest,
+    CompactionResponse,
+    Compaction,
+    Compaction,
+    compact
+);
+
+/// etcd's KV service on one member.
+#[derive(Clone, Debug)]
+pub struct KvService {
+    ctx: ApiContext,
+}
+
+impl KvService {
+    /// The service over `ctx`.
+    pub fn new(ctx: ApiContext) -> Self {
+        KvService { ctx }
+    }
+
+    /// Proposes a write; on a follower, re-issues it at the leader once.
+    async fn write<W: KvWrite>(&self, request: Request<W>) -> Result<Response<W::Reply>, Status> {
+        let (client_id, seq) = session_ids(request.metadata())?;
+        if request.get_ref().encoded_len() > self.ctx.max_request_bytes {
+            return Err(request_too_large());
+        }
+        let forwarded = request.metadata().contains_key(FORWARDED_METADATA);
+        let command = KvCommand::with_session(client_id, seq, request.get_ref().clone().into_op());
+        match self.ctx.raft.propose(command.encode_to_bytes()).await {
+            Ok(output) => {
+                let response = output.result.map_err(|e| kv_status(&e))?;
+                let mut reply = W::reply(response)
+                    .ok_or_else(|| Status::internal("flotilla: mismatched response kind"))?;
+                self.ctx.header.fill(W::header(&mut reply));
+                Ok(Response::new(reply))
+            }
+            Err(DriverError::NotLeader { leader_hint }) if !forwarded => {
+                let hint = self.ctx.leader_hint(leader_hint).await;
+                let e = DriverError::NotLeader { leader_hint };
+                let Some(url) = hint.endpoint.clone() else {
+                    // The leader has not published its client URL yet.
+                    return Err(driver_status(&e, &Default::default()));
+                };
+                if hint.id == Some(self.ctx.member_id) {
+                    return Err(driver_status(&e, &hint));
+                }
+                let channel = self.ctx.forwarder.channel(&url)?;
+                let client = KvClient::new(channel)
+                    .max_decoding_message_size(usize::MAX)
+                    .max_encoding_message_size(usize::MAX);
+                W::forward(client, mark_forwarded(request)).await
+            }
+            Err(e) => Err(self.ctx.status_of(&e).await),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Kv for KvService {
+    async fn range(
+        &self,
+        request: Request<RangeRequest>,
+    ) -> Result<Response<RangeResponse>, Status> {
+        let req = request.into_inner();
+        let serializable = req.serializable;
+        let read = move |sm: &NodeStateMachine| sm.kv().range(&req);
+        let result = if serializable {
+            self.ctx.raft.read_local(read).await
+        } else {
+            self.ctx.raft.read(read).await
+        };
+        match result {
+            Ok(Ok(mut reply)) => {
+                self.ctx.header.fill(&mut reply.header);
+                Ok(Response::new(reply))
+            }
+            Ok(Err(e)) => Err(kv_status(&e)),
+            Err(e) => Err(self.ctx.status_of(&e).await),
+        }
+    }
+
+    async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        self.write(request).await
+    }
+
+    async fn delete_range(
+        &self,
+        request: Request<DeleteRangeRequest>,
+    ) -> Result<Response<DeleteRangeResponse>, Status> {
+        self.write(request).await
+    }
+
+    async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        self.write(request).await
+    }
+
+    async fn compact(
+        &self,
+        request: Request<CompactionRequest>,
+    ) -> Result<Response<CompactionResponse>, Status> {
+        self.write(request).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::Code;
+    use tonic::metadata::MetadataValue;
+
+    fn md(pairs: &[(&'static str, &'static str)]) -> MetadataMap {
+        let mut m = MetadataMap::new();
+        for (k, v) in pairs {
+            m.insert(*k, MetadataValue::from_static(v));
+        }
+        m
+    }
+
+    #[test]
+    fn session_ids_from_metadata() {
+        assert_eq!(session_ids(&md(&[])).unwrap(), (0, 0));
+        assert_eq!(
+            session_ids(&md(&[(CLIENT_ID_METADATA, "7"), (SEQ_METADATA, "3")])).unwrap(),
+            (7, 3)
+        );
+        for bad in [
+            md(&[(CLIENT_ID_METADATA, "x"), (SEQ_METADATA, "3")]),
+            md(&[(CLIENT_ID_METADATA, "7")]),
+            md(&[(SEQ_METADATA, "-1")]),
+        ] {
+            assert_eq!(session_ids(&bad).unwrap_err().code(), Code::InvalidArgument);
+        }
+    }
+}

@@ -1,0 +1,48 @@
+//! The client API: etcd v3's KV, Maintenance and Cluster services over
+//! gRPC (DESIGN §5), on top of the driver's [`RaftHandle`](crate::driver::RaftHandle).
+//!
+//! Any member serves any request. Reads go through the driver (ReadIndex,
+//! or the local state when the request is `serializable`); writes are
+//! proposed, and a follower forwards them once to the leader's advertised
+//! client URL, found in the replicated member table. Each member publishes
+//! its own entry in that table ([`publish_self`]) as soon as it knows a
+//! leader, like etcd's `publish`.
+//!
+//! | file | what |
+//! |---|---|
+//! | `context.rs` | [`ApiContext`]: what every service shares |
+//! | `errors.rs` | the one mapping of driver and store errors to `tonic::Status` |
+//! | `header.rs` | [`HeaderSource`]: response headers filled from this member |
+//! | `forward.rs` | [`Forwarder`]: the bounded cache of channels to other members |
+//! | `kv.rs` | [`KvService`] |
+//! | `maintenance.rs` | [`MaintenanceService`] |
+//! | `cluster.rs` | [`ClusterService`] |
+//! | `publish.rs` | [`publish_self`] |
+//!
+//! # Exactly-once metadata
+//!
+//! A write carrying `flotilla-client-id` and `flotilla-seq` (decimal `u64`s)
+//! is applied at most once per (client, seq); without them it has etcd's
+//! semantics. A malformed value, or one of the two without the other, is
+//! refused with `INVALID_ARGUMENT`. Forwarding keeps both.
+
+mod cluster;
+mod context;
+mod errors;
+mod forward;
+mod header;
+mod kv;
+mod maintenance;
+mod publish;
+
+pub use cluster::{ClusterService, member_id_for_peer_url};
+pub use context::ApiContext;
+pub use errors::{
+    LEADER_ENDPOINT_METADATA, LEADER_ID_METADATA, LeaderHint, driver_status, kv_status,
+    request_too_large,
+};
+pub use forward::{FORWARDED_METADATA, Forwarder};
+pub use header::HeaderSource;
+pub use kv::{CLIENT_ID_METADATA, KvService, SEQ_METADATA, session_ids};
+pub use maintenance::{MaintenanceService, VERSION};
+pub use publish::publish_self;

@@ -1,0 +1,26 @@
+//! etcd's Lease service (DESIGN §5) and the leader's expiry loop.
+//!
+//! Grants and revokes go through Raft as [`crate::kv::KvCommand`]s. Expiry
+//! is decided by the leader alone, with the shared [`crate::kv::Lessor`]:
+//! [`spawn_lease_expiry`] follows the driver's status, promotes the lessor
+//! when this member becomes leader (every lease restarts at its full TTL,
+//! etcd's rule: a new leader never drops a lease early) and demotes it when
+//! leadership is lost; while leading it proposes a LeaseRevoke for each
+//! lease the lessor reports expired, a bounded number per round.
+//! Keepalives renew the leader's timers directly, without the log.
+//!
+//! | file | what |
+//! |---|---|
+//! | `service.rs` | [`LeaseService`]: Grant, Revoke, KeepAlive, TimeToLive, Leases |
+//! | `expiry.rs` | [`spawn_lease_expiry`] and [`LeaseExpiryConfig`] |
+//! | `status.rs` | the local mapping of driver and store errors to `tonic::Status` |
+
+mod expiry;
+mod service;
+mod status;
+
+pub use expiry::{LeaseExpiryConfig, spawn_lease_expiry};
+pub use service::{KeepAliveStream, LeaseService};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,272 @@
+//! [`LeaseService`]: etcd's Lease calls over the driver and the lessor.
+
+use super::status::{from_driver, from_kv, not_leader};
+use crate::driver::RaftHandle;
+use crate::kv::{KeepAliveError, KvCommand, KvOp, KvResponse, Lessor};
+use crate::state::NodeStateMachine;
+use crate::watch::StreamCloser;
+use flotilla_proto::etcdserverpb::lease_server::{Lease, LeaseServer};
+use flotilla_proto::etcdserverpb::{
+    LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
+    LeaseLeasesRequest, LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse,
+    LeaseTimeToLiveRequest, LeaseTimeToLiveResponse, ResponseHeader,
+};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::StreamExt as _;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+/// Keepalive responses queued per stream before it waits on the client.
+const KEEPALIVE_QUEUE_MAX: usize = 16;
+
+/// The server side of a LeaseKeepAlive stream.
+pub type KeepAliveStream = ReceiverStream<Result<LeaseKeepAliveResponse, Status>>;
+
+/// Serves etcd's Lease service. Grants and revokes are proposed through
+/// the driver; keepalives renew the shared [`Lessor`]'s timers, which only
+/// the leader's lessor (promoted by [`super::spawn_lease_expiry`]) accepts.
+#[derive(Clone)]
+pub struct LeaseService {
+    handle: RaftHandle<NodeStateMachine>,
+    lessor: Arc<Mutex<Lessor>>,
+    cluster_id: u64,
+    closing: StreamCloser,
+}
+
+impl std::fmt::Debug for LeaseService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeaseService")
+            .field("cluster_id", &self.cluster_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LeaseService {
+    /// A service over `handle` and the lessor from
+    /// [`NodeStateMachine::new`].
+    pub fn new(handle: RaftHandle<NodeStateMachine>, lessor: Arc<Mutex<Lessor>>) -> LeaseService {
+        LeaseService {
+            handle,
+            lessor,
+            cluster_id: 0,
+            closing: StreamCloser::new(),
+        }
+    }
+
+    /// Sets the cluster id put in response headers.
+    pub fn with_cluster_id(mut self, cluster_id: u64) -> LeaseService {
+        self.cluster_id = cluster_id;
+        self
+    }
+
+    /// Ends the open keepalive streams when the server shuts down: clients
+    /// never end theirs, and a graceful shutdown would wait for them.
+    pub fn stream_closer(&self) -> StreamCloser {
+        self.closing.clone()
+    }
+
+    /// The tonic server for this service.
+    pub fn into_server(self) -> LeaseServer<LeaseService> {
+        LeaseServer::new(self)
+    }
+
+    fn header(&self, revision: i64) -> ResponseHeader {
+        header(&self.handle, self.cluster_id, revision)
+    }
+
+    async fn propose(&self, op: KvOp) -> Result<KvResponse, Status> {
+        let command = KvCommand::new(op).encode_to_bytes();
+        let output = self.handle.propose(command).await.map_err(from_driver)?;
+        output.result.map_err(from_kv)
+    }
+}
+
+fn header(handle: &RaftHandle<NodeStateMachine>, cluster_id: u64, revision: i64) -> ResponseHeader {
+    let status = handle.status();
+    ResponseHeader {
+        cluster_id,
+        member_id: status.id.0,
+        revision,
+        raft_term: status.term.0,
+    }
+}
+
+fn lessor(lessor: &Mutex<Lessor>) -> std::sync::MutexGuard<'_, Lessor> {
+    lessor.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn unexpected(what: &str) -> Status {
+    Status::internal(format!(
+        "flotilla: the store answered a {what} with another response"
+    ))
+}
+
+#[tonic::async_trait]
+impl Lease for LeaseService {
+    async fn lease_grant(
+        &self,
+        request: Request<LeaseGrantRequest>,
+    ) -> Result<Response<LeaseGrantResponse>, Status> {
+        match self.propose(KvOp::LeaseGrant(request.into_inner())).await? {
+            KvResponse::LeaseGrant(mut r) => {
+                let revision = r.header.as_ref().map_or(0, |h| h.revision);
+                r.header = Some(self.header(revision));
+                Ok(Response::new(r))
+            }
+            _ => Err(unexpected("LeaseGrant")),
+        }
+    }
+
+    async fn lease_revoke(
+        &self,
+        request: Request<LeaseRevokeRequest>,
+    ) -> Result<Response<LeaseRevokeResponse>, Status> {
+        match self
+            .propose(KvOp::LeaseRevoke(request.into_inner()))
+            .await?
+        {
+            KvResponse::LeaseRevoke(mut r) => {
+                let revision = r.header.as_ref().map_or(0, |h| h.revision);
+                r.header = Some(self.header(revision));
+                Ok(Response::new(r))
+            }
+            _ => Err(unexpected("LeaseRevoke")),
+        }
+    }
+
+    type LeaseKeepAliveStream = KeepAliveStream;
+
+    async fn lease_keep_alive(
+        &self,
+        request: Request<Streaming<LeaseKeepAliveRequest>>,
+    ) -> Result<Response<KeepAliveStream>, Status> {
+        let (tx, rx) = mpsc::channel(KEEPALIVE_QUEUE_MAX);
+        let task = KeepAliveTask {
+            handle: self.handle.clone(),
+            lessor: self.lessor.clone(),
+            cluster_id: self.cluster_id,
+            out: tx,
+        };
+        tokio::spawn(task.run(request.into_inner(), self.closing.subscribe()));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        request: Request<LeaseTimeToLiveRequest>,
+    ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        let req = request.into_inner();
+        let (id, want_keys) = (req.id, req.keys);
+        let (entry, revision) = self
+            .handle
+            .read(move |sm| {
+                let kv = sm.kv();
+                let entry = kv.leases().get(id).map(|e| {
+                    let keys = if want_keys {
+                        e.keys.iter().cloned().collect()
+                    } else {
+                        Vec::new()
+                    };
+                    (e.ttl_secs, keys)
+                });
+                (entry, kv.revision())
+            })
+            .await
+            .map_err(from_driver)?;
+        let header = Some(self.header(revision));
+        // etcd answers a missing lease with TTL -1, not an error.
+        let Some((granted, keys)) = entry else {
+            return Ok(Response::new(LeaseTimeToLiveResponse {
+                header,
+                id,
+                ttl: -1,
+                ..Default::default()
+            }));
+        };
+        let (ttl, granted_ttl) = lessor(&self.lessor)
+            .time_to_live(id, Instant::now())
+            .unwrap_or((granted, granted));
+        Ok(Response::new(LeaseTimeToLiveResponse {
+            header,
+            id,
+            ttl,
+            granted_ttl,
+            keys,
+        }))
+    }
+
+    async fn lease_leases(
+        &self,
+        _request: Request<LeaseLeasesRequest>,
+    ) -> Result<Response<LeaseLeasesResponse>, Status> {
+        let (leases, revision) = self
+            .handle
+            .read(|sm| (sm.kv().lease_statuses(), sm.kv().revision()))
+            .await
+            .map_err(from_driver)?;
+        Ok(Response::new(LeaseLeasesResponse {
+            header: Some(self.header(revision)),
+            leases,
+        }))
+    }
+}
+
+/// The task behind one keepalive stream.
+struct KeepAliveTask {
+    handle: RaftHandle<NodeStateMachine>,
+    lessor: Arc<Mutex<Lessor>>,
+    cluster_id: u64,
+    out: mpsc::Sender<Result<LeaseKeepAliveResponse, Status>>,
+}
+
+impl KeepAliveTask {
+    async fn run(
+        self,
+        mut inbound: Streaming<LeaseKeepAliveRequest>,
+        mut closing: watch::Receiver<bool>,
+    ) {
+        loop {
+            let request = tokio::select! {
+                () = crate::watch::closed(&mut closing) => {
+                    let _ = self.out.send(Err(Status::unavailable("flotilla: server is shutting down"))).await;
+                    return;
+                }
+                request = inbound.next() => request,
+            };
+            let Some(Ok(request)) = request else {
+                return;
+            };
+            let answer = self.renew(request.id).await;
+            let failed = answer.is_err();
+            if self.out.send(answer).await.is_err() || failed {
+                return;
+            }
+        }
+    }
+
+    /// etcd's answers: the TTL on success, TTL 0 for a lease that is gone,
+    /// and not-leader on a member that does not lead.
+    async fn renew(&self, id: i64) -> Result<LeaseKeepAliveResponse, Status> {
+        let renewed = lessor(&self.lessor).keepalive(id, Instant::now());
+        let ttl = match renewed {
+            Ok(ttl) => ttl,
+            Err(KeepAliveError::NotFound) => 0,
+            Err(KeepAliveError::NotPrimary) => {
+                let leader = self.handle.status().leader;
+                return Err(not_leader((leader.0 != 0).then_some(leader.0)));
+            }
+        };
+        let revision = self
+            .handle
+            .read_local(|sm| sm.kv().revision())
+            .await
+            .map_err(from_driver)?;
+        Ok(LeaseKeepAliveResponse {
+            header: Some(header(&self.handle, self.cluster_id, revision)),
+            id,
+            ttl,
+        })
+    }
+}

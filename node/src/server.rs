@@ -1,0 +1,460 @@
+//! [`start`]: one Flotilla member, assembled from its parts — disk storage,
+//! the state machine restored from its snapshot, the Raft core, the peer
+//! transport and service, the driver, the client gRPC services and the HTTP
+//! port — on listeners the caller binds. [`RunningNode::shutdown`] stops
+//! them in order.
+
+use crate::api::{
+    ApiContext, ClusterService, Forwarder, HeaderSource, KvService, MaintenanceService,
+    publish_self,
+};
+use crate::config::{ClusterState, FsyncSetting, NodeConfig, ReadModeSetting};
+use crate::driver::{Driver, DriverConfig, RaftHandle};
+use crate::http::{self, HttpState};
+use crate::kv::Lessor;
+use crate::lease::{LeaseExpiryConfig, LeaseService, spawn_lease_expiry};
+use crate::metrics::Metrics;
+use crate::state::{AppliedEvents, NodeStateMachine, StateConfig};
+use crate::transport::{self, FaultControl, GrpcTransport, PeerService, TransportConfig};
+use crate::watch::{WatchConfig, WatchService};
+use flotilla_proto::etcdserverpb::Member;
+use flotilla_proto::etcdserverpb::cluster_server::ClusterServer;
+use flotilla_proto::etcdserverpb::kv_server::KvServer;
+use flotilla_proto::etcdserverpb::maintenance_server::MaintenanceServer;
+use flotilla_raft::{ConfState, Config, NodeId, Raft, ReadMode, Storage as _};
+use flotilla_storage::{DiskStorage, FsyncMode, StorageOptions};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, watch};
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+
+/// How often the transport's peers are reconciled with the member table.
+const PEER_SYNC_INTERVAL: Duration = Duration::from_millis(200);
+/// Channels to other members kept for forwarding.
+const FORWARD_CHANNELS_MAX: usize = 16;
+/// How long a forwarded request may take.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
+/// Room for gRPC framing and the other fields above `max_request_bytes`,
+/// so an oversized request reaches the handler and gets etcd's message.
+const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+
+/// The three listeners of a member, bound by the caller (tests bind
+/// `127.0.0.1:0`; the binary binds the configured addresses).
+#[derive(Debug)]
+pub struct NodeListeners {
+    /// The client API (etcd's gRPC services).
+    pub client: TcpListener,
+    /// The Raft peer service.
+    pub peer: TcpListener,
+    /// `/livez`, `/readyz`, `/metrics`.
+    pub http: TcpListener,
+}
+
+/// Why a member could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The data directory could not be opened.
+    #[error("cannot open the data directory: {0}")]
+    Storage(#[from] flotilla_storage::OpenError),
+    /// The storage opened but a read from it failed.
+    #[error("cannot read the data directory: {0}")]
+    StorageRead(#[from] flotilla_raft::StorageError),
+    /// The snapshot could not be loaded into the state machine.
+    #[error("cannot restore the snapshot: {0}")]
+    Restore(String),
+    /// The Raft configuration is inconsistent.
+    #[error("invalid raft configuration: {0}")]
+    Raft(#[from] flotilla_raft::ConfigError),
+    /// A peer URL is unusable.
+    #[error("peer transport: {0}")]
+    Transport(#[from] transport::TransportError),
+    /// A listener's address could not be read.
+    #[error("listener: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Why a running member stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The Raft driver stopped on a storage failure.
+    #[error("raft storage failed: {0}")]
+    Storage(#[from] flotilla_raft::StorageError),
+    /// A gRPC server failed.
+    #[error("grpc server: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+    /// The HTTP server failed.
+    #[error("http server: {0}")]
+    Http(#[from] std::io::Error),
+    /// A task panicked.
+    #[error("task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// A started member. Drop does not stop it: call [`RunningNode::shutdown`].
+#[derive(Debug)]
+pub struct RunningNode {
+    member_id: u64,
+    client_addr: SocketAddr,
+    peer_addr: SocketAddr,
+    http_addr: SocketAddr,
+    raft: RaftHandle<NodeStateMachine>,
+    transport: GrpcTransport,
+    lessor: Arc<Mutex<Lessor>>,
+    events: broadcast::Sender<Arc<AppliedEvents>>,
+    /// Phase 1: the client server and background tasks.
+    stop_clients: watch::Sender<bool>,
+    /// Phase 2: the peer server, the driver, the HTTP port.
+    stop_core: watch::Sender<bool>,
+    client_server: JoinHandle<Result<(), tonic::transport::Error>>,
+    background: Vec<JoinHandle<()>>,
+    peer_server: JoinHandle<Result<(), tonic::transport::Error>>,
+    driver: JoinHandle<Result<(), flotilla_raft::StorageError>>,
+    http_server: JoinHandle<std::io::Result<()>>,
+}
+
+fn signal(rx: &watch::Sender<bool>) -> impl Future<Output = ()> + Send + 'static {
+    let mut rx = rx.subscribe();
+    async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    }
+}
+
+/// The Raft core's configuration from the node's.
+fn raft_config(config: &NodeConfig, applied: u64) -> Config {
+    let mut c = Config::new(NodeId(config.member_id));
+    c.election_ticks = config.election_ticks;
+    c.heartbeat_ticks = config.heartbeat_ticks;
+    c.seed = config.member_id;
+    c.read_mode = match config.read_mode {
+        ReadModeSetting::Safe => ReadMode::Safe,
+        ReadModeSetting::Lease => ReadMode::LeaseBased,
+    };
+    c.snapshot_after_entries = config.snapshot_count;
+    c.applied = applied;
+    c
+}
+
+fn open_storage(config: &NodeConfig) -> Result<DiskStorage, StartError> {
+    let mut options = StorageOptions::new(config.cluster_id, config.member_id);
+    options.fsync = match config.fsync {
+        FsyncSetting::Always => FsyncMode::Always,
+        FsyncSetting::Never => FsyncMode::Never,
+    };
+    // Used only when the directory is fresh; a joining member starts empty
+    // and learns the configuration from the leader.
+    options.bootstrap = match config.cluster_state {
+        ClusterState::New => Some(ConfState {
+            voters: config
+                .initial_cluster
+                .iter()
+                .map(|m| NodeId(m.id))
+                .collect(),
+            learners: Vec::new(),
+        }),
+        ClusterState::Existing => None,
+    };
+    Ok(DiskStorage::open(&config.data_dir, options)?)
+}
+
+/// Starts a member of `config` on `listeners`: opens (or creates) its data
+/// directory, restores the state machine from the snapshot there, and
+/// spawns the driver, the peer and client servers, the HTTP port and the
+/// background tasks (publishing this member, keeping the transport's peers
+/// in step with the member table). Must run inside a multi-threaded tokio
+/// runtime (the driver blocks in place on storage IO).
+pub async fn start(
+    config: NodeConfig,
+    listeners: NodeListeners,
+) -> Result<RunningNode, StartError> {
+    let client_addr = listeners.client.local_addr()?;
+    let peer_addr = listeners.peer.local_addr()?;
+    let http_addr = listeners.http.local_addr()?;
+    let storage = tokio::task::block_in_place(|| open_storage(&config))?;
+    let snapshot = storage.snapshot()?;
+    // The store's limits stay the defaults on every member: applying must
+    // give the same result everywhere, so they are not per-member settings.
+    // `max_request_bytes` is checked before proposing instead.
+    let (mut sm, lessor) = NodeStateMachine::new(StateConfig::default());
+    if snapshot.meta.index > 0 {
+        flotilla_raft_restore(&mut sm, &snapshot)?;
+    }
+    let events = sm.event_sender();
+    let raft = Raft::new(raft_config(&config, snapshot.meta.index), storage)?;
+
+    let transport_config = TransportConfig {
+        jitter_seed: config.member_id,
+        ..TransportConfig::default()
+    };
+    let transport = GrpcTransport::new(
+        config.cluster_id,
+        transport_config.clone(),
+        FaultControl::new(config.member_id),
+    );
+    let initial_peers: HashMap<NodeId, String> = config
+        .initial_cluster
+        .iter()
+        .filter(|m| m.id != config.member_id)
+        .map(|m| (NodeId(m.id), m.peer_url.clone()))
+        .collect();
+    transport.set_peers(&initial_peers)?;
+
+    let metrics = Arc::new(Metrics::new());
+    let (driver, raft) = Driver::new(
+        raft,
+        sm,
+        transport.clone(),
+        DriverConfig {
+            tick_interval: config.tick,
+            ..DriverConfig::default()
+        },
+    );
+    let driver = driver.with_metrics(metrics.clone());
+
+    let stop_clients = watch::channel(false).0;
+    let stop_core = watch::channel(false).0;
+    let driver = tokio::spawn(driver.run(signal(&stop_core)));
+    let peer_service = PeerService::new(
+        config.cluster_id,
+        raft.clone(),
+        &transport_config,
+        transport.metrics(),
+    );
+    let peer_server = tokio::spawn(transport::serve(
+        listeners.peer,
+        peer_service,
+        signal(&stop_core),
+    ));
+    let http_server = tokio::spawn(http::serve(
+        listeners.http,
+        HttpState {
+            status: raft.watch_status(),
+            metrics,
+        },
+        signal(&stop_core),
+    ));
+
+    let ctx = ApiContext {
+        raft: raft.clone(),
+        header: HeaderSource::new(config.cluster_id, config.member_id, raft.watch_status()),
+        member_id: config.member_id,
+        max_request_bytes: config.max_request_bytes,
+        forwarder: Forwarder::new(FORWARD_CHANNELS_MAX, FORWARD_TIMEOUT),
+    };
+    let cluster = ClusterService::new(ctx.clone());
+    let watch_service = WatchService::new(
+        raft.clone(),
+        events.clone(),
+        WatchConfig {
+            cluster_id: config.cluster_id,
+            ..WatchConfig::default()
+        },
+    );
+    let lease_service =
+        LeaseService::new(raft.clone(), lessor.clone()).with_cluster_id(config.cluster_id);
+    let (watch_closer, lease_closer) =
+        (watch_service.stream_closer(), lease_service.stream_closer());
+    let message_max = config.max_request_bytes + GRPC_OVERHEAD_BYTES;
+    let router = tonic::transport::Server::builder()
+        .add_service(
+            KvServer::new(KvService::new(ctx.clone()))
+                .max_decoding_message_size(message_max)
+                .max_encoding_message_size(usize::MAX),
+        )
+        .add_service(MaintenanceServer::new(MaintenanceService::new(ctx.clone())))
+        .add_service(ClusterServer::new(cluster.clone()))
+        .add_service(watch_service.into_server())
+        .add_service(lease_service.into_server());
+    // Watch and keepalive streams never end by themselves: close them when
+    // the client server is asked to stop, or its graceful shutdown waits.
+    let stop_client_streams = {
+        let stop = signal(&stop_clients);
+        async move {
+            stop.await;
+            watch_closer.close();
+            lease_closer.close();
+        }
+    };
+    let client_server = tokio::spawn(router.serve_with_incoming_shutdown(
+        TcpListenerStream::new(listeners.client),
+        stop_client_streams,
+    ));
+
+    let me = Member {
+        id: config.member_id,
+        name: config.name.clone(),
+        peer_ur_ls: vec![config.peer_advertise.clone()],
+        client_ur_ls: vec![config.client_advertise.clone()],
+        is_learner: false,
+    };
+    let background = vec![
+        tokio::spawn(publish_self(
+            raft.clone(),
+            cluster,
+            me,
+            stop_clients.subscribe(),
+        )),
+        spawn_lease_expiry(
+            raft.clone(),
+            lessor.clone(),
+            LeaseExpiryConfig::default(),
+            signal(&stop_clients),
+        ),
+        tokio::spawn(sync_peers(
+            raft.clone(),
+            transport.clone(),
+            config.member_id,
+            initial_peers,
+            stop_clients.subscribe(),
+        )),
+    ];
+    tracing::info!(
+        member = %format!("{:x}", config.member_id),
+        name = %config.name,
+        %client_addr,
+        %peer_addr,
+        %http_addr,
+        "member started"
+    );
+    Ok(RunningNode {
+        member_id: config.member_id,
+        client_addr,
+        peer_addr,
+        http_addr,
+        raft,
+        transport,
+        lessor,
+        events,
+        stop_clients,
+        stop_core,
+        client_server,
+        background,
+        peer_server,
+        driver,
+        http_server,
+    })
+}
+
+fn flotilla_raft_restore(
+    sm: &mut NodeStateMachine,
+    snapshot: &flotilla_raft::Snapshot,
+) -> Result<(), StartError> {
+    crate::driver::StateMachine::restore(sm, snapshot).map_err(StartError::Restore)
+}
+
+/// Keeps the transport's peers equal to the initial cluster and the member
+/// table, less removed members and this one.
+async fn sync_peers(
+    raft: RaftHandle<NodeStateMachine>,
+    transport: GrpcTransport,
+    me: u64,
+    initial: HashMap<NodeId, String>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut ticker = tokio::time::interval(PEER_SYNC_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.wait_for(|stop| *stop) => return,
+            _ = ticker.tick() => {}
+        }
+        let Ok((members, removed)) = raft
+            .read_local(|sm| (sm.kv().members(), sm.kv().removed_members().clone()))
+            .await
+        else {
+            return;
+        };
+        let mut wanted = initial.clone();
+        for m in members {
+            if let Some(url) = m.peer_ur_ls.first() {
+                wanted.insert(NodeId(m.id), url.clone());
+            }
+        }
+        wanted.retain(|id, _| id.0 != me && !removed.contains(&id.0));
+        if wanted != transport.peers()
+            && let Err(e) = transport.set_peers(&wanted)
+        {
+            tracing::warn!(error = %e, "member table holds an unusable peer URL");
+        }
+    }
+}
+
+impl RunningNode {
+    /// This member's id.
+    pub fn member_id(&self) -> u64 {
+        self.member_id
+    }
+
+    /// Where the client API listens.
+    pub fn client_addr(&self) -> SocketAddr {
+        self.client_addr
+    }
+
+    /// Where the peer service listens.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer_addr
+    }
+
+    /// Where the HTTP port listens.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// The driver, for status and tests.
+    pub fn raft(&self) -> &RaftHandle<NodeStateMachine> {
+        &self.raft
+    }
+
+    /// The fault layer of this member's outgoing peer traffic (tests).
+    pub fn faults(&self) -> &FaultControl {
+        self.transport.faults()
+    }
+
+    /// The lessor shared with the state machine (for the Lease service).
+    pub fn lessor(&self) -> &Arc<Mutex<Lessor>> {
+        &self.lessor
+    }
+
+    /// The applied-event fan-out (for the Watch service).
+    pub fn event_sender(&self) -> &broadcast::Sender<Arc<AppliedEvents>> {
+        &self.events
+    }
+
+    /// Stops the member: first the client server (in-flight requests are
+    /// answered while the driver still runs) and the background tasks, then
+    /// the peer server (its open streams closed), the driver, the transport
+    /// and the HTTP port. Returns the first error any part stopped with.
+    pub async fn shutdown(self) -> Result<(), RunError> {
+        self.stop_clients.send_replace(true);
+        let mut first: Option<RunError> = None;
+        let mut keep = |r: Result<(), RunError>| {
+            if let Err(e) = r
+                && first.is_none()
+            {
+                first = Some(e);
+            }
+        };
+        keep(flatten(self.client_server.await));
+        for task in self.background {
+            keep(task.await.map_err(RunError::from));
+        }
+        self.stop_core.send_replace(true);
+        keep(flatten(self.peer_server.await));
+        keep(flatten(self.driver.await));
+        self.transport.shutdown();
+        keep(flatten(self.http_server.await));
+        match first {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+fn flatten<E: Into<RunError>>(
+    r: Result<Result<(), E>, tokio::task::JoinError>,
+) -> Result<(), RunError> {
+    r?.map_err(Into::into)
+}

@@ -1,0 +1,752 @@
+//! The client API over real gRPC on loopback: three in-process members on
+//! `127.0.0.1:0` listeners with data in temporary folders, a 10 ms tick,
+//! driven through the generated etcd clients. Waits are bounded; nothing
+//! asserts on durations.
+
+use flotilla_node::config::{
+    ClusterState, FsyncSetting, InitialMember, NodeConfig, ReadModeSetting,
+};
+use flotilla_node::server::{NodeListeners, RunningNode, start};
+use flotilla_proto::etcdserverpb::cluster_client::ClusterClient;
+use flotilla_proto::etcdserverpb::kv_client::KvClient;
+use flotilla_proto::etcdserverpb::maintenance_client::MaintenanceClient;
+use flotilla_proto::etcdserverpb::{
+    MemberAddRequest, MemberListRequest, MemberPromoteRequest, MemberRemoveRequest,
+    MoveLeaderRequest, PutRequest, RangeRequest, StatusRequest,
+};
+use flotilla_raft::Role;
+use std::future::Future;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tonic::transport::Channel;
+
+/// Longest any wait in these tests may take.
+const WAIT: Duration = Duration::from_secs(20);
+
+struct Cluster {
+    nodes: Vec<RunningNode>,
+    configs: Vec<NodeConfig>,
+    dirs: Vec<tempfile::TempDir>,
+}
+
+fn node_config(
+    name: &str,
+    member_id: u64,
+    initial: &[InitialMember],
+    dir: &tempfile::TempDir,
+    l: &NodeListeners,
+) -> NodeConfig {
+    let addr = |l: &TcpListener| l.local_addr().expect("addr").to_string();
+    NodeConfig {
+        name: name.to_string(),
+        member_id,
+        cluster_id: 0xf107,
+        data_dir: dir.path().to_path_buf(),
+        initial_cluster: initial.to_vec(),
+        cluster_state: ClusterState::New,
+        client_listen: addr(&l.client),
+        client_advertise: format!("http://{}", addr(&l.client)),
+        peer_listen: addr(&l.peer),
+        peer_advertise: format!("http://{}", addr(&l.peer)),
+        metrics_listen: addr(&l.http),
+        tick: Duration::from_millis(10),
+        election_ticks: 10,
+        heartbeat_ticks: 1,
+        snapshot_count: 10_000,
+        // These tests do not crash machines; skipping fsync keeps them quick
+        // on a small CI box.
+        fsync: FsyncSetting::Never,
+        read_mode: ReadModeSetting::Safe,
+        max_request_bytes: 64 * 1024,
+    }
+}
+
+async fn bind() -> TcpListener {
+    TcpListener::bind("127.0.0.1:0").await.expect("bind")
+}
+
+/// Polls `f` until it gives `Some`, for at most [`WAIT`].
+async fn eventually<T, F: Future<Output = Option<T>>>(what: &str, mut f: impl FnMut() -> F) -> T {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+impl Cluster {
+    /// Three members, started, with a leader elected and every member's
+    /// entry (with its client URL) applied on every member.
+    async fn start() -> Cluster {
+        Cluster::start_with(10_000).await
+    }
+
+    /// [`Cluster::start`], snapshotting every `snapshot_count` entries.
+    async fn start_with(snapshot_count: u64) -> Cluster {
+        let n = 3;
+        let mut listeners = Vec::new();
+        for _ in 0..n {
+            listeners.push(NodeListeners {
+                client: bind().await,
+                peer: bind().await,
+                http: bind().await,
+            });
+        }
+        let addr = |l: &TcpListener| l.local_addr().expect("addr").to_string();
+        let initial: Vec<InitialMember> = listeners
+            .iter()
+            .enumerate()
+            .map(|(i, l)| InitialMember {
+                name: format!("n{}", i + 1),
+                id: i as u64 + 1,
+                peer_url: format!("http://{}", addr(&l.peer)),
+            })
+            .collect();
+        let dirs: Vec<tempfile::TempDir> = (0..n)
+            .map(|_| tempfile::tempdir().expect("tempdir"))
+            .collect();
+        let mut nodes = Vec::new();
+        let mut configs = Vec::new();
+        for (i, l) in listeners.into_iter().enumerate() {
+            let mut config =
+                node_config(&format!("n{}", i + 1), i as u64 + 1, &initial, &dirs[i], &l);
+            config.snapshot_count = snapshot_count;
+            configs.push(config.clone());
+            nodes.push(start(config, l).await.expect("start"));
+        }
+        let c = Cluster {
+            nodes,
+            configs,
+            dirs,
+        };
+        c.wait_ready().await;
+        c
+    }
+
+    async fn wait_ready(&self) {
+        eventually("a leader all members agree on", || async {
+            let leaders: Vec<u64> = self
+                .nodes
+                .iter()
+                .map(|n| n.raft().status().leader.0)
+                .collect();
+            (leaders[0] != 0 && leaders.iter().all(|l| *l == leaders[0])).then_some(())
+        })
+        .await;
+        for node in &self.nodes {
+            eventually("every member published", || async {
+                let members = node
+                    .raft()
+                    .read_local(|sm| sm.kv().members())
+                    .await
+                    .expect("read");
+                (members.len() == 3 && members.iter().all(|m| !m.client_ur_ls.is_empty()))
+                    .then_some(())
+            })
+            .await;
+        }
+    }
+
+    fn leader(&self) -> usize {
+        self.nodes
+            .iter()
+            .position(|n| n.raft().status().role == Role::Leader)
+            .expect("a leader")
+    }
+
+    fn follower(&self) -> usize {
+        (self.leader() + 1) % self.nodes.len()
+    }
+
+    fn url(&self, i: usize) -> String {
+        format!("http://{}", self.nodes[i].client_addr())
+    }
+
+    async fn channel(&self, i: usize) -> Channel {
+        Channel::from_shared(self.url(i))
+            .expect("url")
+            .connect()
+            .await
+            .expect("connect")
+    }
+
+    async fn kv(&self, i: usize) -> KvClient<Channel> {
+        KvClient::new(self.channel(i).await)
+    }
+
+    async fn shutdown(self) {
+        for node in self.nodes {
+            node.shutdown().await.expect("clean shutdown");
+        }
+    }
+}
+
+fn put_req(key: &str, value: &str) -> PutRequest {
+    PutRequest {
+        key: key.into(),
+        value: value.into(),
+        ..Default::default()
+    }
+}
+
+fn get_req(key: &str) -> RangeRequest {
+    RangeRequest {
+        key: key.into(),
+        ..Default::default()
+    }
+}
+
+async fn value_of(kv: &mut KvClient<Channel>, req: RangeRequest) -> Option<Vec<u8>> {
+    let r = kv.range(req).await.expect("range").into_inner();
+    r.kvs.into_iter().next().map(|kv| kv.value)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn get() {
+    let c = Cluster::start().await;
+    let mut kv = c.kv(c.leader()).await;
+    assert_eq!(value_of(&mut kv, get_req("missing")).await, None);
+    let r = kv
+        .range(get_req("missing"))
+        .await
+        .expect("range")
+        .into_inner();
+    assert_eq!(r.count, 0);
+    let header = r.header.expect("header");
+    assert_eq!(header.cluster_id, 0xf107);
+    assert!(header.raft_term > 0);
+    let status = kv.range(get_req("")).await.expect_err("an empty key");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert_eq!(status.message(), "etcdserver: key is not provided");
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn put() {
+    let c = Cluster::start().await;
+    let mut kv = c.kv(c.leader()).await;
+    let first = kv.put(put_req("k", "v1")).await.expect("put").into_inner();
+    let mut again = put_req("k", "v2");
+    again.prev_kv = true;
+    let second = kv.put(again).await.expect("put").into_inner();
+    let rev = |h: &Option<flotilla_proto::etcdserverpb::ResponseHeader>| {
+        h.as_ref().expect("header").revision
+    };
+    assert_eq!(
+        rev(&second.header),
+        rev(&first.header) + 1,
+        "one revision per put"
+    );
+    assert_eq!(second.prev_kv.expect("prev_kv").value, b"v1");
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn put_get() {
+    let c = Cluster::start().await;
+    let mut kv = c.kv(c.leader()).await;
+    kv.put(put_req("greeting", "hello")).await.expect("put");
+    // Linearizable reads see it on every member, followers included.
+    for i in 0..c.nodes.len() {
+        let mut kv = c.kv(i).await;
+        assert_eq!(
+            value_of(&mut kv, get_req("greeting")).await.as_deref(),
+            Some(&b"hello"[..]),
+            "member {i}"
+        );
+    }
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent() {
+    let c = Cluster::start().await;
+    let clients = 6;
+    let puts = 20;
+    let mut tasks = Vec::new();
+    for client in 0..clients {
+        // Every member gets clients: followers forward.
+        let mut kv = c.kv(client % c.nodes.len()).await;
+        tasks.push(tokio::spawn(async move {
+            for i in 0..puts {
+                kv.put(put_req(
+                    &format!("c{client}/k{i}"),
+                    &format!("v{client}.{i}"),
+                ))
+                .await
+                .expect("put");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("client task");
+    }
+    let mut kv = c.kv(c.follower()).await;
+    for client in 0..clients {
+        for i in 0..puts {
+            let v = value_of(&mut kv, get_req(&format!("c{client}/k{i}"))).await;
+            assert_eq!(v, Some(format!("v{client}.{i}").into_bytes()));
+        }
+    }
+    let all = kv
+        .range(RangeRequest {
+            key: b"c".to_vec(),
+            range_end: b"d".to_vec(),
+            count_only: true,
+            ..Default::default()
+        })
+        .await
+        .expect("range")
+        .into_inner();
+    assert_eq!(all.count, (clients * puts) as i64);
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn follower_forwards_writes_to_the_leader() {
+    let c = Cluster::start().await;
+    let mut follower = c.kv(c.follower()).await;
+    let r = follower
+        .put(put_req("fwd", "1"))
+        .await
+        .expect("forwarded put");
+    let header = r.into_inner().header.expect("header");
+    assert_eq!(
+        header.member_id,
+        c.nodes[c.leader()].member_id(),
+        "the leader answered"
+    );
+    let mut leader = c.kv(c.leader()).await;
+    assert_eq!(
+        value_of(&mut leader, get_req("fwd")).await,
+        Some(b"1".to_vec())
+    );
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn serializable_read_on_a_follower() {
+    let c = Cluster::start().await;
+    let mut leader = c.kv(c.leader()).await;
+    leader.put(put_req("s", "x")).await.expect("put");
+    let mut follower = c.kv(c.follower()).await;
+    let value = eventually("the follower applies the put", || {
+        let mut follower = follower.clone();
+        async move {
+            let mut req = get_req("s");
+            req.serializable = true;
+            value_of(&mut follower, req).await
+        }
+    })
+    .await;
+    assert_eq!(value, b"x");
+    let mut req = get_req("s");
+    req.serializable = true;
+    let r = follower.range(req).await.expect("range").into_inner();
+    assert_eq!(
+        r.header.expect("header").member_id,
+        c.nodes[c.follower()].member_id(),
+        "served by the follower itself"
+    );
+    c.shutdown().await;
+}
+
+fn with_ids<T>(message: T, client: &'static str, seq: &'static str) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(message);
+    r.metadata_mut()
+        .insert("flotilla-client-id", client.parse().expect("ascii"));
+    r.metadata_mut()
+        .insert("flotilla-seq", seq.parse().expect("ascii"));
+    r
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn exactly_once_put_applies_once() {
+    let c = Cluster::start().await;
+    let mut leader = c.kv(c.leader()).await;
+    let first = leader
+        .put(with_ids(put_req("once", "a"), "77", "1"))
+        .await
+        .expect("put")
+        .into_inner();
+    // The same request again, through a follower this time (the forward
+    // keeps the ids): answered from the session, no new revision.
+    let mut follower = c.kv(c.follower()).await;
+    let retry = follower
+        .put(with_ids(put_req("once", "a"), "77", "1"))
+        .await
+        .expect("retried put")
+        .into_inner();
+    let rev = |h: Option<flotilla_proto::etcdserverpb::ResponseHeader>| h.expect("header").revision;
+    assert_eq!(rev(retry.header), rev(first.header));
+    let r = leader
+        .range(get_req("once"))
+        .await
+        .expect("range")
+        .into_inner();
+    assert_eq!(r.kvs[0].version, 1, "applied once");
+    assert_eq!(rev(r.header), rev(first.header), "no revision since");
+    // Without ids, a repeat is a new write (etcd's semantics).
+    let plain = leader
+        .put(put_req("once", "a"))
+        .await
+        .expect("put")
+        .into_inner();
+    let r = leader
+        .range(get_req("once"))
+        .await
+        .expect("range")
+        .into_inner();
+    assert_eq!(r.kvs[0].version, 2);
+    assert_eq!(r.kvs[0].mod_revision, rev(plain.header));
+    // Malformed ids are refused.
+    let bad = leader.put(with_ids(put_req("once", "b"), "x", "1")).await;
+    assert_eq!(
+        bad.expect_err("malformed").code(),
+        tonic::Code::InvalidArgument
+    );
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn oversized_request_is_refused() {
+    let c = Cluster::start().await;
+    let mut kv = c.kv(c.follower()).await;
+    let big = "x".repeat(100 * 1024);
+    let status = kv.put(put_req("big", &big)).await.expect_err("too large");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert_eq!(status.message(), "etcdserver: request is too large");
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn member_list_has_three_members_with_client_urls() {
+    let c = Cluster::start().await;
+    for i in 0..c.nodes.len() {
+        let mut cluster = ClusterClient::new(c.channel(i).await);
+        let list = cluster
+            .member_list(MemberListRequest {
+                linearizable: i == 0,
+            })
+            .await
+            .expect("member list")
+            .into_inner();
+        assert_eq!(list.members.len(), 3);
+        for (j, node) in c.nodes.iter().enumerate() {
+            let m = list
+                .members
+                .iter()
+                .find(|m| m.id == node.member_id())
+                .expect("listed");
+            assert_eq!(m.name, format!("n{}", j + 1));
+            assert_eq!(m.client_ur_ls, vec![c.url(j)]);
+            assert_eq!(m.peer_ur_ls.len(), 1);
+            assert!(!m.is_learner);
+        }
+    }
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn maintenance_status_names_the_leader() {
+    let c = Cluster::start().await;
+    let leader_id = c.nodes[c.leader()].member_id();
+    for i in 0..c.nodes.len() {
+        let mut m = MaintenanceClient::new(c.channel(i).await);
+        let s = m
+            .status(StatusRequest {})
+            .await
+            .expect("status")
+            .into_inner();
+        assert_eq!(s.leader, leader_id, "member {i}");
+        assert!(s.raft_term > 0);
+        assert!(s.raft_index > 0);
+        assert!(s.version.starts_with("3.5."), "{}", s.version);
+        assert_eq!(s.header.expect("header").member_id, c.nodes[i].member_id());
+    }
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn move_leader_hands_leadership_over() {
+    let c = Cluster::start().await;
+    let target = c.follower();
+    let target_id = c.nodes[target].member_id();
+    // Sent to a follower, MoveLeader says who leads.
+    let mut m = MaintenanceClient::new(c.channel(target).await);
+    let refused = m
+        .move_leader(MoveLeaderRequest { target_id })
+        .await
+        .expect_err("only the leader moves leadership");
+    assert_eq!(refused.code(), tonic::Code::Unavailable);
+    assert_eq!(
+        refused
+            .metadata()
+            .get("flotilla-leader-endpoint")
+            .expect("hint"),
+        c.url(c.leader()).as_str()
+    );
+    let mut m = MaintenanceClient::new(c.channel(c.leader()).await);
+    m.move_leader(MoveLeaderRequest { target_id })
+        .await
+        .expect("move leader");
+    eventually("the target to lead", || async {
+        (c.nodes[target].raft().status().role == Role::Leader).then_some(())
+    })
+    .await;
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn member_add_learner_promote_and_remove() {
+    let mut c = Cluster::start().await;
+    let l = NodeListeners {
+        client: bind().await,
+        peer: bind().await,
+        http: bind().await,
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let peer_url = format!("http://{}", l.peer.local_addr().expect("addr"));
+    // Sent to a follower: forwarded to the leader.
+    let mut cluster = ClusterClient::new(c.channel(c.follower()).await);
+    let voter = cluster
+        .member_add(MemberAddRequest {
+            peer_ur_ls: vec![peer_url.clone()],
+            is_learner: false,
+        })
+        .await
+        .expect_err("voters are added as learners first");
+    assert_eq!(voter.code(), tonic::Code::FailedPrecondition);
+    let added = cluster
+        .member_add(MemberAddRequest {
+            peer_ur_ls: vec![peer_url.clone()],
+            is_learner: true,
+        })
+        .await
+        .expect("member add")
+        .into_inner();
+    let member = added.member.expect("the new member");
+    assert!(member.is_learner);
+    assert_eq!(
+        member.id,
+        flotilla_node::api::member_id_for_peer_url(&peer_url)
+    );
+    assert_eq!(added.members.len(), 4);
+    // The new member joins: founding members as its initial peers.
+    let initial = c.nodes[0]
+        .raft()
+        .read_local(|sm| sm.kv().members())
+        .await
+        .expect("read")
+        .into_iter()
+        .map(|m| InitialMember {
+            name: m.name,
+            id: m.id,
+            peer_url: m.peer_ur_ls[0].clone(),
+        })
+        .filter(|m| m.id != member.id)
+        .collect::<Vec<_>>();
+    let mut config = node_config("n4", member.id, &initial, &dir, &l);
+    config.cluster_state = ClusterState::Existing;
+    c.configs.push(config.clone());
+    c.nodes
+        .push(start(config, l).await.expect("start the joiner"));
+    c.dirs.push(dir);
+    let mut leader = c.kv(c.leader()).await;
+    leader.put(put_req("joined", "yes")).await.expect("put");
+    let mut joiner = c.kv(3).await;
+    eventually("the learner to catch up and publish", || {
+        let mut joiner = joiner.clone();
+        let node = &c.nodes[3];
+        async move {
+            let mut req = get_req("joined");
+            req.serializable = true;
+            let v = value_of(&mut joiner, req).await?;
+            let me = node.member_id();
+            let published = node
+                .raft()
+                .read_local(move |sm| sm.kv().member(me).is_some_and(|m| m.name == "n4"))
+                .await
+                .ok()?;
+            published.then_some(v)
+        }
+    })
+    .await;
+    // Promotion waits until the learner is close enough behind.
+    let promoted = eventually("the promotion", || {
+        let mut cluster = cluster.clone();
+        async move {
+            cluster
+                .member_promote(MemberPromoteRequest { id: member.id })
+                .await
+                .ok()
+        }
+    })
+    .await
+    .into_inner();
+    let me = promoted
+        .members
+        .iter()
+        .find(|m| m.id == member.id)
+        .expect("listed");
+    assert!(!me.is_learner);
+    assert_eq!(me.name, "n4");
+    // Linearizable reads from the new voter.
+    assert_eq!(
+        value_of(&mut joiner, get_req("joined")).await,
+        Some(b"yes".to_vec())
+    );
+    let removed = cluster
+        .member_remove(MemberRemoveRequest { id: member.id })
+        .await
+        .expect("member remove")
+        .into_inner();
+    assert_eq!(removed.members.len(), 3);
+    let missing = cluster
+        .member_remove(MemberRemoveRequest { id: member.id })
+        .await
+        .expect_err("already removed");
+    assert_eq!(missing.code(), tonic::Code::NotFound);
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn restart_from_disk_keeps_data_and_members() {
+    // Snapshots every few entries, so the restart goes through a snapshot.
+    let mut c = Cluster::start_with(8).await;
+    let mut leader = c.kv(c.leader()).await;
+    for i in 0..30 {
+        leader
+            .put(put_req(&format!("r{i}"), &i.to_string()))
+            .await
+            .expect("put");
+    }
+    let i = c.follower();
+    let config = c.configs[i].clone();
+    let client_addr = c.nodes[i].client_addr();
+    let peer_addr = c.nodes[i].peer_addr();
+    let http_addr = c.nodes[i].http_addr();
+    let stopped = c.nodes.remove(i);
+    stopped.shutdown().await.expect("clean shutdown");
+    leader.put(put_req("while-down", "1")).await.expect("put");
+    // The same addresses again: the others know its peer URL.
+    let l = NodeListeners {
+        client: TcpListener::bind(client_addr).await.expect("rebind"),
+        peer: TcpListener::bind(peer_addr).await.expect("rebind"),
+        http: TcpListener::bind(http_addr).await.expect("rebind"),
+    };
+    c.nodes.insert(i, start(config, l).await.expect("restart"));
+    let mut kv = c.kv(i).await;
+    let value = eventually("the restarted member to catch up", || {
+        let mut kv = kv.clone();
+        async move {
+            let mut req = get_req("while-down");
+            req.serializable = true;
+            value_of(&mut kv, req).await
+        }
+    })
+    .await;
+    assert_eq!(value, b"1");
+    for k in 0..30 {
+        let mut req = get_req(&format!("r{k}"));
+        req.serializable = true;
+        assert_eq!(
+            value_of(&mut kv, req).await,
+            Some(k.to_string().into_bytes())
+        );
+    }
+    let members = c.nodes[i]
+        .raft()
+        .read_local(|sm| sm.kv().members())
+        .await
+        .expect("read");
+    assert_eq!(members.len(), 3, "the member table survives the restart");
+    // And it serves writes again (forwarded).
+    kv.put(put_req("after", "restart")).await.expect("put");
+    c.shutdown().await;
+}
+
+/// Watch and Lease through a whole node: a watcher on a follower sees a
+/// write made at the leader; a key attached to a lease goes when the lease
+/// is revoked; the whole cluster still shuts down cleanly with the streams
+/// open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_and_lease_through_the_node() {
+    use flotilla_proto::etcdserverpb::lease_client::LeaseClient;
+    use flotilla_proto::etcdserverpb::watch_client::WatchClient;
+    use flotilla_proto::etcdserverpb::watch_request::RequestUnion;
+    use flotilla_proto::etcdserverpb::{
+        LeaseGrantRequest, LeaseRevokeRequest, WatchCreateRequest, WatchRequest,
+    };
+    let c = Cluster::start().await;
+    let (leader, follower) = (c.leader(), c.follower());
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(WatchRequest {
+        request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
+            key: b"watched".to_vec(),
+            ..Default::default()
+        })),
+    })
+    .await
+    .expect("queue the create");
+    let mut stream = WatchClient::new(c.channel(follower).await)
+        .watch(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("watch")
+        .into_inner();
+    let created = stream.message().await.expect("stream").expect("created");
+    assert!(created.created);
+    c.kv(leader)
+        .await
+        .put(put_req("watched", "v1"))
+        .await
+        .expect("put");
+    let mut event = None;
+    for _ in 0..100 {
+        let msg =
+            tokio::time::timeout(std::time::Duration::from_millis(200), stream.message()).await;
+        if let Ok(Ok(Some(msg))) = msg
+            && let Some(e) = msg.events.into_iter().next()
+        {
+            event = Some(e);
+            break;
+        }
+    }
+    let event = event.expect("the watch event arrived");
+    assert_eq!(event.kv.expect("kv").value, b"v1");
+
+    let mut lease = LeaseClient::new(c.channel(leader).await);
+    let granted = lease
+        .lease_grant(LeaseGrantRequest { ttl: 60, id: 0 })
+        .await
+        .expect("grant")
+        .into_inner();
+    c.kv(leader)
+        .await
+        .put(PutRequest {
+            lease: granted.id,
+            ..put_req("leased", "x")
+        })
+        .await
+        .expect("put with lease");
+    lease
+        .lease_revoke(LeaseRevokeRequest { id: granted.id })
+        .await
+        .expect("revoke");
+    let after = c
+        .kv(follower)
+        .await
+        .range(get_req("leased"))
+        .await
+        .expect("range")
+        .into_inner();
+    assert!(after.kvs.is_empty(), "revoking the lease deleted its key");
+    drop(tx);
+    c.shutdown().await;
+}
