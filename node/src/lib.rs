@@ -10,6 +10,7 @@
 //! | [`http`] | `/livez`, `/readyz`, `/metrics` |
 //! | [`kv`] | the etcd-compatible MVCC key-value state machine, leases, exactly-once sessions |
 //! | [`lease`] | etcd's Lease service and the leader's lease expiry loop |
+//! | [`member`] | running one member as a process (the `flotilla-node` binary) |
 //! | [`metrics`] | the Prometheus registry |
 //! | [`server`] | [`server::start`]: one member assembled from its parts, on listeners the caller binds |
 //! | [`state`] | the node's state machine: the KV store with watch fan-out and lease tracking |
@@ -23,6 +24,7 @@ pub mod driver;
 pub mod http;
 pub mod kv;
 pub mod lease;
+pub mod member;
 pub mod metrics;
 pub mod server;
 pub mod state;

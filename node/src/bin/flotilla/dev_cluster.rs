@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -23,7 +23,8 @@ pub struct DevClusterArgs {
     /// on `base-port + 100 + i`, for HTTP on `base-port + 200 + i`.
     #[arg(long, default_value_t = 2379)]
     base_port: u16,
-    /// The `flotilla-node` binary (default: next to this one).
+    /// The `flotilla-node` binary (default: the one next to this executable,
+    /// or this executable's own hidden `node` command).
     #[arg(long)]
     node_bin: Option<PathBuf>,
     /// Pass `--fsync never` to the members (faster, not durable).
@@ -41,19 +42,18 @@ struct Member {
     child: Child,
 }
 
-fn node_binary(args: &DevClusterArgs) -> Result<PathBuf> {
+/// The program that runs a member, and the arguments that come before the
+/// member's flags.
+fn node_program(args: &DevClusterArgs) -> Result<(PathBuf, Vec<&'static str>)> {
     if let Some(bin) = &args.node_bin {
-        return Ok(bin.clone());
+        return Ok((bin.clone(), Vec::new()));
     }
     let me = std::env::current_exe().context("cannot find this executable")?;
-    let bin = me.with_file_name("flotilla-node");
-    if !bin.exists() {
-        bail!(
-            "{} not found; build it (cargo build -p flotilla-node) or pass --node-bin",
-            bin.display()
-        );
+    let sibling = me.with_file_name("flotilla-node");
+    if sibling.exists() {
+        return Ok((sibling, Vec::new()));
     }
-    Ok(bin)
+    Ok((me, vec!["node"]))
 }
 
 /// Whether `GET /readyz` on `port` answers 200.
@@ -70,7 +70,12 @@ async fn ready(port: u16) -> bool {
     matches!(read, Ok(Ok(_))) && buf.starts_with(b"HTTP/1.1 200")
 }
 
-fn spawn(bin: &Path, args: &DevClusterArgs, i: u16, cluster: &str) -> Result<Member> {
+fn spawn(
+    (bin, prefix): &(PathBuf, Vec<&'static str>),
+    args: &DevClusterArgs,
+    i: u16,
+    cluster: &str,
+) -> Result<Member> {
     let name = format!("n{}", i + 1);
     let (client, peer, http) = (
         args.base_port + i,
@@ -82,7 +87,8 @@ fn spawn(bin: &Path, args: &DevClusterArgs, i: u16, cluster: &str) -> Result<Mem
         .with_context(|| format!("cannot create {}", args.dir.display()))?;
     let log = std::fs::File::create(args.dir.join(format!("{name}.log")))?;
     let mut cmd = Command::new(bin);
-    cmd.arg("--name")
+    cmd.args(prefix)
+        .arg("--name")
         .arg(&name)
         .arg("--data-dir")
         .arg(&data)
@@ -135,14 +141,14 @@ pub async fn run(args: DevClusterArgs) -> Result<()> {
     if args.members == 0 || args.members > 9 {
         bail!("--members must be between 1 and 9");
     }
-    let bin = node_binary(&args)?;
+    let program = node_program(&args)?;
     let cluster: Vec<String> = (0..args.members)
         .map(|i| format!("n{}=http://127.0.0.1:{}", i + 1, args.base_port + 100 + i))
         .collect();
     let cluster = cluster.join(",");
     let mut members = Vec::new();
     for i in 0..args.members {
-        match spawn(&bin, &args, i, &cluster) {
+        match spawn(&program, &args, i, &cluster) {
             Ok(m) => members.push(m),
             Err(e) => {
                 for m in &mut members {

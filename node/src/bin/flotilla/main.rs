@@ -52,6 +52,9 @@ enum Command {
     /// Measure a component on this machine.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Run one member (what `flotilla-node` does; used by dev-cluster).
+    #[command(hide = true)]
+    Node(flotilla_node::config::NodeArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -70,18 +73,24 @@ pub enum WriteOut {
     Json,
 }
 
-fn main() -> Result<()> {
+fn main() -> Result<std::process::ExitCode> {
     let cli = Cli::parse();
+    let done = std::process::ExitCode::SUCCESS;
     match cli.command {
-        Command::Bench(BenchCommand::Log(args)) => bench_log::bench_log(args, cli.write_out),
-        Command::DevCluster(args) => runtime()?.block_on(dev_cluster::run(args)),
-        Command::Kv(cmd) => runtime()?.block_on(cluster::kv(cmd, &cli.endpoints, cli.write_out)),
-        Command::Member(cmd) => {
-            runtime()?.block_on(cluster::member(cmd, &cli.endpoints, cli.write_out))
+        Command::Node(args) => Ok(flotilla_node::member::run_member(args)),
+        Command::Bench(BenchCommand::Log(args)) => {
+            bench_log::bench_log(args, cli.write_out).map(|()| done)
         }
-        Command::Cluster(cmd) => {
-            runtime()?.block_on(cluster::cluster(cmd, &cli.endpoints, cli.write_out))
-        }
+        Command::DevCluster(args) => runtime()?.block_on(dev_cluster::run(args)).map(|()| done),
+        Command::Kv(cmd) => runtime()?
+            .block_on(cluster::kv(cmd, &cli.endpoints, cli.write_out))
+            .map(|()| done),
+        Command::Member(cmd) => runtime()?
+            .block_on(cluster::member(cmd, &cli.endpoints, cli.write_out))
+            .map(|()| done),
+        Command::Cluster(cmd) => runtime()?
+            .block_on(cluster::cluster(cmd, &cli.endpoints, cli.write_out))
+            .map(|()| done),
     }
 }
 
