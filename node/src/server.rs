@@ -253,8 +253,9 @@ pub async fn start(
             ..WatchConfig::default()
         },
     );
-    let lease_service =
-        LeaseService::new(raft.clone(), lessor.clone()).with_cluster_id(config.cluster_id);
+    let lease_service = LeaseService::new(raft.clone(), lessor.clone())
+        .with_cluster_id(config.cluster_id)
+        .with_forwarding(ctx.clone());
     let (watch_closer, lease_closer) =
         (watch_service.stream_closer(), lease_service.stream_closer());
     let message_max = config.max_request_bytes + GRPC_OVERHEAD_BYTES;

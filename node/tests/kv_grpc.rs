@@ -750,3 +750,100 @@ async fn watch_and_lease_through_the_node() {
     drop(tx);
     c.shutdown().await;
 }
+
+/// Runs etcdctl (v3 API) against the cluster; returns stdout.
+fn etcdctl(endpoints: &str, args: &[&str], stdin: Option<&str>) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg("--endpoints")
+        .arg(endpoints)
+        .arg("--command-timeout=5s")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("etcdctl runs");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
+    }
+    let out = child.wait_with_output().expect("etcdctl finishes");
+    assert!(
+        out.status.success(),
+        "etcdctl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Debian's etcdctl works unchanged against Flotilla: put, get, del, txn,
+/// lease grant, member list, endpoint status. `.ci/run` installs it; on a
+/// machine without it the test says so and passes only outside CI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_compatibility() {
+    if std::process::Command::new("etcdctl")
+        .arg("version")
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "etcdctl is missing in CI: .ci/run installs Debian's etcd-client"
+        );
+        eprintln!("etcdctl not installed: skipping (apt-get install etcd-client)");
+        return;
+    }
+    let c = Cluster::start().await;
+    let endpoints: Vec<String> = (0..3)
+        .map(|i| c.nodes[i].client_addr().to_string())
+        .collect();
+    let e = endpoints.join(",");
+    let run = |args: Vec<String>, stdin: Option<String>| {
+        let e = e.clone();
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            etcdctl(&e, &args, stdin.as_deref())
+        })
+    };
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        run(s(&["put", "foo", "bar"]), None)
+            .await
+            .expect("join")
+            .trim(),
+        "OK"
+    );
+    assert_eq!(
+        run(s(&["get", "foo"]), None).await.expect("join"),
+        "foo\nbar\n"
+    );
+    let txn = "create(\"k\") = \"0\"\n\nput k v\n\nput k other\n\n".to_string();
+    let out = run(s(&["txn"]), Some(txn)).await.expect("join");
+    assert!(out.starts_with("SUCCESS"), "{out}");
+    assert_eq!(
+        run(s(&["get", "k", "--print-value-only"]), None)
+            .await
+            .expect("join")
+            .trim(),
+        "v"
+    );
+    assert_eq!(
+        run(s(&["del", "foo"]), None).await.expect("join").trim(),
+        "1"
+    );
+    let lease = run(s(&["lease", "grant", "60"]), None).await.expect("join");
+    assert!(lease.contains("granted with TTL(60s)"), "{lease}");
+    let members = run(s(&["member", "list"]), None).await.expect("join");
+    assert_eq!(members.lines().count(), 3, "{members}");
+    let status = run(s(&["endpoint", "status", "-w", "json"]), None)
+        .await
+        .expect("join");
+    assert!(status.contains("\"leader\""), "{status}");
+    c.shutdown().await;
+}

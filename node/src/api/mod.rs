@@ -41,7 +41,7 @@ pub use errors::{
     LEADER_ENDPOINT_METADATA, LEADER_ID_METADATA, LeaderHint, driver_status, kv_status,
     request_too_large,
 };
-pub use forward::{FORWARDED_METADATA, Forwarder};
+pub use forward::{FORWARDED_METADATA, Forwarder, mark_forwarded};
 pub use header::HeaderSource;
 pub use kv::{CLIENT_ID_METADATA, KvService, SEQ_METADATA, session_ids};
 pub use maintenance::{MaintenanceService, VERSION};

@@ -1,10 +1,12 @@
 //! [`LeaseService`]: etcd's Lease calls over the driver and the lessor.
 
 use super::status::{from_driver, from_kv, not_leader};
+use crate::api::{ApiContext, mark_forwarded};
 use crate::driver::RaftHandle;
 use crate::kv::{KeepAliveError, KvCommand, KvOp, KvResponse, Lessor};
 use crate::state::NodeStateMachine;
 use crate::watch::StreamCloser;
+use flotilla_proto::etcdserverpb::lease_client::LeaseClient;
 use flotilla_proto::etcdserverpb::lease_server::{Lease, LeaseServer};
 use flotilla_proto::etcdserverpb::{
     LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
@@ -33,6 +35,8 @@ pub struct LeaseService {
     lessor: Arc<Mutex<Lessor>>,
     cluster_id: u64,
     closing: StreamCloser,
+    /// Set: grants and revokes reaching a follower go to the leader.
+    forward: Option<ApiContext>,
 }
 
 impl std::fmt::Debug for LeaseService {
@@ -52,6 +56,25 @@ impl LeaseService {
             lessor,
             cluster_id: 0,
             closing: StreamCloser::new(),
+            forward: None,
+        }
+    }
+
+    /// Forwards grants and revokes that reach a follower to the leader
+    /// (once), as etcd does, so clients may talk to any member.
+    pub fn with_forwarding(mut self, ctx: ApiContext) -> LeaseService {
+        self.forward = Some(ctx);
+        self
+    }
+
+    /// A channel to the leader when this request must be forwarded.
+    async fn leader_channel(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+    ) -> Result<Option<tonic::transport::Channel>, Status> {
+        match &self.forward {
+            Some(ctx) => ctx.leader_channel(metadata).await,
+            None => Ok(None),
         }
     }
 
@@ -109,6 +132,11 @@ impl Lease for LeaseService {
         &self,
         request: Request<LeaseGrantRequest>,
     ) -> Result<Response<LeaseGrantResponse>, Status> {
+        if let Some(channel) = self.leader_channel(request.metadata()).await? {
+            return LeaseClient::new(channel)
+                .lease_grant(mark_forwarded(request))
+                .await;
+        }
         match self.propose(KvOp::LeaseGrant(request.into_inner())).await? {
             KvResponse::LeaseGrant(mut r) => {
                 let revision = r.header.as_ref().map_or(0, |h| h.revision);
@@ -123,6 +151,11 @@ impl Lease for LeaseService {
         &self,
         request: Request<LeaseRevokeRequest>,
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
+        if let Some(channel) = self.leader_channel(request.metadata()).await? {
+            return LeaseClient::new(channel)
+                .lease_revoke(mark_forwarded(request))
+                .await;
+        }
         match self
             .propose(KvOp::LeaseRevoke(request.into_inner()))
             .await?
