@@ -30,7 +30,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 /// How often the transport's peers are reconciled with the member table.
 const PEER_SYNC_INTERVAL: Duration = Duration::from_millis(200);
@@ -280,7 +280,9 @@ pub async fn start(
         }
     };
     let client_server = tokio::spawn(router.serve_with_incoming_shutdown(
-        TcpListenerStream::new(listeners.client),
+        // Accepted sockets need TCP_NODELAY: without it small responses wait
+        // out Nagle's algorithm against the client's delayed ACK (~40 ms).
+        TcpIncoming::from(listeners.client).with_nodelay(Some(true)),
         stop_client_streams,
     ));
 

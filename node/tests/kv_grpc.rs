@@ -1,211 +1,21 @@
 //! The client API over real gRPC on loopback: three in-process members on
 //! `127.0.0.1:0` listeners with data in temporary folders, a 10 ms tick,
-//! driven through the generated etcd clients. Waits are bounded; nothing
-//! asserts on durations.
+//! driven through the generated etcd clients (the harness is in
+//! `common`). Waits are bounded; nothing asserts on durations.
 
-use flotilla_node::config::{
-    ClusterState, FsyncSetting, InitialMember, NodeConfig, ReadModeSetting,
-};
-use flotilla_node::server::{NodeListeners, RunningNode, start};
+mod common;
+
+use common::*;
+use flotilla_node::config::{ClusterState, InitialMember};
+use flotilla_node::server::{NodeListeners, start};
 use flotilla_proto::etcdserverpb::cluster_client::ClusterClient;
-use flotilla_proto::etcdserverpb::kv_client::KvClient;
 use flotilla_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use flotilla_proto::etcdserverpb::{
     MemberAddRequest, MemberListRequest, MemberPromoteRequest, MemberRemoveRequest,
     MoveLeaderRequest, PutRequest, RangeRequest, StatusRequest,
 };
 use flotilla_raft::Role;
-use std::future::Future;
-use std::time::Duration;
 use tokio::net::TcpListener;
-use tonic::transport::Channel;
-
-/// Longest any wait in these tests may take.
-const WAIT: Duration = Duration::from_secs(20);
-
-struct Cluster {
-    nodes: Vec<RunningNode>,
-    configs: Vec<NodeConfig>,
-    dirs: Vec<tempfile::TempDir>,
-}
-
-fn node_config(
-    name: &str,
-    member_id: u64,
-    initial: &[InitialMember],
-    dir: &tempfile::TempDir,
-    l: &NodeListeners,
-) -> NodeConfig {
-    let addr = |l: &TcpListener| l.local_addr().expect("addr").to_string();
-    NodeConfig {
-        name: name.to_string(),
-        member_id,
-        cluster_id: 0xf107,
-        data_dir: dir.path().to_path_buf(),
-        initial_cluster: initial.to_vec(),
-        cluster_state: ClusterState::New,
-        client_listen: addr(&l.client),
-        client_advertise: format!("http://{}", addr(&l.client)),
-        peer_listen: addr(&l.peer),
-        peer_advertise: format!("http://{}", addr(&l.peer)),
-        metrics_listen: addr(&l.http),
-        tick: Duration::from_millis(10),
-        election_ticks: 10,
-        heartbeat_ticks: 1,
-        snapshot_count: 10_000,
-        // These tests do not crash machines; skipping fsync keeps them quick
-        // on a small CI box.
-        fsync: FsyncSetting::Never,
-        read_mode: ReadModeSetting::Safe,
-        max_request_bytes: 64 * 1024,
-    }
-}
-
-async fn bind() -> TcpListener {
-    TcpListener::bind("127.0.0.1:0").await.expect("bind")
-}
-
-/// Polls `f` until it gives `Some`, for at most [`WAIT`].
-async fn eventually<T, F: Future<Output = Option<T>>>(what: &str, mut f: impl FnMut() -> F) -> T {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-impl Cluster {
-    /// Three members, started, with a leader elected and every member's
-    /// entry (with its client URL) applied on every member.
-    async fn start() -> Cluster {
-        Cluster::start_with(10_000).await
-    }
-
-    /// [`Cluster::start`], snapshotting every `snapshot_count` entries.
-    async fn start_with(snapshot_count: u64) -> Cluster {
-        let n = 3;
-        let mut listeners = Vec::new();
-        for _ in 0..n {
-            listeners.push(NodeListeners {
-                client: bind().await,
-                peer: bind().await,
-                http: bind().await,
-            });
-        }
-        let addr = |l: &TcpListener| l.local_addr().expect("addr").to_string();
-        let initial: Vec<InitialMember> = listeners
-            .iter()
-            .enumerate()
-            .map(|(i, l)| InitialMember {
-                name: format!("n{}", i + 1),
-                id: i as u64 + 1,
-                peer_url: format!("http://{}", addr(&l.peer)),
-            })
-            .collect();
-        let dirs: Vec<tempfile::TempDir> = (0..n)
-            .map(|_| tempfile::tempdir().expect("tempdir"))
-            .collect();
-        let mut nodes = Vec::new();
-        let mut configs = Vec::new();
-        for (i, l) in listeners.into_iter().enumerate() {
-            let mut config =
-                node_config(&format!("n{}", i + 1), i as u64 + 1, &initial, &dirs[i], &l);
-            config.snapshot_count = snapshot_count;
-            configs.push(config.clone());
-            nodes.push(start(config, l).await.expect("start"));
-        }
-        let c = Cluster {
-            nodes,
-            configs,
-            dirs,
-        };
-        c.wait_ready().await;
-        c
-    }
-
-    async fn wait_ready(&self) {
-        eventually("a leader all members agree on", || async {
-            let leaders: Vec<u64> = self
-                .nodes
-                .iter()
-                .map(|n| n.raft().status().leader.0)
-                .collect();
-            (leaders[0] != 0 && leaders.iter().all(|l| *l == leaders[0])).then_some(())
-        })
-        .await;
-        for node in &self.nodes {
-            eventually("every member published", || async {
-                let members = node
-                    .raft()
-                    .read_local(|sm| sm.kv().members())
-                    .await
-                    .expect("read");
-                (members.len() == 3 && members.iter().all(|m| !m.client_ur_ls.is_empty()))
-                    .then_some(())
-            })
-            .await;
-        }
-    }
-
-    fn leader(&self) -> usize {
-        self.nodes
-            .iter()
-            .position(|n| n.raft().status().role == Role::Leader)
-            .expect("a leader")
-    }
-
-    fn follower(&self) -> usize {
-        (self.leader() + 1) % self.nodes.len()
-    }
-
-    fn url(&self, i: usize) -> String {
-        format!("http://{}", self.nodes[i].client_addr())
-    }
-
-    async fn channel(&self, i: usize) -> Channel {
-        Channel::from_shared(self.url(i))
-            .expect("url")
-            .connect()
-            .await
-            .expect("connect")
-    }
-
-    async fn kv(&self, i: usize) -> KvClient<Channel> {
-        KvClient::new(self.channel(i).await)
-    }
-
-    async fn shutdown(self) {
-        for node in self.nodes {
-            node.shutdown().await.expect("clean shutdown");
-        }
-    }
-}
-
-fn put_req(key: &str, value: &str) -> PutRequest {
-    PutRequest {
-        key: key.into(),
-        value: value.into(),
-        ..Default::default()
-    }
-}
-
-fn get_req(key: &str) -> RangeRequest {
-    RangeRequest {
-        key: key.into(),
-        ..Default::default()
-    }
-}
-
-async fn value_of(kv: &mut KvClient<Channel>, req: RangeRequest) -> Option<Vec<u8>> {
-    let r = kv.range(req).await.expect("range").into_inner();
-    r.kvs.into_iter().next().map(|kv| kv.value)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn get() {
@@ -355,15 +165,6 @@ async fn serializable_read_on_a_follower() {
         "served by the follower itself"
     );
     c.shutdown().await;
-}
-
-fn with_ids<T>(message: T, client: &'static str, seq: &'static str) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(message);
-    r.metadata_mut()
-        .insert("flotilla-client-id", client.parse().expect("ascii"));
-    r.metadata_mut()
-        .insert("flotilla-seq", seq.parse().expect("ascii"));
-    r
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

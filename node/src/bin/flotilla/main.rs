@@ -4,6 +4,7 @@
 //! `-w json` gives output a script can parse. Exit codes: 0 success, 1 the
 //! command failed, 2 bad usage (from clap).
 
+mod bench_kv;
 mod bench_log;
 mod cluster;
 mod dev_cluster;
@@ -62,6 +63,10 @@ enum BenchCommand {
     /// Partition log: appends per fsync policy and appender count, each next
     /// to a raw write+fsync baseline of the same bytes, then a sequential read.
     Log(bench_log::LogBenchArgs),
+    /// Load generator against any etcd v3 endpoint, like etcd's `benchmark`:
+    /// throughput and latency percentiles of puts or ranges.
+    #[command(subcommand)]
+    Kv(bench_kv::KvBench),
 }
 
 /// Output formats, as etcdctl's `--write-out`.
@@ -80,6 +85,9 @@ fn main() -> Result<std::process::ExitCode> {
         Command::Node(args) => Ok(flotilla_node::member::run_member(args)),
         Command::Bench(BenchCommand::Log(args)) => {
             bench_log::bench_log(args, cli.write_out).map(|()| done)
+        }
+        Command::Bench(BenchCommand::Kv(cmd)) => {
+            runtime()?.block_on(bench_kv::run(cmd, &cli.endpoints, cli.write_out))
         }
         Command::DevCluster(args) => runtime()?.block_on(dev_cluster::run(args)).map(|()| done),
         Command::Kv(cmd) => runtime()?

@@ -1,0 +1,280 @@
+#!/usr/bin/env bash
+# compare-etcd: the same loads against a 3-member etcd and a 3-member Flotilla,
+# both on loopback with fsync on, then a side-by-side table with ratios.
+#
+# How to run (from anywhere; not run in CI, it takes minutes on 2 cores):
+#
+#     bash benches/compare-etcd/run.sh
+#     TOTAL=10000 bash benches/compare-etcd/run.sh      # a quicker run
+#     SCENARIOS=0 bash benches/compare-etcd/run.sh      # only the comparison
+#
+# It installs Debian's etcd-server (etcd 3.4) when `etcd` is missing (needs
+# root or sudo), builds `flotilla` in release mode (CARGO_TARGET_DIR is
+# honoured), and uses `flotilla bench kv` as the load generator for both
+# systems. Everything (members, data in a temp dir) is stopped and removed on
+# exit, also on Ctrl-C or failure.
+#
+# Loads (same flags for both systems):
+#   (a) put: 8 B keys (random over KEY_SPACE keys), 256 B values, CLIENTS
+#       clients over CONNS connections, TOTAL requests, spread over the 3
+#       members (followers forward to the leader; PUT_FLAGS=--leader-only
+#       sends to the leader instead);
+#   (b) linearizable range of one key, CLIENTS clients, RANGE_TOTAL requests.
+# Flotilla-only scenarios (SCENARIOS=1, the default):
+#   (c) leader killed: kill -9 the leader, time until a Put succeeds again;
+#   (d) follower catch-up: SIGSTOP a follower, write CATCHUP_KEYS keys,
+#       SIGCONT it, time until its applied index reaches the leader's.
+#
+# Environment: TOTAL (20000), RANGE_TOTAL (TOTAL), CLIENTS (100), CONNS (10),
+# KEY_SPACE (100000), PUT_FLAGS (''), SCENARIOS (1), CATCHUP_KEYS (100000),
+# ETCD_BASE (32379) and FLOTILLA_BASE (42379): member i listens for clients on
+# BASE+i, for peers on BASE+100+i (Flotilla: HTTP on BASE+200+i).
+# Needs: bash, jq, timeout (coreutils), cargo.
+
+set -euo pipefail
+
+TOTAL=${TOTAL:-20000}
+RANGE_TOTAL=${RANGE_TOTAL:-$TOTAL}
+CLIENTS=${CLIENTS:-100}
+CONNS=${CONNS:-10}
+KEY_SPACE=${KEY_SPACE:-100000}
+PUT_FLAGS=${PUT_FLAGS:-}
+SCENARIOS=${SCENARIOS:-1}
+CATCHUP_KEYS=${CATCHUP_KEYS:-100000}
+ETCD_BASE=${ETCD_BASE:-32379}
+FLOTILLA_BASE=${FLOTILLA_BASE:-42379}
+
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/compare-etcd.XXXXXX")
+declare -A PIDS=() # member name -> pid
+
+log() { printf '[compare-etcd] %s\n' "$*" >&2; }
+die() {
+	log "error: $*"
+	exit 1
+}
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+
+cleanup() {
+	local rc=$?
+	trap - EXIT INT TERM
+	for name in "${!PIDS[@]}"; do
+		kill -CONT "${PIDS[$name]}" 2>/dev/null || true
+		kill -TERM "${PIDS[$name]}" 2>/dev/null || true
+	done
+	local deadline=$(($(now_ms) + 5000))
+	for name in "${!PIDS[@]}"; do
+		while kill -0 "${PIDS[$name]}" 2>/dev/null && (($(now_ms) < deadline)); do
+			sleep 0.1
+		done
+		kill -KILL "${PIDS[$name]}" 2>/dev/null || true
+		wait "${PIDS[$name]}" 2>/dev/null || true
+	done
+	if ((rc != 0)); then
+		log "failed (exit $rc); member logs follow"
+		tail -n 20 "$WORK"/*.log 2>/dev/null >&2 || true
+	fi
+	rm -rf "$WORK"
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+command -v jq >/dev/null || die "jq is needed (apt-get install -y jq)"
+
+# --- etcd -------------------------------------------------------------------
+if ! command -v etcd >/dev/null; then
+	log "installing Debian etcd-server"
+	SUDO=
+	((EUID == 0)) || SUDO=sudo
+	DEBIAN_FRONTEND=noninteractive timeout 600 $SUDO apt-get install -y etcd-server >&2 ||
+		die "cannot install etcd-server"
+fi
+log "$(etcd --version | head -n1)"
+
+# --- flotilla ---------------------------------------------------------------
+log "building flotilla (release)"
+(cd "$ROOT" && timeout 3600 cargo build --release -p flotilla-node --bin flotilla >&2)
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/flotilla
+[[ -x $BIN ]] || die "no binary at $BIN"
+
+eps() { # eps BASE: the client endpoints of members 0..2
+	echo "http://127.0.0.1:$(($1)),http://127.0.0.1:$(($1 + 1)),http://127.0.0.1:$(($1 + 2))"
+}
+ETCD_EPS=$(eps "$ETCD_BASE")
+FLO_EPS=$(eps "$FLOTILLA_BASE")
+
+start_etcd() {
+	local cluster="" i
+	for i in 0 1 2; do
+		cluster+="${cluster:+,}e$((i + 1))=http://127.0.0.1:$((ETCD_BASE + 100 + i))"
+	done
+	for i in 0 1 2; do
+		local name=e$((i + 1)) c=$((ETCD_BASE + i)) p=$((ETCD_BASE + 100 + i))
+		etcd --name "$name" --data-dir "$WORK/$name" \
+			--listen-client-urls "http://127.0.0.1:$c" --advertise-client-urls "http://127.0.0.1:$c" \
+			--listen-peer-urls "http://127.0.0.1:$p" --initial-advertise-peer-urls "http://127.0.0.1:$p" \
+			--initial-cluster "$cluster" --initial-cluster-state new --initial-cluster-token compare-etcd \
+			--logger zap --log-level warn >"$WORK/$name.log" 2>&1 &
+		PIDS[$name]=$!
+	done
+}
+
+FLO_CLUSTER=""
+for i in 0 1 2; do
+	FLO_CLUSTER+="${FLO_CLUSTER:+,}n$((i + 1))=http://127.0.0.1:$((FLOTILLA_BASE + 100 + i))"
+done
+
+start_flotilla_member() { # start_flotilla_member I
+	local i=$1 name=n$(($1 + 1))
+	"$BIN" node --name "$name" --data-dir "$WORK/$name" --initial-cluster "$FLO_CLUSTER" \
+		--listen-client-urls "http://127.0.0.1:$((FLOTILLA_BASE + i))" \
+		--listen-peer-urls "http://127.0.0.1:$((FLOTILLA_BASE + 100 + i))" \
+		--listen-metrics-urls "http://127.0.0.1:$((FLOTILLA_BASE + 200 + i))" \
+		--fsync always >>"$WORK/$name.log" 2>&1 &
+	PIDS[$name]=$!
+}
+
+status() { # status ENDPOINTS: `flotilla cluster status -w json`, or nothing
+	timeout 10 "$BIN" --endpoints "$1" cluster status -w json 2>/dev/null || true
+}
+
+wait_cluster() { # wait_cluster NAME ENDPOINTS: every member answers and knows a leader
+	local deadline=$(($(now_ms) + 60000))
+	while (($(now_ms) < deadline)); do
+		local n
+		n=$(status "$2" | jq '[.endpoints[] | select(.leader != null and .leader != 0)] | length' 2>/dev/null || echo 0)
+		if [[ $n == 3 ]]; then
+			log "$1 is ready"
+			return 0
+		fi
+		sleep 0.2
+	done
+	die "$1 did not become ready in 60 s"
+}
+
+bench() { # bench OUT ENDPOINTS ARGS...: one `flotilla bench kv` run, JSON to OUT
+	local out=$1 endpoints=$2
+	shift 2
+	timeout 1800 "$BIN" --endpoints "$endpoints" bench kv "$@" -w json >"$out" ||
+		die "bench kv $* against $endpoints failed: $(cat "$out")"
+}
+
+log "starting etcd (3 members, client ports $ETCD_BASE..$((ETCD_BASE + 2)))"
+start_etcd
+log "starting flotilla (3 members, client ports $FLOTILLA_BASE..$((FLOTILLA_BASE + 2)), fsync always)"
+for i in 0 1 2; do start_flotilla_member "$i"; done
+wait_cluster etcd "$ETCD_EPS"
+wait_cluster flotilla "$FLO_EPS"
+
+# shellcheck disable=SC2086 # PUT_FLAGS is a list of flags
+PUT_ARGS=(put --clients "$CLIENTS" --conns "$CONNS" --total "$TOTAL" --key-size 8 --val-size 256
+	--key-space-size "$KEY_SPACE" $PUT_FLAGS)
+RANGE_ARGS=(range bench-range-key --consistency l --clients "$CLIENTS" --conns "$CONNS"
+	--total "$RANGE_TOTAL" --val-size 256)
+
+for sys in etcd flotilla; do
+	[[ $sys == etcd ]] && e=$ETCD_EPS || e=$FLO_EPS
+	log "$sys: put, $TOTAL requests"
+	bench "$WORK/$sys-put.json" "$e" "${PUT_ARGS[@]}"
+	log "$sys: linearizable range, $RANGE_TOTAL requests"
+	bench "$WORK/$sys-range.json" "$e" "${RANGE_ARGS[@]}"
+done
+
+# --- the table ----------------------------------------------------------------
+row() { # row LOAD: one line per load from the two JSON reports
+	jq -r -n --arg load "$1" --slurpfile e "$WORK/etcd-$1.json" --slurpfile f "$WORK/flotilla-$1.json" '
+		def r(x): (x * 100 | round) / 100;
+		def ratio(a; b): if b > 0 then r(a / b) else "-" end;
+		$e[0] as $e | $f[0] as $f |
+		[$load,
+		 r($e.requests_per_s), r($f.requests_per_s), ratio($f.requests_per_s; $e.requests_per_s),
+		 r($e.latency_ms.p50), r($f.latency_ms.p50), ratio($f.latency_ms.p50; $e.latency_ms.p50),
+		 r($e.latency_ms.p99), r($f.latency_ms.p99), ratio($f.latency_ms.p99; $e.latency_ms.p99),
+		 "\($e.errors)/\($f.errors)"] | @tsv'
+}
+echo
+echo "compare-etcd: 3 members each on loopback, fsync on; $CLIENTS clients, $CONNS connections"
+echo "put: $TOTAL x (8 B key, 256 B value); range: $RANGE_TOTAL x linearizable range of one key"
+echo "ratio = flotilla / etcd (throughput: higher is better; latency: lower is better)"
+{
+	printf 'load\tetcd req/s\tflotilla req/s\tratio\tetcd p50 ms\tflotilla p50 ms\tratio\tetcd p99 ms\tflotilla p99 ms\tratio\terrors e/f\n'
+	row put
+	row range
+} | column -t -s $'\t'
+echo
+
+[[ $SCENARIOS == 1 ]] || exit 0
+
+# --- Flotilla-only scenarios --------------------------------------------------
+leader_endpoint() { # the endpoint of the current leader, or nothing
+	status "$FLO_EPS" | jq -r '.endpoints[] | select(.leader != null and .leader != 0 and .member_id == .leader) | .endpoint' 2>/dev/null | head -n1
+}
+endpoint_member() { # endpoint_member URL: the member index (0..2) of a client URL
+	echo $((${1##*:} - FLOTILLA_BASE))
+}
+
+# (c) leader killed.
+leader=$(leader_endpoint)
+[[ -n $leader ]] || die "no flotilla leader found"
+li=$(endpoint_member "$leader")
+survivors=()
+for i in 0 1 2; do ((i == li)) || survivors+=("http://127.0.0.1:$((FLOTILLA_BASE + i))"); done
+log "(c) kill -9 the leader n$((li + 1)) ($leader)"
+kill -KILL "${PIDS[n$((li + 1))]}"
+t0=$(now_ms)
+recovered=
+attempt=0
+while (($(now_ms) - t0 < 30000)); do
+	ep=${survivors[$((attempt % 2))]}
+	attempt=$((attempt + 1))
+	if timeout 2 "$BIN" --endpoints "$ep" bench kv put --total 1 --clients 1 --conns 1 \
+		--timeout-ms 200 --no-progress -w json >/dev/null 2>&1; then
+		recovered=$(($(now_ms) - t0))
+		break
+	fi
+done
+wait "${PIDS[n$((li + 1))]}" 2>/dev/null || true
+[[ -n $recovered ]] || die "no put succeeded within 30 s of killing the leader"
+LEADER_KILLED="$recovered ms ($attempt attempts; election timeout 100 ms with the default --tick-ms 10 --election-ticks 10)"
+log "(c) a put succeeded $recovered ms after the kill"
+
+log "restarting n$((li + 1)) and waiting for it to catch up"
+start_flotilla_member "$li"
+wait_cluster flotilla "$FLO_EPS"
+
+# (d) follower catch-up.
+leader=$(leader_endpoint)
+[[ -n $leader ]] || die "no flotilla leader found"
+li=$(endpoint_member "$leader")
+fi_=$(((li + 1) % 3))
+follower="http://127.0.0.1:$((FLOTILLA_BASE + fi_))"
+others="$leader,http://127.0.0.1:$((FLOTILLA_BASE + 3 - li - fi_))"
+log "(d) SIGSTOP follower n$((fi_ + 1)); writing $CATCHUP_KEYS keys through the others"
+kill -STOP "${PIDS[n$((fi_ + 1))]}"
+bench "$WORK/catchup-put.json" "$others" put --clients "$CLIENTS" --conns "$CONNS" \
+	--total "$CATCHUP_KEYS" --key-size 8 --val-size 256 --sequential-keys \
+	--key-space-size "$CATCHUP_KEYS" --no-progress
+target=$(status "$leader" | jq '.endpoints[0].raft_applied_index')
+[[ $target =~ ^[0-9]+$ ]] || die "cannot read the leader's applied index"
+log "(d) SIGCONT; the leader has applied index $target"
+kill -CONT "${PIDS[n$((fi_ + 1))]}"
+t0=$(now_ms)
+caught=
+polls=0
+while (($(now_ms) - t0 < 120000)); do
+	polls=$((polls + 1))
+	applied=$(status "$follower" | jq '.endpoints[0].raft_applied_index // 0' 2>/dev/null || echo 0)
+	if [[ $applied =~ ^[0-9]+$ ]] && ((applied >= target)); then
+		caught=$(($(now_ms) - t0))
+		break
+	fi
+	sleep 0.01
+done
+[[ -n $caught ]] || die "the follower did not catch up within 120 s"
+CATCHUP="$caught ms (applied index $target, $polls polls; a poll is a CLI run, so ~10-20 ms granularity)"
+log "(d) caught up in $caught ms"
+
+echo "Flotilla scenarios:"
+echo "  (c) leader killed (kill -9) -> first successful put: $LEADER_KILLED"
+echo "  (d) follower stopped during $CATCHUP_KEYS puts ($(jq -r '.requests_per_s | round' "$WORK/catchup-put.json") puts/s) -> caught up after SIGCONT: $CATCHUP"

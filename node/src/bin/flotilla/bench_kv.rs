@@ -1,0 +1,448 @@
+//! `flotilla bench kv`: a load generator in the manner of etcd's `benchmark`
+//! tool, against any etcd v3 endpoint (Flotilla or etcd itself).
+//!
+//! `--clients` tasks share `--conns` gRPC connections round-robin (each
+//! connection goes to the next endpoint in turn) and take requests from one
+//! shared counter until `--total` have been sent. Latencies go into an HDR
+//! histogram (microseconds); the report gives throughput, p50/p90/p99/p99.9
+//! and max, and the error count. The exit code is 1 when every request
+//! failed.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::WriteOut;
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand, ValueEnum};
+use flotilla_proto::etcdserverpb::kv_client::KvClient;
+use flotilla_proto::etcdserverpb::maintenance_client::MaintenanceClient;
+use flotilla_proto::etcdserverpb::{PutRequest, RangeRequest, StatusRequest};
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use tonic::transport::{Channel, Endpoint};
+
+/// `flotilla bench kv ...`
+#[derive(Debug, Subcommand)]
+pub enum KvBench {
+    /// Put requests: keys of `--key-size` bytes (random in `--key-space-size`,
+    /// or sequential), values of `--val-size` bytes.
+    Put {
+        #[command(flatten)]
+        load: LoadArgs,
+        /// Key size in bytes (the key number is written big-endian into its
+        /// last bytes, at most 8).
+        #[arg(long, default_value_t = 8)]
+        key_size: usize,
+        /// Value size in bytes.
+        #[arg(long, default_value_t = 256)]
+        val_size: usize,
+        /// Use keys 0, 1, 2, ... (modulo `--key-space-size`) instead of
+        /// random ones.
+        #[arg(long)]
+        sequential_keys: bool,
+        /// Number of distinct keys. (etcd's benchmark defaults to 1, every
+        /// put to the same key.)
+        #[arg(long, default_value_t = 100_000)]
+        key_space_size: u64,
+    },
+    /// Range requests for one key (or `[key, range-end)`), written once
+    /// before the run unless `--no-populate`.
+    Range {
+        #[command(flatten)]
+        load: LoadArgs,
+        /// The key to read.
+        #[arg(default_value = "bench-range-key")]
+        key: String,
+        /// Range end (exclusive); empty reads just the key.
+        #[arg(long, default_value = "")]
+        range_end: String,
+        /// l: linearizable (the default), s: serializable.
+        #[arg(long, value_enum, default_value_t = Consistency::L)]
+        consistency: Consistency,
+        /// Size of the value written to the key before the run.
+        #[arg(long, default_value_t = 256)]
+        val_size: usize,
+        /// Do not write the key before the run.
+        #[arg(long)]
+        no_populate: bool,
+    },
+}
+
+/// Read consistency, as etcd's benchmark `--consistency`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Consistency {
+    /// Linearizable.
+    L,
+    /// Serializable.
+    S,
+}
+
+/// Options common to every load.
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// Concurrent requesters.
+    #[arg(long, default_value_t = 100)]
+    clients: usize,
+    /// gRPC connections, shared round-robin by the clients and spread over
+    /// the endpoints.
+    #[arg(long, default_value_t = 10)]
+    conns: usize,
+    /// Requests in all.
+    #[arg(long, default_value_t = 10_000)]
+    total: u64,
+    /// Send everything to the leader (found via Maintenance.Status) instead
+    /// of spreading over the endpoints.
+    #[arg(long)]
+    leader_only: bool,
+    /// Per-request timeout in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    timeout_ms: u64,
+    /// No progress bar.
+    #[arg(long)]
+    no_progress: bool,
+    /// Shorthand for `-w json`.
+    #[arg(long)]
+    json: bool,
+}
+
+/// What one requester sends.
+#[derive(Debug, Clone)]
+enum Op {
+    Put {
+        key_size: usize,
+        value: Vec<u8>,
+        sequential: bool,
+        key_space: u64,
+    },
+    Range {
+        key: Vec<u8>,
+        range_end: Vec<u8>,
+        serializable: bool,
+    },
+}
+
+impl Op {
+    fn name(&self) -> &'static str {
+        match self {
+            Op::Put { .. } => "put",
+            Op::Range {
+                serializable: false,
+                ..
+            } => "range (linearizable)",
+            Op::Range {
+                serializable: true, ..
+            } => "range (serializable)",
+        }
+    }
+}
+
+/// One requester's results.
+struct Tally {
+    hist: Histogram<u64>,
+    errors: u64,
+    samples: Vec<String>,
+}
+
+const ERROR_SAMPLES: usize = 5;
+
+fn histogram() -> Histogram<u64> {
+    // 1 µs to 10 min, 3 significant digits.
+    Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds")
+}
+
+fn key_bytes(n: u64, size: usize) -> Vec<u8> {
+    let mut key = vec![b'k'; size];
+    let be = n.to_be_bytes();
+    let take = size.min(8);
+    key[size - take..].copy_from_slice(&be[8 - take..]);
+    key
+}
+
+async fn connect(endpoint: &str, timeout: Duration) -> Result<Channel> {
+    let url = if endpoint.contains("://") {
+        endpoint.to_string()
+    } else {
+        format!("http://{endpoint}")
+    };
+    Endpoint::from_shared(url.clone())
+        .with_context(|| format!("bad endpoint {endpoint}"))?
+        .connect_timeout(Duration::from_secs(3))
+        .timeout(timeout)
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .with_context(|| format!("cannot connect to {url}"))
+}
+
+/// The endpoint of the current leader, asking each endpoint's Status.
+async fn find_leader(endpoints: &[String], timeout: Duration) -> Result<String> {
+    let mut statuses = Vec::new();
+    for endpoint in endpoints {
+        let Ok(ch) = connect(endpoint, timeout).await else {
+            continue;
+        };
+        if let Ok(s) = MaintenanceClient::new(ch).status(StatusRequest {}).await {
+            let s = s.into_inner();
+            let id = s.header.as_ref().map_or(0, |h| h.member_id);
+            statuses.push((endpoint.clone(), id, s.leader));
+        }
+    }
+    let leader = statuses
+        .iter()
+        .map(|(_, _, leader)| *leader)
+        .find(|&l| l != 0);
+    let Some(leader) = leader else {
+        bail!("no endpoint knows a leader");
+    };
+    statuses
+        .into_iter()
+        .find(|(_, id, _)| *id == leader)
+        .map(|(endpoint, _, _)| endpoint)
+        .with_context(|| format!("the leader {leader:x} is not among --endpoints"))
+}
+
+/// Runs a `bench kv` load and prints its report.
+pub async fn run(cmd: KvBench, endpoints: &[String], out: WriteOut) -> Result<ExitCode> {
+    if endpoints.is_empty() {
+        bail!("no --endpoints");
+    }
+    let (load, op) = match cmd {
+        KvBench::Put {
+            load,
+            key_size,
+            val_size,
+            sequential_keys,
+            key_space_size,
+        } => {
+            if key_size == 0 || key_space_size == 0 {
+                bail!("--key-size and --key-space-size must be positive");
+            }
+            let op = Op::Put {
+                key_size,
+                value: vec![b'v'; val_size],
+                sequential: sequential_keys,
+                key_space: key_space_size,
+            };
+            (load, op)
+        }
+        KvBench::Range {
+            load,
+            key,
+            range_end,
+            consistency,
+            val_size,
+            no_populate,
+        } => {
+            let op = Op::Range {
+                key: key.into_bytes(),
+                range_end: range_end.into_bytes(),
+                serializable: consistency == Consistency::S,
+            };
+            if !no_populate && let Op::Range { key, .. } = &op {
+                let ch = connect(&endpoints[0], Duration::from_secs(10)).await?;
+                KvClient::new(ch)
+                    .put(PutRequest {
+                        key: key.clone(),
+                        value: vec![b'v'; val_size],
+                        ..PutRequest::default()
+                    })
+                    .await
+                    .context("cannot write the key to read")?;
+            }
+            (load, op)
+        }
+    };
+    if load.clients == 0 || load.conns == 0 {
+        bail!("--clients and --conns must be positive");
+    }
+    let json = load.json || out == WriteOut::Json;
+    let timeout = Duration::from_millis(load.timeout_ms);
+    let targets: Vec<String> = if load.leader_only {
+        vec![find_leader(endpoints, timeout).await?]
+    } else {
+        endpoints.to_vec()
+    };
+    let mut channels = Vec::with_capacity(load.conns);
+    for i in 0..load.conns {
+        channels.push(connect(&targets[i % targets.len()], timeout).await?);
+    }
+
+    let bar = if load.no_progress {
+        ProgressBar::hidden()
+    } else {
+        let bar = ProgressBar::new(load.total);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{msg} [{elapsed_precise}] {wide_bar} {pos}/{len} ({per_sec}, eta {eta})",
+            )
+            .expect("valid progress template"),
+        );
+        bar.set_message(op.name());
+        bar
+    };
+    let next = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::with_capacity(load.clients);
+    for c in 0..load.clients {
+        let client = KvClient::new(channels[c % channels.len()].clone());
+        let (op, next, bar, total) = (op.clone(), next.clone(), bar.clone(), load.total);
+        tasks.push(tokio::spawn(requester(client, op, next, bar, total, c)));
+    }
+    let mut hist = histogram();
+    let mut errors = 0;
+    let mut samples: Vec<String> = Vec::new();
+    for task in tasks {
+        let tally = task.await.context("a requester panicked")?;
+        hist.add(&tally.hist).context("merging histograms")?;
+        errors += tally.errors;
+        for s in tally.samples {
+            if samples.len() < ERROR_SAMPLES && !samples.contains(&s) {
+                samples.push(s);
+            }
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+
+    let ok = hist.len();
+    let rps = ok as f64 / elapsed.max(1e-9);
+    let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
+    if json {
+        let doc = serde_json::json!({
+            "op": op.name(),
+            "endpoints": targets,
+            "clients": load.clients,
+            "conns": load.conns,
+            "total": load.total,
+            "ok": ok,
+            "errors": errors,
+            "error_samples": samples,
+            "elapsed_s": elapsed,
+            "requests_per_s": rps,
+            "latency_ms": {
+                "mean": hist.mean() / 1000.0,
+                "p50": ms(0.5),
+                "p90": ms(0.9),
+                "p99": ms(0.99),
+                "p99_9": ms(0.999),
+                "max": hist.max() as f64 / 1000.0,
+            },
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        println!("Summary ({}):", op.name());
+        println!("  Endpoints:    {}", targets.join(","));
+        println!(
+            "  Clients:      {} over {} connection(s)",
+            load.clients, load.conns
+        );
+        println!("  Total:        {elapsed:.4} s");
+        println!("  Requests:     {ok} ok, {errors} error(s)");
+        println!("  Requests/sec: {rps:.1}");
+        println!("Latency (ms):");
+        println!("  mean  {:>10.3}", hist.mean() / 1000.0);
+        for (name, q) in [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p99.9", 0.999)] {
+            println!("  {name:<5} {:>10.3}", ms(q));
+        }
+        println!("  max   {:>10.3}", hist.max() as f64 / 1000.0);
+        for s in &samples {
+            println!("error: {s}");
+        }
+    }
+    if ok == 0 && load.total > 0 {
+        eprintln!("every request failed");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn requester(
+    mut client: KvClient<Channel>,
+    op: Op,
+    next: Arc<AtomicU64>,
+    bar: ProgressBar,
+    total: u64,
+    seed: usize,
+) -> Tally {
+    let mut rng = SmallRng::seed_from_u64(seed as u64 ^ 0x5eed_f107);
+    let mut tally = Tally {
+        hist: histogram(),
+        errors: 0,
+        samples: Vec::new(),
+    };
+    loop {
+        let n = next.fetch_add(1, Ordering::Relaxed);
+        if n >= total {
+            break;
+        }
+        let began = Instant::now();
+        let result = match &op {
+            Op::Put {
+                key_size,
+                value,
+                sequential,
+                key_space,
+            } => {
+                let k = if *sequential {
+                    n % key_space
+                } else {
+                    rng.random_range(0..*key_space)
+                };
+                client
+                    .put(PutRequest {
+                        key: key_bytes(k, *key_size),
+                        value: value.clone(),
+                        ..PutRequest::default()
+                    })
+                    .await
+                    .map(|_| ())
+            }
+            Op::Range {
+                key,
+                range_end,
+                serializable,
+            } => client
+                .range(RangeRequest {
+                    key: key.clone(),
+                    range_end: range_end.clone(),
+                    serializable: *serializable,
+                    ..RangeRequest::default()
+                })
+                .await
+                .map(|_| ()),
+        };
+        match result {
+            Ok(()) => {
+                let us = began.elapsed().as_micros().max(1);
+                tally.hist.saturating_record(us as u64);
+            }
+            Err(status) => {
+                tally.errors += 1;
+                if tally.samples.len() < ERROR_SAMPLES {
+                    let s = format!("{:?}: {}", status.code(), status.message());
+                    if !tally.samples.contains(&s) {
+                        tally.samples.push(s);
+                    }
+                }
+            }
+        }
+        bar.inc(1);
+    }
+    tally
+}
+
+#[cfg(test)]
+mod tests {
+    use super::key_bytes;
+
+    #[test]
+    fn keys_have_the_requested_size() {
+        assert_eq!(key_bytes(1, 8), vec![0, 0, 0, 0, 0, 0, 0, 1]);
+        assert_eq!(key_bytes(258, 2), vec![1, 2]);
+        assert_eq!(key_bytes(5, 10), vec![b'k', b'k', 0, 0, 0, 0, 0, 0, 0, 5]);
+    }
+}
