@@ -13,11 +13,9 @@
 //! |---|---|
 //! | `service.rs` | [`LeaseService`]: Grant, Revoke, KeepAlive, TimeToLive, Leases |
 //! | `expiry.rs` | [`spawn_lease_expiry`] and [`LeaseExpiryConfig`] |
-//! | `status.rs` | the local mapping of driver and store errors to `tonic::Status` |
 
 mod expiry;
 mod service;
-mod status;
 
 pub use expiry::{LeaseExpiryConfig, spawn_lease_expiry};
 pub use service::{KeepAliveStream, LeaseService};

@@ -1,7 +1,7 @@
 //! [`LeaseService`]: etcd's Lease calls over the driver and the lessor.
 
-use super::status::{from_driver, from_kv, not_leader};
-use crate::api::{ApiContext, mark_forwarded};
+use crate::api::{ApiContext, LeaderHint, driver_status, kv_status, mark_forwarded};
+use crate::driver::DriverError;
 use crate::driver::RaftHandle;
 use crate::kv::{KeepAliveError, KvCommand, KvOp, KvResponse, Lessor};
 use crate::state::NodeStateMachine;
@@ -101,8 +101,12 @@ impl LeaseService {
 
     async fn propose(&self, op: KvOp) -> Result<KvResponse, Status> {
         let command = KvCommand::new(op).encode_to_bytes();
-        let output = self.handle.propose(command).await.map_err(from_driver)?;
-        output.result.map_err(from_kv)
+        let output = self
+            .handle
+            .propose(command)
+            .await
+            .map_err(|e| driver_status(&e, &LeaderHint::default()))?;
+        output.result.map_err(|e| kv_status(&e))
     }
 }
 
@@ -207,7 +211,7 @@ impl Lease for LeaseService {
                 (entry, kv.revision())
             })
             .await
-            .map_err(from_driver)?;
+            .map_err(|e| driver_status(&e, &LeaderHint::default()))?;
         let header = Some(self.header(revision));
         // etcd answers a missing lease with TTL -1, not an error.
         let Some((granted, keys)) = entry else {
@@ -238,7 +242,7 @@ impl Lease for LeaseService {
             .handle
             .read(|sm| (sm.kv().lease_statuses(), sm.kv().revision()))
             .await
-            .map_err(from_driver)?;
+            .map_err(|e| driver_status(&e, &LeaderHint::default()))?;
         Ok(Response::new(LeaseLeasesResponse {
             header: Some(self.header(revision)),
             leases,
@@ -288,14 +292,19 @@ impl KeepAliveTask {
             Err(KeepAliveError::NotFound) => 0,
             Err(KeepAliveError::NotPrimary) => {
                 let leader = self.handle.status().leader;
-                return Err(not_leader((leader.0 != 0).then_some(leader.0)));
+                return Err(driver_status(
+                    &DriverError::NotLeader {
+                        leader_hint: leader.is_some().then_some(leader),
+                    },
+                    &LeaderHint::default(),
+                ));
             }
         };
         let revision = self
             .handle
             .read_local(|sm| sm.kv().revision())
             .await
-            .map_err(from_driver)?;
+            .map_err(|e| driver_status(&e, &LeaderHint::default()))?;
         Ok(LeaseKeepAliveResponse {
             header: Some(header(&self.handle, self.cluster_id, revision)),
             id,
