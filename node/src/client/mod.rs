@@ -41,6 +41,13 @@ pub struct Client {
     seq: AtomicU64,
 }
 
+/// A request carrying `meta` (the exactly-once ids, when a write).
+fn with_metadata<T>(message: T, meta: tonic::metadata::MetadataMap) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    *request.metadata_mut() = meta;
+    request
+}
+
 /// A random, non-zero client id. `RandomState` is seeded from the OS per
 /// process; mixing in the time separates clients within one process.
 fn random_id() -> u64 {
@@ -123,8 +130,7 @@ impl Client {
             .with_retries(None, |ch, meta| {
                 let req = req.clone();
                 async move {
-                    let mut r = tonic::Request::new(req);
-                    *r.metadata_mut() = meta;
+                    let r = with_metadata(req, meta);
                     KvClient::new(ch).range(r).await.map(|r| r.into_inner())
                 }
             })
@@ -144,8 +150,7 @@ impl Client {
             .with_retries(Some(seq), |ch, meta| {
                 let req = req.clone();
                 async move {
-                    let mut r = tonic::Request::new(req);
-                    *r.metadata_mut() = meta;
+                    let r = with_metadata(req, meta);
                     KvClient::new(ch).put(r).await.map(|r| r.into_inner())
                 }
             })
@@ -164,8 +169,7 @@ impl Client {
             .with_retries(Some(seq), |ch, meta| {
                 let req = req.clone();
                 async move {
-                    let mut r = tonic::Request::new(req);
-                    *r.metadata_mut() = meta;
+                    let r = with_metadata(req, meta);
                     KvClient::new(ch)
                         .delete_range(r)
                         .await
@@ -195,8 +199,7 @@ impl Client {
             .with_retries(Some(seq), |ch, meta| {
                 let req = grant;
                 async move {
-                    let mut r = tonic::Request::new(req);
-                    *r.metadata_mut() = meta;
+                    let r = with_metadata(req, meta);
                     LeaseClient::new(ch)
                         .lease_grant(r)
                         .await
@@ -227,8 +230,7 @@ impl Client {
             .with_retries(Some(seq), |ch, meta| {
                 let req = txn.clone();
                 async move {
-                    let mut r = tonic::Request::new(req);
-                    *r.metadata_mut() = meta;
+                    let r = with_metadata(req, meta);
                     KvClient::new(ch).txn(r).await.map(|r| r.into_inner())
                 }
             })
