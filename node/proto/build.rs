@@ -11,6 +11,7 @@ const PROTOS: &[&str] = &[
     "proto/etcd/api/mvccpb/kv.proto",
     "proto/etcd/api/etcdserverpb/rpc.proto",
     "proto/flotilla/raft.proto",
+    "proto/flotilla/forward.proto",
 ];
 
 fn main() -> Result<(), Box<dyn Error>> {
@@ -24,6 +25,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         // move them instead of copying. The etcd messages keep `Vec<u8>`, the
         // type the etcd-client crate and most etcd code use.
         .bytes(".flotilla.raft.v1")
+        .bytes(".flotilla.forward.v1")
         .compile_with_config(config, PROTOS, &["proto"])?;
     Ok(())
 }

@@ -5,8 +5,8 @@
 //! them in order.
 
 use crate::api::{
-    ApiContext, ClusterService, Forwarder, HeaderSource, KvService, MaintenanceService,
-    publish_self,
+    ApiContext, ClusterService, ForwardService, Forwarder, HeaderSource, KvService,
+    MaintenanceService, WriteForwardConfig, WriteForwarder, publish_self,
 };
 use crate::config::{ClusterState, FsyncSetting, NodeConfig, ReadModeSetting};
 use crate::driver::{Driver, DriverConfig, RaftHandle};
@@ -165,7 +165,8 @@ fn open_storage(config: &NodeConfig) -> Result<DiskStorage, StartError> {
 /// spawns the driver, the peer and client servers, the HTTP port and the
 /// background tasks (publishing this member, keeping the transport's peers
 /// in step with the member table). Must run inside a multi-threaded tokio
-/// runtime (the driver blocks in place on storage IO).
+/// runtime (storage is opened in place); the driver gets a thread of its
+/// own.
 pub async fn start(
     config: NodeConfig,
     listeners: NodeListeners,
@@ -216,7 +217,10 @@ pub async fn start(
 
     let stop_clients = watch::channel(false).0;
     let stop_core = watch::channel(false).0;
-    let driver = tokio::spawn(driver.run(signal(&stop_core)));
+    let driver = driver.spawn_on_own_thread(
+        format!("raft-{}", config.name),
+        signal(&stop_core),
+    )?;
     let peer_service = PeerService::new(
         config.cluster_id,
         raft.clone(),
@@ -259,16 +263,21 @@ pub async fn start(
     let (watch_closer, lease_closer) =
         (watch_service.stream_closer(), lease_service.stream_closer());
     let message_max = config.max_request_bytes + GRPC_OVERHEAD_BYTES;
+    let forward_config = WriteForwardConfig::for_request_limit(config.max_request_bytes);
+    let write_forwarder =
+        WriteForwarder::spawn(ctx.clone(), config.cluster_id, forward_config.clone());
+    let forward_service = ForwardService::new(ctx.clone(), config.cluster_id, &forward_config);
     let router = tonic::transport::Server::builder()
         .add_service(
-            KvServer::new(KvService::new(ctx.clone()))
+            KvServer::new(KvService::new(ctx.clone(), write_forwarder))
                 .max_decoding_message_size(message_max)
                 .max_encoding_message_size(usize::MAX),
         )
         .add_service(MaintenanceServer::new(MaintenanceService::new(ctx.clone())))
         .add_service(ClusterServer::new(cluster.clone()))
         .add_service(watch_service.into_server())
-        .add_service(lease_service.into_server());
+        .add_service(lease_service.into_server())
+        .add_service(forward_service.into_server());
     // Watch and keepalive streams never end by themselves: close them when
     // the client server is asked to stop, or its graceful shutdown waits.
     let stop_client_streams = {

@@ -10,6 +10,7 @@
 //! | [`mvccpb`] | `proto/etcd/api/mvccpb/kv.proto` | etcd's `KeyValue` and watch `Event` |
 //! | [`etcdserverpb`] | `proto/etcd/api/etcdserverpb/rpc.proto` | the etcd v3 services Flotilla serves to clients |
 //! | [`raft`] | `proto/flotilla/raft.proto` | the `RaftPeer` service between nodes |
+//! | [`forward`] | `proto/flotilla/forward.proto` | the `Forward` service: a follower's writes, batched to the leader |
 //! | [`convert`] | — | [`flotilla_raft::Message`] ⇄ [`raft::RaftMessage`], with [`DecodeError`] |
 //!
 //! # etcd compatibility
@@ -80,4 +81,10 @@ pub mod etcdserverpb {
 /// the `RaftPeer` service (`raft_peer_client`, `raft_peer_server`).
 pub mod raft {
     tonic::include_proto!("flotilla.raft.v1");
+}
+
+/// Write forwarding between members (`package flotilla.forward.v1`): the
+/// `Forward` service (`forward_client`, `forward_server`).
+pub mod forward {
+    tonic::include_proto!("flotilla.forward.v1");
 }

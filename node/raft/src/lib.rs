@@ -36,6 +36,9 @@
 //!    replace any saved at or after the first one's index.
 //! 4. **Send** `ready.messages` — only now: a vote or an append acknowledgement
 //!    promises that step 3 is on disk. Sending may be asynchronous and lossy.
+//!    Exception: when `ready.messages_first` is set (a leader whose term and
+//!    vote are durable), the driver may send them before or while doing
+//!    step 3, so that the leader's disk write overlaps the followers'.
 //! 5. **Apply**: restore the state machine from `ready.snapshot`, if any;
 //!    then apply `ready.committed_entries` in order (entries of kind
 //!    [`EntryKind::Noop`] and [`EntryKind::ConfChange`] carry no command);

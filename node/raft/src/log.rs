@@ -202,6 +202,12 @@ impl<S: Storage> RaftLog<S> {
         &self.unstable
     }
 
+    /// The last index known durable. Meaningful for a leader, which never
+    /// holds a pending snapshot.
+    pub(crate) fn stable_last_index(&self) -> LogIndex {
+        self.unstable_offset - 1
+    }
+
     /// Marks every unstable entry up to `index` (of `term`) as saved.
     pub(crate) fn stable_to(&mut self, index: LogIndex, term: Term) {
         if index < self.unstable_offset || self.unstable.is_empty() {

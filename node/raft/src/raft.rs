@@ -495,9 +495,11 @@ impl<S: Storage> Raft<S> {
         self.role = Role::Leader;
         self.leader = self.id;
         let last = self.log.last_index();
+        let stable = self.log.stable_last_index();
         let id = self.id;
         for (pid, p) in self.tracker.progress.iter_mut() {
-            p.match_index = if *pid == id { last } else { 0 };
+            // Its own match counts only what it has made durable.
+            p.match_index = if *pid == id { stable } else { 0 };
             p.next_index = last + 1;
             p.become_probe();
             p.next_index = last + 1;
@@ -647,6 +649,9 @@ impl<S: Storage> Raft<S> {
             hard_state: (hard_state != self.prev_hard_state).then_some(hard_state),
             entries,
             messages: std::mem::take(&mut self.msgs),
+            messages_first: self.role == Role::Leader
+                && hard_state.term == self.prev_hard_state.term
+                && hard_state.vote == self.prev_hard_state.vote,
             committed_entries,
             read_states: std::mem::take(&mut self.read_states),
         })
@@ -665,6 +670,9 @@ impl<S: Storage> Raft<S> {
         self.applied_bytes_since_snapshot += marks.applied_bytes;
         if let Some((index, term)) = marks.last_entry {
             self.log.stable_to(index, term);
+            if self.role == Role::Leader {
+                self.leader_persisted(self.log.stable_last_index());
+            }
         }
         if let Some(index) = marks.last_committed {
             self.log.applied_to(index);

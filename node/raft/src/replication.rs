@@ -8,19 +8,29 @@ use crate::storage::Storage;
 use crate::types::{Entry, LogIndex, NodeId, Term};
 
 impl<S: Storage> Raft<S> {
-    /// Appends entries of the leader's own term and counts its own match.
-    /// They are sent at the next flush, batched with whatever else arrives.
+    /// Appends entries of the leader's own term. They are sent at the next
+    /// flush, batched with whatever else arrives; the leader counts them
+    /// toward its own match only once they are durable (in `advance`), so it
+    /// may send them before persisting them (Raft thesis §10.2.1).
     pub(crate) fn append_as_leader(&mut self, entries: &[Entry]) {
         self.log.append(entries);
         self.note_appended(entries);
-        let last = self.log.last_index();
-        let id = self.id;
-        if let Some(p) = self.tracker.progress.get_mut(&id) {
-            p.maybe_update(last);
-        }
         self.replication_dirty = true;
-        // A single voter commits on its own.
-        self.maybe_commit();
+    }
+
+    /// The leader's own entries up to `stable` are durable: count them, and
+    /// commit what a quorum now holds (a single voter commits here).
+    pub(crate) fn leader_persisted(&mut self, stable: LogIndex) {
+        let id = self.id;
+        let updated = self
+            .tracker
+            .progress
+            .get_mut(&id)
+            .is_some_and(|p| p.maybe_update(stable));
+        if updated && self.maybe_commit() {
+            // Tell every follower the new commit index promptly.
+            self.replication_dirty = true;
+        }
     }
 
     /// Sends entries to every follower that is not paused.

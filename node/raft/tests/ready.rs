@@ -23,6 +23,11 @@ fn committed_entries_are_handed_out_once() {
     let mut single = core(1, 1);
     let ready = elect(&mut single);
     assert_eq!(ready.soft_state.map(|s| s.role), Some(Role::Leader));
+    assert!(
+        ready.committed_entries.is_empty(),
+        "a leader counts its own entry only once it is durable"
+    );
+    let ready = handle(&mut single);
     assert_eq!(
         ready
             .committed_entries
@@ -34,10 +39,13 @@ fn committed_entries_are_handed_out_once() {
 
     single.propose(Bytes::from_static(b"a")).expect("leader");
     let ready = handle(&mut single);
-    assert_eq!(data(&ready), [Bytes::from_static(b"a")]);
-    assert_eq!(ready.entries.len(), 1, "persisted in the same Ready");
+    assert_eq!(ready.entries.len(), 1, "persisted first");
+    assert!(data(&ready).is_empty());
+    let ready = handle(&mut single);
+    assert_eq!(data(&ready), [Bytes::from_static(b"a")], "then committed");
 
     single.propose(Bytes::from_static(b"b")).expect("leader");
+    handle(&mut single);
     let ready = handle(&mut single);
     assert_eq!(data(&ready), [Bytes::from_static(b"b")], "no repeat of a");
     assert!(!single.has_ready());
@@ -59,7 +67,9 @@ fn committed_entries_are_handed_out_within_the_byte_budget() {
     while single.has_ready() {
         batches.push(data(&handle(&mut single)).len());
     }
-    assert_eq!(batches, [2, 2, 1]);
+    // The first `Ready` persists them; the leader commits them once they
+    // are durable, and hands them out two at a time.
+    assert_eq!(batches, [0, 2, 2, 1]);
 }
 
 /// Raft Figure 2 (persistent state) and thesis §3.8: a core restarted over
@@ -73,7 +83,8 @@ fn restarted_core_resumes_and_reapplies_from_the_applied_index() {
     single
         .propose_batch([b"a", b"b", b"c"].map(|d| Bytes::from_static(d)))
         .expect("leader");
-    handle(&mut single);
+    handle(&mut single); // persist
+    handle(&mut single); // commit, apply and record the commit index
     let saved = single.storage().hard_state();
     assert_eq!(
         saved,

@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use flotilla_raft::{Bytes, Entry, HardState, Message, MessageBody, NodeId, Ready, Term};
+use flotilla_raft::{Bytes, Entry, HardState, Message, MessageBody, NodeId, Ready, Storage, Term};
 
 /// The AppendEntries of `ready` to `to`, as (prev_log_index, entries).
 fn appends_to(ready: &Ready, to: u64) -> Vec<(u64, Vec<Entry>)> {
@@ -331,4 +331,79 @@ fn leader_replicates_and_followers_learn_the_commit_index() {
         assert_eq!(applied, [Bytes::from_static(b"x=1")], "member {n}");
         assert_eq!(net.core(n).storage().hard_state().commit, 2);
     }
+}
+
+/// Raft thesis §10.2.1: a leader may send new entries before it has made
+/// them durable (`Ready::messages_first`), because it counts its own entries
+/// toward commitment only after `advance`. Nobody else may: a candidate's
+/// vote request or a follower's acknowledgement promises what is on disk.
+#[test]
+fn leader_sends_before_persisting_and_counts_itself_only_after() {
+    let mut net = Net::new(3);
+    net.elect(1);
+    let own_match = |core: &mut Core| {
+        core.status()
+            .match_indexes
+            .iter()
+            .find(|(id, _)| *id == NodeId(1))
+            .map(|(_, m)| *m)
+            .expect("leader tracks itself")
+    };
+    let before = net.core(1).status().hard_state.commit;
+    assert_eq!(own_match(net.core(1)), before);
+
+    let (index, _) = net
+        .core(1)
+        .propose(Bytes::from_static(b"x"))
+        .expect("leader");
+    assert_eq!(own_match(net.core(1)), before, "appended but not durable");
+    let ready = net.core(1).ready().expect("memory storage");
+    assert!(ready.messages_first);
+    assert_eq!(ready.entries.last().map(|e| e.index), Some(index));
+    assert!(
+        appends_to(&ready, 2)
+            .iter()
+            .any(|(_, es)| es.iter().any(|e| e.index == index)),
+        "the entry goes out in the same Ready that persists it"
+    );
+    assert_eq!(own_match(net.core(1)), before, "still not durable");
+    net.core(1)
+        .storage_mut()
+        .save(ready.hard_state.as_ref(), &ready.entries)
+        .expect("memory storage");
+    net.core(1).advance();
+    assert_eq!(own_match(net.core(1)), index, "durable after advance");
+    assert_eq!(
+        net.core(1).status().hard_state.commit,
+        before,
+        "one durable copy of three is no quorum"
+    );
+
+    // The followers store it; their acknowledgements wait for their disks.
+    let mut follower_readies = Vec::new();
+    for m in ready.messages {
+        let to = m.to.0;
+        net.core(to).step(m);
+        follower_readies.push(handle(net.core(to)));
+    }
+    assert!(follower_readies.iter().all(|r| !r.messages_first));
+    let term = net.core(1).state().0.0;
+    net.core(1).step(append_ack(2, 1, term, index));
+    assert_eq!(net.core(1).status().hard_state.commit, index);
+}
+
+/// A candidate's vote requests must not leave before its vote for itself is
+/// durable.
+#[test]
+fn a_candidate_persists_before_asking_for_votes() {
+    let mut candidate = core(1, 3);
+    for _ in 0..(2 * ELECTION_TICKS) {
+        candidate.tick();
+        if candidate.has_ready() {
+            break;
+        }
+    }
+    let ready = candidate.ready().expect("memory storage");
+    assert!(!ready.messages.is_empty(), "asks for (pre-)votes");
+    assert!(!ready.messages_first);
 }

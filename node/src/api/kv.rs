@@ -1,23 +1,21 @@
 //! [`KvService`]: etcd's KV service. Range is read through the driver
 //! (ReadIndex, or local when `serializable`); Put, DeleteRange, Txn and
-//! Compact are proposed, and forwarded once to the leader by a follower.
+//! Compact are proposed, and a follower hands them to the leader in batches
+//! ([`WriteForwarder`]).
 
 use super::context::ApiContext;
-use super::errors::{driver_status, kv_status, request_too_large};
-use super::forward::{FORWARDED_METADATA, mark_forwarded};
+use super::errors::{kv_status, request_too_large};
+use super::forward::FORWARDED_METADATA;
+use super::write_forward::WriteForwarder;
 use crate::driver::DriverError;
 use crate::kv::{KvCommand, KvOp, KvResponse};
 use crate::state::NodeStateMachine;
-use flotilla_proto::etcdserverpb::kv_client::KvClient;
 use flotilla_proto::etcdserverpb::kv_server::Kv;
 use flotilla_proto::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
     PutResponse, RangeRequest, RangeResponse, ResponseHeader, TxnRequest, TxnResponse,
 };
-use std::future::Future;
-use std::pin::Pin;
 use tonic::metadata::MetadataMap;
-use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 /// Request metadata: the exactly-once client session id (decimal `u64`).
@@ -48,20 +46,16 @@ pub fn session_ids(md: &MetadataMap) -> Result<(u64, u64), Status> {
     }
 }
 
-type Forwarded<R> = Pin<Box<dyn Future<Output = Result<Response<R>, Status>> + Send>>;
-
-/// A write request: how it goes into the log, comes out of it, and is
-/// re-issued at the leader.
+/// A write request: how it goes into the log and comes out of it.
 trait KvWrite: prost::Message + Clone + Send + 'static {
     type Reply: Send + 'static;
     fn into_op(self) -> KvOp;
     fn reply(response: KvResponse) -> Option<Self::Reply>;
     fn header(reply: &mut Self::Reply) -> &mut Option<ResponseHeader>;
-    fn forward(client: KvClient<Channel>, request: Request<Self>) -> Forwarded<Self::Reply>;
 }
 
 macro_rules! kv_write {
-    ($req:ty, $reply:ty, $op:ident, $resp:ident, $method:ident) => {
+    ($req:ty, $reply:ty, $op:ident, $resp:ident) => {
         impl KvWrite for $req {
             type Reply = $reply;
             fn into_op(self) -> KvOp {
@@ -76,76 +70,58 @@ macro_rules! kv_write {
             fn header(reply: &mut $reply) -> &mut Option<ResponseHeader> {
                 &mut reply.header
             }
-            fn forward(mut client: KvClient<Channel>, request: Request<Self>) -> Forwarded<$reply> {
-                Box::pin(async move { client.$method(request).await })
-            }
         }
     };
 }
 
-kv_write!(PutRequest, PutResponse, Put, Put, put);
+kv_write!(PutRequest, PutResponse, Put, Put);
 kv_write!(
     DeleteRangeRequest,
     DeleteRangeResponse,
     DeleteRange,
-    DeleteRange,
-    delete_range
+    DeleteRange
 );
-kv_write!(TxnRequest, TxnResponse, Txn, Txn, txn);
+kv_write!(TxnRequest, TxnResponse, Txn, Txn);
 kv_write!(
     CompactionRequest,
     CompactionResponse,
     Compaction,
-    Compaction,
-    compact
+    Compaction
 );
 
 /// etcd's KV service on one member.
 #[derive(Clone, Debug)]
 pub struct KvService {
     ctx: ApiContext,
+    writes: WriteForwarder,
 }
 
 impl KvService {
-    /// The service over `ctx`.
-    pub fn new(ctx: ApiContext) -> Self {
-        KvService { ctx }
+    /// The service over `ctx`; a follower hands writes to `writes`.
+    pub fn new(ctx: ApiContext, writes: WriteForwarder) -> Self {
+        KvService { ctx, writes }
     }
 
-    /// Proposes a write; on a follower, re-issues it at the leader once.
+    /// Proposes a write; a follower has the leader propose it (one hop).
     async fn write<W: KvWrite>(&self, request: Request<W>) -> Result<Response<W::Reply>, Status> {
         let (client_id, seq) = session_ids(request.metadata())?;
         if request.get_ref().encoded_len() > self.ctx.max_request_bytes {
             return Err(request_too_large());
         }
         let forwarded = request.metadata().contains_key(FORWARDED_METADATA);
-        let command = KvCommand::with_session(client_id, seq, request.get_ref().clone().into_op());
-        match self.ctx.raft.propose(command.encode_to_bytes()).await {
-            Ok(output) => {
-                let response = output.result.map_err(|e| kv_status(&e))?;
-                let mut reply = W::reply(response)
-                    .ok_or_else(|| Status::internal("flotilla: mismatched response kind"))?;
-                self.ctx.header.fill(W::header(&mut reply));
-                Ok(Response::new(reply))
+        let command = KvCommand::with_session(client_id, seq, request.into_inner().into_op())
+            .encode_to_bytes();
+        let response = match self.ctx.raft.propose(command.clone()).await {
+            Ok(output) => output.result.map_err(|e| kv_status(&e))?,
+            Err(DriverError::NotLeader { .. }) if !forwarded => {
+                self.writes.forward(command).await?
             }
-            Err(DriverError::NotLeader { leader_hint }) if !forwarded => {
-                let hint = self.ctx.leader_hint(leader_hint).await;
-                let e = DriverError::NotLeader { leader_hint };
-                let Some(url) = hint.endpoint.clone() else {
-                    // The leader has not published its client URL yet.
-                    return Err(driver_status(&e, &Default::default()));
-                };
-                if hint.id == Some(self.ctx.member_id) {
-                    return Err(driver_status(&e, &hint));
-                }
-                let channel = self.ctx.forwarder.channel(&url)?;
-                let client = KvClient::new(channel)
-                    .max_decoding_message_size(usize::MAX)
-                    .max_encoding_message_size(usize::MAX);
-                W::forward(client, mark_forwarded(request)).await
-            }
-            Err(e) => Err(self.ctx.status_of(&e).await),
-        }
+            Err(e) => return Err(self.ctx.status_of(&e).await),
+        };
+        let mut reply = W::reply(response)
+            .ok_or_else(|| Status::internal("flotilla: mismatched response kind"))?;
+        self.ctx.header.fill(W::header(&mut reply));
+        Ok(Response::new(reply))
     }
 }
 

@@ -3,8 +3,8 @@
 //!
 //! Any member serves any request. Reads go through the driver (ReadIndex,
 //! or the local state when the request is `serializable`); writes are
-//! proposed, and a follower forwards them once to the leader's advertised
-//! client URL, found in the replicated member table. Each member publishes
+//! proposed, and a follower forwards them once, in batches, to the leader's
+//! advertised client URL, found in the replicated member table. Each member publishes
 //! its own entry in that table ([`publish_self`]) as soon as it knows a
 //! leader, like etcd's `publish`.
 //!
@@ -18,6 +18,7 @@
 //! | `maintenance.rs` | [`MaintenanceService`] |
 //! | `cluster.rs` | [`ClusterService`] |
 //! | `publish.rs` | [`publish_self`] |
+//! | `write_forward.rs` | [`WriteForwarder`] and [`ForwardService`]: a follower's writes, batched to the leader |
 //!
 //! # Exactly-once metadata
 //!
@@ -34,6 +35,7 @@ mod header;
 mod kv;
 mod maintenance;
 mod publish;
+mod write_forward;
 
 pub use cluster::{ClusterService, member_id_for_peer_url};
 pub use context::ApiContext;
@@ -46,3 +48,4 @@ pub use header::HeaderSource;
 pub use kv::{CLIENT_ID_METADATA, KvService, SEQ_METADATA, session_ids};
 pub use maintenance::{MaintenanceService, VERSION};
 pub use publish::publish_self;
+pub use write_forward::{ForwardService, WriteForwardConfig, WriteForwarder};

@@ -99,6 +99,33 @@ impl<M: StateMachine> RaftHandle<M> {
         self.call(|reply| Request::Propose { command, reply }).await
     }
 
+    /// Proposes several commands in order and waits until each is applied;
+    /// the outcomes come back in the same order. They share the driver's
+    /// batches (and so its disk writes) without a task per command.
+    pub async fn propose_many(
+        &self,
+        commands: impl IntoIterator<Item = Bytes>,
+    ) -> Vec<Result<M::Output, DriverError>> {
+        let mut answers = Vec::new();
+        for command in commands {
+            let (reply, answer) = oneshot::channel();
+            let sent = self
+                .requests
+                .send(Request::Propose { command, reply })
+                .await
+                .is_ok();
+            answers.push(sent.then_some(answer));
+        }
+        let mut outcomes = Vec::with_capacity(answers.len());
+        for answer in answers {
+            outcomes.push(match answer {
+                Some(answer) => answer.await.unwrap_or(Err(DriverError::Stopped)),
+                None => Err(DriverError::Stopped),
+            });
+        }
+        outcomes
+    }
+
     /// The spec's `Start`: appends a command at the leader and returns the
     /// index and term it will have if committed, without waiting.
     pub async fn start(&self, command: Bytes) -> Result<(LogIndex, Term), DriverError> {

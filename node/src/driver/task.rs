@@ -34,6 +34,11 @@ pub struct DriverConfig {
     /// Ticks a read may wait for the leader's confirmation (a forwarded
     /// read or its answer may be lost) before it fails with a timeout.
     pub read_timeout_ticks: u64,
+    /// Whether storage IO may block the driver's thread directly. Set by
+    /// [`Driver::spawn_on_own_thread`]; otherwise IO runs in
+    /// `block_in_place`, which hands the runtime's other tasks to another
+    /// thread on every call.
+    pub owns_thread: bool,
 }
 
 impl Default for DriverConfig {
@@ -46,6 +51,7 @@ impl Default for DriverConfig {
             max_pending_proposals: 65536,
             max_pending_reads: 65536,
             read_timeout_ticks: 100,
+            owns_thread: false,
         }
     }
 }
@@ -147,6 +153,36 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
         self.metrics = Some(metrics);
         self
+    }
+
+    /// Runs the driver on a thread of its own, in a single-threaded
+    /// runtime, until `shutdown` resolves or storage fails. The thread then
+    /// blocks on fsync without disturbing the caller's runtime, and applying
+    /// never waits behind client or peer tasks. The returned task (on the
+    /// caller's runtime) ends with the driver's result.
+    pub fn spawn_on_own_thread(
+        mut self,
+        name: String,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<tokio::task::JoinHandle<Result<(), StorageError>>>
+    where
+        S: Send + 'static,
+        M: Send + 'static,
+        T: Send + 'static,
+    {
+        self.config.owns_thread = true;
+        let (done, result) = oneshot::channel();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()?;
+        std::thread::Builder::new().name(name).spawn(move || {
+            let _ = done.send(runtime.block_on(self.run(shutdown)));
+        })?;
+        Ok(tokio::spawn(async move {
+            result
+                .await
+                .unwrap_or_else(|_| Err(StorageError::Fatal("the driver thread panicked".into())))
+        }))
     }
 
     /// Runs until `shutdown` resolves or storage fails. A storage failure is
@@ -263,12 +299,17 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
     /// Steps 2–6 of the driver contract, until the core has nothing left.
     fn process_ready(&mut self) -> Result<(), StorageError> {
         while self.raft.has_ready() {
-            let ready = self.raft.ready()?;
+            let mut ready = self.raft.ready()?;
+            // A leader whose term is durable sends first, so that its disk
+            // write overlaps the followers' (step 4 early, see the core).
+            if ready.messages_first && !ready.messages.is_empty() {
+                self.transport.send(std::mem::take(&mut ready.messages));
+            }
             // Step 3: persist. Storage IO blocks; tell the runtime so other
             // tasks move to other threads meanwhile.
             let raft = &mut self.raft;
             let started = Instant::now();
-            tokio::task::block_in_place(|| {
+            blocking(self.config.owns_thread, || {
                 if let Some(snapshot) = &ready.snapshot {
                     raft.storage_mut().apply_snapshot(snapshot.clone())?;
                 }
@@ -358,7 +399,7 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
             if self.raft.snapshot_due() {
                 let data = self.sm.snapshot();
                 let raft = &mut self.raft;
-                tokio::task::block_in_place(|| raft.compact(data))?;
+                blocking(self.config.owns_thread, || raft.compact(data))?;
             }
             self.publish_status();
         }
@@ -429,6 +470,16 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
         for (_, read) in std::mem::take(&mut self.confirmed) {
             read(Err(e.clone()));
         }
+    }
+}
+
+/// Runs blocking IO: directly on a thread the driver owns, else in
+/// `block_in_place` so the runtime moves its other tasks elsewhere.
+fn blocking<R>(owns_thread: bool, io: impl FnOnce() -> R) -> R {
+    if owns_thread {
+        io()
+    } else {
+        tokio::task::block_in_place(io)
     }
 }
 

@@ -303,7 +303,14 @@ impl Cluster {
         if !raft.has_ready() {
             return false;
         }
-        let ready = raft.ready().expect("in-memory storage does not fail");
+        let mut ready = raft.ready().expect("in-memory storage does not fail");
+        // A leader may send before persisting; its messages then leave even
+        // if it crashes while writing.
+        if ready.messages_first {
+            for m in std::mem::take(&mut ready.messages) {
+                self.net.send(m, self.now, &mut self.rng);
+            }
+        }
         if node.crash_mid_persist && ready.must_persist() {
             self.crash_while_persisting(i, ready);
             return true;
