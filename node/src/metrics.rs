@@ -93,7 +93,7 @@ impl Metrics {
         );
         registry.register(
             "peer_round_trip_seconds",
-            "Peer message batch round trip",
+            "Time from a leader's heartbeat to its answer",
             m.peer_round_trip_seconds.clone(),
         );
         *m.registry.lock().expect("fresh lock") = registry;
@@ -103,6 +103,11 @@ impl Metrics {
     /// Records one persist step.
     pub fn observe_fsync(&self, elapsed: Duration) {
         self.fsync_seconds.observe(elapsed.as_secs_f64());
+    }
+
+    /// Records the time from a heartbeat to its answer.
+    pub fn observe_peer_round_trip(&self, elapsed: Duration) {
+        self.peer_round_trip_seconds.observe(elapsed.as_secs_f64());
     }
 
     /// The exposition text, with gauges refreshed from `status`.

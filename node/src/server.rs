@@ -217,10 +217,7 @@ pub async fn start(
 
     let stop_clients = watch::channel(false).0;
     let stop_core = watch::channel(false).0;
-    let driver = driver.spawn_on_own_thread(
-        format!("raft-{}", config.name),
-        signal(&stop_core),
-    )?;
+    let driver = driver.spawn_on_own_thread(format!("raft-{}", config.name), signal(&stop_core))?;
     let peer_service = PeerService::new(
         config.cluster_id,
         raft.clone(),

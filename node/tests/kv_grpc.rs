@@ -648,3 +648,39 @@ async fn etcdctl_compatibility() {
     assert!(status.contains("\"leader\""), "{status}");
     c.shutdown().await;
 }
+
+/// Fetches `path` from a member's HTTP port (HTTP/1.0, whole body).
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
+        .await
+        .expect("write");
+    let mut body = String::new();
+    s.read_to_string(&mut body).await.expect("read");
+    body
+}
+
+/// The value of an unlabelled metric in Prometheus text.
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn metrics_time_disk_writes_and_peer_round_trips() {
+    let c = Cluster::start().await;
+    let mut kv = c.kv(c.leader()).await;
+    kv.put(put_req("m", "1")).await.expect("put");
+    let leader = c.nodes[c.leader()].http_addr();
+    let follower = c.nodes[c.follower()].http_addr();
+    eventually("heartbeat round trips timed at the leader", || async {
+        let text = http_get(leader, "/metrics").await;
+        metric(&text, "flotilla_peer_round_trip_seconds_count").filter(|n| *n > 0.0)
+    })
+    .await;
+    let text = http_get(follower, "/metrics").await;
+    let writes = metric(&text, "flotilla_raft_fsync_duration_seconds_count");
+    assert!(writes.is_some_and(|n| n > 0.0), "{text}");
+    c.shutdown().await;
+}

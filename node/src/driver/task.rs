@@ -6,8 +6,8 @@ use super::handle::{NodeStatus, RaftHandle, ReadFn, Request};
 use super::state_machine::{StateMachine, Transport};
 use crate::metrics::Metrics;
 use flotilla_raft::{
-    Bytes, EntryKind, LogIndex, Message, ProposeError, Raft, ReadError, Role, Storage,
-    StorageError, Term,
+    Bytes, EntryKind, LogIndex, Message, MessageBody, NodeId, ProposeError, Raft, ReadError, Role,
+    Storage, StorageError, Term,
 };
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
@@ -97,7 +97,14 @@ pub struct Driver<S: Storage, M: StateMachine, T: Transport> {
     next_read_id: u64,
     applied: LogIndex,
     metrics: Option<Arc<Metrics>>,
+    /// Heartbeats sent and not yet answered, by (peer, round), for the peer
+    /// round-trip histogram; at most [`RTT_PROBES_MAX`].
+    rtt_probes: HashMap<(NodeId, u64), Instant>,
 }
+
+/// Bound of [`Driver::rtt_probes`]: heartbeats go out every heartbeat tick,
+/// so this covers many lost answers before probes are dropped.
+const RTT_PROBES_MAX: usize = 256;
 
 impl<S: Storage, M: StateMachine, T: Transport> std::fmt::Debug for Driver<S, M, T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -140,6 +147,7 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
             next_read_id: 0,
             applied,
             metrics: None,
+            rtt_probes: HashMap::new(),
         };
         let handle = RaftHandle {
             requests: req_tx,
@@ -202,10 +210,10 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
                     self.expire_reads();
                 }
                 Some(m) = self.inbound.recv() => {
-                    self.raft.step(m);
+                    self.step(m);
                     for _ in 0..self.config.max_requests_per_turn {
                         match self.inbound.try_recv() {
-                            Ok(m) => self.raft.step(m),
+                            Ok(m) => self.step(m),
                             Err(_) => break,
                         }
                     }
@@ -227,6 +235,34 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
         };
         self.fail_all(DriverError::Stopped);
         result
+    }
+
+    /// Steps a peer message into the core, timing heartbeat answers.
+    fn step(&mut self, m: Message) {
+        if let MessageBody::HeartbeatResponse { round } = m.body
+            && let Some(sent) = self.rtt_probes.remove(&(m.from, round))
+            && let Some(metrics) = &self.metrics
+        {
+            metrics.observe_peer_round_trip(sent.elapsed());
+        }
+        self.raft.step(m);
+    }
+
+    /// Remembers when heartbeats left, to time their answers.
+    fn note_sent(&mut self, messages: &[Message]) {
+        if self.metrics.is_none() {
+            return;
+        }
+        let now = Instant::now();
+        for m in messages {
+            if let MessageBody::Heartbeat { round, .. } = m.body {
+                if self.rtt_probes.len() >= RTT_PROBES_MAX {
+                    // Unanswered probes (a peer down): start over.
+                    self.rtt_probes.clear();
+                }
+                self.rtt_probes.insert((m.to, round), now);
+            }
+        }
     }
 
     fn handle(&mut self, request: Request<M>) {
@@ -303,7 +339,9 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
             // A leader whose term is durable sends first, so that its disk
             // write overlaps the followers' (step 4 early, see the core).
             if ready.messages_first && !ready.messages.is_empty() {
-                self.transport.send(std::mem::take(&mut ready.messages));
+                let messages = std::mem::take(&mut ready.messages);
+                self.note_sent(&messages);
+                self.transport.send(messages);
             }
             // Step 3: persist. Storage IO blocks; tell the runtime so other
             // tasks move to other threads meanwhile.
@@ -323,6 +361,7 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
             }
             // Step 4: send.
             if !ready.messages.is_empty() {
+                self.note_sent(&ready.messages);
                 self.transport.send(ready.messages);
             }
             // Step 5: apply.
