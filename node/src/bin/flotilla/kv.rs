@@ -42,21 +42,7 @@ pub enum KvCommand {
         prev_kv: bool,
     },
     /// Run a transaction read from stdin (or --file), as `etcdctl txn`.
-    ///
-    /// The text: comparisons, a blank line, the requests to run if all
-    /// hold, a blank line, the requests to run otherwise.
-    ///
-    /// Comparisons (operators =, !=, < and >):
-    ///   value("k") = "v"     version("k") > "3"     create("k") = "0"
-    ///   mod("k") < "10"      lease("k") = "694d5765fc71500b"
-    ///
-    /// Requests:
-    ///   put KEY VALUE [--lease=ID] [--prev-kv]
-    ///   get KEY [END] [--prefix] [--from-key] [--limit=N] [--rev=N] [--keys-only] [--count-only]
-    ///   del KEY [END] [--prefix] [--from-key] [--prev-kv]
-    ///
-    /// Prints SUCCESS or FAILURE, then each response after a blank line.
-    #[command(verbatim_doc_comment)]
+    #[command(long_about = crate::txn::HELP)]
     Txn {
         /// Read the transaction from this file instead of stdin.
         #[arg(long)]

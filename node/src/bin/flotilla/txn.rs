@@ -28,6 +28,23 @@ use flotilla_proto::etcdserverpb::{
     Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
 };
 
+/// `flotilla kv txn --help`.
+pub const HELP: &str = r#"Run a transaction read from stdin (or --file), as `etcdctl txn`.
+
+The text: comparisons, a blank line, the requests to run if all hold, a
+blank line, the requests to run otherwise.
+
+Comparisons (operators =, !=, < and >):
+  value("k") = "v"     version("k") > "3"     create("k") = "0"
+  mod("k") < "10"      lease("k") = "694d5765fc71500b"
+
+Requests (arguments with spaces in double quotes):
+  put KEY VALUE [--lease=ID] [--prev-kv]
+  get KEY [END] [--prefix] [--from-key] [--limit=N] [--rev=N] [--keys-only] [--count-only]
+  del KEY [END] [--prefix] [--from-key] [--prev-kv]
+
+Prints SUCCESS or FAILURE, then each response after a blank line."#;
+
 /// Where the text of a transaction is wrong.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 #[error("transaction line {line}: {reason}")]
