@@ -204,6 +204,30 @@ fn stable_hash(parts: &[&str]) -> u64 {
     h.max(1)
 }
 
+/// The cluster token used when `--initial-cluster-token` is not given.
+pub const DEFAULT_CLUSTER_TOKEN: &str = "flotilla";
+
+/// The id of a member that bootstraps a cluster: derived from the cluster
+/// token and its name, so every member computes the same ids.
+pub fn founding_member_id(token: &str, name: &str) -> u64 {
+    stable_hash(&[token, name])
+}
+
+/// The id of the cluster bootstrapped by `initial_cluster` (in any order)
+/// with `token`. A member joining later computes the cluster id the same
+/// way, so it must be given the cluster's original `--initial-cluster` and
+/// token.
+pub fn cluster_id_for(token: &str, initial_cluster: &[InitialMember]) -> u64 {
+    let mut members: Vec<&InitialMember> = initial_cluster.iter().collect();
+    members.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut key: Vec<&str> = vec![token];
+    for m in members {
+        key.push(&m.name);
+        key.push(&m.peer_url);
+    }
+    stable_hash(&key)
+}
+
 /// `http://host:port` (or `host:port`) → `host:port`.
 fn listen_addr(setting: &'static str, url: &str) -> Result<String, ConfigError> {
     let rest = url
@@ -264,7 +288,7 @@ fn parse_initial_cluster(text: &str, token: &str) -> Result<Vec<InitialMember>, 
         }
         members.push(InitialMember {
             name: name.to_string(),
-            id: stable_hash(&[token, name]),
+            id: founding_member_id(token, name),
             peer_url: with_scheme(url),
         });
     }
@@ -326,7 +350,7 @@ impl NodeConfig {
         let name = args.name.ok_or(ConfigError::Missing("name"))?;
         let token = args
             .initial_cluster_token
-            .unwrap_or_else(|| "flotilla".to_string());
+            .unwrap_or_else(|| DEFAULT_CLUSTER_TOKEN.to_string());
         let initial_cluster = parse_initial_cluster(
             args.initial_cluster
                 .as_deref()
@@ -343,13 +367,8 @@ impl NodeConfig {
                 ),
             ));
         }
-        let member_id = stable_hash(&[&token, &name]);
-        let mut cluster_key: Vec<&str> = vec![&token];
-        for m in &initial_cluster {
-            cluster_key.push(&m.name);
-            cluster_key.push(&m.peer_url);
-        }
-        let cluster_id = stable_hash(&cluster_key);
+        let member_id = founding_member_id(&token, &name);
+        let cluster_id = cluster_id_for(&token, &initial_cluster);
         let peer_advertise = match (&args.initial_advertise_peer_urls, me) {
             (Some(url), _) => with_scheme(url),
             (None, Some(m)) => m.peer_url.clone(),
@@ -484,6 +503,28 @@ mod tests {
         assert_eq!(
             c.cluster_id, other.cluster_id,
             "one cluster id for all members"
+        );
+    }
+
+    #[test]
+    fn ids_derive_from_token_names_and_urls() {
+        let c = parse(&["--name", "n1", "--initial-cluster", CLUSTER]).expect("valid");
+        assert_eq!(c.member_id, founding_member_id(DEFAULT_CLUSTER_TOKEN, "n1"));
+        let mut members = c.initial_cluster.clone();
+        assert_eq!(
+            cluster_id_for(DEFAULT_CLUSTER_TOKEN, &members),
+            c.cluster_id
+        );
+        members.reverse();
+        assert_eq!(
+            cluster_id_for(DEFAULT_CLUSTER_TOKEN, &members),
+            c.cluster_id,
+            "the order does not matter"
+        );
+        assert_ne!(cluster_id_for("other", &members), c.cluster_id);
+        assert_ne!(
+            cluster_id_for(DEFAULT_CLUSTER_TOKEN, &members[1..]),
+            c.cluster_id
         );
     }
 

@@ -1,283 +1,232 @@
-//! `flotilla kv`, `flotilla member` and `flotilla cluster`: talk to any etcd
-//! v3 endpoint (Flotilla or etcd itself).
+//! `flotilla cluster status`: every member's view (leader, term, indexes,
+//! version), asked of each member directly, as etcdctl's `endpoint status
+//! --cluster`. A member that does not answer is listed with its error; the
+//! command fails only when none answers.
 
 use crate::WriteOut;
-use anyhow::{Context, Result, bail};
+use crate::connect::{REQUEST_TIMEOUT, call_any, channel, describe};
+use anyhow::{Result, bail};
 use clap::Subcommand;
-use flotilla_node::client::{Client, ClientConfig};
 use flotilla_proto::etcdserverpb::cluster_client::ClusterClient;
-use flotilla_proto::etcdserverpb::kv_client::KvClient;
 use flotilla_proto::etcdserverpb::maintenance_client::MaintenanceClient;
-use flotilla_proto::etcdserverpb::{MemberListRequest, RangeRequest, StatusRequest};
-use std::time::Duration;
-use tonic::transport::Endpoint;
-
-/// `flotilla kv ...`
-#[derive(Debug, Subcommand)]
-pub enum KvCommand {
-    /// Print the value of a key (or of every key under a prefix).
-    Get {
-        /// The key.
-        key: String,
-        /// Treat the key as a prefix.
-        #[arg(long)]
-        prefix: bool,
-    },
-    /// Set a key.
-    Put {
-        /// The key.
-        key: String,
-        /// The value.
-        value: String,
-    },
-    /// Delete a key.
-    Del {
-        /// The key.
-        key: String,
-    },
-}
-
-/// `flotilla member ...`
-#[derive(Debug, Subcommand)]
-pub enum MemberCommand {
-    /// List the members.
-    List,
-}
+use flotilla_proto::etcdserverpb::{MemberListRequest, StatusRequest, StatusResponse};
+use serde_json::{Value, json};
 
 /// `flotilla cluster ...`
 #[derive(Debug, Subcommand)]
 pub enum ClusterCommand {
-    /// Status of every endpoint: member, leader, term, indexes.
-    Status,
+    /// Status of every member: endpoint, id, leader, term, raft index and
+    /// applied index, version; unreachable members with their error.
+    Status {
+        /// Ask only the --endpoints given instead of every member in the
+        /// member list.
+        #[arg(long)]
+        endpoints_only: bool,
+    },
 }
 
-fn client(endpoints: &[String]) -> Result<Client> {
-    Client::new(endpoints, ClientConfig::default()).context("bad --endpoints")
+/// A member to ask, as the member list knows it.
+#[derive(Clone, Debug, Default)]
+struct Target {
+    endpoint: Option<String>,
+    id: Option<u64>,
+    name: String,
 }
 
-fn channel(endpoint: &str) -> Result<tonic::transport::Channel> {
-    let url = if endpoint.contains("://") {
-        endpoint.to_string()
-    } else {
-        format!("http://{endpoint}")
-    };
-    Ok(Endpoint::from_shared(url)?
-        .connect_timeout(Duration::from_secs(2))
-        .timeout(Duration::from_secs(5))
-        .connect_lazy())
+/// One row of the status.
+#[derive(Debug)]
+struct Row {
+    target: Target,
+    answer: Result<StatusResponse, String>,
 }
 
-/// Runs a `kv` subcommand.
-pub async fn kv(cmd: KvCommand, endpoints: &[String], out: WriteOut) -> Result<()> {
-    match cmd {
-        KvCommand::Get { key, prefix: false } => {
-            let value = client(endpoints)?.get(key.as_bytes()).await?;
-            match (value, out) {
-                (Some(v), WriteOut::Table) => {
-                    println!("{key}\n{}", String::from_utf8_lossy(&v));
-                }
-                (v, WriteOut::Json) => println!(
-                    "{}",
-                    serde_json::json!({"key": key, "value": v.map(|v| String::from_utf8_lossy(&v).into_owned())})
-                ),
-                (None, WriteOut::Table) => {}
-            }
-        }
-        KvCommand::Get { key, prefix: true } => {
-            let mut end = key.as_bytes().to_vec();
-            // The prefix's range end: the key with its last byte incremented.
-            while let Some(last) = end.pop() {
-                if last < 0xff {
-                    end.push(last + 1);
-                    break;
-                }
-            }
-            let resp = KvClient::new(channel(&endpoints[0])?)
-                .range(RangeRequest {
-                    key: key.into_bytes(),
-                    range_end: if end.is_empty() { vec![0] } else { end },
-                    ..RangeRequest::default()
-                })
-                .await?
-                .into_inner();
-            match out {
-                WriteOut::Table => {
-                    for kv in resp.kvs {
-                        println!(
-                            "{}\n{}",
-                            String::from_utf8_lossy(&kv.key),
-                            String::from_utf8_lossy(&kv.value)
-                        );
-                    }
-                }
-                WriteOut::Json => {
-                    let kvs: Vec<_> = resp
-                        .kvs
-                        .iter()
-                        .map(|kv| {
-                            serde_json::json!({
-                                "key": String::from_utf8_lossy(&kv.key),
-                                "value": String::from_utf8_lossy(&kv.value),
-                                "create_revision": kv.create_revision,
-                                "mod_revision": kv.mod_revision,
-                                "version": kv.version,
-                            })
-                        })
-                        .collect();
-                    println!("{}", serde_json::json!({"kvs": kvs, "count": resp.count}));
-                }
-            }
-        }
-        KvCommand::Put { key, value } => {
-            let revision = client(endpoints)?
-                .put(key.as_bytes(), value.as_bytes())
-                .await?;
-            match out {
-                WriteOut::Table => println!("OK"),
-                WriteOut::Json => println!("{}", serde_json::json!({"revision": revision})),
-            }
-        }
-        KvCommand::Del { key } => {
-            let deleted = client(endpoints)?.delete(key.as_bytes()).await?;
-            match out {
-                WriteOut::Table => println!("{}", u8::from(deleted)),
-                WriteOut::Json => println!("{}", serde_json::json!({"deleted": deleted})),
-            }
+impl Row {
+    fn id(&self) -> Option<u64> {
+        match &self.answer {
+            Ok(s) => s.header.as_ref().map(|h| h.member_id).or(self.target.id),
+            Err(_) => self.target.id,
         }
     }
-    Ok(())
 }
 
-/// Runs a `member` subcommand.
-pub async fn member(cmd: MemberCommand, endpoints: &[String], out: WriteOut) -> Result<()> {
-    match cmd {
-        MemberCommand::List => {
-            let resp = first_answer(endpoints, |ch| async move {
-                ClusterClient::new(ch)
-                    .member_list(MemberListRequest {
-                        linearizable: false,
-                    })
-                    .await
+/// The members to ask: the member list's, or the given endpoints when that
+/// list cannot be had (or is not wanted).
+async fn targets(endpoints: &[String], endpoints_only: bool) -> Vec<Target> {
+    let given = || {
+        endpoints
+            .iter()
+            .map(|e| Target {
+                endpoint: Some(e.clone()),
+                ..Target::default()
             })
-            .await?;
-            match out {
-                WriteOut::Table => {
-                    println!(
-                        "{:<18} {:<10} {:<8} {:<28} CLIENT URLS",
-                        "ID", "NAME", "LEARNER", "PEER URLS"
-                    );
-                    for m in &resp.members {
-                        println!(
-                            "{:<18x} {:<10} {:<8} {:<28} {}",
-                            m.id,
-                            m.name,
-                            m.is_learner,
-                            m.peer_ur_ls.join(","),
-                            m.client_ur_ls.join(",")
-                        );
-                    }
-                }
-                WriteOut::Json => {
-                    let members: Vec<_> = resp
-                        .members
-                        .iter()
-                        .map(|m| {
-                            serde_json::json!({
-                                "id": m.id, "name": m.name, "is_learner": m.is_learner,
-                                "peer_urls": m.peer_ur_ls, "client_urls": m.client_ur_ls,
-                            })
-                        })
-                        .collect();
-                    println!("{}", serde_json::json!({ "members": members }));
-                }
-            }
+            .collect()
+    };
+    if endpoints_only {
+        return given();
+    }
+    let list = call_any(endpoints, |ch| async move {
+        ClusterClient::new(ch)
+            .member_list(MemberListRequest {
+                linearizable: false,
+            })
+            .await
+    })
+    .await;
+    match list {
+        Ok(list) if !list.members.is_empty() => list
+            .members
+            .into_iter()
+            .map(|m| Target {
+                endpoint: m.client_ur_ls.into_iter().next(),
+                id: Some(m.id),
+                name: m.name,
+            })
+            .collect(),
+        Ok(_) => given(),
+        Err(e) => {
+            eprintln!("warning: no member list ({e:#}); asking the given endpoints only");
+            given()
         }
     }
-    Ok(())
+}
+
+/// Asks every target at once, each bounded by the request timeout.
+async fn statuses(targets: Vec<Target>) -> Vec<Row> {
+    let mut asks = tokio::task::JoinSet::new();
+    for (i, target) in targets.iter().enumerate() {
+        let Some(endpoint) = target.endpoint.clone() else {
+            continue;
+        };
+        asks.spawn(async move {
+            let answer = match channel(&endpoint) {
+                Ok(ch) => {
+                    let mut client = MaintenanceClient::new(ch);
+                    let call = client.status(StatusRequest {});
+                    match tokio::time::timeout(REQUEST_TIMEOUT, call).await {
+                        Ok(Ok(s)) => Ok(s.into_inner()),
+                        Ok(Err(e)) => Err(describe(&e)),
+                        Err(_) => Err("no answer in time".to_string()),
+                    }
+                }
+                Err(e) => Err(format!("{e:#}")),
+            };
+            (i, answer)
+        });
+    }
+    let mut answers: Vec<Option<Result<StatusResponse, String>>> =
+        targets.iter().map(|_| None).collect();
+    while let Some(joined) = asks.join_next().await {
+        if let Ok((i, answer)) = joined {
+            answers[i] = Some(answer);
+        }
+    }
+    targets
+        .into_iter()
+        .zip(answers)
+        .map(|(target, answer)| {
+            let answer = answer.unwrap_or_else(|| {
+                Err(if target.endpoint.is_none() {
+                    "not started: no client URL published yet".to_string()
+                } else {
+                    "the status request failed".to_string()
+                })
+            });
+            Row { target, answer }
+        })
+        .collect()
+}
+
+fn row_json(row: &Row) -> Value {
+    let mut v = json!({
+        "endpoint": row.target.endpoint,
+        "id": row.id(),
+        "id_hex": row.id().map(|id| format!("{id:x}")),
+        "name": row.target.name,
+    });
+    match &row.answer {
+        Ok(s) => {
+            v["reachable"] = json!(true);
+            v["is_leader"] = json!(row.id() == Some(s.leader));
+            v["is_learner"] = json!(s.is_learner);
+            v["leader"] = json!(s.leader);
+            v["raft_term"] = json!(s.raft_term);
+            v["raft_index"] = json!(s.raft_index);
+            v["raft_applied_index"] = json!(s.raft_applied_index);
+            v["version"] = json!(s.version);
+            v["db_size"] = json!(s.db_size);
+            v["errors"] = json!(s.errors);
+        }
+        Err(e) => {
+            v["reachable"] = json!(false);
+            v["errors"] = json!([e]);
+        }
+    }
+    v
+}
+
+fn print_table(rows: &[Row]) {
+    println!(
+        "{:<26} {:<17} {:<8} {:<7} {:<7} {:<6} {:<9} {:<9} {:<24} ERRORS",
+        "ENDPOINT", "ID", "NAME", "LEADER", "LEARNER", "TERM", "INDEX", "APPLIED", "VERSION"
+    );
+    for row in rows {
+        let endpoint = row.target.endpoint.as_deref().unwrap_or("-");
+        let id = row.id().map_or("-".to_string(), |id| format!("{id:x}"));
+        let name = if row.target.name.is_empty() {
+            "-"
+        } else {
+            &row.target.name
+        };
+        match &row.answer {
+            Ok(s) => println!(
+                "{endpoint:<26} {id:<17} {name:<8} {:<7} {:<7} {:<6} {:<9} {:<9} {:<24} {}",
+                row.id() == Some(s.leader),
+                s.is_learner,
+                s.raft_term,
+                s.raft_index,
+                s.raft_applied_index,
+                s.version,
+                s.errors.join("; ")
+            ),
+            Err(e) => println!(
+                "{endpoint:<26} {id:<17} {name:<8} {:<7} {:<7} {:<6} {:<9} {:<9} {:<24} {e}",
+                "-", "-", "-", "-", "-", "-"
+            ),
+        }
+    }
 }
 
 /// Runs a `cluster` subcommand.
-pub async fn cluster(cmd: ClusterCommand, endpoints: &[String], out: WriteOut) -> Result<()> {
+pub async fn run(cmd: ClusterCommand, endpoints: &[String], out: WriteOut) -> Result<()> {
     match cmd {
-        ClusterCommand::Status => {
-            let mut rows = Vec::new();
-            let mut failures = 0;
-            for endpoint in endpoints {
-                let status = MaintenanceClient::new(channel(endpoint)?)
-                    .status(StatusRequest {})
-                    .await;
-                match status {
-                    Ok(s) => rows.push((endpoint.clone(), Ok(s.into_inner()))),
-                    Err(e) => {
-                        failures += 1;
-                        rows.push((endpoint.clone(), Err(e.message().to_string())));
-                    }
-                }
-            }
+        ClusterCommand::Status { endpoints_only } => {
+            let rows = statuses(targets(endpoints, endpoints_only).await).await;
+            let answered = rows.iter().filter(|r| r.answer.is_ok()).count();
             match out {
-                WriteOut::Table => {
-                    println!(
-                        "{:<26} {:<18} {:<8} {:<6} {:<10} {:<10} ERRORS",
-                        "ENDPOINT", "ID", "LEADER", "TERM", "INDEX", "APPLIED"
-                    );
-                    for (endpoint, row) in &rows {
-                        match row {
-                            Ok(s) => {
-                                let id = s.header.as_ref().map_or(0, |h| h.member_id);
-                                println!(
-                                    "{:<26} {:<18x} {:<8} {:<6} {:<10} {:<10} {}",
-                                    endpoint,
-                                    id,
-                                    s.leader == id,
-                                    s.raft_term,
-                                    s.raft_index,
-                                    s.raft_applied_index,
-                                    s.errors.join("; ")
-                                );
-                            }
-                            Err(e) => println!("{endpoint:<26} unreachable: {e}"),
-                        }
-                    }
-                }
+                WriteOut::Table => print_table(&rows),
                 WriteOut::Json => {
-                    let rows: Vec<_> = rows
-                        .iter()
-                        .map(|(endpoint, row)| match row {
-                            Ok(s) => serde_json::json!({
-                                "endpoint": endpoint,
-                                "member_id": s.header.as_ref().map_or(0, |h| h.member_id),
-                                "leader": s.leader,
-                                "raft_term": s.raft_term,
-                                "raft_index": s.raft_index,
-                                "raft_applied_index": s.raft_applied_index,
-                                "version": s.version,
-                            }),
-                            Err(e) => serde_json::json!({"endpoint": endpoint, "error": e}),
+                    let answers = || rows.iter().filter_map(|r| r.answer.as_ref().ok());
+                    // The leader as the member of the newest term knows it.
+                    let leader = answers()
+                        .filter(|s| s.leader != 0)
+                        .max_by_key(|s| s.raft_term)
+                        .map(|s| s.leader);
+                    let cluster_id =
+                        answers().find_map(|s| s.header.as_ref().map(|h| h.cluster_id));
+                    println!(
+                        "{}",
+                        json!({
+                            "cluster_id": cluster_id,
+                            "leader": leader,
+                            "members": rows.iter().map(row_json).collect::<Vec<_>>(),
                         })
-                        .collect();
-                    println!("{}", serde_json::json!({ "endpoints": rows }));
+                    );
                 }
             }
-            if failures == endpoints.len() {
-                bail!("no endpoint answered");
+            if answered == 0 {
+                bail!("no member answered");
             }
         }
     }
     Ok(())
-}
-
-/// Tries each endpoint in turn until one answers.
-async fn first_answer<T, F, Fut>(endpoints: &[String], call: F) -> Result<T>
-where
-    F: Fn(tonic::transport::Channel) -> Fut,
-    Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-{
-    let mut last = None;
-    for endpoint in endpoints {
-        match call(channel(endpoint)?).await {
-            Ok(r) => return Ok(r.into_inner()),
-            Err(e) => last = Some(format!("{endpoint}: {}", e.message())),
-        }
-    }
-    bail!("no endpoint answered: {}", last.unwrap_or_default())
 }

@@ -2,12 +2,28 @@
 //!
 //! Subcommands in etcdctl/kcat style: `--endpoints` names the cluster,
 //! `-w json` gives output a script can parse. Exit codes: 0 success, 1 the
-//! command failed, 2 bad usage (from clap).
+//! command failed (with a one-line `Error: ...` on stderr), 2 bad usage
+//! (from clap).
+//!
+//! | file | what |
+//! |---|---|
+//! | `connect.rs` | channels, trying each endpoint, leader discovery, hex ids |
+//! | `kv.rs`, `txn.rs` | `kv get/put/del/txn`; the transaction text |
+//! | `lease.rs` | `lease grant/revoke/keepalive/timetolive/list` |
+//! | `member.rs` | `member list/add/remove/promote` |
+//! | `cluster.rs` | `cluster status` |
+//! | `dev_cluster.rs` | `dev-cluster` |
+//! | `bench_kv.rs`, `bench_log.rs` | `bench kv`, `bench log` |
 
 mod bench_kv;
 mod bench_log;
 mod cluster;
+mod connect;
 mod dev_cluster;
+mod kv;
+mod lease;
+mod member;
+mod txn;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -40,10 +56,13 @@ struct Cli {
 enum Command {
     /// Key-value operations.
     #[command(subcommand)]
-    Kv(cluster::KvCommand),
+    Kv(kv::KvCommand),
+    /// Leases: keys attached to one vanish when it expires or is revoked.
+    #[command(subcommand)]
+    Lease(lease::LeaseCommand),
     /// Cluster membership.
     #[command(subcommand)]
-    Member(cluster::MemberCommand),
+    Member(member::MemberCommand),
     /// Cluster-wide views.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
@@ -78,8 +97,20 @@ pub enum WriteOut {
     Json,
 }
 
-fn main() -> Result<std::process::ExitCode> {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            // The message chain on one line; never a backtrace, whatever
+            // RUST_BACKTRACE says: these are the user's errors, not bugs.
+            eprintln!("Error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<std::process::ExitCode> {
     let done = std::process::ExitCode::SUCCESS;
     match cli.command {
         Command::Node(args) => Ok(flotilla_node::member::run_member(args)),
@@ -91,13 +122,16 @@ fn main() -> Result<std::process::ExitCode> {
         }
         Command::DevCluster(args) => runtime()?.block_on(dev_cluster::run(args)).map(|()| done),
         Command::Kv(cmd) => runtime()?
-            .block_on(cluster::kv(cmd, &cli.endpoints, cli.write_out))
+            .block_on(kv::run(cmd, &cli.endpoints, cli.write_out))
+            .map(|()| done),
+        Command::Lease(cmd) => runtime()?
+            .block_on(lease::run(cmd, &cli.endpoints, cli.write_out))
             .map(|()| done),
         Command::Member(cmd) => runtime()?
-            .block_on(cluster::member(cmd, &cli.endpoints, cli.write_out))
+            .block_on(member::run(cmd, &cli.endpoints, cli.write_out))
             .map(|()| done),
         Command::Cluster(cmd) => runtime()?
-            .block_on(cluster::cluster(cmd, &cli.endpoints, cli.write_out))
+            .block_on(cluster::run(cmd, &cli.endpoints, cli.write_out))
             .map(|()| done),
     }
 }
