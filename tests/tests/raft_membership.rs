@@ -123,6 +123,33 @@ fn promotion_refused_while_learner_lags() {
     assert_safe(&c);
 }
 
+/// A learner that never answered is not promoted, however short the log:
+/// it may not be running at all.
+#[test]
+fn promotion_refused_for_a_learner_never_heard_from() {
+    let mut c = cluster(3);
+    c.one(b"x", 3, true, WAIT).expect("agreed");
+    let new = c.add_node();
+    c.crash(new);
+    change(&mut c, ConfChange::AddLearner(new));
+    let l = leader(&mut c);
+    let e = c
+        .raft(l)
+        .expect("up")
+        .propose_conf_change(ConfChange::PromoteLearner(new))
+        .expect_err("promotion of a silent learner");
+    assert!(
+        matches!(e, ProposeError::ConfChangeRejected(ref r) if r.contains("acknowledged no entry")),
+        "{e}"
+    );
+    c.restart(new);
+    c.one(b"catch-up", 4, true, WAIT)
+        .expect("learner caught up");
+    change(&mut c, ConfChange::PromoteLearner(new));
+    assert!(voters(&mut c).contains(&new));
+    assert_safe(&c);
+}
+
 /// Thesis §4.1: one change at a time — a second change is refused until
 /// the first commits; and a new leader accepts none before it committed an
 /// entry of its own term.

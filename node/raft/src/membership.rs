@@ -115,6 +115,14 @@ impl<S: Storage> Raft<S> {
                     return reject(format!("{id} is not a learner"));
                 }
                 let matched = self.tracker.progress.get(&id).map_or(0, |p| p.match_index);
+                if matched == 0 {
+                    // However short the log, a learner that never answered
+                    // may not be running at all: as a voter it would count
+                    // against every quorum.
+                    return reject(format!(
+                        "learner {id} has acknowledged no entry yet; promote it once it is running and caught up"
+                    ));
+                }
                 let lag = self.log.last_index().saturating_sub(matched);
                 if lag > self.config.max_promote_lag_entries {
                     return reject(format!(
