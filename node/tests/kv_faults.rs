@@ -10,8 +10,10 @@ mod common;
 
 use common::*;
 use flotilla_node::client::{CLIENT_ID_HEADER, Client, ClientConfig, SEQ_HEADER};
+use flotilla_node::config::ReadModeSetting;
 use flotilla_proto::etcdserverpb::kv_client::KvClient;
 use flotilla_proto::etcdserverpb::{PutResponse, RangeResponse};
+use flotilla_raft::Role;
 use flotilla_tests::linearizability::{
     Budget, HistoryRecorder, KvInput, KvOutput, check_and_report,
 };
@@ -106,6 +108,44 @@ async fn read_eventually(url: &str, key: &str, want: &str) {
     .await;
 }
 
+/// Linearizable reads of `k` at the cut-off `minority`, started every few
+/// milliseconds after the majority's new write was acknowledged, for as
+/// long as the member still believes it leads (bounded by
+/// [`PROBE_READS`]): each is strictly after that write, so one that answers
+/// at all (with `old`, the only value the minority has) is stale. This is
+/// the window in which a leader lease that outlived the election would
+/// show; a follower is probed a few times as well.
+async fn probe_minority_reads(c: &Cluster, minority: usize, old: &str) {
+    let url = c.url(minority);
+    let mut probes = Vec::new();
+    for n in 0..PROBE_READS {
+        let url = url.clone();
+        probes.push(tokio::spawn(async move {
+            get_at(&url, "k", false, Duration::from_millis(300)).await
+        }));
+        let leads = c.nodes[minority].raft().status().role == Role::Leader;
+        if !leads && n >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for probe in probes {
+        let read = tokio::time::timeout(WAIT, probe)
+            .await
+            .expect("a probe ends within the wait")
+            .expect("probe task");
+        assert!(
+            read.is_err(),
+            "the cut-off member {minority} served a linearizable read after the majority \
+             overwrote {old:?}: {:?}",
+            read.map(|r| value(&r))
+        );
+    }
+}
+
+/// Most reads [`probe_minority_reads`] sends.
+const PROBE_READS: usize = 60;
+
 /// Cuts `minority` off, checks that it can neither write nor serve a
 /// linearizable read while the others go on, heals, and checks that it
 /// catches up. `round` makes the values of each call distinct.
@@ -123,6 +163,10 @@ async fn check_minority(c: &Cluster, minority: usize, round: u32) {
     // The majority elects (or keeps) a leader and goes on writing.
     let new_leader = c.leader_among(&majority).await;
     put_eventually(&c.url(new_leader), "k", &new).await;
+    // Right after the majority's write, while a cut-off leader may still
+    // believe it leads (until check-quorum deposes it), every linearizable
+    // read there must be refused: it can only know the old value.
+    probe_minority_reads(c, minority, &old).await;
     // The minority has stopped believing in the majority's leader: before
     // that it would forward writes over the client network, which is not a
     // minority write.
@@ -167,13 +211,29 @@ async fn check_minority(c: &Cluster, minority: usize, round: u32) {
 
 /// A minority (one member of three) can neither write nor serve a stale
 /// linearizable read; the majority goes on; after healing the minority
-/// catches up. Once with a follower cut off, once with the leader.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn one_partition() {
-    let c = Cluster::start().await;
+/// catches up. Once with a follower cut off, twice with the leader (the
+/// race between a new election and the old leader's step-down is where a
+/// stale read would show).
+async fn one_partition_with(read_mode: ReadModeSetting) {
+    let c = Cluster::start_read_mode(read_mode).await;
     check_minority(&c, c.follower(), 1).await;
     check_minority(&c, c.leader(), 2).await;
+    check_minority(&c, c.leader(), 3).await;
     c.shutdown().await;
+}
+
+/// [`one_partition_with`], reads confirmed by ReadIndex.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_partition() {
+    one_partition_with(ReadModeSetting::Safe).await;
+}
+
+/// [`one_partition_with`], reads served from the leader's lease: the
+/// deposed leader's lease must have run out before the majority elects
+/// another, so its linearizable reads are refused, not stale.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_partition_lease_reads() {
+    one_partition_with(ReadModeSetting::Lease).await;
 }
 
 /// A Put whose response is lost and which is sent again with the same
@@ -404,12 +464,12 @@ async fn many_partitions_one_client() {
 }
 
 /// Several concurrent clients doing puts, gets and deletes on a few keys
-/// while members are killed and restarted from disk and cut off; the
-/// history is exported and checked for linearizability.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn linearizability() {
+/// while members are stopped and restarted from disk and cut off; the
+/// history is exported and checked for linearizability. `test` names the
+/// calling test in the report and the replay command.
+async fn linearizability_with(read_mode: ReadModeSetting, test: &str) {
     let seed = seed(0xf107_0002);
-    let mut c = Cluster::start().await;
+    let mut c = Cluster::start_read_mode(read_mode).await;
     let run = Run::new();
     let mut tasks = Vec::new();
     for id in 0..4 {
@@ -442,6 +502,20 @@ async fn linearizability() {
     }
     c.wait_ready().await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    run.finish(tasks, "linearizability", seed).await;
+    run.finish(tasks, test, seed).await;
     c.shutdown().await;
+}
+
+/// [`linearizability_with`], reads confirmed by ReadIndex.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn linearizability() {
+    linearizability_with(ReadModeSetting::Safe, "linearizability").await;
+}
+
+/// [`linearizability_with`], reads served from the leader's lease (a
+/// member restarted from disk stays quiet for an election timeout, so it
+/// cannot help depose a leader whose lease it acknowledged).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn linearizability_lease_reads() {
+    linearizability_with(ReadModeSetting::Lease, "linearizability_lease_reads").await;
 }

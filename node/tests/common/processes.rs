@@ -1,0 +1,477 @@
+//! A cluster of real `flotilla-node` processes for crash tests: three
+//! members on loopback ports, each with its data in a temporary folder and
+//! fsync on, that a test can kill abruptly (SIGKILL) and start again from
+//! their data folders. Every child is killed and reaped when the cluster is
+//! dropped, also when a test panics; a panicking test also gets the tail of
+//! every member's log. Waits are bounded; nothing asserts on durations.
+
+use flotilla_proto::etcdserverpb::StatusRequest;
+use flotilla_proto::etcdserverpb::maintenance_client::MaintenanceClient;
+use flotilla_proto::etcdserverpb::{MemberListRequest, cluster_client::ClusterClient};
+use rustix::process::{Pid, Signal, kill_process};
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use tonic::transport::Channel;
+
+/// The member binary built for this package's tests.
+const NODE_BIN: &str = env!("CARGO_BIN_EXE_flotilla-node");
+
+/// Longest any wait here may take.
+pub const PROCESS_WAIT: Duration = Duration::from_secs(30);
+
+/// Attempts at starting one member when its ports turn out to be taken
+/// (another process may grab a port while the member is down).
+const START_ATTEMPTS: u32 = 5;
+
+/// Lines of each member's log shown when a test fails.
+const LOG_TAIL_LINES: usize = 25;
+
+/// Ports are picked here, below Linux's default ephemeral range (32768 and
+/// up), so outgoing connections of other processes do not take a member's
+/// port while it is down.
+const PORT_RANGE: std::ops::Range<u16> = 20_000..32_000;
+
+/// Settings every member of a [`ProcessCluster`] gets.
+#[derive(Clone, Debug)]
+pub struct ProcessOptions {
+    /// `--read-mode`: `safe` or `lease`.
+    pub read_mode: &'static str,
+    /// `--tick-ms`.
+    pub tick_ms: u64,
+    /// `--election-ticks`.
+    pub election_ticks: u32,
+    /// `--snapshot-count`: small, so restarts also load snapshots.
+    pub snapshot_count: u64,
+}
+
+impl Default for ProcessOptions {
+    fn default() -> Self {
+        ProcessOptions {
+            read_mode: "safe",
+            tick_ms: 10,
+            election_ticks: 10,
+            snapshot_count: 100,
+        }
+    }
+}
+
+/// One member: its ports, data folder, log file and (while it runs) its
+/// process.
+#[derive(Debug)]
+pub struct Member {
+    pub name: String,
+    pub client_port: u16,
+    pub peer_port: u16,
+    pub http_port: u16,
+    pub data_dir: tempfile::TempDir,
+    pub log_path: PathBuf,
+    child: Option<Child>,
+    /// Times this member was started.
+    pub starts: u32,
+}
+
+impl Member {
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+}
+
+/// Three `flotilla-node` processes; see the module docs.
+#[derive(Debug)]
+pub struct ProcessCluster {
+    pub members: Vec<Member>,
+    initial_cluster: String,
+    options: ProcessOptions,
+    /// Printed when a test panics while the cluster is up: how to replay it.
+    pub replay_hint: String,
+    _logs: tempfile::TempDir,
+}
+
+/// A random number from the OS-seeded hasher: port choice must differ
+/// between runs and between test processes, unlike the seeded schedule.
+fn os_random() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one((std::process::id(), std::time::SystemTime::now()))
+}
+
+/// `count` distinct ports in [`PORT_RANGE`] that can be bound on
+/// 127.0.0.1 right now.
+fn free_ports(count: usize) -> Vec<u16> {
+    let span = u64::from(PORT_RANGE.end - PORT_RANGE.start);
+    let mut ports = Vec::new();
+    for _ in 0..count * 50 {
+        if ports.len() == count {
+            break;
+        }
+        let port = PORT_RANGE.start + (os_random() % span) as u16;
+        if !ports.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            ports.push(port);
+        }
+    }
+    assert_eq!(
+        ports.len(),
+        count,
+        "cannot find {count} free loopback ports"
+    );
+    ports
+}
+
+/// A lazily connected channel to `url` that gives up connecting quickly.
+pub fn channel(url: &str) -> Channel {
+    Channel::from_shared(url.to_string())
+        .expect("url")
+        .connect_timeout(Duration::from_millis(300))
+        .connect_lazy()
+}
+
+/// What one member says about itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemberStatus {
+    pub member_id: u64,
+    pub leader: u64,
+    pub applied: u64,
+}
+
+/// Maintenance.Status of the member at `url`, if it answers within
+/// `deadline`.
+pub async fn status_at(url: &str, deadline: Duration) -> Option<MemberStatus> {
+    let mut req = tonic::Request::new(StatusRequest {});
+    req.set_timeout(deadline);
+    let mut client = MaintenanceClient::new(channel(url));
+    let s = tokio::time::timeout(deadline, client.status(req))
+        .await
+        .ok()?
+        .ok()?;
+    let s = s.into_inner();
+    Some(MemberStatus {
+        member_id: s.header?.member_id,
+        leader: s.leader,
+        applied: s.raft_applied_index,
+    })
+}
+
+/// Polls `f` until it gives `Some`, for at most [`PROCESS_WAIT`].
+async fn wait_for<T, F: Future<Output = Option<T>>>(what: &str, mut f: impl FnMut() -> F) -> T {
+    let deadline = tokio::time::Instant::now() + PROCESS_WAIT;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The last `lines` lines of the file at `path` (at most 64 KiB read).
+fn tail(path: &PathBuf, lines: usize) -> String {
+    let Ok(mut f) = File::open(path) else {
+        return "(no log)".into();
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let _ = f.seek(SeekFrom::Start(len.saturating_sub(64 * 1024)));
+    let mut text = String::new();
+    let _ = f.read_to_string(&mut text);
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+impl ProcessCluster {
+    /// Starts three members and waits until they agree on a leader and
+    /// every member's client URL is published.
+    pub async fn start(options: ProcessOptions, replay_hint: String) -> ProcessCluster {
+        let logs = tempfile::tempdir().expect("tempdir");
+        let ports = free_ports(9);
+        let members: Vec<Member> = (0..3)
+            .map(|i| Member {
+                name: format!("n{}", i + 1),
+                client_port: ports[3 * i],
+                peer_port: ports[3 * i + 1],
+                http_port: ports[3 * i + 2],
+                data_dir: tempfile::tempdir().expect("tempdir"),
+                log_path: logs.path().join(format!("n{}.log", i + 1)),
+                child: None,
+                starts: 0,
+            })
+            .collect();
+        let initial_cluster = members
+            .iter()
+            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut c = ProcessCluster {
+            members,
+            initial_cluster,
+            options,
+            replay_hint,
+            _logs: logs,
+        };
+        for i in 0..c.members.len() {
+            c.spawn(i);
+        }
+        for i in 0..c.members.len() {
+            c.wait_serving(i).await;
+        }
+        c.wait_ready().await;
+        c
+    }
+
+    fn command(&self, i: usize) -> Command {
+        let m = &self.members[i];
+        let mut cmd = Command::new(NODE_BIN);
+        // Settings from the test's own environment must not leak in.
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("FLOTILLA_") {
+                cmd.env_remove(name);
+            }
+        }
+        let url = |port: u16| format!("http://127.0.0.1:{port}");
+        cmd.env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .arg("--name")
+            .arg(&m.name)
+            .arg("--data-dir")
+            .arg(m.data_dir.path())
+            .arg("--initial-cluster")
+            .arg(&self.initial_cluster)
+            .arg("--initial-cluster-state")
+            .arg("new")
+            .arg("--initial-cluster-token")
+            .arg("kv-crashes")
+            .arg("--listen-client-urls")
+            .arg(url(m.client_port))
+            .arg("--advertise-client-urls")
+            .arg(url(m.client_port))
+            .arg("--listen-peer-urls")
+            .arg(url(m.peer_port))
+            .arg("--listen-metrics-urls")
+            .arg(url(m.http_port))
+            .arg("--fsync")
+            .arg("always")
+            .arg("--read-mode")
+            .arg(self.options.read_mode)
+            .arg("--tick-ms")
+            .arg(self.options.tick_ms.to_string())
+            .arg("--election-ticks")
+            .arg(self.options.election_ticks.to_string())
+            .arg("--heartbeat-ticks")
+            .arg("1")
+            .arg("--snapshot-count")
+            .arg(self.options.snapshot_count.to_string());
+        cmd
+    }
+
+    /// Starts member `i`'s process (its log appended to its log file).
+    fn spawn(&mut self, i: usize) {
+        assert!(
+            self.members[i].child.is_none(),
+            "member {i} is already running"
+        );
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&self.members[i].log_path)
+            .expect("log file");
+        let err = log.try_clone().expect("log file");
+        let child = self
+            .command(i)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err)
+            .spawn()
+            .expect("spawn flotilla-node");
+        self.members[i].child = Some(child);
+        self.members[i].starts += 1;
+    }
+
+    /// Waits until member `i` answers Status. If its process exits first
+    /// (a port taken while it was down), starts it again, a bounded number
+    /// of times.
+    async fn wait_serving(&mut self, i: usize) {
+        let url = self.members[i].url();
+        for attempt in 1..=START_ATTEMPTS {
+            let deadline = tokio::time::Instant::now() + PROCESS_WAIT;
+            loop {
+                let child = self.members[i].child.as_mut().expect("running");
+                if let Some(exit) = child.try_wait().expect("try_wait") {
+                    self.members[i].child = None;
+                    assert!(
+                        attempt < START_ATTEMPTS,
+                        "member {i} exited at start ({exit}) {START_ATTEMPTS} times; log:\n{}",
+                        tail(&self.members[i].log_path, LOG_TAIL_LINES)
+                    );
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    self.spawn(i);
+                    break;
+                }
+                if status_at(&url, Duration::from_millis(300)).await.is_some() {
+                    return;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "member {i} did not answer within the wait"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+
+    /// Every member's client URL.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members.iter().map(Member::url).collect()
+    }
+
+    /// Kills member `i` with SIGKILL (no shutdown, no final fsync) and
+    /// reaps it.
+    pub fn kill(&mut self, i: usize) {
+        let mut child = self.members[i].child.take().expect("member is running");
+        // The process may have died on its own; then kill reports that.
+        let _ = child.kill();
+        let status = child.wait().expect("wait for the killed member");
+        assert!(
+            !status.success(),
+            "member {i} had exited cleanly before the kill; log:\n{}",
+            tail(&self.members[i].log_path, LOG_TAIL_LINES)
+        );
+    }
+
+    /// Freezes member `i` (SIGSTOP): its process stays, its sockets stay
+    /// open, it does nothing (as in a long pause of the machine or the
+    /// process) until [`ProcessCluster::resume`].
+    pub fn pause(&mut self, i: usize) {
+        self.signal(i, Signal::STOP);
+    }
+
+    /// Lets a paused member go on (SIGCONT).
+    pub fn resume(&mut self, i: usize) {
+        self.signal(i, Signal::CONT);
+    }
+
+    fn signal(&mut self, i: usize, signal: Signal) {
+        let child = self.members[i].child.as_ref().expect("member is running");
+        if let Err(e) = kill_process(Pid::from_child(child), signal) {
+            panic!("cannot send {signal:?} to member {i}: {e}");
+        }
+    }
+
+    /// Starts member `i` again from its data folder, on the same ports,
+    /// and waits until it answers.
+    pub async fn restart(&mut self, i: usize) {
+        self.spawn(i);
+        self.wait_serving(i).await;
+    }
+
+    /// Starts every stopped member again (all at once, as after a power
+    /// cut) and waits until each answers.
+    pub async fn restart_stopped(&mut self) {
+        let stopped: Vec<usize> = (0..self.members.len())
+            .filter(|i| !self.members[*i].is_running())
+            .collect();
+        for &i in &stopped {
+            self.spawn(i);
+        }
+        for &i in &stopped {
+            self.wait_serving(i).await;
+        }
+    }
+
+    /// Panics if a member that should run has exited.
+    pub fn assert_running(&mut self) {
+        for (i, m) in self.members.iter_mut().enumerate() {
+            if let Some(child) = m.child.as_mut()
+                && let Some(exit) = child.try_wait().expect("try_wait")
+            {
+                panic!(
+                    "member {i} exited on its own ({exit}); log:\n{}",
+                    tail(&m.log_path, LOG_TAIL_LINES)
+                );
+            }
+        }
+    }
+
+    /// The index of the member that says it leads now, if any.
+    pub async fn leader(&self) -> Option<usize> {
+        self.leader_other_than(None).await
+    }
+
+    /// [`ProcessCluster::leader`], not asking member `other` (paused, or
+    /// the leader being replaced).
+    pub async fn leader_other_than(&self, other: Option<usize>) -> Option<usize> {
+        for (i, m) in self.members.iter().enumerate() {
+            if !m.is_running() || Some(i) == other {
+                continue;
+            }
+            if let Some(s) = status_at(&m.url(), Duration::from_millis(300)).await
+                && s.leader != 0
+                && s.leader == s.member_id
+            {
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    /// Waits until every member answers, all name the same leader, and the
+    /// member table holds every member's client URL.
+    pub async fn wait_ready(&self) {
+        let urls = self.endpoints();
+        wait_for("a leader all members agree on", || async {
+            let mut leaders = Vec::new();
+            for url in &urls {
+                leaders.push(status_at(url, Duration::from_millis(500)).await?.leader);
+            }
+            (leaders[0] != 0 && leaders.iter().all(|l| *l == leaders[0])).then_some(())
+        })
+        .await;
+        for url in &urls {
+            wait_for("every member published", || async {
+                let mut req = tonic::Request::new(MemberListRequest {
+                    linearizable: false,
+                });
+                req.set_timeout(Duration::from_millis(500));
+                let mut client = ClusterClient::new(channel(url));
+                let call = client.member_list(req);
+                let members = tokio::time::timeout(Duration::from_millis(800), call)
+                    .await
+                    .ok()?
+                    .ok()?
+                    .into_inner()
+                    .members;
+                (members.len() == 3 && members.iter().all(|m| !m.client_ur_ls.is_empty()))
+                    .then_some(())
+            })
+            .await;
+        }
+    }
+}
+
+impl Drop for ProcessCluster {
+    fn drop(&mut self) {
+        for m in &mut self.members {
+            if let Some(mut child) = m.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        if std::thread::panicking() {
+            eprintln!("{}", self.replay_hint);
+            for m in &self.members {
+                eprintln!(
+                    "--- last lines of {} ({} starts) ---\n{}",
+                    m.name,
+                    m.starts,
+                    tail(&m.log_path, LOG_TAIL_LINES)
+                );
+            }
+        }
+    }
+}
