@@ -59,8 +59,7 @@ fn seed(default: u64) -> u64 {
 fn replay_hint(test: &str, seed: u64) -> String {
     format!(
         "{test}: fault schedule seed {seed}; replay it with \
-         SIM_SEED={seed} cargo test -p flotilla-node --test kv_crashes -- {test} --exact \
-         --include-ignored"
+         SIM_SEED={seed} cargo test -p flotilla-node --test kv_crashes -- {test} --exact"
     )
 }
 
@@ -633,17 +632,11 @@ async fn pause_linearizability() {
 
 /// [`pause_linearizability`] with lease reads. A leader lease is only as
 /// good as the clock that times it: the woken leader must count the time
-/// it was frozen against its lease.
-///
-/// Fails today, so it is ignored until the node is fixed: the lease is
-/// counted in driver ticks (`node/src/driver/task.rs` drives
-/// `Raft::tick` from a tokio interval with `MissedTickBehavior::Delay`),
-/// and ticks missed while the process was stopped are never counted, so
-/// the woken leader serves lease reads of its old state for up to
-/// `election_ticks - lease_drift_ticks` ticks. Run it with
-/// `cargo test -p flotilla-node --test kv_crashes -- --ignored pause_lease_reads`.
+/// it was frozen against its lease. (The driver ticks its core once per
+/// tick interval elapsed, not once per timer wake-up; with tokio's timer
+/// alone, ticks missed while stopped were never counted and this test
+/// found stale reads.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "stale lease reads after a process pause: ticks missed while stopped are not counted"]
 async fn pause_lease_reads() {
     run_with_faults(
         "pause_lease_reads",

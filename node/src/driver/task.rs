@@ -90,8 +90,10 @@ pub struct Driver<S: Storage, M: StateMachine, T: Transport> {
     /// Reads sent for confirmation, by context id, with the tick they were
     /// sent at.
     confirming: HashMap<u64, (u64, ReadFn<M>)>,
-    /// Ticks since start.
+    /// Ticks since `clock`.
     ticks: u64,
+    /// When ticking started.
+    clock: Instant,
     /// Confirmed reads waiting for their index to be applied, in order.
     confirmed: VecDeque<(LogIndex, ReadFn<M>)>,
     next_read_id: u64,
@@ -101,6 +103,11 @@ pub struct Driver<S: Storage, M: StateMachine, T: Transport> {
     /// round-trip histogram; at most [`RTT_PROBES_MAX`].
     rtt_probes: HashMap<(NodeId, u64), Instant>,
 }
+
+/// Ticks missed at once before the driver logs that it fell behind.
+const TICKS_LATE_WARNING: u64 = 10;
+/// Most ticks run at once when catching up; any timeout is far shorter.
+const TICKS_CATCH_UP_MAX: u64 = 10_000;
 
 /// Bound of [`Driver::rtt_probes`]: heartbeats go out every heartbeat tick,
 /// so this covers many lost answers before probes are dropped.
@@ -143,6 +150,7 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
             proposals: BTreeMap::new(),
             confirming: HashMap::new(),
             ticks: 0,
+            clock: Instant::now(),
             confirmed: VecDeque::new(),
             next_read_id: 0,
             applied,
@@ -199,17 +207,23 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), StorageError> {
         let mut ticker = tokio::time::interval(self.config.tick_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        self.clock = Instant::now();
+        self.ticks = 0;
         tokio::pin!(shutdown);
         let result = loop {
-            tokio::select! {
+            let input = tokio::select! {
                 biased;
                 _ = &mut shutdown => break Ok(()),
-                _ = ticker.tick() => {
-                    self.raft.tick();
-                    self.ticks += 1;
-                    self.expire_reads();
-                }
-                Some(m) = self.inbound.recv() => {
+                _ = ticker.tick() => None,
+                Some(m) = self.inbound.recv() => Some(Ok(m)),
+                Some(r) = self.requests.recv() => Some(Err(r)),
+            };
+            // Time first: a lease must never be judged on a clock that
+            // stood still while this process was paused or starved.
+            self.catch_up_ticks();
+            match input {
+                None => {}
+                Some(Ok(m)) => {
                     self.step(m);
                     for _ in 0..self.config.max_requests_per_turn {
                         match self.inbound.try_recv() {
@@ -218,7 +232,7 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
                         }
                     }
                 }
-                Some(r) = self.requests.recv() => {
+                Some(Err(r)) => {
                     self.handle(r);
                     for _ in 1..self.config.max_requests_per_turn {
                         match self.requests.try_recv() {
@@ -235,6 +249,33 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
         };
         self.fail_all(DriverError::Stopped);
         result
+    }
+
+    /// Ticks the core once per tick interval elapsed since the start, so
+    /// its clock (election timeouts, check-quorum, leases) follows real
+    /// time even when the timer could not fire: a process stopped by
+    /// SIGSTOP, a starved thread or a long fsync. Tokio's timer drops such
+    /// missed ticks; counting them is what keeps a lease from outliving a
+    /// pause in which the others elected a new leader. (The monotonic clock
+    /// does not run while a whole machine is suspended; leases assume it
+    /// is not.)
+    fn catch_up_ticks(&mut self) {
+        let interval = self.config.tick_interval.as_nanos().max(1);
+        let due = u64::try_from(self.clock.elapsed().as_nanos() / interval).unwrap_or(u64::MAX);
+        if due <= self.ticks {
+            return;
+        }
+        let missed = due - self.ticks;
+        if missed > TICKS_LATE_WARNING {
+            tracing::warn!(id = %self.raft.id(), missed, "the driver fell behind its clock (process paused or starved?): catching up");
+        }
+        // Past a few election timeouts more ticks change nothing: leases
+        // have expired and a leader without a quorum has stepped down.
+        for _ in 0..missed.min(TICKS_CATCH_UP_MAX) {
+            self.raft.tick();
+        }
+        self.ticks = due;
+        self.expire_reads();
     }
 
     /// Steps a peer message into the core, timing heartbeat answers.
