@@ -6,6 +6,8 @@
 //! (`--initial-cluster`, `--initial-cluster-state`, `--data-dir`,
 //! `--listen-client-urls`, ...), so operators can carry their habits over.
 
+use crate::compaction::AutoCompaction;
+use crate::kv::KvConfig;
 use clap::Args;
 use serde::Deserialize;
 use std::collections::BTreeSet;
@@ -73,6 +75,16 @@ pub enum FsyncSetting {
     Never,
 }
 
+/// How auto-compaction reads its retention (etcd's `--auto-compaction-mode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum AutoCompactionMode {
+    /// The retention is a duration: keep the history of that long.
+    Periodic,
+    /// The retention is a count: keep that many revisions.
+    Revision,
+}
+
 /// The flags (each also settable as `FLOTILLA_<NAME>` and in the file).
 /// Every field is optional here; [`NodeConfig::resolve`] applies the file
 /// and the defaults.
@@ -136,6 +148,38 @@ pub struct NodeArgs {
     /// Largest client request, in bytes.
     #[arg(long, env = "FLOTILLA_MAX_REQUEST_BYTES")]
     pub max_request_bytes: Option<usize>,
+    /// `periodic` (the default: the retention is a duration) or `revision`
+    /// (the retention is a revision count), as etcd's.
+    #[arg(long, value_enum, env = "FLOTILLA_AUTO_COMPACTION_MODE")]
+    pub auto_compaction_mode: Option<AutoCompactionMode>,
+    /// History auto-compaction keeps: a duration such as `1h` or `30m` in
+    /// periodic mode (a bare number is hours, as etcd reads it), a revision
+    /// count in revision mode. `0`, the default, turns it off.
+    #[arg(long, env = "FLOTILLA_AUTO_COMPACTION_RETENTION")]
+    #[serde(default, deserialize_with = "text_or_number")]
+    pub auto_compaction_retention: Option<String>,
+    /// Revision mode only: how often the revision is checked (default `5m`,
+    /// etcd's fixed interval).
+    #[arg(long, env = "FLOTILLA_AUTO_COMPACTION_INTERVAL")]
+    #[serde(default, deserialize_with = "text_or_number")]
+    pub auto_compaction_interval: Option<String>,
+}
+
+/// A YAML scalar as text: `auto-compaction-retention: 1000` and
+/// `auto-compaction-retention: 1h` both read.
+fn text_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        Text(String),
+        Integer(i64),
+        Float(f64),
+    }
+    Ok(Option::<Scalar>::deserialize(d)?.map(|v| match v {
+        Scalar::Text(s) => s,
+        Scalar::Integer(n) => n.to_string(),
+        Scalar::Float(f) => f.to_string(),
+    }))
 }
 
 /// One member of the initial cluster.
@@ -190,6 +234,8 @@ pub struct NodeConfig {
     pub read_mode: ReadModeSetting,
     /// Largest client request.
     pub max_request_bytes: usize,
+    /// What auto-compaction keeps.
+    pub auto_compaction: AutoCompaction,
 }
 
 /// FNV-1a, for ids that must be the same on every member and every run.
@@ -275,6 +321,133 @@ fn parse_initial_cluster(text: &str, token: &str) -> Result<Vec<InitialMember>, 
     Ok(members)
 }
 
+/// Parses a duration such as `1h30m`, `10m`, `90s` or `500ms`.
+fn parse_duration(setting: &'static str, text: &str) -> Result<Duration, ConfigError> {
+    let bad = || {
+        invalid(
+            setting,
+            format!("{text:?} is not a duration such as 1h, 30m, 90s or 500ms"),
+        )
+    };
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    let mut total = Duration::ZERO;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let millis: u64 = match &rest[..unit] {
+            "h" => 3_600_000,
+            "m" => 60_000,
+            "s" => 1_000,
+            "ms" => 1,
+            _ => return Err(bad()),
+        };
+        rest = &rest[unit..];
+        let part = n.checked_mul(millis).ok_or_else(bad)?;
+        total = total
+            .checked_add(Duration::from_millis(part))
+            .ok_or_else(bad)?;
+    }
+    Ok(total)
+}
+
+/// Shortest periodic retention: its samples come every tenth of it.
+const PERIODIC_RETENTION_MIN: Duration = Duration::from_secs(1);
+/// Shortest revision-mode check interval.
+const REVISION_CHECK_INTERVAL_MIN: Duration = Duration::from_millis(10);
+/// etcd's revision-mode check interval.
+const REVISION_CHECK_INTERVAL_DEFAULT: Duration = Duration::from_secs(300);
+
+/// The auto-compaction settings, validated.
+fn auto_compaction(
+    mode: Option<AutoCompactionMode>,
+    retention: Option<&str>,
+    interval: Option<&str>,
+) -> Result<AutoCompaction, ConfigError> {
+    const RETENTION: &str = "auto-compaction-retention";
+    const INTERVAL: &str = "auto-compaction-interval";
+    let retention = retention.unwrap_or("0").trim();
+    match mode.unwrap_or(AutoCompactionMode::Periodic) {
+        AutoCompactionMode::Periodic => {
+            if interval.is_some() {
+                return Err(invalid(
+                    INTERVAL,
+                    "applies to --auto-compaction-mode revision only \
+                     (periodic mode samples every tenth of its retention)",
+                ));
+            }
+            let retention =
+                if !retention.is_empty() && retention.bytes().all(|b| b.is_ascii_digit()) {
+                    // etcd reads a bare number as hours in periodic mode.
+                    let hours: u64 = retention
+                        .parse()
+                        .map_err(|_| invalid(RETENTION, format!("{retention:?} is too large")))?;
+                    hours
+                        .checked_mul(3600)
+                        .map(Duration::from_secs)
+                        .ok_or_else(|| invalid(RETENTION, format!("{retention:?} is too large")))?
+                } else {
+                    parse_duration(RETENTION, retention)?
+                };
+            if retention.is_zero() {
+                Ok(AutoCompaction::Off)
+            } else if retention < PERIODIC_RETENTION_MIN {
+                Err(invalid(
+                    RETENTION,
+                    format!("{retention:?} is below periodic mode's minimum of 1s"),
+                ))
+            } else {
+                Ok(AutoCompaction::Periodic { retention })
+            }
+        }
+        AutoCompactionMode::Revision => {
+            let revisions: i64 = retention.parse().map_err(|_| {
+                invalid(
+                    RETENTION,
+                    format!(
+                        "{retention:?} is not a revision count (revision mode keeps the last N revisions)"
+                    ),
+                )
+            })?;
+            let bound = KvConfig::default().retain_revisions;
+            if revisions < 0 {
+                return Err(invalid(RETENTION, "must not be negative"));
+            }
+            if bound > 0 && revisions > bound {
+                return Err(invalid(
+                    RETENTION,
+                    format!(
+                        "{revisions} is above the {bound} revisions the store keeps at most (it compacts beyond that itself)"
+                    ),
+                ));
+            }
+            let check_interval = match interval {
+                Some(text) => parse_duration(INTERVAL, text)?,
+                None => REVISION_CHECK_INTERVAL_DEFAULT,
+            };
+            if check_interval < REVISION_CHECK_INTERVAL_MIN {
+                return Err(invalid(INTERVAL, "must be at least 10ms"));
+            }
+            Ok(if revisions == 0 {
+                AutoCompaction::Off
+            } else {
+                AutoCompaction::Revision {
+                    revisions,
+                    check_interval,
+                }
+            })
+        }
+    }
+}
+
 impl NodeArgs {
     /// Reads the YAML file named by `config_file`, if any.
     fn load_file(path: &Path) -> Result<NodeArgs, ConfigError> {
@@ -310,7 +483,10 @@ impl NodeArgs {
             snapshot_count,
             fsync,
             read_mode,
-            max_request_bytes
+            max_request_bytes,
+            auto_compaction_mode,
+            auto_compaction_retention,
+            auto_compaction_interval
         )
     }
 }
@@ -410,6 +586,11 @@ impl NodeConfig {
                 "must be between 1 KiB and 64 MiB",
             ));
         }
+        let auto_compaction = auto_compaction(
+            args.auto_compaction_mode,
+            args.auto_compaction_retention.as_deref(),
+            args.auto_compaction_interval.as_deref(),
+        )?;
         let data_dir = args
             .data_dir
             .unwrap_or_else(|| PathBuf::from(format!("{name}.flotilla")));
@@ -432,6 +613,7 @@ impl NodeConfig {
             fsync: args.fsync.unwrap_or(FsyncSetting::Always),
             read_mode: args.read_mode.unwrap_or(ReadModeSetting::Safe),
             max_request_bytes,
+            auto_compaction,
         };
         let listens = [
             &config.client_listen,
@@ -477,6 +659,7 @@ mod tests {
         assert_eq!(c.initial_cluster.len(), 3);
         assert_eq!(c.fsync, FsyncSetting::Always);
         assert_eq!(c.tick, Duration::from_millis(10));
+        assert_eq!(c.auto_compaction, AutoCompaction::Off, "off, as in etcd");
         let again = parse(&["--name", "n2", "--initial-cluster", CLUSTER]).expect("valid");
         assert_eq!(c.member_id, again.member_id, "ids are stable");
         let other = parse(&["--name", "n1", "--initial-cluster", CLUSTER]).expect("valid");
@@ -571,5 +754,179 @@ mod tests {
             .expect_err("unknown key")
             .to_string();
         assert!(err.contains("unknown-setting"), "{err}");
+    }
+
+    fn compaction(args: &[&str]) -> Result<AutoCompaction, ConfigError> {
+        let mut all = vec!["--name", "n1", "--initial-cluster", CLUSTER];
+        all.extend_from_slice(args);
+        parse(&all).map(|c| c.auto_compaction)
+    }
+
+    #[test]
+    fn auto_compaction_reads_etcds_flags() {
+        let periodic = |retention| Ok(AutoCompaction::Periodic { retention });
+        assert_eq!(
+            compaction(&["--auto-compaction-retention", "30m"]),
+            periodic(Duration::from_secs(1800)),
+            "periodic is the default mode"
+        );
+        assert_eq!(
+            compaction(&[
+                "--auto-compaction-mode",
+                "periodic",
+                "--auto-compaction-retention",
+                "1h30m"
+            ]),
+            periodic(Duration::from_secs(5400))
+        );
+        assert_eq!(
+            compaction(&["--auto-compaction-retention", "2"]),
+            periodic(Duration::from_secs(7200)),
+            "a bare number is hours, as etcd reads it"
+        );
+        assert_eq!(
+            compaction(&["--auto-compaction-retention", "0"]),
+            Ok(AutoCompaction::Off)
+        );
+        assert_eq!(
+            compaction(&[
+                "--auto-compaction-mode",
+                "revision",
+                "--auto-compaction-retention",
+                "1000"
+            ]),
+            Ok(AutoCompaction::Revision {
+                revisions: 1000,
+                check_interval: Duration::from_secs(300),
+            })
+        );
+        assert_eq!(
+            compaction(&[
+                "--auto-compaction-mode",
+                "revision",
+                "--auto-compaction-retention",
+                "10",
+                "--auto-compaction-interval",
+                "250ms"
+            ]),
+            Ok(AutoCompaction::Revision {
+                revisions: 10,
+                check_interval: Duration::from_millis(250),
+            })
+        );
+    }
+
+    #[test]
+    fn bad_auto_compaction_settings_get_clear_errors() {
+        let cases: &[(&[&str], &str)] = &[
+            (
+                &["--auto-compaction-retention", "1.5h"],
+                "is not a duration",
+            ),
+            (&["--auto-compaction-retention", "10x"], "is not a duration"),
+            (&["--auto-compaction-retention=-1"], "is not a duration"),
+            (&["--auto-compaction-retention", "500ms"], "minimum of 1s"),
+            (
+                &["--auto-compaction-retention", "99999999999999999999"],
+                "too large",
+            ),
+            (
+                &[
+                    "--auto-compaction-retention",
+                    "1h",
+                    "--auto-compaction-interval",
+                    "1m",
+                ],
+                "revision only",
+            ),
+            (
+                &[
+                    "--auto-compaction-mode",
+                    "revision",
+                    "--auto-compaction-retention",
+                    "1h",
+                ],
+                "not a revision count",
+            ),
+            (
+                &[
+                    "--auto-compaction-mode",
+                    "revision",
+                    "--auto-compaction-retention=-5",
+                ],
+                "negative",
+            ),
+            (
+                &[
+                    "--auto-compaction-mode",
+                    "revision",
+                    "--auto-compaction-retention",
+                    "100000000",
+                ],
+                "the store keeps at most",
+            ),
+            (
+                &[
+                    "--auto-compaction-mode",
+                    "revision",
+                    "--auto-compaction-retention",
+                    "5",
+                    "--auto-compaction-interval",
+                    "1ms",
+                ],
+                "at least 10ms",
+            ),
+        ];
+        for (args, needle) in cases {
+            let err = compaction(args)
+                .expect_err("invalid configuration")
+                .to_string();
+            assert!(
+                err.contains("auto-compaction"),
+                "{args:?}: {err:?} names no setting"
+            );
+            assert!(err.contains(needle), "{args:?}: {err:?} lacks {needle:?}");
+        }
+    }
+
+    #[test]
+    fn auto_compaction_from_the_file_as_text_or_number() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("node.yaml");
+        let file = path.to_str().expect("utf-8 path");
+        let base = format!("name: n1\ninitial-cluster: \"{CLUSTER}\"\n");
+        std::fs::write(
+            &path,
+            format!(
+                "{base}auto-compaction-mode: revision\nauto-compaction-retention: 500\nauto-compaction-interval: 1m\n"
+            ),
+        )
+        .expect("write");
+        assert_eq!(
+            parse(&["--config-file", file])
+                .expect("valid")
+                .auto_compaction,
+            AutoCompaction::Revision {
+                revisions: 500,
+                check_interval: Duration::from_secs(60),
+            }
+        );
+        std::fs::write(&path, format!("{base}auto-compaction-retention: 45m\n")).expect("write");
+        assert_eq!(
+            parse(&["--config-file", file])
+                .expect("valid")
+                .auto_compaction,
+            AutoCompaction::Periodic {
+                retention: Duration::from_secs(2700)
+            }
+        );
+        std::fs::write(&path, format!("{base}auto-compaction-mode: hourly\n")).expect("write");
+        let err = parse(&["--config-file", file])
+            .expect_err("unknown mode")
+            .to_string();
+        assert!(
+            err.contains("auto-compaction-mode") || err.contains("hourly"),
+            "{err}"
+        );
     }
 }

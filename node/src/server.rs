@@ -8,6 +8,7 @@ use crate::api::{
     ApiContext, ClusterService, Forwarder, HeaderSource, KvService, MaintenanceService,
     publish_self,
 };
+use crate::compaction::spawn_auto_compaction;
 use crate::config::{ClusterState, FsyncSetting, NodeConfig, ReadModeSetting};
 use crate::driver::{Driver, DriverConfig, RaftHandle};
 use crate::http::{self, HttpState};
@@ -306,6 +307,7 @@ pub async fn start(
             LeaseExpiryConfig::default(),
             signal(&stop_clients),
         ),
+        spawn_auto_compaction(raft.clone(), config.auto_compaction, signal(&stop_clients)),
         tokio::spawn(sync_peers(
             raft.clone(),
             transport.clone(),

@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+use flotilla_node::compaction::AutoCompaction;
 use flotilla_node::config::{
     ClusterState, FsyncSetting, InitialMember, NodeConfig, ReadModeSetting,
 };
@@ -55,6 +56,7 @@ pub fn node_config(
         fsync: FsyncSetting::Never,
         read_mode: ReadModeSetting::Safe,
         max_request_bytes: 64 * 1024,
+        auto_compaction: AutoCompaction::Off,
     }
 }
 
@@ -89,6 +91,12 @@ impl Cluster {
 
     /// [`Cluster::start`], snapshotting every `snapshot_count` entries.
     pub async fn start_with(snapshot_count: u64) -> Cluster {
+        Cluster::start_configured(|config| config.snapshot_count = snapshot_count).await
+    }
+
+    /// [`Cluster::start`], with `configure` applied to every member's
+    /// configuration.
+    pub async fn start_configured(configure: impl Fn(&mut NodeConfig)) -> Cluster {
         let n = 3;
         let mut listeners = Vec::new();
         for _ in 0..n {
@@ -116,7 +124,7 @@ impl Cluster {
         for (i, l) in listeners.into_iter().enumerate() {
             let mut config =
                 node_config(&format!("n{}", i + 1), i as u64 + 1, &initial, &dirs[i], &l);
-            config.snapshot_count = snapshot_count;
+            configure(&mut config);
             configs.push(config.clone());
             nodes.push(start(config, l).await.expect("start"));
         }
