@@ -266,7 +266,9 @@ pub async fn start(
                 .max_decoding_message_size(message_max)
                 .max_encoding_message_size(usize::MAX),
         )
-        .add_service(MaintenanceServer::new(MaintenanceService::new(ctx.clone())))
+        .add_service(MaintenanceServer::new(
+            MaintenanceService::new(ctx.clone()).with_data_dir(config.data_dir.clone()),
+        ))
         .add_service(ClusterServer::new(cluster.clone()))
         .add_service(watch_service.into_server())
         .add_service(lease_service.into_server());

@@ -6,7 +6,10 @@ mod common;
 
 use common::*;
 use flotilla_node::compaction::AutoCompaction;
-use flotilla_proto::etcdserverpb::RangeRequest;
+use flotilla_proto::etcdserverpb::maintenance_client::MaintenanceClient;
+use flotilla_proto::etcdserverpb::{
+    CompactionRequest, RangeRequest, StatusRequest, StatusResponse,
+};
 use std::time::Duration;
 
 /// A Range of `key` at `revision`.
@@ -77,5 +80,75 @@ async fn revision_auto_compaction_keeps_the_last_revisions() {
         .await
         .expect_err("older revisions are compacted");
     assert_eq!(gone.code(), tonic::Code::OutOfRange);
+    c.shutdown().await;
+}
+
+async fn status(c: &Cluster, i: usize) -> StatusResponse {
+    MaintenanceClient::new(c.channel(i).await)
+        .status(StatusRequest {})
+        .await
+        .expect("status")
+        .into_inner()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn status_sizes_follow_the_data() {
+    let c = Cluster::start().await;
+    let (leader, f) = (c.leader(), c.follower());
+    let before = status(&c, f).await;
+    assert!(before.errors.is_empty(), "{:?}", before.errors);
+    assert!(
+        before.db_size > 0,
+        "the data directory holds the log: {before:?}"
+    );
+
+    let value = "v".repeat(1024);
+    let mut kv = c.kv(leader).await;
+    let mut last = 0;
+    for i in 0..100 {
+        let put = kv
+            .put(put_req(&format!("key-{}", i % 10), &value))
+            .await
+            .expect("put")
+            .into_inner();
+        last = put.header.expect("header").revision;
+    }
+    // 100 KiB more in the log and in the history, on every member.
+    let after = eventually("the follower to apply the writes", || async {
+        let s = status(&c, f).await;
+        (s.header.as_ref().expect("header").revision == last).then_some(s)
+    })
+    .await;
+    assert!(
+        after.db_size >= before.db_size + 100 * 1024,
+        "{} -> {}",
+        before.db_size,
+        after.db_size
+    );
+    assert!(
+        after.db_size_in_use >= before.db_size_in_use + 100 * 1024,
+        "{} -> {}",
+        before.db_size_in_use,
+        after.db_size_in_use
+    );
+
+    // A compaction drops the superseded versions: the history shrinks to
+    // about the ten live values.
+    kv.compact(CompactionRequest {
+        revision: last,
+        physical: false,
+    })
+    .await
+    .expect("compact");
+    let compacted = eventually("the follower to apply the compaction", || async {
+        let s = status(&c, f).await;
+        (s.db_size_in_use < after.db_size_in_use).then_some(s)
+    })
+    .await;
+    assert!(
+        compacted.db_size_in_use < 20 * 1024,
+        "ten 1 KiB values left: {}",
+        compacted.db_size_in_use
+    );
     c.shutdown().await;
 }
