@@ -251,6 +251,7 @@ pub async fn start(
         events.clone(),
         WatchConfig {
             cluster_id: config.cluster_id,
+            fragment_bytes_max: config.max_request_bytes,
             ..WatchConfig::default()
         },
     );
