@@ -129,7 +129,7 @@ pub struct NodeArgs {
     pub listen_metrics_urls: Option<String>,
     /// Milliseconds per Raft tick.
     #[arg(long, env = "FLOTILLA_TICK_MS")]
-    pub tick_ms: Option<u64>,
+    pub tick_ms: Option<u32>,
     /// Minimum election timeout, in ticks.
     #[arg(long, env = "FLOTILLA_ELECTION_TICKS")]
     pub election_ticks: Option<u32>,
@@ -156,18 +156,42 @@ pub struct NodeArgs {
     /// periodic mode (a bare number is hours, as etcd reads it), a revision
     /// count in revision mode. `0`, the default, turns it off.
     #[arg(long, env = "FLOTILLA_AUTO_COMPACTION_RETENTION")]
-    #[serde(default, deserialize_with = "text_or_number")]
-    pub auto_compaction_retention: Option<String>,
-    /// Revision mode only: how often the revision is checked (default `5m`,
-    /// etcd's fixed interval).
-    #[arg(long, env = "FLOTILLA_AUTO_COMPACTION_INTERVAL")]
-    #[serde(default, deserialize_with = "text_or_number")]
-    pub auto_compaction_interval: Option<String>,
+    #[serde(default, deserialize_with = "retention_from_file")]
+    pub auto_compaction_retention: Option<Retention>,
 }
 
-/// A YAML scalar as text: `auto-compaction-retention: 1000` and
-/// `auto-compaction-retention: 1h` both read.
-fn text_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+/// An `--auto-compaction-retention` as written: a bare number (hours in
+/// periodic mode, a revision count in revision mode, as etcd reads it) or a
+/// duration such as `1h30m`. [`NodeConfig::resolve`] reads it by the mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Retention {
+    /// A bare number.
+    Number(u64),
+    /// A duration with units.
+    Span(Duration),
+}
+
+impl std::str::FromStr for Retention {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Retention, String> {
+        let text = text.trim();
+        if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+            return text
+                .parse()
+                .map(Retention::Number)
+                .map_err(|_| format!("{text:?} is too large"));
+        }
+        parse_duration(text).map(Retention::Span).ok_or_else(|| {
+            format!("{text:?} is neither a number nor a duration such as 1h, 30m, 90s or 500ms")
+        })
+    }
+}
+
+/// A retention in the YAML file: `1000` and `1h` both read.
+fn retention_from_file<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Retention>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Scalar {
@@ -175,11 +199,15 @@ fn text_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Strin
         Integer(i64),
         Float(f64),
     }
-    Ok(Option::<Scalar>::deserialize(d)?.map(|v| match v {
+    let Some(scalar) = Option::<Scalar>::deserialize(d)? else {
+        return Ok(None);
+    };
+    let text = match scalar {
         Scalar::Text(s) => s,
         Scalar::Integer(n) => n.to_string(),
         Scalar::Float(f) => f.to_string(),
-    }))
+    };
+    text.parse().map(Some).map_err(serde::de::Error::custom)
 }
 
 /// One member of the initial cluster.
@@ -322,23 +350,17 @@ fn parse_initial_cluster(text: &str, token: &str) -> Result<Vec<InitialMember>, 
 }
 
 /// Parses a duration such as `1h30m`, `10m`, `90s` or `500ms`.
-fn parse_duration(setting: &'static str, text: &str) -> Result<Duration, ConfigError> {
-    let bad = || {
-        invalid(
-            setting,
-            format!("{text:?} is not a duration such as 1h, 30m, 90s or 500ms"),
-        )
-    };
+fn parse_duration(text: &str) -> Option<Duration> {
     let mut rest = text.trim();
     if rest.is_empty() {
-        return Err(bad());
+        return None;
     }
     let mut total = Duration::ZERO;
     while !rest.is_empty() {
         let digits = rest
             .find(|c: char| !c.is_ascii_digit())
             .unwrap_or(rest.len());
-        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        let n: u64 = rest[..digits].parse().ok()?;
         rest = &rest[digits..];
         let unit = rest
             .find(|c: char| c.is_ascii_digit())
@@ -348,55 +370,36 @@ fn parse_duration(setting: &'static str, text: &str) -> Result<Duration, ConfigE
             "m" => 60_000,
             "s" => 1_000,
             "ms" => 1,
-            _ => return Err(bad()),
+            _ => return None,
         };
         rest = &rest[unit..];
-        let part = n.checked_mul(millis).ok_or_else(bad)?;
-        total = total
-            .checked_add(Duration::from_millis(part))
-            .ok_or_else(bad)?;
+        total = total.checked_add(Duration::from_millis(n.checked_mul(millis)?))?;
     }
-    Ok(total)
+    Some(total)
 }
 
 /// Shortest periodic retention: its samples come every tenth of it.
 const PERIODIC_RETENTION_MIN: Duration = Duration::from_secs(1);
-/// Shortest revision-mode check interval.
-const REVISION_CHECK_INTERVAL_MIN: Duration = Duration::from_millis(10);
-/// etcd's revision-mode check interval.
-const REVISION_CHECK_INTERVAL_DEFAULT: Duration = Duration::from_secs(300);
+/// How often revision mode looks at the revision: etcd's fixed interval.
+const REVISION_CHECK_INTERVAL: Duration = Duration::from_secs(300);
 
 /// The auto-compaction settings, validated.
 fn auto_compaction(
     mode: Option<AutoCompactionMode>,
-    retention: Option<&str>,
-    interval: Option<&str>,
+    retention: Option<Retention>,
 ) -> Result<AutoCompaction, ConfigError> {
     const RETENTION: &str = "auto-compaction-retention";
-    const INTERVAL: &str = "auto-compaction-interval";
-    let retention = retention.unwrap_or("0").trim();
+    let retention = retention.unwrap_or(Retention::Number(0));
     match mode.unwrap_or(AutoCompactionMode::Periodic) {
         AutoCompactionMode::Periodic => {
-            if interval.is_some() {
-                return Err(invalid(
-                    INTERVAL,
-                    "applies to --auto-compaction-mode revision only \
-                     (periodic mode samples every tenth of its retention)",
-                ));
-            }
-            let retention =
-                if !retention.is_empty() && retention.bytes().all(|b| b.is_ascii_digit()) {
-                    // etcd reads a bare number as hours in periodic mode.
-                    let hours: u64 = retention
-                        .parse()
-                        .map_err(|_| invalid(RETENTION, format!("{retention:?} is too large")))?;
-                    hours
-                        .checked_mul(3600)
-                        .map(Duration::from_secs)
-                        .ok_or_else(|| invalid(RETENTION, format!("{retention:?} is too large")))?
-                } else {
-                    parse_duration(RETENTION, retention)?
-                };
+            let retention = match retention {
+                // etcd reads a bare number as hours in periodic mode.
+                Retention::Number(hours) => hours
+                    .checked_mul(3600)
+                    .map(Duration::from_secs)
+                    .ok_or_else(|| invalid(RETENTION, format!("{hours} hours is too large")))?,
+                Retention::Span(span) => span,
+            };
             if retention.is_zero() {
                 Ok(AutoCompaction::Off)
             } else if retention < PERIODIC_RETENTION_MIN {
@@ -409,39 +412,30 @@ fn auto_compaction(
             }
         }
         AutoCompactionMode::Revision => {
-            let revisions: i64 = retention.parse().map_err(|_| {
-                invalid(
-                    RETENTION,
-                    format!(
-                        "{retention:?} is not a revision count (revision mode keeps the last N revisions)"
-                    ),
-                )
-            })?;
-            let bound = KvConfig::default().retain_revisions;
-            if revisions < 0 {
-                return Err(invalid(RETENTION, "must not be negative"));
-            }
-            if bound > 0 && revisions > bound {
+            let Retention::Number(revisions) = retention else {
                 return Err(invalid(
                     RETENTION,
-                    format!(
-                        "{revisions} is above the {bound} revisions the store keeps at most (it compacts beyond that itself)"
-                    ),
+                    "a duration is not a revision count (revision mode keeps the last N revisions)",
                 ));
-            }
-            let check_interval = match interval {
-                Some(text) => parse_duration(INTERVAL, text)?,
-                None => REVISION_CHECK_INTERVAL_DEFAULT,
             };
-            if check_interval < REVISION_CHECK_INTERVAL_MIN {
-                return Err(invalid(INTERVAL, "must be at least 10ms"));
-            }
+            let bound = KvConfig::default().retain_revisions;
+            let revisions = i64::try_from(revisions)
+                .ok()
+                .filter(|n| bound <= 0 || *n <= bound)
+                .ok_or_else(|| {
+                    invalid(
+                        RETENTION,
+                        format!(
+                            "{revisions} is above the {bound} revisions the store keeps at most (it compacts beyond that itself)"
+                        ),
+                    )
+                })?;
             Ok(if revisions == 0 {
                 AutoCompaction::Off
             } else {
                 AutoCompaction::Revision {
                     revisions,
-                    check_interval,
+                    check_interval: REVISION_CHECK_INTERVAL,
                 }
             })
         }
@@ -485,8 +479,7 @@ impl NodeArgs {
             read_mode,
             max_request_bytes,
             auto_compaction_mode,
-            auto_compaction_retention,
-            auto_compaction_interval
+            auto_compaction_retention
         )
     }
 }
@@ -586,11 +579,8 @@ impl NodeConfig {
                 "must be between 1 KiB and 64 MiB",
             ));
         }
-        let auto_compaction = auto_compaction(
-            args.auto_compaction_mode,
-            args.auto_compaction_retention.as_deref(),
-            args.auto_compaction_interval.as_deref(),
-        )?;
+        let auto_compaction =
+            auto_compaction(args.auto_compaction_mode, args.auto_compaction_retention)?;
         let data_dir = args
             .data_dir
             .unwrap_or_else(|| PathBuf::from(format!("{name}.flotilla")));
@@ -606,7 +596,7 @@ impl NodeConfig {
             peer_listen,
             peer_advertise,
             metrics_listen,
-            tick: Duration::from_millis(tick_ms),
+            tick: Duration::from_millis(tick_ms.into()),
             election_ticks,
             heartbeat_ticks,
             snapshot_count,
@@ -756,10 +746,21 @@ mod tests {
         assert!(err.contains("unknown-setting"), "{err}");
     }
 
-    fn compaction(args: &[&str]) -> Result<AutoCompaction, ConfigError> {
-        let mut all = vec!["--name", "n1", "--initial-cluster", CLUSTER];
+    /// The auto-compaction `args` resolve to, or the error's text (from
+    /// the flag parser or the validation).
+    fn compaction(args: &[&str]) -> Result<AutoCompaction, String> {
+        let mut all = vec![
+            "flotilla-node",
+            "--name",
+            "n1",
+            "--initial-cluster",
+            CLUSTER,
+        ];
         all.extend_from_slice(args);
-        parse(&all).map(|c| c.auto_compaction)
+        let cli = Cli::try_parse_from(all).map_err(|e| e.to_string())?;
+        NodeConfig::resolve(cli.node)
+            .map(|c| c.auto_compaction)
+            .map_err(|e| e.to_string())
     }
 
     #[test]
@@ -798,47 +799,27 @@ mod tests {
             Ok(AutoCompaction::Revision {
                 revisions: 1000,
                 check_interval: Duration::from_secs(300),
-            })
-        );
-        assert_eq!(
-            compaction(&[
-                "--auto-compaction-mode",
-                "revision",
-                "--auto-compaction-retention",
-                "10",
-                "--auto-compaction-interval",
-                "250ms"
-            ]),
-            Ok(AutoCompaction::Revision {
-                revisions: 10,
-                check_interval: Duration::from_millis(250),
-            })
+            }),
+            "checked every five minutes, as etcd"
         );
     }
 
     #[test]
     fn bad_auto_compaction_settings_get_clear_errors() {
         let cases: &[(&[&str], &str)] = &[
-            (
-                &["--auto-compaction-retention", "1.5h"],
-                "is not a duration",
-            ),
-            (&["--auto-compaction-retention", "10x"], "is not a duration"),
-            (&["--auto-compaction-retention=-1"], "is not a duration"),
+            (&["--auto-compaction-retention", "1.5h"], "nor a duration"),
+            (&["--auto-compaction-retention", "10x"], "nor a duration"),
+            (&["--auto-compaction-retention=-1"], "nor a duration"),
             (&["--auto-compaction-retention", "500ms"], "minimum of 1s"),
             (
                 &["--auto-compaction-retention", "99999999999999999999"],
                 "too large",
             ),
             (
-                &[
-                    "--auto-compaction-retention",
-                    "1h",
-                    "--auto-compaction-interval",
-                    "1m",
-                ],
-                "revision only",
+                &["--auto-compaction-retention", "9999999999999999"],
+                "too large",
             ),
+            (&["--auto-compaction-mode", "hourly"], "hourly"),
             (
                 &[
                     "--auto-compaction-mode",
@@ -852,35 +833,14 @@ mod tests {
                 &[
                     "--auto-compaction-mode",
                     "revision",
-                    "--auto-compaction-retention=-5",
-                ],
-                "negative",
-            ),
-            (
-                &[
-                    "--auto-compaction-mode",
-                    "revision",
                     "--auto-compaction-retention",
                     "100000000",
                 ],
                 "the store keeps at most",
             ),
-            (
-                &[
-                    "--auto-compaction-mode",
-                    "revision",
-                    "--auto-compaction-retention",
-                    "5",
-                    "--auto-compaction-interval",
-                    "1ms",
-                ],
-                "at least 10ms",
-            ),
         ];
         for (args, needle) in cases {
-            let err = compaction(args)
-                .expect_err("invalid configuration")
-                .to_string();
+            let err = compaction(args).expect_err("invalid configuration");
             assert!(
                 err.contains("auto-compaction"),
                 "{args:?}: {err:?} names no setting"
@@ -895,38 +855,42 @@ mod tests {
         let path = dir.path().join("node.yaml");
         let file = path.to_str().expect("utf-8 path");
         let base = format!("name: n1\ninitial-cluster: \"{CLUSTER}\"\n");
-        std::fs::write(
-            &path,
-            format!(
-                "{base}auto-compaction-mode: revision\nauto-compaction-retention: 500\nauto-compaction-interval: 1m\n"
-            ),
-        )
-        .expect("write");
+        let from_file = |text: String| {
+            std::fs::write(&path, text).expect("write");
+            NodeConfig::resolve(NodeArgs {
+                config_file: Some(path.clone()),
+                ..NodeArgs::default()
+            })
+        };
         assert_eq!(
-            parse(&["--config-file", file])
-                .expect("valid")
-                .auto_compaction,
+            from_file(format!(
+                "{base}auto-compaction-mode: revision\nauto-compaction-retention: 500\n"
+            ))
+            .expect("valid")
+            .auto_compaction,
             AutoCompaction::Revision {
                 revisions: 500,
-                check_interval: Duration::from_secs(60),
+                check_interval: Duration::from_secs(300),
             }
         );
-        std::fs::write(&path, format!("{base}auto-compaction-retention: 45m\n")).expect("write");
         assert_eq!(
-            parse(&["--config-file", file])
+            from_file(format!("{base}auto-compaction-retention: 45m\n"))
                 .expect("valid")
                 .auto_compaction,
             AutoCompaction::Periodic {
                 retention: Duration::from_secs(2700)
             }
         );
-        std::fs::write(&path, format!("{base}auto-compaction-mode: hourly\n")).expect("write");
-        let err = parse(&["--config-file", file])
-            .expect_err("unknown mode")
+        let err = from_file(format!("{base}auto-compaction-retention: 1.5h\n"))
+            .expect_err("not a duration")
             .to_string();
         assert!(
-            err.contains("auto-compaction-mode") || err.contains("hourly"),
+            err.contains(file) && err.contains("nor a duration"),
             "{err}"
         );
+        let err = from_file(format!("{base}auto-compaction-mode: hourly\n"))
+            .expect_err("unknown mode")
+            .to_string();
+        assert!(err.contains("hourly"), "{err}");
     }
 }

@@ -8,7 +8,7 @@
 //!   most hourly), the store is compacted at the newest sample at least one
 //!   retention old, so the history of the last retention is always kept.
 //! - **Revision** (`--auto-compaction-mode revision`, retention a count):
-//!   every check interval (etcd: 5 minutes) the store is compacted at the
+//!   every check interval (five minutes from the flags, as etcd) the store is compacted at the
 //!   current revision less the count, so the last N revisions are kept.
 //!
 //! Off by default, as in etcd. Independently, the store itself bounds its
