@@ -6,6 +6,7 @@
 //! (`--initial-cluster`, `--initial-cluster-state`, `--data-dir`,
 //! `--listen-client-urls`, ...), so operators can carry their habits over.
 
+use crate::compaction::AutoCompaction;
 use clap::Args;
 use serde::Deserialize;
 use std::collections::BTreeSet;
@@ -35,6 +36,11 @@ pub enum ConfigError {
         reason: String,
     },
 }
+
+mod retention;
+
+pub use retention::Retention;
+use retention::{auto_compaction, retention_from_file};
 
 fn invalid(setting: &'static str, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
@@ -71,6 +77,16 @@ pub enum FsyncSetting {
     Always,
     /// Never fsync (benchmarks only).
     Never,
+}
+
+/// How auto-compaction reads its retention (etcd's `--auto-compaction-mode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum AutoCompactionMode {
+    /// The retention is a duration: keep the history of that long.
+    Periodic,
+    /// The retention is a count: keep that many revisions.
+    Revision,
 }
 
 /// The flags (each also settable as `FLOTILLA_<NAME>` and in the file).
@@ -117,7 +133,7 @@ pub struct NodeArgs {
     pub listen_metrics_urls: Option<String>,
     /// Milliseconds per Raft tick.
     #[arg(long, env = "FLOTILLA_TICK_MS")]
-    pub tick_ms: Option<u64>,
+    pub tick_ms: Option<u32>,
     /// Minimum election timeout, in ticks.
     #[arg(long, env = "FLOTILLA_ELECTION_TICKS")]
     pub election_ticks: Option<u32>,
@@ -136,6 +152,16 @@ pub struct NodeArgs {
     /// Largest client request, in bytes.
     #[arg(long, env = "FLOTILLA_MAX_REQUEST_BYTES")]
     pub max_request_bytes: Option<usize>,
+    /// `periodic` (the default: the retention is a duration) or `revision`
+    /// (the retention is a revision count), as etcd's.
+    #[arg(long, value_enum, env = "FLOTILLA_AUTO_COMPACTION_MODE")]
+    pub auto_compaction_mode: Option<AutoCompactionMode>,
+    /// History auto-compaction keeps: a duration such as `1h` or `30m` in
+    /// periodic mode (a bare number is hours, as etcd reads it), a revision
+    /// count in revision mode. `0`, the default, turns it off.
+    #[arg(long, env = "FLOTILLA_AUTO_COMPACTION_RETENTION")]
+    #[serde(default, deserialize_with = "retention_from_file")]
+    pub auto_compaction_retention: Option<Retention>,
 }
 
 /// One member of the initial cluster.
@@ -190,6 +216,8 @@ pub struct NodeConfig {
     pub read_mode: ReadModeSetting,
     /// Largest client request.
     pub max_request_bytes: usize,
+    /// What auto-compaction keeps.
+    pub auto_compaction: AutoCompaction,
 }
 
 /// FNV-1a, for ids that must be the same on every member and every run.
@@ -334,7 +362,9 @@ impl NodeArgs {
             snapshot_count,
             fsync,
             read_mode,
-            max_request_bytes
+            max_request_bytes,
+            auto_compaction_mode,
+            auto_compaction_retention
         )
     }
 }
@@ -429,6 +459,8 @@ impl NodeConfig {
                 "must be between 1 KiB and 64 MiB",
             ));
         }
+        let auto_compaction =
+            auto_compaction(args.auto_compaction_mode, args.auto_compaction_retention)?;
         let data_dir = args
             .data_dir
             .unwrap_or_else(|| PathBuf::from(format!("{name}.flotilla")));
@@ -444,13 +476,14 @@ impl NodeConfig {
             peer_listen,
             peer_advertise,
             metrics_listen,
-            tick: Duration::from_millis(tick_ms),
+            tick: Duration::from_millis(tick_ms.into()),
             election_ticks,
             heartbeat_ticks,
             snapshot_count,
             fsync: args.fsync.unwrap_or(FsyncSetting::Always),
             read_mode: args.read_mode.unwrap_or(ReadModeSetting::Safe),
             max_request_bytes,
+            auto_compaction,
         };
         let listens = [
             &config.client_listen,
@@ -469,148 +502,4 @@ impl NodeConfig {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::Parser;
-
-    #[derive(Parser, Debug)]
-    struct Cli {
-        #[command(flatten)]
-        node: NodeArgs,
-    }
-
-    fn parse(args: &[&str]) -> Result<NodeConfig, ConfigError> {
-        let mut all = vec!["flotilla-node"];
-        all.extend_from_slice(args);
-        NodeConfig::resolve(Cli::parse_from(all).node)
-    }
-
-    const CLUSTER: &str =
-        "n1=http://127.0.0.1:23801,n2=http://127.0.0.1:23802,n3=http://127.0.0.1:23803";
-
-    #[test]
-    fn flags_resolve_with_defaults() {
-        let c = parse(&["--name", "n2", "--initial-cluster", CLUSTER]).expect("valid");
-        assert_eq!(c.peer_advertise, "http://127.0.0.1:23802");
-        assert_eq!(c.peer_listen, "127.0.0.1:23802");
-        assert_eq!(c.initial_cluster.len(), 3);
-        assert_eq!(c.fsync, FsyncSetting::Always);
-        assert_eq!(c.tick, Duration::from_millis(10));
-        let again = parse(&["--name", "n2", "--initial-cluster", CLUSTER]).expect("valid");
-        assert_eq!(c.member_id, again.member_id, "ids are stable");
-        let other = parse(&["--name", "n1", "--initial-cluster", CLUSTER]).expect("valid");
-        assert_ne!(c.member_id, other.member_id);
-        assert_eq!(
-            c.cluster_id, other.cluster_id,
-            "one cluster id for all members"
-        );
-    }
-
-    #[test]
-    fn ids_derive_from_token_names_and_urls() {
-        let c = parse(&["--name", "n1", "--initial-cluster", CLUSTER]).expect("valid");
-        assert_eq!(c.member_id, founding_member_id(DEFAULT_CLUSTER_TOKEN, "n1"));
-        let mut members = c.initial_cluster.clone();
-        assert_eq!(
-            cluster_id_for(DEFAULT_CLUSTER_TOKEN, &members),
-            c.cluster_id
-        );
-        members.reverse();
-        assert_eq!(
-            cluster_id_for(DEFAULT_CLUSTER_TOKEN, &members),
-            c.cluster_id,
-            "the order does not matter"
-        );
-        assert_ne!(cluster_id_for("other", &members), c.cluster_id);
-        assert_ne!(
-            cluster_id_for(DEFAULT_CLUSTER_TOKEN, &members[1..]),
-            c.cluster_id
-        );
-    }
-
-    #[test]
-    fn bad_settings_get_clear_errors() {
-        let cases: &[(&[&str], &str)] = &[
-            (&["--initial-cluster", CLUSTER], "name"),
-            (
-                &["--name", "n9", "--initial-cluster", CLUSTER],
-                "not in --initial-cluster",
-            ),
-            (
-                &[
-                    "--name",
-                    "n1",
-                    "--initial-cluster",
-                    "n1=http://a:1,n1=http://b:2",
-                ],
-                "appears twice",
-            ),
-            (
-                &["--name", "n1", "--initial-cluster", "n1"],
-                "not name=peer-url",
-            ),
-            (
-                &["--name", "n1", "--initial-cluster", "n1=http://host"],
-                "no port",
-            ),
-            (
-                &[
-                    "--name",
-                    "n1",
-                    "--initial-cluster",
-                    CLUSTER,
-                    "--heartbeat-ticks",
-                    "10",
-                ],
-                "below --election-ticks",
-            ),
-            (
-                &[
-                    "--name",
-                    "n1",
-                    "--initial-cluster",
-                    CLUSTER,
-                    "--tick-ms",
-                    "0",
-                ],
-                "tick-ms",
-            ),
-            (
-                &[
-                    "--name",
-                    "n1",
-                    "--initial-cluster",
-                    CLUSTER,
-                    "--listen-client-urls",
-                    "http://127.0.0.1:23801",
-                ],
-                "must differ",
-            ),
-        ];
-        for (args, needle) in cases {
-            let err = parse(args).expect_err("invalid configuration").to_string();
-            assert!(err.contains(needle), "{args:?}: {err:?} lacks {needle:?}");
-        }
-    }
-
-    #[test]
-    fn file_fills_what_flags_leave_unset() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("node.yaml");
-        std::fs::write(
-            &path,
-            format!("name: n3\ninitial-cluster: \"{CLUSTER}\"\ntick-ms: 50\nread-mode: lease\n"),
-        )
-        .expect("write");
-        let file = path.to_str().expect("utf-8 path");
-        let c = parse(&["--config-file", file, "--tick-ms", "20"]).expect("valid");
-        assert_eq!(c.name, "n3");
-        assert_eq!(c.tick, Duration::from_millis(20), "flags win over the file");
-        assert_eq!(c.read_mode, ReadModeSetting::Lease);
-        std::fs::write(&path, "name: n3\nunknown-setting: 1\n").expect("write");
-        let err = parse(&["--config-file", file])
-            .expect_err("unknown key")
-            .to_string();
-        assert!(err.contains("unknown-setting"), "{err}");
-    }
-}
+mod tests;

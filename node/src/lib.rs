@@ -5,6 +5,7 @@
 //! |---|---|
 //! | [`api`] | the client API: etcd's KV, Maintenance and Cluster services over gRPC |
 //! | [`client`] | the Rust client: leader discovery, exactly-once writes, get/put/delete/put_if_absent |
+//! | [`compaction`] | auto-compaction: the leader proposes Compacts by age or revision count, as etcd's compactor |
 //! | [`config`] | flags, environment and file, validated into a [`config::NodeConfig`] |
 //! | [`driver`] | the tokio task that owns the Raft core and runs its `Ready` loop |
 //! | [`http`] | `/livez`, `/readyz`, `/metrics` |
@@ -19,6 +20,7 @@
 
 pub mod api;
 pub mod client;
+pub mod compaction;
 pub mod config;
 pub mod driver;
 pub mod http;

@@ -8,6 +8,7 @@ use crate::api::{
     ApiContext, ClusterService, ForwardService, Forwarder, HeaderSource, KvService,
     MaintenanceService, WriteForwardConfig, WriteForwarder, publish_self,
 };
+use crate::compaction::spawn_auto_compaction;
 use crate::config::{ClusterState, FsyncSetting, NodeConfig, ReadModeSetting};
 use crate::driver::{Driver, DriverConfig, RaftHandle};
 use crate::http::{self, HttpState};
@@ -251,6 +252,7 @@ pub async fn start(
         events.clone(),
         WatchConfig {
             cluster_id: config.cluster_id,
+            fragment_bytes_max: config.max_request_bytes,
             ..WatchConfig::default()
         },
     );
@@ -270,7 +272,9 @@ pub async fn start(
                 .max_decoding_message_size(message_max)
                 .max_encoding_message_size(usize::MAX),
         )
-        .add_service(MaintenanceServer::new(MaintenanceService::new(ctx.clone())))
+        .add_service(MaintenanceServer::new(
+            MaintenanceService::new(ctx.clone()).with_data_dir(config.data_dir.clone()),
+        ))
         .add_service(ClusterServer::new(cluster.clone()))
         .add_service(watch_service.into_server())
         .add_service(lease_service.into_server())
@@ -312,6 +316,7 @@ pub async fn start(
             LeaseExpiryConfig::default(),
             signal(&stop_clients),
         ),
+        spawn_auto_compaction(raft.clone(), config.auto_compaction, signal(&stop_clients)),
         tokio::spawn(sync_peers(
             raft.clone(),
             transport.clone(),

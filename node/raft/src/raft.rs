@@ -152,6 +152,17 @@ impl<S: Storage> Raft<S> {
 
     // ---- inputs -------------------------------------------------------------
 
+    /// Tells the core that `n` tick intervals passed that [`Raft::tick`]
+    /// was not called for: the process was paused, or the driver ran late.
+    /// They count for the leader lease, which must never outlive real time
+    /// (a leader whose clock stood still would go on serving reads from a
+    /// lease while the others elect a new leader). Election timeouts,
+    /// heartbeats and check-quorum do not see them, so a member that merely
+    /// woke late neither campaigns nor steps down at once because of it.
+    pub fn skip_ticks(&mut self, n: u64) {
+        self.now_ticks = self.now_ticks.saturating_add(n);
+    }
+
     /// Advances the logical clock by one tick.
     pub fn tick(&mut self) {
         if self.fatal.is_some() {

@@ -187,3 +187,31 @@ fn safe_reads_always_wait_for_a_round() {
     assert!(ready.read_states.is_empty());
     assert!(kinds(&ready.messages).contains(&"Heartbeat"));
 }
+
+/// A lease is real time, not timer events: ticks the driver could not run
+/// (a paused process) but reports with `skip_ticks` end it like ticks run.
+#[test]
+fn skipped_ticks_end_the_lease() {
+    let mut leader = leader_with(|c| c.read_mode = ReadMode::LeaseBased);
+    let lease_ticks = leader.config().lease_ticks();
+    leader.step(append_ack(2, 1, 1, 1));
+    handle(&mut leader);
+    leader
+        .read_index(Bytes::from_static(b"r0"))
+        .expect("queued");
+    let round = heartbeat_rounds(&handle(&mut leader), 2)[0];
+    leader.step(msg(2, 1, 1, MessageBody::HeartbeatResponse { round }));
+    assert_eq!(handle(&mut leader).read_states, [read(1, b"r0")]);
+
+    leader.skip_ticks(lease_ticks);
+    leader
+        .read_index(Bytes::from_static(b"r1"))
+        .expect("queued");
+    let ready = handle(&mut leader);
+    assert!(
+        ready.read_states.is_empty(),
+        "served on a lease that ran out while paused"
+    );
+    let (_, leads) = leader.state();
+    assert!(leads, "skipped ticks do not make a leader step down");
+}

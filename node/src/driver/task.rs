@@ -106,8 +106,6 @@ pub struct Driver<S: Storage, M: StateMachine, T: Transport> {
 
 /// Ticks missed at once before the driver logs that it fell behind.
 const TICKS_LATE_WARNING: u64 = 10;
-/// Most ticks run at once when catching up; any timeout is far shorter.
-const TICKS_CATCH_UP_MAX: u64 = 10_000;
 
 /// Bound of [`Driver::rtt_probes`]: heartbeats go out every heartbeat tick,
 /// so this covers many lost answers before probes are dropped.
@@ -251,14 +249,16 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
         result
     }
 
-    /// Ticks the core once per tick interval elapsed since the start, so
-    /// its clock (election timeouts, check-quorum, leases) follows real
-    /// time even when the timer could not fire: a process stopped by
-    /// SIGSTOP, a starved thread or a long fsync. Tokio's timer drops such
-    /// missed ticks; counting them is what keeps a lease from outliving a
-    /// pause in which the others elected a new leader. (The monotonic clock
-    /// does not run while a whole machine is suspended; leases assume it
-    /// is not.)
+    /// Keeps the core's clock on real time. Each timer wake-up runs one
+    /// [`Raft::tick`]; intervals that passed without one (a process stopped
+    /// by SIGSTOP, a starved thread, a long fsync: tokio's timer drops such
+    /// missed ticks) are reported with [`Raft::skip_ticks`], so the leader
+    /// lease counts them while elections do not — a member that merely ran
+    /// late neither campaigns nor steps down because of it, as with etcd's
+    /// ticker, but its lease cannot outlive a pause in which the others
+    /// elected a new leader. Called before any input is handled. (The
+    /// monotonic clock stops while a whole machine is suspended; leases
+    /// assume it is not.)
     fn catch_up_ticks(&mut self) {
         let interval = self.config.tick_interval.as_nanos().max(1);
         let due = u64::try_from(self.clock.elapsed().as_nanos() / interval).unwrap_or(u64::MAX);
@@ -267,13 +267,10 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
         }
         let missed = due - self.ticks;
         if missed > TICKS_LATE_WARNING {
-            tracing::warn!(id = %self.raft.id(), missed, "the driver fell behind its clock (process paused or starved?): catching up");
+            tracing::warn!(id = %self.raft.id(), missed, "the driver fell behind its clock (process paused or starved?)");
         }
-        // Past a few election timeouts more ticks change nothing: leases
-        // have expired and a leader without a quorum has stepped down.
-        for _ in 0..missed.min(TICKS_CATCH_UP_MAX) {
-            self.raft.tick();
-        }
+        self.raft.tick();
+        self.raft.skip_ticks(missed - 1);
         self.ticks = due;
         self.expire_reads();
     }

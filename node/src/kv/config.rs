@@ -13,9 +13,11 @@ pub struct KvConfig {
     /// Most compares, and most operations per branch, in one transaction
     /// (etcd's `--max-txn-ops`, 128 by default).
     pub txn_ops_max: usize,
-    /// Auto-compaction: keep at most this many revisions of history below the
-    /// current one; 0 turns auto-compaction off (then only explicit Compact
-    /// requests bound memory).
+    /// The history bound: the store compacts itself, as it applies a write,
+    /// so as to keep at most this many revisions below the current one; 0
+    /// turns the bound off. etcd-style auto-compaction by age or count
+    /// ([`crate::compaction`]) is separate and proposes Compacts through the
+    /// log; this bound is the backstop that keeps memory bounded without it.
     pub retain_revisions: i64,
     /// Largest lease TTL accepted (etcd's `MaxLeaseTTL`).
     pub lease_ttl_max_secs: i64,

@@ -28,7 +28,9 @@
 //!   Txns, deletes of nothing, Compact and LeaseGrant do not.
 //! - Compact(r) keeps, for each key, its version visible at `r` unless it
 //!   is a tombstone; reads below `r` then fail with "required revision has
-//!   been compacted". Auto-compaction keeps [`KvConfig::retain_revisions`].
+//!   been compacted". The store never keeps more than
+//!   [`KvConfig::retain_revisions`] revisions of history (compacting itself
+//!   as it applies); etcd's auto-compaction is [`crate::compaction`].
 //! - Exactly-once: a command with `client_id != 0` whose `seq` equals the
 //!   session's last gets the cached response, without applying; a lower
 //!   `seq` gets [`KvError::StaleSequence`]. Sessions are dropped after

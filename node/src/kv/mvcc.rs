@@ -90,6 +90,27 @@ pub struct MvccStore {
     by_revision: BTreeMap<Revision, Vec<u8>>,
     revision: i64,
     compact_revision: i64,
+    /// [`MvccStore::size_bytes`], kept up to date by every change.
+    size_bytes: u64,
+}
+
+/// Estimated bytes a key takes beside its text: its own and its version
+/// list's headers.
+const KEY_OVERHEAD_BYTES: u64 = 2 * std::mem::size_of::<Vec<u8>>() as u64;
+/// Estimated bytes a version takes beside its key and value text: the
+/// record, and its revision index entry (a revision and a key copy).
+const VERSION_OVERHEAD_BYTES: u64 = (std::mem::size_of::<VersionRecord>()
+    + std::mem::size_of::<Revision>()
+    + std::mem::size_of::<Vec<u8>>()) as u64;
+
+fn key_bytes(key: &[u8]) -> u64 {
+    key.len() as u64 + KEY_OVERHEAD_BYTES
+}
+
+/// A version's share: its value, the key copy in the revision index, the
+/// fixed overhead.
+fn version_bytes(key: &[u8], v: &VersionRecord) -> u64 {
+    key.len() as u64 + v.value.len() as u64 + VERSION_OVERHEAD_BYTES
 }
 
 /// Whether `k` is in etcd's range `[key, range_end)`: an empty `range_end`
@@ -122,6 +143,16 @@ impl MvccStore {
     /// History below this revision is gone.
     pub fn compact_revision(&self) -> i64 {
         self.compact_revision
+    }
+
+    /// An estimate of the memory the retained history takes, in bytes:
+    /// every key's text, and every retained version's key and value text,
+    /// plus fixed per-key and per-version overheads (record headers and the
+    /// revision index; allocator and tree-node slack not counted). Updated
+    /// with every change, so reading it costs nothing; a compaction lowers
+    /// it. The same on every replica at the same log position.
+    pub fn size_bytes(&self) -> u64 {
+        self.size_bytes
     }
 
     /// Number of keys with retained history (live or tombstoned).
@@ -192,6 +223,9 @@ impl MvccStore {
         value: Vec<u8>,
         lease: i64,
     ) -> Option<KeyValue> {
+        if !self.keys.contains_key(key) {
+            self.size_bytes += key_bytes(key);
+        }
         let versions = self.keys.entry(key.to_vec()).or_default();
         let prev = versions.last().filter(|v| !v.is_tombstone()).cloned();
         let (create_revision, version) = match &prev {
@@ -207,6 +241,7 @@ impl MvccStore {
             lease,
         };
         let kv = record.to_kv(key);
+        self.size_bytes += version_bytes(key, &record);
         self.by_revision.insert(record.revision(), key.to_vec());
         versions.push(record);
         w.sub += 1;
@@ -228,6 +263,7 @@ impl MvccStore {
             sub: w.sub,
             ..Default::default()
         };
+        self.size_bytes += version_bytes(key, &tomb);
         self.by_revision.insert(tomb.revision(), key.to_vec());
         versions.push(tomb);
         w.sub += 1;
@@ -296,9 +332,11 @@ impl MvccStore {
                 drop = n;
             }
             for v in versions.drain(..drop) {
+                self.size_bytes -= version_bytes(&key, &v);
                 self.by_revision.remove(&v.revision());
             }
             if versions.is_empty() {
+                self.size_bytes -= key_bytes(&key);
                 self.keys.remove(&key);
             }
         }
@@ -403,9 +441,26 @@ impl MvccStore {
                     return Err("snapshot: bad or duplicate revision".into());
                 }
             }
+            s.size_bytes += key_bytes(&h.key)
+                + h.versions
+                    .iter()
+                    .map(|v| version_bytes(&h.key, v))
+                    .sum::<u64>();
             s.keys.insert(h.key, h.versions);
         }
         Ok(s)
+    }
+
+    /// [`Self::size_bytes`] counted from scratch, to check the running
+    /// count against.
+    #[cfg(test)]
+    pub(crate) fn size_bytes_recounted(&self) -> u64 {
+        self.keys
+            .iter()
+            .map(|(k, versions)| {
+                key_bytes(k) + versions.iter().map(|v| version_bytes(k, v)).sum::<u64>()
+            })
+            .sum()
     }
 
     /// Each key's live value at the current revision: (key, lease).

@@ -49,6 +49,8 @@ fn run(seed: u64, steps: usize) {
         let mut m = history.last().unwrap().clone();
         let rev = history.len() as i64 - 1;
         assert_eq!(h.s.revision(), rev, "{ctx}");
+        let size = h.s.mvcc().size_bytes();
+        assert_eq!(size, h.s.mvcc().size_bytes_recounted(), "{ctx}");
         let k = KEYS[rng.below(5) as usize];
         match rng.below(10) {
             0..=4 => {

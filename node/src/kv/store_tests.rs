@@ -922,3 +922,38 @@ fn member_table_upserts_removes_and_survives_a_snapshot() {
     let restored = KvStore::decode_snapshot(KvConfig::default(), &h.s.encode_snapshot()).unwrap();
     assert_eq!(restored, h.s);
 }
+
+#[test]
+fn size_estimate_follows_writes_compaction_and_snapshots() {
+    let mut h = Harness::new();
+    assert_eq!(h.s.mvcc().size_bytes(), 0);
+    h.put("key", &"x".repeat(1000));
+    let one = h.s.mvcc().size_bytes();
+    assert!(one >= 1003, "at least the key and value text: {one}");
+    h.put("key", &"y".repeat(1000));
+    let two = h.s.mvcc().size_bytes();
+    assert!(two >= one + 1003, "every version counts: {two}");
+    h.del("key", "");
+    let deleted = h.s.mvcc().size_bytes();
+    assert!(deleted > two, "a tombstone is a version too");
+
+    let restored = KvStore::decode_snapshot(KvConfig::default(), &h.s.encode_snapshot()).unwrap();
+    assert_eq!(
+        restored.mvcc().size_bytes(),
+        deleted,
+        "recounted on restore"
+    );
+
+    let rev = h.s.revision();
+    h.op(KvOp::Compaction(CompactionRequest {
+        revision: rev,
+        physical: false,
+    }))
+    .result
+    .unwrap();
+    assert_eq!(
+        h.s.mvcc().size_bytes(),
+        0,
+        "compacting past a deletion drops the key's whole history"
+    );
+}

@@ -1,9 +1,11 @@
 //! [`LeaseService`]: etcd's Lease calls over the driver and the lessor.
 
-use crate::api::{ApiContext, LeaderHint, driver_status, kv_status, mark_forwarded};
-use crate::driver::DriverError;
+use super::keepalive::{KeepAliveTask, RelayTo};
+use crate::api::{
+    ApiContext, FORWARDED_METADATA, LeaderHint, driver_status, kv_status, mark_forwarded,
+};
 use crate::driver::RaftHandle;
-use crate::kv::{KeepAliveError, KvCommand, KvOp, KvResponse, Lessor};
+use crate::kv::{KvCommand, KvOp, KvResponse, Lessor};
 use crate::state::NodeStateMachine;
 use crate::watch::StreamCloser;
 use flotilla_proto::etcdserverpb::lease_client::LeaseClient;
@@ -15,8 +17,7 @@ use flotilla_proto::etcdserverpb::{
 };
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
-use tokio::sync::{mpsc, watch};
-use tokio_stream::StreamExt as _;
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -29,13 +30,15 @@ pub type KeepAliveStream = ReceiverStream<Result<LeaseKeepAliveResponse, Status>
 /// Serves etcd's Lease service. Grants and revokes are proposed through
 /// the driver; keepalives renew the shared [`Lessor`]'s timers, which only
 /// the leader's lessor (promoted by [`super::spawn_lease_expiry`]) accepts.
+/// With forwarding, a follower sends grants, revokes, TimeToLive and Leases
+/// to the leader and relays keepalive streams there.
 #[derive(Clone)]
 pub struct LeaseService {
     handle: RaftHandle<NodeStateMachine>,
     lessor: Arc<Mutex<Lessor>>,
     cluster_id: u64,
     closing: StreamCloser,
-    /// Set: grants and revokes reaching a follower go to the leader.
+    /// Set: calls reaching a follower go to the leader.
     forward: Option<ApiContext>,
 }
 
@@ -60,8 +63,10 @@ impl LeaseService {
         }
     }
 
-    /// Forwards grants and revokes that reach a follower to the leader
-    /// (once), as etcd does, so clients may talk to any member.
+    /// Forwards calls that reach a follower to the leader (one hop), as
+    /// etcd does, so clients may talk to any member: grants, revokes,
+    /// TimeToLive and Leases are forwarded; a keepalive stream is relayed
+    /// over a stream to the leader that follows leadership changes.
     pub fn with_forwarding(mut self, ctx: ApiContext) -> LeaseService {
         self.forward = Some(ctx);
         self
@@ -110,7 +115,12 @@ impl LeaseService {
     }
 }
 
-fn header(handle: &RaftHandle<NodeStateMachine>, cluster_id: u64, revision: i64) -> ResponseHeader {
+/// A response header from this member.
+pub(super) fn header(
+    handle: &RaftHandle<NodeStateMachine>,
+    cluster_id: u64,
+    revision: i64,
+) -> ResponseHeader {
     let status = handle.status();
     ResponseHeader {
         cluster_id,
@@ -180,13 +190,24 @@ impl Lease for LeaseService {
         request: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<Response<KeepAliveStream>, Status> {
         let (tx, rx) = mpsc::channel(KEEPALIVE_QUEUE_MAX);
-        let task = KeepAliveTask {
-            handle: self.handle.clone(),
-            lessor: self.lessor.clone(),
-            cluster_id: self.cluster_id,
-            out: tx,
-        };
-        tokio::spawn(task.run(request.into_inner(), self.closing.subscribe()));
+        let forwarded = request.metadata().contains_key(FORWARDED_METADATA);
+        let relay = self
+            .forward
+            .clone()
+            .filter(|_| !forwarded)
+            .map(|ctx| RelayTo {
+                ctx,
+                metadata: request.metadata().clone(),
+            });
+        let task = KeepAliveTask::new(
+            self.handle.clone(),
+            self.lessor.clone(),
+            self.cluster_id,
+            tx,
+            self.closing.subscribe(),
+            relay,
+        );
+        tokio::spawn(task.run(request.into_inner()));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
@@ -194,6 +215,12 @@ impl Lease for LeaseService {
         &self,
         request: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        // Only the leader's lessor knows how long a lease has left.
+        if let Some(channel) = self.leader_channel(request.metadata()).await? {
+            return LeaseClient::new(channel)
+                .lease_time_to_live(mark_forwarded(request))
+                .await;
+        }
         let req = request.into_inner();
         let (id, want_keys) = (req.id, req.keys);
         let (entry, revision) = self
@@ -236,8 +263,13 @@ impl Lease for LeaseService {
 
     async fn lease_leases(
         &self,
-        _request: Request<LeaseLeasesRequest>,
+        request: Request<LeaseLeasesRequest>,
     ) -> Result<Response<LeaseLeasesResponse>, Status> {
+        if let Some(channel) = self.leader_channel(request.metadata()).await? {
+            return LeaseClient::new(channel)
+                .lease_leases(mark_forwarded(request))
+                .await;
+        }
         let (leases, revision) = self
             .handle
             .read(|sm| (sm.kv().lease_statuses(), sm.kv().revision()))
@@ -247,68 +279,5 @@ impl Lease for LeaseService {
             header: Some(self.header(revision)),
             leases,
         }))
-    }
-}
-
-/// The task behind one keepalive stream.
-struct KeepAliveTask {
-    handle: RaftHandle<NodeStateMachine>,
-    lessor: Arc<Mutex<Lessor>>,
-    cluster_id: u64,
-    out: mpsc::Sender<Result<LeaseKeepAliveResponse, Status>>,
-}
-
-impl KeepAliveTask {
-    async fn run(
-        self,
-        mut inbound: Streaming<LeaseKeepAliveRequest>,
-        mut closing: watch::Receiver<bool>,
-    ) {
-        loop {
-            let request = tokio::select! {
-                () = crate::watch::closed(&mut closing) => {
-                    let _ = self.out.send(Err(Status::unavailable("flotilla: server is shutting down"))).await;
-                    return;
-                }
-                request = inbound.next() => request,
-            };
-            let Some(Ok(request)) = request else {
-                return;
-            };
-            let answer = self.renew(request.id).await;
-            let failed = answer.is_err();
-            if self.out.send(answer).await.is_err() || failed {
-                return;
-            }
-        }
-    }
-
-    /// etcd's answers: the TTL on success, TTL 0 for a lease that is gone,
-    /// and not-leader on a member that does not lead.
-    async fn renew(&self, id: i64) -> Result<LeaseKeepAliveResponse, Status> {
-        let renewed = lessor(&self.lessor).keepalive(id, Instant::now());
-        let ttl = match renewed {
-            Ok(ttl) => ttl,
-            Err(KeepAliveError::NotFound) => 0,
-            Err(KeepAliveError::NotPrimary) => {
-                let leader = self.handle.status().leader;
-                return Err(driver_status(
-                    &DriverError::NotLeader {
-                        leader_hint: leader.is_some().then_some(leader),
-                    },
-                    &LeaderHint::default(),
-                ));
-            }
-        };
-        let revision = self
-            .handle
-            .read_local(|sm| sm.kv().revision())
-            .await
-            .map_err(|e| driver_status(&e, &LeaderHint::default()))?;
-        Ok(LeaseKeepAliveResponse {
-            header: Some(header(&self.handle, self.cluster_id, revision)),
-            id,
-            ttl,
-        })
     }
 }

@@ -20,6 +20,13 @@
 //! 3. A stream whose broadcast receiver lags puts all its synced watchers
 //!    back to catching up from their next revision.
 //!
+//! A response carries one watcher's events. Catch-up responses close at a
+//! revision boundary past [`WatchConfig::response_bytes_max`]; a live one
+//! holds one applied entry's events. A watcher created with `fragment` gets
+//! any response of [`WatchConfig::fragment_bytes_max`] bytes or more split
+//! into fragments (etcd's `fragment`), so one large transaction never makes
+//! a message too large for the client.
+//!
 //! Everything is bounded: watchers per stream, events per history page, and
 //! the outbound queue; a client that leaves the queue full for longer than
 //! [`WatchConfig::slow_client_timeout`] loses its stream with
@@ -30,7 +37,9 @@
 //! | `service.rs` | [`WatchService`], the tonic service, and the response stream |
 //! | `stream.rs` | the task behind one stream: requests, live events, catch-up, progress |
 //! | `watcher.rs` | one watcher: its range, filters and next revision |
+//! | `fragment.rs` | etcd's splitting of a large response for watchers that ask for it |
 
+mod fragment;
 mod service;
 mod stream;
 mod watcher;
@@ -60,6 +69,11 @@ pub struct WatchConfig {
     /// How often watchers created with `progress_notify` get a progress
     /// notification (etcd's default is ten minutes).
     pub progress_interval: Duration,
+    /// A watcher created with `fragment` gets a response of at least this
+    /// many encoded bytes (and two events or more) split into fragments
+    /// below it, as etcd splits at its `--max-request-bytes`; other
+    /// watchers get every response whole.
+    pub fragment_bytes_max: usize,
 }
 
 impl Default for WatchConfig {
@@ -72,6 +86,7 @@ impl Default for WatchConfig {
             history_page_events_max: 1000,
             response_bytes_max: 1024 * 1024,
             progress_interval: Duration::from_secs(600),
+            fragment_bytes_max: 1536 * 1024,
         }
     }
 }

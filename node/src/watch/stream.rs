@@ -1,6 +1,7 @@
 //! The task behind one watch stream.
 
 use super::WatchConfig;
+use super::fragment::fragments;
 use super::watcher::{Watcher, event_revision};
 use crate::driver::{DriverError, RaftHandle};
 use crate::kv::KvError;
@@ -224,17 +225,12 @@ impl StreamTask {
             let events = w.select(&applied.events);
             w.next_rev = applied.revision + 1;
             if !events.is_empty() {
-                responses.push((*id, events));
+                responses.push((*id, events, w.fragment));
             }
         }
-        for (id, events) in responses {
-            self.send(WatchResponse {
-                header: Some(self.header(applied.revision)),
-                watch_id: id,
-                events,
-                ..Default::default()
-            })
-            .await?;
+        for (id, events, fragment) in responses {
+            self.send_events(id, applied.revision, events, fragment)
+                .await?;
         }
         Ok(())
     }
@@ -327,15 +323,34 @@ impl StreamTask {
                 w.synced = true;
             }
         }
+        let fragment = w.fragment;
         let bytes_max = self.config.response_bytes_max;
         for events in split_at_revisions(selected, bytes_max) {
-            self.send(WatchResponse {
-                header: Some(self.header(revision)),
-                watch_id: id,
-                events,
-                ..Default::default()
-            })
-            .await?;
+            self.send_events(id, revision, events, fragment).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends one response of watcher `id`'s events, in fragments if it
+    /// asked for them and the response is large.
+    async fn send_events(
+        &self,
+        id: i64,
+        revision: i64,
+        events: Vec<Event>,
+        fragment: bool,
+    ) -> Result<(), End> {
+        let response = WatchResponse {
+            header: Some(self.header(revision)),
+            watch_id: id,
+            events,
+            ..Default::default()
+        };
+        if !fragment {
+            return self.send(response).await;
+        }
+        for piece in fragments(response, self.config.fragment_bytes_max) {
+            self.send(piece).await?;
         }
         Ok(())
     }

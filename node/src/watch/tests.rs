@@ -424,3 +424,93 @@ async fn a_future_start_revision_skips_the_revisions_before_it() {
     assert_eq!(events[0].1.kv.as_ref().expect("kv").mod_revision, now + 3);
     node.stop();
 }
+
+/// Reads one logical response: fragments until the one not marked.
+async fn whole_response(conn: &mut WatchConn) -> Vec<WatchResponse> {
+    let mut pieces = Vec::new();
+    loop {
+        let piece = conn.next().await;
+        let more = piece.fragment;
+        pieces.push(piece);
+        if !more {
+            return pieces;
+        }
+    }
+}
+
+/// etcd's `fragment`: a revision of twenty 300-byte puts reaches a watcher
+/// that asked for fragments in pieces below the limit, all but the last
+/// marked, joined in order; live and from history alike. A watcher that
+/// did not ask gets it whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_revision_comes_in_fragments_to_watchers_that_ask() {
+    use flotilla_proto::etcdserverpb::request_op::Request;
+    use flotilla_proto::etcdserverpb::{PutRequest, RequestOp, TxnRequest};
+    use prost::Message as _;
+    const LIMIT: usize = 2048;
+    let config = WatchConfig {
+        fragment_bytes_max: LIMIT,
+        ..WatchConfig::default()
+    };
+    let node = TestNode::start(config, StateConfig::default()).await;
+    let mut fragmenting = WatchConn::open(&node).await;
+    let mut whole = WatchConn::open(&node).await;
+    fragmenting
+        .create(WatchCreateRequest {
+            fragment: true,
+            ..prefix("big/")
+        })
+        .await;
+    whole.create(prefix("big/")).await;
+
+    let keys: Vec<String> = (0..20).map(|i| format!("big/{i:02}")).collect();
+    let puts = keys
+        .iter()
+        .map(|k| RequestOp {
+            request: Some(Request::RequestPut(PutRequest {
+                key: k.clone().into_bytes(),
+                value: vec![b'v'; 300],
+                ..Default::default()
+            })),
+        })
+        .collect();
+    let revision = node
+        .apply(KvOp::Txn(TxnRequest {
+            success: puts,
+            ..Default::default()
+        }))
+        .await
+        .revision;
+
+    let check = |pieces: &[WatchResponse]| {
+        assert!(pieces.len() > 1, "split: {} pieces", pieces.len());
+        for (i, p) in pieces.iter().enumerate() {
+            assert_eq!(p.fragment, i + 1 < pieces.len(), "piece {i}");
+            assert!(
+                p.encoded_len() < LIMIT,
+                "piece {i}: {} bytes",
+                p.encoded_len()
+            );
+            assert_eq!(p.header.as_ref().expect("header").revision, revision);
+        }
+        let got: Vec<String> = pieces.iter().flat_map(|p| &p.events).map(key_of).collect();
+        assert_eq!(got, keys, "every event once, in order");
+    };
+    check(&whole_response(&mut fragmenting).await);
+
+    let unsplit = whole.next().await;
+    assert!(!unsplit.fragment);
+    assert_eq!(unsplit.events.len(), 20, "whole without fragment");
+    assert!(unsplit.encoded_len() >= LIMIT);
+
+    // From history too.
+    let mut late = WatchConn::open(&node).await;
+    late.create(WatchCreateRequest {
+        fragment: true,
+        start_revision: revision,
+        ..prefix("big/")
+    })
+    .await;
+    check(&whole_response(&mut late).await);
+    node.stop();
+}

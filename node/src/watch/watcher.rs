@@ -16,6 +16,8 @@ pub(super) struct Watcher {
     no_delete: bool,
     /// Wants periodic progress notifications.
     pub(super) progress_notify: bool,
+    /// Takes large responses in fragments.
+    pub(super) fragment: bool,
     /// The first revision not yet delivered (or passed over as not
     /// matching): everything below it has been sent.
     pub(super) next_rev: i64,
@@ -40,6 +42,7 @@ impl Watcher {
             no_put: req.filters.contains(&(FilterType::Noput as i32)),
             no_delete: req.filters.contains(&(FilterType::Nodelete as i32)),
             progress_notify: req.progress_notify,
+            fragment: req.fragment,
             next_rev,
             synced,
         }

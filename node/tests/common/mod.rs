@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+use flotilla_node::compaction::AutoCompaction;
 use flotilla_node::config::{
     ClusterState, FsyncSetting, InitialMember, NodeConfig, ReadModeSetting,
 };
@@ -55,6 +56,7 @@ pub fn node_config(
         fsync: FsyncSetting::Never,
         read_mode: ReadModeSetting::Safe,
         max_request_bytes: 64 * 1024,
+        auto_compaction: AutoCompaction::Off,
     }
 }
 
@@ -89,17 +91,17 @@ impl Cluster {
 
     /// [`Cluster::start`], snapshotting every `snapshot_count` entries.
     pub async fn start_with(snapshot_count: u64) -> Cluster {
-        Cluster::start_tuned(|c| c.snapshot_count = snapshot_count).await
+        Cluster::start_configured(|config| config.snapshot_count = snapshot_count).await
     }
 
     /// [`Cluster::start`], confirming linearizable reads with `read_mode`.
     pub async fn start_read_mode(read_mode: ReadModeSetting) -> Cluster {
-        Cluster::start_tuned(|c| c.read_mode = read_mode).await
+        Cluster::start_configured(|c| c.read_mode = read_mode).await
     }
 
-    /// [`Cluster::start`], with `tune` applied to every member's
+    /// [`Cluster::start`], with `configure` applied to every member's
     /// configuration before it starts.
-    pub async fn start_tuned(tune: impl Fn(&mut NodeConfig)) -> Cluster {
+    pub async fn start_configured(configure: impl Fn(&mut NodeConfig)) -> Cluster {
         let n = 3;
         let mut listeners = Vec::new();
         for _ in 0..n {
@@ -127,7 +129,7 @@ impl Cluster {
         for (i, l) in listeners.into_iter().enumerate() {
             let mut config =
                 node_config(&format!("n{}", i + 1), i as u64 + 1, &initial, &dirs[i], &l);
-            tune(&mut config);
+            configure(&mut config);
             configs.push(config.clone());
             nodes.push(start(config, l).await.expect("start"));
         }

@@ -74,7 +74,7 @@ enum Command {
     Bench(BenchCommand),
     /// Run one member (what `flotilla-node` does; used by dev-cluster).
     #[command(hide = true)]
-    Node(flotilla_node::config::NodeArgs),
+    Node(Box<flotilla_node::config::NodeArgs>),
 }
 
 #[derive(Debug, Subcommand)]
@@ -113,7 +113,7 @@ fn main() -> std::process::ExitCode {
 fn run(cli: Cli) -> Result<std::process::ExitCode> {
     let done = std::process::ExitCode::SUCCESS;
     match cli.command {
-        Command::Node(args) => Ok(flotilla_node::member::run_member(args)),
+        Command::Node(args) => Ok(flotilla_node::member::run_member(*args)),
         Command::Bench(BenchCommand::Log(args)) => {
             bench_log::bench_log(args, cli.write_out).map(|()| done)
         }

@@ -1,0 +1,294 @@
+//! Tests of the configuration: flags, file, defaults and errors.
+
+use super::*;
+use clap::Parser;
+
+#[derive(Parser, Debug)]
+struct Cli {
+    #[command(flatten)]
+    node: NodeArgs,
+}
+
+fn parse(args: &[&str]) -> Result<NodeConfig, ConfigError> {
+    let mut all = vec!["flotilla-node"];
+    all.extend_from_slice(args);
+    NodeConfig::resolve(Cli::parse_from(all).node)
+}
+
+const CLUSTER: &str =
+    "n1=http://127.0.0.1:23801,n2=http://127.0.0.1:23802,n3=http://127.0.0.1:23803";
+
+#[test]
+fn flags_resolve_with_defaults() {
+    let c = parse(&["--name", "n2", "--initial-cluster", CLUSTER]).expect("valid");
+    assert_eq!(c.peer_advertise, "http://127.0.0.1:23802");
+    assert_eq!(c.peer_listen, "127.0.0.1:23802");
+    assert_eq!(c.initial_cluster.len(), 3);
+    assert_eq!(c.fsync, FsyncSetting::Always);
+    assert_eq!(c.tick, Duration::from_millis(10));
+    assert_eq!(c.auto_compaction, AutoCompaction::Off, "off, as in etcd");
+    let again = parse(&["--name", "n2", "--initial-cluster", CLUSTER]).expect("valid");
+    assert_eq!(c.member_id, again.member_id, "ids are stable");
+    let other = parse(&["--name", "n1", "--initial-cluster", CLUSTER]).expect("valid");
+    assert_ne!(c.member_id, other.member_id);
+    assert_eq!(
+        c.cluster_id, other.cluster_id,
+        "one cluster id for all members"
+    );
+}
+
+#[test]
+fn ids_derive_from_token_names_and_urls() {
+    let c = parse(&["--name", "n1", "--initial-cluster", CLUSTER]).expect("valid");
+    assert_eq!(c.member_id, founding_member_id(DEFAULT_CLUSTER_TOKEN, "n1"));
+    let mut members = c.initial_cluster.clone();
+    assert_eq!(
+        cluster_id_for(DEFAULT_CLUSTER_TOKEN, &members),
+        c.cluster_id
+    );
+    members.reverse();
+    assert_eq!(
+        cluster_id_for(DEFAULT_CLUSTER_TOKEN, &members),
+        c.cluster_id,
+        "the order does not matter"
+    );
+    assert_ne!(cluster_id_for("other", &members), c.cluster_id);
+    assert_ne!(
+        cluster_id_for(DEFAULT_CLUSTER_TOKEN, &members[1..]),
+        c.cluster_id
+    );
+}
+
+#[test]
+fn bad_settings_get_clear_errors() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["--initial-cluster", CLUSTER], "name"),
+        (
+            &["--name", "n9", "--initial-cluster", CLUSTER],
+            "not in --initial-cluster",
+        ),
+        (
+            &[
+                "--name",
+                "n1",
+                "--initial-cluster",
+                "n1=http://a:1,n1=http://b:2",
+            ],
+            "appears twice",
+        ),
+        (
+            &["--name", "n1", "--initial-cluster", "n1"],
+            "not name=peer-url",
+        ),
+        (
+            &["--name", "n1", "--initial-cluster", "n1=http://host"],
+            "no port",
+        ),
+        (
+            &[
+                "--name",
+                "n1",
+                "--initial-cluster",
+                CLUSTER,
+                "--heartbeat-ticks",
+                "10",
+            ],
+            "below --election-ticks",
+        ),
+        (
+            &[
+                "--name",
+                "n1",
+                "--initial-cluster",
+                CLUSTER,
+                "--tick-ms",
+                "0",
+            ],
+            "tick-ms",
+        ),
+        (
+            &[
+                "--name",
+                "n1",
+                "--initial-cluster",
+                CLUSTER,
+                "--listen-client-urls",
+                "http://127.0.0.1:23801",
+            ],
+            "must differ",
+        ),
+    ];
+    for (args, needle) in cases {
+        let err = parse(args).expect_err("invalid configuration").to_string();
+        assert!(err.contains(needle), "{args:?}: {err:?} lacks {needle:?}");
+    }
+}
+
+#[test]
+fn file_fills_what_flags_leave_unset() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("node.yaml");
+    std::fs::write(
+        &path,
+        format!("name: n3\ninitial-cluster: \"{CLUSTER}\"\ntick-ms: 50\nread-mode: lease\n"),
+    )
+    .expect("write");
+    let file = path.to_str().expect("utf-8 path");
+    let c = parse(&["--config-file", file, "--tick-ms", "20"]).expect("valid");
+    assert_eq!(c.name, "n3");
+    assert_eq!(c.tick, Duration::from_millis(20), "flags win over the file");
+    assert_eq!(c.read_mode, ReadModeSetting::Lease);
+    std::fs::write(&path, "name: n3\nunknown-setting: 1\n").expect("write");
+    let err = parse(&["--config-file", file])
+        .expect_err("unknown key")
+        .to_string();
+    assert!(err.contains("unknown-setting"), "{err}");
+}
+
+/// The auto-compaction `args` resolve to, or the error's text (from
+/// the flag parser or the validation).
+fn compaction(args: &[&str]) -> Result<AutoCompaction, String> {
+    let mut all = vec![
+        "flotilla-node",
+        "--name",
+        "n1",
+        "--initial-cluster",
+        CLUSTER,
+    ];
+    all.extend_from_slice(args);
+    let cli = Cli::try_parse_from(all).map_err(|e| e.to_string())?;
+    NodeConfig::resolve(cli.node)
+        .map(|c| c.auto_compaction)
+        .map_err(|e| e.to_string())
+}
+
+#[test]
+fn auto_compaction_reads_etcds_flags() {
+    let periodic = |retention| Ok(AutoCompaction::Periodic { retention });
+    assert_eq!(
+        compaction(&["--auto-compaction-retention", "30m"]),
+        periodic(Duration::from_secs(1800)),
+        "periodic is the default mode"
+    );
+    assert_eq!(
+        compaction(&[
+            "--auto-compaction-mode",
+            "periodic",
+            "--auto-compaction-retention",
+            "1h30m"
+        ]),
+        periodic(Duration::from_secs(5400))
+    );
+    assert_eq!(
+        compaction(&["--auto-compaction-retention", "2"]),
+        periodic(Duration::from_secs(7200)),
+        "a bare number is hours, as etcd reads it"
+    );
+    assert_eq!(
+        compaction(&["--auto-compaction-retention", "0"]),
+        Ok(AutoCompaction::Off)
+    );
+    assert_eq!(
+        compaction(&[
+            "--auto-compaction-mode",
+            "revision",
+            "--auto-compaction-retention",
+            "1000"
+        ]),
+        Ok(AutoCompaction::Revision {
+            revisions: 1000,
+            check_interval: Duration::from_secs(300),
+        }),
+        "checked every five minutes, as etcd"
+    );
+}
+
+#[test]
+fn bad_auto_compaction_settings_get_clear_errors() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["--auto-compaction-retention", "1.5h"], "nor a duration"),
+        (&["--auto-compaction-retention", "10x"], "nor a duration"),
+        (&["--auto-compaction-retention=-1"], "nor a duration"),
+        (&["--auto-compaction-retention", "500ms"], "minimum of 1s"),
+        (
+            &["--auto-compaction-retention", "99999999999999999999"],
+            "too large",
+        ),
+        (
+            &["--auto-compaction-retention", "9999999999999999"],
+            "too large",
+        ),
+        (&["--auto-compaction-mode", "hourly"], "hourly"),
+        (
+            &[
+                "--auto-compaction-mode",
+                "revision",
+                "--auto-compaction-retention",
+                "1h",
+            ],
+            "not a revision count",
+        ),
+        (
+            &[
+                "--auto-compaction-mode",
+                "revision",
+                "--auto-compaction-retention",
+                "100000000",
+            ],
+            "the store keeps at most",
+        ),
+    ];
+    for (args, needle) in cases {
+        let err = compaction(args).expect_err("invalid configuration");
+        assert!(
+            err.contains("auto-compaction"),
+            "{args:?}: {err:?} names no setting"
+        );
+        assert!(err.contains(needle), "{args:?}: {err:?} lacks {needle:?}");
+    }
+}
+
+#[test]
+fn auto_compaction_from_the_file_as_text_or_number() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("node.yaml");
+    let file = path.to_str().expect("utf-8 path");
+    let base = format!("name: n1\ninitial-cluster: \"{CLUSTER}\"\n");
+    let from_file = |text: String| {
+        std::fs::write(&path, text).expect("write");
+        NodeConfig::resolve(NodeArgs {
+            config_file: Some(path.clone()),
+            ..NodeArgs::default()
+        })
+    };
+    assert_eq!(
+        from_file(format!(
+            "{base}auto-compaction-mode: revision\nauto-compaction-retention: 500\n"
+        ))
+        .expect("valid")
+        .auto_compaction,
+        AutoCompaction::Revision {
+            revisions: 500,
+            check_interval: Duration::from_secs(300),
+        }
+    );
+    assert_eq!(
+        from_file(format!("{base}auto-compaction-retention: 45m\n"))
+            .expect("valid")
+            .auto_compaction,
+        AutoCompaction::Periodic {
+            retention: Duration::from_secs(2700)
+        }
+    );
+    let err = from_file(format!("{base}auto-compaction-retention: 1.5h\n"))
+        .expect_err("not a duration")
+        .to_string();
+    assert!(
+        err.contains(file) && err.contains("nor a duration"),
+        "{err}"
+    );
+    let err = from_file(format!("{base}auto-compaction-mode: hourly\n"))
+        .expect_err("unknown mode")
+        .to_string();
+    assert!(err.contains("hourly"), "{err}");
+}
