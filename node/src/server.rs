@@ -39,6 +39,10 @@ const PEER_SYNC_INTERVAL: Duration = Duration::from_millis(200);
 const FORWARD_CHANNELS_MAX: usize = 16;
 /// How long a forwarded request may take.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a stopping member lets each of its servers drain before it
+/// closes the connections left: one that never sends a byte (a half-open
+/// client, a port probe) would otherwise hold a graceful shutdown forever.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 /// Room for gRPC framing and the other fields above `max_request_bytes`,
 /// so an oversized request reaches the handler and gets etcd's message.
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
@@ -440,7 +444,9 @@ impl RunningNode {
     /// Stops the member: first the client server (in-flight requests are
     /// answered while the driver still runs) and the background tasks, then
     /// the peer server (its open streams closed), the driver, the transport
-    /// and the HTTP port. Returns the first error any part stopped with.
+    /// and the HTTP port. Each server drains its connections for at most
+    /// 2 s, then closes those left. Returns the first error any part
+    /// stopped with.
     pub async fn shutdown(self) -> Result<(), RunError> {
         self.stop_clients.send_replace(true);
         let mut first: Option<RunError> = None;
@@ -451,18 +457,43 @@ impl RunningNode {
                 first = Some(e);
             }
         };
-        keep(flatten(self.client_server.await));
+        keep(drained(self.client_server, "client").await);
         for task in self.background {
             keep(task.await.map_err(RunError::from));
         }
         self.stop_core.send_replace(true);
-        keep(flatten(self.peer_server.await));
+        keep(drained(self.peer_server, "peer").await);
         keep(flatten(self.driver.await));
         self.transport.shutdown();
-        keep(flatten(self.http_server.await));
+        keep(drained(self.http_server, "http").await);
         match first {
             Some(e) => Err(e),
             None => Ok(()),
+        }
+    }
+}
+
+/// Waits for a server task to finish its graceful shutdown, at most
+/// [`DRAIN_TIMEOUT`]; then aborts it. The server has closed its listener by
+/// then, so the port is free; connections still open end when their
+/// clients close them, and requests on them fail once the driver stopped.
+async fn drained<E: Into<RunError>>(
+    mut server: JoinHandle<Result<(), E>>,
+    name: &str,
+) -> Result<(), RunError> {
+    match tokio::time::timeout(DRAIN_TIMEOUT, &mut server).await {
+        Ok(result) => flatten(result),
+        Err(_) => {
+            tracing::warn!(
+                server = name,
+                timeout = ?DRAIN_TIMEOUT,
+                "connections still open after the drain timeout; closing the server"
+            );
+            server.abort();
+            match server.await {
+                Err(e) if e.is_cancelled() => Ok(()),
+                other => flatten(other),
+            }
         }
     }
 }

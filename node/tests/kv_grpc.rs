@@ -684,3 +684,21 @@ async fn metrics_time_disk_writes_and_peer_round_trips() {
     assert!(writes.is_some_and(|n| n > 0.0), "{text}");
     c.shutdown().await;
 }
+
+/// A connection that never sends a byte (a half-open client, a port probe,
+/// a client balancer's connect it never finished) must not hold a member's
+/// shutdown forever, on any of its three ports: each server drains for a
+/// bounded time, then closes what is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_is_not_held_by_silent_connections() {
+    let c = Cluster::start().await;
+    let node = &c.nodes[c.follower()];
+    let mut silent = Vec::new();
+    for addr in [node.client_addr(), node.peer_addr(), node.http_addr()] {
+        silent.push(tokio::net::TcpStream::connect(addr).await.expect("connect"));
+    }
+    tokio::time::timeout(WAIT, c.shutdown())
+        .await
+        .expect("the members stopped within the wait despite silent connections");
+    drop(silent);
+}
