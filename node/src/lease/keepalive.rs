@@ -191,12 +191,21 @@ impl KeepAliveTask {
         answer: Option<Result<LeaseKeepAliveResponse, Status>>,
     ) -> Result<(), End> {
         match answer {
-            Some(Ok(answer)) => {
+            Some(Ok(mut answer)) => {
                 let asked = self.pending.pop_front().map(|(id, _)| id);
                 if asked != Some(answer.id) {
                     tracing::warn!(?asked, answered = answer.id, "keepalive relay out of step");
                 }
                 self.failures = 0;
+                // The client hears from the member it talks to, as etcd's
+                // followers answer: this member's header, the leader's
+                // revision.
+                let revision = answer.header.as_ref().map_or(0, |h| h.revision);
+                answer.header = Some(super::service::header(
+                    &self.handle,
+                    self.cluster_id,
+                    revision,
+                ));
                 self.send(answer).await
             }
             // The leader stepped down, stopped or is unreachable: find the
