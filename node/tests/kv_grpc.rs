@@ -702,3 +702,40 @@ async fn shutdown_is_not_held_by_silent_connections() {
         .expect("the members stopped within the wait despite silent connections");
     drop(silent);
 }
+
+/// A LeaseGrant retried with its exactly-once ids (its answer was lost)
+/// grants one lease, not two: the retry gets the first grant's answer, on
+/// the leader and through a follower alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn exactly_once_lease_grant_grants_once() {
+    use flotilla_proto::etcdserverpb::lease_client::LeaseClient;
+    use flotilla_proto::etcdserverpb::{LeaseGrantRequest, LeaseLeasesRequest};
+    let c = Cluster::start().await;
+    let grant = || LeaseGrantRequest { ttl: 60, id: 0 };
+    let mut leader = LeaseClient::new(c.channel(c.leader()).await);
+    let mut follower = LeaseClient::new(c.channel(c.follower()).await);
+    let first = leader
+        .lease_grant(with_ids(grant(), "77", "1"))
+        .await
+        .expect("grant")
+        .into_inner();
+    let again = follower
+        .lease_grant(with_ids(grant(), "77", "1"))
+        .await
+        .expect("retried grant")
+        .into_inner();
+    assert_eq!(again.id, first.id, "the retry answered from the session");
+    let next = leader
+        .lease_grant(with_ids(grant(), "77", "2"))
+        .await
+        .expect("next grant")
+        .into_inner();
+    assert_ne!(next.id, first.id);
+    let leases = leader
+        .lease_leases(LeaseLeasesRequest {})
+        .await
+        .expect("leases")
+        .into_inner();
+    assert_eq!(leases.leases.len(), 2, "{leases:?}");
+    c.shutdown().await;
+}

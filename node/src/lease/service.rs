@@ -3,6 +3,7 @@
 use super::keepalive::{KeepAliveTask, RelayTo};
 use crate::api::{
     ApiContext, FORWARDED_METADATA, LeaderHint, driver_status, kv_status, mark_forwarded,
+    session_ids,
 };
 use crate::driver::RaftHandle;
 use crate::kv::{KvCommand, KvOp, KvResponse, Lessor};
@@ -19,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
 
 /// Keepalive responses queued per stream before it waits on the client.
@@ -104,8 +106,11 @@ impl LeaseService {
         header(&self.handle, self.cluster_id, revision)
     }
 
-    async fn propose(&self, op: KvOp) -> Result<KvResponse, Status> {
-        let command = KvCommand::new(op).encode_to_bytes();
+    /// Proposes `op`, exactly-once when `metadata` carries a client session
+    /// (as KV writes are: a retried grant must not leak a second lease).
+    async fn propose(&self, metadata: &MetadataMap, op: KvOp) -> Result<KvResponse, Status> {
+        let (client_id, seq) = session_ids(metadata)?;
+        let command = KvCommand::with_session(client_id, seq, op).encode_to_bytes();
         let output = self
             .handle
             .propose(command)
@@ -151,7 +156,11 @@ impl Lease for LeaseService {
                 .lease_grant(mark_forwarded(request))
                 .await;
         }
-        match self.propose(KvOp::LeaseGrant(request.into_inner())).await? {
+        let metadata = request.metadata().clone();
+        match self
+            .propose(&metadata, KvOp::LeaseGrant(request.into_inner()))
+            .await?
+        {
             KvResponse::LeaseGrant(mut r) => {
                 let revision = r.header.as_ref().map_or(0, |h| h.revision);
                 r.header = Some(self.header(revision));
@@ -170,8 +179,9 @@ impl Lease for LeaseService {
                 .lease_revoke(mark_forwarded(request))
                 .await;
         }
+        let metadata = request.metadata().clone();
         match self
-            .propose(KvOp::LeaseRevoke(request.into_inner()))
+            .propose(&metadata, KvOp::LeaseRevoke(request.into_inner()))
             .await?
         {
             KvResponse::LeaseRevoke(mut r) => {
