@@ -1,13 +1,23 @@
 //! The store's snapshot encoding: prost messages, so it is deterministic
 //! (maps are written in key order) and tolerant of added fields.
+//!
+//! The key histories are most of a snapshot, so they never exist twice in
+//! memory: [`KvStore::encode_snapshot`] writes them straight from the store
+//! into one buffer of the exact size, and [`KvStore::decode_snapshot`]
+//! decodes them one key at a time from slices of the snapshot's buffer.
+//! The bytes are the same as prost would write for a [`StoreRecord`] whose
+//! field 4 were `repeated KeyHistory` messages.
 
 use super::error::ErrorRecord;
 use super::lease::LeaseTable;
-use super::mvcc::{KeyHistory, MvccStore};
+use super::mvcc::{MvccStore, Revision};
 use super::session::{Session, SessionTable};
+use super::version::{Version, VersionMeta};
 use super::{KvConfig, KvError, KvResponse, KvStore};
 use flotilla_proto::etcdserverpb::Member;
+use flotilla_raft::Bytes;
 use prost::Message as _;
+use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
 
 /// The whole store. Lease → key attachments are not stored: they are
 /// rebuilt from the leases of the keys' current versions.
@@ -19,8 +29,11 @@ struct StoreRecord {
     compact_revision: i64,
     #[prost(uint64, tag = "3")]
     applied_index: u64,
-    #[prost(message, repeated, tag = "4")]
-    keys: Vec<KeyHistory>,
+    /// Each key's history, an encoded [`KeyHistory`], in key order. Raw
+    /// bytes here so that decoding slices the snapshot instead of building
+    /// every key's history at once.
+    #[prost(bytes = "bytes", repeated, tag = "4")]
+    keys: Vec<Bytes>,
     #[prost(message, repeated, tag = "5")]
     leases: Vec<LeaseRecord>,
     #[prost(message, repeated, tag = "6")]
@@ -31,6 +44,143 @@ struct StoreRecord {
     /// Ids of removed members, in order.
     #[prost(uint64, repeated, tag = "8")]
     removed_members: Vec<u64>,
+}
+
+/// The tag of [`StoreRecord::keys`].
+const KEYS_TAG: u32 = 4;
+
+/// A key and its retained versions, oldest first.
+#[derive(Clone, PartialEq, prost::Message)]
+struct KeyHistory {
+    #[prost(bytes = "vec", tag = "1")]
+    key: Vec<u8>,
+    #[prost(message, repeated, tag = "2")]
+    versions: Vec<VersionRecord>,
+}
+
+/// One version of a key; `version == 0` marks a tombstone.
+#[derive(Clone, PartialEq, prost::Message)]
+struct VersionRecord {
+    #[prost(int64, tag = "1")]
+    main: i64,
+    #[prost(int64, tag = "2")]
+    sub: i64,
+    #[prost(int64, tag = "3")]
+    create_revision: i64,
+    #[prost(int64, tag = "4")]
+    version: i64,
+    #[prost(bytes = "vec", tag = "5")]
+    value: Vec<u8>,
+    #[prost(int64, tag = "6")]
+    lease: i64,
+}
+
+impl VersionRecord {
+    fn into_version(self) -> Result<Version, String> {
+        let revision = Revision {
+            main: self.main,
+            sub: self.sub,
+        };
+        if self.main < 1 || self.sub < 0 || self.version < 0 {
+            return Err(format!("snapshot: bad version record at {revision:?}"));
+        }
+        if self.version == 0 {
+            if self.create_revision != 0 || self.lease != 0 || !self.value.is_empty() {
+                return Err(format!("snapshot: tombstone with content at {revision:?}"));
+            }
+            return Ok(Version::tombstone(revision));
+        }
+        if !(1..=self.main).contains(&self.create_revision) {
+            return Err(format!("snapshot: bad create revision at {revision:?}"));
+        }
+        let meta = VersionMeta {
+            revision,
+            create_revision: self.create_revision,
+            version: self.version,
+            lease: self.lease,
+        };
+        Ok(Version::new(meta, &self.value))
+    }
+}
+
+// Field by field as prost's generated code writes proto3: zero scalars and
+// empty bytes are left out; repeated messages are always written.
+
+fn int64_len(tag: u32, v: i64) -> usize {
+    if v == 0 {
+        0
+    } else {
+        key_len(tag) + encoded_len_varint(v as u64)
+    }
+}
+
+fn delimited_len(tag: u32, len: usize) -> usize {
+    key_len(tag) + encoded_len_varint(len as u64) + len
+}
+
+fn bytes_len(tag: u32, b: &[u8]) -> usize {
+    if b.is_empty() {
+        0
+    } else {
+        delimited_len(tag, b.len())
+    }
+}
+
+fn put_int64(tag: u32, v: i64, buf: &mut Vec<u8>) {
+    if v != 0 {
+        encode_key(tag, WireType::Varint, buf);
+        encode_varint(v as u64, buf);
+    }
+}
+
+fn put_delimited(tag: u32, len: usize, buf: &mut Vec<u8>) {
+    encode_key(tag, WireType::LengthDelimited, buf);
+    encode_varint(len as u64, buf);
+}
+
+fn put_bytes(tag: u32, b: &[u8], buf: &mut Vec<u8>) {
+    if !b.is_empty() {
+        put_delimited(tag, b.len(), buf);
+        buf.extend_from_slice(b);
+    }
+}
+
+/// The encoded length of a version as a [`VersionRecord`].
+fn version_len(meta: &VersionMeta, value: &[u8]) -> usize {
+    int64_len(1, meta.revision.main)
+        + int64_len(2, meta.revision.sub)
+        + int64_len(3, meta.create_revision)
+        + int64_len(4, meta.version)
+        + bytes_len(5, value)
+        + int64_len(6, meta.lease)
+}
+
+/// The encoded length of a key's [`KeyHistory`].
+fn history_len(key: &[u8], versions: &[Version]) -> usize {
+    bytes_len(1, key)
+        + versions
+            .iter()
+            .map(|v| {
+                let (meta, value) = v.parts();
+                delimited_len(2, version_len(&meta, value))
+            })
+            .sum::<usize>()
+}
+
+/// Appends a key's history as field 4 of [`StoreRecord`].
+fn put_history(key: &[u8], versions: &[Version], buf: &mut Vec<u8>) {
+    put_delimited(KEYS_TAG, history_len(key, versions), buf);
+    put_bytes(1, key, buf);
+    for v in versions {
+        let (meta, value) = v.parts();
+        put_delimited(2, version_len(&meta, value), buf);
+        put_int64(1, meta.revision.main, buf);
+        put_int64(2, meta.revision.sub, buf);
+        put_int64(3, meta.create_revision, buf);
+        put_int64(4, meta.version, buf);
+        put_bytes(5, value, buf);
+        put_int64(6, meta.lease, buf);
+    }
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -58,11 +208,14 @@ struct SessionRecord {
 impl KvStore {
     /// The whole state as bytes; equal stores give equal bytes.
     pub fn encode_snapshot(&self) -> Vec<u8> {
-        let record = StoreRecord {
+        // prost writes fields in tag order: 1-3, the keys (4), then 5-8.
+        let head = StoreRecord {
             revision: self.mvcc.revision(),
             compact_revision: self.mvcc.compact_revision(),
             applied_index: self.applied_index,
-            keys: self.mvcc.to_records(),
+            ..StoreRecord::default()
+        };
+        let tail = StoreRecord {
             leases: self
                 .leases
                 .iter()
@@ -84,14 +237,38 @@ impl KvStore {
                 .collect(),
             members: self.members.values().cloned().collect(),
             removed_members: self.removed_members.iter().copied().collect(),
+            ..StoreRecord::default()
         };
-        record.encode_to_vec()
+        let keys_len: usize = self
+            .mvcc
+            .histories()
+            .map(|(k, v)| delimited_len(KEYS_TAG, history_len(k, v)))
+            .sum();
+        let total = head.encoded_len() + keys_len + tail.encoded_len();
+        let mut buf = Vec::with_capacity(total);
+        head.encode(&mut buf).expect("a Vec has room");
+        for (k, v) in self.mvcc.histories() {
+            put_history(k, v, &mut buf);
+        }
+        tail.encode(&mut buf).expect("a Vec has room");
+        debug_assert_eq!(buf.len(), total, "snapshot length computed ahead");
+        buf
     }
 
-    /// A store from [`Self::encode_snapshot`]'s bytes, under `config`.
-    pub fn decode_snapshot(config: KvConfig, data: &[u8]) -> Result<Self, String> {
+    /// A store from [`Self::encode_snapshot`]'s bytes, under `config`. The
+    /// key histories are decoded from slices of `data`, one at a time.
+    pub fn decode_snapshot(config: KvConfig, data: Bytes) -> Result<Self, String> {
         let r = StoreRecord::decode(data).map_err(|e| format!("undecodable kv snapshot: {e}"))?;
-        let mvcc = MvccStore::from_records(r.keys, r.revision, r.compact_revision)?;
+        let mut mvcc = MvccStore::restoring(r.revision, r.compact_revision)?;
+        for raw in r.keys {
+            let h = KeyHistory::decode(raw).map_err(|e| format!("undecodable key history: {e}"))?;
+            let versions = h
+                .versions
+                .into_iter()
+                .map(VersionRecord::into_version)
+                .collect::<Result<Vec<_>, _>>()?;
+            mvcc.restore_key(&h.key, versions)?;
+        }
         let mut leases = LeaseTable::default();
         for l in r.leases {
             leases.insert(l.id, l.ttl_secs);
@@ -125,5 +302,140 @@ impl KvStore {
             members: r.members.into_iter().map(|m| (m.id, m)).collect(),
             removed_members: r.removed_members.into_iter().collect(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kv::store_tests::Harness;
+
+    /// The snapshot a plain prost encoding gives: field 4 as messages.
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct PlainKeys {
+        #[prost(message, repeated, tag = "4")]
+        keys: Vec<KeyHistory>,
+    }
+
+    #[test]
+    fn key_histories_are_the_bytes_prost_writes() {
+        let mut h = Harness::new();
+        h.put("a", "1");
+        h.put("a", "");
+        h.put("b", &"x".repeat(300));
+        h.del("a", "");
+        h.put("c", "3");
+        let bytes = h.s.encode_snapshot();
+        let r = StoreRecord::decode(Bytes::from(bytes)).unwrap();
+        assert_eq!(r.keys.len(), 3);
+        let mut written = Vec::new();
+        for raw in &r.keys {
+            put_delimited(KEYS_TAG, raw.len(), &mut written);
+            written.extend_from_slice(raw);
+        }
+        let plain = PlainKeys {
+            keys: h
+                .s
+                .mvcc()
+                .histories()
+                .map(|(key, versions)| KeyHistory {
+                    key: key.to_vec(),
+                    versions: versions
+                        .iter()
+                        .map(|v| {
+                            let (meta, value) = v.parts();
+                            VersionRecord {
+                                main: meta.revision.main,
+                                sub: meta.revision.sub,
+                                create_revision: meta.create_revision,
+                                version: meta.version,
+                                value: value.to_vec(),
+                                lease: meta.lease,
+                            }
+                        })
+                        .collect(),
+                })
+                .collect(),
+        };
+        assert_eq!(written, plain.encode_to_vec());
+        assert_eq!(
+            plain.keys[0].versions.len(),
+            3,
+            "a: two puts and a deletion"
+        );
+    }
+
+    #[test]
+    fn malformed_key_histories_are_refused() {
+        let encode = |keys: Vec<KeyHistory>, revision: i64| {
+            Bytes::from(
+                StoreRecord {
+                    revision,
+                    keys: keys
+                        .iter()
+                        .map(|k| Bytes::from(k.encode_to_vec()))
+                        .collect(),
+                    ..StoreRecord::default()
+                }
+                .encode_to_vec(),
+            )
+        };
+        let version = |main: i64, version: i64, value: &str| VersionRecord {
+            main,
+            create_revision: if version == 0 { 0 } else { main },
+            version,
+            value: value.into(),
+            ..VersionRecord::default()
+        };
+        let key = |k: &str, versions: Vec<VersionRecord>| KeyHistory {
+            key: k.into(),
+            versions,
+        };
+        let ok = encode(vec![key("a", vec![version(2, 1, "x")])], 2);
+        assert!(KvStore::decode_snapshot(KvConfig::default(), ok).is_ok());
+        for (why, data) in [
+            ("no versions", encode(vec![key("a", vec![])], 2)),
+            (
+                "after the revision",
+                encode(vec![key("a", vec![version(3, 1, "x")])], 2),
+            ),
+            (
+                "out of order",
+                encode(
+                    vec![key("a", vec![version(3, 1, "x"), version(2, 1, "y")])],
+                    3,
+                ),
+            ),
+            (
+                "keys out of order",
+                encode(
+                    vec![
+                        key("b", vec![version(2, 1, "x")]),
+                        key("a", vec![version(3, 1, "y")]),
+                    ],
+                    3,
+                ),
+            ),
+            (
+                "one revision twice",
+                encode(
+                    vec![
+                        key("a", vec![version(2, 1, "x")]),
+                        key("b", vec![version(2, 1, "y")]),
+                    ],
+                    2,
+                ),
+            ),
+            (
+                "tombstone with a value",
+                encode(vec![key("a", vec![version(2, 0, "x")])], 2),
+            ),
+            ("bad revisions", encode(vec![], 0)),
+        ] {
+            assert!(
+                KvStore::decode_snapshot(KvConfig::default(), data).is_err(),
+                "{why}"
+            );
+        }
     }
 }

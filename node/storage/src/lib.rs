@@ -58,7 +58,12 @@
 //! 6. **Reads are from memory.** The entries after the snapshot are kept in
 //!    memory (payloads slice the segment buffers read at open), so reads
 //!    never touch the disk; memory is bounded by how often the application
-//!    compacts.
+//!    compacts. The one exception is the snapshot's data: about the size of
+//!    the whole state machine, which the application holds anyway, it is
+//!    not kept; `snapshot()` reads its file back (to send it to a follower,
+//!    or to restore it at start), and a file that fails its CRC then is
+//!    [`flotilla_raft::StorageError::Fatal`]. Snapshots are written from
+//!    the caller's buffer in pieces, without a copy.
 //!
 //! # Recovery
 //!
