@@ -22,13 +22,20 @@
 # resident) from /proc/PID/status of each member. Raw bytes =
 # KEYS x (KEY_SIZE + VAL_SIZE); the ratios are RSS / raw and peak / raw.
 # The members' RSS right after start (empty store) is printed too, for the
-# fixed cost of a process. Everything is stopped and removed on exit, also on
-# Ctrl-C or failure.
+# fixed cost of a process. With RESTART=1 (the default) a follower is then
+# stopped, restarted from its data directory (snapshot + log) and measured
+# again once it has caught up. Everything is stopped and removed on exit,
+# also on Ctrl-C or failure.
+#
+# Reading the figures: RSS includes the Raft log since the last snapshot
+# (up to --snapshot-count entries, 100,000 by default) and memory the
+# allocator keeps after freeing; the peak is reached while a snapshot is
+# taken, when the encoded store is one buffer beside the store itself.
 #
 # Environment: KEYS (1000000), KEY_SIZE (8; at most 8 bytes carry the key
 # number, so 8 is enough for distinct keys), VAL_SIZE (256), CLIENTS (100),
-# CONNS (10), FSYNC (always), SETTLE_S (5), SNAPSHOT_COUNT (the node's
-# default when empty), ELECTION_TICKS (100: a 1 s election timeout, so a
+# CONNS (10), FSYNC (always), SETTLE_S (5), RESTART (1), SNAPSHOT_COUNT (the
+# node's default when empty), ELECTION_TICKS (100: a 1 s election timeout, so a
 # busy shared machine does not change leaders mid-run; failover speed does
 # not matter here), BASE (46379): member i listens for clients on BASE+i,
 # for peers on BASE+100+i, HTTP on BASE+200+i.
@@ -43,6 +50,7 @@ CLIENTS=${CLIENTS:-100}
 CONNS=${CONNS:-10}
 FSYNC=${FSYNC:-always}
 SETTLE_S=${SETTLE_S:-5}
+RESTART=${RESTART:-1}
 SNAPSHOT_COUNT=${SNAPSHOT_COUNT:-}
 ELECTION_TICKS=${ELECTION_TICKS:-100}
 BASE=${BASE:-46379}
@@ -84,7 +92,7 @@ trap 'exit 130' INT TERM
 
 command -v jq >/dev/null || die "jq is needed (apt-get install -y jq)"
 [[ -r /proc/self/status ]] || die "needs Linux /proc"
-for v in KEYS KEY_SIZE VAL_SIZE CLIENTS CONNS SETTLE_S ELECTION_TICKS BASE; do
+for v in KEYS KEY_SIZE VAL_SIZE CLIENTS CONNS SETTLE_S RESTART ELECTION_TICKS BASE; do
 	[[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a non-negative integer, not '${!v}'"
 done
 ((KEYS > 0 && KEY_SIZE > 0)) || die "KEYS and KEY_SIZE must be positive"
@@ -113,15 +121,16 @@ for port in $BASE $((BASE + 1)) $((BASE + 2)) $((BASE + 100)) $((BASE + 101)) $(
 	$((BASE + 200)) $((BASE + 201)) $((BASE + 202)); do
 	! in_use "$port" || die "port $port is in use; choose another BASE"
 done
-for i in 0 1 2; do
-	name=n$((i + 1))
+start_member() { # start_member I: member I (0..2), on its data directory
+	local i=$1 name=n$(($1 + 1))
 	"$BIN" node --name "$name" --data-dir "$WORK/$name" --initial-cluster "$CLUSTER" \
 		--listen-client-urls "http://127.0.0.1:$((BASE + i))" \
 		--listen-peer-urls "http://127.0.0.1:$((BASE + 100 + i))" \
 		--listen-metrics-urls "http://127.0.0.1:$((BASE + 200 + i))" \
 		--fsync "$FSYNC" "${EXTRA[@]}" >>"$WORK/$name.log" 2>&1 &
 	PIDS[$name]=$!
-done
+}
+for i in 0 1 2; do start_member "$i"; done
 
 status() { # `flotilla cluster status -w json` over every member, or nothing
 	timeout 10 "$BIN" --endpoints "$EPS" cluster status -w json 2>/dev/null || true
@@ -167,38 +176,66 @@ stored=$((marker_rev - 2))
 log "the store holds $stored of the $KEYS keys"
 
 # Wait until every member has applied what the leader had committed once
-# the last put was answered.
-target=$(status | jq '[.endpoints[] | select(.member_id == .leader) | .raft_index] | first // empty')
-[[ $target =~ ^[0-9]+$ ]] || die "cannot read the leader's commit index"
-deadline=$(($(now_ms) + 300000))
-until [[ $(status | jq --argjson t "$target" '[.endpoints[] | select(.raft_applied_index >= $t)] | length' 2>/dev/null) == 3 ]]; do
-	(($(now_ms) < deadline)) || die "the members did not apply index $target within 300 s"
-	sleep 0.5
-done
-log "every member applied index $target; settling ${SETTLE_S} s"
-sleep "$SETTLE_S"
+# the last put (and the marker) was answered.
+wait_applied() {
+	target=$(status | jq '[.endpoints[] | select(.member_id == .leader) | .raft_index] | first // empty')
+	[[ $target =~ ^[0-9]+$ ]] || die "cannot read the leader's commit index"
+	local deadline=$(($(now_ms) + 300000))
+	until [[ $(status | jq --argjson t "$target" '[.endpoints[] | select(.raft_applied_index >= $t)] | length' 2>/dev/null) == 3 ]]; do
+		(($(now_ms) < deadline)) || die "the members did not apply index $target within 300 s"
+		sleep 0.5
+	done
+	log "every member applied index $target; settling ${SETTLE_S} s"
+	sleep "$SETTLE_S"
+}
+wait_applied
 
 roles=$(status)
 raw=$((stored * (KEY_SIZE + VAL_SIZE) + ${#MARKER} + 1))
 mib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 
-echo
-echo "memory: 3 members on loopback, fsync $FSYNC; $stored keys x ($KEY_SIZE B key + $VAL_SIZE B value)"
-echo "raw key+value bytes: $raw ($(mib "$raw") MiB); written in $write_ms ms ($rps puts/s); applied index $target"
-echo "target (issue #4): RSS / raw <= 2.0 on every member"
+applied=$target
 worst=0
 rows=$'member\trole\tRSS at start MiB\tRSS MiB\tpeak (VmHWM) MiB\tRSS/raw\tpeak/raw\n'
-for i in 0 1 2; do
-	name=n$((i + 1))
-	pid=${PIDS[$name]}
+row() { # row NAME LABEL ROLE: one member's figures, appended to rows
+	local pid=${PIDS[$1]} rss hwm
 	rss=$(($(kib "$pid" VmRSS) * 1024))
 	hwm=$(($(kib "$pid" VmHWM) * 1024))
-	role=$(jq -r --arg ep "http://127.0.0.1:$((BASE + i))" \
-		'.endpoints[] | select(.endpoint == $ep) | if .member_id == .leader then "leader" else "follower" end' <<<"$roles")
-	rows+=$(printf '%s\t%s\t%s\t%s\t%s\t%s\t%s' "$name" "${role:-?}" "$(mib $((START_RSS[$name] * 1024)))" \
+	local at_start=-
+	[[ -z ${START_RSS[$1]:-} ]] || at_start=$(mib $((START_RSS[$1] * 1024)))
+	rows+=$(printf '%s\t%s\t%s\t%s\t%s\t%s\t%s' "$2" "$3" "$at_start" \
 		"$(mib "$rss")" "$(mib "$hwm")" "$(ratio "$rss" "$raw")" "$(ratio "$hwm" "$raw")")$'\n'
 	if ((rss > worst)); then worst=$rss; fi
+}
+role_of() { # role_of I: leader or follower, from the last status
+	jq -r --arg ep "http://127.0.0.1:$((BASE + $1))" \
+		'.endpoints[] | select(.endpoint == $ep) | if .member_id == .leader then "leader" else "follower" end' <<<"$roles"
+}
+follower=
+for i in 0 1 2; do
+	role=$(role_of "$i")
+	[[ $role == follower && -z $follower ]] && follower=$i
+	row "n$((i + 1))" "n$((i + 1))" "${role:-?}"
 done
+
+if [[ $RESTART == 1 && -n $follower ]]; then
+	name=n$((follower + 1))
+	log "restarting follower $name from its data directory"
+	kill -TERM "${PIDS[$name]}"
+	deadline=$(($(now_ms) + 30000))
+	while kill -0 "${PIDS[$name]}" 2>/dev/null && (($(now_ms) < deadline)); do sleep 0.1; done
+	kill -KILL "${PIDS[$name]}" 2>/dev/null || true
+	wait "${PIDS[$name]}" 2>/dev/null || true
+	start_member "$follower"
+	unset 'START_RSS[$name]'
+	wait_applied
+	roles=$(status)
+	row "$name" "$name restarted" "$(role_of "$follower")"
+fi
+echo
+echo "memory: 3 members on loopback, fsync $FSYNC; $stored keys x ($KEY_SIZE B key + $VAL_SIZE B value)"
+echo "raw key+value bytes: $raw ($(mib "$raw") MiB); written in $write_ms ms ($rps puts/s); applied index $applied"
+echo "target (issue #4): RSS / raw <= 2.0 on every member"
 printf '%s' "$rows" | column -t -s $'\t'
 echo "worst RSS/raw: $(ratio "$worst" "$raw")"

@@ -201,7 +201,7 @@ fn run(seed: u64, steps: usize) {
         if step % 40 == 39 {
             // A snapshot restores the same store, and the run goes on with it.
             let bytes = h.s.encode_snapshot();
-            let restored = KvStore::decode_snapshot(KvConfig::default(), bytes.into()).unwrap();
+            let restored = KvStore::decode_snapshot(KvConfig::default(), &bytes).unwrap();
             assert_eq!(restored, h.s, "{ctx}");
             h.s = restored;
         }

@@ -4,9 +4,9 @@
 //! The key histories are most of a snapshot, so they never exist twice in
 //! memory: [`KvStore::encode_snapshot`] writes them straight from the store
 //! into one buffer of the exact size, and [`KvStore::decode_snapshot`]
-//! decodes them one key at a time from slices of the snapshot's buffer.
-//! The bytes are the same as prost would write for a [`StoreRecord`] whose
-//! field 4 were `repeated KeyHistory` messages.
+//! decodes them one key at a time, straight into the store. The bytes are
+//! the same as prost would write for a [`StoreRecord`] whose field 4 were
+//! `repeated KeyHistory` messages.
 
 use super::error::ErrorRecord;
 use super::lease::LeaseTable;
@@ -17,7 +17,10 @@ use super::{KvConfig, KvError, KvResponse, KvStore};
 use flotilla_proto::etcdserverpb::Member;
 use flotilla_raft::Bytes;
 use prost::Message as _;
-use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
+use prost::encoding::{
+    DecodeContext, WireType, decode_key, decode_varint, encode_key, encode_varint,
+    encoded_len_varint, key_len, skip_field,
+};
 
 /// The whole store. Lease → key attachments are not stored: they are
 /// rebuilt from the leases of the keys' current versions.
@@ -29,9 +32,9 @@ struct StoreRecord {
     compact_revision: i64,
     #[prost(uint64, tag = "3")]
     applied_index: u64,
-    /// Each key's history, an encoded [`KeyHistory`], in key order. Raw
-    /// bytes here so that decoding slices the snapshot instead of building
-    /// every key's history at once.
+    /// Each key's history, an encoded [`KeyHistory`], in key order. Never
+    /// set here: written and read key by key (see the module docs), so the
+    /// store is not built twice.
     #[prost(bytes = "bytes", repeated, tag = "4")]
     keys: Vec<Bytes>,
     #[prost(message, repeated, tag = "5")]
@@ -167,6 +170,46 @@ fn history_len(key: &[u8], versions: &[Version]) -> usize {
             .sum::<usize>()
 }
 
+/// Calls `f(tag, field, payload)` for each top-level field of the encoded
+/// message `buf`: `field` is all of its bytes, `payload` the content of a
+/// length-delimited one.
+fn for_each_field<'a>(
+    mut buf: &'a [u8],
+    mut f: impl FnMut(u32, &'a [u8], Option<&'a [u8]>) -> Result<(), String>,
+) -> Result<(), String> {
+    let undecodable = |e: prost::DecodeError| format!("undecodable kv snapshot: {e}");
+    while !buf.is_empty() {
+        let start = buf;
+        let (tag, wire_type) = decode_key(&mut buf).map_err(undecodable)?;
+        let payload = if wire_type == WireType::LengthDelimited {
+            let len = decode_varint(&mut buf).map_err(undecodable)?;
+            let len = usize::try_from(len)
+                .ok()
+                .filter(|&l| l <= buf.len())
+                .ok_or("undecodable kv snapshot: a field runs past the end")?;
+            let (payload, after) = buf.split_at(len);
+            buf = after;
+            Some(payload)
+        } else {
+            skip_field(wire_type, tag, &mut buf, DecodeContext::default()).map_err(undecodable)?;
+            None
+        };
+        f(tag, &start[..start.len() - buf.len()], payload)?;
+    }
+    Ok(())
+}
+
+/// Decodes one [`KeyHistory`] into the store.
+fn restore_history(mvcc: &mut MvccStore, encoded: &[u8]) -> Result<(), String> {
+    let h = KeyHistory::decode(encoded).map_err(|e| format!("undecodable key history: {e}"))?;
+    let versions = h
+        .versions
+        .into_iter()
+        .map(VersionRecord::into_version)
+        .collect::<Result<Vec<_>, _>>()?;
+    mvcc.restore_key(&h.key, versions)
+}
+
 /// Appends a key's history as field 4 of [`StoreRecord`].
 fn put_history(key: &[u8], versions: &[Version], buf: &mut Vec<u8>) {
     put_delimited(KEYS_TAG, history_len(key, versions), buf);
@@ -255,20 +298,28 @@ impl KvStore {
         buf
     }
 
-    /// A store from [`Self::encode_snapshot`]'s bytes, under `config`. The
-    /// key histories are decoded from slices of `data`, one at a time.
-    pub fn decode_snapshot(config: KvConfig, data: Bytes) -> Result<Self, String> {
-        let r = StoreRecord::decode(data).map_err(|e| format!("undecodable kv snapshot: {e}"))?;
+    /// A store from [`Self::encode_snapshot`]'s bytes, under `config`. Two
+    /// passes: the small fields first (the revisions are needed to check
+    /// the keys), then the key histories, each decoded and added to the
+    /// store in turn.
+    pub fn decode_snapshot(config: KvConfig, data: &[u8]) -> Result<Self, String> {
+        let mut rest = Vec::new();
+        for_each_field(data, |tag, field, _| {
+            if tag != KEYS_TAG {
+                rest.extend_from_slice(field);
+            }
+            Ok(())
+        })?;
+        let r = StoreRecord::decode(rest.as_slice())
+            .map_err(|e| format!("undecodable kv snapshot: {e}"))?;
         let mut mvcc = MvccStore::restoring(r.revision, r.compact_revision)?;
-        for raw in r.keys {
-            let h = KeyHistory::decode(raw).map_err(|e| format!("undecodable key history: {e}"))?;
-            let versions = h
-                .versions
-                .into_iter()
-                .map(VersionRecord::into_version)
-                .collect::<Result<Vec<_>, _>>()?;
-            mvcc.restore_key(&h.key, versions)?;
-        }
+        for_each_field(data, |tag, _, payload| match (tag, payload) {
+            (KEYS_TAG, Some(history)) => restore_history(&mut mvcc, history),
+            (KEYS_TAG, None) => {
+                Err("undecodable kv snapshot: a key history of the wrong wire type".into())
+            }
+            _ => Ok(()),
+        })?;
         let mut leases = LeaseTable::default();
         for l in r.leases {
             leases.insert(l.id, l.ttl_secs);
@@ -392,7 +443,7 @@ mod tests {
             versions,
         };
         let ok = encode(vec![key("a", vec![version(2, 1, "x")])], 2);
-        assert!(KvStore::decode_snapshot(KvConfig::default(), ok).is_ok());
+        assert!(KvStore::decode_snapshot(KvConfig::default(), &ok).is_ok());
         for (why, data) in [
             ("no versions", encode(vec![key("a", vec![])], 2)),
             (
@@ -431,9 +482,17 @@ mod tests {
                 encode(vec![key("a", vec![version(2, 0, "x")])], 2),
             ),
             ("bad revisions", encode(vec![], 0)),
+            (
+                "keys of the wrong wire type",
+                Bytes::from_static(&[0x08, 0x02, 0x20, 0x01]),
+            ),
+            (
+                "a key history past the end",
+                Bytes::from_static(&[0x08, 0x02, 0x22, 0x05, 0x01]),
+            ),
         ] {
             assert!(
-                KvStore::decode_snapshot(KvConfig::default(), data).is_err(),
+                KvStore::decode_snapshot(KvConfig::default(), &data).is_err(),
                 "{why}"
             );
         }

@@ -382,7 +382,7 @@ impl StateMachine for KvStore {
     }
 
     fn restore(&mut self, snapshot: &Snapshot) -> Result<(), String> {
-        *self = KvStore::decode_snapshot(self.config.clone(), snapshot.data.clone())?;
+        *self = KvStore::decode_snapshot(self.config.clone(), &snapshot.data)?;
         Ok(())
     }
 }

@@ -821,7 +821,7 @@ fn snapshot_round_trip_is_equal() {
     h.cmd(KvCommand::with_session(7, 1, KvOp::Put(put_req("d", "1"))));
     h.cmd(KvCommand::with_session(8, 1, KvOp::Put(put_req("", "1"))));
     let bytes = h.s.encode_snapshot();
-    let restored = KvStore::decode_snapshot(KvConfig::default(), bytes.clone().into()).unwrap();
+    let restored = KvStore::decode_snapshot(KvConfig::default(), &bytes).unwrap();
     assert_eq!(restored, h.s);
     assert_eq!(restored.encode_snapshot(), bytes);
     let snap = flotilla_raft::Snapshot {
@@ -843,13 +843,7 @@ fn snapshot_round_trip_is_equal() {
     let dup = KvCommand::with_session(7, 1, KvOp::Put(put_req("d", "1")));
     assert_eq!(h.cmd(dup.clone()), h2.cmd(dup));
     assert_eq!(h.put("e", "1"), h2.put("e", "1"));
-    assert!(
-        KvStore::decode_snapshot(
-            KvConfig::default(),
-            flotilla_raft::Bytes::from_static(b"\xff\xff")
-        )
-        .is_err()
-    );
+    assert!(KvStore::decode_snapshot(KvConfig::default(), b"\xff\xff").is_err());
 }
 
 #[test]
@@ -925,7 +919,6 @@ fn member_table_upserts_removes_and_survives_a_snapshot() {
     // A removed member cannot publish itself back.
     let out = h.op(KvOp::MemberUpsert(member(2, "http://c2:2379")));
     assert!(matches!(out.result, Err(KvError::BadRequest(_))), "{out:?}");
-    let restored =
-        KvStore::decode_snapshot(KvConfig::default(), h.s.encode_snapshot().into()).unwrap();
+    let restored = KvStore::decode_snapshot(KvConfig::default(), &h.s.encode_snapshot()).unwrap();
     assert_eq!(restored, h.s);
 }

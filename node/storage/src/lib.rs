@@ -56,8 +56,8 @@
 //!    the storage fatal: that call and every later one return
 //!    [`flotilla_raft::StorageError::Fatal`]; the node must stop.
 //! 6. **Reads are from memory.** The entries after the snapshot are kept in
-//!    memory (payloads slice the segment buffers read at open), so reads
-//!    never touch the disk; memory is bounded by how often the application
+//!    memory (at open their payloads are copied out of the segment buffers,
+//!    which are then freed), so reads never touch the disk; memory is bounded by how often the application
 //!    compacts. The one exception is the snapshot's data: about the size of
 //!    the whole state machine, which the application holds anyway, it is
 //!    not kept; `snapshot()` reads its file back (to send it to a follower,

@@ -286,11 +286,15 @@ fn recover_log(
             cut_torn_tail(fs, &path, scanned.valid_bytes, buf.len(), err, sync)?;
         }
         next = Some(first + scanned.frames.len() as u64);
-        for (entry, offset) in scanned.frames {
+        for (mut entry, offset) in scanned.frames {
             if entry.index == snap.index {
                 term_at_snapshot = Some(entry.term);
             }
             if entry.index > snap.index {
+                // Copied out, so the segment buffer (up to a whole segment,
+                // much of it perhaps before the snapshot) is freed now
+                // rather than held by a slice until the next compaction.
+                entry.data = Bytes::copy_from_slice(&entry.data);
                 log.entries.push(entry);
                 log.offsets.push(offset);
             }
