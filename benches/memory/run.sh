@@ -28,8 +28,9 @@
 # also on Ctrl-C or failure.
 #
 # Reading the figures: RSS includes the Raft log since the last snapshot
-# (up to --snapshot-count entries, 100,000 by default) and memory the
-# allocator keeps after freeing; the peak is reached while a snapshot is
+# (up to --snapshot-count entries, 100,000 by default; the "log entries"
+# column, from the newest snapshot file's name) and memory the allocator
+# keeps after freeing; the peak is reached while a snapshot is
 # taken, when the encoded store is one buffer beside the store itself.
 #
 # Environment: KEYS (1000000), KEY_SIZE (8; at most 8 bytes carry the key
@@ -197,14 +198,19 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 
 applied=$target
 worst=0
-rows=$'member\trole\tRSS at start MiB\tRSS MiB\tpeak (VmHWM) MiB\tRSS/raw\tpeak/raw\n'
+rows=$'member\trole\tlog entries\tRSS at start MiB\tRSS MiB\tpeak (VmHWM) MiB\tRSS/raw\tpeak/raw\n'
+log_entries() { # log_entries NAME: entries applied since the member's newest snapshot
+	local newest
+	newest=$(find "$WORK/$1/snapshot" -name '*.snap' -printf '%f\n' | sort | tail -n 1)
+	echo $((target - 10#${newest%%-*}))
+}
 row() { # row NAME LABEL ROLE: one member's figures, appended to rows
 	local pid=${PIDS[$1]} rss hwm
 	rss=$(($(kib "$pid" VmRSS) * 1024))
 	hwm=$(($(kib "$pid" VmHWM) * 1024))
 	local at_start=-
 	[[ -z ${START_RSS[$1]:-} ]] || at_start=$(mib $((START_RSS[$1] * 1024)))
-	rows+=$(printf '%s\t%s\t%s\t%s\t%s\t%s\t%s' "$2" "$3" "$at_start" \
+	rows+=$(printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s' "$2" "$3" "$(log_entries "$1")" "$at_start" \
 		"$(mib "$rss")" "$(mib "$hwm")" "$(ratio "$rss" "$raw")" "$(ratio "$hwm" "$raw")")$'\n'
 	if ((rss > worst)); then worst=$rss; fi
 }
