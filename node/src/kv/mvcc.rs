@@ -54,7 +54,7 @@ impl WriteBatch {
 /// The MVCC key space. Writes go through a `WriteBatch`; reads name a
 /// revision. Pure and deterministic: iteration is in key order.
 ///
-/// Memory: one [`Version`] allocation per retained version, the key once
+/// Memory: one allocation per retained version, the key once
 /// per key (inline when short, else shared with the revision index), and
 /// the revision index only for the history since the compaction point —
 /// the part that watch catch-up and the next compaction read.
