@@ -10,8 +10,8 @@
 #     KEYS=100000 bash benches/memory/run.sh      # a quicker run
 #
 # Time on the 2-core development machine: the release build (about 4 min
-# cold, seconds when up to date), then about 2-4 minutes to write 1,000,000
-# keys with fsync on, plus a few seconds to start and settle.
+# cold, seconds when up to date), then about 2 minutes: 1,000,000 puts with
+# fsync on (~9,000/s), settling, and the restart of one member.
 #
 # What it does: builds `flotilla` in release mode (CARGO_TARGET_DIR is
 # honoured), starts 3 members on loopback with their data in a temp dir
@@ -19,8 +19,10 @@
 # keys with `flotilla bench kv put --sequential-keys` (each key once), waits
 # until every member has applied everything the leader committed, lets them
 # settle SETTLE_S seconds, then reads VmRSS (resident now) and VmHWM (peak
-# resident) from /proc/PID/status of each member. Raw bytes =
-# KEYS x (KEY_SIZE + VAL_SIZE); the ratios are RSS / raw and peak / raw.
+# resident) from /proc/PID/status of each member. Raw bytes = keys stored
+# x (KEY_SIZE + VAL_SIZE), the keys counted from the store's revision (a
+# put the client saw fail may have been applied); the ratios are RSS / raw
+# and peak / raw.
 # The members' RSS right after start (empty store) is printed too, for the
 # fixed cost of a process. With RESTART=1 (the default) a follower is then
 # stopped, restarted from its data directory (snapshot + log) and measured
