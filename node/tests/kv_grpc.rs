@@ -473,6 +473,64 @@ async fn restart_from_disk_keeps_data_and_members() {
     c.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_behind_the_leaders_snapshot_catches_up_from_it() {
+    // Snapshots every 8 entries: 40 writes while a follower is down compact
+    // the leader's log past it, so it must be sent the snapshot, which the
+    // leader's storage reads back from its file.
+    let mut c = Cluster::start_with(8).await;
+    let mut leader = c.kv(c.leader()).await;
+    leader.put(put_req("before", "1")).await.expect("put");
+    let i = c.follower();
+    let config = c.configs[i].clone();
+    let (client_addr, peer_addr, http_addr) = (
+        c.nodes[i].client_addr(),
+        c.nodes[i].peer_addr(),
+        c.nodes[i].http_addr(),
+    );
+    let stopped = c.nodes.remove(i);
+    stopped.shutdown().await.expect("clean shutdown");
+    for k in 0..40 {
+        leader
+            .put(put_req(&format!("down/{k:02}"), &"v".repeat(100 + k)))
+            .await
+            .expect("put");
+    }
+    let l = NodeListeners {
+        client: TcpListener::bind(client_addr).await.expect("rebind"),
+        peer: TcpListener::bind(peer_addr).await.expect("rebind"),
+        http: TcpListener::bind(http_addr).await.expect("rebind"),
+    };
+    c.nodes.insert(i, start(config, l).await.expect("restart"));
+    let kv = c.kv(i).await;
+    let kvs = eventually("the restarted member to hold every key", || {
+        let mut kv = kv.clone();
+        async move {
+            let r = kv
+                .range(RangeRequest {
+                    key: b"down/".to_vec(),
+                    range_end: b"down0".to_vec(),
+                    serializable: true,
+                    ..RangeRequest::default()
+                })
+                .await
+                .ok()?
+                .into_inner();
+            (r.count == 40).then_some(r.kvs)
+        }
+    })
+    .await;
+    for (k, kv) in kvs.iter().enumerate() {
+        assert_eq!(kv.key, format!("down/{k:02}").into_bytes());
+        assert_eq!(kv.value, "v".repeat(100 + k).into_bytes());
+    }
+    let mut kv = kv;
+    let mut req = get_req("before");
+    req.serializable = true;
+    assert_eq!(value_of(&mut kv, req).await, Some(b"1".to_vec()));
+    c.shutdown().await;
+}
+
 /// Watch and Lease through a whole node: a watcher on a follower sees a
 /// write made at the leader; a key attached to a lease goes when the lease
 /// is revoked; the whole cluster still shuts down cleanly with the streams

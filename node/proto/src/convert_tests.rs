@@ -429,3 +429,27 @@ fn errors_read_well() {
         "entry 4 has unknown kind 9"
     );
 }
+
+#[test]
+fn decoded_entries_do_not_keep_the_receive_buffer_alive() {
+    let m = msg(MessageBody::AppendEntries {
+        prev_log_index: 4,
+        prev_log_term: Term(7),
+        entries: vec![entry(7, 5, EntryKind::Normal, &[9; 300])],
+        leader_commit: 4,
+    });
+    // Decoding from `Bytes` slices it for `bytes` fields, as tonic's
+    // decoder does with its receive buffer.
+    let buf = Bytes::from(raft::RaftMessage::from(&m).encode_to_vec());
+    let decoded = Message::try_from(raft::RaftMessage::decode(buf.clone()).unwrap()).unwrap();
+    assert_eq!(decoded, m);
+    let MessageBody::AppendEntries { entries, .. } = &decoded.body else {
+        panic!("an AppendEntries");
+    };
+    let held = entries[0].data.as_ptr_range();
+    let received = buf.as_ptr_range();
+    assert!(
+        held.end <= received.start || held.start >= received.end,
+        "the entry's data points into the receive buffer"
+    );
+}

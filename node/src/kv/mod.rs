@@ -11,12 +11,13 @@
 //! | `command.rs` | [`KvCommand`]: what goes in the log, with its exactly-once session ids |
 //! | `store.rs` | [`KvStore`]: apply, Put, DeleteRange, Compact, leases, the `StateMachine` impl |
 //! | `mvcc.rs` | [`MvccStore`]: every version of every key since the compaction point |
+//! | `version.rs`, `key.rs` | a key's versions and its bytes in memory: one allocation per version, short keys inline |
 //! | `range.rs` | Range: filters, sort, limit, count |
 //! | `txn.rs` | Txn: request checks, compares, the duplicate-key rule, applying a branch |
 //! | `lease.rs` | [`LeaseTable`]: leases and their attached keys |
 //! | `lessor.rs` | [`Lessor`]: lease expiry timing on the leader |
 //! | `session.rs` | [`SessionTable`]: exactly-once sessions, bounded by idle entries and count |
-//! | `snapshot.rs` | the snapshot encoding |
+//! | `snapshot.rs` | the snapshot encoding, written from and read into the store without a copy of it |
 //! | `output.rs` | [`KvOutput`], [`KvResponse`], [`LeaseChange`] |
 //! | `config.rs`, `error.rs` | [`KvConfig`], [`KvError`] |
 //!
@@ -41,6 +42,7 @@
 mod command;
 mod config;
 mod error;
+mod key;
 mod lease;
 mod lessor;
 mod mvcc;
@@ -50,6 +52,7 @@ mod session;
 mod snapshot;
 mod store;
 mod txn;
+mod version;
 
 pub use command::{KvCommand, KvOp};
 pub use config::KvConfig;

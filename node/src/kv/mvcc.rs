@@ -2,6 +2,8 @@
 //! compaction point, and one global revision counter.
 
 use super::KvError;
+use super::key::Key;
+use super::version::{Version, VersionList};
 use flotilla_proto::mvccpb::{Event, KeyValue, event::EventType};
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -16,45 +18,15 @@ pub struct Revision {
     pub sub: i64,
 }
 
-/// One version of a key. A prost message so that a snapshot is just its
-/// encoding. `version == 0` marks a tombstone (a deletion).
-#[derive(Clone, PartialEq, prost::Message)]
-pub(crate) struct VersionRecord {
-    #[prost(int64, tag = "1")]
-    pub main: i64,
-    #[prost(int64, tag = "2")]
-    pub sub: i64,
-    #[prost(int64, tag = "3")]
-    pub create_revision: i64,
-    #[prost(int64, tag = "4")]
-    pub version: i64,
-    #[prost(bytes = "vec", tag = "5")]
-    pub value: Vec<u8>,
-    #[prost(int64, tag = "6")]
-    pub lease: i64,
-}
-
-impl VersionRecord {
-    fn is_tombstone(&self) -> bool {
-        self.version == 0
-    }
-
-    fn revision(&self) -> Revision {
-        Revision {
-            main: self.main,
-            sub: self.sub,
-        }
-    }
-
-    fn to_kv(&self, key: &[u8]) -> KeyValue {
-        KeyValue {
-            key: key.to_vec(),
-            create_revision: self.create_revision,
-            mod_revision: self.main,
-            version: self.version,
-            value: self.value.clone(),
-            lease: self.lease,
-        }
+fn to_kv(key: &[u8], v: &Version) -> KeyValue {
+    let (meta, value) = v.parts();
+    KeyValue {
+        key: key.to_vec(),
+        create_revision: meta.create_revision,
+        mod_revision: meta.revision.main,
+        version: meta.version,
+        value: value.to_vec(),
+        lease: meta.lease,
     }
 }
 
@@ -81,36 +53,42 @@ impl WriteBatch {
 
 /// The MVCC key space. Writes go through a `WriteBatch`; reads name a
 /// revision. Pure and deterministic: iteration is in key order.
+///
+/// Memory: one allocation per retained version, the key once
+/// per key (inline when short, else shared with the revision index), and
+/// the revision index only for the history since the compaction point —
+/// the part that watch catch-up and the next compaction read.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct MvccStore {
     /// Each key's retained versions, oldest first.
-    keys: BTreeMap<Vec<u8>, Vec<VersionRecord>>,
-    /// Which key changed at each retained revision: watch catch-up and
-    /// incremental compaction walk this instead of every key.
-    by_revision: BTreeMap<Revision, Vec<u8>>,
+    keys: BTreeMap<Key, VersionList>,
+    /// Which key changed at each retained revision at or after the
+    /// compaction point: watch catch-up and incremental compaction walk
+    /// this instead of every key. Older versions are not listed: no read
+    /// needs them by revision.
+    by_revision: BTreeMap<Revision, Key>,
     revision: i64,
     compact_revision: i64,
     /// [`MvccStore::size_bytes`], kept up to date by every change.
     size_bytes: u64,
 }
 
-/// Estimated bytes a key takes beside its text: its own and its version
-/// list's headers.
-const KEY_OVERHEAD_BYTES: u64 = 2 * std::mem::size_of::<Vec<u8>>() as u64;
-/// Estimated bytes a version takes beside its key and value text: the
-/// record, and its revision index entry (a revision and a key copy).
-const VERSION_OVERHEAD_BYTES: u64 = (std::mem::size_of::<VersionRecord>()
+/// Estimated bytes a key takes beside its text: its index entry.
+const KEY_OVERHEAD_BYTES: u64 =
+    (std::mem::size_of::<Key>() + std::mem::size_of::<VersionList>()) as u64;
+/// Estimated bytes a version takes beside its value: the version itself
+/// and its revision index entry.
+const VERSION_OVERHEAD_BYTES: u64 = (std::mem::size_of::<Version>()
     + std::mem::size_of::<Revision>()
-    + std::mem::size_of::<Vec<u8>>()) as u64;
+    + std::mem::size_of::<Key>()) as u64;
 
 fn key_bytes(key: &[u8]) -> u64 {
     key.len() as u64 + KEY_OVERHEAD_BYTES
 }
 
-/// A version's share: its value, the key copy in the revision index, the
-/// fixed overhead.
-fn version_bytes(key: &[u8], v: &VersionRecord) -> u64 {
-    key.len() as u64 + v.value.len() as u64 + VERSION_OVERHEAD_BYTES
+/// A version's share: its value and the fixed overhead.
+fn version_bytes(v: &Version) -> u64 {
+    v.parts().1.len() as u64 + VERSION_OVERHEAD_BYTES
 }
 
 /// Whether `k` is in etcd's range `[key, range_end)`: an empty `range_end`
@@ -146,11 +124,11 @@ impl MvccStore {
     }
 
     /// An estimate of the memory the retained history takes, in bytes:
-    /// every key's text, and every retained version's key and value text,
-    /// plus fixed per-key and per-version overheads (record headers and the
-    /// revision index; allocator and tree-node slack not counted). Updated
-    /// with every change, so reading it costs nothing; a compaction lowers
-    /// it. The same on every replica at the same log position.
+    /// every key's text and every retained version's value, plus fixed
+    /// per-key and per-version overheads (headers and the revision index;
+    /// allocator and tree-node slack not counted). Updated with every
+    /// change, so reading it costs nothing; a compaction lowers it. The
+    /// same on every replica at the same log position.
     pub fn size_bytes(&self) -> u64 {
         self.size_bytes
     }
@@ -176,8 +154,8 @@ impl MvccStore {
         }
     }
 
-    fn visible_record(versions: &[VersionRecord], at: i64) -> Option<&VersionRecord> {
-        let n = versions.partition_point(|v| v.main <= at);
+    fn visible(versions: &[Version], at: i64) -> Option<&Version> {
+        let n = versions.partition_point(|v| v.main() <= at);
         let v = versions[..n].last()?;
         (!v.is_tombstone()).then_some(v)
     }
@@ -185,7 +163,7 @@ impl MvccStore {
     /// The key's live version at revision `at`, if any. No revision checks.
     pub fn get(&self, key: &[u8], at: i64) -> Option<KeyValue> {
         let versions = self.keys.get(key)?;
-        Self::visible_record(versions, at).map(|v| v.to_kv(key))
+        Self::visible(versions.as_slice(), at).map(|v| to_kv(key, v))
     }
 
     /// Every live key-value of `[key, range_end)` at revision `at`, in key
@@ -202,7 +180,9 @@ impl MvccStore {
         };
         self.keys
             .range::<[u8], _>((Bound::Included(key), upper))
-            .filter_map(|(k, versions)| Self::visible_record(versions, at).map(|v| v.to_kv(k)))
+            .filter_map(|(k, versions)| {
+                Self::visible(versions.as_slice(), at).map(|v| to_kv(k.as_bytes(), v))
+            })
             .collect()
     }
 
@@ -220,32 +200,39 @@ impl MvccStore {
         &mut self,
         w: &mut WriteBatch,
         key: &[u8],
-        value: Vec<u8>,
+        value: &[u8],
         lease: i64,
     ) -> Option<KeyValue> {
-        if !self.keys.contains_key(key) {
-            self.size_bytes += key_bytes(key);
-        }
-        let versions = self.keys.entry(key.to_vec()).or_default();
-        let prev = versions.last().filter(|v| !v.is_tombstone()).cloned();
-        let (create_revision, version) = match &prev {
-            Some(p) => (p.create_revision, p.version + 1),
-            None => (w.main, 1),
-        };
-        let record = VersionRecord {
+        let rev = Revision {
             main: w.main,
             sub: w.sub,
-            create_revision,
-            version,
-            value,
-            lease,
         };
-        let kv = record.to_kv(key);
-        self.size_bytes += version_bytes(key, &record);
-        self.by_revision.insert(record.revision(), key.to_vec());
-        versions.push(record);
+        let (shared, prev_kv, record) = match self.keys.get_key_value(key) {
+            Some((shared, versions)) => {
+                let prev = Some(versions.last()).filter(|p| !p.is_tombstone());
+                let record = match prev.map(Version::meta) {
+                    Some(p) => Version::live(rev, p.create_revision, p.version + 1, lease, value),
+                    None => Version::live(rev, w.main, 1, lease, value),
+                };
+                (shared.clone(), prev.map(|p| to_kv(key, p)), record)
+            }
+            None => (
+                Key::from(key),
+                None,
+                Version::live(rev, w.main, 1, lease, value),
+            ),
+        };
+        let kv = to_kv(key, &record);
+        self.size_bytes += version_bytes(&record);
+        match self.keys.get_mut(key) {
+            Some(versions) => versions.push(record),
+            None => {
+                self.size_bytes += key_bytes(key);
+                self.keys.insert(shared.clone(), VersionList::One(record));
+            }
+        }
+        self.by_revision.insert(rev, shared);
         w.sub += 1;
-        let prev_kv = prev.map(|p| p.to_kv(key));
         w.events.push(Event {
             r#type: EventType::Put as i32,
             kv: Some(kv),
@@ -256,16 +243,21 @@ impl MvccStore {
 
     /// Deletes `key` if it is live; returns the deleted version.
     pub(crate) fn delete(&mut self, w: &mut WriteBatch, key: &[u8]) -> Option<KeyValue> {
-        let versions = self.keys.get_mut(key)?;
-        let prev = versions.last().filter(|v| !v.is_tombstone())?.to_kv(key);
-        let tomb = VersionRecord {
+        let (shared, versions) = self.keys.get_key_value(key)?;
+        let last = versions.last();
+        if last.is_tombstone() {
+            return None;
+        }
+        let prev = to_kv(key, last);
+        let shared = shared.clone();
+        let rev = Revision {
             main: w.main,
             sub: w.sub,
-            ..Default::default()
         };
-        self.size_bytes += version_bytes(key, &tomb);
-        self.by_revision.insert(tomb.revision(), key.to_vec());
-        versions.push(tomb);
+        let tomb = Version::tombstone(rev);
+        self.size_bytes += version_bytes(&tomb);
+        self.keys.get_mut(key).expect("looked up above").push(tomb);
+        self.by_revision.insert(rev, shared);
         w.sub += 1;
         let kv = KeyValue {
             key: key.to_vec(),
@@ -305,7 +297,8 @@ impl MvccStore {
 
     /// Drops, for every key, the versions superseded at `at`, and the key's
     /// version at `at` too when it is a tombstone. Only keys changed since
-    /// the last compaction can have such versions, so only those are visited.
+    /// the last compaction can have such versions, so only those are
+    /// visited. The revision index then keeps revisions from `at` on.
     fn compact_unchecked(&mut self, at: i64) {
         let from = Revision {
             main: self.compact_revision + 1,
@@ -315,7 +308,7 @@ impl MvccStore {
             main: at + 1,
             sub: 0,
         };
-        let mut touched: Vec<Vec<u8>> = self
+        let mut touched: Vec<Key> = self
             .by_revision
             .range(from..to)
             .map(|(_, k)| k.clone())
@@ -326,19 +319,30 @@ impl MvccStore {
             let Some(versions) = self.keys.get_mut(&key) else {
                 continue;
             };
-            let n = versions.partition_point(|v| v.main <= at);
-            let mut drop = n.saturating_sub(1);
-            if n > 0 && versions[n - 1].is_tombstone() {
-                drop = n;
-            }
-            for v in versions.drain(..drop) {
-                self.size_bytes -= version_bytes(&key, &v);
+            let slice = versions.as_slice();
+            let n = slice.partition_point(|v| v.main() <= at);
+            let drop = if n > 0 && slice[n - 1].is_tombstone() {
+                n
+            } else {
+                n.saturating_sub(1)
+            };
+            // Dropped versions below `at` leave the revision index with
+            // the rest of that history just below; those at `at` go here.
+            for v in slice[..drop].iter().filter(|v| v.main() >= at) {
                 self.by_revision.remove(&v.revision());
             }
-            if versions.is_empty() {
-                self.size_bytes -= key_bytes(&key);
+            self.size_bytes -= slice[..drop].iter().map(version_bytes).sum::<u64>();
+            if drop == slice.len() {
+                self.size_bytes -= key_bytes(key.as_bytes());
                 self.keys.remove(&key);
+            } else {
+                versions.drop_oldest(drop);
             }
+        }
+        while let Some(entry) = self.by_revision.first_entry()
+            && entry.key().main < at
+        {
+            entry.remove();
         }
         self.compact_revision = at;
     }
@@ -376,28 +380,28 @@ impl MvccStore {
             if out.len() >= limit && last_main != Some(rev.main) {
                 break;
             }
-            if !in_range(k, key, range_end) {
+            if !in_range(k.as_bytes(), key, range_end) {
                 continue;
             }
-            let versions = &self.keys[k];
+            let versions = self.keys[k].as_slice();
             let i = versions.partition_point(|v| v.revision() < *rev);
             let v = &versions[i];
             let prev_kv = i
                 .checked_sub(1)
                 .map(|p| &versions[p])
                 .filter(|p| !p.is_tombstone())
-                .map(|p| p.to_kv(k));
+                .map(|p| to_kv(k.as_bytes(), p));
             let (ty, kv) = if v.is_tombstone() {
                 (
                     EventType::Delete,
                     KeyValue {
-                        key: k.clone(),
-                        mod_revision: v.main,
+                        key: k.as_bytes().to_vec(),
+                        mod_revision: v.main(),
                         ..Default::default()
                     },
                 )
             } else {
-                (EventType::Put, v.to_kv(k))
+                (EventType::Put, to_kv(k.as_bytes(), v))
             };
             out.push(Event {
                 r#type: ty as i32,
@@ -409,46 +413,56 @@ impl MvccStore {
         Ok(out)
     }
 
-    /// The whole history, for a snapshot.
-    pub(crate) fn to_records(&self) -> Vec<KeyHistory> {
-        self.keys
-            .iter()
-            .map(|(k, v)| KeyHistory {
-                key: k.clone(),
-                versions: v.clone(),
-            })
-            .collect()
+    /// Every key with its retained versions, in key order (for a snapshot).
+    pub(crate) fn histories(&self) -> impl Iterator<Item = (&[u8], &[Version])> {
+        self.keys.iter().map(|(k, v)| (k.as_bytes(), v.as_slice()))
     }
 
-    /// Rebuilds a store from a snapshot's parts, checking they are coherent.
-    pub(crate) fn from_records(
-        records: Vec<KeyHistory>,
-        revision: i64,
-        compact_revision: i64,
-    ) -> Result<Self, String> {
-        let mut s = MvccStore {
+    /// An empty store at these revisions, to be filled by
+    /// [`Self::restore_key`] (restoring a snapshot).
+    pub(crate) fn restoring(revision: i64, compact_revision: i64) -> Result<Self, String> {
+        if revision < 1 || compact_revision < 0 || compact_revision > revision {
+            return Err(format!(
+                "snapshot: bad revisions {revision} (compacted at {compact_revision})"
+            ));
+        }
+        Ok(MvccStore {
             revision,
             compact_revision,
             ..Default::default()
-        };
-        for h in records {
-            if h.versions.is_empty() || !h.versions.is_sorted_by_key(|v| v.revision()) {
-                return Err("snapshot: key history empty or out of order".into());
-            }
-            for v in &h.versions {
-                if v.main > revision || s.by_revision.insert(v.revision(), h.key.clone()).is_some()
-                {
-                    return Err("snapshot: bad or duplicate revision".into());
-                }
-            }
-            s.size_bytes += key_bytes(&h.key)
-                + h.versions
-                    .iter()
-                    .map(|v| version_bytes(&h.key, v))
-                    .sum::<u64>();
-            s.keys.insert(h.key, h.versions);
+        })
+    }
+
+    /// Adds a key and its versions from a snapshot, checking they are
+    /// coherent: in order, none after the store's revision, none at a
+    /// revision another key holds, keys in increasing order.
+    pub(crate) fn restore_key(&mut self, key: &[u8], versions: Vec<Version>) -> Result<(), String> {
+        if !versions.is_sorted_by(|a, b| a.revision() < b.revision()) {
+            return Err("snapshot: key history out of order".into());
         }
-        Ok(s)
+        if self
+            .keys
+            .last_key_value()
+            .is_some_and(|(last, _)| last.as_bytes() >= key)
+        {
+            return Err("snapshot: keys out of order or repeated".into());
+        }
+        let key = Key::from(key);
+        for v in &versions {
+            if v.main() > self.revision {
+                return Err("snapshot: a version after the store's revision".into());
+            }
+            if v.main() >= self.compact_revision
+                && self.by_revision.insert(v.revision(), key.clone()).is_some()
+            {
+                return Err("snapshot: two changes at one revision".into());
+            }
+        }
+        self.size_bytes +=
+            key_bytes(key.as_bytes()) + versions.iter().map(version_bytes).sum::<u64>();
+        let list = VersionList::from_vec(versions).ok_or("snapshot: key without versions")?;
+        self.keys.insert(key, list);
+        Ok(())
     }
 
     /// [`Self::size_bytes`] counted from scratch, to check the running
@@ -458,7 +472,7 @@ impl MvccStore {
         self.keys
             .iter()
             .map(|(k, versions)| {
-                key_bytes(k) + versions.iter().map(|v| version_bytes(k, v)).sum::<u64>()
+                key_bytes(k.as_bytes()) + versions.as_slice().iter().map(version_bytes).sum::<u64>()
             })
             .sum()
     }
@@ -466,18 +480,8 @@ impl MvccStore {
     /// Each key's live value at the current revision: (key, lease).
     pub(crate) fn live_leases(&self) -> impl Iterator<Item = (&[u8], i64)> {
         self.keys.iter().filter_map(|(k, v)| {
-            v.last()
-                .filter(|r| !r.is_tombstone() && r.lease != 0)
-                .map(|r| (k.as_slice(), r.lease))
+            let last = v.last().meta();
+            (last.version != 0 && last.lease != 0).then_some((k.as_bytes(), last.lease))
         })
     }
-}
-
-/// A key and its retained versions, as stored in a snapshot.
-#[derive(Clone, PartialEq, prost::Message)]
-pub(crate) struct KeyHistory {
-    #[prost(bytes = "vec", tag = "1")]
-    pub key: Vec<u8>,
-    #[prost(message, repeated, tag = "2")]
-    pub versions: Vec<VersionRecord>,
 }

@@ -5,7 +5,9 @@
 use super::store_tests::Harness;
 use super::*;
 use flotilla_proto::etcdserverpb::{CompactionRequest, DeleteRangeRequest, RangeRequest};
-use std::collections::BTreeMap;
+use flotilla_proto::mvccpb::event::EventType;
+use flotilla_proto::mvccpb::{Event, KeyValue};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// (value, create_revision, mod_revision, version)
 type Model = BTreeMap<Vec<u8>, (Vec<u8>, i64, i64, i64)>;
@@ -36,6 +38,53 @@ fn model_range(m: &Model, key: &[u8], end: &[u8]) -> Vec<Row> {
         .filter(|(k, _)| in_range(k, key, end))
         .map(|(k, (v, c, md, ver))| (k.clone(), v.clone(), *c, *md, *ver))
         .collect()
+}
+
+fn model_kv(key: &[u8], (value, create, md, version): &(Vec<u8>, i64, i64, i64)) -> KeyValue {
+    KeyValue {
+        key: key.to_vec(),
+        create_revision: *create,
+        mod_revision: *md,
+        version: *version,
+        value: value.clone(),
+        lease: 0,
+    }
+}
+
+/// Watch catch-up over every key from `start`, as the model's changes say.
+/// A change at the compaction point itself has lost what it replaced (no
+/// `prev_kv`), and a deletion there is gone with its tombstone, as in etcd.
+fn model_events(history: &[Model], compacted: i64, start: i64) -> Vec<Event> {
+    let mut out = Vec::new();
+    for r in start.max(2)..history.len() as i64 {
+        let (before, after) = (&history[r as usize - 1], &history[r as usize]);
+        let keys: BTreeSet<&Vec<u8>> = before.keys().chain(after.keys()).collect();
+        for k in keys {
+            let (b, a) = (before.get(k), after.get(k));
+            if b == a {
+                continue;
+            }
+            let prev_kv = b.filter(|_| r > compacted).map(|x| model_kv(k, x));
+            match a {
+                Some(x) => out.push(Event {
+                    r#type: EventType::Put as i32,
+                    kv: Some(model_kv(k, x)),
+                    prev_kv,
+                }),
+                None if r > compacted => out.push(Event {
+                    r#type: EventType::Delete as i32,
+                    kv: Some(KeyValue {
+                        key: k.clone(),
+                        mod_revision: r,
+                        ..Default::default()
+                    }),
+                    prev_kv,
+                }),
+                None => {}
+            }
+        }
+    }
+    out
 }
 
 fn run(seed: u64, steps: usize) {
@@ -135,6 +184,28 @@ fn run(seed: u64, steps: usize) {
                     assert_eq!(got, want, "{ctx}");
                 }
             }
+        }
+        let rev = history.len() as i64 - 1;
+        if step % 5 == 0 {
+            let start =
+                compacted.max(1) - 1 + rng.below((rev + 3 - compacted.max(1)) as u64) as i64;
+            let got = h.s.events(b"", &[0], start, usize::MAX);
+            if start < compacted {
+                assert!(matches!(got, Err(KvError::Compacted { .. })), "{ctx}");
+            } else {
+                assert_eq!(
+                    got.unwrap(),
+                    model_events(&history, compacted, start),
+                    "{ctx}"
+                );
+            }
+        }
+        if step % 40 == 39 {
+            // A snapshot restores the same store, and the run goes on with it.
+            let bytes = h.s.encode_snapshot();
+            let restored = KvStore::decode_snapshot(KvConfig::default(), &bytes).unwrap();
+            assert_eq!(restored, h.s, "{ctx}");
+            h.s = restored;
         }
     }
 }

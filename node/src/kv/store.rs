@@ -230,9 +230,9 @@ impl KvStore {
     /// A checked Put: writes the new version and moves the key's lease.
     pub(crate) fn put_op(&mut self, w: &mut WriteBatch, req: &PutRequest) -> PutResponse {
         let prev = self.mvcc.get(&req.key, w.read_revision());
-        let value = match (&prev, req.ignore_value) {
-            (Some(p), true) => p.value.clone(),
-            _ => req.value.clone(),
+        let value: &[u8] = match (&prev, req.ignore_value) {
+            (Some(p), true) => &p.value,
+            _ => &req.value,
         };
         let lease = match (&prev, req.ignore_lease) {
             (Some(p), true) => p.lease,

@@ -1,11 +1,15 @@
 //! [`DiskStorage`]: the Raft log, hard state and snapshot on disk, with the
-//! entries since the last snapshot mirrored in memory for reads.
+//! entries since the last snapshot mirrored in memory for reads. The
+//! snapshot's data stays on disk only: it is about the size of the whole
+//! state machine, which the application already holds, and is read back
+//! only to send it to a follower or to restore it at start.
 
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use flotilla_raft::{
     Entry, HardState, InitialState, LogIndex, MemStorage, Snapshot, SnapshotMeta, Storage,
     StorageError, Term,
@@ -14,7 +18,9 @@ use flotilla_raft::{
 use crate::error::OpenError;
 use crate::frame;
 use crate::fs::{AppendFile, FileSystem, RealFs};
-use crate::meta_files::{self, encode_hard_state, encode_snapshot, snapshot_name, write_atomic};
+use crate::meta_files::{
+    self, encode_hard_state, snapshot_name, write_atomic, write_snapshot_atomic,
+};
 use crate::options::{FsyncMode, StorageOptions};
 use crate::recovery;
 use crate::segment::segment_name;
@@ -51,7 +57,8 @@ pub struct DiskStorage {
     pub(crate) dir: PathBuf,
     pub(crate) options: StorageOptions,
     /// The in-memory copy that serves reads: the hard state as the core last
-    /// saved it, the snapshot and the entries after it. A mutation reaches
+    /// saved it, the snapshot's metadata (its data is left empty; see
+    /// [`Storage::snapshot`]) and the entries after it. A mutation reaches
     /// it only after the disk write it depends on succeeded.
     pub(crate) mirror: MemStorage,
     /// Term and vote as last written to the hard-state file.
@@ -255,13 +262,25 @@ impl DiskStorage {
     fn write_snapshot(&self, snapshot: &Snapshot) -> io::Result<()> {
         let dir = self.dir.join(SNAPSHOT_DIR);
         let name = snapshot_name(&snapshot.meta);
-        write_atomic(
-            &*self.fs,
-            &dir,
-            &name,
-            &encode_snapshot(snapshot),
-            self.sync(),
-        )
+        write_snapshot_atomic(&*self.fs, &dir, &name, snapshot, self.sync())
+    }
+
+    /// Reads the snapshot file of `meta` back, checked.
+    fn read_snapshot(&self, meta: &SnapshotMeta) -> Result<Snapshot, StorageError> {
+        let path = self.dir.join(SNAPSHOT_DIR).join(snapshot_name(meta));
+        let buf = self.fs.read_file(&path).map_err(|e| {
+            StorageError::Fatal(format!("cannot read snapshot {}: {e}", path.display()))
+        })?;
+        let snapshot = decode_snapshot_file(&path, Bytes::from(buf))
+            .map_err(|e| StorageError::Fatal(e.to_string()))?;
+        if snapshot.meta != *meta {
+            return Err(StorageError::Fatal(format!(
+                "snapshot {} holds {:?}, expected {meta:?}",
+                path.display(),
+                snapshot.meta
+            )));
+        }
+        Ok(snapshot)
     }
 
     /// Removes snapshot files older than the one at `meta`. Not needed for
@@ -371,9 +390,17 @@ impl Storage for DiskStorage {
         Ok(())
     }
 
+    /// Reads the snapshot file back (the data is not kept in memory). The
+    /// snapshot at index 0 (none yet, or the bootstrap configuration) has
+    /// no data. A file that cannot be read or fails its checks is a fatal
+    /// error, though it does not stop the storage: the caller stops.
     fn snapshot(&self) -> Result<Snapshot, StorageError> {
         self.check()?;
-        self.mirror.snapshot()
+        let held = self.mirror.snapshot()?;
+        if held.meta.index == 0 {
+            return Ok(held);
+        }
+        self.read_snapshot(&held.meta)
     }
 
     fn apply_snapshot(&mut self, snapshot: Snapshot) -> Result<(), StorageError> {
@@ -387,7 +414,7 @@ impl Storage for DiskStorage {
         let (meta, covered) = (snapshot.meta.clone(), (index - self.offset()) as usize);
         // The mirror raises its commit index to at least the snapshot's. On
         // disk recovery does that, so no hard-state write is needed here.
-        self.mirror.apply_snapshot(snapshot)?;
+        self.mirror.apply_snapshot(without_data(snapshot))?;
         if keep {
             self.offsets.drain(..covered);
             self.io("removing compacted segments", Self::remove_covered_segments)?;
@@ -406,7 +433,7 @@ impl Storage for DiskStorage {
         }
         self.io("writing a snapshot", |s| s.write_snapshot(&snapshot))?;
         let (meta, covered) = (snapshot.meta.clone(), (index - self.offset()) as usize);
-        self.mirror.compact(snapshot)?;
+        self.mirror.compact(without_data(snapshot))?;
         self.offsets.drain(..covered);
         self.io("removing compacted segments", Self::remove_covered_segments)?;
         self.remove_old_snapshots(&meta);
@@ -414,8 +441,17 @@ impl Storage for DiskStorage {
     }
 }
 
-/// Used by recovery to decode the snapshot with its name checked.
-pub(crate) fn decode_snapshot_file(path: &Path, buf: &[u8]) -> Result<Snapshot, OpenError> {
+/// The snapshot as the mirror keeps it: metadata only.
+pub(crate) fn without_data(snapshot: Snapshot) -> Snapshot {
+    Snapshot {
+        meta: snapshot.meta,
+        data: Bytes::new(),
+    }
+}
+
+/// Decodes a snapshot file with its name checked (recovery, and reading the
+/// snapshot back).
+pub(crate) fn decode_snapshot_file(path: &Path, buf: Bytes) -> Result<Snapshot, OpenError> {
     let snap = meta_files::decode_snapshot(path, buf)?;
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
     if name.as_deref() != Some(snapshot_name(&snap.meta).as_str()) {

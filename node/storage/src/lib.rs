@@ -56,9 +56,14 @@
 //!    the storage fatal: that call and every later one return
 //!    [`flotilla_raft::StorageError::Fatal`]; the node must stop.
 //! 6. **Reads are from memory.** The entries after the snapshot are kept in
-//!    memory (payloads slice the segment buffers read at open), so reads
-//!    never touch the disk; memory is bounded by how often the application
-//!    compacts.
+//!    memory (at open their payloads are copied out of the segment buffers,
+//!    which are then freed), so reads never touch the disk; memory is bounded by how often the application
+//!    compacts. The one exception is the snapshot's data: about the size of
+//!    the whole state machine, which the application holds anyway, it is
+//!    not kept; `snapshot()` reads its file back (to send it to a follower,
+//!    or to restore it at start), and a file that fails its CRC then is
+//!    [`flotilla_raft::StorageError::Fatal`]. Snapshots are written from
+//!    the caller's buffer in pieces, without a copy.
 //!
 //! # Recovery
 //!

@@ -145,25 +145,63 @@ pub fn snapshot_name(meta: &SnapshotMeta) -> String {
     format!("{:020}-{:020}.snap", meta.index, meta.term.0)
 }
 
-/// A snapshot file: index, term, encoded configuration, data.
-pub fn encode_snapshot(snapshot: &Snapshot) -> Vec<u8> {
+/// The start of a snapshot file: magic, index, term, encoded
+/// configuration and the data's length; the data and the CRC follow.
+fn snapshot_header(snapshot: &Snapshot) -> Vec<u8> {
     let conf = snapshot.meta.conf_state.encode();
-    let mut out = Vec::with_capacity(48 + conf.len() + snapshot.data.len());
+    let mut out = Vec::with_capacity(40 + conf.len());
     out.extend_from_slice(SNAPSHOT_MAGIC);
     out.extend_from_slice(&snapshot.meta.index.to_le_bytes());
     out.extend_from_slice(&snapshot.meta.term.0.to_le_bytes());
     out.extend_from_slice(&(conf.len() as u64).to_le_bytes());
     out.extend_from_slice(&conf);
     out.extend_from_slice(&(snapshot.data.len() as u64).to_le_bytes());
+    out
+}
+
+/// A snapshot file: index, term, encoded configuration, data.
+pub fn encode_snapshot(snapshot: &Snapshot) -> Vec<u8> {
+    let mut out = snapshot_header(snapshot);
     out.extend_from_slice(&snapshot.data);
     seal(out)
 }
 
-/// Decodes [`encode_snapshot`].
-pub fn decode_snapshot(path: &Path, buf: &[u8]) -> Result<Snapshot, OpenError> {
+/// Replaces `dir/name` with [`encode_snapshot`]'s bytes as
+/// [`write_atomic`] does, but writes the header, the data and the CRC one
+/// after the other: the data, most of a member's state, is not copied.
+pub fn write_snapshot_atomic(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    name: &str,
+    snapshot: &Snapshot,
+    sync: bool,
+) -> std::io::Result<()> {
+    let tmp = dir.join(format!("{name}{TMP_SUFFIX}"));
+    let header = snapshot_header(snapshot);
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&header);
+    crc.update(&snapshot.data);
+    let mut file = fs.open_append(&tmp, true)?;
+    file.truncate(0)?; // a leftover of the same name is stale
+    file.append(&header)?;
+    file.append(&snapshot.data)?;
+    file.append(&crc.finalize().to_le_bytes())?;
+    if sync {
+        file.sync_data()?;
+    }
+    drop(file);
+    fs.rename(&tmp, &dir.join(name))?;
+    if sync {
+        fs.sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+/// Decodes [`encode_snapshot`]. The data is a slice of `buf`, not a copy.
+pub fn decode_snapshot(path: &Path, buf: Bytes) -> Result<Snapshot, OpenError> {
     let mut f = Fields {
         path,
-        buf: unseal(path, SNAPSHOT_MAGIC, buf)?,
+        buf: unseal(path, SNAPSHOT_MAGIC, &buf)?,
         at: 0,
     };
     let index = f.u64()?;
@@ -173,7 +211,8 @@ pub fn decode_snapshot(path: &Path, buf: &[u8]) -> Result<Snapshot, OpenError> {
     let conf_state = ConfState::decode(f.take(conf_len)?)
         .ok_or_else(|| OpenError::corrupt(path, conf_at, "malformed configuration"))?;
     let data_len = f.u64()? as usize;
-    let data = Bytes::copy_from_slice(f.take(data_len)?);
+    let data_at = SNAPSHOT_MAGIC.len() + f.at;
+    f.take(data_len)?;
     f.finish()?;
     Ok(Snapshot {
         meta: SnapshotMeta {
@@ -181,13 +220,36 @@ pub fn decode_snapshot(path: &Path, buf: &[u8]) -> Result<Snapshot, OpenError> {
             term,
             conf_state,
         },
-        data,
+        data: buf.slice(data_at..data_at + data_len),
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fs::RealFs;
+
+    #[test]
+    fn a_snapshot_written_in_parts_is_the_encoded_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let snap = Snapshot {
+            meta: SnapshotMeta {
+                index: 9,
+                term: Term(3),
+                conf_state: ConfState {
+                    voters: vec![NodeId(1), NodeId(2)],
+                    learners: vec![],
+                },
+            },
+            data: Bytes::from(vec![5u8; 10_000]),
+        };
+        // A stale temporary file of the same name is replaced, not extended.
+        std::fs::write(dir.path().join(format!("s{TMP_SUFFIX}")), vec![1u8; 20_000]).unwrap();
+        write_snapshot_atomic(&RealFs, dir.path(), "s", &snap, true).unwrap();
+        let written = std::fs::read(dir.path().join("s")).unwrap();
+        assert_eq!(written, encode_snapshot(&snap));
+        assert!(!dir.path().join(format!("s{TMP_SUFFIX}")).exists());
+    }
 
     #[test]
     fn round_trips_and_detects_damage() {
@@ -211,10 +273,10 @@ mod tests {
             data: Bytes::from_static(b"state"),
         };
         let mut buf = encode_snapshot(&snap);
-        assert_eq!(decode_snapshot(p, &buf).unwrap(), snap);
+        assert_eq!(decode_snapshot(p, Bytes::from(buf.clone())).unwrap(), snap);
         buf[20] ^= 1;
         assert!(matches!(
-            decode_snapshot(p, &buf),
+            decode_snapshot(p, Bytes::from(buf)),
             Err(OpenError::Corrupt { .. })
         ));
     }

@@ -11,7 +11,7 @@ use flotilla_raft::{Entry, HardState, LogIndex, MemStorage, Snapshot, SnapshotMe
 
 use crate::disk::{
     DiskStorage, HARD_STATE_FILE, IDENTITY_FILE, LOG_DIR, SNAPSHOT_DIR, Segment,
-    decode_snapshot_file,
+    decode_snapshot_file, without_data,
 };
 use crate::error::OpenError;
 use crate::fs::FileSystem;
@@ -71,7 +71,7 @@ pub(crate) fn open(
                 commit: hard_state.commit.max(snap.meta.index),
                 ..hard_state
             },
-            snap,
+            without_data(snap),
             log.entries,
         ),
         durable_vote: hard_state,
@@ -231,7 +231,7 @@ fn read_latest_snapshot(fs: &dyn FileSystem, dir: &Path) -> Result<Snapshot, Ope
     };
     let path = dir.join(newest);
     let buf = fs.read_file(&path).map_err(OpenError::io(&path))?;
-    decode_snapshot_file(&path, &buf)
+    decode_snapshot_file(&path, Bytes::from(buf))
 }
 
 /// The log as found on disk.
@@ -286,11 +286,15 @@ fn recover_log(
             cut_torn_tail(fs, &path, scanned.valid_bytes, buf.len(), err, sync)?;
         }
         next = Some(first + scanned.frames.len() as u64);
-        for (entry, offset) in scanned.frames {
+        for (mut entry, offset) in scanned.frames {
             if entry.index == snap.index {
                 term_at_snapshot = Some(entry.term);
             }
             if entry.index > snap.index {
+                // Copied out, so the segment buffer (up to a whole segment,
+                // much of it perhaps before the snapshot) is freed now
+                // rather than held by a slice until the next compaction.
+                entry.data = Bytes::copy_from_slice(&entry.data);
                 log.entries.push(entry);
                 log.offsets.push(offset);
             }

@@ -148,3 +148,33 @@ fn a_failed_snapshot_write_is_fatal() {
     assert_fatal(s.apply_snapshot(snap));
     assert_fatal(s.entries(3, 4, u64::MAX));
 }
+
+#[test]
+fn the_snapshot_is_read_back_from_its_file_and_damage_is_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut s, _fs) = open(dir.path());
+    s.save(None, &entries(1, 4)).unwrap();
+    let snap = flotilla_raft::Snapshot {
+        meta: flotilla_raft::SnapshotMeta {
+            index: 2,
+            term: Term(1),
+            conf_state: options().bootstrap.unwrap(),
+        },
+        data: Bytes::from(vec![3u8; 4096]),
+    };
+    s.compact(snap.clone()).unwrap();
+    assert_eq!(s.snapshot().unwrap(), snap);
+    // The data lives in the file only: damage there shows on the next read.
+    let path = dir
+        .path()
+        .join(flotilla_storage::SNAPSHOT_DIR)
+        .join(format!("{:020}-{:020}.snap", 2, 1));
+    let mut buf = std::fs::read(&path).unwrap();
+    buf[100] ^= 1;
+    std::fs::write(&path, buf).unwrap();
+    assert_fatal(s.snapshot());
+    std::fs::remove_file(&path).unwrap();
+    assert_fatal(s.snapshot());
+    // Reads of the log go on: a bad snapshot file stops its reader only.
+    assert_eq!(s.entries(3, 5, u64::MAX).unwrap(), entries(3, 4));
+}
