@@ -136,14 +136,14 @@ start_flotilla_member() { # start_flotilla_member I
 }
 
 status() { # status ENDPOINTS: `flotilla cluster status -w json`, or nothing
-	timeout 10 "$BIN" --endpoints "$1" cluster status -w json 2>/dev/null || true
+	timeout 10 "$BIN" --endpoints "$1" cluster status --endpoints-only -w json 2>/dev/null || true
 }
 
 wait_cluster() { # wait_cluster NAME ENDPOINTS: every member answers and knows a leader
 	local deadline=$(($(now_ms) + 60000))
 	while (($(now_ms) < deadline)); do
 		local n
-		n=$(status "$2" | jq '[.endpoints[] | select(.leader != null and .leader != 0)] | length' 2>/dev/null || echo 0)
+		n=$(status "$2" | jq '[.members[] | select(.leader != null and .leader != 0)] | length' 2>/dev/null || echo 0)
 		if [[ $n == 3 ]]; then
 			log "$1 is ready"
 			return 0
@@ -208,7 +208,7 @@ echo
 
 # --- Flotilla-only scenarios --------------------------------------------------
 leader_endpoint() { # the endpoint of the current leader, or nothing
-	status "$FLO_EPS" | jq -r '.endpoints[] | select(.leader != null and .leader != 0 and .member_id == .leader) | .endpoint' 2>/dev/null | head -n1
+	status "$FLO_EPS" | jq -r '.members[] | select(.leader != null and .leader != 0 and .is_leader == true) | .endpoint' 2>/dev/null | head -n1
 }
 endpoint_member() { # endpoint_member URL: the member index (0..2) of a client URL
 	echo $((${1##*:} - FLOTILLA_BASE))
@@ -255,7 +255,7 @@ kill -STOP "${PIDS[n$((fi_ + 1))]}"
 bench "$WORK/catchup-put.json" "$others" put --clients "$CLIENTS" --conns "$CONNS" \
 	--total "$CATCHUP_KEYS" --key-size 8 --val-size 256 --sequential-keys \
 	--key-space-size "$CATCHUP_KEYS" --no-progress
-target=$(status "$leader" | jq '.endpoints[0].raft_applied_index')
+target=$(status "$leader" | jq '.members[0].raft_applied_index')
 [[ $target =~ ^[0-9]+$ ]] || die "cannot read the leader's applied index"
 log "(d) SIGCONT; the leader has applied index $target"
 kill -CONT "${PIDS[n$((fi_ + 1))]}"
@@ -264,7 +264,7 @@ caught=
 polls=0
 while (($(now_ms) - t0 < 120000)); do
 	polls=$((polls + 1))
-	applied=$(status "$follower" | jq '.endpoints[0].raft_applied_index // 0' 2>/dev/null || echo 0)
+	applied=$(status "$follower" | jq '.members[0].raft_applied_index // 0' 2>/dev/null || echo 0)
 	if [[ $applied =~ ^[0-9]+$ ]] && ((applied >= target)); then
 		caught=$(($(now_ms) - t0))
 		break

@@ -136,11 +136,11 @@ start_member() { # start_member I: member I (0..2), on its data directory
 for i in 0 1 2; do start_member "$i"; done
 
 status() { # `flotilla cluster status -w json` over every member, or nothing
-	timeout 10 "$BIN" --endpoints "$EPS" cluster status -w json 2>/dev/null || true
+	timeout 10 "$BIN" --endpoints "$EPS" cluster status --endpoints-only -w json 2>/dev/null || true
 }
 
 deadline=$(($(now_ms) + 60000))
-until [[ $(status | jq '[.endpoints[] | select(.leader != null and .leader != 0)] | length' 2>/dev/null) == 3 ]]; do
+until [[ $(status | jq '[.members[] | select(.leader != null and .leader != 0)] | length' 2>/dev/null) == 3 ]]; do
 	(($(now_ms) < deadline)) || die "the cluster did not become ready in 60 s"
 	for name in n1 n2 n3; do
 		kill -0 "${PIDS[$name]}" 2>/dev/null || die "member $name exited"
@@ -181,10 +181,10 @@ log "the store holds $stored of the $KEYS keys"
 # Wait until every member has applied what the leader had committed once
 # the last put (and the marker) was answered.
 wait_applied() {
-	target=$(status | jq '[.endpoints[] | select(.member_id == .leader) | .raft_index] | first // empty')
+	target=$(status | jq '[.members[] | select(.is_leader == true) | .raft_index] | first // empty')
 	[[ $target =~ ^[0-9]+$ ]] || die "cannot read the leader's commit index"
 	local deadline=$(($(now_ms) + 300000))
-	until [[ $(status | jq --argjson t "$target" '[.endpoints[] | select(.raft_applied_index >= $t)] | length' 2>/dev/null) == 3 ]]; do
+	until [[ $(status | jq --argjson t "$target" '[.members[] | select(.raft_applied_index >= $t)] | length' 2>/dev/null) == 3 ]]; do
 		(($(now_ms) < deadline)) || die "the members did not apply index $target within 300 s"
 		sleep 0.5
 	done
@@ -218,7 +218,7 @@ row() { # row NAME LABEL ROLE: one member's figures, appended to rows
 }
 role_of() { # role_of I: leader or follower, from the last status
 	jq -r --arg ep "http://127.0.0.1:$((BASE + $1))" \
-		'.endpoints[] | select(.endpoint == $ep) | if .member_id == .leader then "leader" else "follower" end' <<<"$roles"
+		'.members[] | select(.endpoint == $ep) | if .is_leader == true then "leader" else "follower" end' <<<"$roles"
 }
 follower=
 for i in 0 1 2; do
