@@ -23,8 +23,8 @@ pub struct DevClusterArgs {
     /// on `base-port + 100 + i`, for HTTP on `base-port + 200 + i`.
     #[arg(long, default_value_t = 2379)]
     base_port: u16,
-    /// The `flotilla-node` binary (default: the one next to this executable,
-    /// or this executable's own hidden `node` command).
+    /// A `flotilla-node` binary to run the members with (default: this
+    /// executable's own hidden `node` command, which is the same code).
     #[arg(long)]
     node_bin: Option<PathBuf>,
     /// Pass `--fsync never` to the members (faster, not durable).
@@ -48,11 +48,10 @@ fn node_program(args: &DevClusterArgs) -> Result<(PathBuf, Vec<&'static str>)> {
     if let Some(bin) = &args.node_bin {
         return Ok((bin.clone(), Vec::new()));
     }
+    // This executable's own `node` command, not a `flotilla-node` found
+    // beside it: `cargo run --bin flotilla` rebuilds only this binary, and a
+    // stale sibling from an earlier build would run old code.
     let me = std::env::current_exe().context("cannot find this executable")?;
-    let sibling = me.with_file_name("flotilla-node");
-    if sibling.exists() {
-        return Ok((sibling, Vec::new()));
-    }
     Ok((me, vec!["node"]))
 }
 
