@@ -329,7 +329,12 @@ impl KvStore {
         }
     }
 
-    /// Adds or replaces a member's entry. A removed id stays removed.
+    /// Adds or updates a member's entry. A removed id stays removed. An
+    /// update is a merge, so that changes proposed from reads of the table
+    /// that raced each other (a member publishing its name while an
+    /// operator promotes it) cannot undo one another: an empty name or
+    /// client URL list keeps what the entry has, and a voter never becomes
+    /// a learner again (promotion is one-way).
     fn member_upsert(&mut self, member: Member) -> Result<MemberListResponse, KvError> {
         if member.id == 0 {
             return Err(KvError::BadRequest("member id 0".into()));
@@ -340,6 +345,23 @@ impl KvStore {
                 member.id
             )));
         }
+        let member = match self.members.get(&member.id) {
+            Some(existing) => Member {
+                name: if member.name.is_empty() {
+                    existing.name.clone()
+                } else {
+                    member.name
+                },
+                client_ur_ls: if member.client_ur_ls.is_empty() {
+                    existing.client_ur_ls.clone()
+                } else {
+                    member.client_ur_ls
+                },
+                is_learner: existing.is_learner && member.is_learner,
+                ..member
+            },
+            None => member,
+        };
         self.members.insert(member.id, member);
         Ok(self.member_list())
     }

@@ -923,6 +923,43 @@ fn member_table_upserts_removes_and_survives_a_snapshot() {
     assert_eq!(restored, h.s);
 }
 
+/// Updates proposed from racing reads of the table merge: a promotion
+/// built from a copy read before the member published its name keeps the
+/// name, and a publish built from a copy read before the promotion does not
+/// make the member a learner again.
+#[test]
+fn member_updates_from_stale_reads_do_not_undo_each_other() {
+    use flotilla_proto::etcdserverpb::Member;
+    let mut h = Harness::new();
+    let added = Member {
+        id: 4,
+        name: String::new(),
+        peer_ur_ls: vec!["http://p4:2380".into()],
+        client_ur_ls: Vec::new(),
+        is_learner: true,
+    };
+    h.op(KvOp::MemberUpsert(added.clone()));
+    let published = Member {
+        name: "n4".into(),
+        client_ur_ls: vec!["http://c4:2379".into()],
+        ..added.clone()
+    };
+    let promoted_from_stale_copy = Member {
+        is_learner: false,
+        ..added.clone()
+    };
+    h.op(KvOp::MemberUpsert(published.clone()));
+    h.op(KvOp::MemberUpsert(promoted_from_stale_copy));
+    let m = h.s.member(4).unwrap().clone();
+    assert_eq!(
+        (m.name.as_str(), m.client_ur_ls.clone(), m.is_learner),
+        ("n4", vec!["http://c4:2379".to_string()], false)
+    );
+    // The other order: a publish built from the learner entry.
+    h.op(KvOp::MemberUpsert(published));
+    assert!(!h.s.member(4).unwrap().is_learner, "promotion is one-way");
+}
+
 #[test]
 fn size_estimate_follows_writes_compaction_and_snapshots() {
     let mut h = Harness::new();
