@@ -20,7 +20,7 @@ mod common;
 #[path = "common/processes.rs"]
 mod processes;
 
-use common::WAIT;
+use common::{Run, WAIT};
 use flotilla_node::client::{CLIENT_ID_HEADER, Client, ClientConfig, SEQ_HEADER};
 use flotilla_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use flotilla_proto::etcdserverpb::kv_client::KvClient;
@@ -34,9 +34,8 @@ use processes::{ProcessCluster, ProcessOptions, channel};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 use tonic::transport::Channel;
 
 /// Keys the clients share: few, so operations contend.
@@ -184,29 +183,7 @@ async fn read_all_at(url: &str) -> Result<BTreeMap<String, String>, tonic::Statu
     }
 }
 
-/// The clients' shared state: the recorder, the history's clock, the stop
-/// flag.
-#[derive(Clone)]
-struct Run {
-    recorder: Arc<HistoryRecorder>,
-    start: Instant,
-    stop: Arc<AtomicBool>,
-}
-
 impl Run {
-    fn new() -> Run {
-        Run {
-            recorder: Arc::new(HistoryRecorder::new()),
-            start: Instant::now(),
-            stop: Arc::new(AtomicBool::new(false)),
-        }
-    }
-
-    /// Nanoseconds since the run started: the clock all clients share.
-    fn now(&self) -> u64 {
-        self.start.elapsed().as_nanos() as u64
-    }
-
     /// Client `id`: random puts, gets, compare-and-sets and deletes on
     /// [`KEYS`] shared keys, and puts to keys of its own, until stopped. A write that fails may still take
     /// effect, so it is recorded as unknown; a failed read has no effect

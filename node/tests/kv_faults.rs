@@ -14,14 +14,11 @@ use flotilla_node::config::ReadModeSetting;
 use flotilla_proto::etcdserverpb::kv_client::KvClient;
 use flotilla_proto::etcdserverpb::{PutResponse, RangeResponse};
 use flotilla_raft::Role;
-use flotilla_tests::linearizability::{
-    Budget, HistoryRecorder, KvInput, KvOutput, check_and_report,
-};
+use flotilla_tests::linearizability::{Budget, KvInput, KvOutput, check_and_report};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 use tonic::transport::Channel;
 
 /// How long a request to a member that should not answer is given.
@@ -339,29 +336,7 @@ fn faulty_client_config() -> ClientConfig {
     }
 }
 
-/// A client task's shared state: the recorder, the history's clock, and
-/// the stop flag.
-#[derive(Clone)]
-struct Run {
-    recorder: Arc<HistoryRecorder>,
-    start: Instant,
-    stop: Arc<AtomicBool>,
-}
-
 impl Run {
-    fn new() -> Run {
-        Run {
-            recorder: Arc::new(HistoryRecorder::new()),
-            start: Instant::now(),
-            stop: Arc::new(AtomicBool::new(false)),
-        }
-    }
-
-    /// Nanoseconds since the run started: the clock all clients share.
-    fn now(&self) -> u64 {
-        self.start.elapsed().as_nanos() as u64
-    }
-
     /// Client `id` doing random puts, gets and (if `deletes`) deletes on a
     /// few keys until stopped, recording every call. A failed write may
     /// still take effect, so it is recorded as unknown; a failed read has

@@ -324,3 +324,28 @@ pub fn with_ids<T>(message: T, client: &'static str, seq: &'static str) -> tonic
         .insert("flotilla-seq", seq.parse().expect("ascii"));
     r
 }
+
+/// A history-recording client run's shared state: the recorder, the clock
+/// every client stamps operations with, and the stop flag. Each suite adds
+/// its own client loop in an `impl Run` of its own.
+#[derive(Clone)]
+pub struct Run {
+    pub recorder: std::sync::Arc<flotilla_tests::linearizability::HistoryRecorder>,
+    pub start: std::time::Instant,
+    pub stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Run {
+    pub fn new() -> Run {
+        Run {
+            recorder: std::sync::Arc::default(),
+            start: std::time::Instant::now(),
+            stop: std::sync::Arc::default(),
+        }
+    }
+
+    /// Nanoseconds since the run started: the clock all clients share.
+    pub fn now(&self) -> u64 {
+        self.start.elapsed().as_nanos() as u64
+    }
+}
