@@ -44,43 +44,11 @@ CATCHUP_KEYS=${CATCHUP_KEYS:-100000}
 ETCD_BASE=${ETCD_BASE:-32379}
 FLOTILLA_BASE=${FLOTILLA_BASE:-42379}
 
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/compare-etcd.XXXXXX")
-declare -A PIDS=() # member name -> pid
-
-log() { printf '[compare-etcd] %s\n' "$*" >&2; }
-die() {
-	log "error: $*"
-	exit 1
-}
-now_ms() { echo $(($(date +%s%N) / 1000000)); }
-
-cleanup() {
-	local rc=$?
-	trap - EXIT INT TERM
-	for name in "${!PIDS[@]}"; do
-		kill -CONT "${PIDS[$name]}" 2>/dev/null || true
-		kill -TERM "${PIDS[$name]}" 2>/dev/null || true
-	done
-	local deadline=$(($(now_ms) + 5000))
-	for name in "${!PIDS[@]}"; do
-		while kill -0 "${PIDS[$name]}" 2>/dev/null && (($(now_ms) < deadline)); do
-			sleep 0.1
-		done
-		kill -KILL "${PIDS[$name]}" 2>/dev/null || true
-		wait "${PIDS[$name]}" 2>/dev/null || true
-	done
-	if ((rc != 0)); then
-		log "failed (exit $rc); member logs follow"
-		tail -n 20 "$WORK"/*.log 2>/dev/null >&2 || true
-	fi
-	rm -rf "$WORK"
-	exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-command -v jq >/dev/null || die "jq is needed (apt-get install -y jq)"
+LOG_TAG=compare-etcd
+WORK_PREFIX=compare-etcd
+STOP_WAIT_MS=5000
+# shellcheck source=../lib/members.sh
+source "$(dirname "$0")/../lib/members.sh"
 
 # --- etcd -------------------------------------------------------------------
 if ! command -v etcd >/dev/null; then

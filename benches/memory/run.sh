@@ -58,42 +58,10 @@ SNAPSHOT_COUNT=${SNAPSHOT_COUNT:-}
 ELECTION_TICKS=${ELECTION_TICKS:-100}
 BASE=${BASE:-46379}
 
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/flotilla-memory.XXXXXX")
-declare -A PIDS=() # member name -> pid
-
-log() { printf '[memory] %s\n' "$*" >&2; }
-die() {
-	log "error: $*"
-	exit 1
-}
-now_ms() { echo $(($(date +%s%N) / 1000000)); }
-
-cleanup() {
-	local rc=$?
-	trap - EXIT INT TERM
-	for name in "${!PIDS[@]}"; do
-		kill -TERM "${PIDS[$name]}" 2>/dev/null || true
-	done
-	local deadline=$(($(now_ms) + 10000))
-	for name in "${!PIDS[@]}"; do
-		while kill -0 "${PIDS[$name]}" 2>/dev/null && (($(now_ms) < deadline)); do
-			sleep 0.1
-		done
-		kill -KILL "${PIDS[$name]}" 2>/dev/null || true
-		wait "${PIDS[$name]}" 2>/dev/null || true
-	done
-	if ((rc != 0)); then
-		log "failed (exit $rc); member logs follow"
-		tail -n 20 "$WORK"/*.log 2>/dev/null >&2 || true
-	fi
-	rm -rf "$WORK"
-	exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-command -v jq >/dev/null || die "jq is needed (apt-get install -y jq)"
+LOG_TAG=memory
+WORK_PREFIX=flotilla-memory
+# shellcheck source=../lib/members.sh
+source "$(dirname "$0")/../lib/members.sh"
 [[ -r /proc/self/status ]] || die "needs Linux /proc"
 for v in KEYS KEY_SIZE VAL_SIZE CLIENTS CONNS SETTLE_S RESTART ELECTION_TICKS BASE; do
 	[[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a non-negative integer, not '${!v}'"
@@ -171,7 +139,7 @@ log "$ok puts answered ok, $errors failed, in $write_ms ms ($rps puts/s)"
 # at 1 and every applied put is one revision; each bench key was written at
 # most once, so the marker's revision - 2 is the number of bench keys.
 MARKER=memory-bench-marker
-marker_rev=$(timeout 60 "$BIN" --endpoints "$EPS" -w json kv put "$MARKER" x | jq '.revision')
+marker_rev=$(timeout 60 "$BIN" --endpoints "$EPS" -w json kv put "$MARKER" x | jq '.header.revision')
 [[ $marker_rev =~ ^[0-9]+$ ]] || die "cannot write the marker key"
 stored=$((marker_rev - 2))
 ((stored >= ok && stored <= KEYS)) ||
