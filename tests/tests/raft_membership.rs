@@ -92,6 +92,20 @@ fn learner_catches_up_then_is_promoted() {
     assert_safe(&c);
 }
 
+/// The leader refuses to promote `learner`, with a reason naming `why`.
+fn assert_promotion_refused(c: &mut Cluster, learner: NodeId, why: &str) {
+    let l = leader(c);
+    let e = c
+        .raft(l)
+        .expect("up")
+        .propose_conf_change(ConfChange::PromoteLearner(learner))
+        .expect_err("promotion refused");
+    assert!(
+        matches!(e, ProposeError::ConfChangeRejected(ref r) if r.contains(why)),
+        "{e}"
+    );
+}
+
 /// A learner far behind is not promoted: it would stall commits.
 #[test]
 fn promotion_refused_while_learner_lags() {
@@ -105,16 +119,7 @@ fn promotion_refused_while_learner_lags() {
     for i in 0..20u8 {
         c.one(&[i], 3, true, WAIT).expect("agreed");
     }
-    let l = leader(&mut c);
-    let e = c
-        .raft(l)
-        .expect("up")
-        .propose_conf_change(ConfChange::PromoteLearner(new))
-        .expect_err("promotion of a lagging learner");
-    assert!(
-        matches!(e, ProposeError::ConfChangeRejected(ref r) if r.contains("behind")),
-        "{e}"
-    );
+    assert_promotion_refused(&mut c, new, "behind");
     c.restart(new);
     c.one(b"catch-up", 4, true, WAIT)
         .expect("learner caught up");
@@ -132,16 +137,7 @@ fn promotion_refused_for_a_learner_never_heard_from() {
     let new = c.add_node();
     c.crash(new);
     change(&mut c, ConfChange::AddLearner(new));
-    let l = leader(&mut c);
-    let e = c
-        .raft(l)
-        .expect("up")
-        .propose_conf_change(ConfChange::PromoteLearner(new))
-        .expect_err("promotion of a silent learner");
-    assert!(
-        matches!(e, ProposeError::ConfChangeRejected(ref r) if r.contains("acknowledged no entry")),
-        "{e}"
-    );
+    assert_promotion_refused(&mut c, new, "acknowledged no entry");
     c.restart(new);
     c.one(b"catch-up", 4, true, WAIT)
         .expect("learner caught up");
