@@ -31,7 +31,6 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
-use tonic::transport::server::TcpIncoming;
 
 /// How often the transport's peers are reconciled with the member table.
 const PEER_SYNC_INTERVAL: Duration = Duration::from_millis(200);
@@ -270,6 +269,7 @@ pub async fn start(
     let write_forwarder =
         WriteForwarder::spawn(ctx.clone(), config.cluster_id, forward_config.clone());
     let forward_service = ForwardService::new(ctx.clone(), config.cluster_id, &forward_config);
+    let forward_closer = forward_service.stream_closer();
     let router = tonic::transport::Server::builder()
         .add_service(
             KvServer::new(KvService::new(ctx.clone(), write_forwarder))
@@ -291,12 +291,11 @@ pub async fn start(
             stop.await;
             watch_closer.close();
             lease_closer.close();
+            forward_closer.close();
         }
     };
     let client_server = tokio::spawn(router.serve_with_incoming_shutdown(
-        // Accepted sockets need TCP_NODELAY: without it small responses wait
-        // out Nagle's algorithm against the client's delayed ACK (~40 ms).
-        TcpIncoming::from(listeners.client).with_nodelay(Some(true)),
+        crate::coalesce::incoming(listeners.client),
         stop_client_streams,
     ));
 

@@ -111,12 +111,19 @@ impl KvService {
         let forwarded = request.metadata().contains_key(FORWARDED_METADATA);
         let command = KvCommand::with_session(client_id, seq, request.into_inner().into_op())
             .encode_to_bytes();
-        let response = match self.ctx.raft.propose(command.clone()).await {
-            Ok(output) => output.result.map_err(|e| kv_status(&e))?,
-            Err(DriverError::NotLeader { .. }) if !forwarded => {
-                self.writes.forward(command).await?
+        // A member that knows it follows forwards at once, without asking
+        // its driver first; one that believes it leads proposes, and
+        // forwards if it turns out not to.
+        let response = if !forwarded && !self.ctx.raft.state().1 {
+            self.writes.forward(command).await?
+        } else {
+            match self.ctx.raft.propose(command.clone()).await {
+                Ok(output) => output.result.map_err(|e| kv_status(&e))?,
+                Err(DriverError::NotLeader { .. }) if !forwarded => {
+                    self.writes.forward(command).await?
+                }
+                Err(e) => return Err(self.ctx.status_of(&e).await),
             }
-            Err(e) => return Err(self.ctx.status_of(&e).await),
         };
         let mut reply = W::reply(response)
             .ok_or_else(|| Status::internal("flotilla: mismatched response kind"))?;

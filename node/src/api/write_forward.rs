@@ -1,30 +1,36 @@
 //! Batched write forwarding. A follower does not propose: its
 //! [`WriteForwarder`] gathers the writes its clients send it and hands them
-//! to the leader in batches over the internal `Forward` service, where
-//! [`ForwardService`] proposes them. One call carries every write that
-//! queued while the previous batches were in flight, so forwarding costs
-//! the follower and the leader little beyond the writes themselves, as a
-//! Raft proposal forwarded inside the peer protocol would.
+//! to the leader in batches over one long-lived `Forward/WriteStream` stream,
+//! where [`ForwardService`] proposes them. A batch carries every write that
+//! queued while the previous batches were in flight, and a batch on an open
+//! stream costs one HTTP/2 data frame each way, so forwarding costs the
+//! follower and the leader little beyond the writes themselves, as a Raft
+//! proposal forwarded inside the peer protocol would.
 //!
 //! Forwarding is one hop: the leader proposes what it receives itself and
-//! answers `NotLeader` failures rather than forwarding again. A batch whose
-//! call fails (leader gone, timeout) fails every write in it with that
-//! status; clients retry, and writes with exactly-once ids stay
-//! exactly-once.
+//! answers `NotLeader` failures rather than forwarding again. When the
+//! leader changes, the follower opens a stream to the new one; batches still
+//! unanswered on a stream that breaks, or that goes `stall_timeout` without
+//! answering anything, fail with `UNAVAILABLE`; clients retry, and writes
+//! with exactly-once ids stay exactly-once.
 
 use super::context::ApiContext;
 use super::errors::{LeaderHint, driver_status, kv_status, request_too_large};
 use crate::kv::{KvCommand, KvOp, KvResponse};
+use crate::watch::StreamCloser;
 use flotilla_proto::forward::forward_client::ForwardClient;
 use flotilla_proto::forward::forward_server::{Forward, ForwardServer};
 use flotilla_proto::forward::write_result::Outcome;
 use flotilla_proto::forward::{WriteBatch, WriteFailure, WriteResult, WriteResults};
-use flotilla_raft::Bytes;
+use flotilla_raft::{Bytes, Role};
 use prost::Message as _;
-use std::sync::Arc;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::metadata::MetadataMap;
-use tonic::{Code, Request, Response, Status};
+use tonic::{Code, Request, Response, Status, Streaming};
 
 /// Bounds of a [`WriteForwarder`].
 #[derive(Clone, Debug)]
@@ -40,6 +46,9 @@ pub struct WriteForwardConfig {
     /// Largest forwarded command the leader accepts, in bytes: the
     /// request limit plus room for the command's own fields.
     pub command_bytes_max: usize,
+    /// How long a stream with unanswered batches may go without answering
+    /// any before the follower gives up on it.
+    pub stall_timeout: Duration,
 }
 
 impl WriteForwardConfig {
@@ -51,6 +60,7 @@ impl WriteForwardConfig {
             batch_bytes_max: 4 << 20,
             in_flight: 4,
             command_bytes_max: max_request_bytes + 64,
+            stall_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -63,8 +73,8 @@ struct Pending {
     reply: oneshot::Sender<WriteOutcome>,
 }
 
-/// The follower side: a queue drained by one task into batched calls to
-/// the leader. Cheap to clone.
+/// The follower side: a queue drained by one task into batches on a stream
+/// to the leader. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct WriteForwarder {
     queue: mpsc::Sender<Pending>,
@@ -100,6 +110,121 @@ impl WriteForwarder {
     }
 }
 
+/// A batch on its way: the callers to answer, and its in-flight permit.
+struct InFlight {
+    replies: Vec<oneshot::Sender<WriteOutcome>>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl InFlight {
+    fn answer(self, outcomes: Vec<WriteOutcome>) {
+        for (reply, outcome) in self.replies.into_iter().zip(outcomes) {
+            let _ = reply.send(outcome);
+        }
+    }
+
+    fn fail(self, status: &Status) {
+        for reply in self.replies {
+            let _ = reply.send(Err(status.clone()));
+        }
+    }
+}
+
+/// The unanswered batches of one stream by id; `None` once the stream has
+/// ended (and failed what it left).
+type Unanswered = Arc<Mutex<Option<HashMap<u64, InFlight>>>>;
+
+/// One open stream to one leader.
+struct Session {
+    leader: u64,
+    batches: mpsc::Sender<WriteBatch>,
+    unanswered: Unanswered,
+}
+
+impl Session {
+    /// Opens a stream over `channel`; a task reads its answers.
+    fn open(
+        leader: u64,
+        channel: tonic::transport::Channel,
+        config: &WriteForwardConfig,
+    ) -> Session {
+        let (batches, rx) = mpsc::channel(config.in_flight.max(1));
+        let unanswered: Unanswered = Arc::new(Mutex::new(Some(HashMap::new())));
+        let mut client = ForwardClient::new(channel)
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX);
+        let reader = unanswered.clone();
+        let stall = config.stall_timeout;
+        tokio::spawn(async move {
+            let end = match client.write_stream(ReceiverStream::new(rx)).await {
+                Ok(results) => read_results(results.into_inner(), &reader, stall).await,
+                Err(status) => status,
+            };
+            let left = lock(&reader).take().unwrap_or_default();
+            for (_, batch) in left {
+                batch.fail(&end);
+            }
+        });
+        Session {
+            leader,
+            batches,
+            unanswered,
+        }
+    }
+
+    /// Sends `batch`; gives it back when the stream has ended.
+    async fn send(&self, batch: WriteBatch, in_flight: InFlight) -> Result<(), InFlight> {
+        let id = batch.batch_id;
+        match lock(&self.unanswered).as_mut() {
+            Some(unanswered) => unanswered.insert(id, in_flight),
+            None => return Err(in_flight),
+        };
+        if self.batches.send(batch).await.is_err() {
+            let back = lock(&self.unanswered).as_mut().and_then(|u| u.remove(&id));
+            // Not there: the reader failed it already.
+            return back.map_or(Ok(()), Err);
+        }
+        Ok(())
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Answers batches as results arrive; returns the status that ended the
+/// stream.
+async fn read_results(
+    mut results: Streaming<WriteResults>,
+    unanswered: &Unanswered,
+    stall: Duration,
+) -> Status {
+    loop {
+        match tokio::time::timeout(stall, results.message()).await {
+            Ok(Ok(Some(r))) => {
+                let batch = lock(unanswered)
+                    .as_mut()
+                    .and_then(|u| u.remove(&r.batch_id));
+                if let Some(batch) = batch {
+                    let outcomes = decode_results(r, batch.replies.len());
+                    batch.answer(outcomes);
+                }
+            }
+            Ok(Ok(None)) => {
+                return Status::unavailable("flotilla: the leader ended the forwarding stream");
+            }
+            Ok(Err(status)) => return status,
+            Err(_) => {
+                if lock(unanswered).as_ref().is_some_and(|u| !u.is_empty()) {
+                    return Status::unavailable(
+                        "etcdserver: request timed out (the leader stopped answering forwarded writes)",
+                    );
+                }
+            }
+        }
+    }
+}
+
 async fn run(
     ctx: ApiContext,
     cluster_id: u64,
@@ -107,6 +232,8 @@ async fn run(
     mut queue: mpsc::Receiver<Pending>,
 ) {
     let permits = Arc::new(Semaphore::new(config.in_flight.max(1)));
+    let mut session: Option<Session> = None;
+    let mut next_id = 0u64;
     while let Some(first) = queue.recv().await {
         // Writes queue up while every permit is taken: that is the batch.
         let Ok(permit) = permits.clone().acquire_owned().await else {
@@ -123,44 +250,55 @@ async fn run(
                 Err(_) => break,
             }
         }
-        let ctx = ctx.clone();
-        let command_bytes_max = config.command_bytes_max;
-        tokio::spawn(async move {
-            send_batch(&ctx, cluster_id, command_bytes_max, batch).await;
-            drop(permit);
-        });
-    }
-}
-
-async fn send_batch(
-    ctx: &ApiContext,
-    cluster_id: u64,
-    command_bytes_max: usize,
-    batch: Vec<Pending>,
-) {
-    let (commands, replies): (Vec<Bytes>, Vec<_>) =
-        batch.into_iter().map(|p| (p.command, p.reply)).unzip();
-    let outcomes = match ctx.leader_channel(&MetadataMap::new()).await {
-        // This member has become the leader since: propose here.
-        Ok(None) => propose_writes(ctx, commands, command_bytes_max).await,
-        Ok(Some(channel)) => {
-            let count = commands.len();
-            let mut client = ForwardClient::new(channel)
-                .max_decoding_message_size(usize::MAX)
-                .max_encoding_message_size(usize::MAX);
-            let call = client.writes(WriteBatch {
-                cluster_id,
-                commands,
+        let (commands, replies): (Vec<Bytes>, Vec<_>) =
+            batch.into_iter().map(|p| (p.command, p.reply)).unzip();
+        let in_flight = InFlight {
+            replies,
+            _permit: permit,
+        };
+        let status = ctx.raft.status();
+        if status.role == Role::Leader {
+            // This member has become the leader since: propose here.
+            let ctx = ctx.clone();
+            let command_bytes_max = config.command_bytes_max;
+            tokio::spawn(async move {
+                let outcomes = propose_writes(&ctx, commands, command_bytes_max).await;
+                in_flight.answer(outcomes);
             });
-            match call.await {
-                Ok(results) => decode_results(results.into_inner(), count),
-                Err(status) => vec![Err(status); count],
+            continue;
+        }
+        next_id += 1;
+        let batch = WriteBatch {
+            cluster_id,
+            commands,
+            batch_id: next_id,
+        };
+        let leader = status.leader.0;
+        let current = session
+            .as_ref()
+            .is_some_and(|s| s.leader == leader && !s.batches.is_closed());
+        if !current {
+            session = None;
+            match ctx.leader_channel(&MetadataMap::new()).await {
+                Ok(Some(channel)) => session = Some(Session::open(leader, channel, &config)),
+                Ok(None) => {
+                    // Elected meanwhile: the next batch is proposed here.
+                    in_flight.fail(&Status::unavailable("etcdserver: leader changed"));
+                    continue;
+                }
+                Err(status) => {
+                    in_flight.fail(&status);
+                    continue;
+                }
             }
         }
-        Err(status) => vec![Err(status); commands.len()],
-    };
-    for (reply, outcome) in replies.into_iter().zip(outcomes) {
-        let _ = reply.send(outcome);
+        let open = session.as_ref().expect("opened above");
+        if let Err(back) = open.send(batch, in_flight).await {
+            session = None;
+            back.fail(&Status::unavailable(
+                "flotilla: the forwarding stream to the leader ended",
+            ));
+        }
     }
 }
 
@@ -244,25 +382,36 @@ pub struct ForwardService {
     cluster_id: u64,
     command_bytes_max: usize,
     batch_max: usize,
+    in_flight_max: usize,
     message_bytes_max: usize,
+    closing: StreamCloser,
 }
 
 impl ForwardService {
     /// The service of a member of cluster `cluster_id`, with the limits of
-    /// `config` (batches up to four times the forwarders' own, so a peer
-    /// with other settings is not refused for a slightly larger batch).
+    /// `config` (batches and batches in flight up to four times the
+    /// forwarders' own, so a peer with other settings is not refused for a
+    /// slightly larger batch).
     pub fn new(ctx: ApiContext, cluster_id: u64, config: &WriteForwardConfig) -> Self {
         ForwardService {
             ctx,
             cluster_id,
             command_bytes_max: config.command_bytes_max,
             batch_max: config.batch_max.saturating_mul(4).max(1),
+            in_flight_max: config.in_flight.saturating_mul(4).max(1),
             message_bytes_max: config
                 .batch_bytes_max
                 .max(config.command_bytes_max)
                 .saturating_mul(4)
                 .saturating_add(1 << 16),
+            closing: StreamCloser::new(),
         }
+    }
+
+    /// Ends the open forwarding streams when the server shuts down:
+    /// followers never end theirs, and a graceful shutdown would wait.
+    pub fn stream_closer(&self) -> StreamCloser {
+        self.closing.clone()
     }
 
     /// The tonic server for this service.
@@ -272,12 +421,9 @@ impl ForwardService {
             .max_decoding_message_size(message_bytes_max)
             .max_encoding_message_size(usize::MAX)
     }
-}
 
-#[tonic::async_trait]
-impl Forward for ForwardService {
-    async fn writes(&self, request: Request<WriteBatch>) -> Result<Response<WriteResults>, Status> {
-        let batch = request.into_inner();
+    /// Why `batch` is refused, if it is.
+    fn check(&self, batch: &WriteBatch) -> Result<(), Status> {
         if batch.cluster_id != self.cluster_id {
             return Err(Status::failed_precondition(format!(
                 "flotilla: forwarded writes for cluster {:x}, this is {:x}",
@@ -291,6 +437,11 @@ impl Forward for ForwardService {
                 self.batch_max
             )));
         }
+        Ok(())
+    }
+
+    /// Proposes `batch` and gathers its outcomes.
+    async fn answer(&self, batch: WriteBatch) -> WriteResults {
         let outcomes = propose_writes(&self.ctx, batch.commands, self.command_bytes_max).await;
         let results = outcomes
             .into_iter()
@@ -309,7 +460,63 @@ impl Forward for ForwardService {
                 }),
             })
             .collect();
-        Ok(Response::new(WriteResults { results }))
+        WriteResults {
+            results,
+            batch_id: batch.batch_id,
+        }
+    }
+}
+
+/// What the leader streams back: each batch's results, or the status that
+/// ends the stream.
+type ResultStream = ReceiverStream<Result<WriteResults, Status>>;
+
+#[tonic::async_trait]
+impl Forward for ForwardService {
+    type WriteStreamStream = ResultStream;
+
+    async fn write_stream(
+        &self,
+        request: Request<Streaming<WriteBatch>>,
+    ) -> Result<Response<ResultStream>, Status> {
+        let mut batches = request.into_inner();
+        let (results, rx) = mpsc::channel(self.in_flight_max);
+        let service = self.clone();
+        let mut closing = self.closing.subscribe();
+        tokio::spawn(async move {
+            // At most `in_flight_max` batches are being proposed; the
+            // follower's further batches wait in the stream (HTTP/2 flow
+            // control), as do results the follower is slow to read.
+            let permits = Arc::new(Semaphore::new(service.in_flight_max));
+            loop {
+                let next = tokio::select! {
+                    () = crate::watch::closed(&mut closing) => {
+                        let _ = results.send(Err(Status::unavailable("etcdserver: server stopped"))).await;
+                        return;
+                    }
+                    next = batches.message() => next,
+                };
+                let batch = match next {
+                    Ok(Some(batch)) => batch,
+                    // The follower ended the stream or broke it.
+                    Ok(None) | Err(_) => return,
+                };
+                if let Err(status) = service.check(&batch) {
+                    let _ = results.send(Err(status)).await;
+                    return;
+                }
+                let Ok(permit) = permits.clone().acquire_owned().await else {
+                    return;
+                };
+                let (service, results) = (service.clone(), results.clone());
+                tokio::spawn(async move {
+                    let answered = service.answer(batch).await;
+                    let _ = results.send(Ok(answered)).await;
+                    drop(permit);
+                });
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
 
@@ -374,6 +581,7 @@ mod tests {
         };
         let results = WriteResults {
             results: vec![ok.clone(), failed],
+            batch_id: 1,
         };
         let decoded = decode_results(results, 2);
         assert_eq!(decoded[0].as_ref().unwrap(), &response);
@@ -382,11 +590,189 @@ mod tests {
             (e.code(), e.message()),
             (Code::Unavailable, "etcdserver: leader changed")
         );
-        let short = decode_results(WriteResults { results: vec![ok] }, 2);
+        let short = decode_results(
+            WriteResults {
+                results: vec![ok],
+                batch_id: 2,
+            },
+            2,
+        );
         assert!(
             short
                 .iter()
                 .all(|r| r.as_ref().unwrap_err().code() == Code::Internal)
         );
+    }
+
+    /// How a scripted leader treats the batches it receives.
+    #[derive(Clone, Copy)]
+    enum Script {
+        /// Answers each pair of batches in reverse order.
+        Reverse,
+        /// Reads batches and never answers.
+        Silent,
+        /// Ends the stream after reading one batch.
+        HangUp,
+    }
+
+    /// A leader stand-in answering every command of a batch with a put
+    /// response whose revision is the batch id.
+    #[derive(Clone, Copy)]
+    struct Scripted(Script);
+
+    fn answer(batch: &WriteBatch) -> WriteResults {
+        let response = KvResponse::Put(PutResponse {
+            header: Some(ResponseHeader {
+                revision: batch.batch_id as i64,
+                ..Default::default()
+            }),
+            prev_kv: None,
+        });
+        let encoded = Bytes::from(
+            ForwardedResponse {
+                response: Some(response),
+            }
+            .encode_to_vec(),
+        );
+        WriteResults {
+            results: batch
+                .commands
+                .iter()
+                .map(|_| WriteResult {
+                    outcome: Some(Outcome::Response(encoded.clone())),
+                })
+                .collect(),
+            batch_id: batch.batch_id,
+        }
+    }
+
+    #[tonic::async_trait]
+    impl Forward for Scripted {
+        type WriteStreamStream = ResultStream;
+
+        async fn write_stream(
+            &self,
+            request: Request<Streaming<WriteBatch>>,
+        ) -> Result<Response<ResultStream>, Status> {
+            let mut batches = request.into_inner();
+            let (tx, rx) = mpsc::channel(8);
+            let script = self.0;
+            tokio::spawn(async move {
+                let mut held = Vec::new();
+                while let Ok(Some(batch)) = batches.message().await {
+                    match script {
+                        Script::Reverse => {
+                            held.push(batch);
+                            if held.len() == 2 {
+                                for b in held.drain(..).rev() {
+                                    let _ = tx.send(Ok(answer(&b))).await;
+                                }
+                            }
+                        }
+                        Script::Silent => held.push(batch),
+                        Script::HangUp => return,
+                    }
+                }
+            });
+            Ok(Response::new(ReceiverStream::new(rx)))
+        }
+    }
+
+    /// A session to a scripted leader on loopback.
+    async fn session_to(script: Script) -> Session {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(ForwardServer::new(Scripted(script)))
+                .serve_with_incoming(crate::coalesce::incoming(listener)),
+        );
+        let channel = tonic::transport::Endpoint::from_shared(url)
+            .unwrap()
+            .connect_with_connector_lazy(crate::coalesce::Connector);
+        let config = WriteForwardConfig {
+            stall_timeout: Duration::from_millis(300),
+            ..WriteForwardConfig::for_request_limit(1024)
+        };
+        Session::open(2, channel, &config)
+    }
+
+    /// Sends a batch of `n` writes with id `id`; the receivers of their
+    /// outcomes.
+    async fn send(session: &Session, id: u64, n: usize) -> Vec<oneshot::Receiver<WriteOutcome>> {
+        let permit = Arc::new(Semaphore::new(1)).acquire_owned().await.unwrap();
+        let (replies, answers): (Vec<_>, Vec<_>) = (0..n).map(|_| oneshot::channel()).unzip();
+        let batch = WriteBatch {
+            cluster_id: 1,
+            commands: (0..n).map(|_| Bytes::from_static(b"w")).collect(),
+            batch_id: id,
+        };
+        let in_flight = InFlight {
+            replies,
+            _permit: permit,
+        };
+        assert!(session.send(batch, in_flight).await.is_ok());
+        answers
+    }
+
+    /// The outcome, which must come within ten seconds.
+    async fn within(answer: oneshot::Receiver<WriteOutcome>) -> WriteOutcome {
+        tokio::time::timeout(Duration::from_secs(10), answer)
+            .await
+            .expect("no outcome within 10 s")
+            .expect("the reply was dropped unanswered")
+    }
+
+    fn revision(outcome: WriteOutcome) -> i64 {
+        match outcome.unwrap() {
+            KvResponse::Put(p) => p.header.unwrap().revision,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn answers_reach_their_batches_in_any_order() {
+        let session = session_to(Script::Reverse).await;
+        let first = send(&session, 7, 2).await;
+        let second = send(&session, 8, 3).await;
+        for answer in first {
+            assert_eq!(revision(within(answer).await), 7);
+        }
+        for answer in second {
+            assert_eq!(revision(within(answer).await), 8);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_silent_leader_fails_the_batches_after_the_stall_timeout() {
+        let session = session_to(Script::Silent).await;
+        let answers = send(&session, 1, 2).await;
+        for answer in answers {
+            let e = within(answer).await.unwrap_err();
+            assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+        }
+        // The stream is given up: the next batch is refused at once, so the
+        // forwarder opens a new one.
+        let permit = Arc::new(Semaphore::new(1)).acquire_owned().await.unwrap();
+        let refused = session
+            .send(
+                WriteBatch::default(),
+                InFlight {
+                    replies: Vec::new(),
+                    _permit: permit,
+                },
+            )
+            .await;
+        assert!(refused.is_err());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stream_the_leader_ends_fails_what_it_left() {
+        let session = session_to(Script::HangUp).await;
+        let answers = send(&session, 1, 2).await;
+        for answer in answers {
+            let e = within(answer).await.unwrap_err();
+            assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+        }
     }
 }

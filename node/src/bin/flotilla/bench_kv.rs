@@ -172,8 +172,7 @@ async fn connect(endpoint: &str, timeout: Duration) -> Result<Channel> {
         .with_context(|| format!("bad endpoint {endpoint}"))?
         .connect_timeout(Duration::from_secs(3))
         .timeout(timeout)
-        .tcp_nodelay(true)
-        .connect()
+        .connect_with_connector(flotilla_node::coalesce::Connector)
         .await
         .with_context(|| format!("cannot connect to {url}"))
 }
