@@ -145,7 +145,10 @@ fn connect_lazy(url: &str, timeout: Duration) -> Result<Channel, ClientError> {
     };
     Endpoint::from_shared(url.clone())
         .map_err(|e| ClientError::BadEndpoint(format!("{url}: {e}")))
-        .map(|e| e.connect_timeout(timeout).connect_lazy())
+        .map(|e| {
+            e.connect_timeout(timeout)
+                .connect_with_connector_lazy(crate::coalesce::Connector)
+        })
 }
 
 #[cfg(test)]

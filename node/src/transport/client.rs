@@ -203,7 +203,6 @@ fn endpoint(peer: NodeId, url: &str, config: &TransportConfig) -> Result<Endpoin
     }
     Ok(endpoint
         .connect_timeout(config.connect_timeout)
-        .tcp_nodelay(true)
         .http2_keep_alive_interval(config.keepalive_interval)
         .keep_alive_timeout(config.keepalive_timeout)
         .keep_alive_while_idle(true))

@@ -132,7 +132,13 @@ impl PeerTask {
     async fn connect(&self) -> Result<Channel, String> {
         // The endpoint has the connect timeout too; this one also bounds the
         // HTTP/2 handshake.
-        match tokio::time::timeout(self.config.connect_timeout, self.endpoint.connect()).await {
+        match tokio::time::timeout(
+            self.config.connect_timeout,
+            self.endpoint
+                .connect_with_connector(crate::coalesce::Connector),
+        )
+        .await
+        {
             Ok(Ok(channel)) => Ok(channel),
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err("connect timed out".into()),

@@ -11,7 +11,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
-use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status, Streaming};
 
 /// What became of a delivered message.
@@ -210,8 +209,7 @@ pub async fn serve<S: MessageSink>(
         .http2_keepalive_interval(Some(service.keepalive_interval))
         .http2_keepalive_timeout(Some(service.keepalive_timeout))
         .add_service(service.into_server())
-        // TCP_NODELAY on accepted sockets, or small batches wait out Nagle's
-        // algorithm against the peer's delayed ACK.
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), signal)
+        // TCP_NODELAY and coalesced writes on accepted sockets.
+        .serve_with_incoming_shutdown(crate::coalesce::incoming(listener), signal)
         .await
 }
