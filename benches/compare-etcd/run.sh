@@ -17,8 +17,10 @@
 # Loads (same flags for both systems):
 #   (a) put: 8 B keys (random over KEY_SPACE keys), 256 B values, CLIENTS
 #       clients over CONNS connections, TOTAL requests, spread over the 3
-#       members (followers forward to the leader; PUT_FLAGS=--leader-only
-#       sends to the leader instead);
+#       members (followers forward to the leader); PUT_FLAGS adds flags;
+#   (a') put-leader: the same, every connection to the leader (etcd's
+#       benchmark calls this --target-leader; etcd's performance guide
+#       reports both); LEADER_PUT=0 skips it;
 #   (b) linearizable range of one key, CLIENTS clients, RANGE_TOTAL requests.
 # Flotilla-only scenarios (SCENARIOS=1, the default):
 #   (c) leader killed: kill -9 the leader, time until a Put succeeds again;
@@ -26,7 +28,8 @@
 #       SIGCONT it, time until its applied index reaches the leader's.
 #
 # Environment: TOTAL (20000), RANGE_TOTAL (TOTAL), CLIENTS (100), CONNS (10),
-# KEY_SPACE (100000), PUT_FLAGS (''), SCENARIOS (1), CATCHUP_KEYS (100000),
+# KEY_SPACE (100000), PUT_FLAGS (''), LEADER_PUT (1), SCENARIOS (1),
+# CATCHUP_KEYS (100000),
 # ETCD_BASE (32379) and FLOTILLA_BASE (42379): member i listens for clients on
 # BASE+i, for peers on BASE+100+i (Flotilla: HTTP on BASE+200+i).
 # Needs: bash, jq, timeout (coreutils), cargo.
@@ -39,6 +42,7 @@ CLIENTS=${CLIENTS:-100}
 CONNS=${CONNS:-10}
 KEY_SPACE=${KEY_SPACE:-100000}
 PUT_FLAGS=${PUT_FLAGS:-}
+LEADER_PUT=${LEADER_PUT:-1}
 SCENARIOS=${SCENARIOS:-1}
 CATCHUP_KEYS=${CATCHUP_KEYS:-100000}
 ETCD_BASE=${ETCD_BASE:-32379}
@@ -145,6 +149,10 @@ for sys in etcd flotilla; do
 	[[ $sys == etcd ]] && e=$ETCD_EPS || e=$FLO_EPS
 	log "$sys: put, $TOTAL requests"
 	bench "$WORK/$sys-put.json" "$e" "${PUT_ARGS[@]}"
+	if [[ $LEADER_PUT == 1 ]]; then
+		log "$sys: put to the leader, $TOTAL requests"
+		bench "$WORK/$sys-put-leader.json" "$e" "${PUT_ARGS[@]}" --leader-only
+	fi
 	log "$sys: linearizable range, $RANGE_TOTAL requests"
 	bench "$WORK/$sys-range.json" "$e" "${RANGE_ARGS[@]}"
 done
@@ -163,11 +171,13 @@ row() { # row LOAD: one line per load from the two JSON reports
 }
 echo
 echo "compare-etcd: 3 members each on loopback, fsync on; $CLIENTS clients, $CONNS connections"
-echo "put: $TOTAL x (8 B key, 256 B value); range: $RANGE_TOTAL x linearizable range of one key"
+echo "put: $TOTAL x (8 B key, 256 B value) spread over the members; put-leader: the same, all to the leader"
+echo "range: $RANGE_TOTAL x linearizable range of one key"
 echo "ratio = flotilla / etcd (throughput: higher is better; latency: lower is better)"
 {
 	printf 'load\tetcd req/s\tflotilla req/s\tratio\tetcd p50 ms\tflotilla p50 ms\tratio\tetcd p99 ms\tflotilla p99 ms\tratio\terrors e/f\n'
 	row put
+	[[ $LEADER_PUT != 1 ]] || row put-leader
 	row range
 } | column -t -s $'\t'
 echo
