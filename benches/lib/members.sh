@@ -5,7 +5,8 @@
 # Source it after setting LOG_TAG (the log prefix), WORK_PREFIX (the scratch
 # folder's name) and optionally STOP_WAIT_MS (how long members get to stop
 # after SIGTERM before SIGKILL; default 10000). It sets ROOT, WORK and PIDS
-# (member name -> pid: add every member started).
+# (member name -> pid: add every member started). KEEP_WORK=1 keeps the
+# scratch folder (data and member logs) for a look afterwards.
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/$WORK_PREFIX.XXXXXX")
@@ -38,7 +39,11 @@ cleanup() {
 		log "failed (exit $rc); member logs follow"
 		tail -n 20 "$WORK"/*.log 2>/dev/null >&2 || true
 	fi
-	rm -rf "$WORK"
+	if [[ ${KEEP_WORK:-0} == 1 ]]; then
+		log "kept the members' data and logs in $WORK (KEEP_WORK=1)"
+	else
+		rm -rf "$WORK"
+	fi
 	exit "$rc"
 }
 trap cleanup EXIT

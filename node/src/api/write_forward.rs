@@ -22,7 +22,7 @@ use flotilla_proto::forward::forward_client::ForwardClient;
 use flotilla_proto::forward::forward_server::{Forward, ForwardServer};
 use flotilla_proto::forward::write_result::Outcome;
 use flotilla_proto::forward::{WriteBatch, WriteFailure, WriteResult, WriteResults};
-use flotilla_raft::{Bytes, Role};
+use flotilla_raft::Bytes;
 use prost::Message as _;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -256,24 +256,7 @@ async fn run(
             replies,
             _permit: permit,
         };
-        let status = ctx.raft.status();
-        if status.role == Role::Leader {
-            // This member has become the leader since: propose here.
-            let ctx = ctx.clone();
-            let command_bytes_max = config.command_bytes_max;
-            tokio::spawn(async move {
-                let outcomes = propose_writes(&ctx, commands, command_bytes_max).await;
-                in_flight.answer(outcomes);
-            });
-            continue;
-        }
-        next_id += 1;
-        let batch = WriteBatch {
-            cluster_id,
-            commands,
-            batch_id: next_id,
-        };
-        let leader = status.leader.0;
+        let leader = ctx.raft.status().leader.0;
         let current = session
             .as_ref()
             .is_some_and(|s| s.leader == leader && !s.batches.is_closed());
@@ -282,8 +265,13 @@ async fn run(
             match ctx.leader_channel(&MetadataMap::new()).await {
                 Ok(Some(channel)) => session = Some(Session::open(leader, channel, &config)),
                 Ok(None) => {
-                    // Elected meanwhile: the next batch is proposed here.
-                    in_flight.fail(&Status::unavailable("etcdserver: leader changed"));
+                    // This member has become the leader since: propose here.
+                    let ctx = ctx.clone();
+                    let command_bytes_max = config.command_bytes_max;
+                    tokio::spawn(async move {
+                        let outcomes = propose_writes(&ctx, commands, command_bytes_max).await;
+                        in_flight.answer(outcomes);
+                    });
                     continue;
                 }
                 Err(status) => {
@@ -292,6 +280,12 @@ async fn run(
                 }
             }
         }
+        next_id += 1;
+        let batch = WriteBatch {
+            cluster_id,
+            commands,
+            batch_id: next_id,
+        };
         let open = session.as_ref().expect("opened above");
         if let Err(back) = open.send(batch, in_flight).await {
             session = None;
