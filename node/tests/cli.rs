@@ -479,3 +479,104 @@ async fn cluster_status_lists_every_member_and_survives_one_down() {
     assert!(err.contains("no member answered"), "{err}");
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bench_kv_put_and_range_report_every_request() {
+    let c = Cluster::start().await;
+    let e = c.endpoints();
+    // 300 sequential keys over every member (two of them forward): each
+    // write lands once, as a count of the whole key space shows.
+    let put = json(
+        &flotilla(
+            &e,
+            &[
+                "bench",
+                "kv",
+                "put",
+                "--clients",
+                "8",
+                "--conns",
+                "3",
+                "--total",
+                "300",
+                "--key-size",
+                "8",
+                "--val-size",
+                "64",
+                "--sequential-keys",
+                "--key-space-size",
+                "300",
+                "--no-progress",
+                "-w",
+                "json",
+            ],
+            None,
+        )
+        .await
+        .ok(),
+    );
+    assert_eq!(put["op"], "put", "{put}");
+    assert_eq!(
+        (put["ok"].as_u64(), put["errors"].as_u64()),
+        (Some(300), Some(0)),
+        "{put}"
+    );
+    assert_eq!(put["endpoints"].as_array().map(Vec::len), Some(3), "{put}");
+    let p50 = put["latency_ms"]["p50"].as_f64().unwrap_or(0.0);
+    let p99 = put["latency_ms"]["p99"].as_f64().unwrap_or(0.0);
+    assert!(p50 > 0.0 && p50 <= p99, "{put}");
+    assert_eq!(
+        flotilla(&e, &["kv", "get", "", "--from-key", "--count-only"], None)
+            .await
+            .ok(),
+        "300\n"
+    );
+
+    // Linearizable ranges against the leader alone.
+    let range = json(
+        &flotilla(
+            &e,
+            &[
+                "bench",
+                "kv",
+                "range",
+                "bench-key",
+                "--consistency",
+                "l",
+                "--clients",
+                "4",
+                "--conns",
+                "2",
+                "--total",
+                "200",
+                "--leader-only",
+                "--no-progress",
+                "-w",
+                "json",
+            ],
+            None,
+        )
+        .await
+        .ok(),
+    );
+    assert_eq!(
+        (range["ok"].as_u64(), range["errors"].as_u64()),
+        (Some(200), Some(0)),
+        "{range}"
+    );
+    assert_eq!(
+        range["endpoints"],
+        serde_json::json!([e[c.leader()].clone()]),
+        "{range}"
+    );
+
+    // A member that does not answer: every request fails, and says why.
+    let dead = flotilla(
+        &["http://127.0.0.1:1".to_string()],
+        &["bench", "kv", "put", "--total", "5", "--no-progress"],
+        None,
+    )
+    .await
+    .failed(1);
+    assert!(dead.contains("cannot connect"), "{dead}");
+}

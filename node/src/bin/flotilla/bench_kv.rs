@@ -23,6 +23,12 @@ use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll};
+use tonic::body::Body;
+use tonic::codegen::Service;
+use tonic::codegen::http::{Request as HttpRequest, Response as HttpResponse, Uri};
 use tonic::transport::{Channel, Endpoint};
 
 /// `flotilla bench kv ...`
@@ -162,6 +168,57 @@ fn key_bytes(n: u64, size: usize) -> Vec<u8> {
     key
 }
 
+/// One HTTP/2 connection of the load, used through hyper's client
+/// directly. A tonic `Channel` hands every request to a buffer task before
+/// the connection's own task sees it; without that hop the generator takes
+/// less of the CPU it shares with the members under test. Clones share the
+/// connection.
+#[derive(Clone)]
+struct Conn(hyper::client::conn::http2::SendRequest<Body>);
+
+impl Service<HttpRequest<Body>> for Conn {
+    type Response = HttpResponse<hyper::body::Incoming>;
+    type Error = hyper::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, hyper::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), hyper::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: HttpRequest<Body>) -> Self::Future {
+        Box::pin(self.0.send_request(request))
+    }
+}
+
+/// A KV client on a new load connection to `endpoint` (TCP_NODELAY,
+/// writes coalesced per scheduler pass, as the members' own connections).
+async fn connect_load(endpoint: &str, timeout: Duration) -> Result<KvClient<Conn>> {
+    let url = if endpoint.contains("://") {
+        endpoint.to_string()
+    } else {
+        format!("http://{endpoint}")
+    };
+    let uri: Uri = url
+        .parse()
+        .with_context(|| format!("bad endpoint {endpoint}"))?;
+    let connecting = async {
+        let io = flotilla_node::coalesce::Connector
+            .call(uri.clone())
+            .await
+            .with_context(|| format!("cannot connect to {url}"))?;
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .handshake(io)
+            .await
+            .with_context(|| format!("HTTP/2 handshake with {url} failed"))
+    };
+    let (send, connection) = tokio::time::timeout(timeout.min(Duration::from_secs(3)), connecting)
+        .await
+        .with_context(|| format!("cannot connect to {url}: timed out"))??;
+    // Runs until every clone of the client is dropped.
+    tokio::spawn(connection);
+    Ok(KvClient::with_origin(Conn(send), uri))
+}
+
 async fn connect(endpoint: &str, timeout: Duration) -> Result<Channel> {
     let url = if endpoint.contains("://") {
         endpoint.to_string()
@@ -265,9 +322,9 @@ pub async fn run(cmd: KvBench, endpoints: &[String], out: WriteOut) -> Result<Ex
     } else {
         endpoints.to_vec()
     };
-    let mut channels = Vec::with_capacity(load.conns);
+    let mut conns = Vec::with_capacity(load.conns);
     for i in 0..load.conns {
-        channels.push(connect(&targets[i % targets.len()], timeout).await?);
+        conns.push(connect_load(&targets[i % targets.len()], timeout).await?);
     }
 
     let bar = if load.no_progress {
@@ -287,9 +344,11 @@ pub async fn run(cmd: KvBench, endpoints: &[String], out: WriteOut) -> Result<Ex
     let start = Instant::now();
     let mut tasks = Vec::with_capacity(load.clients);
     for c in 0..load.clients {
-        let client = KvClient::new(channels[c % channels.len()].clone());
+        let client = conns[c % conns.len()].clone();
         let (op, next, bar, total) = (op.clone(), next.clone(), bar.clone(), load.total);
-        tasks.push(tokio::spawn(requester(client, op, next, bar, total, c)));
+        tasks.push(tokio::spawn(requester(
+            client, op, next, bar, total, timeout, c,
+        )));
     }
     let mut hist = histogram();
     let mut errors = 0;
@@ -360,11 +419,12 @@ pub async fn run(cmd: KvBench, endpoints: &[String], out: WriteOut) -> Result<Ex
 }
 
 async fn requester(
-    mut client: KvClient<Channel>,
+    mut client: KvClient<Conn>,
     op: Op,
     next: Arc<AtomicU64>,
     bar: ProgressBar,
     total: u64,
+    timeout: Duration,
     seed: usize,
 ) -> Tally {
     let mut rng = SmallRng::seed_from_u64(seed as u64 ^ 0x5eed_f107);
@@ -379,40 +439,49 @@ async fn requester(
             break;
         }
         let began = Instant::now();
-        let result = match &op {
-            Op::Put {
-                key_size,
-                value,
-                sequential,
-                key_space,
-            } => {
-                let k = if *sequential {
-                    n % key_space
-                } else {
-                    rng.random_range(0..*key_space)
-                };
-                client
-                    .put(PutRequest {
-                        key: key_bytes(k, *key_size),
-                        value: value.clone(),
-                        ..PutRequest::default()
+        let call = async {
+            match &op {
+                Op::Put {
+                    key_size,
+                    value,
+                    sequential,
+                    key_space,
+                } => {
+                    let k = if *sequential {
+                        n % key_space
+                    } else {
+                        rng.random_range(0..*key_space)
+                    };
+                    client
+                        .put(PutRequest {
+                            key: key_bytes(k, *key_size),
+                            value: value.clone(),
+                            ..PutRequest::default()
+                        })
+                        .await
+                        .map(|_| ())
+                }
+                Op::Range {
+                    key,
+                    range_end,
+                    serializable,
+                } => client
+                    .range(RangeRequest {
+                        key: key.clone(),
+                        range_end: range_end.clone(),
+                        serializable: *serializable,
+                        ..RangeRequest::default()
                     })
                     .await
-                    .map(|_| ())
+                    .map(|_| ()),
             }
-            Op::Range {
-                key,
-                range_end,
-                serializable,
-            } => client
-                .range(RangeRequest {
-                    key: key.clone(),
-                    range_end: range_end.clone(),
-                    serializable: *serializable,
-                    ..RangeRequest::default()
-                })
-                .await
-                .map(|_| ()),
+        };
+        let result = match tokio::time::timeout(timeout, call).await {
+            Ok(result) => result,
+            Err(_) => Err(tonic::Status::deadline_exceeded(format!(
+                "no answer within {} ms",
+                timeout.as_millis()
+            ))),
         };
         match result {
             Ok(()) => {
