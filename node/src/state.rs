@@ -118,15 +118,20 @@ impl StateMachine for NodeStateMachine {
     type Output = KvOutput;
 
     fn apply(&mut self, index: LogIndex, command: &Bytes) -> KvOutput {
-        let output = self.kv.apply_entry(index, command);
+        // Events only while someone listens. A watcher subscribes before it
+        // reads the history it starts from, so one that subscribes after
+        // this entry finds its changes in that history.
+        self.kv.set_record_events(self.events.receiver_count() > 0);
+        let mut output = self.kv.apply_entry(index, command);
         if !output.lease_changes.is_empty() {
             self.lessor().apply(&output.lease_changes, Instant::now());
         }
-        if !output.events.is_empty() {
-            // No receivers is fine: nobody watches.
+        let events = std::mem::take(&mut output.events);
+        if !events.is_empty() {
+            // Every receiver may have gone meanwhile: nobody watches then.
             let _ = self.events.send(Arc::new(AppliedEvents {
                 revision: output.revision,
-                events: output.events.clone(),
+                events,
             }));
         }
         output

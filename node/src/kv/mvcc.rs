@@ -38,6 +38,19 @@ pub(crate) struct WriteBatch {
     main: i64,
     sub: i64,
     events: Vec<Event>,
+    /// Whether to build `events` (nobody may be watching).
+    record_events: bool,
+}
+
+/// What [`MvccStore::put`] replaced.
+#[derive(Debug)]
+pub(crate) struct PutOutcome {
+    /// The lease of the version replaced (0 when there was none, or no live one).
+    pub prev_lease: i64,
+    /// The lease of the version written.
+    pub lease: i64,
+    /// The version replaced, if live and asked for.
+    pub prev_kv: Option<KeyValue>,
 }
 
 impl WriteBatch {
@@ -186,59 +199,97 @@ impl MvccStore {
             .collect()
     }
 
-    /// Opens a write transaction at the next revision.
-    pub(crate) fn begin(&self) -> WriteBatch {
+    /// Opens a write transaction at the next revision; it builds watch
+    /// events only when `record_events` says someone may want them.
+    pub(crate) fn begin(&self, record_events: bool) -> WriteBatch {
         WriteBatch {
             main: self.revision + 1,
             sub: 0,
             events: Vec::new(),
+            record_events,
         }
     }
 
-    /// Writes a new version of `key`; returns the version it replaces, if live.
+    /// Writes a new version of `key`: `value` and `lease`, or where `None`
+    /// those of the live version it replaces (etcd's `ignore_value` and
+    /// `ignore_lease`; with no live version, empty and 0). One lookup; the
+    /// replaced version is copied out only when `want_prev` asks for it or
+    /// an event needs it.
     pub(crate) fn put(
         &mut self,
         w: &mut WriteBatch,
         key: &[u8],
-        value: &[u8],
-        lease: i64,
-    ) -> Option<KeyValue> {
+        value: Option<&[u8]>,
+        lease: Option<i64>,
+        want_prev: bool,
+    ) -> PutOutcome {
         let rev = Revision {
             main: w.main,
             sub: w.sub,
         };
-        let (shared, prev_kv, record) = match self.keys.get_key_value(key) {
+        let existing = self
+            .keys
+            .range_mut::<[u8], _>((Bound::Included(key), Bound::Included(key)))
+            .next();
+        let (mut outcome, event_kv, shared) = match existing {
             Some((shared, versions)) => {
                 let prev = Some(versions.last()).filter(|p| !p.is_tombstone());
-                let record = match prev.map(Version::meta) {
-                    Some(p) => Version::live(rev, p.create_revision, p.version + 1, lease, value),
-                    None => Version::live(rev, w.main, 1, lease, value),
+                let prev_meta = prev.map(Version::meta);
+                let prev_lease = prev_meta.map_or(0, |m| m.lease);
+                let lease = lease.unwrap_or(prev_lease);
+                let (create_revision, version) =
+                    prev_meta.map_or((w.main, 1), |m| (m.create_revision, m.version + 1));
+                let record = match (value, prev) {
+                    (Some(v), _) => Version::live(rev, create_revision, version, lease, v),
+                    (None, Some(p)) => {
+                        Version::live(rev, create_revision, version, lease, p.parts().1)
+                    }
+                    (None, None) => Version::live(rev, create_revision, version, lease, &[]),
                 };
-                (shared.clone(), prev.map(|p| to_kv(key, p)), record)
+                let prev_kv = prev
+                    .filter(|_| want_prev || w.record_events)
+                    .map(|p| to_kv(key, p));
+                let event_kv = w.record_events.then(|| to_kv(key, &record));
+                self.size_bytes += version_bytes(&record);
+                let shared = shared.clone();
+                versions.push(record);
+                let outcome = PutOutcome {
+                    prev_lease,
+                    lease,
+                    prev_kv,
+                };
+                (outcome, event_kv, shared)
             }
-            None => (
-                Key::from(key),
-                None,
-                Version::live(rev, w.main, 1, lease, value),
-            ),
-        };
-        let kv = to_kv(key, &record);
-        self.size_bytes += version_bytes(&record);
-        match self.keys.get_mut(key) {
-            Some(versions) => versions.push(record),
             None => {
-                self.size_bytes += key_bytes(key);
+                let lease = lease.unwrap_or(0);
+                let record = Version::live(rev, w.main, 1, lease, value.unwrap_or(&[]));
+                let event_kv = w.record_events.then(|| to_kv(key, &record));
+                let shared = Key::from(key);
+                self.size_bytes += key_bytes(key) + version_bytes(&record);
                 self.keys.insert(shared.clone(), VersionList::One(record));
+                let outcome = PutOutcome {
+                    prev_lease: 0,
+                    lease,
+                    prev_kv: None,
+                };
+                (outcome, event_kv, shared)
             }
-        }
+        };
         self.by_revision.insert(rev, shared);
         w.sub += 1;
-        w.events.push(Event {
-            r#type: EventType::Put as i32,
-            kv: Some(kv),
-            prev_kv: prev_kv.clone(),
-        });
-        prev_kv
+        if let Some(kv) = event_kv {
+            let prev_kv = if want_prev {
+                outcome.prev_kv.clone()
+            } else {
+                outcome.prev_kv.take()
+            };
+            w.events.push(Event {
+                r#type: EventType::Put as i32,
+                kv: Some(kv),
+                prev_kv,
+            });
+        }
+        outcome
     }
 
     /// Deletes `key` if it is live; returns the deleted version.
@@ -259,26 +310,30 @@ impl MvccStore {
         self.keys.get_mut(key).expect("looked up above").push(tomb);
         self.by_revision.insert(rev, shared);
         w.sub += 1;
-        let kv = KeyValue {
-            key: key.to_vec(),
-            mod_revision: w.main,
-            ..Default::default()
-        };
-        w.events.push(Event {
-            r#type: EventType::Delete as i32,
-            kv: Some(kv),
-            prev_kv: Some(prev.clone()),
-        });
+        if w.record_events {
+            let kv = KeyValue {
+                key: key.to_vec(),
+                mod_revision: w.main,
+                ..Default::default()
+            };
+            w.events.push(Event {
+                r#type: EventType::Delete as i32,
+                kv: Some(kv),
+                prev_kv: Some(prev.clone()),
+            });
+        }
         Some(prev)
     }
 
     /// Closes a write transaction: the revision moves if it changed
-    /// anything. Returns its events, in change order.
-    pub(crate) fn end(&mut self, w: WriteBatch) -> Vec<Event> {
-        if w.sub > 0 {
+    /// anything. Returns whether it did, and its events in change order
+    /// (none unless it recorded them).
+    pub(crate) fn end(&mut self, w: WriteBatch) -> (bool, Vec<Event>) {
+        let changed = w.sub > 0;
+        if changed {
             self.revision = w.main;
         }
-        w.events
+        (changed, w.events)
     }
 
     /// etcd's Compact: drops history below `at`.

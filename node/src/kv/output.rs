@@ -61,7 +61,8 @@ pub struct KvOutput {
     pub result: Result<KvResponse, KvError>,
     /// The changes the command made, in order, with `prev_kv` set where
     /// there was a live previous version: what live watchers are sent.
-    /// Empty for a duplicate.
+    /// Empty for a duplicate, and while the store records no events
+    /// ([`super::KvStore::set_record_events`]).
     pub events: Vec<Event>,
     /// Leases granted or revoked.
     pub lease_changes: Vec<LeaseChange>,

@@ -352,6 +352,7 @@ impl KvStore {
             applied_index: r.applied_index,
             members: r.members.into_iter().map(|m| (m.id, m)).collect(),
             removed_members: r.removed_members.into_iter().collect(),
+            record_events: true,
         })
     }
 }

@@ -33,6 +33,8 @@ pub struct KvStore {
     pub(crate) members: BTreeMap<u64, Member>,
     /// Ids of removed members.
     pub(crate) removed_members: BTreeSet<u64>,
+    /// Whether applied commands build watch events ([`KvOutput::events`]).
+    pub(crate) record_events: bool,
 }
 
 fn header(revision: i64) -> Option<ResponseHeader> {
@@ -53,7 +55,16 @@ impl KvStore {
             applied_index: 0,
             members: BTreeMap::new(),
             removed_members: BTreeSet::new(),
+            record_events: true,
         }
+    }
+
+    /// Whether applied commands build watch events (the default): a node
+    /// turns them off while nobody watches, since watchers that come later
+    /// read what they missed from the history. Copying every written value
+    /// into events nobody reads would cost each write several allocations.
+    pub fn set_record_events(&mut self, on: bool) {
+        self.record_events = on;
     }
 
     /// The limits in force.
@@ -179,10 +190,10 @@ impl KvStore {
             return self.rejected(KvError::BadRequest("command without an operation".into()));
         };
         let mut changes = Vec::new();
-        let mut w = self.mvcc.begin();
+        let mut w = self.mvcc.begin(self.record_events);
         let result = self.execute(index, &mut w, op, &mut changes);
-        let events = self.mvcc.end(w);
-        if !events.is_empty() {
+        let (changed, events) = self.mvcc.end(w);
+        if changed {
             self.mvcc.auto_compact(self.config.retain_revisions);
         }
         let result = result.map(|r| with_revision(r, self.revision()));
@@ -229,21 +240,13 @@ impl KvStore {
 
     /// A checked Put: writes the new version and moves the key's lease.
     pub(crate) fn put_op(&mut self, w: &mut WriteBatch, req: &PutRequest) -> PutResponse {
-        let prev = self.mvcc.get(&req.key, w.read_revision());
-        let value: &[u8] = match (&prev, req.ignore_value) {
-            (Some(p), true) => &p.value,
-            _ => &req.value,
-        };
-        let lease = match (&prev, req.ignore_lease) {
-            (Some(p), true) => p.lease,
-            _ => req.lease,
-        };
-        self.mvcc.put(w, &req.key, value, lease);
-        self.leases
-            .reattach(&req.key, prev.as_ref().map_or(0, |p| p.lease), lease);
+        let value = (!req.ignore_value).then_some(&req.value[..]);
+        let lease = (!req.ignore_lease).then_some(req.lease);
+        let put = self.mvcc.put(w, &req.key, value, lease, req.prev_kv);
+        self.leases.reattach(&req.key, put.prev_lease, put.lease);
         PutResponse {
             header: header(w.read_revision()),
-            prev_kv: prev.filter(|_| req.prev_kv),
+            prev_kv: put.prev_kv,
         }
     }
 

@@ -994,3 +994,67 @@ fn size_estimate_follows_writes_compaction_and_snapshots() {
         "compacting past a deletion drops the key's whole history"
     );
 }
+
+/// A store that records no events (nobody watches) answers every command
+/// exactly as one that does, and ends in the same state.
+#[test]
+fn without_events_the_answers_and_the_state_are_the_same() {
+    let mut with = Harness::new();
+    let mut without = Harness::new();
+    without.s.set_record_events(false);
+    let lease = KvOp::LeaseGrant(LeaseGrantRequest { ttl: 60, id: 7 });
+    let ops = vec![
+        lease,
+        KvOp::Put(put_req("a", "1")),
+        KvOp::Put(PutRequest {
+            prev_kv: true,
+            lease: 7,
+            ..put_req("a", "2")
+        }),
+        KvOp::Put(PutRequest {
+            ignore_value: true,
+            prev_kv: true,
+            ..put_req("a", "")
+        }),
+        KvOp::Put(PutRequest {
+            ignore_lease: true,
+            ..put_req("a", "3")
+        }),
+        KvOp::Put(put_req("b", "1")),
+        KvOp::DeleteRange(DeleteRangeRequest {
+            key: "a".into(),
+            range_end: "c".into(),
+            prev_kv: true,
+        }),
+        KvOp::Put(PutRequest {
+            ignore_value: true,
+            ..put_req("a", "")
+        }),
+        KvOp::Put(put_req("a", "again")),
+        KvOp::LeaseRevoke(LeaseRevokeRequest { id: 7 }),
+    ];
+    let mut revisions = Vec::new();
+    for op in ops {
+        let a = with.op(op.clone());
+        let b = without.op(op);
+        assert_eq!(a.result, b.result);
+        assert_eq!(a.revision, b.revision);
+        assert_eq!(a.lease_changes, b.lease_changes);
+        assert!(b.events.is_empty());
+        revisions.push(b.revision);
+    }
+    assert_eq!(with.s.encode_snapshot(), without.s.encode_snapshot());
+    // The ignore_value put kept the value and, given no lease, detached
+    // it (as etcd); the ignore_lease put kept that (none).
+    for h in [&with, &without] {
+        let kept = h.get_at("a", revisions[3]).unwrap().unwrap();
+        assert_eq!(
+            (kept.value.as_slice(), kept.lease, kept.version),
+            (&b"2"[..], 0, 3)
+        );
+        let relet = h.get_at("a", revisions[4]).unwrap().unwrap();
+        assert_eq!((relet.value.as_slice(), relet.lease), (&b"3"[..], 0));
+        assert_eq!(h.get("a").unwrap().value, b"again");
+        assert_eq!(h.get("a").unwrap().version, 1, "recreated after the delete");
+    }
+}
