@@ -11,7 +11,7 @@ use flotilla_proto::etcdserverpb::lease_client::LeaseClient;
 use flotilla_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use flotilla_proto::etcdserverpb::{
     LeaseGrantRequest, LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseLeasesRequest,
-    LeaseTimeToLiveRequest, MoveLeaderRequest, PutRequest,
+    LeaseRevokeRequest, LeaseTimeToLiveRequest, MoveLeaderRequest, PutRequest,
 };
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -182,7 +182,8 @@ async fn time_to_live_and_leases_via_a_follower_are_the_leaders() {
         "the leader's remaining TTL: {ttl:?}"
     );
     assert_eq!(ttl.keys, vec![b"a".to_vec()]);
-    assert_eq!(ttl.header.expect("header").member_id, c.id(leader).0);
+    // The leader's figures, in the name of the member asked (as etcd).
+    assert_eq!(ttl.header.expect("header").member_id, c.id(f).0);
 
     let leases = lease_client(&c, f)
         .await
@@ -195,7 +196,25 @@ async fn time_to_live_and_leases_via_a_follower_are_the_leaders() {
     let mut want = vec![a, b];
     want.sort();
     assert_eq!(ids, want);
-    assert_eq!(leases.header.expect("header").member_id, c.id(leader).0);
+    assert_eq!(leases.header.expect("header").member_id, c.id(f).0);
+
+    // Grants and revokes through the follower answer in its name too.
+    let granted = lease_client(&c, f)
+        .await
+        .lease_grant(LeaseGrantRequest { ttl: 20, id: 0 })
+        .await
+        .expect("grant via a follower")
+        .into_inner();
+    let header = granted.header.expect("header");
+    assert_eq!(header.member_id, c.id(f).0);
+    assert!(header.raft_term > 0, "{header:?}");
+    let revoked = lease_client(&c, f)
+        .await
+        .lease_revoke(LeaseRevokeRequest { id: granted.id })
+        .await
+        .expect("revoke via a follower")
+        .into_inner();
+    assert_eq!(revoked.header.expect("header").member_id, c.id(f).0);
 
     let missing = lease_client(&c, f)
         .await

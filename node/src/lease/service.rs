@@ -106,6 +106,20 @@ impl LeaseService {
         header(&self.handle, self.cluster_id, revision)
     }
 
+    /// The leader's answer to a forwarded call, with this member's header
+    /// and the leader's revision: as on etcd, the member a client asked
+    /// answers in its own name.
+    fn own_header<T>(
+        &self,
+        mut response: Response<T>,
+        header: impl FnOnce(&mut T) -> &mut Option<ResponseHeader>,
+    ) -> Response<T> {
+        let h = header(response.get_mut());
+        let revision = h.as_ref().map_or(0, |h| h.revision);
+        *h = Some(self.header(revision));
+        response
+    }
+
     /// Proposes `op`, exactly-once when `metadata` carries a client session
     /// (as KV writes are: a retried grant must not leak a second lease).
     async fn propose(&self, metadata: &MetadataMap, op: KvOp) -> Result<KvResponse, Status> {
@@ -154,7 +168,8 @@ impl Lease for LeaseService {
         if let Some(channel) = self.leader_channel(request.metadata()).await? {
             return LeaseClient::new(channel)
                 .lease_grant(mark_forwarded(request))
-                .await;
+                .await
+                .map(|r| self.own_header(r, |r| &mut r.header));
         }
         let metadata = request.metadata().clone();
         match self
@@ -177,7 +192,8 @@ impl Lease for LeaseService {
         if let Some(channel) = self.leader_channel(request.metadata()).await? {
             return LeaseClient::new(channel)
                 .lease_revoke(mark_forwarded(request))
-                .await;
+                .await
+                .map(|r| self.own_header(r, |r| &mut r.header));
         }
         let metadata = request.metadata().clone();
         match self
@@ -229,7 +245,8 @@ impl Lease for LeaseService {
         if let Some(channel) = self.leader_channel(request.metadata()).await? {
             return LeaseClient::new(channel)
                 .lease_time_to_live(mark_forwarded(request))
-                .await;
+                .await
+                .map(|r| self.own_header(r, |r| &mut r.header));
         }
         let req = request.into_inner();
         let (id, want_keys) = (req.id, req.keys);
@@ -278,7 +295,8 @@ impl Lease for LeaseService {
         if let Some(channel) = self.leader_channel(request.metadata()).await? {
             return LeaseClient::new(channel)
                 .lease_leases(mark_forwarded(request))
-                .await;
+                .await
+                .map(|r| self.own_header(r, |r| &mut r.header));
         }
         let (leases, revision) = self
             .handle
