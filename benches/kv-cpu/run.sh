@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# kv-cpu: what a put costs the members, in CPU. Starts a 3-member Flotilla
+# cluster on loopback (fsync on), runs `flotilla bench kv put` against it and
+# prints throughput, latency, and the CPU the members and the load generator
+# used per 1,000 puts (user + system time from /proc/PID/stat and
+# /usr/bin/time). On a machine this small the members and the generator
+# share the CPU, so CPU per request, not only requests per second, says
+# whether a change made the write path cheaper.
+#
+# How to run (from anywhere; not run in CI):
+#
+#     bash benches/kv-cpu/run.sh                          # 3 runs of 40,000 puts
+#     BINS="/tmp/a/flotilla /tmp/b/flotilla" bash benches/kv-cpu/run.sh   # A/B
+#     MODE=leader bash benches/kv-cpu/run.sh             # every connection to the leader
+#
+# BINS compares binaries: the runs alternate between them (A B A B ...), so
+# drifting machine speed hits both alike; single runs here move by ~10%.
+# Without BINS it builds `flotilla` in release mode (CARGO_TARGET_DIR is
+# honoured) and measures that.
+#
+# Environment: BINS (''), RUNS (3), TOTAL (40000), WARMUP (5000), CLIENTS
+# (100), CONNS (10), MODE (spread | leader | followers; spread), BASE
+# (52379: member i serves clients on BASE+i, peers on BASE+100+i, HTTP on
+# BASE+200+i). Needs: bash, jq, curl, /usr/bin/time (GNU time), cargo.
+
+set -euo pipefail
+
+BINS=${BINS:-}
+RUNS=${RUNS:-3}
+TOTAL=${TOTAL:-40000}
+WARMUP=${WARMUP:-5000}
+CLIENTS=${CLIENTS:-100}
+CONNS=${CONNS:-10}
+MODE=${MODE:-spread}
+BASE=${BASE:-52379}
+
+LOG_TAG=kv-cpu
+WORK_PREFIX=kv-cpu
+STOP_WAIT_MS=5000
+# shellcheck source=../lib/members.sh
+source "$(dirname "$0")/../lib/members.sh"
+
+[[ -x /usr/bin/time ]] || die "needs GNU time at /usr/bin/time (Debian package: time)"
+case $MODE in spread | leader | followers) ;; *) die "MODE must be spread, leader or followers" ;; esac
+if [[ -z $BINS ]]; then
+	log "building flotilla (release)"
+	(cd "$ROOT" && timeout 3600 cargo build --release -p flotilla-node --bin flotilla >&2)
+	BINS=${CARGO_TARGET_DIR:-$ROOT/target}/release/flotilla
+fi
+for bin in $BINS; do [[ -x $bin ]] || die "no binary at $bin"; done
+
+CLUSTER="n1=http://127.0.0.1:$((BASE + 100)),n2=http://127.0.0.1:$((BASE + 101)),n3=http://127.0.0.1:$((BASE + 102))"
+client() { echo "http://127.0.0.1:$((BASE + $1))"; }
+
+cpu_ticks() { # cpu_ticks PID: utime + stime, in clock ticks
+	local f
+	read -r -a f <"/proc/$1/stat"
+	echo $((f[13] + f[14]))
+}
+
+proposals() { # proposals I: the proposals member I has made (0 on a follower)
+	curl -sf "http://127.0.0.1:$((BASE + 200 + $1))/metrics" |
+		awk '$1 == "flotilla_raft_proposals_total" { print $2 }'
+}
+
+one_run() { # one_run BIN: prints one result line
+	local bin=$1 run=$WORK/run.$RANDOM i
+	mkdir -p "$run"
+	local pids=()
+	for i in 0 1 2; do
+		"$bin" node --name "n$((i + 1))" --data-dir "$run/n$i" --initial-cluster "$CLUSTER" \
+			--listen-client-urls "$(client "$i")" \
+			--listen-peer-urls "http://127.0.0.1:$((BASE + 100 + i))" \
+			--listen-metrics-urls "http://127.0.0.1:$((BASE + 200 + i))" \
+			--fsync always >"$run/n$i.log" 2>&1 &
+		pids+=($!)
+		PIDS[run$i]=$!
+	done
+	local all
+	all="$(client 0),$(client 1),$(client 2)"
+	local deadline=$(($(now_ms) + 60000)) ready=0
+	while (($(now_ms) < deadline)); do
+		ready=$("$bin" --endpoints "$all" cluster status --endpoints-only -w json 2>/dev/null |
+			jq '[.members[] | select(.leader != null and .leader != 0)] | length' 2>/dev/null || echo 0)
+		[[ $ready == 3 ]] && break
+		sleep 0.2
+	done
+	[[ $ready == 3 ]] || die "the cluster did not become ready in 60 s"
+	local load=(bench kv put --clients "$CLIENTS" --conns "$CONNS" --key-size 8 --val-size 256
+		--key-space-size 100000 --no-progress -w json)
+	"$bin" --endpoints "$all" "${load[@]}" --total "$WARMUP" >/dev/null
+	local endpoints=$all extra=()
+	case $MODE in
+	leader) extra=(--leader-only) ;;
+	followers)
+		endpoints=""
+		for i in 0 1 2; do
+			[[ $(proposals "$i") == 0 ]] && endpoints+="${endpoints:+,}$(client "$i")"
+		done
+		;;
+	esac
+	local before=() after=()
+	for i in 0 1 2; do before+=("$(cpu_ticks "${pids[$i]}")"); done
+	/usr/bin/time -f '%U %S' -o "$run/client.time" \
+		"$bin" --endpoints "$endpoints" "${load[@]}" --total "$TOTAL" "${extra[@]}" >"$run/out.json"
+	for i in 0 1 2; do after+=("$(cpu_ticks "${pids[$i]}")"); done
+	local hz members="" sum=0 role
+	hz=$(getconf CLK_TCK)
+	for i in 0 1 2; do
+		local ms=$(((after[i] - before[i]) * 1000 * 1000 / hz / TOTAL))
+		sum=$((sum + ms))
+		role=f
+		[[ $(proposals "$i") != 0 ]] && role=L
+		members+=" n$((i + 1))($role)=$ms"
+	done
+	local client_ms
+	client_ms=$(awk -v t="$TOTAL" '{ printf "%d", ($1 + $2) * 1000 * 1000 / t }' "$run/client.time")
+	jq -r --arg bin "$bin" --arg members "$members" --arg sum "$sum" --arg client "$client_ms" \
+		'"\($bin | split("/") | .[-2:] | join("/"))  req/s=\(.requests_per_s | floor)  p50=\(.latency_ms.p50)ms  p99=\(.latency_ms.p99)ms  errors=\(.errors)  member CPU ms/1000 puts=\($sum) [\($members | ltrimstr(" "))]  generator=\($client)"' \
+		"$run/out.json"
+	kill -TERM "${pids[@]}" 2>/dev/null || true
+	wait "${pids[@]}" 2>/dev/null || true
+	for i in 0 1 2; do unset "PIDS[run$i]"; done
+	rm -rf "$run"
+}
+
+log "$RUNS run(s) of $TOTAL puts ($MODE), $CLIENTS clients over $CONNS connections, 8 B keys, 256 B values"
+for ((r = 1; r <= RUNS; r++)); do
+	for bin in $BINS; do one_run "$bin"; done
+done
