@@ -77,11 +77,6 @@ impl<T> CoalescingIo<T> {
         }
     }
 
-    /// The wrapped stream.
-    pub fn get_ref(&self) -> &T {
-        &self.inner
-    }
-
     /// Whether a write may go out now; otherwise the task is registered to
     /// be woken when it may.
     fn may_write(&mut self, cx: &mut Context<'_>) -> bool {

@@ -579,4 +579,5 @@ async fn bench_kv_put_and_range_report_every_request() {
     .await
     .failed(1);
     assert!(dead.contains("cannot connect"), "{dead}");
+    c.shutdown().await;
 }

@@ -231,48 +231,37 @@ impl MvccStore {
             .keys
             .range_mut::<[u8], _>((Bound::Included(key), Bound::Included(key)))
             .next();
-        let (mut outcome, event_kv, shared) = match existing {
+        let prev = existing
+            .as_ref()
+            .map(|(_, versions)| versions.last())
+            .filter(|p| !p.is_tombstone());
+        let prev_meta = prev.map(Version::meta);
+        let prev_lease = prev_meta.map_or(0, |m| m.lease);
+        let lease = lease.unwrap_or(prev_lease);
+        let (create_revision, version) =
+            prev_meta.map_or((w.main, 1), |m| (m.create_revision, m.version + 1));
+        let value = value.unwrap_or_else(|| prev.map_or(&[][..], |p| p.parts().1));
+        let record = Version::live(rev, create_revision, version, lease, value);
+        let mut outcome = PutOutcome {
+            prev_lease,
+            lease,
+            prev_kv: prev
+                .filter(|_| want_prev || w.record_events)
+                .map(|p| to_kv(key, p)),
+        };
+        let event_kv = w.record_events.then(|| to_kv(key, &record));
+        self.size_bytes += version_bytes(&record);
+        let shared = match existing {
             Some((shared, versions)) => {
-                let prev = Some(versions.last()).filter(|p| !p.is_tombstone());
-                let prev_meta = prev.map(Version::meta);
-                let prev_lease = prev_meta.map_or(0, |m| m.lease);
-                let lease = lease.unwrap_or(prev_lease);
-                let (create_revision, version) =
-                    prev_meta.map_or((w.main, 1), |m| (m.create_revision, m.version + 1));
-                let record = match (value, prev) {
-                    (Some(v), _) => Version::live(rev, create_revision, version, lease, v),
-                    (None, Some(p)) => {
-                        Version::live(rev, create_revision, version, lease, p.parts().1)
-                    }
-                    (None, None) => Version::live(rev, create_revision, version, lease, &[]),
-                };
-                let prev_kv = prev
-                    .filter(|_| want_prev || w.record_events)
-                    .map(|p| to_kv(key, p));
-                let event_kv = w.record_events.then(|| to_kv(key, &record));
-                self.size_bytes += version_bytes(&record);
                 let shared = shared.clone();
                 versions.push(record);
-                let outcome = PutOutcome {
-                    prev_lease,
-                    lease,
-                    prev_kv,
-                };
-                (outcome, event_kv, shared)
+                shared
             }
             None => {
-                let lease = lease.unwrap_or(0);
-                let record = Version::live(rev, w.main, 1, lease, value.unwrap_or(&[]));
-                let event_kv = w.record_events.then(|| to_kv(key, &record));
                 let shared = Key::from(key);
-                self.size_bytes += key_bytes(key) + version_bytes(&record);
+                self.size_bytes += key_bytes(key);
                 self.keys.insert(shared.clone(), VersionList::One(record));
-                let outcome = PutOutcome {
-                    prev_lease: 0,
-                    lease,
-                    prev_kv: None,
-                };
-                (outcome, event_kv, shared)
+                shared
             }
         };
         self.by_revision.insert(rev, shared);

@@ -193,11 +193,7 @@ impl Service<HttpRequest<Body>> for Conn {
 /// A KV client on a new load connection to `endpoint` (TCP_NODELAY,
 /// writes coalesced per scheduler pass, as the members' own connections).
 async fn connect_load(endpoint: &str, timeout: Duration) -> Result<KvClient<Conn>> {
-    let url = if endpoint.contains("://") {
-        endpoint.to_string()
-    } else {
-        format!("http://{endpoint}")
-    };
+    let url = crate::connect::url(endpoint);
     let uri: Uri = url
         .parse()
         .with_context(|| format!("bad endpoint {endpoint}"))?;
@@ -220,11 +216,7 @@ async fn connect_load(endpoint: &str, timeout: Duration) -> Result<KvClient<Conn
 }
 
 async fn connect(endpoint: &str, timeout: Duration) -> Result<Channel> {
-    let url = if endpoint.contains("://") {
-        endpoint.to_string()
-    } else {
-        format!("http://{endpoint}")
-    };
+    let url = crate::connect::url(endpoint);
     Endpoint::from_shared(url.clone())
         .with_context(|| format!("bad endpoint {endpoint}"))?
         .connect_timeout(Duration::from_secs(3))

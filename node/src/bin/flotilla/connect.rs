@@ -44,7 +44,7 @@ pub fn describe(status: &tonic::Status) -> String {
     text
 }
 
-fn url(endpoint: &str) -> String {
+pub(crate) fn url(endpoint: &str) -> String {
     if endpoint.contains("://") {
         endpoint.to_string()
     } else {
