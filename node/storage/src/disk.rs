@@ -68,6 +68,9 @@ pub struct DiskStorage {
     /// Every segment file, by first index; the last one is `active`.
     pub(crate) segments: Vec<Segment>,
     pub(crate) active: Box<dyn AppendFile>,
+    /// The active segment file's length: its valid frames, then perhaps
+    /// zeros written ahead ([`StorageOptions::preallocate_bytes`]).
+    pub(crate) file_bytes: u64,
     /// The encode buffer, reused across saves.
     pub(crate) buf: Vec<u8>,
     pub(crate) fatal: Option<String>,
@@ -194,7 +197,11 @@ impl DiskStorage {
             let path = self.segment_path(self.segments[keep - 1].first_index);
             self.active = self.fs.open_append(&path, false)?;
         }
+        // Cut the file itself, not just the valid length: frames past the
+        // cut must not survive, or recovery could read them as following
+        // the new ones.
         self.active.truncate(offset)?;
+        self.file_bytes = offset;
         self.segments[keep - 1].len_bytes = offset;
         self.offsets.truncate(pos);
         Ok(())
@@ -207,6 +214,7 @@ impl DiskStorage {
             return Ok(());
         }
         self.active = self.create_segment(first_index)?;
+        self.file_bytes = 0;
         self.segments.push(Segment {
             first_index,
             len_bytes: 0,
@@ -224,6 +232,23 @@ impl DiskStorage {
         Ok(file)
     }
 
+    /// Before a write that ends at `end` passes the active file's end,
+    /// fills `preallocate_bytes` more of it with zeros (never past
+    /// `segment_bytes_max`). The same fsync makes both durable.
+    fn fill_ahead(&mut self, end: u64) -> io::Result<()> {
+        let ahead = self.options.preallocate_bytes;
+        if ahead == 0 || end <= self.file_bytes {
+            return Ok(());
+        }
+        let target = (end + ahead).min(self.options.segment_bytes_max);
+        if target > self.file_bytes {
+            self.active
+                .fill_zeros(self.file_bytes, target - self.file_bytes)?;
+            self.file_bytes = target;
+        }
+        Ok(())
+    }
+
     /// The group commit: every frame of the batch in one write, one fsync.
     fn append(&mut self, entries: &[Entry]) -> io::Result<()> {
         let first = entries[0].index;
@@ -238,10 +263,13 @@ impl DiskStorage {
             self.offsets.push(base + buf.len() as u64);
             frame::encode(entry, &mut buf);
         }
-        let written = self.active.append(&buf);
         let len = buf.len() as u64;
+        let written = self
+            .fill_ahead(base + len)
+            .and_then(|()| self.active.write_at(base, &buf));
         self.buf = buf;
         written?;
+        self.file_bytes = self.file_bytes.max(base + len);
         if self.sync() {
             self.active.sync_data()?;
         }
@@ -325,6 +353,7 @@ impl DiskStorage {
         }
         let first_index = self.offset() + 1;
         self.active = self.create_segment(first_index)?;
+        self.file_bytes = 0;
         self.segments.push(Segment {
             first_index,
             len_bytes: 0,

@@ -12,6 +12,7 @@ use crate::fs::{AppendFile, FileSystem, RealFs};
 struct Plan {
     fsyncs: u64,
     writes: u64,
+    zero_fills: u64,
     fail_fsync_at: Option<u64>,
     fail_write_at: Option<u64>,
 }
@@ -54,9 +55,14 @@ impl FaultyFs {
         self.plan().fsyncs
     }
 
-    /// Writes issued so far (appends and whole-file writes).
+    /// Writes issued so far (log writes, zero fills and whole-file writes).
     pub fn write_count(&self) -> u64 {
         self.plan().writes
+    }
+
+    /// Zero fills of log segments issued so far (also counted as writes).
+    pub fn zero_fill_count(&self) -> u64 {
+        self.plan().zero_fills
     }
 
     fn fsync(&self) -> io::Result<()> {
@@ -85,9 +91,15 @@ struct FaultyAppendFile {
 }
 
 impl AppendFile for FaultyAppendFile {
-    fn append(&mut self, data: &[u8]) -> io::Result<()> {
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
         self.fs.write()?;
-        self.inner.append(data)
+        self.inner.write_at(offset, data)
+    }
+
+    fn fill_zeros(&mut self, offset: u64, len: u64) -> io::Result<()> {
+        self.fs.write()?;
+        self.fs.plan().zero_fills += 1;
+        self.inner.fill_zeros(offset, len)
     }
 
     fn truncate(&mut self, len: u64) -> io::Result<()> {

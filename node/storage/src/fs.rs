@@ -6,15 +6,24 @@
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-/// A file the storage appends to: the active log segment.
+/// A file the storage writes its log to: the active segment. The storage
+/// tracks where the valid frames end and writes there; the file may be
+/// longer, its tail zeros written ahead of time (see
+/// [`crate::StorageOptions::preallocate_bytes`]).
 pub trait AppendFile: fmt::Debug + Send {
-    /// Writes all of `data` at the end of the file (one `write` call where
-    /// the OS allows: this is the group commit's single write).
-    fn append(&mut self, data: &[u8]) -> io::Result<()>;
+    /// Writes all of `data` at byte `offset` (one `pwrite` call where the
+    /// OS allows: this is the group commit's single write).
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()>;
 
-    /// Cuts the file to `len` bytes; later appends land at `len`.
+    /// Writes `len` zero bytes at byte `offset`: blocks allocated and
+    /// written now, so that later writes over them, and their fsyncs,
+    /// change no file metadata.
+    fn fill_zeros(&mut self, offset: u64, len: u64) -> io::Result<()>;
+
+    /// Cuts (or extends with a hole) the file to `len` bytes.
     fn truncate(&mut self, len: u64) -> io::Result<()>;
 
     /// Makes everything written so far durable (`fdatasync`: the data and
@@ -37,7 +46,8 @@ pub trait FileSystem: fmt::Debug + Send + Sync {
     /// `sync` is set. Used for the temporary file of an atomic replace.
     fn write_file(&self, path: &Path, data: &[u8], sync: bool) -> io::Result<()>;
 
-    /// Opens `path` for appending, creating it if `create` is set.
+    /// Opens `path` for writing (not truncated), creating it if `create` is
+    /// set.
     fn open_append(&self, path: &Path, create: bool) -> io::Result<Box<dyn AppendFile>>;
 
     /// Atomically renames `from` to `to`, replacing `to`.
@@ -57,9 +67,22 @@ pub struct RealFs;
 #[derive(Debug)]
 struct RealAppendFile(File);
 
+/// Zeros for [`AppendFile::fill_zeros`], written in pieces of this size.
+static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+
 impl AppendFile for RealAppendFile {
-    fn append(&mut self, data: &[u8]) -> io::Result<()> {
-        self.0.write_all(data)
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        self.0.write_all_at(data, offset)
+    }
+
+    fn fill_zeros(&mut self, offset: u64, len: u64) -> io::Result<()> {
+        let mut at = offset;
+        while at < offset + len {
+            let n = (offset + len - at).min(ZEROS.len() as u64);
+            self.0.write_all_at(&ZEROS[..n as usize], at)?;
+            at += n;
+        }
+        Ok(())
     }
 
     fn truncate(&mut self, len: u64) -> io::Result<()> {
@@ -102,9 +125,9 @@ impl FileSystem for RealFs {
     }
 
     fn open_append(&self, path: &Path, create: bool) -> io::Result<Box<dyn AppendFile>> {
-        // O_APPEND: every write lands at the current end, including after a
-        // truncate, so no file position needs tracking.
-        let file = OpenOptions::new().append(true).create(create).open(path)?;
+        // Not O_APPEND: writes are positioned (`pwrite`), because the file
+        // may already be longer than its valid frames.
+        let file = OpenOptions::new().write(true).create(create).open(path)?;
         Ok(Box::new(RealAppendFile(file)))
     }
 

@@ -36,6 +36,11 @@
 //!    (`fdatasync`), however many entries it carries. A conflicting suffix is
 //!    cut first (the segment is truncated at the frame of the first replaced
 //!    index, later segments removed); that same fsync makes the cut durable.
+//!    The write lands over zeros written ahead of it: when a save would
+//!    pass the active file's end, `preallocate_bytes` more zeros (1 MiB by
+//!    default, never past `segment_bytes_max`) are written first, in the
+//!    same fsync. Overwriting allocated, written blocks lets `fdatasync`
+//!    flush data alone, not the file's size and block map.
 //! 2. **Term and vote before entries.** When a `save` changes the term or
 //!    vote, the hard-state file is replaced atomically before the entries
 //!    are written: two more fsyncs, but only at elections.
@@ -72,7 +77,8 @@
 //! 2. A missing `hardstate` is refused ([`OpenError::HardStateLost`]): the
 //!    vote is lost, and guessing could let this member vote twice in a term.
 //! 3. The newest snapshot is loaded; leftover `.tmp` files are removed.
-//! 4. Segments are scanned in order. A bad frame in the last segment with
+//! 4. Segments are scanned in order; where only zeros remain (the fill
+//!    ahead), the segment ends cleanly. A bad frame in the last segment with
 //!    no valid frame after it is a torn tail: the file is cut there and
 //!    fsynced. Any other bad frame, an index out of sequence or a gap
 //!    between segments is refused with the file and byte offset

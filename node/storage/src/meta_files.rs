@@ -183,9 +183,13 @@ pub fn write_snapshot_atomic(
     crc.update(&snapshot.data);
     let mut file = fs.open_append(&tmp, true)?;
     file.truncate(0)?; // a leftover of the same name is stale
-    file.append(&header)?;
-    file.append(&snapshot.data)?;
-    file.append(&crc.finalize().to_le_bytes())?;
+    let data_at = header.len() as u64;
+    file.write_at(0, &header)?;
+    file.write_at(data_at, &snapshot.data)?;
+    file.write_at(
+        data_at + snapshot.data.len() as u64,
+        &crc.finalize().to_le_bytes(),
+    )?;
     if sync {
         file.sync_data()?;
     }

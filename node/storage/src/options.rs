@@ -40,6 +40,16 @@ pub struct StorageOptions {
     /// (one `save`) is never split, so a segment can exceed this by one
     /// batch.
     pub segment_bytes_max: u64,
+    /// How far ahead of the log's end the active segment is filled with
+    /// zeros, up to `segment_bytes_max`; 0 turns it off. A log write that
+    /// would pass the filled end first fills this many bytes more. Writing
+    /// over blocks that are already allocated and written lets each
+    /// fsync flush data alone, without the file's size and block map: on
+    /// ext4 that is about a third less CPU per fsync and half again as
+    /// many fsyncs a second (`fallocate` would not do: its blocks are
+    /// "unwritten", and the first write over them changes metadata).
+    /// Recovery reads a zero tail as the log's clean end.
+    pub preallocate_bytes: u64,
     /// On first start: the voters of a new cluster (like
     /// `MemStorage::new_with_voters`), or `None` for a member joining an
     /// existing cluster (like `MemStorage::new_joining`). Ignored later.
@@ -51,6 +61,11 @@ impl StorageOptions {
     /// fsync each) are rare, small enough that compaction frees space soon.
     pub const SEGMENT_BYTES_MAX_DEFAULT: u64 = 64 << 20;
 
+    /// Default zero fill ahead of the log's end: small enough that the
+    /// fsync which carries a fill stays a few milliseconds, large enough
+    /// that only about one save in a thousand carries one.
+    pub const PREALLOCATE_BYTES_DEFAULT: u64 = 1 << 20;
+
     /// Options with durable writes and default segments, for a joining
     /// member; set `bootstrap` for a founding one.
     pub fn new(cluster_id: u64, member_id: u64) -> StorageOptions {
@@ -59,6 +74,7 @@ impl StorageOptions {
             member_id,
             fsync: FsyncMode::Always,
             segment_bytes_max: Self::SEGMENT_BYTES_MAX_DEFAULT,
+            preallocate_bytes: Self::PREALLOCATE_BYTES_DEFAULT,
             bootstrap: None,
         }
     }

@@ -78,6 +78,7 @@ pub(crate) fn open(
         offsets: log.offsets,
         segments: log.segments,
         active,
+        file_bytes: log.active_file_bytes,
         buf: Vec::new(),
         fatal: None,
     })
@@ -239,6 +240,9 @@ struct RecoveredLog {
     entries: Vec<Entry>,
     offsets: Vec<u64>,
     segments: Vec<Segment>,
+    /// The last segment file's length after recovery: its valid frames and
+    /// any zeros written ahead of them.
+    active_file_bytes: u64,
 }
 
 /// Scans every segment in order. Entries the snapshot covers are skipped.
@@ -260,6 +264,7 @@ fn recover_log(
         entries: Vec::new(),
         offsets: Vec::new(),
         segments: Vec::new(),
+        active_file_bytes: 0,
     };
     let mut next: Option<LogIndex> = None;
     let mut term_at_snapshot = None;
@@ -282,8 +287,10 @@ fn recover_log(
                 "empty segment before the last one",
             ));
         }
+        log.active_file_bytes = buf.len() as u64;
         if let Some(err) = scanned.torn {
             cut_torn_tail(fs, &path, scanned.valid_bytes, buf.len(), err, sync)?;
+            log.active_file_bytes = scanned.valid_bytes;
         }
         next = Some(first + scanned.frames.len() as u64);
         for (mut entry, offset) in scanned.frames {
@@ -377,5 +384,6 @@ fn reset(
             first_index,
             len_bytes: 0,
         }],
+        active_file_bytes: 0,
     })
 }

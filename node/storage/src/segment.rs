@@ -7,6 +7,13 @@
 //! bad frame in an earlier segment, or one followed by a valid frame, means
 //! bytes that were once durable changed: recovery refuses to start rather
 //! than drop entries that may be committed.
+//!
+//! A segment may end in zeros written ahead of the log
+//! ([`crate::StorageOptions::preallocate_bytes`]). A frame never starts
+//! with zero bytes (its length is at least 17), so where the frames stop
+//! and only zeros remain, that is the segment's clean end, in any segment.
+//! A sealed segment whose last frames were zeroed by damage is still
+//! caught: the next segment then does not start at the index after it.
 
 use std::path::Path;
 
@@ -36,6 +43,7 @@ pub struct ScannedSegment {
     /// Each valid frame's entry and byte offset, in order.
     pub frames: Vec<(Entry, u64)>,
     /// Bytes of valid frames: where the file must be cut if `torn` is set.
+    /// Anything after them (when `torn` is not set) is zeros.
     pub valid_bytes: u64,
     /// The torn tail's first bad frame and why it is bad.
     pub torn: Option<FrameError>,
@@ -55,6 +63,9 @@ pub fn scan(
     let mut at = 0usize;
     let mut next = first_index;
     while at < buf.len() {
+        if buf[at..].iter().all(|&b| b == 0) {
+            break; // the zero tail written ahead
+        }
         match frame::decode(buf, at) {
             Ok((entry, n)) => {
                 if entry.index != next {

@@ -40,29 +40,50 @@ fn assert_fatal<T: std::fmt::Debug>(r: Result<T, StorageError>) {
     assert!(matches!(r, Err(StorageError::Fatal(_))), "{r:?}");
 }
 
+/// Writes other than the zero fills ahead of the log.
+fn data_writes(fs: &FaultyFs) -> u64 {
+    fs.write_count() - fs.zero_fill_count()
+}
+
+/// The zero fill rides on the save's one fsync, once per
+/// `preallocate_bytes` of log.
 #[test]
 fn a_save_is_one_write_and_one_fsync_however_many_entries() {
     let dir = tempfile::tempdir().unwrap();
     let (mut s, fs) = open(dir.path());
     for (lo, hi) in [(1, 1), (2, 101), (102, 1101)] {
-        let (writes, fsyncs) = (fs.write_count(), fs.fsync_count());
+        let (writes, fsyncs) = (data_writes(&fs), fs.fsync_count());
         // A commit-only hard-state change rides along without extra IO.
         let hs = HardState {
             commit: lo - 1,
             ..HardState::default()
         };
         s.save(Some(&hs), &entries(lo, hi)).unwrap();
-        assert_eq!(fs.write_count() - writes, 1, "one write for {lo}..={hi}");
+        assert_eq!(data_writes(&fs) - writes, 1, "one write for {lo}..={hi}");
         assert_eq!(fs.fsync_count() - fsyncs, 1, "one fsync for {lo}..={hi}");
     }
     // Overwriting a conflicting suffix in the active segment: still one each.
-    let (writes, fsyncs) = (fs.write_count(), fs.fsync_count());
+    let (writes, fsyncs) = (data_writes(&fs), fs.fsync_count());
     s.save(None, &entries(50, 60)).unwrap();
     assert_eq!(
-        (fs.write_count() - writes, fs.fsync_count() - fsyncs),
+        (data_writes(&fs) - writes, fs.fsync_count() - fsyncs),
         (1, 1)
     );
     assert_eq!(s.last_index(), 60);
+    // One fill at the first save (1 MiB ahead), and one after the cut,
+    // which shortened the file to its frames.
+    assert_eq!(fs.zero_fill_count(), 2);
+    let (fills, fsyncs) = (fs.zero_fill_count(), fs.fsync_count());
+    for i in 0..4 {
+        let lo = 61 + i * 1000;
+        s.save(None, &entries(lo, lo + 999)).unwrap();
+    }
+    assert_eq!(
+        fs.zero_fill_count() - fills,
+        1,
+        "one more fill for 1.1 MB of frames"
+    );
+    assert_eq!(fs.fsync_count() - fsyncs, 4);
 }
 
 #[test]

@@ -24,13 +24,14 @@ fn options() -> StorageOptions {
 }
 
 /// Entries with an 8-byte payload: 33-byte frames keep the every-byte cuts
-/// cheap.
+/// cheap. No payload byte is zero, so zeroing the end of a frame always
+/// damages it.
 fn entry(index: u64) -> Entry {
     Entry {
         term: Term(1),
         index,
         kind: EntryKind::Normal,
-        data: Bytes::from(index.to_le_bytes().to_vec()),
+        data: Bytes::from(vec![0x80 | index as u8; 8]),
     }
 }
 
@@ -57,43 +58,136 @@ fn ten_entries(options: &StorageOptions) -> (tempfile::TempDir, PathBuf) {
     (dir, segments[0].clone())
 }
 
+/// A crash during the last saves, two ways: the file ends inside them (a
+/// log written without zeros ahead), or it keeps its length and the bytes
+/// from the cut on read as zeros (a write over the zero fill that stopped
+/// part-way). Either way every whole frame is kept and the log goes on.
 #[test]
 fn cut_at_every_byte_of_the_last_three_frames_keeps_every_whole_frame() {
     let (dir, segment) = ten_entries(&options());
     let original = fs::read(&segment).unwrap();
-    assert_eq!(original.len(), 10 * FRAME_BYTES);
-    for cut in 7 * FRAME_BYTES..=original.len() {
-        fs::write(&segment, &original[..cut]).unwrap();
-        let mut s = DiskStorage::open(dir.path(), options()).unwrap();
-        let whole = (cut / FRAME_BYTES) as u64;
-        assert_eq!(s.last_index(), whole, "cut at byte {cut}");
-        assert_eq!(all(&s), range(1, whole), "cut at byte {cut}");
-        assert_eq!(
-            fs::metadata(&segment).unwrap().len(),
-            whole * FRAME_BYTES as u64
-        );
-        // The log continues at the right index, and that survives too.
-        s.save(None, &[entry(whole + 1)]).unwrap();
-        drop(s);
-        let s = DiskStorage::open(dir.path(), options()).unwrap();
-        assert_eq!(
-            all(&s),
-            range(1, whole + 1),
-            "cut at byte {cut}, after an append"
-        );
+    let frames = 10 * FRAME_BYTES;
+    assert!(
+        original.len() > frames && original[frames..].iter().all(|&b| b == 0),
+        "the log is written over zeros filled ahead"
+    );
+    for zeroed in [false, true] {
+        for cut in 7 * FRAME_BYTES..=frames {
+            let mut bytes = original.clone();
+            if zeroed {
+                bytes[cut..].fill(0);
+            } else {
+                bytes.truncate(cut);
+            }
+            fs::write(&segment, &bytes).unwrap();
+            let what = format!("cut at byte {cut}, zeroed after: {zeroed}");
+            let mut s = DiskStorage::open(dir.path(), options()).unwrap();
+            let whole = (cut / FRAME_BYTES) as u64;
+            assert_eq!(s.last_index(), whole, "{what}");
+            assert_eq!(all(&s), range(1, whole), "{what}");
+            // A zero tail after whole frames is a clean end and is kept;
+            // a partial frame is cut off with everything after it.
+            let clean = zeroed && cut % FRAME_BYTES == 0;
+            let expected_len = if clean {
+                original.len() as u64
+            } else {
+                whole * FRAME_BYTES as u64
+            };
+            assert_eq!(
+                fs::metadata(&segment).unwrap().len(),
+                expected_len,
+                "{what}"
+            );
+            // The log continues at the right index, and that survives too.
+            s.save(None, &[entry(whole + 1)]).unwrap();
+            drop(s);
+            let s = DiskStorage::open(dir.path(), options()).unwrap();
+            assert_eq!(all(&s), range(1, whole + 1), "{what}, after an append");
+        }
     }
+}
+
+/// A follower's log replaced from a conflicting index on: the old frames
+/// after the new ones must not come back at open, with or without zeros
+/// filled ahead. Same-sized frames make them line up exactly where the new
+/// log would continue.
+#[test]
+fn frames_past_a_conflict_do_not_come_back() {
+    for preallocate_bytes in [0, StorageOptions::PREALLOCATE_BYTES_DEFAULT] {
+        let opts = StorageOptions {
+            preallocate_bytes,
+            ..options()
+        };
+        let (dir, _segment) = ten_entries(&opts);
+        let mut s = DiskStorage::open(dir.path(), opts.clone()).unwrap();
+        let newer: Vec<Entry> = (5..=6)
+            .map(|index| Entry {
+                term: Term(2),
+                ..entry(index)
+            })
+            .collect();
+        s.save(None, &newer).unwrap();
+        drop(s);
+        let s = DiskStorage::open(dir.path(), opts).unwrap();
+        assert_eq!(s.last_index(), 6, "preallocate_bytes {preallocate_bytes}");
+        assert_eq!(all(&s)[4..], newer[..]);
+    }
+}
+
+/// Zeros are filled ahead a piece at a time, never past the segment's
+/// size, so a sealed segment ends with its last frame.
+#[test]
+fn zeros_are_filled_ahead_within_the_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = StorageOptions {
+        segment_bytes_max: 40 * FRAME_BYTES as u64 + 5,
+        preallocate_bytes: 8 * FRAME_BYTES as u64 + 7,
+        ..options()
+    };
+    let mut s = DiskStorage::open(dir.path(), opts.clone()).unwrap();
+    for index in 1..=100 {
+        s.save(None, &[entry(index)]).unwrap();
+        let active = s.segment_paths().pop().unwrap();
+        let len = fs::metadata(&active).unwrap().len();
+        assert!(len <= opts.segment_bytes_max.max(41 * FRAME_BYTES as u64));
+    }
+    let segments = s.segment_paths();
+    assert_eq!(segments.len(), 3);
+    for sealed in &segments[..2] {
+        assert_eq!(fs::metadata(sealed).unwrap().len(), 41 * FRAME_BYTES as u64);
+    }
+    let active = fs::read(&segments[2]).unwrap();
+    let frames = 18 * FRAME_BYTES;
+    assert!(active.len() > frames, "the active segment has zeros ahead");
+    assert!(active[frames..].iter().all(|&b| b == 0));
+    drop(s);
+    let s = DiskStorage::open(dir.path(), opts).unwrap();
+    assert_eq!(all(&s), range(1, 100));
 }
 
 #[test]
 fn a_bit_flip_in_the_last_frame_is_a_torn_tail() {
     let (dir, segment) = ten_entries(&options());
     let original = fs::read(&segment).unwrap();
-    for byte in 9 * FRAME_BYTES..original.len() {
+    for byte in 9 * FRAME_BYTES..10 * FRAME_BYTES {
         let mut damaged = original.clone();
         damaged[byte] ^= 1 << (byte % 8);
         fs::write(&segment, &damaged).unwrap();
         let s = DiskStorage::open(dir.path(), options()).unwrap();
         assert_eq!(all(&s), range(1, 9), "flip in byte {byte}");
+    }
+    // Garbage in the zeros after the last frame (an unacknowledged write
+    // that reached the disk only in part) is cut off too.
+    for byte in [10 * FRAME_BYTES, 10 * FRAME_BYTES + 700, original.len() - 1] {
+        let mut damaged = original.clone();
+        damaged[byte] = 0x5A;
+        fs::write(&segment, &damaged).unwrap();
+        let s = DiskStorage::open(dir.path(), options()).unwrap();
+        assert_eq!(all(&s), range(1, 10), "garbage in byte {byte}");
+        assert_eq!(
+            fs::metadata(&segment).unwrap().len(),
+            10 * FRAME_BYTES as u64
+        );
     }
 }
 
