@@ -50,3 +50,4 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 command -v jq >/dev/null || die "jq is needed (apt-get install -y jq)"
+command -v curl >/dev/null || die "curl is needed (apt-get install -y curl)"

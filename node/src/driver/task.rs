@@ -6,8 +6,8 @@ use super::handle::{NodeStatus, RaftHandle, ReadFn, Request};
 use super::state_machine::{StateMachine, Transport};
 use crate::metrics::Metrics;
 use flotilla_raft::{
-    Bytes, EntryKind, LogIndex, Message, MessageBody, NodeId, ProposeError, Raft, ReadError, Role,
-    Storage, StorageError, Term,
+    Bytes, EntryKind, LogIndex, Message, MessageBody, NodeId, ProposeError, Raft, ReadError, Ready,
+    Role, Snapshot, Storage, StorageError, Term,
 };
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
@@ -383,14 +383,17 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
             }
             // Step 3: persist. Storage IO blocks; tell the runtime so other
             // tasks move to other threads meanwhile.
-            let raft = &mut self.raft;
+            // A snapshot from the leader is decoded into the state machine
+            // on a second thread while the storage writes it (both take
+            // about as long); see `install_snapshot`.
+            let (raft, sm) = (&mut self.raft, &mut self.sm);
             let started = Instant::now();
-            blocking(self.config.owns_thread, || {
-                if let Some(snapshot) = &ready.snapshot {
-                    raft.storage_mut().apply_snapshot(snapshot.clone())?;
-                }
-                raft.storage_mut()
+            let restored = blocking(self.config.owns_thread, || match &ready.snapshot {
+                None => raft
+                    .storage_mut()
                     .save(ready.hard_state.as_ref(), &ready.entries)
+                    .map(|()| None),
+                Some(snapshot) => install_snapshot(raft, sm, snapshot, &ready).map(Some),
             })?;
             if let Some(m) = &self.metrics
                 && ready.must_persist()
@@ -403,10 +406,16 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
                 self.transport.send(ready.messages);
             }
             // Step 5: apply.
-            if let Some(snapshot) = &ready.snapshot {
-                if let Err(e) = self.sm.restore(snapshot) {
-                    return Err(StorageError::Fatal(format!("cannot restore snapshot: {e}")));
-                }
+            if let (Some(snapshot), Some(times)) = (&ready.snapshot, restored) {
+                tracing::info!(
+                    id = %self.raft.id(),
+                    index = snapshot.meta.index,
+                    bytes = snapshot.data.len(),
+                    persist_ms = times.persisted.as_millis() as u64,
+                    restore_ms = times.restored.as_millis() as u64,
+                    total_ms = started.elapsed().as_millis() as u64,
+                    "installed a snapshot from the leader"
+                );
                 self.applied = snapshot.meta.index;
                 // Proposals the snapshot covers were decided elsewhere.
                 let covered: Vec<LogIndex> = self
@@ -474,9 +483,20 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
                 self.on_role_change();
             }
             if self.raft.snapshot_due() {
+                let started = Instant::now();
                 let data = self.sm.snapshot();
+                let encoded = started.elapsed();
+                let bytes = data.len();
                 let raft = &mut self.raft;
                 blocking(self.config.owns_thread, || raft.compact(data))?;
+                tracing::info!(
+                    id = %self.raft.id(),
+                    index = self.applied,
+                    bytes,
+                    encode_ms = encoded.as_millis() as u64,
+                    write_ms = (started.elapsed() - encoded).as_millis() as u64,
+                    "took a snapshot and compacted the log"
+                );
             }
             self.publish_status();
         }
@@ -552,6 +572,55 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
 
 /// Runs blocking IO: directly on a thread the driver owns, else in
 /// `block_in_place` so the runtime moves its other tasks elsewhere.
+/// How long the two halves of [`install_snapshot`] took.
+struct InstallTimes {
+    persisted: Duration,
+    restored: Duration,
+}
+
+/// Step 3 and the snapshot half of step 5 for a `Ready` that carries a
+/// snapshot: the storage writes and fsyncs it (then saves the entries after
+/// it) while the state machine decodes it on a scoped thread. The state is
+/// committed data, so holding it before the local copy is durable is safe:
+/// nothing is acknowledged before the caller sends this `Ready`'s messages,
+/// after both halves have finished.
+fn install_snapshot<S: Storage, M: StateMachine>(
+    raft: &mut Raft<S>,
+    sm: &mut M,
+    snapshot: &Snapshot,
+    ready: &Ready,
+) -> Result<InstallTimes, StorageError> {
+    let started = Instant::now();
+    let persist = |raft: &mut Raft<S>| {
+        raft.storage_mut().apply_snapshot(snapshot.clone())?;
+        raft.storage_mut()
+            .save(ready.hard_state.as_ref(), &ready.entries)
+    };
+    let restore = |sm: &mut M| {
+        sm.restore(snapshot)
+            .map_err(|e| StorageError::Fatal(format!("cannot restore snapshot: {e}")))
+            .map(|()| started.elapsed())
+    };
+    std::thread::scope(|scope| {
+        let restoring = std::thread::Builder::new()
+            .name("snapshot-restore".into())
+            .spawn_scoped(scope, || restore(sm));
+        let persisted = persist(raft).map(|()| started.elapsed());
+        let restored = match restoring {
+            Ok(handle) => handle
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            Err(e) => Err(StorageError::Fatal(format!(
+                "cannot start a thread to restore the snapshot: {e}"
+            ))),
+        };
+        Ok(InstallTimes {
+            persisted: persisted?,
+            restored: restored?,
+        })
+    })
+}
+
 fn blocking<R>(owns_thread: bool, io: impl FnOnce() -> R) -> R {
     if owns_thread {
         io()
