@@ -10,6 +10,10 @@ use clap::Parser;
 use flotilla_node::config::NodeArgs;
 use std::process::ExitCode;
 
+/// The same allocator as `flotilla node` (see `bin/flotilla/main.rs`).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "flotilla-node",
