@@ -23,7 +23,8 @@ const DATA_DIR_DEPTH_MAX: usize = 8;
 ///
 /// Status reports two sizes, as etcd does for its database file:
 /// `db_size` is the bytes of the files in the data directory (the Raft log
-/// segments, snapshots and metadata: what the member holds on disk), a few
+/// segments, snapshots and metadata: what the member holds on disk,
+/// including the zeros a log segment is filled with ahead of its end), a few
 /// `stat` calls per request; `db_size_in_use` is the store's own estimate
 /// of the memory its retained history takes
 /// ([`crate::kv::MvccStore::size_bytes`]), kept up to date as entries apply,
