@@ -99,7 +99,7 @@ pub use message::{Message, MessageBody};
 pub use progress::ProgressState;
 pub use raft::{Raft, Status};
 pub use ready::Ready;
-pub use storage::{InitialState, MemStorage, Storage, take_within_budget};
+pub use storage::{InitialState, MemStorage, SnapshotWriter, Storage, take_within_budget};
 pub use types::{
     ConfState, Entry, EntryKind, HardState, LogIndex, NodeId, ReadState, Role, Snapshot,
     SnapshotMeta, SoftState, Term,

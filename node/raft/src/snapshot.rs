@@ -57,6 +57,45 @@ impl<S: Storage> Raft<S> {
         Ok(meta)
     }
 
+    /// The first half of [`Raft::compact`], for storage with a
+    /// [`crate::Storage::snapshot_writer`]: `data` (the state machine as of
+    /// the applied index) with its position. Have the writer store it,
+    /// then call [`Raft::compact_written`]. Call it between `advance` and
+    /// the next input.
+    pub fn prepare_snapshot(&mut self, data: Bytes) -> Result<Snapshot, StorageError> {
+        assert!(
+            self.pending_ready_is_none(),
+            "prepare_snapshot() between ready() and advance()"
+        );
+        let index = self.log.applied;
+        let term = self.log.term(index)?;
+        self.applied_bytes_since_snapshot = 0;
+        Ok(Snapshot {
+            meta: SnapshotMeta {
+                index,
+                term,
+                conf_state: self.confs.at(index).clone(),
+            },
+            data,
+        })
+    }
+
+    /// The second half: the snapshot at `meta` is durable; discard the log
+    /// it covers (nothing, if a newer snapshot was installed meanwhile).
+    pub fn compact_written(&mut self, meta: &SnapshotMeta) -> Result<(), StorageError> {
+        assert!(
+            self.pending_ready_is_none(),
+            "compact_written() between ready() and advance()"
+        );
+        if meta.index < self.log.first_index() {
+            return Ok(());
+        }
+        self.log.storage.compact_written(meta.clone())?;
+        self.confs.compact_to(meta.index);
+        tracing::debug!(id = %self.id, index = meta.index, "log compacted");
+        Ok(())
+    }
+
     /// Leader: `to` needs entries before the first one held; start sending
     /// the latest snapshot. Returns false if storage failed.
     pub(crate) fn start_snapshot_send(&mut self, to: NodeId) -> bool {

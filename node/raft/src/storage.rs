@@ -69,7 +69,30 @@ pub trait Storage {
     /// (which must be held in the log, with `meta.term`) and discards the
     /// entries it covers.
     fn compact(&mut self, snapshot: Snapshot) -> Result<(), StorageError>;
+
+    /// A writer that stores a snapshot the application took, durably, from
+    /// any thread, without touching the log; [`Storage::compact_written`]
+    /// then finishes the compaction. Storage that returns one lets the
+    /// application keep serving while a large snapshot is written. The
+    /// default, `None`, means only [`Storage::compact`] is available.
+    fn snapshot_writer(&self) -> Option<SnapshotWriter> {
+        None
+    }
+
+    /// Finishes [`Storage::compact`] for a snapshot a
+    /// [`Storage::snapshot_writer`] wrote: discards the entries it covers.
+    /// A snapshot at or below the current one (a newer one was installed
+    /// meanwhile) changes nothing.
+    fn compact_written(&mut self, meta: SnapshotMeta) -> Result<(), StorageError> {
+        Err(StorageError::Fatal(format!(
+            "compact_written({}) on storage without a snapshot writer",
+            meta.index
+        )))
+    }
 }
+
+/// See [`Storage::snapshot_writer`]: writes the snapshot durably, or fails.
+pub type SnapshotWriter = Box<dyn FnOnce(&Snapshot) -> Result<(), StorageError> + Send>;
 
 /// In-memory storage: durable as long as the value lives. Simulation keeps it
 /// across a node's crash and restart.

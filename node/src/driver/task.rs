@@ -7,7 +7,7 @@ use super::state_machine::{StateMachine, Transport};
 use crate::metrics::Metrics;
 use flotilla_raft::{
     Bytes, EntryKind, LogIndex, Message, MessageBody, NodeId, ProposeError, Raft, ReadError, Ready,
-    Role, Snapshot, Storage, StorageError, Term,
+    Role, Snapshot, SnapshotMeta, Storage, StorageError, Term,
 };
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
@@ -102,6 +102,30 @@ pub struct Driver<S: Storage, M: StateMachine, T: Transport> {
     /// Heartbeats sent and not yet answered, by (peer, round), for the peer
     /// round-trip histogram; at most [`RTT_PROBES_MAX`].
     rtt_probes: HashMap<(NodeId, u64), Instant>,
+    /// The snapshot being written off this thread, if any (at most one).
+    snapshot_writing: Option<SnapshotWrite>,
+    /// Where the writing thread reports; the sender is cloned into it.
+    snapshot_written: (mpsc::Sender<WriteResult>, mpsc::Receiver<WriteResult>),
+}
+
+/// What a snapshot writer reports.
+type WriteResult = Result<(), StorageError>;
+
+/// A snapshot the state machine took, being written by the storage's
+/// [`flotilla_raft::SnapshotWriter`] on a thread of its own.
+struct SnapshotWrite {
+    meta: SnapshotMeta,
+    bytes: usize,
+    started: Instant,
+    encoded: Duration,
+}
+
+/// What woke the driver's loop.
+enum Input<M: StateMachine> {
+    Tick,
+    Peer(Message),
+    Request(Request<M>),
+    SnapshotWritten(Result<(), StorageError>),
 }
 
 /// Ticks missed at once before the driver logs that it fell behind.
@@ -154,6 +178,8 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
             applied,
             metrics: None,
             rtt_probes: HashMap::new(),
+            snapshot_writing: None,
+            snapshot_written: mpsc::channel(1),
         };
         let handle = RaftHandle {
             requests: req_tx,
@@ -212,16 +238,23 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
             let input = tokio::select! {
                 biased;
                 _ = &mut shutdown => break Ok(()),
-                _ = ticker.tick() => None,
-                Some(m) = self.inbound.recv() => Some(Ok(m)),
-                Some(r) = self.requests.recv() => Some(Err(r)),
+                _ = ticker.tick() => Input::Tick,
+                Some(written) = self.snapshot_written.1.recv() => Input::SnapshotWritten(written),
+                Some(m) = self.inbound.recv() => Input::Peer(m),
+                Some(r) = self.requests.recv() => Input::Request(r),
             };
             // Time first: a lease must never be judged on a clock that
             // stood still while this process was paused or starved.
             self.catch_up_ticks();
             match input {
-                None => {}
-                Some(Ok(m)) => {
+                Input::Tick => {}
+                Input::SnapshotWritten(written) => {
+                    if let Err(e) = self.finish_snapshot(written) {
+                        tracing::error!(id = %self.raft.id(), error = %e, "storage failed: stopping");
+                        break Err(e);
+                    }
+                }
+                Input::Peer(m) => {
                     self.step(m);
                     for _ in 0..self.config.max_requests_per_turn {
                         match self.inbound.try_recv() {
@@ -230,7 +263,7 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
                         }
                     }
                 }
-                Some(Err(r)) => {
+                Input::Request(r) => {
                     self.handle(r);
                     for _ in 1..self.config.max_requests_per_turn {
                         match self.requests.try_recv() {
@@ -244,6 +277,15 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
                 tracing::error!(id = %self.raft.id(), error = %e, "storage failed: stopping");
                 break Err(e);
             }
+        };
+        // A snapshot still being written is finished, so that no thread
+        // of this member outlives it with the data directory.
+        let result = match (result, self.snapshot_writing.is_some()) {
+            (Ok(()), true) => match self.snapshot_written.1.recv().await {
+                Some(written) => self.finish_snapshot(written),
+                None => Ok(()),
+            },
+            (result, _) => result,
         };
         self.fail_all(DriverError::Stopped);
         result
@@ -482,24 +524,76 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
             if role_changed {
                 self.on_role_change();
             }
-            if self.raft.snapshot_due() {
-                let started = Instant::now();
-                let data = self.sm.snapshot();
-                let encoded = started.elapsed();
-                let bytes = data.len();
-                let raft = &mut self.raft;
-                blocking(self.config.owns_thread, || raft.compact(data))?;
-                tracing::info!(
-                    id = %self.raft.id(),
-                    index = self.applied,
-                    bytes,
-                    encode_ms = encoded.as_millis() as u64,
-                    write_ms = (started.elapsed() - encoded).as_millis() as u64,
-                    "took a snapshot and compacted the log"
-                );
+            if self.snapshot_writing.is_none() && self.raft.snapshot_due() {
+                self.take_snapshot()?;
             }
             self.publish_status();
         }
+        Ok(())
+    }
+
+    /// Snapshots the state machine (on this thread: the state must hold
+    /// still while it is encoded) and has the storage write it: on a thread
+    /// of its own when the storage offers a writer, so that writes and
+    /// reads go on meanwhile and the log is compacted once the file is
+    /// durable ([`Self::finish_snapshot`]); otherwise here.
+    fn take_snapshot(&mut self) -> Result<(), StorageError> {
+        let started = Instant::now();
+        let data = self.sm.snapshot();
+        let encoded = started.elapsed();
+        let bytes = data.len();
+        let Some(writer) = self.raft.storage().snapshot_writer() else {
+            let raft = &mut self.raft;
+            let meta = blocking(self.config.owns_thread, || raft.compact(data))?;
+            log_snapshot(
+                &self.raft,
+                &meta,
+                bytes,
+                encoded,
+                started.elapsed() - encoded,
+            );
+            return Ok(());
+        };
+        let snapshot = self.raft.prepare_snapshot(data)?;
+        let done = self.snapshot_written.0.clone();
+        let meta = snapshot.meta.clone();
+        std::thread::Builder::new()
+            .name("snapshot-write".into())
+            .spawn(move || {
+                // Capacity 1 and one write at a time: never full.
+                let _ = done.try_send(writer(&snapshot));
+            })
+            .map_err(|e| {
+                StorageError::Fatal(format!("cannot start a thread to write the snapshot: {e}"))
+            })?;
+        self.snapshot_writing = Some(SnapshotWrite {
+            meta,
+            bytes,
+            started,
+            encoded,
+        });
+        Ok(())
+    }
+
+    /// The snapshot's file is durable (or failed): compact the log to it.
+    fn finish_snapshot(&mut self, written: Result<(), StorageError>) -> Result<(), StorageError> {
+        let Some(write) = self.snapshot_writing.take() else {
+            return Ok(());
+        };
+        written?;
+        let raft = &mut self.raft;
+        blocking(self.config.owns_thread, || {
+            raft.compact_written(&write.meta)
+        })?;
+        let written_in = write.started.elapsed() - write.encoded;
+        log_snapshot(
+            &self.raft,
+            &write.meta,
+            write.bytes,
+            write.encoded,
+            written_in,
+        );
+        self.publish_status();
         Ok(())
     }
 
@@ -572,6 +666,23 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
 
 /// Runs blocking IO: directly on a thread the driver owns, else in
 /// `block_in_place` so the runtime moves its other tasks elsewhere.
+fn log_snapshot<S: Storage>(
+    raft: &Raft<S>,
+    meta: &SnapshotMeta,
+    bytes: usize,
+    encoded: Duration,
+    written: Duration,
+) {
+    tracing::info!(
+        id = %raft.id(),
+        index = meta.index,
+        bytes,
+        encode_ms = encoded.as_millis() as u64,
+        write_ms = written.as_millis() as u64,
+        "took a snapshot and compacted the log"
+    );
+}
+
 /// How long the two halves of [`install_snapshot`] took.
 struct InstallTimes {
     persisted: Duration,

@@ -57,15 +57,20 @@ impl TestCluster {
         c
     }
 
-    fn start(&mut self, i: usize) {
+    fn storage_options(&self, i: usize) -> StorageOptions {
         let n = self.members.len() as u64;
-        let id = NodeId(i as u64 + 1);
-        let mut options = StorageOptions::new(7, id.0);
+        let mut options = StorageOptions::new(7, i as u64 + 1);
         options.bootstrap = Some(flotilla_raft::ConfState {
             voters: (1..=n).map(NodeId).collect(),
             learners: Vec::new(),
         });
-        let storage = DiskStorage::open(self.dirs[i].path(), options).expect("open storage");
+        options
+    }
+
+    fn start(&mut self, i: usize) {
+        let id = NodeId(i as u64 + 1);
+        let storage =
+            DiskStorage::open(self.dirs[i].path(), self.storage_options(i)).expect("open storage");
         let mut sm = Recorder::default();
         let snapshot = flotilla_raft::Storage::snapshot(&storage).expect("snapshot");
         if snapshot.meta.index > 0 {
@@ -229,6 +234,49 @@ async fn a_lagging_member_catches_up_through_a_snapshot() {
     let commands = c.wait_commands(victim, 60).await;
     assert_eq!(commands.len(), 60);
     assert_eq!(commands[59], Bytes::from_static(b"s59"));
+}
+
+/// Snapshots are written on a thread beside the driver; once durable they
+/// compact the log, and a stop waits for one still being written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_written_beside_the_driver_compact_the_log() {
+    let mut c = TestCluster::new(3, 10);
+    let l = c.leader().await;
+    for i in 0..60u32 {
+        c.handle(l)
+            .propose(Bytes::from(format!("w{i}")))
+            .await
+            .expect("applied");
+    }
+    for i in 0..3 {
+        c.wait_commands(i, 60).await;
+    }
+    for i in 0..3 {
+        c.stop(i).await;
+    }
+    for i in 0..3 {
+        let storage = DiskStorage::open(c.dirs[i].path(), c.storage_options(i)).expect("open");
+        let snapshot = flotilla_raft::Storage::snapshot(&storage).expect("snapshot");
+        let last = flotilla_raft::Storage::last_index(&storage);
+        assert!(
+            snapshot.meta.index + 30 > last && snapshot.meta.index >= 30,
+            "member {i}: snapshot at {} with the log at {last}",
+            snapshot.meta.index
+        );
+        assert_eq!(
+            flotilla_raft::Storage::first_index(&storage),
+            snapshot.meta.index + 1,
+            "member {i}: the log is compacted to the snapshot"
+        );
+    }
+    for i in 0..3 {
+        c.start(i);
+    }
+    for i in 0..3 {
+        let commands = c.wait_commands(i, 60).await;
+        assert_eq!(commands.len(), 60, "member {i}");
+        assert_eq!(commands[59], Bytes::from_static(b"w59"));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

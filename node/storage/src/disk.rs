@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use flotilla_raft::{
-    Entry, HardState, InitialState, LogIndex, MemStorage, Snapshot, SnapshotMeta, Storage,
-    StorageError, Term,
+    Entry, HardState, InitialState, LogIndex, MemStorage, Snapshot, SnapshotMeta, SnapshotWriter,
+    Storage, StorageError, Term,
 };
 
 use crate::error::OpenError;
@@ -456,13 +456,43 @@ impl Storage for DiskStorage {
 
     fn compact(&mut self, snapshot: Snapshot) -> Result<(), StorageError> {
         self.check()?;
-        let index = snapshot.meta.index;
         if !self.mirror.check_compact(&snapshot.meta)? {
             return Ok(());
         }
         self.io("writing a snapshot", |s| s.write_snapshot(&snapshot))?;
-        let (meta, covered) = (snapshot.meta.clone(), (index - self.offset()) as usize);
-        self.mirror.compact(without_data(snapshot))?;
+        self.compact_written(snapshot.meta)
+    }
+
+    /// Writes the snapshot file exactly as [`Storage::compact`] does (an
+    /// atomic replace, fsynced), on whatever thread calls it. It shares
+    /// nothing with the storage but the file layer: the log is untouched
+    /// until [`Storage::compact_written`].
+    fn snapshot_writer(&self) -> Option<SnapshotWriter> {
+        if self.fatal.is_some() {
+            return None;
+        }
+        let (fs, dir, sync) = (self.fs.clone(), self.dir.join(SNAPSHOT_DIR), self.sync());
+        Some(Box::new(move |snapshot: &Snapshot| {
+            let name = snapshot_name(&snapshot.meta);
+            write_snapshot_atomic(&*fs, &dir, &name, snapshot, sync).map_err(|e| {
+                StorageError::Fatal(format!(
+                    "writing snapshot {}: {e}",
+                    dir.join(&name).display()
+                ))
+            })
+        }))
+    }
+
+    fn compact_written(&mut self, meta: SnapshotMeta) -> Result<(), StorageError> {
+        self.check()?;
+        if !self.mirror.check_compact(&meta)? {
+            return Ok(());
+        }
+        let covered = (meta.index - self.offset()) as usize;
+        self.mirror.compact(Snapshot {
+            meta: meta.clone(),
+            data: Bytes::new(),
+        })?;
         self.offsets.drain(..covered);
         self.io("removing compacted segments", Self::remove_covered_segments)?;
         self.remove_old_snapshots(&meta);

@@ -392,6 +392,37 @@ fn compaction_keeps_one_snapshot_and_removes_covered_segments() {
     assert_eq!(s.snapshot().unwrap(), snapshot(5, 1));
 }
 
+/// A snapshot written by the storage's writer (on another thread in a
+/// node) compacts the log only when `compact_written` follows; one that a
+/// newer installed snapshot overtook meanwhile changes nothing.
+#[test]
+fn a_snapshot_written_aside_compacts_only_when_still_newest() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = DiskStorage::open(dir.path(), options()).unwrap();
+    s.save(None, &range(1, 20)).unwrap();
+    let writer = s
+        .snapshot_writer()
+        .expect("disk storage writes snapshots aside");
+    std::thread::scope(|scope| scope.spawn(|| writer(&snapshot(10, 1))).join().unwrap()).unwrap();
+    assert_eq!(s.first_index(), 1, "the log waits for compact_written");
+    s.compact_written(snapshot(10, 1).meta).unwrap();
+    assert_eq!(s.first_index(), 11);
+    assert_eq!(all(&s), range(11, 20));
+
+    // Overtaken: a snapshot at 15 is installed while the one at 12 is
+    // being written.
+    let writer = s.snapshot_writer().unwrap();
+    s.apply_snapshot(snapshot(15, 1)).unwrap();
+    writer(&snapshot(12, 1)).unwrap();
+    s.compact_written(snapshot(12, 1).meta).unwrap();
+    assert_eq!(s.first_index(), 16);
+    assert_eq!(s.snapshot().unwrap(), snapshot(15, 1));
+    drop(s);
+    let s = DiskStorage::open(dir.path(), options()).unwrap();
+    assert_eq!(s.snapshot().unwrap(), snapshot(15, 1));
+    assert_eq!(all(&s), range(16, 20));
+}
+
 #[test]
 fn an_interrupted_log_discard_is_finished_at_open() {
     let (dir, segment) = ten_entries(&options());
