@@ -57,6 +57,11 @@
 //!    segment straddling it stays; recovery skips covered entries). When
 //!    `apply_snapshot` discards the log, all segments go and an empty one
 //!    starts after the snapshot.
+//!    `compact` can also run in two halves: a
+//!    [`flotilla_raft::SnapshotWriter`] from `snapshot_writer` writes the
+//!    file on another thread, touching nothing else, and `compact_written`
+//!    then discards the covered log (nothing, if a snapshot installed
+//!    meanwhile is newer).
 //! 5. **Failure is final.** Any IO error (a failed fsync above all) makes
 //!    the storage fatal: that call and every later one return
 //!    [`flotilla_raft::StorageError::Fatal`]; the node must stop.
