@@ -278,14 +278,18 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
                 break Err(e);
             }
         };
-        // A snapshot still being written is finished, so that no thread
-        // of this member outlives it with the data directory.
-        let result = match (result, self.snapshot_writing.is_some()) {
-            (Ok(()), true) => match self.snapshot_written.1.recv().await {
-                Some(written) => self.finish_snapshot(written),
-                None => Ok(()),
-            },
-            (result, _) => result,
+        // A snapshot still being written is waited for (and, after a
+        // clean stop, finished), so that no thread of this member outlives
+        // it with the data directory. The writer always reports, even when
+        // it panics.
+        let result = if self.snapshot_writing.is_some() {
+            let written = self.snapshot_written.1.recv().await;
+            match (result, written) {
+                (Ok(()), Some(written)) => self.finish_snapshot(written),
+                (result, _) => result,
+            }
+        } else {
+            result
         };
         self.fail_all(DriverError::Stopped);
         result
@@ -440,7 +444,9 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
             if let Some(m) = &self.metrics
                 && ready.must_persist()
             {
-                m.observe_fsync(started.elapsed());
+                // With a snapshot, the persist half alone (not the decode).
+                let persisted = restored.as_ref().map(|t| t.persisted);
+                m.observe_fsync(persisted.unwrap_or_else(|| started.elapsed()));
             }
             // Step 4: send.
             if !ready.messages.is_empty() {
@@ -560,8 +566,13 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
         std::thread::Builder::new()
             .name("snapshot-write".into())
             .spawn(move || {
+                let written =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| writer(&snapshot)))
+                        .unwrap_or_else(|_| {
+                            Err(StorageError::Fatal("the snapshot writer panicked".into()))
+                        });
                 // Capacity 1 and one write at a time: never full.
-                let _ = done.try_send(writer(&snapshot));
+                let _ = done.try_send(written);
             })
             .map_err(|e| {
                 StorageError::Fatal(format!("cannot start a thread to write the snapshot: {e}"))

@@ -9,9 +9,9 @@
 //! than drop entries that may be committed.
 //!
 //! A segment may end in zeros written ahead of the log
-//! ([`crate::StorageOptions::preallocate_bytes`]). A frame never starts
-//! with zero bytes (its length is at least 17), so where the frames stop
-//! and only zeros remain, that is the segment's clean end, in any segment.
+//! ([`crate::StorageOptions::preallocate_bytes`]). A frame's 4-byte length
+//! is never zero (it is at least 17), so where the frames stop and only
+//! zeros remain, that is the segment's clean end, in any segment.
 //! A sealed segment whose last frames were zeroed by damage is still
 //! caught: the next segment then does not start at the index after it.
 
