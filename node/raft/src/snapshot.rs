@@ -36,24 +36,11 @@ impl<S: Storage> Raft<S> {
     /// snapshot and discards the log up to that index. Call it between
     /// `advance` and the next input. Returns the snapshot's position.
     pub fn compact(&mut self, data: Bytes) -> Result<SnapshotMeta, StorageError> {
-        assert!(
-            self.pending_ready_is_none(),
-            "compact() between ready() and advance()"
-        );
-        let index = self.log.applied;
-        let term = self.log.term(index)?;
-        let meta = SnapshotMeta {
-            index,
-            term,
-            conf_state: self.confs.at(index).clone(),
-        };
-        self.log.storage.compact(Snapshot {
-            meta: meta.clone(),
-            data,
-        })?;
-        self.confs.compact_to(index);
-        self.applied_bytes_since_snapshot = 0;
-        tracing::debug!(id = %self.id, index, "log compacted");
+        let snapshot = self.prepare_snapshot(data)?;
+        let meta = snapshot.meta.clone();
+        self.log.storage.compact(snapshot)?;
+        self.confs.compact_to(meta.index);
+        tracing::debug!(id = %self.id, index = meta.index, "log compacted");
         Ok(meta)
     }
 
@@ -65,7 +52,7 @@ impl<S: Storage> Raft<S> {
     pub fn prepare_snapshot(&mut self, data: Bytes) -> Result<Snapshot, StorageError> {
         assert!(
             self.pending_ready_is_none(),
-            "prepare_snapshot() between ready() and advance()"
+            "a snapshot taken between ready() and advance()"
         );
         let index = self.log.applied;
         let term = self.log.term(index)?;

@@ -125,7 +125,7 @@ enum Input<M: StateMachine> {
     Tick,
     Peer(Message),
     Request(Request<M>),
-    SnapshotWritten(Result<(), StorageError>),
+    SnapshotWritten(WriteResult),
 }
 
 /// Ticks missed at once before the driver logs that it fell behind.
@@ -587,7 +587,7 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
     }
 
     /// The snapshot's file is durable (or failed): compact the log to it.
-    fn finish_snapshot(&mut self, written: Result<(), StorageError>) -> Result<(), StorageError> {
+    fn finish_snapshot(&mut self, written: WriteResult) -> Result<(), StorageError> {
         let Some(write) = self.snapshot_writing.take() else {
             return Ok(());
         };
@@ -718,15 +718,14 @@ fn install_snapshot<S: Storage, M: StateMachine>(
         raft.storage_mut()
             .save(ready.hard_state.as_ref(), &ready.entries)
     };
-    let restore = |sm: &mut M| {
-        sm.restore(snapshot)
-            .map_err(|e| StorageError::Fatal(format!("cannot restore snapshot: {e}")))
-            .map(|()| started.elapsed())
-    };
     std::thread::scope(|scope| {
         let restoring = std::thread::Builder::new()
             .name("snapshot-restore".into())
-            .spawn_scoped(scope, || restore(sm));
+            .spawn_scoped(scope, || {
+                sm.restore(snapshot)
+                    .map_err(|e| StorageError::Fatal(format!("cannot restore snapshot: {e}")))
+                    .map(|()| started.elapsed())
+            });
         let persisted = persist(raft).map(|()| started.elapsed());
         let restored = match restoring {
             Ok(handle) => handle

@@ -139,6 +139,17 @@ impl TestCluster {
         panic!("no leader elected");
     }
 
+    /// Proposes `prefix0` .. `prefix{count-1}` through member `l`, each
+    /// awaited until applied.
+    async fn propose_all(&self, l: usize, prefix: &str, count: u32) {
+        for i in 0..count {
+            self.handle(l)
+                .propose(Bytes::from(format!("{prefix}{i}")))
+                .await
+                .expect("applied");
+        }
+    }
+
     /// Waits until member `i` applied `count` commands.
     async fn wait_commands(&self, i: usize, count: usize) -> Vec<Bytes> {
         for _ in 0..2000 {
@@ -198,20 +209,10 @@ async fn three_members_agree_and_read_linearizably() {
 async fn a_member_restarts_from_disk_and_catches_up() {
     let mut c = TestCluster::new(3, 100_000);
     let l = c.leader().await;
-    for i in 0..20u32 {
-        c.handle(l)
-            .propose(Bytes::from(format!("a{i}")))
-            .await
-            .expect("applied");
-    }
+    c.propose_all(l, "a", 20).await;
     let victim = (l + 1) % 3;
     c.stop(victim).await;
-    for i in 0..20u32 {
-        c.handle(l)
-            .propose(Bytes::from(format!("b{i}")))
-            .await
-            .expect("applied");
-    }
+    c.propose_all(l, "b", 20).await;
     c.start(victim);
     let commands = c.wait_commands(victim, 40).await;
     assert_eq!(commands.len(), 40);
@@ -224,12 +225,7 @@ async fn a_lagging_member_catches_up_through_a_snapshot() {
     let l = c.leader().await;
     let victim = (l + 2) % 3;
     c.stop(victim).await;
-    for i in 0..60u32 {
-        c.handle(l)
-            .propose(Bytes::from(format!("s{i}")))
-            .await
-            .expect("applied");
-    }
+    c.propose_all(l, "s", 60).await;
     c.start(victim);
     let commands = c.wait_commands(victim, 60).await;
     assert_eq!(commands.len(), 60);
@@ -242,12 +238,7 @@ async fn a_lagging_member_catches_up_through_a_snapshot() {
 async fn snapshots_written_beside_the_driver_compact_the_log() {
     let mut c = TestCluster::new(3, 10);
     let l = c.leader().await;
-    for i in 0..60u32 {
-        c.handle(l)
-            .propose(Bytes::from(format!("w{i}")))
-            .await
-            .expect("applied");
-    }
+    c.propose_all(l, "w", 60).await;
     for i in 0..3 {
         c.wait_commands(i, 60).await;
     }
