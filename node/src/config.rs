@@ -162,6 +162,20 @@ pub struct NodeArgs {
     #[arg(long, env = "FLOTILLA_AUTO_COMPACTION_RETENTION")]
     #[serde(default, deserialize_with = "retention_from_file")]
     pub auto_compaction_retention: Option<Retention>,
+    /// Peer addresses (`host:port`, comma-separated) asked for the running
+    /// cluster by a member that starts on an empty data directory, besides
+    /// the peers of --initial-cluster; a name is resolved on every attempt
+    /// and every address it resolves to is asked (a headless Service's
+    /// name reaches every pod).
+    #[arg(long, env = "FLOTILLA_DISCOVERY_PEERS")]
+    pub discovery_peers: Option<String>,
+    /// How long one discovery request may take, in milliseconds.
+    #[arg(long, env = "FLOTILLA_DISCOVERY_TIMEOUT_MS")]
+    pub discovery_timeout_ms: Option<u64>,
+    /// How long a member joining a running cluster waits for one that
+    /// lists it (added with MemberAdd) before it gives up, in milliseconds.
+    #[arg(long, env = "FLOTILLA_JOIN_TIMEOUT_MS")]
+    pub join_timeout_ms: Option<u64>,
 }
 
 /// One member of the initial cluster.
@@ -180,11 +194,14 @@ pub struct InitialMember {
 pub struct NodeConfig {
     /// This member's name.
     pub name: String,
-    /// This member's id: from the cluster token and its name, or, when it
-    /// joins an existing cluster, from its advertised peer URL (as
-    /// MemberAdd derives it; see [`crate::api::member_id_for_peer_url`]).
+    /// This member's id as a founder: from the cluster token and its name.
+    /// A member that joins a running cluster is given its id by the
+    /// cluster, and a member that restarts reads it from its data
+    /// directory ([`crate::join`]); for those this is not used.
     pub member_id: u64,
-    /// The cluster's id.
+    /// The id of the cluster the founders bootstrap: from the token and
+    /// the founders. A joining or restarting member learns the real one as
+    /// its member id.
     pub cluster_id: u64,
     /// Data directory.
     pub data_dir: PathBuf,
@@ -218,6 +235,12 @@ pub struct NodeConfig {
     pub max_request_bytes: usize,
     /// What auto-compaction keeps.
     pub auto_compaction: AutoCompaction,
+    /// Extra peer addresses (`host:port`) asked when joining.
+    pub discovery_peers: Vec<String>,
+    /// How long one discovery request may take.
+    pub discovery_timeout: Duration,
+    /// How long a joining member waits for a cluster that lists it.
+    pub join_timeout: Duration,
 }
 
 /// FNV-1a, for ids that must be the same on every member and every run.
@@ -364,7 +387,10 @@ impl NodeArgs {
             read_mode,
             max_request_bytes,
             auto_compaction_mode,
-            auto_compaction_retention
+            auto_compaction_retention,
+            discovery_peers,
+            discovery_timeout_ms,
+            join_timeout_ms
         )
     }
 }
@@ -388,15 +414,10 @@ impl NodeConfig {
             &token,
         )?;
         let cluster_state = args.initial_cluster_state.unwrap_or(ClusterState::New);
+        // A member not named in --initial-cluster does not bootstrap: it
+        // joins the running cluster once MemberAdd lists it, whatever the
+        // state says (so every pod of a StatefulSet can share one template).
         let me = initial_cluster.iter().find(|m| m.name == name);
-        if me.is_none() && cluster_state == ClusterState::New {
-            return Err(invalid(
-                "name",
-                format!(
-                    "{name:?} is not in --initial-cluster, so it cannot bootstrap a new cluster"
-                ),
-            ));
-        }
         let member_id = founding_member_id(&token, &name);
         let cluster_id = cluster_id_for(&token, &initial_cluster);
         let peer_advertise = match (&args.initial_advertise_peer_urls, me) {
@@ -404,12 +425,32 @@ impl NodeConfig {
             (None, Some(m)) => m.peer_url.clone(),
             (None, None) => return Err(ConfigError::Missing("initial-advertise-peer-urls")),
         };
-        // A member joining a running cluster was added by its peer URL
-        // (MemberAdd knows no name), so its id comes from that URL.
-        let member_id = match cluster_state {
-            ClusterState::New => member_id,
-            ClusterState::Existing => crate::api::member_id_for_peer_url(&peer_advertise),
-        };
+        if !crate::kv::valid_peer_url(&peer_advertise) {
+            return Err(invalid(
+                "initial-advertise-peer-urls",
+                format!("{peer_advertise:?} is not http(s)://host:port"),
+            ));
+        }
+        let discovery_peers = args
+            .discovery_peers
+            .as_deref()
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|p| listen_addr("discovery-peers", p))
+            .collect::<Result<Vec<String>, ConfigError>>()?;
+        let discovery_timeout_ms = args.discovery_timeout_ms.unwrap_or(1000);
+        if !(10..=60_000).contains(&discovery_timeout_ms) {
+            return Err(invalid(
+                "discovery-timeout-ms",
+                format!("{discovery_timeout_ms} is outside 10..=60000"),
+            ));
+        }
+        let join_timeout_ms = args.join_timeout_ms.unwrap_or(60_000);
+        if join_timeout_ms == 0 {
+            return Err(invalid("join-timeout-ms", "must be at least 1"));
+        }
         let peer_listen = listen_addr(
             "listen-peer-urls",
             args.listen_peer_urls.as_deref().unwrap_or(&peer_advertise),
@@ -484,6 +525,9 @@ impl NodeConfig {
             read_mode: args.read_mode.unwrap_or(ReadModeSetting::Safe),
             max_request_bytes,
             auto_compaction,
+            discovery_peers,
+            discovery_timeout: Duration::from_millis(discovery_timeout_ms),
+            join_timeout: Duration::from_millis(join_timeout_ms),
         };
         let listens = [
             &config.client_listen,

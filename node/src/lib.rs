@@ -10,6 +10,7 @@
 //! | [`config`] | flags, environment and file, validated into a [`config::NodeConfig`] |
 //! | [`driver`] | the tokio task that owns the Raft core and runs its `Ready` loop |
 //! | [`http`] | `/livez`, `/readyz`, `/metrics` |
+//! | [`join`] | who a member is at start: bootstrap, join a running cluster, restart; the discovery service |
 //! | [`kv`] | the etcd-compatible MVCC key-value state machine, leases, exactly-once sessions |
 //! | [`lease`] | etcd's Lease service and the leader's lease expiry loop |
 //! | [`member`] | running one member as a process (the `flotilla-node` binary) |
@@ -26,6 +27,7 @@ pub mod compaction;
 pub mod config;
 pub mod driver;
 pub mod http;
+pub mod join;
 pub mod kv;
 pub mod lease;
 pub mod member;

@@ -6,12 +6,13 @@
 
 use crate::api::{
     ApiContext, ClusterService, ForwardService, Forwarder, HeaderSource, KvService,
-    MaintenanceService, WriteForwardConfig, WriteForwarder, publish_self,
+    MaintenanceService, WriteForwardConfig, WriteForwarder, Writes, publish_self,
 };
 use crate::compaction::spawn_auto_compaction;
 use crate::config::{ClusterState, FsyncSetting, NodeConfig, ReadModeSetting};
 use crate::driver::{Driver, DriverConfig, RaftHandle};
 use crate::http::{self, HttpState};
+use crate::join::{DiscoveryService, Identity, resolve_identity};
 use crate::kv::Lessor;
 use crate::lease::{LeaseExpiryConfig, LeaseService, spawn_lease_expiry};
 use crate::metrics::Metrics;
@@ -70,6 +71,10 @@ pub enum StartError {
     /// The snapshot could not be loaded into the state machine.
     #[error("cannot restore the snapshot: {0}")]
     Restore(String),
+    /// This member cannot take its place in the cluster (removed, not
+    /// added, its data lost).
+    #[error("{0}")]
+    Join(#[from] crate::join::JoinError),
     /// The Raft configuration is inconsistent.
     #[error("invalid raft configuration: {0}")]
     Raft(#[from] flotilla_raft::ConfigError),
@@ -142,7 +147,7 @@ fn raft_config(config: &NodeConfig, applied: u64) -> Config {
     c
 }
 
-fn open_storage(config: &NodeConfig) -> Result<DiskStorage, StartError> {
+fn open_storage(config: &NodeConfig, identity: &Identity) -> Result<DiskStorage, StartError> {
     let mut options = StorageOptions::new(config.cluster_id, config.member_id);
     options.fsync = match config.fsync {
         FsyncSetting::Always => FsyncMode::Always,
@@ -150,8 +155,8 @@ fn open_storage(config: &NodeConfig) -> Result<DiskStorage, StartError> {
     };
     // Used only when the directory is fresh; a joining member starts empty
     // and learns the configuration from the leader.
-    options.bootstrap = match config.cluster_state {
-        ClusterState::New => Some(ConfState {
+    options.bootstrap = match identity {
+        Identity::Bootstrap { .. } => Some(ConfState {
             voters: config
                 .initial_cluster
                 .iter()
@@ -159,7 +164,7 @@ fn open_storage(config: &NodeConfig) -> Result<DiskStorage, StartError> {
                 .collect(),
             learners: Vec::new(),
         }),
-        ClusterState::Existing => None,
+        Identity::Join { .. } | Identity::Restart { .. } => None,
     };
     Ok(DiskStorage::open(&config.data_dir, options)?)
 }
@@ -178,7 +183,27 @@ pub async fn start(
     let client_addr = listeners.client.local_addr()?;
     let peer_addr = listeners.peer.local_addr()?;
     let http_addr = listeners.http.local_addr()?;
-    let storage = tokio::task::block_in_place(|| open_storage(&config))?;
+    let identity = resolve_identity(&config).await?;
+    // A founder of this configuration (bootstrapping now, or restarting as
+    // the member it bootstrapped as) seeds the founders into the table if
+    // that never happened; a member that joined has nothing to seed.
+    let founder = config.cluster_state == ClusterState::New
+        && identity.cluster_id() == config.cluster_id
+        && identity.member_id() == config.member_id
+        && config
+            .initial_cluster
+            .iter()
+            .any(|m| m.id == config.member_id);
+    let joined_members = match &identity {
+        Identity::Join { members, .. } => Some(members.clone()),
+        _ => None,
+    };
+    let config = NodeConfig {
+        cluster_id: identity.cluster_id(),
+        member_id: identity.member_id(),
+        ..config
+    };
+    let storage = tokio::task::block_in_place(|| open_storage(&config, &identity))?;
     let snapshot = storage.snapshot()?;
     // The store's limits stay the defaults on every member: applying must
     // give the same result everywhere, so they are not per-member settings.
@@ -199,11 +224,22 @@ pub async fn start(
         transport_config.clone(),
         FaultControl::new(config.member_id),
     );
-    let initial_peers: HashMap<NodeId, String> = config
-        .initial_cluster
-        .iter()
-        .filter(|m| m.id != config.member_id)
-        .map(|m| (NodeId(m.id), m.peer_url.clone()))
+    // The first peers: the members the cluster gave a joining member, else
+    // the founders; the member table takes over as soon as it is applied.
+    let initial_peers: HashMap<NodeId, String> = match &joined_members {
+        Some(members) => members
+            .iter()
+            .filter_map(|m| Some((NodeId(m.id), m.peer_ur_ls.first()?.clone())))
+            .collect(),
+        None => config
+            .initial_cluster
+            .iter()
+            .map(|m| (NodeId(m.id), m.peer_url.clone()))
+            .collect(),
+    };
+    let initial_peers: HashMap<NodeId, String> = initial_peers
+        .into_iter()
+        .filter(|(id, _)| id.0 != config.member_id)
         .collect();
     transport.set_peers(&initial_peers)?;
 
@@ -228,9 +264,13 @@ pub async fn start(
         &transport_config,
         transport.metrics(),
     );
-    let peer_server = tokio::spawn(transport::serve(
+    let discovery = tonic::service::Routes::new(
+        DiscoveryService::new(raft.clone(), config.cluster_id).into_server(),
+    );
+    let peer_server = tokio::spawn(transport::serve_with(
         listeners.peer,
         peer_service,
+        discovery,
         signal(&stop_core),
     ));
     let http_server = tokio::spawn(http::serve(
@@ -248,8 +288,14 @@ pub async fn start(
         member_id: config.member_id,
         max_request_bytes: config.max_request_bytes,
         forwarder: Forwarder::new(FORWARD_CHANNELS_MAX, FORWARD_TIMEOUT),
+        lessor: lessor.clone(),
     };
-    let cluster = ClusterService::new(ctx.clone());
+    let forward_config = WriteForwardConfig::for_request_limit(config.max_request_bytes);
+    let writes = Writes::new(
+        ctx.clone(),
+        WriteForwarder::spawn(ctx.clone(), config.cluster_id, forward_config.clone()),
+    );
+    let cluster = ClusterService::new(ctx.clone(), writes.clone());
     let watch_service = WatchService::new(
         raft.clone(),
         events.clone(),
@@ -259,27 +305,22 @@ pub async fn start(
             ..WatchConfig::default()
         },
     );
-    let lease_service = LeaseService::new(raft.clone(), lessor.clone())
-        .with_cluster_id(config.cluster_id)
-        .with_forwarding(ctx.clone());
+    let lease_service = LeaseService::new(ctx.clone(), writes.clone());
     let (watch_closer, lease_closer) =
         (watch_service.stream_closer(), lease_service.stream_closer());
     let message_max = config.max_request_bytes + GRPC_OVERHEAD_BYTES;
-    let forward_config = WriteForwardConfig::for_request_limit(config.max_request_bytes);
-    let write_forwarder =
-        WriteForwarder::spawn(ctx.clone(), config.cluster_id, forward_config.clone());
     let forward_service = ForwardService::new(ctx.clone(), config.cluster_id, &forward_config);
     let forward_closer = forward_service.stream_closer();
     let router = tonic::transport::Server::builder()
         .add_service(
-            KvServer::new(KvService::new(ctx.clone(), write_forwarder))
+            KvServer::new(KvService::new(ctx.clone(), writes.clone()))
                 .max_decoding_message_size(message_max)
                 .max_encoding_message_size(usize::MAX),
         )
         .add_service(MaintenanceServer::new(
             MaintenanceService::new(ctx.clone()).with_data_dir(config.data_dir.clone()),
         ))
-        .add_service(ClusterServer::new(cluster.clone()))
+        .add_service(ClusterServer::new(cluster))
         .add_service(watch_service.into_server())
         .add_service(lease_service.into_server())
         .add_service(forward_service.into_server());
@@ -299,6 +340,21 @@ pub async fn start(
         stop_client_streams,
     ));
 
+    let founders: Vec<Member> = if founder {
+        config
+            .initial_cluster
+            .iter()
+            .map(|m| Member {
+                id: m.id,
+                name: m.name.clone(),
+                peer_ur_ls: vec![m.peer_url.clone()],
+                client_ur_ls: Vec::new(),
+                is_learner: false,
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     let me = Member {
         id: config.member_id,
         name: config.name.clone(),
@@ -309,8 +365,9 @@ pub async fn start(
     let background = vec![
         tokio::spawn(publish_self(
             raft.clone(),
-            cluster,
+            writes.clone(),
             me,
+            founders,
             stop_clients.subscribe(),
         )),
         spawn_lease_expiry(

@@ -137,6 +137,10 @@ impl StateMachine for NodeStateMachine {
         output
     }
 
+    fn apply_conf_change(&mut self, index: LogIndex, context: &Bytes) -> KvOutput {
+        self.kv.apply_membership_entry(index, context)
+    }
+
     fn snapshot(&self) -> Bytes {
         self.kv.snapshot()
     }

@@ -19,6 +19,15 @@ impl StateMachine for Recorder {
         self.commands.len()
     }
 
+    /// A membership entry's context is recorded like a command, marked so
+    /// that tests can tell it apart.
+    fn apply_conf_change(&mut self, _index: LogIndex, context: &Bytes) -> usize {
+        let mut marked = b"conf:".to_vec();
+        marked.extend_from_slice(context);
+        self.commands.push(Bytes::from(marked));
+        self.commands.len()
+    }
+
     fn snapshot(&self) -> Bytes {
         let mut out = Vec::new();
         for c in &self.commands {

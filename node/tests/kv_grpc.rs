@@ -316,14 +316,28 @@ async fn member_add_learner_promote_and_remove() {
     let peer_url = format!("http://{}", l.peer.local_addr().expect("addr"));
     // Sent to a follower: forwarded to the leader.
     let mut cluster = ClusterClient::new(c.channel(c.follower()).await);
-    let voter = cluster
+    let bad = cluster
         .member_add(MemberAddRequest {
-            peer_ur_ls: vec![peer_url.clone()],
-            is_learner: false,
+            peer_ur_ls: vec!["127.0.0.1:1".into()],
+            is_learner: true,
         })
         .await
-        .expect_err("voters are added as learners first");
-    assert_eq!(voter.code(), tonic::Code::FailedPrecondition);
+        .expect_err("not a URL");
+    assert_eq!(bad.message(), "etcdserver: given member URLs are invalid");
+    let taken = cluster
+        .member_add(MemberAddRequest {
+            peer_ur_ls: vec![c.configs[0].peer_advertise.clone()],
+            is_learner: true,
+        })
+        .await
+        .expect_err("a founder's URL");
+    assert_eq!(
+        (taken.code(), taken.message()),
+        (
+            tonic::Code::FailedPrecondition,
+            "etcdserver: Peer URLs already exists"
+        )
+    );
     let added = cluster
         .member_add(MemberAddRequest {
             peer_ur_ls: vec![peer_url.clone()],
@@ -334,11 +348,14 @@ async fn member_add_learner_promote_and_remove() {
         .into_inner();
     let member = added.member.expect("the new member");
     assert!(member.is_learner);
-    assert_eq!(
-        member.id,
-        flotilla_node::api::member_id_for_peer_url(&peer_url)
-    );
+    assert!(member.name.is_empty(), "unstarted: {member:?}");
+    assert_eq!(member.peer_ur_ls, std::slice::from_ref(&peer_url));
     assert_eq!(added.members.len(), 4);
+    assert!(
+        added.members.iter().filter(|m| m.id == member.id).count() == 1,
+        "a fresh id: {:?}",
+        added.members
+    );
     // The new member joins: founding members as its initial peers.
     let initial = c.nodes[0]
         .raft()
@@ -353,11 +370,13 @@ async fn member_add_learner_promote_and_remove() {
         })
         .filter(|m| m.id != member.id)
         .collect::<Vec<_>>();
-    let mut config = node_config("n4", member.id, &initial, &dir, &l);
+    // Its id is the cluster's to give: the config's is not used.
+    let mut config = node_config("n4", 0, &initial, &dir, &l);
     config.cluster_state = ClusterState::Existing;
     c.configs.push(config.clone());
-    c.nodes
-        .push(start(config, l).await.expect("start the joiner"));
+    let joiner = start(config, l).await.expect("start the joiner");
+    assert_eq!(joiner.member_id(), member.id, "the id MemberAdd gave");
+    c.nodes.push(joiner);
     c.dirs.push(dir);
     let mut leader = c.kv(c.leader()).await;
     leader.put(put_req("joined", "yes")).await.expect("put");

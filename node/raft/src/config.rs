@@ -60,6 +60,11 @@ pub struct Config {
     /// A learner may be promoted only when at most this many entries behind
     /// the leader, so that a promotion never stalls commits.
     pub max_promote_lag_entries: u64,
+    /// Refuse to remove a voter when the voters left would not include a
+    /// quorum that answered within the last election timeout (etcd's
+    /// `--strict-reconfig-check`): such a removal would leave the cluster
+    /// unable to commit. Off by default in the core; the node turns it on.
+    pub strict_reconfig_check: bool,
     /// Bytes of snapshot data per InstallSnapshot message.
     pub max_snapshot_chunk_bytes: u64,
     /// Largest snapshot a follower accepts (it buffers one while receiving).
@@ -95,6 +100,7 @@ impl Config {
             max_committed_bytes_per_ready: 64 * 1024 * 1024,
             max_pending_reads: 65536,
             max_promote_lag_entries: 1000,
+            strict_reconfig_check: false,
             max_snapshot_chunk_bytes: 1024 * 1024,
             max_snapshot_bytes: 4 * 1024 * 1024 * 1024,
             snapshot_after_entries: 100_000,

@@ -40,8 +40,10 @@
 //!    vote are durable), the driver may send them before or while doing
 //!    step 3, so that the leader's disk write overlaps the followers'.
 //! 5. **Apply**: restore the state machine from `ready.snapshot`, if any;
-//!    then apply `ready.committed_entries` in order (entries of kind
-//!    [`EntryKind::Noop`] and [`EntryKind::ConfChange`] carry no command);
+//!    then apply `ready.committed_entries` in order (a [`EntryKind::Noop`]
+//!    carries no command; a [`EntryKind::ConfChange`] carries the new
+//!    configuration and the proposer's context, read with
+//!    [`ConfChangeData::decode`]);
 //!    then serve `ready.read_states` whose index is applied.
 //! 6. Call [`Raft::advance`]. No other input may come between steps 2 and 6.
 //! 7. When [`Raft::snapshot_due`], serialize the state machine (as of the
@@ -94,7 +96,7 @@ mod types;
 
 pub use config::{Config, ReadMode};
 pub use error::{ConfigError, ProposeError, ReadError, StorageError, TransferError};
-pub use membership::ConfChange;
+pub use membership::{ConfChange, ConfChangeData};
 pub use message::{Message, MessageBody};
 pub use progress::ProgressState;
 pub use raft::{Raft, Status};

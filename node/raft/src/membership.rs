@@ -18,16 +18,58 @@ use crate::progress::{Inflights, Progress};
 use crate::raft::Raft;
 use crate::storage::Storage;
 use crate::types::{ConfState, Entry, EntryKind, LogIndex, NodeId, Role, Term};
+use bytes::Bytes;
 
 /// One step of membership change.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ConfChange {
     /// Add a member that receives the log but does not vote.
     AddLearner(NodeId),
+    /// Add a voter directly (etcd's plain member add). It counts toward
+    /// every quorum from this entry on, before it holds any of the log, so
+    /// prefer [`ConfChange::AddLearner`] then
+    /// [`ConfChange::PromoteLearner`]; with the strict check, refused when
+    /// the voters already there that answered recently would not make the
+    /// larger quorum on their own.
+    AddVoter(NodeId),
     /// Make a caught-up learner a voter.
     PromoteLearner(NodeId),
     /// Remove a voter or learner.
     RemoveNode(NodeId),
+}
+
+/// What a [`EntryKind::ConfChange`] entry carries: the whole configuration
+/// after the change, then the application's context for it (for example the
+/// member record the change adds): the application's view of the membership
+/// and Raft's configuration change in one entry, so that no crash or leader
+/// change can leave the two disagreeing.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ConfChangeData {
+    /// The configuration in force from this entry on.
+    pub conf: ConfState,
+    /// The application's bytes, handed back when the entry is applied.
+    pub context: Bytes,
+}
+
+impl ConfChangeData {
+    /// The entry's bytes: [`ConfState::encode`] followed by the context.
+    pub fn encode(&self) -> Bytes {
+        let conf = self.conf.encode();
+        let mut out = Vec::with_capacity(conf.len() + self.context.len());
+        out.extend_from_slice(&conf);
+        out.extend_from_slice(&self.context);
+        Bytes::from(out)
+    }
+
+    /// Reads an entry's bytes; None when the configuration is malformed.
+    /// Entries written before contexts existed decode with an empty one.
+    pub fn decode(data: &Bytes) -> Option<ConfChangeData> {
+        let (conf, used) = ConfState::decode_prefix(data)?;
+        Some(ConfChangeData {
+            conf,
+            context: data.slice(used..),
+        })
+    }
 }
 
 /// The configuration history the log holds.
@@ -63,8 +105,8 @@ impl ConfHistory {
         let Some(first) = entries.first() else { return };
         self.changes.retain(|(i, _)| *i < first.index);
         for e in entries.iter().filter(|e| e.kind == EntryKind::ConfChange) {
-            match ConfState::decode(&e.data) {
-                Some(conf) => self.changes.push((e.index, conf)),
+            match ConfChangeData::decode(&e.data) {
+                Some(data) => self.changes.push((e.index, data.conf)),
                 None => tracing::error!(index = e.index, "undecodable configuration entry ignored"),
             }
         }
@@ -88,6 +130,17 @@ impl<S: Storage> Raft<S> {
         &mut self,
         change: ConfChange,
     ) -> Result<(LogIndex, Term), ProposeError> {
+        self.propose_conf_change_with_context(change, Bytes::new())
+    }
+
+    /// Proposes one membership change carrying `context`, which the entry
+    /// holds beside the new configuration ([`ConfChangeData`]) and the
+    /// application reads when it applies the entry.
+    pub fn propose_conf_change_with_context(
+        &mut self,
+        change: ConfChange,
+        context: Bytes,
+    ) -> Result<(LogIndex, Term), ProposeError> {
         self.check_can_propose()?;
         let reject = |reason: String| Err(ProposeError::ConfChangeRejected(reason));
         if !self.log.match_term(self.log.committed, self.term) {
@@ -109,6 +162,26 @@ impl<S: Storage> Raft<S> {
                     return reject(format!("{id} is already a member (or invalid)"));
                 }
                 conf.learners.push(id);
+            }
+            ConfChange::AddVoter(id) => {
+                if !id.is_some() || conf.contains(id) {
+                    return reject(format!("{id} is already a member (or invalid)"));
+                }
+                let active = conf
+                    .voters
+                    .iter()
+                    .filter(|v| self.recently_heard(**v))
+                    .count();
+                conf.voters.push(id);
+                let quorum = conf.voters.len() / 2 + 1;
+                // Growing a single member to two is how a cluster restored
+                // from a backup grows back, as etcd allows.
+                let regrowing = conf.voters.len() == 2 && active == 1;
+                if self.config.strict_reconfig_check && active < quorum && !regrowing {
+                    return reject(format!(
+                        "adding {id} would need {quorum} voters for a quorum while {active} answered recently, below a quorum of {quorum}"
+                    ));
+                }
             }
             ConfChange::PromoteLearner(id) => {
                 if !conf.learners.contains(&id) {
@@ -142,6 +215,20 @@ impl<S: Storage> Raft<S> {
                 }
                 conf.voters.retain(|v| *v != id);
                 conf.learners.retain(|l| *l != id);
+                if self.config.strict_reconfig_check {
+                    let active = conf
+                        .voters
+                        .iter()
+                        .filter(|v| self.recently_heard(**v))
+                        .count();
+                    let quorum = conf.voters.len() / 2 + 1;
+                    if active < quorum {
+                        return reject(format!(
+                            "removing {id} would leave {active} of {} voters that answered recently, below a quorum of {quorum}",
+                            conf.voters.len()
+                        ));
+                    }
+                }
             }
         }
         tracing::info!(id = %self.id, ?change, "proposing membership change");
@@ -149,13 +236,27 @@ impl<S: Storage> Raft<S> {
             term: self.term,
             index: self.log.last_index() + 1,
             kind: EntryKind::ConfChange,
-            data: conf.encode(),
+            data: ConfChangeData { conf, context }.encode(),
         };
         let index = entry.index;
         self.uncommitted_bytes += entry.size_bytes();
         self.uncommitted_entries += 1;
         self.append_as_leader(&[entry]);
         Ok((index, self.term))
+    }
+
+    /// Whether `id` is this member or answered within the last election
+    /// timeout.
+    fn recently_heard(&self, id: NodeId) -> bool {
+        id == self.id
+            || self
+                .tracker
+                .progress
+                .get(&id)
+                .and_then(|p| p.last_heard_tick)
+                .is_some_and(|t| {
+                    self.now_ticks.saturating_sub(t) <= u64::from(self.config.election_ticks)
+                })
     }
 
     /// The configuration in force (the latest in the log).

@@ -101,6 +101,10 @@ pub(crate) struct Progress {
     pub(crate) probe_sent: bool,
     /// Heard from since the last check-quorum round.
     pub(crate) recent_active: bool,
+    /// The leader's tick when this follower last answered anything (the
+    /// strict reconfiguration check reads it; check-quorum's flag is reset
+    /// every round, so it cannot tell "just reset" from "silent").
+    pub(crate) last_heard_tick: Option<u64>,
     /// Highest heartbeat round this follower acknowledged in this term.
     pub(crate) acked_round: u64,
     pub(crate) inflights: Inflights,
@@ -118,6 +122,7 @@ impl Progress {
             state: ProgressState::Probe,
             probe_sent: false,
             recent_active: false,
+            last_heard_tick: None,
             acked_round: 0,
             inflights,
             is_learner,

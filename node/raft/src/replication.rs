@@ -200,10 +200,12 @@ impl<S: Storage> Raft<S> {
         else {
             return;
         };
+        let now = self.now_ticks;
         let Some(pr) = self.tracker.progress.get_mut(&m.from) else {
             return;
         };
         pr.recent_active = true;
+        pr.last_heard_tick = Some(now);
         if reject {
             let next_try = if hint_term > Term(0) {
                 self.log.find_conflict_by_term(hint_index, hint_term).0 + 1
@@ -269,10 +271,12 @@ impl<S: Storage> Raft<S> {
 
     /// Leader side of a heartbeat answer.
     pub(crate) fn handle_heartbeat_response(&mut self, from: NodeId, round: u64) {
+        let now = self.now_ticks;
         let Some(pr) = self.tracker.progress.get_mut(&from) else {
             return;
         };
         pr.recent_active = true;
+        pr.last_heard_tick = Some(now);
         pr.probe_sent = false;
         pr.acked_round = pr.acked_round.max(round);
         // An AppendEntries may have been lost: with a full window, free its

@@ -134,10 +134,12 @@ impl<S: Storage> Raft<S> {
         accepted: bool,
         next_offset: u64,
     ) {
+        let now = self.now_ticks;
         let Some(pr) = self.tracker.progress.get_mut(&from) else {
             return;
         };
         pr.recent_active = true;
+        pr.last_heard_tick = Some(now);
         if pr.state != ProgressState::Snapshot {
             return;
         }

@@ -151,7 +151,17 @@ impl ConfState {
     }
 
     /// Decodes [`ConfState::encode`]'s output; None when malformed.
-    pub fn decode(mut data: &[u8]) -> Option<ConfState> {
+    pub fn decode(data: &[u8]) -> Option<ConfState> {
+        match Self::decode_prefix(data)? {
+            (conf, used) if used == data.len() => Some(conf),
+            _ => None,
+        }
+    }
+
+    /// Decodes a configuration at the start of `data`; returns it and the
+    /// bytes it took.
+    pub fn decode_prefix(all: &[u8]) -> Option<(ConfState, usize)> {
+        let mut data = all;
         let mut read_u64 = || -> Option<u64> {
             let (head, tail) = data.split_at_checked(8)?;
             data = tail;
@@ -167,11 +177,8 @@ impl ConfState {
                 group.push(NodeId(read_u64()?));
             }
         }
-        if !data.is_empty() {
-            return None;
-        }
         let [voters, learners] = groups;
-        Some(ConfState { voters, learners })
+        Some((ConfState { voters, learners }, all.len() - data.len()))
     }
 }
 

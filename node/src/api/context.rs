@@ -5,8 +5,10 @@ use super::forward::FORWARDED_METADATA;
 use super::forward::Forwarder;
 use super::header::HeaderSource;
 use crate::driver::{DriverError, RaftHandle};
+use crate::kv::Lessor;
 use crate::state::NodeStateMachine;
 use flotilla_raft::{NodeId, Role};
+use std::sync::{Arc, Mutex, MutexGuard};
 use tonic::Status;
 use tonic::metadata::MetadataMap;
 use tonic::transport::Channel;
@@ -25,9 +27,17 @@ pub struct ApiContext {
     pub max_request_bytes: usize,
     /// Channels to other members.
     pub forwarder: Forwarder,
+    /// The lease timers (deadlines only on the leader), shared with the
+    /// state machine.
+    pub lessor: Arc<Mutex<Lessor>>,
 }
 
 impl ApiContext {
+    /// The lessor, locked.
+    pub fn lessor(&self) -> MutexGuard<'_, Lessor> {
+        self.lessor.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// The leader's id and client URL as far as this member knows: `id`
     /// from the driver, the URL from the member table.
     pub async fn leader_hint(&self, id: Option<NodeId>) -> LeaderHint {

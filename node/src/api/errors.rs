@@ -78,6 +78,13 @@ pub fn kv_status(e: &KvError) -> Status {
         KvError::LeaseNotFound => Status::not_found(message),
         KvError::LeaseExists => Status::failed_precondition(message),
         KvError::StaleSequence { .. } => Status::failed_precondition(message),
+        KvError::MemberExists | KvError::PeerUrlExists | KvError::MemberNotLearner => {
+            Status::failed_precondition(message)
+        }
+        KvError::MemberNotFound => Status::not_found(message),
+        // etcd answers a removed id as an unknown one.
+        KvError::MemberRemoved => Status::not_found("etcdserver: member not found"),
+        KvError::MemberBadUrls => Status::invalid_argument(message),
     }
 }
 

@@ -1,13 +1,11 @@
 //! [`KvService`]: etcd's KV service. Range is read through the driver
 //! (ReadIndex, or local when `serializable`); Put, DeleteRange, Txn and
-//! Compact are proposed, and a follower hands them to the leader in batches
-//! ([`WriteForwarder`]).
+//! Compact go through [`Writes`], the one path of every write: the leader
+//! proposes them, a follower hands them to the leader in batches.
 
 use super::context::ApiContext;
 use super::errors::{kv_status, request_too_large};
-use super::forward::FORWARDED_METADATA;
-use super::write_forward::WriteForwarder;
-use crate::driver::DriverError;
+use super::write::Writes;
 use crate::kv::{KvCommand, KvOp, KvResponse};
 use crate::state::NodeStateMachine;
 use flotilla_proto::etcdserverpb::kv_server::Kv;
@@ -93,38 +91,23 @@ kv_write!(
 #[derive(Clone, Debug)]
 pub struct KvService {
     ctx: ApiContext,
-    writes: WriteForwarder,
+    writes: Writes,
 }
 
 impl KvService {
-    /// The service over `ctx`; a follower hands writes to `writes`.
-    pub fn new(ctx: ApiContext, writes: WriteForwarder) -> Self {
+    /// The service over `ctx`; writes take `writes`.
+    pub fn new(ctx: ApiContext, writes: Writes) -> Self {
         KvService { ctx, writes }
     }
 
-    /// Proposes a write; a follower has the leader propose it (one hop).
+    /// A write, through the one path of every write.
     async fn write<W: KvWrite>(&self, request: Request<W>) -> Result<Response<W::Reply>, Status> {
         let (client_id, seq) = session_ids(request.metadata())?;
         if request.get_ref().encoded_len() > self.ctx.max_request_bytes {
             return Err(request_too_large());
         }
-        let forwarded = request.metadata().contains_key(FORWARDED_METADATA);
-        let command = KvCommand::with_session(client_id, seq, request.into_inner().into_op())
-            .encode_to_bytes();
-        // A member that knows it follows forwards at once, without asking
-        // its driver first; one that believes it leads proposes, and
-        // forwards if it turns out not to.
-        let response = if !forwarded && !self.ctx.raft.state().1 {
-            self.writes.forward(command).await?
-        } else {
-            match self.ctx.raft.propose(command.clone()).await {
-                Ok(output) => output.result.map_err(|e| kv_status(&e))?,
-                Err(DriverError::NotLeader { .. }) if !forwarded => {
-                    self.writes.forward(command).await?
-                }
-                Err(e) => return Err(self.ctx.status_of(&e).await),
-            }
-        };
+        let command = KvCommand::with_session(client_id, seq, request.into_inner().into_op());
+        let response = self.writes.submit(command).await?;
         let mut reply = W::reply(response)
             .ok_or_else(|| Status::internal("flotilla: mismatched response kind"))?;
         self.ctx.header.fill(W::header(&mut reply));

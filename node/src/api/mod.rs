@@ -18,6 +18,7 @@
 //! | `maintenance.rs` | [`MaintenanceService`] |
 //! | `cluster.rs` | [`ClusterService`] |
 //! | `publish.rs` | [`publish_self`] |
+//! | `write.rs` | [`Writes`]: the one path of every write — check, then serve here or forward |
 //! | `write_forward.rs` | [`WriteForwarder`] and [`ForwardService`]: a follower's writes, batched to the leader |
 //!
 //! # Exactly-once metadata
@@ -35,9 +36,10 @@ mod header;
 mod kv;
 mod maintenance;
 mod publish;
+mod write;
 mod write_forward;
 
-pub use cluster::{ClusterService, member_id_for_peer_url};
+pub use cluster::ClusterService;
 pub use context::ApiContext;
 pub use errors::{
     LEADER_ENDPOINT_METADATA, LEADER_ID_METADATA, LeaderHint, driver_status, kv_status,
@@ -48,4 +50,5 @@ pub use header::HeaderSource;
 pub use kv::{CLIENT_ID_METADATA, KvService, SEQ_METADATA, session_ids};
 pub use maintenance::{MaintenanceService, VERSION};
 pub use publish::publish_self;
+pub use write::{COMMAND_OVERHEAD_BYTES, Writes};
 pub use write_forward::{ForwardService, WriteForwardConfig, WriteForwarder};

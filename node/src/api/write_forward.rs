@@ -15,7 +15,8 @@
 //! with exactly-once ids stay exactly-once.
 
 use super::context::ApiContext;
-use super::errors::{LeaderHint, driver_status, kv_status, request_too_large};
+use super::errors::request_too_large;
+use super::write::{WriteError, serve_here};
 use crate::kv::{KvCommand, KvOp, KvResponse};
 use crate::watch::StreamCloser;
 use flotilla_proto::forward::forward_client::ForwardClient;
@@ -59,7 +60,7 @@ impl WriteForwardConfig {
             batch_max: 512,
             batch_bytes_max: 4 << 20,
             in_flight: 4,
-            command_bytes_max: max_request_bytes + 64,
+            command_bytes_max: max_request_bytes + super::write::COMMAND_OVERHEAD_BYTES,
             stall_timeout: Duration::from_secs(5),
         }
     }
@@ -265,11 +266,11 @@ async fn run(
             match ctx.leader_channel(&MetadataMap::new()).await {
                 Ok(Some(channel)) => session = Some(Session::open(leader, channel, &config)),
                 Ok(None) => {
-                    // This member has become the leader since: propose here.
+                    // This member has become the leader since: serve here.
                     let ctx = ctx.clone();
                     let command_bytes_max = config.command_bytes_max;
                     tokio::spawn(async move {
-                        let outcomes = propose_writes(&ctx, commands, command_bytes_max).await;
+                        let outcomes = serve_forwarded(&ctx, commands, command_bytes_max).await;
                         in_flight.answer(outcomes);
                     });
                     continue;
@@ -299,7 +300,7 @@ async fn run(
 /// A state machine response as the `Forward` service carries it.
 #[derive(Clone, PartialEq, prost::Message)]
 struct ForwardedResponse {
-    #[prost(oneof = "KvResponse", tags = "11, 12, 13, 14, 15, 16, 17")]
+    #[prost(oneof = "KvResponse", tags = "11, 12, 13, 14, 15, 16, 17, 18, 19")]
     response: Option<KvResponse>,
 }
 
@@ -325,10 +326,11 @@ fn decode_results(results: WriteResults, count: usize) -> Vec<WriteOutcome> {
         .collect()
 }
 
-/// Proposes forwarded `commands` here, in order. Only etcd's KV writes may
-/// be forwarded: the node's own commands (membership, lease expiry) are
-/// proposed by the node, never on a peer's say-so.
-async fn propose_writes(
+/// Serves forwarded `commands` here, in order, as the answers to send
+/// back. Each is checked again (the leader trusts no follower's checks);
+/// the node's own commands (lease expiry, the legacy upsert) are never
+/// accepted from a peer.
+async fn serve_forwarded(
     ctx: &ApiContext,
     commands: Vec<Bytes>,
     command_bytes_max: usize,
@@ -338,15 +340,14 @@ async fn propose_writes(
         .map(|c| check_command(c, command_bytes_max))
         .collect();
     let valid: Vec<Bytes> = checked.iter().filter_map(|c| c.clone().ok()).collect();
-    let mut proposed = ctx.raft.propose_many(valid).await.into_iter();
+    let mut served = serve_here(ctx, valid).await.into_iter();
     checked
         .into_iter()
         .map(|c| {
             c?;
-            match proposed.next() {
-                Some(Ok(output)) => output.result.map_err(|e| kv_status(&e)),
-                Some(Err(e)) => Err(driver_status(&e, &LeaderHint::default())),
-                None => Err(Status::internal("flotilla: proposal outcome missing")),
+            match served.next() {
+                Some(outcome) => outcome.map_err(WriteError::into_status),
+                None => Err(Status::internal("flotilla: write outcome missing")),
             }
         })
         .collect()
@@ -360,12 +361,10 @@ fn check_command(command: Bytes, command_bytes_max: usize) -> Result<Bytes, Stat
         Status::invalid_argument(format!("flotilla: undecodable forwarded write: {e}"))
     })?;
     match decoded.op {
-        Some(KvOp::Put(_) | KvOp::DeleteRange(_) | KvOp::Txn(_) | KvOp::Compaction(_)) => {
-            Ok(command)
-        }
-        _ => Err(Status::invalid_argument(
-            "flotilla: only Put, DeleteRange, Txn and Compact may be forwarded",
+        Some(KvOp::MemberUpsert(_)) | None => Err(Status::invalid_argument(
+            "flotilla: this command may not be forwarded",
         )),
+        Some(_) => Ok(command),
     }
 }
 
@@ -436,7 +435,7 @@ impl ForwardService {
 
     /// Proposes `batch` and gathers its outcomes.
     async fn answer(&self, batch: WriteBatch) -> WriteResults {
-        let outcomes = propose_writes(&self.ctx, batch.commands, self.command_bytes_max).await;
+        let outcomes = serve_forwarded(&self.ctx, batch.commands, self.command_bytes_max).await;
         let results = outcomes
             .into_iter()
             .map(|o| WriteResult {
@@ -539,6 +538,10 @@ mod tests {
             id: 9,
             ..Default::default()
         }));
+        let promote = command(KvOp::MemberPromote(
+            flotilla_proto::etcdserverpb::MemberPromoteRequest { id: 9 },
+        ));
+        assert_eq!(check_command(promote.clone(), 1024).unwrap(), promote);
         assert_eq!(
             check_command(member, 1024).unwrap_err().code(),
             Code::InvalidArgument

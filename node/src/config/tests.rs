@@ -60,12 +60,52 @@ fn ids_derive_from_token_names_and_urls() {
 }
 
 #[test]
+fn discovery_settings_and_joiners() {
+    // A member not named in --initial-cluster joins: it needs its own
+    // advertised peer URL, and asks the founders and the discovery peers.
+    let c = parse(&[
+        "--name",
+        "n4",
+        "--initial-cluster",
+        CLUSTER,
+        "--initial-advertise-peer-urls",
+        "http://p-3.p-peers.ns.svc:2380",
+        "--listen-peer-urls",
+        "http://0.0.0.0:2380",
+        "--discovery-peers",
+        "p-peers.ns.svc:2380, http://10.0.0.9:2380",
+        "--join-timeout-ms",
+        "5000",
+    ])
+    .expect("valid");
+    assert_eq!(c.peer_advertise, "http://p-3.p-peers.ns.svc:2380");
+    assert_eq!(c.peer_listen, "0.0.0.0:2380");
+    assert_eq!(c.discovery_peers, ["p-peers.ns.svc:2380", "10.0.0.9:2380"]);
+    assert_eq!(c.join_timeout, Duration::from_secs(5));
+    assert_eq!(c.discovery_timeout, Duration::from_secs(1), "the default");
+    for (args, needle) in [
+        (&["--discovery-peers", "no-port"][..], "discovery-peers"),
+        (&["--discovery-timeout-ms", "0"][..], "discovery-timeout-ms"),
+        (&["--join-timeout-ms", "0"][..], "join-timeout-ms"),
+        (
+            &["--initial-advertise-peer-urls", "http://a/path:1"][..],
+            "initial-advertise-peer-urls",
+        ),
+    ] {
+        let mut all = vec!["--name", "n1", "--initial-cluster", CLUSTER];
+        all.extend_from_slice(args);
+        let err = parse(&all).expect_err("invalid").to_string();
+        assert!(err.contains(needle), "{args:?}: {err:?} lacks {needle:?}");
+    }
+}
+
+#[test]
 fn bad_settings_get_clear_errors() {
     let cases: &[(&[&str], &str)] = &[
         (&["--initial-cluster", CLUSTER], "name"),
         (
             &["--name", "n9", "--initial-cluster", CLUSTER],
-            "not in --initial-cluster",
+            "initial-advertise-peer-urls",
         ),
         (
             &[

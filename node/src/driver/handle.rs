@@ -9,6 +9,12 @@ use tokio::sync::{mpsc, oneshot, watch};
 /// state machine once the read is confirmed, or the reason it cannot be.
 pub(crate) type ReadFn<M> = Box<dyn FnOnce(Result<&M, DriverError>) + Send>;
 
+/// Builds a membership change on the driver task against the state machine
+/// as applied up to the leader's commit index: the change and the context
+/// its entry carries, or, to refuse it, the output to answer with.
+pub(crate) type PrepareFn<M> =
+    Box<dyn FnOnce(&M) -> Result<(ConfChange, Bytes), <M as StateMachine>::Output> + Send>;
+
 /// A request to the driver task.
 pub(crate) enum Request<M: StateMachine> {
     /// Append a command; answer once it is applied.
@@ -30,6 +36,12 @@ pub(crate) enum Request<M: StateMachine> {
     ConfChange {
         change: ConfChange,
         reply: oneshot::Sender<Result<LogIndex, DriverError>>,
+    },
+    /// Change the membership with a context built against the applied
+    /// state; answer with the state machine's output once applied.
+    ChangeMembership {
+        prepare: PrepareFn<M>,
+        reply: oneshot::Sender<Result<M::Output, DriverError>>,
     },
     /// Hand leadership to another voter.
     TransferLeader {
@@ -186,6 +198,24 @@ impl<M: StateMachine> RaftHandle<M> {
     /// Proposes a membership change and waits until it is applied.
     pub async fn conf_change(&self, change: ConfChange) -> Result<LogIndex, DriverError> {
         self.call(|reply| Request::ConfChange { change, reply })
+            .await
+    }
+
+    /// Changes the membership atomically with the application's record of
+    /// it. On the leader's driver task, once everything committed is
+    /// applied (so the check is linearizable), `prepare` reads the state
+    /// machine and returns the change and a context; both go into one log
+    /// entry, and [`StateMachine::apply_conf_change`] receives the context
+    /// when it commits. Returns that call's output, or the output `prepare`
+    /// refused with (nothing is proposed then). A follower answers
+    /// `NotLeader`; the core's own refusals (a learner not caught up, a
+    /// change still uncommitted) come back as `Rejected`.
+    pub async fn change_membership(
+        &self,
+        prepare: impl FnOnce(&M) -> Result<(ConfChange, Bytes), M::Output> + Send + 'static,
+    ) -> Result<M::Output, DriverError> {
+        let prepare: PrepareFn<M> = Box::new(prepare);
+        self.call(|reply| Request::ChangeMembership { prepare, reply })
             .await
     }
 

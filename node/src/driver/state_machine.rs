@@ -11,6 +11,14 @@ pub trait StateMachine: Send + 'static {
     /// Applies the command committed at `index`.
     fn apply(&mut self, index: LogIndex, command: &Bytes) -> Self::Output;
 
+    /// Applies the membership change committed at `index`: `context` is
+    /// what its proposer put beside the new configuration (see
+    /// [`RaftHandle::change_membership`](super::RaftHandle::change_membership));
+    /// empty for changes proposed without one. Raft's configuration changed
+    /// with the entry whatever this returns, so it must not refuse a change
+    /// its proposer validated.
+    fn apply_conf_change(&mut self, index: LogIndex, context: &Bytes) -> Self::Output;
+
     /// The whole state, for a snapshot at the applied index.
     fn snapshot(&self) -> Bytes;
 

@@ -2,12 +2,12 @@
 //! requests, followed after every input batch by the `Ready` loop.
 
 use super::error::DriverError;
-use super::handle::{NodeStatus, RaftHandle, ReadFn, Request};
+use super::handle::{NodeStatus, PrepareFn, RaftHandle, ReadFn, Request};
 use super::state_machine::{StateMachine, Transport};
 use crate::metrics::Metrics;
 use flotilla_raft::{
-    Bytes, EntryKind, LogIndex, Message, MessageBody, NodeId, ProposeError, Raft, ReadError, Ready,
-    Role, Snapshot, SnapshotMeta, Storage, StorageError, Term,
+    Bytes, ConfChangeData, EntryKind, LogIndex, Message, MessageBody, NodeId, ProposeError, Raft,
+    ReadError, Ready, Role, Snapshot, SnapshotMeta, Storage, StorageError, Term,
 };
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
@@ -106,7 +106,21 @@ pub struct Driver<S: Storage, M: StateMachine, T: Transport> {
     snapshot_writing: Option<SnapshotWrite>,
     /// Where the writing thread reports; the sender is cloned into it.
     snapshot_written: (mpsc::Sender<WriteResult>, mpsc::Receiver<WriteResult>),
+    /// Membership changes waiting for the leader to apply what it has
+    /// committed, so they are checked against the latest membership; at
+    /// most [`MEMBERSHIP_WAITING_MAX`].
+    membership_waiting: VecDeque<MembershipRequest<M>>,
 }
+
+/// A membership change to prepare and propose.
+type MembershipRequest<M> = (
+    PrepareFn<M>,
+    oneshot::Sender<Result<<M as StateMachine>::Output, DriverError>>,
+);
+
+/// Bound of [`Driver::membership_waiting`]: changes go one at a time, so a
+/// few waiting is already a queue of retries.
+const MEMBERSHIP_WAITING_MAX: usize = 16;
 
 /// What a snapshot writer reports.
 type WriteResult = Result<(), StorageError>;
@@ -180,6 +194,7 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
             rtt_probes: HashMap::new(),
             snapshot_writing: None,
             snapshot_written: mpsc::channel(1),
+            membership_waiting: VecDeque::new(),
         };
         let handle = RaftHandle {
             requests: req_tx,
@@ -383,6 +398,9 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
                     let _ = reply.send(Err(propose_error(e)));
                 }
             },
+            Request::ChangeMembership { prepare, reply } => {
+                self.change_membership(prepare, reply);
+            }
             Request::TransferLeader { to, reply } => {
                 let result = self.raft.transfer_leader(to).map_err(|e| match e {
                     flotilla_raft::TransferError::NotLeader { leader_hint } => {
@@ -413,6 +431,58 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
                 }
             }
             Request::ReadLocal { read } => read(Ok(&self.sm)),
+        }
+    }
+
+    /// Prepares and proposes a membership change on the leader, once it has
+    /// applied everything it committed; until then the request waits.
+    fn change_membership(
+        &mut self,
+        prepare: PrepareFn<M>,
+        reply: oneshot::Sender<Result<M::Output, DriverError>>,
+    ) {
+        let status = self.raft.status();
+        if status.soft_state.role != Role::Leader {
+            let hint = status.soft_state.leader;
+            let _ = reply.send(Err(DriverError::NotLeader {
+                leader_hint: hint.is_some().then_some(hint),
+            }));
+            return;
+        }
+        if self.applied < status.hard_state.commit {
+            if self.membership_waiting.len() >= MEMBERSHIP_WAITING_MAX {
+                let _ = reply.send(Err(DriverError::Busy(
+                    "too many membership changes waiting".into(),
+                )));
+            } else {
+                self.membership_waiting.push_back((prepare, reply));
+            }
+            return;
+        }
+        let (change, context) = match prepare(&self.sm) {
+            Ok(prepared) => prepared,
+            Err(refused) => {
+                let _ = reply.send(Ok(refused));
+                return;
+            }
+        };
+        match self.raft.propose_conf_change_with_context(change, context) {
+            Ok((index, term)) => {
+                self.proposals.insert(index, (term, Waiter::Output(reply)));
+            }
+            Err(e) => {
+                let _ = reply.send(Err(propose_error(e)));
+            }
+        }
+    }
+
+    /// Membership changes that waited for the apply to catch up.
+    fn retry_membership_changes(&mut self) {
+        for _ in 0..self.membership_waiting.len() {
+            let Some((prepare, reply)) = self.membership_waiting.pop_front() else {
+                return;
+            };
+            self.change_membership(prepare, reply);
         }
     }
 
@@ -491,13 +561,24 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
                             None => {}
                         }
                     }
-                    EntryKind::ConfChange => match waiter {
-                        Some((term, Waiter::ConfChange(tx))) if term == entry.term => {
-                            let _ = tx.send(Ok(entry.index));
+                    EntryKind::ConfChange => {
+                        // The core decoded the same bytes when the entry was
+                        // appended; a malformed one never gets this far.
+                        let context = ConfChangeData::decode(&entry.data)
+                            .map(|d| d.context)
+                            .unwrap_or_default();
+                        let output = self.sm.apply_conf_change(entry.index, &context);
+                        match waiter {
+                            Some((term, Waiter::Output(tx))) if term == entry.term => {
+                                let _ = tx.send(Ok(output));
+                            }
+                            Some((term, Waiter::ConfChange(tx))) if term == entry.term => {
+                                let _ = tx.send(Ok(entry.index));
+                            }
+                            Some((_, w)) => w.fail(DriverError::OutcomeUnknown),
+                            None => {}
                         }
-                        Some((_, w)) => w.fail(DriverError::OutcomeUnknown),
-                        None => {}
-                    },
+                    }
                     EntryKind::Noop => {
                         if let Some((_, w)) = waiter {
                             w.fail(DriverError::OutcomeUnknown);
@@ -534,6 +615,9 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
                 self.take_snapshot()?;
             }
             self.publish_status();
+            if !self.membership_waiting.is_empty() {
+                self.retry_membership_changes();
+            }
         }
         Ok(())
     }
@@ -665,6 +749,9 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
     fn fail_all(&mut self, e: DriverError) {
         for (_, (_, waiter)) in std::mem::take(&mut self.proposals) {
             waiter.fail(e.clone());
+        }
+        for (_, reply) in std::mem::take(&mut self.membership_waiting) {
+            let _ = reply.send(Err(e.clone()));
         }
         for (_, (_, read)) in std::mem::take(&mut self.confirming) {
             read(Err(e.clone()));

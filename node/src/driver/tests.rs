@@ -293,3 +293,77 @@ async fn stopping_answers_every_waiting_caller() {
         "{result:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_membership_change_carries_its_context_in_one_entry() {
+    let c = TestCluster::new(3, 100_000);
+    let l = c.leader().await;
+    c.propose_all(l, "before-", 5).await;
+    // Commands proposed without waiting are committed or not when the
+    // change is prepared; whichever, everything committed is applied then.
+    let pending = c.handle(l).clone();
+    let burst = tokio::spawn(async move {
+        pending
+            .propose_many((0..20).map(|i| Bytes::from(format!("burst-{i}"))))
+            .await
+    });
+    let seen = Arc::new(Mutex::new(None));
+    let seen_in = seen.clone();
+    let output = c
+        .handle(l)
+        .change_membership(move |sm: &Recorder| {
+            *seen_in.lock().expect("lock") = Some(sm.commands.len());
+            Ok((
+                flotilla_raft::ConfChange::AddLearner(NodeId(9)),
+                Bytes::from_static(b"learner-9"),
+            ))
+        })
+        .await
+        .expect("applied");
+    let before = seen.lock().expect("lock").expect("prepared once");
+    assert!(before >= 5, "prepared after the awaited commands applied");
+    assert!(output > before, "the output is the entry's own apply");
+    for outcome in burst.await.expect("burst task") {
+        outcome.expect("burst applied");
+    }
+    for i in 0..3 {
+        let commands = c.wait_commands(i, 26).await;
+        let conf: Vec<&Bytes> = commands
+            .iter()
+            .filter(|c| c.starts_with(b"conf:"))
+            .collect();
+        assert_eq!(conf, [&Bytes::from_static(b"conf:learner-9")], "member {i}");
+        let status = c.handle(i).status();
+        assert!(status.applied > 0);
+    }
+
+    // A refusal answers with the prepared output and proposes nothing.
+    let refused = c
+        .handle(l)
+        .change_membership(|_: &Recorder| Err(usize::MAX))
+        .await
+        .expect("answered");
+    assert_eq!(refused, usize::MAX);
+    let follower = (l + 1) % 3;
+    let err = c
+        .handle(follower)
+        .change_membership(|_: &Recorder| Err(0))
+        .await
+        .expect_err("a follower does not prepare");
+    assert!(matches!(err, DriverError::NotLeader { .. }), "{err:?}");
+    // The core's own rules still hold: a learner that never answered is
+    // not promoted.
+    let err = c
+        .handle(l)
+        .change_membership(|_: &Recorder| {
+            Ok((
+                flotilla_raft::ConfChange::PromoteLearner(NodeId(9)),
+                Bytes::new(),
+            ))
+        })
+        .await
+        .expect_err("learner 9 does not run");
+    assert!(matches!(err, DriverError::Rejected(_)), "{err:?}");
+    let commands = c.wait_commands(l, 26).await;
+    assert_eq!(commands.len(), 26, "no entry for the refused changes");
+}

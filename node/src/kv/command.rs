@@ -2,8 +2,9 @@
 
 use super::KvError;
 use flotilla_proto::etcdserverpb::{
-    CompactionRequest, DeleteRangeRequest, LeaseGrantRequest, LeaseRevokeRequest, Member,
-    MemberRemoveRequest, PutRequest, TxnRequest,
+    CompactionRequest, DeleteRangeRequest, LeaseGrantRequest, LeaseKeepAliveRequest,
+    LeaseRevokeRequest, LeaseTimeToLiveRequest, Member, MemberPromoteRequest, MemberRemoveRequest,
+    MemberUpdateRequest, PutRequest, TxnRequest,
 };
 use prost::Message as _;
 
@@ -23,7 +24,10 @@ pub struct KvCommand {
     #[prost(uint64, tag = "2")]
     pub seq: u64,
     /// What to do.
-    #[prost(oneof = "KvOp", tags = "3, 4, 5, 6, 7, 8, 9, 10")]
+    #[prost(
+        oneof = "KvOp",
+        tags = "3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17"
+    )]
     pub op: Option<KvOp>,
 }
 
@@ -48,14 +52,94 @@ pub enum KvOp {
     /// etcd LeaseRevoke, also proposed by the leader when a lease expires.
     #[prost(message, tag = "8")]
     LeaseRevoke(LeaseRevokeRequest),
-    /// Adds a member to the member table, or replaces its entry (etcd's
-    /// member add and publish): idempotent.
+    /// Adds a member to the member table, or merges into its entry. Written
+    /// by earlier versions for member add and publish; still applied when
+    /// found in a log, never proposed any more.
     #[prost(message, tag = "9")]
     MemberUpsert(Member),
     /// Removes a member from the member table and remembers its id as
-    /// removed, so it is never taken for a peer again.
+    /// removed, so it is never taken for a peer again. The context of a
+    /// membership entry (earlier versions wrote it as a command of its own).
     #[prost(message, tag = "10")]
     MemberRemove(MemberRemoveRequest),
+    /// Adds a learner: the context of the membership entry that adds it to
+    /// Raft's configuration.
+    #[prost(message, tag = "11")]
+    MemberAdd(Member),
+    /// Makes a learner a voter: the context of the membership entry that
+    /// promotes it.
+    #[prost(message, tag = "12")]
+    MemberPromote(MemberPromoteRequest),
+    /// A member's name and client URLs, which it publishes itself once it
+    /// runs (etcd's publish). Only for a member in the table.
+    #[prost(message, tag = "13")]
+    MemberPublish(Member),
+    /// etcd's MemberUpdate: a member's new peer URLs.
+    #[prost(message, tag = "14")]
+    MemberUpdate(MemberUpdateRequest),
+    /// The founding members of a new cluster, proposed by a founder once a
+    /// leader is known: fills the table of a cluster that has none yet, so
+    /// that every voter of the bootstrap configuration is listed before it
+    /// publishes, on every member and on every member that joins later
+    /// (they replay it from the log or a snapshot).
+    #[prost(message, tag = "15")]
+    MemberSeed(MemberSeed),
+    /// etcd's LeaseKeepAlive, one request of the stream: served by the
+    /// leader's lessor, never written to the log.
+    #[prost(message, tag = "16")]
+    LeaseKeepAlive(LeaseKeepAliveRequest),
+    /// etcd's LeaseTimeToLive: served by the leader, which alone knows how
+    /// long a lease has left; never written to the log.
+    #[prost(message, tag = "17")]
+    LeaseTimeToLive(LeaseTimeToLiveRequest),
+}
+
+/// The founding members of a cluster ([`KvOp::MemberSeed`]).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct MemberSeed {
+    /// One entry per founder: id, name and peer URL from the bootstrap
+    /// configuration, no client URLs until it publishes.
+    #[prost(message, repeated, tag = "1")]
+    pub members: Vec<Member>,
+}
+
+impl KvOp {
+    /// Whether this operation changes Raft's configuration, and so is
+    /// proposed as the context of a membership entry rather than as a
+    /// command.
+    pub fn is_conf_change(&self) -> bool {
+        matches!(
+            self,
+            KvOp::MemberAdd(_) | KvOp::MemberPromote(_) | KvOp::MemberRemove(_)
+        )
+    }
+
+    /// Whether the leader answers this operation itself, from state only
+    /// it holds (the lessor's deadlines), without writing to the log.
+    pub fn is_leader_served(&self) -> bool {
+        matches!(self, KvOp::LeaseKeepAlive(_) | KvOp::LeaseTimeToLive(_))
+    }
+
+    /// The operation's name, for errors and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            KvOp::Put(_) => "Put",
+            KvOp::DeleteRange(_) => "DeleteRange",
+            KvOp::Txn(_) => "Txn",
+            KvOp::Compaction(_) => "Compact",
+            KvOp::LeaseGrant(_) => "LeaseGrant",
+            KvOp::LeaseRevoke(_) => "LeaseRevoke",
+            KvOp::MemberUpsert(_) => "MemberUpsert",
+            KvOp::MemberRemove(_) => "MemberRemove",
+            KvOp::MemberAdd(_) => "MemberAdd",
+            KvOp::MemberPromote(_) => "MemberPromote",
+            KvOp::MemberPublish(_) => "MemberPublish",
+            KvOp::MemberUpdate(_) => "MemberUpdate",
+            KvOp::MemberSeed(_) => "MemberSeed",
+            KvOp::LeaseKeepAlive(_) => "LeaseKeepAlive",
+            KvOp::LeaseTimeToLive(_) => "LeaseTimeToLive",
+        }
+    }
 }
 
 impl KvCommand {

@@ -70,6 +70,24 @@ pub enum KvError {
     /// A malformed command (undecodable, missing its operation, bad id).
     #[error("flotilla: bad request: {0}")]
     BadRequest(String),
+    /// A member with this id is in the table already.
+    #[error("etcdserver: member ID already exist")]
+    MemberExists,
+    /// Another member advertises one of these peer URLs.
+    #[error("etcdserver: Peer URLs already exists")]
+    PeerUrlExists,
+    /// No member has this id.
+    #[error("etcdserver: member not found")]
+    MemberNotFound,
+    /// This id belonged to a member that was removed; it never comes back.
+    #[error("membership: ID removed")]
+    MemberRemoved,
+    /// Promoting a member that already votes.
+    #[error("etcdserver: can only promote a learner member")]
+    MemberNotLearner,
+    /// Peer URLs missing or not `http(s)://host:port`.
+    #[error("etcdserver: given member URLs are invalid")]
+    MemberBadUrls,
 }
 
 /// [`KvError`] as stored in a snapshot, for the responses exactly-once
@@ -104,6 +122,12 @@ impl KvError {
             KvError::ValueTooLarge { len, max } => (13, *len as i64, *max as i64, String::new()),
             KvError::StaleSequence { seq, last } => (14, *seq as i64, *last as i64, String::new()),
             KvError::BadRequest(s) => (15, 0, 0, s.clone()),
+            KvError::MemberExists => (20, 0, 0, String::new()),
+            KvError::PeerUrlExists => (21, 0, 0, String::new()),
+            KvError::MemberNotFound => (22, 0, 0, String::new()),
+            KvError::MemberRemoved => (23, 0, 0, String::new()),
+            KvError::MemberNotLearner => (24, 0, 0, String::new()),
+            KvError::MemberBadUrls => (25, 0, 0, String::new()),
         };
         ErrorRecord { code, a, b, detail }
     }
@@ -136,6 +160,12 @@ impl KvError {
                 last: r.b as u64,
             },
             15 => KvError::BadRequest(r.detail.clone()),
+            20 => KvError::MemberExists,
+            21 => KvError::PeerUrlExists,
+            22 => KvError::MemberNotFound,
+            23 => KvError::MemberRemoved,
+            24 => KvError::MemberNotLearner,
+            25 => KvError::MemberBadUrls,
             c => return Err(format!("unknown error code {c} in snapshot")),
         })
     }

@@ -16,6 +16,7 @@
 //! | `txn.rs` | Txn: request checks, compares, the duplicate-key rule, applying a branch |
 //! | `lease.rs` | [`LeaseTable`]: leases and their attached keys |
 //! | `lessor.rs` | [`Lessor`]: lease expiry timing on the leader |
+//! | `members.rs` | the member table: checks before a membership change, and its application with the change |
 //! | `session.rs` | [`SessionTable`]: exactly-once sessions, bounded by idle entries and count |
 //! | `snapshot.rs` | the snapshot encoding, written from and read into the store without a copy of it |
 //! | `output.rs` | [`KvOutput`], [`KvResponse`], [`LeaseChange`] |
@@ -45,6 +46,7 @@ mod error;
 mod key;
 mod lease;
 mod lessor;
+mod members;
 mod mvcc;
 mod output;
 mod range;
@@ -54,11 +56,12 @@ mod store;
 mod txn;
 mod version;
 
-pub use command::{KvCommand, KvOp};
+pub use command::{KvCommand, KvOp, MemberSeed};
 pub use config::KvConfig;
 pub use error::KvError;
 pub use lease::{LeaseEntry, LeaseTable};
 pub use lessor::{KeepAliveError, Lessor};
+pub use members::valid_peer_url;
 pub use mvcc::{MvccStore, Revision, in_range};
 pub use output::{KvOutput, KvResponse, LeaseChange};
 pub use session::{KvResult, Session, SessionTable};

@@ -2,8 +2,8 @@
 
 use super::KvError;
 use flotilla_proto::etcdserverpb::{
-    CompactionResponse, DeleteRangeResponse, LeaseGrantResponse, LeaseRevokeResponse,
-    MemberListResponse, PutResponse, TxnResponse,
+    CompactionResponse, DeleteRangeResponse, LeaseGrantResponse, LeaseKeepAliveResponse,
+    LeaseRevokeResponse, LeaseTimeToLiveResponse, MemberListResponse, PutResponse, TxnResponse,
 };
 use flotilla_proto::mvccpb::Event;
 
@@ -30,9 +30,32 @@ pub enum KvResponse {
     /// Answer to LeaseRevoke.
     #[prost(message, tag = "16")]
     LeaseRevoke(LeaseRevokeResponse),
-    /// Answer to MemberUpsert and MemberRemove: the member table afterwards.
+    /// Answer to every membership operation: the member table afterwards.
     #[prost(message, tag = "17")]
     Members(MemberListResponse),
+    /// The leader's answer to a keepalive (never from the log).
+    #[prost(message, tag = "18")]
+    LeaseKeepAlive(LeaseKeepAliveResponse),
+    /// The leader's answer to LeaseTimeToLive (never from the log).
+    #[prost(message, tag = "19")]
+    LeaseTimeToLive(LeaseTimeToLiveResponse),
+}
+
+impl KvResponse {
+    /// The response's header.
+    pub fn header_mut(&mut self) -> &mut Option<flotilla_proto::etcdserverpb::ResponseHeader> {
+        match self {
+            KvResponse::Put(x) => &mut x.header,
+            KvResponse::DeleteRange(x) => &mut x.header,
+            KvResponse::Txn(x) => &mut x.header,
+            KvResponse::Compaction(x) => &mut x.header,
+            KvResponse::LeaseGrant(x) => &mut x.header,
+            KvResponse::LeaseRevoke(x) => &mut x.header,
+            KvResponse::Members(x) => &mut x.header,
+            KvResponse::LeaseKeepAlive(x) => &mut x.header,
+            KvResponse::LeaseTimeToLive(x) => &mut x.header,
+        }
+    }
 }
 
 /// A change to the lease table, for the leader's [`super::Lessor`], which
@@ -51,6 +74,20 @@ pub enum LeaseChange {
         /// The lease.
         id: i64,
     },
+}
+
+impl KvOutput {
+    /// The output of a command refused without being applied (at
+    /// `revision`): no events, no lease changes.
+    pub fn rejected(error: KvError, revision: i64) -> KvOutput {
+        KvOutput {
+            result: Err(error),
+            events: Vec::new(),
+            lease_changes: Vec::new(),
+            revision,
+            duplicate: false,
+        }
+    }
 }
 
 /// What [`super::KvStore`] returns for each applied entry.

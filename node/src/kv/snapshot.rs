@@ -244,7 +244,7 @@ struct SessionRecord {
     last_index: u64,
     #[prost(message, optional, tag = "4")]
     error: Option<ErrorRecord>,
-    #[prost(oneof = "KvResponse", tags = "11, 12, 13, 14, 15, 16, 17")]
+    #[prost(oneof = "KvResponse", tags = "11, 12, 13, 14, 15, 16, 17, 18, 19")]
     response: Option<KvResponse>,
 }
 

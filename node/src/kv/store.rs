@@ -11,8 +11,7 @@ use crate::driver::StateMachine;
 use flotilla_proto::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
     LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse, LeaseStatus,
-    Member, MemberListResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
-    ResponseHeader,
+    Member, PutRequest, PutResponse, RangeRequest, RangeResponse, ResponseHeader,
 };
 use flotilla_proto::mvccpb::Event;
 use flotilla_raft::{Bytes, LogIndex, Snapshot};
@@ -37,7 +36,7 @@ pub struct KvStore {
     pub(crate) record_events: bool,
 }
 
-fn header(revision: i64) -> Option<ResponseHeader> {
+pub(super) fn header(revision: i64) -> Option<ResponseHeader> {
     Some(ResponseHeader {
         revision,
         ..Default::default()
@@ -164,7 +163,7 @@ impl KvStore {
         output
     }
 
-    fn rejected(&self, e: KvError) -> KvOutput {
+    pub(super) fn rejected(&self, e: KvError) -> KvOutput {
         KvOutput {
             result: Err(e),
             events: Vec::new(),
@@ -234,7 +233,22 @@ impl KvStore {
             KvOp::LeaseGrant(g) => KvResponse::LeaseGrant(self.lease_grant(index, &g, changes)?),
             KvOp::LeaseRevoke(r) => KvResponse::LeaseRevoke(self.lease_revoke(w, &r, changes)?),
             KvOp::MemberUpsert(m) => KvResponse::Members(self.member_upsert(m)?),
+            // Earlier versions logged a removal as a command of its own
+            // beside the configuration entry.
             KvOp::MemberRemove(r) => KvResponse::Members(self.member_remove(r.id)?),
+            KvOp::MemberPublish(m) => KvResponse::Members(self.member_publish(m)?),
+            KvOp::MemberUpdate(u) => KvResponse::Members(self.member_update(u)?),
+            KvOp::MemberSeed(seed) => KvResponse::Members(self.member_seed(seed.members)),
+            KvOp::MemberAdd(_) | KvOp::MemberPromote(_) => {
+                return Err(KvError::BadRequest(
+                    "a membership change must travel in a membership entry".into(),
+                ));
+            }
+            KvOp::LeaseKeepAlive(_) | KvOp::LeaseTimeToLive(_) => {
+                return Err(KvError::BadRequest(
+                    "the leader serves this request; it is never logged".into(),
+                ));
+            }
         })
     }
 
@@ -324,74 +338,9 @@ impl KvStore {
     }
 }
 
-impl KvStore {
-    fn member_list(&self) -> MemberListResponse {
-        MemberListResponse {
-            header: header(self.revision()),
-            members: self.members(),
-        }
-    }
-
-    /// Adds or updates a member's entry. A removed id stays removed. An
-    /// update is a merge, so that changes proposed from reads of the table
-    /// that raced each other (a member publishing its name while an
-    /// operator promotes it) cannot undo one another: an empty name or
-    /// client URL list keeps what the entry has, and a voter never becomes
-    /// a learner again (promotion is one-way).
-    fn member_upsert(&mut self, member: Member) -> Result<MemberListResponse, KvError> {
-        if member.id == 0 {
-            return Err(KvError::BadRequest("member id 0".into()));
-        }
-        if self.removed_members.contains(&member.id) {
-            return Err(KvError::BadRequest(format!(
-                "member {:x} was removed from the cluster",
-                member.id
-            )));
-        }
-        let member = match self.members.get(&member.id) {
-            Some(existing) => Member {
-                name: if member.name.is_empty() {
-                    existing.name.clone()
-                } else {
-                    member.name
-                },
-                client_ur_ls: if member.client_ur_ls.is_empty() {
-                    existing.client_ur_ls.clone()
-                } else {
-                    member.client_ur_ls
-                },
-                is_learner: existing.is_learner && member.is_learner,
-                ..member
-            },
-            None => member,
-        };
-        self.members.insert(member.id, member);
-        Ok(self.member_list())
-    }
-
-    /// Drops a member's entry and remembers the id as removed.
-    fn member_remove(&mut self, id: u64) -> Result<MemberListResponse, KvError> {
-        if id == 0 {
-            return Err(KvError::BadRequest("member id 0".into()));
-        }
-        self.members.remove(&id);
-        self.removed_members.insert(id);
-        Ok(self.member_list())
-    }
-}
-
 /// Sets the outer response header to the revision after the command.
 fn with_revision(mut r: KvResponse, revision: i64) -> KvResponse {
-    let h = match &mut r {
-        KvResponse::Put(x) => &mut x.header,
-        KvResponse::DeleteRange(x) => &mut x.header,
-        KvResponse::Txn(x) => &mut x.header,
-        KvResponse::Compaction(x) => &mut x.header,
-        KvResponse::LeaseGrant(x) => &mut x.header,
-        KvResponse::LeaseRevoke(x) => &mut x.header,
-        KvResponse::Members(x) => &mut x.header,
-    };
-    *h = header(revision);
+    *r.header_mut() = header(revision);
     r
 }
 
@@ -400,6 +349,10 @@ impl StateMachine for KvStore {
 
     fn apply(&mut self, index: LogIndex, command: &Bytes) -> KvOutput {
         self.apply_entry(index, command)
+    }
+
+    fn apply_conf_change(&mut self, index: LogIndex, context: &Bytes) -> KvOutput {
+        self.apply_membership_entry(index, context)
     }
 
     fn snapshot(&self) -> Bytes {

@@ -918,7 +918,7 @@ fn member_table_upserts_removes_and_survives_a_snapshot() {
     assert!(h.s.is_removed_member(2));
     // A removed member cannot publish itself back.
     let out = h.op(KvOp::MemberUpsert(member(2, "http://c2:2379")));
-    assert!(matches!(out.result, Err(KvError::BadRequest(_))), "{out:?}");
+    assert_eq!(out.result, Err(KvError::MemberRemoved));
     let restored = KvStore::decode_snapshot(KvConfig::default(), &h.s.encode_snapshot()).unwrap();
     assert_eq!(restored, h.s);
 }

@@ -9,15 +9,15 @@
 //! lease the lessor reports expired, a bounded number per round.
 //! Keepalives renew the leader's timers directly, without the log.
 //!
-//! Any member serves any call: a follower forwards grants, revokes,
-//! TimeToLive and Leases to the leader (one hop, as the KV service forwards
-//! writes), and relays each keepalive stream over one stream of its own to
-//! the leader, which follows the leader when it moves.
+//! Any member serves any call. Grants, revokes, keepalives and TimeToLive
+//! take the one path of every write ([`crate::api::Writes`]): the leader
+//! serves them, a follower hands them to the leader over the forwarding
+//! stream. Leases is a linearizable read of the lease table, on any member.
 //!
 //! | file | what |
 //! |---|---|
 //! | `service.rs` | [`LeaseService`]: Grant, Revoke, KeepAlive, TimeToLive, Leases |
-//! | `keepalive.rs` | the task behind one keepalive stream: renew here, or relay to the leader |
+//! | `keepalive.rs` | the task behind one keepalive stream: each renewal a request of the write path, answered in order |
 //! | `expiry.rs` | [`spawn_lease_expiry`] and [`LeaseExpiryConfig`] |
 
 mod expiry;

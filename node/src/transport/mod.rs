@@ -39,7 +39,7 @@ mod stats;
 pub use client::{GrpcTransport, TransportError};
 pub use config::TransportConfig;
 pub use fault::FaultControl;
-pub use service::{Delivery, MessageSink, PeerService, StreamCloser, serve};
+pub use service::{Delivery, MessageSink, PeerService, StreamCloser, serve, serve_with};
 pub use stats::{TransportMetrics, TransportStats};
 
 #[cfg(test)]

@@ -200,6 +200,23 @@ pub async fn serve<S: MessageSink>(
     service: PeerService<S>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
+    serve_with(
+        listener,
+        service,
+        tonic::service::Routes::default(),
+        shutdown,
+    )
+    .await
+}
+
+/// [`serve`], with `routes` (other services of the peer port, such as
+/// membership discovery) beside the peer service.
+pub async fn serve_with<S: MessageSink>(
+    listener: tokio::net::TcpListener,
+    service: PeerService<S>,
+    routes: tonic::service::Routes,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
     let closer = service.stream_closer();
     let signal = async move {
         shutdown.await;
@@ -208,6 +225,7 @@ pub async fn serve<S: MessageSink>(
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(service.keepalive_interval))
         .http2_keepalive_timeout(Some(service.keepalive_timeout))
+        .add_routes(routes)
         .add_service(service.into_server())
         // TCP_NODELAY and coalesced writes on accepted sockets.
         .serve_with_incoming_shutdown(crate::coalesce::incoming(listener), signal)

@@ -85,7 +85,20 @@ impl TestNode {
         );
 
         let watch = WatchService::new(handle.clone(), events.clone(), watch);
-        let lease = LeaseService::new(handle.clone(), lessor.clone());
+        let ctx = crate::api::ApiContext {
+            raft: handle.clone(),
+            header: crate::api::HeaderSource::new(7, 1, handle.watch_status()),
+            member_id: 1,
+            max_request_bytes: 1 << 20,
+            forwarder: crate::api::Forwarder::new(1, Duration::from_secs(5)),
+            lessor: lessor.clone(),
+        };
+        let forward = crate::api::WriteForwardConfig::for_request_limit(1 << 20);
+        let writes = crate::api::Writes::new(
+            ctx.clone(),
+            crate::api::WriteForwarder::spawn(ctx.clone(), 7, forward),
+        );
+        let lease = LeaseService::new(ctx, writes);
         let closers = (watch.stream_closer(), lease.stream_closer());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

@@ -96,6 +96,19 @@ impl DiskStorage {
         DiskStorage::open_with_fs(Arc::new(RealFs), dir, options)
     }
 
+    /// The `(cluster_id, member_id)` a data directory is stamped with, or
+    /// `None` when it holds no stamp (a new or never-initialised
+    /// directory). Lets a member that restarts learn who it is before it
+    /// opens the directory; a damaged stamp is an error.
+    pub fn read_identity(dir: impl AsRef<Path>) -> Result<Option<(u64, u64)>, OpenError> {
+        let path = dir.as_ref().join(IDENTITY_FILE);
+        match std::fs::read(&path) {
+            Ok(buf) => crate::meta_files::decode_identity(&path, &buf).map(Some),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(OpenError::io(&path)(e)),
+        }
+    }
+
     /// [`DiskStorage::open`] over another file layer (tests inject faults).
     pub fn open_with_fs(
         fs: Arc<dyn FileSystem>,

@@ -57,6 +57,11 @@ pub fn node_config(
         read_mode: ReadModeSetting::Safe,
         max_request_bytes: 64 * 1024,
         auto_compaction: AutoCompaction::Off,
+        discovery_peers: Vec::new(),
+        // Founders ask each other before they bootstrap; in these tests
+        // the others' servers may not run yet, so do not wait long.
+        discovery_timeout: Duration::from_millis(300),
+        join_timeout: WAIT,
     }
 }
 

@@ -1,18 +1,17 @@
 //! `flotilla member list|add|remove|promote`: etcdctl's membership commands,
 //! member ids in hex.
 //!
-//! Flotilla adds members as learners only (`--learner`): a new member
-//! starts, catches up, and is then promoted. `member add` prints what the
-//! new member must be started with, as `FLOTILLA_*` environment variables
-//! (each also a `flotilla-node` flag), like etcdctl prints `ETCD_*` ones.
+//! `member add` prints what the new member must be started with, as
+//! `FLOTILLA_*` environment variables (each also a `flotilla-node` flag),
+//! like etcdctl prints `ETCD_*` ones: the new member starts with
+//! `--initial-cluster-state existing` and learns its id and the cluster's
+//! from the running members. `--learner` is the safe way (the member
+//! catches up, then `member promote` makes it a voter).
 
 use crate::WriteOut;
 use crate::connect::{call_any, parse_member_id};
 use anyhow::{Result, bail};
 use clap::Subcommand;
-use flotilla_node::config::{
-    DEFAULT_CLUSTER_TOKEN, InitialMember, cluster_id_for, founding_member_id,
-};
 use flotilla_proto::etcdserverpb::cluster_client::ClusterClient;
 use flotilla_proto::etcdserverpb::{
     Member, MemberAddRequest, MemberListRequest, MemberPromoteRequest, MemberRemoveRequest,
@@ -27,22 +26,20 @@ pub enum MemberCommand {
     List,
     /// Add a member; prints the settings to start it with.
     ///
-    /// Flotilla adds members as learners: pass --learner, start the member
-    /// with the printed settings, then `member promote` it once it has
-    /// caught up.
+    /// With --learner (recommended) the member receives the log without
+    /// voting: start it with the printed settings, then `member promote` it
+    /// once it has caught up. Without, it is a voter at once, and the
+    /// cluster refuses the add when its quorum would then depend on it.
     Add {
         /// The new member's name (its --name).
         name: String,
-        /// The new member's peer URLs, comma-separated; its id derives from
-        /// the first, which is also the URL it must advertise.
+        /// The new member's peer URLs, comma-separated; the first is the
+        /// one it must advertise.
         #[arg(long, value_delimiter = ',', required = true)]
         peer_urls: Vec<String>,
         /// Add the member as a learner (a non-voting member).
         #[arg(long)]
         learner: bool,
-        /// The --initial-cluster-token the cluster was started with.
-        #[arg(long, default_value = DEFAULT_CLUSTER_TOKEN)]
-        initial_cluster_token: String,
     },
     /// Remove a member.
     Remove {
@@ -107,63 +104,21 @@ fn print_table(members: &[Member]) {
     }
 }
 
-/// What a member joining the cluster must be started with.
-#[derive(Debug, PartialEq, Eq)]
-struct JoinSettings {
-    /// Its `--initial-cluster`: the members that bootstrapped the cluster.
-    initial_cluster: Vec<InitialMember>,
-    /// Whether those members and the token give the cluster's id; if not,
-    /// the cluster changed since it was bootstrapped (or the token is
-    /// another) and the operator must supply the original list.
-    reproduces_cluster_id: bool,
-}
-
-/// The `--initial-cluster` of a member joining a cluster of `members` (the
-/// new one, `new_id`, included) with id `cluster_id`. A joining member
-/// computes the cluster id from its --initial-cluster and token as the
-/// founders did, so that list must be the founders': the members whose id
-/// derives from their name. When they do not give `cluster_id`, the best
-/// guess is every started member but the new one.
-fn join_settings(members: &[Member], new_id: u64, token: &str, cluster_id: u64) -> JoinSettings {
-    let entry = |m: &Member| {
-        Some(InitialMember {
-            name: m.name.clone(),
-            id: founding_member_id(token, &m.name),
-            peer_url: m.peer_ur_ls.first()?.clone(),
-        })
-    };
-    let started = || {
-        members
-            .iter()
-            .filter(|m| m.id != new_id && !m.name.is_empty())
-    };
-    let mut founders: Vec<InitialMember> = started()
-        .filter(|m| m.id == founding_member_id(token, &m.name))
-        .filter_map(entry)
-        .collect();
-    founders.sort_by(|a, b| a.name.cmp(&b.name));
-    if !founders.is_empty() && cluster_id_for(token, &founders) == cluster_id {
-        return JoinSettings {
-            initial_cluster: founders,
-            reproduces_cluster_id: true,
-        };
+/// The `FLOTILLA_*` settings of the new member `name` (id `new_id`,
+/// advertising `peer_url`), as etcdctl prints its `ETCD_*` ones: its
+/// `--initial-cluster` names every member that has started, and itself.
+fn join_env(name: &str, peer_url: &str, new_id: u64, members: &[Member]) -> Vec<(String, String)> {
+    let mut cluster = Vec::new();
+    for m in members {
+        let member_name = if m.id == new_id { name } else { &m.name };
+        if member_name.is_empty() {
+            continue;
+        }
+        for url in &m.peer_ur_ls {
+            cluster.push(format!("{member_name}={url}"));
+        }
     }
-    let mut guess: Vec<InitialMember> = started().filter_map(entry).collect();
-    guess.sort_by(|a, b| a.name.cmp(&b.name));
-    JoinSettings {
-        initial_cluster: guess,
-        reproduces_cluster_id: false,
-    }
-}
-
-/// The `FLOTILLA_*` settings of the new member, in order.
-fn join_env(name: &str, peer_url: &str, token: &str, join: &JoinSettings) -> Vec<(String, String)> {
-    let cluster: Vec<String> = join
-        .initial_cluster
-        .iter()
-        .map(|m| format!("{}={}", m.name, m.peer_url))
-        .collect();
-    let mut env = vec![
+    vec![
         ("FLOTILLA_NAME".to_string(), name.to_string()),
         ("FLOTILLA_INITIAL_CLUSTER".to_string(), cluster.join(",")),
         (
@@ -174,14 +129,7 @@ fn join_env(name: &str, peer_url: &str, token: &str, join: &JoinSettings) -> Vec
             "FLOTILLA_INITIAL_CLUSTER_STATE".to_string(),
             "existing".to_string(),
         ),
-    ];
-    if token != DEFAULT_CLUSTER_TOKEN {
-        env.push((
-            "FLOTILLA_INITIAL_CLUSTER_TOKEN".to_string(),
-            token.to_string(),
-        ));
-    }
-    env
+    ]
 }
 
 /// `FLOTILLA_INITIAL_CLUSTER` → `--initial-cluster`.
@@ -218,8 +166,7 @@ pub async fn run(cmd: MemberCommand, endpoints: &[String], out: WriteOut) -> Res
             name,
             peer_urls,
             learner,
-            initial_cluster_token: token,
-        } => add(endpoints, out, name, peer_urls, learner, token).await?,
+        } => add(endpoints, out, name, peer_urls, learner).await?,
         MemberCommand::Remove { id } => {
             let resp = call_any(endpoints, |ch| async move {
                 ClusterClient::new(ch)
@@ -264,7 +211,6 @@ async fn add(
     name: String,
     peer_urls: Vec<String>,
     learner: bool,
-    token: String,
 ) -> Result<()> {
     if name.is_empty() || name.contains(['=', ',']) {
         bail!("member name {name:?} must be non-empty and contain neither '=' nor ','");
@@ -295,17 +241,7 @@ async fn add(
         bail!("the cluster added a member but did not say which");
     };
     let cluster = cluster_id(resp.header.as_ref());
-    let join = join_settings(&resp.members, member.id, &token, cluster);
-    let env = join_env(&name, &first, &token, &join);
-    if !join.reproduces_cluster_id {
-        eprintln!(
-            "warning: the members listed do not give this cluster's id ({cluster:x}) with \
-             token {token:?}: the membership changed since the cluster was bootstrapped, or it \
-             used another --initial-cluster-token. Start the new member with the \
-             --initial-cluster and --initial-cluster-token the cluster was first started with \
-             (without the new member)."
-        );
-    }
+    let env = join_env(&name, &first, member.id, &resp.members);
     match out {
         WriteOut::Table => {
             println!("Member {:x} added to cluster {cluster:x}", member.id);
@@ -337,7 +273,6 @@ async fn add(
                 .map(|(k, v)| (k.clone(), Value::String(v.clone())))
                 .collect::<serde_json::Map<_, _>>()
                 .into();
-            v["initial_cluster_reproduces_cluster_id"] = json!(join.reproduces_cluster_id);
             println!("{v}");
         }
     }
@@ -347,99 +282,39 @@ async fn add(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use flotilla_node::config::{NodeArgs, NodeConfig};
 
-    /// The founders' configuration as `flotilla-node` resolves it.
-    fn founder(name: &str, cluster: &str, token: Option<&str>) -> NodeConfig {
-        NodeConfig::resolve(NodeArgs {
-            name: Some(name.into()),
-            initial_cluster: Some(cluster.into()),
-            initial_cluster_token: token.map(str::to_string),
-            ..NodeArgs::default()
-        })
-        .expect("valid founder config")
-    }
-
-    fn member(config: &NodeConfig) -> Member {
+    fn member(id: u64, name: &str, url: &str) -> Member {
         Member {
-            id: config.member_id,
-            name: config.name.clone(),
-            peer_ur_ls: vec![config.peer_advertise.clone()],
-            client_ur_ls: vec![format!("http://{}", config.client_listen)],
+            id,
+            name: name.into(),
+            peer_ur_ls: vec![url.into()],
+            client_ur_ls: Vec::new(),
             is_learner: false,
         }
     }
 
-    const CLUSTER: &str = "a=http://127.0.0.1:2480,b=http://127.0.0.1:2481,c=http://127.0.0.1:2482";
-
     #[test]
-    fn founders_give_the_cluster_id_a_joiner_needs() {
-        for token in [None, Some("prod")] {
-            let configs: Vec<NodeConfig> = ["a", "b", "c"]
-                .iter()
-                .map(|n| founder(n, CLUSTER, token))
-                .collect();
-            let cluster_id = configs[0].cluster_id;
-            let mut members: Vec<Member> = configs.iter().map(member).collect();
-            // Listed in another order, with the new learner and one added
-            // (and named) earlier.
-            members.reverse();
-            let new = Member {
-                id: flotilla_node::api::member_id_for_peer_url("http://127.0.0.1:2390"),
-                peer_ur_ls: vec!["http://127.0.0.1:2390".into()],
-                is_learner: true,
-                ..Member::default()
-            };
-            let earlier = Member {
-                id: flotilla_node::api::member_id_for_peer_url("http://127.0.0.1:2389"),
-                name: "d".into(),
-                peer_ur_ls: vec!["http://127.0.0.1:2389".into()],
-                ..Member::default()
-            };
-            members.push(new.clone());
-            members.push(earlier);
-            let token = token.unwrap_or(DEFAULT_CLUSTER_TOKEN);
-            let join = join_settings(&members, new.id, token, cluster_id);
-            assert!(join.reproduces_cluster_id, "token {token}");
-            let env = join_env("e", "http://127.0.0.1:2390", token, &join);
-            assert_eq!(env[1].1, CLUSTER);
-            // What the joiner resolves from exactly these settings.
-            let joiner = NodeConfig::resolve(NodeArgs {
-                name: Some(env[0].1.clone()),
-                initial_cluster: Some(env[1].1.clone()),
-                initial_advertise_peer_urls: Some(env[2].1.clone()),
-                initial_cluster_state: Some(flotilla_node::config::ClusterState::Existing),
-                initial_cluster_token: env.get(4).map(|(_, v)| v.clone()),
-                listen_client_urls: Some("http://127.0.0.1:2399".into()),
-                listen_metrics_urls: Some("http://127.0.0.1:2398".into()),
-                ..NodeArgs::default()
-            })
-            .expect("the printed settings are valid");
-            assert_eq!(joiner.cluster_id, cluster_id);
-            assert_eq!(joiner.member_id, new.id);
-        }
-    }
-
-    #[test]
-    fn a_changed_cluster_is_reported() {
-        let configs: Vec<NodeConfig> = ["a", "b", "c"]
-            .iter()
-            .map(|n| founder(n, CLUSTER, None))
-            .collect();
-        let cluster_id = configs[0].cluster_id;
-        // Founder c was removed since.
-        let members: Vec<Member> = configs[..2].iter().map(member).collect();
-        let join = join_settings(&members, 99, DEFAULT_CLUSTER_TOKEN, cluster_id);
-        assert!(!join.reproduces_cluster_id);
-        assert_eq!(join.initial_cluster.len(), 2);
-        // Another token than the cluster's.
-        let members: Vec<Member> = configs.iter().map(member).collect();
-        let join = join_settings(&members, 99, "other", cluster_id);
-        assert!(!join.reproduces_cluster_id);
+    fn the_new_member_is_started_with_the_started_members_and_itself() {
+        let members = [
+            member(1, "a", "http://a:2380"),
+            member(2, "", "http://unstarted:2380"),
+            member(3, "", "http://new:2380"),
+        ];
+        let env = join_env("n", "http://new:2380", 3, &members);
         assert_eq!(
-            join.initial_cluster.len(),
-            3,
-            "the best guess still lists them"
+            env,
+            [
+                ("FLOTILLA_NAME".into(), "n".into()),
+                (
+                    "FLOTILLA_INITIAL_CLUSTER".into(),
+                    "a=http://a:2380,n=http://new:2380".into()
+                ),
+                (
+                    "FLOTILLA_INITIAL_ADVERTISE_PEER_URLS".into(),
+                    "http://new:2380".into()
+                ),
+                ("FLOTILLA_INITIAL_CLUSTER_STATE".into(), "existing".into()),
+            ]
         );
     }
 
