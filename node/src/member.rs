@@ -47,11 +47,17 @@ async fn run(config: NodeConfig) -> Result<()> {
     let node = start(config, listeners)
         .await
         .context("cannot start the member")?;
-    stop_requested().await;
+    let failed = tokio::select! {
+        () = stop_requested() => None,
+        reason = node.failed() => Some(reason),
+    };
     tracing::info!("stopping");
     node.shutdown()
         .await
         .context("the member stopped with an error")?;
+    if let Some(reason) = failed {
+        anyhow::bail!(reason);
+    }
     tracing::info!("stopped");
     Ok(())
 }

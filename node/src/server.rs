@@ -35,6 +35,9 @@ use tokio::task::JoinHandle;
 
 /// How often the transport's peers are reconciled with the member table.
 const PEER_SYNC_INTERVAL: Duration = Duration::from_millis(200);
+/// How often a member that knows no leader asks its peers whether it was
+/// removed from the cluster.
+const REMOVAL_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 /// Channels to other members kept for forwarding.
 const FORWARD_CHANNELS_MAX: usize = 16;
 /// How long a forwarded request may take.
@@ -118,6 +121,9 @@ pub struct RunningNode {
     stop_clients: watch::Sender<bool>,
     /// Phase 2: the peer server, the driver, the HTTP port.
     stop_core: watch::Sender<bool>,
+    /// Set when the member can no longer serve and must stop (it was
+    /// removed from the cluster), with the reason.
+    fatal: watch::Receiver<Option<String>>,
     client_server: JoinHandle<Result<(), tonic::transport::Error>>,
     background: Vec<JoinHandle<()>>,
     peer_server: JoinHandle<Result<(), tonic::transport::Error>>,
@@ -144,6 +150,9 @@ fn raft_config(config: &NodeConfig, applied: u64) -> Config {
     };
     c.snapshot_after_entries = config.snapshot_count;
     c.applied = applied;
+    // etcd's --strict-reconfig-check: never remove (or add) a voter when
+    // the voters that answer would then not make a quorum.
+    c.strict_reconfig_check = true;
     c
 }
 
@@ -257,6 +266,7 @@ pub async fn start(
 
     let stop_clients = watch::channel(false).0;
     let stop_core = watch::channel(false).0;
+    let (fatal_tx, fatal) = watch::channel(None);
     let driver = driver.spawn_on_own_thread(format!("raft-{}", config.name), signal(&stop_core))?;
     let peer_service = PeerService::new(
         config.cluster_id,
@@ -384,6 +394,18 @@ pub async fn start(
             initial_peers,
             stop_clients.subscribe(),
         )),
+        tokio::spawn(watch_removal(
+            RemovalWatch {
+                raft: raft.clone(),
+                transport: transport.clone(),
+                cluster_id: config.cluster_id,
+                member_id: config.member_id,
+                peer_url: config.peer_advertise.clone(),
+                timeout: config.discovery_timeout,
+                fatal: fatal_tx,
+            },
+            stop_clients.subscribe(),
+        )),
     ];
     tracing::info!(
         member = %format!("{:x}", config.member_id),
@@ -404,6 +426,7 @@ pub async fn start(
         events,
         stop_clients,
         stop_core,
+        fatal,
         client_server,
         background,
         peer_server,
@@ -456,7 +479,77 @@ async fn sync_peers(
     }
 }
 
+/// What [`watch_removal`] needs.
+struct RemovalWatch {
+    raft: RaftHandle<NodeStateMachine>,
+    transport: GrpcTransport,
+    cluster_id: u64,
+    member_id: u64,
+    peer_url: String,
+    timeout: Duration,
+    fatal: watch::Sender<Option<String>>,
+}
+
+/// Stops a member removed from its cluster, as etcd's members do: it
+/// learns it from its own table when the removal reached it, and, since a
+/// removed member is no longer sent the entry that removes it, by asking
+/// its peers while it knows no leader.
+async fn watch_removal(w: RemovalWatch, mut shutdown: watch::Receiver<bool>) {
+    let mut ticker = tokio::time::interval(REMOVAL_CHECK_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut leaderless_checks = 0u32;
+    loop {
+        tokio::select! {
+            _ = shutdown.wait_for(|stop| *stop) => return,
+            _ = ticker.tick() => {}
+        }
+        let me = w.member_id;
+        let Ok(removed_here) = w
+            .raft
+            .read_local(move |sm| sm.kv().is_removed_member(me))
+            .await
+        else {
+            return;
+        };
+        leaderless_checks = if w.raft.status().leader.is_some() {
+            0
+        } else {
+            leaderless_checks + 1
+        };
+        let removed = removed_here
+            || (leaderless_checks >= 2 && {
+                let peers: Vec<String> = w.transport.peers().into_values().collect();
+                crate::join::removed_from_cluster(&peers, &w.peer_url, w.cluster_id, me, w.timeout)
+                    .await
+            });
+        if removed {
+            let reason = format!(
+                "this member ({me:x}) was removed from cluster {:x}; stopping (to serve again it must be added anew and started on a fresh data directory)",
+                w.cluster_id
+            );
+            tracing::error!("{reason}");
+            w.fatal.send_replace(Some(reason));
+            return;
+        }
+    }
+}
+
 impl RunningNode {
+    /// Resolves, with the reason, once the member can no longer serve and
+    /// must stop (it was removed from the cluster). Never resolves
+    /// otherwise.
+    pub async fn failed(&self) -> String {
+        let mut fatal = self.fatal.clone();
+        loop {
+            if let Some(reason) = fatal.borrow_and_update().clone() {
+                return reason;
+            }
+            if fatal.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
+    }
+
     /// This member's id.
     pub fn member_id(&self) -> u64 {
         self.member_id

@@ -5,6 +5,8 @@
 //! dropped, also when a test panics; a panicking test also gets the tail of
 //! every member's log. Waits are bounded; nothing asserts on durations.
 
+#![allow(dead_code)]
+
 use flotilla_proto::etcdserverpb::StatusRequest;
 use flotilla_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use flotilla_proto::etcdserverpb::{MemberListRequest, cluster_client::ClusterClient};
@@ -71,6 +73,12 @@ pub struct Member {
     child: Option<Child>,
     /// Times this member was started.
     pub starts: u32,
+    /// For a member added after the cluster started: the
+    /// `--initial-cluster` it joins with (`--initial-cluster-state
+    /// existing`), as `etcdctl member add` prints it.
+    pub join_cluster: Option<String>,
+    /// More flags for its next starts.
+    pub extra_args: Vec<String>,
 }
 
 impl Member {
@@ -80,6 +88,11 @@ impl Member {
 
     pub fn is_running(&self) -> bool {
         self.child.is_some()
+    }
+
+    /// Its advertised peer URL.
+    pub fn peer_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.peer_port)
     }
 }
 
@@ -91,7 +104,7 @@ pub struct ProcessCluster {
     options: ProcessOptions,
     /// Printed when a test panics while the cluster is up: how to replay it.
     pub replay_hint: String,
-    _logs: tempfile::TempDir,
+    logs: tempfile::TempDir,
 }
 
 /// A random number from the OS-seeded hasher: port choice must differ
@@ -201,6 +214,8 @@ impl ProcessCluster {
                 log_path: logs.path().join(format!("n{}.log", i + 1)),
                 child: None,
                 starts: 0,
+                join_cluster: None,
+                extra_args: Vec::new(),
             })
             .collect();
         let initial_cluster = members
@@ -213,7 +228,7 @@ impl ProcessCluster {
             initial_cluster,
             options,
             replay_hint,
-            _logs: logs,
+            logs,
         };
         for i in 0..c.members.len() {
             c.spawn(i);
@@ -235,6 +250,10 @@ impl ProcessCluster {
             }
         }
         let url = |port: u16| format!("http://127.0.0.1:{port}");
+        let (initial_cluster, state) = match &m.join_cluster {
+            Some(cluster) => (cluster.as_str(), "existing"),
+            None => (self.initial_cluster.as_str(), "new"),
+        };
         cmd.env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .arg("--name")
@@ -242,9 +261,15 @@ impl ProcessCluster {
             .arg("--data-dir")
             .arg(m.data_dir.path())
             .arg("--initial-cluster")
-            .arg(&self.initial_cluster)
+            .arg(initial_cluster)
             .arg("--initial-cluster-state")
-            .arg("new")
+            .arg(state)
+            .arg("--initial-advertise-peer-urls")
+            .arg(url(m.peer_port))
+            .arg("--discovery-timeout-ms")
+            .arg("500")
+            .arg("--join-timeout-ms")
+            .arg(PROCESS_WAIT.as_millis().to_string())
             .arg("--initial-cluster-token")
             .arg("kv-crashes")
             .arg("--listen-client-urls")
@@ -266,7 +291,8 @@ impl ProcessCluster {
             .arg("--heartbeat-ticks")
             .arg("1")
             .arg("--snapshot-count")
-            .arg(self.options.snapshot_count.to_string());
+            .arg(self.options.snapshot_count.to_string())
+            .args(&m.extra_args);
         cmd
     }
 
@@ -328,6 +354,75 @@ impl ProcessCluster {
     /// Every member's client URL.
     pub fn endpoints(&self) -> Vec<String> {
         self.members.iter().map(Member::url).collect()
+    }
+
+    /// The client URLs of the members running now.
+    pub fn running_endpoints(&self) -> Vec<String> {
+        self.members
+            .iter()
+            .filter(|m| m.is_running())
+            .map(Member::url)
+            .collect()
+    }
+
+    /// A member not yet started, on free ports, with an empty data folder:
+    /// it joins the running cluster with `join_cluster` as its
+    /// `--initial-cluster` (set it before [`ProcessCluster::start_member`]).
+    pub fn add_spare(&mut self) -> usize {
+        let ports = free_ports(3);
+        let n = self.members.len() + 1;
+        self.members.push(Member {
+            name: format!("n{n}"),
+            client_port: ports[0],
+            peer_port: ports[1],
+            http_port: ports[2],
+            data_dir: tempfile::tempdir().expect("tempdir"),
+            log_path: self.logs.path().join(format!("n{n}.log")),
+            child: None,
+            starts: 0,
+            join_cluster: Some(String::new()),
+            extra_args: Vec::new(),
+        });
+        n - 1
+    }
+
+    /// Starts member `i` (a spare, or one stopped) and waits until it
+    /// answers.
+    pub async fn start_member(&mut self, i: usize) {
+        self.spawn(i);
+        self.wait_serving(i).await;
+    }
+
+    /// Starts member `i` expecting it to refuse to run: waits (bounded) for
+    /// its process to exit and returns its exit status and log.
+    pub async fn start_expecting_exit(&mut self, i: usize) -> (std::process::ExitStatus, String) {
+        self.spawn(i);
+        let status = self.wait_exit(i).await;
+        (status, tail(&self.members[i].log_path, LOG_TAIL_LINES))
+    }
+
+    /// Waits (bounded) until member `i`'s process exits on its own; its
+    /// exit status.
+    pub async fn wait_exit(&mut self, i: usize) -> std::process::ExitStatus {
+        let deadline = tokio::time::Instant::now() + PROCESS_WAIT;
+        loop {
+            let child = self.members[i].child.as_mut().expect("running");
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                self.members[i].child = None;
+                return status;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "member {i} did not exit within the wait; log:\n{}",
+                tail(&self.members[i].log_path, LOG_TAIL_LINES)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The last lines of member `i`'s log.
+    pub fn log_tail(&self, i: usize) -> String {
+        tail(&self.members[i].log_path, LOG_TAIL_LINES)
     }
 
     /// Kills member `i` with SIGKILL (no shutdown, no final fsync) and
@@ -420,10 +515,11 @@ impl ProcessCluster {
         None
     }
 
-    /// Waits until every member answers, all name the same leader, and the
-    /// member table holds every member's client URL.
+    /// Waits until every running member answers, all name the same
+    /// leader, and the member table holds exactly the running members, each
+    /// with its client URL.
     pub async fn wait_ready(&self) {
-        let urls = self.endpoints();
+        let urls = self.running_endpoints();
         wait_for("a leader all members agree on", || async {
             let mut leaders = Vec::new();
             for url in &urls {
@@ -446,7 +542,7 @@ impl ProcessCluster {
                     .ok()?
                     .into_inner()
                     .members;
-                (members.len() == 3 && members.iter().all(|m| !m.client_ur_ls.is_empty()))
+                (members.len() == urls.len() && members.iter().all(|m| !m.client_ur_ls.is_empty()))
                     .then_some(())
             })
             .await;
