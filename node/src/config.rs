@@ -308,8 +308,14 @@ fn with_scheme(addr: &str) -> String {
     }
 }
 
-/// Parses `name=url,name=url`.
-fn parse_initial_cluster(text: &str, token: &str) -> Result<Vec<InitialMember>, ConfigError> {
+/// Parses `name=url,name=url`. With `unnamed_allowed` (a member joining a
+/// running cluster) an entry may have an empty name, as `etcdctl member
+/// add` prints for members that never started: it is only a peer to ask.
+fn parse_initial_cluster(
+    text: &str,
+    token: &str,
+    unnamed_allowed: bool,
+) -> Result<Vec<InitialMember>, ConfigError> {
     let mut members = Vec::new();
     let mut names = BTreeSet::new();
     let mut urls = BTreeSet::new();
@@ -318,14 +324,14 @@ fn parse_initial_cluster(text: &str, token: &str) -> Result<Vec<InitialMember>, 
             .split_once('=')
             .ok_or_else(|| invalid("initial-cluster", format!("{item:?} is not name=peer-url")))?;
         let (name, url) = (name.trim(), url.trim());
-        if name.is_empty() {
+        if name.is_empty() && !unnamed_allowed {
             return Err(invalid(
                 "initial-cluster",
                 format!("{item:?} has an empty name"),
             ));
         }
         listen_addr("initial-cluster", url)?;
-        if !names.insert(name.to_string()) {
+        if !name.is_empty() && !names.insert(name.to_string()) {
             return Err(invalid(
                 "initial-cluster",
                 format!("member {name:?} appears twice"),
@@ -407,13 +413,14 @@ impl NodeConfig {
         let token = args
             .initial_cluster_token
             .unwrap_or_else(|| DEFAULT_CLUSTER_TOKEN.to_string());
+        let cluster_state = args.initial_cluster_state.unwrap_or(ClusterState::New);
         let initial_cluster = parse_initial_cluster(
             args.initial_cluster
                 .as_deref()
                 .ok_or(ConfigError::Missing("initial-cluster"))?,
             &token,
+            cluster_state == ClusterState::Existing,
         )?;
-        let cluster_state = args.initial_cluster_state.unwrap_or(ClusterState::New);
         // A member not named in --initial-cluster does not bootstrap: it
         // joins the running cluster once MemberAdd lists it, whatever the
         // state says (so every pod of a StatefulSet can share one template).

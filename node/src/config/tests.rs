@@ -83,6 +83,27 @@ fn discovery_settings_and_joiners() {
     assert_eq!(c.discovery_peers, ["p-peers.ns.svc:2380", "10.0.0.9:2380"]);
     assert_eq!(c.join_timeout, Duration::from_secs(5));
     assert_eq!(c.discovery_timeout, Duration::from_secs(1), "the default");
+    // etcdctl prints members that never started with an empty name: a
+    // joiner takes them as peers to ask; a founder refuses them.
+    let joiner = parse(&[
+        "--name",
+        "n5",
+        "--initial-cluster",
+        "n1=http://127.0.0.1:23801,=http://127.0.0.1:23804,n5=http://127.0.0.1:23805",
+        "--initial-cluster-state",
+        "existing",
+    ])
+    .expect("valid for a joiner");
+    assert_eq!(joiner.initial_cluster.len(), 3);
+    assert_eq!(joiner.peer_advertise, "http://127.0.0.1:23805");
+    let err = parse(&[
+        "--name",
+        "n1",
+        "--initial-cluster",
+        "n1=http://127.0.0.1:23801,=http://127.0.0.1:23804",
+    ])
+    .expect_err("a founder needs names");
+    assert!(err.to_string().contains("empty name"), "{err}");
     for (args, needle) in [
         (&["--discovery-peers", "no-port"][..], "discovery-peers"),
         (&["--discovery-timeout-ms", "0"][..], "discovery-timeout-ms"),
