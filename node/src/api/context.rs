@@ -1,7 +1,6 @@
 //! [`ApiContext`]: what the client services share.
 
 use super::errors::{LeaderHint, driver_status};
-use super::forward::FORWARDED_METADATA;
 use super::forward::Forwarder;
 use super::header::HeaderSource;
 use crate::driver::{DriverError, RaftHandle};
@@ -10,7 +9,6 @@ use crate::state::NodeStateMachine;
 use flotilla_raft::{NodeId, Role};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tonic::Status;
-use tonic::metadata::MetadataMap;
 use tonic::transport::Channel;
 
 /// The driver handle, header source, limits and forwarding channels of one
@@ -60,13 +58,12 @@ impl ApiContext {
         }
     }
 
-    /// A channel to the leader when this member does not lead and the
-    /// request was not forwarded already; `None` to serve it here. A
-    /// follower that cannot name the leader's client URL answers
-    /// `UNAVAILABLE`.
-    pub async fn leader_channel(&self, md: &MetadataMap) -> Result<Option<Channel>, Status> {
+    /// A channel to the leader when this member does not lead; `None` to
+    /// serve here. A follower that cannot name the leader's client URL
+    /// answers `UNAVAILABLE`.
+    pub async fn leader_channel(&self) -> Result<Option<Channel>, Status> {
         let s = self.raft.status();
-        if s.role == Role::Leader || md.contains_key(FORWARDED_METADATA) {
+        if s.role == Role::Leader {
             return Ok(None);
         }
         let leader = s.leader.is_some().then_some(s.leader);

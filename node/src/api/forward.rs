@@ -1,16 +1,11 @@
-//! [`Forwarder`]: channels to other members' client URLs, for forwarding
-//! writes from a follower to the leader.
+//! [`Forwarder`]: channels to other members' client URLs, for the
+//! follower's forwarding stream to the leader.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tonic::metadata::MetadataValue;
+use tonic::Status;
 use tonic::transport::{Channel, Endpoint};
-use tonic::{Request, Status};
-
-/// Request metadata marking a forwarded request: the receiver does not
-/// forward it again, which bounds forwarding to one hop.
-pub const FORWARDED_METADATA: &str = "flotilla-forwarded";
 
 /// A bounded cache of lazily connected channels, by URL. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -50,15 +45,4 @@ impl Forwarder {
         channels.insert(url.to_string(), channel.clone());
         Ok(channel)
     }
-}
-
-/// `request` with its metadata kept and marked as forwarded.
-pub fn mark_forwarded<T>(request: Request<T>) -> Request<T> {
-    let metadata = request.metadata().clone();
-    let mut again = Request::new(request.into_inner());
-    *again.metadata_mut() = metadata;
-    again
-        .metadata_mut()
-        .insert(FORWARDED_METADATA, MetadataValue::from_static("1"));
-    again
 }

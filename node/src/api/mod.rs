@@ -2,11 +2,13 @@
 //! gRPC (DESIGN §5), on top of the driver's [`RaftHandle`](crate::driver::RaftHandle).
 //!
 //! Any member serves any request. Reads go through the driver (ReadIndex,
-//! or the local state when the request is `serializable`); writes are
-//! proposed, and a follower forwards them once, in batches, to the leader's
-//! advertised client URL, found in the replicated member table. Each member publishes
-//! its own entry in that table ([`publish_self`]) as soon as it knows a
-//! leader, like etcd's `publish`.
+//! or the local state when the request is `serializable`). Every write —
+//! KV, Lease and Cluster alike — takes one path, [`Writes::submit`]: checked,
+//! then served by the leader, to which a follower forwards it once, in
+//! batches over one stream, at the leader's advertised client URL found in
+//! the replicated member table (`node/ARCHITECTURE.md` tells the whole
+//! life of a write). Each member publishes its own entry in that table
+//! ([`publish_self`]) as soon as it knows a leader, like etcd's `publish`.
 //!
 //! | file | what |
 //! |---|---|
@@ -45,7 +47,7 @@ pub use errors::{
     LEADER_ENDPOINT_METADATA, LEADER_ID_METADATA, LeaderHint, driver_status, kv_status,
     request_too_large,
 };
-pub use forward::{FORWARDED_METADATA, Forwarder, mark_forwarded};
+pub use forward::Forwarder;
 pub use header::HeaderSource;
 pub use kv::{CLIENT_ID_METADATA, KvService, SEQ_METADATA, session_ids};
 pub use maintenance::{MaintenanceService, VERSION};

@@ -30,7 +30,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::metadata::MetadataMap;
 use tonic::{Code, Request, Response, Status, Streaming};
 
 /// Bounds of a [`WriteForwarder`].
@@ -263,7 +262,7 @@ async fn run(
             .is_some_and(|s| s.leader == leader && !s.batches.is_closed());
         if !current {
             session = None;
-            match ctx.leader_channel(&MetadataMap::new()).await {
+            match ctx.leader_channel().await {
                 Ok(Some(channel)) => session = Some(Session::open(leader, channel, &config)),
                 Ok(None) => {
                     // This member has become the leader since: serve here.
