@@ -8,8 +8,8 @@
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use flotilla_benches::log::{self as bench, AppendScenario, Plan};
 use flotilla_log::FsyncPolicy;
-use flotilla_log::bench::{self, AppendScenario, Plan};
 
 const VALUE_BYTES: usize = 1024;
 

@@ -1,9 +1,17 @@
-//! Shared drivers for the Flotilla benchmarks.
+//! Shared drivers for the Flotilla benchmarks: the criterion benches in
+//! `benches/` and the `flotilla bench` load generators use them.
+//!
+//! | module | what |
+//! |---|---|
+//! | (root) | [`InstantCluster`]: Raft cores on a zero-delay network |
+//! | [`log`] | the partition log's append and read drivers, plans and tables |
 //!
 //! [`InstantCluster`] runs Raft cores in one thread on a network with zero
 //! delay: every message is delivered as soon as the `Ready` that carries it
 //! was persisted (to [`MemStorage`]). It measures the core's own cost per
 //! committed entry, with none of the simulation's fault machinery or checks.
+
+pub mod log;
 
 use flotilla_raft::{Bytes, Config, MemStorage, Message, NodeId, Raft, Role, Storage};
 use std::collections::VecDeque;

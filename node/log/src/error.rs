@@ -74,7 +74,10 @@ impl LogError {
         )
     }
 
-    pub(crate) fn io(path: &Path) -> impl FnOnce(io::Error) -> LogError + '_ {
+    /// An IO failure on `path`, as a [`LogError::Io`]: for code that does
+    /// its own file IO beside a log (the benchmark drivers compare the log
+    /// with plain files) and reports it the same way.
+    pub fn io(path: &Path) -> impl FnOnce(io::Error) -> LogError + '_ {
         move |source| LogError::Io {
             path: path.to_path_buf(),
             source,

@@ -35,7 +35,6 @@
 //! | `log` | [`Log`]: append, read, sync |
 //! | `maintenance` | `truncate_to` and retention |
 //! | [`config`] | [`LogConfig`] and [`FsyncPolicy`] |
-//! | [`mod@bench`] | the benchmark driver shared by `flotilla bench log` and criterion |
 //!
 //! # The IO contract
 //!
@@ -75,7 +74,6 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-pub mod bench;
 mod commit;
 pub mod config;
 mod error;

@@ -36,7 +36,7 @@ impl Forwarder {
             .map_err(|e| Status::unavailable(format!("etcdserver: bad leader URL {url}: {e}")))?
             .connect_timeout(self.timeout)
             .timeout(self.timeout);
-        let channel = endpoint.connect_with_connector_lazy(crate::coalesce::Connector);
+        let channel = endpoint.connect_with_connector_lazy(flotilla_client::coalesce::Connector);
         if channels.len() >= self.channels_max {
             // Members change rarely; dropping everything keeps this simple
             // and the bound exact.

@@ -4,8 +4,6 @@
 //! | module | what |
 //! |---|---|
 //! | [`api`] | the client API: etcd's KV, Maintenance and Cluster services over gRPC |
-//! | [`client`] | the Rust client: leader discovery, exactly-once writes, get/put/delete/put_if_absent |
-//! | [`coalesce`] | HTTP/2 connections whose responses of one scheduler pass leave in one write |
 //! | [`compaction`] | auto-compaction: the leader proposes Compacts by age or revision count, as etcd's compactor |
 //! | [`config`] | flags, environment and file, validated into a [`config::NodeConfig`] |
 //! | [`driver`] | the tokio task that owns the Raft core and runs its `Ready` loop |
@@ -21,8 +19,6 @@
 //! | [`watch`] | etcd's Watch service: watchers from any retained revision, gap-free into live events |
 
 pub mod api;
-pub mod client;
-pub mod coalesce;
 pub mod compaction;
 pub mod config;
 pub mod driver;

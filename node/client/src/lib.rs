@@ -8,6 +8,7 @@
 //! it once even when the first attempt's answer was lost. Against a plain
 //! etcd the metadata is ignored and writes have etcd's semantics.
 
+pub mod coalesce;
 mod requests;
 mod retry;
 

@@ -135,7 +135,7 @@ impl PeerTask {
         match tokio::time::timeout(
             self.config.connect_timeout,
             self.endpoint
-                .connect_with_connector(crate::coalesce::Connector),
+                .connect_with_connector(flotilla_client::coalesce::Connector),
         )
         .await
         {

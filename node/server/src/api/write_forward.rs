@@ -681,11 +681,11 @@ mod tests {
         tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(ForwardServer::new(Scripted(script)))
-                .serve_with_incoming(crate::coalesce::incoming(listener)),
+                .serve_with_incoming(flotilla_client::coalesce::incoming(listener)),
         );
         let channel = tonic::transport::Endpoint::from_shared(url)
             .unwrap()
-            .connect_with_connector_lazy(crate::coalesce::Connector);
+            .connect_with_connector_lazy(flotilla_client::coalesce::Connector);
         let config = WriteForwardConfig {
             stall_timeout: Duration::from_millis(300),
             ..WriteForwardConfig::for_request_limit(1024)

@@ -346,7 +346,7 @@ pub async fn start(
         }
     };
     let client_server = tokio::spawn(router.serve_with_incoming_shutdown(
-        crate::coalesce::incoming(listeners.client),
+        flotilla_client::coalesce::incoming(listeners.client),
         stop_client_streams,
     ));
 

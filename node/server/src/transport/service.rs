@@ -228,6 +228,6 @@ pub async fn serve_with<S: MessageSink>(
         .add_routes(routes)
         .add_service(service.into_server())
         // TCP_NODELAY and coalesced writes on accepted sockets.
-        .serve_with_incoming_shutdown(crate::coalesce::incoming(listener), signal)
+        .serve_with_incoming_shutdown(flotilla_client::coalesce::incoming(listener), signal)
         .await
 }

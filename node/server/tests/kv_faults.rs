@@ -9,7 +9,7 @@
 mod common;
 
 use common::*;
-use flotilla_node::client::{CLIENT_ID_HEADER, Client, ClientConfig, SEQ_HEADER};
+use flotilla_client::{CLIENT_ID_HEADER, Client, ClientConfig, SEQ_HEADER};
 use flotilla_node::config::ReadModeSetting;
 use flotilla_proto::etcdserverpb::kv_client::KvClient;
 use flotilla_proto::etcdserverpb::{PutResponse, RangeResponse};

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use crate::WriteOut;
 use anyhow::{Context, Result};
 use clap::Args;
+use flotilla_benches::log::{self as bench, AppendScenario, Plan, PlanReport};
 use flotilla_log::FsyncPolicy;
-use flotilla_log::bench::{self, AppendScenario, Plan, PlanReport};
 
 /// Options of `flotilla bench log`.
 #[derive(Debug, Args)]

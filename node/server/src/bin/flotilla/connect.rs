@@ -3,7 +3,7 @@
 //! in hex as etcdctl writes them.
 
 use anyhow::{Context, Result, anyhow, bail};
-use flotilla_node::client::{Client, ClientConfig, ClientError};
+use flotilla_client::{Client, ClientConfig, ClientError};
 use flotilla_proto::etcdserverpb::cluster_client::ClusterClient;
 use flotilla_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use flotilla_proto::etcdserverpb::{MemberListRequest, StatusRequest};

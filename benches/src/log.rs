@@ -14,9 +14,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
-use crate::error::{LogError, Result};
-use crate::record::RECORD_OVERHEAD_BYTES;
-use crate::{FsyncPolicy, Log, LogConfig, NewRecord, Offset};
+use flotilla_log::record::RECORD_OVERHEAD_BYTES;
+use flotilla_log::{FsyncPolicy, Log, LogConfig, LogError, NewRecord, Offset, Result};
 
 /// Records, bytes and time of one timed run.
 #[derive(Debug, Clone, Copy, PartialEq)]

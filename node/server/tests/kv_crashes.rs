@@ -23,7 +23,7 @@ mod processes;
 mod workload;
 
 use common::{Run, WAIT};
-use flotilla_node::client::{CLIENT_ID_HEADER, SEQ_HEADER};
+use flotilla_client::{CLIENT_ID_HEADER, SEQ_HEADER};
 use flotilla_proto::etcdserverpb::PutRequest;
 use flotilla_proto::etcdserverpb::kv_client::KvClient;
 use flotilla_tests::linearizability::{Budget, KvInput, KvOutput, check_and_report};

@@ -8,7 +8,7 @@
 
 use crate::common::{Run, WAIT};
 use crate::processes::channel;
-use flotilla_node::client::{CLIENT_ID_HEADER, Client, ClientConfig, SEQ_HEADER};
+use flotilla_client::{CLIENT_ID_HEADER, Client, ClientConfig, SEQ_HEADER};
 use flotilla_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use flotilla_proto::etcdserverpb::kv_client::KvClient;
 use flotilla_proto::etcdserverpb::request_op::Request as Op;
