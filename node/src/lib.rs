@@ -4,6 +4,7 @@
 //! | module | what |
 //! |---|---|
 //! | [`api`] | the client API: etcd's KV, Maintenance and Cluster services over gRPC |
+//! | [`backup`] | the snapshot file (Maintenance Snapshot, `etcdctl snapshot save`) and restoring one into a new cluster |
 //! | [`client`] | the Rust client: leader discovery, exactly-once writes, get/put/delete/put_if_absent |
 //! | [`coalesce`] | HTTP/2 connections whose responses of one scheduler pass leave in one write |
 //! | [`compaction`] | auto-compaction: the leader proposes Compacts by age or revision count, as etcd's compactor |
@@ -20,6 +21,7 @@
 //! | [`watch`] | etcd's Watch service: watchers from any retained revision, gap-free into live events |
 
 pub mod api;
+pub mod backup;
 pub mod client;
 pub mod coalesce;
 pub mod compaction;

@@ -1,12 +1,18 @@
 //! [`ApiContext`]: what the client services share.
 
-use super::errors::{LeaderHint, driver_status};
+use super::admission::{Admission, Refusal};
+use super::errors::{LeaderHint, driver_status, kv_status};
 use super::forward::FORWARDED_METADATA;
 use super::forward::Forwarder;
 use super::header::HeaderSource;
 use crate::driver::{DriverError, RaftHandle};
+use crate::kv::KvOp;
 use crate::state::NodeStateMachine;
-use flotilla_raft::{NodeId, Role};
+use flotilla_proto::etcdserverpb::alarm_request::AlarmAction;
+use flotilla_proto::etcdserverpb::{AlarmRequest, AlarmType};
+use flotilla_raft::{Bytes, NodeId, Role};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tonic::Status;
 use tonic::metadata::MetadataMap;
 use tonic::transport::Channel;
@@ -25,6 +31,11 @@ pub struct ApiContext {
     pub max_request_bytes: usize,
     /// Channels to other members.
     pub forwarder: Forwarder,
+    /// The checks every client write passes before it is proposed.
+    pub admission: Admission,
+    /// Set while this member is raising the NOSPACE alarm, so a burst of
+    /// writes past the quota raises it once.
+    pub raising_nospace: Arc<AtomicBool>,
 }
 
 impl ApiContext {
@@ -70,6 +81,43 @@ impl ApiContext {
                 &LeaderHint::default(),
             )),
         }
+    }
+
+    /// Admits a client write (see [`Admission`]): the command to propose
+    /// or forward, or the status to answer. A write past the quota also
+    /// raises the NOSPACE alarm for this member, as etcd's quota check
+    /// does, unless it is raised already.
+    pub fn admit(&self, client_id: u64, seq: u64, op: KvOp) -> Result<Bytes, Status> {
+        self.admission.admit(client_id, seq, op).map_err(|refusal| {
+            if refusal == Refusal::NoSpace {
+                self.raise_nospace();
+            }
+            kv_status(&refusal.error())
+        })
+    }
+
+    /// Proposes NOSPACE for this member, in the background, once at a
+    /// time, and only while this member has not seen it raised.
+    fn raise_nospace(&self) {
+        if self.admission.nospace_raised() || self.raising_nospace.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let ctx = self.clone();
+        tokio::spawn(async move {
+            let request = AlarmRequest {
+                action: AlarmAction::Activate as i32,
+                member_id: ctx.member_id,
+                alarm: AlarmType::Nospace as i32,
+            };
+            match super::maintenance::change_alarm(&ctx, request, &MetadataMap::new()).await {
+                Ok(_) => tracing::warn!(
+                    member = %format!("{:x}", ctx.member_id),
+                    "space quota exhausted: NOSPACE alarm raised; writes that add data are refused until it is disarmed"
+                ),
+                Err(status) => tracing::warn!(%status, "cannot raise the NOSPACE alarm"),
+            }
+            ctx.raising_nospace.store(false, Ordering::Release);
+        });
     }
 
     /// `e` as a status, with the leader hint looked up when it is a

@@ -4,11 +4,11 @@
 //! ([`WriteForwarder`]).
 
 use super::context::ApiContext;
-use super::errors::{kv_status, request_too_large};
+use super::errors::kv_status;
 use super::forward::FORWARDED_METADATA;
 use super::write_forward::WriteForwarder;
 use crate::driver::DriverError;
-use crate::kv::{KvCommand, KvOp, KvResponse};
+use crate::kv::{KvOp, KvResponse};
 use crate::state::NodeStateMachine;
 use flotilla_proto::etcdserverpb::kv_server::Kv;
 use flotilla_proto::etcdserverpb::{
@@ -47,7 +47,7 @@ pub fn session_ids(md: &MetadataMap) -> Result<(u64, u64), Status> {
 }
 
 /// A write request: how it goes into the log and comes out of it.
-trait KvWrite: prost::Message + Clone + Send + 'static {
+trait KvWrite: Send + 'static {
     type Reply: Send + 'static;
     fn into_op(self) -> KvOp;
     fn reply(response: KvResponse) -> Option<Self::Reply>;
@@ -105,12 +105,10 @@ impl KvService {
     /// Proposes a write; a follower has the leader propose it (one hop).
     async fn write<W: KvWrite>(&self, request: Request<W>) -> Result<Response<W::Reply>, Status> {
         let (client_id, seq) = session_ids(request.metadata())?;
-        if request.get_ref().encoded_len() > self.ctx.max_request_bytes {
-            return Err(request_too_large());
-        }
         let forwarded = request.metadata().contains_key(FORWARDED_METADATA);
-        let command = KvCommand::with_session(client_id, seq, request.into_inner().into_op())
-            .encode_to_bytes();
+        let command = self
+            .ctx
+            .admit(client_id, seq, request.into_inner().into_op())?;
         // A member that knows it follows forwards at once, without asking
         // its driver first; one that believes it leads proposes, and
         // forwards if it turns out not to.

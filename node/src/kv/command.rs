@@ -2,8 +2,8 @@
 
 use super::KvError;
 use flotilla_proto::etcdserverpb::{
-    CompactionRequest, DeleteRangeRequest, LeaseGrantRequest, LeaseRevokeRequest, Member,
-    MemberRemoveRequest, PutRequest, TxnRequest,
+    AlarmRequest, CompactionRequest, DeleteRangeRequest, LeaseGrantRequest, LeaseRevokeRequest,
+    Member, MemberRemoveRequest, PutRequest, TxnRequest,
 };
 use prost::Message as _;
 
@@ -23,8 +23,27 @@ pub struct KvCommand {
     #[prost(uint64, tag = "2")]
     pub seq: u64,
     /// What to do.
-    #[prost(oneof = "KvOp", tags = "3, 4, 5, 6, 7, 8, 9, 10")]
+    #[prost(oneof = "KvOp", tags = "3, 4, 5, 6, 7, 8, 9, 10, 11")]
     pub op: Option<KvOp>,
+    /// The space quota of the member that admitted this write (Put, Txn,
+    /// LeaseGrant), checked as the entry applies. It travels in the entry
+    /// so that every replica decides alike even if members were given
+    /// different quotas; without it (quota off) only a raised NOSPACE
+    /// alarm refuses the write.
+    #[prost(message, optional, tag = "12")]
+    pub quota: Option<QuotaStamp>,
+}
+
+/// See [`KvCommand::quota`].
+#[derive(Clone, Copy, PartialEq, Eq, prost::Message)]
+pub struct QuotaStamp {
+    /// The member whose quota it is: the NOSPACE alarm a write past it
+    /// raises is that member's.
+    #[prost(uint64, tag = "1")]
+    pub member_id: u64,
+    /// The quota, in bytes of [`super::MvccStore::size_bytes`].
+    #[prost(uint64, tag = "2")]
+    pub bytes: u64,
 }
 
 /// The operation of a [`KvCommand`].
@@ -56,6 +75,9 @@ pub enum KvOp {
     /// removed, so it is never taken for a peer again.
     #[prost(message, tag = "10")]
     MemberRemove(MemberRemoveRequest),
+    /// etcd's Alarm ACTIVATE or DEACTIVATE (a GET is a read).
+    #[prost(message, tag = "11")]
+    Alarm(AlarmRequest),
 }
 
 impl KvCommand {
@@ -65,6 +87,7 @@ impl KvCommand {
             client_id: 0,
             seq: 0,
             op: Some(op),
+            quota: None,
         }
     }
 
@@ -74,7 +97,14 @@ impl KvCommand {
             client_id,
             seq,
             op: Some(op),
+            quota: None,
         }
+    }
+
+    /// This command, checked against `stamp` as it applies.
+    pub fn with_quota(mut self, stamp: QuotaStamp) -> Self {
+        self.quota = Some(stamp);
+        self
     }
 
     /// The bytes to propose.

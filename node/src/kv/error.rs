@@ -70,6 +70,9 @@ pub enum KvError {
     /// A malformed command (undecodable, missing its operation, bad id).
     #[error("flotilla: bad request: {0}")]
     BadRequest(String),
+    /// A write past the space quota, or while the NOSPACE alarm is raised.
+    #[error("etcdserver: mvcc: database space exceeded")]
+    NoSpace,
 }
 
 /// [`KvError`] as stored in a snapshot, for the responses exactly-once
@@ -104,6 +107,7 @@ impl KvError {
             KvError::ValueTooLarge { len, max } => (13, *len as i64, *max as i64, String::new()),
             KvError::StaleSequence { seq, last } => (14, *seq as i64, *last as i64, String::new()),
             KvError::BadRequest(s) => (15, 0, 0, s.clone()),
+            KvError::NoSpace => (16, 0, 0, String::new()),
         };
         ErrorRecord { code, a, b, detail }
     }
@@ -136,6 +140,7 @@ impl KvError {
                 last: r.b as u64,
             },
             15 => KvError::BadRequest(r.detail.clone()),
+            16 => KvError::NoSpace,
             c => return Err(format!("unknown error code {c} in snapshot")),
         })
     }

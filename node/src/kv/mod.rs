@@ -13,7 +13,9 @@
 //! | `mvcc.rs` | [`MvccStore`]: every version of every key since the compaction point |
 //! | `version.rs`, `key.rs` | a key's versions and its bytes in memory: one allocation per version, short keys inline |
 //! | `range.rs` | Range: filters, sort, limit, count |
-//! | `txn.rs` | Txn: request checks, compares, the duplicate-key rule, applying a branch |
+//! | `validate.rs` | [`validate_op`]: the stateless checks of a write, run before proposing and again at apply |
+//! | `txn.rs` | Txn: compares, applying a branch |
+//! | `alarm.rs` | [`AlarmTable`] (etcd's alarms, replicated) and the space quota's costs |
 //! | `lease.rs` | [`LeaseTable`]: leases and their attached keys |
 //! | `lessor.rs` | [`Lessor`]: lease expiry timing on the leader |
 //! | `session.rs` | [`SessionTable`]: exactly-once sessions, bounded by idle entries and count |
@@ -39,6 +41,7 @@
 //!   [`KvConfig::sessions_max`]; a retry after that applies again, as
 //!   without a session.
 
+mod alarm;
 mod command;
 mod config;
 mod error;
@@ -52,10 +55,12 @@ mod session;
 mod snapshot;
 mod store;
 mod txn;
+mod validate;
 mod version;
 
-pub use command::{KvCommand, KvOp};
-pub use config::KvConfig;
+pub use alarm::{AlarmTable, LEASE_COST_BYTES, Quota, branch_cost, put_cost, txn_cost};
+pub use command::{KvCommand, KvOp, QuotaStamp};
+pub use config::{KvConfig, REQUEST_BYTES_LIMIT, TXN_OPS_LIMIT};
 pub use error::KvError;
 pub use lease::{LeaseEntry, LeaseTable};
 pub use lessor::{KeepAliveError, Lessor};
@@ -63,7 +68,10 @@ pub use mvcc::{MvccStore, Revision, in_range};
 pub use output::{KvOutput, KvResponse, LeaseChange};
 pub use session::{KvResult, Session, SessionTable};
 pub use store::KvStore;
+pub use validate::{RequestLimits, validate_op};
 
+#[cfg(test)]
+mod alarm_tests;
 #[cfg(test)]
 mod lessor_tests;
 #[cfg(test)]

@@ -2,8 +2,8 @@
 
 use super::KvError;
 use flotilla_proto::etcdserverpb::{
-    CompactionResponse, DeleteRangeResponse, LeaseGrantResponse, LeaseRevokeResponse,
-    MemberListResponse, PutResponse, TxnResponse,
+    AlarmResponse, CompactionResponse, DeleteRangeResponse, LeaseGrantResponse,
+    LeaseRevokeResponse, MemberListResponse, PutResponse, TxnResponse,
 };
 use flotilla_proto::mvccpb::Event;
 
@@ -33,6 +33,9 @@ pub enum KvResponse {
     /// Answer to MemberUpsert and MemberRemove: the member table afterwards.
     #[prost(message, tag = "17")]
     Members(MemberListResponse),
+    /// Answer to Alarm: the alarms raised or cleared.
+    #[prost(message, tag = "18")]
+    Alarm(AlarmResponse),
 }
 
 /// A change to the lease table, for the leader's [`super::Lessor`], which

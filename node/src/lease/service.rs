@@ -6,7 +6,7 @@ use crate::api::{
     session_ids,
 };
 use crate::driver::RaftHandle;
-use crate::kv::{KvCommand, KvOp, KvResponse, Lessor};
+use crate::kv::{KvCommand, KvConfig, KvOp, KvResponse, Lessor, validate_op};
 use crate::state::NodeStateMachine;
 use crate::watch::StreamCloser;
 use flotilla_proto::etcdserverpb::lease_client::LeaseClient;
@@ -124,7 +124,15 @@ impl LeaseService {
     /// (as KV writes are: a retried grant must not leak a second lease).
     async fn propose(&self, metadata: &MetadataMap, op: KvOp) -> Result<KvResponse, Status> {
         let (client_id, seq) = session_ids(metadata)?;
-        let command = KvCommand::with_session(client_id, seq, op).encode_to_bytes();
+        // The node's admission when it has one; the store's own checks
+        // (no quota) when this service runs alone, as in tests.
+        let command = match &self.forward {
+            Some(ctx) => ctx.admit(client_id, seq, op)?,
+            None => {
+                validate_op(&op, &KvConfig::default().limits()).map_err(|e| kv_status(&e))?;
+                KvCommand::with_session(client_id, seq, op).encode_to_bytes()
+            }
+        };
         let output = self
             .handle
             .propose(command)

@@ -57,6 +57,10 @@ pub fn node_config(
         read_mode: ReadModeSetting::Safe,
         max_request_bytes: 64 * 1024,
         auto_compaction: AutoCompaction::Off,
+        quota_backend_bytes: Some(flotilla_node::config::DEFAULT_QUOTA_BYTES),
+        max_txn_ops: 128,
+        max_concurrent_streams: u32::MAX,
+        max_client_connections: 4096,
     }
 }
 
