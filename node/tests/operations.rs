@@ -587,3 +587,45 @@ async fn bad_requests_cost_no_log_entry() {
     let after = indexes().await;
     assert!(after[0].0 > start[0].0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_connections_past_the_limit_are_closed() {
+    let limit = 4;
+    let options = ProcessOptions {
+        token: "connections",
+        extra_args: vec!["--max-client-connections".into(), limit.to_string()],
+        ..ProcessOptions::default()
+    };
+    let c = ProcessCluster::start(
+        options,
+        "client_connections_past_the_limit_are_closed".into(),
+    )
+    .await;
+    let leader = eventually("a leader", || c.leader()).await;
+    let follower = &c.members[(leader + 1) % 3];
+    let addr = ("127.0.0.1", follower.client_port);
+    // More idle connections than the limit: every place is taken.
+    let mut held = Vec::new();
+    for _ in 0..limit + 3 {
+        held.push(tokio::net::TcpStream::connect(addr).await.expect("connect"));
+    }
+    // One more is accepted after them and closed at once: the call fails.
+    let mut client = MaintenanceClient::new(channel(&follower.url()));
+    let refused = client
+        .status(StatusRequest {})
+        .await
+        .expect_err("no place left");
+    // The connection is reset: grpc-go calls that UNAVAILABLE; tonic's
+    // client reports a transport error.
+    assert!(
+        matches!(refused.code(), Code::Unavailable | Code::Unknown),
+        "{refused:?}"
+    );
+    // Closing connections frees their places.
+    drop(held);
+    eventually("a place again", || async {
+        let mut client = MaintenanceClient::new(channel(&follower.url()));
+        client.status(StatusRequest {}).await.ok().map(|_| ())
+    })
+    .await;
+}

@@ -92,9 +92,10 @@ impl Admission {
 
     /// Checks `op` without encoding it: [`Admission::admit`]'s checks.
     pub fn check(&self, op: &KvOp) -> Result<(), Refusal> {
-        if request_bytes(op) > self.config.max_request_bytes {
+        let len = request_bytes(op);
+        if len > self.config.max_request_bytes {
             return Err(Refusal::Invalid(KvError::ValueTooLarge {
-                len: request_bytes(op) as u64,
+                len: len as u64,
                 max: self.config.max_request_bytes as u64,
             }));
         }

@@ -88,12 +88,24 @@ impl ApiContext {
     /// raises the NOSPACE alarm for this member, as etcd's quota check
     /// does, unless it is raised already.
     pub fn admit(&self, client_id: u64, seq: u64, op: KvOp) -> Result<Bytes, Status> {
-        self.admission.admit(client_id, seq, op).map_err(|refusal| {
-            if refusal == Refusal::NoSpace {
-                self.raise_nospace();
-            }
-            kv_status(&refusal.error())
-        })
+        self.admission
+            .admit(client_id, seq, op)
+            .map_err(|refusal| self.refused(&refusal))
+    }
+
+    /// [`ApiContext::admit`]'s checks alone, for a write this member
+    /// passes on to the leader as it is.
+    pub fn check(&self, op: &KvOp) -> Result<(), Status> {
+        self.admission
+            .check(op)
+            .map_err(|refusal| self.refused(&refusal))
+    }
+
+    fn refused(&self, refusal: &Refusal) -> Status {
+        if *refusal == Refusal::NoSpace {
+            self.raise_nospace();
+        }
+        kv_status(&refusal.error())
     }
 
     /// Proposes NOSPACE for this member, in the background, once at a

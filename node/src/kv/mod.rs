@@ -34,6 +34,15 @@
 //!   been compacted". The store never keeps more than
 //!   [`KvConfig::retain_revisions`] revisions of history (compacting itself
 //!   as it applies); etcd's auto-compaction is [`crate::compaction`].
+//! - Space: while the NOSPACE alarm is raised ([`AlarmTable`], replicated
+//!   like etcd's alarm store), Puts, LeaseGrants and Txns whose taken
+//!   branch puts fail with [`KvError::NoSpace`]; so does such a write that
+//!   would take [`MvccStore::size_bytes`] past the quota stamped into its
+//!   command ([`QuotaStamp`]), which also raises NOSPACE for the stamping
+//!   member in the same entry. Deletes, delete-only Txns, LeaseRevoke and
+//!   Compact always apply, so a full store can be emptied.
+//! - Every write is checked by [`validate_op`] as it applies (the API ran
+//!   the same check before proposing it), with [`KvConfig::limits`].
 //! - Exactly-once: a command with `client_id != 0` whose `seq` equals the
 //!   session's last gets the cached response, without applying; a lower
 //!   `seq` gets [`KvError::StaleSequence`]. Sessions are dropped after

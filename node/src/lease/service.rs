@@ -174,6 +174,11 @@ impl Lease for LeaseService {
         request: Request<LeaseGrantRequest>,
     ) -> Result<Response<LeaseGrantResponse>, Status> {
         if let Some(channel) = self.leader_channel(request.metadata()).await? {
+            // Checked here too, as a write this member received: a bad
+            // grant goes no further, and the quota is this member's.
+            if let Some(ctx) = &self.forward {
+                ctx.check(&KvOp::LeaseGrant(*request.get_ref()))?;
+            }
             return LeaseClient::new(channel)
                 .lease_grant(mark_forwarded(request))
                 .await
