@@ -34,11 +34,12 @@
 //!   LeaseTimeToLive, LeaseLeases;
 //! - `Cluster`: MemberAdd, MemberRemove, MemberUpdate, MemberList,
 //!   MemberPromote;
-//! - `Maintenance`: Status, MoveLeader.
+//! - `Maintenance`: Status, MoveLeader, Alarm, Defragment, Snapshot (server
+//!   stream).
 //!
-//! Left out: the Auth service and Maintenance's Alarm, Defragment, Hash,
-//! HashKV, Snapshot and Downgrade. A client calling one gets `UNIMPLEMENTED`,
-//! which is also what etcd answers for a method it does not know.
+//! Left out: the Auth service and Maintenance's Hash, HashKV and Downgrade.
+//! A client calling one gets `UNIMPLEMENTED`, which is also what etcd
+//! answers for a method it does not know.
 //!
 //! Prost turns etcd's camel-case field names into snake case: `TTL` becomes
 //! `ttl`, `ID` `id`, `isLearner` `is_learner`, and `peerURLs` `peer_ur_ls`

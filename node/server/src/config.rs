@@ -176,6 +176,23 @@ pub struct NodeArgs {
     /// lists it (added with MemberAdd) before it gives up, in milliseconds.
     #[arg(long, env = "FLOTILLA_JOIN_TIMEOUT_MS")]
     pub join_timeout_ms: Option<u64>,
+    /// Space quota: writes that would take the store's size in use past it
+    /// fail and raise the NOSPACE alarm (etcd's flag). 0, the default,
+    /// means 2 GiB; a negative value turns the quota off.
+    #[arg(long, env = "FLOTILLA_QUOTA_BACKEND_BYTES", allow_hyphen_values = true)]
+    pub quota_backend_bytes: Option<i64>,
+    /// Most compares, and most operations per branch, of one transaction
+    /// (etcd's flag; 128 by default).
+    #[arg(long, env = "FLOTILLA_MAX_TXN_OPS")]
+    pub max_txn_ops: Option<usize>,
+    /// Most concurrent gRPC streams per client connection (etcd's flag;
+    /// unlimited by default, as etcd: a watch or keepalive is a stream).
+    #[arg(long, env = "FLOTILLA_MAX_CONCURRENT_STREAMS")]
+    pub max_concurrent_streams: Option<u32>,
+    /// Most open client connections; one more is closed as soon as it is
+    /// accepted (4096 by default).
+    #[arg(long, env = "FLOTILLA_MAX_CLIENT_CONNECTIONS")]
+    pub max_client_connections: Option<usize>,
 }
 
 /// One member of the initial cluster.
@@ -241,7 +258,20 @@ pub struct NodeConfig {
     pub discovery_timeout: Duration,
     /// How long a joining member waits for a cluster that lists it.
     pub join_timeout: Duration,
+    /// The space quota in bytes of the store's size in use, or `None`
+    /// when off.
+    pub quota_backend_bytes: Option<u64>,
+    /// Most compares, and operations per branch, of one transaction.
+    pub max_txn_ops: usize,
+    /// Most concurrent streams per client connection.
+    pub max_concurrent_streams: u32,
+    /// Most open client connections.
+    pub max_client_connections: usize,
 }
+
+/// etcd's default space quota (`DefaultQuotaBytes`), used when
+/// `--quota-backend-bytes` is 0 or unset.
+pub const DEFAULT_QUOTA_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 
 /// FNV-1a, for ids that must be the same on every member and every run.
 fn stable_hash(parts: &[&str]) -> u64 {
@@ -396,7 +426,11 @@ impl NodeArgs {
             auto_compaction_retention,
             discovery_peers,
             discovery_timeout_ms,
-            join_timeout_ms
+            join_timeout_ms,
+            quota_backend_bytes,
+            max_txn_ops,
+            max_concurrent_streams,
+            max_client_connections
         )
     }
 }
@@ -501,11 +535,31 @@ impl NodeConfig {
             return Err(invalid("snapshot-count", "must be at least 1"));
         }
         let max_request_bytes = args.max_request_bytes.unwrap_or(1536 * 1024);
-        if !(1024..=64 * 1024 * 1024).contains(&max_request_bytes) {
+        if !(1024..=crate::kv::REQUEST_BYTES_LIMIT).contains(&max_request_bytes) {
             return Err(invalid(
                 "max-request-bytes",
                 "must be between 1 KiB and 64 MiB",
             ));
+        }
+        let quota_backend_bytes = match args.quota_backend_bytes.unwrap_or(0) {
+            q if q < 0 => None,
+            0 => Some(DEFAULT_QUOTA_BYTES),
+            q => Some(q as u64),
+        };
+        let max_txn_ops = args.max_txn_ops.unwrap_or(128);
+        if !(1..=crate::kv::TXN_OPS_LIMIT).contains(&max_txn_ops) {
+            return Err(invalid(
+                "max-txn-ops",
+                format!("{max_txn_ops} is outside 1..={}", crate::kv::TXN_OPS_LIMIT),
+            ));
+        }
+        let max_concurrent_streams = args.max_concurrent_streams.unwrap_or(u32::MAX);
+        if max_concurrent_streams == 0 {
+            return Err(invalid("max-concurrent-streams", "must be at least 1"));
+        }
+        let max_client_connections = args.max_client_connections.unwrap_or(4096);
+        if max_client_connections == 0 {
+            return Err(invalid("max-client-connections", "must be at least 1"));
         }
         let auto_compaction =
             auto_compaction(args.auto_compaction_mode, args.auto_compaction_retention)?;
@@ -535,6 +589,10 @@ impl NodeConfig {
             discovery_peers,
             discovery_timeout: Duration::from_millis(discovery_timeout_ms),
             join_timeout: Duration::from_millis(join_timeout_ms),
+            quota_backend_bytes,
+            max_txn_ops,
+            max_concurrent_streams,
+            max_client_connections,
         };
         let listens = [
             &config.client_listen,

@@ -10,6 +10,7 @@
 //!
 //! | data directory | situation | outcome |
 //! |---|---|---|
+//! | stamped | a founder's flags describe another cluster | refuse: another cluster's data |
 //! | stamped | no running member lists this id as removed | restart as the stamped member of the stamped cluster |
 //! | stamped | a member of its cluster lists it as removed | refuse: it may only come back as a new member, with a fresh directory |
 //! | empty | a founder (named in `--initial-cluster`, state `new`), and no running cluster of its id answers, or that cluster's table is not seeded yet | bootstrap |
@@ -82,6 +83,19 @@ pub enum JoinError {
         cluster: u64,
         /// This member's advertised peer URL.
         peer_url: String,
+    },
+    /// A founder's flags describe another cluster than its data directory
+    /// holds (a volume of another cluster, or flags of another one).
+    #[error(
+        "{dir}: data directory belongs to cluster {found:#x}, not {expected:#x} (the cluster --initial-cluster and --initial-cluster-token describe); refusing to start on another cluster's data"
+    )]
+    ForeignData {
+        /// The data directory.
+        dir: String,
+        /// The cluster it holds.
+        found: u64,
+        /// The cluster the flags describe.
+        expected: u64,
     },
     /// No running cluster listed this member in time.
     #[error(
@@ -337,17 +351,27 @@ fn verdict(answers: Vec<DiscoverResponse>, peer_url: &str, only: Option<u64>) ->
 /// Decides who this member is (see the module docs). Waits for a running
 /// cluster only when it must join one.
 pub async fn resolve_identity(config: &NodeConfig) -> Result<Identity, JoinError> {
+    let founder = config.cluster_state == ClusterState::New
+        && config.initial_cluster.iter().any(|m| m.name == config.name);
     if let Some((cluster_id, member_id)) =
         flotilla_storage::DiskStorage::read_identity(&config.data_dir)?
     {
+        // As etcd, the flags do not matter once the directory is stamped,
+        // except that a founder's flags name its cluster: data of another
+        // is a mistake (a wrong volume) that must not start.
+        if founder && cluster_id != config.cluster_id {
+            return Err(JoinError::ForeignData {
+                dir: config.data_dir.display().to_string(),
+                found: cluster_id,
+                expected: config.cluster_id,
+            });
+        }
         check_not_removed(config, cluster_id, member_id).await?;
         return Ok(Identity::Restart {
             cluster_id,
             member_id,
         });
     }
-    let founder = config.cluster_state == ClusterState::New
-        && config.initial_cluster.iter().any(|m| m.name == config.name);
     if founder {
         let targets = targets(config).await;
         let answers = ask_all(&targets, &config.peer_advertise, config.discovery_timeout).await;

@@ -4,6 +4,7 @@
 //! | module | what |
 //! |---|---|
 //! | [`api`] | the client API: etcd's KV, Maintenance and Cluster services over gRPC |
+//! | [`backup`] | the snapshot file (Maintenance Snapshot, `etcdctl snapshot save`) and restoring one into a new cluster |
 //! | [`compaction`] | auto-compaction: the leader proposes Compacts by age or revision count, as etcd's compactor |
 //! | [`config`] | flags, environment and file, validated into a [`config::NodeConfig`] |
 //! | [`driver`] | the tokio task that owns the Raft core and runs its `Ready` loop |
@@ -19,6 +20,7 @@
 //! | [`watch`] | etcd's Watch service: watchers from any retained revision, gap-free into live events |
 
 pub mod api;
+pub mod backup;
 pub mod compaction;
 pub mod config;
 pub mod driver;

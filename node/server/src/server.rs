@@ -5,8 +5,9 @@
 //! them in order.
 
 use crate::api::{
-    ApiContext, ClusterService, ForwardService, Forwarder, HeaderSource, KvService,
-    MaintenanceService, WriteForwardConfig, WriteForwarder, Writes, publish_self,
+    Admission, AdmissionConfig, ApiContext, ClusterService, ForwardService, Forwarder,
+    HeaderSource, KvService, MaintenanceService, WriteForwardConfig, WriteForwarder, Writes,
+    limit_connections, publish_self,
 };
 use crate::compaction::spawn_auto_compaction;
 use crate::config::{ClusterState, FsyncSetting, NodeConfig, ReadModeSetting};
@@ -47,7 +48,10 @@ const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
 /// client, a port probe) would otherwise hold a graceful shutdown forever.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 /// Room for gRPC framing and the other fields above `max_request_bytes`,
-/// so an oversized request reaches the handler and gets etcd's message.
+/// so an oversized request reaches the handler and gets etcd's message
+/// (etcd's `grpcOverheadBytes`). Every client service decodes messages up
+/// to `max_request_bytes` plus this; responses are not limited (etcd's
+/// send limit is 2 GiB): a large Range answers whole, as etcd's does.
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 
 /// The three listeners of a member, bound by the caller (tests bind
@@ -222,6 +226,7 @@ pub async fn start(
         flotilla_raft_restore(&mut sm, &snapshot)?;
     }
     let events = sm.event_sender();
+    let gauge = sm.gauge();
     let raft = Raft::new(raft_config(&config, snapshot.meta.index), storage)?;
 
     let transport_config = TransportConfig {
@@ -299,6 +304,20 @@ pub async fn start(
         max_request_bytes: config.max_request_bytes,
         forwarder: Forwarder::new(FORWARD_CHANNELS_MAX, FORWARD_TIMEOUT),
         lessor: lessor.clone(),
+        admission: Admission::new(
+            AdmissionConfig {
+                member_id: config.member_id,
+                limits: crate::kv::RequestLimits {
+                    value_bytes_max: config.max_request_bytes,
+                    txn_ops_max: config.max_txn_ops,
+                    ..crate::kv::KvConfig::default().limits()
+                },
+                max_request_bytes: config.max_request_bytes,
+                quota_bytes: config.quota_backend_bytes,
+            },
+            gauge,
+        ),
+        raising_nospace: Arc::default(),
     };
     let forward_config = WriteForwardConfig::for_request_limit(config.max_request_bytes);
     let writes = Writes::new(
@@ -322,17 +341,37 @@ pub async fn start(
     let forward_service = ForwardService::new(ctx.clone(), config.cluster_id, &forward_config);
     let forward_closer = forward_service.stream_closer();
     let router = tonic::transport::Server::builder()
+        .max_concurrent_streams(config.max_concurrent_streams)
         .add_service(
             KvServer::new(KvService::new(ctx.clone(), writes.clone()))
                 .max_decoding_message_size(message_max)
                 .max_encoding_message_size(usize::MAX),
         )
-        .add_service(MaintenanceServer::new(
-            MaintenanceService::new(ctx.clone()).with_data_dir(config.data_dir.clone()),
-        ))
-        .add_service(ClusterServer::new(cluster))
-        .add_service(watch_service.into_server())
-        .add_service(lease_service.into_server())
+        .add_service(
+            MaintenanceServer::new(
+                MaintenanceService::new(ctx.clone(), writes.clone())
+                    .with_data_dir(config.data_dir.clone()),
+            )
+            .max_decoding_message_size(message_max)
+            .max_encoding_message_size(usize::MAX),
+        )
+        .add_service(
+            ClusterServer::new(cluster)
+                .max_decoding_message_size(message_max)
+                .max_encoding_message_size(usize::MAX),
+        )
+        .add_service(
+            watch_service
+                .into_server()
+                .max_decoding_message_size(message_max)
+                .max_encoding_message_size(usize::MAX),
+        )
+        .add_service(
+            lease_service
+                .into_server()
+                .max_decoding_message_size(message_max)
+                .max_encoding_message_size(usize::MAX),
+        )
         .add_service(forward_service.into_server());
     // Watch and keepalive streams never end by themselves: close them when
     // the client server is asked to stop, or its graceful shutdown waits.
@@ -346,7 +385,10 @@ pub async fn start(
         }
     };
     let client_server = tokio::spawn(router.serve_with_incoming_shutdown(
-        flotilla_client::coalesce::incoming(listeners.client),
+        limit_connections(
+            flotilla_client::coalesce::incoming(listeners.client),
+            config.max_client_connections,
+        ),
         stop_client_streams,
     ));
 

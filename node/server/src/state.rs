@@ -9,8 +9,10 @@
 
 use crate::driver::StateMachine;
 use crate::kv::{KvConfig, KvOutput, KvStore, Lessor};
+use flotilla_proto::etcdserverpb::AlarmType;
 use flotilla_proto::mvccpb::Event;
 use flotilla_raft::{Bytes, LogIndex, Snapshot};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
@@ -49,11 +51,41 @@ impl Default for StateConfig {
     }
 }
 
+/// The store's size and whether NOSPACE is raised, as of the last applied
+/// entry, readable without a trip through the driver: what a member checks
+/// a write against before proposing it. Maybe a moment behind the store;
+/// the store decides again as the entry applies.
+#[derive(Debug, Default)]
+pub struct StoreGauge {
+    size_bytes: AtomicU64,
+    nospace: AtomicBool,
+}
+
+impl StoreGauge {
+    /// [`crate::kv::MvccStore::size_bytes`] after the last applied entry.
+    pub fn size_bytes(&self) -> u64 {
+        self.size_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Whether NOSPACE was raised after the last applied entry.
+    pub fn nospace(&self) -> bool {
+        self.nospace.load(Ordering::Relaxed)
+    }
+
+    fn update(&self, kv: &KvStore) {
+        self.size_bytes
+            .store(kv.mvcc().size_bytes(), Ordering::Relaxed);
+        self.nospace
+            .store(kv.alarms().is_raised(AlarmType::Nospace), Ordering::Relaxed);
+    }
+}
+
 /// [`KvStore`] with its event fan-out and lease tracking.
 pub struct NodeStateMachine {
     kv: KvStore,
     events: broadcast::Sender<Arc<AppliedEvents>>,
     lessor: Arc<Mutex<Lessor>>,
+    gauge: Arc<StoreGauge>,
 }
 
 impl std::fmt::Debug for NodeStateMachine {
@@ -78,6 +110,7 @@ impl NodeStateMachine {
             kv: KvStore::new(config.kv),
             events,
             lessor: lessor.clone(),
+            gauge: Arc::new(StoreGauge::default()),
         };
         (sm, lessor)
     }
@@ -85,6 +118,11 @@ impl NodeStateMachine {
     /// The key-value store, for reads.
     pub fn kv(&self) -> &KvStore {
         &self.kv
+    }
+
+    /// The size and alarm gauge, kept up to date as entries apply.
+    pub fn gauge(&self) -> Arc<StoreGauge> {
+        self.gauge.clone()
     }
 
     /// A receiver of every later applied entry's events.
@@ -123,6 +161,7 @@ impl StateMachine for NodeStateMachine {
         // this entry finds its changes in that history.
         self.kv.set_record_events(self.events.receiver_count() > 0);
         let mut output = self.kv.apply_entry(index, command);
+        self.gauge.update(&self.kv);
         if !output.lease_changes.is_empty() {
             self.lessor().apply(&output.lease_changes, Instant::now());
         }
@@ -147,6 +186,7 @@ impl StateMachine for NodeStateMachine {
 
     fn restore(&mut self, snapshot: &Snapshot) -> Result<(), String> {
         self.kv.restore(snapshot)?;
+        self.gauge.update(&self.kv);
         self.reset_lessor();
         Ok(())
     }

@@ -1,5 +1,6 @@
 //! [`ApiContext`]: what the client services share.
 
+use super::admission::Admission;
 use super::errors::{LeaderHint, driver_status};
 use super::forward::Forwarder;
 use super::header::HeaderSource;
@@ -7,6 +8,7 @@ use crate::driver::{DriverError, RaftHandle};
 use crate::kv::Lessor;
 use crate::state::NodeStateMachine;
 use flotilla_raft::{NodeId, Role};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard};
 use tonic::Status;
 use tonic::transport::Channel;
@@ -28,6 +30,11 @@ pub struct ApiContext {
     /// The lease timers (deadlines only on the leader), shared with the
     /// state machine.
     pub lessor: Arc<Mutex<Lessor>>,
+    /// The checks every client write passes before it is proposed.
+    pub admission: Admission,
+    /// Set while this member is raising the NOSPACE alarm, so a burst of
+    /// writes past the quota raises it once.
+    pub raising_nospace: Arc<AtomicBool>,
 }
 
 impl ApiContext {

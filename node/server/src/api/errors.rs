@@ -71,10 +71,11 @@ pub fn kv_status(e: &KvError) -> Status {
         | KvError::LeaseProvided
         | KvError::DuplicateKey
         | KvError::TooManyOps
-        | KvError::KeyTooLarge { .. }
         | KvError::BadRequest(_) => Status::invalid_argument(message),
-        // etcd's text exactly: clients match on it.
-        KvError::ValueTooLarge { .. } => request_too_large(),
+        // etcd's text exactly: clients match on it. etcd has no key limit
+        // of its own; a key past ours is refused as a request past its.
+        KvError::KeyTooLarge { .. } | KvError::ValueTooLarge { .. } => request_too_large(),
+        KvError::NoSpace => Status::resource_exhausted(message),
         KvError::LeaseNotFound => Status::not_found(message),
         KvError::LeaseExists => Status::failed_precondition(message),
         KvError::StaleSequence { .. } => Status::failed_precondition(message),
@@ -120,6 +121,27 @@ mod tests {
         );
         let s = kv_status(&KvError::ValueTooLarge { len: 9, max: 1 });
         assert_eq!(s.message(), "etcdserver: request is too large");
+        let s = kv_status(&KvError::KeyTooLarge { len: 9, max: 1 });
+        assert_eq!(
+            (s.code(), s.message()),
+            (Code::InvalidArgument, "etcdserver: request is too large")
+        );
+        let s = kv_status(&KvError::NoSpace);
+        assert_eq!(
+            (s.code(), s.message()),
+            (
+                Code::ResourceExhausted,
+                "etcdserver: mvcc: database space exceeded"
+            )
+        );
+        let s = kv_status(&KvError::DuplicateKey);
+        assert_eq!(
+            (s.code(), s.message()),
+            (
+                Code::InvalidArgument,
+                "etcdserver: duplicate key given in txn request"
+            )
+        );
         let s = driver_status(&DriverError::Busy("q".into()), &LeaderHint::default());
         assert_eq!(
             (s.code(), s.message()),

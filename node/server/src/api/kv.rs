@@ -4,7 +4,7 @@
 //! proposes them, a follower hands them to the leader in batches.
 
 use super::context::ApiContext;
-use super::errors::{kv_status, request_too_large};
+use super::errors::kv_status;
 use super::write::Writes;
 use crate::kv::{KvCommand, KvOp, KvResponse};
 use crate::state::NodeStateMachine;
@@ -45,7 +45,7 @@ pub fn session_ids(md: &MetadataMap) -> Result<(u64, u64), Status> {
 }
 
 /// A write request: how it goes into the log and comes out of it.
-trait KvWrite: prost::Message + Clone + Send + 'static {
+trait KvWrite: Send + 'static {
     type Reply: Send + 'static;
     fn into_op(self) -> KvOp;
     fn reply(response: KvResponse) -> Option<Self::Reply>;
@@ -103,9 +103,6 @@ impl KvService {
     /// A write, through the one path of every write.
     async fn write<W: KvWrite>(&self, request: Request<W>) -> Result<Response<W::Reply>, Status> {
         let (client_id, seq) = session_ids(request.metadata())?;
-        if request.get_ref().encoded_len() > self.ctx.max_request_bytes {
-            return Err(request_too_large());
-        }
         let command = KvCommand::with_session(client_id, seq, request.into_inner().into_op());
         let response = self.writes.submit(command).await?;
         let mut reply = W::reply(response)

@@ -1,13 +1,24 @@
-//! [`MaintenanceService`]: etcd's Status and MoveLeader.
+//! [`MaintenanceService`]: etcd's Status, MoveLeader, Alarm, Defragment and
+//! Snapshot.
 
 use super::context::ApiContext;
+use super::errors::driver_status;
+use super::write::Writes;
+use crate::backup::{SnapshotChunks, SnapshotHeader};
+use crate::kv::{KvCommand, KvOp, KvResponse};
+use flotilla_proto::etcdserverpb::alarm_request::AlarmAction;
 use flotilla_proto::etcdserverpb::maintenance_server::Maintenance;
 use flotilla_proto::etcdserverpb::{
-    MoveLeaderRequest, MoveLeaderResponse, StatusRequest, StatusResponse,
+    AlarmMember, AlarmRequest, AlarmResponse, AlarmType, DefragmentRequest, DefragmentResponse,
+    MoveLeaderRequest, MoveLeaderResponse, SnapshotRequest, SnapshotResponse, StatusRequest,
+    StatusResponse,
 };
 use flotilla_raft::NodeId;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::sync::{Semaphore, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 /// The version Status reports: the etcd API level served, with Flotilla's
@@ -18,8 +29,16 @@ pub const VERSION: &str = concat!("3.5.0+flotilla.", env!("CARGO_PKG_VERSION"));
 const DATA_DIR_ENTRIES_MAX: usize = 100_000;
 /// Folder depth [`data_dir_bytes`] descends to.
 const DATA_DIR_DEPTH_MAX: usize = 8;
+/// Most blob bytes in one Snapshot stream message.
+const SNAPSHOT_CHUNK_BYTES: usize = 64 * 1024;
+/// Snapshot stream messages queued ahead of a slow client.
+const SNAPSHOT_QUEUE: usize = 4;
 
-/// etcd's Maintenance service on one member (Status, MoveLeader).
+/// The stream of a Snapshot call.
+pub type SnapshotStream = ReceiverStream<Result<SnapshotResponse, Status>>;
+
+/// etcd's Maintenance service on one member (Status, MoveLeader, Alarm,
+/// Defragment, Snapshot).
 ///
 /// Status reports two sizes, as etcd does for its database file:
 /// `db_size` is the bytes of the files in the data directory (the Raft log
@@ -30,19 +49,37 @@ const DATA_DIR_DEPTH_MAX: usize = 8;
 /// ([`crate::kv::MvccStore::size_bytes`]), kept up to date as entries apply,
 /// so it falls after a compaction while the disk figure falls once a
 /// snapshot lets old log segments go.
+///
+/// **Snapshot** streams the store as one consistent snapshot file (see
+/// [`crate::backup`]) in chunks of 64 KiB. The store is encoded on the
+/// driver's thread at one applied index, as for a Raft snapshot, from this
+/// member's own state (no leader needed: a member of a cluster that lost
+/// its quorum can still be backed up). One snapshot is encoded and held at
+/// a time per member; a second call waits for the first to finish.
+///
+/// **Defragment** answers success and does nothing: etcd's defragment
+/// gives back the space of its database file that compaction freed, but
+/// Flotilla's store is in memory and frees that space as it compacts
+/// (`db_size_in_use` falls at once), so there is nothing left to do.
+/// Serving it lets etcd's recovery procedure (compact, defrag, disarm) run
+/// unchanged.
 #[derive(Clone, Debug)]
 pub struct MaintenanceService {
     ctx: ApiContext,
+    writes: Writes,
     data_dir: Option<PathBuf>,
+    snapshots: Arc<Semaphore>,
 }
 
 impl MaintenanceService {
     /// The service over `ctx`. Without [`Self::with_data_dir`] it reports
     /// a `db_size` of 0.
-    pub fn new(ctx: ApiContext) -> Self {
+    pub fn new(ctx: ApiContext, writes: Writes) -> Self {
         MaintenanceService {
             ctx,
+            writes,
             data_dir: None,
+            snapshots: Arc::new(Semaphore::new(1)),
         }
     }
 
@@ -62,6 +99,12 @@ impl MaintenanceService {
             .map_err(|e| e.to_string())?
             .map_err(|e| format!("cannot measure the data directory: {e}"))
     }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// The bytes of the regular files under `dir` (symbolic links not
@@ -91,6 +134,31 @@ fn data_dir_bytes(dir: &Path) -> io::Result<u64> {
     Ok(total)
 }
 
+/// `memberID:<id> alarm:<kind> `, as etcd prints an alarm (etcdctl alarm
+/// list, and Status errors).
+pub fn alarm_text(a: &AlarmMember) -> String {
+    let kind = AlarmType::try_from(a.alarm).map_or("UNKNOWN", |t| t.as_str_name());
+    format!("memberID:{} alarm:{kind} ", a.member_id)
+}
+
+/// Raises or clears an alarm: a write, through the one write path (the
+/// leader proposes it; a bad request costs no entry).
+pub(crate) async fn change_alarm(
+    ctx: &ApiContext,
+    writes: &Writes,
+    request: AlarmRequest,
+) -> Result<AlarmResponse, Status> {
+    match writes.submit(KvCommand::new(KvOp::Alarm(request))).await? {
+        KvResponse::Alarm(mut reply) => {
+            ctx.header.fill(&mut reply.header);
+            Ok(reply)
+        }
+        _ => Err(Status::internal(
+            "flotilla: the store answered an Alarm with another response",
+        )),
+    }
+}
+
 #[tonic::async_trait]
 impl Maintenance for MaintenanceService {
     async fn status(
@@ -98,7 +166,7 @@ impl Maintenance for MaintenanceService {
         _request: Request<StatusRequest>,
     ) -> Result<Response<StatusResponse>, Status> {
         let me = self.ctx.member_id;
-        let (revision, is_learner, in_use) = self
+        let (revision, is_learner, in_use, alarms) = self
             .ctx
             .raft
             .read_local(move |sm| {
@@ -107,13 +175,19 @@ impl Maintenance for MaintenanceService {
                     kv.revision(),
                     kv.member(me).is_some_and(|m| m.is_learner),
                     kv.mvcc().size_bytes(),
+                    kv.alarms().get(AlarmType::None),
                 )
             })
             .await
-            .map_err(|e| super::errors::driver_status(&e, &Default::default()))?;
-        let (db_size, errors) = match self.db_size().await {
-            Ok(bytes) => (bytes, Vec::new()),
-            Err(problem) => (0, vec![problem]),
+            .map_err(|e| driver_status(&e, &Default::default()))?;
+        // As etcd: every raised alarm is an error of every member's status.
+        let mut errors: Vec<String> = alarms.iter().map(alarm_text).collect();
+        let db_size = match self.db_size().await {
+            Ok(bytes) => bytes,
+            Err(problem) => {
+                errors.push(problem);
+                0
+            }
         };
         let bytes = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
         let s = self.ctx.raft.status();
@@ -128,6 +202,7 @@ impl Maintenance for MaintenanceService {
             raft_term: s.term.0,
             raft_applied_index: s.applied,
             is_learner,
+            db_size_quota: self.ctx.admission.config().quota_bytes.map_or(0, bytes),
             ..Default::default()
         }))
     }
@@ -148,5 +223,113 @@ impl Maintenance for MaintenanceService {
         Ok(Response::new(MoveLeaderResponse {
             header: Some(self.ctx.header.header(0)),
         }))
+    }
+
+    /// GET lists the raised alarms (a linearizable read: no log entry);
+    /// ACTIVATE and DEACTIVATE go through the log on the leader.
+    async fn alarm(
+        &self,
+        request: Request<AlarmRequest>,
+    ) -> Result<Response<AlarmResponse>, Status> {
+        let request = request.into_inner();
+        if request.action != AlarmAction::Get as i32 {
+            return change_alarm(&self.ctx, &self.writes, request)
+                .await
+                .map(Response::new);
+        }
+        let kind = AlarmType::try_from(request.alarm).map_err(|_| {
+            Status::invalid_argument(format!("flotilla: unknown alarm type {}", request.alarm))
+        })?;
+        let member = request.member_id;
+        let (revision, alarms) = self
+            .ctx
+            .raft
+            .read(move |sm| {
+                let mut alarms = sm.kv().alarms().get(kind);
+                alarms.retain(|a| member == 0 || a.member_id == member);
+                (sm.kv().revision(), alarms)
+            })
+            .await
+            .map_err(|e| driver_status(&e, &Default::default()))?;
+        Ok(Response::new(AlarmResponse {
+            header: Some(self.ctx.header.header(revision)),
+            alarms,
+        }))
+    }
+
+    /// Nothing to defragment: see the type's docs.
+    async fn defragment(
+        &self,
+        _request: Request<DefragmentRequest>,
+    ) -> Result<Response<DefragmentResponse>, Status> {
+        let revision = self
+            .ctx
+            .raft
+            .read_local(|sm| sm.kv().revision())
+            .await
+            .map_err(|e| driver_status(&e, &Default::default()))?;
+        Ok(Response::new(DefragmentResponse {
+            header: Some(self.ctx.header.header(revision)),
+        }))
+    }
+
+    type SnapshotStream = SnapshotStream;
+
+    async fn snapshot(
+        &self,
+        _request: Request<SnapshotRequest>,
+    ) -> Result<Response<SnapshotStream>, Status> {
+        let permit = self
+            .snapshots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Status::unavailable("etcdserver: server stopped"))?;
+        let header = self.ctx.header.header(0);
+        let (cluster_id, member_id) = (header.cluster_id, self.ctx.member_id);
+        let (file_header, store) = self
+            .ctx
+            .raft
+            .read_local(move |sm| {
+                let kv = sm.kv();
+                let header = SnapshotHeader {
+                    cluster_id,
+                    member_id,
+                    applied_index: kv.applied_index(),
+                    revision: kv.revision(),
+                    compact_revision: kv.compact_revision(),
+                    store_bytes: 0,
+                    server_version: VERSION.to_string(),
+                    created_unix_ms: unix_ms(),
+                };
+                (header, kv.encode_snapshot())
+            })
+            .await
+            .map_err(|e| driver_status(&e, &Default::default()))?;
+        let mut first = Some(self.ctx.header.header(file_header.revision));
+        tracing::info!(
+            revision = file_header.revision,
+            applied_index = file_header.applied_index,
+            store_bytes = store.len(),
+            "sending a snapshot"
+        );
+        let mut chunks = SnapshotChunks::new(file_header, store, SNAPSHOT_CHUNK_BYTES);
+        let (tx, rx) = mpsc::channel(SNAPSHOT_QUEUE);
+        // Hashing and copying out chunks is CPU work: off the async threads.
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            while let Some(blob) = chunks.next_chunk() {
+                let message = SnapshotResponse {
+                    header: first.take(),
+                    remaining_bytes: chunks.remaining_bytes() as u64,
+                    blob,
+                    version: VERSION.to_string(),
+                };
+                if tx.blocking_send(Ok(message)).is_err() {
+                    return; // The client went away.
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
     }
 }

@@ -13,6 +13,8 @@
 //! | file | what |
 //! |---|---|
 //! | `context.rs` | [`ApiContext`]: what every service shares |
+//! | `connections.rs` | [`limit_connections`]: the bound on open client connections |
+//! | `admission.rs` | [`Admission`]: the checks every client write passes before it is proposed |
 //! | `errors.rs` | the one mapping of driver and store errors to `tonic::Status` |
 //! | `header.rs` | [`HeaderSource`]: response headers filled from this member |
 //! | `forward.rs` | [`Forwarder`]: the bounded cache of channels to other members |
@@ -30,7 +32,9 @@
 //! semantics. A malformed value, or one of the two without the other, is
 //! refused with `INVALID_ARGUMENT`. Forwarding keeps both.
 
+mod admission;
 mod cluster;
+mod connections;
 mod context;
 mod errors;
 mod forward;
@@ -41,7 +45,9 @@ mod publish;
 mod write;
 mod write_forward;
 
+pub use admission::{Admission, AdmissionConfig, Refusal, space_cost};
 pub use cluster::ClusterService;
+pub use connections::{Limited, limit_connections};
 pub use context::ApiContext;
 pub use errors::{
     LEADER_ENDPOINT_METADATA, LEADER_ID_METADATA, LeaderHint, driver_status, kv_status,
@@ -50,7 +56,7 @@ pub use errors::{
 pub use forward::Forwarder;
 pub use header::HeaderSource;
 pub use kv::{CLIENT_ID_METADATA, KvService, SEQ_METADATA, session_ids};
-pub use maintenance::{MaintenanceService, VERSION};
+pub use maintenance::{MaintenanceService, SnapshotStream, VERSION, alarm_text};
 pub use publish::publish_self;
 pub use write::{COMMAND_OVERHEAD_BYTES, Writes};
 pub use write_forward::{ForwardService, WriteForwardConfig, WriteForwarder};

@@ -14,18 +14,21 @@
 //!
 //! `ARCHITECTURE.md` tells the whole life of a write.
 
+use super::admission::Refusal;
 use super::context::ApiContext;
 use super::errors::{LeaderHint, driver_status, kv_status, request_too_large};
 use super::write_forward::WriteForwarder;
 use crate::driver::DriverError;
 use crate::kv::{KeepAliveError, KvCommand, KvError, KvOp, KvOutput, KvResponse};
 use crate::state::NodeStateMachine;
+use flotilla_proto::etcdserverpb::alarm_request::AlarmAction;
 use flotilla_proto::etcdserverpb::{
-    LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
-    Member, ResponseHeader,
+    AlarmRequest, AlarmType, LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseTimeToLiveRequest,
+    LeaseTimeToLiveResponse, Member, ResponseHeader,
 };
 use flotilla_raft::{Bytes, ConfChange, NodeId, Role};
 use prost::Message as _;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tonic::Status;
 
@@ -84,7 +87,7 @@ impl Writes {
     /// set; the caller fills in the rest of the header) or the status to
     /// answer.
     pub async fn submit(&self, command: KvCommand) -> Result<KvResponse, Status> {
-        let bytes = check(&command, self.ctx.max_request_bytes)?;
+        let bytes = self.admit(command)?;
         // A member that knows it follows forwards at once, without asking
         // its driver first; one that believes it leads serves, and forwards
         // if it turns out not to.
@@ -101,26 +104,69 @@ impl Writes {
     }
 }
 
-/// The checks every write passes before it costs a log entry or a trip to
-/// the leader: well formed and within the request limit. Returns the
-/// command's bytes.
-pub(crate) fn check(command: &KvCommand, max_request_bytes: usize) -> Result<Bytes, Status> {
-    let Some(op) = &command.op else {
-        return Err(Status::invalid_argument(
-            "flotilla: a write without an operation",
-        ));
-    };
-    if matches!(op, KvOp::MemberUpsert(_)) {
-        return Err(Status::invalid_argument(format!(
-            "flotilla: {} is not accepted any more",
-            op.name()
-        )));
+impl Writes {
+    /// The checks every write passes before it costs a log entry or a trip
+    /// to the leader ([`Admission`](super::Admission): well formed, within
+    /// this member's limits and its space quota); the command's bytes,
+    /// stamped with the quota. A write past the quota raises the NOSPACE
+    /// alarm for this member, as etcd's quota check does, unless it is
+    /// raised already.
+    fn admit(&self, command: KvCommand) -> Result<Bytes, Status> {
+        let KvCommand {
+            client_id, seq, op, ..
+        } = command;
+        let Some(op) = op else {
+            return Err(Status::invalid_argument(
+                "flotilla: a write without an operation",
+            ));
+        };
+        if matches!(op, KvOp::MemberUpsert(_)) {
+            return Err(Status::invalid_argument(format!(
+                "flotilla: {} is not accepted any more",
+                op.name()
+            )));
+        }
+        let bytes = match self.ctx.admission.admit(client_id, seq, op) {
+            Ok(bytes) => bytes,
+            Err(refusal) => {
+                if refusal == Refusal::NoSpace {
+                    self.raise_nospace();
+                }
+                return Err(kv_status(&refusal.error()));
+            }
+        };
+        if bytes.len() > self.ctx.max_request_bytes + COMMAND_OVERHEAD_BYTES {
+            return Err(request_too_large());
+        }
+        Ok(bytes)
     }
-    let bytes = command.encode_to_bytes();
-    if bytes.len() > max_request_bytes + COMMAND_OVERHEAD_BYTES {
-        return Err(request_too_large());
+
+    /// Proposes NOSPACE for this member, in the background, once at a
+    /// time, and only while this member has not seen it raised.
+    fn raise_nospace(&self) {
+        if self.ctx.admission.nospace_raised()
+            || self.ctx.raising_nospace.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        let writes = self.clone();
+        tokio::spawn(async move {
+            let member_id = writes.ctx.member_id;
+            let alarm = KvOp::Alarm(AlarmRequest {
+                action: AlarmAction::Activate as i32,
+                member_id,
+                alarm: AlarmType::Nospace as i32,
+            });
+            match writes.submit(KvCommand::new(alarm)).await {
+                Ok(_) => tracing::warn!(
+                    member = %format!("{member_id:x}"),
+                    "space quota exhausted: NOSPACE alarm raised; writes that add data are refused until it is disarmed"
+                ),
+                Err(status) => tracing::warn!(%status, "cannot raise the NOSPACE alarm"),
+            }
+            writes.ctx.raising_nospace.store(false, Ordering::Release);
+        });
     }
-    Ok(bytes)
 }
 
 /// Serves `commands` on this member, which believes it leads, in order:
@@ -359,42 +405,4 @@ async fn time_to_live(ctx: &ApiContext, req: LeaseTimeToLiveRequest) -> Served {
         granted_ttl,
         keys,
     }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use flotilla_proto::etcdserverpb::{MemberRemoveRequest, PutRequest};
-
-    #[test]
-    fn writes_are_checked_before_they_go_anywhere() {
-        let put = |n: usize| {
-            KvCommand::new(KvOp::Put(PutRequest {
-                key: b"k".to_vec(),
-                value: vec![7; n],
-                ..Default::default()
-            }))
-        };
-        assert!(check(&put(100), 1024).is_ok());
-        assert_eq!(
-            check(&put(2000), 1024).unwrap_err().message(),
-            "etcdserver: request is too large"
-        );
-        let empty = KvCommand {
-            client_id: 0,
-            seq: 0,
-            op: None,
-        };
-        assert_eq!(
-            check(&empty, 1024).unwrap_err().code(),
-            tonic::Code::InvalidArgument
-        );
-        let legacy = KvCommand::new(KvOp::MemberUpsert(Member::default()));
-        assert_eq!(
-            check(&legacy, 1024).unwrap_err().code(),
-            tonic::Code::InvalidArgument
-        );
-        let remove = KvCommand::new(KvOp::MemberRemove(MemberRemoveRequest { id: 3 }));
-        assert!(check(&remove, 1024).is_ok());
-    }
 }

@@ -15,7 +15,7 @@
 //! with exactly-once ids stay exactly-once.
 
 use super::context::ApiContext;
-use super::errors::request_too_large;
+use super::errors::{kv_status, request_too_large};
 use super::write::{WriteError, serve_here};
 use crate::kv::{KvCommand, KvOp, KvResponse};
 use crate::watch::StreamCloser;
@@ -299,7 +299,7 @@ async fn run(
 /// A state machine response as the `Forward` service carries it.
 #[derive(Clone, PartialEq, prost::Message)]
 struct ForwardedResponse {
-    #[prost(oneof = "KvResponse", tags = "11, 12, 13, 14, 15, 16, 17, 18, 19")]
+    #[prost(oneof = "KvResponse", tags = "11, 12, 13, 14, 15, 16, 17, 18, 19, 20")]
     response: Option<KvResponse>,
 }
 
@@ -336,7 +336,7 @@ async fn serve_forwarded(
 ) -> Vec<WriteOutcome> {
     let checked: Vec<Result<Bytes, Status>> = commands
         .into_iter()
-        .map(|c| check_command(c, command_bytes_max))
+        .map(|c| check_command(c, command_bytes_max, &ctx.admission.config().limits))
         .collect();
     let valid: Vec<Bytes> = checked.iter().filter_map(|c| c.clone().ok()).collect();
     let mut served = serve_here(ctx, valid).await.into_iter();
@@ -352,7 +352,14 @@ async fn serve_forwarded(
         .collect()
 }
 
-fn check_command(command: Bytes, command_bytes_max: usize) -> Result<Bytes, Status> {
+/// A forwarded command the leader proposes: within the size limit, a KV
+/// write, and valid under the leader's own limits (the follower admitted
+/// it under its own; the store checks it again as it applies).
+fn check_command(
+    command: Bytes,
+    command_bytes_max: usize,
+    limits: &crate::kv::RequestLimits,
+) -> Result<Bytes, Status> {
     if command.len() > command_bytes_max {
         return Err(request_too_large());
     }
@@ -363,7 +370,10 @@ fn check_command(command: Bytes, command_bytes_max: usize) -> Result<Bytes, Stat
         Some(KvOp::MemberUpsert(_)) | None => Err(Status::invalid_argument(
             "flotilla: this command may not be forwarded",
         )),
-        Some(_) => Ok(command),
+        Some(op) => {
+            crate::kv::validate_op(&op, limits).map_err(|e| kv_status(&e))?;
+            Ok(command)
+        }
     }
 }
 
@@ -523,14 +533,22 @@ mod tests {
 
     #[test]
     fn only_kv_writes_within_the_limit_may_be_forwarded() {
+        let limits = crate::kv::KvConfig::default().limits();
+        let empty_key = command(KvOp::Put(PutRequest::default()));
+        assert_eq!(
+            check_command(empty_key, 1024, &limits)
+                .unwrap_err()
+                .message(),
+            "etcdserver: key is not provided"
+        );
         let put = command(KvOp::Put(PutRequest {
             key: b"k".to_vec(),
             value: vec![1; 100],
             ..Default::default()
         }));
-        assert_eq!(check_command(put.clone(), 1024).unwrap(), put);
+        assert_eq!(check_command(put.clone(), 1024, &limits).unwrap(), put);
         assert_eq!(
-            check_command(put, 50).unwrap_err().message(),
+            check_command(put, 50, &limits).unwrap_err().message(),
             "etcdserver: request is too large"
         );
         let member = command(KvOp::MemberUpsert(Member {
@@ -540,14 +558,17 @@ mod tests {
         let promote = command(KvOp::MemberPromote(
             flotilla_proto::etcdserverpb::MemberPromoteRequest { id: 9 },
         ));
-        assert_eq!(check_command(promote.clone(), 1024).unwrap(), promote);
         assert_eq!(
-            check_command(member, 1024).unwrap_err().code(),
+            check_command(promote.clone(), 1024, &limits).unwrap(),
+            promote
+        );
+        assert_eq!(
+            check_command(member, 1024, &limits).unwrap_err().code(),
             Code::InvalidArgument
         );
         let garbage = Bytes::from_static(&[0xff, 0xff, 0xff]);
         assert_eq!(
-            check_command(garbage, 1024).unwrap_err().code(),
+            check_command(garbage, 1024, &limits).unwrap_err().code(),
             Code::InvalidArgument
         );
     }

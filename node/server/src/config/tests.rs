@@ -353,3 +353,44 @@ fn auto_compaction_from_the_file_as_text_or_number() {
         .to_string();
     assert!(err.contains("hourly"), "{err}");
 }
+
+#[test]
+fn quota_and_request_limits_read_etcds_flags() {
+    let base = ["--name", "n1", "--initial-cluster", CLUSTER];
+    let with = |extra: &[&str]| {
+        let mut args = base.to_vec();
+        args.extend_from_slice(extra);
+        parse(&args)
+    };
+    let c = with(&[]).expect("valid");
+    assert_eq!(c.quota_backend_bytes, Some(DEFAULT_QUOTA_BYTES), "2 GiB");
+    assert_eq!(c.max_txn_ops, 128);
+    assert_eq!(c.max_concurrent_streams, u32::MAX, "unlimited, as etcd");
+    assert_eq!(c.max_client_connections, 4096);
+    let c = with(&["--quota-backend-bytes", "0"]).expect("valid");
+    assert_eq!(c.quota_backend_bytes, Some(DEFAULT_QUOTA_BYTES));
+    let c = with(&["--quota-backend-bytes", "-1"]).expect("valid");
+    assert_eq!(c.quota_backend_bytes, None, "negative turns it off");
+    let c = with(&["--quota-backend-bytes", "1048576", "--max-txn-ops", "512"]).expect("valid");
+    assert_eq!(
+        (c.quota_backend_bytes, c.max_txn_ops),
+        (Some(1_048_576), 512)
+    );
+    for (flag, value) in [
+        ("--max-txn-ops", "0"),
+        ("--max-txn-ops", "65537"),
+        ("--max-concurrent-streams", "0"),
+        ("--max-client-connections", "0"),
+    ] {
+        let e = with(&[flag, value]).expect_err("refused");
+        assert!(
+            e.to_string().contains(flag.trim_start_matches("--")),
+            "{flag} {value}: {e}"
+        );
+    }
+    let file = tempfile::NamedTempFile::new().expect("tempfile");
+    std::fs::write(file.path(), "quota-backend-bytes: 4096\nmax-txn-ops: 7\n").expect("write");
+    let path = file.path().to_str().expect("path");
+    let c = with(&["--config-file", path]).expect("valid");
+    assert_eq!((c.quota_backend_bytes, c.max_txn_ops), (Some(4096), 7));
+}

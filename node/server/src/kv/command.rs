@@ -2,7 +2,7 @@
 
 use super::KvError;
 use flotilla_proto::etcdserverpb::{
-    CompactionRequest, DeleteRangeRequest, LeaseGrantRequest, LeaseKeepAliveRequest,
+    AlarmRequest, CompactionRequest, DeleteRangeRequest, LeaseGrantRequest, LeaseKeepAliveRequest,
     LeaseRevokeRequest, LeaseTimeToLiveRequest, Member, MemberPromoteRequest, MemberRemoveRequest,
     MemberUpdateRequest, PutRequest, TxnRequest,
 };
@@ -26,9 +26,28 @@ pub struct KvCommand {
     /// What to do.
     #[prost(
         oneof = "KvOp",
-        tags = "3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17"
+        tags = "3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18"
     )]
     pub op: Option<KvOp>,
+    /// The space quota of the member that admitted this write (Put, Txn,
+    /// LeaseGrant), checked as the entry applies. It travels in the entry
+    /// so that every replica decides alike even if members were given
+    /// different quotas; without it (quota off) only a raised NOSPACE
+    /// alarm refuses the write. (Tags up to 29 are kept for operations.)
+    #[prost(message, optional, tag = "30")]
+    pub quota: Option<QuotaStamp>,
+}
+
+/// See [`KvCommand::quota`].
+#[derive(Clone, Copy, PartialEq, Eq, prost::Message)]
+pub struct QuotaStamp {
+    /// The member whose quota it is: the NOSPACE alarm a write past it
+    /// raises is that member's.
+    #[prost(uint64, tag = "1")]
+    pub member_id: u64,
+    /// The quota, in bytes of [`super::MvccStore::size_bytes`].
+    #[prost(uint64, tag = "2")]
+    pub bytes: u64,
 }
 
 /// The operation of a [`KvCommand`].
@@ -92,6 +111,9 @@ pub enum KvOp {
     /// long a lease has left; never written to the log.
     #[prost(message, tag = "17")]
     LeaseTimeToLive(LeaseTimeToLiveRequest),
+    /// etcd's Alarm ACTIVATE or DEACTIVATE (a GET is a read).
+    #[prost(message, tag = "18")]
+    Alarm(AlarmRequest),
 }
 
 /// The founding members of a cluster ([`KvOp::MemberSeed`]).
@@ -138,6 +160,7 @@ impl KvOp {
             KvOp::MemberSeed(_) => "MemberSeed",
             KvOp::LeaseKeepAlive(_) => "LeaseKeepAlive",
             KvOp::LeaseTimeToLive(_) => "LeaseTimeToLive",
+            KvOp::Alarm(_) => "Alarm",
         }
     }
 }
@@ -149,6 +172,7 @@ impl KvCommand {
             client_id: 0,
             seq: 0,
             op: Some(op),
+            quota: None,
         }
     }
 
@@ -158,7 +182,14 @@ impl KvCommand {
             client_id,
             seq,
             op: Some(op),
+            quota: None,
         }
+    }
+
+    /// This command, checked against `stamp` as it applies.
+    pub fn with_quota(mut self, stamp: QuotaStamp) -> Self {
+        self.quota = Some(stamp);
+        self
     }
 
     /// The bytes to propose.

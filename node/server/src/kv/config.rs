@@ -1,5 +1,14 @@
 //! Limits of the key-value state machine.
 
+/// The largest request a member may be configured to accept
+/// (`--max-request-bytes`): the store applies values up to this size, so
+/// whatever a member admits applies on every replica.
+pub const REQUEST_BYTES_LIMIT: usize = 64 * 1024 * 1024;
+
+/// The largest `--max-txn-ops` a member may be configured with; the store
+/// applies transactions up to it.
+pub const TXN_OPS_LIMIT: usize = 65_536;
+
 /// Bounds the state machine enforces. Every node of a cluster must use the
 /// same values: they decide which commands are rejected and when history and
 /// sessions are dropped, so differing values would make replicas diverge.
@@ -7,11 +16,14 @@
 pub struct KvConfig {
     /// Longest key accepted, in bytes.
     pub key_bytes_max: usize,
-    /// Longest value accepted, in bytes (etcd's default request limit is
-    /// 1.5 MiB).
+    /// Longest value accepted, in bytes. Members admit requests up to
+    /// their `--max-request-bytes`; this is the largest that setting may
+    /// be, [`REQUEST_BYTES_LIMIT`].
     pub value_bytes_max: usize,
-    /// Most compares, and most operations per branch, in one transaction
-    /// (etcd's `--max-txn-ops`, 128 by default).
+    /// Most compares, and most operations per branch, in one transaction.
+    /// Members admit transactions up to their `--max-txn-ops` (etcd's, 128
+    /// by default); this is the largest that setting may be,
+    /// [`TXN_OPS_LIMIT`].
     pub txn_ops_max: usize,
     /// The history bound: the store compacts itself, as it applies a write,
     /// so as to keep at most this many revisions below the current one; 0
@@ -40,8 +52,8 @@ impl Default for KvConfig {
     fn default() -> Self {
         KvConfig {
             key_bytes_max: 32 * 1024,
-            value_bytes_max: 3 * 512 * 1024,
-            txn_ops_max: 128,
+            value_bytes_max: REQUEST_BYTES_LIMIT,
+            txn_ops_max: TXN_OPS_LIMIT,
             retain_revisions: 100_000,
             lease_ttl_max_secs: 9_000_000_000,
             lease_ttl_min_secs: 1,

@@ -88,6 +88,9 @@ pub enum KvError {
     /// Peer URLs missing or not `http(s)://host:port`.
     #[error("etcdserver: given member URLs are invalid")]
     MemberBadUrls,
+    /// A write past the space quota, or while the NOSPACE alarm is raised.
+    #[error("etcdserver: mvcc: database space exceeded")]
+    NoSpace,
 }
 
 /// [`KvError`] as stored in a snapshot, for the responses exactly-once
@@ -128,6 +131,7 @@ impl KvError {
             KvError::MemberRemoved => (23, 0, 0, String::new()),
             KvError::MemberNotLearner => (24, 0, 0, String::new()),
             KvError::MemberBadUrls => (25, 0, 0, String::new()),
+            KvError::NoSpace => (16, 0, 0, String::new()),
         };
         ErrorRecord { code, a, b, detail }
     }
@@ -166,6 +170,7 @@ impl KvError {
             23 => KvError::MemberRemoved,
             24 => KvError::MemberNotLearner,
             25 => KvError::MemberBadUrls,
+            16 => KvError::NoSpace,
             c => return Err(format!("unknown error code {c} in snapshot")),
         })
     }

@@ -223,6 +223,14 @@ impl KvStore {
         Ok(self.member_list())
     }
 
+    /// Replaces the member table with `members` and forgets the removed
+    /// ids: a snapshot restored into a new cluster gets that cluster's
+    /// members (see [`crate::backup::restore`]).
+    pub(crate) fn replace_members(&mut self, members: Vec<Member>) {
+        self.members = members.into_iter().map(|m| (m.id, m)).collect();
+        self.removed_members.clear();
+    }
+
     /// Fills the table with the founders of a new cluster, if it has never
     /// held anyone (no member and none removed): the first seed applied
     /// wins, later ones (a second founder's, a retry) change nothing.

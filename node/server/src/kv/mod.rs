@@ -13,7 +13,9 @@
 //! | `mvcc.rs` | [`MvccStore`]: every version of every key since the compaction point |
 //! | `version.rs`, `key.rs` | a key's versions and its bytes in memory: one allocation per version, short keys inline |
 //! | `range.rs` | Range: filters, sort, limit, count |
-//! | `txn.rs` | Txn: request checks, compares, the duplicate-key rule, applying a branch |
+//! | `validate.rs` | [`validate_op`]: the stateless checks of a write, run before proposing and again at apply |
+//! | `txn.rs` | Txn: compares, applying a branch |
+//! | `alarm.rs` | [`AlarmTable`] (etcd's alarms, replicated) and the space quota's costs |
 //! | `lease.rs` | [`LeaseTable`]: leases and their attached keys |
 //! | `lessor.rs` | [`Lessor`]: lease expiry timing on the leader |
 //! | `members.rs` | the member table: checks before a membership change, and its application with the change |
@@ -33,6 +35,15 @@
 //!   been compacted". The store never keeps more than
 //!   [`KvConfig::retain_revisions`] revisions of history (compacting itself
 //!   as it applies); etcd's auto-compaction is [`crate::compaction`].
+//! - Space: while the NOSPACE alarm is raised ([`AlarmTable`], replicated
+//!   like etcd's alarm store), Puts, LeaseGrants and Txns whose taken
+//!   branch puts fail with [`KvError::NoSpace`]; so does such a write that
+//!   would take [`MvccStore::size_bytes`] past the quota stamped into its
+//!   command ([`QuotaStamp`]), which also raises NOSPACE for the stamping
+//!   member in the same entry. Deletes, delete-only Txns, LeaseRevoke and
+//!   Compact always apply, so a full store can be emptied.
+//! - Every write is checked by [`validate_op`] as it applies (the API ran
+//!   the same check before proposing it), with [`KvConfig::limits`].
 //! - Exactly-once: a command with `client_id != 0` whose `seq` equals the
 //!   session's last gets the cached response, without applying; a lower
 //!   `seq` gets [`KvError::StaleSequence`]. Sessions are dropped after
@@ -40,6 +51,7 @@
 //!   [`KvConfig::sessions_max`]; a retry after that applies again, as
 //!   without a session.
 
+mod alarm;
 mod command;
 mod config;
 mod error;
@@ -54,10 +66,12 @@ mod session;
 mod snapshot;
 mod store;
 mod txn;
+mod validate;
 mod version;
 
-pub use command::{KvCommand, KvOp, MemberSeed};
-pub use config::KvConfig;
+pub use alarm::{AlarmTable, LEASE_COST_BYTES, Quota, branch_cost, put_cost, txn_cost};
+pub use command::{KvCommand, KvOp, MemberSeed, QuotaStamp};
+pub use config::{KvConfig, REQUEST_BYTES_LIMIT, TXN_OPS_LIMIT};
 pub use error::KvError;
 pub use lease::{LeaseEntry, LeaseTable};
 pub use lessor::{KeepAliveError, Lessor};
@@ -66,7 +80,10 @@ pub use mvcc::{MvccStore, Revision, in_range};
 pub use output::{KvOutput, KvResponse, LeaseChange};
 pub use session::{KvResult, Session, SessionTable};
 pub use store::KvStore;
+pub use validate::{RequestLimits, validate_op};
 
+#[cfg(test)]
+mod alarm_tests;
 #[cfg(test)]
 mod lessor_tests;
 #[cfg(test)]

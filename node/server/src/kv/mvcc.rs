@@ -99,6 +99,12 @@ fn key_bytes(key: &[u8]) -> u64 {
     key.len() as u64 + KEY_OVERHEAD_BYTES
 }
 
+/// The most a put of `key` with a value of `value_len` bytes adds to
+/// [`MvccStore::size_bytes`]: a version, and the key's entry if it is new.
+pub(crate) fn put_cost_bytes(key: &[u8], value_len: usize) -> u64 {
+    key_bytes(key) + value_len as u64 + VERSION_OVERHEAD_BYTES
+}
+
 /// A version's share: its value and the fixed overhead.
 fn version_bytes(v: &Version) -> u64 {
     v.parts().1.len() as u64 + VERSION_OVERHEAD_BYTES

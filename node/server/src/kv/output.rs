@@ -2,8 +2,9 @@
 
 use super::KvError;
 use flotilla_proto::etcdserverpb::{
-    CompactionResponse, DeleteRangeResponse, LeaseGrantResponse, LeaseKeepAliveResponse,
-    LeaseRevokeResponse, LeaseTimeToLiveResponse, MemberListResponse, PutResponse, TxnResponse,
+    AlarmResponse, CompactionResponse, DeleteRangeResponse, LeaseGrantResponse,
+    LeaseKeepAliveResponse, LeaseRevokeResponse, LeaseTimeToLiveResponse, MemberListResponse,
+    PutResponse, TxnResponse,
 };
 use flotilla_proto::mvccpb::Event;
 
@@ -39,6 +40,9 @@ pub enum KvResponse {
     /// The leader's answer to LeaseTimeToLive (never from the log).
     #[prost(message, tag = "19")]
     LeaseTimeToLive(LeaseTimeToLiveResponse),
+    /// Answer to Alarm: the alarms raised or cleared.
+    #[prost(message, tag = "20")]
+    Alarm(AlarmResponse),
 }
 
 impl KvResponse {
@@ -54,6 +58,7 @@ impl KvResponse {
             KvResponse::Members(x) => &mut x.header,
             KvResponse::LeaseKeepAlive(x) => &mut x.header,
             KvResponse::LeaseTimeToLive(x) => &mut x.header,
+            KvResponse::Alarm(x) => &mut x.header,
         }
     }
 }

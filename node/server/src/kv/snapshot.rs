@@ -8,13 +8,14 @@
 //! the same as prost would write for a [`StoreRecord`] whose field 4 were
 //! `repeated KeyHistory` messages.
 
+use super::alarm::AlarmTable;
 use super::error::ErrorRecord;
 use super::lease::LeaseTable;
 use super::mvcc::{MvccStore, Revision};
 use super::session::{Session, SessionTable};
 use super::version::{Version, VersionMeta};
 use super::{KvConfig, KvError, KvResponse, KvStore};
-use flotilla_proto::etcdserverpb::Member;
+use flotilla_proto::etcdserverpb::{AlarmMember, AlarmType, Member};
 use flotilla_raft::Bytes;
 use prost::Message as _;
 use prost::encoding::{
@@ -47,6 +48,9 @@ struct StoreRecord {
     /// Ids of removed members, in order.
     #[prost(uint64, repeated, tag = "8")]
     removed_members: Vec<u64>,
+    /// The raised alarms, in order.
+    #[prost(message, repeated, tag = "9")]
+    alarms: Vec<AlarmMember>,
 }
 
 /// The tag of [`StoreRecord::keys`].
@@ -244,14 +248,14 @@ struct SessionRecord {
     last_index: u64,
     #[prost(message, optional, tag = "4")]
     error: Option<ErrorRecord>,
-    #[prost(oneof = "KvResponse", tags = "11, 12, 13, 14, 15, 16, 17, 18, 19")]
+    #[prost(oneof = "KvResponse", tags = "11, 12, 13, 14, 15, 16, 17, 18, 19, 20")]
     response: Option<KvResponse>,
 }
 
 impl KvStore {
     /// The whole state as bytes; equal stores give equal bytes.
     pub fn encode_snapshot(&self) -> Vec<u8> {
-        // prost writes fields in tag order: 1-3, the keys (4), then 5-8.
+        // prost writes fields in tag order: 1-3, the keys (4), then 5-9.
         let head = StoreRecord {
             revision: self.mvcc.revision(),
             compact_revision: self.mvcc.compact_revision(),
@@ -280,6 +284,7 @@ impl KvStore {
                 .collect(),
             members: self.members.values().cloned().collect(),
             removed_members: self.removed_members.iter().copied().collect(),
+            alarms: self.alarms.get(AlarmType::None),
             ..StoreRecord::default()
         };
         let keys_len: usize = self
@@ -344,6 +349,13 @@ impl KvStore {
             };
             sessions.insert_restored(s.client_id, session);
         }
+        let mut alarms = AlarmTable::default();
+        for a in &r.alarms {
+            if AlarmType::try_from(a.alarm).is_err() {
+                return Err(format!("snapshot: unknown alarm type {}", a.alarm));
+            }
+            alarms.insert_restored(a);
+        }
         Ok(KvStore {
             config,
             mvcc,
@@ -352,6 +364,7 @@ impl KvStore {
             applied_index: r.applied_index,
             members: r.members.into_iter().map(|m| (m.id, m)).collect(),
             removed_members: r.removed_members.into_iter().collect(),
+            alarms,
             record_events: true,
         })
     }

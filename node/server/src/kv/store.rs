@@ -1,17 +1,20 @@
 //! [`KvStore`]: the key-value state machine the driver applies entries to.
 
-use super::command::{KvCommand, KvOp};
+use super::alarm::{AlarmTable, LEASE_COST_BYTES, Quota, put_cost};
+use super::command::{KvCommand, KvOp, QuotaStamp};
 use super::lease::LeaseTable;
 use super::mvcc::{MvccStore, WriteBatch};
 use super::range::range_at;
 use super::session::{Dedup, KvResult, SessionTable};
-use super::txn::{validate_key_range, validate_put};
+use super::validate::{check_key, validate_op};
 use super::{KvConfig, KvError, KvOutput, KvResponse, LeaseChange};
 use crate::driver::StateMachine;
+use flotilla_proto::etcdserverpb::alarm_request::AlarmAction;
 use flotilla_proto::etcdserverpb::{
-    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
-    LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse, LeaseStatus,
-    Member, PutRequest, PutResponse, RangeRequest, RangeResponse, ResponseHeader,
+    AlarmRequest, AlarmResponse, AlarmType, CompactionRequest, CompactionResponse,
+    DeleteRangeRequest, DeleteRangeResponse, LeaseGrantRequest, LeaseGrantResponse,
+    LeaseRevokeRequest, LeaseRevokeResponse, LeaseStatus, Member, PutRequest, PutResponse,
+    RangeRequest, RangeResponse, ResponseHeader,
 };
 use flotilla_proto::mvccpb::Event;
 use flotilla_raft::{Bytes, LogIndex, Snapshot};
@@ -32,6 +35,8 @@ pub struct KvStore {
     pub(crate) members: BTreeMap<u64, Member>,
     /// Ids of removed members.
     pub(crate) removed_members: BTreeSet<u64>,
+    /// The raised alarms (etcd's alarm store).
+    pub(crate) alarms: AlarmTable,
     /// Whether applied commands build watch events ([`KvOutput::events`]).
     pub(crate) record_events: bool,
 }
@@ -54,6 +59,7 @@ impl KvStore {
             applied_index: 0,
             members: BTreeMap::new(),
             removed_members: BTreeSet::new(),
+            alarms: AlarmTable::default(),
             record_events: true,
         }
     }
@@ -121,6 +127,11 @@ impl KvStore {
         &self.removed_members
     }
 
+    /// The raised alarms.
+    pub fn alarms(&self) -> &AlarmTable {
+        &self.alarms
+    }
+
     /// etcd's LeaseLeases.
     pub fn lease_statuses(&self) -> Vec<LeaseStatus> {
         self.leases
@@ -132,7 +143,7 @@ impl KvStore {
     /// etcd's Range: a read, run by the node on a linearizable or
     /// serializable path; never in the log.
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse, KvError> {
-        validate_key_range(&self.config, &req.key)?;
+        check_key(&self.config.limits(), &req.key)?;
         let at = self.mvcc.check_read_revision(req.revision)?;
         Ok(range_at(&self.mvcc, req, at))
     }
@@ -190,7 +201,7 @@ impl KvStore {
         };
         let mut changes = Vec::new();
         let mut w = self.mvcc.begin(self.record_events);
-        let result = self.execute(index, &mut w, op, &mut changes);
+        let result = self.execute(index, &mut w, op, cmd.quota, &mut changes);
         let (changed, events) = self.mvcc.end(w);
         if changed {
             self.mvcc.auto_compact(self.config.retain_revisions);
@@ -215,22 +226,29 @@ impl KvStore {
         index: LogIndex,
         w: &mut WriteBatch,
         op: KvOp,
+        quota: Option<QuotaStamp>,
         changes: &mut Vec<LeaseChange>,
     ) -> KvResult {
+        validate_op(&op, &self.config.limits())?;
         let at = self.revision();
         Ok(match op {
             KvOp::Put(p) => {
-                validate_put(&self.config, &p)?;
                 self.check_put(&p, at)?;
+                self.check_space(quota, put_cost(&p))?;
                 KvResponse::Put(self.put_op(w, &p))
             }
-            KvOp::DeleteRange(d) => {
-                self.validate_delete(&d)?;
-                KvResponse::DeleteRange(self.delete_op(w, &d))
+            KvOp::DeleteRange(d) => KvResponse::DeleteRange(self.delete_op(w, &d)),
+            KvOp::Txn(t) => {
+                let path = self.txn_path(&t, at);
+                self.check_txn_path(&t, &path, at)?;
+                self.check_space(quota, Self::path_cost(&t, &path))?;
+                KvResponse::Txn(self.apply_txn(w, &t, &path))
             }
-            KvOp::Txn(t) => KvResponse::Txn(self.txn(w, &t)?),
             KvOp::Compaction(c) => KvResponse::Compaction(self.compaction(&c)?),
-            KvOp::LeaseGrant(g) => KvResponse::LeaseGrant(self.lease_grant(index, &g, changes)?),
+            KvOp::LeaseGrant(g) => {
+                self.check_space(quota, LEASE_COST_BYTES)?;
+                KvResponse::LeaseGrant(self.lease_grant(index, &g, changes)?)
+            }
             KvOp::LeaseRevoke(r) => KvResponse::LeaseRevoke(self.lease_revoke(w, &r, changes)?),
             KvOp::MemberUpsert(m) => KvResponse::Members(self.member_upsert(m)?),
             // Earlier versions logged a removal as a command of its own
@@ -249,7 +267,46 @@ impl KvStore {
                     "the leader serves this request; it is never logged".into(),
                 ));
             }
+            KvOp::Alarm(a) => KvResponse::Alarm(self.alarm(&a)),
         })
+    }
+
+    /// Whether a write that may add `cost` bytes can apply, as etcd's
+    /// capped applier and quota decide it: never while NOSPACE is raised
+    /// (unless it adds nothing: deletes, compactions and read-only or
+    /// delete-only transactions always pass), and not past the quota it
+    /// was admitted under. A write past the quota raises NOSPACE for the
+    /// member whose quota it is, in the same entry, so every replica raises
+    /// it at the same log position.
+    fn check_space(&mut self, quota: Option<QuotaStamp>, cost: u64) -> Result<(), KvError> {
+        if cost == 0 {
+            return Ok(());
+        }
+        if self.alarms.is_raised(AlarmType::Nospace) {
+            return Err(KvError::NoSpace);
+        }
+        if let Some(q) = quota
+            && !(Quota { bytes: q.bytes }).admits(self.mvcc.size_bytes(), cost)
+        {
+            self.alarms.activate(q.member_id, AlarmType::Nospace);
+            return Err(KvError::NoSpace);
+        }
+        Ok(())
+    }
+
+    /// etcd's alarm ACTIVATE and DEACTIVATE (validated: a known action and
+    /// kind, not a GET).
+    fn alarm(&mut self, req: &AlarmRequest) -> AlarmResponse {
+        let alarm = AlarmType::try_from(req.alarm).unwrap_or(AlarmType::None);
+        let changed = match AlarmAction::try_from(req.action) {
+            Ok(AlarmAction::Activate) => self.alarms.activate(req.member_id, alarm),
+            Ok(AlarmAction::Deactivate) => self.alarms.deactivate(req.member_id, alarm),
+            Ok(AlarmAction::Get) | Err(_) => None,
+        };
+        AlarmResponse {
+            header: header(self.revision()),
+            alarms: changed.into_iter().collect(),
+        }
     }
 
     /// A checked Put: writes the new version and moves the key's lease.
@@ -295,12 +352,6 @@ impl KvStore {
         req: &LeaseGrantRequest,
         changes: &mut Vec<LeaseChange>,
     ) -> Result<LeaseGrantResponse, KvError> {
-        if req.ttl > self.config.lease_ttl_max_secs {
-            return Err(KvError::LeaseTtlTooLarge);
-        }
-        if req.id < 0 {
-            return Err(KvError::BadRequest(format!("negative lease id {}", req.id)));
-        }
         let id = if req.id == 0 {
             self.leases.free_id(index)
         } else {

@@ -1,23 +1,23 @@
-//! etcd's Txn: request checks, compares, and applying a branch in one
-//! revision. Follows etcd's `applierV3backend.Txn`: every compare, nested
-//! ones included, is evaluated against the state before the transaction;
-//! then the chosen path is checked (leases exist, keys for `ignore_*`
-//! exist, read revisions are readable) before anything is written, so a
-//! rejected transaction changes nothing.
+//! etcd's Txn: compares, and applying a branch in one revision (the checks
+//! that need no state are in `validate.rs`). Follows etcd's
+//! `applierV3backend.Txn`: every compare, nested ones included, is
+//! evaluated against the state before the transaction; then the chosen path
+//! is checked (leases exist, keys for `ignore_*` exist, read revisions are
+//! readable) before anything is written, so a rejected transaction changes
+//! nothing.
 
-use super::mvcc::{WriteBatch, in_range};
+use super::alarm::put_cost;
+use super::mvcc::WriteBatch;
 use super::range::range_at;
-use super::{KvConfig, KvError, KvStore};
+use super::{KvError, KvStore};
 use flotilla_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use flotilla_proto::etcdserverpb::request_op::Request;
 use flotilla_proto::etcdserverpb::response_op::Response;
 use flotilla_proto::etcdserverpb::{
-    Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, ResponseHeader, ResponseOp,
-    TxnRequest, TxnResponse,
+    Compare, PutRequest, RangeRequest, ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
 };
 use flotilla_proto::mvccpb::KeyValue;
 use std::cmp::Ordering;
-use std::collections::BTreeSet;
 
 /// Which branch each transaction on the taken path takes: the outer one's,
 /// then those of the nested transactions of that branch, in order.
@@ -25,113 +25,6 @@ use std::collections::BTreeSet;
 pub(crate) struct TxnPath {
     succeeded: bool,
     nested: Vec<TxnPath>,
-}
-
-fn check_key(cfg: &KvConfig, key: &[u8]) -> Result<(), KvError> {
-    if key.is_empty() {
-        return Err(KvError::EmptyKey);
-    }
-    if key.len() > cfg.key_bytes_max {
-        return Err(KvError::KeyTooLarge {
-            len: key.len() as u64,
-            max: cfg.key_bytes_max as u64,
-        });
-    }
-    Ok(())
-}
-
-/// The checks of a Put that need no state.
-pub(crate) fn validate_put(cfg: &KvConfig, req: &PutRequest) -> Result<(), KvError> {
-    check_key(cfg, &req.key)?;
-    if req.value.len() > cfg.value_bytes_max {
-        return Err(KvError::ValueTooLarge {
-            len: req.value.len() as u64,
-            max: cfg.value_bytes_max as u64,
-        });
-    }
-    if req.ignore_value && !req.value.is_empty() {
-        return Err(KvError::ValueProvided);
-    }
-    if req.ignore_lease && req.lease != 0 {
-        return Err(KvError::LeaseProvided);
-    }
-    Ok(())
-}
-
-/// The checks of a Range or DeleteRange that need no state.
-pub(crate) fn validate_key_range(cfg: &KvConfig, key: &[u8]) -> Result<(), KvError> {
-    check_key(cfg, key)
-}
-
-/// The checks of a Txn that need no state: sizes of every op of both
-/// branches, recursively, and etcd's duplicate-key rule.
-pub(crate) fn validate_txn(cfg: &KvConfig, req: &TxnRequest) -> Result<(), KvError> {
-    validate_txn_ops(cfg, req)?;
-    check_intervals(&req.success)?;
-    check_intervals(&req.failure)?;
-    Ok(())
-}
-
-fn validate_txn_ops(cfg: &KvConfig, req: &TxnRequest) -> Result<(), KvError> {
-    let max = cfg.txn_ops_max;
-    if req.compare.len() > max || req.success.len() > max || req.failure.len() > max {
-        return Err(KvError::TooManyOps);
-    }
-    for c in &req.compare {
-        check_key(cfg, &c.key)?;
-    }
-    for op in req.success.iter().chain(&req.failure) {
-        match &op.request {
-            Some(Request::RequestRange(r)) => validate_key_range(cfg, &r.key)?,
-            Some(Request::RequestPut(p)) => validate_put(cfg, p)?,
-            Some(Request::RequestDeleteRange(d)) => validate_key_range(cfg, &d.key)?,
-            Some(Request::RequestTxn(t)) => validate_txn_ops(cfg, t)?,
-            None => return Err(KvError::BadRequest("txn op without a request".into())),
-        }
-    }
-    Ok(())
-}
-
-type Deletes = Vec<(Vec<u8>, Vec<u8>)>;
-
-/// etcd's `checkIntervals`: within a branch, no key may be put twice, nor
-/// put and deleted, counting the nested transactions' branches (whose own
-/// success and failure may overlap, since only one runs).
-fn check_intervals(ops: &[RequestOp]) -> Result<(BTreeSet<Vec<u8>>, Deletes), KvError> {
-    let mut dels: Deletes = ops
-        .iter()
-        .filter_map(|op| match &op.request {
-            Some(Request::RequestDeleteRange(d)) => Some((d.key.clone(), d.range_end.clone())),
-            _ => None,
-        })
-        .collect();
-    let deleted = |dels: &Deletes, k: &[u8]| dels.iter().any(|(s, e)| in_range(k, s, e));
-    let mut puts = BTreeSet::new();
-    for op in ops {
-        let Some(Request::RequestTxn(t)) = &op.request else {
-            continue;
-        };
-        let (puts_then, dels_then) = check_intervals(&t.success)?;
-        let (puts_else, dels_else) = check_intervals(&t.failure)?;
-        for k in puts_then.iter().chain(&puts_else) {
-            if puts.contains(k) || deleted(&dels, k) {
-                return Err(KvError::DuplicateKey);
-            }
-        }
-        puts.extend(puts_then);
-        puts.extend(puts_else);
-        dels.extend(dels_then);
-        dels.extend(dels_else);
-    }
-    for op in ops {
-        let Some(Request::RequestPut(p)) = &op.request else {
-            continue;
-        };
-        if !puts.insert(p.key.clone()) || deleted(&dels, &p.key) {
-            return Err(KvError::DuplicateKey);
-        }
-    }
-    Ok((puts, dels))
 }
 
 fn compare_kv(c: &Compare, target: CompareTarget, kv: &KeyValue) -> bool {
@@ -286,21 +179,22 @@ impl KvStore {
         range_at(&self.mvcc, r, at)
     }
 
-    /// Validated Txn → its response (header revision: after the txn).
-    pub(crate) fn txn(
-        &mut self,
-        w: &mut WriteBatch,
-        req: &TxnRequest,
-    ) -> Result<TxnResponse, KvError> {
-        validate_txn(&self.config, req)?;
-        let at = self.mvcc.revision();
-        let path = self.txn_path(req, at);
-        self.check_txn_path(req, &path, at)?;
-        Ok(self.apply_txn(w, req, &path))
-    }
-
-    /// Ensures `d` is a well-formed DeleteRange.
-    pub(crate) fn validate_delete(&self, d: &DeleteRangeRequest) -> Result<(), KvError> {
-        validate_key_range(&self.config, &d.key)
+    /// What the branches `path` takes may add to the store's size: their
+    /// puts, nested ones included (the quota's measure).
+    pub(crate) fn path_cost(req: &TxnRequest, path: &TxnPath) -> u64 {
+        let branch = if path.succeeded {
+            &req.success
+        } else {
+            &req.failure
+        };
+        let mut nested = path.nested.iter();
+        branch
+            .iter()
+            .map(|op| match &op.request {
+                Some(Request::RequestPut(p)) => put_cost(p),
+                Some(Request::RequestTxn(t)) => nested.next().map_or(0, |p| Self::path_cost(t, p)),
+                _ => 0,
+            })
+            .fold(0u64, u64::saturating_add)
     }
 }

@@ -51,6 +51,7 @@ impl TestNode {
         let raft = Raft::new(config, storage).expect("raft");
         let (sm, lessor) = NodeStateMachine::new(state);
         let events = sm.event_sender();
+        let gauge = sm.gauge();
         let (driver, handle) = Driver::new(
             raft,
             sm,
@@ -92,6 +93,16 @@ impl TestNode {
             max_request_bytes: 1 << 20,
             forwarder: crate::api::Forwarder::new(1, Duration::from_secs(5)),
             lessor: lessor.clone(),
+            admission: crate::api::Admission::new(
+                crate::api::AdmissionConfig {
+                    member_id: 1,
+                    limits: crate::kv::KvConfig::default().limits(),
+                    max_request_bytes: 1 << 20,
+                    quota_bytes: None,
+                },
+                gauge,
+            ),
+            raising_nospace: Arc::default(),
         };
         let forward = crate::api::WriteForwardConfig::for_request_limit(1 << 20);
         let writes = crate::api::Writes::new(

@@ -62,6 +62,10 @@ pub fn node_config(
         // the others' servers may not run yet, so do not wait long.
         discovery_timeout: Duration::from_millis(300),
         join_timeout: WAIT,
+        quota_backend_bytes: Some(flotilla_node::config::DEFAULT_QUOTA_BYTES),
+        max_txn_ops: 128,
+        max_concurrent_streams: u32::MAX,
+        max_client_connections: 4096,
     }
 }
 

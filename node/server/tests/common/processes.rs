@@ -5,7 +5,7 @@
 //! dropped, also when a test panics; a panicking test also gets the tail of
 //! every member's log. Waits are bounded; nothing asserts on durations.
 
-#![allow(dead_code)]
+#![allow(dead_code)] // each test binary uses part of it
 
 use flotilla_proto::etcdserverpb::StatusRequest;
 use flotilla_proto::etcdserverpb::maintenance_client::MaintenanceClient;
@@ -47,6 +47,10 @@ pub struct ProcessOptions {
     pub election_ticks: u32,
     /// `--snapshot-count`: small, so restarts also load snapshots.
     pub snapshot_count: u64,
+    /// `--initial-cluster-token`.
+    pub token: &'static str,
+    /// More flags for every member.
+    pub extra_args: Vec<String>,
 }
 
 impl Default for ProcessOptions {
@@ -56,6 +60,8 @@ impl Default for ProcessOptions {
             tick_ms: 10,
             election_ticks: 10,
             snapshot_count: 100,
+            token: "kv-crashes",
+            extra_args: Vec::new(),
         }
     }
 }
@@ -202,6 +208,14 @@ impl ProcessCluster {
     /// Starts three members and waits until they agree on a leader and
     /// every member's client URL is published.
     pub async fn start(options: ProcessOptions, replay_hint: String) -> ProcessCluster {
+        let mut c = ProcessCluster::prepare(options, replay_hint);
+        c.start_prepared().await;
+        c
+    }
+
+    /// Three members with their ports and empty data folders, not started:
+    /// a test may fill the folders (a restored snapshot) first.
+    pub fn prepare(options: ProcessOptions, replay_hint: String) -> ProcessCluster {
         let logs = tempfile::tempdir().expect("tempdir");
         let ports = free_ports(9);
         let members: Vec<Member> = (0..3)
@@ -223,21 +237,30 @@ impl ProcessCluster {
             .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
             .collect::<Vec<_>>()
             .join(",");
-        let mut c = ProcessCluster {
+        ProcessCluster {
             members,
             initial_cluster,
             options,
             replay_hint,
             logs,
-        };
-        for i in 0..c.members.len() {
-            c.spawn(i);
         }
-        for i in 0..c.members.len() {
-            c.wait_serving(i).await;
+    }
+
+    /// Starts every member of a [`ProcessCluster::prepare`]d cluster and
+    /// waits as [`ProcessCluster::start`] does.
+    pub async fn start_prepared(&mut self) {
+        for i in 0..self.members.len() {
+            self.spawn(i);
         }
-        c.wait_ready().await;
-        c
+        for i in 0..self.members.len() {
+            self.wait_serving(i).await;
+        }
+        self.wait_ready().await;
+    }
+
+    /// The `--initial-cluster` flag every member gets.
+    pub fn initial_cluster(&self) -> &str {
+        &self.initial_cluster
     }
 
     fn command(&self, i: usize) -> Command {
@@ -271,7 +294,7 @@ impl ProcessCluster {
             .arg("--join-timeout-ms")
             .arg(PROCESS_WAIT.as_millis().to_string())
             .arg("--initial-cluster-token")
-            .arg("kv-crashes")
+            .arg(self.options.token)
             .arg("--listen-client-urls")
             .arg(url(m.client_port))
             .arg("--advertise-client-urls")
@@ -292,6 +315,7 @@ impl ProcessCluster {
             .arg("1")
             .arg("--snapshot-count")
             .arg(self.options.snapshot_count.to_string())
+            .args(&self.options.extra_args)
             .args(&m.extra_args);
         cmd
     }

@@ -12,6 +12,7 @@
 //! | `lease.rs` | `lease grant/revoke/keepalive/timetolive/list` |
 //! | `member.rs` | `member list/add/remove/promote` |
 //! | `cluster.rs` | `cluster status` |
+//! | `snapshot.rs` | `snapshot save/status/restore` |
 //! | `dev_cluster.rs` | `dev-cluster` |
 //! | `bench_kv.rs`, `bench_log.rs` | `bench kv`, `bench log` |
 
@@ -23,6 +24,7 @@ mod dev_cluster;
 mod kv;
 mod lease;
 mod member;
+mod snapshot;
 mod txn;
 
 /// jemalloc, not the system allocator: a member spends about a tenth of its
@@ -72,6 +74,9 @@ enum Command {
     /// Cluster-wide views.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
+    /// Backups: save a snapshot, check one, restore one into a new cluster.
+    #[command(subcommand)]
+    Snapshot(snapshot::SnapshotCommand),
     /// Start a local cluster of real `flotilla-node` processes, print its
     /// endpoints, and stop it cleanly on Ctrl-C.
     DevCluster(dev_cluster::DevClusterArgs),
@@ -138,6 +143,9 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
             .map(|()| done),
         Command::Cluster(cmd) => runtime()?
             .block_on(cluster::run(cmd, &cli.endpoints, cli.write_out))
+            .map(|()| done),
+        Command::Snapshot(cmd) => runtime()?
+            .block_on(snapshot::run(cmd, &cli.endpoints, cli.write_out))
             .map(|()| done),
     }
 }

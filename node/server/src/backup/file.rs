@@ -1,0 +1,349 @@
+//! The snapshot file: what Maintenance Snapshot streams and `etcdctl
+//! snapshot save` writes.
+//!
+//! ```text
+//! "FLOTSNAP"            8 bytes, the magic
+//! format version        u32 little-endian (1)
+//! header length H       u32 little-endian
+//! header                H bytes: a SnapshotHeader (prost)
+//! store                 header.store_bytes bytes: the KvStore snapshot encoding
+//! zeros                 up to the next multiple of 512 bytes
+//! sha256                32 bytes, of everything before it
+//! ```
+//!
+//! The zeros and the trailing sha256 give the file etcd's shape: etcd's
+//! snapshot is a bbolt file (whole 512-byte pages) followed by the sha256
+//! of its content, and `etcdctl snapshot save` refuses a download whose
+//! size is not a multiple of 512 plus 32 (a cut-off stream). The checksum
+//! is real: a truncated or damaged file is refused before anything is read
+//! from it, and `head -c -32 FILE | sha256sum` shows it.
+
+use prost::Message as _;
+use sha2::{Digest, Sha256};
+
+/// The first bytes of every snapshot file.
+pub const MAGIC: &[u8; 8] = b"FLOTSNAP";
+/// The format version written.
+pub const FORMAT_VERSION: u32 = 1;
+/// The trailing checksum's length (sha256).
+pub const CHECKSUM_BYTES: usize = 32;
+/// Content is padded to a multiple of this (etcd's page-sized rule).
+pub const BLOCK_BYTES: usize = 512;
+/// The fixed prefix before the header: magic, version, header length.
+const PREFIX_BYTES: usize = 16;
+/// Largest header accepted: it holds a few numbers and a version string.
+const HEADER_BYTES_MAX: usize = 64 * 1024;
+/// The padding's source: it is always shorter than a block.
+static ZEROS: [u8; BLOCK_BYTES] = [0; BLOCK_BYTES];
+
+/// What a snapshot is of.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct SnapshotHeader {
+    /// The cluster it was taken from.
+    #[prost(uint64, tag = "1")]
+    pub cluster_id: u64,
+    /// The member that took it.
+    #[prost(uint64, tag = "2")]
+    pub member_id: u64,
+    /// The last log index applied to the store it holds.
+    #[prost(uint64, tag = "3")]
+    pub applied_index: u64,
+    /// The store's revision.
+    #[prost(int64, tag = "4")]
+    pub revision: i64,
+    /// The store's compaction point.
+    #[prost(int64, tag = "5")]
+    pub compact_revision: i64,
+    /// Length of the store encoding after the header.
+    #[prost(uint64, tag = "6")]
+    pub store_bytes: u64,
+    /// The version of the server that took it.
+    #[prost(string, tag = "7")]
+    pub server_version: String,
+    /// When it was taken, in milliseconds since the Unix epoch.
+    #[prost(uint64, tag = "8")]
+    pub created_unix_ms: u64,
+}
+
+/// Why a snapshot file cannot be used.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SnapshotFileError {
+    /// Its size cannot be that of a whole snapshot.
+    #[error(
+        "snapshot file is truncated or not a Flotilla snapshot: {len} bytes is not a multiple of {BLOCK_BYTES} plus the {CHECKSUM_BYTES}-byte checksum"
+    )]
+    BadLength {
+        /// The file's size.
+        len: u64,
+    },
+    /// The content does not match the trailing sha256.
+    #[error(
+        "snapshot file is damaged: its sha256 is {found}, but the file says {expected}; refusing to use it"
+    )]
+    ChecksumMismatch {
+        /// The checksum stored in the file.
+        expected: String,
+        /// The checksum of its content.
+        found: String,
+    },
+    /// The checksum is right but the content is not a Flotilla snapshot.
+    #[error(
+        "not a Flotilla snapshot (no FLOTSNAP magic); an etcd snapshot is a bbolt database, which Flotilla cannot read"
+    )]
+    BadMagic,
+    /// A format this build does not know.
+    #[error("snapshot format version {0} is not supported (this build reads version 1)")]
+    UnsupportedVersion(u32),
+    /// The layout inside is inconsistent.
+    #[error("snapshot file is malformed: {0}")]
+    Malformed(String),
+}
+
+/// A snapshot file read and checked: its header and the store bytes.
+#[derive(Debug)]
+pub struct SnapshotFile<'a> {
+    /// What it is of.
+    pub header: SnapshotHeader,
+    /// The store's snapshot encoding.
+    pub store: &'a [u8],
+    /// The trailing sha256, in hex.
+    pub sha256: String,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The bytes before the store: magic, version, header length, header.
+fn prefix(header: &SnapshotHeader) -> Vec<u8> {
+    let encoded = header.encode_to_vec();
+    let mut out = Vec::with_capacity(PREFIX_BYTES + encoded.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&(encoded.len() as u32).to_le_bytes());
+    out.extend_from_slice(&encoded);
+    out
+}
+
+fn padding(content_len: usize) -> usize {
+    (BLOCK_BYTES - content_len % BLOCK_BYTES) % BLOCK_BYTES
+}
+
+/// Reads and checks a whole snapshot file: length, checksum, magic,
+/// version, header, store length, zero padding.
+pub fn read_snapshot(bytes: &[u8]) -> Result<SnapshotFile<'_>, SnapshotFileError> {
+    let len = bytes.len();
+    if len < BLOCK_BYTES + CHECKSUM_BYTES || !(len - CHECKSUM_BYTES).is_multiple_of(BLOCK_BYTES) {
+        return Err(SnapshotFileError::BadLength { len: len as u64 });
+    }
+    let (content, stored) = bytes.split_at(len - CHECKSUM_BYTES);
+    let found = Sha256::digest(content);
+    if found.as_slice() != stored {
+        return Err(SnapshotFileError::ChecksumMismatch {
+            expected: hex(stored),
+            found: hex(&found),
+        });
+    }
+    if &content[..MAGIC.len()] != MAGIC {
+        return Err(SnapshotFileError::BadMagic);
+    }
+    let word = |at: usize| u32::from_le_bytes(content[at..at + 4].try_into().expect("4 bytes"));
+    let version = word(8);
+    if version != FORMAT_VERSION {
+        return Err(SnapshotFileError::UnsupportedVersion(version));
+    }
+    let header_len = word(12) as usize;
+    let malformed = |what: String| SnapshotFileError::Malformed(what);
+    if header_len > HEADER_BYTES_MAX || PREFIX_BYTES + header_len > content.len() {
+        return Err(malformed(format!("a header of {header_len} bytes")));
+    }
+    let header = SnapshotHeader::decode(&content[PREFIX_BYTES..PREFIX_BYTES + header_len])
+        .map_err(|e| malformed(format!("undecodable header: {e}")))?;
+    let start = PREFIX_BYTES + header_len;
+    let store_len = usize::try_from(header.store_bytes)
+        .ok()
+        .filter(|&n| n <= content.len() - start)
+        .ok_or_else(|| {
+            malformed(format!(
+                "the header announces {} store bytes, more than the file holds",
+                header.store_bytes
+            ))
+        })?;
+    let end = start + store_len;
+    if content.len() - end != padding(end) || content[end..].iter().any(|b| *b != 0) {
+        return Err(malformed(
+            "bytes after the store are not its padding".into(),
+        ));
+    }
+    Ok(SnapshotFile {
+        header,
+        store: &content[start..end],
+        sha256: hex(stored),
+    })
+}
+
+/// Writes a snapshot file in chunks, hashing as it goes, from one owned
+/// copy of the store's encoding: what a Snapshot stream sends.
+#[derive(Debug)]
+pub struct SnapshotChunks {
+    prefix: Vec<u8>,
+    store: Vec<u8>,
+    padding: usize,
+    hasher: Option<Sha256>,
+    checksum: Vec<u8>,
+    /// Bytes handed out so far.
+    sent: usize,
+    chunk_bytes: usize,
+}
+
+impl SnapshotChunks {
+    /// The file of `store` (a KvStore snapshot encoding) described by
+    /// `header` (its `store_bytes` is set here), cut into chunks of at most
+    /// `chunk_bytes`.
+    pub fn new(mut header: SnapshotHeader, store: Vec<u8>, chunk_bytes: usize) -> Self {
+        header.store_bytes = store.len() as u64;
+        let prefix = prefix(&header);
+        let padding = padding(prefix.len() + store.len());
+        SnapshotChunks {
+            prefix,
+            store,
+            padding,
+            hasher: Some(Sha256::new()),
+            checksum: Vec::new(),
+            sent: 0,
+            chunk_bytes: chunk_bytes.max(1),
+        }
+    }
+
+    /// The whole file's size.
+    pub fn total_bytes(&self) -> usize {
+        self.prefix.len() + self.store.len() + self.padding + CHECKSUM_BYTES
+    }
+
+    /// Bytes not yet handed out.
+    pub fn remaining_bytes(&self) -> usize {
+        self.total_bytes() - self.sent
+    }
+
+    /// The next chunk, or `None` at the end.
+    pub fn next_chunk(&mut self) -> Option<Vec<u8>> {
+        let content = self.prefix.len() + self.store.len() + self.padding;
+        if self.sent >= self.total_bytes() {
+            return None;
+        }
+        let mut chunk = Vec::with_capacity(self.chunk_bytes.min(self.remaining_bytes()));
+        while chunk.len() < self.chunk_bytes && self.sent < self.total_bytes() {
+            let room = self.chunk_bytes - chunk.len();
+            let at = self.sent;
+            let slice: &[u8] = if at < self.prefix.len() {
+                &self.prefix[at..]
+            } else if at < self.prefix.len() + self.store.len() {
+                &self.store[at - self.prefix.len()..]
+            } else if at < content {
+                &ZEROS[..content - at]
+            } else {
+                if let Some(hasher) = self.hasher.take() {
+                    self.checksum = hasher.finalize().to_vec();
+                }
+                &self.checksum[at - content..]
+            };
+            let take = &slice[..slice.len().min(room)];
+            if at < content
+                && let Some(h) = self.hasher.as_mut()
+            {
+                h.update(take);
+            }
+            chunk.extend_from_slice(take);
+            self.sent += take.len();
+        }
+        Some(chunk)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header() -> SnapshotHeader {
+        SnapshotHeader {
+            cluster_id: 7,
+            member_id: 3,
+            applied_index: 42,
+            revision: 9,
+            compact_revision: 2,
+            server_version: "test".into(),
+            ..Default::default()
+        }
+    }
+
+    fn file(store: &[u8], chunk: usize) -> Vec<u8> {
+        let mut chunks = SnapshotChunks::new(header(), store.to_vec(), chunk);
+        let total = chunks.total_bytes();
+        let mut out = Vec::new();
+        while let Some(c) = chunks.next_chunk() {
+            assert!(!c.is_empty() && c.len() <= chunk);
+            out.extend_from_slice(&c);
+            assert_eq!(chunks.remaining_bytes(), total - out.len());
+        }
+        out
+    }
+
+    #[test]
+    fn a_file_reads_back_whatever_the_chunk_size() {
+        let store: Vec<u8> = (0..5000u32).map(|i| (i * 7) as u8).collect();
+        let whole = file(&store, 1 << 20);
+        assert_eq!(whole.len() % BLOCK_BYTES, CHECKSUM_BYTES, "etcd's shape");
+        for chunk in [1, 7, 512, 4096] {
+            assert_eq!(file(&store, chunk), whole, "chunk {chunk}");
+        }
+        let read = read_snapshot(&whole).unwrap();
+        assert_eq!(read.store, &store[..]);
+        assert_eq!(read.header.applied_index, 42);
+        assert_eq!(read.header.store_bytes, 5000);
+        let empty = file(&[], 100);
+        assert_eq!(read_snapshot(&empty).unwrap().store, &[] as &[u8]);
+    }
+
+    #[test]
+    fn truncated_or_damaged_files_are_refused() {
+        let store: Vec<u8> = (0..3000u32).map(|i| i as u8).collect();
+        let whole = file(&store, 4096);
+        for cut in [0, 1, whole.len() / 2, whole.len() - 1] {
+            assert!(
+                matches!(
+                    read_snapshot(&whole[..cut]),
+                    Err(SnapshotFileError::BadLength { .. })
+                ),
+                "cut at {cut}"
+            );
+        }
+        // Cut by whole blocks: the length is plausible, the checksum not.
+        let short = [&whole[..whole.len() - 512 - 32], &whole[whole.len() - 32..]].concat();
+        assert!(matches!(
+            read_snapshot(&short),
+            Err(SnapshotFileError::ChecksumMismatch { .. })
+        ));
+        for at in [0, 20, 1000, whole.len() - 40, whole.len() - 1] {
+            let mut bad = whole.clone();
+            bad[at] ^= 0x10;
+            let e = read_snapshot(&bad).unwrap_err();
+            assert!(
+                matches!(e, SnapshotFileError::ChecksumMismatch { .. }),
+                "flip at {at}: {e}"
+            );
+            assert!(e.to_string().contains("damaged"));
+        }
+    }
+
+    #[test]
+    fn a_checksummed_file_of_another_kind_is_refused() {
+        let mut other = vec![0u8; 1024];
+        other[..4].copy_from_slice(b"bolt");
+        let sum = Sha256::digest(&other);
+        other.extend_from_slice(&sum);
+        assert_eq!(
+            read_snapshot(&other).unwrap_err(),
+            SnapshotFileError::BadMagic
+        );
+    }
+}

@@ -1,0 +1,25 @@
+//! Backups: the snapshot file a member streams through etcd's Maintenance
+//! Snapshot (so `etcdctl snapshot save FILE` works), and restoring one into
+//! the data directories of a new cluster (`flotilla snapshot restore`), the
+//! way out after a cluster lost its quorum for good.
+//!
+//! | file | what |
+//! |---|---|
+//! | `file.rs` | the file format: header, store, padding, trailing sha256; [`read_snapshot`], [`SnapshotChunks`] |
+//! | `restore.rs` | [`restore`]: a snapshot file → a data directory a new member starts from |
+//!
+//! A snapshot holds the key-value store at one applied log index: every
+//! key with its retained history and revisions, the leases, the alarms, the
+//! exactly-once sessions and the member table. Restoring keeps all of it
+//! but the member table, which becomes the new cluster's (as
+//! `etcdctl snapshot restore` does), and stamps the data directory with
+//! the new cluster's and member's ids, so it is refused by any other.
+
+mod file;
+mod restore;
+
+pub use file::{
+    BLOCK_BYTES, CHECKSUM_BYTES, FORMAT_VERSION, MAGIC, SnapshotChunks, SnapshotFile,
+    SnapshotFileError, SnapshotHeader, read_snapshot,
+};
+pub use restore::{RestoreError, RestoreReport, SnapshotSummary, restore, summarize};
