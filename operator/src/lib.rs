@@ -3,7 +3,12 @@
 pub mod admin;
 pub mod crd;
 pub mod error;
+pub mod metrics;
 pub mod names;
 pub mod observed;
 pub mod plan;
+pub mod reconcile;
 pub mod resources;
+pub mod status;
+#[cfg(test)]
+pub(crate) mod testing;

@@ -41,6 +41,8 @@ struct State {
     commit: u64,
     next_id: u64,
     calls: Vec<AdminCall>,
+    lagging: Vec<u32>,
+    down: Vec<u32>,
 }
 
 /// The fake cluster; clones share it.
@@ -75,6 +77,8 @@ impl FakeCluster {
                 commit: 50,
                 next_id: 0x2000,
                 calls: Vec::new(),
+                lagging: Vec::new(),
+                down: Vec::new(),
             })),
         }
     }
@@ -136,13 +140,15 @@ impl FakeCluster {
 
     /// The kubelet's side: pods `0..replicas` run, the others do not. A
     /// member whose pod runs starts (publishes its name) and catches up
-    /// unless it is lagging. A running leader stays; a stopped one is
-    /// replaced by the lowest running voter.
+    /// unless it is lagging or down ([`FakeCluster::set_running`]). A
+    /// running leader stays; a stopped one is replaced by the lowest
+    /// running voter.
     pub fn set_pods(&self, replicas: u32) {
         let mut s = self.lock();
         let commit = s.commit;
+        let down = s.down.clone();
         for m in &mut s.members {
-            m.running = m.ordinal < replicas;
+            m.running = m.ordinal < replicas && !down.contains(&m.ordinal);
             if m.running {
                 m.started = true;
                 m.applied = if m.lagging {
@@ -155,10 +161,15 @@ impl FakeCluster {
         Self::elect_if_needed(&mut s);
     }
 
-    /// Stops (or restarts) the pod of `ordinal` alone.
+    /// Takes the member at `ordinal` down (its process fails, whatever
+    /// its pod does) or brings it back.
     pub fn set_running(&self, ordinal: u32, running: bool) {
         let mut s = self.lock();
         let commit = s.commit;
+        s.down.retain(|&o| o != ordinal);
+        if !running {
+            s.down.push(ordinal);
+        }
         if let Some(m) = s.members.iter_mut().find(|m| m.ordinal == ordinal) {
             m.running = running;
             if running {
@@ -176,6 +187,7 @@ impl FakeCluster {
     /// Makes the member at `ordinal` (present or added later) never catch up.
     pub fn set_lagging(&self, ordinal: u32) {
         let mut s = self.lock();
+        s.lagging.push(ordinal);
         s.commit = s.commit.max(LAG_ENTRIES * 2);
         let commit = s.commit;
         for m in &mut s.members {
@@ -186,6 +198,29 @@ impl FakeCluster {
                 m.applied = commit;
             }
         }
+    }
+
+    /// Lets a lagging member catch up.
+    pub fn set_caught_up(&self, ordinal: u32) {
+        let mut s = self.lock();
+        let commit = s.commit;
+        s.lagging.retain(|&o| o != ordinal);
+        if let Some(m) = s.members.iter_mut().find(|m| m.ordinal == ordinal) {
+            m.lagging = false;
+            if m.running {
+                m.applied = commit;
+            }
+        }
+    }
+
+    /// Whether the member at `ordinal` runs, has started and is caught up
+    /// (what its `/readyz` would say).
+    pub fn ready(&self, ordinal: u32) -> bool {
+        let s = self.lock();
+        Self::has_quorum(&s)
+            && s.members
+                .iter()
+                .any(|m| m.ordinal == ordinal && m.running && m.started && !m.lagging)
     }
 
     fn elect_if_needed(s: &mut State) {
@@ -285,6 +320,7 @@ impl NodeAdmin for FakeCluster {
         }
         let id = MemberId(s.next_id);
         s.next_id += 1;
+        let lagging = s.lagging.contains(&ordinal);
         s.members.push(FakeMember {
             id,
             ordinal,
@@ -292,7 +328,7 @@ impl NodeAdmin for FakeCluster {
             started: false,
             running: false,
             applied: 0,
-            lagging: false,
+            lagging,
         });
         Ok(Member {
             id,
