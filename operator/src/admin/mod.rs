@@ -1,6 +1,6 @@
 //! The operator's view of a Flotilla cluster's membership: the [`NodeAdmin`]
 //! trait over etcd's Cluster and Maintenance APIs, its gRPC implementation
-//! ([`GrpcAdmin`]) and, for tests, an in-memory cluster ([`fake`]).
+//! ([`GrpcAdmin`]) and, for tests, an in-memory cluster (`fake`).
 
 #[cfg(test)]
 pub mod fake;

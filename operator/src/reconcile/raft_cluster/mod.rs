@@ -1,6 +1,6 @@
-//! One reconcile of a RaftCluster: read the world ([`observe`]), decide
+//! One reconcile of a RaftCluster: read the world (`observe`), decide
 //! with [`crate::plan::plan`], apply the desired objects by server-side
-//! apply, take the plan's one step ([`step`]), write the status, requeue.
+//! apply, take the plan's one step (`step`), write the status, requeue.
 
 mod observe;
 mod step;
