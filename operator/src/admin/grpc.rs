@@ -195,3 +195,7 @@ impl NodeAdmin for GrpcAdmin {
         .await
     }
 }
+
+#[cfg(test)]
+#[path = "grpc_tests.rs"]
+mod tests;
