@@ -234,7 +234,7 @@ async fn an_unreachable_endpoint_is_skipped_a_refusal_is_final() {
     }
     assert!(rec2.calls().is_empty(), "{:?}", rec2.calls());
     // Nobody answers: unreachable, naming every endpoint tried.
-    match a.member_list(&[dead.clone()]).await {
+    match a.member_list(std::slice::from_ref(&dead)).await {
         Err(AdminError::Unreachable { endpoints, .. }) => assert_eq!(endpoints, dead),
         other => panic!("expected unreachable, got {other:?}"),
     }
