@@ -38,7 +38,7 @@ fn change(c: &mut Cluster, change: ConfChange) -> u64 {
                 let applied = c.wait_applied(index, up.min(3), WAIT);
                 assert!(
                     applied >= up.min(3),
-                    "{change:?} at index {index} applied by {applied} of the {up} running members{}",
+                    "{change:?} at index {index} applied by {applied} of the {up} running members that stay{}",
                     c.describe()
                 );
                 return index;

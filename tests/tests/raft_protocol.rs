@@ -315,6 +315,12 @@ fn figure8_run(seed: u64, faults: NetFaults, partitions: bool) {
             );
         }
     }
+    if faults.long_delay_prob > 0.0 {
+        assert!(
+            c.net.long_delayed_msgs > 0,
+            "seed {seed}: no message was held back for long: the run had no long reordering"
+        );
+    }
     for id in c.ids() {
         c.restart(id);
     }

@@ -26,10 +26,10 @@ fn run_many(scenario: &Scenario, base: u64, default_count: u64) -> RunStats {
     eprintln!("{}: {n} seeds, {total:?}", scenario.name);
     assert!(total.faults > 0, "the nemesis injected no fault");
     // Faults cost some operations their answer, but nearly all must be
-    // answered (a passing set gives up on well under 1%): clients retry for
-    // 40 attempts before giving up.
+    // answered: clients retry for 40 attempts before giving up, and a
+    // passing set gives up on under 0.5% (0.06% to 0.43% today).
     assert!(
-        total.abandoned * 20 < total.completed,
+        total.abandoned * 100 < total.completed,
         "clients gave up on {} operations and completed {}",
         total.abandoned,
         total.completed

@@ -282,7 +282,7 @@ pub fn run_seed(scenario: &Scenario, seed: u64) -> Result<RunStats, String> {
             .unwrap_or(0),
     };
     if let Err(e) = stats.check(scenario, cluster.nodes.len()) {
-        return fail(format!("the run proved nothing: {e}; {stats:?}"), &nemesis);
+        return fail(format!("run counters: {e}; {stats:?}"), &nemesis);
     }
     if scenario.check_linearizability {
         let history = workload.finish();

@@ -77,16 +77,6 @@ impl NetFaults {
     };
 }
 
-impl NetFaults {
-    /// One message's delay, in time units.
-    fn delay_units(&self, rng: &mut SmallRng) -> u64 {
-        if self.long_delay_prob > 0.0 && rng.random_bool(self.long_delay_prob) {
-            return rng.random_range(self.long_delay_min_units..=self.long_delay_max_units);
-        }
-        rng.random_range(self.min_delay_units..=self.max_delay_units)
-    }
-}
-
 /// Messages in flight, ordered by delivery time.
 #[derive(Debug)]
 pub struct Network {
@@ -101,6 +91,8 @@ pub struct Network {
     pub sent_msgs: u64,
     /// Bytes handed to `send`.
     pub sent_bytes: u64,
+    /// Messages (copies) held back for a long delay.
+    pub long_delayed_msgs: u64,
 }
 
 impl Network {
@@ -115,6 +107,7 @@ impl Network {
             seq: 0,
             sent_msgs: 0,
             sent_bytes: 0,
+            long_delayed_msgs: 0,
         }
     }
 
@@ -187,11 +180,21 @@ impl Network {
             return;
         }
         if f.dup_prob > 0.0 && rng.random_bool(f.dup_prob) {
-            let at = now + f.delay_units(rng);
+            let at = now + self.delay_units(rng);
             self.push(at, m.clone());
         }
-        let at = now + f.delay_units(rng);
+        let at = now + self.delay_units(rng);
         self.push(at, m);
+    }
+
+    /// One message's delay, in time units.
+    fn delay_units(&mut self, rng: &mut SmallRng) -> u64 {
+        let f = self.faults;
+        if f.long_delay_prob > 0.0 && rng.random_bool(f.long_delay_prob) {
+            self.long_delayed_msgs += 1;
+            return rng.random_range(f.long_delay_min_units..=f.long_delay_max_units);
+        }
+        rng.random_range(f.min_delay_units..=f.max_delay_units)
     }
 
     fn push(&mut self, at: u64, m: Message) {
