@@ -8,7 +8,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 
 /// The StatefulSet as observed.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct StatefulSetFacts {
     /// `spec.replicas`.
     pub replicas: u32,
@@ -20,6 +20,8 @@ pub struct StatefulSetFacts {
     pub observed: bool,
     /// The founding member count recorded on it.
     pub founders: Option<u32>,
+    /// Its volume claim templates, which cannot change once created.
+    pub claim_templates: Option<Vec<PersistentVolumeClaim>>,
 }
 
 impl StatefulSetFacts {
@@ -48,6 +50,10 @@ impl StatefulSetFacts {
                 .as_ref()
                 .and_then(|a| a.get(FOUNDERS_ANNOTATION))
                 .and_then(|v| v.parse().ok()),
+            claim_templates: sts
+                .spec
+                .as_ref()
+                .and_then(|s| s.volume_claim_templates.clone()),
         }
     }
 }
@@ -145,7 +151,7 @@ impl MemberFacts {
 }
 
 /// Everything a reconcile read.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Observed {
     /// The StatefulSet, if it exists.
     pub statefulset: Option<StatefulSetFacts>,

@@ -43,6 +43,7 @@ struct State {
     calls: Vec<AdminCall>,
     lagging: Vec<u32>,
     down: Vec<u32>,
+    refuse_next: Option<String>,
 }
 
 /// The fake cluster; clones share it.
@@ -79,6 +80,7 @@ impl FakeCluster {
                 calls: Vec::new(),
                 lagging: Vec::new(),
                 down: Vec::new(),
+                refuse_next: None,
             })),
         }
     }
@@ -200,6 +202,19 @@ impl FakeCluster {
         }
     }
 
+    /// The next membership call (add, promote, remove, move leader) is
+    /// refused with `message`, after it is recorded.
+    pub fn refuse_next(&self, message: &str) {
+        self.lock().refuse_next = Some(message.to_string());
+    }
+
+    fn take_refusal(s: &mut State) -> Result<(), AdminError> {
+        match s.refuse_next.take() {
+            Some(m) => Err(Self::refused(&m)),
+            None => Ok(()),
+        }
+    }
+
     /// Lets a lagging member catch up.
     pub fn set_caught_up(&self, ordinal: u32) {
         let mut s = self.lock();
@@ -308,6 +323,7 @@ impl NodeAdmin for FakeCluster {
             peer_url: peer_url.to_string(),
             learner,
         });
+        Self::take_refusal(&mut s)?;
         if !learner {
             return Err(Self::refused("add the member as a learner first"));
         }
@@ -342,6 +358,7 @@ impl NodeAdmin for FakeCluster {
         let mut s = self.lock();
         Self::running_endpoint(&s, endpoints)?;
         s.calls.push(AdminCall::Promote(id));
+        Self::take_refusal(&mut s)?;
         let commit = s.commit;
         let m = s
             .members
@@ -361,6 +378,7 @@ impl NodeAdmin for FakeCluster {
         let mut s = self.lock();
         Self::running_endpoint(&s, endpoints)?;
         s.calls.push(AdminCall::Remove(id));
+        Self::take_refusal(&mut s)?;
         let before = s.members.len();
         s.members.retain(|m| m.id != id);
         if s.members.len() == before {
@@ -410,6 +428,7 @@ impl NodeAdmin for FakeCluster {
                 reason: "connection refused".to_string(),
             })?;
         s.calls.push(AdminCall::MoveLeader { via: via.0, to });
+        Self::take_refusal(&mut s)?;
         if s.leader != Some(via.1) {
             return Err(Self::refused("etcdserver: not leader"));
         }

@@ -10,16 +10,18 @@
 //!    MemberRemove).
 //! 4. A volume of an ordinal beyond the membership: delete it once its pod
 //!    is gone (the last step of a scale-down).
-//! 5. A learner (unless scaling down): promote it once healthy and caught
+//! 5. A pod of an old revision that is broken: replace it (it serves
+//!    nobody; this is how a bad image is rolled forward).
+//! 6. A learner (unless scaling down): promote it once healthy and caught
 //!    up, if the quorum stays whole; otherwise wait for it.
-//! 6. Pods of an old revision: replace them one at a time — broken ones
-//!    first, then followers, the leader last after moving leadership
-//!    away — each only when every member is healthy.
-//! 7. Fewer members than wanted: add the next ordinal as a learner, when
+//! 7. Healthy pods of an old revision: replace them one at a time,
+//!    followers first, the leader last after moving leadership away, each
+//!    only when every member is healthy and caught up.
+//! 8. Fewer members than wanted: add the next ordinal as a learner, when
 //!    every member is healthy.
-//! 8. More members than wanted: move leadership off the highest ordinal if
+//! 9. More members than wanted: move leadership off the highest ordinal if
 //!    it leads, else remove it, if the remaining voters keep a quorum.
-//! 9. Otherwise converged.
+//! 10. Otherwise converged.
 //!
 //! Every step is derived from the cluster and the API server alone, so an
 //! operator that dies after any step finds the next one on its next
@@ -241,6 +243,7 @@ pub fn plan(inputs: PlanInputs, observed: &Observed) -> Plan {
         return plan;
     }
     let decision = volumes(observed, n)
+        .or_else(|| replace_broken(observed, sts, &view, n))
         .or_else(|| learners(inputs, &view, n))
         .or_else(|| rolling_update(observed, sts, &view, n))
         .or_else(|| scale(inputs, &view, n))
@@ -279,7 +282,7 @@ fn volumes(observed: &Observed, n: u32) -> Option<Decision> {
     })
 }
 
-/// Rule 5: a learner is promoted once caught up, unless it is about to be
+/// Rule 6: a learner is promoted once caught up, unless it is about to be
 /// scaled away.
 fn learners(inputs: PlanInputs, view: &ClusterView, n: u32) -> Option<Decision> {
     if inputs.desired < n {
@@ -307,7 +310,49 @@ fn learners(inputs: PlanInputs, view: &ClusterView, n: u32) -> Option<Decision> 
     })
 }
 
-/// Rule 6: replace pods of an old revision, one at a time.
+/// Pods of an old revision, highest ordinal first; `None` while the
+/// StatefulSet controller has not seen the latest template.
+fn outdated_pods(
+    observed: &Observed,
+    sts: &crate::observed::StatefulSetFacts,
+    n: u32,
+) -> Option<Vec<u32>> {
+    if !sts.observed {
+        return None;
+    }
+    let revision = sts.update_revision.as_deref()?;
+    let mut outdated: Vec<u32> = observed
+        .pods
+        .iter()
+        .filter(|p| p.ordinal < n && !p.terminating && p.revision.as_deref() != Some(revision))
+        .map(|p| p.ordinal)
+        .collect();
+    outdated.sort_by_key(|o| std::cmp::Reverse(*o));
+    Some(outdated)
+}
+
+/// Rule 5: a pod of an old revision that is broken (its member
+/// unhealthy or its pod not Ready) serves nobody, so it is replaced before
+/// anything waits on it — a learner that cannot start included. This is
+/// how a bad image is rolled forward.
+fn replace_broken(
+    observed: &Observed,
+    sts: &crate::observed::StatefulSetFacts,
+    view: &ClusterView,
+    n: u32,
+) -> Option<Decision> {
+    let outdated = outdated_pods(observed, sts, n)?;
+    if observed.pods.iter().any(|p| p.terminating) {
+        return None;
+    }
+    let member = |o: u32| view.members.iter().find(|m| m.ordinal == o);
+    let &o = outdated
+        .iter()
+        .find(|&&o| member(o).is_none_or(|m| !(m.healthy && m.pod_ready)))?;
+    Some(Decision::Act(Step::ReplacePod { ordinal: o }))
+}
+
+/// Rule 7: replace the healthy pods of an old revision, one at a time.
 fn rolling_update(
     observed: &Observed,
     sts: &crate::observed::StatefulSetFacts,
@@ -317,28 +362,12 @@ fn rolling_update(
     if !sts.observed {
         return Some(Decision::Wait(Wait::StatefulSetNotObserved));
     }
-    let revision = sts.update_revision.as_deref()?;
-    let mut outdated: Vec<u32> = observed
-        .pods
-        .iter()
-        .filter(|p| p.ordinal < n && !p.terminating && p.revision.as_deref() != Some(revision))
-        .map(|p| p.ordinal)
-        .collect();
+    let outdated = outdated_pods(observed, sts, n)?;
     if outdated.is_empty() {
         return None;
     }
     if let Some(p) = observed.pods.iter().find(|p| p.terminating) {
         return Some(Decision::Wait(Wait::PodTerminating(p.ordinal)));
-    }
-    outdated.sort_by_key(|o| std::cmp::Reverse(*o));
-    let member = |o: u32| view.members.iter().find(|m| m.ordinal == o);
-    // A broken pod of the old revision serves nobody: replace it first
-    // (this is how a bad image is rolled forward).
-    if let Some(&o) = outdated
-        .iter()
-        .find(|&&o| member(o).is_none_or(|m| !(m.healthy && m.pod_ready)))
-    {
-        return Some(Decision::Act(Step::ReplacePod { ordinal: o }));
     }
     let unhealthy = unhealthy(view);
     if !unhealthy.is_empty() {
@@ -365,7 +394,7 @@ fn rolling_update(
     })
 }
 
-/// Rules 7 and 8: one member more or fewer.
+/// Rules 8 and 9: one member more or fewer.
 fn scale(inputs: PlanInputs, view: &ClusterView, n: u32) -> Option<Decision> {
     if n < inputs.desired {
         let unhealthy = unhealthy(view);

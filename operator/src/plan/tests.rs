@@ -32,6 +32,7 @@ fn world(voters: u32, learners: u32) -> Observed {
             update_revision: Some(REV.to_string()),
             observed: true,
             founders: Some(3),
+            claim_templates: None,
         }),
         pods: (0..n).map(|o| pod(o, REV)).collect(),
         pvcs: (0..n).map(pvc).collect(),
@@ -423,5 +424,26 @@ fn the_leader_is_the_one_the_newest_term_names() {
         view.endpoints(|o| o.to_string()),
         vec!["2", "0", "1"],
         "leader first"
+    );
+}
+
+#[test]
+fn a_broken_learner_of_an_old_revision_is_replaced_not_waited_on() {
+    let mut w = world(3, 1);
+    w.pods[3].revision = Some("rev-1".to_string());
+    w.pods[3].ready = false;
+    members(&mut w)[3].status = None;
+    assert_eq!(
+        decide(4, &w),
+        Decision::Act(Step::ReplacePod { ordinal: 3 })
+    );
+    // On the current revision, the same learner is waited on.
+    w.pods[3].revision = Some(REV.to_string());
+    assert_eq!(
+        decide(4, &w),
+        Decision::Wait(Wait::LearnerCatchingUp {
+            ordinal: 3,
+            lag: None
+        })
     );
 }

@@ -14,7 +14,7 @@ use crate::observed::Observed;
 use crate::plan::{Decision, Plan, PlanInputs, Wait, plan};
 use crate::resources::{BuildInputs, Desired, Owned};
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
@@ -41,7 +41,7 @@ pub async fn reconcile<A: NodeAdmin>(
         &observed,
     );
     tracing::debug!(cluster = %owned.names.name(), namespace = %owned.names.namespace(), decision = ?plan.decision, "planned");
-    let desired = Desired::build(
+    let mut desired = Desired::build(
         &rc,
         BuildInputs {
             founders,
@@ -49,13 +49,19 @@ pub async fn reconcile<A: NodeAdmin>(
             voters: plan.voters,
         },
     )?;
+    let warnings = keep_claim_templates(&mut desired, &observed);
     apply_all(&ctx.client, &owned, &desired).await?;
     let step_result = match &plan.decision {
         Decision::Act(s) => step::take(&ctx, &rc, &owned, &observed, &plan, s).await,
         Decision::Wait(_) => Ok(()),
     };
     let step_error = step_result.as_ref().err().map(ToString::to_string);
-    write_status(&ctx, &rc, &owned, &plan, founders, step_error.as_deref()).await?;
+    let outcome = Outcome {
+        founders,
+        step_error: step_error.as_deref(),
+        warnings,
+    };
+    write_status(&ctx, &rc, &owned, &plan, outcome).await?;
     step_result?;
     Ok(Action::requeue(match &plan.decision {
         Decision::Act(_) => ctx.requeue.after_step,
@@ -125,22 +131,66 @@ async fn apply_all(client: &kube::Client, owned: &Owned, d: &Desired) -> Result<
     Ok(())
 }
 
+/// A StatefulSet's volume claim templates cannot change: apply the ones it
+/// was created with, and warn when the spec asks for other volumes.
+fn keep_claim_templates(desired: &mut Desired, observed: &Observed) -> Vec<String> {
+    let Some(existing) = observed
+        .statefulset
+        .as_ref()
+        .and_then(|s| s.claim_templates.clone())
+    else {
+        return Vec::new();
+    };
+    let Some(spec) = desired.statefulset.spec.as_mut() else {
+        return Vec::new();
+    };
+    let wanted = spec.volume_claim_templates.replace(existing.clone());
+    let storage = |claims: Option<&Vec<PersistentVolumeClaim>>| {
+        claims
+            .into_iter()
+            .flatten()
+            .find_map(|c| c.spec.as_ref())
+            .map(|s| {
+                let requests = s.resources.as_ref().and_then(|r| r.requests.as_ref());
+                let size = requests.and_then(|r| r.get("storage")).map(|q| q.0.clone());
+                (
+                    size.unwrap_or_default(),
+                    s.storage_class_name.clone().unwrap_or_default(),
+                )
+            })
+    };
+    let (had, want) = (storage(Some(&existing)), storage(wanted.as_ref()));
+    if had == want {
+        return Vec::new();
+    }
+    vec![format!(
+        "spec.storage (size and class {want:?}) differs from the volumes the cluster was created with ({had:?}): a StatefulSet's volume claim templates cannot change, so every member keeps the old ones; resize the PVCs by hand where the storage class allows it"
+    )]
+}
+
+/// What the status reports beyond the plan.
+struct Outcome<'a> {
+    founders: u32,
+    step_error: Option<&'a str>,
+    warnings: Vec<String>,
+}
+
 async fn write_status<A: NodeAdmin>(
     ctx: &Context<A>,
     rc: &RaftCluster,
     owned: &Owned,
     plan: &Plan,
-    founders: u32,
-    step_error: Option<&str>,
+    outcome: Outcome<'_>,
 ) -> Result<(), Error> {
-    let status = crate::status::compute(
+    let mut status = crate::status::compute(
         rc,
         &owned.names,
         plan,
-        founders,
-        step_error,
+        outcome.founders,
+        outcome.step_error,
         Timestamp::now(),
     );
+    status.warnings.extend(outcome.warnings);
     let api: Api<RaftCluster> = Api::namespaced(ctx.client.clone(), owned.names.namespace());
     let patch = serde_json::json!({
         "apiVersion": "flotilla.dev/v1alpha1",

@@ -116,3 +116,25 @@ async fn an_even_replica_count_is_warned_about() {
     assert_eq!(warnings.len(), 1);
     assert!(warnings[0].contains("even (4)"), "{warnings:?}");
 }
+
+#[tokio::test]
+async fn a_storage_change_keeps_the_volume_templates_and_warns() {
+    let h = running(3).await;
+    h.edit_spec(|s| s["storage"] = serde_json::json!({"size": "20Gi"}));
+    h.step().await;
+    let sts = h
+        .api
+        .get("/apis/apps/v1/namespaces/prod/statefulsets/demo")
+        .expect("sts");
+    let size = &sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"];
+    assert_eq!(
+        size, "10Gi",
+        "claim templates are immutable: the original ones are applied"
+    );
+    let warnings = h.status().warnings;
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains("20Gi") && warnings[0].contains("10Gi"),
+        "{warnings:?}"
+    );
+}

@@ -117,3 +117,59 @@ async fn a_failed_apply_takes_no_step_and_the_next_reconcile_does() {
         }]
     );
 }
+
+#[tokio::test]
+async fn a_refused_step_is_reported_as_a_warning_and_retried() {
+    let h = running(3).await;
+    h.edit_spec(|s| s["replicas"] = json!(4));
+    h.nodes
+        .refuse_next("etcdserver: too many learner members in cluster");
+    h.api.take_calls();
+    assert!(
+        h.reconcile().await.is_err(),
+        "the failed step fails the reconcile (for backoff)"
+    );
+    let writes = crate::testing::harness::writes(h.api.take_calls());
+    assert_eq!(
+        writes,
+        vec![
+            "apply statefulsets/demo replicas=3",
+            "event MemberAdded",
+            "status raftclusters/demo"
+        ]
+    );
+    let events = h.api.list("/apis/events.k8s.io/v1/namespaces/prod/events");
+    let last = &events.last().expect("an event").1;
+    assert_eq!(last["type"], "Warning");
+    assert!(
+        last["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("too many learner")),
+        "{last}"
+    );
+    assert_eq!(h.status().phase, Some(Phase::Degraded));
+    assert_eq!(
+        h.condition("Degraded"),
+        Some(("True".into(), "StepFailed".into()))
+    );
+    // The next reconcile takes the same step again, and it succeeds.
+    h.step().await;
+    assert_eq!(
+        h.nodes.calls(),
+        vec![
+            crate::admin::fake::AdminCall::Add {
+                peer_url: h.names.peer_url(3),
+                learner: true
+            },
+            crate::admin::fake::AdminCall::Add {
+                peer_url: h.names.peer_url(3),
+                learner: true
+            },
+        ]
+    );
+    assert_eq!(h.nodes.membership().len(), 4);
+    assert_eq!(
+        h.condition("Degraded"),
+        Some(("False".into(), "AsExpected".into()))
+    );
+}
