@@ -1,7 +1,7 @@
 //! The plan's rules one by one, on hand-made observations.
 
 use super::*;
-use crate::admin::NodeStatus;
+use crate::admin::{MemberId, NodeStatus};
 use crate::observed::{MemberFacts, PodFacts, PvcFacts, StatefulSetFacts};
 
 const REV: &str = "rev-2";
