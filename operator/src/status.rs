@@ -34,6 +34,11 @@ pub fn compute(
         warnings: warnings(rc),
         ..RaftClusterStatus::default()
     };
+    status.bootstrapped = previous.bootstrapped
+        || plan
+            .view
+            .as_ref()
+            .is_some_and(|v| (0..founders).all(|o| v.members.iter().any(|m| m.ordinal == o)));
     match &plan.view {
         Some(view) => {
             status.members = members(names, view);
@@ -204,6 +209,14 @@ fn judge(
                     format!("no member answered the member list, so nothing is changed: {e}"),
                 ),
                 Phase::Degraded,
+            ),
+            Wait::FoundersStarting(o) => (
+                r(
+                    "WaitingForMembers",
+                    format!("founding members {o:?} have not joined the member table yet"),
+                ),
+                None,
+                Phase::Creating,
             ),
             Wait::UnknownMembers(m) => (
                 None,

@@ -26,6 +26,9 @@ struct FakeMember {
     id: MemberId,
     ordinal: u32,
     learner: bool,
+    /// A founder is a voter from the start but in the member table only
+    /// once it has started and published itself (as Flotilla's nodes do).
+    founder: bool,
     started: bool,
     running: bool,
     applied: u64,
@@ -55,15 +58,17 @@ pub struct FakeCluster {
 const LAG_ENTRIES: u64 = 100_000;
 
 impl FakeCluster {
-    /// A cluster founded by `founders` running, caught-up members; ordinal 0 leads.
+    /// A cluster founded by `founders` members, none running yet (their
+    /// pods do not exist); ordinal 0 leads once they run.
     pub fn founded(names: &ClusterNames, founders: u32) -> Self {
         let members = (0..founders)
             .map(|o| FakeMember {
                 id: MemberId(0x1000 + u64::from(o)),
                 ordinal: o,
                 learner: false,
-                started: true,
-                running: true,
+                founder: true,
+                started: false,
+                running: false,
                 applied: 50,
                 lagging: false,
             })
@@ -298,6 +303,7 @@ impl NodeAdmin for FakeCluster {
         Self::running_endpoint(&s, endpoints)?;
         Ok(s.members
             .iter()
+            .filter(|m| m.started || !m.founder)
             .map(|m| Member {
                 id: m.id,
                 name: if m.started {
@@ -341,6 +347,7 @@ impl NodeAdmin for FakeCluster {
             id,
             ordinal,
             learner: true,
+            founder: false,
             started: false,
             running: false,
             applied: 0,

@@ -310,6 +310,11 @@ pub struct RaftClusterStatus {
     /// recorded at creation and never changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub founding_members: Option<i32>,
+    /// Every founding member has been in the member table at once. Until
+    /// then a founder missing from it has not published itself yet; from
+    /// then on, a founder missing from it was removed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub bootstrapped: bool,
     /// Advice about the spec, e.g. an even replica count.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,

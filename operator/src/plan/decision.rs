@@ -75,6 +75,9 @@ pub enum Wait {
     Converged,
     /// No member answered the member list.
     MembersUnreachable(String),
+    /// Founding members (by ordinal) not yet in the member table: the
+    /// cluster is still bootstrapping.
+    FoundersStarting(Vec<u32>),
     /// Members whose peer URLs are not this cluster's pod addresses.
     UnknownMembers(Vec<String>),
     /// The membership's ordinals are not `0..n`.

@@ -4,7 +4,8 @@
 //!
 //! 1. No StatefulSet: create the cluster with its founding members.
 //! 2. Membership unreadable, or naming pods this cluster does not have, or
-//!    with a gap in its ordinals: change nothing.
+//!    lacking founders that have not published themselves yet (while the
+//!    cluster bootstraps), or with a gap in its ordinals: change nothing.
 //! 3. StatefulSet replicas differ from the membership's size: set them
 //!    (the second half of a scale-up's MemberAdd or a scale-down's
 //!    MemberRemove).
@@ -73,6 +74,10 @@ pub struct PlanInputs {
     pub founders: u32,
     /// Voters last seen (the status), for when the membership is unreadable.
     pub known_voters: Option<u32>,
+    /// Whether every founder has been in the member table (the status'
+    /// `bootstrapped`): until then, founders missing from it are members
+    /// that have not published themselves yet, not removed ones.
+    pub bootstrapped: bool,
     /// Bounds.
     pub limits: PlanLimits,
 }
@@ -117,6 +122,18 @@ pub fn plan(inputs: PlanInputs, observed: &Observed) -> Plan {
         return unchanged(Decision::Wait(Wait::UnknownMembers(unknown)), None);
     }
     let view = ClusterView::new(members, observed, inputs.limits.max_lag_entries);
+    // A member publishes itself into the table once it runs: while the
+    // cluster bootstraps, the table may lack founders that are voters
+    // already, and acting on it would shrink a cluster that is starting.
+    let unpublished: Vec<u32> = (0..inputs.founders)
+        .filter(|o| !view.members.iter().any(|m| m.ordinal == *o))
+        .collect();
+    if !inputs.bootstrapped && !unpublished.is_empty() {
+        return unchanged(
+            Decision::Wait(Wait::FoundersStarting(unpublished)),
+            Some(view),
+        );
+    }
     let ordinals: Vec<u32> = view.members.iter().map(|m| m.ordinal).collect();
     let n = u32::try_from(ordinals.len()).unwrap_or(u32::MAX);
     if ordinals.iter().copied().ne(0..n) {

@@ -63,6 +63,7 @@ fn inputs(desired: u32) -> PlanInputs {
         desired,
         founders: 3,
         known_voters: None,
+        bootstrapped: true,
         limits: PlanLimits::default(),
     }
 }
@@ -445,5 +446,23 @@ fn a_broken_learner_of_an_old_revision_is_replaced_not_waited_on() {
             ordinal: 3,
             lag: None
         })
+    );
+}
+
+#[test]
+fn founders_not_yet_in_the_member_table_hold_everything_while_bootstrapping() {
+    // Founders 0-2 are voters from the start, but 2 has not published itself.
+    let mut w = world(3, 0);
+    members(&mut w).pop();
+    let mut i = inputs(3);
+    i.bootstrapped = false;
+    let p = plan(i, &w);
+    assert_eq!(p.decision, Decision::Wait(Wait::FoundersStarting(vec![2])));
+    assert_eq!(p.statefulset_replicas, 3, "never shrink a starting cluster");
+    // Once bootstrapped, a founder missing from the table was removed.
+    i.bootstrapped = true;
+    assert_eq!(
+        plan(i, &w).decision,
+        Decision::Act(Step::ScaleStatefulSet { from: 3, to: 2 })
     );
 }

@@ -36,6 +36,7 @@ pub async fn reconcile<A: NodeAdmin>(
             desired: u32::try_from(rc.spec.replicas.max(1)).unwrap_or(1),
             founders,
             known_voters: known_voters(&rc),
+            bootstrapped: bootstrapped(&rc, founders, &observed),
             limits: ctx.limits,
         },
         &observed,
@@ -84,6 +85,17 @@ fn founders(rc: &RaftCluster, observed: &Observed) -> Result<u32, Error> {
         (None, Some(sts)) => sts.founders.ok_or(Error::FoundersUnknown),
         (None, None) => Ok(u32::try_from(rc.spec.replicas.max(1)).unwrap_or(1)),
     }
+}
+
+/// Whether the founders have all been in the member table: recorded in the
+/// status; also true once the StatefulSet is below the founders (only a
+/// removal of founders takes it there).
+fn bootstrapped(rc: &RaftCluster, founders: u32, observed: &Observed) -> bool {
+    rc.status.as_ref().is_some_and(|s| s.bootstrapped)
+        || observed
+            .statefulset
+            .as_ref()
+            .is_some_and(|s| s.replicas < founders)
 }
 
 fn known_voters(rc: &RaftCluster) -> Option<u32> {

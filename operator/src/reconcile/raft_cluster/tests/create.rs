@@ -138,3 +138,36 @@ async fn a_storage_change_keeps_the_volume_templates_and_warns() {
         "{warnings:?}"
     );
 }
+
+/// Founders publish themselves into the member table once they run: a
+/// table that lacks one while the cluster starts must not be read as a
+/// smaller cluster.
+#[tokio::test]
+async fn a_founder_that_has_not_published_itself_is_waited_for_not_scaled_away() {
+    let h = Harness::new(3);
+    h.step().await;
+    h.nodes.set_running(2, false);
+    h.settle();
+    for _ in 0..3 {
+        assert_eq!(
+            h.step().await,
+            vec![
+                "apply statefulsets/demo replicas=3",
+                "status raftclusters/demo"
+            ]
+        );
+        h.settle();
+    }
+    assert_eq!(h.nodes.calls(), vec![]);
+    assert_eq!(h.status().phase, Some(Phase::Creating));
+    assert!(!h.status().bootstrapped);
+    assert_eq!(
+        h.condition("Progressing"),
+        Some(("True".into(), "WaitingForMembers".into()))
+    );
+    h.nodes.set_running(2, true);
+    h.settle();
+    h.step().await;
+    assert!(h.status().bootstrapped);
+    assert_eq!(h.status().phase, Some(Phase::Running));
+}
