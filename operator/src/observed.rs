@@ -169,3 +169,72 @@ impl Observed {
         self.pods.iter().find(|p| p.ordinal == ordinal)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn pods_are_read_for_readiness_revision_and_termination() {
+        let names = ClusterNames::new("demo", "prod");
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "demo-2", "uid": "u2", "labels": {"controller-revision-hash": "demo-abc"},
+                         "deletionTimestamp": "2026-01-01T00:00:00Z"},
+            "status": {"conditions": [{"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "True"}]}
+        }))
+        .expect("pod");
+        let facts = PodFacts::of(&names, &pod).expect("a member pod");
+        assert_eq!(facts.ordinal, 2);
+        assert!(facts.ready && facts.terminating);
+        assert_eq!(facts.revision.as_deref(), Some("demo-abc"));
+        let not_ready: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "demo-0"},
+            "status": {"conditions": [{"type": "Ready", "status": "False"}]}
+        }))
+        .expect("pod");
+        assert!(!PodFacts::of(&names, &not_ready).expect("pod").ready);
+        let other: Pod =
+            serde_json::from_value(json!({"metadata": {"name": "other-0"}})).expect("pod");
+        assert_eq!(PodFacts::of(&names, &other), None);
+    }
+
+    #[test]
+    fn a_statefulset_is_observed_once_its_controller_saw_the_generation() {
+        let sts = |generation: i64, seen: Option<i64>| -> StatefulSet {
+            serde_json::from_value(json!({
+                "metadata": {"name": "demo", "generation": generation,
+                             "annotations": {FOUNDERS_ANNOTATION: "3"}},
+                "spec": {"replicas": 4, "serviceName": "demo-peers", "selector": {},
+                         "template": {}},
+                "status": {"replicas": 4, "observedGeneration": seen, "updateRevision": "demo-r2"}
+            }))
+            .expect("sts")
+        };
+        let facts = StatefulSetFacts::of(&sts(3, Some(3)));
+        assert!(facts.observed);
+        assert_eq!((facts.replicas, facts.founders), (4, Some(3)));
+        assert_eq!(facts.update_revision.as_deref(), Some("demo-r2"));
+        assert!(!StatefulSetFacts::of(&sts(4, Some(3))).observed);
+        assert!(!StatefulSetFacts::of(&sts(4, None)).observed);
+    }
+
+    #[test]
+    fn members_are_matched_to_pods_by_peer_url() {
+        let names = ClusterNames::new("demo", "prod");
+        let m = |url: &str| Member {
+            id: MemberId(7),
+            name: String::new(),
+            peer_urls: vec![url.to_string()],
+            is_learner: true,
+        };
+        assert_eq!(
+            MemberFacts::of(&names, &m(&names.peer_url(4)), None).ordinal,
+            Some(4)
+        );
+        assert_eq!(
+            MemberFacts::of(&names, &m("http://10.0.0.9:2380"), None).ordinal,
+            None
+        );
+    }
+}
