@@ -187,6 +187,88 @@ mod tests {
         assert_eq!(decide(Some(&l), "a", at(1015)), LeaseAction::TakeOver);
     }
 
+    async fn holder(api: &crate::testing::api_server::ApiServer) -> Option<String> {
+        let lease =
+            api.get("/apis/coordination.k8s.io/v1/namespaces/ops/leases/flotilla-operator")?;
+        lease["spec"]["holderIdentity"].as_str().map(str::to_string)
+    }
+
+    /// Two replicas against one API server: the first creates and holds
+    /// the lease, the second waits, and takes over at once when the first
+    /// releases it.
+    #[tokio::test]
+    async fn one_replica_leads_and_hands_over_on_release() {
+        let api = crate::testing::api_server::ApiServer::default();
+        let a = Elector::new(
+            api.client(),
+            "ops",
+            "flotilla-operator",
+            "a",
+            Duration::from_secs(15),
+        );
+        let b = Elector::new(
+            api.client(),
+            "ops",
+            "flotilla-operator",
+            "b",
+            Duration::from_secs(15),
+        );
+        assert!(
+            a.try_lead().await.expect("a"),
+            "the first creates the lease"
+        );
+        assert!(
+            !b.try_lead().await.expect("b"),
+            "the second waits on a live lease"
+        );
+        assert!(a.try_lead().await.expect("a renews"));
+        assert_eq!(holder(&api).await.as_deref(), Some("a"));
+        b.release()
+            .await
+            .expect("b releases nothing it does not hold");
+        assert_eq!(holder(&api).await.as_deref(), Some("a"));
+        a.release().await.expect("a releases");
+        assert_eq!(holder(&api).await, None);
+        assert!(
+            b.try_lead().await.expect("b"),
+            "a released lease is taken at once"
+        );
+        assert!(!a.try_lead().await.expect("a"));
+        let lease = api
+            .get("/apis/coordination.k8s.io/v1/namespaces/ops/leases/flotilla-operator")
+            .expect("lease");
+        assert_eq!(lease["spec"]["leaseTransitions"], 1);
+    }
+
+    /// A renewal that races another writer loses (409) and reports that
+    /// it does not lead, rather than failing or overwriting; an API failure
+    /// is an error, not a verdict.
+    #[tokio::test]
+    async fn a_lost_race_is_not_leading() {
+        let api = crate::testing::api_server::ApiServer::default();
+        let a = Elector::new(
+            api.client(),
+            "ops",
+            "flotilla-operator",
+            "a",
+            Duration::from_secs(15),
+        );
+        assert!(a.try_lead().await.expect("a"));
+        api.conflict_next("replace leases/flotilla-operator");
+        assert!(!a.try_lead().await.expect("a lost race is an answer"));
+        api.fail_next("get leases/flotilla-operator");
+        assert!(a.try_lead().await.is_err());
+        api.take_calls();
+        assert!(a.try_lead().await.expect("renewed"));
+        assert_eq!(
+            api.take_calls(),
+            vec![
+                "get leases/flotilla-operator",
+                "replace leases/flotilla-operator"
+            ]
+        );
+    }
+
     #[test]
     fn own_released_and_missing_leases() {
         assert_eq!(decide(None, "a", at(0)), LeaseAction::Create);

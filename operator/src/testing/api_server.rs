@@ -1,7 +1,8 @@
 //! A small in-memory Kubernetes API server for reconcile tests: objects by
 //! path; get, list (with label selectors), server-side apply (with
-//! `/status`), delete (with a uid precondition) and event creation; every
-//! request recorded; failures injected on request.
+//! `/status`), create, replace (a compare-and-swap on the
+//! resourceVersion), delete (with a uid precondition); every request
+//! recorded; failures injected on request.
 
 use http::{Method, Request, Response, StatusCode};
 use kube::client::Body;
@@ -16,7 +17,7 @@ pub type Call = String;
 struct State {
     objects: BTreeMap<String, Value>,
     calls: Vec<Call>,
-    fail: Vec<String>,
+    fail: Vec<(String, StatusCode)>,
     next_uid: u64,
 }
 
@@ -100,7 +101,17 @@ impl ApiServer {
 
     /// The next request whose description starts with `prefix` fails with a 500.
     pub fn fail_next(&self, prefix: &str) {
-        self.lock().fail.push(prefix.to_string());
+        self.lock()
+            .fail
+            .push((prefix.to_string(), StatusCode::INTERNAL_SERVER_ERROR));
+    }
+
+    /// The next request whose description starts with `prefix` gets a 409
+    /// Conflict, as when another writer got there first.
+    pub fn conflict_next(&self, prefix: &str) {
+        self.lock()
+            .fail
+            .push((prefix.to_string(), StatusCode::CONFLICT));
     }
 
     /// The object at `path`.
@@ -151,13 +162,13 @@ impl ApiServer {
         let call = self.describe(&method, &path, &query, &body);
         let mut s = self.lock();
         s.calls.push(call.clone());
-        if let Some(i) = s.fail.iter().position(|p| call.starts_with(p.as_str())) {
-            s.fail.remove(i);
-            return status(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "InternalError",
-                "injected failure",
-            );
+        if let Some(i) = s
+            .fail
+            .iter()
+            .position(|(p, _)| call.starts_with(p.as_str()))
+        {
+            let (_, code) = s.fail.remove(i);
+            return status(code, "Injected", "injected failure");
         }
         drop(s);
         match method {
@@ -207,9 +218,39 @@ impl ApiServer {
                     .as_str()
                     .unwrap_or("event")
                     .to_string();
-                self.put(&format!("{path}/{name}"), body.clone());
-                ok(&body)
+                let path = format!("{path}/{name}");
+                if self.get(&path).is_some() {
+                    return status(StatusCode::CONFLICT, "AlreadyExists", "already exists");
+                }
+                let mut object = body;
+                object["metadata"]["resourceVersion"] = json!("1");
+                self.put(&path, object.clone());
+                ok(&object)
             }
+            // Replace: a compare-and-swap on metadata.resourceVersion.
+            Method::PUT => match self.get(&path) {
+                None => status(StatusCode::NOT_FOUND, "NotFound", "not found"),
+                Some(old)
+                    if old["metadata"]["resourceVersion"]
+                        != body["metadata"]["resourceVersion"] =>
+                {
+                    status(
+                        StatusCode::CONFLICT,
+                        "Conflict",
+                        "the object has been modified",
+                    )
+                }
+                Some(old) => {
+                    let version = old["metadata"]["resourceVersion"]
+                        .as_str()
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .unwrap_or(0);
+                    let mut object = body;
+                    object["metadata"]["resourceVersion"] = json!((version + 1).to_string());
+                    self.put(&path, object.clone());
+                    ok(&object)
+                }
+            },
             _ => status(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "MethodNotAllowed",
@@ -273,6 +314,12 @@ impl ApiServer {
             Method::POST if path.ends_with("/events") => {
                 format!("event {}", body["reason"].as_str().unwrap_or_default())
             }
+            Method::POST => format!(
+                "create {}/{}",
+                path.rsplit('/').next().unwrap_or_default(),
+                body["metadata"]["name"].as_str().unwrap_or_default()
+            ),
+            Method::PUT => format!("replace {}", short(path)),
             _ => format!("{method} {path}?{query}"),
         }
     }
