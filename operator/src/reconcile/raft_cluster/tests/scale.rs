@@ -265,3 +265,25 @@ async fn a_learner_that_never_catches_up_is_never_promoted() {
     h.step().await;
     assert_eq!(h.nodes.calls(), vec![AdminCall::Promote(h.nodes.id_of(3))]);
 }
+
+#[tokio::test]
+async fn a_single_founder_grows_to_three_and_shrinks_back() {
+    let h = running(1).await;
+    h.edit_spec(|s| s["replicas"] = json!(3));
+    converge(&h, 12).await;
+    assert_eq!(
+        h.nodes.membership(),
+        vec![(0, false), (1, false), (2, false)]
+    );
+    let (id1, id2) = (h.nodes.id_of(1), h.nodes.id_of(2));
+    h.nodes.clear_calls();
+    h.edit_spec(|s| s["replicas"] = json!(1));
+    converge(&h, 12).await;
+    assert_eq!(
+        h.nodes.calls(),
+        vec![AdminCall::Remove(id2), AdminCall::Remove(id1)]
+    );
+    assert_eq!(h.nodes.membership(), vec![(0, false)]);
+    assert_eq!(h.volumes(), vec!["data-demo-0"]);
+    assert_eq!(h.status().founding_members, Some(1));
+}
