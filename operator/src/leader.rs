@@ -187,6 +187,16 @@ mod tests {
         assert_eq!(decide(Some(&l), "a", at(1015)), LeaseAction::TakeOver);
     }
 
+    fn elector(api: &crate::testing::api_server::ApiServer, identity: &str) -> Elector {
+        Elector::new(
+            api.client(),
+            "ops",
+            "flotilla-operator",
+            identity,
+            Duration::from_secs(15),
+        )
+    }
+
     async fn holder(api: &crate::testing::api_server::ApiServer) -> Option<String> {
         let lease =
             api.get("/apis/coordination.k8s.io/v1/namespaces/ops/leases/flotilla-operator")?;
@@ -199,20 +209,8 @@ mod tests {
     #[tokio::test]
     async fn one_replica_leads_and_hands_over_on_release() {
         let api = crate::testing::api_server::ApiServer::default();
-        let a = Elector::new(
-            api.client(),
-            "ops",
-            "flotilla-operator",
-            "a",
-            Duration::from_secs(15),
-        );
-        let b = Elector::new(
-            api.client(),
-            "ops",
-            "flotilla-operator",
-            "b",
-            Duration::from_secs(15),
-        );
+        let a = elector(&api, "a");
+        let b = elector(&api, "b");
         assert!(
             a.try_lead().await.expect("a"),
             "the first creates the lease"
@@ -246,13 +244,7 @@ mod tests {
     #[tokio::test]
     async fn a_lost_race_is_not_leading() {
         let api = crate::testing::api_server::ApiServer::default();
-        let a = Elector::new(
-            api.client(),
-            "ops",
-            "flotilla-operator",
-            "a",
-            Duration::from_secs(15),
-        );
+        let a = elector(&api, "a");
         assert!(a.try_lead().await.expect("a"));
         api.conflict_next("replace leases/flotilla-operator");
         assert!(!a.try_lead().await.expect("a lost race is an answer"));
