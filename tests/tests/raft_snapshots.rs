@@ -31,6 +31,16 @@ fn put(i: u64) -> Vec<u8> {
     .to_vec()
 }
 
+/// Every running member applies everything it holds, or the test fails.
+fn settle(c: &mut Cluster) {
+    assert!(
+        c.settle_all(WAIT),
+        "seed {}: members did not settle{}",
+        c.seed(),
+        c.describe()
+    );
+}
+
 fn assert_safe(c: &Cluster) {
     if let Some(v) = c.violation() {
         panic!("seed {}: invariant violated: {v}", c.seed());
@@ -69,7 +79,7 @@ fn snapshot_basic() {
     for i in 1..=150 {
         last = c.one(&put(i), 3, true, WAIT).expect("agreed");
     }
-    c.settle_all(WAIT);
+    settle(&mut c);
     for id in c.ids() {
         let first = first_index(&c, id);
         assert!(first > 1, "member {id} never compacted its log");
@@ -86,7 +96,7 @@ fn snapshot_basic() {
     c.restart(victim);
     c.one(&put(151), 3, true, WAIT)
         .expect("agreed after restart");
-    c.settle_all(WAIT);
+    settle(&mut c);
     assert_same_state(&c);
     assert_safe(&c);
 }
@@ -129,17 +139,23 @@ fn install_run(seed: u64, faults: NetFaults, crash: bool) {
         } else {
             c.net.heal();
         }
+        let installed_before = c.node(victim).snapshots_installed;
         let index = c
             .one(&put(seq), 3, true, 4 * WAIT)
             .unwrap_or_else(|| panic!("seed {seed}: victim did not catch up{}", c.describe()));
         seq += 1;
         assert!(c.node(victim).applied >= index);
+        // The leader compacted past everything the victim held, so the log
+        // alone cannot have brought it up to date.
+        assert!(
+            c.node(victim).snapshots_installed > installed_before,
+            "seed {seed}: round {round}: victim {victim} caught up without installing a snapshot{}",
+            c.describe()
+        );
         assert_safe(&c);
     }
-    let installed: u64 = c.nodes.iter().map(|n| n.snapshots_installed).sum();
-    assert!(installed > 0, "seed {seed}: no snapshot was installed");
     c.net.set_faults(NetFaults::RELIABLE);
-    c.settle_all(WAIT);
+    settle(&mut c);
     assert_same_state(&c);
     assert_safe(&c);
 }
@@ -169,9 +185,10 @@ fn snapshot_install_crash() {
     }
 }
 
-/// A follower that crashes part-way through receiving a snapshot keeps
-/// nothing of the partial transfer (it is buffered, never installed) and
-/// receives it whole after restarting.
+/// A follower that crashes part-way through receiving a snapshot (it has
+/// acknowledged some chunks, not all) keeps nothing of the partial transfer
+/// (it is buffered, never installed) and receives it whole after
+/// restarting.
 #[test]
 fn snapshot_install_crash_mid_transfer() {
     let mut config = config();
@@ -190,24 +207,43 @@ fn snapshot_install_crash_mid_transfer() {
         c.one(&put(i), 2, true, WAIT).expect("majority agrees");
     }
     c.net.heal();
-    // Let some chunks arrive, then crash it.
-    let mut crashed = false;
+    // Let some chunks arrive, then crash it as soon as it holds part of the
+    // snapshot (the whole transfer takes a few instants).
+    let mut crashed_holding = None;
     for _ in 0..200 {
         c.step();
-        let receiving = c.net.in_flight() > 0 && c.node(victim).applied < 3 * SNAPSHOT_EVERY;
-        if receiving && c.rng.random_bool(0.2) {
+        let buffered = c.node(victim).snapshot_bytes_buffered;
+        if buffered > 0 {
             c.crash(victim);
-            crashed = true;
+            crashed_holding = Some(buffered);
             break;
         }
     }
-    assert!(crashed, "the transfer finished before the crash");
+    let buffered = crashed_holding.expect("the victim never held part of a snapshot to crash with");
+    assert_eq!(
+        c.node(victim).snapshots_installed,
+        0,
+        "the victim installed the snapshot before the crash"
+    );
     c.run_ticks(30);
     c.restart(victim);
+    // Nothing of the partial transfer survived the crash.
+    let held = c
+        .node(victim)
+        .raft
+        .as_ref()
+        .expect("up")
+        .storage()
+        .snapshot()
+        .expect("in-memory storage does not fail");
+    assert_eq!(
+        held.meta.index, 0,
+        "the victim crashed holding {buffered} bytes of a snapshot and restarted with one"
+    );
     c.one(&put(1000), 3, true, 4 * WAIT)
         .unwrap_or_else(|| panic!("victim never caught up{}", c.describe()));
     assert!(c.node(victim).snapshots_installed > 0);
-    c.settle_all(WAIT);
+    settle(&mut c);
     assert_same_state(&c);
     assert_safe(&c);
 }

@@ -14,26 +14,26 @@ use flotilla_tests::sim::{RunStats, Scenario, run_seed, seeds};
 fn run_many(scenario: &Scenario, base: u64, default_count: u64) -> RunStats {
     let mut total = RunStats::default();
     let seeds = seeds(base, default_count);
-    let n = seeds.len();
+    let n = seeds.len() as u64;
     for seed in seeds {
+        // `run_seed` fails a run that checked nothing, committed nothing or
+        // answered no client (see `RunStats`), with its replay command.
         match run_seed(scenario, seed) {
-            Ok(stats) => {
-                total.completed += stats.completed;
-                total.abandoned += stats.abandoned;
-                total.committed += stats.committed;
-                total.checks += stats.checks;
-                total.faults += stats.faults;
-                total.snapshots_taken += stats.snapshots_taken;
-                total.snapshots_installed += stats.snapshots_installed;
-                total.members_added += stats.members_added;
-                total.final_voters += stats.final_voters;
-            }
+            Ok(stats) => total.add(&stats),
             Err(e) => panic!("{e}"),
         }
     }
     eprintln!("{}: {n} seeds, {total:?}", scenario.name);
-    assert!(total.completed > 0, "clients completed no operation at all");
     assert!(total.faults > 0, "the nemesis injected no fault");
+    // Faults cost some operations their answer, but nearly all must be
+    // answered: clients retry for 40 attempts before giving up, and a
+    // passing set gives up on under 0.5% (0.06% to 0.43% today).
+    assert!(
+        total.abandoned * 100 < total.completed,
+        "clients gave up on {} operations and completed {}",
+        total.abandoned,
+        total.completed
+    );
     total
 }
 
@@ -72,6 +72,11 @@ fn random_seeds_snapshots_membership_torn_writes() {
         "simulation",
     );
     let total = run_many(&scenario, 200_000, 500);
+    assert!(total.snapshots_taken > 0, "no member ever took a snapshot");
     assert!(total.snapshots_installed > 0, "no snapshot was ever sent");
     assert!(total.members_added > 0, "no member was ever added");
+    assert!(
+        total.torn_crashes > 0,
+        "no member ever crashed part-way through persisting"
+    );
 }

@@ -656,9 +656,9 @@ async fn watch_keys_prefixes_history_and_cancel() {
     let mut seen = Vec::new();
     while seen.len() < 2 {
         let r = next(&mut stream).await;
-        for e in r.events() {
-            assert_event(e, EventType::Put, "w/a", "3", now + 1);
-        }
+        // Only a response carrying the put counts as its watcher seeing it.
+        assert_eq!(r.events().len(), 1, "one event per watcher: {r:?}");
+        assert_event(&r.events()[0], EventType::Put, "w/a", "3", now + 1);
         seen.push(r.watch_id());
     }
     seen.sort();
@@ -685,7 +685,13 @@ async fn watch_keys_prefixes_history_and_cancel() {
                 key(e.kv().expect("kv")).to_string()
             })
             .collect();
-        by_watcher.insert(r.watch_id(), keys);
+        assert!(!keys.is_empty(), "a response without events: {r:?}");
+        let again = by_watcher.insert(r.watch_id(), keys);
+        assert!(
+            again.is_none(),
+            "two responses for watcher {}",
+            r.watch_id()
+        );
     }
     assert_eq!(by_watcher[&key_watch], ["w/a"]);
     assert_eq!(by_watcher[&prefix_watch], ["w/a", "w/b", "w/c"]);

@@ -14,7 +14,9 @@ use flotilla_node::config::ReadModeSetting;
 use flotilla_proto::etcdserverpb::kv_client::KvClient;
 use flotilla_proto::etcdserverpb::{PutResponse, RangeResponse};
 use flotilla_raft::Role;
-use flotilla_tests::linearizability::{Budget, KvInput, KvOutput, check_and_report};
+use flotilla_tests::linearizability::{
+    Budget, KvInput, KvOutput, OpKind, Outcome, check_and_report,
+};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::sync::atomic::Ordering;
@@ -336,6 +338,11 @@ fn faulty_client_config() -> ClientConfig {
     }
 }
 
+/// Acknowledged writes, and answered reads, that a history must hold to be
+/// worth checking (a passing run on this 2-core machine holds hundreds of
+/// each; the floor only tells a run of failures from a real one).
+const MIN_ANSWERED: usize = 20;
+
 impl Run {
     /// Client `id` doing random puts, gets and (if `deletes`) deletes on a
     /// few keys until stopped, recording every call. A failed write may
@@ -396,7 +403,28 @@ impl Run {
             wall_time_max: Some(Duration::from_secs(20)),
             ..Budget::default()
         };
-        assert!(!self.recorder.is_empty(), "no operations recorded");
+        // Failed reads are left out and failed writes become unknown, so a
+        // run in which every request failed would check as linearizable:
+        // ask for operations with a known outcome, writes and reads both.
+        let answered = |read: bool| {
+            history
+                .operations
+                .iter()
+                .filter(|o| o.outcome == Outcome::Ok && (o.op == OpKind::Get) == read)
+                .count()
+        };
+        let (writes, reads) = (answered(false), answered(true));
+        eprintln!(
+            "{test}: {} operations, {writes} acknowledged writes, {reads} answered reads",
+            history.operations.len()
+        );
+        assert!(
+            writes >= MIN_ANSWERED && reads >= MIN_ANSWERED,
+            "{test}: only {writes} acknowledged writes and {reads} answered reads of {} \
+             operations (at least {MIN_ANSWERED} of each wanted): the history proves little \
+             (seed {seed})",
+            history.operations.len()
+        );
         let report = check_and_report(&history, budget, test, seed).expect("a well-formed history");
         assert!(
             report.is_ok(),

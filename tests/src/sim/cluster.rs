@@ -7,7 +7,8 @@ use super::invariants::Invariants;
 use super::kv::{KvCommand, KvOutput, KvStore};
 use super::network::{NetFaults, Network};
 use flotilla_raft::{
-    Bytes, Config, EntryKind, LogIndex, MemStorage, NodeId, Raft, ReadState, Role, Storage, Term,
+    Bytes, Config, EntryKind, LogIndex, MemStorage, Message, MessageBody, NodeId, Raft, ReadState,
+    Role, Storage, Term,
 };
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -63,6 +64,12 @@ pub struct SimNode {
     pub snapshots_installed: u64,
     /// Snapshots taken locally.
     pub snapshots_taken: u64,
+    /// Crashes part-way through persisting a `Ready`.
+    pub torn_crashes: u64,
+    /// Bytes of a leader's snapshot this member buffers but has not
+    /// installed, as its last InstallSnapshotResponse said (0 once it
+    /// installs, answers an append, or restarts).
+    pub snapshot_bytes_buffered: u64,
 }
 
 impl SimNode {
@@ -74,6 +81,20 @@ impl SimNode {
     /// Role, if running.
     pub fn role(&self) -> Option<Role> {
         self.raft.as_ref().map(|r| r.status().soft_state.role)
+    }
+}
+
+/// Follows, from what a member sends, how much of a leader's snapshot it
+/// buffers: it acknowledges each chunk of an incomplete snapshot with the
+/// bytes it holds, and answers with an append response once it installed it
+/// (or needs it no longer).
+fn note_sent(snapshot_bytes_buffered: &mut u64, m: &Message) {
+    match m.body {
+        MessageBody::InstallSnapshotResponse { next_offset, .. } => {
+            *snapshot_bytes_buffered = next_offset;
+        }
+        MessageBody::AppendEntriesResponse { .. } => *snapshot_bytes_buffered = 0,
+        _ => {}
     }
 }
 
@@ -113,8 +134,9 @@ pub struct Cluster {
     pub check_invariants: bool,
     /// Events for clients, drained by them.
     pub events: Vec<Event>,
-    /// The command applied at each index (index - 1), as first applied.
-    pub committed_data: Vec<Bytes>,
+    /// The term and command applied at each index (index - 1), as first
+    /// applied.
+    pub committed_log: Vec<(Term, Bytes)>,
     template: Config,
     seed: u64,
 }
@@ -132,7 +154,7 @@ impl Cluster {
             inv: Invariants::default(),
             check_invariants: true,
             events: Vec::new(),
-            committed_data: Vec::new(),
+            committed_log: Vec::new(),
             template,
             seed,
         };
@@ -154,6 +176,8 @@ impl Cluster {
             crash_mid_persist: false,
             snapshots_installed: 0,
             snapshots_taken: 0,
+            torn_crashes: 0,
+            snapshot_bytes_buffered: 0,
         });
         self.start(id);
     }
@@ -207,6 +231,7 @@ impl Cluster {
         node.raft = Some(Raft::new(config, storage).expect("simulation config is valid"));
         node.waiting_reads.clear();
         node.crash_mid_persist = false;
+        node.snapshot_bytes_buffered = 0;
         self.inv.on_snapshot(id, snap.meta.index, snap.meta.term);
     }
 
@@ -308,6 +333,7 @@ impl Cluster {
         // if it crashes while writing.
         if ready.messages_first {
             for m in std::mem::take(&mut ready.messages) {
+                note_sent(&mut node.snapshot_bytes_buffered, &m);
                 self.net.send(m, self.now, &mut self.rng);
             }
         }
@@ -340,6 +366,7 @@ impl Cluster {
         }
         // Step 4: send.
         for m in ready.messages {
+            note_sent(&mut node.snapshot_bytes_buffered, &m);
             self.net.send(m, self.now, &mut self.rng);
         }
         // Step 5: restore from the snapshot, apply, then serve reads.
@@ -347,14 +374,18 @@ impl Cluster {
             node.kv = KvStore::decode(&snap.data).expect("snapshots decode");
             node.applied = snap.meta.index;
             node.snapshots_installed += 1;
+            node.snapshot_bytes_buffered = 0;
             self.inv.on_snapshot(id, snap.meta.index, snap.meta.term);
+        }
+        if self.check_invariants {
+            self.inv.on_committed(id, &ready.committed_entries);
         }
         for entry in &ready.committed_entries {
             if self.check_invariants {
                 self.inv.on_apply(id, entry);
             }
-            if entry.index as usize > self.committed_data.len() {
-                self.committed_data.push(entry.data.clone());
+            if entry.index as usize > self.committed_log.len() {
+                self.committed_log.push((entry.term, entry.data.clone()));
             }
             node.applied = entry.index;
             if entry.kind != EntryKind::Normal {
@@ -379,8 +410,14 @@ impl Cluster {
         node.waiting_reads.extend(ready.read_states);
         // Step 6.
         raft.advance();
-        self.inv
-            .on_commit(id, status.hard_state.commit, status.last_index);
+        if self.check_invariants {
+            self.inv.on_commit(
+                id,
+                status.hard_state.commit,
+                status.last_index,
+                raft.storage(),
+            );
+        }
         while let Some(read) = node.waiting_reads.front() {
             if read.index > node.applied {
                 break;
@@ -404,13 +441,21 @@ impl Cluster {
 
     /// The member crashes part-way through step 3: of what the `Ready` asked
     /// to persist, only a prefix reached the disk (entries not yet synced
-    /// vanish), and nothing was sent or applied.
+    /// vanish), and nothing was sent or applied. What did reach the disk is
+    /// checked for log matching like any other write; the entries the
+    /// `Ready` handed out as committed were committed, applied or not.
     fn crash_while_persisting(&mut self, i: usize, ready: flotilla_raft::Ready) {
+        let id = node_id(i);
         let rng = &mut self.rng;
-        let raft = self.nodes[i].raft.as_mut().expect("running");
+        let node = &mut self.nodes[i];
+        node.torn_crashes += 1;
+        let raft = node.raft.as_mut().expect("running");
+        if self.check_invariants {
+            self.inv.on_committed(id, &ready.committed_entries);
+        }
         if let Some(snap) = ready.snapshot {
             if rng.random_bool(0.5) {
-                self.crash(node_id(i));
+                self.crash(id);
                 return;
             }
             raft.storage_mut()
@@ -418,6 +463,10 @@ impl Cluster {
                 .expect("in-memory storage does not fail");
         }
         let kept = rng.random_range(0..=ready.entries.len());
+        if self.check_invariants {
+            self.inv
+                .on_persist(id, raft.storage(), &ready.entries[..kept]);
+        }
         // The hard state is written after the entries, so it can only have
         // reached the disk if every entry did.
         let hard_state = if kept == ready.entries.len() && rng.random_bool(0.5) {
@@ -428,7 +477,7 @@ impl Cluster {
         raft.storage_mut()
             .save(hard_state.as_ref(), &ready.entries[..kept])
             .expect("in-memory storage does not fail");
-        self.crash(node_id(i));
+        self.crash(id);
     }
 
     /// The first safety violation found, with the seed.

@@ -20,14 +20,18 @@ pub struct Invariants {
     leaders: HashMap<Term, NodeId>,
     /// Log matching: (index, term) → (digest, term of the entry before).
     seen: HashMap<(LogIndex, Term), (u64, Term)>,
-    /// State machine safety: what was applied at each index (index - 1).
-    applied: Vec<(Term, u64)>,
+    /// The committed prefix as any member learned it (index - 1): entries
+    /// a member was handed to apply (whether or not it lived to apply
+    /// them), and entries up to each member's commit index in its log.
+    committed: Vec<(Term, u64)>,
     /// Per node: highest commit index persisted, highest applied this life.
     commit: HashMap<NodeId, LogIndex>,
     applied_by: HashMap<NodeId, LogIndex>,
     /// The first violation found.
     violation: Option<String>,
-    /// Checks performed, so tests can show the checker ran.
+    /// Checks performed on logs, commits and applied entries (the costly
+    /// ones, skipped when a cluster turns invariant checking off), so runs
+    /// can show the checker ran.
     pub checks: u64,
 }
 
@@ -43,14 +47,13 @@ impl Invariants {
         }
     }
 
-    /// Entries of the committed prefix, as applied by anyone so far.
+    /// Entries of the committed prefix known so far.
     pub fn committed_len(&self) -> LogIndex {
-        self.applied.len() as LogIndex
+        self.committed.len() as LogIndex
     }
 
     /// Election safety: at most one leader per term.
     pub fn on_leader(&mut self, id: NodeId, term: Term) {
-        self.checks += 1;
         if let Some(other) = self.leaders.insert(term, id)
             && other != id
         {
@@ -61,7 +64,7 @@ impl Invariants {
     }
 
     /// Leader completeness: a new leader's log (with its snapshot) holds
-    /// every committed entry.
+    /// every entry committed so far, applied by anyone or not.
     pub fn on_leader_log(&mut self, id: NodeId, term: Term, storage: &MemStorage) {
         self.checks += 1;
         let snap = storage.snapshot().map(|s| s.meta).unwrap_or_default();
@@ -70,7 +73,7 @@ impl Invariants {
         }
         let first = storage.first_index() as usize;
         let mut failure = None;
-        for (i, (t, d)) in self.applied.iter().enumerate().skip(first - 1) {
+        for (i, (t, d)) in self.committed.iter().enumerate().skip(first - 1) {
             let index = i as LogIndex + 1;
             if *t >= term {
                 continue;
@@ -95,14 +98,14 @@ impl Invariants {
     }
 
     fn check_snapshot(&mut self, id: NodeId, index: LogIndex, term: Term) {
-        match self.applied.get((index - 1) as usize) {
+        match self.committed.get((index - 1) as usize) {
             Some((t, _)) if *t == term => {}
             Some((t, _)) => self.fail(format!(
                 "node {id} holds a snapshot at {index} of term {term}, but term {t} was committed there"
             )),
             None => self.fail(format!(
-                "node {id} holds a snapshot at {index}, beyond anything applied ({})",
-                self.applied.len()
+                "node {id} holds a snapshot at {index}, beyond anything committed ({})",
+                self.committed.len()
             )),
         }
     }
@@ -110,7 +113,6 @@ impl Invariants {
     /// A node installed (or restarted from) a snapshot at `index`: it must
     /// match the committed prefix; its state machine continues from there.
     pub fn on_snapshot(&mut self, id: NodeId, index: LogIndex, term: Term) {
-        self.checks += 1;
         if index > 0 {
             self.check_snapshot(id, index, term);
         }
@@ -157,8 +159,39 @@ impl Invariants {
         }
     }
 
-    /// State machine safety: no two nodes apply different entries at one
-    /// index; and apply indexes only move forward within a node's life.
+    /// State machine safety: no two members are handed different entries to
+    /// apply at one index. Called with a `Ready`'s committed entries before
+    /// they are applied, also when the member crashes before applying them:
+    /// they were committed all the same.
+    pub fn on_committed(&mut self, id: NodeId, entries: &[Entry]) {
+        for entry in entries {
+            self.checks += 1;
+            self.record_committed(id, entry.index, entry.term, digest(entry));
+        }
+    }
+
+    fn record_committed(&mut self, id: NodeId, index: LogIndex, term: Term, digest: u64) {
+        let slot = (index - 1) as usize;
+        let value = (term, digest);
+        if slot < self.committed.len() {
+            if self.committed[slot] != value {
+                self.fail(format!(
+                    "state machine safety: node {id} holds entry {index} of term {term} as committed, but term {} was committed there",
+                    self.committed[slot].0
+                ));
+            }
+        } else if slot == self.committed.len() {
+            self.committed.push(value);
+        } else {
+            self.fail(format!(
+                "node {id} committed {index} beyond the known prefix ({})",
+                self.committed.len()
+            ));
+        }
+    }
+
+    /// Apply order: apply indexes only move forward, one at a time, within a
+    /// node's life (what is applied was checked by [`Self::on_committed`]).
     pub fn on_apply(&mut self, id: NodeId, entry: &Entry) {
         self.checks += 1;
         let last = self.applied_by.get(&id).copied().unwrap_or(0);
@@ -170,28 +203,20 @@ impl Invariants {
             return;
         }
         self.applied_by.insert(id, entry.index);
-        let slot = (entry.index - 1) as usize;
-        let value = (entry.term, digest(entry));
-        if slot < self.applied.len() {
-            if self.applied[slot] != value {
-                self.fail(format!(
-                    "state machine safety: node {id} applied entry {} of term {} but another node applied term {} there",
-                    entry.index, entry.term, self.applied[slot].0
-                ));
-            }
-        } else if slot == self.applied.len() {
-            self.applied.push(value);
-        } else {
-            self.fail(format!(
-                "node {id} applied {} beyond the known prefix",
-                entry.index
-            ));
-        }
     }
 
     /// Commit indexes never go back, not even across restarts (they are
-    /// persisted), and never pass the log's end.
-    pub fn on_commit(&mut self, id: NodeId, commit: LogIndex, last_index: LogIndex) {
+    /// persisted), and never pass the log's end; the entry a member's commit
+    /// index points at is the committed one (by log matching, so is every
+    /// entry before it), and entries up to it that its log holds join the
+    /// committed prefix even before anyone applies them.
+    pub fn on_commit(
+        &mut self,
+        id: NodeId,
+        commit: LogIndex,
+        last_index: LogIndex,
+        storage: &MemStorage,
+    ) {
         self.checks += 1;
         let before = self.commit.get(&id).copied().unwrap_or(0);
         if commit < before {
@@ -205,5 +230,18 @@ impl Invariants {
             ));
         }
         self.commit.insert(id, commit.max(before));
+        // Entries the storage holds (not compacted, already persisted).
+        let lo = (self.committed.len() as LogIndex + 1)
+            .min(commit)
+            .max(storage.first_index());
+        if commit == 0 || lo > commit.min(storage.last_index()) {
+            return;
+        }
+        let held = storage
+            .entries(lo, commit.min(storage.last_index()) + 1, u64::MAX)
+            .unwrap_or_default();
+        for e in held {
+            self.record_committed(id, e.index, e.term, digest(&e));
+        }
     }
 }

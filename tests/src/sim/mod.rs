@@ -132,10 +132,61 @@ pub struct RunStats {
     pub snapshots_taken: u64,
     /// Snapshots members installed from a leader.
     pub snapshots_installed: u64,
+    /// Crashes part-way through persisting a `Ready`.
+    pub torn_crashes: u64,
     /// Members added during the run.
     pub members_added: usize,
     /// Voters at the end.
     pub final_voters: usize,
+}
+
+impl RunStats {
+    /// Adds another run's counts (`final_voters` is per run: it is summed
+    /// only for the log line).
+    pub fn add(&mut self, other: &RunStats) {
+        self.completed += other.completed;
+        self.abandoned += other.abandoned;
+        self.committed += other.committed;
+        self.checks += other.checks;
+        self.faults += other.faults;
+        self.snapshots_taken += other.snapshots_taken;
+        self.snapshots_installed += other.snapshots_installed;
+        self.torn_crashes += other.torn_crashes;
+        self.members_added += other.members_added;
+        self.final_voters += other.final_voters;
+    }
+
+    /// What every passing run must show, whatever its faults: the invariant
+    /// checker ran, entries were committed, clients got answers, and the
+    /// healed cluster has a leader with a plausible configuration (exactly
+    /// the starting voters unless membership changed; never fewer than
+    /// three, the nemesis's floor for removals).
+    fn check(&self, scenario: &Scenario, members: usize) -> Result<(), String> {
+        if self.checks == 0 {
+            return Err("the invariant checker never ran".into());
+        }
+        if self.committed == 0 {
+            return Err("no entry was committed".into());
+        }
+        if self.completed == 0 {
+            return Err(format!(
+                "clients completed no operation ({} abandoned)",
+                self.abandoned
+            ));
+        }
+        let voters_ok = if scenario.nemesis.membership {
+            (3.min(scenario.nodes)..=members).contains(&self.final_voters)
+        } else {
+            self.final_voters == scenario.nodes
+        };
+        if !voters_ok {
+            return Err(format!(
+                "{} voters at the end ({} members started, {members} in all)",
+                self.final_voters, scenario.nodes
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The command that replays `seed` of `scenario`.
@@ -217,6 +268,7 @@ pub fn run_seed(scenario: &Scenario, seed: u64) -> Result<RunStats, String> {
         faults: nemesis.actions.len(),
         snapshots_taken: cluster.nodes.iter().map(|n| n.snapshots_taken).sum(),
         snapshots_installed: cluster.nodes.iter().map(|n| n.snapshots_installed).sum(),
+        torn_crashes: cluster.nodes.iter().map(|n| n.torn_crashes).sum(),
         members_added: cluster.nodes.len() - scenario.nodes,
         final_voters: cluster
             .leader()
@@ -229,6 +281,9 @@ pub fn run_seed(scenario: &Scenario, seed: u64) -> Result<RunStats, String> {
             })
             .unwrap_or(0),
     };
+    if let Err(e) = stats.check(scenario, cluster.nodes.len()) {
+        return fail(format!("run counters: {e}; {stats:?}"), &nemesis);
+    }
     if scenario.check_linearizability {
         let history = workload.finish();
         let report = check_and_report(&history, Budget::default(), scenario.name, seed)
@@ -242,13 +297,89 @@ pub fn run_seed(scenario: &Scenario, seed: u64) -> Result<RunStats, String> {
 
 /// The seeds a random test runs: `SIM_SEED` alone when set, else `SIM_SEEDS`
 /// (default `default_count`) seeds derived from `base`.
+///
+/// A run of no seed would pass whatever the code does, so an empty list (or
+/// a value that does not parse) panics. `SIM_SEED` replaces the whole set
+/// with one seed, which is for replaying a failure: it says so on stderr,
+/// and under `CI` it is refused, so a leftover `SIM_SEED` cannot shrink
+/// every random test in CI to a single run.
 pub fn seeds(base: u64, default_count: u64) -> Vec<u64> {
-    if let Some(seed) = std::env::var("SIM_SEED").ok().and_then(|s| s.parse().ok()) {
+    seeds_from(
+        base,
+        default_count,
+        std::env::var("SIM_SEED").ok().as_deref(),
+        std::env::var("SIM_SEEDS").ok().as_deref(),
+        std::env::var_os("CI").is_some(),
+    )
+}
+
+fn seeds_from(
+    base: u64,
+    default_count: u64,
+    seed: Option<&str>,
+    count: Option<&str>,
+    ci: bool,
+) -> Vec<u64> {
+    if let Some(seed) = seed {
+        let seed: u64 = seed
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("SIM_SEED={seed:?} is not a seed (a u64)"));
+        assert!(
+            !ci,
+            "SIM_SEED={seed} is set under CI: it would replace every random test's \
+             {default_count}-seed set with one seed; unset it"
+        );
+        eprintln!(
+            "\n*** SIM_SEED={seed}: running seed {seed} ONLY, in place of this test's \
+             {default_count} seeds from {base} ***\n"
+        );
         return vec![seed];
     }
-    let count = std::env::var("SIM_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default_count);
+    let count = match count {
+        Some(c) => c
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("SIM_SEEDS={c:?} is not a count")),
+        None => default_count,
+    };
+    assert!(
+        count > 0,
+        "no seed to run (SIM_SEEDS=0 or a default of 0): a random test of no seed passes whatever the code does"
+    );
     (0..count).map(|i| base + i).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::seeds_from;
+
+    #[test]
+    fn seeds_default_and_count() {
+        assert_eq!(seeds_from(10, 3, None, None, false), vec![10, 11, 12]);
+        assert_eq!(seeds_from(10, 3, None, Some("2"), true), vec![10, 11]);
+    }
+
+    #[test]
+    #[should_panic(expected = "no seed to run")]
+    fn zero_seeds_are_refused() {
+        seeds_from(10, 3, None, Some("0"), false);
+    }
+
+    #[test]
+    #[should_panic(expected = "not a count")]
+    fn unparsable_count_is_refused() {
+        seeds_from(10, 3, None, Some("many"), false);
+    }
+
+    #[test]
+    fn one_seed_replaces_the_set_outside_ci() {
+        assert_eq!(seeds_from(10, 3, Some("77"), None, false), vec![77]);
+    }
+
+    #[test]
+    #[should_panic(expected = "set under CI")]
+    fn one_seed_is_refused_in_ci() {
+        seeds_from(10, 3, Some("77"), None, true);
+    }
 }

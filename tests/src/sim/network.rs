@@ -19,6 +19,13 @@ pub struct NetFaults {
     pub min_delay_units: u64,
     /// Largest delay, in time units; a spread between min and max reorders.
     pub max_delay_units: u64,
+    /// Probability that a message is held back far longer instead: between
+    /// `long_delay_min_units` and `long_delay_max_units`.
+    pub long_delay_prob: f64,
+    /// Shortest long delay, in time units.
+    pub long_delay_min_units: u64,
+    /// Longest long delay, in time units.
+    pub long_delay_max_units: u64,
 }
 
 impl NetFaults {
@@ -28,6 +35,9 @@ impl NetFaults {
         dup_prob: 0.0,
         min_delay_units: 0,
         max_delay_units: 0,
+        long_delay_prob: 0.0,
+        long_delay_min_units: 0,
+        long_delay_max_units: 0,
     };
 
     /// A usable LAN: small delays, no loss.
@@ -36,15 +46,34 @@ impl NetFaults {
         dup_prob: 0.0,
         min_delay_units: 1,
         max_delay_units: 3,
+        long_delay_prob: 0.0,
+        long_delay_min_units: 0,
+        long_delay_max_units: 0,
     };
 
-    /// The spec's "unreliable" network: loss, duplicates, long and reordering
-    /// delays.
+    /// The spec's "unreliable" network: loss, duplicates, and delays of up
+    /// to 2.5 ticks that reorder messages (all well inside an election
+    /// timeout).
     pub const UNRELIABLE: NetFaults = NetFaults {
         drop_prob: 0.1,
         dup_prob: 0.05,
         min_delay_units: 1,
         max_delay_units: 25,
+        long_delay_prob: 0.0,
+        long_delay_min_units: 0,
+        long_delay_max_units: 0,
+    };
+
+    /// [`NetFaults::UNRELIABLE`] with long reordering, as the spec's
+    /// Figure8Unreliable uses: one message in eight is held for 10–80 ticks,
+    /// one to eight election timeouts of [`super::sim_config`] (10–20
+    /// ticks), so it arrives after elections and leader changes that
+    /// happened while it was in flight.
+    pub const UNRELIABLE_LONG_DELAYS: NetFaults = NetFaults {
+        long_delay_prob: 0.125,
+        long_delay_min_units: 10 * super::TICK_UNITS,
+        long_delay_max_units: 80 * super::TICK_UNITS,
+        ..NetFaults::UNRELIABLE
     };
 }
 
@@ -62,6 +91,8 @@ pub struct Network {
     pub sent_msgs: u64,
     /// Bytes handed to `send`.
     pub sent_bytes: u64,
+    /// Messages (copies) held back for a long delay.
+    pub long_delayed_msgs: u64,
 }
 
 impl Network {
@@ -76,6 +107,7 @@ impl Network {
             seq: 0,
             sent_msgs: 0,
             sent_bytes: 0,
+            long_delayed_msgs: 0,
         }
     }
 
@@ -148,11 +180,21 @@ impl Network {
             return;
         }
         if f.dup_prob > 0.0 && rng.random_bool(f.dup_prob) {
-            let at = now + rng.random_range(f.min_delay_units..=f.max_delay_units);
+            let at = now + self.delay_units(rng);
             self.push(at, m.clone());
         }
-        let at = now + rng.random_range(f.min_delay_units..=f.max_delay_units);
+        let at = now + self.delay_units(rng);
         self.push(at, m);
+    }
+
+    /// One message's delay, in time units.
+    fn delay_units(&mut self, rng: &mut SmallRng) -> u64 {
+        let f = self.faults;
+        if f.long_delay_prob > 0.0 && rng.random_bool(f.long_delay_prob) {
+            self.long_delayed_msgs += 1;
+            return rng.random_range(f.long_delay_min_units..=f.long_delay_max_units);
+        }
+        rng.random_range(f.min_delay_units..=f.max_delay_units)
     }
 
     fn push(&mut self, at: u64, m: Message) {

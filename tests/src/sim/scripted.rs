@@ -3,25 +3,29 @@
 
 use super::TICK_UNITS;
 use super::cluster::Cluster;
-use flotilla_raft::{Bytes, LogIndex, NodeId};
+use flotilla_raft::{Bytes, LogIndex, NodeId, Term};
 
 impl Cluster {
     /// How many running members have applied `index`, and the command there
     /// (that members applied the same command at each index is checked by
     /// the invariants).
     pub fn n_committed(&self, index: LogIndex) -> (usize, Option<Bytes>) {
-        if index == 0 || index as usize > self.committed_data.len() {
+        let Some((_, data)) = self.committed_at(index) else {
             return (0, None);
-        }
+        };
         let count = self
             .nodes
             .iter()
             .filter(|n| n.is_up() && n.applied >= index)
             .count();
-        (
-            count,
-            Some(self.committed_data[(index - 1) as usize].clone()),
-        )
+        (count, Some(data))
+    }
+
+    /// The term and command committed at `index`, once some member applied
+    /// it.
+    pub fn committed_at(&self, index: LogIndex) -> Option<(Term, Bytes)> {
+        let slot = usize::try_from(index.checked_sub(1)?).ok()?;
+        self.committed_log.get(slot).cloned()
     }
 
     /// Proposes `cmd` at whichever running member leads (trying each in turn
@@ -86,21 +90,25 @@ impl Cluster {
         self.n_committed(index).0
     }
 
-    /// Runs until every running member applied everything it holds, or
-    /// `max_ticks` pass.
-    pub fn settle_all(&mut self, max_ticks: u64) {
-        for _ in 0..max_ticks {
-            let done = self.nodes.iter().all(|n| match &n.raft {
+    /// Runs until every running member committed and applied everything it
+    /// holds, or `max_ticks` pass. Returns whether they did.
+    #[must_use = "a cluster that did not settle is usually a failure"]
+    pub fn settle_all(&mut self, max_ticks: u64) -> bool {
+        let done = |c: &Cluster| {
+            c.nodes.iter().all(|n| match &n.raft {
                 Some(r) => {
                     let s = r.status();
                     s.applied == s.last_index && s.hard_state.commit == s.last_index
                 }
                 None => true,
-            });
-            if done {
-                return;
+            })
+        };
+        for _ in 0..max_ticks {
+            if done(self) {
+                return true;
             }
             self.run_ticks(1);
         }
+        done(self)
     }
 }
