@@ -331,6 +331,23 @@ impl<S: Storage> Raft<S> {
         Ok(())
     }
 
+    /// On a leader: the voter to hand leadership to when this member
+    /// stops — the other voter with the highest match index (the one that
+    /// needs the least before a TimeoutNow), preferring one heard from
+    /// since the last check-quorum round, then the lowest id. `None` on a
+    /// follower, or when no other voter exists.
+    pub fn transfer_target(&self) -> Option<NodeId> {
+        if self.role != Role::Leader {
+            return None;
+        }
+        self.tracker
+            .progress
+            .iter()
+            .filter(|(id, p)| **id != self.id && !p.is_learner)
+            .max_by_key(|(id, p)| (p.match_index, p.recent_active, std::cmp::Reverse(**id)))
+            .map(|(id, _)| *id)
+    }
+
     /// Feeds one message from another member.
     pub fn step(&mut self, m: Message) {
         if self.fatal.is_some() || m.to != self.id {
