@@ -162,6 +162,15 @@ pub struct NodeArgs {
     #[arg(long, env = "FLOTILLA_AUTO_COMPACTION_RETENTION")]
     #[serde(default, deserialize_with = "retention_from_file")]
     pub auto_compaction_retention: Option<Retention>,
+    /// Raft log entries kept before each snapshot (etcd's default, 5000),
+    /// so that a member down for a few seconds catches up from the log
+    /// instead of receiving the whole snapshot.
+    #[arg(long, env = "FLOTILLA_SNAPSHOT_CATCHUP_ENTRIES")]
+    pub snapshot_catchup_entries: Option<u64>,
+    /// Milliseconds a stop (SIGTERM) may take in all, the leader's hand-off
+    /// of leadership included (at most half of it); 5000 by default.
+    #[arg(long, env = "FLOTILLA_SHUTDOWN_TIMEOUT_MS")]
+    pub shutdown_timeout_ms: Option<u64>,
 }
 
 /// One member of the initial cluster.
@@ -218,6 +227,11 @@ pub struct NodeConfig {
     pub max_request_bytes: usize,
     /// What auto-compaction keeps.
     pub auto_compaction: AutoCompaction,
+    /// Raft log entries kept before each snapshot, for catching up.
+    pub snapshot_catchup_entries: u64,
+    /// How long a stop may take in all (the leader's hand-off of leadership
+    /// gets at most half).
+    pub shutdown_timeout: Duration,
 }
 
 /// FNV-1a, for ids that must be the same on every member and every run.
@@ -364,7 +378,9 @@ impl NodeArgs {
             read_mode,
             max_request_bytes,
             auto_compaction_mode,
-            auto_compaction_retention
+            auto_compaction_retention,
+            snapshot_catchup_entries,
+            shutdown_timeout_ms
         )
     }
 }
@@ -461,6 +477,20 @@ impl NodeConfig {
         }
         let auto_compaction =
             auto_compaction(args.auto_compaction_mode, args.auto_compaction_retention)?;
+        let snapshot_catchup_entries = args.snapshot_catchup_entries.unwrap_or(5_000);
+        if snapshot_catchup_entries > 10_000_000 {
+            return Err(invalid(
+                "snapshot-catchup-entries",
+                format!("{snapshot_catchup_entries} is above 10000000"),
+            ));
+        }
+        let shutdown_timeout_ms = args.shutdown_timeout_ms.unwrap_or(5_000);
+        if !(100..=600_000).contains(&shutdown_timeout_ms) {
+            return Err(invalid(
+                "shutdown-timeout-ms",
+                format!("{shutdown_timeout_ms} is outside 100..=600000"),
+            ));
+        }
         let data_dir = args
             .data_dir
             .unwrap_or_else(|| PathBuf::from(format!("{name}.flotilla")));
@@ -484,6 +514,8 @@ impl NodeConfig {
             read_mode: args.read_mode.unwrap_or(ReadModeSetting::Safe),
             max_request_bytes,
             auto_compaction,
+            snapshot_catchup_entries,
+            shutdown_timeout: Duration::from_millis(shutdown_timeout_ms),
         };
         let listens = [
             &config.client_listen,
@@ -498,6 +530,42 @@ impl NodeConfig {
             ));
         }
         Ok(config)
+    }
+}
+
+impl NodeConfig {
+    /// Logs the configuration in force, once, as one structured line: what
+    /// an operator checks first when a member behaves unexpectedly.
+    pub fn log_effective(&self) {
+        let initial_cluster: Vec<String> = self
+            .initial_cluster
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.peer_url))
+            .collect();
+        tracing::info!(
+            name = %self.name,
+            member_id = %format!("{:x}", self.member_id),
+            cluster_id = %format!("{:x}", self.cluster_id),
+            data_dir = %self.data_dir.display(),
+            initial_cluster = %initial_cluster.join(","),
+            cluster_state = ?self.cluster_state,
+            listen_client = %self.client_listen,
+            advertise_client = %self.client_advertise,
+            listen_peer = %self.peer_listen,
+            advertise_peer = %self.peer_advertise,
+            listen_metrics = %self.metrics_listen,
+            tick_ms = self.tick.as_millis() as u64,
+            election_ticks = self.election_ticks,
+            heartbeat_ticks = self.heartbeat_ticks,
+            read_mode = ?self.read_mode,
+            fsync = ?self.fsync,
+            snapshot_count = self.snapshot_count,
+            snapshot_catchup_entries = self.snapshot_catchup_entries,
+            max_request_bytes = self.max_request_bytes,
+            auto_compaction = ?self.auto_compaction,
+            shutdown_timeout_ms = self.shutdown_timeout.as_millis() as u64,
+            "effective configuration"
+        );
     }
 }
 

@@ -12,8 +12,10 @@
 //! | [`http`] | `/livez`, `/readyz`, `/metrics` |
 //! | [`kv`] | the etcd-compatible MVCC key-value state machine, leases, exactly-once sessions |
 //! | [`lease`] | etcd's Lease service and the leader's lease expiry loop |
+//! | [`lifecycle`] | handing leadership away before a stop (SIGTERM, `/prestop`); readiness after start |
 //! | [`member`] | running one member as a process (the `flotilla-node` binary) |
 //! | [`metrics`] | the Prometheus registry |
+//! | [`resolve`] | name resolution of members' URLs, afresh on every connection; a controllable resolver for tests |
 //! | [`server`] | [`server::start`]: one member assembled from its parts, on listeners the caller binds |
 //! | [`state`] | the node's state machine: the KV store with watch fan-out and lease tracking |
 //! | [`transport`] | the gRPC peer transport: per-peer streams, batching, reconnects, a fault layer for tests |
@@ -28,8 +30,10 @@ pub mod driver;
 pub mod http;
 pub mod kv;
 pub mod lease;
+pub mod lifecycle;
 pub mod member;
 pub mod metrics;
+pub mod resolve;
 pub mod server;
 pub mod state;
 pub mod transport;

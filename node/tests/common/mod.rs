@@ -57,6 +57,8 @@ pub fn node_config(
         read_mode: ReadModeSetting::Safe,
         max_request_bytes: 64 * 1024,
         auto_compaction: AutoCompaction::Off,
+        snapshot_catchup_entries: 5_000,
+        shutdown_timeout: Duration::from_secs(5),
     }
 }
 
