@@ -166,6 +166,29 @@ fn transfer_target_is_the_most_caught_up_voter() {
     handle(&mut leader);
     assert_eq!(leader.transfer_target(), Some(NodeId(2)));
 
+    // 3 catches up, then falls silent for a check-quorum round while 2
+    // keeps answering heartbeats: the live voter is chosen over the silent
+    // one, however caught up that one was.
+    leader.step(append_ack(3, 1, 1, 5));
+    handle(&mut leader);
+    assert_eq!(leader.transfer_target(), Some(NodeId(2)), "tie: lowest id");
+    leader.propose(Bytes::from_static(b"c4")).expect("leader");
+    handle(&mut leader);
+    leader.step(append_ack(3, 1, 1, 6));
+    handle(&mut leader);
+    assert_eq!(leader.transfer_target(), Some(NodeId(3)), "3 is ahead");
+    // The round resets at the election timeout; 2's next heartbeat answer
+    // (within a heartbeat interval) marks it again.
+    for _ in 0..ELECTION_TICKS + HEARTBEAT_TICKS {
+        leader.tick();
+        let ready = handle(&mut leader);
+        for round in heartbeat_rounds(&ready, 2) {
+            leader.step(msg(2, 1, 1, MessageBody::HeartbeatResponse { round }));
+        }
+    }
+    assert!(leader.state().1, "2 keeps the quorum");
+    assert_eq!(leader.transfer_target(), Some(NodeId(2)), "3 went silent");
+
     let mut alone = core(1, 1);
     elect(&mut alone);
     assert!(alone.state().1);

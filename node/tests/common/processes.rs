@@ -5,6 +5,9 @@
 //! dropped, also when a test panics; a panicking test also gets the tail of
 //! every member's log. Waits are bounded; nothing asserts on durations.
 
+// Each test binary uses a different subset of these helpers.
+#![allow(dead_code)]
+
 use flotilla_proto::etcdserverpb::StatusRequest;
 use flotilla_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use flotilla_proto::etcdserverpb::{MemberListRequest, cluster_client::ClusterClient};
@@ -45,6 +48,13 @@ pub struct ProcessOptions {
     pub election_ticks: u32,
     /// `--snapshot-count`: small, so restarts also load snapshots.
     pub snapshot_count: u64,
+    /// More flags for every member.
+    pub extra_args: Vec<String>,
+    /// Members advertise (and know each other by) host names
+    /// `n<i>.flotilla.test`, resolved from the cluster's test hosts file
+    /// ([`ProcessCluster::set_hosts`], through the test-only
+    /// `FLOTILLA_TEST_ONLY_HOSTS_FILE`), instead of loopback addresses.
+    pub named: bool,
 }
 
 impl Default for ProcessOptions {
@@ -54,6 +64,8 @@ impl Default for ProcessOptions {
             tick_ms: 10,
             election_ticks: 10,
             snapshot_count: 100,
+            extra_args: Vec::new(),
+            named: false,
         }
     }
 }
@@ -71,11 +83,27 @@ pub struct Member {
     child: Option<Child>,
     /// Times this member was started.
     pub starts: u32,
+    /// The loopback address it listens on (any of 127.0.0.0/8 on Linux).
+    pub ip: String,
+    /// The name it is advertised by, when the cluster is `named`.
+    pub host: Option<String>,
+    /// More environment for its next starts (test-only hooks).
+    pub env: Vec<(String, String)>,
 }
 
 impl Member {
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        format!("http://{}:{}", self.ip, self.client_port)
+    }
+
+    /// Where its HTTP port (probes, metrics, /prestop) listens.
+    pub fn http_addr(&self) -> String {
+        format!("{}:{}", self.ip, self.http_port)
+    }
+
+    /// How other members reach it: its name, or its address.
+    fn advertised(&self) -> &str {
+        self.host.as_deref().unwrap_or(&self.ip)
     }
 
     pub fn is_running(&self) -> bool {
@@ -91,6 +119,8 @@ pub struct ProcessCluster {
     options: ProcessOptions,
     /// Printed when a test panics while the cluster is up: how to replay it.
     pub replay_hint: String,
+    /// The test hosts file of a `named` cluster.
+    hosts_file: PathBuf,
     _logs: tempfile::TempDir,
 }
 
@@ -189,6 +219,23 @@ impl ProcessCluster {
     /// Starts three members and waits until they agree on a leader and
     /// every member's client URL is published.
     pub async fn start(options: ProcessOptions, replay_hint: String) -> ProcessCluster {
+        let mut c = ProcessCluster::spawn_all(options, replay_hint, true);
+        for i in 0..c.members.len() {
+            c.wait_serving(i).await;
+        }
+        c.wait_ready().await;
+        c
+    }
+
+    /// Starts the three members' processes without waiting for anything.
+    /// In a `named` cluster, the names resolve (to 127.0.0.1) from the
+    /// start if `resolvable`; otherwise the hosts file is empty and no name
+    /// resolves until [`ProcessCluster::set_hosts`].
+    pub fn spawn_all(
+        options: ProcessOptions,
+        replay_hint: String,
+        resolvable: bool,
+    ) -> ProcessCluster {
         let logs = tempfile::tempdir().expect("tempdir");
         let ports = free_ports(9);
         let members: Vec<Member> = (0..3)
@@ -201,28 +248,50 @@ impl ProcessCluster {
                 log_path: logs.path().join(format!("n{}.log", i + 1)),
                 child: None,
                 starts: 0,
+                ip: "127.0.0.1".into(),
+                host: options.named.then(|| format!("n{}.flotilla.test", i + 1)),
+                env: Vec::new(),
             })
             .collect();
         let initial_cluster = members
             .iter()
-            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
+            .map(|m| format!("{}=http://{}:{}", m.name, m.advertised(), m.peer_port))
             .collect::<Vec<_>>()
             .join(",");
+        let hosts_file = logs.path().join("hosts");
+        std::fs::write(&hosts_file, "").expect("hosts file");
         let mut c = ProcessCluster {
             members,
             initial_cluster,
             options,
             replay_hint,
+            hosts_file,
             _logs: logs,
         };
+        if c.options.named && resolvable {
+            let all: Vec<(usize, String)> = (0..3).map(|i| (i, "127.0.0.1".into())).collect();
+            c.set_hosts(&all);
+        }
         for i in 0..c.members.len() {
             c.spawn(i);
         }
-        for i in 0..c.members.len() {
-            c.wait_serving(i).await;
-        }
-        c.wait_ready().await;
         c
+    }
+
+    /// Rewrites the test hosts file (atomically: a member never reads half
+    /// of it) so that member `i`'s name resolves to `ip` for each given
+    /// pair, and no other name resolves.
+    pub fn set_hosts(&self, entries: &[(usize, String)]) {
+        let text: String = entries
+            .iter()
+            .map(|(i, ip)| {
+                let host = self.members[*i].host.as_deref().expect("a named cluster");
+                format!("{ip} {host}\n")
+            })
+            .collect();
+        let tmp = self.hosts_file.with_extension("tmp");
+        std::fs::write(&tmp, text).expect("write hosts");
+        std::fs::rename(&tmp, &self.hosts_file).expect("replace hosts");
     }
 
     fn command(&self, i: usize) -> Command {
@@ -234,7 +303,15 @@ impl ProcessCluster {
                 cmd.env_remove(name);
             }
         }
-        let url = |port: u16| format!("http://127.0.0.1:{port}");
+        let url = |port: u16| format!("http://{}:{port}", m.ip);
+        let advertised = format!("http://{}:{}", m.advertised(), m.client_port);
+        if self.options.named {
+            cmd.env("FLOTILLA_TEST_ONLY_HOSTS_FILE", &self.hosts_file);
+        }
+        for (name, value) in &m.env {
+            cmd.env(name, value);
+        }
+        cmd.args(&self.options.extra_args);
         cmd.env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .arg("--name")
@@ -250,7 +327,7 @@ impl ProcessCluster {
             .arg("--listen-client-urls")
             .arg(url(m.client_port))
             .arg("--advertise-client-urls")
-            .arg(url(m.client_port))
+            .arg(advertised)
             .arg("--listen-peer-urls")
             .arg(url(m.peer_port))
             .arg("--listen-metrics-urls")
@@ -296,7 +373,7 @@ impl ProcessCluster {
     /// Waits until member `i` answers Status. If its process exits first
     /// (a port taken while it was down), starts it again, a bounded number
     /// of times.
-    async fn wait_serving(&mut self, i: usize) {
+    pub async fn wait_serving(&mut self, i: usize) {
         let url = self.members[i].url();
         for attempt in 1..=START_ATTEMPTS {
             let deadline = tokio::time::Instant::now() + PROCESS_WAIT;
@@ -344,6 +421,80 @@ impl ProcessCluster {
         );
     }
 
+    /// Asks member `i` to stop (SIGTERM), as Kubernetes does, and waits
+    /// (bounded) for its process to end; returns how it ended and how long
+    /// after the signal it did.
+    pub async fn terminate(&mut self, i: usize) -> (std::process::ExitStatus, Duration) {
+        let sent = std::time::Instant::now();
+        self.signal(i, Signal::TERM);
+        let status = self.wait_exit(i, PROCESS_WAIT).await.unwrap_or_else(|| {
+            panic!(
+                "member {i} did not stop within {PROCESS_WAIT:?} of SIGTERM; log:\n{}",
+                tail(&self.members[i].log_path, LOG_TAIL_LINES)
+            )
+        });
+        (status, sent.elapsed())
+    }
+
+    /// Waits at most `bound` for member `i`'s process to end on its own;
+    /// reaps it and returns how it ended, or `None` if it still runs.
+    pub async fn wait_exit(
+        &mut self,
+        i: usize,
+        bound: Duration,
+    ) -> Option<std::process::ExitStatus> {
+        let deadline = tokio::time::Instant::now() + bound;
+        loop {
+            let child = self.members[i].child.as_mut().expect("member is running");
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                self.members[i].child = None;
+                return Some(status);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Member `i`'s log so far.
+    pub fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(&self.members[i].log_path).unwrap_or_default()
+    }
+
+    /// `GET path` on member `i`'s HTTP port: status code and body, or
+    /// `None` if it does not answer within a second.
+    pub async fn http_get(&self, i: usize, path: &str) -> Option<(u16, String)> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = self.members[i].http_addr();
+        let call = async {
+            let mut s = tokio::net::TcpStream::connect(&addr).await.ok()?;
+            let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            s.write_all(req.as_bytes()).await.ok()?;
+            let mut buf = String::new();
+            s.read_to_string(&mut buf).await.ok()?;
+            let code = buf.get(9..12)?.parse().ok()?;
+            let body = buf.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+            Some((code, body))
+        };
+        tokio::time::timeout(Duration::from_secs(1), call)
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// The value of the Prometheus sample `name` (no labels) on member
+    /// `i`'s `/metrics`, if it answers and has it.
+    pub async fn metric(&self, i: usize, name: &str) -> Option<f64> {
+        let (code, body) = self.http_get(i, "/metrics").await?;
+        if code != 200 {
+            return None;
+        }
+        body.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+    }
+
     /// Freezes member `i` (SIGSTOP): its process stays, its sockets stay
     /// open, it does nothing (as in a long pause of the machine or the
     /// process) until [`ProcessCluster::resume`].
@@ -361,6 +512,12 @@ impl ProcessCluster {
         if let Err(e) = kill_process(Pid::from_child(child), signal) {
             panic!("cannot send {signal:?} to member {i}: {e}");
         }
+    }
+
+    /// Starts member `i`'s process again from its data folder, without
+    /// waiting for it (it may be meant to fail).
+    pub fn spawn_again(&mut self, i: usize) {
+        self.spawn(i);
     }
 
     /// Starts member `i` again from its data folder, on the same ports,

@@ -13,8 +13,9 @@
 //! | `member.rs` | `member list/add/remove/promote` |
 //! | `cluster.rs` | `cluster status` |
 //! | `dev_cluster.rs` | `dev-cluster` |
-//! | `bench_kv.rs`, `bench_log.rs` | `bench kv`, `bench log` |
+//! | `bench_kv.rs`, `bench_log.rs`, `bench_failover.rs` | `bench kv`, `bench log`, `bench failover` |
 
+mod bench_failover;
 mod bench_kv;
 mod bench_log;
 mod cluster;
@@ -92,6 +93,9 @@ enum BenchCommand {
     /// throughput and latency percentiles of puts or ranges.
     #[command(subcommand)]
     Kv(bench_kv::KvBench),
+    /// Stops the leader of a local 3-member cluster under a write load,
+    /// several times, and times the first write a new leader accepts.
+    Failover(bench_failover::FailoverArgs),
 }
 
 /// Output formats, as etcdctl's `--write-out`.
@@ -123,6 +127,9 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
         Command::Bench(BenchCommand::Log(args)) => {
             bench_log::bench_log(args, cli.write_out).map(|()| done)
         }
+        Command::Bench(BenchCommand::Failover(args)) => runtime()?
+            .block_on(bench_failover::run(args, cli.write_out))
+            .map(|()| done),
         Command::Bench(BenchCommand::Kv(cmd)) => {
             runtime()?.block_on(bench_kv::run(cmd, &cli.endpoints, cli.write_out))
         }
