@@ -68,6 +68,7 @@ pub fn run_all<S: Storage>(mut make: impl FnMut() -> S) {
     rejects_gaps(make());
     hard_state_round_trips(make());
     compact_discards_covered_entries(make());
+    compact_keeps_catchup_entries(make());
     apply_snapshot_keeps_matching_suffix(make());
     apply_snapshot_discards_conflicting_log(make());
     apply_snapshot_beyond_log(make());
@@ -163,7 +164,7 @@ pub fn hard_state_round_trips<S: Storage>(mut s: S) {
 /// `compact` drops what the snapshot covers and records the snapshot.
 pub fn compact_discards_covered_entries<S: Storage>(mut s: S) {
     s.save(None, &entries(1, 10, 1)).unwrap();
-    s.compact(snapshot(5, 1)).unwrap();
+    s.compact(snapshot(5, 1), 5).unwrap();
     assert_eq!((s.first_index(), s.last_index()), (6, 10));
     assert_eq!(s.term(5).unwrap(), Term(1));
     assert!(matches!(s.term(4), Err(StorageError::Compacted(4))));
@@ -178,13 +179,45 @@ pub fn compact_discards_covered_entries<S: Storage>(mut s: S) {
         snapshot(5, 1).meta.conf_state
     );
     // Older snapshots change nothing; one beyond the log is refused.
-    s.compact(snapshot(3, 1)).unwrap();
+    s.compact(snapshot(3, 1), 3).unwrap();
     assert_eq!(s.snapshot().unwrap(), snapshot(5, 1));
-    assert!(s.compact(snapshot(11, 1)).is_err());
+    assert!(s.compact(snapshot(11, 1), 11).is_err());
     assert_eq!(s.first_index(), 6);
     // Appends continue after a compaction.
     s.save(None, &entries(11, 12, 1)).unwrap();
     assert_eq!(all(&s), entries(6, 12, 1));
+}
+
+/// `compact` with `compact_to` below the snapshot keeps the entries in
+/// between (for followers to catch up from), still records the snapshot,
+/// and a later snapshot moves both points on. An installed snapshot from the
+/// leader drops them.
+pub fn compact_keeps_catchup_entries<S: Storage>(mut s: S) {
+    s.save(None, &entries(1, 10, 1)).unwrap();
+    s.compact(snapshot(6, 1), 3).unwrap();
+    assert_eq!((s.first_index(), s.last_index()), (4, 10));
+    assert_eq!(s.snapshot_index(), 6);
+    assert_eq!(s.snapshot().unwrap(), snapshot(6, 1));
+    assert_eq!(s.term(3).unwrap(), Term(1));
+    assert!(matches!(s.term(2), Err(StorageError::Compacted(2))));
+    assert_eq!(all(&s), entries(4, 10, 1));
+    assert_eq!(
+        s.initial_state().unwrap().conf_state,
+        snapshot(6, 1).meta.conf_state
+    );
+    // A compaction point beyond the snapshot is clamped to it; one at or
+    // below the held first entry discards nothing.
+    s.compact(snapshot(8, 1), 9).unwrap();
+    assert_eq!((s.first_index(), s.snapshot_index()), (9, 8));
+    s.save(None, &entries(11, 14, 1)).unwrap();
+    s.compact(snapshot(12, 1), 5).unwrap();
+    assert_eq!((s.first_index(), s.snapshot_index()), (9, 12));
+    // An older snapshot changes nothing, even with a later compaction point.
+    s.compact(snapshot(10, 1), 10).unwrap();
+    assert_eq!((s.first_index(), s.snapshot_index()), (9, 12));
+    s.apply_snapshot(snapshot(13, 1)).unwrap();
+    assert_eq!((s.first_index(), s.last_index()), (14, 14));
+    assert_eq!(s.snapshot_index(), 13);
 }
 
 /// A leader's snapshot matching our entry at its index keeps what follows.
@@ -224,7 +257,7 @@ pub fn apply_snapshot_beyond_log<S: Storage>(mut s: S) {
 /// Snapshots older than the one held are ignored.
 pub fn stale_snapshots_are_ignored<S: Storage>(mut s: S) {
     s.save(None, &entries(1, 10, 1)).unwrap();
-    s.compact(snapshot(6, 1)).unwrap();
+    s.compact(snapshot(6, 1), 6).unwrap();
     s.apply_snapshot(snapshot(4, 1)).unwrap();
     s.apply_snapshot(snapshot(6, 1)).unwrap();
     assert_eq!(s.snapshot().unwrap(), snapshot(6, 1));
@@ -298,7 +331,7 @@ pub fn restart_keeps_overwrite<S: Storage>(reopen: &mut impl FnMut(Option<S>) ->
 pub fn restart_keeps_compaction<S: Storage>(reopen: &mut impl FnMut(Option<S>) -> S) {
     let mut s = reopen(None);
     s.save(None, &entries(1, 10, 1)).unwrap();
-    s.compact(snapshot(6, 1)).unwrap();
+    s.compact(snapshot(6, 1), 6).unwrap();
     let mut s = reopen(Some(s));
     assert_eq!(s.snapshot().unwrap(), snapshot(6, 1));
     assert_eq!((s.first_index(), s.last_index()), (7, 10));

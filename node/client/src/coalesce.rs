@@ -15,6 +15,7 @@
 //! that the peer waits for (h2 flushes after every round of frames) ends
 //! the round.
 
+use crate::resolve::Resolver;
 use hyper_util::rt::TokioIo;
 use std::future::Future;
 use std::io;
@@ -179,10 +180,23 @@ pub fn incoming(
 }
 
 /// A tonic connector for plain-TCP `http://` endpoints with TCP_NODELAY
-/// and coalesced writes: `endpoint.connect_with_connector(Connector)`
-/// (tonic still applies the endpoint's connect timeout).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Connector;
+/// and coalesced writes:
+/// `endpoint.connect_with_connector(Connector::default())` (tonic still
+/// applies the endpoint's connect timeout). The host is resolved on every
+/// connection attempt through the connector's [`Resolver`] (the system's by
+/// default), so a lazily connected channel that reconnects follows a name
+/// to its new address; each address it resolves to is tried in turn.
+#[derive(Clone, Debug, Default)]
+pub struct Connector {
+    resolver: Resolver,
+}
+
+impl Connector {
+    /// A connector resolving names through `resolver`.
+    pub fn new(resolver: Resolver) -> Connector {
+        Connector { resolver }
+    }
+}
 
 impl Service<Uri> for Connector {
     type Response = TokioIo<CoalescingIo<TcpStream>>;
@@ -194,6 +208,7 @@ impl Service<Uri> for Connector {
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
+        let resolver = self.resolver.clone();
         Box::pin(async move {
             let bad = || io::Error::new(io::ErrorKind::InvalidInput, format!("no host in {uri}"));
             if uri.scheme_str().is_some_and(|s| s != "http") {
@@ -203,12 +218,18 @@ impl Service<Uri> for Connector {
                 ));
             }
             let host = uri.host().ok_or_else(bad)?;
-            // An IPv6 literal comes bracketed.
-            let host = host.trim_start_matches('[').trim_end_matches(']');
             let port = uri.port_u16().unwrap_or(80);
-            let stream = TcpStream::connect((host, port)).await?;
-            stream.set_nodelay(true)?;
-            Ok(TokioIo::new(CoalescingIo::new(stream)))
+            let mut last = None;
+            for addr in resolver.resolve(host, port).await? {
+                match TcpStream::connect(addr).await {
+                    Ok(stream) => {
+                        stream.set_nodelay(true)?;
+                        return Ok(TokioIo::new(CoalescingIo::new(stream)));
+                    }
+                    Err(e) => last = Some(e),
+                }
+            }
+            Err(last.unwrap_or_else(|| io::Error::other(format!("{host}: no address"))))
         })
     }
 }

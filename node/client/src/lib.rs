@@ -10,6 +10,7 @@
 
 pub mod coalesce;
 mod requests;
+pub mod resolve;
 mod retry;
 
 use flotilla_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};

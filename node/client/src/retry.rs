@@ -147,7 +147,7 @@ fn connect_lazy(url: &str, timeout: Duration) -> Result<Channel, ClientError> {
         .map_err(|e| ClientError::BadEndpoint(format!("{url}: {e}")))
         .map(|e| {
             e.connect_timeout(timeout)
-                .connect_with_connector_lazy(crate::coalesce::Connector)
+                .connect_with_connector_lazy(crate::coalesce::Connector::default())
         })
 }
 

@@ -74,6 +74,12 @@ pub struct Config {
     pub snapshot_after_entries: u64,
     /// ...or this many bytes of entries.
     pub snapshot_after_bytes: u64,
+    /// Entries a compaction keeps before the snapshot's index (etcd's
+    /// `SnapshotCatchUpEntries`, 5,000 there): a follower that fell at most
+    /// this far behind the snapshot catches up by AppendEntries instead of
+    /// receiving the whole snapshot. 0 discards everything the snapshot
+    /// covers.
+    pub snapshot_catchup_entries: u64,
     /// The index the application's state machine has already applied (from
     /// its own snapshot), so that restarts do not re-apply it.
     pub applied: u64,
@@ -105,6 +111,7 @@ impl Config {
             max_snapshot_bytes: 4 * 1024 * 1024 * 1024,
             snapshot_after_entries: 100_000,
             snapshot_after_bytes: 64 * 1024 * 1024,
+            snapshot_catchup_entries: 0,
             applied: 0,
         }
     }

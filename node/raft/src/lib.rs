@@ -48,7 +48,9 @@
 //! 6. Call [`Raft::advance`]. No other input may come between steps 2 and 6.
 //! 7. When [`Raft::snapshot_due`], serialize the state machine (as of the
 //!    applied index) and hand it to [`Raft::compact`], which stores the
-//!    snapshot and discards the log before it.
+//!    snapshot and discards the log before it — all but the last
+//!    [`Config::snapshot_catchup_entries`], kept so that a follower a little
+//!    behind catches up by AppendEntries rather than the whole snapshot.
 //!
 //! A storage failure in step 3 is fatal: the driver stops the node; it never
 //! sends the messages of a `Ready` it could not persist.

@@ -25,18 +25,18 @@ pub(crate) struct RaftLog<S> {
 impl<S: Storage> RaftLog<S> {
     pub(crate) fn new(storage: S, committed: LogIndex, applied: LogIndex) -> RaftLog<S> {
         let unstable_offset = storage.last_index() + 1;
-        let compacted_to = storage.first_index() - 1;
+        let snapshot_index = storage.snapshot_index();
         // The application's own applied index is committed by definition;
         // storage may keep the commit index lazily, so never go below it.
         let committed = committed
-            .max(compacted_to)
+            .max(snapshot_index)
             .max(applied.min(storage.last_index()));
         RaftLog {
             storage,
             unstable: Vec::new(),
             unstable_offset,
             committed,
-            applied: applied.max(compacted_to).min(committed),
+            applied: applied.max(snapshot_index).min(committed),
             pending_snapshot: None,
         }
     }
@@ -49,7 +49,17 @@ impl<S: Storage> RaftLog<S> {
         }
     }
 
-    /// Index of the first entry held (after the latest snapshot).
+    /// Index of the latest snapshot: one pending installation, or the
+    /// storage's.
+    pub(crate) fn snapshot_index(&self) -> LogIndex {
+        match &self.pending_snapshot {
+            Some(s) => s.meta.index,
+            None => self.storage.snapshot_index(),
+        }
+    }
+
+    /// Index of the first entry held: after the latest snapshot, or before
+    /// it when a compaction kept catch-up entries.
     pub(crate) fn first_index(&self) -> LogIndex {
         match &self.pending_snapshot {
             Some(s) => s.meta.index + 1,

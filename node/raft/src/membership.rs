@@ -75,7 +75,7 @@ impl ConfChangeData {
 /// The configuration history the log holds.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct ConfHistory {
-    /// In force before the first held entry (from the snapshot or bootstrap).
+    /// In force at the snapshot (or the bootstrap configuration).
     pub(crate) base: ConfState,
     /// (index, configuration) of each change entry in the log, in order.
     pub(crate) changes: Vec<(LogIndex, ConfState)>,
@@ -324,13 +324,15 @@ impl<S: Storage> Raft<S> {
         }
     }
 
-    /// Scans the log for configuration entries, on start.
+    /// Scans the log after the snapshot for configuration entries, on
+    /// start; `base` is the configuration at the snapshot. (Entries a
+    /// compaction kept before the snapshot are only there to be sent.)
     pub(crate) fn load_conf_history(
         &mut self,
         base: ConfState,
     ) -> Result<(), crate::error::StorageError> {
         self.confs.reset(base);
-        let first = self.log.first_index();
+        let first = self.log.snapshot_index() + 1;
         let last = self.log.last_index();
         if first <= last {
             let entries = self.log.entries(first, last + 1, u64::MAX)?;

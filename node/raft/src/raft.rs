@@ -331,6 +331,26 @@ impl<S: Storage> Raft<S> {
         Ok(())
     }
 
+    /// On a leader: the voter to hand leadership to when this member
+    /// stops — the other voter with the highest match index (the one that
+    /// needs the least before a TimeoutNow) among those heard from since
+    /// the last check-quorum round, so that a voter that went silent while
+    /// caught up (stopped too, or cut off) is not chosen over a live one;
+    /// then the lowest id. When none was heard from yet this round, the
+    /// highest match index alone decides. `None` on a follower, or when no
+    /// other voter exists.
+    pub fn transfer_target(&self) -> Option<NodeId> {
+        if self.role != Role::Leader {
+            return None;
+        }
+        self.tracker
+            .progress
+            .iter()
+            .filter(|(id, p)| **id != self.id && !p.is_learner)
+            .max_by_key(|(id, p)| (p.recent_active, p.match_index, std::cmp::Reverse(**id)))
+            .map(|(id, _)| *id)
+    }
+
     /// Feeds one message from another member.
     pub fn step(&mut self, m: Message) {
         if self.fatal.is_some() || m.to != self.id {

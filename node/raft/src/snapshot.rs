@@ -23,25 +23,31 @@ impl<S: Storage> Raft<S> {
     /// ([`crate::Config::snapshot_after_entries`] or `..._bytes`): time for
     /// the application to snapshot and call [`Raft::compact`].
     pub fn snapshot_due(&self) -> bool {
-        let since = self
-            .log
-            .applied
-            .saturating_sub(self.log.first_index().saturating_sub(1));
+        let since = self.log.applied.saturating_sub(self.log.snapshot_index());
         since > 0
             && (since >= self.config.snapshot_after_entries
                 || self.applied_bytes_since_snapshot >= self.config.snapshot_after_bytes)
     }
 
     /// Records `data` — the state machine as of the applied index — as a
-    /// snapshot and discards the log up to that index. Call it between
-    /// `advance` and the next input. Returns the snapshot's position.
+    /// snapshot and discards the log up to that index, less the
+    /// [`crate::Config::snapshot_catchup_entries`] before it. Call it
+    /// between `advance` and the next input. Returns the snapshot's
+    /// position.
     pub fn compact(&mut self, data: Bytes) -> Result<SnapshotMeta, StorageError> {
         let snapshot = self.prepare_snapshot(data)?;
         let meta = snapshot.meta.clone();
-        self.log.storage.compact(snapshot)?;
+        let compact_to = self.compact_to(meta.index);
+        self.log.storage.compact(snapshot, compact_to)?;
         self.confs.compact_to(meta.index);
-        tracing::debug!(id = %self.id, index = meta.index, "log compacted");
+        tracing::debug!(id = %self.id, index = meta.index, compact_to, "log compacted");
         Ok(meta)
+    }
+
+    /// The last index a compaction for a snapshot at `index` discards: the
+    /// catch-up entries before the snapshot stay.
+    fn compact_to(&self, index: LogIndex) -> LogIndex {
+        index.saturating_sub(self.config.snapshot_catchup_entries)
     }
 
     /// The first half of [`Raft::compact`], for storage with a
@@ -68,18 +74,20 @@ impl<S: Storage> Raft<S> {
     }
 
     /// The second half: the snapshot at `meta` is durable; discard the log
-    /// it covers (nothing, if a newer snapshot was installed meanwhile).
+    /// it covers but the catch-up entries (nothing, if a newer snapshot was
+    /// installed meanwhile).
     pub fn compact_written(&mut self, meta: &SnapshotMeta) -> Result<(), StorageError> {
         assert!(
             self.pending_ready_is_none(),
             "compact_written() between ready() and advance()"
         );
-        if meta.index < self.log.first_index() {
+        if meta.index <= self.log.snapshot_index() {
             return Ok(());
         }
-        self.log.storage.compact_written(meta.clone())?;
+        let compact_to = self.compact_to(meta.index);
+        self.log.storage.compact_written(meta.clone(), compact_to)?;
         self.confs.compact_to(meta.index);
-        tracing::debug!(id = %self.id, index = meta.index, "log compacted");
+        tracing::debug!(id = %self.id, index = meta.index, compact_to, "log compacted");
         Ok(())
     }
 

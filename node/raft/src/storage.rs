@@ -40,8 +40,14 @@ pub trait Storage {
     /// `[first_index() - 1, last_index()]`; index 0 has term 0.
     fn term(&self, index: LogIndex) -> Result<Term, StorageError>;
 
-    /// Index of the first entry still held.
+    /// Index of the first entry still held. At most
+    /// `snapshot_index() + 1`: a compaction may keep entries the snapshot
+    /// covers, so that a follower slightly behind catches up from the log.
     fn first_index(&self) -> LogIndex;
+
+    /// Index of the most recent snapshot (0 when there is none), without
+    /// reading its data.
+    fn snapshot_index(&self) -> LogIndex;
 
     /// Index of the last entry (or `first_index() - 1` when empty).
     fn last_index(&self) -> LogIndex;
@@ -61,14 +67,18 @@ pub trait Storage {
 
     /// Durably installs a snapshot received from the leader. If the log holds
     /// an entry at the snapshot's index with its term, the entries after it
-    /// are kept (thesis §5.1); otherwise the whole log is discarded. The
-    /// saved commit index becomes at least the snapshot's index.
+    /// are kept (thesis §5.1); otherwise the whole log is discarded. Either
+    /// way the entries it covers go: the log then starts right after it.
+    /// The saved commit index becomes at least the snapshot's index.
     fn apply_snapshot(&mut self, snapshot: Snapshot) -> Result<(), StorageError>;
 
     /// Durably records a snapshot the application took at `meta.index`
     /// (which must be held in the log, with `meta.term`) and discards the
-    /// entries it covers.
-    fn compact(&mut self, snapshot: Snapshot) -> Result<(), StorageError>;
+    /// entries up to `compact_to`, at most the snapshot's index: entries
+    /// between the two stay so that a follower a little behind catches up
+    /// by AppendEntries rather than the whole snapshot. A snapshot at or
+    /// below the held one changes nothing.
+    fn compact(&mut self, snapshot: Snapshot, compact_to: LogIndex) -> Result<(), StorageError>;
 
     /// A writer that stores a snapshot the application took, durably, from
     /// any thread, without touching the log; [`Storage::compact_written`]
@@ -80,12 +90,17 @@ pub trait Storage {
     }
 
     /// Finishes [`Storage::compact`] for a snapshot a
-    /// [`Storage::snapshot_writer`] wrote: discards the entries it covers.
-    /// A snapshot at or below the current one (a newer one was installed
-    /// meanwhile) changes nothing.
-    fn compact_written(&mut self, meta: SnapshotMeta) -> Result<(), StorageError> {
+    /// [`Storage::snapshot_writer`] wrote: records it and discards the
+    /// entries up to `compact_to` (at most the snapshot's index). A snapshot
+    /// at or below the current one (a newer one was installed meanwhile)
+    /// changes nothing.
+    fn compact_written(
+        &mut self,
+        meta: SnapshotMeta,
+        compact_to: LogIndex,
+    ) -> Result<(), StorageError> {
         Err(StorageError::Fatal(format!(
-            "compact_written({}) on storage without a snapshot writer",
+            "compact_written({}, {compact_to}) on storage without a snapshot writer",
             meta.index
         )))
     }
@@ -99,11 +114,14 @@ pub type SnapshotWriter = Box<dyn FnOnce(&Snapshot) -> Result<(), StorageError> 
 #[derive(Clone, Debug, Default)]
 pub struct MemStorage {
     hard_state: HardState,
-    /// The configuration before any log entry (from the last snapshot, or
-    /// the bootstrap voters).
+    /// The configuration at the snapshot (or the bootstrap voters).
     conf_state: ConfState,
-    /// The last snapshot; `entries[0]` follows it.
+    /// The last snapshot.
     snap: Snapshot,
+    /// The index before the first held entry (`entries[0]` follows it), and
+    /// its term: the snapshot's, unless a compaction kept entries the
+    /// snapshot covers.
+    offset: (LogIndex, Term),
     entries: Vec<Entry>,
 }
 
@@ -149,13 +167,14 @@ impl MemStorage {
         MemStorage {
             hard_state,
             conf_state: snapshot.meta.conf_state.clone(),
+            offset: (snapshot.meta.index, snapshot.meta.term),
             snap: snapshot,
             entries,
         }
     }
 
     fn offset(&self) -> LogIndex {
-        self.snap.meta.index
+        self.offset.0
     }
 
     /// The saved hard state.
@@ -202,7 +221,7 @@ impl MemStorage {
     /// error otherwise. Lets a durable implementation refuse before writing.
     pub fn check_compact(&self, meta: &SnapshotMeta) -> Result<bool, StorageError> {
         let index = meta.index;
-        if index <= self.offset() {
+        if index <= self.snap.meta.index {
             return Ok(false);
         }
         let held = self.entries[self.position(index)?].term;
@@ -240,13 +259,17 @@ impl Storage for MemStorage {
 
     fn term(&self, index: LogIndex) -> Result<Term, StorageError> {
         if index == self.offset() {
-            return Ok(self.snap.meta.term);
+            return Ok(self.offset.1);
         }
         Ok(self.entries[self.position(index)?].term)
     }
 
     fn first_index(&self) -> LogIndex {
         self.offset() + 1
+    }
+
+    fn snapshot_index(&self) -> LogIndex {
+        self.snap.meta.index
     }
 
     fn last_index(&self) -> LogIndex {
@@ -276,27 +299,33 @@ impl Storage for MemStorage {
 
     fn apply_snapshot(&mut self, snapshot: Snapshot) -> Result<(), StorageError> {
         let meta = &snapshot.meta;
-        if meta.index <= self.offset() {
+        if meta.index <= self.snap.meta.index {
             return Ok(()); // older than what we hold
         }
-        let keep_from = if self.term(meta.index).ok() == Some(meta.term) {
-            (meta.index - self.offset()) as usize
-        } else {
-            self.entries.len()
-        };
+        let keep_from =
+            if meta.index > self.offset() && self.term(meta.index).ok() == Some(meta.term) {
+                (meta.index - self.offset()) as usize
+            } else {
+                self.entries.len()
+            };
         self.entries.drain(..keep_from);
+        self.offset = (meta.index, meta.term);
         self.hard_state.commit = self.hard_state.commit.max(meta.index);
         self.conf_state = meta.conf_state.clone();
         self.snap = snapshot;
         Ok(())
     }
 
-    fn compact(&mut self, snapshot: Snapshot) -> Result<(), StorageError> {
+    fn compact(&mut self, snapshot: Snapshot, compact_to: LogIndex) -> Result<(), StorageError> {
         if !self.check_compact(&snapshot.meta)? {
             return Ok(());
         }
-        self.entries
-            .drain(..(snapshot.meta.index - self.offset()) as usize);
+        let compact_to = compact_to.min(snapshot.meta.index);
+        if compact_to > self.offset() {
+            let term = self.term(compact_to)?;
+            self.entries.drain(..(compact_to - self.offset()) as usize);
+            self.offset = (compact_to, term);
+        }
         self.conf_state = snapshot.meta.conf_state.clone();
         self.snap = snapshot;
         Ok(())

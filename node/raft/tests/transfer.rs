@@ -120,3 +120,77 @@ fn transfer_needs_a_voter_target() {
         .propose(Bytes::from_static(b"x"))
         .expect("no transfer started");
 }
+
+/// The member a stopping leader hands over to (etcd's
+/// `transferLeadershipOnShutdown` picks the most caught-up voter too): the
+/// other voter with the highest match index, never a learner, never itself;
+/// nobody on a follower or a leader alone.
+#[test]
+fn transfer_target_is_the_most_caught_up_voter() {
+    use flotilla_raft::{ConfState, HardState, Snapshot, SnapshotMeta};
+    let conf = ConfState {
+        voters: voters(3),
+        learners: vec![NodeId(4)],
+    };
+    let storage = MemStorage::from_parts(
+        HardState::default(),
+        Snapshot {
+            meta: SnapshotMeta {
+                conf_state: conf,
+                ..SnapshotMeta::default()
+            },
+            data: Bytes::new(),
+        },
+        Vec::new(),
+    );
+    let mut leader = core_with(config(1), storage);
+    assert_eq!(
+        leader.transfer_target(),
+        None,
+        "a follower hands over nothing"
+    );
+    elect(&mut leader);
+    for i in 0..4 {
+        leader
+            .propose(Bytes::from(format!("c{i}")))
+            .expect("leader");
+        handle(&mut leader);
+    }
+    // The learner is furthest ahead, yet only voters can take over.
+    leader.step(append_ack(4, 1, 1, 5));
+    leader.step(append_ack(2, 1, 1, 2));
+    leader.step(append_ack(3, 1, 1, 4));
+    handle(&mut leader);
+    assert_eq!(leader.transfer_target(), Some(NodeId(3)));
+    leader.step(append_ack(2, 1, 1, 5));
+    handle(&mut leader);
+    assert_eq!(leader.transfer_target(), Some(NodeId(2)));
+
+    // 3 catches up, then falls silent for a check-quorum round while 2
+    // keeps answering heartbeats: the live voter is chosen over the silent
+    // one, however caught up that one was.
+    leader.step(append_ack(3, 1, 1, 5));
+    handle(&mut leader);
+    assert_eq!(leader.transfer_target(), Some(NodeId(2)), "tie: lowest id");
+    leader.propose(Bytes::from_static(b"c4")).expect("leader");
+    handle(&mut leader);
+    leader.step(append_ack(3, 1, 1, 6));
+    handle(&mut leader);
+    assert_eq!(leader.transfer_target(), Some(NodeId(3)), "3 is ahead");
+    // The round resets at the election timeout; 2's next heartbeat answer
+    // (within a heartbeat interval) marks it again.
+    for _ in 0..ELECTION_TICKS + HEARTBEAT_TICKS {
+        leader.tick();
+        let ready = handle(&mut leader);
+        for round in heartbeat_rounds(&ready, 2) {
+            leader.step(msg(2, 1, 1, MessageBody::HeartbeatResponse { round }));
+        }
+    }
+    assert!(leader.state().1, "2 keeps the quorum");
+    assert_eq!(leader.transfer_target(), Some(NodeId(2)), "3 went silent");
+
+    let mut alone = core(1, 1);
+    elect(&mut alone);
+    assert!(alone.state().1);
+    assert_eq!(alone.transfer_target(), None, "no other voter");
+}

@@ -193,6 +193,15 @@ pub struct NodeArgs {
     /// accepted (4096 by default).
     #[arg(long, env = "FLOTILLA_MAX_CLIENT_CONNECTIONS")]
     pub max_client_connections: Option<usize>,
+    /// Raft log entries kept before each snapshot (etcd's default, 5000),
+    /// so that a member down for a few seconds catches up from the log
+    /// instead of receiving the whole snapshot.
+    #[arg(long, env = "FLOTILLA_SNAPSHOT_CATCHUP_ENTRIES")]
+    pub snapshot_catchup_entries: Option<u64>,
+    /// Milliseconds a stop (SIGTERM) may take in all, the leader's hand-off
+    /// of leadership included (at most half of it); 5000 by default.
+    #[arg(long, env = "FLOTILLA_SHUTDOWN_TIMEOUT_MS")]
+    pub shutdown_timeout_ms: Option<u64>,
 }
 
 /// One member of the initial cluster.
@@ -267,6 +276,11 @@ pub struct NodeConfig {
     pub max_concurrent_streams: u32,
     /// Most open client connections.
     pub max_client_connections: usize,
+    /// Raft log entries kept before each snapshot, for catching up.
+    pub snapshot_catchup_entries: u64,
+    /// How long a stop may take in all (the leader's hand-off of leadership
+    /// gets at most half).
+    pub shutdown_timeout: Duration,
 }
 
 /// etcd's default space quota (`DefaultQuotaBytes`), used when
@@ -430,7 +444,9 @@ impl NodeArgs {
             quota_backend_bytes,
             max_txn_ops,
             max_concurrent_streams,
-            max_client_connections
+            max_client_connections,
+            snapshot_catchup_entries,
+            shutdown_timeout_ms
         )
     }
 }
@@ -563,6 +579,20 @@ impl NodeConfig {
         }
         let auto_compaction =
             auto_compaction(args.auto_compaction_mode, args.auto_compaction_retention)?;
+        let snapshot_catchup_entries = args.snapshot_catchup_entries.unwrap_or(5_000);
+        if snapshot_catchup_entries > 10_000_000 {
+            return Err(invalid(
+                "snapshot-catchup-entries",
+                format!("{snapshot_catchup_entries} is above 10000000"),
+            ));
+        }
+        let shutdown_timeout_ms = args.shutdown_timeout_ms.unwrap_or(5_000);
+        if !(100..=600_000).contains(&shutdown_timeout_ms) {
+            return Err(invalid(
+                "shutdown-timeout-ms",
+                format!("{shutdown_timeout_ms} is outside 100..=600000"),
+            ));
+        }
         let data_dir = args
             .data_dir
             .unwrap_or_else(|| PathBuf::from(format!("{name}.flotilla")));
@@ -593,6 +623,8 @@ impl NodeConfig {
             max_txn_ops,
             max_concurrent_streams,
             max_client_connections,
+            snapshot_catchup_entries,
+            shutdown_timeout: Duration::from_millis(shutdown_timeout_ms),
         };
         let listens = [
             &config.client_listen,
@@ -607,6 +639,42 @@ impl NodeConfig {
             ));
         }
         Ok(config)
+    }
+}
+
+impl NodeConfig {
+    /// Logs the configuration in force, once, as one structured line: what
+    /// an operator checks first when a member behaves unexpectedly.
+    pub fn log_effective(&self) {
+        let initial_cluster: Vec<String> = self
+            .initial_cluster
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.peer_url))
+            .collect();
+        tracing::info!(
+            name = %self.name,
+            member_id = %format!("{:x}", self.member_id),
+            cluster_id = %format!("{:x}", self.cluster_id),
+            data_dir = %self.data_dir.display(),
+            initial_cluster = %initial_cluster.join(","),
+            cluster_state = ?self.cluster_state,
+            listen_client = %self.client_listen,
+            advertise_client = %self.client_advertise,
+            listen_peer = %self.peer_listen,
+            advertise_peer = %self.peer_advertise,
+            listen_metrics = %self.metrics_listen,
+            tick_ms = self.tick.as_millis() as u64,
+            election_ticks = self.election_ticks,
+            heartbeat_ticks = self.heartbeat_ticks,
+            read_mode = ?self.read_mode,
+            fsync = ?self.fsync,
+            snapshot_count = self.snapshot_count,
+            snapshot_catchup_entries = self.snapshot_catchup_entries,
+            max_request_bytes = self.max_request_bytes,
+            auto_compaction = ?self.auto_compaction,
+            shutdown_timeout_ms = self.shutdown_timeout.as_millis() as u64,
+            "effective configuration"
+        );
     }
 }
 

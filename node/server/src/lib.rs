@@ -12,6 +12,7 @@
 //! | [`join`] | who a member is at start: bootstrap, join a running cluster, restart; the discovery service |
 //! | [`kv`] | the etcd-compatible MVCC key-value state machine, leases, exactly-once sessions |
 //! | [`lease`] | etcd's Lease service and the leader's lease expiry loop |
+//! | [`lifecycle`] | handing leadership away before a stop (SIGTERM, `/prestop`); readiness after start |
 //! | [`member`] | running one member as a process (the `flotilla-node` binary) |
 //! | [`metrics`] | the Prometheus registry |
 //! | [`server`] | [`server::start`]: one member assembled from its parts, on listeners the caller binds |
@@ -28,6 +29,7 @@ pub mod http;
 pub mod join;
 pub mod kv;
 pub mod lease;
+pub mod lifecycle;
 pub mod member;
 pub mod metrics;
 pub mod server;

@@ -1,11 +1,37 @@
 //! Running one member as a process: bind the configured addresses, start,
-//! stop cleanly on Ctrl-C or SIGTERM.
+//! and stop on Ctrl-C or SIGTERM — a leader first hands leadership to the
+//! most caught-up voter, then everything stops within
+//! `--shutdown-timeout-ms` — or end at once, with a non-zero exit code,
+//! when a part of the member fails for good (a storage error above all).
+//!
+//! Two hidden environment variables exist for process-level tests only and
+//! must never be set in production: `FLOTILLA_TEST_ONLY_HOSTS_FILE` (member
+//! names resolve from that hosts-format file alone, re-read on every
+//! lookup; see [`flotilla_client::resolve::HostsFileResolve`]) and
+//! `FLOTILLA_TEST_ONLY_FAIL_FSYNC_AFTER=N` (the storage's `N`th fsync from
+//! start and every later one fail, through
+//! [`flotilla_storage::FaultyFs`]).
 
 use crate::config::{NodeArgs, NodeConfig};
-use crate::server::{NodeListeners, start};
-use anyhow::{Context, Result};
+use crate::server::{NodeIo, NodeListeners, RunningNode, start_with};
+use anyhow::{Context, Result, anyhow};
+use flotilla_client::resolve::HostsFileResolve;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::time::Instant;
+
+/// Test only: resolve member names from this hosts-format file.
+const TEST_HOSTS_FILE_ENV: &str = "FLOTILLA_TEST_ONLY_HOSTS_FILE";
+/// Test only: fail the storage's Nth fsync and every later one.
+const TEST_FAIL_FSYNC_ENV: &str = "FLOTILLA_TEST_ONLY_FAIL_FSYNC_AFTER";
+
+/// How long a member that failed for good spends stopping its servers (so
+/// that requests in flight get an answer) before the process ends.
+const FATAL_STOP: Duration = Duration::from_millis(500);
+/// How long the runtime waits for its blocking threads at exit.
+const RUNTIME_EXIT: Duration = Duration::from_millis(200);
 
 async fn bind(what: &str, addr: &str) -> Result<TcpListener> {
     TcpListener::bind(addr)
@@ -38,34 +64,89 @@ async fn stop_requested() {
     }
 }
 
-async fn run(config: NodeConfig) -> Result<()> {
+/// The test-only IO hooks the environment asks for (see the module docs).
+fn test_io() -> Result<NodeIo> {
+    let mut io = NodeIo::default();
+    if let Some(path) = std::env::var_os(TEST_HOSTS_FILE_ENV) {
+        tracing::warn!(file = ?path, "TEST ONLY: member names resolve from a test hosts file");
+        io.resolve = Arc::new(HostsFileResolve::new(path));
+    }
+    if let Ok(n) = std::env::var(TEST_FAIL_FSYNC_ENV) {
+        let n: u64 = n
+            .trim()
+            .parse()
+            .with_context(|| format!("{TEST_FAIL_FSYNC_ENV} must be a count"))?;
+        tracing::warn!(after = n, "TEST ONLY: storage fsyncs will fail");
+        let fs = flotilla_storage::FaultyFs::new();
+        fs.fail_fsync_after(n.max(1));
+        io.fs = Some(Arc::new(fs));
+    }
+    Ok(io)
+}
+
+/// How the member ended.
+enum Ended {
+    /// Asked to stop, and stopped within its time.
+    Stopped,
+    /// A part failed for good.
+    Failed(String),
+}
+
+async fn run(config: NodeConfig) -> Result<Ended> {
+    let io = test_io()?;
     let listeners = NodeListeners {
         client: bind("clients", &config.client_listen).await?,
         peer: bind("peers", &config.peer_listen).await?,
         http: bind("HTTP", &config.metrics_listen).await?,
     };
-    let node = start(config, listeners)
+    let shutdown_timeout = config.shutdown_timeout;
+    let node = start_with(config, listeners, io)
         .await
         .context("cannot start the member")?;
-    let failed = tokio::select! {
-        () = stop_requested() => None,
-        reason = node.failed() => Some(reason),
-    };
-    tracing::info!("stopping");
-    node.shutdown()
+    tokio::select! {
+        _ = stop_requested() => {}
+        reason = node.failed() => {
+            // Stop what can be stopped quickly, then end the process.
+            let _ = tokio::time::timeout(FATAL_STOP, node.shutdown()).await;
+            return Ok(Ended::Failed(reason));
+        }
+    }
+    // A second Ctrl-C or SIGTERM ends the stop at once.
+    tokio::select! {
+        stopped = stop(node, shutdown_timeout) => stopped.map(|()| Ended::Stopped),
+        _ = stop_requested() => Err(anyhow!("asked again to stop: stopping at once")),
+    }
+}
+
+/// The orderly stop: a leader hands leadership to the most caught-up voter
+/// (at most half of `timeout`), then every part stops, all within
+/// `timeout`. Writes already acknowledged are committed on a majority, so
+/// nothing acknowledged is lost however this ends.
+async fn stop(node: RunningNode, timeout: Duration) -> Result<()> {
+    let started = Instant::now();
+    let deadline = started + timeout;
+    tracing::info!(timeout_ms = timeout.as_millis() as u64, "stopping");
+    match node.hand_off().run().await {
+        Ok(done) => tracing::info!(
+            outcome = %done,
+            took_ms = started.elapsed().as_millis() as u64,
+            "leadership hand-off done"
+        ),
+        Err(e) => tracing::warn!(error = %e, "leadership hand-off failed; stopping anyway"),
+    }
+    node.shutdown_until(deadline)
         .await
         .context("the member stopped with an error")?;
-    if let Some(reason) = failed {
-        anyhow::bail!(reason);
-    }
-    tracing::info!("stopped");
+    tracing::info!(took_ms = started.elapsed().as_millis() as u64, "stopped");
     Ok(())
 }
 
 /// Runs one member until Ctrl-C or SIGTERM: what `flotilla-node` and the
 /// hidden `flotilla node` do. Sets up logging to stderr (`RUST_LOG`,
 /// default `info`). Exit codes: 0 after a clean stop, 1 when the member
-/// cannot start or fails, 2 on bad configuration.
+/// cannot start (a corrupt data directory, a port taken), fails while
+/// running (a storage error: logged as one `fatal:` line, exit within a
+/// second), or could not stop within its time; 2 on bad configuration.
 pub fn run_member(args: NodeArgs) -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -91,8 +172,15 @@ pub fn run_member(args: NodeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config)) {
-        Ok(()) => ExitCode::SUCCESS,
+    let ended = runtime.block_on(run(config));
+    // Threads blocked in IO (a hung fsync) must not hold the exit up.
+    runtime.shutdown_timeout(RUNTIME_EXIT);
+    match ended {
+        Ok(Ended::Stopped) => ExitCode::SUCCESS,
+        Ok(Ended::Failed(reason)) => {
+            tracing::error!(%reason, "fatal: the member cannot go on; exiting");
+            ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("flotilla-node: {e:#}");
             ExitCode::FAILURE

@@ -30,6 +30,12 @@ pub struct Metrics {
     pub fsync_seconds: Histogram,
     /// Round trips of peer message batches.
     pub peer_round_trip_seconds: Histogram,
+    /// Lookups of a member's host name that failed (each is retried).
+    pub resolve_failures: Counter,
+    /// Snapshots this member installed from a leader.
+    pub snapshots_installed: Counter,
+    /// Snapshots this member, as leader, started sending to a follower.
+    pub snapshots_sent: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -62,6 +68,9 @@ impl Metrics {
             // 50 µs .. ~1.6 s
             fsync_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
             peer_round_trip_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
+            resolve_failures: Counter::default(),
+            snapshots_installed: Counter::default(),
+            snapshots_sent: Counter::default(),
         };
         registry.register("raft_term", "Current Raft term", m.term.clone());
         registry.register(
@@ -95,6 +104,21 @@ impl Metrics {
             "peer_round_trip_seconds",
             "Time from a leader's heartbeat to its answer",
             m.peer_round_trip_seconds.clone(),
+        );
+        registry.register(
+            "resolve_failures",
+            "Lookups of a member's host name that failed (each is retried with backoff)",
+            m.resolve_failures.clone(),
+        );
+        registry.register(
+            "raft_snapshots_installed",
+            "Snapshots installed from a leader",
+            m.snapshots_installed.clone(),
+        );
+        registry.register(
+            "raft_snapshots_sent",
+            "Snapshots started to a follower that needed compacted entries",
+            m.snapshots_sent.clone(),
         );
         *m.registry.lock().expect("fresh lock") = registry;
         m

@@ -1,8 +1,11 @@
 //! [`start`]: one Flotilla member, assembled from its parts — disk storage,
 //! the state machine restored from its snapshot, the Raft core, the peer
 //! transport and service, the driver, the client gRPC services and the HTTP
-//! port — on listeners the caller binds. [`RunningNode::shutdown`] stops
-//! them in order.
+//! port — on listeners the caller binds ([`start_with`] also takes the
+//! resolver and file layer, for tests). [`RunningNode::failed`] resolves
+//! when a part fails for good (a storage error stops the driver), so that
+//! the process can end; [`RunningNode::hand_off`] moves leadership away;
+//! [`RunningNode::shutdown`] stops the parts in order.
 
 use crate::api::{
     Admission, AdmissionConfig, ApiContext, ClusterService, ForwardService, Forwarder,
@@ -16,15 +19,18 @@ use crate::http::{self, HttpState};
 use crate::join::{DiscoveryService, Identity, resolve_identity};
 use crate::kv::Lessor;
 use crate::lease::{LeaseExpiryConfig, LeaseService, spawn_lease_expiry};
+use crate::lifecycle::{HandOff, track_readiness};
 use crate::metrics::Metrics;
 use crate::state::{AppliedEvents, NodeStateMachine, StateConfig};
 use crate::transport::{self, FaultControl, GrpcTransport, PeerService, TransportConfig};
 use crate::watch::{WatchConfig, WatchService};
+use flotilla_client::resolve::{Resolve, Resolver, SystemResolve};
 use flotilla_proto::etcdserverpb::Member;
 use flotilla_proto::etcdserverpb::cluster_server::ClusterServer;
 use flotilla_proto::etcdserverpb::kv_server::KvServer;
 use flotilla_proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use flotilla_raft::{ConfState, Config, NodeId, Raft, ReadMode, Storage as _};
+use flotilla_storage::fs::FileSystem;
 use flotilla_storage::{DiskStorage, FsyncMode, StorageOptions};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -33,6 +39,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 /// How often the transport's peers are reconciled with the member table.
 const PEER_SYNC_INTERVAL: Duration = Duration::from_millis(200);
@@ -64,6 +71,27 @@ pub struct NodeListeners {
     pub peer: TcpListener,
     /// `/livez`, `/readyz`, `/metrics`.
     pub http: TcpListener,
+}
+
+/// What a member reaches the outside through, besides its listeners:
+/// injected so that tests control name resolution and the disk. The
+/// default is production's: the system's resolver and the real file
+/// system.
+#[derive(Clone, Debug)]
+pub struct NodeIo {
+    /// Looks up the host names in members' URLs, on every connection.
+    pub resolve: Arc<dyn Resolve>,
+    /// The storage's file layer; `None` is the real one.
+    pub fs: Option<Arc<dyn FileSystem>>,
+}
+
+impl Default for NodeIo {
+    fn default() -> Self {
+        NodeIo {
+            resolve: Arc::new(SystemResolve),
+            fs: None,
+        }
+    }
 }
 
 /// Why a member could not start.
@@ -108,6 +136,9 @@ pub enum RunError {
     /// A task panicked.
     #[error("task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+    /// A part did not stop within the time the stop had.
+    #[error("{0} did not stop in time")]
+    Overdue(&'static str),
 }
 
 /// A started member. Drop does not stop it: call [`RunningNode::shutdown`].
@@ -125,14 +156,41 @@ pub struct RunningNode {
     stop_clients: watch::Sender<bool>,
     /// Phase 2: the peer server, the driver, the HTTP port.
     stop_core: watch::Sender<bool>,
-    /// Set when the member can no longer serve and must stop (it was
-    /// removed from the cluster), with the reason.
-    fatal: watch::Receiver<Option<String>>,
     client_server: JoinHandle<Result<(), tonic::transport::Error>>,
     background: Vec<JoinHandle<()>>,
     peer_server: JoinHandle<Result<(), tonic::transport::Error>>,
     driver: JoinHandle<Result<(), flotilla_raft::StorageError>>,
     http_server: JoinHandle<std::io::Result<()>>,
+    /// Why the member failed for good, once a part has (or it was removed
+    /// from the cluster).
+    fatal: watch::Receiver<Option<String>>,
+    hand_off: HandOff<NodeStateMachine>,
+}
+
+/// Runs `part` of the member, which should run until `stopping` is set; if
+/// it ends before that, records why in `fatal` (the first reason wins), so
+/// that the process ends rather than live on serving nothing.
+async fn guarded<E: std::fmt::Display>(
+    part: &'static str,
+    fatal: watch::Sender<Option<String>>,
+    stopping: watch::Receiver<bool>,
+    task: impl Future<Output = Result<(), E>>,
+) -> Result<(), E> {
+    let result = task.await;
+    if !*stopping.borrow() {
+        let reason = match &result {
+            Ok(()) => format!("the {part} stopped by itself"),
+            Err(e) => format!("the {part} failed: {e}"),
+        };
+        fatal.send_if_modified(|first| {
+            let new = first.is_none();
+            if new {
+                *first = Some(reason);
+            }
+            new
+        });
+    }
+    result
 }
 
 fn signal(rx: &watch::Sender<bool>) -> impl Future<Output = ()> + Send + 'static {
@@ -153,6 +211,7 @@ fn raft_config(config: &NodeConfig, applied: u64) -> Config {
         ReadModeSetting::Lease => ReadMode::LeaseBased,
     };
     c.snapshot_after_entries = config.snapshot_count;
+    c.snapshot_catchup_entries = config.snapshot_catchup_entries;
     c.applied = applied;
     // etcd's --strict-reconfig-check: never remove (or add) a voter when
     // the voters that answer would then not make a quorum.
@@ -160,7 +219,11 @@ fn raft_config(config: &NodeConfig, applied: u64) -> Config {
     c
 }
 
-fn open_storage(config: &NodeConfig, identity: &Identity) -> Result<DiskStorage, StartError> {
+fn open_storage(
+    config: &NodeConfig,
+    identity: &Identity,
+    fs: Option<Arc<dyn FileSystem>>,
+) -> Result<DiskStorage, StartError> {
     let mut options = StorageOptions::new(config.cluster_id, config.member_id);
     options.fsync = match config.fsync {
         FsyncSetting::Always => FsyncMode::Always,
@@ -179,7 +242,10 @@ fn open_storage(config: &NodeConfig, identity: &Identity) -> Result<DiskStorage,
         }),
         Identity::Join { .. } | Identity::Restart { .. } => None,
     };
-    Ok(DiskStorage::open(&config.data_dir, options)?)
+    Ok(match fs {
+        Some(fs) => DiskStorage::open_with_fs(fs, &config.data_dir, options)?,
+        None => DiskStorage::open(&config.data_dir, options)?,
+    })
 }
 
 /// Starts a member of `config` on `listeners`: opens (or creates) its data
@@ -193,6 +259,16 @@ pub async fn start(
     config: NodeConfig,
     listeners: NodeListeners,
 ) -> Result<RunningNode, StartError> {
+    start_with(config, listeners, NodeIo::default()).await
+}
+
+/// [`start`], resolving names and reaching the disk through `io`.
+pub async fn start_with(
+    config: NodeConfig,
+    listeners: NodeListeners,
+    io: NodeIo,
+) -> Result<RunningNode, StartError> {
+    config.log_effective();
     let client_addr = listeners.client.local_addr()?;
     let peer_addr = listeners.peer.local_addr()?;
     let http_addr = listeners.http.local_addr()?;
@@ -216,7 +292,7 @@ pub async fn start(
         member_id: identity.member_id(),
         ..config
     };
-    let storage = tokio::task::block_in_place(|| open_storage(&config, &identity))?;
+    let storage = tokio::task::block_in_place(|| open_storage(&config, &identity, io.fs.clone()))?;
     let snapshot = storage.snapshot()?;
     // The store's limits stay the defaults on every member: applying must
     // give the same result everywhere, so they are not per-member settings.
@@ -233,10 +309,13 @@ pub async fn start(
         jitter_seed: config.member_id,
         ..TransportConfig::default()
     };
-    let transport = GrpcTransport::new(
+    let metrics = Arc::new(Metrics::new());
+    let resolver = Resolver::new(io.resolve.clone(), metrics.resolve_failures.clone());
+    let transport = GrpcTransport::with_resolver(
         config.cluster_id,
         transport_config.clone(),
         FaultControl::new(config.member_id),
+        resolver.clone(),
     );
     // The first peers: the members the cluster gave a joining member, else
     // the founders; the member table takes over as soon as it is applied.
@@ -257,7 +336,6 @@ pub async fn start(
         .collect();
     transport.set_peers(&initial_peers)?;
 
-    let metrics = Arc::new(Metrics::new());
     let (driver, raft) = Driver::new(
         raft,
         sm,
@@ -273,6 +351,18 @@ pub async fn start(
     let stop_core = watch::channel(false).0;
     let (fatal_tx, fatal) = watch::channel(None);
     let driver = driver.spawn_on_own_thread(format!("raft-{}", config.name), signal(&stop_core))?;
+    let driver = tokio::spawn(guarded(
+        "raft driver",
+        fatal_tx.clone(),
+        stop_core.subscribe(),
+        async move {
+            driver.await.unwrap_or_else(|e| {
+                Err(flotilla_raft::StorageError::Fatal(format!(
+                    "the driver task failed: {e}"
+                )))
+            })
+        },
+    ));
     let peer_service = PeerService::new(
         config.cluster_id,
         raft.clone(),
@@ -282,19 +372,43 @@ pub async fn start(
     let discovery = tonic::service::Routes::new(
         DiscoveryService::new(raft.clone(), config.cluster_id).into_server(),
     );
-    let peer_server = tokio::spawn(transport::serve_with(
-        listeners.peer,
-        peer_service,
-        discovery,
-        signal(&stop_core),
+    let peer_server = tokio::spawn(guarded(
+        "peer server",
+        fatal_tx.clone(),
+        stop_core.subscribe(),
+        transport::serve_with(listeners.peer, peer_service, discovery, signal(&stop_core)),
     ));
-    let http_server = tokio::spawn(http::serve(
-        listeners.http,
-        HttpState {
-            status: raft.watch_status(),
-            metrics,
-        },
-        signal(&stop_core),
+    // The hand-off (SIGTERM, /prestop) gets at most half the stop's time;
+    // a transfer the core abandoned is started again after an election
+    // timeout.
+    let hand_off = HandOff::new(
+        raft.clone(),
+        config.shutdown_timeout / 2,
+        config.tick * config.election_ticks,
+    );
+    let (caught_up_tx, caught_up) = watch::channel(false);
+    let pre_stop: http::PreStop = {
+        let hand_off = hand_off.clone();
+        Arc::new(move || {
+            let hand_off = hand_off.clone();
+            Box::pin(async move { hand_off.run().await })
+        })
+    };
+    let http_server = tokio::spawn(guarded(
+        "HTTP server",
+        fatal_tx.clone(),
+        stop_core.subscribe(),
+        http::serve(
+            listeners.http,
+            HttpState {
+                status: raft.watch_status(),
+                metrics,
+                caught_up,
+                fatal: fatal.clone(),
+                pre_stop,
+            },
+            signal(&stop_core),
+        ),
     ));
 
     let ctx = ApiContext {
@@ -302,7 +416,7 @@ pub async fn start(
         header: HeaderSource::new(config.cluster_id, config.member_id, raft.watch_status()),
         member_id: config.member_id,
         max_request_bytes: config.max_request_bytes,
-        forwarder: Forwarder::new(FORWARD_CHANNELS_MAX, FORWARD_TIMEOUT),
+        forwarder: Forwarder::new(FORWARD_CHANNELS_MAX, FORWARD_TIMEOUT).with_resolver(resolver),
         lessor: lessor.clone(),
         admission: Admission::new(
             AdmissionConfig {
@@ -384,12 +498,17 @@ pub async fn start(
             forward_closer.close();
         }
     };
-    let client_server = tokio::spawn(router.serve_with_incoming_shutdown(
-        limit_connections(
-            flotilla_client::coalesce::incoming(listeners.client),
-            config.max_client_connections,
+    let client_server = tokio::spawn(guarded(
+        "client server",
+        fatal_tx.clone(),
+        stop_clients.subscribe(),
+        router.serve_with_incoming_shutdown(
+            limit_connections(
+                flotilla_client::coalesce::incoming(listeners.client),
+                config.max_client_connections,
+            ),
+            stop_client_streams,
         ),
-        stop_client_streams,
     ));
 
     let founders: Vec<Member> = if founder {
@@ -444,8 +563,13 @@ pub async fn start(
                 member_id: config.member_id,
                 peer_url: config.peer_advertise.clone(),
                 timeout: config.discovery_timeout,
-                fatal: fatal_tx,
+                fatal: fatal_tx.clone(),
             },
+            stop_clients.subscribe(),
+        )),
+        tokio::spawn(track_readiness(
+            raft.clone(),
+            caught_up_tx,
             stop_clients.subscribe(),
         )),
     ];
@@ -468,12 +592,13 @@ pub async fn start(
         events,
         stop_clients,
         stop_core,
-        fatal,
         client_server,
         background,
         peer_server,
         driver,
         http_server,
+        fatal,
+        hand_off,
     })
 }
 
@@ -577,21 +702,6 @@ async fn watch_removal(w: RemovalWatch, mut shutdown: watch::Receiver<bool>) {
 }
 
 impl RunningNode {
-    /// Resolves, with the reason, once the member can no longer serve and
-    /// must stop (it was removed from the cluster). Never resolves
-    /// otherwise.
-    pub async fn failed(&self) -> String {
-        let mut fatal = self.fatal.clone();
-        loop {
-            if let Some(reason) = fatal.borrow_and_update().clone() {
-                return reason;
-            }
-            if fatal.changed().await.is_err() {
-                return std::future::pending().await;
-            }
-        }
-    }
-
     /// This member's id.
     pub fn member_id(&self) -> u64 {
         self.member_id
@@ -632,6 +742,32 @@ impl RunningNode {
         &self.events
     }
 
+    /// Why the member failed for good, if a part has: the driver stopped
+    /// on a storage error, a server ended on its own, or the member was
+    /// removed from the cluster.
+    pub fn fatal_error(&self) -> Option<String> {
+        self.fatal.borrow().clone()
+    }
+
+    /// Resolves, with the reason, once a part of the member failed for good
+    /// ([`RunningNode::fatal_error`]); never while the member is healthy.
+    /// The process should then end: the member can no longer do its job.
+    pub async fn failed(&self) -> String {
+        let mut fatal = self.fatal.clone();
+        match fatal.wait_for(Option::is_some).await {
+            Ok(reason) => reason.clone().unwrap_or_default(),
+            // The sender lives in the guarded tasks, which hold it until
+            // they end: gone only after a shutdown.
+            Err(_) => std::future::pending().await,
+        }
+    }
+
+    /// The leadership hand-off this member runs before it stops (and for
+    /// `/prestop`): see [`HandOff`].
+    pub fn hand_off(&self) -> &HandOff<NodeStateMachine> {
+        &self.hand_off
+    }
+
     /// Stops the member: first the client server (in-flight requests are
     /// answered while the driver still runs) and the background tasks, then
     /// the peer server (its open streams closed), the driver, the transport
@@ -639,6 +775,15 @@ impl RunningNode {
     /// 2 s, then closes those left. Returns the first error any part
     /// stopped with.
     pub async fn shutdown(self) -> Result<(), RunError> {
+        self.shutdown_until(Instant::now() + 4 * DRAIN_TIMEOUT)
+            .await
+    }
+
+    /// [`RunningNode::shutdown`], done by `deadline`: each server drains
+    /// for at most 2 s and no later than the deadline, and a part still
+    /// running then is left (aborted, or, for the driver's thread, left to
+    /// end with the process) with [`RunError::Overdue`].
+    pub async fn shutdown_until(self, deadline: Instant) -> Result<(), RunError> {
         self.stop_clients.send_replace(true);
         let mut first: Option<RunError> = None;
         let mut keep = |r: Result<(), RunError>| {
@@ -648,15 +793,24 @@ impl RunningNode {
                 first = Some(e);
             }
         };
-        keep(drained(self.client_server, "client").await);
-        for task in self.background {
-            keep(task.await.map_err(RunError::from));
+        keep(drained(self.client_server, "client", deadline).await);
+        for mut task in self.background {
+            match tokio::time::timeout_at(deadline, &mut task).await {
+                Ok(r) => keep(r.map_err(RunError::from)),
+                Err(_) => {
+                    task.abort();
+                    keep(Err(RunError::Overdue("a background task")));
+                }
+            }
         }
         self.stop_core.send_replace(true);
-        keep(drained(self.peer_server, "peer").await);
-        keep(flatten(self.driver.await));
+        keep(drained(self.peer_server, "peer", deadline).await);
+        match tokio::time::timeout_at(deadline, self.driver).await {
+            Ok(r) => keep(flatten(r)),
+            Err(_) => keep(Err(RunError::Overdue("the raft driver"))),
+        }
         self.transport.shutdown();
-        keep(drained(self.http_server, "http").await);
+        keep(drained(self.http_server, "http", deadline).await);
         match first {
             Some(e) => Err(e),
             None => Ok(()),
@@ -665,14 +819,17 @@ impl RunningNode {
 }
 
 /// Waits for a server task to finish its graceful shutdown, at most
-/// [`DRAIN_TIMEOUT`]; then aborts it. The server has closed its listener by
-/// then, so the port is free; connections still open end when their
-/// clients close them, and requests on them fail once the driver stopped.
+/// [`DRAIN_TIMEOUT`] and no later than `deadline`; then aborts it. The
+/// server has closed its listener by then, so the port is free; connections
+/// still open end when their clients close them, and requests on them fail
+/// once the driver stopped.
 async fn drained<E: Into<RunError>>(
     mut server: JoinHandle<Result<(), E>>,
     name: &str,
+    deadline: Instant,
 ) -> Result<(), RunError> {
-    match tokio::time::timeout(DRAIN_TIMEOUT, &mut server).await {
+    let until = deadline.min(Instant::now() + DRAIN_TIMEOUT);
+    match tokio::time::timeout_at(until, &mut server).await {
         Ok(result) => flatten(result),
         Err(_) => {
             tracing::warn!(

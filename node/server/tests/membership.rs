@@ -179,7 +179,10 @@ async fn id_of(c: &ProcessCluster, i: usize) -> u64 {
 /// Asserts that member `i` stopped by itself, with a non-zero exit and the
 /// reason in its log.
 async fn assert_stopped_as_removed(c: &mut ProcessCluster, i: usize) {
-    let status = c.wait_exit(i).await;
+    let status = c
+        .wait_exit(i, PROCESS_WAIT)
+        .await
+        .unwrap_or_else(|| panic!("removed member {i} still runs; log:\n{}", c.log_tail(i)));
     assert!(
         !status.success(),
         "a removed member exits with an error: {status}"

@@ -81,7 +81,8 @@ impl fmt::Debug for DiskStorage {
         f.debug_struct("DiskStorage")
             .field("dir", &self.dir)
             .field("hard_state", &self.mirror.hard_state())
-            .field("snapshot_index", &self.offset())
+            .field("snapshot_index", &self.mirror.snapshot_index())
+            .field("first_index", &self.first_index())
             .field("last_index", &self.last_index())
             .field("segments", &self.segments.len())
             .field("fatal", &self.fatal)
@@ -173,7 +174,9 @@ impl DiskStorage {
         })
     }
 
-    /// The snapshot's index: `offsets[i]` is that of entry `offset() + 1 + i`.
+    /// The index before the first held entry (the snapshot's, or below it
+    /// when a compaction kept catch-up entries): `offsets[i]` is that of
+    /// entry `offset() + 1 + i`.
     fn offset(&self) -> LogIndex {
         self.mirror.first_index() - 1
     }
@@ -401,6 +404,10 @@ impl Storage for DiskStorage {
         self.mirror.first_index()
     }
 
+    fn snapshot_index(&self) -> LogIndex {
+        self.mirror.snapshot_index()
+    }
+
     fn last_index(&self) -> LogIndex {
         self.mirror.last_index()
     }
@@ -448,10 +455,11 @@ impl Storage for DiskStorage {
     fn apply_snapshot(&mut self, snapshot: Snapshot) -> Result<(), StorageError> {
         self.check()?;
         let index = snapshot.meta.index;
-        if index <= self.offset() {
+        if index <= self.mirror.snapshot_index() {
             return Ok(()); // older than what we hold
         }
-        let keep = self.mirror.term(index).ok() == Some(snapshot.meta.term);
+        let keep =
+            index > self.offset() && self.mirror.term(index).ok() == Some(snapshot.meta.term);
         self.io("writing a snapshot", |s| s.write_snapshot(&snapshot))?;
         let (meta, covered) = (snapshot.meta.clone(), (index - self.offset()) as usize);
         // The mirror raises its commit index to at least the snapshot's. On
@@ -467,13 +475,13 @@ impl Storage for DiskStorage {
         Ok(())
     }
 
-    fn compact(&mut self, snapshot: Snapshot) -> Result<(), StorageError> {
+    fn compact(&mut self, snapshot: Snapshot, compact_to: LogIndex) -> Result<(), StorageError> {
         self.check()?;
         if !self.mirror.check_compact(&snapshot.meta)? {
             return Ok(());
         }
         self.io("writing a snapshot", |s| s.write_snapshot(&snapshot))?;
-        self.compact_written(snapshot.meta)
+        self.compact_written(snapshot.meta, compact_to)
     }
 
     /// Writes the snapshot file exactly as [`Storage::compact`] does (an
@@ -496,16 +504,27 @@ impl Storage for DiskStorage {
         }))
     }
 
-    fn compact_written(&mut self, meta: SnapshotMeta) -> Result<(), StorageError> {
+    /// Entries between `compact_to` and the snapshot stay in memory and on
+    /// disk; recovery does not load them again (a restarted member's log
+    /// starts after its snapshot).
+    fn compact_written(
+        &mut self,
+        meta: SnapshotMeta,
+        compact_to: LogIndex,
+    ) -> Result<(), StorageError> {
         self.check()?;
         if !self.mirror.check_compact(&meta)? {
             return Ok(());
         }
-        let covered = (meta.index - self.offset()) as usize;
-        self.mirror.compact(Snapshot {
-            meta: meta.clone(),
-            data: Bytes::new(),
-        })?;
+        let before = self.offset();
+        self.mirror.compact(
+            Snapshot {
+                meta: meta.clone(),
+                data: Bytes::new(),
+            },
+            compact_to,
+        )?;
+        let covered = (self.offset() - before) as usize;
         self.offsets.drain(..covered);
         self.io("removing compacted segments", Self::remove_covered_segments)?;
         self.remove_old_snapshots(&meta);

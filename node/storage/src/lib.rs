@@ -53,8 +53,14 @@
 //!    from the leader, and entries past the saved commit index are applied
 //!    again only once re-committed.
 //! 4. **Snapshots.** `compact` and `apply_snapshot` write the snapshot file
-//!    atomically, then delete whole segments the snapshot covers (a
-//!    segment straddling it stays; recovery skips covered entries). When
+//!    atomically, then delete whole segments the compaction covers (a
+//!    segment straddling it stays; recovery skips covered entries).
+//!    `compact` discards the log only up to the compaction point the core
+//!    gives (the snapshot's index less its catch-up entries); the entries
+//!    between stay in memory and on disk for followers a little behind,
+//!    until the next compaction. Recovery loads the log from the snapshot
+//!    on, so a restarted member keeps no catch-up entries until its next
+//!    snapshot (it holds everything since its last one anyway). When
 //!    `apply_snapshot` discards the log, all segments go and an empty one
 //!    starts after the snapshot.
 //!    `compact` can also run in two halves: a

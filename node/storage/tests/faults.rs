@@ -120,7 +120,7 @@ fn a_failed_fsync_is_fatal_and_stays_fatal() {
     assert_fatal(s.term(1));
     assert_fatal(s.initial_state());
     assert_fatal(s.snapshot());
-    assert_fatal(s.compact(flotilla_raft::Snapshot::default()));
+    assert_fatal(s.compact(flotilla_raft::Snapshot::default(), 0));
     // What was acknowledged before the failure is still there after restart.
     drop(s);
     let s = DiskStorage::open(dir.path(), options()).unwrap();
@@ -165,7 +165,7 @@ fn a_failed_snapshot_write_is_fatal() {
         },
         data: Bytes::from_static(b"s"),
     };
-    assert_fatal(s.compact(snap.clone()));
+    assert_fatal(s.compact(snap.clone(), 2));
     assert_fatal(s.apply_snapshot(snap));
     assert_fatal(s.entries(3, 4, u64::MAX));
 }
@@ -183,7 +183,7 @@ fn the_snapshot_is_read_back_from_its_file_and_damage_is_fatal() {
         },
         data: Bytes::from(vec![3u8; 4096]),
     };
-    s.compact(snap.clone()).unwrap();
+    s.compact(snap.clone(), 2).unwrap();
     assert_eq!(s.snapshot().unwrap(), snap);
     // The data lives in the file only: damage there shows on the next read.
     let path = dir

@@ -15,9 +15,11 @@ enum Op {
         n: u64,
         term: u64,
     },
-    /// Compact at `back` entries before the end.
+    /// Compact at `back` entries before the end, keeping `keep` entries
+    /// before the snapshot.
     Compact {
         back: u64,
+        keep: u64,
     },
     /// Install a leader snapshot `ahead` entries past the end (or inside).
     Install {
@@ -31,7 +33,7 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => (0..4u64, 1..6u64, 1..4u64).prop_map(|(back, n, term)| Op::Save { back, n, term }),
-        1 => (0..6u64).prop_map(|back| Op::Compact { back }),
+        1 => (0..6u64, 0..4u64).prop_map(|(back, keep)| Op::Compact { back, keep }),
         1 => (0..4u64, 0..3u64, any::<bool>())
             .prop_map(|(back, ahead, term_bump)| Op::Install { back, ahead, term_bump }),
         1 => Just(Op::Reopen),
@@ -78,11 +80,24 @@ fn assert_same(disk: &DiskStorage, model: &MemStorage) {
     assert_eq!(disk.term(lo - 1).unwrap(), model.term(lo - 1).unwrap());
 }
 
+/// The model as a restart leaves it: entries a compaction kept before the
+/// snapshot are not loaded again.
+fn reopened(model: &MemStorage) -> MemStorage {
+    let snap = model.snapshot().unwrap();
+    let (first, last) = (snap.meta.index + 1, model.last_index());
+    let entries = model.entries(first, last + 1, u64::MAX).unwrap();
+    MemStorage::from_parts(model.hard_state(), snap, entries)
+}
+
 fn apply(op: &Op, disk: &mut DiskStorage, model: &mut MemStorage) {
     let last = model.last_index();
     match *op {
         Op::Save { back, n, term } => {
-            let from = (last + 1).saturating_sub(back).max(model.first_index());
+            // Raft never rewrites what a snapshot covers, even where a
+            // compaction kept those entries.
+            let from = (last + 1)
+                .saturating_sub(back)
+                .max(model.snapshot_index() + 1);
             // Terms never go down along the log, as in Raft.
             let term = Term(model.term(from - 1).unwrap().0 + term);
             let entries: Vec<Entry> = (from..from + n)
@@ -96,12 +111,13 @@ fn apply(op: &Op, disk: &mut DiskStorage, model: &mut MemStorage) {
             model.save(None, &entries).unwrap();
             disk.save(None, &entries).unwrap();
         }
-        Op::Compact { back } => {
+        Op::Compact { back, keep } => {
             let index = last.saturating_sub(back);
             if index >= model.first_index() {
                 let snap = snapshot(index, model.term(index).unwrap());
-                model.compact(snap.clone()).unwrap();
-                disk.compact(snap).unwrap();
+                let compact_to = index.saturating_sub(keep);
+                model.compact(snap.clone(), compact_to).unwrap();
+                disk.compact(snap, compact_to).unwrap();
             }
         }
         Op::Install {
@@ -136,11 +152,12 @@ proptest! {
             if matches!(op, Op::Reopen) {
                 drop(disk);
                 disk = DiskStorage::open(dir.path(), options()).unwrap();
+                model = reopened(&model);
             }
             assert_same(&disk, &model);
         }
         drop(disk);
         let disk = DiskStorage::open(dir.path(), options()).unwrap();
-        assert_same(&disk, &model);
+        assert_same(&disk, &reopened(&model));
     }
 }

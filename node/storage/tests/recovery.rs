@@ -379,7 +379,7 @@ fn compaction_keeps_one_snapshot_and_removes_covered_segments() {
         s.save(None, &[entry(i)]).unwrap();
     }
     assert_eq!(s.segment_paths().len(), 4); // 1-2, 3-4, 5-6, 7-8
-    s.compact(snapshot(5, 1)).unwrap();
+    s.compact(snapshot(5, 1), 5).unwrap();
     // 1-2 and 3-4 are wholly covered; 5-6 straddles and stays.
     assert_eq!(s.segment_paths().len(), 2);
     assert_eq!(
@@ -405,7 +405,7 @@ fn a_snapshot_written_aside_compacts_only_when_still_newest() {
         .expect("disk storage writes snapshots aside");
     std::thread::scope(|scope| scope.spawn(|| writer(&snapshot(10, 1))).join().unwrap()).unwrap();
     assert_eq!(s.first_index(), 1, "the log waits for compact_written");
-    s.compact_written(snapshot(10, 1).meta).unwrap();
+    s.compact_written(snapshot(10, 1).meta, 10).unwrap();
     assert_eq!(s.first_index(), 11);
     assert_eq!(all(&s), range(11, 20));
 
@@ -414,13 +414,40 @@ fn a_snapshot_written_aside_compacts_only_when_still_newest() {
     let writer = s.snapshot_writer().unwrap();
     s.apply_snapshot(snapshot(15, 1)).unwrap();
     writer(&snapshot(12, 1)).unwrap();
-    s.compact_written(snapshot(12, 1).meta).unwrap();
+    s.compact_written(snapshot(12, 1).meta, 12).unwrap();
     assert_eq!(s.first_index(), 16);
     assert_eq!(s.snapshot().unwrap(), snapshot(15, 1));
     drop(s);
     let s = DiskStorage::open(dir.path(), options()).unwrap();
     assert_eq!(s.snapshot().unwrap(), snapshot(15, 1));
     assert_eq!(all(&s), range(16, 20));
+}
+
+/// A compaction that keeps catch-up entries before the snapshot removes
+/// only the segments wholly before them; at open the log starts after the
+/// snapshot again (the kept entries are for followers of a running leader).
+#[test]
+fn compaction_keeps_catchup_entries_until_a_restart() {
+    let opts = StorageOptions {
+        segment_bytes_max: 2 * FRAME_BYTES as u64,
+        ..options()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = DiskStorage::open(dir.path(), opts.clone()).unwrap();
+    for i in 1..=8 {
+        s.save(None, &[entry(i)]).unwrap();
+    }
+    s.compact(snapshot(6, 1), 3).unwrap();
+    assert_eq!((s.first_index(), s.snapshot_index()), (4, 6));
+    assert_eq!(all(&s), range(4, 8));
+    // 1-2 is wholly compacted; 3-4 holds the first kept entry.
+    assert_eq!(s.segment_paths().len(), 3);
+    s.save(None, &[entry(9)]).unwrap();
+    drop(s);
+    let s = DiskStorage::open(dir.path(), opts).unwrap();
+    assert_eq!((s.first_index(), s.snapshot_index()), (7, 6));
+    assert_eq!(all(&s), range(7, 9));
+    assert_eq!(s.snapshot().unwrap(), snapshot(6, 1));
 }
 
 #[test]

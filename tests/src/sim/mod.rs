@@ -103,11 +103,13 @@ impl Scenario {
 }
 
 impl Scenario {
-    /// Mixed faults plus snapshots (every 30 entries, sent in small chunks),
+    /// Mixed faults plus snapshots (every 30 entries, sent in small chunks,
+    /// with 10 entries kept before each for followers a little behind),
     /// membership churn, and crashes part-way through persisting.
     pub fn snapshots_membership(name: &'static str, test_target: &'static str) -> Scenario {
         let mut s = Scenario::mixed(name, test_target);
         s.raft.snapshot_after_entries = 30;
+        s.raft.snapshot_catchup_entries = 10;
         s.raft.max_snapshot_chunk_bytes = 256;
         s.nemesis.torn_crashes = true;
         s.nemesis.membership = true;

@@ -706,7 +706,7 @@ mod tests {
         );
         let channel = tonic::transport::Endpoint::from_shared(url)
             .unwrap()
-            .connect_with_connector_lazy(flotilla_client::coalesce::Connector);
+            .connect_with_connector_lazy(flotilla_client::coalesce::Connector::default());
         let config = WriteForwardConfig {
             stall_timeout: Duration::from_millis(300),
             ..WriteForwardConfig::for_request_limit(1024)

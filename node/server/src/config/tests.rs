@@ -394,3 +394,62 @@ fn quota_and_request_limits_read_etcds_flags() {
     let c = with(&["--config-file", path]).expect("valid");
     assert_eq!((c.quota_backend_bytes, c.max_txn_ops), (Some(4096), 7));
 }
+
+#[test]
+fn catchup_entries_and_shutdown_timeout_have_defaults_flags_and_limits() {
+    let c = parse(&["--name", "n1", "--initial-cluster", CLUSTER]).expect("valid");
+    assert_eq!(c.snapshot_catchup_entries, 5_000, "etcd's default");
+    assert_eq!(c.shutdown_timeout, Duration::from_secs(5));
+    let c = parse(&[
+        "--name",
+        "n1",
+        "--initial-cluster",
+        CLUSTER,
+        "--snapshot-catchup-entries",
+        "0",
+        "--shutdown-timeout-ms",
+        "1500",
+    ])
+    .expect("valid");
+    assert_eq!(c.snapshot_catchup_entries, 0);
+    assert_eq!(c.shutdown_timeout, Duration::from_millis(1500));
+    for (flag, value) in [
+        ("--shutdown-timeout-ms", "10"),
+        ("--snapshot-catchup-entries", "20000000"),
+    ] {
+        let err = parse(&["--name", "n1", "--initial-cluster", CLUSTER, flag, value])
+            .expect_err("out of range")
+            .to_string();
+        assert!(err.contains(&flag[2..]), "{err:?} names {flag}");
+    }
+}
+
+/// Under Kubernetes members advertise DNS names (a headless Service's
+/// `<pod>.<service>.<namespace>.svc`) and listen on every interface: the
+/// names are taken as they are (resolved later, on every connection), the
+/// listen addresses need not match them.
+#[test]
+fn dns_names_are_advertised_while_listening_on_any_address() {
+    let cluster = "db-0=http://db-0.db-peers.ns.svc:2380,\
+                   db-1=http://db-1.db-peers.ns.svc:2380,\
+                   db-2=http://db-2.db-peers.ns.svc:2380";
+    let c = parse(&[
+        "--name",
+        "db-1",
+        "--initial-cluster",
+        cluster,
+        "--listen-peer-urls",
+        "http://0.0.0.0:2380",
+        "--listen-client-urls",
+        "http://0.0.0.0:2379",
+        "--advertise-client-urls",
+        "http://db-1.db-peers.ns.svc:2379",
+        "--listen-metrics-urls",
+        "http://0.0.0.0:2381",
+    ])
+    .expect("valid");
+    assert_eq!(c.peer_advertise, "http://db-1.db-peers.ns.svc:2380");
+    assert_eq!(c.peer_listen, "0.0.0.0:2380");
+    assert_eq!(c.client_listen, "0.0.0.0:2379");
+    assert_eq!(c.client_advertise, "http://db-1.db-peers.ns.svc:2379");
+}

@@ -48,6 +48,10 @@ pub(crate) enum Request<M: StateMachine> {
         to: NodeId,
         reply: oneshot::Sender<Result<(), DriverError>>,
     },
+    /// Hand leadership to the most caught-up other voter, if any.
+    TransferAway {
+        reply: oneshot::Sender<Result<Option<NodeId>, DriverError>>,
+    },
 }
 
 /// What the driver publishes after every `Ready`.
@@ -223,6 +227,14 @@ impl<M: StateMachine> RaftHandle<M> {
     pub async fn transfer_leader(&self, to: NodeId) -> Result<(), DriverError> {
         self.call(|reply| Request::TransferLeader { to, reply })
             .await
+    }
+
+    /// On the leader: starts handing leadership to the most caught-up other
+    /// voter (see [`flotilla_raft::Raft::transfer_target`]) and names it;
+    /// `None` when there is no other voter. `NotLeader` on a follower.
+    /// The transfer completes (or is abandoned) later: watch the status.
+    pub async fn transfer_away(&self) -> Result<Option<NodeId>, DriverError> {
+        self.call(|reply| Request::TransferAway { reply }).await
     }
 
     /// Delivers a message from a peer. Never waits: when the inbound queue

@@ -347,13 +347,17 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
         self.raft.step(m);
     }
 
-    /// Remembers when heartbeats left, to time their answers.
+    /// Remembers when heartbeats left, to time their answers, and counts
+    /// snapshots starting on their way.
     fn note_sent(&mut self, messages: &[Message]) {
-        if self.metrics.is_none() {
+        let Some(metrics) = &self.metrics else {
             return;
-        }
+        };
         let now = Instant::now();
         for m in messages {
+            if let MessageBody::InstallSnapshot { offset: 0, .. } = m.body {
+                metrics.snapshots_sent.inc();
+            }
             if let MessageBody::Heartbeat { round, .. } = m.body {
                 if self.rtt_probes.len() >= RTT_PROBES_MAX {
                     // Unanswered probes (a peer down): start over.
@@ -402,12 +406,24 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
                 self.change_membership(prepare, reply);
             }
             Request::TransferLeader { to, reply } => {
-                let result = self.raft.transfer_leader(to).map_err(|e| match e {
-                    flotilla_raft::TransferError::NotLeader { leader_hint } => {
-                        DriverError::NotLeader { leader_hint }
+                let result = self.raft.transfer_leader(to).map_err(transfer_error);
+                let _ = reply.send(result);
+            }
+            Request::TransferAway { reply } => {
+                let result = match self.raft.transfer_target() {
+                    Some(to) => self
+                        .raft
+                        .transfer_leader(to)
+                        .map(|()| Some(to))
+                        .map_err(transfer_error),
+                    None if self.raft.state().1 => Ok(None),
+                    None => {
+                        let leader = self.raft.status().soft_state.leader;
+                        Err(DriverError::NotLeader {
+                            leader_hint: leader.is_some().then_some(leader),
+                        })
                     }
-                    other => DriverError::Rejected(other.to_string()),
-                });
+                };
                 let _ = reply.send(result);
             }
             Request::Read { read } => {
@@ -534,6 +550,9 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
                     total_ms = started.elapsed().as_millis() as u64,
                     "installed a snapshot from the leader"
                 );
+                if let Some(m) = &self.metrics {
+                    m.snapshots_installed.inc();
+                }
                 self.applied = snapshot.meta.index;
                 // Proposals the snapshot covers were decided elsewhere.
                 let covered: Vec<LogIndex> = self
@@ -834,6 +853,15 @@ fn blocking<R>(owns_thread: bool, io: impl FnOnce() -> R) -> R {
         io()
     } else {
         tokio::task::block_in_place(io)
+    }
+}
+
+fn transfer_error(e: flotilla_raft::TransferError) -> DriverError {
+    match e {
+        flotilla_raft::TransferError::NotLeader { leader_hint } => {
+            DriverError::NotLeader { leader_hint }
+        }
+        other => DriverError::Rejected(other.to_string()),
     }
 }
 

@@ -7,6 +7,7 @@ use super::fault::FaultControl;
 use super::peer::PeerTask;
 use super::stats::{Counter, TransportMetrics, TransportStats};
 use crate::driver::Transport;
+use flotilla_client::resolve::Resolver;
 use flotilla_raft::{Message, NodeId};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -48,6 +49,7 @@ struct Shared {
     faults: FaultControl,
     metrics: TransportMetrics,
     runtime: tokio::runtime::Handle,
+    connector: flotilla_client::coalesce::Connector,
     peers: Mutex<HashMap<NodeId, PeerEntry>>,
 }
 
@@ -82,12 +84,27 @@ impl std::fmt::Debug for GrpcTransport {
 }
 
 impl GrpcTransport {
-    /// A transport with no peers yet, for messages of cluster `cluster_id`.
+    /// A transport with no peers yet, for messages of cluster `cluster_id`,
+    /// resolving peers' names through the system's resolver.
     ///
     /// # Panics
     ///
     /// Outside a tokio runtime: peer tasks are spawned on the current one.
     pub fn new(cluster_id: u64, config: TransportConfig, faults: FaultControl) -> Self {
+        GrpcTransport::with_resolver(cluster_id, config, faults, Resolver::system())
+    }
+
+    /// [`GrpcTransport::new`], resolving peers' names through `resolver`.
+    /// A peer URL may name its host (`http://n1.peers.ns.svc:2380`): every
+    /// connection attempt resolves it again, so a peer that restarts on a
+    /// new address is reached there, and one whose name does not resolve
+    /// yet is retried with the usual backoff.
+    pub fn with_resolver(
+        cluster_id: u64,
+        config: TransportConfig,
+        faults: FaultControl,
+        resolver: Resolver,
+    ) -> Self {
         GrpcTransport {
             shared: Arc::new(Shared {
                 cluster_id,
@@ -95,6 +112,7 @@ impl GrpcTransport {
                 faults,
                 metrics: TransportMetrics::default(),
                 runtime: tokio::runtime::Handle::current(),
+                connector: flotilla_client::coalesce::Connector::new(resolver),
                 peers: Mutex::new(HashMap::new()),
             }),
         }
@@ -176,6 +194,7 @@ impl GrpcTransport {
         let task = PeerTask {
             peer,
             endpoint,
+            connector: s.connector.clone(),
             queue: queue_rx,
             config: s.config.clone(),
             faults: s.faults.clone(),

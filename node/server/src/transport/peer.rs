@@ -68,6 +68,8 @@ impl Backoff {
 pub(crate) struct PeerTask {
     pub(crate) peer: NodeId,
     pub(crate) endpoint: Endpoint,
+    /// Resolves the peer's host afresh on every connection attempt.
+    pub(crate) connector: flotilla_client::coalesce::Connector,
     pub(crate) queue: mpsc::Receiver<Message>,
     pub(crate) config: Arc<TransportConfig>,
     pub(crate) faults: FaultControl,
@@ -93,6 +95,8 @@ impl PeerTask {
             let channel = match self.connect().await {
                 Ok(channel) => channel,
                 Err(e) => {
+                    // A name that does not resolve is logged (once per
+                    // streak) and counted by the resolver.
                     tracing::debug!(peer = %self.peer, error = %e, "cannot connect to peer");
                     self.metrics.incr(Counter::ConnectFailures);
                     self.metrics
@@ -134,8 +138,7 @@ impl PeerTask {
         // HTTP/2 handshake.
         match tokio::time::timeout(
             self.config.connect_timeout,
-            self.endpoint
-                .connect_with_connector(flotilla_client::coalesce::Connector),
+            self.endpoint.connect_with_connector(self.connector.clone()),
         )
         .await
         {

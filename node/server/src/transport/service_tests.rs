@@ -29,7 +29,12 @@ struct Recording {
 
 impl Recording {
     async fn start() -> Recording {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        Recording::start_on("127.0.0.1:0").await
+    }
+
+    /// A recording service listening on `addr`.
+    async fn start_on(addr: &str) -> Recording {
+        let listener = TcpListener::bind(addr).await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let received = Received::default();
         let sink = {
@@ -222,4 +227,63 @@ async fn the_transport_keeps_order_and_applies_faults() {
 
     transport.shutdown();
     r.stop().await;
+}
+
+/// A peer URL may name its host, as in Kubernetes. While the name does not
+/// resolve, messages are dropped and the failed lookups counted, and the
+/// transport keeps retrying (never an error); once it resolves, messages
+/// flow; when the name moves to another address — the peer restarted on a
+/// new IP — the transport reconnects there, because every connection
+/// attempt resolves the name again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_named_peer_is_resolved_again_on_every_connection() {
+    use flotilla_client::resolve::{Resolver, StaticResolve};
+    let table = StaticResolve::new();
+    let resolver = Resolver::new(Arc::new(table.clone()), Default::default());
+    let first = Recording::start().await;
+    let port = first.addr.port();
+    let transport = GrpcTransport::with_resolver(
+        CLUSTER,
+        test_config(),
+        FaultControl::default(),
+        resolver.clone(),
+    );
+    transport
+        .add_peer(NodeId(2), &format!("http://peer-2.flotilla.test:{port}"))
+        .expect("a name is a valid peer URL");
+    let mut sender = transport.clone();
+    let mut round = 0;
+    let mut send_until = async |what: &str, done: &dyn Fn() -> bool| {
+        for _ in 0..2000 {
+            if done() {
+                return;
+            }
+            round += 1;
+            crate::driver::Transport::send(&mut sender, vec![heartbeat(round)]);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("timed out waiting for {what}: {:?}", transport.stats());
+    };
+
+    send_until("failed lookups", &|| resolver.failures() >= 3).await;
+    assert!(first.received().is_empty());
+    assert!(transport.stats().connect_failures >= 3);
+
+    table.set("peer-2.flotilla.test", &["127.0.0.1".parse().expect("ip")]);
+    send_until("delivery once the name resolves", &|| {
+        !first.received().is_empty()
+    })
+    .await;
+
+    // The peer comes back on another address, same name and port.
+    let second = Recording::start_on(&format!("127.0.0.2:{port}")).await;
+    first.stop().await;
+    table.set("peer-2.flotilla.test", &["127.0.0.2".parse().expect("ip")]);
+    send_until("delivery at the new address", &|| {
+        !second.received().is_empty()
+    })
+    .await;
+    assert!(transport.stats().reconnects >= 1, "{:?}", transport.stats());
+    transport.shutdown();
+    second.stop().await;
 }

@@ -66,6 +66,8 @@ pub fn node_config(
         max_txn_ops: 128,
         max_concurrent_streams: u32::MAX,
         max_client_connections: 4096,
+        snapshot_catchup_entries: 5_000,
+        shutdown_timeout: Duration::from_secs(5),
     }
 }
 

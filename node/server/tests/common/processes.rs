@@ -5,7 +5,8 @@
 //! dropped, also when a test panics; a panicking test also gets the tail of
 //! every member's log. Waits are bounded; nothing asserts on durations.
 
-#![allow(dead_code)] // each test binary uses part of it
+// Each test binary uses a different subset of these helpers.
+#![allow(dead_code)]
 
 use flotilla_proto::etcdserverpb::StatusRequest;
 use flotilla_proto::etcdserverpb::maintenance_client::MaintenanceClient;
@@ -51,6 +52,11 @@ pub struct ProcessOptions {
     pub token: &'static str,
     /// More flags for every member.
     pub extra_args: Vec<String>,
+    /// Members advertise (and know each other by) host names
+    /// `n<i>.flotilla.test`, resolved from the cluster's test hosts file
+    /// ([`ProcessCluster::set_hosts`], through the test-only
+    /// `FLOTILLA_TEST_ONLY_HOSTS_FILE`), instead of loopback addresses.
+    pub named: bool,
 }
 
 impl Default for ProcessOptions {
@@ -62,6 +68,7 @@ impl Default for ProcessOptions {
             snapshot_count: 100,
             token: "kv-crashes",
             extra_args: Vec::new(),
+            named: false,
         }
     }
 }
@@ -79,6 +86,12 @@ pub struct Member {
     child: Option<Child>,
     /// Times this member was started.
     pub starts: u32,
+    /// The loopback address it listens on (any of 127.0.0.0/8 on Linux).
+    pub ip: String,
+    /// The name it is advertised by, when the cluster is `named`.
+    pub host: Option<String>,
+    /// More environment for its next starts (test-only hooks).
+    pub env: Vec<(String, String)>,
     /// For a member added after the cluster started: the
     /// `--initial-cluster` it joins with (`--initial-cluster-state
     /// existing`), as `etcdctl member add` prints it.
@@ -89,16 +102,26 @@ pub struct Member {
 
 impl Member {
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        format!("http://{}:{}", self.ip, self.client_port)
     }
 
-    pub fn is_running(&self) -> bool {
-        self.child.is_some()
+    /// Where its HTTP port (probes, metrics, /prestop) listens.
+    pub fn http_addr(&self) -> String {
+        format!("{}:{}", self.ip, self.http_port)
     }
 
     /// Its advertised peer URL.
     pub fn peer_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.peer_port)
+        format!("http://{}:{}", self.advertised(), self.peer_port)
+    }
+
+    /// How other members reach it: its name, or its address.
+    fn advertised(&self) -> &str {
+        self.host.as_deref().unwrap_or(&self.ip)
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
     }
 }
 
@@ -110,6 +133,8 @@ pub struct ProcessCluster {
     options: ProcessOptions,
     /// Printed when a test panics while the cluster is up: how to replay it.
     pub replay_hint: String,
+    /// The test hosts file of a `named` cluster.
+    hosts_file: PathBuf,
     logs: tempfile::TempDir,
 }
 
@@ -214,36 +239,10 @@ impl ProcessCluster {
     }
 
     /// Three members with their ports and empty data folders, not started:
-    /// a test may fill the folders (a restored snapshot) first.
+    /// a test may fill the folders (a restored snapshot) first. In a
+    /// `named` cluster the names resolve (to 127.0.0.1) from the start.
     pub fn prepare(options: ProcessOptions, replay_hint: String) -> ProcessCluster {
-        let logs = tempfile::tempdir().expect("tempdir");
-        let ports = free_ports(9);
-        let members: Vec<Member> = (0..3)
-            .map(|i| Member {
-                name: format!("n{}", i + 1),
-                client_port: ports[3 * i],
-                peer_port: ports[3 * i + 1],
-                http_port: ports[3 * i + 2],
-                data_dir: tempfile::tempdir().expect("tempdir"),
-                log_path: logs.path().join(format!("n{}.log", i + 1)),
-                child: None,
-                starts: 0,
-                join_cluster: None,
-                extra_args: Vec::new(),
-            })
-            .collect();
-        let initial_cluster = members
-            .iter()
-            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
-            .collect::<Vec<_>>()
-            .join(",");
-        ProcessCluster {
-            members,
-            initial_cluster,
-            options,
-            replay_hint,
-            logs,
-        }
+        ProcessCluster::prepare_resolvable(options, replay_hint, true)
     }
 
     /// Starts every member of a [`ProcessCluster::prepare`]d cluster and
@@ -258,9 +257,87 @@ impl ProcessCluster {
         self.wait_ready().await;
     }
 
-    /// The `--initial-cluster` flag every member gets.
+    /// The `--initial-cluster` flag every founding member gets.
     pub fn initial_cluster(&self) -> &str {
         &self.initial_cluster
+    }
+
+    /// Starts the three members' processes without waiting for anything.
+    /// In a `named` cluster, the names resolve (to 127.0.0.1) from the
+    /// start if `resolvable`; otherwise the hosts file is empty and no name
+    /// resolves until [`ProcessCluster::set_hosts`].
+    pub fn spawn_all(
+        options: ProcessOptions,
+        replay_hint: String,
+        resolvable: bool,
+    ) -> ProcessCluster {
+        let mut c = ProcessCluster::prepare_resolvable(options, replay_hint, resolvable);
+        for i in 0..c.members.len() {
+            c.spawn(i);
+        }
+        c
+    }
+
+    fn prepare_resolvable(
+        options: ProcessOptions,
+        replay_hint: String,
+        resolvable: bool,
+    ) -> ProcessCluster {
+        let logs = tempfile::tempdir().expect("tempdir");
+        let ports = free_ports(9);
+        let members: Vec<Member> = (0..3)
+            .map(|i| Member {
+                name: format!("n{}", i + 1),
+                client_port: ports[3 * i],
+                peer_port: ports[3 * i + 1],
+                http_port: ports[3 * i + 2],
+                data_dir: tempfile::tempdir().expect("tempdir"),
+                log_path: logs.path().join(format!("n{}.log", i + 1)),
+                child: None,
+                starts: 0,
+                ip: "127.0.0.1".into(),
+                host: options.named.then(|| format!("n{}.flotilla.test", i + 1)),
+                env: Vec::new(),
+                join_cluster: None,
+                extra_args: Vec::new(),
+            })
+            .collect();
+        let initial_cluster = members
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.peer_url()))
+            .collect::<Vec<_>>()
+            .join(",");
+        let hosts_file = logs.path().join("hosts");
+        std::fs::write(&hosts_file, "").expect("hosts file");
+        let c = ProcessCluster {
+            members,
+            initial_cluster,
+            options,
+            replay_hint,
+            hosts_file,
+            logs,
+        };
+        if c.options.named && resolvable {
+            let all: Vec<(usize, String)> = (0..3).map(|i| (i, "127.0.0.1".into())).collect();
+            c.set_hosts(&all);
+        }
+        c
+    }
+
+    /// Rewrites the test hosts file (atomically: a member never reads half
+    /// of it) so that member `i`'s name resolves to `ip` for each given
+    /// pair, and no other name resolves.
+    pub fn set_hosts(&self, entries: &[(usize, String)]) {
+        let text: String = entries
+            .iter()
+            .map(|(i, ip)| {
+                let host = self.members[*i].host.as_deref().expect("a named cluster");
+                format!("{ip} {host}\n")
+            })
+            .collect();
+        let tmp = self.hosts_file.with_extension("tmp");
+        std::fs::write(&tmp, text).expect("write hosts");
+        std::fs::rename(&tmp, &self.hosts_file).expect("replace hosts");
     }
 
     fn command(&self, i: usize) -> Command {
@@ -272,7 +349,15 @@ impl ProcessCluster {
                 cmd.env_remove(name);
             }
         }
-        let url = |port: u16| format!("http://127.0.0.1:{port}");
+        let url = |port: u16| format!("http://{}:{port}", m.ip);
+        let advertised = format!("http://{}:{}", m.advertised(), m.client_port);
+        if self.options.named {
+            cmd.env("FLOTILLA_TEST_ONLY_HOSTS_FILE", &self.hosts_file);
+        }
+        for (name, value) in &m.env {
+            cmd.env(name, value);
+        }
+        cmd.args(&self.options.extra_args);
         let (initial_cluster, state) = match &m.join_cluster {
             Some(cluster) => (cluster.as_str(), "existing"),
             None => (self.initial_cluster.as_str(), "new"),
@@ -287,18 +372,18 @@ impl ProcessCluster {
             .arg(initial_cluster)
             .arg("--initial-cluster-state")
             .arg(state)
+            .arg("--initial-cluster-token")
+            .arg(self.options.token)
             .arg("--initial-advertise-peer-urls")
-            .arg(url(m.peer_port))
+            .arg(m.peer_url())
             .arg("--discovery-timeout-ms")
             .arg("500")
             .arg("--join-timeout-ms")
             .arg(PROCESS_WAIT.as_millis().to_string())
-            .arg("--initial-cluster-token")
-            .arg(self.options.token)
             .arg("--listen-client-urls")
             .arg(url(m.client_port))
             .arg("--advertise-client-urls")
-            .arg(url(m.client_port))
+            .arg(advertised)
             .arg("--listen-peer-urls")
             .arg(url(m.peer_port))
             .arg("--listen-metrics-urls")
@@ -315,7 +400,6 @@ impl ProcessCluster {
             .arg("1")
             .arg("--snapshot-count")
             .arg(self.options.snapshot_count.to_string())
-            .args(&self.options.extra_args)
             .args(&m.extra_args);
         cmd
     }
@@ -346,7 +430,7 @@ impl ProcessCluster {
     /// Waits until member `i` answers Status. If its process exits first
     /// (a port taken while it was down), starts it again, a bounded number
     /// of times.
-    async fn wait_serving(&mut self, i: usize) {
+    pub async fn wait_serving(&mut self, i: usize) {
         let url = self.members[i].url();
         for attempt in 1..=START_ATTEMPTS {
             let deadline = tokio::time::Instant::now() + PROCESS_WAIT;
@@ -389,8 +473,8 @@ impl ProcessCluster {
             .collect()
     }
 
-    /// A member not yet started, on free ports, with an empty data folder:
-    /// it joins the running cluster with `join_cluster` as its
+    /// A member not yet started, on free loopback ports, with an empty data
+    /// folder: it joins the running cluster with `join_cluster` as its
     /// `--initial-cluster` (set it before [`ProcessCluster::start_member`]).
     pub fn add_spare(&mut self) -> usize {
         let ports = free_ports(3);
@@ -404,6 +488,9 @@ impl ProcessCluster {
             log_path: self.logs.path().join(format!("n{n}.log")),
             child: None,
             starts: 0,
+            ip: "127.0.0.1".into(),
+            host: None,
+            env: Vec::new(),
             join_cluster: Some(String::new()),
             extra_args: Vec::new(),
         });
@@ -421,27 +508,13 @@ impl ProcessCluster {
     /// its process to exit and returns its exit status and log.
     pub async fn start_expecting_exit(&mut self, i: usize) -> (std::process::ExitStatus, String) {
         self.spawn(i);
-        let status = self.wait_exit(i).await;
-        (status, tail(&self.members[i].log_path, LOG_TAIL_LINES))
-    }
-
-    /// Waits (bounded) until member `i`'s process exits on its own; its
-    /// exit status.
-    pub async fn wait_exit(&mut self, i: usize) -> std::process::ExitStatus {
-        let deadline = tokio::time::Instant::now() + PROCESS_WAIT;
-        loop {
-            let child = self.members[i].child.as_mut().expect("running");
-            if let Some(status) = child.try_wait().expect("try_wait") {
-                self.members[i].child = None;
-                return status;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
+        let status = self.wait_exit(i, PROCESS_WAIT).await.unwrap_or_else(|| {
+            panic!(
                 "member {i} did not exit within the wait; log:\n{}",
                 tail(&self.members[i].log_path, LOG_TAIL_LINES)
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            )
+        });
+        (status, tail(&self.members[i].log_path, LOG_TAIL_LINES))
     }
 
     /// The last lines of member `i`'s log.
@@ -463,6 +536,80 @@ impl ProcessCluster {
         );
     }
 
+    /// Asks member `i` to stop (SIGTERM), as Kubernetes does, and waits
+    /// (bounded) for its process to end; returns how it ended and how long
+    /// after the signal it did.
+    pub async fn terminate(&mut self, i: usize) -> (std::process::ExitStatus, Duration) {
+        let sent = std::time::Instant::now();
+        self.signal(i, Signal::TERM);
+        let status = self.wait_exit(i, PROCESS_WAIT).await.unwrap_or_else(|| {
+            panic!(
+                "member {i} did not stop within {PROCESS_WAIT:?} of SIGTERM; log:\n{}",
+                tail(&self.members[i].log_path, LOG_TAIL_LINES)
+            )
+        });
+        (status, sent.elapsed())
+    }
+
+    /// Waits at most `bound` for member `i`'s process to end on its own;
+    /// reaps it and returns how it ended, or `None` if it still runs.
+    pub async fn wait_exit(
+        &mut self,
+        i: usize,
+        bound: Duration,
+    ) -> Option<std::process::ExitStatus> {
+        let deadline = tokio::time::Instant::now() + bound;
+        loop {
+            let child = self.members[i].child.as_mut().expect("member is running");
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                self.members[i].child = None;
+                return Some(status);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Member `i`'s log so far.
+    pub fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(&self.members[i].log_path).unwrap_or_default()
+    }
+
+    /// `GET path` on member `i`'s HTTP port: status code and body, or
+    /// `None` if it does not answer within a second.
+    pub async fn http_get(&self, i: usize, path: &str) -> Option<(u16, String)> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = self.members[i].http_addr();
+        let call = async {
+            let mut s = tokio::net::TcpStream::connect(&addr).await.ok()?;
+            let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            s.write_all(req.as_bytes()).await.ok()?;
+            let mut buf = String::new();
+            s.read_to_string(&mut buf).await.ok()?;
+            let code = buf.get(9..12)?.parse().ok()?;
+            let body = buf.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+            Some((code, body))
+        };
+        tokio::time::timeout(Duration::from_secs(1), call)
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// The value of the Prometheus sample `name` (no labels) on member
+    /// `i`'s `/metrics`, if it answers and has it.
+    pub async fn metric(&self, i: usize, name: &str) -> Option<f64> {
+        let (code, body) = self.http_get(i, "/metrics").await?;
+        if code != 200 {
+            return None;
+        }
+        body.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+    }
+
     /// Freezes member `i` (SIGSTOP): its process stays, its sockets stay
     /// open, it does nothing (as in a long pause of the machine or the
     /// process) until [`ProcessCluster::resume`].
@@ -480,6 +627,12 @@ impl ProcessCluster {
         if let Err(e) = kill_process(Pid::from_child(child), signal) {
             panic!("cannot send {signal:?} to member {i}: {e}");
         }
+    }
+
+    /// Starts member `i`'s process again from its data folder, without
+    /// waiting for it (it may be meant to fail).
+    pub fn spawn_again(&mut self, i: usize) {
+        self.spawn(i);
     }
 
     /// Starts member `i` again from its data folder, on the same ports,

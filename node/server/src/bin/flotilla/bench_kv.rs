@@ -198,7 +198,7 @@ async fn connect_load(endpoint: &str, timeout: Duration) -> Result<KvClient<Conn
         .parse()
         .with_context(|| format!("bad endpoint {endpoint}"))?;
     let connecting = async {
-        let io = flotilla_client::coalesce::Connector
+        let io = flotilla_client::coalesce::Connector::default()
             .call(uri.clone())
             .await
             .with_context(|| format!("cannot connect to {url}"))?;
@@ -221,7 +221,7 @@ async fn connect(endpoint: &str, timeout: Duration) -> Result<Channel> {
         .with_context(|| format!("bad endpoint {endpoint}"))?
         .connect_timeout(Duration::from_secs(3))
         .timeout(timeout)
-        .connect_with_connector(flotilla_client::coalesce::Connector)
+        .connect_with_connector(flotilla_client::coalesce::Connector::default())
         .await
         .with_context(|| format!("cannot connect to {url}"))
 }

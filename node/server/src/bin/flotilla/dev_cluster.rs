@@ -35,18 +35,22 @@ pub struct DevClusterArgs {
     exit_when_ready: bool,
 }
 
-struct Member {
-    name: String,
-    client: u16,
-    http: u16,
-    child: Child,
+/// One member process on loopback.
+pub(crate) struct Member {
+    pub(crate) name: String,
+    pub(crate) client: u16,
+    pub(crate) http: u16,
+    pub(crate) child: Child,
 }
 
 /// The program that runs a member, and the arguments that come before the
 /// member's flags.
-fn node_program(args: &DevClusterArgs) -> Result<(PathBuf, Vec<&'static str>)> {
-    if let Some(bin) = &args.node_bin {
-        return Ok((bin.clone(), Vec::new()));
+pub(crate) type NodeProgram = (PathBuf, Vec<&'static str>);
+
+/// `node_bin`, or this executable's own `node` command.
+pub(crate) fn node_program(node_bin: Option<&std::path::Path>) -> Result<NodeProgram> {
+    if let Some(bin) = node_bin {
+        return Ok((bin.to_path_buf(), Vec::new()));
     }
     // This executable's own `node` command, not a `flotilla-node` found
     // beside it: `cargo run --bin flotilla` rebuilds only this binary, and a
@@ -56,7 +60,7 @@ fn node_program(args: &DevClusterArgs) -> Result<(PathBuf, Vec<&'static str>)> {
 }
 
 /// Whether `GET /readyz` on `port` answers 200.
-async fn ready(port: u16) -> bool {
+pub(crate) async fn ready(port: u16) -> bool {
     let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
         return false;
     };
@@ -69,22 +73,32 @@ async fn ready(port: u16) -> bool {
     matches!(read, Ok(Ok(_))) && buf.starts_with(b"HTTP/1.1 200")
 }
 
-fn spawn(
-    (bin, prefix): &(PathBuf, Vec<&'static str>),
-    args: &DevClusterArgs,
+/// The `--initial-cluster` of `members` members at `base_port`.
+pub(crate) fn initial_cluster(members: u16, base_port: u16) -> String {
+    let cluster: Vec<String> = (0..members)
+        .map(|i| format!("n{}=http://127.0.0.1:{}", i + 1, base_port + 100 + i))
+        .collect();
+    cluster.join(",")
+}
+
+/// Starts member `i` (from 0) of `cluster`: data in `dir/n<i+1>`, its log
+/// appended to `dir/n<i+1>.log`, ports as `--base-port` says.
+pub(crate) fn spawn(
+    (bin, prefix): &NodeProgram,
+    dir: &std::path::Path,
+    base_port: u16,
+    no_fsync: bool,
     i: u16,
     cluster: &str,
 ) -> Result<Member> {
     let name = format!("n{}", i + 1);
-    let (client, peer, http) = (
-        args.base_port + i,
-        args.base_port + 100 + i,
-        args.base_port + 200 + i,
-    );
-    let data = args.dir.join(&name);
-    std::fs::create_dir_all(&args.dir)
-        .with_context(|| format!("cannot create {}", args.dir.display()))?;
-    let log = std::fs::File::create(args.dir.join(format!("{name}.log")))?;
+    let (client, peer, http) = (base_port + i, base_port + 100 + i, base_port + 200 + i);
+    let data = dir.join(&name);
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let log = std::fs::File::options()
+        .create(true)
+        .append(true)
+        .open(dir.join(format!("{name}.log")))?;
     let mut cmd = Command::new(bin);
     cmd.args(prefix)
         .arg("--name")
@@ -99,11 +113,13 @@ fn spawn(
         .arg(format!("http://127.0.0.1:{peer}"))
         .arg("--listen-metrics-urls")
         .arg(format!("http://127.0.0.1:{http}"))
+        // Plain text in the log files, without colour codes.
+        .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
         .kill_on_drop(true);
-    if args.no_fsync {
+    if no_fsync {
         cmd.arg("--fsync").arg("never");
     }
     let child = cmd
@@ -119,7 +135,7 @@ fn spawn(
 
 /// Asks a member to stop (SIGTERM), then kills it if it has not within a
 /// few seconds.
-async fn stop(member: &mut Member) {
+pub(crate) async fn stop(member: &mut Member) {
     if let Some(pid) = member.child.id() {
         let _ = Command::new("kill")
             .arg("-TERM")
@@ -140,14 +156,18 @@ pub async fn run(args: DevClusterArgs) -> Result<()> {
     if args.members == 0 || args.members > 9 {
         bail!("--members must be between 1 and 9");
     }
-    let program = node_program(&args)?;
-    let cluster: Vec<String> = (0..args.members)
-        .map(|i| format!("n{}=http://127.0.0.1:{}", i + 1, args.base_port + 100 + i))
-        .collect();
-    let cluster = cluster.join(",");
+    let program = node_program(args.node_bin.as_deref())?;
+    let cluster = initial_cluster(args.members, args.base_port);
     let mut members = Vec::new();
     for i in 0..args.members {
-        match spawn(&program, &args, i, &cluster) {
+        match spawn(
+            &program,
+            &args.dir,
+            args.base_port,
+            args.no_fsync,
+            i,
+            &cluster,
+        ) {
             Ok(m) => members.push(m),
             Err(e) => {
                 for m in &mut members {

@@ -14,8 +14,9 @@
 //! | `cluster.rs` | `cluster status` |
 //! | `snapshot.rs` | `snapshot save/status/restore` |
 //! | `dev_cluster.rs` | `dev-cluster` |
-//! | `bench_kv.rs`, `bench_log.rs` | `bench kv`, `bench log` |
+//! | `bench_kv.rs`, `bench_log.rs`, `bench_failover.rs` | `bench kv`, `bench log`, `bench failover` |
 
+mod bench_failover;
 mod bench_kv;
 mod bench_log;
 mod cluster;
@@ -97,6 +98,9 @@ enum BenchCommand {
     /// throughput and latency percentiles of puts or ranges.
     #[command(subcommand)]
     Kv(bench_kv::KvBench),
+    /// Stops the leader of a local 3-member cluster under a write load,
+    /// several times, and times the first write a new leader accepts.
+    Failover(bench_failover::FailoverArgs),
 }
 
 /// Output formats, as etcdctl's `--write-out`.
@@ -128,6 +132,9 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
         Command::Bench(BenchCommand::Log(args)) => {
             bench_log::bench_log(args, cli.write_out).map(|()| done)
         }
+        Command::Bench(BenchCommand::Failover(args)) => runtime()?
+            .block_on(bench_failover::run(args, cli.write_out))
+            .map(|()| done),
         Command::Bench(BenchCommand::Kv(cmd)) => {
             runtime()?.block_on(bench_kv::run(cmd, &cli.endpoints, cli.write_out))
         }

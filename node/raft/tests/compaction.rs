@@ -1,0 +1,193 @@
+//! Log compaction with catch-up entries (Raft §7; etcd's
+//! `SnapshotCatchUpEntries`): a compaction keeps the last entries before
+//! the snapshot, so a follower a little behind is sent entries, and only one
+//! further behind than that is sent the snapshot.
+
+mod common;
+
+use common::*;
+use flotilla_raft::{Bytes, MemStorage, Message, MessageBody, NodeId, Storage};
+
+/// Snapshot every this many applied entries in these tests.
+const SNAPSHOT_EVERY: u64 = 10;
+
+/// A leader of three (term 1) keeping `keep` entries before each snapshot,
+/// whose log holds its no-op and 20 commands (indexes 1..=21), all
+/// committed through member 2 and applied; member 3 has answered nothing.
+/// It then snapshots at 21.
+fn compacted_leader(keep: u64) -> Core {
+    let mut config = config(1);
+    config.snapshot_catchup_entries = keep;
+    config.snapshot_after_entries = SNAPSHOT_EVERY;
+    let mut leader = core_with(config, MemStorage::new_with_voters(&voters(3)));
+    elect(&mut leader);
+    for i in 0..20 {
+        leader
+            .propose(Bytes::from(format!("c{i}")))
+            .expect("leader");
+        handle(&mut leader);
+    }
+    leader.step(append_ack(2, 1, 1, 21));
+    while leader.has_ready() {
+        handle(&mut leader);
+    }
+    assert_eq!(leader.status().applied, 21);
+    assert!(leader.snapshot_due());
+    let meta = leader
+        .compact(Bytes::from_static(b"state"))
+        .expect("compact");
+    assert_eq!(meta.index, 21);
+    leader
+}
+
+/// What the leader sends member 3 once 3 says its log matches up to
+/// `matched`.
+fn sent_after_ack(leader: &mut Core, matched: u64) -> Vec<Message> {
+    leader.step(append_ack(3, 1, 1, matched));
+    handle(leader)
+        .messages
+        .into_iter()
+        .filter(|m| m.to == NodeId(3))
+        .collect()
+}
+
+/// Raft §7 with catch-up entries: the compaction at 21 keeps 17..=21, so a
+/// follower that matches up to 18 is sent 19..=21 by AppendEntries, not the
+/// snapshot.
+#[test]
+fn a_follower_within_the_kept_entries_is_sent_entries() {
+    let mut leader = compacted_leader(5);
+    assert_eq!(leader.storage().snapshot_index(), 21);
+    assert_eq!(leader.storage().first_index(), 17, "16 entries compacted");
+
+    let sent = sent_after_ack(&mut leader, 18);
+    assert!(!sent.is_empty(), "the follower is sent something");
+    for m in &sent {
+        match &m.body {
+            MessageBody::AppendEntries {
+                prev_log_index,
+                entries,
+                ..
+            } => {
+                assert_eq!(*prev_log_index, 18);
+                let indexes: Vec<u64> = entries.iter().map(|e| e.index).collect();
+                assert_eq!(indexes, [19, 20, 21]);
+            }
+            other => panic!("expected AppendEntries, got {other:?}"),
+        }
+    }
+}
+
+/// The kept entries' first one is reachable too: a follower matching right
+/// before it (16) is sent AppendEntries whose previous entry is the last
+/// compacted one, whose term the storage still knows.
+#[test]
+fn a_follower_right_at_the_compaction_point_is_sent_entries() {
+    let mut leader = compacted_leader(5);
+    let sent = sent_after_ack(&mut leader, 16);
+    assert!(
+        !sent.is_empty()
+            && sent.iter().all(|m| matches!(
+                m.body,
+                MessageBody::AppendEntries {
+                    prev_log_index: 16,
+                    ..
+                }
+            )),
+        "{sent:?}"
+    );
+}
+
+/// Raft §7: a follower that needs an entry before the kept ones (it matches
+/// only up to 10) is sent the snapshot.
+#[test]
+fn a_follower_behind_the_kept_entries_is_sent_the_snapshot() {
+    let mut leader = compacted_leader(5);
+    let sent = sent_after_ack(&mut leader, 10);
+    let kinds = kinds(&sent);
+    assert!(kinds.contains(&"InstallSnapshot"), "{kinds:?}");
+    assert!(!kinds.contains(&"AppendEntries"), "{kinds:?}");
+    let MessageBody::InstallSnapshot { meta, offset, .. } = &sent[0].body else {
+        panic!("expected InstallSnapshot, got {:?}", sent[0]);
+    };
+    assert_eq!((meta.index, *offset), (21, 0));
+}
+
+/// Without catch-up entries (the core's default) the same follower at 18
+/// needs the snapshot: the compaction discarded everything it covers.
+#[test]
+fn without_catchup_entries_a_follower_behind_the_snapshot_is_sent_it() {
+    let mut leader = compacted_leader(0);
+    assert_eq!(leader.storage().first_index(), 22);
+    let sent = sent_after_ack(&mut leader, 18);
+    assert!(kinds(&sent).contains(&"InstallSnapshot"), "{sent:?}");
+}
+
+/// The next snapshot is due `snapshot_after_entries` after the last
+/// snapshot, not after the first kept entry: keeping entries does not make
+/// snapshots more frequent.
+#[test]
+fn snapshots_are_due_counting_from_the_snapshot_not_the_kept_entries() {
+    let mut leader = compacted_leader(5);
+    assert!(!leader.snapshot_due());
+    leader.step(append_ack(3, 1, 1, 21));
+    handle(&mut leader);
+    for i in 0..SNAPSHOT_EVERY {
+        assert!(!leader.snapshot_due(), "due after {i} entries");
+        leader
+            .propose(Bytes::from(format!("d{i}")))
+            .expect("leader");
+        handle(&mut leader);
+        leader.step(append_ack(2, 1, 1, 22 + i));
+        while leader.has_ready() {
+            handle(&mut leader);
+        }
+    }
+    assert!(leader.snapshot_due());
+    leader.compact(Bytes::from_static(b"s2")).expect("compact");
+    assert_eq!(
+        (
+            leader.storage().snapshot_index(),
+            leader.storage().first_index()
+        ),
+        (31, 27)
+    );
+}
+
+/// A member restarted over storage holding kept entries resumes with the
+/// snapshot's configuration and its applied index, and as leader again
+/// sends a follower within the kept entries what it lacks.
+#[test]
+fn a_restart_over_kept_entries_resumes_from_the_snapshot() {
+    let leader = compacted_leader(5);
+    let storage = leader.into_storage();
+    let mut config = config(1);
+    config.snapshot_catchup_entries = 5;
+    config.applied = storage.snapshot_index();
+    let mut restarted = core_with(config, storage);
+    assert_eq!(restarted.status().applied, 21);
+    assert_eq!(restarted.conf_state().voters, voters(3));
+    elect(&mut restarted);
+    let sent = sent_after_ack_term(&mut restarted, 19, 2);
+    assert!(
+        !sent.is_empty()
+            && sent.iter().all(|m| matches!(
+                m.body,
+                MessageBody::AppendEntries {
+                    prev_log_index: 19,
+                    ..
+                }
+            )),
+        "{sent:?}"
+    );
+}
+
+/// [`sent_after_ack`] for a leader of `term`.
+fn sent_after_ack_term(leader: &mut Core, matched: u64, term: u64) -> Vec<Message> {
+    leader.step(append_ack(3, 1, term, matched));
+    handle(leader)
+        .messages
+        .into_iter()
+        .filter(|m| m.to == NodeId(3))
+        .collect()
+}
