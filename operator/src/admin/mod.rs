@@ -1,7 +1,12 @@
 //! The operator's view of a Flotilla cluster's membership: the [`NodeAdmin`]
 //! trait over etcd's Cluster and Maintenance APIs, its gRPC implementation
-//! ([`GrpcAdmin`]) and, for tests, an in-memory cluster (`fake`).
+//! ([`GrpcAdmin`]) and, for tests, an in-memory cluster (`fake`); the
+//! broker's topic calls ([`broker::BrokerAdmin`]) and an in-memory broker
+//! (`broker_fake`).
 
+pub mod broker;
+#[cfg(test)]
+pub mod broker_fake;
 #[cfg(test)]
 pub mod fake;
 mod grpc;

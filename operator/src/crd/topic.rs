@@ -1,10 +1,7 @@
 //! The `Topic` kind: a broker topic on a [`super::RaftCluster`].
 //!
-//! Only the type and its CRD live here for now. Its reconciler needs the
-//! broker's admin API (create topic, add partitions, alter config, delete),
-//! which the node does not serve yet; it will be a module of its own beside
-//! `raft_cluster` in [`crate::reconcile`], and the reasons its Ready
-//! condition uses are fixed here so both sides agree on them.
+//! Its reconciler is [`crate::reconcile::topic`]; the reasons its Ready
+//! condition uses are fixed here.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::CustomResource;
@@ -200,6 +197,9 @@ pub enum TopicReadyReason {
     NotSupported,
     /// An older Topic resource already names this topic; the older one wins.
     ResourceConflict,
+    /// The broker refused a change (e.g. a replication factor above the
+    /// broker count); the message carries its words.
+    BrokerRefused,
 }
 
 impl TopicReadyReason {
@@ -210,6 +210,7 @@ impl TopicReadyReason {
             TopicReadyReason::ClusterNotReady => "ClusterNotReady",
             TopicReadyReason::NotSupported => "NotSupported",
             TopicReadyReason::ResourceConflict => "ResourceConflict",
+            TopicReadyReason::BrokerRefused => "BrokerRefused",
         }
     }
 }

@@ -1,8 +1,9 @@
-//! Reconcilers. [`raft_cluster`] runs RaftClusters; the Topic reconciler
-//! will be `topic.rs` beside it, calling the broker's admin API (not served
-//! by the node yet) the way `raft_cluster` calls [`crate::admin`].
+//! Reconcilers. [`raft_cluster`] runs RaftClusters through the nodes'
+//! membership API ([`crate::admin::NodeAdmin`]); [`topic`] runs Topics
+//! through the broker's admin API ([`crate::admin::broker::BrokerAdmin`]).
 
 mod context;
 pub mod raft_cluster;
+pub mod topic;
 
 pub use context::{Backoff, Context, Requeue};

@@ -1,7 +1,9 @@
 //! A small in-memory Kubernetes API server for reconcile tests: objects by
 //! path; get, list (with label selectors), server-side apply (with
-//! `/status`), create, replace (a compare-and-swap on the
-//! resourceVersion), delete (with a uid precondition); every request
+//! `/status`), JSON patch (as kube's finalizer helper sends), create,
+//! replace (a compare-and-swap on the resourceVersion), delete (with a uid
+//! precondition; an object with finalizers only gets its deletion
+//! timestamp, and goes when the last one is removed); every request
 //! recorded; failures injected on request.
 
 use http::{Method, Request, Response, StatusCode};
@@ -149,6 +151,10 @@ impl ApiServer {
         let method = request.method().clone();
         let path = request.uri().path().to_string();
         let query = request.uri().query().unwrap_or_default().to_string();
+        let json_patch = request
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|c| c.as_bytes() == b"application/json-patch+json");
         let body = request
             .into_body()
             .collect_bytes()
@@ -197,6 +203,7 @@ impl ApiServer {
                     None => status(StatusCode::NOT_FOUND, "NotFound", "not found"),
                 }
             }
+            Method::PATCH if json_patch => self.json_patch(&path, body),
             Method::PATCH => ok(&self.apply(&path, body)),
             Method::DELETE => {
                 let want = body["preconditions"]["uid"].as_str().map(str::to_string);
@@ -207,10 +214,7 @@ impl ApiServer {
                     {
                         status(StatusCode::CONFLICT, "Conflict", "uid precondition failed")
                     }
-                    Some(o) => {
-                        self.remove(&path);
-                        ok(&o)
-                    }
+                    Some(o) => ok(&self.delete(&path).unwrap_or(o)),
                 }
             }
             Method::POST => {
@@ -257,6 +261,65 @@ impl ApiServer {
                 "unsupported",
             ),
         }
+    }
+
+    /// Deletes the object at `path` as the API server does: one with
+    /// finalizers gets a deletion timestamp and stays until they are gone.
+    /// Returns the object as it is after the call.
+    pub fn delete(&self, path: &str) -> Option<Value> {
+        let mut s = self.lock();
+        let object = s.objects.get_mut(path)?;
+        let finalizers = object["metadata"]["finalizers"]
+            .as_array()
+            .is_some_and(|f| !f.is_empty());
+        if finalizers {
+            if object["metadata"]["deletionTimestamp"].is_null() {
+                object["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+            }
+            return Some(object.clone());
+        }
+        s.objects.remove(path)
+    }
+
+    /// A JSON patch (RFC 6902); a failed `test` is a 422, as the API
+    /// server answers it. The object goes once it is being deleted and its
+    /// last finalizer is removed.
+    fn json_patch(&self, path: &str, body: Value) -> Response<Body> {
+        let mut s = self.lock();
+        let Some(object) = s.objects.get_mut(path) else {
+            return status(StatusCode::NOT_FOUND, "NotFound", "not found");
+        };
+        let mut patch: json_patch::Patch = match serde_json::from_value(body) {
+            Ok(p) => p,
+            Err(e) => return status(StatusCode::BAD_REQUEST, "BadRequest", &e.to_string()),
+        };
+        // The API server's JSON patch takes `test` of null on a missing
+        // path as passing (kube's finalizer helper relies on it).
+        patch.0.retain(|op| match op {
+            json_patch::PatchOperation::Test(t) => {
+                !(t.value.is_null() && object.pointer(t.path.as_str()).is_none())
+            }
+            _ => true,
+        });
+        let mut patched = object.clone();
+        if let Err(e) = json_patch::patch(&mut patched, &patch) {
+            return status(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", &e.to_string());
+        }
+        let version = patched["metadata"]["resourceVersion"]
+            .as_str()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+        patched["metadata"]["resourceVersion"] = json!((version + 1).to_string());
+        let gone = !patched["metadata"]["deletionTimestamp"].is_null()
+            && patched["metadata"]["finalizers"]
+                .as_array()
+                .is_none_or(|f| f.is_empty());
+        if gone {
+            s.objects.remove(path);
+        } else {
+            *object = patched.clone();
+        }
+        ok(&patched)
     }
 
     /// Server-side apply, as far as one field manager needs: the applied
@@ -309,6 +372,7 @@ impl ApiServer {
                     body["spec"]["replicas"]
                 )
             }
+            Method::PATCH if body.is_array() => format!("patch {}", short(path)),
             Method::PATCH => format!("apply {}", short(path)),
             Method::DELETE => format!("delete {}", short(path)),
             Method::POST if path.ends_with("/events") => {
