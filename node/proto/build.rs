@@ -12,6 +12,7 @@ const PROTOS: &[&str] = &[
     "proto/etcd/api/etcdserverpb/rpc.proto",
     "proto/flotilla/raft.proto",
     "proto/flotilla/forward.proto",
+    "proto/flotilla/broker.proto",
 ];
 
 fn main() -> Result<(), Box<dyn Error>> {
@@ -26,6 +27,9 @@ fn main() -> Result<(), Box<dyn Error>> {
         // type the etcd-client crate and most etcd code use.
         .bytes(".flotilla.raft.v1")
         .bytes(".flotilla.forward.v1")
+        // Record keys and values move between the log, the wire and the
+        // replicas without copies.
+        .bytes(".flotilla.broker.v1")
         .compile_with_config(config, PROTOS, &["proto"])?;
     Ok(())
 }

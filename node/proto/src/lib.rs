@@ -11,6 +11,7 @@
 //! | [`etcdserverpb`] | `proto/etcd/api/etcdserverpb/rpc.proto` | the etcd v3 services Flotilla serves to clients |
 //! | [`raft`] | `proto/flotilla/raft.proto` | the `RaftPeer` service between nodes |
 //! | [`forward`] | `proto/flotilla/forward.proto` | the `Forward` service: a follower's writes, batched to the leader |
+//! | [`broker`] | `proto/flotilla/broker.proto` | the broker: `BrokerAdmin` (topics), `Broker` (produce, fetch, offsets, replication), `Groups` (consumer groups) |
 //! | [`convert`] | — | [`flotilla_raft::Message`] ⇄ [`raft::RaftMessage`], with [`DecodeError`] |
 //!
 //! # etcd compatibility
@@ -88,4 +89,11 @@ pub mod raft {
 /// `Forward` service (`forward_client`, `forward_server`).
 pub mod forward {
     tonic::include_proto!("flotilla.forward.v1");
+}
+
+/// The broker (`package flotilla.broker.v1`): the `BrokerAdmin`, `Broker` and
+/// `Groups` services (`broker_admin_client`, `broker_client`, `groups_client`
+/// and their `_server` modules).
+pub mod broker {
+    tonic::include_proto!("flotilla.broker.v1");
 }
