@@ -1,7 +1,7 @@
 //! Flotilla's Kubernetes operator: runs `RaftCluster` resources as
 //! StatefulSets of `flotilla-node` pods and changes their Raft membership
-//! one member at a time. The `Topic` kind's type and CRD live here too;
-//! its reconciler waits for the broker's admin API.
+//! one member at a time, and `Topic` resources as topics of a cluster's
+//! broker ([`reconcile::topic`], through [`admin::broker::BrokerAdmin`]).
 //!
 //! # A reconcile is a pure step
 //!
@@ -64,11 +64,11 @@
 //! | [`crd`] | `RaftCluster` and `Topic`: spec, status, conditions, CRD generation |
 //! | [`names`] | every name and address derived from the cluster's name and namespace |
 //! | [`resources`] | pure builders of the owned objects |
-//! | [`admin`] | [`admin::NodeAdmin`] over etcd's Cluster/Maintenance gRPC API |
+//! | [`admin`] | [`admin::NodeAdmin`] over etcd's Cluster/Maintenance gRPC API; [`admin::broker::BrokerAdmin`] over the broker's |
 //! | [`observed`] | the facts a reconcile reads |
 //! | [`plan`] | the pure decision |
 //! | [`status`] | the status from the plan |
-//! | [`reconcile`] | the reconcile itself (and, later, the Topic's) |
+//! | [`reconcile`] | the reconciles: RaftCluster's and Topic's |
 //! | [`controller`], [`leader`], [`http`], [`metrics`] | the process: controllers, Lease election, probes, metrics |
 //!
 //! Binaries: `flotilla-operator` (the process) and `crdgen` (writes

@@ -29,7 +29,10 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 
 {{/*
 The rules the reconciler needs, exactly the calls it makes:
-- RaftClusters: watched (list, watch); status written by server-side apply.
+- RaftClusters: watched (list, watch) and read by name (a Topic's
+  cluster); status written by server-side apply.
+- Topics: watched; their finalizer added and removed by JSON patch; status
+  written by server-side apply.
 - The objects it owns: applied server-side (create for the first apply,
   patch after); StatefulSets also read and watched.
 - Pods and data volumes: listed; deleted one at a time (a rolling update's
@@ -39,9 +42,12 @@ The rules the reconciler needs, exactly the calls it makes:
 {{- define "flotilla.reconcilerRules" -}}
 - apiGroups: ["flotilla.dev"]
   resources: ["raftclusters"]
-  verbs: ["list", "watch"]
+  verbs: ["get", "list", "watch"]
 - apiGroups: ["flotilla.dev"]
-  resources: ["raftclusters/status"]
+  resources: ["topics"]
+  verbs: ["list", "watch", "patch"]
+- apiGroups: ["flotilla.dev"]
+  resources: ["raftclusters/status", "topics/status"]
   verbs: ["patch"]
 - apiGroups: ["apps"]
   resources: ["statefulsets"]

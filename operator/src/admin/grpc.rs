@@ -47,7 +47,11 @@ impl GrpcAdmin {
     /// Runs `call` against each endpoint in turn until one answers. A
     /// member that answers with an error ends the search: asking the next
     /// would ask the same cluster the same question.
-    async fn first_answer<T, F, Fut>(&self, endpoints: &[String], call: F) -> Result<T, AdminError>
+    pub(super) async fn first_answer<T, F, Fut>(
+        &self,
+        endpoints: &[String],
+        call: F,
+    ) -> Result<T, AdminError>
     where
         F: Fn(Channel) -> Fut,
         Fut: Future<Output = Result<T, tonic::Status>>,

@@ -7,6 +7,7 @@
 pub mod broker;
 #[cfg(test)]
 pub mod broker_fake;
+mod broker_grpc;
 #[cfg(test)]
 pub mod fake;
 mod grpc;

@@ -10,6 +10,7 @@ use flotilla_operator::leader::Elector;
 use flotilla_operator::metrics::Metrics;
 use flotilla_operator::plan::PlanLimits;
 use flotilla_operator::reconcile::Context;
+use flotilla_operator::reconcile::topic::TopicContext;
 use kube::runtime::events::Reporter;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -227,11 +228,30 @@ async fn run_controller(
         controller: "flotilla-operator".to_string(),
         instance: Some(args.identity.clone()),
     };
+    let topics = TopicContext::new(
+        client.clone(),
+        admin.clone(),
+        reporter.clone(),
+        metrics.clone(),
+    );
     let mut ctx = Context::new(client.clone(), admin, reporter, metrics);
     ctx.limits = PlanLimits {
         max_lag_entries: args.max_lag_entries,
     };
-    flotilla_operator::controller::run(client, Arc::new(ctx), args.namespaces.clone(), stop).await;
+    tokio::join!(
+        flotilla_operator::controller::run(
+            client.clone(),
+            Arc::new(ctx),
+            args.namespaces.clone(),
+            stop.clone()
+        ),
+        flotilla_operator::controller::run_topics(
+            client,
+            Arc::new(topics),
+            args.namespaces.clone(),
+            stop
+        ),
+    );
 }
 
 /// Waits until this replica holds the lease (true) or shutdown (false).

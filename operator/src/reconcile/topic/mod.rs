@@ -421,12 +421,14 @@ fn partitions(info: &TopicInfo) -> Vec<PartitionStatus> {
         .collect()
 }
 
-/// The spec's settings as the broker takes them.
+/// The spec's settings as the broker takes them. A retention of 0 or
+/// less keeps records for ever, written -1 as the broker reports it.
 pub fn settings(topic: &Topic) -> TopicSettings {
     let c = &topic.spec.config;
+    let retention = |v: Option<i64>| v.map(|v| if v <= 0 { -1 } else { v });
     TopicSettings {
-        retention_ms: c.retention_ms,
-        retention_bytes: c.retention_bytes,
+        retention_ms: retention(c.retention_ms),
+        retention_bytes: retention(c.retention_bytes),
         segment_bytes: c.segment_bytes,
         min_insync_replicas: c.min_insync_replicas,
         fsync: c.fsync.as_ref().map(fsync),
