@@ -8,7 +8,8 @@
 //! Each test works in a namespace of its own and deletes it at the end.
 //! The CRDs are applied from `crds/` (server-side, field manager
 //! `flotilla-operator-tests`). No node needs to run: the tests stop at what
-//! the operator does before members answer.
+//! the operator does before members answer (and, for Topics, before a
+//! broker answers).
 
 use flotilla_operator::admin::GrpcAdmin;
 use flotilla_operator::crd::{Phase, RaftCluster};
@@ -256,4 +257,76 @@ async fn the_controller_picks_up_a_new_raft_cluster() {
         .expect("the controller wrote a status in time")
         .expect("watch");
     assert!(rc.is_some_and(|r| r.meta().name.as_deref() == Some("demo")));
+}
+
+#[tokio::test]
+#[ignore = "needs a Kubernetes API server (KUBECONFIG)"]
+async fn a_topic_waits_for_its_cluster_and_is_released_when_the_cluster_goes() {
+    use flotilla_operator::crd::Topic;
+    use flotilla_operator::reconcile::topic::{
+        FINALIZER, TopicContext, reconcile as reconcile_topic,
+    };
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = namespace(&client, "topic").await;
+    create_cluster(&client, &ns).await;
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/topic.yaml"),
+    )
+    .expect("the example");
+    let mut topic: Topic = serde_yaml::from_str(&text).expect("a Topic");
+    // Delete, so the cleanup has to find the cluster gone to let go.
+    topic.spec.deletion_policy = flotilla_operator::crd::DeletionPolicy::Delete;
+    let topics: Api<Topic> = Api::namespaced(client.clone(), &ns);
+    topics
+        .create(&PostParams::default(), &topic)
+        .await
+        .expect("the API server accepts the example Topic");
+    let ctx = Arc::new(TopicContext::new(
+        client.clone(),
+        GrpcAdmin::new(Duration::from_millis(500), Duration::from_secs(1)),
+        Reporter {
+            controller: "flotilla-operator".to_string(),
+            instance: Some("kube-api-test".to_string()),
+        },
+        Arc::new(Metrics::default()),
+    ));
+    let name = topic.name_any();
+    // First the finalizer (a JSON patch whose test of a missing list the
+    // real API server passes), then the status: the cluster has no members.
+    for _ in 0..2 {
+        let t = topics.get(&name).await.expect("the Topic");
+        reconcile_topic(Arc::new(t), ctx.clone())
+            .await
+            .expect("reconcile");
+    }
+    let t = topics.get(&name).await.expect("the Topic");
+    assert_eq!(t.finalizers(), [FINALIZER.to_string()]);
+    let ready = t
+        .status
+        .unwrap_or_default()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .expect("a Ready condition");
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "ClusterNotReady")
+    );
+    // The cluster goes first, then the Topic: the finalizer lets go.
+    Api::<RaftCluster>::namespaced(client.clone(), &ns)
+        .delete("demo", &DeleteParams::default())
+        .await
+        .expect("deleting the cluster");
+    topics
+        .delete(&name, &DeleteParams::default())
+        .await
+        .expect("deleting the Topic");
+    let t = topics.get(&name).await.expect("held by the finalizer");
+    reconcile_topic(Arc::new(t), ctx.clone())
+        .await
+        .expect("cleanup");
+    let gone = topics.get_opt(&name).await.expect("a read");
+    delete_namespace(&client, &ns).await;
+    assert!(gone.is_none(), "the Topic is released: {gone:?}");
 }
