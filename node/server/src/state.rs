@@ -184,6 +184,10 @@ impl StateMachine for NodeStateMachine {
         self.kv.snapshot()
     }
 
+    fn freeze(&self) -> Box<dyn FnOnce() -> Bytes + Send> {
+        self.kv.freeze()
+    }
+
     fn restore(&mut self, snapshot: &Snapshot) -> Result<(), String> {
         self.kv.restore(snapshot)?;
         self.gauge.update(&self.kv);

@@ -1,12 +1,14 @@
-//! [`KvService`]: etcd's KV service. Range is read through the driver
-//! (ReadIndex, or local when `serializable`); Put, DeleteRange, Txn and
+//! [`KvService`]: etcd's KV service. Range is confirmed by the driver
+//! (ReadIndex, or local when `serializable`) and, unless it names one key,
+//! runs on a frozen view of the store in the [`ReadPool`], off the driver; Put, DeleteRange, Txn and
 //! Compact go through [`Writes`], the one path of every write: the leader
 //! proposes them, a follower hands them to the leader in batches.
 
 use super::context::ApiContext;
 use super::errors::kv_status;
+use super::read_pool::ReadPool;
 use super::write::Writes;
-use crate::kv::{KvCommand, KvOp, KvResponse};
+use crate::kv::{KvCommand, KvError, KvOp, KvResponse};
 use crate::state::NodeStateMachine;
 use flotilla_proto::etcdserverpb::kv_server::Kv;
 use flotilla_proto::etcdserverpb::{
@@ -92,12 +94,38 @@ kv_write!(
 pub struct KvService {
     ctx: ApiContext,
     writes: Writes,
+    reads: ReadPool,
 }
 
 impl KvService {
     /// The service over `ctx`; writes take `writes`.
     pub fn new(ctx: ApiContext, writes: Writes) -> Self {
-        KvService { ctx, writes }
+        KvService {
+            ctx,
+            writes,
+            reads: ReadPool::shared(),
+        }
+    }
+
+    /// Runs `read` on the driver once the request's read is confirmed
+    /// (linearizable: ReadIndex, or the lease; `serializable`: at once).
+    async fn confirmed_read<T: Send + 'static>(
+        &self,
+        req: RangeRequest,
+        read: impl FnOnce(&NodeStateMachine, RangeRequest) -> Result<T, KvError> + Send + 'static,
+    ) -> Result<T, Status> {
+        let serializable = req.serializable;
+        let read = move |sm: &NodeStateMachine| read(sm, req);
+        let result = if serializable {
+            self.ctx.raft.read_local(read).await
+        } else {
+            self.ctx.raft.read(read).await
+        };
+        match result {
+            Ok(Ok(t)) => Ok(t),
+            Ok(Err(e)) => Err(kv_status(&e)),
+            Err(e) => Err(self.ctx.status_of(&e).await),
+        }
     }
 
     /// A write, through the one path of every write.
@@ -119,21 +147,23 @@ impl Kv for KvService {
         request: Request<RangeRequest>,
     ) -> Result<Response<RangeResponse>, Status> {
         let req = request.into_inner();
-        let serializable = req.serializable;
-        let read = move |sm: &NodeStateMachine| sm.kv().range(&req);
-        let result = if serializable {
-            self.ctx.raft.read_local(read).await
+        let mut reply = if req.range_end.is_empty() {
+            // One key: a lookup, answered on the driver.
+            self.confirmed_read(req, |sm, req| sm.kv().range(&req))
+                .await?
         } else {
-            self.ctx.raft.read(read).await
+            // Anything longer runs on a frozen view, off the driver. The
+            // turn comes first, so a view is held only while it is read.
+            let turn = self.reads.turn().await?;
+            let (view, req) = self
+                .confirmed_read(req, |sm, req| {
+                    sm.kv().range_view(&req).map(|view| (view, req))
+                })
+                .await?;
+            turn.run(move || view.range(&req)).await?
         };
-        match result {
-            Ok(Ok(mut reply)) => {
-                self.ctx.header.fill(&mut reply.header);
-                Ok(Response::new(reply))
-            }
-            Ok(Err(e)) => Err(kv_status(&e)),
-            Err(e) => Err(self.ctx.status_of(&e).await),
-        }
+        self.ctx.header.fill(&mut reply.header);
+        Ok(Response::new(reply))
     }
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {

@@ -302,22 +302,26 @@ impl Maintenance for MaintenanceService {
                     server_version: VERSION.to_string(),
                     created_unix_ms: unix_ms(),
                 };
-                (header, kv.encode_snapshot())
+                // Frozen here in O(1) (the key space is persistent); encoded
+                // below, off the driver.
+                (header, kv.clone())
             })
             .await
             .map_err(|e| driver_status(&e, &Default::default()))?;
         let mut first = Some(self.ctx.header.header(file_header.revision));
-        tracing::info!(
-            revision = file_header.revision,
-            applied_index = file_header.applied_index,
-            store_bytes = store.len(),
-            "sending a snapshot"
-        );
-        let mut chunks = SnapshotChunks::new(file_header, store, SNAPSHOT_CHUNK_BYTES);
         let (tx, rx) = mpsc::channel(SNAPSHOT_QUEUE);
-        // Hashing and copying out chunks is CPU work: off the async threads.
+        // Encoding, hashing and copying out chunks is CPU work: off the
+        // driver and the async threads.
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
+            let store = store.encode_snapshot();
+            tracing::info!(
+                revision = file_header.revision,
+                applied_index = file_header.applied_index,
+                store_bytes = store.len(),
+                "sending a snapshot"
+            );
+            let mut chunks = SnapshotChunks::new(file_header, store, SNAPSHOT_CHUNK_BYTES);
             while let Some(blob) = chunks.next_chunk() {
                 let message = SnapshotResponse {
                     header: first.take(),

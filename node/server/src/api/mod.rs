@@ -2,7 +2,9 @@
 //! gRPC (DESIGN §5), on top of the driver's [`RaftHandle`](crate::driver::RaftHandle).
 //!
 //! Any member serves any request. Reads go through the driver (ReadIndex,
-//! or the local state when the request is `serializable`). Every write —
+//! or the local state when the request is `serializable`), which answers a
+//! single-key read itself and hands anything longer a frozen view of the
+//! store to run on in the [`ReadPool`]. Every write —
 //! KV, Lease and Cluster alike — takes one path, [`Writes::submit`]: checked,
 //! then served by the leader, to which a follower forwards it once, in
 //! batches over one stream, at the leader's advertised client URL found in
@@ -22,6 +24,7 @@
 //! | `maintenance.rs` | [`MaintenanceService`] |
 //! | `cluster.rs` | [`ClusterService`] |
 //! | `publish.rs` | [`publish_self`] |
+//! | `read_pool.rs` | [`ReadPool`]: the bounded threads that reads run on, off the driver |
 //! | `write.rs` | [`Writes`]: the one path of every write — check, then serve here or forward |
 //! | `write_forward.rs` | [`WriteForwarder`] and [`ForwardService`]: a follower's writes, batched to the leader |
 //!
@@ -42,6 +45,7 @@ mod header;
 mod kv;
 mod maintenance;
 mod publish;
+mod read_pool;
 mod write;
 mod write_forward;
 
@@ -58,5 +62,6 @@ pub use header::HeaderSource;
 pub use kv::{CLIENT_ID_METADATA, KvService, SEQ_METADATA, session_ids};
 pub use maintenance::{MaintenanceService, SnapshotStream, VERSION, alarm_text};
 pub use publish::publish_self;
+pub use read_pool::{READS_OFF_DRIVER_MAX, ReadPool, ReadTurn};
 pub use write::{COMMAND_OVERHEAD_BYTES, Writes};
 pub use write_forward::{ForwardService, WriteForwardConfig, WriteForwarder};

@@ -22,6 +22,15 @@ pub trait StateMachine: Send + 'static {
     /// The whole state, for a snapshot at the applied index.
     fn snapshot(&self) -> Bytes;
 
+    /// The whole state frozen at the applied index: the returned closure
+    /// encodes it (the bytes [`Self::snapshot`] would give) on another
+    /// thread while the driver goes on applying. Override it where the
+    /// state can be frozen cheaply; this default encodes at once.
+    fn freeze(&self) -> Box<dyn FnOnce() -> Bytes + Send> {
+        let data = self.snapshot();
+        Box::new(move || data)
+    }
+
     /// Replaces the state by a snapshot's.
     fn restore(&mut self, snapshot: &Snapshot) -> Result<(), String>;
 }

@@ -122,16 +122,15 @@ type MembershipRequest<M> = (
 /// few waiting is already a queue of retries.
 const MEMBERSHIP_WAITING_MAX: usize = 16;
 
-/// What a snapshot writer reports.
-type WriteResult = Result<(), StorageError>;
+/// What a snapshot's thread reports: the encoded size and how long the
+/// encoding took, once the file is durable.
+type WriteResult = Result<(usize, Duration), StorageError>;
 
-/// A snapshot the state machine took, being written by the storage's
-/// [`flotilla_raft::SnapshotWriter`] on a thread of its own.
+/// A snapshot the state machine froze, being encoded and written by the
+/// storage's [`flotilla_raft::SnapshotWriter`] on a thread of its own.
 struct SnapshotWrite {
     meta: SnapshotMeta,
-    bytes: usize,
     started: Instant,
-    encoded: Duration,
 }
 
 /// What woke the driver's loop.
@@ -641,17 +640,19 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
         Ok(())
     }
 
-    /// Snapshots the state machine (on this thread: the state must hold
-    /// still while it is encoded) and has the storage write it: on a thread
-    /// of its own when the storage offers a writer, so that writes and
-    /// reads go on meanwhile and the log is compacted once the file is
-    /// durable ([`Self::finish_snapshot`]); otherwise here.
+    /// Snapshots the state machine and has the storage write it. When the
+    /// storage offers a writer, the state is frozen here
+    /// ([`StateMachine::freeze`], O(1) for the KV store) and encoded and
+    /// written on a thread of its own, so that writes and reads go on
+    /// meanwhile; the log is compacted once the file is durable
+    /// ([`Self::finish_snapshot`]). Otherwise it is encoded and written
+    /// here.
     fn take_snapshot(&mut self) -> Result<(), StorageError> {
         let started = Instant::now();
-        let data = self.sm.snapshot();
-        let encoded = started.elapsed();
-        let bytes = data.len();
         let Some(writer) = self.raft.storage().snapshot_writer() else {
+            let data = self.sm.snapshot();
+            let encoded = started.elapsed();
+            let bytes = data.len();
             let raft = &mut self.raft;
             let meta = blocking(self.config.owns_thread, || raft.compact(data))?;
             log_snapshot(
@@ -663,29 +664,31 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
             );
             return Ok(());
         };
-        let snapshot = self.raft.prepare_snapshot(data)?;
+        let encode = self.sm.freeze();
+        // The meta of the applied index, now; the data follows on the thread.
+        let mut snapshot = self.raft.prepare_snapshot(Bytes::new())?;
         let done = self.snapshot_written.0.clone();
         let meta = snapshot.meta.clone();
         std::thread::Builder::new()
             .name("snapshot-write".into())
             .spawn(move || {
-                let written =
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| writer(&snapshot)))
-                        .unwrap_or_else(|_| {
-                            Err(StorageError::Fatal("the snapshot writer panicked".into()))
-                        });
+                let write = || {
+                    let encoding = Instant::now();
+                    snapshot.data = encode();
+                    let encoded = encoding.elapsed();
+                    writer(&snapshot).map(|()| (snapshot.data.len(), encoded))
+                };
+                let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(write))
+                    .unwrap_or_else(|_| {
+                        Err(StorageError::Fatal("the snapshot writer panicked".into()))
+                    });
                 // Capacity 1 and one write at a time: never full.
                 let _ = done.try_send(written);
             })
             .map_err(|e| {
                 StorageError::Fatal(format!("cannot start a thread to write the snapshot: {e}"))
             })?;
-        self.snapshot_writing = Some(SnapshotWrite {
-            meta,
-            bytes,
-            started,
-            encoded,
-        });
+        self.snapshot_writing = Some(SnapshotWrite { meta, started });
         Ok(())
     }
 
@@ -694,19 +697,13 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
         let Some(write) = self.snapshot_writing.take() else {
             return Ok(());
         };
-        written?;
+        let (bytes, encoded) = written?;
         let raft = &mut self.raft;
         blocking(self.config.owns_thread, || {
             raft.compact_written(&write.meta)
         })?;
-        let written_in = write.started.elapsed() - write.encoded;
-        log_snapshot(
-            &self.raft,
-            &write.meta,
-            write.bytes,
-            write.encoded,
-            written_in,
-        );
+        let written_in = write.started.elapsed().saturating_sub(encoded);
+        log_snapshot(&self.raft, &write.meta, bytes, encoded, written_in);
         self.publish_status();
         Ok(())
     }

@@ -2,8 +2,9 @@
 //!
 //! Everything here is pure: no tokio, no IO, no clock. [`KvStore`] is the
 //! [`crate::driver::StateMachine`] the driver applies committed
-//! [`KvCommand`]s to; reads ([`KvStore::range`], [`KvStore::events`]) run
-//! on it as closures. [`Lessor`] is the one piece that knows time: the
+//! [`KvCommand`]s to. Reads are confirmed on the driver, which hands out a
+//! [`KvView`] (the persistent key space, cloned in O(1)); ranges, counts,
+//! watch history and snapshot encoding then run on the view elsewhere. [`Lessor`] is the one piece that knows time: the
 //! leader uses it to decide when leases expire and proposes their revokes.
 //!
 //! | file | what |
@@ -12,7 +13,8 @@
 //! | `store.rs` | [`KvStore`]: apply, Put, DeleteRange, Compact, leases, the `StateMachine` impl |
 //! | `mvcc.rs` | [`MvccStore`]: every version of every key since the compaction point |
 //! | `version.rs`, `key.rs` | a key's versions and its bytes in memory: one allocation per version, short keys inline |
-//! | `range.rs` | Range: filters, sort, limit, count |
+//! | `range.rs` | Range: filters, sort, limit, count (pushed down to the tree walk) |
+//! | `view.rs` | [`KvView`]: the key space frozen in O(1), for reads off the driver |
 //! | `validate.rs` | [`validate_op`]: the stateless checks of a write, run before proposing and again at apply |
 //! | `txn.rs` | Txn: compares, applying a branch |
 //! | `alarm.rs` | [`AlarmTable`] (etcd's alarms, replicated) and the space quota's costs |
@@ -68,6 +70,7 @@ mod store;
 mod txn;
 mod validate;
 mod version;
+mod view;
 
 pub use alarm::{AlarmTable, LEASE_COST_BYTES, Quota, branch_cost, put_cost, txn_cost};
 pub use command::{KvCommand, KvOp, MemberSeed, QuotaStamp};
@@ -81,6 +84,7 @@ pub use output::{KvOutput, KvResponse, LeaseChange};
 pub use session::{KvResult, Session, SessionTable};
 pub use store::KvStore;
 pub use validate::{RequestLimits, validate_op};
+pub use view::KvView;
 
 #[cfg(test)]
 mod alarm_tests;

@@ -5,7 +5,7 @@ use super::KvError;
 use super::key::Key;
 use super::version::{Version, VersionList};
 use flotilla_proto::mvccpb::{Event, KeyValue, event::EventType};
-use std::collections::BTreeMap;
+use imbl::OrdMap;
 use std::ops::Bound;
 
 /// A position in the history: the write transaction's revision (`main`) and
@@ -67,6 +67,13 @@ impl WriteBatch {
 /// The MVCC key space. Writes go through a `WriteBatch`; reads name a
 /// revision. Pure and deterministic: iteration is in key order.
 ///
+/// Both indexes are persistent B-trees ([`imbl::OrdMap`]): a clone costs
+/// O(1) and shares every node with the original until one of them writes
+/// there, when the write copies the nodes on its path (a few kilobytes)
+/// instead of changing them. So the driver hands a read or a snapshot a
+/// frozen view of the whole store for the price of a reference count, and
+/// goes on applying while the view is read on another thread.
+///
 /// Memory: one allocation per retained version, the key once
 /// per key (inline when short, else shared with the revision index), and
 /// the revision index only for the history since the compaction point —
@@ -74,12 +81,15 @@ impl WriteBatch {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct MvccStore {
     /// Each key's retained versions, oldest first.
-    keys: BTreeMap<Key, VersionList>,
+    keys: OrdMap<Key, VersionList>,
     /// Which key changed at each retained revision at or after the
     /// compaction point: watch catch-up and incremental compaction walk
     /// this instead of every key. Older versions are not listed: no read
     /// needs them by revision.
-    by_revision: BTreeMap<Revision, Key>,
+    by_revision: OrdMap<Revision, Key>,
+    /// Keys whose latest version is live (not a tombstone): the count of a
+    /// whole-keyspace range at the current revision, without a scan.
+    live_keys: u64,
     revision: i64,
     compact_revision: i64,
     /// [`MvccStore::size_bytes`], kept up to date by every change.
@@ -157,6 +167,11 @@ impl MvccStore {
         self.keys.len()
     }
 
+    /// Number of keys live at the current revision.
+    pub fn live_key_count(&self) -> u64 {
+        self.live_keys
+    }
+
     /// Resolves a requested read revision (0 = current) or says why it
     /// cannot be read.
     pub fn check_read_revision(&self, rev: i64) -> Result<i64, KvError> {
@@ -198,11 +213,71 @@ impl MvccStore {
             Bound::Excluded(range_end)
         };
         self.keys
-            .range::<[u8], _>((Bound::Included(key), upper))
+            .range::<_, [u8]>((Bound::Included(key), upper))
             .filter_map(|(k, versions)| {
                 Self::visible(versions.as_slice(), at).map(|v| to_kv(k.as_bytes(), v))
             })
             .collect()
+    }
+
+    /// The live keys of `[key, range_end)` at revision `at`, in key order
+    /// (`reverse`: from the last), each with its visible version, lazily:
+    /// a caller that takes `n` pays for `n` and a descent of the tree.
+    pub(crate) fn visible_range<'a>(
+        &'a self,
+        key: &'a [u8],
+        range_end: &'a [u8],
+        at: i64,
+        reverse: bool,
+    ) -> Box<dyn Iterator<Item = (&'a [u8], &'a Version)> + 'a> {
+        let upper = if range_end.is_empty() {
+            Bound::Included(key)
+        } else if range_end == [0] {
+            Bound::Unbounded
+        } else if range_end <= key {
+            return Box::new(std::iter::empty());
+        } else {
+            Bound::Excluded(range_end)
+        };
+        let range = self.keys.range::<_, [u8]>((Bound::Included(key), upper));
+        let visible = move |(k, versions): (&'a Key, &'a VersionList)| {
+            Self::visible(versions.as_slice(), at).map(|v| (k.as_bytes(), v))
+        };
+        if reverse {
+            Box::new(range.rev().filter_map(visible))
+        } else {
+            Box::new(range.filter_map(visible))
+        }
+    }
+
+    /// How many keys of `[key, range_end)` are live at `at`, without copying
+    /// any: O(1) for the whole key space at the current revision, else one
+    /// pass over the range's keys.
+    pub fn count(&self, key: &[u8], range_end: &[u8], at: i64) -> u64 {
+        // Keys are never empty, so every key is at or after "\0".
+        let whole = (key.is_empty() || key == [0]) && range_end == [0];
+        if whole && at == self.revision {
+            return self.live_keys;
+        }
+        self.visible_range(key, range_end, at, false).count() as u64
+    }
+
+    /// The key-value of a visible version (for [`Self::visible_range`]'s
+    /// callers), without its value when `keys_only`.
+    pub(crate) fn key_value(key: &[u8], v: &Version, keys_only: bool) -> KeyValue {
+        if keys_only {
+            let meta = v.meta();
+            KeyValue {
+                key: key.to_vec(),
+                create_revision: meta.create_revision,
+                mod_revision: meta.revision.main,
+                version: meta.version,
+                value: Vec::new(),
+                lease: meta.lease,
+            }
+        } else {
+            to_kv(key, v)
+        }
     }
 
     /// Opens a write transaction at the next revision; it builds watch
@@ -233,10 +308,7 @@ impl MvccStore {
             main: w.main,
             sub: w.sub,
         };
-        let existing = self
-            .keys
-            .range_mut::<[u8], _>((Bound::Included(key), Bound::Included(key)))
-            .next();
+        let existing = self.keys.get_key_value_mut(key);
         let prev = existing
             .as_ref()
             .map(|(_, versions)| versions.last())
@@ -260,10 +332,14 @@ impl MvccStore {
         let shared = match existing {
             Some((shared, versions)) => {
                 let shared = shared.clone();
+                if versions.last().is_tombstone() {
+                    self.live_keys += 1;
+                }
                 versions.push(record);
                 shared
             }
             None => {
+                self.live_keys += 1;
                 let shared = Key::from(key);
                 self.size_bytes += key_bytes(key);
                 self.keys.insert(shared.clone(), VersionList::One(record));
@@ -303,6 +379,7 @@ impl MvccStore {
         let tomb = Version::tombstone(rev);
         self.size_bytes += version_bytes(&tomb);
         self.keys.get_mut(key).expect("looked up above").push(tomb);
+        self.live_keys -= 1;
         self.by_revision.insert(rev, shared);
         w.sub += 1;
         if w.record_events {
@@ -389,10 +466,10 @@ impl MvccStore {
                 versions.drop_oldest(drop);
             }
         }
-        while let Some(entry) = self.by_revision.first_entry()
-            && entry.key().main < at
+        while let Some(&(rev, _)) = self.by_revision.get_min()
+            && rev.main < at
         {
-            entry.remove();
+            self.by_revision.remove(&rev);
         }
         self.compact_revision = at;
     }
@@ -433,7 +510,11 @@ impl MvccStore {
             if !in_range(k.as_bytes(), key, range_end) {
                 continue;
             }
-            let versions = self.keys[k].as_slice();
+            let versions = self
+                .keys
+                .get(k)
+                .expect("the revision index names retained keys")
+                .as_slice();
             let i = versions.partition_point(|v| v.revision() < *rev);
             let v = &versions[i];
             let prev_kv = i
@@ -492,7 +573,7 @@ impl MvccStore {
         }
         if self
             .keys
-            .last_key_value()
+            .get_max()
             .is_some_and(|(last, _)| last.as_bytes() >= key)
         {
             return Err("snapshot: keys out of order or repeated".into());
@@ -511,8 +592,21 @@ impl MvccStore {
         self.size_bytes +=
             key_bytes(key.as_bytes()) + versions.iter().map(version_bytes).sum::<u64>();
         let list = VersionList::from_vec(versions).ok_or("snapshot: key without versions")?;
+        if !list.last().is_tombstone() {
+            self.live_keys += 1;
+        }
         self.keys.insert(key, list);
         Ok(())
+    }
+
+    /// [`Self::live_key_count`] counted from scratch, to check the running
+    /// count against.
+    #[cfg(test)]
+    pub(crate) fn live_keys_recounted(&self) -> u64 {
+        self.keys
+            .values()
+            .filter(|v| !v.last().is_tombstone())
+            .count() as u64
     }
 
     /// [`Self::size_bytes`] counted from scratch, to check the running

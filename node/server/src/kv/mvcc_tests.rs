@@ -87,12 +87,27 @@ fn model_events(history: &[Model], compacted: i64, start: i64) -> Vec<Event> {
     out
 }
 
+fn rows(kvs: Vec<KeyValue>) -> Vec<Row> {
+    kvs.into_iter()
+        .map(|kv| {
+            (
+                kv.key,
+                kv.value,
+                kv.create_revision,
+                kv.mod_revision,
+                kv.version,
+            )
+        })
+        .collect()
+}
+
 fn run(seed: u64, steps: usize) {
     let mut rng = Rng(seed.max(1));
     let mut h = Harness::new();
     // history[r] = the model at revision r (index 0 unused).
     let mut history: Vec<Model> = vec![Model::new(), Model::new()];
     let mut compacted = 0i64;
+    let mut frozen: Option<(KvView, i64)> = None;
     for step in 0..steps {
         let ctx = format!("seed {seed} step {step}: replay with run({seed}, {steps})");
         let mut m = history.last().unwrap().clone();
@@ -100,6 +115,24 @@ fn run(seed: u64, steps: usize) {
         assert_eq!(h.s.revision(), rev, "{ctx}");
         let size = h.s.mvcc().size_bytes();
         assert_eq!(size, h.s.mvcc().size_bytes_recounted(), "{ctx}");
+        let live = h.s.mvcc().live_key_count();
+        assert_eq!(live, h.s.mvcc().live_keys_recounted(), "{ctx}");
+        assert_eq!(live, m.len() as u64, "{ctx}");
+        // A view taken earlier still reads its own revision, whatever was
+        // written since (the trees are copied on write, never changed).
+        if let Some((view, at)) = &frozen {
+            let got = view.range(&RangeRequest {
+                key: vec![0],
+                range_end: vec![0],
+                ..Default::default()
+            });
+            let want = model_range(&history[*at as usize], &[0], &[0]);
+            assert_eq!(rows(got.kvs), want, "{ctx}: the view of revision {at}");
+            assert_eq!(got.header.unwrap().revision, *at, "{ctx}");
+        }
+        if step % 25 == 0 {
+            frozen = Some((h.s.view(), rev));
+        }
         let k = KEYS[rng.below(5) as usize];
         match rng.below(10) {
             0..=4 => {
@@ -153,35 +186,48 @@ fn run(seed: u64, steps: usize) {
                     KEYS[rng.below(5) as usize].as_bytes().to_vec()
                 };
                 let at = rng.below(rev as u64 + 2) as i64;
+                let descend = rng.below(3) == 0;
                 let req = RangeRequest {
                     key: k.into(),
                     range_end: end.clone(),
                     revision: at,
+                    limit: rng.below(4) as i64,
+                    keys_only: rng.below(3) == 0,
+                    count_only: rng.below(4) == 0,
+                    sort_order: if descend { 2 } else { rng.below(2) as i32 },
                     ..Default::default()
                 };
+                // The same answer from the store and from a view of it.
                 let got = h.s.range(&req);
+                if let Ok(view) = h.s.range_view(&req) {
+                    assert_eq!(Ok(view.range(&req)), got, "{ctx}: view");
+                }
                 if at > rev {
                     assert_eq!(got, Err(KvError::FutureRevision), "{ctx}");
                 } else if at != 0 && at < compacted {
                     assert!(matches!(got, Err(KvError::Compacted { .. })), "{ctx}");
                 } else {
                     let model = &history[if at == 0 { rev } else { at } as usize];
-                    let want = model_range(model, k.as_bytes(), &end);
-                    let got: Vec<_> = got
-                        .unwrap()
-                        .kvs
-                        .into_iter()
-                        .map(|kv| {
-                            (
-                                kv.key,
-                                kv.value,
-                                kv.create_revision,
-                                kv.mod_revision,
-                                kv.version,
-                            )
-                        })
-                        .collect();
-                    assert_eq!(got, want, "{ctx}");
+                    let mut want = model_range(model, k.as_bytes(), &end);
+                    let got = got.unwrap();
+                    assert_eq!(got.count, want.len() as i64, "{ctx}");
+                    if req.count_only {
+                        want.clear();
+                    }
+                    if descend {
+                        want.reverse();
+                    }
+                    let cut = req.limit > 0 && want.len() > req.limit as usize;
+                    if cut {
+                        want.truncate(req.limit as usize);
+                    }
+                    if req.keys_only {
+                        for row in &mut want {
+                            row.1.clear();
+                        }
+                    }
+                    assert_eq!(got.more, cut, "{ctx}");
+                    assert_eq!(rows(got.kvs), want, "{ctx}");
                 }
             }
         }

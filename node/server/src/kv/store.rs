@@ -7,7 +7,7 @@ use super::mvcc::{MvccStore, WriteBatch};
 use super::range::range_at;
 use super::session::{Dedup, KvResult, SessionTable};
 use super::validate::{check_key, validate_op};
-use super::{KvConfig, KvError, KvOutput, KvResponse, LeaseChange};
+use super::{KvConfig, KvError, KvOutput, KvResponse, KvView, LeaseChange};
 use crate::driver::StateMachine;
 use flotilla_proto::etcdserverpb::alarm_request::AlarmAction;
 use flotilla_proto::etcdserverpb::{
@@ -146,6 +146,21 @@ impl KvStore {
         check_key(&self.config.limits(), &req.key)?;
         let at = self.mvcc.check_read_revision(req.revision)?;
         Ok(range_at(&self.mvcc, req, at))
+    }
+
+    /// Range's checks, run where the read is confirmed (the driver); the
+    /// range itself then runs on the returned view, anywhere
+    /// ([`KvView::range`]). O(1).
+    pub fn range_view(&self, req: &RangeRequest) -> Result<KvView, KvError> {
+        check_key(&self.config.limits(), &req.key)?;
+        let at = self.mvcc.check_read_revision(req.revision)?;
+        Ok(KvView::new(self.mvcc.clone(), at))
+    }
+
+    /// The key space frozen at the current revision, for watch history
+    /// ([`KvView::events`]). O(1).
+    pub fn view(&self) -> KvView {
+        KvView::new(self.mvcc.clone(), self.mvcc.revision())
     }
 
     /// Watch catch-up: see [`MvccStore::events`].
@@ -408,6 +423,13 @@ impl StateMachine for KvStore {
 
     fn snapshot(&self) -> Bytes {
         Bytes::from(self.encode_snapshot())
+    }
+
+    /// A clone: O(1) for the key space (persistent trees), O(n) only for
+    /// the small tables (leases, sessions, members, alarms).
+    fn freeze(&self) -> Box<dyn FnOnce() -> Bytes + Send> {
+        let frozen = self.clone();
+        Box::new(move || Bytes::from(frozen.encode_snapshot()))
     }
 
     fn restore(&mut self, snapshot: &Snapshot) -> Result<(), String> {

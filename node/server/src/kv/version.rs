@@ -14,6 +14,7 @@
 use super::mvcc::Revision;
 use prost::encoding::{decode_varint, encode_varint};
 use std::fmt;
+use std::sync::Arc;
 
 /// A version's fields other than its value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,9 +34,11 @@ pub(crate) struct VersionMeta {
 /// `main - create_revision` (0 for a key's first version), version, lease —
 /// then the value, in one exact-size heap allocation. Every `i64` is
 /// written as its two's-complement `u64`, so any value round-trips.
-/// `version == 0` marks a tombstone (a deletion).
+/// `version == 0` marks a tombstone (a deletion). Immutable and shared
+/// (`Arc`): a frozen view of the store and the store itself hold the same
+/// versions, and copying a tree node copies reference counts, not values.
 #[derive(Clone, PartialEq, Eq)]
-pub(crate) struct Version(Box<[u8]>);
+pub(crate) struct Version(Arc<[u8]>);
 
 /// The longest header: five varints of at most 10 bytes.
 const HEADER_BYTES_MAX: usize = 50;
@@ -57,10 +60,8 @@ impl Version {
             encode_varint(field as u64, &mut at);
         }
         let len = HEADER_BYTES_MAX - at.len();
-        let mut buf = Vec::with_capacity(len + value.len());
-        buf.extend_from_slice(&header[..len]);
-        buf.extend_from_slice(value);
-        Version(buf.into_boxed_slice())
+        // One allocation of the exact size: the iterator knows its length.
+        Version(header[..len].iter().chain(value).copied().collect())
     }
 
     /// A live version.
@@ -187,7 +188,7 @@ impl VersionList {
             VersionList::Many(vs) => vs.push(version),
             VersionList::One(first) => {
                 // An empty boxed slice does not allocate.
-                let first = std::mem::replace(first, Version(Box::default()));
+                let first = std::mem::replace(first, Version(Arc::default()));
                 *self = VersionList::Many(Box::new(vec![first, version]));
             }
         }

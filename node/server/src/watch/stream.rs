@@ -3,6 +3,7 @@
 use super::WatchConfig;
 use super::fragment::fragments;
 use super::watcher::{Watcher, event_revision};
+use crate::api::ReadPool;
 use crate::driver::{DriverError, RaftHandle};
 use crate::kv::KvError;
 use crate::state::{AppliedEvents, NodeStateMachine};
@@ -281,14 +282,17 @@ impl StreamTask {
         let (key, range_end) = w.range();
         let from = w.next_rev;
         let limit = self.config.history_page_events_max.max(1);
-        let page = self
-            .read(move |sm| {
-                let kv = sm.kv();
-                kv.events(&key, &range_end, from, limit)
-                    .map(|events| (events, kv.revision()))
-                    .map_err(|e| (e, kv.compact_revision(), kv.revision()))
+        // The history is paged on a frozen view, off the driver.
+        let turn = ReadPool::shared().turn().await.map_err(End::Status)?;
+        let view = self.read(|sm| sm.kv().view()).await?;
+        let page = turn
+            .run(move || {
+                view.events(&key, &range_end, from, limit)
+                    .map(|events| (events, view.store_revision()))
+                    .map_err(|e| (e, view.compact_revision(), view.store_revision()))
             })
-            .await?;
+            .await
+            .map_err(End::Status)?;
         let (events, revision) = match page {
             Ok(page) => page,
             Err((e, compact_revision, revision)) => {

@@ -84,12 +84,25 @@ pub(crate) fn initial_cluster(members: u16, base_port: u16) -> String {
 /// Starts member `i` (from 0) of `cluster`: data in `dir/n<i+1>`, its log
 /// appended to `dir/n<i+1>.log`, ports as `--base-port` says.
 pub(crate) fn spawn(
+    program: &NodeProgram,
+    dir: &std::path::Path,
+    base_port: u16,
+    no_fsync: bool,
+    i: u16,
+    cluster: &str,
+) -> Result<Member> {
+    spawn_with(program, dir, base_port, no_fsync, i, cluster, &[])
+}
+
+/// [`spawn`], with `extra` flags after the member's own.
+pub(crate) fn spawn_with(
     (bin, prefix): &NodeProgram,
     dir: &std::path::Path,
     base_port: u16,
     no_fsync: bool,
     i: u16,
     cluster: &str,
+    extra: &[String],
 ) -> Result<Member> {
     let name = format!("n{}", i + 1);
     let (client, peer, http) = (base_port + i, base_port + 100 + i, base_port + 200 + i);
@@ -122,6 +135,7 @@ pub(crate) fn spawn(
     if no_fsync {
         cmd.arg("--fsync").arg("never");
     }
+    cmd.args(extra);
     let child = cmd
         .spawn()
         .with_context(|| format!("cannot start {}", bin.display()))?;

@@ -14,11 +14,12 @@
 //! | `cluster.rs` | `cluster status` |
 //! | `snapshot.rs` | `snapshot save/status/restore` |
 //! | `dev_cluster.rs` | `dev-cluster` |
-//! | `bench_kv.rs`, `bench_log.rs`, `bench_failover.rs` | `bench kv`, `bench log`, `bench failover` |
+//! | `bench_kv.rs`, `bench_log.rs`, `bench_failover.rs`, `bench_stall.rs` | `bench kv`, `bench log`, `bench failover`, `bench stall` |
 
 mod bench_failover;
 mod bench_kv;
 mod bench_log;
+mod bench_stall;
 mod cluster;
 mod connect;
 mod dev_cluster;
@@ -101,6 +102,10 @@ enum BenchCommand {
     /// Stops the leader of a local 3-member cluster under a write load,
     /// several times, and times the first write a new leader accepts.
     Failover(bench_failover::FailoverArgs),
+    /// Fills a local 3-member cluster, then measures writes with and without
+    /// whole-keyspace reads, counts and snapshots beside them, and how fast
+    /// a stopped follower catches up.
+    Stall(bench_stall::StallArgs),
 }
 
 /// Output formats, as etcdctl's `--write-out`.
@@ -134,6 +139,9 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
         }
         Command::Bench(BenchCommand::Failover(args)) => runtime()?
             .block_on(bench_failover::run(args, cli.write_out))
+            .map(|()| done),
+        Command::Bench(BenchCommand::Stall(args)) => runtime()?
+            .block_on(bench_stall::run(args, cli.write_out))
             .map(|()| done),
         Command::Bench(BenchCommand::Kv(cmd)) => {
             runtime()?.block_on(bench_kv::run(cmd, &cli.endpoints, cli.write_out))

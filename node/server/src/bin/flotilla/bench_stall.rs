@@ -1,0 +1,607 @@
+//! `flotilla bench stall`: whether whole-keyspace reads, counts and
+//! snapshots stall the Raft thread of a loaded cluster (issue 15).
+//!
+//! It starts a local 3-member cluster of release members (as `dev-cluster`
+//! does, fsync on), fills it with `--keys` keys of `--value-bytes` bytes
+//! (64-put transactions), then runs two phases of `--seconds` each:
+//!
+//! 1. **baseline**: `--writers` clients put (overwriting the filled keys);
+//! 2. **reads**: the same writers, while `--readers` clients read the whole
+//!    keyspace with `--limit 1`, as many count the whole keyspace
+//!    (`count_only`), and one client takes snapshots (Maintenance/Snapshot,
+//!    as `etcdctl snapshot save`) back to back; the members also take their
+//!    own Raft snapshots every `--snapshot-count` entries.
+//!
+//! For each phase it prints the write throughput and latency (p50, p99,
+//! max), the read and snapshot latencies, the members' "fell behind its
+//! clock" warnings (counted in their logs) and the leader changes (the
+//! growth of the highest Raft term). Then, unless `--catch-up-puts 0`, the
+//! catch-up case: a follower is stopped (SIGSTOP) while that many puts
+//! commit as 64-put transactions, continued (SIGCONT), and its Status is
+//! polled from outside until it applied what the leader had committed.
+
+use crate::WriteOut;
+use crate::dev_cluster::{self, Member, NodeProgram};
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use flotilla_proto::etcdserverpb::kv_client::KvClient;
+use flotilla_proto::etcdserverpb::maintenance_client::MaintenanceClient;
+use flotilla_proto::etcdserverpb::{
+    PutRequest, RangeRequest, RequestOp, SnapshotRequest, StatusRequest, StatusResponse,
+    TxnRequest, request_op,
+};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
+use tonic::transport::{Channel, Endpoint};
+
+/// Options of `flotilla bench stall`.
+#[derive(Debug, Args)]
+pub struct StallArgs {
+    /// Keys to fill the cluster with before the load.
+    #[arg(long, default_value_t = 1_000_000)]
+    keys: u64,
+    /// Bytes of each value.
+    #[arg(long, default_value_t = 256)]
+    value_bytes: usize,
+    /// Seconds of each phase (baseline, then with reads and snapshots).
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Clients putting during each phase.
+    #[arg(long, default_value_t = 16)]
+    writers: u32,
+    /// Clients reading the whole keyspace with `--limit 1`, and as many
+    /// counting it, during the read phase.
+    #[arg(long, default_value_t = 2)]
+    readers: u32,
+    /// Puts committed while a follower is stopped (0: skip the catch-up case).
+    #[arg(long, default_value_t = 100_000)]
+    catch_up_puts: u64,
+    /// The members' `--snapshot-count` (Raft snapshots every this many entries).
+    #[arg(long, default_value_t = 10_000)]
+    snapshot_count: u64,
+    /// Ports as `dev-cluster --base-port` uses them.
+    #[arg(long, default_value_t = 24790)]
+    base_port: u16,
+    /// Folder for the members' data and logs (default: a temporary folder,
+    /// removed afterwards).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// A `flotilla-node` binary to run the members with (default: this
+    /// executable's own `node` command).
+    #[arg(long)]
+    node_bin: Option<PathBuf>,
+}
+
+/// Puts per fill (and catch-up) transaction.
+const TXN_PUTS: u64 = 64;
+/// Clients filling at once.
+const FILL_CLIENTS: u64 = 8;
+/// How long one request may take before it counts as failed.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Latencies of one kind of request, in milliseconds.
+#[derive(Debug, Default, serde::Serialize)]
+struct Latency {
+    count: usize,
+    failed: u64,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+}
+
+impl Latency {
+    fn of(mut samples: Vec<Duration>, failed: u64) -> Latency {
+        samples.sort();
+        let at = |q: f64| {
+            samples
+                .get(((samples.len() as f64 * q) as usize).min(samples.len().saturating_sub(1)))
+                .map_or(0.0, |d| d.as_secs_f64() * 1e3)
+        };
+        Latency {
+            count: samples.len(),
+            failed,
+            p50_ms: at(0.50),
+            p99_ms: at(0.99),
+            max_ms: samples.last().map_or(0.0, |d| d.as_secs_f64() * 1e3),
+        }
+    }
+}
+
+/// One phase's figures.
+#[derive(Debug, serde::Serialize)]
+struct Phase {
+    name: &'static str,
+    writes_per_s: f64,
+    writes: Latency,
+    range_limit_1: Latency,
+    count_only: Latency,
+    snapshots: Latency,
+    missed_tick_warnings: u64,
+    leader_changes: u64,
+}
+
+/// The catch-up case's figures.
+#[derive(Debug, serde::Serialize)]
+struct CatchUp {
+    puts: u64,
+    stopped_s: f64,
+    /// From SIGCONT until the follower applied the leader's commit index.
+    caught_up_ms: f64,
+    missed_tick_warnings: u64,
+}
+
+/// The cluster under test.
+struct Cluster {
+    dir: PathBuf,
+    members: Vec<Member>,
+}
+
+impl Cluster {
+    async fn start(args: &StallArgs, dir: PathBuf, program: &NodeProgram) -> Result<Cluster> {
+        let initial = dev_cluster::initial_cluster(3, args.base_port);
+        let extra = vec![
+            "--snapshot-count".to_string(),
+            args.snapshot_count.to_string(),
+        ];
+        let mut members = Vec::new();
+        for i in 0..3 {
+            members.push(dev_cluster::spawn_with(
+                program,
+                &dir,
+                args.base_port,
+                false,
+                i,
+                &initial,
+                &extra,
+            )?);
+        }
+        let c = Cluster { dir, members };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for m in &c.members {
+            while !dev_cluster::ready(m.http).await {
+                if Instant::now() >= deadline {
+                    bail!("the cluster did not become ready within 60 s");
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        Ok(c)
+    }
+
+    fn channel(&self, i: usize) -> Result<Channel> {
+        let url = format!("http://127.0.0.1:{}", self.members[i].client);
+        Ok(Endpoint::from_shared(url)?
+            .connect_timeout(Duration::from_secs(1))
+            .connect_lazy())
+    }
+
+    async fn status(&self, i: usize) -> Option<StatusResponse> {
+        let mut client = MaintenanceClient::new(self.channel(i).ok()?);
+        let mut req = tonic::Request::new(StatusRequest {});
+        req.set_timeout(Duration::from_millis(500));
+        client.status(req).await.ok().map(|r| r.into_inner())
+    }
+
+    /// The leader's index, waiting for one.
+    async fn leader(&self) -> Result<usize> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            for i in 0..self.members.len() {
+                if let Some(s) = self.status(i).await
+                    && s.leader != 0
+                    && s.header.is_some_and(|h| h.member_id == s.leader)
+                {
+                    return Ok(i);
+                }
+            }
+            if Instant::now() >= deadline {
+                bail!("no leader within 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The highest Raft term any member reports.
+    async fn term(&self) -> u64 {
+        let mut term = 0;
+        for i in 0..self.members.len() {
+            if let Some(s) = self.status(i).await {
+                term = term.max(s.raft_term);
+            }
+        }
+        term
+    }
+
+    /// "fell behind its clock" warnings in all members' logs so far.
+    fn warnings(&self) -> u64 {
+        self.members
+            .iter()
+            .map(|m| count_warnings(&self.dir.join(format!("{}.log", m.name))))
+            .sum()
+    }
+
+    async fn stop_all(&mut self) {
+        for m in &mut self.members {
+            dev_cluster::stop(m).await;
+        }
+    }
+}
+
+fn count_warnings(log: &Path) -> u64 {
+    std::fs::read_to_string(log).map_or(0, |text| {
+        text.lines()
+            .filter(|l| l.contains("fell behind its clock"))
+            .count() as u64
+    })
+}
+
+fn key(i: u64) -> Vec<u8> {
+    format!("stall/{i:010}").into_bytes()
+}
+
+fn put_op(i: u64, value: &[u8]) -> RequestOp {
+    RequestOp {
+        request: Some(request_op::Request::RequestPut(PutRequest {
+            key: key(i),
+            value: value.to_vec(),
+            ..Default::default()
+        })),
+    }
+}
+
+/// Puts keys `from..to` in 64-put transactions from `FILL_CLIENTS` clients
+/// through `channels` in turn.
+async fn put_txns(channels: &[Channel], from: u64, to: u64, value: &[u8]) -> Result<()> {
+    let next = Arc::new(AtomicU64::new(from));
+    let done = Arc::new(AtomicU64::new(0));
+    let mut tasks: Vec<JoinHandle<Result<()>>> = Vec::new();
+    for c in 0..FILL_CLIENTS {
+        let mut kv = KvClient::new(channels[c as usize % channels.len()].clone());
+        let (next, done, value) = (next.clone(), done.clone(), value.to_vec());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let start = next.fetch_add(TXN_PUTS, Ordering::Relaxed);
+                if start >= to {
+                    return Ok(());
+                }
+                let ops = (start..(start + TXN_PUTS).min(to))
+                    .map(|i| put_op(i, &value))
+                    .collect();
+                let txn = TxnRequest {
+                    success: ops,
+                    ..Default::default()
+                };
+                let mut attempts = 0;
+                loop {
+                    let mut req = tonic::Request::new(txn.clone());
+                    req.set_timeout(REQUEST_TIMEOUT);
+                    match kv.txn(req).await {
+                        Ok(_) => break,
+                        Err(_) if attempts < 20 => {
+                            attempts += 1;
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                        Err(e) => return Err(e).context("a transaction failed 20 times"),
+                    }
+                }
+                let n = done.fetch_add(TXN_PUTS, Ordering::Relaxed) + TXN_PUTS;
+                if n % 100_000 < TXN_PUTS {
+                    eprintln!("  {n} of {} keys", to - from);
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(())
+}
+
+/// A client that repeats one kind of request until `stop`: its latencies
+/// and its failures.
+type Sampler = JoinHandle<(Vec<Duration>, u64)>;
+
+fn writer(
+    kv: KvClient<Channel>,
+    w: u64,
+    keys: u64,
+    value: Vec<u8>,
+    stop: Arc<AtomicBool>,
+) -> Sampler {
+    let mut kv = kv;
+    tokio::spawn(async move {
+        let (mut samples, mut failed) = (Vec::new(), 0);
+        let mut n = w;
+        while !stop.load(Ordering::Relaxed) {
+            // A spread of the filled keys, different per writer.
+            n = n
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            let mut req = tonic::Request::new(PutRequest {
+                key: key((n >> 17) % keys.max(1)),
+                value: value.clone(),
+                ..Default::default()
+            });
+            req.set_timeout(REQUEST_TIMEOUT);
+            let t = Instant::now();
+            match kv.put(req).await {
+                Ok(_) => samples.push(t.elapsed()),
+                Err(_) => failed += 1,
+            }
+        }
+        (samples, failed)
+    })
+}
+
+fn reader(kv: KvClient<Channel>, count_only: bool, stop: Arc<AtomicBool>) -> Sampler {
+    let mut kv = kv;
+    tokio::spawn(async move {
+        let (mut samples, mut failed) = (Vec::new(), 0);
+        while !stop.load(Ordering::Relaxed) {
+            let mut req = tonic::Request::new(RangeRequest {
+                key: b"\0".to_vec(),
+                range_end: b"\0".to_vec(),
+                limit: i64::from(!count_only),
+                count_only,
+                ..Default::default()
+            });
+            req.set_timeout(REQUEST_TIMEOUT);
+            let t = Instant::now();
+            match kv.range(req).await {
+                Ok(_) => samples.push(t.elapsed()),
+                Err(_) => failed += 1,
+            }
+        }
+        (samples, failed)
+    })
+}
+
+fn snapshotter(mut m: MaintenanceClient<Channel>, stop: Arc<AtomicBool>) -> Sampler {
+    m = m.max_decoding_message_size(64 << 20);
+    tokio::spawn(async move {
+        let (mut samples, mut failed) = (Vec::new(), 0);
+        while !stop.load(Ordering::Relaxed) {
+            let t = Instant::now();
+            let taken = async {
+                let mut stream = m.snapshot(SnapshotRequest {}).await?.into_inner();
+                while stream.message().await?.is_some() {}
+                Ok::<(), tonic::Status>(())
+            };
+            match tokio::time::timeout(Duration::from_secs(120), taken).await {
+                Ok(Ok(())) => samples.push(t.elapsed()),
+                _ => failed += 1,
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        (samples, failed)
+    })
+}
+
+async fn collect(samplers: Vec<Sampler>) -> Result<(Vec<Duration>, u64)> {
+    let (mut all, mut failed) = (Vec::new(), 0);
+    for s in samplers {
+        let (samples, f) = s.await?;
+        all.extend(samples);
+        failed += f;
+    }
+    Ok((all, failed))
+}
+
+async fn phase(c: &Cluster, args: &StallArgs, name: &'static str, reads: bool) -> Result<Phase> {
+    let leader = c.leader().await?;
+    let (term0, warnings0) = (c.term().await, c.warnings());
+    let stop = Arc::new(AtomicBool::new(false));
+    let value = vec![b'w'; args.value_bytes];
+    let writers: Vec<Sampler> = (0..args.writers)
+        .map(|w| {
+            let ch = c.channel(w as usize % c.members.len())?;
+            Ok(writer(
+                KvClient::new(ch),
+                u64::from(w) + 1,
+                args.keys,
+                value.clone(),
+                stop.clone(),
+            ))
+        })
+        .collect::<Result<_>>()?;
+    let (mut ranges, mut counts, mut snaps) = (Vec::new(), Vec::new(), Vec::new());
+    if reads {
+        // The reads go to the leader, whose stall costs the most.
+        for _ in 0..args.readers {
+            ranges.push(reader(
+                KvClient::new(c.channel(leader)?),
+                false,
+                stop.clone(),
+            ));
+            counts.push(reader(
+                KvClient::new(c.channel(leader)?),
+                true,
+                stop.clone(),
+            ));
+        }
+        snaps.push(snapshotter(
+            MaintenanceClient::new(c.channel(leader)?),
+            stop.clone(),
+        ));
+    }
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(args.seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (writes, write_failures) = collect(writers).await?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let (ranges, range_failures) = collect(ranges).await?;
+    let (counts, count_failures) = collect(counts).await?;
+    let (snaps, snap_failures) = collect(snaps).await?;
+    Ok(Phase {
+        name,
+        writes_per_s: writes.len() as f64 / elapsed,
+        writes: Latency::of(writes, write_failures),
+        range_limit_1: Latency::of(ranges, range_failures),
+        count_only: Latency::of(counts, count_failures),
+        snapshots: Latency::of(snaps, snap_failures),
+        missed_tick_warnings: c.warnings() - warnings0,
+        leader_changes: c.term().await - term0,
+    })
+}
+
+/// Sends `signal` to the member's process.
+fn signal(member: &Member, signal: rustix::process::Signal) -> Result<()> {
+    let pid = member.child.id().context("the member has exited")?;
+    let pid = rustix::process::Pid::from_raw(pid as i32).context("bad pid")?;
+    rustix::process::kill_process(pid, signal).context("cannot signal the member")
+}
+
+async fn catch_up(c: &Cluster, args: &StallArgs) -> Result<CatchUp> {
+    let leader = c.leader().await?;
+    let follower = (leader + 1) % c.members.len();
+    let warnings0 = c.warnings();
+    let channels = [c.channel(leader)?];
+    let value = vec![b'c'; args.value_bytes];
+    signal(&c.members[follower], rustix::process::Signal::STOP)?;
+    let stopped = Instant::now();
+    let wrote = put_txns(&channels, args.keys, args.keys + args.catch_up_puts, &value).await;
+    let target = match c.status(leader).await {
+        Some(s) => s.raft_index,
+        None => 0,
+    };
+    let stopped_s = stopped.elapsed().as_secs_f64();
+    signal(&c.members[follower], rustix::process::Signal::CONT)?;
+    wrote?;
+    if target == 0 {
+        bail!("the leader did not answer Status after the puts");
+    }
+    let continued = Instant::now();
+    loop {
+        if let Some(s) = c.status(follower).await
+            && s.raft_applied_index >= target
+        {
+            break;
+        }
+        if continued.elapsed() > Duration::from_secs(120) {
+            bail!("the follower did not catch up within 120 s");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let caught_up_ms = continued.elapsed().as_secs_f64() * 1e3;
+    // Let its late warnings reach the log.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    Ok(CatchUp {
+        puts: args.catch_up_puts,
+        stopped_s,
+        caught_up_ms,
+        missed_tick_warnings: c.warnings() - warnings0,
+    })
+}
+
+fn print(args: &StallArgs, phases: &[Phase], catch: Option<&CatchUp>, out: WriteOut) -> Result<()> {
+    if out == WriteOut::Json {
+        let doc = serde_json::json!({
+            "keys": args.keys,
+            "value_bytes": args.value_bytes,
+            "writers": args.writers,
+            "readers": args.readers,
+            "phases": phases,
+            "catch_up": catch,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(());
+    }
+    println!(
+        "{} keys x {} B, {} writers, {} range + {} count readers, {} s per phase",
+        args.keys, args.value_bytes, args.writers, args.readers, args.readers, args.seconds
+    );
+    println!(
+        "{:<9} {:>9} {:>8} {:>8} {:>8} {:>8}  {:>24}  {:>24}  {:>24} {:>6} {:>7}",
+        "phase",
+        "writes/s",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "failed",
+        "range --limit 1 p50/p99/max",
+        "count p50/p99/max",
+        "snapshot n p50/max",
+        "missed",
+        "leaders"
+    );
+    for p in phases {
+        let l = |l: &Latency| format!("{:.1}/{:.1}/{:.1}", l.p50_ms, l.p99_ms, l.max_ms);
+        println!(
+            "{:<9} {:>9.0} {:>8.2} {:>8.2} {:>8.1} {:>8}  {:>24}  {:>24}  {:>24} {:>6} {:>7}",
+            p.name,
+            p.writes_per_s,
+            p.writes.p50_ms,
+            p.writes.p99_ms,
+            p.writes.max_ms,
+            p.writes.failed,
+            l(&p.range_limit_1),
+            l(&p.count_only),
+            format!(
+                "{} {:.0}/{:.0}",
+                p.snapshots.count, p.snapshots.p50_ms, p.snapshots.max_ms
+            ),
+            p.missed_tick_warnings,
+            p.leader_changes
+        );
+    }
+    if let Some(c) = catch {
+        println!(
+            "catch-up: follower stopped {:.1} s while {} puts committed; caught up {:.0} ms after SIGCONT ({} missed-tick warnings)",
+            c.stopped_s, c.puts, c.caught_up_ms, c.missed_tick_warnings
+        );
+    }
+    Ok(())
+}
+
+/// Runs the benchmark.
+pub async fn run(args: StallArgs, out: WriteOut) -> Result<()> {
+    if args.keys == 0 || args.seconds == 0 || args.writers == 0 {
+        bail!("--keys, --seconds and --writers must be at least 1");
+    }
+    let (dir, temporary) = match &args.dir {
+        Some(d) => (d.clone(), false),
+        None => (
+            std::env::temp_dir().join(format!("flotilla-stall-{}", std::process::id())),
+            true,
+        ),
+    };
+    let program = dev_cluster::node_program(args.node_bin.as_deref())?;
+    let mut c = Cluster::start(&args, dir.clone(), &program).await?;
+    let result = async {
+        eprintln!("filling {} keys of {} B", args.keys, args.value_bytes);
+        let fill = Instant::now();
+        let channels: Vec<Channel> = (0..c.members.len())
+            .map(|i| c.channel(i))
+            .collect::<Result<_>>()?;
+        put_txns(&channels, 0, args.keys, &vec![b'f'; args.value_bytes]).await?;
+        eprintln!(
+            "filled in {:.1} s ({} missed-tick warnings so far); baseline phase",
+            fill.elapsed().as_secs_f64(),
+            c.warnings()
+        );
+        let baseline = phase(&c, &args, "baseline", false).await?;
+        eprintln!("read phase");
+        let reads = phase(&c, &args, "reads", true).await?;
+        let catch = if args.catch_up_puts > 0 {
+            eprintln!("catch-up case");
+            Some(catch_up(&c, &args).await?)
+        } else {
+            None
+        };
+        Ok::<_, anyhow::Error>((vec![baseline, reads], catch))
+    }
+    .await;
+    c.stop_all().await;
+    match result {
+        Ok((phases, catch)) => {
+            if temporary {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+            print(&args, &phases, catch.as_ref(), out)
+        }
+        Err(e) => Err(e.context(format!("logs in {}", dir.display()))),
+    }
+}
