@@ -318,6 +318,15 @@ impl Consumer {
         Ok(())
     }
 
+    /// Commits exactly `positions` (next offsets per partition), for an
+    /// application that processed only part of what it polled.
+    pub async fn commit_offsets(
+        &self,
+        positions: &BTreeMap<(String, u32), u64>,
+    ) -> Result<(), BrokerClientError> {
+        self.commit_positions(positions).await
+    }
+
     async fn commit_positions(
         &self,
         positions: &BTreeMap<(String, u32), u64>,
@@ -356,6 +365,11 @@ impl Consumer {
         if self.config.auto_commit {
             self.commit().await?;
         }
+        self.leave().await
+    }
+
+    /// Leaves the group without committing.
+    pub async fn leave(self) -> Result<(), BrokerClientError> {
         if let Some(group) = self.config.group.clone() {
             self.client
                 .groups()
