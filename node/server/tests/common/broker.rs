@@ -80,3 +80,86 @@ pub fn records(partition: u32, first: u64, count: u64) -> Vec<pb::Record> {
         })
         .collect()
 }
+
+/// The index of the member whose client address is `addr` (`host:port`).
+pub fn member_at(cluster: &ProcessCluster, addr: &str) -> usize {
+    cluster
+        .endpoints()
+        .iter()
+        .position(|e| e.trim_start_matches("http://") == addr)
+        .unwrap_or_else(|| panic!("no member at {addr}"))
+}
+
+/// Waits until partition `partition` of `topic` is led by a broker other
+/// than `not` (an address); returns the partition's state.
+pub async fn wait_new_leader(
+    client: &BrokerClient,
+    topic: &str,
+    partition: u32,
+    not: &str,
+) -> pb::PartitionInfo {
+    let deadline = tokio::time::Instant::now() + BROKER_WAIT;
+    loop {
+        if let Ok(d) = client.describe_topic(topic).await {
+            let p = &d.partitions[partition as usize];
+            if p.leader != 0 && p.leader_addr != not {
+                return p.clone();
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no new leader for {topic}-{partition}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Every record of a partition from offset 0 to its high watermark, read
+/// at its leader.
+pub async fn read_all(client: &BrokerClient, topic: &str, partition: u32) -> Vec<pb::Record> {
+    let mut out: Vec<pb::Record> = Vec::new();
+    let end = client
+        .list_offset(topic, partition, pb::OffsetSpec::Latest, 0)
+        .await
+        .expect("latest");
+    while (out.len() as u64) < end {
+        let resp = client
+            .fetch(pb::FetchRequest {
+                topic: topic.into(),
+                partition,
+                offset: out.len() as u64,
+                max_wait_ms: 100,
+                ..Default::default()
+            })
+            .await
+            .expect("fetch");
+        for r in resp.records {
+            assert_eq!(r.offset, out.len() as u64, "offsets are dense and in order");
+            out.push(r);
+        }
+    }
+    out
+}
+
+/// Creates `topic` and waits for its leaders.
+pub async fn create(
+    client: &BrokerClient,
+    topic: &str,
+    partitions: u32,
+    replication_factor: u32,
+    min_insync_replicas: u32,
+) -> pb::TopicDescription {
+    client
+        .create_topic(
+            topic,
+            pb::TopicConfig {
+                partitions,
+                replication_factor,
+                min_insync_replicas,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("create topic");
+    wait_leaders(client, topic).await
+}
