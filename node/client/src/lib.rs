@@ -8,6 +8,7 @@
 //! it once even when the first attempt's answer was lost. Against a plain
 //! etcd the metadata is ignored and writes have etcd's semantics.
 
+pub mod broker;
 pub mod coalesce;
 mod requests;
 pub mod resolve;
@@ -20,6 +21,7 @@ use flotilla_proto::etcdserverpb::request_op::Request as Op;
 use flotilla_proto::etcdserverpb::{
     Compare, DeleteRangeRequest, LeaseGrantRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
 };
+pub use requests::prefix_end;
 pub use retry::{ClientConfig, ClientError};
 use retry::{Endpoints, is_retryable};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -202,6 +202,29 @@ pub struct NodeArgs {
     /// of leadership included (at most half of it); 5000 by default.
     #[arg(long, env = "FLOTILLA_SHUTDOWN_TIMEOUT_MS")]
     pub shutdown_timeout_ms: Option<u64>,
+    /// Broker: replication factor of topics created without one (1 by
+    /// default).
+    #[arg(long, env = "FLOTILLA_DEFAULT_REPLICATION_FACTOR")]
+    pub default_replication_factor: Option<u32>,
+    /// Broker: min.insync.replicas of topics created without one (1 by
+    /// default; capped at the topic's replication factor).
+    #[arg(long, env = "FLOTILLA_MIN_INSYNC_REPLICAS")]
+    pub min_insync_replicas: Option<u32>,
+    /// Broker: TTL in milliseconds of the lease behind the broker's
+    /// registration and its partition leaderships (2000 by default; the
+    /// KV's leases count whole seconds, so it is rounded up there, and a
+    /// leader stops writing after three quarters of this value without a
+    /// confirmed renewal).
+    #[arg(long, env = "FLOTILLA_PARTITION_LEASE_TTL_MS")]
+    pub partition_lease_ttl_ms: Option<u64>,
+    /// Broker: largest produce batch in bytes (encoded records; 4 MiB by
+    /// default); a larger one is refused whole.
+    #[arg(long, env = "FLOTILLA_BROKER_MAX_BATCH_BYTES")]
+    pub broker_max_batch_bytes: Option<u64>,
+    /// Broker: an in-sync replica that has not caught up with its leader for
+    /// this many milliseconds leaves the ISR (3000 by default).
+    #[arg(long, env = "FLOTILLA_REPLICA_LAG_TIME_MAX_MS")]
+    pub replica_lag_time_max_ms: Option<u64>,
 }
 
 /// One member of the initial cluster.
@@ -281,6 +304,85 @@ pub struct NodeConfig {
     /// How long a stop may take in all (the leader's hand-off of leadership
     /// gets at most half).
     pub shutdown_timeout: Duration,
+    /// The broker's settings.
+    pub broker: BrokerSettings,
+}
+
+/// The broker's node-level settings (its flags).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BrokerSettings {
+    /// Replication factor of topics created without one.
+    pub default_replication_factor: u32,
+    /// min.insync.replicas of topics created without one.
+    pub min_insync_replicas: u32,
+    /// TTL of the broker's lease.
+    pub partition_lease_ttl: Duration,
+    /// Largest produce batch.
+    pub max_batch_bytes: u64,
+    /// ISR lag bound.
+    pub replica_lag_time_max: Duration,
+}
+
+impl Default for BrokerSettings {
+    fn default() -> Self {
+        BrokerSettings {
+            default_replication_factor: 1,
+            min_insync_replicas: 1,
+            partition_lease_ttl: Duration::from_millis(2000),
+            max_batch_bytes: 4 << 20,
+            replica_lag_time_max: Duration::from_millis(3000),
+        }
+    }
+}
+
+impl BrokerSettings {
+    fn resolve(args: &NodeArgs) -> Result<BrokerSettings, ConfigError> {
+        let d = BrokerSettings::default();
+        let rf = args
+            .default_replication_factor
+            .unwrap_or(d.default_replication_factor);
+        if !(1..=16).contains(&rf) {
+            return Err(invalid(
+                "default-replication-factor",
+                format!("{rf} is outside 1..=16"),
+            ));
+        }
+        let min = args.min_insync_replicas.unwrap_or(d.min_insync_replicas);
+        if !(1..=16).contains(&min) {
+            return Err(invalid(
+                "min-insync-replicas",
+                format!("{min} is outside 1..=16"),
+            ));
+        }
+        let ttl = args.partition_lease_ttl_ms.unwrap_or(2000);
+        if !(500..=600_000).contains(&ttl) {
+            return Err(invalid(
+                "partition-lease-ttl-ms",
+                format!("{ttl} is outside 500..=600000"),
+            ));
+        }
+        let batch = args.broker_max_batch_bytes.unwrap_or(d.max_batch_bytes);
+        if !(1024..=256 << 20).contains(&batch) {
+            return Err(invalid(
+                "broker-max-batch-bytes",
+                format!("{batch} is outside 1024..={}", 256u64 << 20),
+            ));
+        }
+        let lag = args.replica_lag_time_max_ms.unwrap_or(3000);
+        if !(100..=600_000).contains(&lag) {
+            return Err(invalid(
+                "replica-lag-time-max-ms",
+                format!("{lag} is outside 100..=600000"),
+            ));
+        }
+        Ok(BrokerSettings {
+            default_replication_factor: rf,
+            min_insync_replicas: min,
+            partition_lease_ttl: Duration::from_millis(ttl),
+            max_batch_bytes: batch,
+            replica_lag_time_max: Duration::from_millis(lag),
+        })
+    }
 }
 
 /// etcd's default space quota (`DefaultQuotaBytes`), used when
@@ -446,7 +548,12 @@ impl NodeArgs {
             max_concurrent_streams,
             max_client_connections,
             snapshot_catchup_entries,
-            shutdown_timeout_ms
+            shutdown_timeout_ms,
+            default_replication_factor,
+            min_insync_replicas,
+            partition_lease_ttl_ms,
+            broker_max_batch_bytes,
+            replica_lag_time_max_ms
         )
     }
 }
@@ -459,6 +566,7 @@ impl NodeConfig {
             Some(path) => args.or(NodeArgs::load_file(&path)?),
             None => args,
         };
+        let broker = BrokerSettings::resolve(&args)?;
         let name = args.name.ok_or(ConfigError::Missing("name"))?;
         let token = args
             .initial_cluster_token
@@ -625,6 +733,7 @@ impl NodeConfig {
             max_client_connections,
             snapshot_catchup_entries,
             shutdown_timeout: Duration::from_millis(shutdown_timeout_ms),
+            broker,
         };
         let listens = [
             &config.client_listen,

@@ -124,6 +124,13 @@ impl Metrics {
         m
     }
 
+    /// Registers more metrics (another part's, such as the broker's) in
+    /// the same registry.
+    pub fn register(&self, f: impl FnOnce(&mut Registry)) {
+        let mut registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut registry);
+    }
+
     /// Records one persist step.
     pub fn observe_fsync(&self, elapsed: Duration) {
         self.fsync_seconds.observe(elapsed.as_secs_f64());

@@ -119,6 +119,9 @@ pub enum StartError {
     /// A listener's address could not be read.
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),
+    /// The broker could not start.
+    #[error("broker: {0}")]
+    Broker(String),
 }
 
 /// Why a running member stopped with an error.
@@ -165,6 +168,9 @@ pub struct RunningNode {
     /// from the cluster).
     fatal: watch::Receiver<Option<String>>,
     hand_off: HandOff<NodeStateMachine>,
+    /// The broker, stopped first (its lease revoked through the client
+    /// port, so its partition leaderships move at once).
+    broker: Option<flotilla_broker::Broker>,
 }
 
 /// Runs `part` of the member, which should run until `stopping` is set; if
@@ -402,7 +408,7 @@ pub async fn start_with(
             listeners.http,
             HttpState {
                 status: raft.watch_status(),
-                metrics,
+                metrics: metrics.clone(),
                 caught_up,
                 fatal: fatal.clone(),
                 pre_stop,
@@ -454,6 +460,7 @@ pub async fn start_with(
     let message_max = config.max_request_bytes + GRPC_OVERHEAD_BYTES;
     let forward_service = ForwardService::new(ctx.clone(), config.cluster_id, &forward_config);
     let forward_closer = forward_service.stream_closer();
+    let broker = start_broker(&config, &metrics)?;
     let router = tonic::transport::Server::builder()
         .max_concurrent_streams(config.max_concurrent_streams)
         .add_service(
@@ -486,7 +493,10 @@ pub async fn start_with(
                 .max_decoding_message_size(message_max)
                 .max_encoding_message_size(usize::MAX),
         )
-        .add_service(forward_service.into_server());
+        .add_service(forward_service.into_server())
+        .add_service(broker.admin_service().into_server())
+        .add_service(broker.broker_service().into_server())
+        .add_service(broker.groups_service().into_server());
     // Watch and keepalive streams never end by themselves: close them when
     // the client server is asked to stop, or its graceful shutdown waits.
     let stop_client_streams = {
@@ -599,7 +609,36 @@ pub async fn start_with(
         http_server,
         fatal,
         hand_off,
+        broker: Some(broker),
     })
+}
+
+/// Starts the broker against this member's own client URL: it reaches the
+/// KV only through the etcd API, as it would reach any etcd.
+fn start_broker(
+    config: &NodeConfig,
+    metrics: &Metrics,
+) -> Result<flotilla_broker::Broker, StartError> {
+    let advertise = config
+        .client_advertise
+        .trim_start_matches("http://")
+        .trim_start_matches("https://")
+        .trim_end_matches('/')
+        .to_string();
+    let mut broker_config = flotilla_broker::BrokerConfig::new(
+        config.member_id,
+        advertise,
+        config.data_dir.join("broker"),
+        vec![config.client_advertise.clone()],
+    );
+    broker_config.default_replication_factor = config.broker.default_replication_factor;
+    broker_config.min_insync_replicas = config.broker.min_insync_replicas;
+    broker_config.partition_lease_ttl = config.broker.partition_lease_ttl;
+    broker_config.max_batch_bytes = config.broker.max_batch_bytes;
+    broker_config.replica_lag_time_max = config.broker.replica_lag_time_max;
+    let broker_metrics = flotilla_broker::BrokerMetrics::default();
+    metrics.register(|r| broker_metrics.register(r));
+    flotilla_broker::Broker::start(broker_config, broker_metrics).map_err(StartError::Broker)
 }
 
 fn flotilla_raft_restore(
@@ -783,7 +822,10 @@ impl RunningNode {
     /// for at most 2 s and no later than the deadline, and a part still
     /// running then is left (aborted, or, for the driver's thread, left to
     /// end with the process) with [`RunError::Overdue`].
-    pub async fn shutdown_until(self, deadline: Instant) -> Result<(), RunError> {
+    pub async fn shutdown_until(mut self, deadline: Instant) -> Result<(), RunError> {
+        if let Some(broker) = self.broker.take() {
+            let _ = tokio::time::timeout_at(deadline, broker.shutdown()).await;
+        }
         self.stop_clients.send_replace(true);
         let mut first: Option<RunError> = None;
         let mut keep = |r: Result<(), RunError>| {

@@ -68,6 +68,7 @@ pub fn node_config(
         max_client_connections: 4096,
         snapshot_catchup_entries: 5_000,
         shutdown_timeout: Duration::from_secs(5),
+        broker: flotilla_node::config::BrokerSettings::default(),
     }
 }
 

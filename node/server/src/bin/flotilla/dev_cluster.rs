@@ -245,6 +245,12 @@ pub async fn run(args: DevClusterArgs) -> Result<()> {
         endpoints.join(","),
         endpoints.join(",")
     );
+    println!(
+        "broker: flotilla --endpoints {e} topic create demo -p 3 -r 3 && \
+         seq 10 | flotilla --endpoints {e} produce demo && \
+         flotilla --endpoints {e} consume demo --group g1 --from-beginning --count 10",
+        e = endpoints.join(",")
+    );
     if !args.exit_when_ready {
         println!("press Ctrl-C to stop");
         tokio::signal::ctrl_c().await?;

@@ -13,6 +13,7 @@
 //! | `member.rs` | `member list/add/remove/promote` |
 //! | `cluster.rs` | `cluster status` |
 //! | `snapshot.rs` | `snapshot save/status/restore` |
+//! | `topic.rs`, `produce.rs`, `consume.rs`, `group.rs` | the broker: `topic ...`, `produce`, `consume`, `group ...` |
 //! | `dev_cluster.rs` | `dev-cluster` |
 //! | `bench_kv.rs`, `bench_log.rs`, `bench_failover.rs`, `bench_stall.rs` | `bench kv`, `bench log`, `bench failover`, `bench stall` |
 
@@ -22,11 +23,15 @@ mod bench_log;
 mod bench_stall;
 mod cluster;
 mod connect;
+mod consume;
 mod dev_cluster;
+mod group;
 mod kv;
 mod lease;
 mod member;
+mod produce;
 mod snapshot;
+mod topic;
 mod txn;
 
 /// jemalloc, not the system allocator: a member spends about a tenth of its
@@ -79,6 +84,16 @@ enum Command {
     /// Backups: save a snapshot, check one, restore one into a new cluster.
     #[command(subcommand)]
     Snapshot(snapshot::SnapshotCommand),
+    /// Broker topics: create, list, describe, alter, delete.
+    #[command(subcommand)]
+    Topic(topic::TopicCommand),
+    /// Produce records to a topic: lines from stdin, or generated load.
+    Produce(produce::ProduceArgs),
+    /// Consume records of a topic (alone or in a group) to stdout.
+    Consume(consume::ConsumeArgs),
+    /// Consumer groups: list, describe.
+    #[command(subcommand)]
+    Group(group::GroupCommand),
     /// Start a local cluster of real `flotilla-node` processes, print its
     /// endpoints, and stop it cleanly on Ctrl-C.
     DevCluster(dev_cluster::DevClusterArgs),
@@ -161,6 +176,18 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
             .map(|()| done),
         Command::Snapshot(cmd) => runtime()?
             .block_on(snapshot::run(cmd, &cli.endpoints, cli.write_out))
+            .map(|()| done),
+        Command::Topic(cmd) => runtime()?
+            .block_on(topic::run(cmd, &cli.endpoints, cli.write_out))
+            .map(|()| done),
+        Command::Produce(args) => runtime()?
+            .block_on(produce::run(args, &cli.endpoints, cli.write_out))
+            .map(|()| done),
+        Command::Consume(args) => runtime()?
+            .block_on(consume::run(args, &cli.endpoints, cli.write_out))
+            .map(|()| done),
+        Command::Group(cmd) => runtime()?
+            .block_on(group::run(cmd, &cli.endpoints, cli.write_out))
             .map(|()| done),
     }
 }

@@ -1,0 +1,692 @@
+//! One partition replica on this broker: its log, its role (leader of an
+//! epoch, follower of a leader, or neither), the high watermark, the epoch
+//! cache, and as leader the followers' progress, the ISR and the producer
+//! table.
+//!
+//! The rules a leader follows:
+//! 1. It writes only while its role is `Leader` and its lease is within the
+//!    safe window ([`crate::lease`]).
+//! 2. The high watermark is the smallest log end over the ISR (the leader's
+//!    included); it never goes down while the same leader leads.
+//! 3. A follower's fetch at offset `o` says it has every record below `o`.
+//! 4. ISR changes are written to the KV first (fenced by the epoch), then
+//!    applied here.
+
+use crate::epoch::{CHECKPOINT_FILE, CheckpointFile, EpochCache, EpochEntry};
+use crate::error::PartitionError;
+use crate::producers::{Check, Producers, WrittenBatch};
+use bytes::Bytes;
+use flotilla_log::{Log, LogConfig, NewRecord, Offset};
+use flotilla_proto::broker as pb;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+use tokio::sync::watch;
+
+/// The high watermark checkpoint file inside the partition directory.
+pub const HW_FILE: &str = "high-watermark-checkpoint";
+
+/// What this broker is for the partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// Neither (no leader known, or stepping down).
+    None,
+    /// Leads in `epoch`.
+    Leader {
+        /// The epoch.
+        epoch: i64,
+    },
+    /// Follows `leader` in `epoch`.
+    Follower {
+        /// The epoch.
+        epoch: i64,
+        /// The leader broker.
+        leader: u64,
+        /// Its address.
+        addr: String,
+    },
+}
+
+/// A follower's progress as the leader sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct FollowerProgress {
+    /// Its log end (the offset of its last fetch).
+    pub log_end: u64,
+    /// When it was last caught up with the leader's log end.
+    pub caught_up_at: Instant,
+}
+
+#[derive(Debug)]
+struct State {
+    role: Role,
+    hw: u64,
+    epochs: EpochCache,
+    isr: Vec<u64>,
+    followers: HashMap<u64, FollowerProgress>,
+    producers: Producers,
+    min_insync: u32,
+    leader_since: Instant,
+}
+
+/// One partition replica.
+#[derive(Debug)]
+pub struct Replica {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: u32,
+    me: u64,
+    log: Arc<Log>,
+    dir: PathBuf,
+    state: Mutex<State>,
+    /// Bumped whenever the log end or the high watermark moves, or the role
+    /// changes: what long-polls wait on.
+    changed: watch::Sender<u64>,
+    /// Serialises appends, so a batch's offsets and its producer record
+    /// agree.
+    write: tokio::sync::Mutex<()>,
+    epoch_file: CheckpointFile,
+    hw_file: CheckpointFile,
+}
+
+/// The outcome of a leader append.
+#[derive(Debug, Clone, Copy)]
+pub struct Appended {
+    /// First offset.
+    pub base_offset: u64,
+    /// One past the last.
+    pub end_offset: u64,
+    /// The epoch.
+    pub epoch: i64,
+    /// A retried batch already written.
+    pub duplicate: bool,
+}
+
+fn storage(e: impl std::fmt::Display) -> PartitionError {
+    PartitionError::Storage(e.to_string())
+}
+
+impl Replica {
+    /// Opens (or creates) the replica under `root/<topic>-<partition>`,
+    /// recovering its log, epoch cache and high watermark.
+    pub fn open(
+        root: &std::path::Path,
+        topic: &str,
+        partition: u32,
+        me: u64,
+        config: LogConfig,
+        min_insync: u32,
+    ) -> Result<Replica, PartitionError> {
+        let log =
+            tokio::task::block_in_place(|| Log::open_partition(root, topic, partition, config))
+                .map_err(storage)?;
+        let dir = log.dir().to_path_buf();
+        let epoch_file = CheckpointFile::new(&dir, CHECKPOINT_FILE);
+        let hw_file = CheckpointFile::new(&dir, HW_FILE);
+        let end = log.log_end_offset().0;
+        let mut epochs = EpochCache::from_entries(
+            epoch_file
+                .read()
+                .map_err(storage)?
+                .into_iter()
+                .map(|(epoch, start_offset)| EpochEntry {
+                    epoch,
+                    start_offset,
+                })
+                .collect(),
+        )
+        .map_err(PartitionError::Storage)?;
+        // A crash between a truncation and the checkpoint's rewrite leaves
+        // entries past the log end: drop them.
+        epochs.truncate_from(end.saturating_add(1));
+        let hw = hw_file
+            .read()
+            .map_err(storage)?
+            .first()
+            .map_or(0, |&(_, hw)| hw)
+            .min(end)
+            .max(log.log_start_offset().0);
+        let (changed, _) = watch::channel(0);
+        Ok(Replica {
+            topic: topic.to_string(),
+            partition,
+            me,
+            log: Arc::new(log),
+            dir,
+            state: Mutex::new(State {
+                role: Role::None,
+                hw,
+                epochs,
+                isr: Vec::new(),
+                followers: HashMap::new(),
+                producers: Producers::default(),
+                min_insync,
+                leader_since: Instant::now(),
+            }),
+            changed,
+            write: tokio::sync::Mutex::new(()),
+            epoch_file,
+            hw_file,
+        })
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn bump(&self) {
+        self.changed.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// The partition's directory.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
+    /// The log.
+    pub fn log(&self) -> &Arc<Log> {
+        &self.log
+    }
+
+    /// The role.
+    pub fn role(&self) -> Role {
+        self.state().role.clone()
+    }
+
+    /// The high watermark.
+    pub fn high_watermark(&self) -> u64 {
+        self.state().hw
+    }
+
+    /// The log end offset.
+    pub fn log_end(&self) -> u64 {
+        self.log.log_end_offset().0
+    }
+
+    /// The ISR as this replica knows it (leaders only keep it current).
+    pub fn isr(&self) -> Vec<u64> {
+        self.state().isr.clone()
+    }
+
+    /// The latest epoch in the log's cache.
+    pub fn latest_epoch(&self) -> i64 {
+        self.state().epochs.latest_epoch()
+    }
+
+    /// Sets min.insync.replicas (from the topic's configuration).
+    pub fn set_min_insync(&self, min: u32) {
+        self.state().min_insync = min;
+    }
+
+    fn save_epochs(&self, epochs: &EpochCache) -> Result<(), PartitionError> {
+        let pairs: Vec<(i64, u64)> = epochs
+            .entries()
+            .iter()
+            .map(|e| (e.epoch, e.start_offset))
+            .collect();
+        tokio::task::block_in_place(|| self.epoch_file.write(&pairs)).map_err(storage)
+    }
+
+    /// Writes the high watermark checkpoint.
+    pub fn checkpoint_hw(&self) -> Result<(), PartitionError> {
+        let hw = self.high_watermark();
+        tokio::task::block_in_place(|| self.hw_file.write(&[(0, hw)])).map_err(storage)
+    }
+
+    /// Becomes leader of `epoch` with `isr` (as written to the KV): records
+    /// the epoch's start at the log end (KIP-101), forgets followers'
+    /// progress and producers.
+    pub fn become_leader(&self, epoch: i64, isr: Vec<u64>) -> Result<(), PartitionError> {
+        let end = self.log_end();
+        let epochs = {
+            let mut s = self.state();
+            if s.role == (Role::Leader { epoch }) {
+                return Ok(());
+            }
+            s.role = Role::Leader { epoch };
+            s.isr = isr;
+            s.followers.clear();
+            s.producers.clear();
+            s.leader_since = Instant::now();
+            if !s.epochs.assign(epoch, end) {
+                None
+            } else {
+                Some(s.epochs.clone())
+            }
+        };
+        if let Some(e) = epochs {
+            self.save_epochs(&e)?;
+        }
+        self.recompute_hw();
+        self.bump();
+        tracing::info!(topic = %self.topic, partition = self.partition, epoch, log_end = end, "leading");
+        Ok(())
+    }
+
+    /// Follows `leader` in `epoch` (or steps down to no role).
+    pub fn set_role(&self, role: Role) {
+        let mut s = self.state();
+        if s.role != role {
+            s.role = role;
+            s.followers.clear();
+            drop(s);
+            self.bump();
+        }
+    }
+
+    /// A receiver that sees every change of the log end, the high watermark
+    /// or the role.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    fn not_leader(&self, role: &Role) -> PartitionError {
+        let (leader_id, leader_addr, leader_epoch) = match role {
+            Role::Follower {
+                epoch,
+                leader,
+                addr,
+            } => (*leader, addr.clone(), *epoch),
+            _ => (0, String::new(), 0),
+        };
+        PartitionError::NotLeader {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            leader_id,
+            leader_addr,
+            leader_epoch,
+        }
+    }
+
+    /// The leader's epoch, or NotLeader.
+    pub fn leader_epoch(&self) -> Result<i64, PartitionError> {
+        match self.role() {
+            Role::Leader { epoch } => Ok(epoch),
+            other => Err(self.not_leader(&other)),
+        }
+    }
+
+    /// Appends a produced batch as leader (rule 1), after the idempotence
+    /// check. `lease_valid` says whether the lease is inside its safe window
+    /// now.
+    pub async fn append_as_leader(
+        &self,
+        req: &pb::ProduceRequest,
+        acks_all: bool,
+        lease_valid: impl Fn() -> bool,
+    ) -> Result<Appended, PartitionError> {
+        let count = req.records.len() as u64;
+        let _w = self.write.lock().await;
+        let epoch = {
+            let s = self.state();
+            let Role::Leader { epoch } = s.role else {
+                return Err(self.not_leader(&s.role));
+            };
+            if acks_all && s.isr.len() < s.min_insync as usize {
+                return Err(PartitionError::NotEnoughReplicas {
+                    isr: s.isr.len(),
+                    min: s.min_insync,
+                });
+            }
+            if req.producer_id != 0 {
+                match s.producers.check(req.producer_id, req.base_sequence, count) {
+                    Check::Append => {}
+                    Check::Duplicate(base_offset) => {
+                        return Ok(Appended {
+                            base_offset,
+                            end_offset: base_offset + count,
+                            epoch,
+                            duplicate: true,
+                        });
+                    }
+                    Check::OutOfOrder { expected } => {
+                        return Err(PartitionError::OutOfOrderSequence {
+                            producer: req.producer_id,
+                            got: req.base_sequence,
+                            expected,
+                        });
+                    }
+                }
+            }
+            epoch
+        };
+        if !lease_valid() {
+            return Err(PartitionError::LeaseExpiring);
+        }
+        let records: Vec<NewRecord<'_>> = req
+            .records
+            .iter()
+            .map(|r| NewRecord {
+                key: r.has_key.then_some(&r.key[..]),
+                value: &r.value,
+                timestamp_ns: (r.timestamp_ns != 0).then_some(r.timestamp_ns),
+            })
+            .collect();
+        let base = tokio::task::block_in_place(|| self.log.append_batch(&records))
+            .map_err(storage)?
+            .0;
+        let end = base + count;
+        if req.producer_id != 0 {
+            self.state().producers.record(
+                req.producer_id,
+                WrittenBatch {
+                    base_sequence: req.base_sequence,
+                    count,
+                    base_offset: base,
+                },
+            );
+        }
+        self.recompute_hw();
+        self.bump();
+        Ok(Appended {
+            base_offset: base,
+            end_offset: end,
+            epoch,
+            duplicate: false,
+        })
+    }
+
+    /// Rule 2: recomputes the high watermark from the ISR's log ends.
+    pub fn recompute_hw(&self) {
+        let end = self.log_end();
+        let mut s = self.state();
+        if !matches!(s.role, Role::Leader { .. }) {
+            return;
+        }
+        let mut hw = end;
+        for id in &s.isr {
+            if *id == self.me {
+                continue;
+            }
+            match s.followers.get(id) {
+                Some(f) => hw = hw.min(f.log_end),
+                // Not heard from in this epoch: it has at least what the
+                // previous leader's high watermark covered, no more is known.
+                None => hw = hw.min(s.hw),
+            }
+        }
+        if hw > s.hw {
+            s.hw = hw;
+            drop(s);
+            self.bump();
+        }
+    }
+
+    /// Waits until the high watermark reaches `end` or the role changes;
+    /// returns whether it did. Bounded by `timeout`.
+    pub async fn wait_for_hw(&self, end: u64, epoch: i64, timeout: std::time::Duration) -> bool {
+        let mut rx = self.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            {
+                let s = self.state();
+                if s.hw >= end {
+                    return true;
+                }
+                if s.role != (Role::Leader { epoch }) {
+                    return false;
+                }
+            }
+            if tokio::time::timeout_at(deadline, rx.changed())
+                .await
+                .is_err()
+            {
+                return self.state().hw >= end;
+            }
+        }
+    }
+
+    /// The ISR size and min.insync.replicas.
+    pub fn isr_and_min(&self) -> (usize, u32) {
+        let s = self.state();
+        (s.isr.len(), s.min_insync)
+    }
+
+    /// Rule 3: a follower's fetch at `offset` in `epoch`; checks the epoch
+    /// and records its progress.
+    pub fn follower_fetched(
+        &self,
+        replica: u64,
+        epoch: i64,
+        offset: u64,
+    ) -> Result<(), PartitionError> {
+        let end = self.log_end();
+        {
+            let mut s = self.state();
+            let Role::Leader { epoch: mine } = s.role else {
+                return Err(self.not_leader(&s.role));
+            };
+            if epoch < mine {
+                return Err(PartitionError::FencedEpoch {
+                    requested: epoch,
+                    current: mine,
+                });
+            }
+            if epoch > mine {
+                return Err(PartitionError::UnknownEpoch {
+                    requested: epoch,
+                    current: mine,
+                });
+            }
+            if offset > end {
+                return Err(PartitionError::OffsetOutOfRange {
+                    requested: offset,
+                    start: self.log.log_start_offset().0,
+                    end,
+                });
+            }
+            let now = Instant::now();
+            let since = s.leader_since;
+            let f = s.followers.entry(replica).or_insert(FollowerProgress {
+                log_end: offset,
+                caught_up_at: since,
+            });
+            f.log_end = offset;
+            if offset >= end {
+                f.caught_up_at = now;
+            }
+        }
+        self.recompute_hw();
+        Ok(())
+    }
+
+    /// The ISR the leader wants now: members that were caught up within
+    /// `lag_max`, plus replicas (of `replicas`) that reached the high
+    /// watermark. `None` when unchanged or not leading.
+    pub fn desired_isr(&self, replicas: &[u64], lag_max: std::time::Duration) -> Option<Vec<u64>> {
+        let now = Instant::now();
+        let end = self.log_end();
+        let s = self.state();
+        if !matches!(s.role, Role::Leader { .. }) {
+            return None;
+        }
+        let mut isr: Vec<u64> = Vec::new();
+        for &r in replicas {
+            if r == self.me {
+                isr.push(r);
+                continue;
+            }
+            let in_isr = s.isr.contains(&r);
+            let progress = s.followers.get(&r);
+            let keep = match (in_isr, progress) {
+                (true, Some(f)) => {
+                    f.log_end >= end || now.duration_since(f.caught_up_at) <= lag_max
+                }
+                (true, None) => now.duration_since(s.leader_since) <= lag_max,
+                (false, Some(f)) => f.log_end >= s.hw && f.log_end >= end.min(s.hw),
+                (false, None) => false,
+            };
+            if keep {
+                isr.push(r);
+            }
+        }
+        let mut current = s.isr.clone();
+        current.sort_unstable();
+        let mut want = isr.clone();
+        want.sort_unstable();
+        (current != want).then_some(isr)
+    }
+
+    /// Applies an ISR written to the KV (rule 4).
+    pub fn set_isr(&self, isr: Vec<u64>) {
+        self.state().isr = isr;
+        self.recompute_hw();
+        self.bump();
+    }
+
+    /// Reads records from `offset` up to `limit` (exclusive), at most
+    /// `max_bytes` (at least one record if any). `with_epochs` stamps each
+    /// record with the epoch that wrote it (for followers).
+    pub fn read(
+        &self,
+        offset: u64,
+        limit: u64,
+        max_bytes: usize,
+        with_epochs: bool,
+    ) -> Result<Vec<pb::Record>, PartitionError> {
+        if offset >= limit {
+            return Ok(Vec::new());
+        }
+        let records = tokio::task::block_in_place(|| self.log.read_from(Offset(offset), max_bytes))
+            .map_err(|e| match e {
+                flotilla_log::LogError::OffsetOutOfRange {
+                    requested,
+                    log_start,
+                    log_end,
+                } => PartitionError::OffsetOutOfRange {
+                    requested: requested.0,
+                    start: log_start.0,
+                    end: log_end.0,
+                },
+                other => storage(other),
+            })?;
+        let epochs = with_epochs.then(|| self.state().epochs.clone());
+        Ok(records
+            .into_iter()
+            .take_while(|r| r.offset.0 < limit)
+            .map(|r| pb::Record {
+                offset: r.offset.0,
+                timestamp_ns: r.timestamp_ns,
+                has_key: r.key.is_some(),
+                key: r.key.map(Bytes::from).unwrap_or_default(),
+                value: Bytes::from(r.value),
+                leader_epoch: epochs.as_ref().map_or(0, |e| e.epoch_of(r.offset.0)),
+            })
+            .collect())
+    }
+
+    /// KIP-101's answer for a follower's `epoch`.
+    pub fn end_offset_for(&self, epoch: i64) -> (i64, u64) {
+        let end = self.log_end();
+        self.state().epochs.end_offset_for(epoch, end)
+    }
+
+    /// Where this follower truncates given the leader's answer.
+    pub fn truncation_point(&self, leader_epoch: i64, leader_end: u64) -> u64 {
+        let end = self.log_end();
+        self.state()
+            .epochs
+            .truncation_point(leader_epoch, leader_end, end)
+    }
+
+    /// Truncates the log (and the epoch cache, and the high watermark) to
+    /// `offset`; returns how many records were dropped.
+    pub async fn truncate_to(&self, offset: u64) -> Result<u64, PartitionError> {
+        let _w = self.write.lock().await;
+        let end = self.log_end();
+        if offset >= end {
+            return Ok(0);
+        }
+        tokio::task::block_in_place(|| self.log.truncate_to(Offset(offset))).map_err(storage)?;
+        let epochs = {
+            let mut s = self.state();
+            s.epochs.truncate_from(offset);
+            s.hw = s.hw.min(offset);
+            s.epochs.clone()
+        };
+        self.save_epochs(&epochs)?;
+        self.bump();
+        Ok(end - offset)
+    }
+
+    /// Appends records fetched from the leader (a follower), continuing the
+    /// epoch cache and taking the leader's high watermark up to our log end.
+    pub async fn append_as_follower(
+        &self,
+        records: &[pb::Record],
+        leader_hw: u64,
+    ) -> Result<(), PartitionError> {
+        let _w = self.write.lock().await;
+        let end = self.log_end();
+        let records: Vec<&pb::Record> = records.iter().filter(|r| r.offset >= end).collect();
+        if let Some(first) = records.first() {
+            if first.offset != end {
+                return Err(PartitionError::Invalid(format!(
+                    "replication: record {} does not follow the log end {end}",
+                    first.offset
+                )));
+            }
+            let mut changed = false;
+            {
+                let mut s = self.state();
+                for r in &records {
+                    if r.leader_epoch > s.epochs.latest_epoch() {
+                        changed |= s.epochs.assign(r.leader_epoch, r.offset);
+                    }
+                }
+            }
+            if changed {
+                let e = self.state().epochs.clone();
+                self.save_epochs(&e)?;
+            }
+            let new: Vec<NewRecord<'_>> = records
+                .iter()
+                .map(|r| NewRecord {
+                    key: r.has_key.then_some(&r.key[..]),
+                    value: &r.value,
+                    timestamp_ns: Some(r.timestamp_ns),
+                })
+                .collect();
+            tokio::task::block_in_place(|| self.log.append_batch(&new)).map_err(storage)?;
+        }
+        let end = self.log_end();
+        {
+            let mut s = self.state();
+            s.hw = s.hw.max(leader_hw.min(end));
+        }
+        self.bump();
+        Ok(())
+    }
+
+    /// Records a new epoch the follower learned of with no records yet
+    /// (nothing to do: the cache grows with the first record of it).
+    pub fn first_offset_at(&self, timestamp_ns: i64) -> Result<Option<(u64, i64)>, PartitionError> {
+        // Binary search over offsets: the leader stamps records in append
+        // order, so timestamps ascend unless producers set their own.
+        let hw = self.high_watermark();
+        let mut lo = self.log.log_start_offset().0;
+        let mut hi = hw;
+        let ts_at = |o: u64| -> Result<i64, PartitionError> {
+            let r = self.read(o, o + 1, 1, false)?;
+            Ok(r.first().map_or(i64::MAX, |r| r.timestamp_ns))
+        };
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if ts_at(mid)? < timestamp_ns {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        if lo >= hw {
+            return Ok(None);
+        }
+        Ok(Some((lo, ts_at(lo)?)))
+    }
+
+    /// Removes the replica's files (the topic was deleted).
+    pub fn remove_files(&self) -> std::io::Result<()> {
+        std::fs::remove_dir_all(&self.dir)
+    }
+}
