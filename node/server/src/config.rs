@@ -131,13 +131,14 @@ pub struct NodeArgs {
     /// HTTP address for /livez, /readyz and /metrics.
     #[arg(long, env = "FLOTILLA_LISTEN_METRICS_URLS")]
     pub listen_metrics_urls: Option<String>,
-    /// Milliseconds per Raft tick.
+    /// Milliseconds per Raft tick (default 10).
     #[arg(long, env = "FLOTILLA_TICK_MS")]
     pub tick_ms: Option<u32>,
-    /// Minimum election timeout, in ticks.
+    /// Minimum election timeout, in ticks (default 20; each term draws one
+    /// from this to twice this).
     #[arg(long, env = "FLOTILLA_ELECTION_TICKS")]
     pub election_ticks: Option<u32>,
-    /// Heartbeat interval, in ticks.
+    /// Heartbeat interval, in ticks (default 1).
     #[arg(long, env = "FLOTILLA_HEARTBEAT_TICKS")]
     pub heartbeat_ticks: Option<u32>,
     /// Applied entries between snapshots.
@@ -644,7 +645,11 @@ impl NodeConfig {
                 format!("{tick_ms} is outside 1..=10000"),
             ));
         }
-        let election_ticks = args.election_ticks.unwrap_or(10);
+        // 10 ms ticks and an election timeout of 20 to 40 ticks (randomized
+        // per term): a leader that stalls for up to 200 ms keeps its term,
+        // and a killed one is replaced in 250-440 ms (`flotilla bench
+        // failover --signal kill`); see the README's Timing section.
+        let election_ticks = args.election_ticks.unwrap_or(20);
         let heartbeat_ticks = args.heartbeat_ticks.unwrap_or(1);
         if heartbeat_ticks == 0 || heartbeat_ticks >= election_ticks {
             return Err(invalid(

@@ -346,6 +346,31 @@ impl DiskStorage {
         }
     }
 
+    /// Records the snapshot at `meta` (already durable) and drops the
+    /// entries to `compact_to` from memory; false if a newer snapshot made
+    /// it moot. The files are the caller's to remove.
+    fn compact_mirror(
+        &mut self,
+        meta: &SnapshotMeta,
+        compact_to: LogIndex,
+    ) -> Result<bool, StorageError> {
+        self.check()?;
+        if !self.mirror.check_compact(meta)? {
+            return Ok(false);
+        }
+        let before = self.offset();
+        self.mirror.compact(
+            Snapshot {
+                meta: meta.clone(),
+                data: Bytes::new(),
+            },
+            compact_to,
+        )?;
+        let covered = (self.offset() - before) as usize;
+        self.offsets.drain(..covered);
+        Ok(true)
+    }
+
     /// Removes segments whose entries all precede the snapshot. Their
     /// removal need not be durable: recovery skips entries the snapshot
     /// covers.
@@ -481,7 +506,12 @@ impl Storage for DiskStorage {
             return Ok(());
         }
         self.io("writing a snapshot", |s| s.write_snapshot(&snapshot))?;
-        self.compact_written(snapshot.meta, compact_to)
+        let meta = snapshot.meta;
+        if self.compact_mirror(&meta, compact_to)? {
+            self.io("removing compacted segments", Self::remove_covered_segments)?;
+            self.remove_old_snapshots(&meta);
+        }
+        Ok(())
     }
 
     /// Writes the snapshot file exactly as [`Storage::compact`] does (an
@@ -512,23 +542,55 @@ impl Storage for DiskStorage {
         meta: SnapshotMeta,
         compact_to: LogIndex,
     ) -> Result<(), StorageError> {
-        self.check()?;
-        if !self.mirror.check_compact(&meta)? {
+        if !self.compact_mirror(&meta, compact_to)? {
             return Ok(());
         }
-        let before = self.offset();
-        self.mirror.compact(
-            Snapshot {
-                meta: meta.clone(),
-                data: Bytes::new(),
-            },
-            compact_to,
-        )?;
-        let covered = (self.offset() - before) as usize;
-        self.offsets.drain(..covered);
-        self.io("removing compacted segments", Self::remove_covered_segments)?;
-        self.remove_old_snapshots(&meta);
+        // Removing files waits on the file system's journal, which the
+        // snapshot writer keeps busy, and the old snapshot's file can be
+        // hundreds of megabytes: the covered segments and the older
+        // snapshots are removed on a thread of its own, not the caller's
+        // (the Raft driver's). Neither removal needs to be durable or
+        // prompt: recovery skips what the snapshot covers and reads the
+        // newest snapshot. Only snapshots older than this one are removed,
+        // so a newer one being written meanwhile is never touched.
+        let mut segments = Vec::new();
+        while self.segments.len() > 1 && self.segments[1].first_index <= self.offset() + 1 {
+            let seg = self.segments.remove(0);
+            segments.push(self.segment_path(seg.first_index));
+        }
+        let (fs, dir) = (self.fs.clone(), self.dir.join(SNAPSHOT_DIR));
+        let current = snapshot_name(&meta);
+        let spawned = std::thread::Builder::new()
+            .name("log-remove".into())
+            .spawn(move || {
+                for path in segments {
+                    if let Err(e) = fs.remove_file(&path) {
+                        tracing::warn!(file = %path.display(), %e, "cannot remove a compacted segment");
+                    }
+                }
+                remove_snapshots_before(&*fs, &dir, &current)
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(%e, "cannot start a thread to remove old snapshots");
+        }
         Ok(())
+    }
+}
+
+/// Removes the snapshot files of `dir` older than `current` (names sort by
+/// index); a failure is logged, not fatal: recovery reads the newest.
+fn remove_snapshots_before(fs: &dyn FileSystem, dir: &Path, current: &str) {
+    let names = match fs.list_dir(dir) {
+        Ok(names) => names,
+        Err(e) => return tracing::warn!(dir = %dir.display(), %e, "cannot list snapshots"),
+    };
+    for name in names
+        .iter()
+        .filter(|n| n.ends_with(".snap") && n.as_str() < current)
+    {
+        if let Err(e) = fs.remove_file(&dir.join(name)) {
+            tracing::warn!(file = %name, %e, "cannot remove an old snapshot");
+        }
     }
 }
 

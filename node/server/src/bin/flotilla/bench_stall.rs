@@ -131,6 +131,7 @@ struct CatchUp {
     /// From SIGCONT until the follower applied the leader's commit index.
     caught_up_ms: f64,
     missed_tick_warnings: u64,
+    leader_changes: u64,
 }
 
 /// The cluster under test.
@@ -457,7 +458,7 @@ fn signal(member: &Member, signal: rustix::process::Signal) -> Result<()> {
 async fn catch_up(c: &Cluster, args: &StallArgs) -> Result<CatchUp> {
     let leader = c.leader().await?;
     let follower = (leader + 1) % c.members.len();
-    let warnings0 = c.warnings();
+    let (term0, warnings0) = (c.term().await, c.warnings());
     let channels = [c.channel(leader)?];
     let value = vec![b'c'; args.value_bytes];
     signal(&c.members[follower], rustix::process::Signal::STOP)?;
@@ -493,6 +494,7 @@ async fn catch_up(c: &Cluster, args: &StallArgs) -> Result<CatchUp> {
         stopped_s,
         caught_up_ms,
         missed_tick_warnings: c.warnings() - warnings0,
+        leader_changes: c.term().await - term0,
     })
 }
 
@@ -549,8 +551,8 @@ fn print(args: &StallArgs, phases: &[Phase], catch: Option<&CatchUp>, out: Write
     }
     if let Some(c) = catch {
         println!(
-            "catch-up: follower stopped {:.1} s while {} puts committed; caught up {:.0} ms after SIGCONT ({} missed-tick warnings)",
-            c.stopped_s, c.puts, c.caught_up_ms, c.missed_tick_warnings
+            "catch-up: follower stopped {:.1} s while {} puts committed; caught up {:.0} ms after SIGCONT ({} missed-tick warnings, {} leader changes)",
+            c.stopped_s, c.puts, c.caught_up_ms, c.missed_tick_warnings, c.leader_changes
         );
     }
     Ok(())
