@@ -69,6 +69,10 @@ pub fn is_retryable(code: i32) -> bool {
     )
 }
 
+/// How long one metadata or admin attempt may take before the next
+/// endpoint is tried.
+const ADMIN_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A broker client of one cluster.
 #[derive(Debug)]
 pub struct BrokerClient {
@@ -90,6 +94,9 @@ fn connect(url: &str) -> Result<Channel, BrokerClientError> {
     Ok(Endpoint::from_shared(url.clone())
         .map_err(|e| BrokerClientError::Invalid(format!("endpoint {url:?}: {e}")))?
         .connect_timeout(Duration::from_secs(2))
+        // A node that stopped answering (paused, partitioned) must not hold
+        // a call for ever; above the longest fetch long-poll (30 s).
+        .timeout(Duration::from_secs(35))
         .tcp_nodelay(true)
         .connect_lazy())
 }
@@ -154,7 +161,10 @@ impl BrokerClient {
     {
         let mut last = None;
         for _ in 0..self.bootstrap.len().max(1) * 2 {
-            match f(self.admin()).await {
+            let r = tokio::time::timeout(ADMIN_ATTEMPT_TIMEOUT, f(self.admin()))
+                .await
+                .unwrap_or_else(|_| Err(tonic::Status::unavailable("no answer in time")));
+            match r {
                 Ok(r) => return Ok(r.into_inner()),
                 Err(s) if s.code() == tonic::Code::Unavailable => last = Some(s),
                 Err(s) => return Err(BrokerClientError::Status(s)),
@@ -242,11 +252,13 @@ impl BrokerClient {
     pub async fn refresh(&self, topic: &str) -> Result<u32, BrokerClientError> {
         let mut last = None;
         for _ in 0..self.bootstrap.len().max(1) * 2 {
-            let r = Self::raw(self.any())
-                .metadata(pb::MetadataRequest {
-                    topic: topic.to_string(),
-                })
-                .await;
+            let mut raw = Self::raw(self.any());
+            let call = raw.metadata(pb::MetadataRequest {
+                topic: topic.to_string(),
+            });
+            let r = tokio::time::timeout(ADMIN_ATTEMPT_TIMEOUT, call)
+                .await
+                .unwrap_or_else(|_| Err(tonic::Status::unavailable("no answer in time")));
             match r {
                 Ok(r) => {
                     let t = r
@@ -352,6 +364,7 @@ impl BrokerClient {
                             tonic::Code::Unavailable
                                 | tonic::Code::Unknown
                                 | tonic::Code::Cancelled
+                                | tonic::Code::DeadlineExceeded
                         ) =>
                     {
                         BrokerClientError::Status(s)
