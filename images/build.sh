@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Builds the images flotilla-node and flotilla-operator from this checkout.
 #
-#   images/build.sh [--tag TAG] [--prefix PREFIX] [--base IMAGE] [--no-cargo] [--with-e2e]
+#   images/build.sh [--tag TAG] [--prefix PREFIX] [--base IMAGE] [--profile P]
+#                   [--no-cargo] [--with-e2e]
 #
-# cargo builds the release binaries on this machine; each image's Dockerfile
+# cargo builds the binaries on this machine (release profile by default); each image's Dockerfile
 # (node/server/Dockerfile, operator/Dockerfile) then packages them with
 # `--target packaged`, from local files only:
 #   --base scratch (default): the image holds the binaries, the shared
@@ -16,7 +17,9 @@
 # Images: ${PREFIX}flotilla-node:${TAG} and ${PREFIX}flotilla-operator:${TAG}
 # (defaults: prefix "flotilla/", as the Helm chart and examples/ name them;
 # tag "0.1.0", the chart's appVersion). --no-cargo packages the binaries
-# already in target/release. --with-e2e also builds ${PREFIX}flotilla-e2e:${TAG}
+# already in the target folder. --profile dev packages the dev profile's
+# binaries (debug assertions on; what CI here builds for its tests anyway)
+# instead of release. --with-e2e also builds ${PREFIX}flotilla-e2e:${TAG}
 # (tests/e2e/Dockerfile: the kind suite's workload Job). Prints the image
 # names at the end.
 set -euo pipefail
@@ -27,6 +30,7 @@ prefix=flotilla/
 base=scratch
 cargo_build=1
 with_e2e=0
+profile=release
 while [ $# -gt 0 ]; do
   case "$1" in
     --tag) tag="$2"; shift 2 ;;
@@ -34,25 +38,31 @@ while [ $# -gt 0 ]; do
     --base) base="$2"; shift 2 ;;
     --no-cargo) cargo_build=0; shift ;;
     --with-e2e) with_e2e=1; shift ;;
-    -h | --help) sed -n '2,23p' "$0"; exit 0 ;;
+    --profile) profile="$2"; shift 2 ;;
+    -h | --help) sed -n '2,26p' "$0"; exit 0 ;;
     *) echo "images/build.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
 
-release="${CARGO_TARGET_DIR:-target}/release"
+case "$profile" in
+  dev) out_dir=debug ;;
+  release) out_dir=release ;;
+  *) echo "images/build.sh: --profile must be dev or release" >&2; exit 2 ;;
+esac
+bindir="${CARGO_TARGET_DIR:-target}/$out_dir"
 if [ "$cargo_build" = 1 ]; then
-  cargo build --release --locked \
+  cargo build --profile "$profile" --locked \
     -p flotilla-node --bin flotilla-node --bin flotilla \
     -p flotilla-operator --bin flotilla-operator
   if [ "$with_e2e" = 1 ]; then
-    cargo build --release --locked -p flotilla-e2e --bin flotilla-e2e
+    cargo build --profile "$profile" --locked -p flotilla-e2e --bin flotilla-e2e
   fi
 fi
 bins="flotilla-node flotilla flotilla-operator"
 if [ "$with_e2e" = 1 ]; then bins="$bins flotilla-e2e"; fi
 for bin in $bins; do
-  if [ ! -x "$release/$bin" ]; then
-    echo "images/build.sh: $release/$bin is missing (run without --no-cargo)" >&2
+  if [ ! -x "$bindir/$bin" ]; then
+    echo "images/build.sh: $bindir/$bin is missing (run without --no-cargo)" >&2
     exit 1
   fi
 done
@@ -68,7 +78,7 @@ stage_root() {
   mkdir -p "$root/usr/local/bin"
   local bin
   for bin in "$@"; do
-    cp "$release/$bin" "$root/usr/local/bin/$bin"
+    cp "$bindir/$bin" "$root/usr/local/bin/$bin"
     strip --strip-debug "$root/usr/local/bin/$bin"
     chmod 0755 "$root/usr/local/bin/$bin"
   done
@@ -78,7 +88,7 @@ stage_root() {
   # Every absolute path ldd prints: the libraries and the dynamic loader.
   local lib
   for bin in "$@"; do
-    ldd "$release/$bin" | grep -o '/[^ ]*'
+    ldd "$bindir/$bin" | grep -o '/[^ ]*'
   done | sort -u | while read -r lib; do
     mkdir -p "$root$(dirname "$lib")"
     cp -L "$lib" "$root$lib"
