@@ -598,3 +598,27 @@ fn create_network(name: &str) -> Result<String> {
     }
     Err(last.expect("at least one attempt")).context("creating the network")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_builds_and_unknown_keys_are_dropped() {
+        let mut d = desired(3, "img", "uid").expect("builders");
+        let help =
+            "Options:\n  --data-dir <DATA_DIR>\n  --initial-cluster=<X>\n      --fsync <FSYNC>, -x";
+        let dropped = drop_unknown_keys(&mut d.config_map, help).expect("yaml");
+        assert!(
+            dropped.contains(&"default-replication-factor".to_string()),
+            "{dropped:?}"
+        );
+        assert!(!dropped.contains(&"data-dir".to_string()), "{dropped:?}");
+        assert!(!dropped.contains(&"fsync".to_string()), "{dropped:?}");
+        let text = &d.config_map.data.as_ref().expect("data")["flotilla.yaml"];
+        let map: serde_yaml::Mapping = serde_yaml::from_str(text).expect("yaml");
+        let keys: Vec<&str> = map.keys().filter_map(|k| k.as_str()).collect();
+        assert_eq!(keys.len(), 3, "{keys:?}");
+        assert!(keys.contains(&"initial-cluster"), "{keys:?}");
+    }
+}
