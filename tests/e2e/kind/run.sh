@@ -82,20 +82,8 @@ helm upgrade --install flotilla helm/flotilla \
   --wait --timeout 5m
 
 log "RaftCluster demo and Topic orders"
-# The operator writes spec.broker into the node's config file; a node
-# without the broker's flags exits on those keys ("unknown field"), so
-# until the broker lands the block is left out, loudly.
-broker_keys=keep
-if ! docker run --rm "flotilla/flotilla-node:$TAG" --help | grep -q -- '--default-replication-factor'; then
-  echo "NOTE: this node image has no broker flags: spec.broker is left out of the RaftCluster" >&2
-  broker_keys=drop
-fi
 sed "s|image: flotilla/flotilla-node:.*|image: flotilla/flotilla-node:$TAG|; s|imagePullPolicy: .*|imagePullPolicy: Never|" \
   examples/raftcluster.yaml |
-  awk -v drop="$broker_keys" '
-    drop == "drop" && /^  broker:/ { skip = 1; next }
-    skip && /^    / { next }
-    { skip = 0; print }' |
   kubectl -n "$NS" apply -f -
 kubectl -n "$NS" apply -f examples/topic.yaml
 
