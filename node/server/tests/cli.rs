@@ -577,3 +577,80 @@ async fn bench_kv_put_and_range_report_every_request() {
     assert!(dead.contains("cannot connect"), "{dead}");
     c.shutdown().await;
 }
+
+/// A base port for `bench stall`'s members whose nine ports (`base + i`,
+/// `base + 100 + i`, `base + 200 + i`) can all be bound now.
+fn stall_base_port() -> u16 {
+    let seed = u64::from(std::process::id()) ^ 0x9e37_79b9;
+    for attempt in 0..200u64 {
+        let base = 20_000 + ((seed.wrapping_mul(2_654_435_761) + attempt * 7_919) % 11_000) as u16;
+        let free = [0u16, 100, 200].iter().all(|block| {
+            (0..3).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + block + i)).is_ok())
+        });
+        if free {
+            return base;
+        }
+    }
+    panic!("no free block of ports for bench stall");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_stall_reports_both_phases_and_the_catch_up() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let base = stall_base_port().to_string();
+    let args = [
+        "-w",
+        "json",
+        "bench",
+        "stall",
+        "--keys",
+        "640",
+        "--value-bytes",
+        "16",
+        "--seconds",
+        "1",
+        "--writers",
+        "2",
+        "--readers",
+        "1",
+        "--catch-up-puts",
+        "640",
+        "--base-port",
+        &base,
+        "--dir",
+        dir.path().to_str().expect("utf-8 path"),
+    ];
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_flotilla"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the flotilla binary runs");
+    // Three members start, fill, two phases, the catch-up, three stop.
+    let out = tokio::time::timeout(WAIT * 4, child.wait_with_output())
+        .await
+        .expect("bench stall finishes")
+        .expect("wait for flotilla");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let doc = json(&String::from_utf8_lossy(&out.stdout));
+    let phases = doc["phases"].as_array().expect("phases");
+    let names: Vec<&str> = phases.iter().filter_map(|p| p["name"].as_str()).collect();
+    assert_eq!(names, ["baseline", "reads"], "{doc}");
+    for p in phases {
+        assert!(p["writes"]["count"].as_u64() > Some(0), "{doc}");
+        assert!(p["writes_per_s"].as_f64() > Some(0.0), "{doc}");
+    }
+    // Only the read phase reads and snapshots.
+    assert_eq!(phases[0]["range_limit_1"]["count"], 0, "{doc}");
+    assert!(
+        phases[1]["range_limit_1"]["count"].as_u64() > Some(0),
+        "{doc}"
+    );
+    assert!(phases[1]["count_only"]["count"].as_u64() > Some(0), "{doc}");
+    let catch = &doc["catch_up"];
+    assert_eq!(catch["puts"], 640, "{doc}");
+    assert!(catch["caught_up_ms"].as_f64() >= Some(0.0), "{doc}");
+}

@@ -153,13 +153,14 @@ impl Kv for KvService {
                 .await?
         } else {
             // Anything longer runs on a frozen view, off the driver. The
-            // turn comes first, so a view is held only while it is read.
-            let turn = self.reads.turn().await?;
+            // turn is taken once the read is confirmed: a read that waits
+            // for a leader holds no turn that other reads need.
             let (view, req) = self
                 .confirmed_read(req, |sm, req| {
                     sm.kv().range_view(&req).map(|view| (view, req))
                 })
                 .await?;
+            let turn = self.reads.turn().await?;
             turn.run(move || view.range(&req)).await?
         };
         self.ctx.header.fill(&mut reply.header);

@@ -5,8 +5,10 @@
 //! the read — walking a range, counting, encoding a snapshot, paging watch
 //! history — runs here, on tokio's blocking threads, while the driver goes
 //! on applying. At most [`READS_OFF_DRIVER_MAX`] run at once; the others
-//! wait their turn (each view they would hold pins the nodes writes copy
-//! away from, so the bound is on memory as well as on CPU).
+//! wait their turn. A turn is taken once the driver confirmed the read and
+//! made the view, so a read still waiting for a leader holds none (the
+//! waiting views pin the tree nodes that writes copy meanwhile: a few
+//! kilobytes per write, for as long as the wait).
 
 use std::sync::{Arc, OnceLock};
 use tokio::sync::Semaphore;
@@ -43,8 +45,7 @@ impl ReadPool {
         }
     }
 
-    /// Waits for a turn. Take it before asking the driver for the view, so
-    /// a view is only held while it is read.
+    /// Waits for a turn.
     pub async fn turn(&self) -> Result<ReadTurn, Status> {
         self.permits
             .clone()

@@ -152,7 +152,7 @@ fn bad_settings_get_clear_errors() {
                 "--initial-cluster",
                 CLUSTER,
                 "--heartbeat-ticks",
-                "10",
+                "20",
             ],
             "below --election-ticks",
         ),

@@ -283,8 +283,8 @@ impl StreamTask {
         let from = w.next_rev;
         let limit = self.config.history_page_events_max.max(1);
         // The history is paged on a frozen view, off the driver.
-        let turn = ReadPool::shared().turn().await.map_err(End::Status)?;
         let view = self.read(|sm| sm.kv().view()).await?;
+        let turn = ReadPool::shared().turn().await.map_err(End::Status)?;
         let page = turn
             .run(move || {
                 view.events(&key, &range_end, from, limit)
