@@ -49,7 +49,13 @@ pub async fn run(core: Arc<BrokerCore>, mut stop: watch::Receiver<bool>) {
         if *stop.borrow() {
             break;
         }
-        match View::read(&core.kv).await {
+        // A KV without quorum holds a read for its whole timeout: a stop
+        // must not wait for it.
+        let read = tokio::select! {
+            r = View::read(&core.kv) => r,
+            _ = stop.changed() => break,
+        };
+        match read {
             Ok(view) => reconcile(&core, &view, &mut fetchers, &mut leaderless).await,
             Err(e) => tracing::debug!(error = %e, "cannot read the broker metadata"),
         }
@@ -66,7 +72,12 @@ pub async fn run(core: Arc<BrokerCore>, mut stop: watch::Receiver<bool>) {
         h.abort();
     }
     isr_task.abort();
-    let _ = lease_task.await;
+    if tokio::time::timeout(Duration::from_millis(1500), lease_task)
+        .await
+        .is_err()
+    {
+        tracing::warn!("the lease task did not stop in time");
+    }
     for r in core.all_replicas() {
         r.set_role(Role::None);
         let _ = r.checkpoint_hw();
@@ -89,7 +100,10 @@ async fn keep_lease(core: Arc<BrokerCore>, mut stop: watch::Receiver<bool>) {
         }
         let sent = Instant::now();
         match lease {
-            None => match core.kv.lease_grant(ttl_secs(ttl)).await {
+            None => match tokio::select! {
+                r = core.kv.lease_grant(ttl_secs(ttl)) => r,
+                _ = stop.changed() => continue,
+            } {
                 Ok((id, _)) => {
                     let put = core
                         .kv
@@ -114,7 +128,10 @@ async fn keep_lease(core: Arc<BrokerCore>, mut stop: watch::Receiver<bool>) {
                 }
                 Err(e) => tracing::debug!(error = %e, "cannot grant the broker lease"),
             },
-            Some(id) => match core.kv.lease_keep_alive(id).await {
+            Some(id) => match tokio::select! {
+                r = core.kv.lease_keep_alive(id) => r,
+                _ = stop.changed() => continue,
+            } {
                 Ok(t) if t > 0 => core.lease.renewed(id, sent, ttl),
                 Ok(_) => {
                     tracing::warn!(lease = id, "the broker lease expired; registering again");

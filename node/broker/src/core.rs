@@ -67,7 +67,7 @@ impl BrokerConfig {
             kv_endpoints,
             default_replication_factor: 1,
             min_insync_replicas: 1,
-            partition_lease_ttl: Duration::from_millis(2000),
+            partition_lease_ttl: Duration::from_millis(1000),
             max_batch_bytes: 4 << 20,
             replica_lag_time_max: Duration::from_millis(3000),
             reconcile_interval: Duration::from_millis(100),

@@ -203,6 +203,10 @@ pub struct NodeArgs {
     /// of leadership included (at most half of it); 5000 by default.
     #[arg(long, env = "FLOTILLA_SHUTDOWN_TIMEOUT_MS")]
     pub shutdown_timeout_ms: Option<u64>,
+    /// Broker: run the broker on this node (true by default; every node of
+    /// a cluster normally does).
+    #[arg(long, env = "FLOTILLA_BROKER_ENABLED")]
+    pub broker_enabled: Option<bool>,
     /// Broker: replication factor of topics created without one (1 by
     /// default).
     #[arg(long, env = "FLOTILLA_DEFAULT_REPLICATION_FACTOR")]
@@ -212,10 +216,11 @@ pub struct NodeArgs {
     #[arg(long, env = "FLOTILLA_MIN_INSYNC_REPLICAS")]
     pub min_insync_replicas: Option<u32>,
     /// Broker: TTL in milliseconds of the lease behind the broker's
-    /// registration and its partition leaderships (2000 by default; the
-    /// KV's leases count whole seconds, so it is rounded up there, and a
-    /// leader stops writing after three quarters of this value without a
-    /// confirmed renewal).
+    /// registration and its partition leaderships (1000 by default: a
+    /// killed leader is replaced in about 1.2 s; the KV's leases count
+    /// whole seconds, so it is rounded up there, and a leader stops writing
+    /// after three quarters of this value without a confirmed renewal, so
+    /// raise it where a process may stall longer than that).
     #[arg(long, env = "FLOTILLA_PARTITION_LEASE_TTL_MS")]
     pub partition_lease_ttl_ms: Option<u64>,
     /// Broker: largest produce batch in bytes (encoded records; 4 MiB by
@@ -312,6 +317,8 @@ pub struct NodeConfig {
 /// The broker's node-level settings (its flags).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BrokerSettings {
+    /// Whether the node runs the broker.
+    pub enabled: bool,
     /// Replication factor of topics created without one.
     pub default_replication_factor: u32,
     /// min.insync.replicas of topics created without one.
@@ -327,9 +334,10 @@ pub struct BrokerSettings {
 impl Default for BrokerSettings {
     fn default() -> Self {
         BrokerSettings {
+            enabled: true,
             default_replication_factor: 1,
             min_insync_replicas: 1,
-            partition_lease_ttl: Duration::from_millis(2000),
+            partition_lease_ttl: Duration::from_millis(1000),
             max_batch_bytes: 4 << 20,
             replica_lag_time_max: Duration::from_millis(3000),
         }
@@ -355,7 +363,7 @@ impl BrokerSettings {
                 format!("{min} is outside 1..=16"),
             ));
         }
-        let ttl = args.partition_lease_ttl_ms.unwrap_or(2000);
+        let ttl = args.partition_lease_ttl_ms.unwrap_or(1000);
         if !(500..=600_000).contains(&ttl) {
             return Err(invalid(
                 "partition-lease-ttl-ms",
@@ -377,6 +385,7 @@ impl BrokerSettings {
             ));
         }
         Ok(BrokerSettings {
+            enabled: args.broker_enabled.unwrap_or(true),
             default_replication_factor: rf,
             min_insync_replicas: min,
             partition_lease_ttl: Duration::from_millis(ttl),
@@ -550,6 +559,7 @@ impl NodeArgs {
             max_client_connections,
             snapshot_catchup_entries,
             shutdown_timeout_ms,
+            broker_enabled,
             default_replication_factor,
             min_insync_replicas,
             partition_lease_ttl_ms,

@@ -460,7 +460,11 @@ pub async fn start_with(
     let message_max = config.max_request_bytes + GRPC_OVERHEAD_BYTES;
     let forward_service = ForwardService::new(ctx.clone(), config.cluster_id, &forward_config);
     let forward_closer = forward_service.stream_closer();
-    let broker = start_broker(&config, &metrics)?;
+    let broker = if config.broker.enabled {
+        Some(start_broker(&config, &metrics)?)
+    } else {
+        None
+    };
     let router = tonic::transport::Server::builder()
         .max_concurrent_streams(config.max_concurrent_streams)
         .add_service(
@@ -494,9 +498,9 @@ pub async fn start_with(
                 .max_encoding_message_size(usize::MAX),
         )
         .add_service(forward_service.into_server())
-        .add_service(broker.admin_service().into_server())
-        .add_service(broker.broker_service().into_server())
-        .add_service(broker.groups_service().into_server());
+        .add_optional_service(broker.as_ref().map(|b| b.admin_service().into_server()))
+        .add_optional_service(broker.as_ref().map(|b| b.broker_service().into_server()))
+        .add_optional_service(broker.as_ref().map(|b| b.groups_service().into_server()));
     // Watch and keepalive streams never end by themselves: close them when
     // the client server is asked to stop, or its graceful shutdown waits.
     let stop_client_streams = {
@@ -609,7 +613,7 @@ pub async fn start_with(
         http_server,
         fatal,
         hand_off,
-        broker: Some(broker),
+        broker,
     })
 }
 
@@ -824,7 +828,10 @@ impl RunningNode {
     /// end with the process) with [`RunError::Overdue`].
     pub async fn shutdown_until(mut self, deadline: Instant) -> Result<(), RunError> {
         if let Some(broker) = self.broker.take() {
-            let _ = tokio::time::timeout_at(deadline, broker.shutdown()).await;
+            // At most a second or two (its lease revoke is bounded by one),
+            // so the rest of the stop keeps its time.
+            let bound = deadline.min(Instant::now() + Duration::from_secs(2));
+            let _ = tokio::time::timeout_at(bound, broker.shutdown()).await;
         }
         self.stop_clients.send_replace(true);
         let mut first: Option<RunError> = None;

@@ -21,6 +21,7 @@ pub async fn start_cluster_with(hint: &str, extra_args: Vec<String>) -> ProcessC
         ProcessOptions {
             token: "broker",
             extra_args,
+            broker: true,
             ..ProcessOptions::default()
         },
         hint.to_string(),

@@ -68,7 +68,12 @@ pub fn node_config(
         max_client_connections: 4096,
         snapshot_catchup_entries: 5_000,
         shutdown_timeout: Duration::from_secs(5),
-        broker: flotilla_node::config::BrokerSettings::default(),
+        // These in-process clusters test the KV: no broker keys or leases
+        // in it (the broker tests run real processes).
+        broker: flotilla_node::config::BrokerSettings {
+            enabled: false,
+            ..flotilla_node::config::BrokerSettings::default()
+        },
     }
 }
 

@@ -52,6 +52,9 @@ pub struct ProcessOptions {
     pub token: &'static str,
     /// More flags for every member.
     pub extra_args: Vec<String>,
+    /// Run the broker (off for the KV suites, whose checks read the whole
+    /// keyspace and the lease list).
+    pub broker: bool,
     /// Members advertise (and know each other by) host names
     /// `n<i>.flotilla.test`, resolved from the cluster's test hosts file
     /// ([`ProcessCluster::set_hosts`], through the test-only
@@ -69,6 +72,7 @@ impl Default for ProcessOptions {
             token: "kv-crashes",
             extra_args: Vec::new(),
             named: false,
+            broker: false,
         }
     }
 }
@@ -358,6 +362,9 @@ impl ProcessCluster {
             cmd.env(name, value);
         }
         cmd.args(&self.options.extra_args);
+        if !self.options.broker {
+            cmd.arg("--broker-enabled=false");
+        }
         let (initial_cluster, state) = match &m.join_cluster {
             Some(cluster) => (cluster.as_str(), "existing"),
             None => (self.initial_cluster.as_str(), "new"),

@@ -16,7 +16,9 @@
 //! | `topic.rs`, `produce.rs`, `consume.rs`, `group.rs` | the broker: `topic ...`, `produce`, `consume`, `group ...` |
 //! | `dev_cluster.rs` | `dev-cluster` |
 //! | `bench_kv.rs`, `bench_log.rs`, `bench_failover.rs`, `bench_stall.rs` | `bench kv`, `bench log`, `bench failover`, `bench stall` |
+//! | `bench_broker.rs` | `bench produce`, `bench e2e`, `bench broker-failover` |
 
+mod bench_broker;
 mod bench_failover;
 mod bench_kv;
 mod bench_log;
@@ -121,6 +123,12 @@ enum BenchCommand {
     /// whole-keyspace reads, counts and snapshots beside them, and how fast
     /// a stopped follower catches up.
     Stall(bench_stall::StallArgs),
+    /// Broker: produce throughput to one partition (rf 1; rf 3 acks=all).
+    Produce(bench_broker::ProduceBench),
+    /// Broker: end-to-end latency (send -> receive) at a fixed rate.
+    E2e(bench_broker::E2eBench),
+    /// Broker: partition failover time after SIGKILL of its leader.
+    BrokerFailover(bench_broker::FailoverBench),
 }
 
 /// Output formats, as etcdctl's `--write-out`.
@@ -157,6 +165,27 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
             .map(|()| done),
         Command::Bench(BenchCommand::Stall(args)) => runtime()?
             .block_on(bench_stall::run(args, cli.write_out))
+            .map(|()| done),
+        Command::Bench(BenchCommand::Produce(a)) => runtime()?
+            .block_on(bench_broker::run(
+                bench_broker::BrokerBench::Produce(a),
+                &cli.endpoints,
+                cli.write_out,
+            ))
+            .map(|()| done),
+        Command::Bench(BenchCommand::E2e(a)) => runtime()?
+            .block_on(bench_broker::run(
+                bench_broker::BrokerBench::E2e(a),
+                &cli.endpoints,
+                cli.write_out,
+            ))
+            .map(|()| done),
+        Command::Bench(BenchCommand::BrokerFailover(a)) => runtime()?
+            .block_on(bench_broker::run(
+                bench_broker::BrokerBench::BrokerFailover(a),
+                &cli.endpoints,
+                cli.write_out,
+            ))
             .map(|()| done),
         Command::Bench(BenchCommand::Kv(cmd)) => {
             runtime()?.block_on(bench_kv::run(cmd, &cli.endpoints, cli.write_out))
