@@ -48,7 +48,9 @@ pub fn node_config(
         peer_advertise: format!("http://{}", addr(&l.peer)),
         metrics_listen: addr(&l.http),
         tick: Duration::from_millis(10),
-        election_ticks: 10,
+        // The node's default: 10 ticks deposed healthy leaders on a loaded
+        // 2-core box (three members share one process here).
+        election_ticks: 20,
         heartbeat_ticks: 1,
         snapshot_count: 10_000,
         // These tests do not crash machines; skipping fsync keeps them quick

@@ -67,7 +67,7 @@ impl Default for ProcessOptions {
         ProcessOptions {
             read_mode: "safe",
             tick_ms: 10,
-            election_ticks: 10,
+            election_ticks: 20, // the node's default
             snapshot_count: 100,
             token: "kv-crashes",
             extra_args: Vec::new(),
