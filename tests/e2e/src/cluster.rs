@@ -152,7 +152,7 @@ impl ContainerCluster {
     /// this cluster's objects. Returns once every member is ready.
     pub async fn start(replicas: u32, image: &str, tag: &str) -> Result<ContainerCluster> {
         let prefix = format!("flotilla-e2e-{}-{tag}", std::process::id());
-        let mut d = desired(replicas, image, &format!("{prefix}-uid"))?;
+        let d = desired(replicas, image, &format!("{prefix}-uid"))?;
         let help = docker_async(vec![
             "run".into(),
             "--rm".into(),
