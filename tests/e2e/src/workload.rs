@@ -4,8 +4,9 @@
 //! A [`Workload`] starts its clients on the cluster's current endpoints
 //! (they follow address changes through the watch channel) and, after they
 //! stopped and the cluster converged, verifies what it recorded. The suite
-//! holds a list of them, so another workload (the broker's producers and
-//! consumers on a topic with rf=3 and acks=all) is one more impl.
+//! holds a list of them and runs them at once: this KV workload and the
+//! broker's producers and consumers on a topic with rf=3 and acks=all
+//! ([`crate::broker`]).
 //!
 //! [`KvWorkload`]: concurrent KV clients — puts, gets, deletes and
 //! compare-and-set transactions on a few shared keys, and puts to keys of

@@ -13,6 +13,7 @@
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
+use flotilla_e2e::broker::{BrokerWorkload, Resolve};
 use flotilla_e2e::docker::{Cleanup, docker, engine, remove_leftovers, remove_mine};
 use flotilla_e2e::scenario;
 use flotilla_e2e::workload::{KvWorkload, Workload, WorkloadContext};
@@ -48,6 +49,12 @@ struct WorkloadArgs {
     /// Concurrent KV clients.
     #[arg(long, default_value_t = 4)]
     clients: u64,
+    /// Broker producers (acks=all on an rf=3 topic); 0: no broker workload.
+    #[arg(long, default_value_t = 2)]
+    producers: u64,
+    /// Broker consumers, each reading every partition.
+    #[arg(long, default_value_t = 2)]
+    consumers: u64,
     /// The seed (default: from the clock).
     #[arg(long)]
     seed: Option<u64>,
@@ -67,6 +74,12 @@ struct Args {
     /// Concurrent KV clients.
     #[arg(long, default_value_t = 4)]
     clients: u64,
+    /// Broker producers (acks=all on an rf=3 topic); 0: no broker workload.
+    #[arg(long, default_value_t = 2)]
+    producers: u64,
+    /// Broker consumers, each reading every partition.
+    #[arg(long, default_value_t = 2)]
+    consumers: u64,
     /// The whole run's bound, in seconds.
     #[arg(long, default_value_t = 540)]
     max_seconds: u64,
@@ -117,6 +130,15 @@ fn workload(args: WorkloadArgs) -> Result<()> {
         };
         let mut workloads: Vec<Box<dyn Workload>> =
             vec![Box::new(KvWorkload::new("kind-kv", args.clients))];
+        if args.producers > 0 {
+            workloads.push(Box::new(BrokerWorkload::new(
+                "kind-broker",
+                &format!("e2e-{seed}"),
+                args.producers,
+                args.consumers,
+                Resolve::Direct,
+            )));
+        }
         let mut handles = Vec::new();
         for w in workloads.iter_mut() {
             handles.extend(w.start(&ctx));
@@ -222,6 +244,15 @@ async fn suite(args: &Args) -> Result<()> {
             &format!("containers-{size}-kv"),
             args.clients,
         ))];
+        if args.producers > 0 {
+            workloads.push(Box::new(BrokerWorkload::new(
+                &format!("containers-{size}-broker"),
+                "e2e-records",
+                args.producers,
+                args.consumers,
+                Resolve::Ordinal,
+            )));
+        }
         let stats = scenario::run(size, &args.image, seed, &mut workloads)
             .await
             .with_context(|| {
