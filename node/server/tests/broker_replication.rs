@@ -74,7 +74,11 @@ async fn wait_isr(client: &BrokerClient, topic: &str, size: usize) {
 async fn leader_failover() {
     let mut cluster = start_cluster("broker_replication::leader_failover").await;
     let client = Arc::new(BrokerClient::new(&cluster.endpoints()).expect("client"));
-    let d = create(&client, "f", 1, 3, 2).await;
+    create(&client, "f", 1, 3, 2).await;
+    // The leader writes the ISR just after it takes the partition: describe
+    // once all three are in it.
+    wait_isr(&client, "f", 3).await;
+    let d = client.describe_topic("f").await.expect("describe");
     let old = d.partitions[0].clone();
     let victim = member_at(&cluster, &old.leader_addr);
 
