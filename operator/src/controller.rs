@@ -6,10 +6,11 @@ use crate::admin::NodeAdmin;
 use crate::admin::broker::BrokerAdmin;
 use crate::crd::{RaftCluster, Topic};
 use crate::error::Error;
+use crate::metrics::Metrics;
 use crate::names::FIELD_MANAGER;
-use crate::reconcile::Context;
 use crate::reconcile::raft_cluster::reconcile;
 use crate::reconcile::topic::{TopicContext, reconcile as reconcile_topic};
+use crate::reconcile::{Backoff, Context};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use kube::ResourceExt;
@@ -18,6 +19,7 @@ use kube::runtime::Controller;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::watch;
@@ -26,24 +28,40 @@ fn key(rc: &RaftCluster) -> String {
     format!("{}/{}", rc.namespace().unwrap_or_default(), rc.name_any())
 }
 
-async fn measured<A: NodeAdmin>(
-    rc: Arc<RaftCluster>,
-    ctx: Arc<Context<A>>,
+/// Times one reconcile of the object `key` and counts it; a success
+/// clears the object's backoff.
+async fn timed(
+    metrics: &Metrics,
+    backoff: &Backoff,
+    key: &str,
+    reconcile: impl Future<Output = Result<Action, Error>>,
 ) -> Result<Action, Error> {
     let start = Instant::now();
-    let result = reconcile(rc.clone(), ctx.clone()).await;
-    ctx.metrics
-        .reconciled(start.elapsed(), result.as_ref().err().map(Error::reason));
+    let result = reconcile.await;
+    metrics.reconciled(start.elapsed(), result.as_ref().err().map(Error::reason));
     if result.is_ok() {
-        ctx.backoff.succeeded(&key(&rc));
+        backoff.succeeded(key);
     }
     result
 }
 
-fn error_policy<A: NodeAdmin>(rc: Arc<RaftCluster>, error: &Error, ctx: Arc<Context<A>>) -> Action {
-    let delay = ctx.backoff.failed(&key(&rc));
-    tracing::warn!(cluster = %key(&rc), reason = error.reason(), %error, retry_in_ms = delay.as_millis() as u64, "reconcile failed");
+/// The retry of a failed reconcile of the object `key`, paced by `backoff`.
+fn retry_later(backoff: &Backoff, key: &str, error: &Error) -> Action {
+    let delay = backoff.failed(key);
+    tracing::warn!(object = %key, reason = error.reason(), %error, retry_in_ms = delay.as_millis() as u64, "reconcile failed");
     Action::requeue(delay)
+}
+
+async fn measured<A: NodeAdmin>(
+    rc: Arc<RaftCluster>,
+    ctx: Arc<Context<A>>,
+) -> Result<Action, Error> {
+    let key = key(&rc);
+    timed(&ctx.metrics, &ctx.backoff, &key, reconcile(rc, ctx.clone())).await
+}
+
+fn error_policy<A: NodeAdmin>(rc: Arc<RaftCluster>, error: &Error, ctx: Arc<Context<A>>) -> Action {
+    retry_later(&ctx.backoff, &key(&rc), error)
 }
 
 /// Runs until `stop` turns true. `namespaces` empty watches every namespace.
@@ -100,14 +118,14 @@ async fn measured_topic<B: BrokerAdmin>(
     t: Arc<Topic>,
     ctx: Arc<TopicContext<B>>,
 ) -> Result<Action, Error> {
-    let start = Instant::now();
-    let result = reconcile_topic(t.clone(), ctx.clone()).await;
-    ctx.metrics
-        .reconciled(start.elapsed(), result.as_ref().err().map(Error::reason));
-    if result.is_ok() {
-        ctx.backoff.succeeded(&topic_key(&t));
-    }
-    result
+    let key = topic_key(&t);
+    timed(
+        &ctx.metrics,
+        &ctx.backoff,
+        &key,
+        reconcile_topic(t, ctx.clone()),
+    )
+    .await
 }
 
 fn topic_error_policy<B: BrokerAdmin>(
@@ -115,9 +133,7 @@ fn topic_error_policy<B: BrokerAdmin>(
     error: &Error,
     ctx: Arc<TopicContext<B>>,
 ) -> Action {
-    let delay = ctx.backoff.failed(&topic_key(&t));
-    tracing::warn!(topic = %topic_key(&t), reason = error.reason(), %error, retry_in_ms = delay.as_millis() as u64, "reconcile failed");
-    Action::requeue(delay)
+    retry_later(&ctx.backoff, &topic_key(&t), error)
 }
 
 /// Runs the Topic controller until `stop` turns true: Topics, and the

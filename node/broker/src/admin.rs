@@ -91,6 +91,30 @@ impl AdminService {
             .ok_or_else(|| Status::not_found(format!("topic {name:?} does not exist")))
     }
 
+    /// Topic `name`'s key and its stored record; NOT_FOUND when absent.
+    async fn stored_topic(
+        &self,
+        name: &str,
+    ) -> Result<(String, flotilla_proto::mvccpb::KeyValue), Status> {
+        metadata::validate_name("topic", name).map_err(invalid)?;
+        let key = metadata::topic_key(name);
+        let existing = self
+            .core
+            .kv
+            .range(flotilla_proto::etcdserverpb::RangeRequest {
+                key: key.clone().into_bytes(),
+                ..Default::default()
+            })
+            .await
+            .map_err(kv_status)?;
+        let record = existing
+            .kvs
+            .into_iter()
+            .next()
+            .ok_or_else(|| Status::not_found(format!("topic {name:?} does not exist")))?;
+        Ok((key, record))
+    }
+
     async fn live(&self) -> Result<Vec<u64>, Status> {
         Ok(live_brokers(&self.core.kv)
             .await
@@ -172,23 +196,7 @@ impl pb::broker_admin_server::BrokerAdmin for AdminService {
         request: Request<pb::DeleteTopicRequest>,
     ) -> Result<Response<pb::DeleteTopicResponse>, Status> {
         let req = request.into_inner();
-        metadata::validate_name("topic", &req.name).map_err(invalid)?;
-        let key = metadata::topic_key(&req.name);
-        let existing = self
-            .core
-            .kv
-            .range(flotilla_proto::etcdserverpb::RangeRequest {
-                key: key.clone().into_bytes(),
-                ..Default::default()
-            })
-            .await
-            .map_err(kv_status)?;
-        let Some(kv_) = existing.kvs.first() else {
-            return Err(Status::not_found(format!(
-                "topic {:?} does not exist",
-                req.name
-            )));
-        };
+        let (key, kv_) = self.stored_topic(&req.name).await?;
         let resp = self
             .core
             .kv
@@ -238,23 +246,7 @@ impl pb::broker_admin_server::BrokerAdmin for AdminService {
         request: Request<pb::AlterTopicRequest>,
     ) -> Result<Response<pb::AlterTopicResponse>, Status> {
         let req = request.into_inner();
-        metadata::validate_name("topic", &req.name).map_err(invalid)?;
-        let key = metadata::topic_key(&req.name);
-        let existing = self
-            .core
-            .kv
-            .range(flotilla_proto::etcdserverpb::RangeRequest {
-                key: key.clone().into_bytes(),
-                ..Default::default()
-            })
-            .await
-            .map_err(kv_status)?;
-        let Some(current) = existing.kvs.first() else {
-            return Err(Status::not_found(format!(
-                "topic {:?} does not exist",
-                req.name
-            )));
-        };
+        let (key, current) = self.stored_topic(&req.name).await?;
         let old: TopicSpec = serde_json::from_slice(&current.value)
             .map_err(|e| Status::internal(format!("stored topic record: {e}")))?;
         let mut spec = old.clone();
