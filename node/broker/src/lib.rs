@@ -21,6 +21,7 @@
 //! | [`controller`] | background work: lease, elections, followers, ISR |
 //! | [`service`], [`admin`], [`groups`] | the gRPC services |
 //! | [`assign`] | consumer group assignment (pure) |
+//! | [`kgroup`] | a Kafka consumer group's rendezvous at its coordinator (pure) |
 //!
 //! # Guarantees, and the rules that give them
 //!
@@ -44,6 +45,7 @@ pub mod core;
 pub mod epoch;
 pub mod error;
 pub mod groups;
+pub mod kgroup;
 pub mod kv;
 pub mod lease;
 pub mod metadata;
