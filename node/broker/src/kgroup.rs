@@ -35,6 +35,10 @@ pub type Waiter = u64;
 pub enum GroupError {
     /// `UNKNOWN_SERVER_ERROR` (-1).
     UnknownServer,
+    /// `UNKNOWN_TOPIC_OR_PARTITION` (3).
+    UnknownTopicOrPartition,
+    /// `OFFSET_METADATA_TOO_LARGE` (12).
+    OffsetMetadataTooLarge,
     /// `COORDINATOR_NOT_AVAILABLE` (15).
     CoordinatorNotAvailable,
     /// `NOT_COORDINATOR` (16).
@@ -51,6 +55,8 @@ pub enum GroupError {
     InvalidSessionTimeout,
     /// `REBALANCE_IN_PROGRESS` (27).
     RebalanceInProgress,
+    /// `INVALID_COMMIT_OFFSET_SIZE` (28).
+    InvalidCommitOffsetSize,
     /// `INVALID_REQUEST` (42).
     InvalidRequest,
     /// `MEMBER_ID_REQUIRED` (79).
@@ -64,6 +70,8 @@ impl GroupError {
     pub fn code(self) -> i16 {
         match self {
             GroupError::UnknownServer => -1,
+            GroupError::UnknownTopicOrPartition => 3,
+            GroupError::OffsetMetadataTooLarge => 12,
             GroupError::CoordinatorNotAvailable => 15,
             GroupError::NotCoordinator => 16,
             GroupError::IllegalGeneration => 22,
@@ -72,6 +80,7 @@ impl GroupError {
             GroupError::UnknownMemberId => 25,
             GroupError::InvalidSessionTimeout => 26,
             GroupError::RebalanceInProgress => 27,
+            GroupError::InvalidCommitOffsetSize => 28,
             GroupError::InvalidRequest => 42,
             GroupError::MemberIdRequired => 79,
             GroupError::GroupMaxSizeReached => 81,
@@ -188,7 +197,8 @@ pub struct JoinResponse {
 }
 
 impl JoinResponse {
-    fn error(error: GroupError, member_id: &str) -> JoinResponse {
+    /// An error answer.
+    pub fn error(error: GroupError, member_id: &str) -> JoinResponse {
         JoinResponse {
             error: Some(error),
             generation: -1,
@@ -215,7 +225,8 @@ pub struct SyncResponse {
 }
 
 impl SyncResponse {
-    fn error(error: GroupError) -> SyncResponse {
+    /// An error answer.
+    pub fn error(error: GroupError) -> SyncResponse {
         SyncResponse {
             error: Some(error),
             protocol_type: String::new(),
