@@ -179,6 +179,8 @@ pub struct BrokerCore {
     pub metrics: BrokerMetrics,
     replicas: Mutex<HashMap<TopicPartition, Arc<Replica>>>,
     channels: Mutex<HashMap<String, Channel>>,
+    /// The Kafka groups this broker coordinates ([`crate::kcoord`]).
+    pub kafka_groups: crate::kcoord::Groups,
     /// Each replica's topic configuration as last seen.
     pub(crate) specs: Mutex<HashMap<TopicPartition, (TopicSpec, Vec<u64>)>>,
 }
@@ -199,6 +201,7 @@ impl BrokerCore {
             metrics,
             replicas: Mutex::default(),
             channels: Mutex::default(),
+            kafka_groups: crate::kcoord::Groups::default(),
             specs: Mutex::default(),
         })
     }

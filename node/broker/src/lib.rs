@@ -21,6 +21,8 @@
 //! | [`controller`] | background work: lease, elections, followers, ISR |
 //! | [`service`], [`admin`], [`groups`] | the gRPC services |
 //! | [`assign`] | consumer group assignment (pure) |
+//! | [`kcoord`] | the Kafka group coordinator: the IO around [`kgroup`] |
+//! | [`kgroup`] | a Kafka consumer group's rendezvous at its coordinator (pure) |
 //!
 //! # Guarantees, and the rules that give them
 //!
@@ -44,6 +46,8 @@ pub mod core;
 pub mod epoch;
 pub mod error;
 pub mod groups;
+pub mod kcoord;
+pub mod kgroup;
 pub mod kv;
 pub mod lease;
 pub mod metadata;

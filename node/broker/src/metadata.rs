@@ -11,6 +11,8 @@
 //! | `cg:<group>/topic:<topic>/partition:<id>` | [`CommittedRecord`] | — |
 //! | `group:<group>/member:<id>` | [`MemberRecord`] | the member's |
 //! | `group:<group>/generation` | [`GenerationRecord`] | — |
+//! | `group:<group>/coordinator` | [`CoordinatorRecord`]: the Kafka group's coordinator | that broker's |
+//! | `group:<group>/kafka-generation` | [`KafkaGenerationRecord`] | — |
 
 use serde::{Deserialize, Serialize};
 
@@ -81,6 +83,17 @@ pub fn member_prefix(group: &str) -> String {
 /// Key of a group's generation record.
 pub fn generation_key(group: &str) -> String {
     format!("group:{group}/generation")
+}
+
+/// Key of a Kafka group's coordinator (attached to the coordinator's
+/// lease; its create_revision fences the coordinator's writes).
+pub fn coordinator_key(group: &str) -> String {
+    format!("group:{group}/coordinator")
+}
+
+/// Key of a Kafka group's last generation.
+pub fn kafka_generation_key(group: &str) -> String {
+    format!("group:{group}/kafka-generation")
 }
 
 /// Which partition key a key under [`PARTITION_PREFIX`] is.
@@ -267,6 +280,27 @@ pub struct GenerationRecord {
     /// with their partition counts when the generation began: the
     /// assignment of a generation never changes.
     pub topics: std::collections::BTreeMap<String, u32>,
+}
+
+/// The value of a Kafka group's coordinator key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CoordinatorRecord {
+    /// The coordinating broker.
+    pub broker: u64,
+    /// Its lease (the key is attached to it).
+    pub lease: i64,
+}
+
+/// A Kafka group's last generation, written by its coordinator before any
+/// member hears of it, so a new coordinator continues above it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct KafkaGenerationRecord {
+    /// The generation id.
+    pub generation: i32,
+    /// Its members.
+    pub members: Vec<String>,
+    /// The protocol chosen.
+    pub protocol: String,
 }
 
 /// Why replicas cannot be placed.

@@ -361,6 +361,7 @@ impl Replica {
                 key: r.has_key.then_some(&r.key[..]),
                 value: &r.value,
                 timestamp_ns: (r.timestamp_ns != 0).then_some(r.timestamp_ns),
+                ..NewRecord::default()
             })
             .collect();
         let base = tokio::task::block_in_place(|| self.log.append_batch(&records))
@@ -646,6 +647,7 @@ impl Replica {
                     key: r.has_key.then_some(&r.key[..]),
                     value: &r.value,
                     timestamp_ns: Some(r.timestamp_ns),
+                    ..NewRecord::default()
                 })
                 .collect();
             tokio::task::block_in_place(|| self.log.append_batch(&new)).map_err(storage)?;

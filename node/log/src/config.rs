@@ -5,7 +5,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::error::{LogError, Result};
-use crate::record::RECORD_OVERHEAD_BYTES;
+use crate::record::{BODY_BYTES_MAX, RECORD_OVERHEAD_BYTES};
 
 /// The largest segment the format allows: index positions are `u32`, so every
 /// record must start below 4 GiB.
@@ -126,6 +126,12 @@ impl LogConfig {
         if (self.record_bytes_max as usize) < RECORD_OVERHEAD_BYTES {
             return fail(format!(
                 "record_bytes_max {} is below the {RECORD_OVERHEAD_BYTES}-byte record overhead",
+                self.record_bytes_max
+            ));
+        }
+        if self.record_bytes_max > BODY_BYTES_MAX {
+            return fail(format!(
+                "record_bytes_max {} is above {BODY_BYTES_MAX}: a record's body size has 31 bits",
                 self.record_bytes_max
             ));
         }

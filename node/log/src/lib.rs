@@ -14,10 +14,14 @@
 //! A record on disk (see [`record`]), **all integers little-endian**:
 //!
 //! ```text
-//! offset u64 | timestamp_ns i64 | key_size u32 | value_size u32 | key | value | crc32 u32
+//! offset u64 | timestamp_ns i64 | key_size u32 | body_size u32 | key | body | crc32 u32
 //! ```
 //!
-//! `key_size = 0xFFFF_FFFF` marks an absent key. The CRC-32 (IEEE polynomial,
+//! `key_size = 0xFFFF_FFFF` marks an absent key. A plain record's body is its
+//! value; the top bit of `body_size` marks an extended record, whose body is
+//! an extension block (an idempotent producer's id, epoch and sequence, and
+//! record headers) followed by the value. Files of the first format are
+//! plain records and read unchanged. The CRC-32 (IEEE polynomial,
 //! computed with `crc32fast`) covers every preceding byte of the record. The
 //! index (see [`index`]) is dense, so finding an offset is one 12-byte read.
 //! Segments roll by size (`segment_bytes_max`, at most 4 GiB so positions fit

@@ -196,13 +196,7 @@ impl Log {
             let position = u32::try_from(position).expect("segment_bytes_max fits u32 positions");
             let timestamp_ns = new.timestamp_ns.unwrap_or(now_ns);
             index::encode_entry(&mut writer.index_buf, writer.next_offset, position);
-            record::encode_into(
-                &mut writer.log_buf,
-                writer.next_offset,
-                timestamp_ns,
-                new.key,
-                new.value,
-            );
+            record::encode_record_into(&mut writer.log_buf, writer.next_offset, timestamp_ns, new);
             writer.next_offset = writer.next_offset.plus(1);
             writer.last_timestamp_ns = timestamp_ns;
             writer.active_since_ns.get_or_insert(now_ns);

@@ -14,7 +14,19 @@ fn valid_records(values: &[Vec<u8>]) -> Vec<u8> {
     let mut buf = Vec::new();
     for (i, v) in values.iter().enumerate() {
         let key = i.is_multiple_of(2).then_some(&v[..v.len().min(3)]);
-        record::encode_into(&mut buf, Offset(i as u64), i as i64, key, v);
+        // Every other record is extended (producer stamp, headers), so the
+        // extension parser sees damaged blocks too.
+        let headers: [record::HeaderRef<'_>; 1] = [(&v[..v.len().min(2)], &v[..v.len().min(5)])];
+        let new = record::NewRecord {
+            producer: (i % 4 == 1).then_some(record::ProducerStamp {
+                id: 7,
+                epoch: 1,
+                sequence: i as u64,
+            }),
+            headers: if i % 4 == 3 { &headers } else { &[] },
+            ..record::NewRecord::new(key, v)
+        };
+        record::encode_record_into(&mut buf, Offset(i as u64), i as i64, &new);
     }
     buf
 }
@@ -84,13 +96,15 @@ proptest! {
             Ok((record, used)) => {
                 prop_assert!(used <= bytes.len());
                 prop_assert!(used as u64 <= u64::from(max));
-                prop_assert_eq!(record.value.len() + record.key.map_or(0, <[u8]>::len) + 28, used);
+                prop_assert_eq!(record.encoded_bytes(), used as u64);
+                prop_assert_eq!(record.headers.iter().count(), record.headers.len());
             }
             Err(DecodeError::Incomplete { needed, available }) => {
                 prop_assert!(needed > available);
             }
             Err(DecodeError::TooLarge { bytes: size, max: limit }) => prop_assert!(size > u64::from(limit)),
             Err(DecodeError::BadCrc { stored, computed }) => prop_assert_ne!(stored, computed),
+            Err(DecodeError::BadExtension(_)) => {}
         }
     }
 
