@@ -65,6 +65,9 @@ pub async fn run(core: Arc<BrokerCore>, mut stop: watch::Receiver<bool>) {
                 if let Err(e) = r.checkpoint_hw() {
                     tracing::warn!(topic = %r.topic, partition = r.partition, error = %e, "high watermark checkpoint failed");
                 }
+                if let Err(e) = r.checkpoint_producers() {
+                    tracing::warn!(topic = %r.topic, partition = r.partition, error = %e, "producer state snapshot failed");
+                }
             }
         }
     }
@@ -81,6 +84,7 @@ pub async fn run(core: Arc<BrokerCore>, mut stop: watch::Receiver<bool>) {
     for r in core.all_replicas() {
         r.set_role(Role::None);
         let _ = r.checkpoint_hw();
+        let _ = r.checkpoint_producers();
     }
 }
 
