@@ -32,6 +32,7 @@ pub fn code_of(code: ErrorCode) -> K {
         ErrorCode::NotAvailable => K::LeaderNotAvailable,
         ErrorCode::StorageError => K::KafkaStorageError,
         ErrorCode::InvalidRequest => K::InvalidRequest,
+        ErrorCode::InvalidProducerEpoch => K::InvalidProducerEpoch,
     }
 }
 

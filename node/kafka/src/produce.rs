@@ -90,6 +90,11 @@ async fn partition(
             } else {
                 0
             },
+            producer_epoch: if idempotent {
+                i32::from(batch.producer_epoch.max(0))
+            } else {
+                0
+            },
         };
         match ctx.broker.produce_inner(&req).await {
             Ok(r) => {

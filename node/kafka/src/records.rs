@@ -7,8 +7,9 @@
 //!   records, with their own offsets and the partition's leader epoch.
 //!
 //! Timestamps: Kafka's are milliseconds, the broker's nanoseconds.
-//! Headers: the broker's records have none yet, so a produced record's
-//! headers are dropped (documented in the README).
+//! Headers are kept, in order; a header with a null value comes back with
+//! an empty one, and a header key that is not UTF-8 (Kafka's are strings)
+//! comes back with its invalid bytes replaced.
 //!
 //! Before the crate's decoder sees a batch, its header is checked here: the
 //! batch length must fit in what was sent and the record count must be
@@ -17,6 +18,7 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 use flotilla_proto::broker as pb;
+use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
@@ -141,7 +143,16 @@ fn to_broker(r: &Record) -> pb::Record {
         has_key: r.key.is_some(),
         key: r.key.clone().unwrap_or_default(),
         value: r.value.clone().unwrap_or_default(),
-        leader_epoch: 0,
+        headers: r
+            .headers
+            .iter()
+            .map(|(k, v)| pb::RecordHeader {
+                key: k.clone().into_bytes(),
+                // A null header value is kept as an empty one.
+                value: v.clone().unwrap_or_default(),
+            })
+            .collect(),
+        ..Default::default()
     }
 }
 
@@ -166,7 +177,16 @@ pub fn encode_fetched(records: &[pb::Record], leader_epoch: i32) -> Result<Bytes
             timestamp: r.timestamp_ns / 1_000_000,
             key: r.has_key.then(|| r.key.clone()),
             value: Some(r.value.clone()),
-            headers: Default::default(),
+            headers: r
+                .headers
+                .iter()
+                .map(|h| {
+                    let key = StrBytes::from_utf8(h.key.clone()).unwrap_or_else(|_| {
+                        StrBytes::from_string(String::from_utf8_lossy(&h.key).into_owned())
+                    });
+                    (key, Some(h.value.clone()))
+                })
+                .collect(),
         })
         .collect();
     let mut buf = BytesMut::new();
@@ -200,7 +220,12 @@ mod tests {
             timestamp: 1_700_000_000_000 + offset,
             key: key.map(|k| Bytes::copy_from_slice(k.as_bytes())),
             value: Some(Bytes::copy_from_slice(value.as_bytes())),
-            headers: Default::default(),
+            headers: [(
+                StrBytes::from_static_str("trace"),
+                Some(Bytes::from(format!("t{offset}"))),
+            )]
+            .into_iter()
+            .collect(),
         }
     }
 
@@ -243,6 +268,9 @@ mod tests {
             assert!(!b.records[1].has_key);
             assert_eq!(&b.records[1].value[..], b"v2");
             assert_eq!(b.records[0].timestamp_ns, 1_700_000_000_000 * 1_000_000);
+            assert_eq!(b.records[1].headers.len(), 1);
+            assert_eq!(&b.records[1].headers[0].key[..], b"trace");
+            assert_eq!(&b.records[1].headers[0].value[..], b"t1");
         }
     }
 
@@ -255,7 +283,11 @@ mod tests {
                 has_key: o == 6,
                 key: Bytes::from_static(b"k"),
                 value: Bytes::from(format!("v{o}")),
-                leader_epoch: 0,
+                headers: vec![pb::RecordHeader {
+                    key: Bytes::from_static(b"h"),
+                    value: Bytes::from(format!("{o}")),
+                }],
+                ..Default::default()
             })
             .collect();
         let mut bytes = encode_fetched(&records, 9).unwrap();
@@ -270,6 +302,10 @@ mod tests {
         assert_eq!(set.records[2].value.as_deref(), Some(&b"v7"[..]));
         assert_eq!(set.records[2].timestamp, 21);
         assert!(set.records.iter().all(|r| r.partition_leader_epoch == 9));
+        let h = &set.records[2].headers;
+        assert_eq!(h.len(), 1);
+        let (k, v) = h.first().unwrap();
+        assert_eq!((k.as_str(), v.as_deref()), ("h", Some(&b"7"[..])));
     }
 
     #[test]
