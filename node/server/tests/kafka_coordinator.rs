@@ -221,7 +221,7 @@ async fn one_coordinator_per_group_with_generations_and_commits_in_the_kv() {
     assert_eq!(fetched[0].offset, 42, "the commit of generation 2 stands");
 
     // Leaving empties the group; a simple commit is then allowed.
-    let left = kcoord::leave(&other_core, group, &[c1.member_id.clone()])
+    let left = kcoord::leave(&other_core, group, std::slice::from_ref(&c1.member_id))
         .await
         .expect("leave");
     assert_eq!(left, vec![Ok(())]);
