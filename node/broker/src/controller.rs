@@ -65,6 +65,9 @@ pub async fn run(core: Arc<BrokerCore>, mut stop: watch::Receiver<bool>) {
                 if let Err(e) = r.checkpoint_hw() {
                     tracing::warn!(topic = %r.topic, partition = r.partition, error = %e, "high watermark checkpoint failed");
                 }
+                if let Err(e) = r.checkpoint_producers() {
+                    tracing::warn!(topic = %r.topic, partition = r.partition, error = %e, "producer state snapshot failed");
+                }
             }
         }
     }
@@ -81,6 +84,7 @@ pub async fn run(core: Arc<BrokerCore>, mut stop: watch::Receiver<bool>) {
     for r in core.all_replicas() {
         r.set_role(Role::None);
         let _ = r.checkpoint_hw();
+        let _ = r.checkpoint_producers();
     }
 }
 
@@ -91,6 +95,7 @@ async fn keep_lease(core: Arc<BrokerCore>, mut stop: watch::Receiver<bool>) {
     let record = BrokerRecord {
         id: core.id(),
         addr: core.config.advertise_addr.clone(),
+        kafka_addr: core.config.kafka_advertise_addr.clone(),
     };
     let key = metadata::broker_key(core.id());
     let mut lease: Option<i64> = None;

@@ -49,6 +49,10 @@ pub struct BrokerConfig {
     pub ack_timeout: Duration,
     /// Longest fetch long-poll accepted.
     pub fetch_wait_max: Duration,
+    /// The Kafka listener's advertised `host:port`, registered beside the
+    /// client address so every broker can name it in Kafka Metadata; empty
+    /// when this node runs no Kafka listener.
+    pub kafka_advertise_addr: String,
 }
 
 impl BrokerConfig {
@@ -74,6 +78,7 @@ impl BrokerConfig {
             fetch_max_bytes: 1 << 20,
             ack_timeout: Duration::from_secs(10),
             fetch_wait_max: Duration::from_secs(30),
+            kafka_advertise_addr: String::new(),
         }
     }
 

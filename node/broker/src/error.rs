@@ -87,6 +87,16 @@ pub enum PartitionError {
         /// Expected.
         expected: u64,
     },
+    /// A newer epoch of the same producer id wrote here.
+    #[error("producer {producer}: epoch {got} is older than epoch {current} seen here")]
+    ProducerFenced {
+        /// Producer id.
+        producer: u64,
+        /// Sent.
+        got: i16,
+        /// Seen.
+        current: i16,
+    },
     /// Request too large.
     #[error("request of {bytes} bytes is above the {max} byte bound (--broker-max-batch-bytes)")]
     TooLarge {
@@ -132,6 +142,7 @@ impl PartitionError {
             }
             PartitionError::Timeout { .. } => ErrorCode::RequestTimedOut,
             PartitionError::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequence,
+            PartitionError::ProducerFenced { .. } => ErrorCode::InvalidProducerEpoch,
             PartitionError::TooLarge { .. } => ErrorCode::MessageTooLarge,
             PartitionError::LeaseExpiring => ErrorCode::LeaseExpiring,
             PartitionError::NotAvailable(_) => ErrorCode::NotAvailable,

@@ -14,8 +14,9 @@
 
 use crate::epoch::{CHECKPOINT_FILE, CheckpointFile, EpochCache, EpochEntry};
 use crate::error::PartitionError;
-use crate::producers::{Check, Producers, WrittenBatch};
+use crate::producers::{Check, Producers, Snapshot, WrittenBatch};
 use bytes::Bytes;
+use flotilla_log::record::{HeaderRef, ProducerStamp};
 use flotilla_log::{Log, LogConfig, NewRecord, Offset};
 use flotilla_proto::broker as pb;
 use std::collections::HashMap;
@@ -26,6 +27,12 @@ use tokio::sync::watch;
 
 /// The high watermark checkpoint file inside the partition directory.
 pub const HW_FILE: &str = "high-watermark-checkpoint";
+/// The producer-state snapshot inside the partition directory (JSON, see
+/// [`Snapshot`]). Not fsynced: a lost or torn one only means a longer
+/// replay on open.
+pub const PRODUCER_SNAPSHOT_FILE: &str = "producer-state-snapshot";
+/// Bytes read per step when replaying the log into the producer table.
+const REPLAY_READ_BYTES: usize = 1 << 20;
 
 /// What this broker is for the partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +95,8 @@ pub struct Replica {
     write: tokio::sync::Mutex<()>,
     epoch_file: CheckpointFile,
     hw_file: CheckpointFile,
+    /// The log end the last producer snapshot covered.
+    producers_saved_at: Mutex<Option<u64>>,
 }
 
 /// The outcome of a leader append.
@@ -147,6 +156,7 @@ impl Replica {
             .map_or(0, |&(_, hw)| hw)
             .min(end)
             .max(log.log_start_offset().0);
+        let producers = tokio::task::block_in_place(|| load_producers(&log, &dir))?;
         let (changed, _) = watch::channel(0);
         Ok(Replica {
             topic: topic.to_string(),
@@ -160,7 +170,7 @@ impl Replica {
                 epochs,
                 isr: Vec::new(),
                 followers: HashMap::new(),
-                producers: Producers::default(),
+                producers,
                 min_insync,
                 leader_since: Instant::now(),
             }),
@@ -168,6 +178,7 @@ impl Replica {
             write: tokio::sync::Mutex::new(()),
             epoch_file,
             hw_file,
+            producers_saved_at: Mutex::new(None),
         })
     }
 
@@ -234,6 +245,44 @@ impl Replica {
         tokio::task::block_in_place(|| self.hw_file.write(&[(0, hw)])).map_err(storage)
     }
 
+    /// Writes the producer-state snapshot if the log moved since the last
+    /// one. Skipped (not waited for) while an append or truncation runs.
+    pub fn checkpoint_producers(&self) -> Result<(), PartitionError> {
+        let Ok(_w) = self.write.try_lock() else {
+            return Ok(());
+        };
+        self.save_producers_locked()
+    }
+
+    /// Writes the snapshot; the caller holds the write lock, so the table
+    /// and the log end agree.
+    fn save_producers_locked(&self) -> Result<(), PartitionError> {
+        let end = self.log_end();
+        let mut saved = self
+            .producers_saved_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if *saved == Some(end) {
+            return Ok(());
+        }
+        let snapshot = self.state().producers.snapshot(end);
+        let bytes = serde_json::to_vec(&snapshot).map_err(storage)?;
+        let path = self.dir.join(PRODUCER_SNAPSHOT_FILE);
+        let tmp = path.with_extension("tmp");
+        tokio::task::block_in_place(|| {
+            std::fs::write(&tmp, &bytes)?;
+            std::fs::rename(&tmp, &path)
+        })
+        .map_err(storage)?;
+        *saved = Some(end);
+        Ok(())
+    }
+
+    /// Producers in the table (for tests and metrics).
+    pub fn producer_count(&self) -> usize {
+        self.state().producers.len()
+    }
+
     /// Becomes leader of `epoch` with `isr` (as written to the KV): records
     /// the epoch's start at the log end (KIP-101), forgets followers'
     /// progress and producers.
@@ -247,7 +296,6 @@ impl Replica {
             s.role = Role::Leader { epoch };
             s.isr = isr;
             s.followers.clear();
-            s.producers.clear();
             s.leader_since = Instant::now();
             if !s.epochs.assign(epoch, end) {
                 None
@@ -317,6 +365,18 @@ impl Replica {
         lease_valid: impl Fn() -> bool,
     ) -> Result<Appended, PartitionError> {
         let count = req.records.len() as u64;
+        let producer_epoch = i16::try_from(req.producer_epoch).map_err(|_| {
+            PartitionError::Invalid(format!(
+                "producer epoch {} is outside -32768..=32767",
+                req.producer_epoch
+            ))
+        })?;
+        if req.producer_id != 0 && req.base_sequence.checked_add(count).is_none() {
+            return Err(PartitionError::Invalid(format!(
+                "base sequence {} leaves no room for {count} records",
+                req.base_sequence
+            )));
+        }
         let _w = self.write.lock().await;
         let epoch = {
             let s = self.state();
@@ -330,7 +390,10 @@ impl Replica {
                 });
             }
             if req.producer_id != 0 {
-                match s.producers.check(req.producer_id, req.base_sequence, count) {
+                match s
+                    .producers
+                    .check(req.producer_id, producer_epoch, req.base_sequence, count)
+                {
                     Check::Append => {}
                     Check::Duplicate(base_offset) => {
                         return Ok(Appended {
@@ -347,6 +410,13 @@ impl Replica {
                             expected,
                         });
                     }
+                    Check::Fenced { current } => {
+                        return Err(PartitionError::ProducerFenced {
+                            producer: req.producer_id,
+                            got: producer_epoch,
+                            current,
+                        });
+                    }
                 }
             }
             epoch
@@ -354,14 +424,22 @@ impl Replica {
         if !lease_valid() {
             return Err(PartitionError::LeaseExpiring);
         }
+        let headers = headers_of(req.records.iter());
         let records: Vec<NewRecord<'_>> = req
             .records
             .iter()
-            .map(|r| NewRecord {
+            .zip(&headers)
+            .enumerate()
+            .map(|(i, (r, h))| NewRecord {
                 key: r.has_key.then_some(&r.key[..]),
                 value: &r.value,
                 timestamp_ns: (r.timestamp_ns != 0).then_some(r.timestamp_ns),
-                ..NewRecord::default()
+                producer: (req.producer_id != 0).then(|| ProducerStamp {
+                    id: req.producer_id,
+                    epoch: producer_epoch,
+                    sequence: req.base_sequence + i as u64,
+                }),
+                headers: h,
             })
             .collect();
         let base = tokio::task::block_in_place(|| self.log.append_batch(&records))
@@ -371,6 +449,7 @@ impl Replica {
         if req.producer_id != 0 {
             self.state().producers.record(
                 req.producer_id,
+                producer_epoch,
                 WrittenBatch {
                     base_sequence: req.base_sequence,
                     count,
@@ -573,6 +652,17 @@ impl Replica {
                 key: r.key.map(Bytes::from).unwrap_or_default(),
                 value: Bytes::from(r.value),
                 leader_epoch: epochs.as_ref().map_or(0, |e| e.epoch_of(r.offset.0)),
+                headers: r
+                    .headers
+                    .into_iter()
+                    .map(|(key, value)| pb::RecordHeader {
+                        key: key.into(),
+                        value: value.into(),
+                    })
+                    .collect(),
+                producer_id: r.producer.map_or(0, |p| p.id),
+                producer_epoch: r.producer.map_or(0, |p| i32::from(p.epoch)),
+                sequence: r.producer.map_or(0, |p| p.sequence),
             })
             .collect())
     }
@@ -603,10 +693,14 @@ impl Replica {
         let epochs = {
             let mut s = self.state();
             s.epochs.truncate_from(offset);
+            s.producers.truncate_from(offset);
             s.hw = s.hw.min(offset);
             s.epochs.clone()
         };
         self.save_epochs(&epochs)?;
+        // A snapshot past the cut would bring the cut records' producer
+        // state back on the next open: replace it now.
+        self.save_producers_locked()?;
         self.bump();
         Ok(end - offset)
     }
@@ -641,16 +735,32 @@ impl Replica {
                 let e = self.state().epochs.clone();
                 self.save_epochs(&e)?;
             }
-            let new: Vec<NewRecord<'_>> = records
-                .iter()
-                .map(|r| NewRecord {
+            let headers = headers_of(records.iter().copied());
+            let mut new: Vec<NewRecord<'_>> = Vec::with_capacity(records.len());
+            for (r, h) in records.iter().zip(&headers) {
+                new.push(NewRecord {
                     key: r.has_key.then_some(&r.key[..]),
                     value: &r.value,
                     timestamp_ns: Some(r.timestamp_ns),
-                    ..NewRecord::default()
-                })
-                .collect();
+                    producer: stamp_of(r)?,
+                    headers: h,
+                });
+            }
             tokio::task::block_in_place(|| self.log.append_batch(&new)).map_err(storage)?;
+            let mut s = self.state();
+            for r in &records {
+                if let Some(p) = stamp_of(r)? {
+                    s.producers.record(
+                        p.id,
+                        p.epoch,
+                        WrittenBatch {
+                            base_sequence: p.sequence,
+                            count: 1,
+                            base_offset: r.offset,
+                        },
+                    );
+                }
+            }
         }
         let end = self.log_end();
         {
@@ -690,5 +800,190 @@ impl Replica {
     /// Removes the replica's files (the topic was deleted).
     pub fn remove_files(&self) -> std::io::Result<()> {
         std::fs::remove_dir_all(&self.dir)
+    }
+}
+
+/// Each record's headers as the log takes them.
+fn headers_of<'a>(records: impl Iterator<Item = &'a pb::Record>) -> Vec<Vec<HeaderRef<'a>>> {
+    records
+        .map(|r| {
+            r.headers
+                .iter()
+                .map(|h| (&h.key[..], &h.value[..]))
+                .collect()
+        })
+        .collect()
+}
+
+/// The producer stamp a replicated record carries.
+fn stamp_of(r: &pb::Record) -> Result<Option<ProducerStamp>, PartitionError> {
+    if r.producer_id == 0 {
+        return Ok(None);
+    }
+    let epoch = i16::try_from(r.producer_epoch).map_err(|_| {
+        PartitionError::Invalid(format!(
+            "replication: producer epoch {} is outside i16",
+            r.producer_epoch
+        ))
+    })?;
+    Ok(Some(ProducerStamp {
+        id: r.producer_id,
+        epoch,
+        sequence: r.sequence,
+    }))
+}
+
+/// The producer table of a log being opened: the snapshot beside it (if it
+/// is readable and does not claim records past the log end), then every
+/// stamped record from the snapshot's end (or the log start) replayed.
+fn load_producers(log: &Log, dir: &std::path::Path) -> Result<Producers, PartitionError> {
+    let start = log.log_start_offset().0;
+    let end = log.log_end_offset().0;
+    let snapshot = std::fs::read(dir.join(PRODUCER_SNAPSHOT_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Snapshot>(&b).ok())
+        .filter(|s| s.version == 1 && s.end <= end);
+    let (mut table, mut at) = match &snapshot {
+        Some(s) => (Producers::from_snapshot(s), s.end.max(start)),
+        None => (Producers::default(), start),
+    };
+    let from = at;
+    while at < end {
+        let records = log
+            .read_from(Offset(at), REPLAY_READ_BYTES)
+            .map_err(storage)?;
+        let Some(last) = records.last() else {
+            break;
+        };
+        at = last.offset.0 + 1;
+        for r in &records {
+            if let Some(p) = r.producer {
+                table.record(
+                    p.id,
+                    p.epoch,
+                    WrittenBatch {
+                        base_sequence: p.sequence,
+                        count: 1,
+                        base_offset: r.offset.0,
+                    },
+                );
+            }
+        }
+    }
+    if end > start {
+        tracing::debug!(
+            dir = %dir.display(),
+            snapshot = snapshot.is_some(),
+            replayed = at - from,
+            producers = table.len(),
+            "producer state rebuilt"
+        );
+    }
+    Ok(table)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(producer_id: u64, base_sequence: u64, values: &[&str]) -> pb::ProduceRequest {
+        pb::ProduceRequest {
+            topic: "t".into(),
+            partition: 0,
+            records: values
+                .iter()
+                .map(|v| pb::Record {
+                    value: Bytes::from(v.to_string()),
+                    headers: vec![pb::RecordHeader {
+                        key: Bytes::from_static(b"h"),
+                        value: Bytes::from(v.to_string()),
+                    }],
+                    ..Default::default()
+                })
+                .collect(),
+            acks: pb::Acks::Leader as i32,
+            producer_id,
+            base_sequence,
+            ..Default::default()
+        }
+    }
+
+    async fn produce(r: &Replica, req: &pb::ProduceRequest) -> Appended {
+        r.append_as_leader(req, false, || true)
+            .await
+            .expect("append")
+    }
+
+    /// A follower copies the producer stamps; a restarted replica rebuilds
+    /// its table from the snapshot and the records after it. Either, as the
+    /// next leader, answers a retry as a duplicate.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn producer_state_survives_a_new_leader_and_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = |me: u64, sub: &str| {
+            Replica::open(&dir.path().join(sub), "t", 0, me, LogConfig::default(), 1).unwrap()
+        };
+        let leader = open(1, "a");
+        leader.become_leader(5, vec![1]).unwrap();
+        let first = produce(&leader, &batch(9, 0, &["a", "b", "c"])).await;
+        produce(&leader, &batch(4, 0, &["other"])).await;
+        leader.checkpoint_producers().unwrap();
+        let after_snapshot = produce(&leader, &batch(9, 3, &["d", "e"])).await;
+        assert!(
+            produce(&leader, &batch(9, 0, &["a", "b", "c"]))
+                .await
+                .duplicate
+        );
+
+        // A follower copies everything, then leads in a newer epoch.
+        let follower = open(2, "b");
+        let records = leader.read(0, leader.log_end(), 1 << 20, true).unwrap();
+        assert_eq!(
+            records[0].headers[0].value,
+            Bytes::from("a"),
+            "headers kept"
+        );
+        follower
+            .append_as_follower(&records, leader.log_end())
+            .await
+            .unwrap();
+        follower.become_leader(7, vec![2]).unwrap();
+        let retry = produce(&follower, &batch(9, 3, &["d", "e"])).await;
+        assert!(retry.duplicate, "the new leader knows the batch");
+        assert_eq!(retry.base_offset, after_snapshot.base_offset);
+        assert_eq!(
+            follower.log_end(),
+            leader.log_end(),
+            "nothing written twice"
+        );
+        let gap = follower
+            .append_as_leader(&batch(9, 9, &["x"]), false, || true)
+            .await;
+        assert!(matches!(
+            gap,
+            Err(PartitionError::OutOfOrderSequence { expected: 5, .. })
+        ));
+
+        // The old leader restarts: snapshot (3 records of 9, 1 of 4) plus
+        // the replay of "d", "e".
+        drop(leader);
+        let reopened = open(1, "a");
+        assert_eq!(reopened.producer_count(), 2);
+        reopened.become_leader(9, vec![1]).unwrap();
+        let retry = produce(&reopened, &batch(9, 0, &["a", "b", "c"])).await;
+        assert!(retry.duplicate);
+        assert_eq!(retry.base_offset, first.base_offset);
+        assert!(
+            produce(&reopened, &batch(9, 3, &["d", "e"]))
+                .await
+                .duplicate
+        );
+        let next = produce(&reopened, &batch(9, 5, &["f"])).await;
+        assert!(!next.duplicate);
+        assert_eq!(next.base_offset, 6);
+
+        // A truncation forgets the cut records' sequences.
+        reopened.truncate_to(6).await.unwrap();
+        assert!(!produce(&reopened, &batch(9, 5, &["f"])).await.duplicate);
     }
 }

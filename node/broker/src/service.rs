@@ -56,7 +56,14 @@ impl BrokerService {
         let bytes: u64 = req
             .records
             .iter()
-            .map(|r| flotilla_log::record::encoded_bytes(r.has_key.then_some(&r.key[..]), &r.value))
+            .map(|r| {
+                flotilla_log::record::frame_bytes_of(
+                    r.has_key.then_some(&r.key[..]),
+                    r.value.len(),
+                    req.producer_id != 0,
+                    r.headers.iter().map(|h| (h.key.len(), h.value.len())),
+                )
+            })
             .sum();
         if bytes > self.core.config.max_batch_bytes {
             return Err(PartitionError::TooLarge {

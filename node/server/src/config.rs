@@ -231,6 +231,19 @@ pub struct NodeArgs {
     /// this many milliseconds leaves the ISR (3000 by default).
     #[arg(long, env = "FLOTILLA_REPLICA_LAG_TIME_MAX_MS")]
     pub replica_lag_time_max_ms: Option<u64>,
+    /// Kafka: `host:port` the Kafka wire-protocol listener binds (e.g.
+    /// `0.0.0.0:9092`); empty or unset: no Kafka listener.
+    #[arg(long, env = "FLOTILLA_KAFKA_LISTEN_ADDR")]
+    pub kafka_listen_addr: Option<String>,
+    /// Kafka: `host:port` Kafka clients are told to reach this broker at
+    /// (by default the listen address, with the host of the advertised
+    /// client URL when it listens on 0.0.0.0).
+    #[arg(long, env = "FLOTILLA_KAFKA_ADVERTISE_ADDR")]
+    pub kafka_advertise_addr: Option<String>,
+    /// Kafka: largest request frame in bytes (100 MiB by default); a larger
+    /// one closes the connection.
+    #[arg(long, env = "FLOTILLA_KAFKA_MAX_FRAME_BYTES")]
+    pub kafka_max_frame_bytes: Option<u32>,
 }
 
 /// One member of the initial cluster.
@@ -329,6 +342,13 @@ pub struct BrokerSettings {
     pub max_batch_bytes: u64,
     /// ISR lag bound.
     pub replica_lag_time_max: Duration,
+    /// Where the Kafka listener binds (`host:port`); `None`: no listener.
+    pub kafka_listen: Option<String>,
+    /// What Kafka clients are told (`host:port`); `None`: derived from the
+    /// listen address when the node starts.
+    pub kafka_advertise: Option<String>,
+    /// Largest Kafka request frame.
+    pub kafka_frame_bytes_max: u32,
 }
 
 impl Default for BrokerSettings {
@@ -340,6 +360,9 @@ impl Default for BrokerSettings {
             partition_lease_ttl: Duration::from_millis(1000),
             max_batch_bytes: 4 << 20,
             replica_lag_time_max: Duration::from_millis(3000),
+            kafka_listen: None,
+            kafka_advertise: None,
+            kafka_frame_bytes_max: 100 << 20,
         }
     }
 }
@@ -384,7 +407,31 @@ impl BrokerSettings {
                 format!("{lag} is outside 100..=600000"),
             ));
         }
+        let kafka_listen = nonempty(&args.kafka_listen_addr)
+            .map(|a| listen_addr("kafka-listen-addr", a))
+            .transpose()?;
+        let kafka_advertise = nonempty(&args.kafka_advertise_addr)
+            .map(|a| listen_addr("kafka-advertise-addr", a))
+            .transpose()?;
+        if kafka_advertise.is_some() && kafka_listen.is_none() {
+            return Err(invalid(
+                "kafka-advertise-addr",
+                "is set but --kafka-listen-addr is not",
+            ));
+        }
+        let frame = args
+            .kafka_max_frame_bytes
+            .unwrap_or(d.kafka_frame_bytes_max);
+        if !(1 << 16..=1 << 30).contains(&frame) {
+            return Err(invalid(
+                "kafka-max-frame-bytes",
+                format!("{frame} is outside {}..={}", 1 << 16, 1 << 30),
+            ));
+        }
         Ok(BrokerSettings {
+            kafka_listen,
+            kafka_advertise,
+            kafka_frame_bytes_max: frame,
             enabled: args.broker_enabled.unwrap_or(true),
             default_replication_factor: rf,
             min_insync_replicas: min,
@@ -393,6 +440,11 @@ impl BrokerSettings {
             replica_lag_time_max: Duration::from_millis(lag),
         })
     }
+}
+
+/// The trimmed value of an optional flag, `None` when unset or empty.
+fn nonempty(v: &Option<String>) -> Option<&str> {
+    v.as_deref().map(str::trim).filter(|s| !s.is_empty())
 }
 
 /// etcd's default space quota (`DefaultQuotaBytes`), used when
@@ -564,7 +616,10 @@ impl NodeArgs {
             min_insync_replicas,
             partition_lease_ttl_ms,
             broker_max_batch_bytes,
-            replica_lag_time_max_ms
+            replica_lag_time_max_ms,
+            kafka_listen_addr,
+            kafka_advertise_addr,
+            kafka_max_frame_bytes
         )
     }
 }

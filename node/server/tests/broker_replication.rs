@@ -151,6 +151,81 @@ async fn leader_failover() {
     drop(cluster);
 }
 
+/// The spec's idempotent retry across a failover: batches acknowledged by
+/// the old leader and retried (same producer id and sequences) after it is
+/// killed are answered as duplicates by the new leader, at their original
+/// offsets, and written once; the producer then goes on where it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn idempotent_retry_after_failover() {
+    let mut cluster = start_cluster("broker_replication::idempotent_retry_after_failover").await;
+    let client = BrokerClient::new(&cluster.endpoints()).expect("client");
+    create(&client, "idem", 1, 3, 2).await;
+    wait_isr(&client, "idem", 3).await;
+    let old = client
+        .describe_topic("idem")
+        .await
+        .expect("describe")
+        .partitions[0]
+        .clone();
+    let batch = |base_sequence: u64| pb::ProduceRequest {
+        topic: "idem".into(),
+        partition: 0,
+        records: (base_sequence..base_sequence + 5)
+            .map(|i| pb::Record {
+                value: format!("s{i}").into_bytes().into(),
+                ..Default::default()
+            })
+            .collect(),
+        acks: pb::Acks::All as i32,
+        producer_id: 77,
+        base_sequence,
+        producer_epoch: 3,
+        ..Default::default()
+    };
+    let a = client.produce(batch(0)).await.expect("first batch");
+    let b = client.produce(batch(5)).await.expect("second batch");
+    assert!(!a.duplicate && !b.duplicate);
+
+    cluster.kill(member_at(&cluster, &old.leader_addr));
+    let new = wait_new_leader(&client, "idem", 0, &old.leader_addr).await;
+    assert!(new.leader_epoch > old.leader_epoch, "a new epoch");
+
+    // The retries: the producer never saw the answers, say.
+    let rb = client
+        .produce(batch(5))
+        .await
+        .expect("retry of the second batch");
+    assert!(rb.duplicate, "the new leader wrote the second batch again");
+    assert_eq!(rb.base_offset, b.base_offset);
+    let ra = client
+        .produce(batch(0))
+        .await
+        .expect("retry of the first batch");
+    assert!(ra.duplicate, "the new leader wrote the first batch again");
+    assert_eq!(ra.base_offset, a.base_offset);
+    // An older producer epoch is fenced; a gap is refused.
+    let stale = client
+        .produce(pb::ProduceRequest {
+            producer_epoch: 2,
+            ..batch(10)
+        })
+        .await;
+    assert!(
+        stale.is_err(),
+        "an older producer epoch is refused: {stale:?}"
+    );
+    let gap = client.produce(batch(20)).await;
+    assert!(gap.is_err(), "a sequence gap is refused: {gap:?}");
+    let c = client.produce(batch(10)).await.expect("the next batch");
+    assert!(!c.duplicate);
+    assert_eq!(c.base_offset, b.base_offset + 5);
+
+    let log = read_all(&client, "idem", 0).await;
+    let want: Vec<String> = (0..15).map(|i| format!("s{i}")).collect();
+    assert_eq!(value_list(&log), want, "every record once, in order");
+    drop(cluster);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn split_brain() {
     // A longer lease, so the cut-off leader surely still believes it leads

@@ -316,6 +316,7 @@ async fn produce_once(
         timeout_ms: 2000,
         producer_id,
         base_sequence: sequence,
+        producer_epoch: 0,
     });
     req.set_timeout(CALL_TIMEOUT);
     let r = match Router::raw(&url).produce(req).await {

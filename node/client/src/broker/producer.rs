@@ -263,6 +263,7 @@ async fn run_partition(
             timeout_ms: 0,
             producer_id,
             base_sequence: sequence,
+            producer_epoch: 0,
         };
         match client.produce(req).await {
             Ok(resp) => {
