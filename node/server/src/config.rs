@@ -231,6 +231,10 @@ pub struct NodeArgs {
     /// this many milliseconds leaves the ISR (3000 by default).
     #[arg(long, env = "FLOTILLA_REPLICA_LAG_TIME_MAX_MS")]
     pub replica_lag_time_max_ms: Option<u64>,
+    /// Broker: how often every partition replica applies its topic's
+    /// retention (by time and by size), in milliseconds (5000 by default).
+    #[arg(long, env = "FLOTILLA_RETENTION_CHECK_INTERVAL_MS")]
+    pub retention_check_interval_ms: Option<u64>,
 }
 
 /// One member of the initial cluster.
@@ -329,6 +333,8 @@ pub struct BrokerSettings {
     pub max_batch_bytes: u64,
     /// ISR lag bound.
     pub replica_lag_time_max: Duration,
+    /// How often retention runs on each replica.
+    pub retention_check_interval: Duration,
 }
 
 impl Default for BrokerSettings {
@@ -340,6 +346,7 @@ impl Default for BrokerSettings {
             partition_lease_ttl: Duration::from_millis(1000),
             max_batch_bytes: 4 << 20,
             replica_lag_time_max: Duration::from_millis(3000),
+            retention_check_interval: Duration::from_millis(5000),
         }
     }
 }
@@ -384,6 +391,13 @@ impl BrokerSettings {
                 format!("{lag} is outside 100..=600000"),
             ));
         }
+        let retention = args.retention_check_interval_ms.unwrap_or(5000);
+        if !(10..=3_600_000).contains(&retention) {
+            return Err(invalid(
+                "retention-check-interval-ms",
+                format!("{retention} is outside 10..=3600000"),
+            ));
+        }
         Ok(BrokerSettings {
             enabled: args.broker_enabled.unwrap_or(true),
             default_replication_factor: rf,
@@ -391,6 +405,7 @@ impl BrokerSettings {
             partition_lease_ttl: Duration::from_millis(ttl),
             max_batch_bytes: batch,
             replica_lag_time_max: Duration::from_millis(lag),
+            retention_check_interval: Duration::from_millis(retention),
         })
     }
 }
@@ -564,7 +579,8 @@ impl NodeArgs {
             min_insync_replicas,
             partition_lease_ttl_ms,
             broker_max_batch_bytes,
-            replica_lag_time_max_ms
+            replica_lag_time_max_ms,
+            retention_check_interval_ms
         )
     }
 }
