@@ -154,6 +154,11 @@ async fn python_client_group_of_two_rebalances_and_commits() {
     let ends = ends(&client, "py-orders", 4).await;
     assert_eq!(ends.values().sum::<i64>(), 2000);
     assert_eq!(committed(&client, "py-readers", "py-orders").await, ends);
+    // Two rebalances after the first generation, and the last (the second
+    // member's leave) emptied the group.
+    let described = client.describe_group("py-readers").await.expect("describe");
+    assert!(described.generation >= 3, "{described:?}");
+    assert!(described.members.is_empty(), "{described:?}");
     assert!(
         client
             .list_groups()
