@@ -6,7 +6,10 @@
 //! service's: what Kafka clients commit reads back through gRPC, and a
 //! gRPC commit is where a Kafka group member starts; a group outlives its
 //! coordinator (killed: another broker takes over at a higher generation and
-//! the member goes on reading and committing). `.ci/run` installs
+//! the member goes on reading and committing). An idempotent acks=all
+//! confluent-kafka producer goes through its partition leader's SIGKILL and
+//! restart with no record lost or duplicated and no fatal error
+//! (`tests/kafka/failover.py`). `.ci/run` installs
 //! both clients; on a machine without them the tests say so and pass only
 //! outside CI. Every wait is bounded; nothing asserts on durations.
 
@@ -403,4 +406,136 @@ async fn a_group_outlives_its_coordinator() {
     })
     .await;
     drop(member);
+}
+
+/// An idempotent acks=all Kafka producer (`tests/kafka/failover.py`,
+/// confluent-kafka) sends 3000 numbered records to one partition (rf 3)
+/// while its leader's process is killed (SIGKILL) and later started again:
+/// every record is acknowledged, with no failed delivery and no fatal
+/// error, and the partition holds each exactly once, in order, at the
+/// offset its delivery report gave (read back through Kafka by the script
+/// and through gRPC here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn idempotent_producer_through_leader_failover() {
+    if !installed(
+        "python3 with confluent-kafka",
+        "python3",
+        &["-c", "import confluent_kafka"],
+        "pip install confluent-kafka",
+    ) {
+        return;
+    }
+    const RECORDS: usize = 3000;
+    let mut cluster =
+        start_cluster("kafka_groups::idempotent_producer_through_leader_failover").await;
+    let client = BrokerClient::new(&cluster.endpoints()).expect("client");
+    create(&client, "fo-idem", 1, 3, 2).await;
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/kafka/failover.py");
+    let mut child = Command::new("timeout")
+        .arg(CLIENT_SECS)
+        .arg("python3")
+        .arg(&script)
+        .args(["--bootstrap", &bootstrap(&cluster)])
+        .args(["--topic", "fo-idem", "--records", &RECORDS.to_string()])
+        .args(["--rate", "500"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let reader = {
+        let out = child.stdout.take().expect("stdout");
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(out).lines() {
+                let Ok(line) = line else { return };
+                sink.lock().expect("lines").push(line);
+            }
+        })
+    };
+    let acked = || {
+        lines
+            .lock()
+            .expect("lines")
+            .iter()
+            .filter_map(|l| l.strip_prefix("acked ")?.parse::<usize>().ok())
+            .max()
+            .unwrap_or(0)
+    };
+    let sent_all = || {
+        lines
+            .lock()
+            .expect("lines")
+            .iter()
+            .any(|l| l.starts_with("sent "))
+    };
+
+    // A third of the records acknowledged: kill the partition's leader
+    // while the producer goes on sending.
+    common::eventually("a third of the records acknowledged", || async {
+        (acked() >= RECORDS / 3).then_some(())
+    })
+    .await;
+    let leader = broker::wait_leaders(&client, "fo-idem").await.partitions[0]
+        .leader_addr
+        .clone();
+    let victim = broker::member_at(&cluster, &leader);
+    assert!(
+        !sent_all(),
+        "the producer finished before the kill: raise --records"
+    );
+    cluster.kill(victim);
+    let acked_at_kill = acked();
+    let live = BrokerClient::new(&cluster.running_endpoints()).expect("client");
+    broker::wait_new_leader(&live, "fo-idem", 0, &leader).await;
+    // The killed member comes back (a follower now) while records still flow.
+    cluster.restart(victim).await;
+    let restarted_before_end = !sent_all();
+
+    let status = tokio::task::spawn_blocking(move || {
+        let status = child.wait().expect("wait for the script");
+        let mut err = String::new();
+        use std::io::Read;
+        let _ = child
+            .stderr
+            .take()
+            .expect("stderr")
+            .read_to_string(&mut err);
+        (status, err)
+    })
+    .await
+    .expect("script task");
+    reader.join().expect("reader");
+    let out = lines.lock().expect("lines").clone();
+    assert!(
+        status.0.success(),
+        "failover.py failed ({}):\n{}\nstdout tail: {:?}",
+        status.0,
+        status.1,
+        &out[out.len().saturating_sub(5)..]
+    );
+    let report: serde_json::Value = serde_json::from_str(out.last().map_or("", |l| l.as_str()))
+        .unwrap_or_else(|e| panic!("the script's report {out:?}: {e}"));
+    eprintln!(
+        "failover.py: {report}; acknowledged at the kill: {acked_at_kill}; \
+         restarted before the last send: {restarted_before_end}"
+    );
+    assert_eq!(report["read"], RECORDS, "{report}");
+    assert_eq!(report["acknowledged"], RECORDS, "{report}");
+
+    // Through gRPC too: exactly the records sent, in order.
+    let all = BrokerClient::new(&cluster.endpoints()).expect("client");
+    let stored = broker::read_all(&all, "fo-idem", 0).await;
+    let values: Vec<String> = stored
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.value).into_owned())
+        .collect();
+    let want: Vec<String> = (0..RECORDS).map(|i| format!("record-{i}")).collect();
+    assert!(
+        values == want,
+        "{} records stored, not the {RECORDS} sent in order",
+        values.len()
+    );
 }
