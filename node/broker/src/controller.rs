@@ -97,6 +97,7 @@ async fn keep_lease(core: Arc<BrokerCore>, mut stop: watch::Receiver<bool>) {
     let record = BrokerRecord {
         id: core.id(),
         addr: core.config.advertise_addr.clone(),
+        kafka_addr: core.config.kafka_advertise_addr.clone(),
     };
     let key = metadata::broker_key(core.id());
     let mut lease: Option<i64> = None;

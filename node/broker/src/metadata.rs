@@ -241,6 +241,10 @@ pub struct BrokerRecord {
     pub id: u64,
     /// Its client address, `host:port`.
     pub addr: String,
+    /// Its Kafka listener's advertised address, `host:port`; empty when it
+    /// runs none (and in records written before there was one).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub kafka_addr: String,
 }
 
 /// A committed offset.
@@ -413,6 +417,24 @@ mod tests {
             committed_key("g", "t", 3),
             "cg:g/topic:t/partition:3",
             "the spec's key"
+        );
+    }
+
+    #[test]
+    fn broker_records_without_a_kafka_address_still_parse() {
+        let old: BrokerRecord = serde_json::from_str(r#"{"id":7,"addr":"h:1"}"#).unwrap();
+        assert_eq!(old.kafka_addr, "");
+        let new = BrokerRecord {
+            id: 7,
+            addr: "h:1".into(),
+            kafka_addr: "h:9092".into(),
+        };
+        let text = serde_json::to_string(&new).unwrap();
+        assert_eq!(serde_json::from_str::<BrokerRecord>(&text).unwrap(), new);
+        assert_eq!(
+            serde_json::to_string(&old).unwrap(),
+            r#"{"id":7,"addr":"h:1"}"#,
+            "no Kafka address, no field: older brokers read it unchanged"
         );
     }
 

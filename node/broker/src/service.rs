@@ -44,7 +44,9 @@ impl BrokerService {
         }
     }
 
-    async fn produce_inner(
+    /// Appends a batch at this broker, the partition's leader (the
+    /// `Produce` RPC and the Kafka listener's Produce both call it).
+    pub async fn produce_inner(
         &self,
         req: &pb::ProduceRequest,
     ) -> Result<pb::ProduceResponse, PartitionError> {
@@ -122,7 +124,9 @@ impl BrokerService {
         })
     }
 
-    async fn fetch_inner(
+    /// Reads at this broker, the partition's leader, long-polling up to
+    /// `max_wait_ms` (the `Fetch` RPC and the Kafka listener's Fetch).
+    pub async fn fetch_inner(
         &self,
         req: &pb::FetchRequest,
     ) -> Result<pb::FetchResponse, PartitionError> {
@@ -191,6 +195,25 @@ impl BrokerService {
             leader_epoch: epoch,
         })
     }
+
+    /// The offset (and the record's timestamp, for a timestamp look-up) a
+    /// ListOffsets asks for, at this broker, the partition's leader (the
+    /// `ListOffsets` RPC and the Kafka listener's ListOffsets).
+    pub async fn list_offsets_inner(
+        &self,
+        req: &pb::ListOffsetsRequest,
+    ) -> Result<(u64, i64), PartitionError> {
+        let replica = self.leader_replica(&req.topic, req.partition).await?;
+        let spec = pb::OffsetSpec::try_from(req.spec)
+            .map_err(|_| PartitionError::Invalid(format!("unknown offset spec {}", req.spec)))?;
+        Ok(match spec {
+            pb::OffsetSpec::Earliest => (replica.log().log_start_offset().0, 0),
+            pb::OffsetSpec::Latest => (replica.high_watermark(), 0),
+            pb::OffsetSpec::Timestamp => replica
+                .first_offset_at(req.timestamp_ns)?
+                .unwrap_or((replica.high_watermark(), 0)),
+        })
+    }
 }
 
 #[tonic::async_trait]
@@ -236,20 +259,7 @@ impl pb::broker_server::Broker for BrokerService {
         request: Request<pb::ListOffsetsRequest>,
     ) -> Result<Response<pb::ListOffsetsResponse>, Status> {
         let req = request.into_inner();
-        let result = async {
-            let replica = self.leader_replica(&req.topic, req.partition).await?;
-            let spec = pb::OffsetSpec::try_from(req.spec).map_err(|_| {
-                PartitionError::Invalid(format!("unknown offset spec {}", req.spec))
-            })?;
-            Ok::<_, PartitionError>(match spec {
-                pb::OffsetSpec::Earliest => (replica.log().log_start_offset().0, 0),
-                pb::OffsetSpec::Latest => (replica.high_watermark(), 0),
-                pb::OffsetSpec::Timestamp => replica
-                    .first_offset_at(req.timestamp_ns)?
-                    .unwrap_or((replica.high_watermark(), 0)),
-            })
-        }
-        .await;
+        let result = self.list_offsets_inner(&req).await;
         Ok(Response::new(match result {
             Ok((offset, timestamp_ns)) => pb::ListOffsetsResponse {
                 error: None,

@@ -10,7 +10,7 @@
 //!    the connection is closed (there is no response a client could read).
 
 use crate::frame::{self, Decoded, FrameError};
-use crate::{Context, group};
+use crate::{Context, fetch, group, metadata, offsets, produce, producer_id, topics};
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
@@ -19,7 +19,16 @@ use kafka_protocol::messages::{ApiKey, ApiVersionsResponse, RequestKind, Respons
 /// The APIs served outside the group module, with the versions handled
 /// (inclusive). Versions that name topics by id only (Produce v13, Fetch
 /// v13+) are left out: Flotilla topics have names, no ids.
-pub const VERSIONS: &[(ApiKey, i16, i16)] = &[(ApiKey::ApiVersions, 0, 3)];
+pub const VERSIONS: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 12),
+    (ApiKey::Fetch, 4, 12),
+    (ApiKey::ListOffsets, 1, 6),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ApiVersions, 0, 3),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 5),
+    (ApiKey::InitProducerId, 0, 4),
+];
 
 /// Why a handler did not produce a response.
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +115,23 @@ pub async fn handle_frame(ctx: &Context, frame: Bytes) -> Result<Outcome, FrameE
         RequestKind::ApiVersions(_) => {
             Ok(Some(ResponseKind::ApiVersions(api_versions_response(0))))
         }
+        RequestKind::Produce(r) => Ok(produce::handle(ctx, r).await.map(ResponseKind::Produce)),
+        RequestKind::Fetch(r) => Ok(Some(ResponseKind::Fetch(fetch::handle(ctx, r).await))),
+        RequestKind::ListOffsets(r) => Ok(Some(ResponseKind::ListOffsets(
+            offsets::handle(ctx, r, version).await,
+        ))),
+        RequestKind::Metadata(r) => Ok(Some(ResponseKind::Metadata(
+            metadata::handle(ctx, r, version).await,
+        ))),
+        RequestKind::CreateTopics(r) => Ok(Some(ResponseKind::CreateTopics(
+            topics::create(ctx, r).await,
+        ))),
+        RequestKind::DeleteTopics(r) => Ok(Some(ResponseKind::DeleteTopics(
+            topics::delete(ctx, r).await,
+        ))),
+        RequestKind::InitProducerId(r) => Ok(Some(ResponseKind::InitProducerId(
+            producer_id::handle(ctx, r).await,
+        ))),
         body @ (RequestKind::FindCoordinator(_)
         | RequestKind::JoinGroup(_)
         | RequestKind::SyncGroup(_)

@@ -15,6 +15,11 @@
 //! | [`conn`] | one connection: read a frame, answer it, in order |
 //! | [`dispatch`] | the APIs and versions served; routing |
 //! | [`ids`] | Kafka's int32 node ids from Flotilla's u64 broker ids |
+//! | [`errors`] | broker errors as Kafka error codes; leader epochs |
+//! | [`records`] | record batches v2 to and from the broker's records |
+//! | [`produce`], [`fetch`], [`offsets`] | Produce, Fetch, ListOffsets |
+//! | [`metadata`], [`topics`] | Metadata, CreateTopics, DeleteTopics |
+//! | [`producer_id`] | InitProducerId (ids from the KV) |
 //! | [`group`] | the group APIs (FindCoordinator … ListGroups) |
 //!
 //! # Serving
@@ -28,9 +33,17 @@
 
 pub mod conn;
 pub mod dispatch;
+pub mod errors;
+pub mod fetch;
 pub mod frame;
 pub mod group;
 pub mod ids;
+pub mod metadata;
+pub mod offsets;
+pub mod produce;
+pub mod producer_id;
+pub mod records;
+pub mod topics;
 
 use flotilla_broker::BrokerCore;
 use flotilla_broker::admin::AdminService;

@@ -235,6 +235,19 @@ pub struct NodeArgs {
     /// retention (by time and by size), in milliseconds (5000 by default).
     #[arg(long, env = "FLOTILLA_RETENTION_CHECK_INTERVAL_MS")]
     pub retention_check_interval_ms: Option<u64>,
+    /// Kafka: `host:port` the Kafka wire-protocol listener binds (e.g.
+    /// `0.0.0.0:9092`); empty or unset: no Kafka listener.
+    #[arg(long, env = "FLOTILLA_KAFKA_LISTEN_ADDR")]
+    pub kafka_listen_addr: Option<String>,
+    /// Kafka: `host:port` Kafka clients are told to reach this broker at
+    /// (by default the listen address, with the host of the advertised
+    /// client URL when it listens on 0.0.0.0).
+    #[arg(long, env = "FLOTILLA_KAFKA_ADVERTISE_ADDR")]
+    pub kafka_advertise_addr: Option<String>,
+    /// Kafka: largest request frame in bytes (100 MiB by default); a larger
+    /// one closes the connection.
+    #[arg(long, env = "FLOTILLA_KAFKA_MAX_FRAME_BYTES")]
+    pub kafka_max_frame_bytes: Option<u32>,
 }
 
 /// One member of the initial cluster.
@@ -335,6 +348,13 @@ pub struct BrokerSettings {
     pub replica_lag_time_max: Duration,
     /// How often retention runs on each replica.
     pub retention_check_interval: Duration,
+    /// Where the Kafka listener binds (`host:port`); `None`: no listener.
+    pub kafka_listen: Option<String>,
+    /// What Kafka clients are told (`host:port`); `None`: derived from the
+    /// listen address when the node starts.
+    pub kafka_advertise: Option<String>,
+    /// Largest Kafka request frame.
+    pub kafka_frame_bytes_max: u32,
 }
 
 impl Default for BrokerSettings {
@@ -347,6 +367,9 @@ impl Default for BrokerSettings {
             max_batch_bytes: 4 << 20,
             replica_lag_time_max: Duration::from_millis(3000),
             retention_check_interval: Duration::from_millis(5000),
+            kafka_listen: None,
+            kafka_advertise: None,
+            kafka_frame_bytes_max: 100 << 20,
         }
     }
 }
@@ -398,7 +421,31 @@ impl BrokerSettings {
                 format!("{retention} is outside 10..=3600000"),
             ));
         }
+        let kafka_listen = nonempty(&args.kafka_listen_addr)
+            .map(|a| listen_addr("kafka-listen-addr", a))
+            .transpose()?;
+        let kafka_advertise = nonempty(&args.kafka_advertise_addr)
+            .map(|a| listen_addr("kafka-advertise-addr", a))
+            .transpose()?;
+        if kafka_advertise.is_some() && kafka_listen.is_none() {
+            return Err(invalid(
+                "kafka-advertise-addr",
+                "is set but --kafka-listen-addr is not",
+            ));
+        }
+        let frame = args
+            .kafka_max_frame_bytes
+            .unwrap_or(d.kafka_frame_bytes_max);
+        if !(1 << 16..=1 << 30).contains(&frame) {
+            return Err(invalid(
+                "kafka-max-frame-bytes",
+                format!("{frame} is outside {}..={}", 1 << 16, 1 << 30),
+            ));
+        }
         Ok(BrokerSettings {
+            kafka_listen,
+            kafka_advertise,
+            kafka_frame_bytes_max: frame,
             enabled: args.broker_enabled.unwrap_or(true),
             default_replication_factor: rf,
             min_insync_replicas: min,
@@ -408,6 +455,11 @@ impl BrokerSettings {
             retention_check_interval: Duration::from_millis(retention),
         })
     }
+}
+
+/// The trimmed value of an optional flag, `None` when unset or empty.
+fn nonempty(v: &Option<String>) -> Option<&str> {
+    v.as_deref().map(str::trim).filter(|s| !s.is_empty())
 }
 
 /// etcd's default space quota (`DefaultQuotaBytes`), used when
@@ -580,7 +632,10 @@ impl NodeArgs {
             partition_lease_ttl_ms,
             broker_max_batch_bytes,
             replica_lag_time_max_ms,
-            retention_check_interval_ms
+            retention_check_interval_ms,
+            kafka_listen_addr,
+            kafka_advertise_addr,
+            kafka_max_frame_bytes
         )
     }
 }

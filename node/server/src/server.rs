@@ -148,6 +148,7 @@ pub enum RunError {
 #[derive(Debug)]
 pub struct RunningNode {
     member_id: u64,
+    kafka_addr: Option<SocketAddr>,
     client_addr: SocketAddr,
     peer_addr: SocketAddr,
     http_addr: SocketAddr,
@@ -460,10 +461,31 @@ pub async fn start_with(
     let message_max = config.max_request_bytes + GRPC_OVERHEAD_BYTES;
     let forward_service = ForwardService::new(ctx.clone(), config.cluster_id, &forward_config);
     let forward_closer = forward_service.stream_closer();
-    let broker = if config.broker.enabled {
-        Some(start_broker(&config, &metrics)?)
+    let kafka = if config.broker.enabled {
+        bind_kafka(&config).await?
     } else {
         None
+    };
+    let broker = if config.broker.enabled {
+        let advertise = kafka.as_ref().map(|(_, a)| a.clone());
+        Some(start_broker(&config, &metrics, advertise)?)
+    } else {
+        None
+    };
+    let kafka_addr = kafka.as_ref().map(|(l, _)| l.local_addr()).transpose()?;
+    let kafka_task = match (&broker, kafka) {
+        (Some(b), Some((listener, advertise))) => {
+            let mut kc = flotilla_kafka::KafkaConfig::new(advertise.clone());
+            kc.frame_bytes_max = config.broker.kafka_frame_bytes_max;
+            let ctx = Arc::new(flotilla_kafka::Context::new(b.core().clone(), kc));
+            tracing::info!(listen = ?kafka_addr, %advertise, "Kafka listener started");
+            Some(tokio::spawn(flotilla_kafka::serve(
+                listener,
+                ctx,
+                stop_clients.subscribe(),
+            )))
+        }
+        _ => None,
     };
     let router = tonic::transport::Server::builder()
         .max_concurrent_streams(config.max_concurrent_streams)
@@ -547,7 +569,7 @@ pub async fn start_with(
         client_ur_ls: vec![config.client_advertise.clone()],
         is_learner: false,
     };
-    let background = vec![
+    let mut background = vec![
         tokio::spawn(publish_self(
             raft.clone(),
             writes.clone(),
@@ -587,6 +609,7 @@ pub async fn start_with(
             stop_clients.subscribe(),
         )),
     ];
+    background.extend(kafka_task);
     tracing::info!(
         member = %format!("{:x}", config.member_id),
         name = %config.name,
@@ -597,6 +620,7 @@ pub async fn start_with(
     );
     Ok(RunningNode {
         member_id: config.member_id,
+        kafka_addr,
         client_addr,
         peer_addr,
         http_addr,
@@ -617,11 +641,40 @@ pub async fn start_with(
     })
 }
 
+/// Binds the Kafka listener, if configured, and works out the address
+/// clients are told: `--kafka-advertise-addr`, else the bound address, with
+/// the advertised client URL's host in place of an unspecified IP
+/// (`0.0.0.0:9092` advertised as `<client host>:9092`).
+async fn bind_kafka(config: &NodeConfig) -> Result<Option<(TcpListener, String)>, StartError> {
+    let Some(listen) = &config.broker.kafka_listen else {
+        return Ok(None);
+    };
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|e| StartError::Broker(format!("--kafka-listen-addr {listen}: {e}")))?;
+    let bound = listener.local_addr()?;
+    let advertise = match &config.broker.kafka_advertise {
+        Some(a) => a.clone(),
+        None if bound.ip().is_unspecified() => {
+            let client = config
+                .client_advertise
+                .trim_start_matches("http://")
+                .trim_start_matches("https://")
+                .trim_end_matches('/');
+            let host = client.rsplit_once(':').map_or(client, |(h, _)| h);
+            format!("{host}:{}", bound.port())
+        }
+        None => bound.to_string(),
+    };
+    Ok(Some((listener, advertise)))
+}
+
 /// Starts the broker against this member's own client URL: it reaches the
 /// KV only through the etcd API, as it would reach any etcd.
 fn start_broker(
     config: &NodeConfig,
     metrics: &Metrics,
+    kafka_advertise: Option<String>,
 ) -> Result<flotilla_broker::Broker, StartError> {
     let advertise = config
         .client_advertise
@@ -641,6 +694,7 @@ fn start_broker(
     broker_config.max_batch_bytes = config.broker.max_batch_bytes;
     broker_config.replica_lag_time_max = config.broker.replica_lag_time_max;
     broker_config.retention_check_interval = config.broker.retention_check_interval;
+    broker_config.kafka_advertise_addr = kafka_advertise.unwrap_or_default();
     let broker_metrics = flotilla_broker::BrokerMetrics::default();
     metrics.register(|r| broker_metrics.register(r));
     flotilla_broker::Broker::start(broker_config, broker_metrics).map_err(StartError::Broker)
@@ -749,6 +803,11 @@ impl RunningNode {
     /// This member's id.
     pub fn member_id(&self) -> u64 {
         self.member_id
+    }
+
+    /// Where the Kafka listener listens, if it runs.
+    pub fn kafka_addr(&self) -> Option<SocketAddr> {
+        self.kafka_addr
     }
 
     /// Where the client API listens.

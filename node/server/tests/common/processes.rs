@@ -85,6 +85,8 @@ pub struct Member {
     pub client_port: u16,
     pub peer_port: u16,
     pub http_port: u16,
+    /// Its Kafka listener's port (served when the cluster runs the broker).
+    pub kafka_port: u16,
     pub data_dir: tempfile::TempDir,
     pub log_path: PathBuf,
     child: Option<Child>,
@@ -112,6 +114,12 @@ impl Member {
     /// Where its HTTP port (probes, metrics, /prestop) listens.
     pub fn http_addr(&self) -> String {
         format!("{}:{}", self.ip, self.http_port)
+    }
+
+    /// Where its Kafka listener listens (`host:port`), when the cluster
+    /// runs the broker.
+    pub fn kafka_addr(&self) -> String {
+        format!("{}:{}", self.ip, self.kafka_port)
     }
 
     /// Its advertised peer URL.
@@ -288,13 +296,14 @@ impl ProcessCluster {
         resolvable: bool,
     ) -> ProcessCluster {
         let logs = tempfile::tempdir().expect("tempdir");
-        let ports = free_ports(9);
+        let ports = free_ports(12);
         let members: Vec<Member> = (0..3)
             .map(|i| Member {
                 name: format!("n{}", i + 1),
-                client_port: ports[3 * i],
-                peer_port: ports[3 * i + 1],
-                http_port: ports[3 * i + 2],
+                client_port: ports[4 * i],
+                peer_port: ports[4 * i + 1],
+                http_port: ports[4 * i + 2],
+                kafka_port: ports[4 * i + 3],
                 data_dir: tempfile::tempdir().expect("tempdir"),
                 log_path: logs.path().join(format!("n{}.log", i + 1)),
                 child: None,
@@ -362,7 +371,12 @@ impl ProcessCluster {
             cmd.env(name, value);
         }
         cmd.args(&self.options.extra_args);
-        if !self.options.broker {
+        if self.options.broker {
+            cmd.arg("--kafka-listen-addr")
+                .arg(m.kafka_addr())
+                .arg("--kafka-advertise-addr")
+                .arg(format!("{}:{}", m.advertised(), m.kafka_port));
+        } else {
             cmd.arg("--broker-enabled=false");
         }
         let (initial_cluster, state) = match &m.join_cluster {
@@ -484,13 +498,14 @@ impl ProcessCluster {
     /// folder: it joins the running cluster with `join_cluster` as its
     /// `--initial-cluster` (set it before [`ProcessCluster::start_member`]).
     pub fn add_spare(&mut self) -> usize {
-        let ports = free_ports(3);
+        let ports = free_ports(4);
         let n = self.members.len() + 1;
         self.members.push(Member {
             name: format!("n{n}"),
             client_port: ports[0],
             peer_port: ports[1],
             http_port: ports[2],
+            kafka_port: ports[3],
             data_dir: tempfile::tempdir().expect("tempdir"),
             log_path: self.logs.path().join(format!("n{n}.log")),
             child: None,

@@ -23,6 +23,10 @@ pub struct DevClusterArgs {
     /// on `base-port + 100 + i`, for HTTP on `base-port + 200 + i`.
     #[arg(long, default_value_t = 2379)]
     base_port: u16,
+    /// Member `i` serves Kafka clients on `kafka-base-port + i` (0: no
+    /// Kafka listener).
+    #[arg(long, default_value_t = 9092)]
+    kafka_base_port: u16,
     /// A `flotilla-node` binary to run the members with (default: this
     /// executable's own hidden `node` command, which is the same code).
     #[arg(long)]
@@ -173,14 +177,20 @@ pub async fn run(args: DevClusterArgs) -> Result<()> {
     let program = node_program(args.node_bin.as_deref())?;
     let cluster = initial_cluster(args.members, args.base_port);
     let mut members = Vec::new();
+    let kafka_port = |i: u16| (args.kafka_base_port != 0).then(|| args.kafka_base_port + i);
     for i in 0..args.members {
-        match spawn(
+        let extra: Vec<String> = match kafka_port(i) {
+            Some(port) => vec!["--kafka-listen-addr".into(), format!("127.0.0.1:{port}")],
+            None => Vec::new(),
+        };
+        match spawn_with(
             &program,
             &args.dir,
             args.base_port,
             args.no_fsync,
             i,
             &cluster,
+            &extra,
         ) {
             Ok(m) => members.push(m),
             Err(e) => {
@@ -233,9 +243,11 @@ pub async fn run(args: DevClusterArgs) -> Result<()> {
         members.len(),
         args.dir.display()
     );
-    for m in &members {
+    for (i, m) in members.iter().enumerate() {
+        let kafka =
+            kafka_port(i as u16).map_or(String::new(), |p| format!("  kafka 127.0.0.1:{p}"));
         println!(
-            "  {}: client http://127.0.0.1:{}  http http://127.0.0.1:{}/metrics",
+            "  {}: client http://127.0.0.1:{}  http http://127.0.0.1:{}/metrics{kafka}",
             m.name, m.client, m.http
         );
     }
@@ -251,6 +263,18 @@ pub async fn run(args: DevClusterArgs) -> Result<()> {
          flotilla --endpoints {e} consume demo --group g1 --from-beginning --count 10",
         e = endpoints.join(",")
     );
+    if let Some(first) = kafka_port(0) {
+        let brokers: Vec<String> = (0..args.members)
+            .filter_map(kafka_port)
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        println!("kafka bootstrap servers: {}", brokers.join(","));
+        println!(
+            "kafka: kcat -b 127.0.0.1:{first} -L && \
+             printf 'k1:v1\\nk2:v2\\n' | kcat -b 127.0.0.1:{first} -P -t demo -K: && \
+             kcat -b 127.0.0.1:{first} -C -t demo -o beginning -e -f '%k=%s\\n'"
+        );
+    }
     if !args.exit_when_ready {
         println!("press Ctrl-C to stop");
         tokio::signal::ctrl_c().await?;
