@@ -49,12 +49,12 @@ pub struct BrokerConfig {
     pub ack_timeout: Duration,
     /// Longest fetch long-poll accepted.
     pub fetch_wait_max: Duration,
-    /// How often each replica applies its topic's retention.
-    pub retention_check_interval: Duration,
     /// The Kafka listener's advertised `host:port`, registered beside the
     /// client address so every broker can name it in Kafka Metadata; empty
     /// when this node runs no Kafka listener.
     pub kafka_advertise_addr: String,
+    /// How often each replica applies its topic's retention.
+    pub retention_check_interval: Duration,
 }
 
 impl BrokerConfig {
@@ -80,8 +80,8 @@ impl BrokerConfig {
             fetch_max_bytes: 1 << 20,
             ack_timeout: Duration::from_secs(10),
             fetch_wait_max: Duration::from_secs(30),
-            retention_check_interval: Duration::from_secs(5),
             kafka_advertise_addr: String::new(),
+            retention_check_interval: Duration::from_secs(5),
         }
     }
 

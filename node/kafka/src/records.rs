@@ -107,7 +107,16 @@ pub fn decode_produced(mut data: Bytes) -> Result<Vec<ProducedBatch>, String> {
     while data.has_remaining() {
         let header = check_header(&data)?;
         let mut one = data.split_to(header.total);
-        let set = RecordBatchDecoder::decode(&mut one).map_err(|e| format!("record batch: {e}"))?;
+        let count = header.record_count;
+        let set = RecordBatchDecoder::decode_with_custom_compression(
+            &mut one,
+            Some(|raw: &mut Bytes, c: Compression| -> anyhow::Result<Bytes> {
+                let records = decompress(raw, c)?;
+                check_records(&records, count).map_err(anyhow::Error::msg)?;
+                Ok(records)
+            }),
+        )
+        .map_err(|e| format!("record batch: {e}"))?;
         if header.compressed && set.records.len() != header.record_count as usize {
             return Err(format!(
                 "record batch claims {} records, holds {}",
@@ -129,6 +138,80 @@ pub fn decode_produced(mut data: Bytes) -> Result<Vec<ProducedBatch>, String> {
         });
     }
     Ok(out)
+}
+
+/// The records of a batch, decompressed by the crate's codecs.
+fn decompress(raw: &mut Bytes, c: Compression) -> anyhow::Result<Bytes> {
+    use kafka_protocol::compression::{Decompressor, Gzip, Lz4, Snappy, Zstd};
+    let take = |b: &mut Bytes| Ok(std::mem::take(b));
+    match c {
+        Compression::None => Ok(std::mem::take(raw)),
+        Compression::Gzip => Gzip::decompress(raw, take),
+        Compression::Snappy => Snappy::decompress(raw, take),
+        Compression::Lz4 => Lz4::decompress(raw, take),
+        Compression::Zstd => Zstd::decompress(raw, take),
+    }
+}
+
+/// Reads a zigzag varint (Kafka's `varint`/`varlong`) from `b`.
+fn varint(b: &mut &[u8]) -> Result<i64, String> {
+    let mut value: u64 = 0;
+    for shift in (0..64).step_by(7) {
+        let Some((&byte, rest)) = b.split_first() else {
+            return Err("truncated varint".into());
+        };
+        *b = rest;
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Ok((value >> 1) as i64 ^ -((value & 1) as i64));
+        }
+    }
+    Err("varint longer than 10 bytes".into())
+}
+
+fn skip(b: &mut &[u8], n: i64, what: &str) -> Result<(), String> {
+    if n < -1 || n > b.len() as i64 {
+        return Err(format!("{what} length {n} with {} bytes left", b.len()));
+    }
+    *b = &b[n.max(0) as usize..];
+    Ok(())
+}
+
+/// Walks a batch's (decompressed) records and checks every count the
+/// crate's decoder would size an allocation by: the record count against
+/// the bytes, each record's length, and each record's header count against
+/// its own bytes.
+fn check_records(mut b: &[u8], count: i32) -> Result<(), String> {
+    if count < 0 || count as usize > b.len() / RECORD_BYTES_MIN {
+        return Err(format!(
+            "record batch claims {count} records in {} bytes of records",
+            b.len()
+        ));
+    }
+    for _ in 0..count {
+        let len = varint(&mut b)?;
+        if len < 0 || len > b.len() as i64 {
+            return Err(format!("record length {len} with {} bytes left", b.len()));
+        }
+        let (mut r, rest) = b.split_at(len as usize);
+        b = rest;
+        skip(&mut r, 1, "attributes")?;
+        varint(&mut r)?; // timestamp delta
+        varint(&mut r)?; // offset delta
+        let key = varint(&mut r)?;
+        skip(&mut r, key, "key")?;
+        let value = varint(&mut r)?;
+        skip(&mut r, value, "value")?;
+        let headers = varint(&mut r)?;
+        // Each header takes at least its two lengths.
+        if headers < 0 || headers > (r.len() / 2) as i64 {
+            return Err(format!(
+                "record claims {headers} headers in {} bytes",
+                r.len()
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn to_broker(r: &Record) -> pb::Record {
@@ -309,6 +392,27 @@ mod tests {
     }
 
     #[test]
+    fn lying_record_lengths_and_header_counts_are_refused() {
+        // One record: length 8, attributes, ts delta 0, offset delta 0, key
+        // -1, value 1 byte, then a header count.
+        let record = |headers: u8| vec![14, 0, 0, 0, 1, 2, b'v', headers];
+        assert!(check_records(&record(0), 1).is_ok());
+        // 2^31-1 headers (zigzag varint) in no bytes.
+        let mut huge = vec![22, 0, 0, 0, 1, 2, b'v'];
+        huge.extend_from_slice(&[0xfe, 0xff, 0xff, 0xff, 0x0f]);
+        let e = check_records(&huge, 1).unwrap_err();
+        assert!(e.contains("2147483647 headers"), "{e}");
+        assert!(check_records(&record(2), 1).is_err(), "1 header in 0 bytes");
+        // A record longer than what is left, and a key past the end.
+        assert!(check_records(&[100, 0], 1).is_err());
+        assert!(check_records(&[14, 0, 0, 0, 100, 0, 0, 0], 1).is_err());
+        assert!(
+            check_records(&record(0), 2).is_err(),
+            "2 records in 8 bytes"
+        );
+    }
+
+    #[test]
     fn lying_batch_headers_are_refused_before_decoding() {
         let good = batch(&[kafka_record(0, None, "v")], Compression::None);
         assert!(decode_produced(good.clone()).is_ok());
@@ -317,6 +421,15 @@ mod tests {
         many[57..61].copy_from_slice(&i32::MAX.to_be_bytes());
         let e = decode_produced(many.freeze()).unwrap_err();
         assert!(e.contains("claims 2147483647 records"), "{e}");
+        // The same count in a compressed batch: checked once decompressed.
+        let zipped = batch(&[kafka_record(0, None, "v")], Compression::Gzip);
+        let mut many = BytesMut::from(&zipped[..]);
+        many[57..61].copy_from_slice(&1000i32.to_be_bytes());
+        // With a matching CRC-32C, as a deliberate liar would send it.
+        let crc = crc32c::crc32c(&many[21..]);
+        many[17..21].copy_from_slice(&crc.to_be_bytes());
+        let e = decode_produced(many.freeze()).unwrap_err();
+        assert!(e.contains("claims 1000 records"), "{e}");
         // A batch length past the end.
         let mut long = BytesMut::from(&good[..]);
         long[8..12].copy_from_slice(&1_000_000i32.to_be_bytes());

@@ -231,10 +231,6 @@ pub struct NodeArgs {
     /// this many milliseconds leaves the ISR (3000 by default).
     #[arg(long, env = "FLOTILLA_REPLICA_LAG_TIME_MAX_MS")]
     pub replica_lag_time_max_ms: Option<u64>,
-    /// Broker: how often every partition replica applies its topic's
-    /// retention (by time and by size), in milliseconds (5000 by default).
-    #[arg(long, env = "FLOTILLA_RETENTION_CHECK_INTERVAL_MS")]
-    pub retention_check_interval_ms: Option<u64>,
     /// Kafka: `host:port` the Kafka wire-protocol listener binds (e.g.
     /// `0.0.0.0:9092`); empty or unset: no Kafka listener.
     #[arg(long, env = "FLOTILLA_KAFKA_LISTEN_ADDR")]
@@ -248,6 +244,10 @@ pub struct NodeArgs {
     /// one closes the connection.
     #[arg(long, env = "FLOTILLA_KAFKA_MAX_FRAME_BYTES")]
     pub kafka_max_frame_bytes: Option<u32>,
+    /// Broker: how often every partition replica applies its topic's
+    /// retention (by time and by size), in milliseconds (5000 by default).
+    #[arg(long, env = "FLOTILLA_RETENTION_CHECK_INTERVAL_MS")]
+    pub retention_check_interval_ms: Option<u64>,
 }
 
 /// One member of the initial cluster.
@@ -346,8 +346,6 @@ pub struct BrokerSettings {
     pub max_batch_bytes: u64,
     /// ISR lag bound.
     pub replica_lag_time_max: Duration,
-    /// How often retention runs on each replica.
-    pub retention_check_interval: Duration,
     /// Where the Kafka listener binds (`host:port`); `None`: no listener.
     pub kafka_listen: Option<String>,
     /// What Kafka clients are told (`host:port`); `None`: derived from the
@@ -355,6 +353,8 @@ pub struct BrokerSettings {
     pub kafka_advertise: Option<String>,
     /// Largest Kafka request frame.
     pub kafka_frame_bytes_max: u32,
+    /// How often retention runs on each replica.
+    pub retention_check_interval: Duration,
 }
 
 impl Default for BrokerSettings {
@@ -366,10 +366,10 @@ impl Default for BrokerSettings {
             partition_lease_ttl: Duration::from_millis(1000),
             max_batch_bytes: 4 << 20,
             replica_lag_time_max: Duration::from_millis(3000),
-            retention_check_interval: Duration::from_millis(5000),
             kafka_listen: None,
             kafka_advertise: None,
             kafka_frame_bytes_max: 100 << 20,
+            retention_check_interval: Duration::from_millis(5000),
         }
     }
 }
@@ -414,13 +414,6 @@ impl BrokerSettings {
                 format!("{lag} is outside 100..=600000"),
             ));
         }
-        let retention = args.retention_check_interval_ms.unwrap_or(5000);
-        if !(10..=3_600_000).contains(&retention) {
-            return Err(invalid(
-                "retention-check-interval-ms",
-                format!("{retention} is outside 10..=3600000"),
-            ));
-        }
         let kafka_listen = nonempty(&args.kafka_listen_addr)
             .map(|a| listen_addr("kafka-listen-addr", a))
             .transpose()?;
@@ -440,6 +433,13 @@ impl BrokerSettings {
             return Err(invalid(
                 "kafka-max-frame-bytes",
                 format!("{frame} is outside {}..={}", 1 << 16, 1 << 30),
+            ));
+        }
+        let retention = args.retention_check_interval_ms.unwrap_or(5000);
+        if !(10..=3_600_000).contains(&retention) {
+            return Err(invalid(
+                "retention-check-interval-ms",
+                format!("{retention} is outside 10..=3600000"),
             ));
         }
         Ok(BrokerSettings {
@@ -632,10 +632,10 @@ impl NodeArgs {
             partition_lease_ttl_ms,
             broker_max_batch_bytes,
             replica_lag_time_max_ms,
-            retention_check_interval_ms,
             kafka_listen_addr,
             kafka_advertise_addr,
-            kafka_max_frame_bytes
+            kafka_max_frame_bytes,
+            retention_check_interval_ms
         )
     }
 }
