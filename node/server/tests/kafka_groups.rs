@@ -472,24 +472,56 @@ async fn idempotent_producer_through_leader_failover() {
             .any(|l| l.starts_with("sent "))
     };
 
-    // A third of the records acknowledged: kill the partition's leader
-    // while the producer goes on sending.
+    // A third of the records acknowledged: stall the partition's acks=all
+    // writes by freezing one follower (the one a new leader is elected from
+    // last), so that batches reach the other follower but are not yet
+    // acknowledged; then kill the leader and let the frozen follower go on.
+    // The other follower leads with those batches in its log, and the
+    // producer's retries of them must be answered as duplicates.
     common::eventually("a third of the records acknowledged", || async {
         (acked() >= RECORDS / 3).then_some(())
     })
     .await;
-    let leader = broker::wait_leaders(&client, "fo-idem").await.partitions[0]
-        .leader_addr
-        .clone();
+    let p = common::eventually("the partition's leader and a full ISR", || async {
+        let d = client.describe_topic("fo-idem").await.ok()?;
+        let p = d.partitions.into_iter().next()?;
+        (p.leader != 0 && p.isr.len() == 3).then_some(p)
+    })
+    .await;
+    let kv = flotilla_client::Client::new(
+        &cluster.endpoints(),
+        flotilla_client::ClientConfig::default(),
+    )
+    .expect("kv client");
+    let frozen_id = *p
+        .replicas
+        .iter()
+        .rev()
+        .find(|r| **r != p.leader)
+        .expect("a follower");
+    let raw = kv
+        .get(format!("broker:{frozen_id}").as_bytes())
+        .await
+        .expect("kv get")
+        .expect("the follower's registration");
+    let record: serde_json::Value = serde_json::from_slice(&raw).expect("registration");
+    let frozen = broker::member_at(&cluster, record["addr"].as_str().expect("addr"));
+    let leader = p.leader_addr.clone();
     let victim = broker::member_at(&cluster, &leader);
     assert!(
         !sent_all(),
         "the producer finished before the kill: raise --records"
     );
+    cluster.pause(frozen);
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     cluster.kill(victim);
+    cluster.resume(frozen);
     let acked_at_kill = acked();
     let live = BrokerClient::new(&cluster.running_endpoints()).expect("client");
-    broker::wait_new_leader(&live, "fo-idem", 0, &leader).await;
+    let new_leader = broker::wait_new_leader(&live, "fo-idem", 0, &leader)
+        .await
+        .leader_addr;
+    let frozen_leads = new_leader == cluster.endpoints()[frozen].trim_start_matches("http://");
     // The killed member comes back (a follower now) while records still flow.
     cluster.restart(victim).await;
     let restarted_before_end = !sent_all();
@@ -520,7 +552,8 @@ async fn idempotent_producer_through_leader_failover() {
         .unwrap_or_else(|e| panic!("the script's report {out:?}: {e}"));
     eprintln!(
         "failover.py: {report}; acknowledged at the kill: {acked_at_kill}; \
-         restarted before the last send: {restarted_before_end}"
+         restarted before the last send: {restarted_before_end}; \
+         the frozen follower leads: {frozen_leads}"
     );
     assert_eq!(report["read"], RECORDS, "{report}");
     assert_eq!(report["acknowledged"], RECORDS, "{report}");
