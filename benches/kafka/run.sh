@@ -25,8 +25,8 @@
 # in flight). The Python client and the gRPC bench run on the same cores as
 # the members: on a 2-core machine the client's own CPU counts.
 #
-# Environment: MESSAGES (300000), SIZE (1024), ROUNDS (3), LINGER_MS (5),
-# BATCH_BYTES (1000000), IN_FLIGHT (5), IDEMPOTENCE (0; 1 sets
+# Environment: MESSAGES (300000), SIZE (1024), ROUNDS (3), LINGER_MS (20),
+# BATCH_BYTES (4000000: larger batches are refused as too large), IN_FLIGHT (5), IDEMPOTENCE (0; 1 sets
 # enable.idempotence), GRPC_BATCH (1000), GRPC_IN_FLIGHT (4), BASE (47379):
 # member i listens for clients on BASE+i, peers on BASE+100+i, HTTP on
 # BASE+200+i, Kafka on KAFKA_BASE (BASE+300)+i.
@@ -38,8 +38,8 @@ set -euo pipefail
 MESSAGES=${MESSAGES:-300000}
 SIZE=${SIZE:-1024}
 ROUNDS=${ROUNDS:-3}
-LINGER_MS=${LINGER_MS:-5}
-BATCH_BYTES=${BATCH_BYTES:-1000000}
+LINGER_MS=${LINGER_MS:-20}
+BATCH_BYTES=${BATCH_BYTES:-4000000}
 IN_FLIGHT=${IN_FLIGHT:-5}
 IDEMPOTENCE=${IDEMPOTENCE:-0}
 GRPC_BATCH=${GRPC_BATCH:-1000}
@@ -152,6 +152,7 @@ printf '%-6s  %10.0f  %8.1f  %6.2f\n' kafka "$k_msgs" "$k_mb" "$(jq -n "$k_msgs 
 printf '%-6s  %10.0f  %8.1f  %6.2f\n' grpc "$g_msgs" "$g_mb" 1
 echo "rounds (msgs/s):"
 for i in "${!KAFKA_RUNS[@]}"; do
-	printf '  %d  kafka %10.0f  grpc %10.0f\n' $((i + 1)) \
-		"$(jq .msgs_per_sec <<<"${KAFKA_RUNS[$i]}")" "$(jq .msgs_per_sec <<<"${GRPC_RUNS[$i]}")"
+	printf '  %d  kafka %10.0f (client CPU %.1f s of %.1f s)  grpc %10.0f\n' $((i + 1)) \
+		"$(jq .msgs_per_sec <<<"${KAFKA_RUNS[$i]}")" "$(jq .client_cpu_s <<<"${KAFKA_RUNS[$i]}")" \
+		"$(jq .seconds <<<"${KAFKA_RUNS[$i]}")" "$(jq .msgs_per_sec <<<"${GRPC_RUNS[$i]}")"
 done
