@@ -26,7 +26,7 @@
 # the members: on a 2-core machine the client's own CPU counts.
 #
 # Environment: MESSAGES (300000), SIZE (1024), ROUNDS (3), LINGER_MS (20),
-# BATCH_BYTES (4000000: larger batches are refused as too large), IN_FLIGHT (5), IDEMPOTENCE (0; 1 sets
+# BATCH_BYTES (4000000: under the members' --broker-max-batch-bytes, 4 MiB), IN_FLIGHT (5), IDEMPOTENCE (0; 1 sets
 # enable.idempotence), GRPC_BATCH (1000), GRPC_IN_FLIGHT (4), BASE (47379):
 # member i listens for clients on BASE+i, peers on BASE+100+i, HTTP on
 # BASE+200+i, Kafka on KAFKA_BASE (BASE+300)+i.
