@@ -16,6 +16,16 @@ pub struct BrokerService {
     core: Arc<BrokerCore>,
 }
 
+/// A batch appended at its leader, not yet answered (see
+/// [`BrokerService::produce_append`]).
+#[derive(Debug)]
+pub struct PendingProduce {
+    replica: Arc<Replica>,
+    appended: crate::replica::Appended,
+    acks_all: bool,
+    timeout_ms: u32,
+}
+
 impl BrokerService {
     /// The service over `core`.
     pub fn new(core: Arc<BrokerCore>) -> BrokerService {
@@ -50,6 +60,18 @@ impl BrokerService {
         &self,
         req: &pb::ProduceRequest,
     ) -> Result<pb::ProduceResponse, PartitionError> {
+        let appended = self.produce_append(req).await?;
+        self.produce_wait(appended).await
+    }
+
+    /// The first half of [`BrokerService::produce_inner`]: the append, in
+    /// the order calls are made. The answer comes from
+    /// [`BrokerService::produce_wait`] (for acks=all, once replicated), so
+    /// a caller may append its next batch meanwhile.
+    pub async fn produce_append(
+        &self,
+        req: &pb::ProduceRequest,
+    ) -> Result<PendingProduce, PartitionError> {
         if req.records.is_empty() {
             return Err(PartitionError::Invalid(
                 "a produce request needs at least one record".into(),
@@ -89,11 +111,31 @@ impl BrokerService {
                 .records_produced
                 .inc_by(req.records.len() as u64);
         }
+        Ok(PendingProduce {
+            replica,
+            appended,
+            acks_all,
+            timeout_ms: req.timeout_ms,
+        })
+    }
+
+    /// The second half of [`BrokerService::produce_inner`]: waits (acks=all)
+    /// until the appended records are replicated, and answers.
+    pub async fn produce_wait(
+        &self,
+        pending: PendingProduce,
+    ) -> Result<pb::ProduceResponse, PartitionError> {
+        let PendingProduce {
+            replica,
+            appended,
+            acks_all,
+            timeout_ms,
+        } = pending;
         if acks_all {
-            let timeout = if req.timeout_ms == 0 {
+            let timeout = if timeout_ms == 0 {
                 self.core.config.ack_timeout
             } else {
-                Duration::from_millis(u64::from(req.timeout_ms)).min(self.core.config.ack_timeout)
+                Duration::from_millis(u64::from(timeout_ms)).min(self.core.config.ack_timeout)
             };
             if !replica
                 .wait_for_hw(appended.end_offset, appended.epoch, timeout)
@@ -104,7 +146,10 @@ impl BrokerService {
                         epoch: appended.epoch,
                     })
                 {
-                    return Err(self.core.not_leader_here(&req.topic, req.partition).await);
+                    return Err(self
+                        .core
+                        .not_leader_here(&replica.topic, replica.partition)
+                        .await);
                 }
                 return Err(PartitionError::Timeout {
                     timeout_ms: timeout.as_millis() as u64,

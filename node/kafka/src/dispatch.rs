@@ -15,6 +15,8 @@ use bytes::Bytes;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiKey, ApiVersionsResponse, RequestKind, ResponseKind};
+use std::future::Future;
+use std::pin::Pin;
 
 /// The APIs served outside the group module, with the versions handled
 /// (inclusive). Versions that name topics by id only (Produce v13, Fetch
@@ -72,18 +74,33 @@ fn api_versions_response(error: i16) -> ApiVersionsResponse {
         .with_api_keys(api_versions())
 }
 
+/// The rest of a request whose records are appended: its wait and answer.
+pub type Later<'a> = Pin<Box<dyn Future<Output = Result<Outcome<'a>, FrameError>> + Send + 'a>>;
+
 /// What to do after a frame.
-#[derive(Debug)]
-pub enum Outcome {
+pub enum Outcome<'a> {
     /// Send this response frame.
     Respond(Bytes),
     /// Send nothing (a produce with acks=0).
     Silent,
+    /// A Produce whose batches are appended: its answer comes from this
+    /// future, which the connection runs while it reads the next requests.
+    Later(Later<'a>),
+}
+
+impl std::fmt::Debug for Outcome<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Respond(b) => write!(f, "Respond({} bytes)", b.len()),
+            Outcome::Silent => write!(f, "Silent"),
+            Outcome::Later(_) => write!(f, "Later"),
+        }
+    }
 }
 
 /// Handles one request frame: decodes it, runs its handler, encodes the
 /// answer. `Err` closes the connection.
-pub async fn handle_frame(ctx: &Context, frame: Bytes) -> Result<Outcome, FrameError> {
+pub async fn handle_frame(ctx: &Context, frame: Bytes) -> Result<Outcome<'_>, FrameError> {
     let prefix = frame::header_prefix(&frame)?;
     let Ok(api) = ApiKey::try_from(prefix.api_key) else {
         tracing::debug!(api_key = prefix.api_key, "unknown Kafka API key");
@@ -115,7 +132,18 @@ pub async fn handle_frame(ctx: &Context, frame: Bytes) -> Result<Outcome, FrameE
         RequestKind::ApiVersions(_) => {
             Ok(Some(ResponseKind::ApiVersions(api_versions_response(0))))
         }
-        RequestKind::Produce(r) => Ok(produce::handle(ctx, r).await.map(ResponseKind::Produce)),
+        RequestKind::Produce(r) => {
+            let correlation_id = header.correlation_id;
+            let wait = produce::start(ctx, r).await;
+            return Ok(Outcome::Later(Box::pin(async move {
+                match wait.await {
+                    Some(body) => {
+                        encoded(api, version, correlation_id, &ResponseKind::Produce(body))
+                    }
+                    None => Ok(Outcome::Silent),
+                }
+            })));
+        }
         RequestKind::Fetch(r) => Ok(Some(ResponseKind::Fetch(fetch::handle(ctx, r).await))),
         RequestKind::ListOffsets(r) => Ok(Some(ResponseKind::ListOffsets(
             offsets::handle(ctx, r, version).await,
@@ -158,12 +186,12 @@ pub async fn handle_frame(ctx: &Context, frame: Bytes) -> Result<Outcome, FrameE
     }
 }
 
-fn encoded(
+fn encoded<'a>(
     api: ApiKey,
     version: i16,
     correlation_id: i32,
     body: &ResponseKind,
-) -> Result<Outcome, FrameError> {
+) -> Result<Outcome<'a>, FrameError> {
     frame::encode_response(api, version, correlation_id, body)
         .map(Outcome::Respond)
         .map_err(|reason| FrameError::Malformed {

@@ -3,6 +3,7 @@
 //! a partition's batches in the order sent. acks=0 gets no response.
 
 use crate::{Context, errors, records};
+use flotilla_broker::service::PendingProduce;
 use flotilla_proto::broker as pb;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::produce_request::PartitionProduceData;
@@ -12,6 +13,17 @@ use kafka_protocol::protocol::StrBytes;
 
 /// Handles a Produce; `None` for acks=0.
 pub async fn handle(ctx: &Context, req: ProduceRequest) -> Option<ProduceResponse> {
+    start(ctx, req).await.await
+}
+
+/// Appends every batch of a Produce, each partition's in the order sent,
+/// and returns the rest: the wait (acks=all: until replicated) and the
+/// answer (`None` for acks=0). A connection may read and append its next
+/// request while this waits.
+pub async fn start(
+    ctx: &Context,
+    req: ProduceRequest,
+) -> impl Future<Output = Option<ProduceResponse>> + Send + '_ {
     let acks = match req.acks {
         0 => Some(pb::Acks::None),
         1 => Some(pb::Acks::Leader),
@@ -25,23 +37,68 @@ pub async fn handle(ctx: &Context, req: ProduceRequest) -> Option<ProduceRespons
         let topic = t.name.0.as_str();
         let partitions = futures::future::join_all(t.partition_data.iter().map(|p| async move {
             match acks {
-                None => failed(p.index, ResponseError::InvalidRequiredAcks.code(), None),
-                Some(_) if transactional => failed(
+                None => Appended::Done(failed(
+                    p.index,
+                    ResponseError::InvalidRequiredAcks.code(),
+                    None,
+                )),
+                Some(_) if transactional => Appended::Done(failed(
                     p.index,
                     ResponseError::TransactionalIdAuthorizationFailed.code(),
                     Some("transactions are not served".into()),
-                ),
-                Some(acks) => partition(ctx, topic, p, acks, timeout_ms).await,
+                )),
+                Some(acks) => append(ctx, topic, p, acks, timeout_ms).await,
             }
         }))
         .await;
-        topics.push(
-            TopicProduceResponse::default()
-                .with_name(t.name.clone())
-                .with_partition_responses(partitions),
-        );
+        topics.push((t.name.clone(), partitions));
     }
-    (req.acks != 0).then(|| ProduceResponse::default().with_responses(topics))
+    let respond = req.acks != 0;
+    async move {
+        let mut out = Vec::with_capacity(topics.len());
+        for (name, partitions) in topics {
+            let partitions =
+                futures::future::join_all(partitions.into_iter().map(|a| answer(ctx, a))).await;
+            out.push(
+                TopicProduceResponse::default()
+                    .with_name(name)
+                    .with_partition_responses(partitions),
+            );
+        }
+        respond.then(|| ProduceResponse::default().with_responses(out))
+    }
+}
+
+/// A partition's part of a Produce after its appends.
+enum Appended {
+    /// Answered already (refused before or during the appends).
+    Done(PartitionProduceResponse),
+    /// Its batches, appended, to wait for.
+    Pending {
+        index: i32,
+        batches: Vec<PendingProduce>,
+    },
+}
+
+async fn answer(ctx: &Context, a: Appended) -> PartitionProduceResponse {
+    let (index, batches) = match a {
+        Appended::Done(r) => return r,
+        Appended::Pending { index, batches } => (index, batches),
+    };
+    let mut base_offset: Option<u64> = None;
+    for pending in batches {
+        match ctx.broker.produce_wait(pending).await {
+            Ok(r) => {
+                base_offset.get_or_insert(r.base_offset);
+            }
+            Err(e) => return failed(index, errors::code(&e), Some(e.to_string())),
+        }
+    }
+    PartitionProduceResponse::default()
+        .with_index(index)
+        .with_base_offset(base_offset.map_or(-1, |o| o as i64))
+        .with_log_append_time_ms(-1)
+        .with_log_start_offset(-1)
 }
 
 fn failed(index: i32, code: i16, message: Option<String>) -> PartitionProduceResponse {
@@ -54,24 +111,32 @@ fn failed(index: i32, code: i16, message: Option<String>) -> PartitionProduceRes
         .with_error_message(message.map(StrBytes::from_string))
 }
 
-async fn partition(
+async fn append(
     ctx: &Context,
     topic: &str,
     p: &PartitionProduceData,
     acks: pb::Acks,
     timeout_ms: u32,
-) -> PartitionProduceResponse {
+) -> Appended {
     let Ok(partition) = u32::try_from(p.index) else {
-        return failed(p.index, ResponseError::UnknownTopicOrPartition.code(), None);
+        return Appended::Done(failed(
+            p.index,
+            ResponseError::UnknownTopicOrPartition.code(),
+            None,
+        ));
     };
     let batches = match records::decode_produced(p.records.clone().unwrap_or_default()) {
         Ok(b) => b,
         Err(e) => {
             tracing::debug!(topic, partition, error = %e, "refusing a produced record batch");
-            return failed(p.index, ResponseError::CorruptMessage.code(), Some(e));
+            return Appended::Done(failed(
+                p.index,
+                ResponseError::CorruptMessage.code(),
+                Some(e),
+            ));
         }
     };
-    let mut base_offset: Option<u64> = None;
+    let mut pending = Vec::with_capacity(batches.len());
     for batch in batches {
         let idempotent = batch.producer_id > 0 && batch.base_sequence >= 0;
         let req = pb::ProduceRequest {
@@ -96,18 +161,15 @@ async fn partition(
                 0
             },
         };
-        match ctx.broker.produce_inner(&req).await {
-            Ok(r) => {
-                base_offset.get_or_insert(r.base_offset);
-            }
+        match ctx.broker.produce_append(&req).await {
+            Ok(a) => pending.push(a),
             Err(e) => {
-                return failed(p.index, errors::code(&e), Some(e.to_string()));
+                return Appended::Done(failed(p.index, errors::code(&e), Some(e.to_string())));
             }
         }
     }
-    PartitionProduceResponse::default()
-        .with_index(p.index)
-        .with_base_offset(base_offset.map_or(-1, |o| o as i64))
-        .with_log_append_time_ms(-1)
-        .with_log_start_offset(-1)
+    Appended::Pending {
+        index: p.index,
+        batches: pending,
+    }
 }
