@@ -27,9 +27,12 @@
 //! 1. The node binds the listener and builds a [`Context`] over its broker.
 //! 2. [`serve`] accepts connections (at most
 //!    [`KafkaConfig::connections_max`] at once) until shutdown.
-//! 3. Each connection reads one request, answers it, then reads the next:
-//!    Kafka clients expect answers in request order, and a partition's
-//!    batches from one producer must be appended in the order sent.
+//! 3. Each connection answers in request order (Kafka clients expect it),
+//!    and appends a partition's batches from one producer in the order
+//!    sent: a Produce is appended when read and its answer (the acks=all
+//!    wait) is pipelined with the next requests, up to
+//!    [`conn::IN_FLIGHT_MAX`]; any other request waits for every earlier
+//!    answer (see [`conn`]).
 
 pub mod conn;
 pub mod dispatch;
