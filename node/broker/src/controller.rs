@@ -307,8 +307,13 @@ async fn reconcile(
             },
             None => Role::None,
         };
+        // A leaderless partition keeps the metadata polled every
+        // `reconcile_interval` (not only the resync), also while this
+        // broker cannot stand yet (its lease not confirmed this moment).
         if pv.leader.is_some() {
             leaderless.remove(tp);
+        } else {
+            leaderless.entry(tp.clone()).or_insert_with(Instant::now);
         }
         if replica.role() != want {
             if let Role::Leader { epoch } = want {
