@@ -36,6 +36,7 @@ use tokio::task::JoinHandle;
 pub async fn run(core: Arc<BrokerCore>, mut stop: watch::Receiver<bool>) {
     let lease_task = tokio::spawn(keep_lease(core.clone(), stop.clone()));
     let isr_task = tokio::spawn(keep_isr(core.clone(), stop.clone()));
+    let retention_task = tokio::spawn(keep_retention(core.clone(), stop.clone()));
     let mut fetchers: HashMap<TopicPartition, (Role, JoinHandle<()>)> = HashMap::new();
     let mut leaderless: HashMap<TopicPartition, Instant> = HashMap::new();
     let mut interval = tokio::time::interval(core.config.reconcile_interval);
@@ -75,6 +76,7 @@ pub async fn run(core: Arc<BrokerCore>, mut stop: watch::Receiver<bool>) {
         h.abort();
     }
     isr_task.abort();
+    retention_task.abort();
     if tokio::time::timeout(Duration::from_millis(1500), lease_task)
         .await
         .is_err()
@@ -190,6 +192,17 @@ async fn reconcile(
             }
         };
         replica.set_min_insync(spec.min_insync_replicas);
+        // AlterTopic's segment size, fsync policy and retention.
+        match spec.log_config() {
+            Ok(c) => {
+                if let Err(e) = replica.apply_config(c) {
+                    tracing::warn!(topic = %tp.0, partition = tp.1, error = %e, "cannot apply the topic configuration");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(topic = %tp.0, partition = tp.1, error = %e, "bad topic configuration")
+            }
+        }
         core.specs
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -395,6 +408,26 @@ async fn keep_isr(core: Arc<BrokerCore>, stop: watch::Receiver<bool>) {
     }
 }
 
+/// Applies each replica's retention every `retention_check_interval`.
+async fn keep_retention(core: Arc<BrokerCore>, stop: watch::Receiver<bool>) {
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        tokio::time::sleep(core.config.retention_check_interval).await;
+        for r in core.all_replicas() {
+            match r.apply_retention() {
+                Ok(n) => {
+                    core.metrics.retention_segments_deleted.inc_by(n as u64);
+                }
+                Err(e) => {
+                    tracing::warn!(topic = %r.topic, partition = r.partition, error = %e, "retention failed")
+                }
+            }
+        }
+    }
+}
+
 /// A follower's loop for one epoch: truncate (KIP-101), then fetch and
 /// append until the role changes.
 async fn follow(core: Arc<BrokerCore>, replica: Arc<Replica>, role: Role) {
@@ -480,6 +513,28 @@ async fn follow(core: Arc<BrokerCore>, replica: Arc<Replica>, role: Role) {
             Ok(resp) => {
                 let resp = resp.into_inner();
                 if let Some(e) = resp.error.filter(|e| e.code != 0) {
+                    let from = replica.log_end();
+                    if e.code == pb::ErrorCode::OffsetOutOfRange as i32
+                        && resp.log_start_offset > from
+                    {
+                        // Below the leader's log start: what we lack is
+                        // gone there; start our log at its start.
+                        match replica.reset_to(resp.log_start_offset).await {
+                            Ok(dropped) => {
+                                core.metrics.follower_resets.inc();
+                                tracing::warn!(
+                                    %topic, partition, epoch, from_offset = from,
+                                    leader_log_start = resp.log_start_offset, dropped,
+                                    "follower below the leader's log start: log reset"
+                                );
+                                continue;
+                            }
+                            Err(e) => {
+                                tracing::error!(%topic, partition, error = %e, "log reset failed");
+                                return;
+                            }
+                        }
+                    }
                     if e.code == pb::ErrorCode::OffsetOutOfRange as i32 {
                         // Our log end is past the leader's: ask again.
                         truncated = false;

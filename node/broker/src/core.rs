@@ -53,6 +53,8 @@ pub struct BrokerConfig {
     /// client address so every broker can name it in Kafka Metadata; empty
     /// when this node runs no Kafka listener.
     pub kafka_advertise_addr: String,
+    /// How often each replica applies its topic's retention.
+    pub retention_check_interval: Duration,
 }
 
 impl BrokerConfig {
@@ -79,6 +81,7 @@ impl BrokerConfig {
             ack_timeout: Duration::from_secs(10),
             fetch_wait_max: Duration::from_secs(30),
             kafka_advertise_addr: String::new(),
+            retention_check_interval: Duration::from_secs(5),
         }
     }
 
@@ -100,6 +103,12 @@ impl BrokerConfig {
             return Err(format!(
                 "--partition-lease-ttl-ms {} must be at least 500",
                 self.partition_lease_ttl.as_millis()
+            ));
+        }
+        if self.retention_check_interval < Duration::from_millis(10) {
+            return Err(format!(
+                "--retention-check-interval-ms {} must be at least 10",
+                self.retention_check_interval.as_millis()
             ));
         }
         if self.max_batch_bytes < 1024 || self.max_batch_bytes > 256 << 20 {
@@ -128,6 +137,10 @@ pub struct BrokerMetrics {
     pub isr_expands: Counter,
     /// Records appended as leader.
     pub records_produced: Counter,
+    /// Segments deleted by retention.
+    pub retention_segments_deleted: Counter,
+    /// Follower logs reset to their leader's log start.
+    pub follower_resets: Counter,
 }
 
 impl BrokerMetrics {
@@ -162,6 +175,16 @@ impl BrokerMetrics {
             "broker_records_produced",
             "Records appended as partition leader",
             self.records_produced.clone(),
+        );
+        registry.register(
+            "broker_retention_segments_deleted",
+            "Log segments deleted by retention (by time or size, below the high watermark)",
+            self.retention_segments_deleted.clone(),
+        );
+        registry.register(
+            "broker_follower_resets",
+            "Follower logs emptied and restarted at the leader's log start (they were below it)",
+            self.follower_resets.clone(),
         );
     }
 }

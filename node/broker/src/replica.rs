@@ -245,6 +245,72 @@ impl Replica {
         tokio::task::block_in_place(|| self.hw_file.write(&[(0, hw)])).map_err(storage)
     }
 
+    /// Applies a (possibly altered) topic configuration to the open log:
+    /// segment size and age, fsync policy, retention. Returns whether it
+    /// changed anything.
+    pub fn apply_config(&self, config: flotilla_log::LogConfig) -> Result<bool, PartitionError> {
+        if self.log.config() == config {
+            return Ok(false);
+        }
+        self.log.set_config(config).map_err(storage)?;
+        tracing::info!(topic = %self.topic, partition = self.partition, config = ?self.log.config(), "log configuration applied");
+        Ok(true)
+    }
+
+    /// Runs retention: deletes whole segments expired by time or beyond the
+    /// size bound, only below the high watermark (leader and followers
+    /// alike), and moves the log start. Returns the segments deleted.
+    pub fn apply_retention(&self) -> Result<usize, PartitionError> {
+        let hw = self.high_watermark();
+        let out = tokio::task::block_in_place(|| {
+            self.log
+                .apply_retention_below(flotilla_log::unix_now_ns(), Offset(hw))
+        })
+        .map_err(storage)?;
+        if out.segments_deleted == 0 {
+            return Ok(0);
+        }
+        let epochs = {
+            let mut s = self.state();
+            s.epochs.truncate_before(out.log_start.0);
+            s.epochs.clone()
+        };
+        self.save_epochs(&epochs)?;
+        self.bump();
+        tracing::info!(
+            topic = %self.topic, partition = self.partition,
+            segments = out.segments_deleted, bytes = out.bytes_deleted,
+            log_start = out.log_start.0, "retention deleted segments"
+        );
+        Ok(out.segments_deleted)
+    }
+
+    /// A follower whose log ends below the leader's log start (retention
+    /// there deleted what it lacks) empties its log and starts it at
+    /// `offset`: epochs, producer state and the high watermark start there
+    /// too. Returns the records dropped.
+    pub async fn reset_to(&self, offset: u64) -> Result<u64, PartitionError> {
+        let _w = self.write.lock().await;
+        let (start, end) = (self.log.log_start_offset().0, self.log_end());
+        if offset <= end {
+            return Err(PartitionError::Invalid(format!(
+                "reset to {offset}: the log already reaches {end}"
+            )));
+        }
+        tokio::task::block_in_place(|| self.log.reset_to(Offset(offset))).map_err(storage)?;
+        let epochs = {
+            let mut s = self.state();
+            s.epochs.truncate_from(0);
+            s.producers.clear();
+            s.hw = offset;
+            s.epochs.clone()
+        };
+        self.save_epochs(&epochs)?;
+        self.save_producers_locked()?;
+        self.bump();
+        Ok(end - start)
+    }
+
     /// Writes the producer-state snapshot if the log moved since the last
     /// one. Skipped (not waited for) while an append or truncation runs.
     pub fn checkpoint_producers(&self) -> Result<(), PartitionError> {

@@ -239,6 +239,14 @@ impl pb::broker_server::Broker for BrokerService {
         let req = request.into_inner();
         Ok(Response::new(match self.fetch_inner(&req).await {
             Ok(r) => r,
+            // The log's extent, so a follower below the log start can reset
+            // to it and a consumer can see where to resume.
+            Err(e @ PartitionError::OffsetOutOfRange { start, end, .. }) => pb::FetchResponse {
+                error: Some(e.to_proto()),
+                log_start_offset: start,
+                log_end_offset: end,
+                ..Default::default()
+            },
             Err(e) => pb::FetchResponse {
                 error: Some(e.to_proto()),
                 ..Default::default()

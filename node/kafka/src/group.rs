@@ -133,9 +133,8 @@ async fn kafka_address(ctx: &Context, id: u64) -> Option<(i32, String, i32)> {
             .get(metadata::broker_key(id).as_bytes())
             .await
             .ok()??;
-        // The registration's `kafka_addr` (absent when it runs no listener).
-        let rec: serde_json::Value = serde_json::from_slice(&raw).ok()?;
-        rec.get("kafka_addr")?.as_str()?.to_string()
+        let rec: metadata::BrokerRecord = serde_json::from_slice(&raw).ok()?;
+        rec.kafka_addr
     };
     let (host, port) = addr.rsplit_once(':')?;
     let port: i32 = port.parse().ok()?;

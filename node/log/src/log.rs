@@ -28,7 +28,11 @@ pub(crate) type Segments = Arc<Vec<Arc<Segment>>>;
 #[derive(Debug)]
 pub struct Log {
     pub(crate) dir: PathBuf,
-    pub(crate) config: LogConfig,
+    /// The configuration; [`Log::set_config`] swaps it (under the writer
+    /// lock) while the log is open.
+    pub(crate) config: RwLock<LogConfig>,
+    /// `config.record_bytes_max`, which cannot change while open.
+    pub(crate) record_bytes_max: u32,
     pub(crate) writer: Mutex<Writer>,
     pub(crate) segments: RwLock<Segments>,
     pub(crate) commit: GroupCommit,
@@ -106,7 +110,8 @@ impl Log {
         };
         Ok(Log {
             dir,
-            config,
+            record_bytes_max: config.record_bytes_max,
+            config: RwLock::new(config),
             writer: Mutex::new(writer),
             segments: RwLock::new(Arc::new(recovered.segments)),
             commit,
@@ -137,9 +142,29 @@ impl Log {
         &self.dir
     }
 
-    /// The configuration it was opened with.
-    pub fn config(&self) -> &LogConfig {
-        &self.config
+    /// The configuration in force.
+    pub fn config(&self) -> LogConfig {
+        self.config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Replaces the configuration of the open log: segment size and age,
+    /// fsync policy and retention take effect from the next append (or
+    /// retention pass). `record_bytes_max` cannot change while open (stored
+    /// records are decoded with it).
+    pub fn set_config(&self, config: LogConfig) -> Result<()> {
+        config.validate()?;
+        if config.record_bytes_max != self.record_bytes_max {
+            return Err(LogError::InvalidConfig(format!(
+                "record_bytes_max cannot change on an open log ({} to {})",
+                self.record_bytes_max, config.record_bytes_max
+            )));
+        }
+        let _writer = self.lock_writer()?;
+        *self.config.write().unwrap_or_else(|e| e.into_inner()) = config;
+        Ok(())
     }
 
     /// Appends one record, stamped now, and returns its offset. Durable per
@@ -156,7 +181,8 @@ impl Log {
         if records.is_empty() {
             return Err(LogError::EmptyBatch);
         }
-        let max = self.config.record_bytes_max;
+        let config = self.config();
+        let max = self.record_bytes_max;
         if let Some(bytes) = records
             .iter()
             .map(NewRecord::encoded_bytes)
@@ -167,12 +193,12 @@ impl Log {
         let now_ns = unix_now_ns();
         let mut writer = self.lock_writer()?;
         let first = writer.next_offset;
-        if let Err(e) = self.append_locked(&mut writer, records, now_ns) {
+        if let Err(e) = self.append_locked(&mut writer, &config, records, now_ns) {
             self.fail();
             return Err(e);
         }
         let end = writer.next_offset;
-        let sync = writer.sync_due(self.config.fsync, records.len() as u64);
+        let sync = writer.sync_due(config.fsync, records.len() as u64);
         drop(writer);
         if sync {
             self.wait_durable(end)?;
@@ -183,12 +209,13 @@ impl Log {
     fn append_locked(
         &self,
         writer: &mut Writer,
+        config: &LogConfig,
         records: &[NewRecord<'_>],
         now_ns: i64,
     ) -> Result<()> {
         for new in records {
             let frame_bytes = new.encoded_bytes();
-            if self.should_roll(writer, frame_bytes, now_ns) {
+            if should_roll(config, writer, frame_bytes, now_ns) {
                 self.flush(writer)?;
                 self.roll(writer)?;
             }
@@ -200,28 +227,11 @@ impl Log {
             writer.next_offset = writer.next_offset.plus(1);
             writer.last_timestamp_ns = timestamp_ns;
             writer.active_since_ns.get_or_insert(now_ns);
-            if writer.log_buf.len() >= self.config.write_buffer_bytes {
+            if writer.log_buf.len() >= config.write_buffer_bytes {
                 self.flush(writer)?;
             }
         }
         self.flush(writer)
-    }
-
-    /// Roll before a record that would overflow the segment, or when the
-    /// segment is older than `segment_age_max_ms`; never roll an empty one.
-    fn should_roll(&self, writer: &Writer, frame_bytes: u64, now_ns: i64) -> bool {
-        let size = writer.written_bytes + writer.log_buf.len() as u64;
-        if size == 0 {
-            return false;
-        }
-        let too_big = size + frame_bytes > self.config.segment_bytes_max;
-        let too_old = match (self.config.segment_age_max_ms, writer.active_since_ns) {
-            (Some(age_ms), Some(since_ns)) => {
-                now_ns.saturating_sub(since_ns) >= (age_ms as i64).saturating_mul(1_000_000)
-            }
-            _ => false,
-        };
-        too_big || too_old
     }
 
     /// Hands the buffered records to the OS and publishes them to readers.
@@ -301,7 +311,7 @@ impl Log {
                 log_end: end,
             });
         }
-        segment.read(offset, end, max_bytes, self.config.record_bytes_max)
+        segment.read(offset, end, max_bytes, self.record_bytes_max)
     }
 
     /// The first offset still held (moves forward with retention).
@@ -357,7 +367,7 @@ impl Log {
     /// the last fsync. Call it from a timer so a quiet log still gets synced.
     /// Returns whether it synced.
     pub fn sync_if_due(&self) -> Result<bool> {
-        let FsyncPolicy::EveryMs(ms) = self.config.fsync else {
+        let FsyncPolicy::EveryMs(ms) = self.config().fsync else {
             return Ok(false);
         };
         let end = {
@@ -418,6 +428,23 @@ impl Log {
         self.failed.store(true, Ordering::Release);
         self.commit.fail();
     }
+}
+
+/// Roll before a record that would overflow the segment, or when the
+/// segment is older than `segment_age_max_ms`; never roll an empty one.
+fn should_roll(config: &LogConfig, writer: &Writer, frame_bytes: u64, now_ns: i64) -> bool {
+    let size = writer.written_bytes + writer.log_buf.len() as u64;
+    if size == 0 {
+        return false;
+    }
+    let too_big = size + frame_bytes > config.segment_bytes_max;
+    let too_old = match (config.segment_age_max_ms, writer.active_since_ns) {
+        (Some(age_ms), Some(since_ns)) => {
+            now_ns.saturating_sub(since_ns) >= (age_ms as i64).saturating_mul(1_000_000)
+        }
+        _ => false,
+    };
+    too_big || too_old
 }
 
 impl Writer {

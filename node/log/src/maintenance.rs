@@ -52,7 +52,7 @@ impl Log {
         let last_timestamp_ns = if offset > segment.base {
             let previous = segment.position_of(Offset(offset.0 - 1))?;
             segment
-                .read_record_at(u64::from(previous), self.config.record_bytes_max)?
+                .read_record_at(u64::from(previous), self.record_bytes_max)?
                 .timestamp_ns
         } else {
             NO_TIMESTAMP
@@ -96,6 +96,39 @@ impl Log {
         self.apply_retention_at(unix_now_ns())
     }
 
+    /// Discards the whole log and starts it empty at `offset` (Kafka's
+    /// "truncate fully and start at"): a follower whose log end is below
+    /// its leader's log start (retention deleted what it lacks) continues
+    /// from there. Old segments are deleted oldest first before the new one
+    /// is created, so a crash midway leaves a contiguous suffix (or nothing)
+    /// and the follower simply resets again.
+    pub fn reset_to(&self, offset: Offset) -> Result<()> {
+        let mut writer = self.lock_writer()?;
+        let segments = self.snapshot();
+        let result = (|| {
+            for gone in segments.iter() {
+                gone.remove_files()?;
+            }
+            segment::sync_dir(&self.dir)?;
+            let fresh = Arc::new(Segment::create(&self.dir, offset)?);
+            fresh.sync_all_files()?;
+            segment::sync_dir(&self.dir)?;
+            Ok(fresh)
+        })();
+        let fresh = match result {
+            Ok(f) => f,
+            Err(e) => {
+                self.fail();
+                return Err(e);
+            }
+        };
+        self.publish_segments(vec![fresh.clone()]);
+        self.commit.truncated(offset);
+        writer.reset_after_truncate(fresh, 0);
+        tracing::info!(%offset, "log reset: every segment deleted, starting empty");
+        Ok(())
+    }
+
     /// Deletes closed segments from the front while the oldest is expired
     /// (its last record is at least `retention_ms` older than `now_ns`) or
     /// the log is larger than `retention_bytes`. The active segment is never
@@ -103,20 +136,27 @@ impl Log {
     /// The broker calls this periodically; `now_ns` is a parameter so tests
     /// control time.
     pub fn apply_retention_at(&self, now_ns: i64) -> Result<RetentionOutcome> {
+        self.apply_retention_below(now_ns, Offset(u64::MAX))
+    }
+
+    /// [`Log::apply_retention_at`], deleting only segments whose records are
+    /// all below `limit` (a broker passes its high watermark, so nothing
+    /// uncommitted goes).
+    pub fn apply_retention_below(&self, now_ns: i64, limit: Offset) -> Result<RetentionOutcome> {
+        let config = self.config();
         let _writer = self.lock_writer()?;
         let segments = self.snapshot();
         let mut total_bytes: u64 = segments.iter().map(|s| s.size()).sum();
-        let retention_ns = self
-            .config
+        let retention_ns = config
             .retention_ms
             .map(|ms| (ms as i64).saturating_mul(1_000_000));
         let mut cut = 0;
         while cut + 1 < segments.len() {
             let oldest = &segments[cut];
-            let over_bytes = self
-                .config
-                .retention_bytes
-                .is_some_and(|max| total_bytes > max);
+            if oldest.end() > limit {
+                break;
+            }
+            let over_bytes = config.retention_bytes.is_some_and(|max| total_bytes > max);
             let expired = retention_ns.is_some_and(|ns| {
                 let last = oldest.last_timestamp_ns();
                 last == NO_TIMESTAMP || now_ns.saturating_sub(last) >= ns

@@ -778,3 +778,76 @@ fn extended_records_survive_reopen_beside_plain_ones() {
     let log = Log::open(dir.path(), config).unwrap();
     assert_eq!(log.log_end_offset(), Offset(20), "the torn record is cut");
 }
+
+/// A new configuration applies to the open log: retention set after the
+/// records were written deletes them (below the limit given only), and a
+/// smaller segment size rolls sooner.
+#[test]
+fn set_config_applies_retention_and_segment_size_while_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = small_segments(300);
+    let log = Log::open(dir.path(), config.clone()).unwrap();
+    for i in 0..40u64 {
+        log.append(None, &value_for(i)).unwrap();
+    }
+    let segments = log.segments();
+    assert!(segments.len() > 3);
+    assert_eq!(log.apply_retention().unwrap().segments_deleted, 0);
+    log.set_config(LogConfig {
+        retention_ms: Some(1),
+        ..config.clone()
+    })
+    .unwrap();
+    assert_eq!(log.config().retention_ms, Some(1));
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    // Only segments wholly below the limit go.
+    let limit = Offset(segments[2].end.0 - 1);
+    let out = log
+        .apply_retention_below(flotilla_log::unix_now_ns(), limit)
+        .unwrap();
+    assert_eq!(out.segments_deleted, 2);
+    assert_eq!(log.log_start_offset(), segments[2].base);
+    let out = log.apply_retention().unwrap();
+    assert_eq!(log.segments().len(), 1, "all closed segments expired");
+    assert_eq!(out.log_start, log.log_start_offset());
+    // A bigger segment size: the next records stay in one segment.
+    log.set_config(LogConfig {
+        segment_bytes_max: 1 << 20,
+        ..config.clone()
+    })
+    .unwrap();
+    for i in 0..40u64 {
+        log.append(None, &value_for(i)).unwrap();
+    }
+    assert_eq!(log.segments().len(), 1);
+    let bad = log.set_config(LogConfig {
+        record_bytes_max: 100,
+        ..config
+    });
+    assert!(bad.is_err(), "record_bytes_max is fixed while open");
+}
+
+/// reset_to empties the log and starts it at an offset beyond its end; the
+/// next append gets that offset, and a reopen keeps it.
+#[test]
+fn reset_to_starts_an_empty_log_at_the_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = small_segments(300);
+    let log = Log::open(dir.path(), config.clone()).unwrap();
+    for i in 0..20u64 {
+        log.append(None, &value_for(i)).unwrap();
+    }
+    log.reset_to(Offset(500)).unwrap();
+    assert_eq!(log.log_start_offset(), Offset(500));
+    assert_eq!(log.log_end_offset(), Offset(500));
+    assert!(log.read_from(Offset(3), 1 << 20).is_err());
+    assert_eq!(log.append(None, b"next").unwrap(), Offset(500));
+    drop(log);
+    let log = Log::open(dir.path(), config).unwrap();
+    assert_eq!(log.log_start_offset(), Offset(500));
+    assert_eq!(log.log_end_offset(), Offset(501));
+    assert_eq!(
+        log.read_from(Offset(500), 1 << 20).unwrap()[0].value,
+        b"next"
+    );
+}

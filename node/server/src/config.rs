@@ -244,6 +244,10 @@ pub struct NodeArgs {
     /// one closes the connection.
     #[arg(long, env = "FLOTILLA_KAFKA_MAX_FRAME_BYTES")]
     pub kafka_max_frame_bytes: Option<u32>,
+    /// Broker: how often every partition replica applies its topic's
+    /// retention (by time and by size), in milliseconds (5000 by default).
+    #[arg(long, env = "FLOTILLA_RETENTION_CHECK_INTERVAL_MS")]
+    pub retention_check_interval_ms: Option<u64>,
 }
 
 /// One member of the initial cluster.
@@ -349,6 +353,8 @@ pub struct BrokerSettings {
     pub kafka_advertise: Option<String>,
     /// Largest Kafka request frame.
     pub kafka_frame_bytes_max: u32,
+    /// How often retention runs on each replica.
+    pub retention_check_interval: Duration,
 }
 
 impl Default for BrokerSettings {
@@ -363,6 +369,7 @@ impl Default for BrokerSettings {
             kafka_listen: None,
             kafka_advertise: None,
             kafka_frame_bytes_max: 100 << 20,
+            retention_check_interval: Duration::from_millis(5000),
         }
     }
 }
@@ -428,6 +435,13 @@ impl BrokerSettings {
                 format!("{frame} is outside {}..={}", 1 << 16, 1 << 30),
             ));
         }
+        let retention = args.retention_check_interval_ms.unwrap_or(5000);
+        if !(10..=3_600_000).contains(&retention) {
+            return Err(invalid(
+                "retention-check-interval-ms",
+                format!("{retention} is outside 10..=3600000"),
+            ));
+        }
         Ok(BrokerSettings {
             kafka_listen,
             kafka_advertise,
@@ -438,6 +452,7 @@ impl BrokerSettings {
             partition_lease_ttl: Duration::from_millis(ttl),
             max_batch_bytes: batch,
             replica_lag_time_max: Duration::from_millis(lag),
+            retention_check_interval: Duration::from_millis(retention),
         })
     }
 }
@@ -619,7 +634,8 @@ impl NodeArgs {
             replica_lag_time_max_ms,
             kafka_listen_addr,
             kafka_advertise_addr,
-            kafka_max_frame_bytes
+            kafka_max_frame_bytes,
+            retention_check_interval_ms
         )
     }
 }

@@ -694,6 +694,7 @@ fn start_broker(
     broker_config.max_batch_bytes = config.broker.max_batch_bytes;
     broker_config.replica_lag_time_max = config.broker.replica_lag_time_max;
     broker_config.kafka_advertise_addr = kafka_advertise.unwrap_or_default();
+    broker_config.retention_check_interval = config.broker.retention_check_interval;
     let broker_metrics = flotilla_broker::BrokerMetrics::default();
     metrics.register(|r| broker_metrics.register(r));
     flotilla_broker::Broker::start(broker_config, broker_metrics).map_err(StartError::Broker)

@@ -226,6 +226,151 @@ async fn idempotent_retry_after_failover() {
     drop(cluster);
 }
 
+/// The earliest offset of `topic`-0 once it is above 0.
+async fn wait_log_start_moves(client: &BrokerClient, topic: &str) -> u64 {
+    let deadline = tokio::time::Instant::now() + BROKER_WAIT;
+    loop {
+        if let Ok(start) = client
+            .list_offset(topic, 0, pb::OffsetSpec::Earliest, 0)
+            .await
+            && start > 0
+        {
+            return start;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "retention never moved the log start of {topic}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Retention through AlterTopic, and a follower below its leader's log
+/// start: with one follower down, ~3.5 MiB go into 1 MiB segments; retention
+/// lowered by AlterTopic deletes the old segments on the open replicas (the
+/// earliest offset moves, a consumer at offset 0 gets OffsetOutOfRange).
+/// The follower comes back with an empty log below the leader's log start:
+/// it resets its log to that start and rejoins the ISR.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn retention_through_alter_topic() {
+    let mut cluster = start_cluster_with(
+        "broker_replication::retention_through_alter_topic",
+        vec!["--retention-check-interval-ms".into(), "200".into()],
+    )
+    .await;
+    let client = BrokerClient::new(&cluster.endpoints()).expect("client");
+    client
+        .create_topic(
+            "ret",
+            pb::TopicConfig {
+                partitions: 1,
+                replication_factor: 3,
+                min_insync_replicas: 2,
+                segment_bytes: 1 << 20,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("create");
+    wait_isr(&client, "ret", 3).await;
+    let p = client
+        .describe_topic("ret")
+        .await
+        .expect("describe")
+        .partitions[0]
+        .clone();
+    // rf 3 over three brokers: every other member is a follower.
+    let leader = member_at(&cluster, &p.leader_addr);
+    let victim = (leader + 1) % 3;
+    cluster.kill(victim);
+    // An idle dead follower is still caught up: one record (offset 0)
+    // makes it lag, and the leader drops it from the ISR.
+    client
+        .produce(pb::ProduceRequest {
+            topic: "ret".into(),
+            partition: 0,
+            records: vec![pb::Record {
+                value: "0-first".into(),
+                ..Default::default()
+            }],
+            acks: pb::Acks::Leader as i32,
+            ..Default::default()
+        })
+        .await
+        .expect("produce the first record");
+    wait_isr(&client, "ret", 2).await;
+
+    let value = "x".repeat(1024);
+    for batch in 0..14u64 {
+        let resp = client
+            .produce(pb::ProduceRequest {
+                topic: "ret".into(),
+                partition: 0,
+                records: (0..256)
+                    .map(|i| pb::Record {
+                        value: format!("{}-{value}", 1 + batch * 256 + i)
+                            .into_bytes()
+                            .into(),
+                        ..Default::default()
+                    })
+                    .collect(),
+                acks: pb::Acks::All as i32,
+                ..Default::default()
+            })
+            .await
+            .expect("produce");
+        assert_eq!(resp.base_offset, 1 + batch * 256);
+    }
+    let earliest = client
+        .list_offset("ret", 0, pb::OffsetSpec::Earliest, 0)
+        .await
+        .expect("earliest");
+    assert_eq!(earliest, 0, "the default retention keeps everything");
+
+    client
+        .alter_topic(pb::AlterTopicRequest {
+            name: "ret".into(),
+            retention_ms: Some(1),
+            ..Default::default()
+        })
+        .await
+        .expect("alter retention");
+    let start = wait_log_start_moves(&client, "ret").await;
+    let old = client
+        .fetch(pb::FetchRequest {
+            topic: "ret".into(),
+            partition: 0,
+            offset: 0,
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(
+        old.as_ref().err().and_then(|e| e.code()),
+        Some(pb::ErrorCode::OffsetOutOfRange),
+        "a consumer at a deleted offset: {old:?}"
+    );
+    let first = client
+        .fetch(pb::FetchRequest {
+            topic: "ret".into(),
+            partition: 0,
+            offset: start,
+            ..Default::default()
+        })
+        .await
+        .expect("fetch at the log start");
+    assert_eq!(first.records[0].offset, start);
+    assert!(
+        first.records[0]
+            .value
+            .starts_with(format!("{start}-").as_bytes())
+    );
+
+    // The follower returns below the leader's log start.
+    cluster.restart(victim).await;
+    wait_isr(&client, "ret", 3).await;
+    drop(cluster);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn split_brain() {
     // A longer lease, so the cut-off leader surely still believes it leads
