@@ -118,7 +118,9 @@ def main():
     ap.add_argument("--timeout", type=float, default=60.0)
     args = ap.parse_args()
 
+    t0 = time.monotonic()
     acked = produce(args)
+    produce_s = time.monotonic() - t0
     ends = {}
     for part, off in acked:
         ends[part] = max(ends.get(part, -1), off + 1)
@@ -146,10 +148,12 @@ def main():
         fail(f"member-a alone was assigned {a.assignments[-1]}")
 
     # Phase 2: a second member joins: a rebalance splits the partitions.
+    t_join = time.monotonic()
     b = Member("member-b", args)
     until("a rebalance giving both members partitions",
           lambda: b.assignments and b.assignments[-1] and len(a.assignments) >= 2
           and a.assignments[-1], [a, b])
+    join_rebalance_s = time.monotonic() - t_join
     split = (a.assignments[-1], b.assignments[-1])
     if sorted(split[0] + split[1]) != list(range(args.partitions)):
         fail(f"after the join the partitions were split as {split}")
@@ -158,7 +162,11 @@ def main():
 
     # Phase 3: the first member leaves: the second takes every partition
     # and reads the rest.
+    t_leave = time.monotonic()
     a.c.close()
+    until("the second member taking every partition",
+          lambda: b.assignments[-1] == list(range(args.partitions)), [b])
+    leave_rebalance_s = time.monotonic() - t_leave
     until("the second member taking every partition and reading the rest",
           lambda: b.assignments[-1] == list(range(args.partitions)) and read() >= want, [b])
     b.poll()
@@ -187,6 +195,12 @@ def main():
         "member_b_assignments": b.assignments,
         "committed": {str(p): o for p, o in sorted(offsets.items())},
         "ends": {str(p): o for p, o in sorted(ends.items())},
+        # Informative only (never asserted): seconds for the produce, and
+        # from the second member's subscribe (and the first's close) to the
+        # new assignments.
+        "produce_s": round(produce_s, 3),
+        "join_rebalance_s": round(join_rebalance_s, 3),
+        "leave_rebalance_s": round(leave_rebalance_s, 3),
     }))
 
 

@@ -541,19 +541,43 @@ impl pb::groups_server::Groups for GroupsService {
             .map(|(g, _, _)| g)
             .unwrap_or_default();
         let members = self.members(&req.group).await?;
+        let mut described: Vec<pb::GroupMember> = members
+            .iter()
+            .map(|(id, m)| pb::GroupMember {
+                member_id: id.clone(),
+                client_id: m.client_id.clone(),
+                assignment: Self::assignment_of(&generation, id),
+            })
+            .collect();
+        let mut generation_id = generation.generation;
+        if generation_id == 0 && described.is_empty() {
+            // A group of Kafka clients (crate::kcoord): its last generation
+            // and members as its coordinator stored them; their assignments
+            // are the clients' own, opaque here.
+            if let Some((k, _, _)) = self
+                .get_json::<metadata::KafkaGenerationRecord>(&metadata::kafka_generation_key(
+                    &req.group,
+                ))
+                .await?
+            {
+                generation_id = u64::try_from(k.generation).unwrap_or(0);
+                described = k
+                    .members
+                    .into_iter()
+                    .map(|member_id| pb::GroupMember {
+                        member_id,
+                        client_id: "(kafka client)".into(),
+                        assignment: Vec::new(),
+                    })
+                    .collect();
+            }
+        }
         Ok(Response::new(pb::DescribeGroupResponse {
             error: None,
             group: req.group.clone(),
-            generation: generation.generation,
+            generation: generation_id,
             topics: generation.topics.keys().cloned().collect(),
-            members: members
-                .iter()
-                .map(|(id, m)| pb::GroupMember {
-                    member_id: id.clone(),
-                    client_id: m.client_id.clone(),
-                    assignment: Self::assignment_of(&generation, id),
-                })
-                .collect(),
+            members: described,
             offsets: self.committed(&req.group).await?,
         }))
     }

@@ -49,8 +49,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// The group APIs this module serves, with the versions it handles
-/// (`(api, min, max)`, inclusive). OffsetCommit and OffsetFetch start at
-/// the first versions the codec crate has (2 and 1). Versions that belong
+/// (`(api, min, max)`, inclusive). OffsetCommit starts at the first version
+/// the codec crate has (2); OffsetFetch at 2, the first with a group-level
+/// error code (v1 could not say NOT_COORDINATOR). Versions that belong
 /// to the KIP-848 consumer protocol (member epochs: OffsetCommit v9,
 /// OffsetFetch v9) or to share groups are left out.
 pub const VERSIONS: &[(ApiKey, i16, i16)] = &[
@@ -60,7 +61,7 @@ pub const VERSIONS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Heartbeat, 0, 4),
     (ApiKey::LeaveGroup, 0, 5),
     (ApiKey::OffsetCommit, 2, 8),
-    (ApiKey::OffsetFetch, 1, 8),
+    (ApiKey::OffsetFetch, 2, 8),
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::ListGroups, 0, 4),
 ];
@@ -526,4 +527,82 @@ async fn list_groups(ctx: &Context, r: ListGroupsRequest) -> ListGroupsResponse 
         })
         .collect();
     ListGroupsResponse::default().with_groups(groups)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::protocol::{Message, VersionRange};
+
+    #[test]
+    fn advertised_versions_are_within_the_codecs_of_both_directions() {
+        for &(api, min, max) in VERSIONS {
+            let (req, resp): (VersionRange, VersionRange) = match api {
+                ApiKey::FindCoordinator => (
+                    FindCoordinatorRequest::VERSIONS,
+                    FindCoordinatorResponse::VERSIONS,
+                ),
+                ApiKey::JoinGroup => (JoinGroupRequest::VERSIONS, JoinGroupResponse::VERSIONS),
+                ApiKey::SyncGroup => (SyncGroupRequest::VERSIONS, SyncGroupResponse::VERSIONS),
+                ApiKey::Heartbeat => (HeartbeatRequest::VERSIONS, HeartbeatResponse::VERSIONS),
+                ApiKey::LeaveGroup => (LeaveGroupRequest::VERSIONS, LeaveGroupResponse::VERSIONS),
+                ApiKey::OffsetCommit => (
+                    OffsetCommitRequest::VERSIONS,
+                    OffsetCommitResponse::VERSIONS,
+                ),
+                ApiKey::OffsetFetch => {
+                    (OffsetFetchRequest::VERSIONS, OffsetFetchResponse::VERSIONS)
+                }
+                ApiKey::DescribeGroups => (
+                    DescribeGroupsRequest::VERSIONS,
+                    DescribeGroupsResponse::VERSIONS,
+                ),
+                ApiKey::ListGroups => (ListGroupsRequest::VERSIONS, ListGroupsResponse::VERSIONS),
+                other => panic!("{other:?} is not a group API"),
+            };
+            assert!(min <= max, "{api:?}");
+            for r in [req, resp] {
+                assert!(r.min <= min && max <= r.max, "{api:?} {min}-{max} vs {r:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn group_error_codes_are_kafkas() {
+        use kafka_protocol::ResponseError as K;
+        for (ours, theirs) in [
+            (GroupError::NotCoordinator, K::NotCoordinator),
+            (
+                GroupError::CoordinatorNotAvailable,
+                K::CoordinatorNotAvailable,
+            ),
+            (GroupError::IllegalGeneration, K::IllegalGeneration),
+            (
+                GroupError::InconsistentGroupProtocol,
+                K::InconsistentGroupProtocol,
+            ),
+            (GroupError::InvalidGroupId, K::InvalidGroupId),
+            (GroupError::UnknownMemberId, K::UnknownMemberId),
+            (GroupError::InvalidSessionTimeout, K::InvalidSessionTimeout),
+            (GroupError::RebalanceInProgress, K::RebalanceInProgress),
+            (
+                GroupError::InvalidCommitOffsetSize,
+                K::InvalidCommitOffsetSize,
+            ),
+            (
+                GroupError::OffsetMetadataTooLarge,
+                K::OffsetMetadataTooLarge,
+            ),
+            (
+                GroupError::UnknownTopicOrPartition,
+                K::UnknownTopicOrPartition,
+            ),
+            (GroupError::InvalidRequest, K::InvalidRequest),
+            (GroupError::MemberIdRequired, K::MemberIdRequired),
+            (GroupError::GroupMaxSizeReached, K::GroupMaxSizeReached),
+            (GroupError::UnknownServer, K::UnknownServerError),
+        ] {
+            assert_eq!(ours.code(), theirs.code(), "{ours:?}");
+        }
+    }
 }

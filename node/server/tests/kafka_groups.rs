@@ -4,7 +4,9 @@
 //! rebalance on join and on leave (`tests/kafka/clients.py`); `kcat -G`
 //! consumes as a group. The committed offsets are the gRPC `Groups`
 //! service's: what Kafka clients commit reads back through gRPC, and a
-//! gRPC commit is where a Kafka group member starts. `.ci/run` installs
+//! gRPC commit is where a Kafka group member starts; a group outlives its
+//! coordinator (killed: another broker takes over at a higher generation and
+//! the member goes on reading and committing). `.ci/run` installs
 //! both clients; on a machine without them the tests say so and pass only
 //! outside CI. Every wait is bounded; nothing asserts on durations.
 
@@ -152,6 +154,11 @@ async fn python_client_group_of_two_rebalances_and_commits() {
     let ends = ends(&client, "py-orders", 4).await;
     assert_eq!(ends.values().sum::<i64>(), 2000);
     assert_eq!(committed(&client, "py-readers", "py-orders").await, ends);
+    // Two rebalances after the first generation, and the last (the second
+    // member's leave) emptied the group.
+    let described = client.describe_group("py-readers").await.expect("describe");
+    assert!(described.generation >= 3, "{described:?}");
+    assert!(described.members.is_empty(), "{described:?}");
     assert!(
         client
             .list_groups()
@@ -246,4 +253,154 @@ async fn kcat_group_consumer_starts_at_grpc_commits_and_commits_through_kafka() 
         "",
         "the group's commits are where it resumes"
     );
+}
+
+/// A `kcat -G` member running in the background; killed when dropped.
+struct Member {
+    child: std::process::Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Member {
+    fn start(bootstrap: &str, group: &str, topic: &str) -> Member {
+        let mut child = Command::new("timeout")
+            .args([CLIENT_SECS, "kcat", "-b", bootstrap, "-G", group])
+            .args(["-X", "auto.offset.reset=earliest"])
+            .args(["-X", "session.timeout.ms=6000"])
+            .args(["-X", "heartbeat.interval.ms=500"])
+            .args(["-X", "auto.commit.interval.ms=500"])
+            .args(["-f", "%p:%o\n", "-u", topic])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("kcat runs");
+        let out = child.stdout.take().expect("stdout");
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(out).lines() {
+                let Ok(line) = line else { return };
+                sink.lock().expect("lines").push(line);
+            }
+        });
+        Member { child, lines }
+    }
+
+    /// The distinct `partition:offset`s read so far.
+    fn distinct(&self) -> std::collections::BTreeSet<String> {
+        self.lines.lock().expect("lines").iter().cloned().collect()
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_group_outlives_its_coordinator() {
+    if !installed("kcat", "kcat", &["-V"], "apt-get install kcat") {
+        return;
+    }
+    let mut cluster = start_cluster("kafka_groups::a_group_outlives_its_coordinator").await;
+    let client = BrokerClient::new(&cluster.endpoints()).expect("client");
+    create(&client, "fo-orders", 3, 3, 2).await;
+    // 100 records to each partition, retried (bounded) through a leader
+    // change; a retry may write a batch twice, so the check below is on
+    // offsets, not on counts.
+    let produce = |first: u64| {
+        let client = &client;
+        async move {
+            for p in 0..3 {
+                common::eventually("an acks=all produce", || async {
+                    client
+                        .produce(pb::ProduceRequest {
+                            topic: "fo-orders".into(),
+                            partition: p,
+                            records: broker::records(p, first, 100),
+                            acks: pb::Acks::All as i32,
+                            ..Default::default()
+                        })
+                        .await
+                        .ok()
+                })
+                .await;
+            }
+        }
+    };
+    produce(0).await;
+    let member = Member::start(&bootstrap(&cluster), "fo-readers", "fo-orders");
+    common::eventually("kcat reading the first 300 records", || async {
+        (member.distinct().len() >= 300).then_some(())
+    })
+    .await;
+
+    // Kill the group's coordinator.
+    let kv = flotilla_client::Client::new(
+        &cluster.endpoints(),
+        flotilla_client::ClientConfig::default(),
+    )
+    .expect("kv client");
+    let record = |key: String| {
+        let kv = &kv;
+        async move {
+            let raw = kv.get(key.as_bytes()).await.ok()??;
+            serde_json::from_slice::<serde_json::Value>(&raw).ok()
+        }
+    };
+    let coordinator = record("group:fo-readers/coordinator".into())
+        .await
+        .expect("a coordinator")["broker"]
+        .as_u64()
+        .expect("broker id");
+    let generation = record("group:fo-readers/kafka-generation".into())
+        .await
+        .expect("a generation")["generation"]
+        .as_i64()
+        .expect("generation");
+    let addr = record(format!("broker:{coordinator}"))
+        .await
+        .expect("its registration")["addr"]
+        .as_str()
+        .expect("addr")
+        .to_string();
+    let dead = broker::member_at(&cluster, &addr);
+    cluster.kill(dead);
+
+    // Another broker coordinates, at a higher generation, and the member
+    // reads what is produced after.
+    produce(100).await;
+    let ends = ends(&client, "fo-orders", 3).await;
+    let expected: std::collections::BTreeSet<String> = ends
+        .iter()
+        .flat_map(|(p, end)| (0..*end).map(move |o| format!("{p}:{o}")))
+        .collect();
+    assert!(expected.len() >= 600);
+    common::eventually("kcat reading every record", || async {
+        member.distinct().is_superset(&expected).then_some(())
+    })
+    .await;
+    let now = record("group:fo-readers/coordinator".into())
+        .await
+        .expect("a coordinator")["broker"]
+        .as_u64();
+    assert!(now.is_some_and(|b| b != coordinator), "{now:?}");
+    let later = record("group:fo-readers/kafka-generation".into())
+        .await
+        .expect("a generation")["generation"]
+        .as_i64()
+        .expect("generation");
+    assert!(later > generation, "{later} after {generation}");
+    assert_eq!(member.distinct(), expected, "nothing past the ends");
+    // The rejoined member's commits go through the new coordinator.
+    let live = BrokerClient::new(&cluster.running_endpoints()).expect("client");
+    common::eventually("the group's commits at the ends", || async {
+        (committed(&live, "fo-readers", "fo-orders").await == ends).then_some(())
+    })
+    .await;
+    drop(member);
 }
