@@ -64,11 +64,16 @@ async fn partition(
     let Ok(partition) = u32::try_from(p.index) else {
         return failed(p.index, ResponseError::UnknownTopicOrPartition.code(), None);
     };
-    let batches = match records::decode_produced(p.records.clone().unwrap_or_default()) {
+    let bound = usize::try_from(ctx.core.config.max_batch_bytes).unwrap_or(usize::MAX);
+    let batches = match records::decode_produced(p.records.clone().unwrap_or_default(), bound) {
         Ok(b) => b,
         Err(e) => {
             tracing::debug!(topic, partition, error = %e, "refusing a produced record batch");
-            return failed(p.index, ResponseError::CorruptMessage.code(), Some(e));
+            let code = match e {
+                records::BatchError::TooLarge(_) => ResponseError::MessageTooLarge,
+                records::BatchError::Invalid(_) => ResponseError::CorruptMessage,
+            };
+            return failed(p.index, code.code(), Some(e.to_string()));
         }
     };
     let mut base_offset: Option<u64> = None;
