@@ -180,9 +180,11 @@ impl TopicSpec {
                 self.min_insync_replicas, self.replication_factor
             ));
         }
-        if self.segment_bytes != 0 && self.segment_bytes < 4096 {
+        // A segment holds at least one record of the largest size.
+        let min = u64::from(flotilla_log::LogConfig::default().record_bytes_max);
+        if self.segment_bytes != 0 && self.segment_bytes < min {
             return Err(format!(
-                "segment bytes {} must be 0 (default) or at least 4096",
+                "segment bytes {} must be 0 (default) or at least {min} (the largest record)",
                 self.segment_bytes
             ));
         }

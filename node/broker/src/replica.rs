@@ -31,6 +31,10 @@ pub const HW_FILE: &str = "high-watermark-checkpoint";
 /// [`Snapshot`]). Not fsynced: a lost or torn one only means a longer
 /// replay on open.
 pub const PRODUCER_SNAPSHOT_FILE: &str = "producer-state-snapshot";
+/// The shortest fetch silence that removes a caught-up follower from the
+/// ISR, whatever `--replica-lag-time-max-ms` says: followers long-poll for
+/// up to 500 ms, so an idle one fetches only about twice a second.
+const FETCH_SILENCE_MIN: std::time::Duration = std::time::Duration::from_secs(1);
 /// Bytes read per step when replaying the log into the producer table.
 const REPLAY_READ_BYTES: usize = 1 << 20;
 
@@ -62,6 +66,8 @@ pub struct FollowerProgress {
     pub log_end: u64,
     /// When it was last caught up with the leader's log end.
     pub caught_up_at: Instant,
+    /// When it last fetched.
+    pub fetched_at: Instant,
 }
 
 #[derive(Debug)]
@@ -627,7 +633,9 @@ impl Replica {
             let f = s.followers.entry(replica).or_insert(FollowerProgress {
                 log_end: offset,
                 caught_up_at: since,
+                fetched_at: now,
             });
+            f.fetched_at = now;
             f.log_end = offset;
             if offset >= end {
                 f.caught_up_at = now;
@@ -657,7 +665,11 @@ impl Replica {
             let progress = s.followers.get(&r);
             let keep = match (in_isr, progress) {
                 (true, Some(f)) => {
-                    f.log_end >= end || now.duration_since(f.caught_up_at) <= lag_max
+                    // A caught-up follower that stopped fetching (dead,
+                    // or cut off) leaves too: an idle partition must not
+                    // keep it until the next write makes it lag.
+                    now.duration_since(f.fetched_at) <= lag_max.max(FETCH_SILENCE_MIN)
+                        && (f.log_end >= end || now.duration_since(f.caught_up_at) <= lag_max)
                 }
                 (true, None) => now.duration_since(s.leader_since) <= lag_max,
                 (false, Some(f)) => f.log_end >= s.hw && f.log_end >= end.min(s.hw),

@@ -199,6 +199,7 @@ async fn at_least_once() {
 /// every partition once; an old generation cannot commit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rebalance_and_fencing() {
+    // Rebalance on join, leave and expiry; an old generation cannot commit.
     let cluster = start_cluster("broker_groups::rebalance_and_fencing").await;
     let client = Arc::new(BrokerClient::new(&cluster.endpoints()).expect("client"));
     create(&client, "r", 4, 1, 1).await;
@@ -258,5 +259,34 @@ async fn rebalance_and_fencing() {
     assert_eq!(a.positions().len(), 4);
     let d = client.describe_group("rg").await.expect("describe");
     assert_eq!(d.members.len(), 1);
+
+    // c joins, then dies without leaving (no more heartbeats): its lease
+    // expires after the session timeout, a new generation gives a
+    // everything again.
+    let c = Consumer::new(client.clone(), vec!["r".into()], config("rg"))
+        .await
+        .expect("c");
+    let gen_c = c.generation();
+    for _ in 0..50 {
+        let _ = a.poll(Duration::from_millis(100)).await.expect("poll a");
+        if a.generation() == gen_c {
+            break;
+        }
+    }
+    assert_eq!(a.positions().len(), 2, "a shares with c");
+    drop(c);
+    for _ in 0..100 {
+        let _ = a.poll(Duration::from_millis(100)).await.expect("poll a");
+        if a.generation() > gen_c && a.positions().len() == 4 {
+            break;
+        }
+    }
+    assert!(
+        a.generation() > gen_c,
+        "c's expiry started a new generation"
+    );
+    assert_eq!(a.positions().len(), 4, "a has every partition again");
+    let d = client.describe_group("rg").await.expect("describe");
+    assert_eq!(d.members.len(), 1, "the expired member is gone");
     drop(cluster);
 }
