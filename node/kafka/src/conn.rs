@@ -1,6 +1,6 @@
 //! One client connection: a reader task takes request frames off the
-//! socket (at most [`IN_FLIGHT_MAX`] ahead), this loop handles them in
-//! order and writes the answers in request order.
+//! socket, this loop handles them in order and writes the answers in
+//! request order, with at most [`IN_FLIGHT_MAX`] unanswered.
 //!
 //! Handling a request runs to its end before the next one starts, except
 //! a produce's acks=all wait: its batches are appended, then the wait runs
@@ -30,7 +30,9 @@ pub async fn run(
 ) {
     let _ = stream.set_nodelay(true);
     let (r, mut w) = stream.into_split();
-    let (tx, mut frames) = mpsc::channel(IN_FLIGHT_MAX);
+    // One frame read ahead at most: memory per connection stays a few
+    // frames, whatever the client pipelines.
+    let (tx, mut frames) = mpsc::channel(1);
     let max = ctx.config.frame_bytes_max;
     // Reading a frame is not cancel-safe, so it runs on its own: the loop
     // below only waits on the channel.

@@ -359,6 +359,15 @@ async fn unserved_requests_get_errors_and_bad_frames_close() {
     let mut r = receive(&mut s).await.expect("an answer");
     assert_eq!((r.get_i32(), r.get_i16()), (10, 0));
 
+    // Requests sent back to back are answered in the order sent.
+    for c in 20..25 {
+        send(&mut s, 18, 0, c, &[]).await;
+    }
+    for c in 20..25 {
+        let mut r = receive(&mut s).await.expect("an answer");
+        assert_eq!((r.get_i32(), r.get_i16()), (c, 0));
+    }
+
     // A frame above the bound closes the connection.
     s.write_all(&(200i32 << 20).to_be_bytes())
         .await
