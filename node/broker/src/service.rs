@@ -10,6 +10,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tonic::{Request, Response, Status};
 
+/// A batch appended at the leader whose acks=all confirmation is still to
+/// come ([`BrokerService::produce_confirm`]).
+#[derive(Debug)]
+pub struct PendingProduce {
+    replica: Arc<Replica>,
+    appended: crate::replica::Appended,
+    acks_all: bool,
+    timeout: Duration,
+}
+
 /// Serves `flotilla.broker.v1.Broker`.
 #[derive(Debug, Clone)]
 pub struct BrokerService {
@@ -44,12 +54,26 @@ impl BrokerService {
         }
     }
 
-    /// Appends a batch at this broker, the partition's leader (the
-    /// `Produce` RPC and the Kafka listener's Produce both call it).
+    /// Appends a batch at this broker, the partition's leader, and (for
+    /// acks=all) waits for the ISR: [`BrokerService::produce_append`] then
+    /// [`BrokerService::produce_confirm`] (the `Produce` RPC and the Kafka
+    /// listener's Produce both come through these).
     pub async fn produce_inner(
         &self,
         req: &pb::ProduceRequest,
     ) -> Result<pb::ProduceResponse, PartitionError> {
+        let pending = self.produce_append(req).await?;
+        self.produce_confirm(pending).await
+    }
+
+    /// The first half of a produce: checks, then the append at the leader.
+    /// A caller that must append several batches in order (one Kafka
+    /// connection's requests) may start the next append before confirming
+    /// this one.
+    pub async fn produce_append(
+        &self,
+        req: &pb::ProduceRequest,
+    ) -> Result<PendingProduce, PartitionError> {
         if req.records.is_empty() {
             return Err(PartitionError::Invalid(
                 "a produce request needs at least one record".into(),
@@ -89,12 +113,33 @@ impl BrokerService {
                 .records_produced
                 .inc_by(req.records.len() as u64);
         }
+        let timeout = if req.timeout_ms == 0 {
+            self.core.config.ack_timeout
+        } else {
+            Duration::from_millis(u64::from(req.timeout_ms)).min(self.core.config.ack_timeout)
+        };
+        Ok(PendingProduce {
+            replica,
+            appended,
+            acks_all,
+            timeout,
+        })
+    }
+
+    /// The second half of a produce: for acks=all, waits until the high
+    /// watermark covers the batch with at least min.insync.replicas in the
+    /// ISR.
+    pub async fn produce_confirm(
+        &self,
+        p: PendingProduce,
+    ) -> Result<pb::ProduceResponse, PartitionError> {
+        let PendingProduce {
+            replica,
+            appended,
+            acks_all,
+            timeout,
+        } = p;
         if acks_all {
-            let timeout = if req.timeout_ms == 0 {
-                self.core.config.ack_timeout
-            } else {
-                Duration::from_millis(u64::from(req.timeout_ms)).min(self.core.config.ack_timeout)
-            };
             if !replica
                 .wait_for_hw(appended.end_offset, appended.epoch, timeout)
                 .await
@@ -104,7 +149,10 @@ impl BrokerService {
                         epoch: appended.epoch,
                     })
                 {
-                    return Err(self.core.not_leader_here(&req.topic, req.partition).await);
+                    return Err(self
+                        .core
+                        .not_leader_here(&replica.topic, replica.partition)
+                        .await);
                 }
                 return Err(PartitionError::Timeout {
                     timeout_ms: timeout.as_millis() as u64,

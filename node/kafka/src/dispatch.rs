@@ -15,6 +15,8 @@ use bytes::Bytes;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiKey, ApiVersionsResponse, RequestKind, ResponseKind};
+use std::future::Future;
+use std::pin::Pin;
 
 /// The APIs served outside the group module, with the versions handled
 /// (inclusive). Versions that name topics by id only (Produce v13, Fetch
@@ -72,9 +74,15 @@ fn api_versions_response(error: i16) -> ApiVersionsResponse {
         .with_api_keys(api_versions())
 }
 
+/// The rest of a request's work, run while the connection reads on: it
+/// gives what to send.
+pub type Later<'a> = Pin<Box<dyn Future<Output = Result<Outcome<'a>, FrameError>> + Send + 'a>>;
+
 /// What to do after a frame.
-#[derive(Debug)]
-pub enum Outcome {
+pub enum Outcome<'a> {
+    /// Send what this gives once it is done (a produce waiting for its
+    /// acks=all confirmations); answers go out in request order.
+    Later(Later<'a>),
     /// Send this response frame.
     Respond(Bytes),
     /// Send nothing (a produce with acks=0).
@@ -83,7 +91,7 @@ pub enum Outcome {
 
 /// Handles one request frame: decodes it, runs its handler, encodes the
 /// answer. `Err` closes the connection.
-pub async fn handle_frame(ctx: &Context, frame: Bytes) -> Result<Outcome, FrameError> {
+pub async fn handle_frame(ctx: &Context, frame: Bytes) -> Result<Outcome<'_>, FrameError> {
     let prefix = frame::header_prefix(&frame)?;
     let Ok(api) = ApiKey::try_from(prefix.api_key) else {
         tracing::debug!(api_key = prefix.api_key, "unknown Kafka API key");
@@ -115,7 +123,18 @@ pub async fn handle_frame(ctx: &Context, frame: Bytes) -> Result<Outcome, FrameE
         RequestKind::ApiVersions(_) => {
             Ok(Some(ResponseKind::ApiVersions(api_versions_response(0))))
         }
-        RequestKind::Produce(r) => Ok(produce::handle(ctx, r).await.map(ResponseKind::Produce)),
+        RequestKind::Produce(r) => {
+            let confirm = produce::append(ctx, r).await;
+            let correlation_id = header.correlation_id;
+            return Ok(Outcome::Later(Box::pin(async move {
+                match confirm.await {
+                    Some(body) => {
+                        encoded(api, version, correlation_id, &ResponseKind::Produce(body))
+                    }
+                    None => Ok(Outcome::Silent),
+                }
+            })));
+        }
         RequestKind::Fetch(r) => Ok(Some(ResponseKind::Fetch(fetch::handle(ctx, r).await))),
         RequestKind::ListOffsets(r) => Ok(Some(ResponseKind::ListOffsets(
             offsets::handle(ctx, r, version).await,
@@ -158,12 +177,12 @@ pub async fn handle_frame(ctx: &Context, frame: Bytes) -> Result<Outcome, FrameE
     }
 }
 
-fn encoded(
+fn encoded<'a>(
     api: ApiKey,
     version: i16,
     correlation_id: i32,
     body: &ResponseKind,
-) -> Result<Outcome, FrameError> {
+) -> Result<Outcome<'a>, FrameError> {
     frame::encode_response(api, version, correlation_id, body)
         .map(Outcome::Respond)
         .map_err(|reason| FrameError::Malformed {
@@ -172,4 +191,14 @@ fn encoded(
             correlation_id,
             reason,
         })
+}
+
+impl std::fmt::Debug for Outcome<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Later(_) => f.write_str("Later"),
+            Outcome::Respond(b) => write!(f, "Respond({} bytes)", b.len()),
+            Outcome::Silent => f.write_str("Silent"),
+        }
+    }
 }

@@ -17,6 +17,7 @@
 //! | [`ids`] | Kafka's int32 node ids from Flotilla's u64 broker ids |
 //! | [`errors`] | broker errors as Kafka error codes; leader epochs |
 //! | [`records`] | record batches v2 to and from the broker's records |
+//! | [`decompress`] | the codecs, with a bound on the output |
 //! | [`produce`], [`fetch`], [`offsets`] | Produce, Fetch, ListOffsets |
 //! | [`metadata`], [`topics`] | Metadata, CreateTopics, DeleteTopics |
 //! | [`producer_id`] | InitProducerId (ids from the KV) |
@@ -32,6 +33,7 @@
 //!    batches from one producer must be appended in the order sent.
 
 pub mod conn;
+pub mod decompress;
 pub mod dispatch;
 pub mod errors;
 pub mod fetch;
