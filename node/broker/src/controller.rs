@@ -16,6 +16,15 @@
 //!    by the epoch, and starts leading.
 //! 4. Followers see the new key, ask the leader where their last epoch ends
 //!    (KIP-101) and truncate a divergent suffix before fetching.
+//!
+//! The metadata is watched (one KV Watch stream over the topic, partition
+//! and broker prefixes): every change starts a reconcile at once, so a
+//! follower fetches from a new leader, and a replica of a partition whose
+//! leader key vanished stands for election, as soon as the KV applied the
+//! change. A full re-read every `metadata_resync_interval` is the backstop;
+//! while the watch is down, or a partition waits for a leader (the other
+//! candidates' one-second grace), the metadata is polled every
+//! `reconcile_interval` instead.
 
 use crate::core::{BrokerCore, TopicPartition};
 use crate::kv;
@@ -27,8 +36,9 @@ use flotilla_proto::broker as pb;
 use pb::broker_client::BrokerClient;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 /// Runs the broker's background tasks until `stop` turns true; then revokes
@@ -39,14 +49,30 @@ pub async fn run(core: Arc<BrokerCore>, mut stop: watch::Receiver<bool>) {
     let retention_task = tokio::spawn(keep_retention(core.clone(), stop.clone()));
     let mut fetchers: HashMap<TopicPartition, (Role, JoinHandle<()>)> = HashMap::new();
     let mut leaderless: HashMap<TopicPartition, Instant> = HashMap::new();
-    let mut interval = tokio::time::interval(core.config.reconcile_interval);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let changed = Arc::new(Notify::new());
+    let watching = Arc::new(AtomicBool::new(false));
+    let watch_task = tokio::spawn(watch_metadata(
+        core.clone(),
+        changed.clone(),
+        watching.clone(),
+        stop.clone(),
+    ));
     let mut last_checkpoint = Instant::now();
+    let mut first = true;
     loop {
-        tokio::select! {
-            _ = interval.tick() => {}
-            _ = stop.changed() => break,
+        let wait = if watching.load(Ordering::Acquire) && leaderless.is_empty() {
+            core.config.metadata_resync_interval
+        } else {
+            core.config.reconcile_interval
+        };
+        if !first {
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = changed.notified() => {}
+                _ = stop.changed() => break,
+            }
         }
+        first = false;
         if *stop.borrow() {
             break;
         }
@@ -75,6 +101,7 @@ pub async fn run(core: Arc<BrokerCore>, mut stop: watch::Receiver<bool>) {
     for (_, (_, h)) in fetchers.drain() {
         h.abort();
     }
+    watch_task.abort();
     isr_task.abort();
     retention_task.abort();
     if tokio::time::timeout(Duration::from_millis(1500), lease_task)
@@ -87,6 +114,65 @@ pub async fn run(core: Arc<BrokerCore>, mut stop: watch::Receiver<bool>) {
         r.set_role(Role::None);
         let _ = r.checkpoint_hw();
         let _ = r.checkpoint_producers();
+    }
+}
+
+/// Keeps a KV Watch on the broker's metadata prefixes and wakes the
+/// reconcile loop on every change; `watching` says whether one is open. A
+/// reconcile follows each (re)opening, so nothing written while the watch
+/// was down is missed.
+async fn watch_metadata(
+    core: Arc<BrokerCore>,
+    changed: Arc<Notify>,
+    watching: Arc<AtomicBool>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let prefixes: [&[u8]; 3] = [
+        metadata::TOPIC_PREFIX.as_bytes(),
+        metadata::PARTITION_PREFIX.as_bytes(),
+        metadata::BROKER_PREFIX.as_bytes(),
+    ];
+    let mut backoff = Duration::from_millis(50);
+    while !*stop.borrow() {
+        let opened = tokio::select! {
+            w = core.kv.watch_prefixes(&prefixes) => w,
+            _ = stop.changed() => return,
+        };
+        match opened {
+            Ok(mut w) => {
+                backoff = Duration::from_millis(50);
+                watching.store(true, Ordering::Release);
+                changed.notify_one();
+                loop {
+                    let next = tokio::select! {
+                        n = w.next() => n,
+                        _ = stop.changed() => return,
+                    };
+                    match next {
+                        Ok(Some(_)) => {
+                            core.metrics.metadata_watch_events.inc();
+                            changed.notify_one();
+                        }
+                        Ok(None) => {
+                            tracing::debug!("the metadata watch ended");
+                            break;
+                        }
+                        Err(e) => {
+                            tracing::debug!(error = %e, "the metadata watch failed");
+                            break;
+                        }
+                    }
+                }
+                watching.store(false, Ordering::Release);
+                changed.notify_one();
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot watch the broker metadata"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stop.changed() => return,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(1));
     }
 }
 
@@ -221,8 +307,13 @@ async fn reconcile(
             },
             None => Role::None,
         };
+        // A leaderless partition keeps the metadata polled every
+        // `reconcile_interval` (not only the resync), also while this
+        // broker cannot stand yet (its lease not confirmed this moment).
         if pv.leader.is_some() {
             leaderless.remove(tp);
+        } else {
+            leaderless.entry(tp.clone()).or_insert_with(Instant::now);
         }
         if replica.role() != want {
             if let Role::Leader { epoch } = want {
@@ -254,6 +345,7 @@ async fn reconcile(
             try_elect(core, view, tp, &replica, lease, leaderless).await;
         }
     }
+    leaderless.retain(|tp, _| mine.contains(tp));
     // Replicas no longer in the metadata: their topic was deleted.
     for r in core.all_replicas() {
         let tp = (r.topic.clone(), r.partition);

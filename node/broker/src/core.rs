@@ -41,8 +41,12 @@ pub struct BrokerConfig {
     /// An ISR member that has not caught up with the leader for this long
     /// leaves the ISR.
     pub replica_lag_time_max: Duration,
-    /// How often the metadata is re-read.
+    /// How often the metadata is re-read while it cannot be watched, or
+    /// while a partition waits for a leader.
     pub reconcile_interval: Duration,
+    /// How often the metadata is re-read while it is watched (changes are
+    /// acted on as the watch reports them; this is the backstop).
+    pub metadata_resync_interval: Duration,
     /// Largest fetch response (records) when the request does not bound it.
     pub fetch_max_bytes: u32,
     /// Longest acks=all wait when the request does not bound it.
@@ -77,6 +81,7 @@ impl BrokerConfig {
             max_batch_bytes: 4 << 20,
             replica_lag_time_max: Duration::from_millis(3000),
             reconcile_interval: Duration::from_millis(100),
+            metadata_resync_interval: Duration::from_secs(1),
             fetch_max_bytes: 1 << 20,
             ack_timeout: Duration::from_secs(10),
             fetch_wait_max: Duration::from_secs(30),
@@ -137,6 +142,8 @@ pub struct BrokerMetrics {
     pub isr_expands: Counter,
     /// Records appended as leader.
     pub records_produced: Counter,
+    /// Metadata changes the KV Watch reported (responses with events).
+    pub metadata_watch_events: Counter,
     /// Segments deleted by retention.
     pub retention_segments_deleted: Counter,
     /// Follower logs reset to their leader's log start.
@@ -175,6 +182,11 @@ impl BrokerMetrics {
             "broker_records_produced",
             "Records appended as partition leader",
             self.records_produced.clone(),
+        );
+        registry.register(
+            "broker_metadata_watch_events",
+            "Broker metadata changes reported by the KV Watch (each starts a reconcile)",
+            self.metadata_watch_events.clone(),
         );
         registry.register(
             "broker_retention_segments_deleted",

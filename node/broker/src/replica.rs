@@ -118,6 +118,13 @@ pub struct Appended {
     pub duplicate: bool,
 }
 
+/// Reads this close to the high watermark (in records) run on the async
+/// worker itself: they come from the page cache, and handing the worker's
+/// core to another thread ([`tokio::task::block_in_place`]) costs more than
+/// the read, a thread wake-up on every fetch. Older reads may touch the disk
+/// and do hand it over.
+const TAIL_READ_RECORDS: u64 = 65_536;
+
 fn storage(e: impl std::fmt::Display) -> PartitionError {
     PartitionError::Storage(e.to_string())
 }
@@ -186,6 +193,16 @@ impl Replica {
             hw_file,
             producers_saved_at: Mutex::new(None),
         })
+    }
+
+    /// Runs a log append: on the worker itself when the log never fsyncs on
+    /// append (it only copies into the page cache), else where it may block.
+    fn appending<T>(&self, f: impl FnOnce() -> T) -> T {
+        if self.log.config().fsync == flotilla_log::FsyncPolicy::Never {
+            f()
+        } else {
+            tokio::task::block_in_place(f)
+        }
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -514,7 +531,8 @@ impl Replica {
                 headers: h,
             })
             .collect();
-        let base = tokio::task::block_in_place(|| self.log.append_batch(&records))
+        let base = self
+            .appending(|| self.log.append_batch(&records))
             .map_err(storage)?
             .0;
         let end = base + count;
@@ -706,19 +724,25 @@ impl Replica {
         if offset >= limit {
             return Ok(Vec::new());
         }
-        let records = tokio::task::block_in_place(|| self.log.read_from(Offset(offset), max_bytes))
-            .map_err(|e| match e {
-                flotilla_log::LogError::OffsetOutOfRange {
-                    requested,
-                    log_start,
-                    log_end,
-                } => PartitionError::OffsetOutOfRange {
-                    requested: requested.0,
-                    start: log_start.0,
-                    end: log_end.0,
-                },
-                other => storage(other),
-            })?;
+        let read = || self.log.read_from(Offset(offset), max_bytes);
+        let tail = offset.saturating_add(TAIL_READ_RECORDS) >= self.high_watermark();
+        let records = if tail {
+            read()
+        } else {
+            tokio::task::block_in_place(read)
+        }
+        .map_err(|e| match e {
+            flotilla_log::LogError::OffsetOutOfRange {
+                requested,
+                log_start,
+                log_end,
+            } => PartitionError::OffsetOutOfRange {
+                requested: requested.0,
+                start: log_start.0,
+                end: log_end.0,
+            },
+            other => storage(other),
+        })?;
         let epochs = with_epochs.then(|| self.state().epochs.clone());
         Ok(records
             .into_iter()
@@ -824,7 +848,8 @@ impl Replica {
                     headers: h,
                 });
             }
-            tokio::task::block_in_place(|| self.log.append_batch(&new)).map_err(storage)?;
+            self.appending(|| self.log.append_batch(&new))
+                .map_err(storage)?;
             let mut s = self.state();
             for r in &records {
                 if let Some(p) = stamp_of(r)? {

@@ -10,20 +10,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tonic::{Request, Response, Status};
 
-/// Serves `flotilla.broker.v1.Broker`.
-#[derive(Debug, Clone)]
-pub struct BrokerService {
-    core: Arc<BrokerCore>,
-}
-
-/// A batch appended at its leader, not yet answered (see
-/// [`BrokerService::produce_append`]).
+/// A batch appended at the leader whose acks=all confirmation is still to
+/// come ([`BrokerService::produce_confirm`]).
 #[derive(Debug)]
 pub struct PendingProduce {
     replica: Arc<Replica>,
     appended: crate::replica::Appended,
     acks_all: bool,
-    timeout_ms: u32,
+    timeout: Duration,
+}
+
+/// Serves `flotilla.broker.v1.Broker`.
+#[derive(Debug, Clone)]
+pub struct BrokerService {
+    core: Arc<BrokerCore>,
 }
 
 impl BrokerService {
@@ -54,20 +54,22 @@ impl BrokerService {
         }
     }
 
-    /// Appends a batch at this broker, the partition's leader (the
-    /// `Produce` RPC and the Kafka listener's Produce both call it).
+    /// Appends a batch at this broker, the partition's leader, and (for
+    /// acks=all) waits for the ISR: [`BrokerService::produce_append`] then
+    /// [`BrokerService::produce_confirm`] (the `Produce` RPC and the Kafka
+    /// listener's Produce both come through these).
     pub async fn produce_inner(
         &self,
         req: &pb::ProduceRequest,
     ) -> Result<pb::ProduceResponse, PartitionError> {
-        let appended = self.produce_append(req).await?;
-        self.produce_wait(appended).await
+        let pending = self.produce_append(req).await?;
+        self.produce_confirm(pending).await
     }
 
-    /// The first half of [`BrokerService::produce_inner`]: the append, in
-    /// the order calls are made. The answer comes from
-    /// [`BrokerService::produce_wait`] (for acks=all, once replicated), so
-    /// a caller may append its next batch meanwhile.
+    /// The first half of a produce: checks, then the append at the leader.
+    /// A caller that must append several batches in order (one Kafka
+    /// connection's requests) may start the next append before confirming
+    /// this one.
     pub async fn produce_append(
         &self,
         req: &pb::ProduceRequest,
@@ -111,32 +113,33 @@ impl BrokerService {
                 .records_produced
                 .inc_by(req.records.len() as u64);
         }
+        let timeout = if req.timeout_ms == 0 {
+            self.core.config.ack_timeout
+        } else {
+            Duration::from_millis(u64::from(req.timeout_ms)).min(self.core.config.ack_timeout)
+        };
         Ok(PendingProduce {
             replica,
             appended,
             acks_all,
-            timeout_ms: req.timeout_ms,
+            timeout,
         })
     }
 
-    /// The second half of [`BrokerService::produce_inner`]: waits (acks=all)
-    /// until the appended records are replicated, and answers.
-    pub async fn produce_wait(
+    /// The second half of a produce: for acks=all, waits until the high
+    /// watermark covers the batch with at least min.insync.replicas in the
+    /// ISR.
+    pub async fn produce_confirm(
         &self,
-        pending: PendingProduce,
+        p: PendingProduce,
     ) -> Result<pb::ProduceResponse, PartitionError> {
         let PendingProduce {
             replica,
             appended,
             acks_all,
-            timeout_ms,
-        } = pending;
+            timeout,
+        } = p;
         if acks_all {
-            let timeout = if timeout_ms == 0 {
-                self.core.config.ack_timeout
-            } else {
-                Duration::from_millis(u64::from(timeout_ms)).min(self.core.config.ack_timeout)
-            };
             if !replica
                 .wait_for_hw(appended.end_offset, appended.epoch, timeout)
                 .await

@@ -13,6 +13,7 @@ pub mod coalesce;
 mod requests;
 pub mod resolve;
 mod retry;
+mod watch;
 
 use flotilla_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use flotilla_proto::etcdserverpb::kv_client::KvClient;
@@ -26,6 +27,7 @@ pub use retry::{ClientConfig, ClientError};
 use retry::{Endpoints, is_retryable};
 use std::sync::atomic::{AtomicU64, Ordering};
 use tonic::transport::Channel;
+pub use watch::Watch;
 
 /// Metadata key carrying the client's id.
 pub const CLIENT_ID_HEADER: &str = "flotilla-client-id";

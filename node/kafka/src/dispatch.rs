@@ -74,28 +74,19 @@ fn api_versions_response(error: i16) -> ApiVersionsResponse {
         .with_api_keys(api_versions())
 }
 
-/// The rest of a request whose records are appended: its wait and answer.
+/// The rest of a request's work, run while the connection reads on: it
+/// gives what to send.
 pub type Later<'a> = Pin<Box<dyn Future<Output = Result<Outcome<'a>, FrameError>> + Send + 'a>>;
 
 /// What to do after a frame.
 pub enum Outcome<'a> {
+    /// Send what this gives once it is done (a produce waiting for its
+    /// acks=all confirmations); answers go out in request order.
+    Later(Later<'a>),
     /// Send this response frame.
     Respond(Bytes),
     /// Send nothing (a produce with acks=0).
     Silent,
-    /// A Produce whose batches are appended: its answer comes from this
-    /// future, which the connection runs while it reads the next requests.
-    Later(Later<'a>),
-}
-
-impl std::fmt::Debug for Outcome<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Outcome::Respond(b) => write!(f, "Respond({} bytes)", b.len()),
-            Outcome::Silent => write!(f, "Silent"),
-            Outcome::Later(_) => write!(f, "Later"),
-        }
-    }
 }
 
 /// Handles one request frame: decodes it, runs its handler, encodes the
@@ -133,10 +124,10 @@ pub async fn handle_frame(ctx: &Context, frame: Bytes) -> Result<Outcome<'_>, Fr
             Ok(Some(ResponseKind::ApiVersions(api_versions_response(0))))
         }
         RequestKind::Produce(r) => {
+            let confirm = produce::append(ctx, r).await;
             let correlation_id = header.correlation_id;
-            let wait = produce::start(ctx, r).await;
             return Ok(Outcome::Later(Box::pin(async move {
-                match wait.await {
+                match confirm.await {
                     Some(body) => {
                         encoded(api, version, correlation_id, &ResponseKind::Produce(body))
                     }
@@ -200,4 +191,14 @@ fn encoded<'a>(
             correlation_id,
             reason,
         })
+}
+
+impl std::fmt::Debug for Outcome<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Later(_) => f.write_str("Later"),
+            Outcome::Respond(b) => write!(f, "Respond({} bytes)", b.len()),
+            Outcome::Silent => f.write_str("Silent"),
+        }
+    }
 }

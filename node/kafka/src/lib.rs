@@ -17,6 +17,7 @@
 //! | [`ids`] | Kafka's int32 node ids from Flotilla's u64 broker ids |
 //! | [`errors`] | broker errors as Kafka error codes; leader epochs |
 //! | [`records`] | record batches v2 to and from the broker's records |
+//! | [`decompress`] | the codecs, with a bound on the output |
 //! | [`produce`], [`fetch`], [`offsets`] | Produce, Fetch, ListOffsets |
 //! | [`metadata`], [`topics`] | Metadata, CreateTopics, DeleteTopics |
 //! | [`producer_id`] | InitProducerId (ids from the KV) |
@@ -27,14 +28,12 @@
 //! 1. The node binds the listener and builds a [`Context`] over its broker.
 //! 2. [`serve`] accepts connections (at most
 //!    [`KafkaConfig::connections_max`] at once) until shutdown.
-//! 3. Each connection answers in request order (Kafka clients expect it),
-//!    and appends a partition's batches from one producer in the order
-//!    sent: a Produce is appended when read and its answer (the acks=all
-//!    wait) is pipelined with the next requests, up to
-//!    [`conn::IN_FLIGHT_MAX`]; any other request waits for every earlier
-//!    answer (see [`conn`]).
+//! 3. Each connection reads one request, answers it, then reads the next:
+//!    Kafka clients expect answers in request order, and a partition's
+//!    batches from one producer must be appended in the order sent.
 
 pub mod conn;
+pub mod decompress;
 pub mod dispatch;
 pub mod errors;
 pub mod fetch;

@@ -1,6 +1,10 @@
 //! Produce: each partition's batches go to the broker's produce path, the
-//! same one the gRPC `Produce` takes. Partitions are written concurrently;
-//! a partition's batches in the order sent. acks=0 gets no response.
+//! same one the gRPC `Produce` takes, in two halves: [`append`] writes every
+//! batch of the request at its leader, in order; the future it returns
+//! waits for the acks=all confirmations and builds the response. The
+//! connection starts the next request's appends while this one waits (see
+//! [`crate::conn`]), so a producer's batches are appended in the order sent
+//! and answered in that order. acks=0 gets no response.
 
 use crate::{Context, errors, records};
 use flotilla_broker::service::PendingProduce;
@@ -8,22 +12,24 @@ use flotilla_proto::broker as pb;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::produce_request::PartitionProduceData;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
+use std::future::Future;
+use std::pin::Pin;
 
-/// Handles a Produce; `None` for acks=0.
-pub async fn handle(ctx: &Context, req: ProduceRequest) -> Option<ProduceResponse> {
-    start(ctx, req).await.await
+/// The second half of a Produce: the response once every acks=all batch is
+/// confirmed; `None` for acks=0.
+pub type Confirm<'a> = Pin<Box<dyn Future<Output = Option<ProduceResponse>> + Send + 'a>>;
+
+/// One partition after the appends: failed, or its pending batches.
+enum Appended {
+    Failed(PartitionProduceResponse),
+    Pending(i32, Vec<PendingProduce>),
 }
 
-/// Appends every batch of a Produce, each partition's in the order sent,
-/// and returns the rest: the wait (acks=all: until replicated) and the
-/// answer (`None` for acks=0). A connection may read and append its next
-/// request while this waits.
-pub async fn start(
-    ctx: &Context,
-    req: ProduceRequest,
-) -> impl Future<Output = Option<ProduceResponse>> + Send + '_ {
+/// Appends every batch of the request, in order, and returns the wait for
+/// their confirmations.
+pub async fn append(ctx: &Context, req: ProduceRequest) -> Confirm<'_> {
     let acks = match req.acks {
         0 => Some(pb::Acks::None),
         1 => Some(pb::Acks::Leader),
@@ -32,73 +38,46 @@ pub async fn start(
     };
     let transactional = req.transactional_id.is_some();
     let timeout_ms = u32::try_from(req.timeout_ms).unwrap_or(0);
-    let mut topics = Vec::with_capacity(req.topic_data.len());
+    let mut topics: Vec<(TopicName, Vec<Appended>)> = Vec::with_capacity(req.topic_data.len());
     for t in &req.topic_data {
         let topic = t.name.0.as_str();
-        let partitions = futures::future::join_all(t.partition_data.iter().map(|p| async move {
-            match acks {
-                None => Appended::Done(failed(
+        let mut partitions = Vec::with_capacity(t.partition_data.len());
+        for p in &t.partition_data {
+            partitions.push(match acks {
+                None => Appended::Failed(failed(
                     p.index,
                     ResponseError::InvalidRequiredAcks.code(),
                     None,
                 )),
-                Some(_) if transactional => Appended::Done(failed(
+                Some(_) if transactional => Appended::Failed(failed(
                     p.index,
                     ResponseError::TransactionalIdAuthorizationFailed.code(),
                     Some("transactions are not served".into()),
                 )),
-                Some(acks) => append(ctx, topic, p, acks, timeout_ms).await,
-            }
-        }))
-        .await;
+                Some(acks) => partition(ctx, topic, p, acks, timeout_ms).await,
+            });
+        }
         topics.push((t.name.clone(), partitions));
     }
-    let respond = req.acks != 0;
-    async move {
+    let silent = req.acks == 0;
+    Box::pin(async move {
         let mut out = Vec::with_capacity(topics.len());
         for (name, partitions) in topics {
-            let partitions =
-                futures::future::join_all(partitions.into_iter().map(|a| answer(ctx, a))).await;
+            let responses = futures::future::join_all(partitions.into_iter().map(|a| async move {
+                match a {
+                    Appended::Failed(r) => r,
+                    Appended::Pending(index, pending) => confirm(ctx, index, pending).await,
+                }
+            }))
+            .await;
             out.push(
                 TopicProduceResponse::default()
                     .with_name(name)
-                    .with_partition_responses(partitions),
+                    .with_partition_responses(responses),
             );
         }
-        respond.then(|| ProduceResponse::default().with_responses(out))
-    }
-}
-
-/// A partition's part of a Produce after its appends.
-enum Appended {
-    /// Answered already (refused before or during the appends).
-    Done(PartitionProduceResponse),
-    /// Its batches, appended, to wait for.
-    Pending {
-        index: i32,
-        batches: Vec<PendingProduce>,
-    },
-}
-
-async fn answer(ctx: &Context, a: Appended) -> PartitionProduceResponse {
-    let (index, batches) = match a {
-        Appended::Done(r) => return r,
-        Appended::Pending { index, batches } => (index, batches),
-    };
-    let mut base_offset: Option<u64> = None;
-    for pending in batches {
-        match ctx.broker.produce_wait(pending).await {
-            Ok(r) => {
-                base_offset.get_or_insert(r.base_offset);
-            }
-            Err(e) => return failed(index, errors::code(&e), Some(e.to_string())),
-        }
-    }
-    PartitionProduceResponse::default()
-        .with_index(index)
-        .with_base_offset(base_offset.map_or(-1, |o| o as i64))
-        .with_log_append_time_ms(-1)
-        .with_log_start_offset(-1)
+        (!silent).then(|| ProduceResponse::default().with_responses(out))
+    })
 }
 
 fn failed(index: i32, code: i16, message: Option<String>) -> PartitionProduceResponse {
@@ -111,7 +90,8 @@ fn failed(index: i32, code: i16, message: Option<String>) -> PartitionProduceRes
         .with_error_message(message.map(StrBytes::from_string))
 }
 
-async fn append(
+/// Appends one partition's batches, in order; stops at the first failure.
+async fn partition(
     ctx: &Context,
     topic: &str,
     p: &PartitionProduceData,
@@ -119,21 +99,22 @@ async fn append(
     timeout_ms: u32,
 ) -> Appended {
     let Ok(partition) = u32::try_from(p.index) else {
-        return Appended::Done(failed(
+        return Appended::Failed(failed(
             p.index,
             ResponseError::UnknownTopicOrPartition.code(),
             None,
         ));
     };
-    let batches = match records::decode_produced(p.records.clone().unwrap_or_default()) {
+    let bound = usize::try_from(ctx.core.config.max_batch_bytes).unwrap_or(usize::MAX);
+    let batches = match records::decode_produced(p.records.clone().unwrap_or_default(), bound) {
         Ok(b) => b,
         Err(e) => {
             tracing::debug!(topic, partition, error = %e, "refusing a produced record batch");
-            return Appended::Done(failed(
-                p.index,
-                ResponseError::CorruptMessage.code(),
-                Some(e),
-            ));
+            let code = match e {
+                records::BatchError::TooLarge(_) => ResponseError::MessageTooLarge,
+                records::BatchError::Invalid(_) => ResponseError::CorruptMessage,
+            };
+            return Appended::Failed(failed(p.index, code.code(), Some(e.to_string())));
         }
     };
     let mut pending = Vec::with_capacity(batches.len());
@@ -162,14 +143,33 @@ async fn append(
             },
         };
         match ctx.broker.produce_append(&req).await {
-            Ok(a) => pending.push(a),
+            Ok(p) => pending.push(p),
             Err(e) => {
-                return Appended::Done(failed(p.index, errors::code(&e), Some(e.to_string())));
+                return Appended::Failed(failed(p.index, errors::code(&e), Some(e.to_string())));
             }
         }
     }
-    Appended::Pending {
-        index: p.index,
-        batches: pending,
+    Appended::Pending(p.index, pending)
+}
+
+/// Waits for one partition's batches; answers with the first one's offset.
+async fn confirm(
+    ctx: &Context,
+    index: i32,
+    pending: Vec<PendingProduce>,
+) -> PartitionProduceResponse {
+    let mut base_offset: Option<u64> = None;
+    for p in pending {
+        match ctx.broker.produce_confirm(p).await {
+            Ok(r) => {
+                base_offset.get_or_insert(r.base_offset);
+            }
+            Err(e) => return failed(index, errors::code(&e), Some(e.to_string())),
+        }
     }
+    PartitionProduceResponse::default()
+        .with_index(index)
+        .with_base_offset(base_offset.map_or(-1, |o| o as i64))
+        .with_log_append_time_ms(-1)
+        .with_log_start_offset(-1)
 }

@@ -16,6 +16,7 @@
 //! possible for that length, so the decoder never sizes an allocation from
 //! a count the bytes cannot back.
 
+use crate::decompress::{self, DecompressError};
 use bytes::{Buf, Bytes, BytesMut};
 use flotilla_proto::broker as pb;
 use kafka_protocol::protocol::StrBytes;
@@ -101,34 +102,68 @@ fn check_header(b: &[u8]) -> Result<BatchHeader, String> {
     })
 }
 
-/// Decodes a partition's produced `records` (one or more v2 batches).
-pub fn decode_produced(mut data: Bytes) -> Result<Vec<ProducedBatch>, String> {
+/// Why produced records were refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    /// A batch decompresses past the bound (MESSAGE_TOO_LARGE).
+    #[error("{0}")]
+    TooLarge(String),
+    /// Not valid record batches (CORRUPT_MESSAGE).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl From<String> for BatchError {
+    fn from(e: String) -> Self {
+        BatchError::Invalid(e)
+    }
+}
+
+/// Decodes a partition's produced `records` (one or more v2 batches); a
+/// batch's records may decompress to at most `decompressed_max` bytes.
+pub fn decode_produced(
+    mut data: Bytes,
+    decompressed_max: usize,
+) -> Result<Vec<ProducedBatch>, BatchError> {
     let mut out = Vec::new();
     while data.has_remaining() {
         let header = check_header(&data)?;
         let mut one = data.split_to(header.total);
         let count = header.record_count;
+        let too_large = std::cell::Cell::new(None);
         let set = RecordBatchDecoder::decode_with_custom_compression(
             &mut one,
             Some(|raw: &mut Bytes, c: Compression| -> anyhow::Result<Bytes> {
-                let records = decompress(raw, c)?;
+                let records = match decompress::decompress(raw, c, decompressed_max) {
+                    Ok(r) => r,
+                    Err(e @ DecompressError::TooLarge(_)) => {
+                        too_large.set(Some(e.to_string()));
+                        return Err(anyhow::Error::new(e));
+                    }
+                    Err(e) => return Err(anyhow::Error::new(e)),
+                };
                 check_records(&records, count).map_err(anyhow::Error::msg)?;
                 Ok(records)
             }),
-        )
-        .map_err(|e| format!("record batch: {e}"))?;
+        );
+        if let Some(e) = too_large.take() {
+            return Err(BatchError::TooLarge(e));
+        }
+        let set = set.map_err(|e| format!("record batch: {e}"))?;
         if header.compressed && set.records.len() != header.record_count as usize {
-            return Err(format!(
+            return Err(BatchError::Invalid(format!(
                 "record batch claims {} records, holds {}",
                 header.record_count,
                 set.records.len()
-            ));
+            )));
         }
         let Some(first) = set.records.first() else {
             continue;
         };
         if first.transactional || first.control {
-            return Err("transactional batches are not served".into());
+            return Err(BatchError::Invalid(
+                "transactional batches are not served".into(),
+            ));
         }
         out.push(ProducedBatch {
             producer_id: first.producer_id,
@@ -138,19 +173,6 @@ pub fn decode_produced(mut data: Bytes) -> Result<Vec<ProducedBatch>, String> {
         });
     }
     Ok(out)
-}
-
-/// The records of a batch, decompressed by the crate's codecs.
-fn decompress(raw: &mut Bytes, c: Compression) -> anyhow::Result<Bytes> {
-    use kafka_protocol::compression::{Decompressor, Gzip, Lz4, Snappy, Zstd};
-    let take = |b: &mut Bytes| Ok(std::mem::take(b));
-    match c {
-        Compression::None => Ok(std::mem::take(raw)),
-        Compression::Gzip => Gzip::decompress(raw, take),
-        Compression::Snappy => Snappy::decompress(raw, take),
-        Compression::Lz4 => Lz4::decompress(raw, take),
-        Compression::Zstd => Zstd::decompress(raw, take),
-    }
 }
 
 /// Reads a zigzag varint (Kafka's `varint`/`varlong`) from `b`.
@@ -342,7 +364,7 @@ mod tests {
                 ],
                 compression,
             );
-            let out = decode_produced(data).unwrap();
+            let out = decode_produced(data, 1 << 20).unwrap();
             assert_eq!(out.len(), 1, "{compression:?}");
             let b = &out[0];
             assert_eq!((b.producer_id, b.base_sequence), (42, 10));
@@ -392,6 +414,20 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_decompressing_past_the_bound_is_too_large() {
+        let big: Vec<Record> = (0..50)
+            .map(|i| kafka_record(i, None, &"z".repeat(1000)))
+            .collect();
+        let zipped = batch(&big, Compression::Zstd);
+        assert!(zipped.len() < 10_000, "compresses well");
+        assert!(decode_produced(zipped.clone(), 1 << 20).is_ok());
+        assert!(matches!(
+            decode_produced(zipped, 10_000),
+            Err(BatchError::TooLarge(_))
+        ));
+    }
+
+    #[test]
     fn lying_record_lengths_and_header_counts_are_refused() {
         // One record: length 8, attributes, ts delta 0, offset delta 0, key
         // -1, value 1 byte, then a header count.
@@ -415,11 +451,13 @@ mod tests {
     #[test]
     fn lying_batch_headers_are_refused_before_decoding() {
         let good = batch(&[kafka_record(0, None, "v")], Compression::None);
-        assert!(decode_produced(good.clone()).is_ok());
+        assert!(decode_produced(good.clone(), 1 << 20).is_ok());
         // A record count the bytes cannot hold.
         let mut many = BytesMut::from(&good[..]);
         many[57..61].copy_from_slice(&i32::MAX.to_be_bytes());
-        let e = decode_produced(many.freeze()).unwrap_err();
+        let e = decode_produced(many.freeze(), 1 << 20)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("claims 2147483647 records"), "{e}");
         // The same count in a compressed batch: checked once decompressed.
         let zipped = batch(&[kafka_record(0, None, "v")], Compression::Gzip);
@@ -428,20 +466,28 @@ mod tests {
         // With a matching CRC-32C, as a deliberate liar would send it.
         let crc = crc32c::crc32c(&many[21..]);
         many[17..21].copy_from_slice(&crc.to_be_bytes());
-        let e = decode_produced(many.freeze()).unwrap_err();
+        let e = decode_produced(many.freeze(), 1 << 20)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("claims 1000 records"), "{e}");
         // A batch length past the end.
         let mut long = BytesMut::from(&good[..]);
         long[8..12].copy_from_slice(&1_000_000i32.to_be_bytes());
         assert!(
-            decode_produced(long.freeze())
+            decode_produced(long.freeze(), 1 << 20)
                 .unwrap_err()
+                .to_string()
                 .contains("were sent")
         );
         // Truncated, and an old format.
-        assert!(decode_produced(good.slice(..30)).is_err());
+        assert!(decode_produced(good.slice(..30), 1 << 20).is_err());
         let mut old = BytesMut::from(&good[..]);
         old[16] = 1;
-        assert!(decode_produced(old.freeze()).unwrap_err().contains("v1"));
+        assert!(
+            decode_produced(old.freeze(), 1 << 20)
+                .unwrap_err()
+                .to_string()
+                .contains("v1")
+        );
     }
 }

@@ -47,7 +47,7 @@ proptest! {
 
     #[test]
     fn produced_batches_of_random_bytes(data in proptest::collection::vec(any::<u8>(), 0..512)) {
-        let _ = records::decode_produced(Bytes::from(data));
+        let _ = records::decode_produced(Bytes::from(data), 1 << 16);
     }
 
     #[test]
@@ -64,6 +64,6 @@ proptest! {
         b.extend_from_slice(&tail);
         let crc = crc32c::crc32c(&b[21..]);
         b[17..21].copy_from_slice(&crc.to_be_bytes());
-        let _ = records::decode_produced(Bytes::from(b));
+        let _ = records::decode_produced(Bytes::from(b), 1 << 16);
     }
 }

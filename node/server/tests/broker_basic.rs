@@ -240,6 +240,24 @@ async fn topics_produce_fetch_and_errors() {
 
     // Followers replicated everything (ISR is all three).
     assert_eq!(d.partitions.iter().map(|p| p.isr.len()).min(), Some(3));
+    // Every broker followed those changes through its KV Watch on the
+    // metadata, not only through the periodic re-read.
+    for i in 0..3 {
+        let mut events = None;
+        for _ in 0..100 {
+            events = cluster
+                .metric(i, "flotilla_broker_metadata_watch_events_total")
+                .await;
+            if events.unwrap_or(0.0) >= 1.0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            events.unwrap_or(0.0) >= 1.0,
+            "member {i} saw no metadata change through the watch: {events:?}"
+        );
+    }
 
     // Alter: add partitions; delete.
     let altered = client

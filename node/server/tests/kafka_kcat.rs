@@ -14,7 +14,7 @@ mod common;
 #[path = "common/processes.rs"]
 mod processes;
 
-use broker::{create, read_all, start_cluster};
+use broker::{BROKER_WAIT, create, member_at, read_all, start_cluster};
 use bytes::{Buf, BufMut, BytesMut};
 use flotilla_client::broker::BrokerClient;
 use flotilla_proto::broker as pb;
@@ -206,6 +206,108 @@ async fn kcat_metadata_produce_and_consume() {
     );
 }
 
+/// Leader failover while kcat produces with acks=all and idempotence: the
+/// leader is SIGKILLed mid-stream; kcat retries on the new leader (the
+/// client sees retriable errors only: it delivers everything and exits 0),
+/// and every record is in the log exactly once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kcat_idempotent_produce_survives_leader_failover() {
+    if !kcat_installed() {
+        return;
+    }
+    let mut cluster =
+        start_cluster("kafka_kcat::kcat_idempotent_produce_survives_leader_failover").await;
+    let client = BrokerClient::new(&cluster.endpoints()).expect("client");
+    create(&client, "fo", 1, 3, 2).await;
+    let deadline = tokio::time::Instant::now() + BROKER_WAIT;
+    let old = loop {
+        let d = client.describe_topic("fo").await.expect("describe");
+        if d.partitions[0].isr.len() == 3 {
+            break d.partitions[0].clone();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "ISR never full");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let victim = member_at(&cluster, &old.leader_addr);
+    let bootstrap: String = cluster
+        .members
+        .iter()
+        .map(|m| m.kafka_addr())
+        .collect::<Vec<_>>()
+        .join(",");
+    const RECORDS: usize = 3000;
+    let mut child = std::process::Command::new("timeout")
+        .arg(KCAT_SECS)
+        .arg("kcat")
+        .args([
+            "-b",
+            &bootstrap,
+            "-P",
+            "-t",
+            "fo",
+            "-p",
+            "0",
+            "-X",
+            "acks=all",
+            "-X",
+            "enable.idempotence=true",
+            "-X",
+            "linger.ms=5",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("kcat runs");
+    let mut input = child.stdin.take().expect("stdin");
+    let (halfway_tx, halfway_rx) = tokio::sync::oneshot::channel();
+    let writer = std::thread::spawn(move || {
+        let mut halfway = Some(halfway_tx);
+        for i in 0..RECORDS {
+            std::io::Write::write_all(&mut input, format!("r{i}\n").as_bytes()).expect("write");
+            if i % 20 == 0 {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            if i == RECORDS / 3
+                && let Some(tx) = halfway.take()
+            {
+                let _ = tx.send(());
+            }
+        }
+        // Dropping stdin ends kcat's input: it flushes and exits.
+    });
+    halfway_rx.await.expect("the writer reached a third");
+    cluster.kill(victim);
+    writer.join().expect("writer");
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .expect("join")
+        .expect("kcat finishes");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "kcat failed ({}): {stderr}",
+        out.status
+    );
+    let now = client.describe_topic("fo").await.expect("describe");
+    assert_ne!(
+        now.partitions[0].leader, old.leader,
+        "the leader moved while kcat produced"
+    );
+    let records = read_all(&client, "fo", 0).await;
+    let values: Vec<String> = records
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.value).into_owned())
+        .collect();
+    let expected: Vec<String> = (0..RECORDS).map(|i| format!("r{i}")).collect();
+    assert_eq!(
+        values.len(),
+        RECORDS,
+        "each record exactly once (kcat: {stderr})"
+    );
+    assert_eq!(values, expected, "in order");
+}
+
 /// Sends one request frame: api key, version, correlation id, client id
 /// (null), then `body`.
 async fn send(s: &mut TcpStream, api: i16, version: i16, correlation: i32, body: &[u8]) {
@@ -256,6 +358,15 @@ async fn unserved_requests_get_errors_and_bad_frames_close() {
     send(&mut s, 18, 0, 10, &[]).await;
     let mut r = receive(&mut s).await.expect("an answer");
     assert_eq!((r.get_i32(), r.get_i16()), (10, 0));
+
+    // Requests sent back to back are answered in the order sent.
+    for c in 20..25 {
+        send(&mut s, 18, 0, c, &[]).await;
+    }
+    for c in 20..25 {
+        let mut r = receive(&mut s).await.expect("an answer");
+        assert_eq!((r.get_i32(), r.get_i16()), (c, 0));
+    }
 
     // A frame above the bound closes the connection.
     s.write_all(&(200i32 << 20).to_be_bytes())

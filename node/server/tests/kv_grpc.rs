@@ -816,3 +816,34 @@ async fn exactly_once_lease_grant_grants_once() {
     assert_eq!(leases.leases.len(), 2, "{leases:?}");
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn client_watch_prefixes() {
+    let c = Cluster::start().await;
+    let client =
+        flotilla_client::Client::new(&c.endpoints(), flotilla_client::ClientConfig::default())
+            .expect("client");
+    let prefixes: [&[u8]; 2] = [b"wa/", b"wb/"];
+    let mut w = client.watch_prefixes(&prefixes).await.expect("watch");
+    assert_eq!(w.watchers(), 2);
+    // Created before these writes: each write under a prefix is reported,
+    // in order, and the one outside them is not.
+    client.put(b"wc/outside", b"0").await.expect("put");
+    client.put(b"wb/1", b"1").await.expect("put");
+    client.put(b"wa/2", b"2").await.expect("put");
+    let mut keys = Vec::new();
+    while keys.len() < 2 {
+        let resp = tokio::time::timeout(std::time::Duration::from_secs(10), w.next())
+            .await
+            .expect("events within the bound")
+            .expect("stream")
+            .expect("open stream");
+        keys.extend(
+            resp.events
+                .iter()
+                .map(|e| e.kv.as_ref().expect("kv").key.clone()),
+        );
+    }
+    assert_eq!(keys, vec![b"wb/1".to_vec(), b"wa/2".to_vec()]);
+    c.shutdown().await;
+}

@@ -17,5 +17,5 @@ fuzz_target!(|data: &[u8]| {
     {
         let _ = frame::decode_request(Bytes::copy_from_slice(data), api);
     }
-    let _ = records::decode_produced(Bytes::copy_from_slice(data));
+    let _ = records::decode_produced(Bytes::copy_from_slice(data), 1 << 20);
 });

@@ -453,3 +453,60 @@ fn dns_names_are_advertised_while_listening_on_any_address() {
     assert_eq!(c.client_listen, "0.0.0.0:2379");
     assert_eq!(c.client_advertise, "http://db-1.db-peers.ns.svc:2379");
 }
+
+#[test]
+fn kafka_listener_flags_have_defaults_and_limits() {
+    let c = parse(&["--name", "n1", "--initial-cluster", CLUSTER]).expect("valid");
+    assert_eq!(c.broker.kafka_listen, None, "off unless asked for");
+    assert_eq!(c.broker.kafka_frame_bytes_max, 100 << 20);
+    let c = parse(&[
+        "--name",
+        "n1",
+        "--initial-cluster",
+        CLUSTER,
+        "--kafka-listen-addr",
+        "0.0.0.0:9092",
+        "--kafka-advertise-addr",
+        "kafka-0.flotilla:9092",
+        "--kafka-max-frame-bytes",
+        "1048576",
+    ])
+    .expect("valid");
+    assert_eq!(c.broker.kafka_listen.as_deref(), Some("0.0.0.0:9092"));
+    assert_eq!(
+        c.broker.kafka_advertise.as_deref(),
+        Some("kafka-0.flotilla:9092")
+    );
+    assert_eq!(c.broker.kafka_frame_bytes_max, 1 << 20);
+    let empty = parse(&[
+        "--name",
+        "n1",
+        "--initial-cluster",
+        CLUSTER,
+        "--kafka-listen-addr",
+        "",
+    ])
+    .expect("valid");
+    assert_eq!(empty.broker.kafka_listen, None, "empty is off");
+    for (flags, names) in [
+        (vec!["--kafka-listen-addr", "nohost"], "kafka-listen-addr"),
+        (
+            vec!["--kafka-advertise-addr", "h:9092"],
+            "kafka-advertise-addr",
+        ),
+        (
+            vec![
+                "--kafka-listen-addr",
+                "h:1",
+                "--kafka-max-frame-bytes",
+                "10",
+            ],
+            "kafka-max-frame-bytes",
+        ),
+    ] {
+        let mut args = vec!["--name", "n1", "--initial-cluster", CLUSTER];
+        args.extend(flags);
+        let err = parse(&args).expect_err("invalid").to_string();
+        assert!(err.contains(names), "{err:?} names {names}");
+    }
+}

@@ -418,13 +418,29 @@ async fn e2e(
     let client = Arc::new(BrokerClient::new(endpoints)?);
     let name = unique("bench-e2e");
     topic(&client, &name, args.rf).await?;
+    // One acks=all record first: it is acknowledged once every follower
+    // fetches from the new leader, so the measurement starts in the steady
+    // state, not while the followers are still starting.
+    let warm = client
+        .produce(pb::ProduceRequest {
+            topic: name.clone(),
+            partition: 0,
+            records: vec![pb::Record {
+                value: bytes::Bytes::from_static(b"warm-up"),
+                ..Default::default()
+            }],
+            acks: pb::Acks::All as i32,
+            ..Default::default()
+        })
+        .await?;
+    let start = warm.base_offset + 1;
     let stop = Arc::new(AtomicBool::new(false));
     let consumer = {
         let (client, name, stop) = (client.clone(), name.clone(), stop.clone());
         tokio::spawn(async move {
             let mut h = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
                 .expect("histogram");
-            let mut offset = 0u64;
+            let mut offset = start;
             let mut received = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 let resp = client
