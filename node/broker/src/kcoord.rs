@@ -659,16 +659,21 @@ pub async fn describe(core: &Arc<BrokerCore>, group: &str) -> Result<GroupDescri
     })
 }
 
-/// ListGroups: the groups this broker coordinates and holds in memory.
-pub async fn list(core: &Arc<BrokerCore>) -> Vec<ListedGroup> {
-    let slots: Vec<(String, Arc<Slot>)> = core
-        .kafka_groups
+/// The groups held in memory, copied out so no group's lock is taken under
+/// the map's.
+fn held_slots(core: &Arc<BrokerCore>) -> Vec<(String, Arc<Slot>)> {
+    core.kafka_groups
         .slots
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .iter()
         .map(|(g, s)| (g.clone(), s.clone()))
-        .collect();
+        .collect()
+}
+
+/// ListGroups: the groups this broker coordinates and holds in memory.
+pub async fn list(core: &Arc<BrokerCore>) -> Vec<ListedGroup> {
+    let slots = held_slots(core);
     let mut out = Vec::with_capacity(slots.len());
     for (group, slot) in slots {
         let st = slot.lock().await;
@@ -688,14 +693,7 @@ pub async fn list(core: &Arc<BrokerCore>) -> Vec<ListedGroup> {
 /// The background tick: deadlines of every group, groups of a lost lease
 /// dropped, groups without members forgotten (their generation is stored).
 async fn tick_all(core: &Arc<BrokerCore>) {
-    let slots: Vec<(String, Arc<Slot>)> = core
-        .kafka_groups
-        .slots
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .iter()
-        .map(|(g, s)| (g.clone(), s.clone()))
-        .collect();
+    let slots = held_slots(core);
     let now = Instant::now();
     for (group, slot) in slots {
         let Ok(mut st) = slot.clone().try_lock_owned() else {
