@@ -9,7 +9,9 @@
 //!
 //! Iterations: `KAFKA_FUZZ_ITERS` (default 300 mutations per API version),
 //! seed: `KAFKA_FUZZ_SEED` (default: the clock; printed). A failure prints
-//! the seed and the command that replays it.
+//! the seed and the command that replays it. `KAFKA_FUZZ_CORPUS=<dir>`
+//! also writes the valid frames there, a seed corpus for the cargo-fuzz
+//! target.
 
 mod common;
 
@@ -99,6 +101,7 @@ fn decoding_allocates_in_proportion_to_the_bytes_sent() {
         .map(|s| s.parse().expect("KAFKA_FUZZ_ITERS is a count"))
         .unwrap_or(300);
     eprintln!("alloc_bound: seed {seed}, {iters} mutations per API version");
+    let corpus = std::env::var_os("KAFKA_FUZZ_CORPUS").map(std::path::PathBuf::from);
     let mut rng = Rng::new(seed);
     let mut frames = 0usize;
     // The highest peak per byte among frames of 64 bytes and more (below
@@ -114,6 +117,11 @@ fn decoding_allocates_in_proportion_to_the_bytes_sent() {
             let case = format!("{api:?} v{version}");
             let built = build(api, version, &mut rng).unwrap_or_else(|e| panic!("{case}: {e}"));
             let f = &built.frame[..];
+            if let Some(dir) = &corpus {
+                std::fs::create_dir_all(dir).expect("corpus directory");
+                std::fs::write(dir.join(format!("{api:?}-v{version}-{seed}")), f)
+                    .expect("corpus file");
+            }
             seen(check(f, &format!("{case} valid"), seed), f.len());
             for at in walk::lengths(f, api, version).expect("a built frame walks") {
                 for bad in forgeries(f, at) {
