@@ -30,7 +30,7 @@
 # Environment: TOTAL (20000), RANGE_TOTAL (TOTAL), CLIENTS (100), CONNS (10),
 # KEY_SPACE (100000), PUT_FLAGS (''), LEADER_PUT (1), SCENARIOS (1),
 # CATCHUP_KEYS (100000),
-# ETCD_BASE (32379) and FLOTILLA_BASE (42379): member i listens for clients on
+# ETCD_BASE (32379) and FLOTILLA_BASE (22379): member i listens for clients on
 # BASE+i, for peers on BASE+100+i (Flotilla: HTTP on BASE+200+i).
 # Needs: bash, jq, curl, timeout (coreutils), cargo.
 
@@ -46,7 +46,7 @@ LEADER_PUT=${LEADER_PUT:-1}
 SCENARIOS=${SCENARIOS:-1}
 CATCHUP_KEYS=${CATCHUP_KEYS:-100000}
 ETCD_BASE=${ETCD_BASE:-32379}
-FLOTILLA_BASE=${FLOTILLA_BASE:-42379}
+FLOTILLA_BASE=${FLOTILLA_BASE:-22379}
 
 LOG_TAG=compare-etcd
 WORK_PREFIX=compare-etcd

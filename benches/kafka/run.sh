@@ -27,7 +27,7 @@
 #
 # Environment: MESSAGES (300000), SIZE (1024), ROUNDS (3), LINGER_MS (20),
 # BATCH_BYTES (4000000: under the members' --broker-max-batch-bytes, 4 MiB), IN_FLIGHT (5), IDEMPOTENCE (0; 1 sets
-# enable.idempotence), GRPC_BATCH (1000), GRPC_IN_FLIGHT (4), BASE (47379):
+# enable.idempotence), GRPC_BATCH (1000), GRPC_IN_FLIGHT (4), BASE (23379):
 # member i listens for clients on BASE+i, peers on BASE+100+i, HTTP on
 # BASE+200+i, Kafka on KAFKA_BASE (BASE+300)+i.
 # Needs: bash, jq, curl, timeout (coreutils), cargo, python3 with
@@ -44,7 +44,7 @@ IN_FLIGHT=${IN_FLIGHT:-5}
 IDEMPOTENCE=${IDEMPOTENCE:-0}
 GRPC_BATCH=${GRPC_BATCH:-1000}
 GRPC_IN_FLIGHT=${GRPC_IN_FLIGHT:-4}
-BASE=${BASE:-47379}
+BASE=${BASE:-23379}
 KAFKA_BASE=$((BASE + 300))
 
 LOG_TAG=kafka
@@ -56,7 +56,7 @@ for v in MESSAGES SIZE ROUNDS LINGER_MS BATCH_BYTES IN_FLIGHT IDEMPOTENCE GRPC_B
 done
 ((MESSAGES > 0 && ROUNDS > 0 && GRPC_BATCH > 0 && GRPC_IN_FLIGHT > 0 && IN_FLIGHT > 0)) ||
 	die "MESSAGES, ROUNDS, GRPC_BATCH, GRPC_IN_FLIGHT and IN_FLIGHT must be positive"
-((KAFKA_BASE + 2 < 65536)) || die "BASE $BASE is too high"
+((KAFKA_BASE + 2 < 32768)) || die "BASE $BASE is too high"
 python3 -c 'import confluent_kafka' 2>/dev/null ||
 	die "python3 with confluent-kafka is needed (pip install confluent-kafka)"
 

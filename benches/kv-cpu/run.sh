@@ -20,7 +20,7 @@
 #
 # Environment: BINS (''), RUNS (3), TOTAL (40000), WARMUP (5000), CLIENTS
 # (100), CONNS (10), MODE (spread | leader | followers; spread), BASE
-# (52379: member i serves clients on BASE+i, peers on BASE+100+i, HTTP on
+# (24379: member i serves clients on BASE+i, peers on BASE+100+i, HTTP on
 # BASE+200+i). Needs: bash, jq, curl, /usr/bin/time (GNU time), cargo.
 
 set -euo pipefail
@@ -32,7 +32,7 @@ WARMUP=${WARMUP:-5000}
 CLIENTS=${CLIENTS:-100}
 CONNS=${CONNS:-10}
 MODE=${MODE:-spread}
-BASE=${BASE:-52379}
+BASE=${BASE:-24379}
 
 LOG_TAG=kv-cpu
 WORK_PREFIX=kv-cpu

@@ -40,7 +40,7 @@
 # CONNS (10), FSYNC (always), SETTLE_S (5), RESTART (1), SNAPSHOT_COUNT (the
 # node's default when empty), ELECTION_TICKS (100: a 1 s election timeout, so a
 # busy shared machine does not change leaders mid-run; failover speed does
-# not matter here), BASE (46379): member i listens for clients on BASE+i,
+# not matter here), BASE (25379): member i listens for clients on BASE+i,
 # for peers on BASE+100+i, HTTP on BASE+200+i.
 # Needs: bash, jq, timeout (coreutils), cargo, Linux /proc.
 
@@ -56,7 +56,7 @@ SETTLE_S=${SETTLE_S:-5}
 RESTART=${RESTART:-1}
 SNAPSHOT_COUNT=${SNAPSHOT_COUNT:-}
 ELECTION_TICKS=${ELECTION_TICKS:-100}
-BASE=${BASE:-46379}
+BASE=${BASE:-25379}
 
 LOG_TAG=memory
 WORK_PREFIX=flotilla-memory

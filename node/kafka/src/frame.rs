@@ -6,7 +6,9 @@
 //! a bound before anything is read, the frame's bytes are read as they
 //! arrive (the buffer grows with what was actually sent, never to the size
 //! claimed), and the header is taken apart only after checking there are
-//! enough bytes for it.
+//! enough bytes for it. The body goes to the codec only after
+//! [`crate::walk`] has checked every length and count in the frame against
+//! the bytes present, so no allocation is sized by a claim alone.
 
 use bytes::{Buf, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
@@ -128,6 +130,8 @@ pub struct Decoded {
 
 /// Decodes the header and body of a request whose API and version the
 /// caller has checked it supports (see [`crate::dispatch::supported`]).
+/// The frame is walked first ([`crate::walk::check`]); only a frame whose
+/// lengths all fit in it reaches the codec.
 pub fn decode_request(frame: Bytes, api: ApiKey) -> Result<Decoded, FrameError> {
     let prefix = header_prefix(&frame)?;
     let malformed = |reason: String| FrameError::Malformed {
@@ -136,6 +140,8 @@ pub fn decode_request(frame: Bytes, api: ApiKey) -> Result<Decoded, FrameError> 
         correlation_id: prefix.correlation_id,
         reason,
     };
+    crate::walk::check(&frame, api, prefix.api_version)
+        .map_err(|e| malformed(format!("refused before decoding: {e}")))?;
     let mut buf = frame;
     let header_version = api.request_header_version(prefix.api_version);
     let header = RequestHeader::decode(&mut buf, header_version)

@@ -12,6 +12,7 @@
 //! | module | what |
 //! |---|---|
 //! | [`frame`] | size-prefixed frames, request header, response encoding |
+//! | [`walk`], [`schema`] | a bounded walk of each request before the codec decodes it |
 //! | [`conn`] | one connection: read a frame, answer it, in order |
 //! | [`dispatch`] | the APIs and versions served; routing |
 //! | [`ids`] | Kafka's int32 node ids from Flotilla's u64 broker ids |
@@ -45,7 +46,9 @@ pub mod offsets;
 pub mod produce;
 pub mod producer_id;
 pub mod records;
+pub mod schema;
 pub mod topics;
+pub mod walk;
 
 use flotilla_broker::BrokerCore;
 use flotilla_broker::admin::AdminService;

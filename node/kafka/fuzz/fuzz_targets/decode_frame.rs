@@ -1,7 +1,9 @@
 //! Arbitrary bytes as a request frame (after its size prefix): the header
-//! prefix, the request decode for every API the listener serves, and, as a
-//! produced partition's records, the record-batch checks and decoder. No
-//! panic; errors only.
+//! prefix, then, for an API and version the listener serves, the bounded
+//! walk and the codec (`frame::decode_request`), as the dispatcher runs
+//! them; and, as a produced partition's records, the record-batch checks
+//! and decoder. No panic; errors only; run with `-malloc_limit_mb` so an
+//! allocation sized by a claimed length is a crash too.
 #![no_main]
 
 use bytes::Bytes;
