@@ -10,18 +10,21 @@
 //! | module | what |
 //! |---|---|
 //! | `handle` | [`RaftHandle`], the cloneable front door |
-//! | `task` | the task itself: the select loop and the `Ready` loop |
+//! | `task` | the task itself: the select loop, and the step's effects on disk, network and callers |
+//! | `step` | [`Step`]: the `Ready` processing, sans IO, that the simulation in `tests/` runs too |
 //! | `state_machine` | the [`StateMachine`] and [`Transport`] traits |
 //! | `error` | [`DriverError`] |
 
 mod error;
 mod handle;
 mod state_machine;
+mod step;
 mod task;
 
 pub use error::DriverError;
 pub use handle::{NodeStatus, RaftHandle};
 pub use state_machine::{StateMachine, Transport};
+pub use step::{Effects, Step};
 pub use task::{Driver, DriverConfig};
 
 #[cfg(test)]

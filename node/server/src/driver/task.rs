@@ -4,12 +4,13 @@
 use super::error::DriverError;
 use super::handle::{NodeStatus, PrepareFn, RaftHandle, ReadFn, Request};
 use super::state_machine::{StateMachine, Transport};
+use super::step::{Effects, Step};
 use crate::metrics::Metrics;
 use flotilla_raft::{
-    Bytes, ConfChangeData, EntryKind, LogIndex, Message, MessageBody, NodeId, ProposeError, Raft,
-    ReadError, Ready, Role, Snapshot, SnapshotMeta, Storage, StorageError, Term,
+    Bytes, LogIndex, Message, MessageBody, NodeId, ProposeError, Raft, Ready, Role, Snapshot,
+    SnapshotMeta, Storage, StorageError,
 };
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -63,13 +64,13 @@ enum Waiter<O> {
 }
 
 impl<O> Waiter<O> {
-    fn fail(self, e: DriverError) {
+    fn answer(self, outcome: Result<(LogIndex, O), DriverError>) {
         match self {
             Waiter::Output(tx) => {
-                let _ = tx.send(Err(e));
+                let _ = tx.send(outcome.map(|(_, output)| output));
             }
             Waiter::ConfChange(tx) => {
-                let _ = tx.send(Err(e));
+                let _ = tx.send(outcome.map(|(index, _)| index));
             }
         }
     }
@@ -78,26 +79,33 @@ impl<O> Waiter<O> {
 /// One member's driver task. Build it with [`Driver::new`], run it with
 /// [`Driver::run`].
 pub struct Driver<S: Storage, M: StateMachine, T: Transport> {
-    raft: Raft<S>,
-    sm: M,
-    transport: T,
+    /// The core, the state machine and their waiters: the `Ready`
+    /// processing this driver shares with the simulation.
+    step: Step<S, M, Waiter<M::Output>, ReadFn<M>>,
+    /// The step's effects on disk, network and callers.
+    io: Io<T>,
     config: DriverConfig,
     requests: mpsc::Receiver<Request<M>>,
     inbound: mpsc::Receiver<Message>,
     status: watch::Sender<NodeStatus>,
-    /// index → (term, waiter).
-    proposals: BTreeMap<LogIndex, (Term, Waiter<M::Output>)>,
-    /// Reads sent for confirmation, by context id, with the tick they were
-    /// sent at.
-    confirming: HashMap<u64, (u64, ReadFn<M>)>,
     /// Ticks since `clock`.
     ticks: u64,
     /// When ticking started.
     clock: Instant,
-    /// Confirmed reads waiting for their index to be applied, in order.
-    confirmed: VecDeque<(LogIndex, ReadFn<M>)>,
-    next_read_id: u64,
-    applied: LogIndex,
+    /// Membership changes waiting for the leader to apply what it has
+    /// committed, so they are checked against the latest membership; at
+    /// most [`MEMBERSHIP_WAITING_MAX`].
+    membership_waiting: VecDeque<MembershipRequest<M>>,
+}
+
+/// What the tokio driver does for its [`Step`]: blocking storage IO (off
+/// the runtime's other tasks), the transport, metrics, and snapshots
+/// written on a thread of their own.
+struct Io<T> {
+    transport: T,
+    /// Whether storage IO may block this thread (see
+    /// [`DriverConfig::owns_thread`]).
+    owns_thread: bool,
     metrics: Option<Arc<Metrics>>,
     /// Heartbeats sent and not yet answered, by (peer, round), for the peer
     /// round-trip histogram; at most [`RTT_PROBES_MAX`].
@@ -106,10 +114,6 @@ pub struct Driver<S: Storage, M: StateMachine, T: Transport> {
     snapshot_writing: Option<SnapshotWrite>,
     /// Where the writing thread reports; the sender is cloned into it.
     snapshot_written: (mpsc::Sender<WriteResult>, mpsc::Receiver<WriteResult>),
-    /// Membership changes waiting for the leader to apply what it has
-    /// committed, so they are checked against the latest membership; at
-    /// most [`MEMBERSHIP_WAITING_MAX`].
-    membership_waiting: VecDeque<MembershipRequest<M>>,
 }
 
 /// A membership change to prepare and propose.
@@ -152,8 +156,7 @@ impl<S: Storage, M: StateMachine, T: Transport> std::fmt::Debug for Driver<S, M,
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Driver")
             .field("status", &*self.status.borrow())
-            .field("proposals", &self.proposals.len())
-            .field("reads", &(self.confirming.len() + self.confirmed.len()))
+            .field("step", &self.step)
             .finish()
     }
 }
@@ -174,25 +177,23 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
             commit: status.hard_state.commit,
             applied,
         });
-        let driver = Driver {
-            raft,
-            sm,
+        let io = Io {
             transport,
-            config,
-            requests: req_rx,
-            inbound: in_rx,
-            status: status_tx,
-            proposals: BTreeMap::new(),
-            confirming: HashMap::new(),
-            ticks: 0,
-            clock: Instant::now(),
-            confirmed: VecDeque::new(),
-            next_read_id: 0,
-            applied,
+            owns_thread: config.owns_thread,
             metrics: None,
             rtt_probes: HashMap::new(),
             snapshot_writing: None,
             snapshot_written: mpsc::channel(1),
+        };
+        let driver = Driver {
+            step: Step::new(raft, sm),
+            io,
+            config,
+            requests: req_rx,
+            inbound: in_rx,
+            status: status_tx,
+            ticks: 0,
+            clock: Instant::now(),
             membership_waiting: VecDeque::new(),
         };
         let handle = RaftHandle {
@@ -205,7 +206,7 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
 
     /// Records persist latency and proposal counts in `metrics`.
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
-        self.metrics = Some(metrics);
+        self.io.metrics = Some(metrics);
         self
     }
 
@@ -225,6 +226,7 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
         T: Send + 'static,
     {
         self.config.owns_thread = true;
+        self.io.owns_thread = true;
         let (done, result) = oneshot::channel();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_time()
@@ -253,7 +255,7 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
                 biased;
                 _ = &mut shutdown => break Ok(()),
                 _ = ticker.tick() => Input::Tick,
-                Some(written) = self.snapshot_written.1.recv() => Input::SnapshotWritten(written),
+                Some(written) = self.io.snapshot_written.1.recv() => Input::SnapshotWritten(written),
                 Some(m) = self.inbound.recv() => Input::Peer(m),
                 Some(r) = self.requests.recv() => Input::Request(r),
             };
@@ -264,7 +266,7 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
                 Input::Tick => {}
                 Input::SnapshotWritten(written) => {
                     if let Err(e) = self.finish_snapshot(written) {
-                        tracing::error!(id = %self.raft.id(), error = %e, "storage failed: stopping");
+                        tracing::error!(id = %self.step.raft().id(), error = %e, "storage failed: stopping");
                         break Err(e);
                     }
                 }
@@ -288,7 +290,7 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
                 }
             }
             if let Err(e) = self.process_ready() {
-                tracing::error!(id = %self.raft.id(), error = %e, "storage failed: stopping");
+                tracing::error!(id = %self.step.raft().id(), error = %e, "storage failed: stopping");
                 break Err(e);
             }
         };
@@ -296,8 +298,8 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
         // clean stop, finished), so that no thread of this member outlives
         // it with the data directory. The writer always reports, even when
         // it panics.
-        let result = if self.snapshot_writing.is_some() {
-            let written = self.snapshot_written.1.recv().await;
+        let result = if self.io.snapshot_writing.is_some() {
+            let written = self.io.snapshot_written.1.recv().await;
             match (result, written) {
                 (Ok(()), Some(written)) => self.finish_snapshot(written),
                 (result, _) => result,
@@ -327,25 +329,283 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
         }
         let missed = due - self.ticks;
         if missed > TICKS_LATE_WARNING {
-            tracing::warn!(id = %self.raft.id(), missed, "the driver fell behind its clock (process paused or starved?)");
+            tracing::warn!(id = %self.step.raft().id(), missed, "the driver fell behind its clock (process paused or starved?)");
         }
-        self.raft.tick();
-        self.raft.skip_ticks(missed - 1);
+        self.step.raft_mut().tick();
+        self.step.raft_mut().skip_ticks(missed - 1);
         self.ticks = due;
-        self.expire_reads();
+        self.step
+            .expire_reads(self.ticks, self.config.read_timeout_ticks, &mut self.io);
     }
 
     /// Steps a peer message into the core, timing heartbeat answers.
     fn step(&mut self, m: Message) {
         if let MessageBody::HeartbeatResponse { round } = m.body
-            && let Some(sent) = self.rtt_probes.remove(&(m.from, round))
-            && let Some(metrics) = &self.metrics
+            && let Some(sent) = self.io.rtt_probes.remove(&(m.from, round))
+            && let Some(metrics) = &self.io.metrics
         {
             metrics.observe_peer_round_trip(sent.elapsed());
         }
-        self.raft.step(m);
+        self.step.raft_mut().step(m);
     }
 
+    fn handle(&mut self, request: Request<M>) {
+        match request {
+            Request::Propose { command, reply } => {
+                if self.step.pending_proposals() >= self.config.max_pending_proposals {
+                    let _ = reply.send(Err(DriverError::Busy("too many pending proposals".into())));
+                    return;
+                }
+                match self.step.raft_mut().propose(command) {
+                    Ok((index, term)) => {
+                        if let Some(m) = &self.io.metrics {
+                            m.proposals.inc();
+                        }
+                        self.step.track_proposal(index, term, Waiter::Output(reply));
+                    }
+                    Err(e) => {
+                        if let Some(m) = &self.io.metrics {
+                            m.proposals_failed.inc();
+                        }
+                        let _ = reply.send(Err(propose_error(e)));
+                    }
+                }
+            }
+            Request::Start { command, reply } => {
+                let _ = reply.send(self.step.raft_mut().propose(command).map_err(propose_error));
+            }
+            Request::ConfChange { change, reply } => {
+                match self.step.raft_mut().propose_conf_change(change) {
+                    Ok((index, term)) => {
+                        self.step
+                            .track_proposal(index, term, Waiter::ConfChange(reply));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(propose_error(e)));
+                    }
+                }
+            }
+            Request::ChangeMembership { prepare, reply } => {
+                self.change_membership(prepare, reply);
+            }
+            Request::TransferLeader { to, reply } => {
+                let result = self
+                    .step
+                    .raft_mut()
+                    .transfer_leader(to)
+                    .map_err(transfer_error);
+                let _ = reply.send(result);
+            }
+            Request::TransferAway { reply } => {
+                let raft = self.step.raft_mut();
+                let result = match raft.transfer_target() {
+                    Some(to) => raft
+                        .transfer_leader(to)
+                        .map(|()| Some(to))
+                        .map_err(transfer_error),
+                    None if raft.state().1 => Ok(None),
+                    None => {
+                        let leader = raft.status().soft_state.leader;
+                        Err(DriverError::NotLeader {
+                            leader_hint: leader.is_some().then_some(leader),
+                        })
+                    }
+                };
+                let _ = reply.send(result);
+            }
+            Request::Read { read } => {
+                if self.step.pending_reads() >= self.config.max_pending_reads {
+                    read(Err(DriverError::Busy("too many pending reads".into())));
+                    return;
+                }
+                self.step.read(read, self.ticks, &mut self.io);
+            }
+            Request::ReadLocal { read } => read(Ok(self.step.sm())),
+        }
+    }
+
+    /// Prepares and proposes a membership change on the leader, once it has
+    /// applied everything it committed; until then the request waits.
+    fn change_membership(
+        &mut self,
+        prepare: PrepareFn<M>,
+        reply: oneshot::Sender<Result<M::Output, DriverError>>,
+    ) {
+        let status = self.step.raft().status();
+        if status.soft_state.role != Role::Leader {
+            let hint = status.soft_state.leader;
+            let _ = reply.send(Err(DriverError::NotLeader {
+                leader_hint: hint.is_some().then_some(hint),
+            }));
+            return;
+        }
+        if self.step.applied() < status.hard_state.commit {
+            if self.membership_waiting.len() >= MEMBERSHIP_WAITING_MAX {
+                let _ = reply.send(Err(DriverError::Busy(
+                    "too many membership changes waiting".into(),
+                )));
+            } else {
+                self.membership_waiting.push_back((prepare, reply));
+            }
+            return;
+        }
+        let (change, context) = match prepare(self.step.sm()) {
+            Ok(prepared) => prepared,
+            Err(refused) => {
+                let _ = reply.send(Ok(refused));
+                return;
+            }
+        };
+        match self
+            .step
+            .raft_mut()
+            .propose_conf_change_with_context(change, context)
+        {
+            Ok((index, term)) => {
+                self.step.track_proposal(index, term, Waiter::Output(reply));
+            }
+            Err(e) => {
+                let _ = reply.send(Err(propose_error(e)));
+            }
+        }
+    }
+
+    /// Membership changes that waited for the apply to catch up.
+    fn retry_membership_changes(&mut self) {
+        for _ in 0..self.membership_waiting.len() {
+            let Some((prepare, reply)) = self.membership_waiting.pop_front() else {
+                return;
+            };
+            self.change_membership(prepare, reply);
+        }
+    }
+
+    /// Steps 2–6 of the driver contract ([`Step::process_one`]), until the
+    /// core has nothing left; after each `Ready`, the status is published
+    /// and membership changes waiting for the apply are retried.
+    fn process_ready(&mut self) -> Result<(), StorageError> {
+        while self.step.process_one(&mut self.io)? {
+            self.publish_status();
+            if !self.membership_waiting.is_empty() {
+                self.retry_membership_changes();
+            }
+        }
+        Ok(())
+    }
+
+    /// The snapshot's file is durable (or failed): compact the log to it.
+    fn finish_snapshot(&mut self, written: WriteResult) -> Result<(), StorageError> {
+        let finished = self.io.finish_snapshot(self.step.raft_mut(), written)?;
+        if finished {
+            self.publish_status();
+        }
+        Ok(())
+    }
+
+    fn publish_status(&self) {
+        let s = self.step.raft().status();
+        let status = NodeStatus {
+            id: s.id,
+            term: s.hard_state.term,
+            role: s.soft_state.role,
+            leader: s.soft_state.leader,
+            commit: s.hard_state.commit,
+            applied: self.step.applied(),
+        };
+        self.status.send_if_modified(|old| {
+            let changed = *old != status;
+            *old = status;
+            changed
+        });
+    }
+
+    fn fail_all(&mut self, e: DriverError) {
+        self.step.fail_all(e.clone(), &mut self.io);
+        for (_, reply) in std::mem::take(&mut self.membership_waiting) {
+            let _ = reply.send(Err(e.clone()));
+        }
+    }
+}
+
+impl<S: Storage, M: StateMachine, T: Transport> Effects<S, M> for Io<T> {
+    type Proposal = Waiter<M::Output>;
+    type Read = ReadFn<M>;
+
+    /// Storage IO blocks; the runtime is told, so other tasks move to
+    /// other threads meanwhile.
+    fn persist(&mut self, raft: &mut Raft<S>, ready: &Ready) -> Result<(), StorageError> {
+        let started = Instant::now();
+        blocking(self.owns_thread, || {
+            raft.storage_mut()
+                .save(ready.hard_state.as_ref(), &ready.entries)
+        })?;
+        if let Some(m) = &self.metrics
+            && ready.must_persist()
+        {
+            m.observe_fsync(started.elapsed());
+        }
+        Ok(())
+    }
+
+    /// The snapshot is decoded into the state machine on a second thread
+    /// while the storage writes it (both take about as long); see
+    /// [`install_snapshot`].
+    fn install_snapshot(
+        &mut self,
+        raft: &mut Raft<S>,
+        sm: &mut M,
+        snapshot: &Snapshot,
+        ready: &Ready,
+    ) -> Result<(), StorageError> {
+        let started = Instant::now();
+        let times = blocking(self.owns_thread, || {
+            install_snapshot(raft, sm, snapshot, ready)
+        })?;
+        if let Some(m) = &self.metrics {
+            // The persist half alone (not the decode).
+            m.observe_fsync(times.persisted);
+            m.snapshots_installed.inc();
+        }
+        tracing::info!(
+            id = %raft.id(),
+            index = snapshot.meta.index,
+            bytes = snapshot.data.len(),
+            persist_ms = times.persisted.as_millis() as u64,
+            restore_ms = times.restored.as_millis() as u64,
+            total_ms = started.elapsed().as_millis() as u64,
+            "installed a snapshot from the leader"
+        );
+        Ok(())
+    }
+
+    fn send(&mut self, messages: Vec<Message>) {
+        self.note_sent(&messages);
+        self.transport.send(messages);
+    }
+
+    fn answer(
+        &mut self,
+        proposal: Waiter<M::Output>,
+        outcome: Result<(LogIndex, M::Output), DriverError>,
+    ) {
+        proposal.answer(outcome);
+    }
+
+    fn serve(&mut self, read: ReadFn<M>, sm: Result<&M, DriverError>) {
+        read(sm);
+    }
+
+    /// One snapshot at a time: a due snapshot waits for the one being
+    /// written (the core asks again after later `Ready`s).
+    fn snapshot_due(&mut self, raft: &mut Raft<S>, sm: &M) -> Result<(), StorageError> {
+        if self.snapshot_writing.is_none() {
+            self.take_snapshot(raft, sm)?;
+        }
+        Ok(())
+    }
+}
+
+impl<T> Io<T> {
     /// Remembers when heartbeats left, to time their answers, and counts
     /// snapshots starting on their way.
     fn note_sent(&mut self, messages: &[Message]) {
@@ -367,279 +627,6 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
         }
     }
 
-    fn handle(&mut self, request: Request<M>) {
-        match request {
-            Request::Propose { command, reply } => {
-                if self.proposals.len() >= self.config.max_pending_proposals {
-                    let _ = reply.send(Err(DriverError::Busy("too many pending proposals".into())));
-                    return;
-                }
-                match self.raft.propose(command) {
-                    Ok((index, term)) => {
-                        if let Some(m) = &self.metrics {
-                            m.proposals.inc();
-                        }
-                        self.proposals.insert(index, (term, Waiter::Output(reply)));
-                    }
-                    Err(e) => {
-                        if let Some(m) = &self.metrics {
-                            m.proposals_failed.inc();
-                        }
-                        let _ = reply.send(Err(propose_error(e)));
-                    }
-                }
-            }
-            Request::Start { command, reply } => {
-                let _ = reply.send(self.raft.propose(command).map_err(propose_error));
-            }
-            Request::ConfChange { change, reply } => match self.raft.propose_conf_change(change) {
-                Ok((index, term)) => {
-                    self.proposals
-                        .insert(index, (term, Waiter::ConfChange(reply)));
-                }
-                Err(e) => {
-                    let _ = reply.send(Err(propose_error(e)));
-                }
-            },
-            Request::ChangeMembership { prepare, reply } => {
-                self.change_membership(prepare, reply);
-            }
-            Request::TransferLeader { to, reply } => {
-                let result = self.raft.transfer_leader(to).map_err(transfer_error);
-                let _ = reply.send(result);
-            }
-            Request::TransferAway { reply } => {
-                let result = match self.raft.transfer_target() {
-                    Some(to) => self
-                        .raft
-                        .transfer_leader(to)
-                        .map(|()| Some(to))
-                        .map_err(transfer_error),
-                    None if self.raft.state().1 => Ok(None),
-                    None => {
-                        let leader = self.raft.status().soft_state.leader;
-                        Err(DriverError::NotLeader {
-                            leader_hint: leader.is_some().then_some(leader),
-                        })
-                    }
-                };
-                let _ = reply.send(result);
-            }
-            Request::Read { read } => {
-                if self.confirming.len() + self.confirmed.len() >= self.config.max_pending_reads {
-                    read(Err(DriverError::Busy("too many pending reads".into())));
-                    return;
-                }
-                self.next_read_id += 1;
-                let id = self.next_read_id;
-                match self
-                    .raft
-                    .read_index(Bytes::copy_from_slice(&id.to_le_bytes()))
-                {
-                    Ok(()) => {
-                        self.confirming.insert(id, (self.ticks, read));
-                    }
-                    Err(ReadError::NoLeader) => {
-                        read(Err(DriverError::NotLeader { leader_hint: None }))
-                    }
-                    Err(e) => read(Err(DriverError::Busy(e.to_string()))),
-                }
-            }
-            Request::ReadLocal { read } => read(Ok(&self.sm)),
-        }
-    }
-
-    /// Prepares and proposes a membership change on the leader, once it has
-    /// applied everything it committed; until then the request waits.
-    fn change_membership(
-        &mut self,
-        prepare: PrepareFn<M>,
-        reply: oneshot::Sender<Result<M::Output, DriverError>>,
-    ) {
-        let status = self.raft.status();
-        if status.soft_state.role != Role::Leader {
-            let hint = status.soft_state.leader;
-            let _ = reply.send(Err(DriverError::NotLeader {
-                leader_hint: hint.is_some().then_some(hint),
-            }));
-            return;
-        }
-        if self.applied < status.hard_state.commit {
-            if self.membership_waiting.len() >= MEMBERSHIP_WAITING_MAX {
-                let _ = reply.send(Err(DriverError::Busy(
-                    "too many membership changes waiting".into(),
-                )));
-            } else {
-                self.membership_waiting.push_back((prepare, reply));
-            }
-            return;
-        }
-        let (change, context) = match prepare(&self.sm) {
-            Ok(prepared) => prepared,
-            Err(refused) => {
-                let _ = reply.send(Ok(refused));
-                return;
-            }
-        };
-        match self.raft.propose_conf_change_with_context(change, context) {
-            Ok((index, term)) => {
-                self.proposals.insert(index, (term, Waiter::Output(reply)));
-            }
-            Err(e) => {
-                let _ = reply.send(Err(propose_error(e)));
-            }
-        }
-    }
-
-    /// Membership changes that waited for the apply to catch up.
-    fn retry_membership_changes(&mut self) {
-        for _ in 0..self.membership_waiting.len() {
-            let Some((prepare, reply)) = self.membership_waiting.pop_front() else {
-                return;
-            };
-            self.change_membership(prepare, reply);
-        }
-    }
-
-    /// Steps 2–6 of the driver contract, until the core has nothing left.
-    fn process_ready(&mut self) -> Result<(), StorageError> {
-        while self.raft.has_ready() {
-            let mut ready = self.raft.ready()?;
-            // A leader whose term is durable sends first, so that its disk
-            // write overlaps the followers' (step 4 early, see the core).
-            if ready.messages_first && !ready.messages.is_empty() {
-                let messages = std::mem::take(&mut ready.messages);
-                self.note_sent(&messages);
-                self.transport.send(messages);
-            }
-            // Step 3: persist. Storage IO blocks; tell the runtime so other
-            // tasks move to other threads meanwhile.
-            // A snapshot from the leader is decoded into the state machine
-            // on a second thread while the storage writes it (both take
-            // about as long); see `install_snapshot`.
-            let (raft, sm) = (&mut self.raft, &mut self.sm);
-            let started = Instant::now();
-            let restored = blocking(self.config.owns_thread, || match &ready.snapshot {
-                None => raft
-                    .storage_mut()
-                    .save(ready.hard_state.as_ref(), &ready.entries)
-                    .map(|()| None),
-                Some(snapshot) => install_snapshot(raft, sm, snapshot, &ready).map(Some),
-            })?;
-            if let Some(m) = &self.metrics
-                && ready.must_persist()
-            {
-                // With a snapshot, the persist half alone (not the decode).
-                let persisted = restored.as_ref().map(|t| t.persisted);
-                m.observe_fsync(persisted.unwrap_or_else(|| started.elapsed()));
-            }
-            // Step 4: send.
-            if !ready.messages.is_empty() {
-                self.note_sent(&ready.messages);
-                self.transport.send(ready.messages);
-            }
-            // Step 5: apply.
-            if let (Some(snapshot), Some(times)) = (&ready.snapshot, restored) {
-                tracing::info!(
-                    id = %self.raft.id(),
-                    index = snapshot.meta.index,
-                    bytes = snapshot.data.len(),
-                    persist_ms = times.persisted.as_millis() as u64,
-                    restore_ms = times.restored.as_millis() as u64,
-                    total_ms = started.elapsed().as_millis() as u64,
-                    "installed a snapshot from the leader"
-                );
-                if let Some(m) = &self.metrics {
-                    m.snapshots_installed.inc();
-                }
-                self.applied = snapshot.meta.index;
-                // Proposals the snapshot covers were decided elsewhere.
-                let covered: Vec<LogIndex> = self
-                    .proposals
-                    .range(..=self.applied)
-                    .map(|(i, _)| *i)
-                    .collect();
-                for index in covered {
-                    if let Some((_, waiter)) = self.proposals.remove(&index) {
-                        waiter.fail(DriverError::OutcomeUnknown);
-                    }
-                }
-            }
-            for entry in &ready.committed_entries {
-                self.applied = entry.index;
-                let waiter = self.proposals.remove(&entry.index);
-                match entry.kind {
-                    EntryKind::Normal => {
-                        let output = self.sm.apply(entry.index, &entry.data);
-                        match waiter {
-                            Some((term, Waiter::Output(tx))) if term == entry.term => {
-                                let _ = tx.send(Ok(output));
-                            }
-                            Some((_, w)) => w.fail(DriverError::OutcomeUnknown),
-                            None => {}
-                        }
-                    }
-                    EntryKind::ConfChange => {
-                        // The core decoded the same bytes when the entry was
-                        // appended; a malformed one never gets this far.
-                        let context = ConfChangeData::decode(&entry.data)
-                            .map(|d| d.context)
-                            .unwrap_or_default();
-                        let output = self.sm.apply_conf_change(entry.index, &context);
-                        match waiter {
-                            Some((term, Waiter::Output(tx))) if term == entry.term => {
-                                let _ = tx.send(Ok(output));
-                            }
-                            Some((term, Waiter::ConfChange(tx))) if term == entry.term => {
-                                let _ = tx.send(Ok(entry.index));
-                            }
-                            Some((_, w)) => w.fail(DriverError::OutcomeUnknown),
-                            None => {}
-                        }
-                    }
-                    EntryKind::Noop => {
-                        if let Some((_, w)) = waiter {
-                            w.fail(DriverError::OutcomeUnknown);
-                        }
-                    }
-                }
-            }
-            for rs in &ready.read_states {
-                let id = rs
-                    .ctx
-                    .as_ref()
-                    .try_into()
-                    .map(u64::from_le_bytes)
-                    .unwrap_or(0);
-                if let Some((_, read)) = self.confirming.remove(&id) {
-                    self.confirmed.push_back((rs.index, read));
-                }
-            }
-            let role_changed = ready.soft_state.is_some();
-            // Step 6.
-            self.raft.advance();
-            while self
-                .confirmed
-                .front()
-                .is_some_and(|(i, _)| *i <= self.applied)
-            {
-                let (_, read) = self.confirmed.pop_front().expect("checked");
-                read(Ok(&self.sm));
-            }
-            if role_changed {
-                self.on_role_change();
-            }
-            if self.snapshot_writing.is_none() && self.raft.snapshot_due() {
-                self.take_snapshot()?;
-            }
-            self.publish_status();
-            if !self.membership_waiting.is_empty() {
-                self.retry_membership_changes();
-            }
-        }
-        Ok(())
-    }
-
     /// Snapshots the state machine and has the storage write it. When the
     /// storage offers a writer, the state is frozen here
     /// ([`StateMachine::freeze`], O(1) for the KV store) and encoded and
@@ -647,26 +634,23 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
     /// meanwhile; the log is compacted once the file is durable
     /// ([`Self::finish_snapshot`]). Otherwise it is encoded and written
     /// here.
-    fn take_snapshot(&mut self) -> Result<(), StorageError> {
+    fn take_snapshot<S: Storage, M: StateMachine>(
+        &mut self,
+        raft: &mut Raft<S>,
+        sm: &M,
+    ) -> Result<(), StorageError> {
         let started = Instant::now();
-        let Some(writer) = self.raft.storage().snapshot_writer() else {
-            let data = self.sm.snapshot();
+        let Some(writer) = raft.storage().snapshot_writer() else {
+            let data = sm.snapshot();
             let encoded = started.elapsed();
             let bytes = data.len();
-            let raft = &mut self.raft;
-            let meta = blocking(self.config.owns_thread, || raft.compact(data))?;
-            log_snapshot(
-                &self.raft,
-                &meta,
-                bytes,
-                encoded,
-                started.elapsed() - encoded,
-            );
+            let meta = blocking(self.owns_thread, || raft.compact(data))?;
+            log_snapshot(raft, &meta, bytes, encoded, started.elapsed() - encoded);
             return Ok(());
         };
-        let encode = self.sm.freeze();
+        let encode = sm.freeze();
         // The meta of the applied index, now; the data follows on the thread.
-        let mut snapshot = self.raft.prepare_snapshot(Bytes::new())?;
+        let mut snapshot = raft.prepare_snapshot(Bytes::new())?;
         let done = self.snapshot_written.0.clone();
         let meta = snapshot.meta.clone();
         std::thread::Builder::new()
@@ -693,88 +677,20 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
     }
 
     /// The snapshot's file is durable (or failed): compact the log to it.
-    fn finish_snapshot(&mut self, written: WriteResult) -> Result<(), StorageError> {
+    /// False when no snapshot was being written.
+    fn finish_snapshot<S: Storage>(
+        &mut self,
+        raft: &mut Raft<S>,
+        written: WriteResult,
+    ) -> Result<bool, StorageError> {
         let Some(write) = self.snapshot_writing.take() else {
-            return Ok(());
+            return Ok(false);
         };
         let (bytes, encoded) = written?;
-        let raft = &mut self.raft;
-        blocking(self.config.owns_thread, || {
-            raft.compact_written(&write.meta)
-        })?;
+        blocking(self.owns_thread, || raft.compact_written(&write.meta))?;
         let written_in = write.started.elapsed().saturating_sub(encoded);
-        log_snapshot(&self.raft, &write.meta, bytes, encoded, written_in);
-        self.publish_status();
-        Ok(())
-    }
-
-    /// A member that stopped leading cannot tell what becomes of its
-    /// uncommitted proposals or unconfirmed reads: answer them so callers
-    /// retry (with their request ids, proposals stay exactly-once).
-    fn on_role_change(&mut self) {
-        let status = self.raft.status();
-        if status.soft_state.role == Role::Leader {
-            return;
-        }
-        let hint = status.soft_state.leader;
-        let hint = hint.is_some().then_some(hint);
-        for (_, (_, waiter)) in std::mem::take(&mut self.proposals) {
-            waiter.fail(DriverError::OutcomeUnknown);
-        }
-        if status.soft_state.role != Role::Follower || hint.is_none() {
-            for (_, (_, read)) in std::mem::take(&mut self.confirming) {
-                read(Err(DriverError::NotLeader { leader_hint: hint }));
-            }
-        }
-    }
-
-    /// Fails reads whose confirmation did not come in time.
-    fn expire_reads(&mut self) {
-        let timeout = self.config.read_timeout_ticks;
-        let now = self.ticks;
-        let expired: Vec<u64> = self
-            .confirming
-            .iter()
-            .filter(|(_, (at, _))| now.saturating_sub(*at) > timeout)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in expired {
-            if let Some((_, read)) = self.confirming.remove(&id) {
-                read(Err(DriverError::Timeout));
-            }
-        }
-    }
-
-    fn publish_status(&self) {
-        let s = self.raft.status();
-        let status = NodeStatus {
-            id: s.id,
-            term: s.hard_state.term,
-            role: s.soft_state.role,
-            leader: s.soft_state.leader,
-            commit: s.hard_state.commit,
-            applied: self.applied,
-        };
-        self.status.send_if_modified(|old| {
-            let changed = *old != status;
-            *old = status;
-            changed
-        });
-    }
-
-    fn fail_all(&mut self, e: DriverError) {
-        for (_, (_, waiter)) in std::mem::take(&mut self.proposals) {
-            waiter.fail(e.clone());
-        }
-        for (_, reply) in std::mem::take(&mut self.membership_waiting) {
-            let _ = reply.send(Err(e.clone()));
-        }
-        for (_, (_, read)) in std::mem::take(&mut self.confirming) {
-            read(Err(e.clone()));
-        }
-        for (_, read) in std::mem::take(&mut self.confirmed) {
-            read(Err(e.clone()));
-        }
+        log_snapshot(raft, &write.meta, bytes, encoded, written_in);
+        Ok(true)
     }
 }
 
