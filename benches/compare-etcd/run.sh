@@ -21,13 +21,16 @@
 #   (a') put-leader: the same, every connection to the leader (etcd's
 #       benchmark calls this --target-leader; etcd's performance guide
 #       reports both); LEADER_PUT=0 skips it;
-#   (b) linearizable range of one key, CLIENTS clients, RANGE_TOTAL requests.
+#   (b) linearizable range of one key, CLIENTS clients, RANGE_TOTAL requests;
+#   (b') put-1: one client on one connection to the leader, SINGLE_TOTAL puts
+#       (its p50 is the single-client write latency); SINGLE_TOTAL=0 skips it.
 # Flotilla-only scenarios (SCENARIOS=1, the default):
 #   (c) leader killed: kill -9 the leader, time until a Put succeeds again;
 #   (d) follower catch-up: SIGSTOP a follower, write CATCHUP_KEYS keys,
 #       SIGCONT it, time until its applied index reaches the leader's.
 #
-# Environment: TOTAL (20000), RANGE_TOTAL (TOTAL), CLIENTS (100), CONNS (10),
+# Environment: TOTAL (20000), RANGE_TOTAL (TOTAL), SINGLE_TOTAL (2000),
+# CLIENTS (100), CONNS (10),
 # KEY_SPACE (100000), PUT_FLAGS (''), LEADER_PUT (1), SCENARIOS (1),
 # CATCHUP_KEYS (100000),
 # ETCD_BASE (32379) and FLOTILLA_BASE (22379): member i listens for clients on
@@ -38,6 +41,7 @@ set -euo pipefail
 
 TOTAL=${TOTAL:-20000}
 RANGE_TOTAL=${RANGE_TOTAL:-$TOTAL}
+SINGLE_TOTAL=${SINGLE_TOTAL:-2000}
 CLIENTS=${CLIENTS:-100}
 CONNS=${CONNS:-10}
 KEY_SPACE=${KEY_SPACE:-100000}
@@ -160,6 +164,11 @@ for sys in etcd flotilla; do
 	fi
 	log "$sys: linearizable range, $RANGE_TOTAL requests"
 	bench "$WORK/$sys-range.json" "$e" "${RANGE_ARGS[@]}"
+	if ((SINGLE_TOTAL > 0)); then
+		log "$sys: one client's puts to the leader, $SINGLE_TOTAL requests"
+		bench "$WORK/$sys-put-1.json" "$e" put --clients 1 --conns 1 --total "$SINGLE_TOTAL" \
+			--key-size 8 --val-size 256 --key-space-size "$KEY_SPACE" --leader-only
+	fi
 done
 
 # --- the table ----------------------------------------------------------------
@@ -178,12 +187,15 @@ echo
 echo "compare-etcd: 3 members each on loopback, fsync on; $CLIENTS clients, $CONNS connections"
 echo "put: $TOTAL x (8 B key, 256 B value) spread over the members; put-leader: the same, all to the leader"
 echo "range: $RANGE_TOTAL x linearizable range of one key"
+((SINGLE_TOTAL == 0)) || echo "put-1: $SINGLE_TOTAL x put from one client on one connection to the leader"
+echo "load average after the runs: $(cut -d' ' -f1-3 /proc/loadavg) (the machine should be otherwise idle)"
 echo "ratio = flotilla / etcd (throughput: higher is better; latency: lower is better)"
 {
 	printf 'load\tetcd req/s\tflotilla req/s\tratio\tetcd p50 ms\tflotilla p50 ms\tratio\tetcd p99 ms\tflotilla p99 ms\tratio\terrors e/f\n'
 	row put
 	[[ $LEADER_PUT != 1 ]] || row put-leader
 	row range
+	((SINGLE_TOTAL == 0)) || row put-1
 } | column -t -s $'\t'
 echo
 

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# kv-cpu: what a put costs the members, in CPU. Starts a 3-member Flotilla
-# cluster on loopback (fsync on), runs `flotilla bench kv put` against it and
-# prints throughput, latency, and the CPU the members and the load generator
-# used per 1,000 puts (user + system time from /proc/PID/stat and
-# /usr/bin/time). On a machine this small the members and the generator
+# kv-cpu: what a put (or a linearizable get) costs the members, in CPU.
+# Starts a 3-member Flotilla cluster on loopback (fsync on), runs `flotilla
+# bench kv` against it and prints throughput, latency, and the CPU the
+# members and the load generator used per 1,000 requests (user + system time
+# from /proc/PID/stat and /usr/bin/time). On a machine this small the members and the generator
 # share the CPU, so CPU per request, not only requests per second, says
 # whether a change made the write path cheaper.
 #
@@ -12,14 +12,21 @@
 #     bash benches/kv-cpu/run.sh                          # 3 runs of 40,000 puts
 #     BINS="/tmp/a/flotilla /tmp/b/flotilla" bash benches/kv-cpu/run.sh   # A/B
 #     MODE=leader bash benches/kv-cpu/run.sh             # every connection to the leader
+#     LOAD=range bash benches/kv-cpu/run.sh              # linearizable gets of one key
+#     LOAD=single bash benches/kv-cpu/run.sh             # one client's puts (its p50)
 #
 # BINS compares binaries: the runs alternate between them (A B A B ...), so
 # drifting machine speed hits both alike; single runs here move by ~10%.
 # Without BINS it builds `flotilla` in release mode (CARGO_TARGET_DIR is
 # honoured) and measures that.
 #
-# Environment: BINS (''), RUNS (3), TOTAL (40000), WARMUP (5000), CLIENTS
-# (100), CONNS (10), MODE (spread | leader | followers; spread), BASE
+# LOAD=single sets CLIENTS=1 CONNS=1 and TOTAL=5000 unless they are given:
+# with one request in flight the CPU per request includes every wake-up a
+# request costs, and the p50 is the single-client latency.
+#
+# Environment: BINS (''), RUNS (3), LOAD (put | range | single; put), TOTAL
+# (40000), WARMUP (5000), CLIENTS (100), CONNS (10), MODE (spread | leader |
+# followers; spread), BASE
 # (24379: member i serves clients on BASE+i, peers on BASE+100+i, HTTP on
 # BASE+200+i). Needs: bash, jq, curl, /usr/bin/time (GNU time), cargo.
 
@@ -27,6 +34,13 @@ set -euo pipefail
 
 BINS=${BINS:-}
 RUNS=${RUNS:-3}
+LOAD=${LOAD:-put}
+if [[ $LOAD == single ]]; then
+	TOTAL=${TOTAL:-5000}
+	WARMUP=${WARMUP:-500}
+	CLIENTS=${CLIENTS:-1}
+	CONNS=${CONNS:-1}
+fi
 TOTAL=${TOTAL:-40000}
 WARMUP=${WARMUP:-5000}
 CLIENTS=${CLIENTS:-100}
@@ -42,6 +56,7 @@ source "$(dirname "$0")/../lib/members.sh"
 
 [[ -x /usr/bin/time ]] || die "needs GNU time at /usr/bin/time (Debian package: time)"
 case $MODE in spread | leader | followers) ;; *) die "MODE must be spread, leader or followers" ;; esac
+case $LOAD in put | range | single) ;; *) die "LOAD must be put, range or single" ;; esac
 if [[ -z $BINS ]]; then
 	log "building flotilla (release)"
 	(cd "$ROOT" && timeout 3600 cargo build --release -p flotilla-node --bin flotilla >&2)
@@ -89,6 +104,8 @@ one_run() { # one_run BIN: prints one result line
 	local load=(bench kv put --clients "$CLIENTS" --conns "$CONNS" --key-size 8 --val-size 256
 		--key-space-size 100000 --no-progress -w json)
 	"$bin" --endpoints "$all" "${load[@]}" --total "$WARMUP" >/dev/null
+	[[ $LOAD != range ]] || load=(bench kv range bench-range-key --consistency l
+		--clients "$CLIENTS" --conns "$CONNS" --val-size 256 --no-progress -w json)
 	local endpoints=$all extra=()
 	case $MODE in
 	leader) extra=(--leader-only) ;;
@@ -115,8 +132,8 @@ one_run() { # one_run BIN: prints one result line
 	done
 	local client_ms
 	client_ms=$(awk -v t="$TOTAL" '{ printf "%d", ($1 + $2) * 1000 * 1000 / t }' "$run/client.time")
-	jq -r --arg bin "$bin" --arg members "$members" --arg sum "$sum" --arg client "$client_ms" \
-		'"\($bin | split("/") | .[-2:] | join("/"))  req/s=\(.requests_per_s | floor)  p50=\(.latency_ms.p50)ms  p99=\(.latency_ms.p99)ms  errors=\(.errors)  member CPU ms/1000 puts=\($sum) [\($members | ltrimstr(" "))]  generator=\($client)"' \
+	jq -r --arg bin "$bin" --arg la "$(cut -d' ' -f1-3 /proc/loadavg)" --arg members "$members" --arg sum "$sum" --arg client "$client_ms" \
+		'"\($bin | split("/") | .[-2:] | join("/"))  load \($la)  req/s=\(.requests_per_s | floor)  p50=\(.latency_ms.p50)ms  p99=\(.latency_ms.p99)ms  errors=\(.errors)  member CPU ms/1000 req=\($sum) [\($members | ltrimstr(" "))]  generator=\($client)"' \
 		"$run/out.json"
 	kill -TERM "${pids[@]}" 2>/dev/null || true
 	wait "${pids[@]}" 2>/dev/null || true
@@ -124,7 +141,7 @@ one_run() { # one_run BIN: prints one result line
 	rm -rf "$run"
 }
 
-log "$RUNS run(s) of $TOTAL puts ($MODE), $CLIENTS clients over $CONNS connections, 8 B keys, 256 B values"
+log "$RUNS run(s) of $TOTAL $LOAD requests ($MODE), $CLIENTS clients over $CONNS connections, 8 B keys, 256 B values"
 for ((r = 1; r <= RUNS; r++)); do
 	for bin in $BINS; do one_run "$bin"; done
 done
