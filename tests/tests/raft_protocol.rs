@@ -37,7 +37,7 @@ fn leader(c: &mut Cluster) -> NodeId {
 }
 
 fn term_of(c: &Cluster, id: NodeId) -> Term {
-    c.node(id).raft.as_ref().expect("member is up").state().0
+    c.node(id).raft().expect("member is up").state().0
 }
 
 fn others(c: &Cluster, id: NodeId) -> Vec<NodeId> {
@@ -190,8 +190,7 @@ fn rejoin() {
     // The old leader's entries from its isolation are gone.
     let held: Vec<Bytes> = c
         .node(l1)
-        .raft
-        .as_ref()
+        .raft()
         .expect("up")
         .storage()
         .entries(1, index + 1, u64::MAX)
@@ -226,7 +225,7 @@ fn partition() {
     );
     for id in &minority {
         assert!(
-            c.node(*id).applied < minority_index,
+            c.node(*id).applied() < minority_index,
             "minority member {id} applied while cut off"
         );
     }
@@ -419,7 +418,7 @@ fn unreliable_agree() {
         c.describe()
     );
     for id in c.ids() {
-        let storage = c.node(id).raft.as_ref().expect("up").storage();
+        let storage = c.node(id).raft().expect("up").storage();
         for (cmd, index) in &agreed {
             let held = storage
                 .entries(*index, index + 1, u64::MAX)
@@ -559,10 +558,7 @@ fn read_index_stale_read_prevented() {
     let ids = c.ids();
     c.net.isolate(l1, &ids);
     let stale_ctx = flotilla_tests::sim::read_ctx(1, 1, "k");
-    c.raft(l1)
-        .expect("up")
-        .read_index(stale_ctx.clone())
-        .expect("accepted");
+    assert!(c.read_key(l1, stale_ctx.clone()), "up");
     let w2 = c.one(b"w2", 2, true, WAIT).expect("majority commits");
     let l2 = leader(&mut c);
     let follower = others(&c, l2)
@@ -572,14 +568,8 @@ fn read_index_stale_read_prevented() {
     c.events.clear();
     let ctx_leader = flotilla_tests::sim::read_ctx(2, 1, "k");
     let ctx_follower = flotilla_tests::sim::read_ctx(3, 1, "k");
-    c.raft(l2)
-        .expect("up")
-        .read_index(ctx_leader.clone())
-        .expect("leader read");
-    c.raft(follower)
-        .expect("up")
-        .read_index(ctx_follower.clone())
-        .expect("follower read");
+    assert!(c.read_key(l2, ctx_leader.clone()), "leader up");
+    assert!(c.read_key(follower, ctx_follower.clone()), "follower up");
     c.run_ticks(20);
     let mut got = Vec::new();
     for e in std::mem::take(&mut c.events) {
@@ -598,7 +588,7 @@ fn read_index_stale_read_prevented() {
     );
     for id in [l2, follower] {
         assert!(
-            c.node(id).applied >= w2,
+            c.node(id).applied() >= w2,
             "read served before the write was applied"
         );
     }
@@ -682,10 +672,7 @@ fn lease_read_stale_read_prevented() {
     // A lease read needs no round trip: served within the same instant.
     c.events.clear();
     let ctx = flotilla_tests::sim::read_ctx(1, 1, "k");
-    c.raft(l)
-        .expect("up")
-        .read_index(ctx.clone())
-        .expect("lease read");
+    assert!(c.read_key(l, ctx.clone()), "up");
     c.settle();
     assert!(
         served(&mut c, l).contains(&ctx),
@@ -702,9 +689,7 @@ fn lease_read_stale_read_prevented() {
     let mut new_leader_at = None;
     for i in 0..200u64 {
         let ctx = flotilla_tests::sim::read_ctx(9, i, "k");
-        if let Some(raft) = c.raft(l) {
-            let _ = raft.read_index(ctx);
-        }
+        c.read_key(l, ctx);
         c.run_ticks(1);
         if !served(&mut c, l).is_empty() {
             last_served_at = Some(c.now);
@@ -729,7 +714,7 @@ fn lease_read_stale_read_prevented() {
 }
 
 fn assert_no_rival_while_lease_holds(c: &Cluster, l: NodeId) {
-    let holds = c.node(l).raft.as_ref().is_some_and(|r| r.has_lease());
+    let holds = c.node(l).raft().is_some_and(|r| r.has_lease());
     let rival = c
         .ids()
         .into_iter()

@@ -4,7 +4,7 @@
 //! in bounded, checksummed chunks. Every step runs the safety invariants.
 
 use flotilla_raft::{Config, NodeId, Storage};
-use flotilla_tests::sim::{Cluster, KvCommand, KvOp, NetFaults, sim_config};
+use flotilla_tests::sim::{Cluster, NetFaults, SimWrite, sim_config};
 use rand::Rng;
 
 const WAIT: u64 = 300;
@@ -19,15 +19,11 @@ fn config() -> Config {
 }
 
 fn put(i: u64) -> Vec<u8> {
-    KvCommand {
-        client: 9,
-        seq: i,
-        op: KvOp::Put {
-            key: format!("k{}", i % 7),
-            value: format!("v{i}"),
-        },
+    SimWrite::Put {
+        key: format!("k{}", i % 7),
+        value: format!("v{i}"),
     }
-    .encode()
+    .command(9, i)
     .to_vec()
 }
 
@@ -52,7 +48,7 @@ fn assert_same_state(c: &Cluster) {
     let up: Vec<_> = c.nodes.iter().filter(|n| n.is_up()).collect();
     for k in 0..7 {
         let key = format!("k{k}");
-        let values: Vec<Option<String>> = up.iter().map(|n| n.kv.get(&key)).collect();
+        let values: Vec<Option<String>> = up.iter().map(|n| n.get(&key)).collect();
         assert!(
             values.windows(2).all(|w| w[0] == w[1]),
             "members disagree on {key}: {values:?}"
@@ -61,12 +57,7 @@ fn assert_same_state(c: &Cluster) {
 }
 
 fn first_index(c: &Cluster, id: NodeId) -> u64 {
-    c.node(id)
-        .raft
-        .as_ref()
-        .expect("up")
-        .storage()
-        .first_index()
+    c.node(id).raft().expect("up").storage().first_index()
 }
 
 /// Raft §7: with a snapshot every few entries, the log stays short on every
@@ -144,7 +135,7 @@ fn install_run(seed: u64, faults: NetFaults, crash: bool) {
             .one(&put(seq), 3, true, 4 * WAIT)
             .unwrap_or_else(|| panic!("seed {seed}: victim did not catch up{}", c.describe()));
         seq += 1;
-        assert!(c.node(victim).applied >= index);
+        assert!(c.node(victim).applied() >= index);
         // The leader compacted past everything the victim held, so the log
         // alone cannot have brought it up to date.
         assert!(
@@ -230,8 +221,7 @@ fn snapshot_install_crash_mid_transfer() {
     // Nothing of the partial transfer survived the crash.
     let held = c
         .node(victim)
-        .raft
-        .as_ref()
+        .raft()
         .expect("up")
         .storage()
         .snapshot()

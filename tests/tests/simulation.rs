@@ -25,6 +25,10 @@ fn run_many(scenario: &Scenario, base: u64, default_count: u64) -> RunStats {
     }
     eprintln!("{}: {n} seeds, {total:?}", scenario.name);
     assert!(total.faults > 0, "the nemesis injected no fault");
+    assert!(
+        total.view_reads > 0,
+        "no range was answered from a frozen view"
+    );
     // Faults cost some operations their answer, but nearly all must be
     // answered: clients retry for 40 attempts before giving up, and a
     // passing set gives up on under 0.5% (0.06% to 0.43% today).

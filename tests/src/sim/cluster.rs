@@ -1,102 +1,21 @@
-//! Simulated members on one virtual clock: each runs a Raft core over
-//! in-memory storage and the KV state machine, following the crate's driver
-//! contract step by step.
+//! Simulated members on one virtual clock: each runs the node's own
+//! [`Step`] (the driver's `Ready` processing) over in-memory storage and the
+//! node's KV state machine, with the simulation's effects
+//! ([`super::node`]).
 
 use super::TICK_UNITS;
 use super::invariants::Invariants;
-use super::kv::{KvCommand, KvOutput, KvStore};
+use super::kv::{get_request, pairs};
 use super::network::{NetFaults, Network};
-use flotilla_raft::{
-    Bytes, Config, EntryKind, LogIndex, MemStorage, Message, MessageBody, NodeId, Raft, ReadState,
-    Role, Storage, Term,
+use super::node::{
+    CRASHED, Event, NodeStep, Proposal, Read, SimEffects, SimNode, ViewRead, restored,
 };
+use flotilla_node::driver::Step;
+use flotilla_raft::{
+    Bytes, Config, MemStorage, NodeId, ProposeError, Raft, Storage, StorageError, Term,
+};
+use rand::SeedableRng;
 use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
-use std::collections::VecDeque;
-
-/// Something a member did that clients may be waiting for.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Event {
-    /// A member applied a client command.
-    Applied {
-        /// The member.
-        node: NodeId,
-        /// Log position.
-        index: LogIndex,
-        /// Entry term.
-        term: Term,
-        /// The command.
-        cmd: KvCommand,
-        /// Its output on that member.
-        output: KvOutput,
-    },
-    /// A confirmed read was served from a member's state machine.
-    ReadDone {
-        /// The member.
-        node: NodeId,
-        /// The request context.
-        ctx: Bytes,
-        /// The value read, for the key named in the context.
-        value: Option<String>,
-    },
-}
-
-/// One simulated member.
-#[derive(Debug)]
-pub struct SimNode {
-    /// Its id.
-    pub id: NodeId,
-    /// The running core, or None while crashed.
-    pub raft: Option<Raft<MemStorage>>,
-    /// What survives a crash.
-    stored: Option<MemStorage>,
-    /// Its state machine (rebuilt from the log after a restart).
-    pub kv: KvStore,
-    /// Highest index applied in this life.
-    pub applied: LogIndex,
-    /// Reads confirmed but waiting for their index to be applied.
-    waiting_reads: VecDeque<ReadState>,
-    /// Restarts so far.
-    pub restarts: u32,
-    /// Crash in the middle of persisting the next `Ready`.
-    pub crash_mid_persist: bool,
-    /// Snapshots installed from a leader.
-    pub snapshots_installed: u64,
-    /// Snapshots taken locally.
-    pub snapshots_taken: u64,
-    /// Crashes part-way through persisting a `Ready`.
-    pub torn_crashes: u64,
-    /// Bytes of a leader's snapshot this member buffers but has not
-    /// installed, as its last InstallSnapshotResponse said (0 once it
-    /// installs, answers an append, or restarts).
-    pub snapshot_bytes_buffered: u64,
-}
-
-impl SimNode {
-    /// Whether the member is running.
-    pub fn is_up(&self) -> bool {
-        self.raft.is_some()
-    }
-
-    /// Role, if running.
-    pub fn role(&self) -> Option<Role> {
-        self.raft.as_ref().map(|r| r.status().soft_state.role)
-    }
-}
-
-/// Follows, from what a member sends, how much of a leader's snapshot it
-/// buffers: it acknowledges each chunk of an incomplete snapshot with the
-/// bytes it holds, and answers with an append response once it installed it
-/// (or needs it no longer).
-fn note_sent(snapshot_bytes_buffered: &mut u64, m: &Message) {
-    match m.body {
-        MessageBody::InstallSnapshotResponse { next_offset, .. } => {
-            *snapshot_bytes_buffered = next_offset;
-        }
-        MessageBody::AppendEntriesResponse { .. } => *snapshot_bytes_buffered = 0,
-        _ => {}
-    }
-}
 
 /// Extracts the key a read context names (see [`read_ctx`]).
 pub fn ctx_key(ctx: &[u8]) -> Option<String> {
@@ -113,8 +32,18 @@ pub fn read_ctx(client: u64, seq: u64, key: &str) -> Bytes {
     Bytes::from(v)
 }
 
-fn node_id(i: usize) -> NodeId {
-    NodeId(i as u64 + 1)
+/// The checks after each call into a member's step: its commit index.
+fn node_after(fx: &mut SimEffects<'_>, step: &NodeStep) {
+    if fx.check_invariants {
+        let raft = step.raft();
+        let status = raft.status();
+        fx.inv.on_commit(
+            fx.node.id,
+            status.hard_state.commit,
+            status.last_index,
+            raft.storage(),
+        );
+    }
 }
 
 /// The whole simulated cluster.
@@ -137,9 +66,23 @@ pub struct Cluster {
     /// The term and command applied at each index (index - 1), as first
     /// applied.
     pub committed_log: Vec<(Term, Bytes)>,
+    /// Reads running on frozen views (the API's read pool).
+    pub view_reads: Vec<ViewRead>,
+    /// Most ticks a read spends on its view before it answers.
+    pub view_delay_ticks: u64,
+    /// Reads answered from views so far.
+    pub view_reads_done: u64,
+    /// A read on a view that answered inconsistently, if any.
+    read_violation: Option<String>,
+    /// Ticks so far (each member's step counts its reads' age in them).
+    ticks: u64,
     template: Config,
     seed: u64,
 }
+
+/// Ticks a read waits for its confirmation before it fails (the driver's
+/// `read_timeout_ticks`).
+const READ_TIMEOUT_TICKS: u64 = 100;
 
 impl Cluster {
     /// `n` members configured from `template` (ids and seeds are set per
@@ -155,6 +98,11 @@ impl Cluster {
             check_invariants: true,
             events: Vec::new(),
             committed_log: Vec::new(),
+            view_reads: Vec::new(),
+            view_delay_ticks: 3,
+            view_reads_done: 0,
+            read_violation: None,
+            ticks: 0,
             template,
             seed,
         };
@@ -167,11 +115,8 @@ impl Cluster {
     fn push_node(&mut self, id: NodeId, storage: MemStorage) {
         self.nodes.push(SimNode {
             id,
-            raft: None,
+            step: None,
             stored: Some(storage),
-            kv: KvStore::default(),
-            applied: 0,
-            waiting_reads: VecDeque::new(),
             restarts: 0,
             crash_mid_persist: false,
             snapshots_installed: 0,
@@ -206,7 +151,45 @@ impl Cluster {
 
     /// The core of a running member.
     pub fn raft(&mut self, id: NodeId) -> Option<&mut Raft<MemStorage>> {
-        self.node_mut(id).raft.as_mut()
+        self.node_mut(id).step.as_mut().map(|s| s.raft_mut())
+    }
+
+    /// Proposes a client's write at member `id`, as the API does: the
+    /// entry's proposal waits in the member's step for its answer
+    /// ([`Event::Answered`]).
+    pub fn propose(
+        &mut self,
+        id: NodeId,
+        command: Bytes,
+        proposal: Proposal,
+    ) -> Option<Result<(), ProposeError>> {
+        let step = self.node_mut(id).step.as_mut()?;
+        Some(step.raft_mut().propose(command).map(|(index, term)| {
+            step.track_proposal(index, term, proposal);
+        }))
+    }
+
+    /// Asks member `id` for a linearizable read: the step confirms it, then
+    /// serves it ([`Event::ReadDone`]) or fails it ([`Event::ReadFailed`]).
+    /// False if the member is down.
+    pub fn read(&mut self, id: NodeId, read: Read) -> bool {
+        self.with_effects((id.0 - 1) as usize, |step, ticks, fx| {
+            step.read(read, ticks, fx);
+            Ok(true)
+        })
+        .unwrap_or(false)
+    }
+
+    /// A linearizable read of the key a [`read_ctx`] names, at member `id`.
+    pub fn read_key(&mut self, id: NodeId, ctx: Bytes) -> bool {
+        let key = ctx_key(&ctx).unwrap_or_default();
+        self.read(
+            id,
+            Read {
+                ctx,
+                request: get_request(&key),
+            },
+        )
     }
 
     fn start(&mut self, id: NodeId) {
@@ -222,26 +205,23 @@ impl Cluster {
             .take()
             .expect("a stopped member keeps its storage");
         let snap = storage.snapshot().expect("memory storage does not fail");
-        node.kv = if snap.meta.index > 0 {
-            KvStore::decode(&snap.data).expect("snapshots decode")
-        } else {
-            KvStore::default()
-        };
-        node.applied = snap.meta.index;
-        node.raft = Some(Raft::new(config, storage).expect("simulation config is valid"));
-        node.waiting_reads.clear();
+        let sm = restored(&storage);
+        let raft = Raft::new(config, storage).expect("simulation config is valid");
+        node.step = Some(Step::new(raft, sm));
         node.crash_mid_persist = false;
         node.snapshot_bytes_buffered = 0;
         self.inv.on_snapshot(id, snap.meta.index, snap.meta.term);
     }
 
-    /// Crashes a member: it loses everything but its storage. Messages to it
-    /// are dropped while it is down.
+    /// Crashes a member: it loses everything but its storage (its waiters
+    /// and the reads on its views are never answered). Messages to it are
+    /// dropped while it is down.
     pub fn crash(&mut self, id: NodeId) {
         let node = self.node_mut(id);
-        if let Some(raft) = node.raft.take() {
-            node.stored = Some(raft.into_storage());
+        if let Some(step) = node.step.take() {
+            node.stored = Some(step.into_raft().into_storage());
         }
+        self.view_reads.retain(|r| r.node != id);
     }
 
     /// Restarts a crashed member from its storage.
@@ -257,25 +237,29 @@ impl Cluster {
     pub fn leader(&self) -> Option<NodeId> {
         self.nodes
             .iter()
-            .filter_map(|n| n.raft.as_ref().map(|r| (n.id, r.state())))
+            .filter_map(|n| n.raft().map(|r| (n.id, r.state())))
             .filter(|(_, (_, is_leader))| *is_leader)
             .max_by_key(|(_, (term, _))| *term)
             .map(|(id, _)| id)
     }
 
     /// Delivers due messages and handles every `Ready` until nothing moves at
-    /// the current instant, then ticks if a tick is due, then moves the clock
-    /// to the next event.
+    /// the current instant, then ticks if a tick is due, then finishes the
+    /// reads on views that are due, then moves the clock to the next event.
     pub fn step(&mut self) {
         self.settle();
         if self.now.is_multiple_of(TICK_UNITS) {
+            self.ticks += 1;
             for i in 0..self.nodes.len() {
-                if let Some(raft) = self.nodes[i].raft.as_mut() {
-                    raft.tick();
-                }
+                self.with_effects(i, |step, ticks, fx| {
+                    step.raft_mut().tick();
+                    step.expire_reads(ticks, READ_TIMEOUT_TICKS, fx);
+                    Ok(())
+                });
             }
             self.settle();
         }
+        self.finish_view_reads();
         let next_tick = (self.now / TICK_UNITS + 1) * TICK_UNITS;
         let next = self
             .net
@@ -301,7 +285,7 @@ impl Cluster {
             let mut busy = false;
             while let Some(m) = self.net.pop_due(self.now) {
                 busy = true;
-                if let Some(raft) = self.node_mut(m.to).raft.as_mut() {
+                if let Some(raft) = self.raft(m.to) {
                     raft.step(m);
                 }
             }
@@ -318,172 +302,97 @@ impl Cluster {
         );
     }
 
-    /// Steps 2–6 of the driver contract for member `i`.
-    fn handle_ready(&mut self, i: usize) -> bool {
+    /// Runs `f` on member `i`'s step with the simulation's effects; a
+    /// simulated crash while persisting takes the member down. None if the
+    /// member is down.
+    fn with_effects<T>(
+        &mut self,
+        i: usize,
+        f: impl FnOnce(&mut NodeStep, u64, &mut SimEffects<'_>) -> Result<T, StorageError>,
+    ) -> Option<T> {
         let node = &mut self.nodes[i];
-        let id = node.id;
-        let Some(raft) = node.raft.as_mut() else {
-            return false;
+        let mut step = node.step.take()?;
+        let mut fx = SimEffects {
+            node,
+            now: self.now,
+            net: &mut self.net,
+            rng: &mut self.rng,
+            inv: &mut self.inv,
+            check_invariants: self.check_invariants,
+            events: &mut self.events,
+            committed_log: &mut self.committed_log,
+            view_reads: &mut self.view_reads,
+            view_delay_max: self.view_delay_ticks * TICK_UNITS,
         };
-        if !raft.has_ready() {
+        match f(&mut step, self.ticks, &mut fx) {
+            Ok(out) => {
+                node_after(&mut fx, &step);
+                fx.node.step = Some(step);
+                Some(out)
+            }
+            Err(StorageError::Fatal(e)) if e == CRASHED => {
+                let node = &mut self.nodes[i];
+                node.stored = Some(step.into_raft().into_storage());
+                let id = node.id;
+                self.view_reads.retain(|r| r.node != id);
+                None
+            }
+            Err(e) => panic!("member {} failed: {e} (seed {})", i + 1, self.seed),
+        }
+    }
+
+    /// Steps 2–6 of the driver contract for member `i`, by the node's own
+    /// step.
+    fn handle_ready(&mut self, i: usize) -> bool {
+        if !self.nodes[i]
+            .step
+            .as_mut()
+            .is_some_and(|s| s.raft_mut().has_ready())
+        {
             return false;
         }
-        let mut ready = raft.ready().expect("in-memory storage does not fail");
-        // A leader may send before persisting; its messages then leave even
-        // if it crashes while writing.
-        if ready.messages_first {
-            for m in std::mem::take(&mut ready.messages) {
-                note_sent(&mut node.snapshot_bytes_buffered, &m);
-                self.net.send(m, self.now, &mut self.rng);
-            }
-        }
-        if node.crash_mid_persist && ready.must_persist() {
-            self.crash_while_persisting(i, ready);
-            return true;
-        }
-        // Step 3: persist — a snapshot from the leader first, then the hard
-        // state and entries in one save.
-        if let Some(snap) = &ready.snapshot {
-            raft.storage_mut()
-                .apply_snapshot(snap.clone())
-                .expect("in-memory storage does not fail");
-        }
-        if self.check_invariants {
-            self.inv.on_persist(id, raft.storage(), &ready.entries);
-        }
-        raft.storage_mut()
-            .save(ready.hard_state.as_ref(), &ready.entries)
-            .expect("in-memory storage does not fail");
-        let status = raft.status();
-        if let Some(soft) = ready.soft_state
-            && soft.role == Role::Leader
-        {
-            let term = status.hard_state.term;
-            self.inv.on_leader(id, term);
-            if self.check_invariants {
-                self.inv.on_leader_log(id, term, raft.storage());
-            }
-        }
-        // Step 4: send.
-        for m in ready.messages {
-            note_sent(&mut node.snapshot_bytes_buffered, &m);
-            self.net.send(m, self.now, &mut self.rng);
-        }
-        // Step 5: restore from the snapshot, apply, then serve reads.
-        if let Some(snap) = &ready.snapshot {
-            node.kv = KvStore::decode(&snap.data).expect("snapshots decode");
-            node.applied = snap.meta.index;
-            node.snapshots_installed += 1;
-            node.snapshot_bytes_buffered = 0;
-            self.inv.on_snapshot(id, snap.meta.index, snap.meta.term);
-        }
-        if self.check_invariants {
-            self.inv.on_committed(id, &ready.committed_entries);
-        }
-        for entry in &ready.committed_entries {
-            if self.check_invariants {
-                self.inv.on_apply(id, entry);
-            }
-            if entry.index as usize > self.committed_log.len() {
-                self.committed_log.push((entry.term, entry.data.clone()));
-            }
-            node.applied = entry.index;
-            if entry.kind != EntryKind::Normal {
-                continue;
-            }
-            match KvCommand::decode(&entry.data) {
-                Ok(cmd) => {
-                    let output = node.kv.apply(&cmd);
-                    self.events.push(Event::Applied {
-                        node: id,
-                        index: entry.index,
-                        term: entry.term,
-                        cmd,
-                        output,
-                    });
-                }
-                Err(_) => {
-                    // Scripted tests propose raw bytes; they are not commands.
-                }
-            }
-        }
-        node.waiting_reads.extend(ready.read_states);
-        // Step 6.
-        raft.advance();
-        if self.check_invariants {
-            self.inv.on_commit(
-                id,
-                status.hard_state.commit,
-                status.last_index,
-                raft.storage(),
-            );
-        }
-        while let Some(read) = node.waiting_reads.front() {
-            if read.index > node.applied {
-                break;
-            }
-            let read = node.waiting_reads.pop_front().expect("checked");
-            let value = ctx_key(&read.ctx).and_then(|k| node.kv.get(&k));
-            self.events.push(Event::ReadDone {
-                node: id,
-                ctx: read.ctx,
-                value,
-            });
-        }
-        // Compact once the log passed the configured size.
-        if raft.snapshot_due() {
-            raft.compact(node.kv.encode())
-                .expect("in-memory storage does not fail");
-            node.snapshots_taken += 1;
-        }
+        self.with_effects(i, |step, _, fx| step.process_one(fx));
         true
     }
 
-    /// The member crashes part-way through step 3: of what the `Ready` asked
-    /// to persist, only a prefix reached the disk (entries not yet synced
-    /// vanish), and nothing was sent or applied. What did reach the disk is
-    /// checked for log matching like any other write; the entries the
-    /// `Ready` handed out as committed were committed, applied or not.
-    fn crash_while_persisting(&mut self, i: usize, ready: flotilla_raft::Ready) {
-        let id = node_id(i);
-        let rng = &mut self.rng;
-        let node = &mut self.nodes[i];
-        node.torn_crashes += 1;
-        let raft = node.raft.as_mut().expect("running");
-        if self.check_invariants {
-            self.inv.on_committed(id, &ready.committed_entries);
-        }
-        if let Some(snap) = ready.snapshot {
-            if rng.random_bool(0.5) {
-                self.crash(id);
-                return;
+    /// Finishes the reads on views that are due: each answers from its
+    /// view, and its count must match what the same view holds.
+    fn finish_view_reads(&mut self) {
+        let now = self.now;
+        let (due, later): (Vec<ViewRead>, Vec<ViewRead>) = std::mem::take(&mut self.view_reads)
+            .into_iter()
+            .partition(|r| r.due <= now);
+        self.view_reads = later;
+        for r in due {
+            let resp = r.view.range(&r.request);
+            let mut counting = r.request.clone();
+            counting.count_only = true;
+            counting.limit = 0;
+            let count = r.view.range(&counting).count;
+            let mut all = r.request.clone();
+            all.limit = 0;
+            let total = r.view.range(&all).kvs.len() as i64;
+            if (count, resp.count) != (total, total) && self.read_violation.is_none() {
+                self.read_violation = Some(format!(
+                    "node {}: a range on a view counted {} (count-only {count}) but holds {total} keys",
+                    r.node, resp.count
+                ));
             }
-            raft.storage_mut()
-                .apply_snapshot(snap)
-                .expect("in-memory storage does not fail");
+            self.view_reads_done += 1;
+            self.events.push(Event::ReadDone {
+                node: r.node,
+                ctx: r.ctx,
+                kvs: pairs(&resp),
+                more: resp.more,
+            });
         }
-        let kept = rng.random_range(0..=ready.entries.len());
-        if self.check_invariants {
-            self.inv
-                .on_persist(id, raft.storage(), &ready.entries[..kept]);
-        }
-        // The hard state is written after the entries, so it can only have
-        // reached the disk if every entry did.
-        let hard_state = if kept == ready.entries.len() && rng.random_bool(0.5) {
-            ready.hard_state
-        } else {
-            None
-        };
-        raft.storage_mut()
-            .save(hard_state.as_ref(), &ready.entries[..kept])
-            .expect("in-memory storage does not fail");
-        self.crash(id);
     }
 
     /// The first safety violation found, with the seed.
     pub fn violation(&self) -> Option<String> {
         self.inv
             .violation()
+            .or(self.read_violation.as_deref())
             .map(|v| format!("{v} (at time {} ticks)", self.now / TICK_UNITS))
     }
 
@@ -491,16 +400,15 @@ impl Cluster {
     pub fn await_leader(&mut self, max_ticks: u64) -> Option<NodeId> {
         for _ in 0..max_ticks {
             if let Some(l) = self.leader() {
-                let term = self.node(l).raft.as_ref().map(|r| r.state().0);
+                let term = self.node(l).raft().map(|r| r.state().0);
                 let voters = self
                     .node(l)
-                    .raft
-                    .as_ref()
+                    .raft()
                     .map(|r| r.conf_state().voters)
                     .unwrap_or_default();
                 let knowing = voters
                     .iter()
-                    .filter_map(|v| self.node(*v).raft.as_ref())
+                    .filter_map(|v| self.node(*v).raft())
                     .filter(|r| r.status().soft_state.leader == l && Some(r.state().0) == term)
                     .count();
                 if knowing > voters.len() / 2 {
@@ -516,7 +424,7 @@ impl Cluster {
     pub fn describe(&self) -> String {
         let mut out = String::new();
         for n in &self.nodes {
-            match &n.raft {
+            match n.raft() {
                 Some(r) => {
                     let s = r.status();
                     out.push_str(&format!(

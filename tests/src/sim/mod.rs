@@ -1,9 +1,12 @@
 //! Deterministic simulation of Raft clusters.
 //!
-//! Every member runs the real [`flotilla_raft::Raft`] core over
-//! [`flotilla_raft::MemStorage`], on one virtual clock, behind a seeded
-//! network ([`Network`]) that drops, delays, duplicates, reorders and cuts
-//! links. A [`Nemesis`] crashes and restarts members and partitions the
+//! Every member runs the node's own driver step ([`flotilla_node::driver::Step`]:
+//! the real [`flotilla_raft::Raft`] core, the node's KV state machine, its
+//! proposal and read waiters) over [`flotilla_raft::MemStorage`], on one
+//! virtual clock, behind a seeded network ([`Network`]) that drops, delays,
+//! duplicates, reorders and cuts links. Reads take the API's paths: a
+//! one-key Range on the driver, any other range on a frozen view, answered
+//! later while writes go on. A [`Nemesis`] crashes and restarts members and partitions the
 //! network; [`Workload`] clients run KV operations and record a history. After
 //! every step [`Invariants`] checks Raft's safety properties; at the end the
 //! history is checked for linearizability.
@@ -14,9 +17,10 @@
 //! | module | what |
 //! |---|---|
 //! | `network` | virtual-time network with faults |
-//! | `cluster` | members, the driver loop, crash and restart |
+//! | `cluster` | members on one clock, crash and restart, reads on views |
+//! | `node` | a member: the node's step with the simulation's effects |
 //! | `invariants` | election safety, log matching, leader completeness, state machine safety, monotonic commit/apply |
-//! | `kv` | the KV state machine with client deduplication |
+//! | `kv` | the clients' operations as the node's KV commands and ranges |
 //! | `workload` | clients with retries, recording the history |
 //! | `nemesis` | the fault schedule |
 
@@ -25,14 +29,16 @@ mod invariants;
 mod kv;
 mod nemesis;
 mod network;
+mod node;
 mod scripted;
 mod workload;
 
-pub use cluster::{Cluster, Event, SimNode, ctx_key, read_ctx};
+pub use cluster::{Cluster, ctx_key, read_ctx};
 pub use invariants::Invariants;
-pub use kv::{DecodeError, KvCommand, KvOp, KvOutput, KvStore};
+pub use kv::{SimWrite, get_request, pairs, scan_request};
 pub use nemesis::{Nemesis, NemesisConfig};
 pub use network::{NetFaults, Network};
+pub use node::{Event, NodeStep, Proposal, Read, SimNode, ViewRead, state_config};
 pub use workload::{Workload, WorkloadConfig};
 
 use crate::linearizability::{Budget, check_and_report};
@@ -136,6 +142,8 @@ pub struct RunStats {
     pub snapshots_installed: u64,
     /// Crashes part-way through persisting a `Ready`.
     pub torn_crashes: u64,
+    /// Ranges answered from a frozen view, after a delay.
+    pub view_reads: u64,
     /// Members added during the run.
     pub members_added: usize,
     /// Voters at the end.
@@ -154,6 +162,7 @@ impl RunStats {
         self.snapshots_taken += other.snapshots_taken;
         self.snapshots_installed += other.snapshots_installed;
         self.torn_crashes += other.torn_crashes;
+        self.view_reads += other.view_reads;
         self.members_added += other.members_added;
         self.final_voters += other.final_voters;
     }
@@ -213,7 +222,24 @@ pub fn replay_command(scenario: &Scenario, seed: u64) -> String {
 /// Runs one seed: faults, then healing, then checks that clients finished and
 /// that the history is linearizable. An error names the seed and the command
 /// that replays it.
+///
+/// A panic in the run (an assertion of the node's step, say) is caught and
+/// reported the same way.
 pub fn run_seed(scenario: &Scenario, seed: u64) -> Result<RunStats, String> {
+    std::panic::catch_unwind(|| run_seed_inner(scenario, seed)).unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        Err(format!(
+            "seed {seed}: panicked: {what}\n  replay: {}",
+            replay_command(scenario, seed)
+        ))
+    })
+}
+
+fn run_seed_inner(scenario: &Scenario, seed: u64) -> Result<RunStats, String> {
     let fail = |what: String, nemesis: &Nemesis| {
         let recent: Vec<&String> = nemesis.actions.iter().rev().take(12).rev().collect();
         Err(format!(
@@ -229,7 +255,7 @@ pub fn run_seed(scenario: &Scenario, seed: u64) -> Result<RunStats, String> {
         cluster.step();
         workload.step(&mut cluster);
         nemesis.step(&mut cluster);
-        if let Some(v) = cluster.violation() {
+        if let Some(v) = cluster.violation().or(workload.failure.clone()) {
             return fail(v, &nemesis);
         }
     }
@@ -239,7 +265,7 @@ pub fn run_seed(scenario: &Scenario, seed: u64) -> Result<RunStats, String> {
     while cluster.now < heal_end && !workload.idle() {
         cluster.step();
         workload.step(&mut cluster);
-        if let Some(v) = cluster.violation() {
+        if let Some(v) = cluster.violation().or(workload.failure.clone()) {
             return fail(v, &nemesis);
         }
     }
@@ -271,16 +297,11 @@ pub fn run_seed(scenario: &Scenario, seed: u64) -> Result<RunStats, String> {
         snapshots_taken: cluster.nodes.iter().map(|n| n.snapshots_taken).sum(),
         snapshots_installed: cluster.nodes.iter().map(|n| n.snapshots_installed).sum(),
         torn_crashes: cluster.nodes.iter().map(|n| n.torn_crashes).sum(),
+        view_reads: cluster.view_reads_done,
         members_added: cluster.nodes.len() - scenario.nodes,
         final_voters: cluster
             .leader()
-            .and_then(|l| {
-                cluster
-                    .node(l)
-                    .raft
-                    .as_ref()
-                    .map(|r| r.conf_state().voters.len())
-            })
+            .and_then(|l| cluster.node(l).raft().map(|r| r.conf_state().voters.len()))
             .unwrap_or(0),
     };
     if let Err(e) = stats.check(scenario, cluster.nodes.len()) {

@@ -16,7 +16,7 @@ impl Cluster {
         let count = self
             .nodes
             .iter()
-            .filter(|n| n.is_up() && n.applied >= index)
+            .filter(|n| n.is_up() && n.applied() >= index)
             .count();
         (count, Some(data))
     }
@@ -95,7 +95,7 @@ impl Cluster {
     #[must_use = "a cluster that did not settle is usually a failure"]
     pub fn settle_all(&mut self, max_ticks: u64) -> bool {
         let done = |c: &Cluster| {
-            c.nodes.iter().all(|n| match &n.raft {
+            c.nodes.iter().all(|n| match n.raft() {
                 Some(r) => {
                     let s = r.status();
                     s.applied == s.last_index && s.hard_state.commit == s.last_index

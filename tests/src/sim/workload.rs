@@ -1,12 +1,21 @@
 //! Simulated clients: each keeps one operation outstanding, retries it (with
-//! the same sequence number, so the state machine applies it once) at the
-//! leader it hears of, and records the history for the linearizability
+//! the same session and sequence number, so the store applies it once) at
+//! the leader it hears of, and records the history for the linearizability
 //! checker.
+//!
+//! Reads are the API's: a one-key Range (served on the driver), or a range
+//! from a key to the end of the key space with a limit (served on a frozen
+//! view after a delay, while writes go on). A range is recorded as a get of
+//! each key it covers, all over the range's own interval: the range
+//! linearizes at one point, so each of them does too.
 
 use super::TICK_UNITS;
-use super::cluster::{Cluster, Event, read_ctx};
-use super::kv::{KvCommand, KvOp, KvOutput};
+use super::cluster::{Cluster, read_ctx};
+use super::kv::{SimWrite, get_request, scan_request};
+use super::node::{Event, Proposal, Read};
 use crate::linearizability::{self as lin, HistoryRecorder, OpId};
+use flotilla_node::driver::DriverError;
+use flotilla_proto::etcdserverpb::RangeRequest;
 use flotilla_raft::{Bytes, NodeId, ProposeError};
 use rand::Rng;
 
@@ -19,6 +28,8 @@ pub struct WorkloadConfig {
     pub keys: usize,
     /// Fraction of reads (served by ReadIndex or lease).
     pub read_fraction: f64,
+    /// Of the reads, the fraction that are ranges (on a frozen view).
+    pub range_fraction: f64,
     /// Fraction of compare-and-sets.
     pub cas_fraction: f64,
     /// Fraction of deletes.
@@ -37,6 +48,7 @@ impl Default for WorkloadConfig {
             clients: 5,
             keys: 8,
             read_fraction: 0.4,
+            range_fraction: 0.4,
             cas_fraction: 0.15,
             delete_fraction: 0.05,
             attempt_timeout_ticks: 30,
@@ -48,13 +60,25 @@ impl Default for WorkloadConfig {
 
 #[derive(Debug)]
 enum Request {
-    Write(KvCommand),
-    Read { ctx: Bytes },
+    Write {
+        write: SimWrite,
+        command: Bytes,
+    },
+    Read {
+        ctx: Bytes,
+        request: RangeRequest,
+        /// The keys the range may hold, in order (one for a get).
+        keys: Vec<String>,
+    },
 }
 
 #[derive(Debug)]
 struct Pending {
-    op: OpId,
+    /// The recorded operation (None for a range: its gets are recorded
+    /// once it answers).
+    op: Option<OpId>,
+    /// When it was invoked.
+    called_at: u64,
     request: Request,
     /// Member the current attempt went to (None: not yet placed).
     node: Option<NodeId>,
@@ -87,6 +111,8 @@ pub struct Workload {
     pub abandoned: u64,
     /// Whether new operations are started.
     pub issuing: bool,
+    /// An answer no correct member gives, if one came.
+    pub failure: Option<String>,
 }
 
 fn time_ns(now: u64) -> u64 {
@@ -113,6 +139,7 @@ impl Workload {
             completed: 0,
             abandoned: 0,
             issuing: true,
+            failure: None,
         }
     }
 
@@ -135,41 +162,88 @@ impl Workload {
 
     fn on_event(&mut self, event: Event, now: u64) {
         for client in &mut self.clients {
-            let Some(p) = &client.pending else { continue };
+            let Some(p) = &mut client.pending else {
+                continue;
+            };
             let answer = match (&p.request, &event) {
                 (
-                    Request::Write(cmd),
-                    Event::Applied {
+                    Request::Write { write, .. },
+                    Event::Answered {
                         node,
-                        cmd: applied,
-                        output,
-                        ..
+                        proposal,
+                        outcome,
                     },
-                ) if applied.client == cmd.client
-                    && applied.seq == cmd.seq
+                ) if proposal.client == client.id + 1
+                    && proposal.seq == client.seq
                     && Some(*node) == p.node =>
                 {
-                    Some(match output {
-                        KvOutput::Done => None,
-                        KvOutput::Value(v) => Some(lin::KvOutput::Value(v.clone())),
-                        KvOutput::Swapped(s) => Some(lin::KvOutput::Succeeded(*s)),
-                    })
+                    match outcome {
+                        Ok((_, output)) => match write.outcome(output) {
+                            Ok(output) => Some(Answer::Single(output)),
+                            Err(e) => {
+                                self.failure.get_or_insert(format!("member {node}: {e}"));
+                                return;
+                            }
+                        },
+                        Err(_) => {
+                            // The outcome is unknown (another leader's
+                            // entry took the index): retry elsewhere at once.
+                            p.deadline = now;
+                            return;
+                        }
+                    }
                 }
                 (
-                    Request::Read { ctx, .. },
+                    Request::Read { ctx, keys, request },
                     Event::ReadDone {
-                        ctx: done, value, ..
+                        ctx: done,
+                        kvs,
+                        more,
+                        ..
                     },
-                ) if ctx == done => Some(Some(lin::KvOutput::Value(value.clone()))),
+                ) if ctx == done => Some(read_answer(request, keys, kvs, *more)),
+                (
+                    Request::Read { ctx, .. },
+                    Event::ReadFailed {
+                        node,
+                        ctx: failed,
+                        error,
+                    },
+                ) if ctx == failed && Some(*node) == p.node => {
+                    p.deadline = now + TICK_UNITS;
+                    p.refused = true;
+                    if let DriverError::NotLeader {
+                        leader_hint: Some(hint),
+                    } = error
+                    {
+                        client.leader_guess = *hint;
+                    } else {
+                        p.refused = false;
+                    }
+                    return;
+                }
                 _ => None,
             };
-            if let Some(output) = answer {
-                self.recorder.ok(p.op, time_ns(now), output);
-                self.completed += 1;
-                client.pending = None;
-                client.next_at = now;
-                return;
+            let Some(answer) = answer else { continue };
+            let p = client.pending.take().expect("matched above");
+            match (answer, p.op) {
+                (Answer::Single(output), Some(op)) => self.recorder.ok(op, time_ns(now), output),
+                (Answer::Single(_), None) => unreachable!("writes and gets are recorded"),
+                (Answer::Gets(gets), _) => {
+                    for (key, value) in gets {
+                        let op = self.recorder.call(
+                            client.id,
+                            lin::KvInput::get(key),
+                            time_ns(p.called_at),
+                        );
+                        self.recorder
+                            .ok(op, time_ns(now), Some(lin::KvOutput::Value(value)));
+                    }
+                }
             }
+            self.completed += 1;
+            client.next_at = now;
+            return;
         }
     }
 
@@ -184,9 +258,10 @@ impl Workload {
                     return;
                 }
                 let (request, input) = new_request(&self.config, client, cluster);
-                let op = self.recorder.call(client.id, input, time_ns(now));
+                let op = input.map(|input| self.recorder.call(client.id, input, time_ns(now)));
                 client.pending = Some(Pending {
                     op,
+                    called_at: now,
                     request,
                     node: None,
                     deadline: now,
@@ -196,7 +271,9 @@ impl Workload {
             }
             Some(p) if now < p.deadline => return,
             Some(p) if p.attempts >= self.config.max_attempts => {
-                self.recorder.unknown(p.op);
+                if let Some(op) = p.op {
+                    self.recorder.unknown(op);
+                }
                 self.abandoned += 1;
                 client.pending = None;
                 let think = cluster.rng.random_range(0..=self.config.max_think_ticks);
@@ -215,18 +292,32 @@ impl Workload {
         p.node = Some(target);
         p.deadline = now + timeout;
         p.refused = false;
-        let Some(raft) = cluster.raft(target) else {
+        if !cluster.node(target).is_up() {
             // Connection refused: retry soon at another member.
             p.deadline = now + TICK_UNITS;
             return;
-        };
+        }
         let refused_hint = match &p.request {
-            Request::Write(cmd) => match raft.propose(cmd.encode()) {
-                Ok(_) => None,
-                Err(ProposeError::NotLeader { leader_hint }) => Some(leader_hint),
-                Err(_) => Some(None),
-            },
-            Request::Read { ctx, .. } => raft.read_index(ctx.clone()).err().map(|_| None),
+            Request::Write { command, .. } => {
+                let proposal = Proposal {
+                    client: client.id + 1,
+                    seq: client.seq,
+                };
+                match cluster.propose(target, command.clone(), proposal) {
+                    Some(Ok(())) => None,
+                    Some(Err(ProposeError::NotLeader { leader_hint })) => Some(leader_hint),
+                    _ => Some(None),
+                }
+            }
+            Request::Read { ctx, request, .. } => {
+                let read = Read {
+                    ctx: ctx.clone(),
+                    request: request.clone(),
+                };
+                // A refusal comes back as an event (`ReadFailed`).
+                cluster.read(target, read);
+                None
+            }
         };
         if let Some(hint) = refused_hint {
             // A refusal is immediate: retry within a tick at the hinted
@@ -242,19 +333,56 @@ impl Workload {
     /// Records every outstanding operation as unknown and returns the history.
     pub fn finish(mut self) -> lin::History {
         for client in &mut self.clients {
-            if let Some(p) = client.pending.take() {
-                self.recorder.unknown(p.op);
+            if let Some(op) = client.pending.take().and_then(|p| p.op) {
+                self.recorder.unknown(op);
             }
         }
         self.recorder.history()
     }
 }
 
+/// What answered an operation: one output, or the gets a range covers.
+enum Answer {
+    Single(Option<lin::KvOutput>),
+    Gets(Vec<(String, Option<String>)>),
+}
+
+/// The gets a read's answer stands for: a one-key read's value, or, for a
+/// range, each key it covers (up to the last it returned when the limit cut
+/// it short) with its value or absence.
+fn read_answer(
+    request: &RangeRequest,
+    keys: &[String],
+    kvs: &[(String, String)],
+    more: bool,
+) -> Answer {
+    if request.range_end.is_empty() {
+        return Answer::Single(Some(lin::KvOutput::Value(Event::value(kvs))));
+    }
+    let last = kvs.last().map(|(k, _)| k.as_str());
+    let covered = keys
+        .iter()
+        .filter(|k| !more || last.is_some_and(|last| k.as_str() <= last))
+        .map(|k| {
+            let value = kvs.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+            (k.clone(), value)
+        })
+        .collect();
+    Answer::Gets(covered)
+}
+
+/// The keys the clients share, in key order.
+fn key_space(config: &WorkloadConfig) -> Vec<String> {
+    let mut keys: Vec<String> = (0..config.keys).map(|i| format!("k{i}")).collect();
+    keys.sort();
+    keys
+}
+
 fn new_request(
     config: &WorkloadConfig,
     client: &mut Client,
     cluster: &mut Cluster,
-) -> (Request, lin::KvInput) {
+) -> (Request, Option<lin::KvInput>) {
     client.seq += 1;
     let rng = &mut cluster.rng;
     let key = format!("k{}", rng.random_range(0..config.keys));
@@ -262,9 +390,24 @@ fn new_request(
     let roll: f64 = rng.random();
     if roll < config.read_fraction {
         let ctx = read_ctx(client.id, client.seq, &key);
-        return (Request::Read { ctx }, lin::KvInput::get(key));
+        if rng.random_bool(config.range_fraction) {
+            let limit = rng.random_range(0..=3);
+            let keys = key_space(config)
+                .into_iter()
+                .filter(|k| *k >= key)
+                .collect();
+            let request = scan_request(&key, "k", limit);
+            return (Request::Read { ctx, request, keys }, None);
+        }
+        let request = get_request(&key);
+        let read = Request::Read {
+            ctx,
+            request,
+            keys: vec![key.clone()],
+        };
+        return (read, Some(lin::KvInput::get(key)));
     }
-    let (op, input) = if roll < config.read_fraction + config.cas_fraction {
+    let (write, input) = if roll < config.read_fraction + config.cas_fraction {
         // Expect a value some client may have written, or absence.
         let expected = if rng.random_bool(0.3) {
             None
@@ -274,7 +417,7 @@ fn new_request(
             Some(format!("c{other}s{seq}"))
         };
         (
-            KvOp::Cas {
+            SimWrite::Cas {
                 key: key.clone(),
                 expected: expected.clone(),
                 value: value.clone(),
@@ -282,20 +425,19 @@ fn new_request(
             lin::KvInput::cas(key, expected, value),
         )
     } else if roll < config.read_fraction + config.cas_fraction + config.delete_fraction {
-        (KvOp::Delete { key: key.clone() }, lin::KvInput::delete(key))
+        (
+            SimWrite::Delete { key: key.clone() },
+            lin::KvInput::delete(key),
+        )
     } else {
         (
-            KvOp::Put {
+            SimWrite::Put {
                 key: key.clone(),
                 value: value.clone(),
             },
             lin::KvInput::put(key, value),
         )
     };
-    let cmd = KvCommand {
-        client: client.id,
-        seq: client.seq,
-        op,
-    };
-    (Request::Write(cmd), input)
+    let command = write.command(client.id + 1, client.seq);
+    (Request::Write { write, command }, Some(input))
 }

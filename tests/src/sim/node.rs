@@ -1,0 +1,411 @@
+//! One simulated member: the node's own [`Step`] (the `Ready` processing the
+//! tokio driver runs) over in-memory storage and the node's KV state
+//! machine, with the simulation's [`Effects`]: a seeded network, storage
+//! that can tear on a crash, the invariant checker, and client answers.
+
+use super::invariants::Invariants;
+use super::kv::pairs;
+use super::network::Network;
+use flotilla_node::driver::{DriverError, Effects, Step};
+use flotilla_node::kv::{KvConfig, KvOutput, KvView};
+use flotilla_node::state::{NodeStateMachine, StateConfig};
+use flotilla_proto::etcdserverpb::RangeRequest;
+use flotilla_raft::{
+    Bytes, LogIndex, MemStorage, Message, MessageBody, NodeId, Raft, Ready, Role, Snapshot,
+    Storage, StorageError, Term,
+};
+use rand::Rng;
+use rand::rngs::SmallRng;
+
+/// The step every simulated member runs.
+pub type NodeStep = Step<MemStorage, NodeStateMachine, Proposal, Read>;
+
+/// A client's write waiting for its entry: who proposed it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Proposal {
+    /// The client (its session id).
+    pub client: u64,
+    /// Its request's sequence number.
+    pub seq: u64,
+}
+
+/// A read waiting to run once confirmed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Read {
+    /// Names the read to whoever waits for it.
+    pub ctx: Bytes,
+    /// The Range to run.
+    pub request: RangeRequest,
+}
+
+impl Read {
+    /// Whether the API would serve it on the driver (one key) rather than
+    /// on a frozen view off the driver (any range).
+    fn on_driver(&self) -> bool {
+        self.request.range_end.is_empty()
+    }
+}
+
+/// Something a member did that clients may be waiting for.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    /// A member answered a proposal.
+    Answered {
+        /// The member.
+        node: NodeId,
+        /// Who proposed it.
+        proposal: Proposal,
+        /// The entry's index and the store's output, or why the outcome is
+        /// unknown.
+        outcome: Result<(LogIndex, KvOutput), DriverError>,
+    },
+    /// A confirmed read was served.
+    ReadDone {
+        /// The member.
+        node: NodeId,
+        /// The read's context.
+        ctx: Bytes,
+        /// The keys and values it returned, in key order.
+        kvs: Vec<(String, String)>,
+        /// Whether the range held more keys than its limit let through.
+        more: bool,
+    },
+    /// A read could not be served.
+    ReadFailed {
+        /// The member.
+        node: NodeId,
+        /// The read's context.
+        ctx: Bytes,
+        /// Why.
+        error: DriverError,
+    },
+}
+
+impl Event {
+    /// The value a one-key read returned.
+    pub fn value(kvs: &[(String, String)]) -> Option<String> {
+        kvs.first().map(|(_, v)| v.clone())
+    }
+}
+
+/// A read running on a frozen view, off the driver (the API's read pool):
+/// it finishes at `due`, whatever the member applies meanwhile.
+#[derive(Debug)]
+pub struct ViewRead {
+    /// When it finishes, in virtual time units.
+    pub due: u64,
+    /// The member.
+    pub node: NodeId,
+    /// The read's context.
+    pub ctx: Bytes,
+    /// The store as the read was confirmed.
+    pub view: KvView,
+    /// The Range.
+    pub request: RangeRequest,
+}
+
+/// One simulated member.
+#[derive(Debug)]
+pub struct SimNode {
+    /// Its id.
+    pub id: NodeId,
+    /// The running step (core, state machine, waiters), or None while
+    /// crashed.
+    pub step: Option<NodeStep>,
+    /// What survives a crash.
+    pub(super) stored: Option<MemStorage>,
+    /// Restarts so far.
+    pub restarts: u32,
+    /// Crash in the middle of persisting the next `Ready`.
+    pub crash_mid_persist: bool,
+    /// Snapshots installed from a leader.
+    pub snapshots_installed: u64,
+    /// Snapshots taken locally.
+    pub snapshots_taken: u64,
+    /// Crashes part-way through persisting a `Ready`.
+    pub torn_crashes: u64,
+    /// Bytes of a leader's snapshot this member buffers but has not
+    /// installed, as its last InstallSnapshotResponse said (0 once it
+    /// installs, answers an append, or restarts).
+    pub snapshot_bytes_buffered: u64,
+}
+
+impl SimNode {
+    /// Whether the member is running.
+    pub fn is_up(&self) -> bool {
+        self.step.is_some()
+    }
+
+    /// Its core, if running.
+    pub fn raft(&self) -> Option<&Raft<MemStorage>> {
+        self.step.as_ref().map(|s| s.raft())
+    }
+
+    /// Role, if running.
+    pub fn role(&self) -> Option<Role> {
+        self.raft().map(|r| r.status().soft_state.role)
+    }
+
+    /// Highest index applied in this life (0 while down).
+    pub fn applied(&self) -> LogIndex {
+        self.step.as_ref().map_or(0, |s| s.applied())
+    }
+
+    /// The value of `key` in its store, as applied (None while down).
+    pub fn get(&self, key: &str) -> Option<String> {
+        let step = self.step.as_ref()?;
+        let resp = step
+            .sm()
+            .kv()
+            .range(&super::kv::get_request(key))
+            .expect("a one-key range is valid");
+        Event::value(&pairs(&resp))
+    }
+}
+
+/// The KV store's configuration in the simulation: a short history (it
+/// compacts itself every few writes, so reads and snapshots meet
+/// compaction).
+pub fn state_config() -> StateConfig {
+    StateConfig {
+        kv: KvConfig {
+            retain_revisions: 16,
+            ..KvConfig::default()
+        },
+        ..StateConfig::default()
+    }
+}
+
+/// A state machine holding `storage`'s snapshot.
+pub fn restored(storage: &MemStorage) -> NodeStateMachine {
+    let (mut sm, _) = NodeStateMachine::new(state_config());
+    let snap = storage.snapshot().expect("memory storage does not fail");
+    if snap.meta.index > 0 {
+        flotilla_node::driver::StateMachine::restore(&mut sm, &snap).expect("snapshots restore");
+    }
+    sm
+}
+
+/// What a simulated crash part-way through persisting returns: the step
+/// stops there, as the process would.
+pub(super) const CRASHED: &str = "simulated crash while persisting";
+
+/// The simulation's effects for one member's step, borrowed from the
+/// cluster for one call.
+pub(super) struct SimEffects<'a> {
+    pub node: &'a mut SimNode,
+    pub now: u64,
+    pub net: &'a mut Network,
+    pub rng: &'a mut SmallRng,
+    pub inv: &'a mut Invariants,
+    pub check_invariants: bool,
+    pub events: &'a mut Vec<Event>,
+    pub committed_log: &'a mut Vec<(Term, Bytes)>,
+    pub view_reads: &'a mut Vec<ViewRead>,
+    /// Most virtual time units a read spends on its view.
+    pub view_delay_max: u64,
+}
+
+impl SimEffects<'_> {
+    /// The checks of a `Ready` about to be written, and the committed
+    /// entries it hands out (committed whether or not they apply).
+    fn check_ready(
+        &mut self,
+        storage: &MemStorage,
+        ready: &Ready,
+        entries: &[flotilla_raft::Entry],
+    ) {
+        if self.check_invariants {
+            self.inv.on_persist(self.node.id, storage, entries);
+            self.inv
+                .on_committed(self.node.id, &ready.committed_entries);
+        }
+    }
+
+    /// After the `Ready` is durable: leader checks, and the entries about
+    /// to apply.
+    fn after_persist(&mut self, raft: &Raft<MemStorage>, ready: &Ready) {
+        let id = self.node.id;
+        if let Some(soft) = ready.soft_state
+            && soft.role == Role::Leader
+        {
+            let term = raft.status().hard_state.term;
+            self.inv.on_leader(id, term);
+            if self.check_invariants {
+                self.inv.on_leader_log(id, term, raft.storage());
+            }
+        }
+        for entry in &ready.committed_entries {
+            if self.check_invariants {
+                self.inv.on_apply(id, entry);
+            }
+            if entry.index as usize > self.committed_log.len() {
+                self.committed_log.push((entry.term, entry.data.clone()));
+            }
+        }
+    }
+
+    /// The member crashes part-way through persisting: of what the `Ready`
+    /// asked to persist, only a prefix reached the disk (entries not yet
+    /// synced vanish), and nothing was sent or applied.
+    fn tear(&mut self, raft: &mut Raft<MemStorage>, ready: &Ready) -> StorageError {
+        self.node.torn_crashes += 1;
+        if self.check_invariants {
+            self.inv
+                .on_committed(self.node.id, &ready.committed_entries);
+        }
+        if let Some(snap) = &ready.snapshot {
+            if self.rng.random_bool(0.5) {
+                return StorageError::Fatal(CRASHED.into());
+            }
+            raft.storage_mut()
+                .apply_snapshot(snap.clone())
+                .expect("in-memory storage does not fail");
+        }
+        let kept = self.rng.random_range(0..=ready.entries.len());
+        if self.check_invariants {
+            self.inv
+                .on_persist(self.node.id, raft.storage(), &ready.entries[..kept]);
+        }
+        // The hard state is written after the entries, so it can only have
+        // reached the disk if every entry did.
+        let hard_state = if kept == ready.entries.len() && self.rng.random_bool(0.5) {
+            ready.hard_state
+        } else {
+            None
+        };
+        raft.storage_mut()
+            .save(hard_state.as_ref(), &ready.entries[..kept])
+            .expect("in-memory storage does not fail");
+        StorageError::Fatal(CRASHED.into())
+    }
+}
+
+impl Effects<MemStorage, NodeStateMachine> for SimEffects<'_> {
+    type Proposal = Proposal;
+    type Read = Read;
+
+    fn persist(&mut self, raft: &mut Raft<MemStorage>, ready: &Ready) -> Result<(), StorageError> {
+        if self.node.crash_mid_persist && ready.must_persist() {
+            return Err(self.tear(raft, ready));
+        }
+        self.check_ready(raft.storage(), ready, &ready.entries);
+        raft.storage_mut()
+            .save(ready.hard_state.as_ref(), &ready.entries)
+            .expect("in-memory storage does not fail");
+        self.after_persist(raft, ready);
+        Ok(())
+    }
+
+    fn install_snapshot(
+        &mut self,
+        raft: &mut Raft<MemStorage>,
+        sm: &mut NodeStateMachine,
+        snapshot: &Snapshot,
+        ready: &Ready,
+    ) -> Result<(), StorageError> {
+        if self.node.crash_mid_persist {
+            return Err(self.tear(raft, ready));
+        }
+        raft.storage_mut()
+            .apply_snapshot(snapshot.clone())
+            .expect("in-memory storage does not fail");
+        self.check_ready(raft.storage(), ready, &ready.entries);
+        raft.storage_mut()
+            .save(ready.hard_state.as_ref(), &ready.entries)
+            .expect("in-memory storage does not fail");
+        flotilla_node::driver::StateMachine::restore(sm, snapshot)
+            .map_err(|e| StorageError::Fatal(format!("cannot restore snapshot: {e}")))?;
+        self.node.snapshots_installed += 1;
+        self.node.snapshot_bytes_buffered = 0;
+        self.inv
+            .on_snapshot(self.node.id, snapshot.meta.index, snapshot.meta.term);
+        self.after_persist(raft, ready);
+        Ok(())
+    }
+
+    fn send(&mut self, messages: Vec<Message>) {
+        for m in messages {
+            note_sent(&mut self.node.snapshot_bytes_buffered, &m);
+            self.net.send(m, self.now, self.rng);
+        }
+    }
+
+    fn answer(&mut self, proposal: Proposal, outcome: Result<(LogIndex, KvOutput), DriverError>) {
+        self.events.push(Event::Answered {
+            node: self.node.id,
+            proposal,
+            outcome,
+        });
+    }
+
+    /// As the API: a one-key Range runs here, on the driver; any other is
+    /// checked here and handed a frozen view, on which it runs later (a
+    /// random delay) while the member goes on applying.
+    fn serve(&mut self, read: Read, sm: Result<&NodeStateMachine, DriverError>) {
+        let node = self.node.id;
+        let sm = match sm {
+            Ok(sm) => sm,
+            Err(error) => {
+                self.events.push(Event::ReadFailed {
+                    node,
+                    ctx: read.ctx,
+                    error,
+                });
+                return;
+            }
+        };
+        if read.on_driver() {
+            let resp = sm
+                .kv()
+                .range(&read.request)
+                .expect("the workload's ranges are valid");
+            self.events.push(Event::ReadDone {
+                node,
+                ctx: read.ctx,
+                kvs: pairs(&resp),
+                more: resp.more,
+            });
+            return;
+        }
+        let view = sm
+            .kv()
+            .range_view(&read.request)
+            .expect("the workload's ranges are valid");
+        let due = self.now + self.rng.random_range(0..=self.view_delay_max);
+        self.view_reads.push(ViewRead {
+            due,
+            node,
+            ctx: read.ctx,
+            view,
+            request: read.request,
+        });
+    }
+
+    fn snapshot_due(
+        &mut self,
+        raft: &mut Raft<MemStorage>,
+        sm: &NodeStateMachine,
+    ) -> Result<(), StorageError> {
+        // The frozen state, encoded at once (the driver encodes it on a
+        // thread of its own; the bytes are the same).
+        let encode = flotilla_node::driver::StateMachine::freeze(sm);
+        raft.compact(encode())?;
+        self.node.snapshots_taken += 1;
+        Ok(())
+    }
+}
+
+/// Follows, from what a member sends, how much of a leader's snapshot it
+/// buffers: it acknowledges each chunk of an incomplete snapshot with the
+/// bytes it holds, and answers with an append response once it installed it
+/// (or needs it no longer).
+fn note_sent(snapshot_bytes_buffered: &mut u64, m: &Message) {
+    match m.body {
+        MessageBody::InstallSnapshotResponse { next_offset, .. } => {
+            *snapshot_bytes_buffered = next_offset;
+        }
+        MessageBody::AppendEntriesResponse { .. } => *snapshot_bytes_buffered = 0,
+        _ => {}
+    }
+}
