@@ -60,8 +60,14 @@ impl Version {
             encode_varint(field as u64, &mut at);
         }
         let len = HEADER_BYTES_MAX - at.len();
-        // One allocation of the exact size: the iterator knows its length.
-        Version(header[..len].iter().chain(value).copied().collect())
+        // Two slice copies into a buffer, then one into the `Arc`: collecting
+        // the chained bytes into the `Arc` directly copies them one by one,
+        // about seven times slower for a 256-byte value (it was 1.5 % of the
+        // members' CPU on a put load).
+        let mut bytes = Vec::with_capacity(len + value.len());
+        bytes.extend_from_slice(&header[..len]);
+        bytes.extend_from_slice(value);
+        Version(Arc::from(bytes))
     }
 
     /// A live version.
