@@ -83,6 +83,7 @@ impl<S: Storage> Raft<S> {
         self.votes.clear();
         self.lead_transferee = NodeId::NONE;
         self.reads.clear();
+        self.forwarded.drop_queued();
         tracing::debug!(id = %self.id, term = %self.term, "starting pre-vote");
         let term = self.term.next();
         let body = MessageBody::PreVote {
@@ -98,6 +99,7 @@ impl<S: Storage> Raft<S> {
         self.become_follower(term, NodeId::NONE);
         self.role = Role::Candidate;
         self.vote = self.id;
+        self.forwarded.drop_queued();
         tracing::info!(id = %self.id, term = %self.term, transfer, "campaigning");
         let body = MessageBody::RequestVote {
             last_log_index: self.log.last_index(),

@@ -7,7 +7,7 @@ use crate::log::RaftLog;
 use crate::membership::ConfHistory;
 use crate::message::{Message, MessageBody};
 use crate::progress::Tracker;
-use crate::read::Reads;
+use crate::read::{ForwardedReads, Reads};
 use crate::ready::Ready;
 use crate::snapshot::IncomingSnapshot;
 use crate::storage::Storage;
@@ -85,6 +85,8 @@ pub struct Raft<S: Storage> {
     pub(crate) uncommitted_bytes: u64,
     pub(crate) uncommitted_entries: u64,
     pub(crate) reads: Reads,
+    /// A follower's reads on their way to the leader.
+    pub(crate) forwarded: ForwardedReads,
     pub(crate) read_states: Vec<ReadState>,
     /// Appends must be (re)sent to followers at the next flush.
     pub(crate) replication_dirty: bool,
@@ -133,6 +135,7 @@ impl<S: Storage> Raft<S> {
             uncommitted_bytes: 0,
             uncommitted_entries: 0,
             reads: Reads::default(),
+            forwarded: ForwardedReads::default(),
             read_states: Vec::new(),
             replication_dirty: false,
             prev_hard_state: hs,
@@ -295,10 +298,7 @@ impl<S: Storage> Raft<S> {
     pub fn read_index(&mut self, ctx: Bytes) -> Result<(), ReadError> {
         match self.role {
             Role::Leader => self.leader_read(self.id, ctx),
-            _ if self.leader.is_some() => {
-                self.send(self.leader, MessageBody::ReadIndex { ctx });
-                Ok(())
-            }
+            _ if self.leader.is_some() => self.follower_read(ctx),
             _ => Err(ReadError::NoLeader),
         }
     }
@@ -440,7 +440,7 @@ impl<S: Storage> Raft<S> {
                 self.handle_heartbeat(m.from, commit, round);
             }
             MessageBody::ReadIndexResponse { index, ctx } => {
-                self.read_states.push(ReadState { index, ctx });
+                self.on_forwarded_read_answer(index, &ctx);
             }
             MessageBody::TimeoutNow if self.promotable() => {
                 tracing::info!(id = %self.id, from = %m.from, "TimeoutNow: campaigning at once");
@@ -602,6 +602,7 @@ impl<S: Storage> Raft<S> {
     /// proposed since the last one leaves in as few messages as possible.
     fn flush(&mut self) {
         if self.role != Role::Leader {
+            self.send_forwarded_reads();
             return;
         }
         if self.reads.round_wanted() {

@@ -8,6 +8,12 @@
 //! will vote for anybody else for a minimum election timeout after hearing
 //! from it — it may serve reads without a round trip until that time, less a
 //! drift margin, has passed since `r` was sent (the lease).
+//!
+//! A follower gathers the reads its callers ask for between two `Ready`s
+//! and forwards them as one `ReadIndex` ([`ForwardedReads`]): the leader's
+//! one answer, an index it confirmed after every one of them arrived,
+//! serves them all (etcd's follower does the same in its read loop). Each
+//! read still gets its own [`ReadState`] with its caller's context.
 
 use crate::error::ReadError;
 use crate::message::MessageBody;
@@ -20,6 +26,37 @@ use std::collections::VecDeque;
 /// Most heartbeat rounds remembered for lease timing; older rounds can no
 /// longer extend a lease worth having.
 const ROUNDS_REMEMBERED: usize = 1024;
+
+/// Most forwarded read batches a follower waits on. An answer that never
+/// comes (a leader deposed or a message lost) leaves its batch here until
+/// newer ones push it out; the callers time out and retry meanwhile.
+const FORWARDED_BATCHES_MAX: usize = 256;
+
+/// A follower's reads on their way to the leader.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ForwardedReads {
+    /// Asked for since the last flush: they leave together.
+    queued: Vec<Bytes>,
+    /// Sent, by the batch id their `ReadIndex` carries; oldest first.
+    in_flight: VecDeque<(u64, Vec<Bytes>)>,
+    /// Reads in `in_flight`.
+    sent: usize,
+    /// Id of the last batch sent.
+    last_id: u64,
+}
+
+impl ForwardedReads {
+    /// Reads waiting, queued or sent.
+    fn len(&self) -> usize {
+        self.queued.len() + self.sent
+    }
+
+    /// Forgets the reads not yet sent: the member stopped following, and
+    /// its driver answers their callers.
+    pub(crate) fn drop_queued(&mut self) {
+        self.queued.clear();
+    }
+}
 
 /// A read waiting for confirmation.
 #[derive(Clone, Debug)]
@@ -76,6 +113,55 @@ impl Reads {
 }
 
 impl<S: Storage> Raft<S> {
+    /// Queues a read on a follower that knows its leader; it leaves at the
+    /// next flush with every other read queued by then.
+    pub(crate) fn follower_read(&mut self, ctx: Bytes) -> Result<(), ReadError> {
+        debug_assert_ne!(self.role, Role::Leader);
+        if self.forwarded.len() >= self.config.max_pending_reads {
+            return Err(ReadError::TooManyPending {
+                limit: self.config.max_pending_reads,
+            });
+        }
+        self.forwarded.queued.push(ctx);
+        Ok(())
+    }
+
+    /// Sends the queued reads to the leader as one `ReadIndex`.
+    pub(crate) fn send_forwarded_reads(&mut self) {
+        if self.forwarded.queued.is_empty() || !self.leader.is_some() {
+            return;
+        }
+        let f = &mut self.forwarded;
+        f.last_id += 1;
+        let id = f.last_id;
+        if f.in_flight.len() == FORWARDED_BATCHES_MAX
+            && let Some((_, lost)) = f.in_flight.pop_front()
+        {
+            f.sent -= lost.len();
+        }
+        f.sent += f.queued.len();
+        f.in_flight.push_back((id, std::mem::take(&mut f.queued)));
+        let ctx = Bytes::copy_from_slice(&id.to_le_bytes());
+        self.send(self.leader, MessageBody::ReadIndex { ctx });
+    }
+
+    /// The leader answered a forwarded batch: every read in it may be
+    /// served at `index`. An answer to no batch waiting (pushed out, or
+    /// from an earlier life) is ignored.
+    pub(crate) fn on_forwarded_read_answer(&mut self, index: LogIndex, ctx: &[u8]) {
+        let Ok(id) = <[u8; 8]>::try_from(ctx).map(u64::from_le_bytes) else {
+            return;
+        };
+        let f = &mut self.forwarded;
+        let Some(at) = f.in_flight.iter().position(|(i, _)| *i == id) else {
+            return;
+        };
+        let (_, ctxs) = f.in_flight.remove(at).expect("found above");
+        f.sent -= ctxs.len();
+        self.read_states
+            .extend(ctxs.into_iter().map(|ctx| ReadState { index, ctx }));
+    }
+
     /// Serves or queues a read on the leader for `from` (itself or a
     /// follower that forwarded it).
     pub(crate) fn leader_read(&mut self, from: NodeId, ctx: Bytes) -> Result<(), ReadError> {

@@ -76,53 +76,79 @@ fn read_index_waits_for_the_noop_then_for_a_quorum_of_its_round() {
 }
 
 /// Thesis §6.4 ("followers ... can also offload reads"): a follower forwards
-/// the read to its leader, the leader confirms it like its own and answers
-/// with the index, and the follower hands it out as a `ReadState`.
+/// the reads it gathered since its last `Ready` to its leader as one
+/// `ReadIndex`; the leader confirms it like its own reads and answers once
+/// with the index, and the follower hands out one `ReadState` per read, with
+/// its caller's context, in the order they were asked.
 #[test]
-fn follower_read_is_confirmed_by_the_leader() {
+fn follower_reads_go_to_the_leader_together_and_come_back_apart() {
     let mut net = Net::new(3);
     net.elect(1);
 
-    net.core(2)
-        .read_index(Bytes::from_static(b"f"))
-        .expect("leader known");
+    for ctx in [&b"f1"[..], b"f2", b"f3"] {
+        net.core(2)
+            .read_index(Bytes::from_static(ctx))
+            .expect("leader known");
+    }
     let ready = handle(net.core(2));
-    assert_eq!(
-        ready.messages,
-        [msg(
-            2,
-            1,
-            1,
-            MessageBody::ReadIndex {
-                ctx: Bytes::from_static(b"f")
-            }
-        )]
-    );
+    assert_eq!(kinds(&ready.messages), ["ReadIndex"], "one for the three");
+    assert_eq!(ready.messages[0].to, NodeId(1));
     let readies = net.deliver(ready.messages);
-    let sent: Vec<_> = readies
+    let answers: Vec<_> = readies
         .iter()
         .flat_map(|(_, r)| r.messages.iter())
         .filter(|m| m.kind() == "ReadIndexResponse")
-        .cloned()
         .collect();
-    assert_eq!(
-        sent,
-        [msg(
-            1,
-            2,
-            1,
-            MessageBody::ReadIndexResponse {
-                index: 1,
-                ctx: Bytes::from_static(b"f")
-            }
-        )]
-    );
+    assert_eq!(answers.len(), 1, "one answer for the batch");
+    assert!(matches!(
+        answers[0].body,
+        MessageBody::ReadIndexResponse { index: 1, .. }
+    ));
     let served: Vec<_> = readies
         .iter()
         .filter(|(id, _)| *id == NodeId(2))
         .flat_map(|(_, r)| r.read_states.clone())
         .collect();
-    assert_eq!(served, [read(1, b"f")]);
+    assert_eq!(served, [read(1, b"f1"), read(1, b"f2"), read(1, b"f3")]);
+
+    // A read asked after the batch left needs a batch of its own: the
+    // answer to the first says nothing about the leader after it was sent.
+    net.core(2)
+        .read_index(Bytes::from_static(b"g"))
+        .expect("leader known");
+    let ready = handle(net.core(2));
+    assert_eq!(kinds(&ready.messages), ["ReadIndex"]);
+    let served: Vec<_> = net
+        .deliver(ready.messages)
+        .iter()
+        .filter(|(id, _)| *id == NodeId(2))
+        .flat_map(|(_, r)| r.read_states.clone())
+        .collect();
+    assert_eq!(served, [read(1, b"g")]);
+}
+
+/// An answer to no batch the follower waits on (an earlier life's, or a
+/// duplicate) serves nothing.
+#[test]
+fn a_stray_read_answer_serves_nothing() {
+    let mut net = Net::new(3);
+    net.elect(1);
+    net.core(2)
+        .read_index(Bytes::from_static(b"f"))
+        .expect("leader known");
+    let ready = handle(net.core(2));
+    let MessageBody::ReadIndex { ctx } = ready.messages[0].body.clone() else {
+        panic!("a ReadIndex: {:?}", ready.messages);
+    };
+    let answer = |ctx: Bytes| msg(1, 2, 1, MessageBody::ReadIndexResponse { index: 1, ctx });
+    net.core(2).step(answer(Bytes::from_static(b"other")));
+    net.core(2)
+        .step(answer(Bytes::copy_from_slice(&u64::MAX.to_le_bytes())));
+    assert!(handle(net.core(2)).read_states.is_empty());
+    net.core(2).step(answer(ctx.clone()));
+    assert_eq!(handle(net.core(2)).read_states, [read(1, b"f")]);
+    net.core(2).step(answer(ctx));
+    assert!(handle(net.core(2)).read_states.is_empty(), "answered once");
 }
 
 /// Thesis §6.4.1 (leases): with lease-based reads, once a quorum acknowledged

@@ -21,9 +21,13 @@
 //!    snapshot ([`Effects::snapshot_due`]).
 //!
 //! At each state change it asserts what the contract guarantees: the
-//! applied index moves by one per entry (or forward by a snapshot),
-//! confirmed reads come in the order of their read indexes, and a read is
-//! served only once its index is applied.
+//! applied index moves by one per entry (or forward by a snapshot), and a
+//! confirmed read is served only once its index is applied. Reads are
+//! served in the order they were confirmed, which is not always the order
+//! of their indexes: a follower's confirmations cross a network that may
+//! reorder them, and a leader answers a read from its lease at once while
+//! an earlier one (at a lower index) still waits for its heartbeat round.
+//! Either way each index was the commit index after the read arrived.
 
 use super::error::DriverError;
 use super::state_machine::StateMachine;
@@ -77,21 +81,23 @@ pub trait Effects<S: Storage, M: StateMachine> {
     fn snapshot_due(&mut self, raft: &mut Raft<S>, sm: &M) -> Result<(), StorageError>;
 }
 
+/// A read sent for confirmation.
+struct Confirming<R> {
+    /// The tick it was sent at.
+    at: u64,
+    read: R,
+}
+
 /// The core, the state machine and their waiters; see the module docs.
 pub struct Step<S: Storage, M: StateMachine, P, R> {
     raft: Raft<S>,
     sm: M,
     /// index → (term, proposer).
     proposals: BTreeMap<LogIndex, (Term, P)>,
-    /// Reads sent for confirmation, by context id, with the tick they were
-    /// sent at.
-    confirming: HashMap<u64, (u64, R)>,
+    /// Reads sent for confirmation, by context id.
+    confirming: HashMap<u64, Confirming<R>>,
     /// Confirmed reads waiting for their index to be applied, in order.
     confirmed: VecDeque<(LogIndex, R)>,
-    /// The read index of the last confirmed read: confirmations never go
-    /// back (a later leader has committed at least what an earlier one
-    /// confirmed).
-    last_read_index: LogIndex,
     next_read_id: u64,
     applied: LogIndex,
 }
@@ -118,7 +124,6 @@ impl<S: Storage, M: StateMachine, P, R> Step<S, M, P, R> {
             proposals: BTreeMap::new(),
             confirming: HashMap::new(),
             confirmed: VecDeque::new(),
-            last_read_index: 0,
             next_read_id: 0,
             applied,
         }
@@ -185,7 +190,7 @@ impl<S: Storage, M: StateMachine, P, R> Step<S, M, P, R> {
             .read_index(Bytes::copy_from_slice(&id.to_le_bytes()))
         {
             Ok(()) => {
-                self.confirming.insert(id, (now, read));
+                self.confirming.insert(id, Confirming { at: now, read });
             }
             Err(ReadError::NoLeader) => {
                 fx.serve(read, Err(DriverError::NotLeader { leader_hint: None }))
@@ -203,12 +208,12 @@ impl<S: Storage, M: StateMachine, P, R> Step<S, M, P, R> {
         let expired: Vec<u64> = self
             .confirming
             .iter()
-            .filter(|(_, (at, _))| now.saturating_sub(*at) > timeout)
+            .filter(|(_, c)| now.saturating_sub(c.at) > timeout)
             .map(|(id, _)| *id)
             .collect();
         for id in expired {
-            if let Some((_, read)) = self.confirming.remove(&id) {
-                fx.serve(read, Err(DriverError::Timeout));
+            if let Some(c) = self.confirming.remove(&id) {
+                fx.serve(c.read, Err(DriverError::Timeout));
             }
         }
     }
@@ -221,8 +226,8 @@ impl<S: Storage, M: StateMachine, P, R> Step<S, M, P, R> {
         for (_, (_, proposal)) in std::mem::take(&mut self.proposals) {
             fx.answer(proposal, Err(e.clone()));
         }
-        for (_, (_, read)) in std::mem::take(&mut self.confirming) {
-            fx.serve(read, Err(e.clone()));
+        for (_, c) in std::mem::take(&mut self.confirming) {
+            fx.serve(c.read, Err(e.clone()));
         }
         for (_, read) in std::mem::take(&mut self.confirmed) {
             fx.serve(read, Err(e.clone()));
@@ -339,14 +344,7 @@ impl<S: Storage, M: StateMachine, P, R> Step<S, M, P, R> {
             .try_into()
             .map(u64::from_le_bytes)
             .unwrap_or(0);
-        if let Some((_, read)) = self.confirming.remove(&id) {
-            assert!(
-                rs.index >= self.last_read_index,
-                "read confirmed at index {} after one at {}",
-                rs.index,
-                self.last_read_index
-            );
-            self.last_read_index = rs.index;
+        if let Some(Confirming { read, .. }) = self.confirming.remove(&id) {
             self.confirmed.push_back((rs.index, read));
         }
     }
@@ -388,8 +386,8 @@ impl<S: Storage, M: StateMachine, P, R> Step<S, M, P, R> {
             fx.answer(proposal, Err(DriverError::OutcomeUnknown));
         }
         if status.soft_state.role != Role::Follower || hint.is_none() {
-            for (_, (_, read)) in std::mem::take(&mut self.confirming) {
-                fx.serve(read, Err(DriverError::NotLeader { leader_hint: hint }));
+            for (_, c) in std::mem::take(&mut self.confirming) {
+                fx.serve(c.read, Err(DriverError::NotLeader { leader_hint: hint }));
             }
         }
     }
