@@ -67,7 +67,8 @@ pub struct Config {
     pub strict_reconfig_check: bool,
     /// Bytes of snapshot data per InstallSnapshot message.
     pub max_snapshot_chunk_bytes: u64,
-    /// Largest snapshot a follower accepts (it buffers one while receiving).
+    /// Largest snapshot a follower accepts (its storage stages one while
+    /// receiving it).
     pub max_snapshot_bytes: u64,
     /// [`Raft::snapshot_due`](crate::Raft::snapshot_due) once this many entries
     /// were applied since the last snapshot...

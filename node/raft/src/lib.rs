@@ -39,7 +39,9 @@
 //!    Exception: when `ready.messages_first` is set (a leader whose term and
 //!    vote are durable), the driver may send them before or while doing
 //!    step 3, so that the leader's disk write overlaps the followers'.
-//! 5. **Apply**: restore the state machine from `ready.snapshot`, if any;
+//! 5. **Apply**: restore the state machine from `ready.snapshot`, if any
+//!    (from [`Storage::snapshot_reader`] when the storage kept the received
+//!    chunks in a file and `ready.snapshot.data` is empty);
 //!    then apply `ready.committed_entries` in order (a [`EntryKind::Noop`]
 //!    carries no command; a [`EntryKind::ConfChange`] carries the new
 //!    configuration and the proposer's context, read with
@@ -103,7 +105,9 @@ pub use message::{Message, MessageBody};
 pub use progress::ProgressState;
 pub use raft::{Raft, Status};
 pub use ready::Ready;
-pub use storage::{InitialState, MemStorage, SnapshotWriter, Storage, take_within_budget};
+pub use storage::{
+    InitialState, MemStorage, SnapshotSource, SnapshotWriter, Storage, chunk_of, take_within_budget,
+};
 pub use types::{
     ConfState, Entry, EntryKind, HardState, LogIndex, NodeId, ReadState, Role, Snapshot,
     SnapshotMeta, SoftState, Term,

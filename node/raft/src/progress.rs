@@ -22,9 +22,9 @@ pub enum ProgressState {
 /// A snapshot being sent to one follower.
 #[derive(Clone, Debug)]
 pub(crate) struct OutgoingSnapshot {
-    pub(crate) snapshot: crate::types::Snapshot,
-    /// CRC-32 of the whole data, checked by the receiver once complete.
-    pub(crate) crc: u32,
+    /// Which snapshot, its length and checksum: the data stays in storage
+    /// and is read a chunk at a time.
+    pub(crate) source: crate::storage::SnapshotSource,
     /// Next byte to send.
     pub(crate) next_offset: u64,
     /// Bytes the follower confirmed.
@@ -130,13 +130,12 @@ impl Progress {
         }
     }
 
-    pub(crate) fn become_snapshot(&mut self, snapshot: crate::types::Snapshot) {
+    pub(crate) fn become_snapshot(&mut self, source: crate::storage::SnapshotSource) {
         self.state = ProgressState::Snapshot;
         self.probe_sent = false;
         self.inflights.reset();
         self.snapshot = Some(OutgoingSnapshot {
-            crc: crc32fast::hash(&snapshot.data),
-            snapshot,
+            source,
             next_offset: 0,
             acked_offset: 0,
             acked_at_last_heartbeat: 0,
@@ -169,7 +168,7 @@ impl Progress {
                     || self
                         .snapshot
                         .as_ref()
-                        .is_none_or(|s| s.next_offset >= s.snapshot.data.len() as u64)
+                        .is_none_or(|s| s.next_offset >= s.source.len_bytes)
             }
         }
     }

@@ -2,6 +2,11 @@
 //! state machine and the log before it is discarded; a follower that needs
 //! discarded entries receives the snapshot in bounded, checksummed chunks and
 //! installs it only once it is complete and its checksum matches.
+//!
+//! Neither side holds a snapshot whole: the leader reads each chunk from
+//! storage as it sends it ([`Storage::snapshot_chunk`]), the follower hands
+//! each chunk to storage as it arrives ([`Storage::receive_snapshot_chunk`])
+//! and keeps only a running checksum.
 
 use crate::error::StorageError;
 use crate::message::MessageBody;
@@ -11,11 +16,13 @@ use crate::storage::Storage;
 use crate::types::{LogIndex, NodeId, Snapshot, SnapshotMeta, Term};
 use bytes::Bytes;
 
-/// A snapshot a follower is receiving.
+/// A snapshot a follower is receiving: its data goes to storage chunk by
+/// chunk; only the count and the running checksum stay here.
 #[derive(Clone, Debug)]
 pub(crate) struct IncomingSnapshot {
     meta: SnapshotMeta,
-    buf: Vec<u8>,
+    received_bytes: u64,
+    crc: crc32fast::Hasher,
 }
 
 impl<S: Storage> Raft<S> {
@@ -94,45 +101,85 @@ impl<S: Storage> Raft<S> {
     /// Leader: `to` needs entries before the first one held; start sending
     /// the latest snapshot. Returns false if storage failed.
     pub(crate) fn start_snapshot_send(&mut self, to: NodeId) -> bool {
-        let snapshot = match self.log.storage.snapshot() {
+        let source = match self.log.storage.snapshot_source() {
             Ok(s) => s,
             Err(e) => {
                 self.fatal = Some(StorageError::Fatal(format!("cannot read snapshot: {e}")));
                 return false;
             }
         };
-        tracing::info!(id = %self.id, %to, index = snapshot.meta.index, bytes = snapshot.data.len(), "sending snapshot");
+        tracing::info!(id = %self.id, %to, index = source.meta.index, bytes = source.len_bytes, "sending snapshot");
         if let Some(pr) = self.tracker.progress.get_mut(&to) {
-            pr.become_snapshot(snapshot);
+            pr.become_snapshot(source);
         }
         true
     }
 
-    /// Leader: the next chunk for `to`, within the chunk size.
+    /// Leader: the next chunk for `to`, within the chunk size, read from
+    /// storage now. If storage no longer holds the snapshot being sent (a
+    /// newer one replaced it), the newest is sent from its start instead.
     pub(crate) fn send_snapshot_chunk(&mut self, to: NodeId) {
         let chunk_max = self.config.max_snapshot_chunk_bytes;
-        let Some(pr) = self.tracker.progress.get_mut(&to) else {
+        for _ in 0..2 {
+            let Some(out) = self
+                .tracker
+                .progress
+                .get(&to)
+                .and_then(|pr| pr.snapshot.as_ref())
+            else {
+                return;
+            };
+            let (source, start) = (out.source.clone(), out.next_offset);
+            let data = match self
+                .log
+                .storage
+                .snapshot_chunk(&source.meta, start, chunk_max)
+            {
+                Ok(data) => data,
+                Err(StorageError::Compacted(_)) => {
+                    tracing::info!(id = %self.id, %to, index = source.meta.index, "snapshot replaced while being sent; sending the newest");
+                    if !self.start_snapshot_send(to) {
+                        return;
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    self.fatal = Some(StorageError::Fatal(format!(
+                        "cannot read snapshot {} at {start}: {e}",
+                        source.meta.index
+                    )));
+                    return;
+                }
+            };
+            let total = source.len_bytes;
+            let end = start + data.len() as u64;
+            if end > total || (data.is_empty() && start < total) {
+                self.fatal = Some(StorageError::Fatal(format!(
+                    "snapshot {} gave {} bytes at {start} of {total}",
+                    source.meta.index,
+                    data.len()
+                )));
+                return;
+            }
+            let Some(pr) = self.tracker.progress.get_mut(&to) else {
+                return;
+            };
+            if let Some(out) = pr.snapshot.as_mut() {
+                out.next_offset = end;
+            }
+            let body = MessageBody::InstallSnapshot {
+                meta: source.meta,
+                offset: start,
+                chunk_crc: crc32fast::hash(&data),
+                data,
+                done: end == total,
+                total_bytes: total,
+                snapshot_crc: source.crc,
+            };
+            pr.inflights.add(end, end - start);
+            self.send(to, body);
             return;
-        };
-        let Some(out) = pr.snapshot.as_mut() else {
-            return;
-        };
-        let total = out.snapshot.data.len() as u64;
-        let start = out.next_offset.min(total);
-        let end = (start + chunk_max).min(total);
-        let data = out.snapshot.data.slice(start as usize..end as usize);
-        out.next_offset = end;
-        let body = MessageBody::InstallSnapshot {
-            meta: out.snapshot.meta.clone(),
-            offset: start,
-            chunk_crc: crc32fast::hash(&data),
-            data,
-            done: end == total,
-            total_bytes: total,
-            snapshot_crc: out.crc,
-        };
-        pr.inflights.add(end, end - start);
-        self.send(to, body);
+        }
     }
 
     /// Leader: a follower answered a chunk.
@@ -155,6 +202,8 @@ impl<S: Storage> Raft<S> {
             return;
         };
         out.acked_offset = out.acked_offset.max(next_offset);
+        // The follower may hold more than was sent since a rewind.
+        out.next_offset = out.next_offset.max(out.acked_offset);
         pr.inflights.free_to(next_offset);
         if !accepted && next_offset < out.next_offset {
             // A chunk was lost or arrived out of order: resend from where
@@ -225,14 +274,20 @@ impl<S: Storage> Raft<S> {
             }
             self.incoming_snapshot = Some(IncomingSnapshot {
                 meta: meta.clone(),
-                buf: Vec::with_capacity(
-                    total_bytes.min(self.config.max_snapshot_chunk_bytes * 4) as usize
-                ),
+                received_bytes: 0,
+                crc: crc32fast::Hasher::new(),
             });
         }
         let incoming = self.incoming_snapshot.as_mut().expect("set above");
-        let have = incoming.buf.len() as u64;
-        if offset != have {
+        let have = incoming.received_bytes;
+        if offset < have {
+            // A duplicate (the leader resent chunks it presumed lost): say
+            // where this member stands, without asking to rewind, or each
+            // duplicate in flight would make the leader resend its window
+            // again.
+            return respond(self, true, have);
+        }
+        if offset > have {
             return respond(self, false, have);
         }
         if crc32fast::hash(&data) != chunk_crc {
@@ -243,19 +298,33 @@ impl<S: Storage> Raft<S> {
             self.incoming_snapshot = None;
             return respond(self, false, 0);
         }
-        incoming.buf.extend_from_slice(&data);
-        let have = incoming.buf.len() as u64;
+        if let Err(e) = self
+            .log
+            .storage
+            .receive_snapshot_chunk(&meta, offset, &data)
+        {
+            tracing::warn!(id = %self.id, index = meta.index, offset, error = %e, "cannot store a snapshot chunk; starting over");
+            self.incoming_snapshot = None;
+            return respond(self, false, 0);
+        }
+        let incoming = self.incoming_snapshot.as_mut().expect("set above");
+        incoming.crc.update(&data);
+        incoming.received_bytes += data.len() as u64;
+        let have = incoming.received_bytes;
         if !done {
             return respond(self, true, have);
         }
         let incoming = self.incoming_snapshot.take().expect("set above");
-        if have != total_bytes || crc32fast::hash(&incoming.buf) != snapshot_crc {
+        if have != total_bytes || incoming.crc.finalize() != snapshot_crc {
             tracing::warn!(id = %self.id, index = meta.index, "completed snapshot failed its checksum; starting over");
             return respond(self, false, 0);
         }
-        let snapshot = Snapshot {
-            meta,
-            data: Bytes::from(incoming.buf),
+        let snapshot = match self.log.storage.received_snapshot(&meta) {
+            Ok(snapshot) => snapshot,
+            Err(e) => {
+                tracing::warn!(id = %self.id, index = meta.index, error = %e, "cannot finish a received snapshot; starting over");
+                return respond(self, false, 0);
+            }
         };
         self.restore(snapshot);
         let index = self.log.committed;
@@ -285,7 +354,7 @@ impl<S: Storage> Raft<S> {
             && pr
                 .snapshot
                 .as_ref()
-                .is_none_or(|s| pr.match_index >= s.snapshot.meta.index)
+                .is_none_or(|s| pr.match_index >= s.source.meta.index)
         {
             tracing::info!(id = %self.id, follower = %from, matched = pr.match_index, "snapshot delivered");
             pr.become_probe();

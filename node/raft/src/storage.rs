@@ -8,6 +8,7 @@
 
 use crate::error::StorageError;
 use crate::types::{ConfState, Entry, HardState, LogIndex, Snapshot, SnapshotMeta, Term};
+use bytes::Bytes;
 
 /// What a restarting core needs to resume.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -16,6 +17,19 @@ pub struct InitialState {
     pub hard_state: HardState,
     /// The last saved configuration.
     pub conf_state: ConfState,
+}
+
+/// What a leader needs to send the latest snapshot without holding its
+/// data: where it stands, the data's length and its CRC-32 (which the
+/// follower checks once it has every chunk).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SnapshotSource {
+    /// Position and configuration.
+    pub meta: SnapshotMeta,
+    /// Bytes of data.
+    pub len_bytes: u64,
+    /// CRC-32 of the data.
+    pub crc: u32,
 }
 
 /// Durable storage of the Raft log and hard state.
@@ -64,6 +78,74 @@ pub trait Storage {
     /// The most recent snapshot; `meta.index == 0` and empty data when there
     /// is none.
     fn snapshot(&self) -> Result<Snapshot, StorageError>;
+
+    /// The latest snapshot's position, length and checksum, without its
+    /// data, for a leader about to send it chunk by chunk with
+    /// [`Storage::snapshot_chunk`]. The default reads the whole snapshot;
+    /// storage that keeps snapshots in files overrides it.
+    fn snapshot_source(&self) -> Result<SnapshotSource, StorageError> {
+        let s = self.snapshot()?;
+        Ok(SnapshotSource {
+            len_bytes: s.data.len() as u64,
+            crc: crc32fast::hash(&s.data),
+            meta: s.meta,
+        })
+    }
+
+    /// At most `max_bytes` of the data of the snapshot at `meta`, from byte
+    /// `offset` (empty at or past the end). [`StorageError::Compacted`]
+    /// when that snapshot is no longer held (a newer one replaced it): the
+    /// leader then starts over with the newest. The default slices
+    /// [`Storage::snapshot`]; storage that keeps snapshots in files reads
+    /// only the chunk.
+    fn snapshot_chunk(
+        &self,
+        meta: &SnapshotMeta,
+        offset: u64,
+        max_bytes: u64,
+    ) -> Result<Bytes, StorageError> {
+        let s = self.snapshot()?;
+        if s.meta != *meta {
+            return Err(StorageError::Compacted(meta.index));
+        }
+        Ok(chunk_of(&s.data, offset, max_bytes))
+    }
+
+    /// A chunk of a snapshot a follower is receiving from the leader: `data`
+    /// belongs at byte `offset` of the data of the snapshot at `meta`.
+    /// Chunks come in order, each right after the previous one; offset 0
+    /// starts the snapshot over, dropping whatever was received before
+    /// (of this one or another). Nothing here needs to be durable:
+    /// [`Storage::apply_snapshot`] makes the complete snapshot so. An error
+    /// drops the snapshot being received (the leader sends it again); it
+    /// does not stop the node.
+    fn receive_snapshot_chunk(
+        &mut self,
+        meta: &SnapshotMeta,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<(), StorageError>;
+
+    /// The snapshot at `meta`, received completely (the core checked its
+    /// length and checksum), as the `Ready` hands it to the application:
+    /// with its data when the storage kept the chunks in memory, with empty
+    /// data when it keeps them in a file — read them with
+    /// [`Storage::snapshot_reader`] and install with
+    /// [`Storage::apply_snapshot`], which takes the file as it is.
+    fn received_snapshot(&mut self, meta: &SnapshotMeta) -> Result<Snapshot, StorageError>;
+
+    /// The data of the snapshot at `meta` (a received one not yet installed,
+    /// or the held one) as a stream, for storage that keeps it in a file;
+    /// `None` when the data is in memory, in the [`Snapshot`] itself. The
+    /// reader holds the file open, so installing or replacing the snapshot
+    /// meanwhile does not disturb it.
+    fn snapshot_reader(
+        &self,
+        meta: &SnapshotMeta,
+    ) -> Result<Option<Box<dyn std::io::Read + Send>>, StorageError> {
+        let _ = meta;
+        Ok(None)
+    }
 
     /// Durably installs a snapshot received from the leader. If the log holds
     /// an entry at the snapshot's index with its term, the entries after it
@@ -123,6 +205,8 @@ pub struct MemStorage {
     /// snapshot covers.
     offset: (LogIndex, Term),
     entries: Vec<Entry>,
+    /// A snapshot being received from the leader, and its data so far.
+    receiving: Option<(SnapshotMeta, Vec<u8>)>,
 }
 
 impl MemStorage {
@@ -170,6 +254,7 @@ impl MemStorage {
             offset: (snapshot.meta.index, snapshot.meta.term),
             snap: snapshot,
             entries,
+            receiving: None,
         }
     }
 
@@ -297,6 +382,38 @@ impl Storage for MemStorage {
         Ok(self.snap.clone())
     }
 
+    /// Keeps the chunks in memory: this storage is all in memory.
+    fn receive_snapshot_chunk(
+        &mut self,
+        meta: &SnapshotMeta,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<(), StorageError> {
+        if offset == 0 {
+            self.receiving = Some((meta.clone(), Vec::new()));
+        }
+        match &mut self.receiving {
+            Some((m, buf)) if m == meta && buf.len() as u64 == offset => {
+                buf.extend_from_slice(data);
+                Ok(())
+            }
+            _ => {
+                self.receiving = None;
+                Err(StorageError::Unavailable(meta.index))
+            }
+        }
+    }
+
+    fn received_snapshot(&mut self, meta: &SnapshotMeta) -> Result<Snapshot, StorageError> {
+        match self.receiving.take() {
+            Some((m, buf)) if m == *meta => Ok(Snapshot {
+                meta: m,
+                data: Bytes::from(buf),
+            }),
+            _ => Err(StorageError::Unavailable(meta.index)),
+        }
+    }
+
     fn apply_snapshot(&mut self, snapshot: Snapshot) -> Result<(), StorageError> {
         let meta = &snapshot.meta;
         if meta.index <= self.snap.meta.index {
@@ -330,6 +447,14 @@ impl Storage for MemStorage {
         self.snap = snapshot;
         Ok(())
     }
+}
+
+/// `data[offset..offset + max_bytes]`, cut at the end.
+pub fn chunk_of(data: &Bytes, offset: u64, max_bytes: u64) -> Bytes {
+    let len = data.len() as u64;
+    let start = offset.min(len);
+    let end = start.saturating_add(max_bytes).min(len);
+    data.slice(start as usize..end as usize)
 }
 
 /// The longest prefix of `entries` within `max_bytes`, never empty when

@@ -194,4 +194,15 @@ impl StateMachine for NodeStateMachine {
         self.reset_lessor();
         Ok(())
     }
+
+    fn restore_from(
+        &mut self,
+        meta: &flotilla_raft::SnapshotMeta,
+        data: &mut dyn std::io::Read,
+    ) -> Result<(), String> {
+        self.kv.restore_from(meta, data)?;
+        self.gauge.update(&self.kv);
+        self.reset_lessor();
+        Ok(())
+    }
 }

@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use flotilla_raft::{
-    Entry, HardState, InitialState, LogIndex, MemStorage, Snapshot, SnapshotMeta, SnapshotWriter,
-    Storage, StorageError, Term,
+    Entry, HardState, InitialState, LogIndex, MemStorage, Snapshot, SnapshotMeta, SnapshotSource,
+    SnapshotWriter, Storage, StorageError, Term,
 };
 
 use crate::error::OpenError;
@@ -24,6 +24,7 @@ use crate::meta_files::{
 use crate::options::{FsyncMode, StorageOptions};
 use crate::recovery;
 use crate::segment::segment_name;
+use crate::snapshot_stream::{Receiving, SnapshotSums};
 
 /// File name of the hard state, in the data directory.
 pub const HARD_STATE_FILE: &str = "hardstate";
@@ -74,6 +75,11 @@ pub struct DiskStorage {
     /// The encode buffer, reused across saves.
     pub(crate) buf: Vec<u8>,
     pub(crate) fatal: Option<String>,
+    /// Length and data checksum of the newest snapshot file, for sending
+    /// it without reading it whole.
+    pub(crate) snapshot_sums: SnapshotSums,
+    /// A snapshot being received from the leader.
+    pub(crate) receiving: Option<Receiving>,
 }
 
 impl fmt::Debug for DiskStorage {
@@ -147,7 +153,7 @@ impl DiskStorage {
         self.dir.join(LOG_DIR).join(segment_name(first_index))
     }
 
-    fn sync(&self) -> bool {
+    pub(crate) fn sync(&self) -> bool {
         self.options.fsync == FsyncMode::Always
     }
 
@@ -306,7 +312,9 @@ impl DiskStorage {
     fn write_snapshot(&self, snapshot: &Snapshot) -> io::Result<()> {
         let dir = self.dir.join(SNAPSHOT_DIR);
         let name = snapshot_name(&snapshot.meta);
-        write_snapshot_atomic(&*self.fs, &dir, &name, snapshot, self.sync())
+        let crc = write_snapshot_atomic(&*self.fs, &dir, &name, snapshot, self.sync())?;
+        self.note_sums(&snapshot.meta, snapshot.data.len() as u64, crc);
+        Ok(())
     }
 
     /// Reads the snapshot file of `meta` back, checked.
@@ -477,6 +485,52 @@ impl Storage for DiskStorage {
         self.read_snapshot(&held.meta)
     }
 
+    fn snapshot_source(&self) -> Result<SnapshotSource, StorageError> {
+        self.check()?;
+        self.source()
+    }
+
+    /// One `pread` of the snapshot's file.
+    fn snapshot_chunk(
+        &self,
+        meta: &SnapshotMeta,
+        offset: u64,
+        max_bytes: u64,
+    ) -> Result<Bytes, StorageError> {
+        self.check()?;
+        self.read_chunk(meta, offset, max_bytes)
+    }
+
+    /// Appends to a temporary file of the snapshot folder.
+    fn receive_snapshot_chunk(
+        &mut self,
+        meta: &SnapshotMeta,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<(), StorageError> {
+        self.check()?;
+        self.receive_chunk(meta, offset, data)
+    }
+
+    /// The data stays in the file: the snapshot comes back without it.
+    fn received_snapshot(&mut self, meta: &SnapshotMeta) -> Result<Snapshot, StorageError> {
+        self.check()?;
+        self.finish_receiving(meta)
+    }
+
+    fn snapshot_reader(
+        &self,
+        meta: &SnapshotMeta,
+    ) -> Result<Option<Box<dyn std::io::Read + Send>>, StorageError> {
+        self.check()?;
+        Ok(self
+            .reader(meta)?
+            .map(|r| Box::new(r) as Box<dyn std::io::Read + Send>))
+    }
+
+    /// A snapshot received chunk by chunk (empty data, see
+    /// [`Storage::received_snapshot`]) is installed from its file; any
+    /// other is written.
     fn apply_snapshot(&mut self, snapshot: Snapshot) -> Result<(), StorageError> {
         self.check()?;
         let index = snapshot.meta.index;
@@ -485,7 +539,12 @@ impl Storage for DiskStorage {
         }
         let keep =
             index > self.offset() && self.mirror.term(index).ok() == Some(snapshot.meta.term);
-        self.io("writing a snapshot", |s| s.write_snapshot(&snapshot))?;
+        // A snapshot received chunk by chunk is already in its file.
+        if !self.io("installing a received snapshot", |s| {
+            s.install_received(&snapshot)
+        })? {
+            self.io("writing a snapshot", |s| s.write_snapshot(&snapshot))?;
+        }
         let (meta, covered) = (snapshot.meta.clone(), (index - self.offset()) as usize);
         // The mirror raises its commit index to at least the snapshot's. On
         // disk recovery does that, so no hard-state write is needed here.
@@ -523,14 +582,27 @@ impl Storage for DiskStorage {
             return None;
         }
         let (fs, dir, sync) = (self.fs.clone(), self.dir.join(SNAPSHOT_DIR), self.sync());
+        let sums = self.snapshot_sums.clone();
         Some(Box::new(move |snapshot: &Snapshot| {
             let name = snapshot_name(&snapshot.meta);
-            write_snapshot_atomic(&*fs, &dir, &name, snapshot, sync).map_err(|e| {
+            let crc = write_snapshot_atomic(&*fs, &dir, &name, snapshot, sync).map_err(|e| {
                 StorageError::Fatal(format!(
                     "writing snapshot {}: {e}",
                     dir.join(&name).display()
                 ))
-            })
+            })?;
+            let mut sums = sums.lock().expect("never poisoned");
+            if sums
+                .as_ref()
+                .is_none_or(|s| s.meta.index <= snapshot.meta.index)
+            {
+                *sums = Some(SnapshotSource {
+                    meta: snapshot.meta.clone(),
+                    len_bytes: snapshot.data.len() as u64,
+                    crc,
+                });
+            }
+            Ok(())
         }))
     }
 

@@ -125,6 +125,10 @@ impl FileSystem for FaultyFs {
         RealFs.read_file(path)
     }
 
+    fn open_read(&self, path: &Path) -> io::Result<Box<dyn crate::fs::ReadAtFile>> {
+        RealFs.open_read(path)
+    }
+
     fn write_file(&self, path: &Path, data: &[u8], sync: bool) -> io::Result<()> {
         self.write()?;
         RealFs.write_file(path, data, false)?;

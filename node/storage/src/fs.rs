@@ -31,6 +31,14 @@ pub trait AppendFile: fmt::Debug + Send {
     fn sync_data(&mut self) -> io::Result<()>;
 }
 
+/// A file opened for positioned reads (a snapshot sent or installed chunk
+/// by chunk). It stays readable after the path is renamed or removed.
+pub trait ReadAtFile: fmt::Debug + Send + Sync {
+    /// Reads up to `buf.len()` bytes at byte `offset`; fewer only at the end
+    /// of the file.
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize>;
+}
+
 /// Directory and whole-file operations.
 pub trait FileSystem: fmt::Debug + Send + Sync {
     /// Creates `dir` and its parents if missing.
@@ -41,6 +49,9 @@ pub trait FileSystem: fmt::Debug + Send + Sync {
 
     /// The whole content of a file.
     fn read_file(&self, path: &Path) -> io::Result<Vec<u8>>;
+
+    /// Opens `path` for positioned reads.
+    fn open_read(&self, path: &Path) -> io::Result<Box<dyn ReadAtFile>>;
 
     /// Creates (or truncates) `path`, writes `data`, and fsyncs it when
     /// `sync` is set. Used for the temporary file of an atomic replace.
@@ -94,6 +105,24 @@ impl AppendFile for RealAppendFile {
     }
 }
 
+#[derive(Debug)]
+struct RealReadFile(File);
+
+impl ReadAtFile for RealReadFile {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        let mut done = 0;
+        while done < buf.len() {
+            match self.0.read_at(&mut buf[done..], offset + done as u64) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(done)
+    }
+}
+
 impl FileSystem for RealFs {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         fs::create_dir_all(dir)
@@ -113,6 +142,10 @@ impl FileSystem for RealFs {
 
     fn read_file(&self, path: &Path) -> io::Result<Vec<u8>> {
         fs::read(path)
+    }
+
+    fn open_read(&self, path: &Path) -> io::Result<Box<dyn ReadAtFile>> {
+        Ok(Box::new(RealReadFile(File::open(path)?)))
     }
 
     fn write_file(&self, path: &Path, data: &[u8], sync: bool) -> io::Result<()> {

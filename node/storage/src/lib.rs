@@ -126,8 +126,10 @@ mod meta_files;
 mod options;
 mod recovery;
 mod segment;
+mod snapshot_stream;
 
 pub use disk::{DiskStorage, HARD_STATE_FILE, IDENTITY_FILE, LOG_DIR, SNAPSHOT_DIR};
 pub use error::OpenError;
 pub use fault::FaultyFs;
 pub use options::{FsyncMode, StorageOptions};
+pub use snapshot_stream::SnapshotFileReader;

@@ -148,15 +148,35 @@ pub fn snapshot_name(meta: &SnapshotMeta) -> String {
 /// The start of a snapshot file: magic, index, term, encoded
 /// configuration and the data's length; the data and the CRC follow.
 fn snapshot_header(snapshot: &Snapshot) -> Vec<u8> {
-    let conf = snapshot.meta.conf_state.encode();
+    snapshot_header_of(&snapshot.meta, snapshot.data.len() as u64)
+}
+
+/// [`snapshot_header`] for the snapshot at `meta` with `data_len` bytes of
+/// data (one received chunk by chunk).
+pub fn snapshot_header_of(meta: &SnapshotMeta, data_len: u64) -> Vec<u8> {
+    let conf = meta.conf_state.encode();
     let mut out = Vec::with_capacity(40 + conf.len());
     out.extend_from_slice(SNAPSHOT_MAGIC);
-    out.extend_from_slice(&snapshot.meta.index.to_le_bytes());
-    out.extend_from_slice(&snapshot.meta.term.0.to_le_bytes());
+    out.extend_from_slice(&meta.index.to_le_bytes());
+    out.extend_from_slice(&meta.term.0.to_le_bytes());
     out.extend_from_slice(&(conf.len() as u64).to_le_bytes());
     out.extend_from_slice(&conf);
-    out.extend_from_slice(&(snapshot.data.len() as u64).to_le_bytes());
+    out.extend_from_slice(&data_len.to_le_bytes());
     out
+}
+
+/// Where the data starts in the file of the snapshot at `meta`.
+pub fn snapshot_data_offset(meta: &SnapshotMeta) -> u64 {
+    snapshot_header_of(meta, 0).len() as u64
+}
+
+/// The file's trailing CRC-32 (over the header and the data) from the
+/// header and the CRC-32 of the data alone, without reading the data again.
+pub fn snapshot_file_crc(header: &[u8], data_crc: &crc32fast::Hasher) -> u32 {
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(header);
+    crc.combine(data_crc);
+    crc.finalize()
 }
 
 /// A snapshot file: index, term, encoded configuration, data.
@@ -172,18 +192,19 @@ pub const SNAPSHOT_SYNC_BYTES: usize = 8 << 20;
 /// Replaces `dir/name` with [`encode_snapshot`]'s bytes as
 /// [`write_atomic`] does, but writes the header, the data and the CRC one
 /// after the other: the data, most of a member's state, is not copied.
+/// Returns the CRC-32 of the data alone (what a leader sends it with).
 pub fn write_snapshot_atomic(
     fs: &dyn FileSystem,
     dir: &Path,
     name: &str,
     snapshot: &Snapshot,
     sync: bool,
-) -> std::io::Result<()> {
+) -> std::io::Result<u32> {
     let tmp = dir.join(format!("{name}{TMP_SUFFIX}"));
     let header = snapshot_header(snapshot);
-    let mut crc = crc32fast::Hasher::new();
-    crc.update(&header);
-    crc.update(&snapshot.data);
+    let mut data_crc = crc32fast::Hasher::new();
+    data_crc.update(&snapshot.data);
+    let file_crc = snapshot_file_crc(&header, &data_crc);
     let mut file = fs.open_append(&tmp, true)?;
     file.truncate(0)?; // a leftover of the same name is stale
     let data_at = header.len() as u64;
@@ -202,7 +223,7 @@ pub fn write_snapshot_atomic(
     }
     file.write_at(
         data_at + snapshot.data.len() as u64,
-        &crc.finalize().to_le_bytes(),
+        &file_crc.to_le_bytes(),
     )?;
     if sync {
         file.sync_data()?;
@@ -212,7 +233,7 @@ pub fn write_snapshot_atomic(
     if sync {
         fs.sync_dir(dir)?;
     }
-    Ok(())
+    Ok(data_crc.finalize())
 }
 
 /// Decodes [`encode_snapshot`]. The data is a slice of `buf`, not a copy.

@@ -43,6 +43,12 @@ pub(crate) fn open(
     }
     let hard_state = read_hard_state(&*fs, dir)?;
     let snap = read_latest_snapshot(&*fs, &snap_dir)?;
+    // What a leader sends the snapshot with, while its data is at hand.
+    let sums = (snap.meta.index > 0).then(|| flotilla_raft::SnapshotSource {
+        meta: snap.meta.clone(),
+        len_bytes: snap.data.len() as u64,
+        crc: crc32fast::hash(&snap.data),
+    });
     let log = recover_log(&*fs, &log_dir, &snap.meta, sync)?;
     let last_index = snap.meta.index + log.entries.len() as u64;
     if hard_state.commit > last_index {
@@ -81,6 +87,8 @@ pub(crate) fn open(
         file_bytes: log.active_file_bytes,
         buf: Vec::new(),
         fatal: None,
+        snapshot_sums: std::sync::Arc::new(std::sync::Mutex::new(sums)),
+        receiving: None,
     })
 }
 

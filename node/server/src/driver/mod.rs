@@ -12,11 +12,13 @@
 //! | `handle` | [`RaftHandle`], the cloneable front door |
 //! | `task` | the task itself: the select loop, and the step's effects on disk, network and callers |
 //! | `step` | [`Step`]: the `Ready` processing, sans IO, that the simulation in `tests/` runs too |
+//! | `snapshot_install` | installing a leader's snapshot: persist and decode at once |
 //! | `state_machine` | the [`StateMachine`] and [`Transport`] traits |
 //! | `error` | [`DriverError`] |
 
 mod error;
 mod handle;
+mod snapshot_install;
 mod state_machine;
 mod step;
 mod task;

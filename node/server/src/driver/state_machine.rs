@@ -1,6 +1,6 @@
 //! What the driver needs from the application and from the network.
 
-use flotilla_raft::{Bytes, LogIndex, Message, Snapshot};
+use flotilla_raft::{Bytes, LogIndex, Message, Snapshot, SnapshotMeta};
 
 /// The replicated state machine the driver applies committed commands to.
 /// It runs on the driver task: keep `apply` short and free of IO.
@@ -33,6 +33,25 @@ pub trait StateMachine: Send + 'static {
 
     /// Replaces the state by a snapshot's.
     fn restore(&mut self, snapshot: &Snapshot) -> Result<(), String>;
+
+    /// Replaces the state by that of the snapshot at `meta`, whose data
+    /// (the bytes [`Self::snapshot`] gave) is read from `data`: a file of
+    /// the storage's, as large as the state, so decode it as a stream where
+    /// the encoding allows. This default reads it whole, then calls
+    /// [`Self::restore`].
+    fn restore_from(
+        &mut self,
+        meta: &SnapshotMeta,
+        data: &mut dyn std::io::Read,
+    ) -> Result<(), String> {
+        let mut buf = Vec::new();
+        data.read_to_end(&mut buf)
+            .map_err(|e| format!("cannot read snapshot {}: {e}", meta.index))?;
+        self.restore(&Snapshot {
+            meta: meta.clone(),
+            data: Bytes::from(buf),
+        })
+    }
 }
 
 /// Delivers messages to peers. `send` must not block: queue, and drop when a

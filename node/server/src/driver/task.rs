@@ -3,6 +3,7 @@
 
 use super::error::DriverError;
 use super::handle::{NodeStatus, PrepareFn, RaftHandle, ReadFn, Request};
+use super::snapshot_install::install_snapshot;
 use super::state_machine::{StateMachine, Transport};
 use super::step::{Effects, Step};
 use crate::metrics::Metrics;
@@ -711,54 +712,6 @@ fn log_snapshot<S: Storage>(
         write_ms = written.as_millis() as u64,
         "took a snapshot and compacted the log"
     );
-}
-
-/// How long the two halves of [`install_snapshot`] took.
-struct InstallTimes {
-    persisted: Duration,
-    restored: Duration,
-}
-
-/// Step 3 and the snapshot half of step 5 for a `Ready` that carries a
-/// snapshot: the storage writes and fsyncs it (then saves the entries after
-/// it) while the state machine decodes it on a scoped thread. The state is
-/// committed data, so holding it before the local copy is durable is safe:
-/// nothing is acknowledged before the caller sends this `Ready`'s messages,
-/// after both halves have finished.
-fn install_snapshot<S: Storage, M: StateMachine>(
-    raft: &mut Raft<S>,
-    sm: &mut M,
-    snapshot: &Snapshot,
-    ready: &Ready,
-) -> Result<InstallTimes, StorageError> {
-    let started = Instant::now();
-    let persist = |raft: &mut Raft<S>| {
-        raft.storage_mut().apply_snapshot(snapshot.clone())?;
-        raft.storage_mut()
-            .save(ready.hard_state.as_ref(), &ready.entries)
-    };
-    std::thread::scope(|scope| {
-        let restoring = std::thread::Builder::new()
-            .name("snapshot-restore".into())
-            .spawn_scoped(scope, || {
-                sm.restore(snapshot)
-                    .map_err(|e| StorageError::Fatal(format!("cannot restore snapshot: {e}")))
-                    .map(|()| started.elapsed())
-            });
-        let persisted = persist(raft).map(|()| started.elapsed());
-        let restored = match restoring {
-            Ok(handle) => handle
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-            Err(e) => Err(StorageError::Fatal(format!(
-                "cannot start a thread to restore the snapshot: {e}"
-            ))),
-        };
-        Ok(InstallTimes {
-            persisted: persisted?,
-            restored: restored?,
-        })
-    })
 }
 
 fn blocking<R>(owns_thread: bool, io: impl FnOnce() -> R) -> R {

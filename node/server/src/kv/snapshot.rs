@@ -3,8 +3,9 @@
 //!
 //! The key histories are most of a snapshot, so they never exist twice in
 //! memory: [`KvStore::encode_snapshot`] writes them straight from the store
-//! into one buffer of the exact size, and [`KvStore::decode_snapshot`]
-//! decodes them one key at a time, straight into the store. The bytes are
+//! into one buffer of the exact size, and [`KvStore::decode_snapshot_from`]
+//! reads them from a stream (a snapshot file) one key at a time, straight
+//! into the store. The bytes are
 //! the same as prost would write for a [`StoreRecord`] whose field 4 were
 //! `repeated KeyHistory` messages.
 
@@ -18,10 +19,8 @@ use super::{KvConfig, KvError, KvResponse, KvStore};
 use flotilla_proto::etcdserverpb::{AlarmMember, AlarmType, Member};
 use flotilla_raft::Bytes;
 use prost::Message as _;
-use prost::encoding::{
-    DecodeContext, WireType, decode_key, decode_varint, encode_key, encode_varint,
-    encoded_len_varint, key_len, skip_field,
-};
+use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
+use std::io::Read;
 
 /// The whole store. Lease → key attachments are not stored: they are
 /// rebuilt from the leases of the keys' current versions.
@@ -174,31 +173,36 @@ fn history_len(key: &[u8], versions: &[Version]) -> usize {
             .sum::<usize>()
 }
 
-/// Calls `f(tag, field, payload)` for each top-level field of the encoded
-/// message `buf`: `field` is all of its bytes, `payload` the content of a
-/// length-delimited one.
-fn for_each_field<'a>(
-    mut buf: &'a [u8],
-    mut f: impl FnMut(u32, &'a [u8], Option<&'a [u8]>) -> Result<(), String>,
-) -> Result<(), String> {
-    let undecodable = |e: prost::DecodeError| format!("undecodable kv snapshot: {e}");
-    while !buf.is_empty() {
-        let start = buf;
-        let (tag, wire_type) = decode_key(&mut buf).map_err(undecodable)?;
-        let payload = if wire_type == WireType::LengthDelimited {
-            let len = decode_varint(&mut buf).map_err(undecodable)?;
-            let len = usize::try_from(len)
-                .ok()
-                .filter(|&l| l <= buf.len())
-                .ok_or("undecodable kv snapshot: a field runs past the end")?;
-            let (payload, after) = buf.split_at(len);
-            buf = after;
-            Some(payload)
-        } else {
-            skip_field(wire_type, tag, &mut buf, DecodeContext::default()).map_err(undecodable)?;
-            None
-        };
-        f(tag, &start[..start.len() - buf.len()], payload)?;
+/// Reads a varint from a stream; `None` at the end of the stream when
+/// `at_field_start` (a clean end between fields).
+fn read_varint(r: &mut impl Read, at_field_start: bool) -> Result<Option<u64>, String> {
+    let mut value = 0u64;
+    for shift in (0..64).step_by(7) {
+        let mut byte = [0u8];
+        match r.read(&mut byte) {
+            Ok(0) if shift == 0 && at_field_start => return Ok(None),
+            Ok(0) => return Err("undecodable kv snapshot: it ends inside a field".into()),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(format!("reading the kv snapshot: {e}")),
+        }
+        value |= u64::from(byte[0] & 0x7f) << shift;
+        if byte[0] & 0x80 == 0 {
+            return Ok(Some(value));
+        }
+    }
+    Err("undecodable kv snapshot: a varint longer than 10 bytes".into())
+}
+
+/// Reads exactly `len` bytes into `buf` (replacing its content), growing it
+/// only as the bytes arrive: a corrupt length cannot allocate ahead.
+fn read_payload(r: &mut impl Read, len: u64, buf: &mut Vec<u8>) -> Result<(), String> {
+    buf.clear();
+    r.take(len)
+        .read_to_end(buf)
+        .map_err(|e| format!("reading the kv snapshot: {e}"))?;
+    if buf.len() as u64 != len {
+        return Err("undecodable kv snapshot: a field runs past the end".into());
     }
     Ok(())
 }
@@ -303,28 +307,81 @@ impl KvStore {
         buf
     }
 
-    /// A store from [`Self::encode_snapshot`]'s bytes, under `config`. Two
-    /// passes: the small fields first (the revisions are needed to check
-    /// the keys), then the key histories, each decoded and added to the
-    /// store in turn.
+    /// A store from [`Self::encode_snapshot`]'s bytes, under `config`.
     pub fn decode_snapshot(config: KvConfig, data: &[u8]) -> Result<Self, String> {
+        Self::decode_snapshot_from(config, &mut &*data)
+    }
+
+    /// A store from [`Self::encode_snapshot`]'s bytes read from a stream, in
+    /// one pass: each key history is decoded and added to the store as it
+    /// is read, so only the store and one key's history are in memory,
+    /// never the encoded snapshot. The small fields go aside and are
+    /// decoded at the end; the revisions, which checking the keys needs,
+    /// come before the keys ([`Self::encode_snapshot`] writes fields in tag
+    /// order).
+    pub fn decode_snapshot_from(config: KvConfig, r: &mut dyn Read) -> Result<Self, String> {
+        let mut r = std::io::BufReader::with_capacity(1 << 16, r);
+        let undecodable = |e: prost::DecodeError| format!("undecodable kv snapshot: {e}");
+        // The fields other than the key histories, as they were read.
         let mut rest = Vec::new();
-        for_each_field(data, |tag, field, _| {
-            if tag != KEYS_TAG {
-                rest.extend_from_slice(field);
+        let mut payload = Vec::new();
+        // The store, once the first key history comes; and the revisions
+        // it was started with.
+        let mut mvcc: Option<(MvccStore, (i64, i64))> = None;
+        while let Some(key) = read_varint(&mut r, true)? {
+            let tag = u32::try_from(key >> 3)
+                .ok()
+                .filter(|&t| t > 0)
+                .ok_or("undecodable kv snapshot: a bad field tag")?;
+            let wire_type = WireType::try_from(key & 7).map_err(undecodable)?;
+            if tag == KEYS_TAG {
+                if wire_type != WireType::LengthDelimited {
+                    return Err(
+                        "undecodable kv snapshot: a key history of the wrong wire type".into(),
+                    );
+                }
+                let len = read_varint(&mut r, false)?.expect("not at a field start");
+                read_payload(&mut r, len, &mut payload)?;
+                if mvcc.is_none() {
+                    let head = StoreRecord::decode(rest.as_slice()).map_err(undecodable)?;
+                    let revisions = (head.revision, head.compact_revision);
+                    mvcc = Some((MvccStore::restoring(revisions.0, revisions.1)?, revisions));
+                }
+                let (store, _) = mvcc.as_mut().expect("set above");
+                restore_history(store, &payload)?;
+                continue;
             }
-            Ok(())
-        })?;
-        let r = StoreRecord::decode(rest.as_slice())
-            .map_err(|e| format!("undecodable kv snapshot: {e}"))?;
-        let mut mvcc = MvccStore::restoring(r.revision, r.compact_revision)?;
-        for_each_field(data, |tag, _, payload| match (tag, payload) {
-            (KEYS_TAG, Some(history)) => restore_history(&mut mvcc, history),
-            (KEYS_TAG, None) => {
-                Err("undecodable kv snapshot: a key history of the wrong wire type".into())
+            encode_varint(key, &mut rest);
+            match wire_type {
+                WireType::Varint => {
+                    let v = read_varint(&mut r, false)?.expect("not at a field start");
+                    encode_varint(v, &mut rest);
+                }
+                WireType::SixtyFourBit => {
+                    read_payload(&mut r, 8, &mut payload)?;
+                    rest.extend_from_slice(&payload);
+                }
+                WireType::ThirtyTwoBit => {
+                    read_payload(&mut r, 4, &mut payload)?;
+                    rest.extend_from_slice(&payload);
+                }
+                WireType::LengthDelimited => {
+                    let len = read_varint(&mut r, false)?.expect("not at a field start");
+                    read_payload(&mut r, len, &mut payload)?;
+                    encode_varint(len, &mut rest);
+                    rest.extend_from_slice(&payload);
+                }
+                WireType::StartGroup | WireType::EndGroup => {
+                    return Err("undecodable kv snapshot: a group field".into());
+                }
             }
-            _ => Ok(()),
-        })?;
+        }
+        let r = StoreRecord::decode(rest.as_slice()).map_err(undecodable)?;
+        let mvcc = match mvcc {
+            Some((store, revisions)) if revisions == (r.revision, r.compact_revision) => store,
+            Some(_) => return Err("kv snapshot: its revisions come after the keys".into()),
+            None => MvccStore::restoring(r.revision, r.compact_revision)?,
+        };
         let mut leases = LeaseTable::default();
         for l in r.leases {
             leases.insert(l.id, l.ttl_secs);

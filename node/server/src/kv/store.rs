@@ -436,4 +436,14 @@ impl StateMachine for KvStore {
         *self = KvStore::decode_snapshot(self.config.clone(), &snapshot.data)?;
         Ok(())
     }
+
+    /// Decoded as it is read: see [`KvStore::decode_snapshot_from`].
+    fn restore_from(
+        &mut self,
+        _meta: &flotilla_raft::SnapshotMeta,
+        data: &mut dyn std::io::Read,
+    ) -> Result<(), String> {
+        *self = KvStore::decode_snapshot_from(self.config.clone(), data)?;
+        Ok(())
+    }
 }

@@ -18,7 +18,12 @@
 //! growth of the highest Raft term). Then, unless `--catch-up-puts 0`, the
 //! catch-up case: a follower is stopped (SIGSTOP) while that many puts
 //! commit as 64-put transactions, continued (SIGCONT), and its Status is
-//! polled from outside until it applied what the leader had committed.
+//! polled from outside until it applied what the leader had committed. The
+//! follower stays stopped at least `--pause-seconds`.
+//!
+//! Each phase also shows how many Raft snapshots the members took in it
+//! (with `--snapshot-count` low, several: the baseline's write latencies
+//! then include them) and the machine's load average at its end.
 
 use crate::WriteOut;
 use crate::dev_cluster::{self, Member, NodeProgram};
@@ -59,6 +64,10 @@ pub struct StallArgs {
     /// Puts committed while a follower is stopped (0: skip the catch-up case).
     #[arg(long, default_value_t = 100_000)]
     catch_up_puts: u64,
+    /// Seconds the follower stays stopped at least, however soon the puts
+    /// are done (the pause the members' clocks must catch up on).
+    #[arg(long, default_value_t = 45)]
+    pause_seconds: u64,
     /// The members' `--snapshot-count` (Raft snapshots every this many entries).
     #[arg(long, default_value_t = 10_000)]
     snapshot_count: u64,
@@ -121,6 +130,10 @@ struct Phase {
     snapshots: Latency,
     missed_tick_warnings: u64,
     leader_changes: u64,
+    /// Raft snapshots the members took during the phase.
+    raft_snapshots: u64,
+    /// The machine's 1-minute load average at the phase's end.
+    load_average: String,
 }
 
 /// The catch-up case's figures.
@@ -132,6 +145,7 @@ struct CatchUp {
     caught_up_ms: f64,
     missed_tick_warnings: u64,
     leader_changes: u64,
+    load_average: String,
 }
 
 /// The cluster under test.
@@ -218,9 +232,18 @@ impl Cluster {
 
     /// "fell behind its clock" warnings in all members' logs so far.
     fn warnings(&self) -> u64 {
+        self.count_in_logs("fell behind its clock")
+    }
+
+    /// Raft snapshots all members took so far (their log lines).
+    fn raft_snapshots(&self) -> u64 {
+        self.count_in_logs("took a snapshot and compacted the log")
+    }
+
+    fn count_in_logs(&self, what: &str) -> u64 {
         self.members
             .iter()
-            .map(|m| count_warnings(&self.dir.join(format!("{}.log", m.name))))
+            .map(|m| count_lines(&self.dir.join(format!("{}.log", m.name)), what))
             .sum()
     }
 
@@ -231,12 +254,18 @@ impl Cluster {
     }
 }
 
-fn count_warnings(log: &Path) -> u64 {
+fn count_lines(log: &Path, what: &str) -> u64 {
     std::fs::read_to_string(log).map_or(0, |text| {
-        text.lines()
-            .filter(|l| l.contains("fell behind its clock"))
-            .count() as u64
+        text.lines().filter(|l| l.contains(what)).count() as u64
     })
+}
+
+/// The machine's load averages (1, 5, 15 minutes), to read the figures by.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg").map_or_else(
+        |_| "unknown".to_string(),
+        |s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
+    )
 }
 
 fn key(i: u64) -> Vec<u8> {
@@ -394,6 +423,7 @@ async fn collect(samplers: Vec<Sampler>) -> Result<(Vec<Duration>, u64)> {
 async fn phase(c: &Cluster, args: &StallArgs, name: &'static str, reads: bool) -> Result<Phase> {
     let leader = c.leader().await?;
     let (term0, warnings0) = (c.term().await, c.warnings());
+    let snapshots0 = c.raft_snapshots();
     let stop = Arc::new(AtomicBool::new(false));
     let value = vec![b'w'; args.value_bytes];
     let writers: Vec<Sampler> = (0..args.writers)
@@ -445,6 +475,8 @@ async fn phase(c: &Cluster, args: &StallArgs, name: &'static str, reads: bool) -
         snapshots: Latency::of(snaps, snap_failures),
         missed_tick_warnings: c.warnings() - warnings0,
         leader_changes: c.term().await - term0,
+        raft_snapshots: c.raft_snapshots() - snapshots0,
+        load_average: load_average(),
     })
 }
 
@@ -464,6 +496,10 @@ async fn catch_up(c: &Cluster, args: &StallArgs) -> Result<CatchUp> {
     signal(&c.members[follower], rustix::process::Signal::STOP)?;
     let stopped = Instant::now();
     let wrote = put_txns(&channels, args.keys, args.keys + args.catch_up_puts, &value).await;
+    let pause = Duration::from_secs(args.pause_seconds);
+    if wrote.is_ok() && stopped.elapsed() < pause {
+        tokio::time::sleep(pause - stopped.elapsed()).await;
+    }
     let target = match c.status(leader).await {
         Some(s) => s.raft_index,
         None => 0,
@@ -487,6 +523,7 @@ async fn catch_up(c: &Cluster, args: &StallArgs) -> Result<CatchUp> {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let caught_up_ms = continued.elapsed().as_secs_f64() * 1e3;
+    let load_average = load_average();
     // Let its late warnings reach the log.
     tokio::time::sleep(Duration::from_millis(200)).await;
     Ok(CatchUp {
@@ -495,6 +532,7 @@ async fn catch_up(c: &Cluster, args: &StallArgs) -> Result<CatchUp> {
         caught_up_ms,
         missed_tick_warnings: c.warnings() - warnings0,
         leader_changes: c.term().await - term0,
+        load_average,
     })
 }
 
@@ -516,7 +554,7 @@ fn print(args: &StallArgs, phases: &[Phase], catch: Option<&CatchUp>, out: Write
         args.keys, args.value_bytes, args.writers, args.readers, args.readers, args.seconds
     );
     println!(
-        "{:<9} {:>9} {:>8} {:>8} {:>8} {:>8}  {:>24}  {:>24}  {:>24} {:>6} {:>7}",
+        "{:<9} {:>9} {:>8} {:>8} {:>8} {:>8}  {:>24}  {:>24}  {:>24} {:>6} {:>7} {:>5}  {:<14}",
         "phase",
         "writes/s",
         "p50 ms",
@@ -527,12 +565,14 @@ fn print(args: &StallArgs, phases: &[Phase], catch: Option<&CatchUp>, out: Write
         "count p50/p99/max",
         "snapshot n p50/max",
         "missed",
-        "leaders"
+        "leaders",
+        "snaps",
+        "load avg"
     );
     for p in phases {
         let l = |l: &Latency| format!("{:.1}/{:.1}/{:.1}", l.p50_ms, l.p99_ms, l.max_ms);
         println!(
-            "{:<9} {:>9.0} {:>8.2} {:>8.2} {:>8.1} {:>8}  {:>24}  {:>24}  {:>24} {:>6} {:>7}",
+            "{:<9} {:>9.0} {:>8.2} {:>8.2} {:>8.1} {:>8}  {:>24}  {:>24}  {:>24} {:>6} {:>7} {:>5}  {}",
             p.name,
             p.writes_per_s,
             p.writes.p50_ms,
@@ -546,13 +586,20 @@ fn print(args: &StallArgs, phases: &[Phase], catch: Option<&CatchUp>, out: Write
                 p.snapshots.count, p.snapshots.p50_ms, p.snapshots.max_ms
             ),
             p.missed_tick_warnings,
-            p.leader_changes
+            p.leader_changes,
+            p.raft_snapshots,
+            p.load_average
         );
     }
     if let Some(c) = catch {
         println!(
-            "catch-up: follower stopped {:.1} s while {} puts committed; caught up {:.0} ms after SIGCONT ({} missed-tick warnings, {} leader changes)",
-            c.stopped_s, c.puts, c.caught_up_ms, c.missed_tick_warnings, c.leader_changes
+            "catch-up: follower stopped {:.1} s while {} puts committed; caught up {:.0} ms after SIGCONT ({} missed-tick warnings, {} leader changes; load average {})",
+            c.stopped_s,
+            c.puts,
+            c.caught_up_ms,
+            c.missed_tick_warnings,
+            c.leader_changes,
+            c.load_average
         );
     }
     Ok(())
