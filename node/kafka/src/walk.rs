@@ -228,35 +228,41 @@ impl Walker<'_, '_> {
     }
 
     fn string(&mut self, compact: bool) -> Result<(), Refused> {
+        self.sized(compact, false)
+    }
+
+    fn bytes(&mut self) -> Result<(), Refused> {
+        self.sized(self.flexible, true)
+    }
+
+    /// Skips a string (`wide` false: `int16` length) or bytes (`wide` true:
+    /// `int32` length) field; `compact` means an unsigned varint of length
+    /// plus one. A null (-1, or 0 when compact) has no bytes.
+    fn sized(&mut self, compact: bool, wide: bool) -> Result<(), Refused> {
         let len = if compact {
             match self.varint_len()? {
                 0 => return Ok(()),
                 n => (n - 1) as usize,
             }
         } else {
-            match self.i16_len()? {
+            let n = if wide {
+                self.i32_len()?
+            } else {
+                i32::from(self.i16_len()?)
+            };
+            match n {
                 -1 => return Ok(()),
+                n if n < 0 && wide => return self.refuse("negative bytes length"),
                 n if n < 0 => return self.refuse("negative string length"),
                 n => n as usize,
             }
         };
-        self.skip(len, "string longer than the frame")
-    }
-
-    fn bytes(&mut self) -> Result<(), Refused> {
-        let len = if self.flexible {
-            match self.varint_len()? {
-                0 => return Ok(()),
-                n => (n - 1) as usize,
-            }
+        let what = if wide {
+            "bytes longer than the frame"
         } else {
-            match self.i32_len()? {
-                -1 => return Ok(()),
-                n if n < 0 => return self.refuse("negative bytes length"),
-                n => n as usize,
-            }
+            "string longer than the frame"
         };
-        self.skip(len, "bytes longer than the frame")
+        self.skip(len, what)
     }
 
     fn array(&mut self, elem: &Ty) -> Result<(), Refused> {
