@@ -165,8 +165,10 @@ pub trait Storage {
     /// A writer that stores a snapshot the application took, durably, from
     /// any thread, without touching the log; [`Storage::compact_written`]
     /// then finishes the compaction. Storage that returns one lets the
-    /// application keep serving while a large snapshot is written. The
-    /// default, `None`, means only [`Storage::compact`] is available.
+    /// application keep serving while a large snapshot is written, and
+    /// takes the data as a stream ([`SnapshotEncoder`]), so it is never in
+    /// memory whole. The default, `None`, means only [`Storage::compact`]
+    /// is available.
     fn snapshot_writer(&self) -> Option<SnapshotWriter> {
         None
     }
@@ -188,8 +190,17 @@ pub trait Storage {
     }
 }
 
-/// See [`Storage::snapshot_writer`]: writes the snapshot durably, or fails.
-pub type SnapshotWriter = Box<dyn FnOnce(&Snapshot) -> Result<(), StorageError> + Send>;
+/// The data of a snapshot as a stream: writes it into the sink it is given
+/// (a snapshot file, through a bounded buffer, or memory), so the encoded
+/// state need never be held whole. The application makes one from its
+/// frozen state.
+pub type SnapshotEncoder = Box<dyn FnOnce(&mut dyn std::io::Write) -> std::io::Result<()> + Send>;
+
+/// See [`Storage::snapshot_writer`]: stores the snapshot at the given
+/// position, its data streamed from the encoder, durably, or fails.
+/// Returns the data's length in bytes.
+pub type SnapshotWriter =
+    Box<dyn FnOnce(&SnapshotMeta, SnapshotEncoder) -> Result<u64, StorageError> + Send>;
 
 /// In-memory storage: durable as long as the value lives. Simulation keeps it
 /// across a node's crash and restart.

@@ -184,7 +184,7 @@ impl StateMachine for NodeStateMachine {
         self.kv.snapshot()
     }
 
-    fn freeze(&self) -> Box<dyn FnOnce() -> Bytes + Send> {
+    fn freeze(&self) -> flotilla_raft::SnapshotEncoder {
         self.kv.freeze()
     }
 

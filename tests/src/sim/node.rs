@@ -387,10 +387,13 @@ impl Effects<MemStorage, NodeStateMachine> for SimEffects<'_> {
         raft: &mut Raft<MemStorage>,
         sm: &NodeStateMachine,
     ) -> Result<(), StorageError> {
-        // The frozen state, encoded at once (the driver encodes it on a
-        // thread of its own; the bytes are the same).
+        // The frozen state, encoded at once into memory (the driver streams
+        // it into the snapshot's file on a thread of its own; the bytes are
+        // the same).
         let encode = flotilla_node::driver::StateMachine::freeze(sm);
-        raft.compact(encode())?;
+        let mut data = Vec::new();
+        encode(&mut data).map_err(|e| StorageError::Fatal(format!("encoding a snapshot: {e}")))?;
+        raft.compact(data.into())?;
         self.node.snapshots_taken += 1;
         Ok(())
     }

@@ -128,8 +128,28 @@ type MembershipRequest<M> = (
 const MEMBERSHIP_WAITING_MAX: usize = 16;
 
 /// What a snapshot's thread reports: the encoded size and how long the
-/// encoding took, once the file is durable.
+/// encoding took (less the time its bytes took to reach the file), once
+/// the file is durable.
 type WriteResult = Result<(usize, Duration), StorageError>;
+
+/// The sink a snapshot's encoder writes into, timing the writes.
+struct TimedSink<'a> {
+    sink: &'a mut dyn std::io::Write,
+    spent: Duration,
+}
+
+impl std::io::Write for TimedSink<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let started = Instant::now();
+        let written = self.sink.write(buf);
+        self.spent += started.elapsed();
+        written
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.sink.flush()
+    }
+}
 
 /// A snapshot the state machine froze, being encoded and written by the
 /// storage's [`flotilla_raft::SnapshotWriter`] on a thread of its own.
@@ -651,17 +671,31 @@ impl<T> Io<T> {
         };
         let encode = sm.freeze();
         // The meta of the applied index, now; the data follows on the thread.
-        let mut snapshot = raft.prepare_snapshot(Bytes::new())?;
+        let meta = raft.prepare_snapshot(Bytes::new())?.meta;
         let done = self.snapshot_written.0.clone();
-        let meta = snapshot.meta.clone();
+        let thread_meta = meta.clone();
         std::thread::Builder::new()
             .name("snapshot-write".into())
             .spawn(move || {
                 let write = || {
+                    // The encoder streams into the storage's file: the time
+                    // spent in the file's writes is the write's, the rest
+                    // the encoding's.
+                    let in_sink = Arc::new(std::sync::Mutex::new(Duration::ZERO));
+                    let timed_in_sink = in_sink.clone();
+                    let timed: flotilla_raft::SnapshotEncoder = Box::new(move |sink| {
+                        let mut timed = TimedSink {
+                            sink,
+                            spent: Duration::ZERO,
+                        };
+                        let encoded = encode(&mut timed);
+                        *timed_in_sink.lock().expect("never poisoned") = timed.spent;
+                        encoded
+                    });
                     let encoding = Instant::now();
-                    snapshot.data = encode();
-                    let encoded = encoding.elapsed();
-                    writer(&snapshot).map(|()| (snapshot.data.len(), encoded))
+                    let bytes = writer(&thread_meta, timed)?;
+                    let in_sink = *in_sink.lock().expect("never poisoned");
+                    Ok((bytes as usize, encoding.elapsed().saturating_sub(in_sink)))
                 };
                 let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(write))
                     .unwrap_or_else(|_| {
