@@ -13,20 +13,11 @@ with what happened; exits non-zero with a message on any failure.
 
 import argparse
 import json
-import sys
 import time
 
-try:
-    from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
-except ImportError:
-    print("SKIP: the python module confluent_kafka is missing "
-          "(pip install confluent-kafka)", file=sys.stderr)
-    sys.exit(3)
+from kafka_common import fail  # exits 3 if confluent_kafka is missing
 
-
-def fail(msg):
-    print(f"FAIL: {msg}", file=sys.stderr)
-    sys.exit(1)
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 
 def produce(args):

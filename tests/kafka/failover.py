@@ -21,21 +21,12 @@ any failure (3 if confluent_kafka is missing).
 
 import argparse
 import json
-import sys
 import time
 
-try:
-    from confluent_kafka import (OFFSET_BEGINNING, Consumer, KafkaException,
+from kafka_common import fail  # exits 3 if confluent_kafka is missing
+
+from confluent_kafka import (OFFSET_BEGINNING, Consumer, KafkaException,
                                  Producer, TopicPartition)
-except ImportError:
-    print("SKIP: the python module confluent_kafka is missing "
-          "(pip install confluent-kafka)", file=sys.stderr)
-    sys.exit(3)
-
-
-def fail(msg):
-    print(f"FAIL: {msg}", file=sys.stderr)
-    sys.exit(1)
 
 
 def say(line):

@@ -219,6 +219,39 @@ async fn kv_put_get_del_and_txn() {
     c.shutdown().await;
 }
 
+/// A reader that stops early (`flotilla kv get ... | head -1`) closes the
+/// pipe: the CLI ends quietly with the status of a tool killed by SIGPIPE
+/// (141), never with a panic's message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_closed_stdout_ends_the_command_quietly() {
+    let c = Cluster::start().await;
+    let e = c.endpoints();
+    assert_eq!(
+        flotilla(&e, &["kv", "put", "k", "v"], None).await.ok(),
+        "OK\n"
+    );
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_flotilla"))
+        .arg("--endpoints")
+        .arg(e.join(","))
+        .args(["kv", "get", "k"])
+        .env("RUST_BACKTRACE", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the flotilla binary runs");
+    // The read end closes before the command has its answer to print.
+    drop(child.stdout.take());
+    let out = tokio::time::timeout(WAIT, child.wait_with_output())
+        .await
+        .expect("the command ends")
+        .expect("wait for flotilla");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(141), "stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "stderr: {stderr}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn lease_grant_attach_keepalive_and_revoke() {
     let c = Cluster::start().await;

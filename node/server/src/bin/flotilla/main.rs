@@ -141,6 +141,7 @@ pub enum WriteOut {
 }
 
 fn main() -> std::process::ExitCode {
+    quiet_on_broken_pipe();
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
@@ -151,6 +152,30 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Exit status of a Unix tool killed by SIGPIPE (128 + 13).
+const BROKEN_PIPE_EXIT: i32 = 141;
+
+/// A reader that stops early (`flotilla kv get "" --prefix | head -1`)
+/// closes stdout, and std's print macros then panic on the broken pipe.
+/// Exit quietly instead, with the status a Unix tool killed by SIGPIPE has.
+/// (Restoring SIGPIPE's default action would also let a peer's closed
+/// socket kill the process, as vectored socket writes raise it.)
+fn quiet_on_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(BROKEN_PIPE_EXIT);
+        }
+        default(info)
+    }));
 }
 
 fn run(cli: Cli) -> Result<std::process::ExitCode> {
