@@ -640,6 +640,7 @@ impl Storage for DiskStorage {
         let spawned = std::thread::Builder::new()
             .name("log-remove".into())
             .spawn(move || {
+                crate::priority::lower_this_thread();
                 for path in segments {
                     if let Err(e) = fs.remove_file(&path) {
                         tracing::warn!(file = %path.display(), %e, "cannot remove a compacted segment");

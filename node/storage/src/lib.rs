@@ -28,6 +28,7 @@
 //! | `meta_files` | identity, hard state and snapshot files; atomic replace |
 //! | [`fs`] | the file operations, behind a trait; [`FaultyFs`] injects faults |
 //! | `options` | [`StorageOptions`], [`FsyncMode`] |
+//! | [`priority`] | the lowest CPU priority for background threads (snapshot writing, file removal) |
 //!
 //! # The IO contract
 //!
@@ -133,6 +134,7 @@ pub mod frame;
 pub mod fs;
 mod meta_files;
 mod options;
+pub mod priority;
 mod recovery;
 mod segment;
 mod snapshot_stream;

@@ -618,11 +618,24 @@ impl<S: Storage, M: StateMachine, T: Transport> Effects<S, M> for Io<T> {
 
     /// One snapshot at a time: a due snapshot waits for the one being
     /// written (the core asks again after later `Ready`s).
+    /// The snapshot-writing gauge is up from here until
+    /// [`Io::finish_snapshot`] (or at once down again when the storage
+    /// wrote it on this thread).
     fn snapshot_due(&mut self, raft: &mut Raft<S>, sm: &M) -> Result<(), StorageError> {
-        if self.snapshot_writing.is_none() {
-            self.take_snapshot(raft, sm)?;
+        if self.snapshot_writing.is_some() {
+            return Ok(());
         }
-        Ok(())
+        let started = Instant::now();
+        if let Some(m) = &self.metrics {
+            m.snapshot_started();
+        }
+        let taken = self.take_snapshot(raft, sm);
+        if let Some(m) = &self.metrics
+            && (taken.is_err() || self.snapshot_writing.is_none())
+        {
+            m.snapshot_finished(taken.is_ok().then(|| started.elapsed()));
+        }
+        taken
     }
 }
 
@@ -677,6 +690,7 @@ impl<T> Io<T> {
         std::thread::Builder::new()
             .name("snapshot-write".into())
             .spawn(move || {
+                flotilla_storage::priority::lower_this_thread();
                 let write = || {
                     // The encoder streams into the storage's file: the time
                     // spent in the file's writes is the write's, the rest
@@ -721,11 +735,16 @@ impl<T> Io<T> {
         let Some(write) = self.snapshot_writing.take() else {
             return Ok(false);
         };
-        let (bytes, encoded) = written?;
-        blocking(self.owns_thread, || raft.compact_written(&write.meta))?;
-        let written_in = write.started.elapsed().saturating_sub(encoded);
-        log_snapshot(raft, &write.meta, bytes, encoded, written_in);
-        Ok(true)
+        let finished = written.and_then(|(bytes, encoded)| {
+            blocking(self.owns_thread, || raft.compact_written(&write.meta))?;
+            let written_in = write.started.elapsed().saturating_sub(encoded);
+            log_snapshot(raft, &write.meta, bytes, encoded, written_in);
+            Ok(())
+        });
+        if let Some(m) = &self.metrics {
+            m.snapshot_finished(finished.is_ok().then(|| write.started.elapsed()));
+        }
+        finished.map(|()| true)
     }
 }
 
