@@ -80,12 +80,17 @@ impl StoreGauge {
     }
 }
 
+/// Where lease timers read the time: the system's monotonic clock, or a
+/// simulated one.
+pub type Clock = Arc<dyn Fn() -> Instant + Send + Sync>;
+
 /// [`KvStore`] with its event fan-out and lease tracking.
 pub struct NodeStateMachine {
     kv: KvStore,
     events: broadcast::Sender<Arc<AppliedEvents>>,
     lessor: Arc<Mutex<Lessor>>,
     gauge: Arc<StoreGauge>,
+    clock: Clock,
 }
 
 impl std::fmt::Debug for NodeStateMachine {
@@ -111,8 +116,15 @@ impl NodeStateMachine {
             events,
             lessor: lessor.clone(),
             gauge: Arc::new(StoreGauge::default()),
+            clock: Arc::new(Instant::now),
         };
         (sm, lessor)
+    }
+
+    /// Lease timers started as entries apply read `clock` from now on
+    /// (the seeded simulation's virtual time; the system clock otherwise).
+    pub fn set_clock(&mut self, clock: Clock) {
+        self.clock = clock;
     }
 
     /// The key-value store, for reads.
@@ -148,7 +160,7 @@ impl NodeStateMachine {
             .iter()
             .map(|(id, entry)| (id, entry.ttl_secs))
             .collect();
-        self.lessor().reset(leases, Instant::now());
+        self.lessor().reset(leases, (self.clock)());
     }
 }
 
@@ -163,7 +175,8 @@ impl StateMachine for NodeStateMachine {
         let mut output = self.kv.apply_entry(index, command);
         self.gauge.update(&self.kv);
         if !output.lease_changes.is_empty() {
-            self.lessor().apply(&output.lease_changes, Instant::now());
+            let now = (self.clock)();
+            self.lessor().apply(&output.lease_changes, now);
         }
         let events = std::mem::take(&mut output.events);
         if !events.is_empty() {
