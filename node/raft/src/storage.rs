@@ -506,20 +506,22 @@ impl Storage for MemStorage {
     /// was written already.
     fn snapshot_writer(&self) -> Option<SnapshotWriter> {
         let written = self.written.clone()?;
-        Some(Box::new(move |meta: &SnapshotMeta, encode: SnapshotEncoder| {
-            let mut data = Vec::new();
-            encode(&mut data)
-                .map_err(|e| StorageError::Fatal(format!("encoding a snapshot: {e}")))?;
-            let len = data.len() as u64;
-            let mut newest = written.lock().unwrap_or_else(|p| p.into_inner());
-            if newest.as_ref().is_none_or(|s| s.meta.index <= meta.index) {
-                *newest = Some(Snapshot {
-                    meta: meta.clone(),
-                    data: data.into(),
-                });
-            }
-            Ok(len)
-        }))
+        Some(Box::new(
+            move |meta: &SnapshotMeta, encode: SnapshotEncoder| {
+                let mut data = Vec::new();
+                encode(&mut data)
+                    .map_err(|e| StorageError::Fatal(format!("encoding a snapshot: {e}")))?;
+                let len = data.len() as u64;
+                let mut newest = written.lock().unwrap_or_else(|p| p.into_inner());
+                if newest.as_ref().is_none_or(|s| s.meta.index <= meta.index) {
+                    *newest = Some(Snapshot {
+                        meta: meta.clone(),
+                        data: data.into(),
+                    });
+                }
+                Ok(len)
+            },
+        ))
     }
 
     fn compact_written(

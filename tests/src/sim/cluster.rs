@@ -106,6 +106,9 @@ pub struct Cluster {
     pub revokes_proposed: HashMap<i64, u64>,
     /// Revokes the leaders' expiry loops proposed.
     pub expiry_revokes: u64,
+    /// When each lease was last granted (asked) or kept alive, in virtual
+    /// time, and its TTL in seconds.
+    pub lease_renewed: HashMap<i64, (u64, i64)>,
     /// Virtual milliseconds (one time unit each), for lease timers.
     clock_ms: Arc<AtomicU64>,
     /// The instant virtual time 0 stands for.
@@ -152,6 +155,7 @@ impl Cluster {
             check_rng: SmallRng::seed_from_u64(seed ^ 0x5741_5443_4845_5253),
             revokes_proposed: HashMap::new(),
             expiry_revokes: 0,
+            lease_renewed: HashMap::new(),
             clock_ms: Arc::new(AtomicU64::new(0)),
             clock_base: Instant::now(),
             ticks: 0,

@@ -57,6 +57,7 @@ impl Cluster {
                 )
             };
             for lease in expired {
+                self.check_expiry(lease);
                 let command = KvCommand::new(KvOp::LeaseRevoke(LeaseRevokeRequest { id: lease }));
                 let proposal = Proposal { client: 0, seq: 0 };
                 if let Some(Ok(())) = self.propose(id, command.encode_to_bytes(), proposal) {
@@ -64,6 +65,28 @@ impl Cluster {
                     self.note_revoke(lease);
                 }
             }
+        }
+    }
+
+    /// A client granted `lease` (asked now) or a leader renewed it now: it
+    /// may not expire before `ttl_secs` from now.
+    pub fn note_renewed(&mut self, lease: i64, ttl_secs: i64) {
+        self.lease_renewed.insert(lease, (self.now, ttl_secs));
+    }
+
+    /// A leader's expiry round reports `lease` expired now: no grant or
+    /// keepalive of it may be more recent than its TTL.
+    fn check_expiry(&mut self, lease: i64) {
+        let Some(&(renewed, ttl_secs)) = self.lease_renewed.get(&lease) else {
+            return;
+        };
+        // A time unit is a millisecond.
+        if self.now < renewed + ttl_secs as u64 * 1000 {
+            self.event_history.fail(format!(
+                "lease {lease} (TTL {ttl_secs} s) expired at {} ms, {} ms after it was last granted or kept alive",
+                self.now,
+                self.now - renewed
+            ));
         }
     }
 

@@ -145,7 +145,10 @@ impl SnapshotWrite {
             .map_err(|e| StorageError::Fatal(format!("encoding a snapshot: {e}")))?;
         snapshot.data = data.into();
         let stored = snapshot.data.clone();
-        (self.writer)(&snapshot.meta, Box::new(move |sink| sink.write_all(&stored)))?;
+        (self.writer)(
+            &snapshot.meta,
+            Box::new(move |sink| sink.write_all(&stored)),
+        )?;
         Ok((snapshot, self.frozen))
     }
 }

@@ -368,8 +368,12 @@ impl Workload {
                 Err(hint) => Some(hint),
             },
             Request::Write { write, command } => {
-                if let SimWrite::Revoke { id } = write {
-                    cluster.note_revoke(*id);
+                match write {
+                    SimWrite::Revoke { id } => cluster.note_revoke(*id),
+                    SimWrite::Grant { id, ttl_secs } if p.attempts == 1 => {
+                        cluster.note_renewed(*id, *ttl_secs)
+                    }
+                    _ => {}
                 }
                 let proposal = Proposal {
                     client: client.id + 1,
@@ -453,7 +457,7 @@ fn read_answer(
 /// leader renews the lease on its lessor (a lease it does not know is
 /// answered too: the client learns it is gone); any other member refuses,
 /// with the leader it knows of.
-fn keepalive(cluster: &Cluster, target: NodeId, id: i64) -> Result<(), Option<NodeId>> {
+fn keepalive(cluster: &mut Cluster, target: NodeId, id: i64) -> Result<(), Option<NodeId>> {
     let node = cluster.node(target);
     let raft = node.raft().ok_or(None)?;
     let status = raft.status();
@@ -462,8 +466,14 @@ fn keepalive(cluster: &Cluster, target: NodeId, id: i64) -> Result<(), Option<No
         return Err(hint);
     };
     let mut lessor = lessor.lock().unwrap_or_else(|p| p.into_inner());
-    match lessor.keepalive(id, cluster.instant()) {
-        Ok(_) | Err(KeepAliveError::NotFound) => Ok(()),
+    let renewed = lessor.keepalive(id, cluster.instant());
+    drop(lessor);
+    match renewed {
+        Ok(ttl_secs) => {
+            cluster.note_renewed(id, ttl_secs);
+            Ok(())
+        }
+        Err(KeepAliveError::NotFound) => Ok(()),
         Err(_) => Err(hint),
     }
 }
