@@ -35,7 +35,8 @@
 # keeps after freeing; the peak is reached while a snapshot is
 # taken, when the encoded store is one buffer beside the store itself.
 #
-# Environment: KEYS (1000000), KEY_SIZE (8; at most 8 bytes carry the key
+# Environment: FLOTILLA_BIN (a flotilla binary to run instead of building
+# one, e.g. an older build for an A/B), KEYS (1000000), KEY_SIZE (8; at most 8 bytes carry the key
 # number, so 8 is enough for distinct keys), VAL_SIZE (256), CLIENTS (100),
 # CONNS (10), FSYNC (always), SETTLE_S (5), RESTART (1), SNAPSHOT_COUNT (the
 # node's default when empty), ELECTION_TICKS (100: a 1 s election timeout, so a
@@ -72,9 +73,13 @@ done
 [[ -z $SNAPSHOT_COUNT || $SNAPSHOT_COUNT =~ ^[1-9][0-9]*$ ]] ||
 	die "SNAPSHOT_COUNT must be a positive integer"
 
-log "building flotilla (release)"
-(cd "$ROOT" && timeout 3600 cargo build --release -p flotilla-node --bin flotilla >&2)
-BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/flotilla
+if [[ -n ${FLOTILLA_BIN:-} ]]; then
+	BIN=$FLOTILLA_BIN
+else
+	log "building flotilla (release)"
+	(cd "$ROOT" && timeout 3600 cargo build --release -p flotilla-node --bin flotilla >&2)
+	BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/flotilla
+fi
 [[ -x $BIN ]] || die "no binary at $BIN"
 
 EPS="http://127.0.0.1:$BASE,http://127.0.0.1:$((BASE + 1)),http://127.0.0.1:$((BASE + 2))"
@@ -215,3 +220,12 @@ echo "raw key+value bytes: $raw ($(mib "$raw") MiB); written in $write_ms ms ($r
 echo "target (issue #4): RSS / raw <= 2.0 on every member"
 printf '%s' "$rows" | column -t -s $'\t'
 echo "worst RSS/raw: $(ratio "$worst" "$raw")"
+# The Raft snapshots the members took: encoding, and writing what it did not
+# overlap with (from each member's "took a snapshot" log lines).
+for name in n1 n2 n3; do
+	sed 's/\x1b\[[0-9;]*m//g' "$WORK/$name.log" | grep 'took a snapshot' |
+		sed -E 's/.*bytes=([0-9]+).*encode_ms=([0-9]+).*write_ms=([0-9]+).*/\1 \2 \3/' |
+		awk -v n="$name" '{ c++; b = $1; if ($2 > e) e = $2; if ($3 > w) w = $3; t += $2 + $3 }
+			END { if (c) printf "%s: %d snapshots, last %.1f MiB; encode max %d ms, write max %d ms, encode+write mean %.0f ms\n", n, c, b / 1048576, e, w, t / c }' ||
+		true
+done

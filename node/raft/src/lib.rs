@@ -106,7 +106,8 @@ pub use progress::ProgressState;
 pub use raft::{Raft, Status};
 pub use ready::Ready;
 pub use storage::{
-    InitialState, MemStorage, SnapshotSource, SnapshotWriter, Storage, chunk_of, take_within_budget,
+    InitialState, MemStorage, SnapshotEncoder, SnapshotSource, SnapshotWriter, Storage, chunk_of,
+    take_within_budget,
 };
 pub use types::{
     ConfState, Entry, EntryKind, HardState, LogIndex, NodeId, ReadState, Role, Snapshot,

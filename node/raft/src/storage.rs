@@ -165,8 +165,10 @@ pub trait Storage {
     /// A writer that stores a snapshot the application took, durably, from
     /// any thread, without touching the log; [`Storage::compact_written`]
     /// then finishes the compaction. Storage that returns one lets the
-    /// application keep serving while a large snapshot is written. The
-    /// default, `None`, means only [`Storage::compact`] is available.
+    /// application keep serving while a large snapshot is written, and
+    /// takes the data as a stream ([`SnapshotEncoder`]), so it is never in
+    /// memory whole. The default, `None`, means only [`Storage::compact`]
+    /// is available.
     fn snapshot_writer(&self) -> Option<SnapshotWriter> {
         None
     }
@@ -188,8 +190,17 @@ pub trait Storage {
     }
 }
 
-/// See [`Storage::snapshot_writer`]: writes the snapshot durably, or fails.
-pub type SnapshotWriter = Box<dyn FnOnce(&Snapshot) -> Result<(), StorageError> + Send>;
+/// The data of a snapshot as a stream: writes it into the sink it is given
+/// (a snapshot file, through a bounded buffer, or memory), so the encoded
+/// state need never be held whole. The application makes one from its
+/// frozen state.
+pub type SnapshotEncoder = Box<dyn FnOnce(&mut dyn std::io::Write) -> std::io::Result<()> + Send>;
+
+/// See [`Storage::snapshot_writer`]: stores the snapshot at the given
+/// position, its data streamed from the encoder, durably, or fails.
+/// Returns the data's length in bytes.
+pub type SnapshotWriter =
+    Box<dyn FnOnce(&SnapshotMeta, SnapshotEncoder) -> Result<u64, StorageError> + Send>;
 
 /// In-memory storage: durable as long as the value lives. Simulation keeps it
 /// across a node's crash and restart.
@@ -207,7 +218,17 @@ pub struct MemStorage {
     entries: Vec<Entry>,
     /// A snapshot being received from the leader, and its data so far.
     receiving: Option<(SnapshotMeta, Vec<u8>)>,
+    /// Where a [`Storage::snapshot_writer`] stores the newest snapshot it
+    /// wrote, from any thread, until [`Storage::compact_written`] records
+    /// it; None when this storage offers no writer (only
+    /// [`Storage::compact`]). See [`MemStorage::with_snapshot_writer`].
+    written: Option<WrittenSnapshot>,
 }
+
+/// The newest snapshot a [`MemStorage`]'s writer stored: what a snapshot
+/// file is to on-disk storage (written whole or not at all, durable across
+/// a crash, picked up by [`MemStorage::recover`]).
+type WrittenSnapshot = std::sync::Arc<std::sync::Mutex<Option<Snapshot>>>;
 
 impl MemStorage {
     /// Empty storage for a member of a new cluster with these voters.
@@ -255,6 +276,39 @@ impl MemStorage {
             snap: snapshot,
             entries,
             receiving: None,
+            written: None,
+        }
+    }
+
+    /// This storage with a [`Storage::snapshot_writer`], as on-disk storage
+    /// has: snapshots are then taken in two halves (written from any
+    /// thread, then recorded by [`Storage::compact_written`]), and a
+    /// written snapshot survives a crash before it is recorded.
+    pub fn with_snapshot_writer(mut self) -> MemStorage {
+        self.written.get_or_insert_with(Default::default);
+        self
+    }
+
+    /// What a restart reads back, as on-disk storage recovers: the newest
+    /// snapshot written (recorded or not), and the log after it. If the
+    /// log does not continue that snapshot it is discarded (as
+    /// [`Storage::apply_snapshot`] does); entries a compaction kept before
+    /// the snapshot for followers a little behind are not read back.
+    pub fn recover(&mut self) {
+        self.receiving = None;
+        let written = self.written.as_ref().and_then(|w| {
+            let w = w.lock().unwrap_or_else(|p| p.into_inner());
+            w.clone().filter(|s| s.meta.index > self.snap.meta.index)
+        });
+        if let Some(snapshot) = written {
+            self.apply_snapshot(snapshot)
+                .expect("in-memory storage does not fail");
+            return;
+        }
+        let index = self.snap.meta.index;
+        if index > self.offset() {
+            self.entries.drain(..(index - self.offset()) as usize);
+            self.offset = (index, self.snap.meta.term);
         }
     }
 
@@ -446,6 +500,44 @@ impl Storage for MemStorage {
         self.conf_state = snapshot.meta.conf_state.clone();
         self.snap = snapshot;
         Ok(())
+    }
+
+    /// Stores the snapshot whole, as the newest written, unless a newer one
+    /// was written already.
+    fn snapshot_writer(&self) -> Option<SnapshotWriter> {
+        let written = self.written.clone()?;
+        Some(Box::new(move |meta: &SnapshotMeta, encode: SnapshotEncoder| {
+            let mut data = Vec::new();
+            encode(&mut data)
+                .map_err(|e| StorageError::Fatal(format!("encoding a snapshot: {e}")))?;
+            let len = data.len() as u64;
+            let mut newest = written.lock().unwrap_or_else(|p| p.into_inner());
+            if newest.as_ref().is_none_or(|s| s.meta.index <= meta.index) {
+                *newest = Some(Snapshot {
+                    meta: meta.clone(),
+                    data: data.into(),
+                });
+            }
+            Ok(len)
+        }))
+    }
+
+    fn compact_written(
+        &mut self,
+        meta: SnapshotMeta,
+        compact_to: LogIndex,
+    ) -> Result<(), StorageError> {
+        let written = self.written.as_ref().and_then(|w| {
+            let w = w.lock().unwrap_or_else(|p| p.into_inner());
+            w.clone().filter(|s| s.meta == meta)
+        });
+        let Some(snapshot) = written else {
+            return Err(StorageError::Fatal(format!(
+                "compact_written({}): no such snapshot was written",
+                meta.index
+            )));
+        };
+        self.compact(snapshot, compact_to)
     }
 }
 

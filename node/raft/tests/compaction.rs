@@ -191,3 +191,84 @@ fn sent_after_ack_term(leader: &mut Core, matched: u64, term: u64) -> Vec<Messag
         .filter(|m| m.to == NodeId(3))
         .collect()
 }
+
+/// A leader keeping `keep` entries whose storage has a snapshot writer,
+/// with its no-op and 20 commands committed and applied (1..=21).
+fn leader_with_writer(keep: u64) -> Core {
+    let mut config = config(1);
+    config.snapshot_catchup_entries = keep;
+    config.snapshot_after_entries = SNAPSHOT_EVERY;
+    let storage = MemStorage::new_with_voters(&voters(3)).with_snapshot_writer();
+    let mut leader = core_with(config, storage);
+    elect(&mut leader);
+    propose_applied(&mut leader, 0..20, 21);
+    leader
+}
+
+/// Proposes one command per `i`, has member 2 acknowledge up to `last` and
+/// applies everything.
+fn propose_applied(leader: &mut Core, range: std::ops::Range<u32>, last: u64) {
+    for i in range {
+        leader
+            .propose(Bytes::from(format!("c{i}")))
+            .expect("leader");
+        handle(leader);
+    }
+    leader.step(append_ack(2, 1, 1, last));
+    while leader.has_ready() {
+        handle(leader);
+    }
+    assert_eq!(leader.status().applied, last);
+}
+
+/// A snapshot written off the driver thread: its meta is taken at the
+/// applied index (21), entries go on applying while it is written (to 25),
+/// and only then is the log compacted — to the snapshot's index, never to
+/// what is applied by then: 22..=25 stay, with the catch-up entries.
+#[test]
+fn a_snapshot_written_meanwhile_compacts_to_its_own_index() {
+    let mut leader = leader_with_writer(5);
+    let mut snapshot = leader.prepare_snapshot(Bytes::new()).expect("prepare");
+    assert_eq!(snapshot.meta.index, 21);
+    let writer = leader.storage().snapshot_writer().expect("a writer");
+    propose_applied(&mut leader, 20..24, 25);
+    snapshot.data = Bytes::from_static(b"state at 21");
+    writer(
+        &snapshot.meta,
+        Box::new(|sink: &mut dyn std::io::Write| sink.write_all(b"state at 21")),
+    )
+    .expect("written");
+    leader.compact_written(&snapshot.meta).expect("compacted");
+    let storage = leader.storage();
+    assert_eq!(storage.snapshot_index(), 21);
+    assert_eq!(
+        storage.first_index(),
+        17,
+        "the catch-up entries 17..=21 stay"
+    );
+    assert_eq!(storage.last_index(), 25, "nothing after the snapshot goes");
+    assert_eq!(storage.snapshot().expect("held").data, snapshot.data);
+}
+
+/// A crash after the snapshot was written but before the log was compacted
+/// to it: a restart reads back the written snapshot and the log after it.
+#[test]
+fn a_snapshot_written_but_not_compacted_to_is_recovered() {
+    let mut leader = leader_with_writer(5);
+    let mut snapshot = leader.prepare_snapshot(Bytes::new()).expect("prepare");
+    let writer = leader.storage().snapshot_writer().expect("a writer");
+    propose_applied(&mut leader, 20..24, 25);
+    snapshot.data = Bytes::from_static(b"state at 21");
+    writer(
+        &snapshot.meta,
+        Box::new(|sink: &mut dyn std::io::Write| sink.write_all(b"state at 21")),
+    )
+    .expect("written");
+    let mut storage = leader.into_storage();
+    assert_eq!(storage.snapshot_index(), 0, "not recorded before the crash");
+    storage.recover();
+    assert_eq!(storage.snapshot_index(), 21);
+    assert_eq!(storage.first_index(), 22);
+    assert_eq!(storage.last_index(), 25);
+    assert_eq!(storage.snapshot().expect("held").data, snapshot.data);
+}

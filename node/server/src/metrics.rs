@@ -36,6 +36,14 @@ pub struct Metrics {
     pub snapshots_installed: Counter,
     /// Snapshots this member, as leader, started sending to a follower.
     pub snapshots_sent: Counter,
+    /// 1 while one of this member's own Raft snapshots is being encoded
+    /// and written (from the freeze until the file is durable), else 0.
+    pub snapshot_writing: Gauge,
+    /// This member's own Raft snapshots written durably.
+    pub snapshots_written: Counter,
+    /// How long each of them took, from the freeze until the file was
+    /// durable.
+    pub snapshot_seconds: Histogram,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -71,6 +79,10 @@ impl Metrics {
             resolve_failures: Counter::default(),
             snapshots_installed: Counter::default(),
             snapshots_sent: Counter::default(),
+            snapshot_writing: Gauge::default(),
+            snapshots_written: Counter::default(),
+            // 10 ms .. ~5.5 min
+            snapshot_seconds: Histogram::new(exponential_buckets(0.01, 2.0, 16)),
         };
         registry.register("raft_term", "Current Raft term", m.term.clone());
         registry.register(
@@ -120,6 +132,21 @@ impl Metrics {
             "Snapshots started to a follower that needed compacted entries",
             m.snapshots_sent.clone(),
         );
+        registry.register(
+            "raft_snapshot_writing",
+            "1 while this member's own snapshot is being encoded and written",
+            m.snapshot_writing.clone(),
+        );
+        registry.register(
+            "raft_snapshots_written",
+            "This member's own snapshots written durably",
+            m.snapshots_written.clone(),
+        );
+        registry.register(
+            "raft_snapshot_duration_seconds",
+            "Time from freezing the state to its snapshot file being durable",
+            m.snapshot_seconds.clone(),
+        );
         *m.registry.lock().expect("fresh lock") = registry;
         m
     }
@@ -134,6 +161,21 @@ impl Metrics {
     /// Records one persist step.
     pub fn observe_fsync(&self, elapsed: Duration) {
         self.fsync_seconds.observe(elapsed.as_secs_f64());
+    }
+
+    /// A snapshot of this member's own started being written.
+    pub fn snapshot_started(&self) {
+        self.snapshot_writing.set(1);
+    }
+
+    /// The snapshot being written is durable (`Some` with how long it took
+    /// since [`Self::snapshot_started`]) or failed (`None`).
+    pub fn snapshot_finished(&self, took: Option<Duration>) {
+        self.snapshot_writing.set(0);
+        if let Some(took) = took {
+            self.snapshots_written.inc();
+            self.snapshot_seconds.observe(took.as_secs_f64());
+        }
     }
 
     /// Records the time from a heartbeat to its answer.

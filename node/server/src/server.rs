@@ -355,18 +355,15 @@ pub async fn start_with(
         ..config
     };
     let storage = tokio::task::block_in_place(|| open_storage(&config, &identity, io.fs.clone()))?;
-    let snapshot = storage.snapshot()?;
     // The store's limits stay the defaults on every member: applying must
     // give the same result everywhere, so they are not per-member settings.
     // `max_request_bytes` is checked before proposing instead.
     let (mut sm, lessor) = NodeStateMachine::new(StateConfig::default());
-    if snapshot.meta.index > 0 {
-        flotilla_raft_restore(&mut sm, &snapshot)?;
-    }
+    let snapshot_index = tokio::task::block_in_place(|| restore_at_start(&storage, &mut sm))?;
     let events = sm.event_sender();
     let watched = sm.watched_keys();
     let gauge = sm.gauge();
-    let raft = Raft::new(raft_config(&config, snapshot.meta.index), storage)?;
+    let raft = Raft::new(raft_config(&config, snapshot_index), storage)?;
 
     let transport_config = TransportConfig {
         jitter_seed: config.member_id,
@@ -793,11 +790,22 @@ fn start_broker(
     flotilla_broker::Broker::start(broker_config, broker_metrics).map_err(StartError::Broker)
 }
 
-fn flotilla_raft_restore(
-    sm: &mut NodeStateMachine,
-    snapshot: &flotilla_raft::Snapshot,
-) -> Result<(), StartError> {
-    crate::driver::StateMachine::restore(sm, snapshot).map_err(StartError::Restore)
+/// Restores the state machine from the storage's snapshot, if it holds
+/// one, streaming it from its file (checked at open; the reader checks the
+/// CRC again as it reads): the snapshot is never in memory whole, only the
+/// state decoded from it. Returns the snapshot's index.
+fn restore_at_start(storage: &DiskStorage, sm: &mut NodeStateMachine) -> Result<u64, StartError> {
+    use crate::driver::StateMachine as _;
+    let meta = storage.snapshot_source()?.meta;
+    if meta.index == 0 {
+        return Ok(0);
+    }
+    let restored = match storage.snapshot_reader(&meta)? {
+        Some(mut data) => sm.restore_from(&meta, &mut data),
+        None => sm.restore(&storage.snapshot()?),
+    };
+    restored.map_err(StartError::Restore)?;
+    Ok(meta.index)
 }
 
 /// Keeps the transport's peers equal to the initial cluster and the member

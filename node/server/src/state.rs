@@ -176,6 +176,10 @@ impl WatchedKeys {
     }
 }
 
+/// Where lease timers read the time: the system's monotonic clock, or a
+/// simulated one.
+pub type Clock = Arc<dyn Fn() -> Instant + Send + Sync>;
+
 /// [`KvStore`] with its event fan-out and lease tracking.
 pub struct NodeStateMachine {
     kv: KvStore,
@@ -183,6 +187,7 @@ pub struct NodeStateMachine {
     watched: WatchedKeys,
     lessor: Arc<Mutex<Lessor>>,
     gauge: Arc<StoreGauge>,
+    clock: Clock,
 }
 
 impl std::fmt::Debug for NodeStateMachine {
@@ -209,8 +214,15 @@ impl NodeStateMachine {
             watched: WatchedKeys::default(),
             lessor: lessor.clone(),
             gauge: Arc::new(StoreGauge::default()),
+            clock: Arc::new(Instant::now),
         };
         (sm, lessor)
+    }
+
+    /// Lease timers started as entries apply read `clock` from now on
+    /// (the seeded simulation's virtual time; the system clock otherwise).
+    pub fn set_clock(&mut self, clock: Clock) {
+        self.clock = clock;
     }
 
     /// The key-value store, for reads.
@@ -251,7 +263,7 @@ impl NodeStateMachine {
             .iter()
             .map(|(id, entry)| (id, entry.ttl_secs))
             .collect();
-        self.lessor().reset(leases, Instant::now());
+        self.lessor().reset(leases, (self.clock)());
     }
 }
 
@@ -275,7 +287,8 @@ impl StateMachine for NodeStateMachine {
         }
         self.gauge.update(&self.kv);
         if !output.lease_changes.is_empty() {
-            self.lessor().apply(&output.lease_changes, Instant::now());
+            let now = (self.clock)();
+            self.lessor().apply(&output.lease_changes, now);
         }
         let events = std::mem::take(&mut output.events);
         if !events.is_empty() {
@@ -296,7 +309,7 @@ impl StateMachine for NodeStateMachine {
         self.kv.snapshot()
     }
 
-    fn freeze(&self) -> Box<dyn FnOnce() -> Bytes + Send> {
+    fn freeze(&self) -> flotilla_raft::SnapshotEncoder {
         self.kv.freeze()
     }
 

@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use flotilla_raft::{
-    Entry, HardState, InitialState, LogIndex, MemStorage, Snapshot, SnapshotMeta, SnapshotSource,
-    SnapshotWriter, Storage, StorageError, Term,
+    Entry, HardState, InitialState, LogIndex, MemStorage, Snapshot, SnapshotEncoder, SnapshotMeta,
+    SnapshotSource, SnapshotWriter, Storage, StorageError, Term,
 };
 
 use crate::error::OpenError;
@@ -20,6 +20,7 @@ use crate::frame;
 use crate::fs::{AppendFile, FileSystem, RealFs};
 use crate::meta_files::{
     self, encode_hard_state, snapshot_name, write_atomic, write_snapshot_atomic,
+    write_snapshot_streamed,
 };
 use crate::options::{FsyncMode, StorageOptions};
 use crate::recovery;
@@ -573,37 +574,41 @@ impl Storage for DiskStorage {
         Ok(())
     }
 
-    /// Writes the snapshot file exactly as [`Storage::compact`] does (an
-    /// atomic replace, fsynced), on whatever thread calls it. It shares
-    /// nothing with the storage but the file layer: the log is untouched
-    /// until [`Storage::compact_written`].
+    /// Writes the snapshot file as [`Storage::compact`] does (an atomic
+    /// replace, fsynced), on whatever thread calls it, streaming the
+    /// encoder's bytes into the file as they come (synced in pieces, see
+    /// [`crate::meta_files::SNAPSHOT_SYNC_BYTES`]): the data is never in
+    /// memory whole. It shares nothing with the storage but the file layer:
+    /// the log is untouched until [`Storage::compact_written`].
     fn snapshot_writer(&self) -> Option<SnapshotWriter> {
         if self.fatal.is_some() {
             return None;
         }
         let (fs, dir, sync) = (self.fs.clone(), self.dir.join(SNAPSHOT_DIR), self.sync());
         let sums = self.snapshot_sums.clone();
-        Some(Box::new(move |snapshot: &Snapshot| {
-            let name = snapshot_name(&snapshot.meta);
-            let crc = write_snapshot_atomic(&*fs, &dir, &name, snapshot, sync).map_err(|e| {
-                StorageError::Fatal(format!(
-                    "writing snapshot {}: {e}",
-                    dir.join(&name).display()
-                ))
-            })?;
-            let mut sums = sums.lock().expect("never poisoned");
-            if sums
-                .as_ref()
-                .is_none_or(|s| s.meta.index <= snapshot.meta.index)
-            {
-                *sums = Some(SnapshotSource {
-                    meta: snapshot.meta.clone(),
-                    len_bytes: snapshot.data.len() as u64,
-                    crc,
-                });
-            }
-            Ok(())
-        }))
+        Some(Box::new(
+            move |meta: &SnapshotMeta, encode: SnapshotEncoder| {
+                let name = snapshot_name(meta);
+                let (len_bytes, crc) = write_snapshot_streamed(
+                    &*fs, &dir, &name, meta, encode, sync,
+                )
+                .map_err(|e| {
+                    StorageError::Fatal(format!(
+                        "writing snapshot {}: {e}",
+                        dir.join(&name).display()
+                    ))
+                })?;
+                let mut sums = sums.lock().expect("never poisoned");
+                if sums.as_ref().is_none_or(|s| s.meta.index <= meta.index) {
+                    *sums = Some(SnapshotSource {
+                        meta: meta.clone(),
+                        len_bytes,
+                        crc,
+                    });
+                }
+                Ok(len_bytes)
+            },
+        ))
     }
 
     /// Entries between `compact_to` and the snapshot stay in memory and on
@@ -635,6 +640,7 @@ impl Storage for DiskStorage {
         let spawned = std::thread::Builder::new()
             .name("log-remove".into())
             .spawn(move || {
+                crate::priority::lower_this_thread();
                 for path in segments {
                     if let Err(e) = fs.remove_file(&path) {
                         tracing::warn!(file = %path.display(), %e, "cannot remove a compacted segment");
@@ -674,9 +680,9 @@ pub(crate) fn without_data(snapshot: Snapshot) -> Snapshot {
     }
 }
 
-/// Decodes a snapshot file with its name checked (recovery, and reading the
-/// snapshot back).
-pub(crate) fn decode_snapshot_file(path: &Path, buf: Bytes) -> Result<Snapshot, OpenError> {
+/// Decodes a snapshot file with its name checked (reading the snapshot back
+/// whole, for [`Storage::snapshot`]).
+fn decode_snapshot_file(path: &Path, buf: Bytes) -> Result<Snapshot, OpenError> {
     let snap = meta_files::decode_snapshot(path, buf)?;
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
     if name.as_deref() != Some(snapshot_name(&snap.meta).as_str()) {

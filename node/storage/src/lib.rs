@@ -28,6 +28,7 @@
 //! | `meta_files` | identity, hard state and snapshot files; atomic replace |
 //! | [`fs`] | the file operations, behind a trait; [`FaultyFs`] injects faults |
 //! | `options` | [`StorageOptions`], [`FsyncMode`] |
+//! | [`priority`] | the lowest CPU priority for background threads (snapshot writing, file removal) |
 //!
 //! # The IO contract
 //!
@@ -76,10 +77,16 @@
 //!    which are then freed), so reads never touch the disk; memory is bounded by how often the application
 //!    compacts. The one exception is the snapshot's data: about the size of
 //!    the whole state machine, which the application holds anyway, it is
-//!    not kept; `snapshot()` reads its file back (to send it to a follower,
-//!    or to restore it at start), and a file that fails its CRC then is
-//!    [`flotilla_raft::StorageError::Fatal`]. Snapshots are written from
-//!    the caller's buffer in pieces, without a copy.
+//!    never held whole. A leader reads a chunk at a time from the file to
+//!    send it, a follower writes chunks to a file as they arrive, and the
+//!    state machine restores from a reader over the file (`snapshot_reader`,
+//!    at install and at start), which checks the data's CRC as it reads.
+//!    A snapshot the application takes is streamed into its file
+//!    (`snapshot_writer` takes a [`flotilla_raft::SnapshotEncoder`]),
+//!    synced every few MiB so the final fsync has little left to flush.
+//!    `snapshot()` still reads the file back whole, for storage-agnostic
+//!    callers and tests; a file that fails its CRC then is
+//!    [`flotilla_raft::StorageError::Fatal`].
 //!
 //! # Recovery
 //!
@@ -87,7 +94,10 @@
 //!    that holds a vote or log frames is refused.
 //! 2. A missing `hardstate` is refused ([`OpenError::HardStateLost`]): the
 //!    vote is lost, and guessing could let this member vote twice in a term.
-//! 3. The newest snapshot is loaded; leftover `.tmp` files are removed.
+//! 3. The newest snapshot file is checked (header, length, CRC) in one
+//!    pass a piece at a time, never held whole; a torn or damaged one is
+//!    refused ([`OpenError::Corrupt`]). Leftover `.tmp` files (a write a
+//!    crash interrupted) are removed.
 //! 4. Segments are scanned in order; where only zeros remain (the fill
 //!    ahead), the segment ends cleanly. A bad frame in the last segment with
 //!    no valid frame after it is a torn tail: the file is cut there and
@@ -124,6 +134,7 @@ pub mod frame;
 pub mod fs;
 mod meta_files;
 mod options;
+pub mod priority;
 mod recovery;
 mod segment;
 mod snapshot_stream;

@@ -3,13 +3,14 @@
 //! CRC-32 over everything before it, and each is replaced atomically
 //! ([`write_atomic`]), so a reader sees the old or the new version whole.
 
+use std::io;
 use std::path::Path;
 
 use bytes::Bytes;
-use flotilla_raft::{ConfState, HardState, NodeId, Snapshot, SnapshotMeta, Term};
+use flotilla_raft::{ConfState, HardState, NodeId, Snapshot, SnapshotMeta, SnapshotSource, Term};
 
 use crate::error::OpenError;
-use crate::fs::FileSystem;
+use crate::fs::{AppendFile, FileSystem};
 
 const IDENTITY_MAGIC: &[u8; 8] = b"FLOTID01";
 const HARD_STATE_MAGIC: &[u8; 8] = b"FLOTHS01";
@@ -186,54 +187,217 @@ pub fn encode_snapshot(snapshot: &Snapshot) -> Vec<u8> {
     seal(out)
 }
 
-/// Bytes of a snapshot written between two syncs of its file.
-pub const SNAPSHOT_SYNC_BYTES: usize = 8 << 20;
+/// Bytes of a snapshot written between two syncs of its file: the dirty
+/// pages a snapshot being written leaves for the kernel to flush at once.
+/// Without the syncs a snapshot of hundreds of megabytes sits dirty in the
+/// page cache and one long fsync at the end flushes it all, while the Raft
+/// log's own fdatasyncs on the same disk queue behind it. Each sync here
+/// flushes at most this much, which a disk writing a few hundred MB/s does
+/// in a few tens of milliseconds, about what a log fsync may wait behind
+/// once; smaller pieces would cost more fsyncs (and journal commits, the
+/// file growing) for little gain.
+pub const SNAPSHOT_SYNC_BYTES: u64 = 8 << 20;
 
-/// Replaces `dir/name` with [`encode_snapshot`]'s bytes as
-/// [`write_atomic`] does, but writes the header, the data and the CRC one
-/// after the other: the data, most of a member's state, is not copied.
-/// Returns the CRC-32 of the data alone (what a leader sends it with).
+/// The data of a snapshot streamed into its temporary file: each write
+/// lands right after the previous one, its CRC-32 is kept running, and the
+/// file is synced every [`SNAPSHOT_SYNC_BYTES`] (when `sync`). It holds no
+/// buffer of its own: the writer's bytes go straight to the file.
+struct DataSink<'a> {
+    file: &'a mut dyn AppendFile,
+    data_at: u64,
+    len: u64,
+    crc: crc32fast::Hasher,
+    sync: bool,
+    unsynced: u64,
+}
+
+impl io::Write for DataSink<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        // Never past the next sync point, so one large write is paced too.
+        let n = (buf.len() as u64).min(SNAPSHOT_SYNC_BYTES - self.unsynced) as usize;
+        let piece = &buf[..n];
+        self.file.write_at(self.data_at + self.len, piece)?;
+        self.crc.update(piece);
+        self.len += n as u64;
+        self.unsynced += n as u64;
+        if self.unsynced == SNAPSHOT_SYNC_BYTES {
+            if self.sync {
+                self.file.sync_data()?;
+            }
+            self.unsynced = 0;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Replaces `dir/name` with the file of the snapshot at `meta` whose data
+/// `encode` writes, as [`write_atomic`] does, streaming: the data goes to
+/// the temporary file as it is written (synced in pieces, see
+/// [`SNAPSHOT_SYNC_BYTES`]), its CRC computed in the same pass; then the
+/// header, which needs the data's length, is written before it (its room
+/// was left) and the file's CRC after it, combined from the header's and
+/// the data's without reading the data again. Returns the data's length
+/// and CRC-32 (what a leader sends it with).
+pub fn write_snapshot_streamed(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    name: &str,
+    meta: &SnapshotMeta,
+    encode: impl FnOnce(&mut dyn io::Write) -> io::Result<()>,
+    sync: bool,
+) -> io::Result<(u64, u32)> {
+    let tmp = dir.join(format!("{name}{TMP_SUFFIX}"));
+    let written = write_snapshot_file(fs, &tmp, meta, encode, sync).and_then(|sums| {
+        fs.rename(&tmp, &dir.join(name))?;
+        if sync {
+            fs.sync_dir(dir)?;
+        }
+        Ok(sums)
+    });
+    if written.is_err() {
+        // A large file half written: not left to the next open to remove.
+        let _ = fs.remove_file(&tmp);
+    }
+    written
+}
+
+/// The temporary file of [`write_snapshot_streamed`], durable when `sync`.
+fn write_snapshot_file(
+    fs: &dyn FileSystem,
+    path: &Path,
+    meta: &SnapshotMeta,
+    encode: impl FnOnce(&mut dyn io::Write) -> io::Result<()>,
+    sync: bool,
+) -> io::Result<(u64, u32)> {
+    let mut file = fs.open_append(path, true)?;
+    file.truncate(0)?; // a leftover of the same name is stale
+    let data_at = snapshot_data_offset(meta);
+    let mut sink = DataSink {
+        file: &mut *file,
+        data_at,
+        len: 0,
+        crc: crc32fast::Hasher::new(),
+        sync,
+        unsynced: 0,
+    };
+    encode(&mut sink)?;
+    let (len, data_crc) = (sink.len, sink.crc);
+    let header = snapshot_header_of(meta, len);
+    debug_assert_eq!(header.len() as u64, data_at);
+    let file_crc = snapshot_file_crc(&header, &data_crc);
+    file.write_at(0, &header)?;
+    file.write_at(data_at + len, &file_crc.to_le_bytes())?;
+    if sync {
+        file.sync_data()?;
+    }
+    Ok((len, data_crc.finalize()))
+}
+
+/// [`write_snapshot_streamed`] of a snapshot whose data is in memory: the
+/// data is not copied. Returns the CRC-32 of the data alone.
 pub fn write_snapshot_atomic(
     fs: &dyn FileSystem,
     dir: &Path,
     name: &str,
     snapshot: &Snapshot,
     sync: bool,
-) -> std::io::Result<u32> {
-    let tmp = dir.join(format!("{name}{TMP_SUFFIX}"));
-    let header = snapshot_header(snapshot);
+) -> io::Result<u32> {
+    let encode = |w: &mut dyn io::Write| w.write_all(&snapshot.data);
+    write_snapshot_streamed(fs, dir, name, &snapshot.meta, encode, sync).map(|(_, crc)| crc)
+}
+
+/// Bound of a snapshot file's encoded configuration (a few bytes per
+/// member): a damaged length must not size an allocation.
+const SNAPSHOT_CONF_BYTES_MAX: u64 = 1 << 20;
+
+/// Bytes [`check_snapshot_file`] reads at once.
+const CHECK_PIECE_BYTES: usize = 1 << 20;
+
+/// Checks the snapshot file at `path` by reading it once, a piece at a
+/// time (memory: one piece, whatever the file's size): magic, header,
+/// length, the trailing CRC over everything, and the header against the
+/// file's name. Returns its position, its data's length and the data's
+/// CRC-32, computed in the same pass. A torn or damaged file is
+/// [`OpenError::Corrupt`].
+pub fn check_snapshot_file(fs: &dyn FileSystem, path: &Path) -> Result<SnapshotSource, OpenError> {
+    let file = fs.open_read(path).map_err(OpenError::io(path))?;
+    let read = |at: u64, buf: &mut [u8]| file.read_at(at, buf).map_err(OpenError::io(path));
+    let u64_at = |buf: &[u8], at: usize| u64::from_le_bytes(buf[at..at + 8].try_into().expect("8"));
+    let mut fixed = [0u8; 32];
+    if read(0, &mut fixed)? < fixed.len() || &fixed[..8] != SNAPSHOT_MAGIC {
+        return Err(OpenError::corrupt(path, 0, "bad magic or too short"));
+    }
+    let conf_len = u64_at(&fixed, 24);
+    if conf_len > SNAPSHOT_CONF_BYTES_MAX {
+        return Err(OpenError::corrupt(
+            path,
+            24,
+            "configuration length out of bounds",
+        ));
+    }
+    let mut rest = vec![0u8; conf_len as usize + 8];
+    if read(32, &mut rest)? < rest.len() {
+        return Err(OpenError::corrupt(path, 32, "truncated field"));
+    }
+    let data_len = u64_at(&rest, conf_len as usize);
+    let data_at = 40 + conf_len;
+    let Some(end) = data_at.checked_add(data_len) else {
+        return Err(OpenError::corrupt(
+            path,
+            data_at - 8,
+            "data length out of bounds",
+        ));
+    };
+    let mut file_crc = crc32fast::Hasher::new();
+    file_crc.update(&fixed);
+    file_crc.update(&rest);
     let mut data_crc = crc32fast::Hasher::new();
-    data_crc.update(&snapshot.data);
-    let file_crc = snapshot_file_crc(&header, &data_crc);
-    let mut file = fs.open_append(&tmp, true)?;
-    file.truncate(0)?; // a leftover of the same name is stale
-    let data_at = header.len() as u64;
-    file.write_at(0, &header)?;
-    // In pieces, each made durable before the next is written: a snapshot
-    // of hundreds of megabytes never sits dirty in the page cache as a
-    // whole, to be flushed by one long fsync that the Raft log's own
-    // fsyncs would queue behind.
-    // (The last piece is synced with the CRC after it.)
-    let pieces = snapshot.data.len().div_ceil(SNAPSHOT_SYNC_BYTES);
-    for (i, piece) in snapshot.data.chunks(SNAPSHOT_SYNC_BYTES).enumerate() {
-        file.write_at(data_at + (i * SNAPSHOT_SYNC_BYTES) as u64, piece)?;
-        if sync && i + 1 < pieces {
-            file.sync_data()?;
+    let mut piece = vec![0u8; CHECK_PIECE_BYTES.min(data_len as usize)];
+    let mut at = data_at;
+    while at < end {
+        let want = (end - at).min(piece.len() as u64) as usize;
+        let n = read(at, &mut piece[..want])?;
+        if n < want {
+            return Err(OpenError::corrupt(path, at + n as u64, "truncated data"));
         }
+        data_crc.update(&piece[..n]);
+        at += n as u64;
     }
-    file.write_at(
-        data_at + snapshot.data.len() as u64,
-        &file_crc.to_le_bytes(),
-    )?;
-    if sync {
-        file.sync_data()?;
+    // Four bytes of CRC, and nothing after them.
+    let mut trailer = [0u8; 5];
+    match read(end, &mut trailer)? {
+        4 => {}
+        n if n < 4 => return Err(OpenError::corrupt(path, end, "truncated CRC")),
+        _ => return Err(OpenError::corrupt(path, end + 4, "trailing bytes")),
     }
-    drop(file);
-    fs.rename(&tmp, &dir.join(name))?;
-    if sync {
-        fs.sync_dir(dir)?;
+    file_crc.combine(&data_crc);
+    if file_crc.finalize() != u32::from_le_bytes(trailer[..4].try_into().expect("4 bytes")) {
+        return Err(OpenError::corrupt(path, end, "CRC mismatch"));
     }
-    Ok(data_crc.finalize())
+    let conf_state = ConfState::decode(&rest[..conf_len as usize])
+        .ok_or_else(|| OpenError::corrupt(path, 32, "malformed configuration"))?;
+    let meta = SnapshotMeta {
+        index: u64_at(&fixed, 8),
+        term: Term(u64_at(&fixed, 16)),
+        conf_state,
+    };
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    if name.as_deref() != Some(snapshot_name(&meta).as_str()) {
+        return Err(OpenError::corrupt(
+            path,
+            0,
+            "header does not match the file name",
+        ));
+    }
+    Ok(SnapshotSource {
+        meta,
+        len_bytes: data_len,
+        crc: data_crc.finalize(),
+    })
 }
 
 /// Decodes [`encode_snapshot`]. The data is a slice of `buf`, not a copy.

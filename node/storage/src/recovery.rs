@@ -7,12 +7,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use flotilla_raft::{Entry, HardState, LogIndex, MemStorage, Snapshot, SnapshotMeta, Term};
-
-use crate::disk::{
-    DiskStorage, HARD_STATE_FILE, IDENTITY_FILE, LOG_DIR, SNAPSHOT_DIR, Segment,
-    decode_snapshot_file, without_data,
+use flotilla_raft::{
+    Entry, HardState, LogIndex, MemStorage, Snapshot, SnapshotMeta, SnapshotSource, Term,
 };
+
+use crate::disk::{DiskStorage, HARD_STATE_FILE, IDENTITY_FILE, LOG_DIR, SNAPSHOT_DIR, Segment};
 use crate::error::OpenError;
 use crate::fs::FileSystem;
 use crate::meta_files::{self, TMP_SUFFIX, write_atomic};
@@ -42,13 +41,13 @@ pub(crate) fn open(
         remove_tmp_files(&*fs, d)?;
     }
     let hard_state = read_hard_state(&*fs, dir)?;
-    let snap = read_latest_snapshot(&*fs, &snap_dir)?;
-    // What a leader sends the snapshot with, while its data is at hand.
-    let sums = (snap.meta.index > 0).then(|| flotilla_raft::SnapshotSource {
-        meta: snap.meta.clone(),
-        len_bytes: snap.data.len() as u64,
-        crc: crc32fast::hash(&snap.data),
-    });
+    let newest = check_latest_snapshot(&*fs, &snap_dir)?;
+    // What a leader sends the snapshot with, computed by the check.
+    let sums = (newest.meta.index > 0).then(|| newest.clone());
+    let snap = Snapshot {
+        meta: newest.meta,
+        data: Bytes::new(),
+    };
     let log = recover_log(&*fs, &log_dir, &snap.meta, sync)?;
     let last_index = snap.meta.index + log.entries.len() as u64;
     if hard_state.commit > last_index {
@@ -77,7 +76,7 @@ pub(crate) fn open(
                 commit: hard_state.commit.max(snap.meta.index),
                 ..hard_state
             },
-            without_data(snap),
+            snap,
             log.entries,
         ),
         durable_vote: hard_state,
@@ -231,16 +230,17 @@ fn read_hard_state(fs: &dyn FileSystem, dir: &Path) -> Result<HardState, OpenErr
     }
 }
 
-/// The newest snapshot file; none means a joining member's empty start.
-fn read_latest_snapshot(fs: &dyn FileSystem, dir: &Path) -> Result<Snapshot, OpenError> {
+/// The newest snapshot file, checked whole but never held whole (see
+/// [`meta_files::check_snapshot_file`]): its position, length and data
+/// CRC. None means a joining member's empty start. The state machine reads
+/// the data later, as a stream ([`flotilla_raft::Storage::snapshot_reader`]).
+fn check_latest_snapshot(fs: &dyn FileSystem, dir: &Path) -> Result<SnapshotSource, OpenError> {
     let names = fs.list_dir(dir).map_err(OpenError::io(dir))?;
     // Names are zero-padded index then term, so the greatest is the newest.
     let Some(newest) = names.iter().filter(|n| n.ends_with(".snap")).max() else {
-        return Ok(Snapshot::default());
+        return Ok(SnapshotSource::default());
     };
-    let path = dir.join(newest);
-    let buf = fs.read_file(&path).map_err(OpenError::io(&path))?;
-    decode_snapshot_file(&path, Bytes::from(buf))
+    meta_files::check_snapshot_file(fs, &dir.join(newest))
 }
 
 /// The log as found on disk.

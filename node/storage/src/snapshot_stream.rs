@@ -44,7 +44,9 @@ pub(crate) struct Receiving {
 }
 
 /// The data of a snapshot file, read in pieces through a file handle held
-/// open (a rename or removal of the path does not disturb it).
+/// open (a rename or removal of the path does not disturb it). When the
+/// data's CRC is known, the reader checks it as it reads: the read that
+/// reaches the end fails if the data changed since it was checked.
 #[derive(Debug)]
 pub struct SnapshotFileReader {
     file: Box<dyn ReadAtFile>,
@@ -52,6 +54,8 @@ pub struct SnapshotFileReader {
     end: u64,
     buf: Vec<u8>,
     buf_at: usize,
+    /// The CRC-32 of what was read so far, and what it must come to.
+    check: Option<(crc32fast::Hasher, u32)>,
 }
 
 impl io::Read for SnapshotFileReader {
@@ -59,6 +63,14 @@ impl io::Read for SnapshotFileReader {
         if self.buf_at == self.buf.len() {
             let want = (self.end - self.at).min(READ_PIECE_BYTES as u64) as usize;
             if want == 0 {
+                if let Some((crc, expected)) = self.check.take()
+                    && crc.finalize() != expected
+                {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "snapshot data fails its CRC",
+                    ));
+                }
                 return Ok(0);
             }
             self.buf.resize(want, 0);
@@ -68,6 +80,9 @@ impl io::Read for SnapshotFileReader {
                     io::ErrorKind::UnexpectedEof,
                     "snapshot file shorter than its header says",
                 ));
+            }
+            if let Some((crc, _)) = &mut self.check {
+                crc.update(&self.buf);
             }
             self.at += n as u64;
             self.buf_at = 0;
@@ -120,7 +135,7 @@ impl DiskStorage {
             index = meta.index,
             "snapshot checksum unknown; reading the file for it"
         );
-        let mut reader = self.open_snapshot_file(&meta, &self.snapshot_path(&meta))?;
+        let mut reader = self.open_snapshot_file(&meta, &self.snapshot_path(&meta), None)?;
         let len_bytes = reader.end - reader.at;
         let mut crc = crc32fast::Hasher::new();
         let mut piece = vec![0; READ_PIECE_BYTES];
@@ -143,11 +158,12 @@ impl DiskStorage {
 
     /// Opens the snapshot file at `path` (of the snapshot at `meta`) for
     /// its data: the length comes from the header, checked against the
-    /// file's size.
+    /// file's size; the data's CRC, when given, is checked as it is read.
     fn open_snapshot_file(
         &self,
         meta: &SnapshotMeta,
         path: &std::path::Path,
+        crc: Option<u32>,
     ) -> Result<SnapshotFileReader, StorageError> {
         let file = self
             .fs
@@ -168,6 +184,7 @@ impl DiskStorage {
             end: data_at + len,
             buf: Vec::new(),
             buf_at: 0,
+            check: crc.map(|c| (crc32fast::Hasher::new(), c)),
         })
     }
 
@@ -321,11 +338,13 @@ impl DiskStorage {
             .as_ref()
             .filter(|r| r.complete && r.meta == *meta)
         {
-            return self.open_snapshot_file(meta, &r.path).map(Some);
+            let crc = r.crc.clone().finalize();
+            return self.open_snapshot_file(meta, &r.path, Some(crc)).map(Some);
         }
         if meta.index != 0 && self.mirror.snapshot()?.meta == *meta {
+            let crc = self.source()?.crc;
             return self
-                .open_snapshot_file(meta, &self.snapshot_path(meta))
+                .open_snapshot_file(meta, &self.snapshot_path(meta), Some(crc))
                 .map(Some);
         }
         Ok(None)

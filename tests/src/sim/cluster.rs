@@ -10,12 +10,18 @@ use super::network::{NetFaults, Network};
 use super::node::{
     CRASHED, Event, NodeStep, Proposal, Read, SimEffects, SimNode, ViewRead, restored,
 };
+use super::watch::EventHistory;
 use flotilla_node::driver::Step;
+use flotilla_node::state::Clock;
 use flotilla_raft::{
     Bytes, Config, MemStorage, NodeId, ProposeError, Raft, Storage, StorageError, Term,
 };
-use rand::SeedableRng;
 use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 /// Extracts the key a read context names (see [`read_ctx`]).
 pub fn ctx_key(ctx: &[u8]) -> Option<String> {
@@ -72,13 +78,47 @@ pub struct Cluster {
     pub view_delay_ticks: u64,
     /// Reads answered from views so far.
     pub view_reads_done: u64,
+    /// Most ticks a snapshot spends being written off the driver before
+    /// the log is compacted to it.
+    pub snapshot_write_ticks: u64,
+    /// Chance that a member crashes (and restarts) right after its snapshot
+    /// is written, before the log is compacted to it.
+    pub crash_after_snapshot_write: f64,
+    /// Snapshots written, then recorded by compacting the log.
+    pub snapshots_compacted: u64,
+    /// Snapshots written, then recovered by a restart before the log was
+    /// compacted to them.
+    pub snapshots_recovered_unrecorded: u64,
     /// A read on a view that answered inconsistently, if any.
     read_violation: Option<String>,
+    /// A snapshot write or compaction that went wrong, if any.
+    pub(super) snapshot_violation: Option<String>,
+    /// Each revision's events, and the checks of what watchers see.
+    pub event_history: EventHistory,
+    /// Chance per tick that a watcher catches up from an old revision on a
+    /// random member.
+    pub watch_catch_up_per_tick: f64,
+    /// The watch checks' own random source, so that checking does not
+    /// change the run's schedule of faults and deliveries.
+    pub(super) check_rng: SmallRng,
+    /// When a revoke of each lease was first proposed (by a client or by
+    /// the leader's expiry loop), in virtual time.
+    pub revokes_proposed: HashMap<i64, u64>,
+    /// Revokes the leaders' expiry loops proposed.
+    pub expiry_revokes: u64,
+    /// Virtual milliseconds (one time unit each), for lease timers.
+    clock_ms: Arc<AtomicU64>,
+    /// The instant virtual time 0 stands for.
+    clock_base: Instant,
     /// Ticks so far (each member's step counts its reads' age in them).
     ticks: u64,
-    template: Config,
-    seed: u64,
+    pub(super) template: Config,
+    pub(super) seed: u64,
 }
+
+/// Ticks between two rounds of a leader's lease expiry loop (the node's
+/// default check interval, 100 ms, at 10 ms a tick).
+const LEASE_CHECK_TICKS: u64 = 10;
 
 /// Ticks a read waits for its confirmation before it fails (the driver's
 /// `read_timeout_ticks`).
@@ -101,13 +141,28 @@ impl Cluster {
             view_reads: Vec::new(),
             view_delay_ticks: 3,
             view_reads_done: 0,
+            snapshot_write_ticks: 0,
+            crash_after_snapshot_write: 0.0,
+            snapshots_compacted: 0,
+            snapshots_recovered_unrecorded: 0,
             read_violation: None,
+            snapshot_violation: None,
+            event_history: EventHistory::default(),
+            watch_catch_up_per_tick: 0.2,
+            check_rng: SmallRng::seed_from_u64(seed ^ 0x5741_5443_4845_5253),
+            revokes_proposed: HashMap::new(),
+            expiry_revokes: 0,
+            clock_ms: Arc::new(AtomicU64::new(0)),
+            clock_base: Instant::now(),
             ticks: 0,
             template,
             seed,
         };
         for id in &ids {
-            cluster.push_node(*id, MemStorage::new_with_voters(&ids));
+            cluster.push_node(
+                *id,
+                MemStorage::new_with_voters(&ids).with_snapshot_writer(),
+            );
         }
         cluster
     }
@@ -123,6 +178,11 @@ impl Cluster {
             snapshots_taken: 0,
             torn_crashes: 0,
             snapshot_bytes_buffered: 0,
+            writing: None,
+            snapshot_writes_lost: 0,
+            lessor: None,
+            applied_events: None,
+            event_revision: 0,
         });
         self.start(id);
     }
@@ -131,7 +191,7 @@ impl Cluster {
     /// leader must add it). Returns its id.
     pub fn add_node(&mut self) -> NodeId {
         let id = NodeId(self.nodes.len() as u64 + 1);
-        self.push_node(id, MemStorage::new_joining());
+        self.push_node(id, MemStorage::new_joining().with_snapshot_writer());
         id
     }
 
@@ -192,7 +252,19 @@ impl Cluster {
         )
     }
 
+    /// The virtual clock lease timers read: one time unit is a millisecond.
+    pub fn clock(&self) -> Clock {
+        let (ms, base) = (self.clock_ms.clone(), self.clock_base);
+        Arc::new(move || base + Duration::from_millis(ms.load(Ordering::Relaxed)))
+    }
+
+    /// The virtual clock's reading now.
+    pub fn instant(&self) -> Instant {
+        self.clock_base + Duration::from_millis(self.now)
+    }
+
     fn start(&mut self, id: NodeId) {
+        let clock = self.clock();
         let mut config = self.template.clone();
         config.id = id;
         let node = &mut self.nodes[(id.0 - 1) as usize];
@@ -200,12 +272,16 @@ impl Cluster {
             .seed
             .wrapping_mul(0x9E37_79B9_7F4A_7C15)
             .wrapping_add(id.0 * 1000 + u64::from(node.restarts));
-        let storage = node
+        let mut storage = node
             .stored
             .take()
             .expect("a stopped member keeps its storage");
+        storage.recover();
         let snap = storage.snapshot().expect("memory storage does not fail");
-        let sm = restored(&storage);
+        let (sm, lessor) = restored(&storage, clock);
+        node.event_revision = sm.kv().revision();
+        node.applied_events = Some(sm.subscribe());
+        node.lessor = Some(lessor);
         let raft = Raft::new(config, storage).expect("simulation config is valid");
         node.step = Some(Step::new(raft, sm));
         node.crash_mid_persist = false;
@@ -221,6 +297,9 @@ impl Cluster {
         if let Some(step) = node.step.take() {
             node.stored = Some(step.into_raft().into_storage());
         }
+        node.lose_snapshot_write();
+        node.lessor = None;
+        node.applied_events = None;
         self.view_reads.retain(|r| r.node != id);
     }
 
@@ -247,6 +326,7 @@ impl Cluster {
     /// the current instant, then ticks if a tick is due, then finishes the
     /// reads on views that are due, then moves the clock to the next event.
     pub fn step(&mut self) {
+        self.clock_ms.store(self.now, Ordering::Relaxed);
         self.settle();
         if self.now.is_multiple_of(TICK_UNITS) {
             self.ticks += 1;
@@ -257,9 +337,18 @@ impl Cluster {
                     Ok(())
                 });
             }
+            if self.ticks.is_multiple_of(LEASE_CHECK_TICKS) {
+                self.expire_leases();
+            }
             self.settle();
+            if self.watch_catch_up_per_tick > 0.0
+                && self.check_rng.random_bool(self.watch_catch_up_per_tick)
+            {
+                self.catch_up_watch();
+            }
         }
         self.finish_view_reads();
+        self.finish_snapshot_writes();
         let next_tick = (self.now / TICK_UNITS + 1) * TICK_UNITS;
         let next = self
             .net
@@ -305,7 +394,7 @@ impl Cluster {
     /// Runs `f` on member `i`'s step with the simulation's effects; a
     /// simulated crash while persisting takes the member down. None if the
     /// member is down.
-    fn with_effects<T>(
+    pub(super) fn with_effects<T>(
         &mut self,
         i: usize,
         f: impl FnOnce(&mut NodeStep, u64, &mut SimEffects<'_>) -> Result<T, StorageError>,
@@ -323,6 +412,7 @@ impl Cluster {
             committed_log: &mut self.committed_log,
             view_reads: &mut self.view_reads,
             view_delay_max: self.view_delay_ticks * TICK_UNITS,
+            snapshot_write_delay_max: self.snapshot_write_ticks * TICK_UNITS,
         };
         match f(&mut step, self.ticks, &mut fx) {
             Ok(out) => {
@@ -333,6 +423,9 @@ impl Cluster {
             Err(StorageError::Fatal(e)) if e == CRASHED => {
                 let node = &mut self.nodes[i];
                 node.stored = Some(step.into_raft().into_storage());
+                node.lose_snapshot_write();
+                node.lessor = None;
+                node.applied_events = None;
                 let id = node.id;
                 self.view_reads.retain(|r| r.node != id);
                 None
@@ -352,6 +445,7 @@ impl Cluster {
             return false;
         }
         self.with_effects(i, |step, _, fx| step.process_one(fx));
+        self.drain_events(i);
         true
     }
 
@@ -393,6 +487,8 @@ impl Cluster {
         self.inv
             .violation()
             .or(self.read_violation.as_deref())
+            .or(self.snapshot_violation.as_deref())
+            .or(self.event_history.violation())
             .map(|v| format!("{v} (at time {} ticks)", self.now / TICK_UNITS))
     }
 

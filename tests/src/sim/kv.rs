@@ -4,11 +4,13 @@
 //! linearizability model's outputs.
 
 use crate::linearizability as lin;
+use flotilla_node::kv::KvError;
 use flotilla_node::kv::{KvCommand, KvOp, KvOutput, KvResponse};
 use flotilla_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use flotilla_proto::etcdserverpb::request_op::Request as TxnOp;
 use flotilla_proto::etcdserverpb::{
-    Compare, DeleteRangeRequest, PutRequest, RangeRequest, RangeResponse, RequestOp, TxnRequest,
+    Compare, DeleteRangeRequest, LeaseGrantRequest, LeaseRevokeRequest, PutRequest, RangeRequest,
+    RangeResponse, RequestOp, TxnRequest,
 };
 use flotilla_raft::Bytes;
 
@@ -37,6 +39,28 @@ pub enum SimWrite {
         /// New value.
         value: String,
     },
+    /// Set a key, attached to a lease: it goes when the lease is revoked
+    /// or expires.
+    PutLease {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+        /// The lease.
+        lease: i64,
+    },
+    /// Grant a lease with the client's chosen id.
+    Grant {
+        /// The lease's id.
+        id: i64,
+        /// Its time to live, in seconds.
+        ttl_secs: i64,
+    },
+    /// Revoke a lease (its keys go).
+    Revoke {
+        /// The lease's id.
+        id: i64,
+    },
 }
 
 impl SimWrite {
@@ -46,6 +70,15 @@ impl SimWrite {
     pub fn command(&self, client: u64, seq: u64) -> Bytes {
         let op = match self {
             SimWrite::Put { key, value } => KvOp::Put(put(key, value)),
+            SimWrite::PutLease { key, value, lease } => KvOp::Put(PutRequest {
+                lease: *lease,
+                ..put(key, value)
+            }),
+            SimWrite::Grant { id, ttl_secs } => KvOp::LeaseGrant(LeaseGrantRequest {
+                id: *id,
+                ttl: *ttl_secs,
+            }),
+            SimWrite::Revoke { id } => KvOp::LeaseRevoke(LeaseRevokeRequest { id: *id }),
             SimWrite::Delete { key } => KvOp::DeleteRange(DeleteRangeRequest {
                 key: key.as_bytes().to_vec(),
                 ..Default::default()
@@ -83,11 +116,24 @@ impl SimWrite {
         KvCommand::with_session(client, seq, op).encode_to_bytes()
     }
 
+    /// Whether the store refused the write, as it may (a put attached to a
+    /// lease already revoked or expired): it took no effect.
+    pub fn refused(&self, output: &KvOutput) -> bool {
+        matches!(
+            (self, &output.result),
+            (SimWrite::PutLease { .. }, Err(KvError::LeaseNotFound))
+        )
+    }
+
     /// The model's output for the store's answer; an error for an answer
     /// the workload never expects (the store refused a valid write).
     pub fn outcome(&self, output: &KvOutput) -> Result<Option<lin::KvOutput>, String> {
         match (self, &output.result) {
-            (SimWrite::Put { .. }, Ok(KvResponse::Put(_)))
+            (SimWrite::PutLease { .. }, Ok(KvResponse::Put(_)))
+            | (SimWrite::Grant { .. }, Ok(KvResponse::LeaseGrant(_)))
+            | (SimWrite::Revoke { .. }, Ok(KvResponse::LeaseRevoke(_)))
+            | (SimWrite::Revoke { .. }, Err(KvError::LeaseNotFound))
+            | (SimWrite::Put { .. }, Ok(KvResponse::Put(_)))
             | (SimWrite::Delete { .. }, Ok(KvResponse::DeleteRange(_))) => Ok(None),
             (SimWrite::Cas { .. }, Ok(KvResponse::Txn(t))) => {
                 Ok(Some(lin::KvOutput::Succeeded(t.succeeded)))

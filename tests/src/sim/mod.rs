@@ -23,14 +23,20 @@
 //! | `kv` | the clients' operations as the node's KV commands and ranges |
 //! | `workload` | clients with retries, recording the history |
 //! | `nemesis` | the fault schedule |
+//! | `snapshot_write` | snapshots written off the driver, then compacted to; crashes in between |
+//! | `leases` | lease expiry rounds on the virtual clock, live events read, watch catch-ups |
+//! | `watch` | each revision's events across members; watch catch-up and live events checked against them |
 
 mod cluster;
 mod invariants;
 mod kv;
+mod leases;
 mod nemesis;
 mod network;
 mod node;
 mod scripted;
+mod snapshot_write;
+mod watch;
 mod workload;
 
 pub use cluster::{Cluster, ctx_key, read_ctx};
@@ -39,6 +45,7 @@ pub use kv::{SimWrite, get_request, pairs, scan_request};
 pub use nemesis::{Nemesis, NemesisConfig};
 pub use network::{NetFaults, Network};
 pub use node::{Event, NodeStep, Proposal, Read, SimNode, ViewRead, state_config};
+pub use watch::{EventHistory, LeaseDelete};
 pub use workload::{Workload, WorkloadConfig};
 
 use crate::linearizability::{Budget, check_and_report};
@@ -79,6 +86,9 @@ pub struct Scenario {
     pub nemesis: NemesisConfig,
     /// Client behaviour.
     pub workload: WorkloadConfig,
+    /// Most ticks a snapshot spends being written off the driver (drawn
+    /// per snapshot) before the log is compacted to it.
+    pub snapshot_write_ticks: u64,
     /// Ticks with faults.
     pub fault_ticks: u64,
     /// Ticks after healing, in which every client must finish.
@@ -101,6 +111,7 @@ impl Scenario {
                 ..NemesisConfig::default()
             },
             workload: WorkloadConfig::default(),
+            snapshot_write_ticks: 20,
             fault_ticks: 600,
             heal_ticks: 300,
             check_linearizability: true,
@@ -109,6 +120,21 @@ impl Scenario {
 }
 
 impl Scenario {
+    /// Mixed faults on three members whose clients also grant leases,
+    /// attach keys to them, revoke them and keep them alive (the leader's
+    /// expiry loop revokes the rest), with snapshots every 30 entries
+    /// written off the driver; watchers catch up from old revisions.
+    pub fn leases_watches(name: &'static str, test_target: &'static str) -> Scenario {
+        let mut s = Scenario::mixed(name, test_target);
+        s.nodes = 3;
+        s.nemesis.max_down = 1;
+        s.workload.lease_fraction = 0.3;
+        s.raft.snapshot_after_entries = 30;
+        s.raft.snapshot_catchup_entries = 10;
+        s.raft.max_snapshot_chunk_bytes = 256;
+        s
+    }
+
     /// Mixed faults plus snapshots (every 30 entries, sent in small chunks,
     /// with 10 entries kept before each for followers a little behind),
     /// membership churn, and crashes part-way through persisting.
@@ -119,6 +145,7 @@ impl Scenario {
         s.raft.max_snapshot_chunk_bytes = 256;
         s.nemesis.torn_crashes = true;
         s.nemesis.membership = true;
+        s.nemesis.crash_after_snapshot_write = 0.1;
         s
     }
 }
@@ -142,8 +169,29 @@ pub struct RunStats {
     pub snapshots_installed: u64,
     /// Crashes part-way through persisting a `Ready`.
     pub torn_crashes: u64,
+    /// Snapshots written off the driver, then compacted to.
+    pub snapshots_compacted: u64,
+    /// Snapshot writes a crash cut short.
+    pub snapshot_writes_lost: u64,
+    /// Snapshots written, then recovered by a restart before the log was
+    /// compacted to them.
+    pub snapshots_recovered_unrecorded: u64,
     /// Ranges answered from a frozen view, after a delay.
     pub view_reads: u64,
+    /// Revokes the leaders' expiry loops proposed.
+    pub expiry_revokes: u64,
+    /// Keys a lease revoke (client or expiry) deleted, recorded in the
+    /// history.
+    pub lease_deletes: u64,
+    /// Keepalives a leader renewed.
+    pub keepalives: u64,
+    /// Watch catch-ups checked against the history (and refused as
+    /// compacted).
+    pub watch_catch_ups: u64,
+    /// Watch catch-ups refused because their start was compacted.
+    pub watch_catch_ups_compacted: u64,
+    /// Revisions whose events were compared across members.
+    pub revisions_compared: u64,
     /// Members added during the run.
     pub members_added: usize,
     /// Voters at the end.
@@ -162,7 +210,16 @@ impl RunStats {
         self.snapshots_taken += other.snapshots_taken;
         self.snapshots_installed += other.snapshots_installed;
         self.torn_crashes += other.torn_crashes;
+        self.snapshots_compacted += other.snapshots_compacted;
+        self.snapshot_writes_lost += other.snapshot_writes_lost;
+        self.snapshots_recovered_unrecorded += other.snapshots_recovered_unrecorded;
         self.view_reads += other.view_reads;
+        self.expiry_revokes += other.expiry_revokes;
+        self.lease_deletes += other.lease_deletes;
+        self.keepalives += other.keepalives;
+        self.watch_catch_ups += other.watch_catch_ups;
+        self.watch_catch_ups_compacted += other.watch_catch_ups_compacted;
+        self.revisions_compared += other.revisions_compared;
         self.members_added += other.members_added;
         self.final_voters += other.final_voters;
     }
@@ -248,6 +305,8 @@ fn run_seed_inner(scenario: &Scenario, seed: u64) -> Result<RunStats, String> {
         ))
     };
     let mut cluster = Cluster::new(scenario.nodes, scenario.raft.clone(), scenario.faults, seed);
+    cluster.snapshot_write_ticks = scenario.snapshot_write_ticks;
+    cluster.crash_after_snapshot_write = scenario.nemesis.crash_after_snapshot_write;
     let mut workload = Workload::new(scenario.workload.clone(), scenario.nodes);
     let mut nemesis = Nemesis::new(scenario.nemesis.clone());
     let fault_end = scenario.fault_ticks * TICK_UNITS;
@@ -288,6 +347,13 @@ fn run_seed_inner(scenario: &Scenario, seed: u64) -> Result<RunStats, String> {
             &nemesis,
         );
     }
+    if scenario.workload.lease_fraction > 0.0 {
+        if let Err(e) = leases_all_expire(&mut cluster, scenario) {
+            return fail(e, &nemesis);
+        }
+        // Records the deletes the last revokes made.
+        workload.step(&mut cluster);
+    }
     let stats = RunStats {
         completed: workload.completed,
         abandoned: workload.abandoned,
@@ -297,7 +363,16 @@ fn run_seed_inner(scenario: &Scenario, seed: u64) -> Result<RunStats, String> {
         snapshots_taken: cluster.nodes.iter().map(|n| n.snapshots_taken).sum(),
         snapshots_installed: cluster.nodes.iter().map(|n| n.snapshots_installed).sum(),
         torn_crashes: cluster.nodes.iter().map(|n| n.torn_crashes).sum(),
+        snapshots_compacted: cluster.snapshots_compacted,
+        snapshot_writes_lost: cluster.nodes.iter().map(|n| n.snapshot_writes_lost).sum(),
+        snapshots_recovered_unrecorded: cluster.snapshots_recovered_unrecorded,
         view_reads: cluster.view_reads_done,
+        expiry_revokes: cluster.expiry_revokes,
+        lease_deletes: workload.lease_deletes,
+        keepalives: workload.keepalives,
+        watch_catch_ups: cluster.event_history.catch_ups,
+        watch_catch_ups_compacted: cluster.event_history.catch_ups_compacted,
+        revisions_compared: cluster.event_history.revisions_compared,
         members_added: cluster.nodes.len() - scenario.nodes,
         final_voters: cluster
             .leader()
@@ -316,6 +391,57 @@ fn run_seed_inner(scenario: &Scenario, seed: u64) -> Result<RunStats, String> {
         }
     }
     Ok(stats)
+}
+
+/// Once clients stop, no keepalive renews any lease: within the longest TTL
+/// plus the expiry loop's retry every lease has expired and been revoked by
+/// the leader, and no member holds a key attached to a lease any more.
+fn leases_all_expire(cluster: &mut Cluster, scenario: &Scenario) -> Result<(), String> {
+    let ttl_ticks = scenario.workload.lease_ttl_max_secs as u64 * 100;
+    cluster.run_ticks(ttl_ticks + 300);
+    let leader = cluster
+        .await_leader(scenario.heal_ticks)
+        .ok_or("liveness: no leader while leases expire")?;
+    cluster.run_ticks(20);
+    let applied = cluster.node(leader).applied();
+    for id in cluster.ids() {
+        let node = cluster.node(id);
+        let Some(step) = node.step.as_ref() else {
+            continue;
+        };
+        if node.applied() < applied {
+            continue;
+        }
+        let kv = step.sm().kv();
+        if !kv.leases().is_empty() {
+            let ids: Vec<i64> = kv.leases().iter().map(|(id, _)| id).collect();
+            return Err(format!(
+                "node {id}: leases {ids:?} outlived their TTL with no keepalive ({} ticks after the clients stopped)",
+                ttl_ticks + 300
+            ));
+        }
+        if let Some(orphan) = cluster.orphan_leased_key(id) {
+            return Err(orphan);
+        }
+        let leased = kv
+            .range(&kv::scan_request("l", "l", 0))
+            .expect("a range is valid");
+        if let Some(e) = resp_first(&leased) {
+            return Err(format!(
+                "node {id}: key {e} outlived every lease it could have been attached to"
+            ));
+        }
+    }
+    if let Some(v) = cluster.violation() {
+        return Err(v);
+    }
+    Ok(())
+}
+
+fn resp_first(resp: &flotilla_proto::etcdserverpb::RangeResponse) -> Option<String> {
+    resp.kvs
+        .first()
+        .map(|kv| String::from_utf8_lossy(&kv.key).into_owned())
 }
 
 /// The seeds a random test runs: `SIM_SEED` alone when set, else `SIM_SEEDS`

@@ -23,6 +23,9 @@ pub struct NemesisConfig {
     pub torn_crashes: bool,
     /// Change the membership: add learners, promote them, remove members.
     pub membership: bool,
+    /// Chance that a member crashes (and restarts at once) right after its
+    /// snapshot was written, before the log is compacted to it.
+    pub crash_after_snapshot_write: f64,
     /// Most members the cluster may grow to (with membership changes).
     pub max_members: usize,
     /// Most members down at once.
@@ -39,6 +42,7 @@ impl Default for NemesisConfig {
             lossy: true,
             torn_crashes: false,
             membership: false,
+            crash_after_snapshot_write: 0.0,
             max_members: 9,
             max_down: 1,
             interval_ticks: (10, 60),

@@ -7,15 +7,18 @@ use super::invariants::Invariants;
 use super::kv::pairs;
 use super::network::Network;
 use flotilla_node::driver::{DriverError, Effects, Step};
+use flotilla_node::kv::Lessor;
 use flotilla_node::kv::{KvConfig, KvOutput, KvView};
-use flotilla_node::state::{NodeStateMachine, StateConfig};
+use flotilla_node::state::{AppliedEvents, Clock, NodeStateMachine, StateConfig};
 use flotilla_proto::etcdserverpb::RangeRequest;
 use flotilla_raft::{
     Bytes, LogIndex, MemStorage, Message, MessageBody, NodeId, Raft, Ready, Role, Snapshot,
-    Storage, StorageError, Term,
+    SnapshotEncoder, SnapshotWriter, Storage, StorageError, Term,
 };
 use rand::Rng;
 use rand::rngs::SmallRng;
+use std::sync::{Arc, Mutex};
+use tokio::sync::broadcast;
 
 /// The step every simulated member runs.
 pub type NodeStep = Step<MemStorage, NodeStateMachine, Proposal, Read>;
@@ -104,6 +107,67 @@ pub struct ViewRead {
     pub request: RangeRequest,
 }
 
+/// A snapshot being written off the driver, as the tokio driver's
+/// snapshot thread does: the state frozen and the meta prepared when the
+/// snapshot was due; the encoding and the storage's writer run when `due`
+/// comes, and only then is the log compacted (`Raft::compact_written`).
+/// Meanwhile the member applies on, may install a leader's snapshot, or
+/// crash (the write is then lost).
+pub struct SnapshotWrite {
+    /// When the write finishes, in virtual time units.
+    pub due: u64,
+    /// Position and configuration (the data follows from `encode`).
+    pub snapshot: Snapshot,
+    /// The frozen state's encoder.
+    encode: SnapshotEncoder,
+    /// The storage's writer.
+    writer: SnapshotWriter,
+    /// The store's revision and its keys and values when it was frozen.
+    pub frozen: Contents,
+}
+
+impl std::fmt::Debug for SnapshotWrite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnapshotWrite")
+            .field("due", &self.due)
+            .field("index", &self.snapshot.meta.index)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SnapshotWrite {
+    /// Encodes the frozen state and has the storage's writer store it (the
+    /// writing thread's whole work); returns the snapshot written.
+    pub fn write(self) -> Result<(Snapshot, Contents), StorageError> {
+        let mut snapshot = self.snapshot;
+        let mut data = Vec::new();
+        (self.encode)(&mut data)
+            .map_err(|e| StorageError::Fatal(format!("encoding a snapshot: {e}")))?;
+        snapshot.data = data.into();
+        let stored = snapshot.data.clone();
+        (self.writer)(&snapshot.meta, Box::new(move |sink| sink.write_all(&stored)))?;
+        Ok((snapshot, self.frozen))
+    }
+}
+
+/// A store's revision and every key with its value.
+pub type Contents = (i64, Vec<(String, String)>);
+
+/// The whole key space of `sm`'s store at its revision: the revision and
+/// every key with its value.
+pub fn contents(sm: &NodeStateMachine) -> Contents {
+    let all = RangeRequest {
+        key: vec![0],
+        range_end: vec![0],
+        ..Default::default()
+    };
+    let resp = sm
+        .kv()
+        .range(&all)
+        .expect("a whole-key-space range is valid");
+    (sm.kv().revision(), pairs(&resp))
+}
+
 /// One simulated member.
 #[derive(Debug)]
 pub struct SimNode {
@@ -128,6 +192,28 @@ pub struct SimNode {
     /// installed, as its last InstallSnapshotResponse said (0 once it
     /// installs, answers an append, or restarts).
     pub snapshot_bytes_buffered: u64,
+    /// The snapshot being written off the driver, if any (one at a time).
+    pub writing: Option<SnapshotWrite>,
+    /// Snapshot writes a crash cut short (nothing reached the storage).
+    pub snapshot_writes_lost: u64,
+    /// The lessor its state machine keeps (the lease service's and the
+    /// expiry loop's), while running.
+    pub lessor: Option<Arc<Mutex<Lessor>>>,
+    /// What its live watchers would be sent: each applied entry's events.
+    pub applied_events: Option<broadcast::Receiver<Arc<AppliedEvents>>>,
+    /// The store's revision its live events have reached (reset when it
+    /// restores a snapshot).
+    pub event_revision: i64,
+}
+
+impl SimNode {
+    /// The member goes down: a snapshot being written on its thread is
+    /// lost with the process.
+    pub(super) fn lose_snapshot_write(&mut self) {
+        if self.writing.take().is_some() {
+            self.snapshot_writes_lost += 1;
+        }
+    }
 }
 
 impl SimNode {
@@ -176,14 +262,16 @@ pub fn state_config() -> StateConfig {
     }
 }
 
-/// A state machine holding `storage`'s snapshot.
-pub fn restored(storage: &MemStorage) -> NodeStateMachine {
-    let (mut sm, _) = NodeStateMachine::new(state_config());
+/// A state machine holding `storage`'s snapshot, its lease timers on
+/// `clock`, and its lessor.
+pub fn restored(storage: &MemStorage, clock: Clock) -> (NodeStateMachine, Arc<Mutex<Lessor>>) {
+    let (mut sm, lessor) = NodeStateMachine::new(state_config());
+    sm.set_clock(clock);
     let snap = storage.snapshot().expect("memory storage does not fail");
     if snap.meta.index > 0 {
         flotilla_node::driver::StateMachine::restore(&mut sm, &snap).expect("snapshots restore");
     }
-    sm
+    (sm, lessor)
 }
 
 /// What a simulated crash part-way through persisting returns: the step
@@ -204,6 +292,8 @@ pub(super) struct SimEffects<'a> {
     pub view_reads: &'a mut Vec<ViewRead>,
     /// Most virtual time units a read spends on its view.
     pub view_delay_max: u64,
+    /// Most virtual time units a snapshot spends being written.
+    pub snapshot_write_delay_max: u64,
 }
 
 impl SimEffects<'_> {
@@ -316,6 +406,7 @@ impl Effects<MemStorage, NodeStateMachine> for SimEffects<'_> {
             .expect("in-memory storage does not fail");
         flotilla_node::driver::StateMachine::restore(sm, snapshot)
             .map_err(|e| StorageError::Fatal(format!("cannot restore snapshot: {e}")))?;
+        self.node.event_revision = sm.kv().revision();
         self.node.snapshots_installed += 1;
         self.node.snapshot_bytes_buffered = 0;
         self.inv
@@ -387,11 +478,32 @@ impl Effects<MemStorage, NodeStateMachine> for SimEffects<'_> {
         raft: &mut Raft<MemStorage>,
         sm: &NodeStateMachine,
     ) -> Result<(), StorageError> {
-        // The frozen state, encoded at once (the driver encodes it on a
-        // thread of its own; the bytes are the same).
+        // As the driver: one snapshot at a time; the core asks again after
+        // later `Ready`s.
+        if self.node.writing.is_some() {
+            return Ok(());
+        }
         let encode = flotilla_node::driver::StateMachine::freeze(sm);
-        raft.compact(encode())?;
-        self.node.snapshots_taken += 1;
+        let Some(writer) = raft.storage().snapshot_writer() else {
+            let mut data = Vec::new();
+            encode(&mut data)
+                .map_err(|e| StorageError::Fatal(format!("encoding a snapshot: {e}")))?;
+            raft.compact(data.into())?;
+            self.node.snapshots_taken += 1;
+            return Ok(());
+        };
+        let snapshot = raft.prepare_snapshot(Bytes::new())?;
+        let due = match self.snapshot_write_delay_max {
+            0 => self.now,
+            max => self.now + self.rng.random_range(0..=max),
+        };
+        self.node.writing = Some(SnapshotWrite {
+            due,
+            snapshot,
+            encode,
+            writer,
+            frozen: contents(sm),
+        });
         Ok(())
     }
 }

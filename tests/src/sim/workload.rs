@@ -15,6 +15,7 @@ use super::kv::{SimWrite, get_request, scan_request};
 use super::node::{Event, Proposal, Read};
 use crate::linearizability::{self as lin, HistoryRecorder, OpId};
 use flotilla_node::driver::DriverError;
+use flotilla_node::kv::KeepAliveError;
 use flotilla_proto::etcdserverpb::RangeRequest;
 use flotilla_raft::{Bytes, NodeId, ProposeError};
 use rand::Rng;
@@ -40,6 +41,14 @@ pub struct WorkloadConfig {
     pub max_attempts: u32,
     /// Most ticks a client idles between operations.
     pub max_think_ticks: u64,
+    /// Fraction of lease operations: grants, puts attached to a lease,
+    /// revokes and keepalives, on keys of their own (`l0`, `l1`, ...);
+    /// some gets read those keys too.
+    pub lease_fraction: f64,
+    /// Keys attached to leases.
+    pub lease_keys: usize,
+    /// Longest lease TTL granted, in seconds (from 1).
+    pub lease_ttl_max_secs: i64,
 }
 
 impl Default for WorkloadConfig {
@@ -54,6 +63,9 @@ impl Default for WorkloadConfig {
             attempt_timeout_ticks: 30,
             max_attempts: 40,
             max_think_ticks: 3,
+            lease_fraction: 0.0,
+            lease_keys: 3,
+            lease_ttl_max_secs: 2,
         }
     }
 }
@@ -69,6 +81,11 @@ enum Request {
         request: RangeRequest,
         /// The keys the range may hold, in order (one for a get).
         keys: Vec<String>,
+    },
+    /// A lease keepalive: the leader renews the lease on its lessor.
+    KeepAlive {
+        /// The lease.
+        id: i64,
     },
 }
 
@@ -96,6 +113,8 @@ struct Client {
     leader_guess: NodeId,
     pending: Option<Pending>,
     next_at: u64,
+    /// Leases it was granted (the newest few).
+    leases: Vec<i64>,
 }
 
 /// The clients and their history.
@@ -113,6 +132,11 @@ pub struct Workload {
     pub issuing: bool,
     /// An answer no correct member gives, if one came.
     pub failure: Option<String>,
+    /// Deletes made by lease revokes, recorded so far (each as a client
+    /// of its own).
+    pub lease_deletes: u64,
+    /// Keepalives a leader renewed.
+    pub keepalives: u64,
 }
 
 fn time_ns(now: u64) -> u64 {
@@ -130,6 +154,7 @@ impl Workload {
                 leader_guess: NodeId(id % members as u64 + 1),
                 pending: None,
                 next_at: 0,
+                leases: Vec::new(),
             })
             .collect();
         Workload {
@@ -140,6 +165,8 @@ impl Workload {
             abandoned: 0,
             issuing: true,
             failure: None,
+            lease_deletes: 0,
+            keepalives: 0,
         }
     }
 
@@ -155,8 +182,26 @@ impl Workload {
         for event in std::mem::take(&mut cluster.events) {
             self.on_event(event, now);
         }
+        self.record_lease_deletes(cluster);
         for i in 0..self.clients.len() {
             self.drive_client(i, cluster);
+        }
+    }
+
+    /// Keys attached to a lease go when a revoke of it applies, whoever
+    /// proposed it (a client, or the leader's expiry loop): each such
+    /// delete is recorded as a client's delete, called when the first
+    /// revoke of the lease was proposed and answered when the first member
+    /// applied it (the revoke committed in between).
+    fn record_lease_deletes(&mut self, cluster: &mut Cluster) {
+        for d in std::mem::take(&mut cluster.event_history.lease_deletes) {
+            let called = cluster.revokes_proposed.get(&d.lease).copied().unwrap_or(0);
+            let client = LEASE_DELETE_CLIENTS + self.lease_deletes;
+            let op = self
+                .recorder
+                .call(client, lin::KvInput::delete(d.key), time_ns(called));
+            self.recorder.ok(op, time_ns(d.applied_at), None);
+            self.lease_deletes += 1;
         }
     }
 
@@ -178,8 +223,17 @@ impl Workload {
                     && Some(*node) == p.node =>
                 {
                     match outcome {
+                        Ok((_, output)) if write.refused(output) => Some(Answer::Refused),
                         Ok((_, output)) => match write.outcome(output) {
-                            Ok(output) => Some(Answer::Single(output)),
+                            Ok(output) => {
+                                if let SimWrite::Grant { id, .. } = write {
+                                    client.leases.push(*id);
+                                    if client.leases.len() > 3 {
+                                        client.leases.remove(0);
+                                    }
+                                }
+                                Some(Answer::Single(output))
+                            }
                             Err(e) => {
                                 self.failure.get_or_insert(format!("member {node}: {e}"));
                                 return;
@@ -228,7 +282,11 @@ impl Workload {
             let p = client.pending.take().expect("matched above");
             match (answer, p.op) {
                 (Answer::Single(output), Some(op)) => self.recorder.ok(op, time_ns(now), output),
-                (Answer::Single(_), None) => unreachable!("writes and gets are recorded"),
+                // Lease grants, revokes and keepalives are not in the
+                // history (the deletes revokes make are).
+                (Answer::Single(_), None) => {}
+                (Answer::Refused, Some(op)) => self.recorder.fail(op, time_ns(now)),
+                (Answer::Refused, None) => {}
                 (Answer::Gets(gets), _) => {
                     for (key, value) in gets {
                         let op = self.recorder.call(
@@ -298,7 +356,21 @@ impl Workload {
             return;
         }
         let refused_hint = match &p.request {
-            Request::Write { command, .. } => {
+            Request::KeepAlive { id } => match keepalive(cluster, target, *id) {
+                Ok(()) => {
+                    // The leader answers at once.
+                    client.pending = None;
+                    client.next_at = now;
+                    self.keepalives += 1;
+                    self.completed += 1;
+                    return;
+                }
+                Err(hint) => Some(hint),
+            },
+            Request::Write { write, command } => {
+                if let SimWrite::Revoke { id } = write {
+                    cluster.note_revoke(*id);
+                }
                 let proposal = Proposal {
                     client: client.id + 1,
                     seq: client.seq,
@@ -341,9 +413,15 @@ impl Workload {
     }
 }
 
-/// What answered an operation: one output, or the gets a range covers.
+/// Client ids from which each lease delete is recorded as a client of its
+/// own.
+const LEASE_DELETE_CLIENTS: u64 = 1 << 32;
+
+/// What answered an operation: one output, a refusal, or the gets a range
+/// covers.
 enum Answer {
     Single(Option<lin::KvOutput>),
+    Refused,
     Gets(Vec<(String, Option<String>)>),
 }
 
@@ -371,6 +449,25 @@ fn read_answer(
     Answer::Gets(covered)
 }
 
+/// A keepalive at member `target`, as the lease service serves it: the
+/// leader renews the lease on its lessor (a lease it does not know is
+/// answered too: the client learns it is gone); any other member refuses,
+/// with the leader it knows of.
+fn keepalive(cluster: &Cluster, target: NodeId, id: i64) -> Result<(), Option<NodeId>> {
+    let node = cluster.node(target);
+    let raft = node.raft().ok_or(None)?;
+    let status = raft.status();
+    let hint = (status.soft_state.leader != NodeId(0)).then_some(status.soft_state.leader);
+    let Some(lessor) = node.lessor.as_ref() else {
+        return Err(hint);
+    };
+    let mut lessor = lessor.lock().unwrap_or_else(|p| p.into_inner());
+    match lessor.keepalive(id, cluster.instant()) {
+        Ok(_) | Err(KeepAliveError::NotFound) => Ok(()),
+        Err(_) => Err(hint),
+    }
+}
+
 /// The keys the clients share, in key order.
 fn key_space(config: &WorkloadConfig) -> Vec<String> {
     let mut keys: Vec<String> = (0..config.keys).map(|i| format!("k{i}")).collect();
@@ -387,10 +484,18 @@ fn new_request(
     let rng = &mut cluster.rng;
     let key = format!("k{}", rng.random_range(0..config.keys));
     let value = format!("c{}s{}", client.id, client.seq);
+    if rng.random_bool(config.lease_fraction) {
+        return lease_request(config, client, rng);
+    }
     let roll: f64 = rng.random();
     if roll < config.read_fraction {
+        let key = if config.lease_fraction > 0.0 && rng.random_bool(0.3) {
+            format!("l{}", rng.random_range(0..config.lease_keys))
+        } else {
+            key
+        };
         let ctx = read_ctx(client.id, client.seq, &key);
-        if rng.random_bool(config.range_fraction) {
+        if key.starts_with('k') && rng.random_bool(config.range_fraction) {
             let limit = rng.random_range(0..=3);
             let keys = key_space(config)
                 .into_iter()
@@ -440,4 +545,46 @@ fn new_request(
     };
     let command = write.command(client.id + 1, client.seq);
     (Request::Write { write, command }, Some(input))
+}
+
+/// A lease operation: a grant (about a quarter, and always while the client
+/// holds no lease), a put attached to one of its leases, a revoke, or a
+/// keepalive.
+fn lease_request(
+    config: &WorkloadConfig,
+    client: &mut Client,
+    rng: &mut rand::rngs::SmallRng,
+) -> (Request, Option<lin::KvInput>) {
+    let roll: f64 = rng.random();
+    let lease = (!client.leases.is_empty())
+        .then(|| client.leases[rng.random_range(0..client.leases.len())]);
+    let write = match lease {
+        Some(id) if roll < 0.2 => return (Request::KeepAlive { id }, None),
+        Some(id) if roll < 0.3 => SimWrite::Revoke { id },
+        Some(lease) if roll < 0.75 => {
+            let key = format!("l{}", rng.random_range(0..config.lease_keys));
+            let value = format!("c{}s{}", client.id, client.seq);
+            let command = SimWrite::PutLease {
+                key: key.clone(),
+                value: value.clone(),
+                lease,
+            };
+            let bytes = command.command(client.id + 1, client.seq);
+            return (
+                Request::Write {
+                    write: command,
+                    command: bytes,
+                },
+                Some(lin::KvInput::put(key, value)),
+            );
+        }
+        _ => SimWrite::Grant {
+            // Unique per client and request, so a retry's answer is the
+            // grant's own.
+            id: (((client.id + 1) << 20) | client.seq) as i64,
+            ttl_secs: rng.random_range(1..=config.lease_ttl_max_secs),
+        },
+    };
+    let command = write.command(client.id + 1, client.seq);
+    (Request::Write { write, command }, None)
 }

@@ -1,6 +1,6 @@
 //! What the driver needs from the application and from the network.
 
-use flotilla_raft::{Bytes, LogIndex, Message, Snapshot, SnapshotMeta};
+use flotilla_raft::{Bytes, LogIndex, Message, Snapshot, SnapshotEncoder, SnapshotMeta};
 
 /// The replicated state machine the driver applies committed commands to.
 /// It runs on the driver task: keep `apply` short and free of IO.
@@ -22,13 +22,15 @@ pub trait StateMachine: Send + 'static {
     /// The whole state, for a snapshot at the applied index.
     fn snapshot(&self) -> Bytes;
 
-    /// The whole state frozen at the applied index: the returned closure
-    /// encodes it (the bytes [`Self::snapshot`] would give) on another
-    /// thread while the driver goes on applying. Override it where the
-    /// state can be frozen cheaply; this default encodes at once.
-    fn freeze(&self) -> Box<dyn FnOnce() -> Bytes + Send> {
+    /// The whole state frozen at the applied index: the returned encoder
+    /// writes it (the bytes [`Self::snapshot`] would give) into the sink
+    /// it is given — the snapshot's file — on another thread while the
+    /// driver goes on applying. Override it where the state can be frozen
+    /// cheaply, and write it in pieces so the encoded state is never held
+    /// whole; this default encodes at once.
+    fn freeze(&self) -> SnapshotEncoder {
         let data = self.snapshot();
-        Box::new(move || data)
+        Box::new(move |sink| sink.write_all(&data))
     }
 
     /// Replaces the state by a snapshot's.

@@ -130,8 +130,28 @@ type MembershipRequest<M> = (
 const MEMBERSHIP_WAITING_MAX: usize = 16;
 
 /// What a snapshot's thread reports: the encoded size and how long the
-/// encoding took, once the file is durable.
+/// encoding took (less the time its bytes took to reach the file), once
+/// the file is durable.
 type WriteResult = Result<(usize, Duration), StorageError>;
+
+/// The sink a snapshot's encoder writes into, timing the writes.
+struct TimedSink<'a> {
+    sink: &'a mut dyn std::io::Write,
+    spent: Duration,
+}
+
+impl std::io::Write for TimedSink<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let started = Instant::now();
+        let written = self.sink.write(buf);
+        self.spent += started.elapsed();
+        written
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.sink.flush()
+    }
+}
 
 /// A snapshot the state machine froze, being encoded and written by the
 /// storage's [`flotilla_raft::SnapshotWriter`] on a thread of its own.
@@ -649,11 +669,24 @@ impl<S: Storage, M: StateMachine, T: Transport> Effects<S, M> for Io<T> {
 
     /// One snapshot at a time: a due snapshot waits for the one being
     /// written (the core asks again after later `Ready`s).
+    /// The snapshot-writing gauge is up from here until
+    /// [`Io::finish_snapshot`] (or at once down again when the storage
+    /// wrote it on this thread).
     fn snapshot_due(&mut self, raft: &mut Raft<S>, sm: &M) -> Result<(), StorageError> {
-        if self.snapshot_writing.is_none() {
-            self.take_snapshot(raft, sm)?;
+        if self.snapshot_writing.is_some() {
+            return Ok(());
         }
-        Ok(())
+        let started = Instant::now();
+        if let Some(m) = &self.metrics {
+            m.snapshot_started();
+        }
+        let taken = self.take_snapshot(raft, sm);
+        if let Some(m) = &self.metrics
+            && (taken.is_err() || self.snapshot_writing.is_none())
+        {
+            m.snapshot_finished(taken.is_ok().then(|| started.elapsed()));
+        }
+        taken
     }
 }
 
@@ -702,17 +735,32 @@ impl<T> Io<T> {
         };
         let encode = sm.freeze();
         // The meta of the applied index, now; the data follows on the thread.
-        let mut snapshot = raft.prepare_snapshot(Bytes::new())?;
+        let meta = raft.prepare_snapshot(Bytes::new())?.meta;
         let done = self.snapshot_written.0.clone();
-        let meta = snapshot.meta.clone();
+        let thread_meta = meta.clone();
         std::thread::Builder::new()
             .name("snapshot-write".into())
             .spawn(move || {
+                flotilla_storage::priority::lower_this_thread();
                 let write = || {
+                    // The encoder streams into the storage's file: the time
+                    // spent in the file's writes is the write's, the rest
+                    // the encoding's.
+                    let in_sink = Arc::new(std::sync::Mutex::new(Duration::ZERO));
+                    let timed_in_sink = in_sink.clone();
+                    let timed: flotilla_raft::SnapshotEncoder = Box::new(move |sink| {
+                        let mut timed = TimedSink {
+                            sink,
+                            spent: Duration::ZERO,
+                        };
+                        let encoded = encode(&mut timed);
+                        *timed_in_sink.lock().expect("never poisoned") = timed.spent;
+                        encoded
+                    });
                     let encoding = Instant::now();
-                    snapshot.data = encode();
-                    let encoded = encoding.elapsed();
-                    writer(&snapshot).map(|()| (snapshot.data.len(), encoded))
+                    let bytes = writer(&thread_meta, timed)?;
+                    let in_sink = *in_sink.lock().expect("never poisoned");
+                    Ok((bytes as usize, encoding.elapsed().saturating_sub(in_sink)))
                 };
                 let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(write))
                     .unwrap_or_else(|_| {
@@ -738,11 +786,16 @@ impl<T> Io<T> {
         let Some(write) = self.snapshot_writing.take() else {
             return Ok(false);
         };
-        let (bytes, encoded) = written?;
-        blocking(self.owns_thread, || raft.compact_written(&write.meta))?;
-        let written_in = write.started.elapsed().saturating_sub(encoded);
-        log_snapshot(raft, &write.meta, bytes, encoded, written_in);
-        Ok(true)
+        let finished = written.and_then(|(bytes, encoded)| {
+            blocking(self.owns_thread, || raft.compact_written(&write.meta))?;
+            let written_in = write.started.elapsed().saturating_sub(encoded);
+            log_snapshot(raft, &write.meta, bytes, encoded, written_in);
+            Ok(())
+        });
+        if let Some(m) = &self.metrics {
+            m.snapshot_finished(finished.is_ok().then(|| write.started.elapsed()));
+        }
+        finished.map(|()| true)
     }
 }
 

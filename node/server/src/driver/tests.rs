@@ -367,3 +367,131 @@ async fn a_membership_change_carries_its_context_in_one_entry() {
     let commands = c.wait_commands(l, 26).await;
     assert_eq!(commands.len(), 26, "no entry for the refused changes");
 }
+
+/// A [`Recorder`] whose frozen snapshots are encoded only once the test
+/// opens `gate`.
+struct Gated {
+    inner: Recorder,
+    gate: Arc<(Mutex<bool>, std::sync::Condvar)>,
+}
+
+impl StateMachine for Gated {
+    type Output = usize;
+
+    fn apply(&mut self, index: flotilla_raft::LogIndex, command: &Bytes) -> usize {
+        self.inner.apply(index, command)
+    }
+
+    fn apply_conf_change(&mut self, index: flotilla_raft::LogIndex, context: &Bytes) -> usize {
+        self.inner.apply_conf_change(index, context)
+    }
+
+    fn snapshot(&self) -> Bytes {
+        self.inner.snapshot()
+    }
+
+    fn freeze(&self) -> flotilla_raft::SnapshotEncoder {
+        let (encode, gate) = (self.inner.freeze(), self.gate.clone());
+        Box::new(move |sink| {
+            let (open, opened) = &*gate;
+            let mut open = open.lock().expect("gate lock");
+            while !*open {
+                open = opened.wait(open).expect("gate lock");
+            }
+            drop(open);
+            encode(sink)
+        })
+    }
+
+    fn restore(&mut self, snapshot: &flotilla_raft::Snapshot) -> Result<(), String> {
+        self.inner.restore(snapshot)
+    }
+}
+
+/// The metrics show a snapshot while it is being written beside the
+/// driver, and count it with its duration once durable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_show_a_snapshot_while_it_is_written() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut options = StorageOptions::new(7, 1);
+    options.bootstrap = Some(flotilla_raft::ConfState {
+        voters: vec![NodeId(1)],
+        learners: Vec::new(),
+    });
+    let storage = DiskStorage::open(dir.path(), options).expect("open storage");
+    let mut config = Config::new(NodeId(1));
+    config.election_ticks = 10;
+    config.heartbeat_ticks = 2;
+    config.snapshot_after_entries = 10;
+    let raft = Raft::new(config, storage).expect("raft");
+    let gate = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+    let sm = Gated {
+        inner: Recorder::default(),
+        gate: gate.clone(),
+    };
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let (driver, handle) = Driver::new(
+        raft,
+        sm,
+        Wire(Arc::default()),
+        DriverConfig {
+            tick_interval: Duration::from_millis(5),
+            ..DriverConfig::default()
+        },
+    );
+    let driver = driver.with_metrics(metrics.clone());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(driver.run(async {
+        let _ = stopped.await;
+    }));
+    let mut proposed = 0;
+    for _ in 0..400 {
+        if metrics.snapshot_writing.get() == 1 {
+            break;
+        }
+        if handle.status().role == Role::Leader && proposed < 40 {
+            handle
+                .propose(Bytes::from(format!("c{proposed}")))
+                .await
+                .expect("applied");
+            proposed += 1;
+        } else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    assert_eq!(
+        metrics.snapshot_writing.get(),
+        1,
+        "a snapshot is being written"
+    );
+    assert_eq!(metrics.snapshots_written.get(), 0, "none is durable yet");
+    // Writes go on meanwhile.
+    handle
+        .propose(Bytes::from_static(b"during"))
+        .await
+        .expect("applied while the snapshot waits");
+    *gate.0.lock().expect("gate lock") = true;
+    gate.1.notify_all();
+    for _ in 0..400 {
+        if metrics.snapshots_written.get() >= 1 && metrics.snapshot_writing.get() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        metrics.snapshots_written.get() >= 1,
+        "the snapshot was counted"
+    );
+    assert_eq!(metrics.snapshot_writing.get(), 0, "and is no longer shown");
+    let text = metrics.render(&handle.status());
+    assert!(
+        text.lines().any(|l| l
+            .strip_prefix("flotilla_raft_snapshot_duration_seconds_count ")
+            .and_then(|n| n.parse::<u64>().ok())
+            .is_some_and(|n| n >= 1)),
+        "{text}"
+    );
+    assert!(text.contains("flotilla_raft_snapshot_writing 0"), "{text}");
+    let _ = stop.send(());
+    task.await.expect("driver task").expect("storage works");
+}

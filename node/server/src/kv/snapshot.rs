@@ -3,7 +3,8 @@
 //!
 //! The key histories are most of a snapshot, so they never exist twice in
 //! memory: [`KvStore::encode_snapshot`] writes them straight from the store
-//! into one buffer of the exact size, and [`KvStore::decode_snapshot_from`]
+//! into one buffer of the exact size, [`KvStore::encode_snapshot_to`]
+//! streams them into a sink (the snapshot's file) a piece at a time, and [`KvStore::decode_snapshot_from`]
 //! reads them from a stream (a snapshot file) one key at a time, straight
 //! into the store. The bytes are
 //! the same as prost would write for a [`StoreRecord`] whose field 4 were
@@ -256,10 +257,14 @@ struct SessionRecord {
     response: Option<KvResponse>,
 }
 
+/// Bytes [`KvStore::encode_snapshot_to`] gathers before each write to its
+/// sink: few writes (each a system call into a file), little memory.
+const ENCODE_PIECE_BYTES: usize = 256 << 10;
+
 impl KvStore {
-    /// The whole state as bytes; equal stores give equal bytes.
-    pub fn encode_snapshot(&self) -> Vec<u8> {
-        // prost writes fields in tag order: 1-3, the keys (4), then 5-9.
+    /// The fields before the key histories and those after them (prost
+    /// writes fields in tag order: 1-3, the keys (4), then 5-9).
+    fn snapshot_head_and_tail(&self) -> (StoreRecord, StoreRecord) {
         let head = StoreRecord {
             revision: self.mvcc.revision(),
             compact_revision: self.mvcc.compact_revision(),
@@ -291,6 +296,12 @@ impl KvStore {
             alarms: self.alarms.get(AlarmType::None),
             ..StoreRecord::default()
         };
+        (head, tail)
+    }
+
+    /// The whole state as bytes; equal stores give equal bytes.
+    pub fn encode_snapshot(&self) -> Vec<u8> {
+        let (head, tail) = self.snapshot_head_and_tail();
         let keys_len: usize = self
             .mvcc
             .histories()
@@ -305,6 +316,25 @@ impl KvStore {
         tail.encode(&mut buf).expect("a Vec has room");
         debug_assert_eq!(buf.len(), total, "snapshot length computed ahead");
         buf
+    }
+
+    /// [`Self::encode_snapshot`]'s bytes written into `sink` in pieces of
+    /// about [`ENCODE_PIECE_BYTES`]: memory is one piece (or one key's
+    /// history, if larger) and the small tables, never the encoded state.
+    pub fn encode_snapshot_to(&self, sink: &mut dyn std::io::Write) -> std::io::Result<()> {
+        let (head, tail) = self.snapshot_head_and_tail();
+        let mut buf = Vec::with_capacity(ENCODE_PIECE_BYTES + (ENCODE_PIECE_BYTES >> 2));
+        head.encode(&mut buf).expect("a Vec has room");
+        for (k, v) in self.mvcc.histories() {
+            put_history(k, v, &mut buf);
+            if buf.len() >= ENCODE_PIECE_BYTES {
+                sink.write_all(&buf)?;
+                buf.clear();
+            }
+        }
+        sink.write_all(&buf)?;
+        drop(buf);
+        sink.write_all(&tail.encode_to_vec())
     }
 
     /// A store from [`Self::encode_snapshot`]'s bytes, under `config`.

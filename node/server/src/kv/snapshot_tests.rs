@@ -140,3 +140,50 @@ fn malformed_key_histories_are_refused() {
         );
     }
 }
+
+/// A sink that keeps what it is given and the size of each write.
+#[derive(Default)]
+struct Recording {
+    bytes: Vec<u8>,
+    writes: Vec<usize>,
+}
+
+impl std::io::Write for Recording {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.bytes.extend_from_slice(buf);
+        self.writes.push(buf.len());
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn the_streamed_encoding_is_the_snapshot_in_bounded_pieces() {
+    let mut h = Harness::new();
+    // About four pieces of key histories, some keys with several versions.
+    for i in 0..8_000 {
+        h.put(&format!("key-{i:05}"), &"v".repeat(100 + i % 50));
+    }
+    for i in (0..8_000).step_by(7) {
+        h.put(&format!("key-{i:05}"), "again");
+    }
+    h.del("key-00003", "");
+    let mut sink = Recording::default();
+    h.s.encode_snapshot_to(&mut sink).unwrap();
+    assert_eq!(sink.bytes, h.s.encode_snapshot(), "the same bytes");
+    assert!(
+        sink.writes.len() > 3,
+        "written in pieces: {:?}",
+        sink.writes
+    );
+    let largest = sink.writes.iter().max().copied().unwrap_or(0);
+    assert!(
+        largest < ENCODE_PIECE_BYTES + 1024,
+        "a write of {largest} bytes: the encoder held more than a piece"
+    );
+    let restored = KvStore::decode_snapshot(KvConfig::default(), &sink.bytes).unwrap();
+    assert_eq!(restored.encode_snapshot(), sink.bytes);
+}

@@ -426,10 +426,11 @@ impl StateMachine for KvStore {
     }
 
     /// A clone: O(1) for the key space (persistent trees), O(n) only for
-    /// the small tables (leases, sessions, members, alarms).
-    fn freeze(&self) -> Box<dyn FnOnce() -> Bytes + Send> {
+    /// the small tables (leases, sessions, members, alarms). The encoder
+    /// writes it in pieces ([`KvStore::encode_snapshot_to`]).
+    fn freeze(&self) -> flotilla_raft::SnapshotEncoder {
         let frozen = self.clone();
-        Box::new(move || Bytes::from(frozen.encode_snapshot()))
+        Box::new(move |sink| frozen.encode_snapshot_to(sink))
     }
 
     fn restore(&mut self, snapshot: &Snapshot) -> Result<(), String> {

@@ -64,19 +64,7 @@ async fn expiry_loop(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let leading = status.borrow_and_update().role == Role::Leader;
-        let expired = {
-            let mut l = lock(&lessor);
-            let now = Instant::now();
-            match (leading, l.is_primary()) {
-                (true, false) => {
-                    tracing::info!(leases = l.len(), "leader: lease timers restarted");
-                    l.promote(now);
-                }
-                (false, true) => l.demote(),
-                _ => {}
-            }
-            if leading { l.expired(now) } else { Vec::new() }
-        };
+        let expired = expiry_round(&mut lock(&lessor), leading, Instant::now());
         if !expired.is_empty() && revoke_all(&handle, expired).await.is_err() {
             // The driver stopped.
             return;
@@ -89,6 +77,26 @@ async fn expiry_loop(
             }
             _ = tick.tick() => {}
         }
+    }
+}
+
+/// One round of the expiry loop's decisions, at `now`: a member that
+/// became leader promotes its lessor (every lease restarts at its full
+/// TTL), one that stopped leading demotes it, and a leader gets the leases
+/// that expired, whose revokes it then proposes.
+pub fn expiry_round(lessor: &mut Lessor, leading: bool, now: Instant) -> Vec<i64> {
+    match (leading, lessor.is_primary()) {
+        (true, false) => {
+            tracing::info!(leases = lessor.len(), "leader: lease timers restarted");
+            lessor.promote(now);
+        }
+        (false, true) => lessor.demote(),
+        _ => {}
+    }
+    if leading {
+        lessor.expired(now)
+    } else {
+        Vec::new()
     }
 }
 

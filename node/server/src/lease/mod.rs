@@ -24,7 +24,7 @@ mod expiry;
 mod keepalive;
 mod service;
 
-pub use expiry::{LeaseExpiryConfig, spawn_lease_expiry};
+pub use expiry::{LeaseExpiryConfig, expiry_round, spawn_lease_expiry};
 pub use service::{KeepAliveStream, LeaseService};
 
 #[cfg(test)]

@@ -24,8 +24,16 @@
 //! Each phase also shows how many Raft snapshots the members took in it
 //! (with `--snapshot-count` low, several: the baseline's write latencies
 //! then include them) and the machine's load average at its end.
+//!
+//! What snapshots cost writes: a second table splits each phase's writes
+//! into those that overlapped a Raft snapshot being written on any member
+//! and those that overlapped none (the spans come from the members' logs,
+//! see `bench_overlap`), with the latencies of each, the share of the phase
+//! some member was writing a snapshot, and the extra wait — the p99 and the
+//! max of the overlapping writes less those of the others.
 
 use crate::WriteOut;
+use crate::bench_overlap::{self, Span};
 use crate::dev_cluster::{self, Member, NodeProgram};
 use anyhow::{Context, Result, bail};
 use clap::Args;
@@ -38,7 +46,7 @@ use flotilla_proto::etcdserverpb::{
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::task::JoinHandle;
 use tonic::transport::{Channel, Endpoint};
 
@@ -132,8 +140,49 @@ struct Phase {
     leader_changes: u64,
     /// Raft snapshots the members took during the phase.
     raft_snapshots: u64,
+    /// The writes split by whether a snapshot was being written meanwhile.
+    snapshot_cost: SnapshotCost,
     /// The machine's 1-minute load average at the phase's end.
     load_average: String,
+}
+
+/// A phase's writes that overlapped a Raft snapshot being written on any
+/// member, and those that overlapped none.
+#[derive(Debug, serde::Serialize)]
+struct SnapshotCost {
+    during: Latency,
+    clear: Latency,
+    /// Share of the phase during which some member wrote a snapshot.
+    snapshot_share: f64,
+    /// p99 of the overlapping writes less that of the others.
+    extra_p99_ms: f64,
+    /// Max of the overlapping writes less that of the others.
+    extra_max_ms: f64,
+}
+
+impl SnapshotCost {
+    fn of(writes: &[(f64, Duration)], snapshots: Vec<Span>, phase: Span) -> SnapshotCost {
+        let merged = bench_overlap::merge(snapshots);
+        let (during, clear) = bench_overlap::split(writes, &merged);
+        let (during, clear) = (Latency::of(during, 0), Latency::of(clear, 0));
+        let both = during.count > 0 && clear.count > 0;
+        let extra = |a: f64, b: f64| if both { a - b } else { f64::NAN };
+        SnapshotCost {
+            snapshot_share: bench_overlap::covered(&merged, phase)
+                / (phase.end - phase.start).max(f64::MIN_POSITIVE),
+            extra_p99_ms: extra(during.p99_ms, clear.p99_ms),
+            extra_max_ms: extra(during.max_ms, clear.max_ms),
+            during,
+            clear,
+        }
+    }
+}
+
+/// Now, in seconds since the Unix epoch (the members' logs' clock).
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// The catch-up case's figures.
@@ -237,7 +286,42 @@ impl Cluster {
 
     /// Raft snapshots all members took so far (their log lines).
     fn raft_snapshots(&self) -> u64 {
-        self.count_in_logs("took a snapshot and compacted the log")
+        self.count_in_logs(bench_overlap::SNAPSHOT_LINE)
+    }
+
+    /// The spans of the Raft snapshots all members took so far.
+    fn snapshot_spans(&self) -> Vec<Span> {
+        self.members
+            .iter()
+            .flat_map(|m| {
+                let log = self.dir.join(format!("{}.log", m.name));
+                bench_overlap::snapshot_spans(&std::fs::read_to_string(log).unwrap_or_default())
+            })
+            .collect()
+    }
+
+    /// [`Self::snapshot_spans`] once no member is writing a snapshot (a
+    /// snapshot is logged only once durable), waiting at most a minute.
+    /// Members whose `/metrics` lack the snapshot gauge (older versions)
+    /// are given [`UNGAUGED_GRACE`] instead.
+    async fn settled_snapshot_spans(&self) -> Vec<Span> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let mut writing = false;
+            for m in &self.members {
+                match metric(m.http, "flotilla_raft_snapshot_writing").await {
+                    Some(v) => writing |= v > 0.0,
+                    None => {
+                        tokio::time::sleep(UNGAUGED_GRACE).await;
+                        return self.snapshot_spans();
+                    }
+                }
+            }
+            if !writing || Instant::now() >= deadline {
+                return self.snapshot_spans();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     fn count_in_logs(&self, what: &str) -> u64 {
@@ -252,6 +336,29 @@ impl Cluster {
             dev_cluster::stop(m).await;
         }
     }
+}
+
+/// How long to wait for members without the snapshot gauge to finish a
+/// snapshot that overlapped a phase's end.
+const UNGAUGED_GRACE: Duration = Duration::from_secs(5);
+
+/// The value of an unlabelled metric on a member's HTTP `port`.
+async fn metric(port: u16, name: &str) -> Option<f64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fetch = async {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        let req = "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+        s.write_all(req.as_bytes()).await?;
+        let mut text = String::new();
+        s.read_to_string(&mut text).await?;
+        Ok::<_, std::io::Error>(text)
+    };
+    let text = tokio::time::timeout(Duration::from_secs(2), fetch)
+        .await
+        .ok()?
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 fn count_lines(log: &Path, what: &str) -> u64 {
@@ -334,13 +441,17 @@ async fn put_txns(channels: &[Channel], from: u64, to: u64, value: &[u8]) -> Res
 /// and its failures.
 type Sampler = JoinHandle<(Vec<Duration>, u64)>;
 
+/// A writer: when each write started (seconds since the Unix epoch) and how
+/// long it took, and its failures.
+type TimedSampler = JoinHandle<(Vec<(f64, Duration)>, u64)>;
+
 fn writer(
     kv: KvClient<Channel>,
     w: u64,
     keys: u64,
     value: Vec<u8>,
     stop: Arc<AtomicBool>,
-) -> Sampler {
+) -> TimedSampler {
     let mut kv = kv;
     tokio::spawn(async move {
         let (mut samples, mut failed) = (Vec::new(), 0);
@@ -356,9 +467,9 @@ fn writer(
                 ..Default::default()
             });
             req.set_timeout(REQUEST_TIMEOUT);
-            let t = Instant::now();
+            let (at, t) = (unix_now(), Instant::now());
             match kv.put(req).await {
-                Ok(_) => samples.push(t.elapsed()),
+                Ok(_) => samples.push((at, t.elapsed())),
                 Err(_) => failed += 1,
             }
         }
@@ -410,7 +521,7 @@ fn snapshotter(mut m: MaintenanceClient<Channel>, stop: Arc<AtomicBool>) -> Samp
     })
 }
 
-async fn collect(samplers: Vec<Sampler>) -> Result<(Vec<Duration>, u64)> {
+async fn collect<T>(samplers: Vec<JoinHandle<(Vec<T>, u64)>>) -> Result<(Vec<T>, u64)> {
     let (mut all, mut failed) = (Vec::new(), 0);
     for s in samplers {
         let (samples, f) = s.await?;
@@ -426,7 +537,7 @@ async fn phase(c: &Cluster, args: &StallArgs, name: &'static str, reads: bool) -
     let snapshots0 = c.raft_snapshots();
     let stop = Arc::new(AtomicBool::new(false));
     let value = vec![b'w'; args.value_bytes];
-    let writers: Vec<Sampler> = (0..args.writers)
+    let writers: Vec<TimedSampler> = (0..args.writers)
         .map(|w| {
             let ch = c.channel(w as usize % c.members.len())?;
             Ok(writer(
@@ -458,11 +569,20 @@ async fn phase(c: &Cluster, args: &StallArgs, name: &'static str, reads: bool) -
             stop.clone(),
         ));
     }
-    let started = Instant::now();
+    let (started, started_at) = (Instant::now(), unix_now());
     tokio::time::sleep(Duration::from_secs(args.seconds)).await;
     stop.store(true, Ordering::Relaxed);
     let (writes, write_failures) = collect(writers).await?;
     let elapsed = started.elapsed().as_secs_f64();
+    let window = Span {
+        start: started_at,
+        end: started_at + elapsed,
+    };
+    // A snapshot still being written is logged once durable: let the
+    // members finish what overlaps the phase's last writes.
+    let spans = c.settled_snapshot_spans().await;
+    let snapshot_cost = SnapshotCost::of(&writes, spans, window);
+    let writes: Vec<Duration> = writes.into_iter().map(|(_, took)| took).collect();
     let (ranges, range_failures) = collect(ranges).await?;
     let (counts, count_failures) = collect(counts).await?;
     let (snaps, snap_failures) = collect(snaps).await?;
@@ -476,6 +596,7 @@ async fn phase(c: &Cluster, args: &StallArgs, name: &'static str, reads: bool) -
         missed_tick_warnings: c.warnings() - warnings0,
         leader_changes: c.term().await - term0,
         raft_snapshots: c.raft_snapshots() - snapshots0,
+        snapshot_cost,
         load_average: load_average(),
     })
 }
@@ -589,6 +710,37 @@ fn print(args: &StallArgs, phases: &[Phase], catch: Option<&CatchUp>, out: Write
             p.leader_changes,
             p.raft_snapshots,
             p.load_average
+        );
+    }
+    println!(
+        "writes during a member's Raft snapshot vs not ({} snapshot count):",
+        args.snapshot_count
+    );
+    println!(
+        "{:<9} {:>7} {:>26} {:>26} {:>9} {:>9}",
+        "phase",
+        "snap %",
+        "during n p50/p99/max ms",
+        "not during n p50/p99/max",
+        "extra p99",
+        "extra max"
+    );
+    for p in phases {
+        let c = &p.snapshot_cost;
+        let l = |l: &Latency| {
+            format!(
+                "{} {:.1}/{:.1}/{:.1}",
+                l.count, l.p50_ms, l.p99_ms, l.max_ms
+            )
+        };
+        println!(
+            "{:<9} {:>7.0} {:>26} {:>26} {:>9.1} {:>9.1}",
+            p.name,
+            c.snapshot_share * 100.0,
+            l(&c.during),
+            l(&c.clear),
+            c.extra_p99_ms,
+            c.extra_max_ms
         );
     }
     if let Some(c) = catch {

@@ -16,12 +16,14 @@
 //! | `topic.rs`, `produce.rs`, `consume.rs`, `group.rs` | the broker: `topic ...`, `produce`, `consume`, `group ...` |
 //! | `dev_cluster.rs` | `dev-cluster` |
 //! | `bench_kv.rs`, `bench_log.rs`, `bench_failover.rs`, `bench_stall.rs` | `bench kv`, `bench log`, `bench failover`, `bench stall` |
+//! | `bench_overlap.rs` | `bench stall`: which writes overlapped a member's snapshot |
 //! | `bench_broker.rs` | `bench produce`, `bench e2e`, `bench broker-failover` |
 
 mod bench_broker;
 mod bench_failover;
 mod bench_kv;
 mod bench_log;
+mod bench_overlap;
 mod bench_stall;
 mod cluster;
 mod connect;
