@@ -39,6 +39,8 @@ enum Round {
     Deferred(Arc<Deferral>),
     /// The deferral ended: writes pass until the round's flush.
     Open,
+    /// Never deferred ([`CoalescingIo::direct`]).
+    Direct,
 }
 
 /// Wakes the connection's task when the scheduler's deferral ends, and
@@ -78,11 +80,20 @@ impl<T> CoalescingIo<T> {
         }
     }
 
+    /// Wraps `inner` without holding writes back: every write goes out at
+    /// once (see [`Connector::direct`]).
+    pub fn direct(inner: T) -> Self {
+        CoalescingIo {
+            inner,
+            round: Round::Direct,
+        }
+    }
+
     /// Whether a write may go out now; otherwise the task is registered to
     /// be woken when it may.
     fn may_write(&mut self, cx: &mut Context<'_>) -> bool {
         match &self.round {
-            Round::Open => true,
+            Round::Open | Round::Direct => true,
             Round::Deferred(d) => {
                 if d.ended.load(Ordering::Acquire) {
                     self.round = Round::Open;
@@ -157,7 +168,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for CoalescingIo<T> {
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let flushed = Pin::new(&mut self.inner).poll_flush(cx);
-        if flushed.is_ready() {
+        if flushed.is_ready() && !matches!(self.round, Round::Direct) {
             self.round = Round::Idle;
         }
         flushed
@@ -189,12 +200,28 @@ pub fn incoming(
 #[derive(Clone, Debug, Default)]
 pub struct Connector {
     resolver: Resolver,
+    /// Writes go out at once instead of per scheduler pass.
+    direct: bool,
 }
 
 impl Connector {
     /// A connector resolving names through `resolver`.
     pub fn new(resolver: Resolver) -> Connector {
-        Connector { resolver }
+        Connector {
+            resolver,
+            direct: false,
+        }
+    }
+
+    /// This connector with writes that go out at once, not gathered per
+    /// scheduler pass: for a connection whose sender already batches (a
+    /// Raft peer stream gets one batch per `Ready`), and whose task must
+    /// not wait behind a caller that yields to let it write first.
+    pub fn direct(self) -> Connector {
+        Connector {
+            direct: true,
+            ..self
+        }
     }
 }
 
@@ -209,6 +236,7 @@ impl Service<Uri> for Connector {
 
     fn call(&mut self, uri: Uri) -> Self::Future {
         let resolver = self.resolver.clone();
+        let direct = self.direct;
         Box::pin(async move {
             let bad = || io::Error::new(io::ErrorKind::InvalidInput, format!("no host in {uri}"));
             if uri.scheme_str().is_some_and(|s| s != "http") {
@@ -224,7 +252,12 @@ impl Service<Uri> for Connector {
                 match TcpStream::connect(addr).await {
                     Ok(stream) => {
                         stream.set_nodelay(true)?;
-                        return Ok(TokioIo::new(CoalescingIo::new(stream)));
+                        let io = if direct {
+                            CoalescingIo::direct(stream)
+                        } else {
+                            CoalescingIo::new(stream)
+                        };
+                        return Ok(TokioIo::new(io));
                     }
                     Err(e) => last = Some(e),
                 }

@@ -37,7 +37,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -162,7 +162,7 @@ pub struct RunningNode {
     stop_core: watch::Sender<bool>,
     client_server: JoinHandle<Result<(), tonic::transport::Error>>,
     background: Vec<JoinHandle<()>>,
-    peer_server: JoinHandle<Result<(), tonic::transport::Error>>,
+    peer_server: JoinHandle<Result<(), RunError>>,
     driver: JoinHandle<Result<(), flotilla_raft::StorageError>>,
     http_server: JoinHandle<std::io::Result<()>>,
     /// Why the member failed for good, once a part has (or it was removed
@@ -198,6 +198,61 @@ async fn guarded<E: std::fmt::Display>(
         });
     }
     result
+}
+
+/// The driver's runtime until its thread takes it: dropped on an early
+/// return from an async function, where a runtime may only be shut down
+/// in the background.
+struct UnstartedRuntime(Option<tokio::runtime::Runtime>);
+
+impl UnstartedRuntime {
+    fn handle(&self) -> tokio::runtime::Handle {
+        self.0.as_ref().expect("not taken yet").handle().clone()
+    }
+
+    fn take(&mut self) -> tokio::runtime::Runtime {
+        self.0.take().expect("taken once")
+    }
+}
+
+impl Drop for UnstartedRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// The peer server's task on the driver's runtime, awaited from this one:
+/// aborted when dropped, as a task of this runtime would be by
+/// [`JoinHandle::abort`] on the task awaiting it.
+struct OnOtherRuntime(Option<JoinHandle<Result<(), tonic::transport::Error>>>);
+
+impl Future for OnOtherRuntime {
+    type Output = Result<(), RunError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let Some(task) = self.0.as_mut() else {
+            return std::task::Poll::Ready(Ok(()));
+        };
+        let joined = std::task::ready!(std::pin::Pin::new(task).poll(cx));
+        self.0 = None;
+        std::task::Poll::Ready(match joined {
+            Ok(served) => served.map_err(RunError::from),
+            Err(e) => Err(RunError::from(e)),
+        })
+    }
+}
+
+impl Drop for OnOtherRuntime {
+    fn drop(&mut self) {
+        if let Some(task) = self.0.take() {
+            task.abort();
+        }
+    }
 }
 
 fn signal(rx: &watch::Sender<bool>) -> impl Future<Output = ()> + Send + 'static {
@@ -306,6 +361,7 @@ pub async fn start_with(
     let (mut sm, lessor) = NodeStateMachine::new(StateConfig::default());
     let snapshot_index = tokio::task::block_in_place(|| restore_at_start(&storage, &mut sm))?;
     let events = sm.event_sender();
+    let watched = sm.watched_keys();
     let gauge = sm.gauge();
     let raft = Raft::new(raft_config(&config, snapshot_index), storage)?;
 
@@ -315,12 +371,24 @@ pub async fn start_with(
     };
     let metrics = Arc::new(Metrics::new());
     let resolver = Resolver::new(io.resolve.clone(), metrics.resolve_failures.clone());
-    let transport = GrpcTransport::with_resolver(
-        config.cluster_id,
-        transport_config.clone(),
-        FaultControl::new(config.member_id),
-        resolver.clone(),
-    );
+    // The driver's thread runs the peer transport too (both directions):
+    // an append goes from the network to the driver, and its answer from
+    // the driver to the network, without waking another thread.
+    let mut raft_runtime = UnstartedRuntime(Some(
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+    ));
+    let raft_tasks = raft_runtime.handle();
+    let transport = {
+        let _on_raft_runtime = raft_tasks.enter();
+        GrpcTransport::with_resolver(
+            config.cluster_id,
+            transport_config.clone(),
+            FaultControl::new(config.member_id),
+            resolver.clone(),
+        )
+    };
     // The first peers: the members the cluster gave a joining member, else
     // the founders; the member table takes over as soon as it is applied.
     let initial_peers: HashMap<NodeId, String> = match &joined_members {
@@ -354,7 +422,17 @@ pub async fn start_with(
     let stop_clients = watch::channel(false).0;
     let stop_core = watch::channel(false).0;
     let (fatal_tx, fatal) = watch::channel(None);
-    let driver = driver.spawn_on_own_thread(format!("raft-{}", config.name), signal(&stop_core))?;
+    // The peer server's end, which the driver's thread waits for before
+    // it stops running the server's tasks.
+    let (peer_server_ended, peer_server_end) = oneshot::channel::<()>();
+    let driver = driver.spawn_on_runtime(
+        raft_runtime.take(),
+        format!("raft-{}", config.name),
+        signal(&stop_core),
+        async move {
+            let _ = peer_server_end.await;
+        },
+    )?;
     let driver = tokio::spawn(guarded(
         "raft driver",
         fatal_tx.clone(),
@@ -376,11 +454,25 @@ pub async fn start_with(
     let discovery = tonic::service::Routes::new(
         DiscoveryService::new(raft.clone(), config.cluster_id).into_server(),
     );
+    let peer_listener = {
+        let listener = listeners.peer.into_std()?;
+        let _on_raft_runtime = raft_tasks.enter();
+        TcpListener::from_std(listener)?
+    };
+    let serving = raft_tasks.spawn({
+        let serve =
+            transport::serve_with(peer_listener, peer_service, discovery, signal(&stop_core));
+        async move {
+            let served = serve.await;
+            let _ = peer_server_ended.send(());
+            served
+        }
+    });
     let peer_server = tokio::spawn(guarded(
         "peer server",
         fatal_tx.clone(),
         stop_core.subscribe(),
-        transport::serve_with(listeners.peer, peer_service, discovery, signal(&stop_core)),
+        OnOtherRuntime(Some(serving)),
     ));
     // The hand-off (SIGTERM, /prestop) gets at most half the stop's time;
     // a transfer the core abandoned is started again after an election
@@ -451,7 +543,8 @@ pub async fn start_with(
             fragment_bytes_max: config.max_request_bytes,
             ..WatchConfig::default()
         },
-    );
+    )
+    .with_watched(watched);
     let lease_service = LeaseService::new(ctx.clone(), writes.clone());
     let (watch_closer, lease_closer) =
         (watch_service.stream_closer(), lease_service.stream_closer());

@@ -80,6 +80,102 @@ impl StoreGauge {
     }
 }
 
+/// Above this many watched ranges, every event is sent: checking each
+/// event against each range on the driver's thread would cost more than
+/// the wake-ups it saves.
+const WATCHED_RANGES_CHECKED_MAX: usize = 64;
+
+/// The key ranges someone watches, when the watch service keeps them
+/// here ([`WatchedKeys::filtering`]): the state machine then sends only
+/// events in one of them, and an entry none of whose keys is watched
+/// wakes no watcher (the node's own broker watches a few prefixes while
+/// clients write everywhere else). Without it, every event is sent.
+///
+/// A watcher registers its range before it reads the revision it starts
+/// from, so an entry applied after that read is checked against the
+/// range, and one applied before is in the history the watcher reads.
+#[derive(Clone, Debug, Default)]
+pub struct WatchedKeys(Arc<Mutex<WatchedRanges>>);
+
+#[derive(Debug, Default)]
+struct WatchedRanges {
+    filtering: bool,
+    next_id: u64,
+    ranges: std::collections::HashMap<u64, (Vec<u8>, Vec<u8>)>,
+}
+
+/// One watched range, forgotten when dropped.
+#[derive(Debug)]
+pub struct WatchedRange {
+    keys: WatchedKeys,
+    id: u64,
+}
+
+impl Drop for WatchedRange {
+    fn drop(&mut self) {
+        self.keys.lock().ranges.remove(&self.id);
+    }
+}
+
+/// What to do with an applied entry's events.
+enum Watched {
+    /// Nobody watches anything: do not even record them.
+    Nothing,
+    /// Send those in a watched range.
+    Ranges,
+    /// Send them all.
+    All,
+}
+
+impl WatchedKeys {
+    fn lock(&self) -> std::sync::MutexGuard<'_, WatchedRanges> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// From now on only events in registered ranges are sent.
+    pub fn filtering(&self) {
+        self.lock().filtering = true;
+    }
+
+    /// Registers `[key, range_end)` (etcd's range conventions).
+    pub fn register(&self, key: &[u8], range_end: &[u8]) -> WatchedRange {
+        let mut watched = self.lock();
+        watched.next_id += 1;
+        let id = watched.next_id;
+        watched
+            .ranges
+            .insert(id, (key.to_vec(), range_end.to_vec()));
+        WatchedRange {
+            keys: self.clone(),
+            id,
+        }
+    }
+
+    fn watched(&self) -> Watched {
+        let watched = self.lock();
+        if !watched.filtering || watched.ranges.len() > WATCHED_RANGES_CHECKED_MAX {
+            Watched::All
+        } else if watched.ranges.is_empty() {
+            Watched::Nothing
+        } else {
+            Watched::Ranges
+        }
+    }
+
+    /// Keeps the events in a watched range.
+    fn retain_watched(&self, events: &mut Vec<Event>) {
+        let watched = self.lock();
+        events.retain(|e| {
+            e.kv.as_ref().is_some_and(|kv| {
+                watched
+                    .ranges
+                    .values()
+                    .any(|(key, end)| crate::kv::in_range(&kv.key, key, end))
+            })
+        });
+    }
+}
+
 /// Where lease timers read the time: the system's monotonic clock, or a
 /// simulated one.
 pub type Clock = Arc<dyn Fn() -> Instant + Send + Sync>;
@@ -88,6 +184,7 @@ pub type Clock = Arc<dyn Fn() -> Instant + Send + Sync>;
 pub struct NodeStateMachine {
     kv: KvStore,
     events: broadcast::Sender<Arc<AppliedEvents>>,
+    watched: WatchedKeys,
     lessor: Arc<Mutex<Lessor>>,
     gauge: Arc<StoreGauge>,
     clock: Clock,
@@ -114,6 +211,7 @@ impl NodeStateMachine {
         let sm = NodeStateMachine {
             kv: KvStore::new(config.kv),
             events,
+            watched: WatchedKeys::default(),
             lessor: lessor.clone(),
             gauge: Arc::new(StoreGauge::default()),
             clock: Arc::new(Instant::now),
@@ -140,6 +238,11 @@ impl NodeStateMachine {
     /// A receiver of every later applied entry's events.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<AppliedEvents>> {
         self.events.subscribe()
+    }
+
+    /// The watched ranges, for the watch service to keep.
+    pub fn watched_keys(&self) -> WatchedKeys {
+        self.watched.clone()
     }
 
     /// A sender handle, so the watch service can subscribe without a trip
@@ -171,8 +274,17 @@ impl StateMachine for NodeStateMachine {
         // Events only while someone listens. A watcher subscribes before it
         // reads the history it starts from, so one that subscribes after
         // this entry finds its changes in that history.
-        self.kv.set_record_events(self.events.receiver_count() > 0);
+        let watched = if self.events.receiver_count() > 0 {
+            self.watched.watched()
+        } else {
+            Watched::Nothing
+        };
+        self.kv
+            .set_record_events(!matches!(watched, Watched::Nothing));
         let mut output = self.kv.apply_entry(index, command);
+        if matches!(watched, Watched::Ranges) {
+            self.watched.retain_watched(&mut output.events);
+        }
         self.gauge.update(&self.kv);
         if !output.lease_changes.is_empty() {
             let now = (self.clock)();

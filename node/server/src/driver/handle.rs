@@ -76,6 +76,9 @@ pub struct RaftHandle<M: StateMachine> {
     pub(crate) requests: mpsc::Sender<Request<M>>,
     pub(crate) inbound: mpsc::Sender<Message>,
     pub(crate) status: watch::Receiver<NodeStatus>,
+    /// The status, published only when the member, term, role or leader
+    /// changes (see [`RaftHandle::watch_leadership`]).
+    pub(crate) leadership: watch::Receiver<NodeStatus>,
 }
 
 impl<M: StateMachine> Clone for RaftHandle<M> {
@@ -84,6 +87,7 @@ impl<M: StateMachine> Clone for RaftHandle<M> {
             requests: self.requests.clone(),
             inbound: self.inbound.clone(),
             status: self.status.clone(),
+            leadership: self.leadership.clone(),
         }
     }
 }
@@ -162,6 +166,13 @@ impl<M: StateMachine> RaftHandle<M> {
     /// A watch on the status, for waiting on leader changes.
     pub fn watch_status(&self) -> watch::Receiver<NodeStatus> {
         self.status.clone()
+    }
+
+    /// A watch on the status that wakes its waiters only when the term,
+    /// role or leader changes, not on every commit: for a task that cares
+    /// about leadership alone (its commit and applied index may be old).
+    pub fn watch_leadership(&self) -> watch::Receiver<NodeStatus> {
+        self.leadership.clone()
     }
 
     /// Runs `f` on the state machine once a linearizable read is confirmed

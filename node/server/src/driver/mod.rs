@@ -26,7 +26,7 @@ mod task;
 pub use error::DriverError;
 pub use handle::{NodeStatus, RaftHandle};
 pub use state_machine::{StateMachine, Transport};
-pub use step::{Effects, Step};
+pub use step::{Effects, Step, Taken};
 pub use task::{Driver, DriverConfig};
 
 #[cfg(test)]

@@ -81,6 +81,21 @@ pub trait Effects<S: Storage, M: StateMachine> {
     fn snapshot_due(&mut self, raft: &mut Raft<S>, sm: &M) -> Result<(), StorageError>;
 }
 
+/// A `Ready` taken from the core by [`Step::begin_one`], waiting for
+/// [`Step::finish_one`].
+#[derive(Debug)]
+pub struct Taken {
+    ready: Ready,
+    sent_first: bool,
+}
+
+impl Taken {
+    /// Whether messages were sent before persisting (a leader's appends).
+    pub fn sent_first(&self) -> bool {
+        self.sent_first
+    }
+}
+
 /// A read sent for confirmation.
 struct Confirming<R> {
     /// The tick it was sent at.
@@ -241,15 +256,45 @@ impl<S: Storage, M: StateMachine, P, R> Step<S, M, P, R> {
     where
         E: Effects<S, M, Proposal = P, Read = R>,
     {
+        match self.begin_one(fx)? {
+            Some(taken) => {
+                self.finish_one(taken, fx)?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// The first half of [`Self::process_one`]: takes the core's `Ready`,
+    /// if it has one, and sends what a leader sends before persisting.
+    /// [`Self::finish_one`] must follow before the core is touched again;
+    /// in between, a caller may let the sent messages leave (the tokio
+    /// driver yields to the tasks that write them to the network, so that
+    /// they leave before its disk write, not after).
+    pub fn begin_one<E>(&mut self, fx: &mut E) -> Result<Option<Taken>, StorageError>
+    where
+        E: Effects<S, M, Proposal = P, Read = R>,
+    {
         if !self.raft.has_ready() {
-            return Ok(false);
+            return Ok(None);
         }
         let mut ready = self.raft.ready()?;
         // A leader whose term is durable sends first, so that its disk
         // write overlaps the followers' (step 4 early, see the core).
-        if ready.messages_first && !ready.messages.is_empty() {
+        let sent_first = ready.messages_first && !ready.messages.is_empty();
+        if sent_first {
             fx.send(std::mem::take(&mut ready.messages));
         }
+        Ok(Some(Taken { ready, sent_first }))
+    }
+
+    /// The second half of [`Self::process_one`]: persists, sends the rest,
+    /// applies and serves for the `Ready` [`Self::begin_one`] took.
+    pub fn finish_one<E>(&mut self, taken: Taken, fx: &mut E) -> Result<(), StorageError>
+    where
+        E: Effects<S, M, Proposal = P, Read = R>,
+    {
+        let mut ready = taken.ready;
         // Step 3: persist.
         match &ready.snapshot {
             None => fx.persist(&mut self.raft, &ready)?,
@@ -281,7 +326,7 @@ impl<S: Storage, M: StateMachine, P, R> Step<S, M, P, R> {
         if self.raft.snapshot_due() {
             fx.snapshot_due(&mut self.raft, &self.sm)?;
         }
-        Ok(true)
+        Ok(())
     }
 
     /// The state machine now holds the leader's snapshot at `index`.

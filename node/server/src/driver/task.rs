@@ -89,6 +89,8 @@ pub struct Driver<S: Storage, M: StateMachine, T: Transport> {
     requests: mpsc::Receiver<Request<M>>,
     inbound: mpsc::Receiver<Message>,
     status: watch::Sender<NodeStatus>,
+    /// The status when leadership changes ([`RaftHandle::watch_leadership`]).
+    leadership: watch::Sender<NodeStatus>,
     /// Ticks since `clock`.
     ticks: u64,
     /// When ticking started.
@@ -166,6 +168,10 @@ enum Input<M: StateMachine> {
     SnapshotWritten(WriteResult),
 }
 
+/// Longest a driver's thread keeps running its runtime's other tasks
+/// after the driver stopped ([`Driver::spawn_on_runtime`]).
+pub const LINGER_MAX: Duration = Duration::from_secs(5);
+
 /// Ticks missed at once before the driver logs that it fell behind.
 const TICKS_LATE_WARNING: u64 = 10;
 
@@ -190,14 +196,16 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
         let (in_tx, in_rx) = mpsc::channel(config.inbound_queue);
         let status = raft.status();
         let applied = status.applied;
-        let (status_tx, status_rx) = watch::channel(NodeStatus {
+        let first = NodeStatus {
             id: status.id,
             term: status.hard_state.term,
             role: status.soft_state.role,
             leader: status.soft_state.leader,
             commit: status.hard_state.commit,
             applied,
-        });
+        };
+        let (status_tx, status_rx) = watch::channel(first);
+        let (leadership_tx, leadership_rx) = watch::channel(first);
         let io = Io {
             transport,
             owns_thread: config.owns_thread,
@@ -213,6 +221,7 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
             requests: req_rx,
             inbound: in_rx,
             status: status_tx,
+            leadership: leadership_tx,
             ticks: 0,
             clock: Instant::now(),
             membership_waiting: VecDeque::new(),
@@ -221,6 +230,7 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
             requests: req_tx,
             inbound: in_tx,
             status: status_rx,
+            leadership: leadership_rx,
         };
         (driver, handle)
     }
@@ -237,9 +247,34 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
     /// never waits behind client or peer tasks. The returned task (on the
     /// caller's runtime) ends with the driver's result.
     pub fn spawn_on_own_thread(
-        mut self,
+        self,
         name: String,
         shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<tokio::task::JoinHandle<Result<(), StorageError>>>
+    where
+        S: Send + 'static,
+        M: Send + 'static,
+        T: Send + 'static,
+    {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        self.spawn_on_runtime(runtime, name, shutdown, std::future::ready(()))
+    }
+
+    /// [`Self::spawn_on_own_thread`] on `runtime`, a current-thread runtime
+    /// whose handle the caller may already have spawned tasks on: they run
+    /// on the driver's thread, between its turns. The node runs its peer
+    /// transport there, so that a message goes from the network to the
+    /// driver and back without waking another thread. Once the driver
+    /// stopped, the thread keeps running those tasks until `linger`
+    /// resolves (at most [`LINGER_MAX`]).
+    pub fn spawn_on_runtime(
+        mut self,
+        runtime: tokio::runtime::Runtime,
+        name: String,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+        linger: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<tokio::task::JoinHandle<Result<(), StorageError>>>
     where
         S: Send + 'static,
@@ -249,11 +284,11 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
         self.config.owns_thread = true;
         self.io.owns_thread = true;
         let (done, result) = oneshot::channel();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()?;
         std::thread::Builder::new().name(name).spawn(move || {
-            let _ = done.send(runtime.block_on(self.run(shutdown)));
+            runtime.block_on(async move {
+                let _ = done.send(self.run(shutdown).await);
+                let _ = tokio::time::timeout(LINGER_MAX, linger).await;
+            });
         })?;
         Ok(tokio::spawn(async move {
             result
@@ -310,7 +345,7 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
                     }
                 }
             }
-            if let Err(e) = self.process_ready() {
+            if let Err(e) = self.process_ready().await {
                 tracing::error!(id = %self.step.raft().id(), error = %e, "storage failed: stopping");
                 break Err(e);
             }
@@ -504,8 +539,16 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
     /// Steps 2–6 of the driver contract ([`Step::process_one`]), until the
     /// core has nothing left; after each `Ready`, the status is published
     /// and membership changes waiting for the apply are retried.
-    fn process_ready(&mut self) -> Result<(), StorageError> {
-        while self.step.process_one(&mut self.io)? {
+    async fn process_ready(&mut self) -> Result<(), StorageError> {
+        while let Some(taken) = self.step.begin_one(&mut self.io)? {
+            if taken.sent_first() && self.config.owns_thread {
+                // The peer transport runs on this thread's runtime (see
+                // [`Driver::spawn_on_runtime`]): let it write the appends
+                // to the network before this thread blocks on the disk,
+                // so the followers' disk writes overlap this one.
+                tokio::task::yield_now().await;
+            }
+            self.step.finish_one(taken, &mut self.io)?;
             self.publish_status();
             if !self.membership_waiting.is_empty() {
                 self.retry_membership_changes();
@@ -536,6 +579,14 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
         self.status.send_if_modified(|old| {
             let changed = *old != status;
             *old = status;
+            changed
+        });
+        self.leadership.send_if_modified(|old| {
+            let changed = (old.id, old.term, old.role, old.leader)
+                != (status.id, status.term, status.role, status.leader);
+            if changed {
+                *old = status;
+            }
             changed
         });
     }

@@ -56,7 +56,9 @@ async fn expiry_loop(
     lessor: Arc<Mutex<Lessor>>,
     config: LeaseExpiryConfig,
 ) {
-    let mut status = handle.watch_status();
+    // Leadership alone: the full status changes with every commit, and
+    // waking this loop on each would cost every write a thread wake-up.
+    let mut status = handle.watch_leadership();
     let every = config.check_interval.max(Duration::from_millis(1));
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -112,7 +112,9 @@ impl GrpcTransport {
                 faults,
                 metrics: TransportMetrics::default(),
                 runtime: tokio::runtime::Handle::current(),
-                connector: flotilla_client::coalesce::Connector::new(resolver),
+                // One batch per peer per `Ready` already; the driver
+                // yields for it to leave before its own disk write.
+                connector: flotilla_client::coalesce::Connector::new(resolver).direct(),
                 peers: Mutex::new(HashMap::new()),
             }),
         }

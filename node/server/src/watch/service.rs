@@ -3,7 +3,7 @@
 use super::WatchConfig;
 use super::stream::StreamTask;
 use crate::driver::RaftHandle;
-use crate::state::{AppliedEvents, NodeStateMachine};
+use crate::state::{AppliedEvents, NodeStateMachine, WatchedKeys};
 use flotilla_proto::etcdserverpb::watch_server::{Watch, WatchServer};
 use flotilla_proto::etcdserverpb::{WatchRequest, WatchResponse};
 use std::pin::Pin;
@@ -19,6 +19,7 @@ pub struct WatchService {
     events: broadcast::Sender<Arc<AppliedEvents>>,
     config: Arc<WatchConfig>,
     closing: Arc<watch::Sender<bool>>,
+    watched: Option<WatchedKeys>,
 }
 
 impl std::fmt::Debug for WatchService {
@@ -75,7 +76,17 @@ impl WatchService {
             events,
             config: Arc::new(config),
             closing: StreamCloser::new().0,
+            watched: None,
         }
+    }
+
+    /// Keeps every watcher's range in `watched` (the state machine's
+    /// [`NodeStateMachine::watched_keys`]), which from then on sends only
+    /// events someone watches.
+    pub fn with_watched(mut self, watched: WatchedKeys) -> WatchService {
+        watched.filtering();
+        self.watched = Some(watched);
+        self
     }
 
     /// Ends the open streams when the server shuts down: watch clients
@@ -103,7 +114,8 @@ impl Watch for WatchService {
         let live = self.events.subscribe();
         let (out, rx) = mpsc::channel(self.config.outbound_queue_max.max(1));
         let (abort, abort_rx) = oneshot::channel();
-        let task = StreamTask::new(self.handle.clone(), self.config.clone(), out, abort);
+        let task = StreamTask::new(self.handle.clone(), self.config.clone(), out, abort)
+            .with_watched(self.watched.clone());
         tokio::spawn(task.run(request.into_inner(), live, self.closing.subscribe()));
         Ok(Response::new(WatchResponseStream::new(rx, abort_rx)))
     }

@@ -6,7 +6,7 @@ use super::watcher::{Watcher, event_revision};
 use crate::api::ReadPool;
 use crate::driver::{DriverError, RaftHandle};
 use crate::kv::KvError;
-use crate::state::{AppliedEvents, NodeStateMachine};
+use crate::state::{AppliedEvents, NodeStateMachine, WatchedKeys};
 use flotilla_proto::etcdserverpb::watch_request::RequestUnion;
 use flotilla_proto::etcdserverpb::{
     ResponseHeader, WatchCancelRequest, WatchCreateRequest, WatchRequest, WatchResponse,
@@ -44,6 +44,9 @@ pub(super) struct StreamTask {
     revision: i64,
     out: mpsc::Sender<Result<WatchResponse, Status>>,
     abort: Option<oneshot::Sender<Status>>,
+    /// Where the watched ranges are kept, when the state machine sends
+    /// only watched events.
+    watched: Option<WatchedKeys>,
 }
 
 impl StreamTask {
@@ -61,7 +64,15 @@ impl StreamTask {
             revision: 0,
             out,
             abort: Some(abort),
+            watched: None,
         }
+    }
+
+    /// Registers each watcher's range in `watched`, which the state
+    /// machine then sends only the events of.
+    pub(super) fn with_watched(mut self, watched: Option<WatchedKeys>) -> StreamTask {
+        self.watched = watched;
+        self
     }
 
     /// Serves the stream until the client leaves, the server closes it, or
@@ -115,7 +126,7 @@ impl StreamTask {
                     Err(RecvError::Lagged(n)) => self.on_lagged(n),
                     Err(RecvError::Closed) => return Err(stopped()),
                 },
-                _ = progress.tick() => self.on_progress_tick().await?,
+                _ = progress.tick() => self.on_progress_tick(&mut live).await?,
                 () = std::future::ready(()), if catching_up => self.catch_up_round().await?,
             }
         }
@@ -162,9 +173,16 @@ impl StreamTask {
             self.next_auto_id += 1;
             self.next_auto_id - 1
         };
+        // Registered before the revision is read: every entry applied
+        // after the read is checked against the range.
+        let registered = self
+            .watched
+            .as_ref()
+            .map(|w| Arc::new(w.register(&create.key, &create.range_end)));
         let current = self.read(|sm| sm.kv().revision()).await?;
         self.seen(current);
-        self.watchers.insert(id, Watcher::new(&create, current));
+        self.watchers
+            .insert(id, Watcher::new(&create, current).registered(registered));
         self.send(WatchResponse {
             header: Some(self.header(current)),
             watch_id: id,
@@ -192,14 +210,7 @@ impl StreamTask {
     /// the stream has been sent every event up to its revision. Pending live
     /// events are taken first so the revision is as recent as it can be.
     async fn progress(&mut self, live: &mut Live) -> Result<(), End> {
-        loop {
-            match live.try_recv() {
-                Ok(applied) => self.on_live(&applied).await?,
-                Err(TryRecvError::Lagged(n)) => self.on_lagged(n),
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Closed) => return Err(stopped()),
-            }
-        }
+        self.bring_synced_up(live).await?;
         let revision = match self.watchers.values().map(|w| w.next_rev - 1).min() {
             Some(r) => r,
             None => {
@@ -243,7 +254,45 @@ impl StreamTask {
         }
     }
 
-    async fn on_progress_tick(&mut self) -> Result<(), End> {
+    /// Takes the live events queued. When the state machine sends only
+    /// watched events, a synced watcher's next revision moves only with
+    /// the entries that touch a watched range, so the store's revision is
+    /// read too and the queue drained again: every event up to that
+    /// revision has then been handled, and the synced watchers move up to
+    /// it (what a progress report tells).
+    async fn bring_synced_up(&mut self, live: &mut Live) -> Result<(), End> {
+        self.drain(live).await?;
+        if self.watched.is_none() || !self.watchers.values().any(|w| w.synced) {
+            return Ok(());
+        }
+        let current = self.read(|sm| sm.kv().revision()).await?;
+        self.drain(live).await?;
+        self.seen(current);
+        for w in self.watchers.values_mut().filter(|w| w.synced) {
+            w.next_rev = w.next_rev.max(current + 1);
+        }
+        Ok(())
+    }
+
+    async fn drain(&mut self, live: &mut Live) -> Result<(), End> {
+        loop {
+            match live.try_recv() {
+                Ok(applied) => self.on_live(&applied).await?,
+                Err(TryRecvError::Lagged(n)) => self.on_lagged(n),
+                Err(TryRecvError::Empty) => return Ok(()),
+                Err(TryRecvError::Closed) => return Err(stopped()),
+            }
+        }
+    }
+
+    async fn on_progress_tick(&mut self, live: &mut Live) -> Result<(), End> {
+        if self
+            .watchers
+            .values()
+            .any(|w| w.synced && w.progress_notify)
+        {
+            self.bring_synced_up(live).await?;
+        }
         let due: Vec<(i64, i64)> = self
             .watchers
             .iter()

@@ -51,6 +51,7 @@ impl TestNode {
         let raft = Raft::new(config, storage).expect("raft");
         let (sm, lessor) = NodeStateMachine::new(state);
         let events = sm.event_sender();
+        let watched = sm.watched_keys();
         let gauge = sm.gauge();
         let (driver, handle) = Driver::new(
             raft,
@@ -85,7 +86,7 @@ impl TestNode {
             },
         );
 
-        let watch = WatchService::new(handle.clone(), events.clone(), watch);
+        let watch = WatchService::new(handle.clone(), events.clone(), watch).with_watched(watched);
         let ctx = crate::api::ApiContext {
             raft: handle.clone(),
             header: crate::api::HeaderSource::new(7, 1, handle.watch_status()),

@@ -514,3 +514,39 @@ async fn a_large_revision_comes_in_fragments_to_watchers_that_ask() {
     check(&whole_response(&mut late).await);
     node.stop();
 }
+
+/// Only entries that touch a watched range reach the live broadcast: a
+/// write nobody watches wakes no stream, and a progress request still
+/// reports the store's revision past it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_watched_keys_reach_the_broadcast() {
+    let node = node().await;
+    let mut applied = node.events.subscribe();
+    let mut w = WatchConn::open(&node).await;
+    w.create(prefix("a/")).await;
+    node.put("b/1", "unwatched", 0).await;
+    let watched = node.put("a/1", "watched", 0).await;
+    let unwatched = node.put("b/2", "unwatched", 0).await;
+    let first = tokio::time::timeout(PATIENCE, applied.recv())
+        .await
+        .expect("an entry in time")
+        .expect("broadcast open");
+    assert_eq!(first.revision, watched, "{first:?}");
+    assert_eq!(first.events.len(), 1);
+    assert_eq!(key_of(&first.events[0]), "a/1");
+    let events = w.events(1).await;
+    assert_eq!(key_of(&events[0].1), "a/1");
+    w.send(RequestUnion::ProgressRequest(WatchProgressRequest {}))
+        .await;
+    let progress = w.next().await;
+    assert_eq!(progress.watch_id, -1, "{progress:?}");
+    assert_eq!(progress.header.expect("header").revision, unwatched);
+    assert!(
+        matches!(
+            applied.try_recv(),
+            Err(tokio::sync::broadcast::error::TryRecvError::Empty)
+        ),
+        "nothing for the unwatched write after it"
+    );
+    node.stop();
+}

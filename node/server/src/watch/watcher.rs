@@ -1,10 +1,12 @@
 //! One watcher: what it watches and how far it has got.
 
 use crate::kv::in_range;
+use crate::state::WatchedRange;
 use flotilla_proto::etcdserverpb::WatchCreateRequest;
 use flotilla_proto::etcdserverpb::watch_create_request::FilterType;
 use flotilla_proto::mvccpb::Event;
 use flotilla_proto::mvccpb::event::EventType;
+use std::sync::Arc;
 
 /// A watcher on one stream.
 #[derive(Clone, Debug)]
@@ -23,6 +25,8 @@ pub(super) struct Watcher {
     pub(super) next_rev: i64,
     /// Follows the live broadcast; otherwise it catches up from history.
     pub(super) synced: bool,
+    /// Its range, registered for the state machine to send its events.
+    _registered: Option<Arc<WatchedRange>>,
 }
 
 impl Watcher {
@@ -45,6 +49,15 @@ impl Watcher {
             fragment: req.fragment,
             next_rev,
             synced,
+            _registered: None,
+        }
+    }
+
+    /// This watcher, holding the registration of its range.
+    pub(super) fn registered(self, registered: Option<Arc<WatchedRange>>) -> Watcher {
+        Watcher {
+            _registered: registered,
+            ..self
         }
     }
 
