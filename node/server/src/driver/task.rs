@@ -268,7 +268,7 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
     /// transport there, so that a message goes from the network to the
     /// driver and back without waking another thread. Once the driver
     /// stopped, the thread keeps running those tasks until `linger`
-    /// resolves (at most [`LINGER_MAX`]).
+    /// resolves (at most `LINGER_MAX`).
     pub fn spawn_on_runtime(
         mut self,
         runtime: tokio::runtime::Runtime,

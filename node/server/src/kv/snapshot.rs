@@ -319,7 +319,7 @@ impl KvStore {
     }
 
     /// [`Self::encode_snapshot`]'s bytes written into `sink` in pieces of
-    /// about [`ENCODE_PIECE_BYTES`]: memory is one piece (or one key's
+    /// about `ENCODE_PIECE_BYTES`: memory is one piece (or one key's
     /// history, if larger) and the small tables, never the encoded state.
     pub fn encode_snapshot_to(&self, sink: &mut dyn std::io::Write) -> std::io::Result<()> {
         let (head, tail) = self.snapshot_head_and_tail();
