@@ -221,6 +221,16 @@ fn propose_applied(leader: &mut Core, range: std::ops::Range<u32>, last: u64) {
     assert_eq!(leader.status().applied, last);
 }
 
+/// Has the storage's `writer` store `snapshot`, its data streamed.
+fn write_snapshot(writer: flotilla_raft::SnapshotWriter, snapshot: &flotilla_raft::Snapshot) {
+    let data = snapshot.data.clone();
+    writer(
+        &snapshot.meta,
+        Box::new(move |sink: &mut dyn std::io::Write| sink.write_all(&data)),
+    )
+    .expect("written");
+}
+
 /// A snapshot written off the driver thread: its meta is taken at the
 /// applied index (21), entries go on applying while it is written (to 25),
 /// and only then is the log compacted — to the snapshot's index, never to
@@ -233,11 +243,7 @@ fn a_snapshot_written_meanwhile_compacts_to_its_own_index() {
     let writer = leader.storage().snapshot_writer().expect("a writer");
     propose_applied(&mut leader, 20..24, 25);
     snapshot.data = Bytes::from_static(b"state at 21");
-    writer(
-        &snapshot.meta,
-        Box::new(|sink: &mut dyn std::io::Write| sink.write_all(b"state at 21")),
-    )
-    .expect("written");
+    write_snapshot(writer, &snapshot);
     leader.compact_written(&snapshot.meta).expect("compacted");
     let storage = leader.storage();
     assert_eq!(storage.snapshot_index(), 21);
@@ -259,11 +265,7 @@ fn a_snapshot_written_but_not_compacted_to_is_recovered() {
     let writer = leader.storage().snapshot_writer().expect("a writer");
     propose_applied(&mut leader, 20..24, 25);
     snapshot.data = Bytes::from_static(b"state at 21");
-    writer(
-        &snapshot.meta,
-        Box::new(|sink: &mut dyn std::io::Write| sink.write_all(b"state at 21")),
-    )
-    .expect("written");
+    write_snapshot(writer, &snapshot);
     let mut storage = leader.into_storage();
     assert_eq!(storage.snapshot_index(), 0, "not recorded before the crash");
     storage.recover();

@@ -1,7 +1,28 @@
 //! Helpers shared by the node's tests.
 
 use crate::driver::StateMachine;
-use flotilla_raft::{Bytes, LogIndex, Snapshot};
+use flotilla_raft::{Bytes, Config, LogIndex, NodeId, Raft, Snapshot};
+use flotilla_storage::{DiskStorage, StorageOptions};
+
+/// The core of a one-voter cluster (member 1, election after 10 ticks,
+/// heartbeat every 2) on disk storage in `dir`; `tune` adjusts its
+/// configuration.
+pub(crate) fn single_voter_raft(
+    dir: &std::path::Path,
+    tune: impl FnOnce(&mut Config),
+) -> Raft<DiskStorage> {
+    let mut options = StorageOptions::new(7, 1);
+    options.bootstrap = Some(flotilla_raft::ConfState {
+        voters: vec![NodeId(1)],
+        learners: Vec::new(),
+    });
+    let storage = DiskStorage::open(dir, options).expect("open storage");
+    let mut config = Config::new(NodeId(1));
+    config.election_ticks = 10;
+    config.heartbeat_ticks = 2;
+    tune(&mut config);
+    Raft::new(config, storage).expect("raft")
+}
 
 /// Applies commands by appending them; the output is the log's length. Its
 /// snapshot is the commands, length-prefixed, so a member restored from one

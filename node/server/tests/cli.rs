@@ -44,25 +44,27 @@ impl Run {
     }
 }
 
-/// Runs `flotilla --endpoints <endpoints> <args>`, feeding it `stdin`.
+/// Starts `flotilla --endpoints <endpoints> <args>` with its stdout and
+/// stderr piped, and its stdin piped if `stdin`, else empty.
 /// RUST_BACKTRACE is set on purpose: user errors must still be one line.
-async fn flotilla(endpoints: &[String], args: &[&str], stdin: Option<&str>) -> Run {
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_flotilla"))
+fn spawn_flotilla(endpoints: &[String], args: &[&str], stdin: bool) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_flotilla"))
         .arg("--endpoints")
         .arg(endpoints.join(","))
         .args(args)
         .env("RUST_BACKTRACE", "1")
         .env_remove("FLOTILLA_ENDPOINTS")
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
+        .stdin(if stdin { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .expect("the flotilla binary runs");
+        .expect("the flotilla binary runs")
+}
+
+/// Runs `flotilla --endpoints <endpoints> <args>`, feeding it `stdin`.
+async fn flotilla(endpoints: &[String], args: &[&str], stdin: Option<&str>) -> Run {
+    let mut child = spawn_flotilla(endpoints, args, stdin.is_some());
     if let Some(text) = stdin {
         let mut input = child.stdin.take().expect("stdin");
         input.write_all(text.as_bytes()).await.expect("write stdin");
@@ -230,17 +232,7 @@ async fn a_closed_stdout_ends_the_command_quietly() {
         flotilla(&e, &["kv", "put", "k", "v"], None).await.ok(),
         "OK\n"
     );
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_flotilla"))
-        .arg("--endpoints")
-        .arg(e.join(","))
-        .args(["kv", "get", "k"])
-        .env("RUST_BACKTRACE", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the flotilla binary runs");
+    let mut child = spawn_flotilla(&e, &["kv", "get", "k"], false);
     // The read end closes before the command has its answer to print.
     drop(child.stdout.take());
     let out = tokio::time::timeout(WAIT, child.wait_with_output())

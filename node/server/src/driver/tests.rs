@@ -413,17 +413,9 @@ impl StateMachine for Gated {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_show_a_snapshot_while_it_is_written() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut options = StorageOptions::new(7, 1);
-    options.bootstrap = Some(flotilla_raft::ConfState {
-        voters: vec![NodeId(1)],
-        learners: Vec::new(),
+    let raft = crate::test_support::single_voter_raft(dir.path(), |c| {
+        c.snapshot_after_entries = 10;
     });
-    let storage = DiskStorage::open(dir.path(), options).expect("open storage");
-    let mut config = Config::new(NodeId(1));
-    config.election_ticks = 10;
-    config.heartbeat_ticks = 2;
-    config.snapshot_after_entries = 10;
-    let raft = Raft::new(config, storage).expect("raft");
     let gate = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
     let sm = Gated {
         inner: Recorder::default(),

@@ -9,8 +9,7 @@ use crate::lease::{LeaseExpiryConfig, LeaseService, spawn_lease_expiry};
 use crate::state::{NodeStateMachine, StateConfig};
 use flotilla_proto::etcdserverpb::{DeleteRangeRequest, PutRequest, RangeRequest};
 use flotilla_proto::mvccpb::KeyValue;
-use flotilla_raft::{Config, Message, NodeId, Raft, Role};
-use flotilla_storage::{DiskStorage, StorageOptions};
+use flotilla_raft::{Message, Role};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -39,16 +38,7 @@ impl TestNode {
     /// Starts the member, waits until it leads, serves the services.
     pub(crate) async fn start(watch: WatchConfig, state: StateConfig) -> TestNode {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut options = StorageOptions::new(7, 1);
-        options.bootstrap = Some(flotilla_raft::ConfState {
-            voters: vec![NodeId(1)],
-            learners: Vec::new(),
-        });
-        let storage = DiskStorage::open(dir.path(), options).expect("open storage");
-        let mut config = Config::new(NodeId(1));
-        config.election_ticks = 10;
-        config.heartbeat_ticks = 2;
-        let raft = Raft::new(config, storage).expect("raft");
+        let raft = crate::test_support::single_voter_raft(dir.path(), |_| {});
         let (sm, lessor) = NodeStateMachine::new(state);
         let events = sm.event_sender();
         let watched = sm.watched_keys();
