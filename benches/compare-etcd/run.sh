@@ -34,7 +34,8 @@
 #   (d) follower catch-up: SIGSTOP a follower, write CATCHUP_KEYS keys,
 #       SIGCONT it, time until its applied index reaches the leader's.
 #
-# Environment: CHECK_PERF (''), TOTAL (20000), RANGE_TOTAL (TOTAL), SINGLE_TOTAL (2000),
+# Environment: FLOTILLA_BIN (a `flotilla` binary to run instead of building
+# one), CHECK_PERF (''), TOTAL (20000), RANGE_TOTAL (TOTAL), SINGLE_TOTAL (2000),
 # CLIENTS (100), CONNS (10),
 # KEY_SPACE (100000), PUT_FLAGS (''), LEADER_PUT (1), SCENARIOS (1),
 # CATCHUP_KEYS (100000),
@@ -83,9 +84,14 @@ fi
 log "$(etcd --version | head -n1)"
 
 # --- flotilla ---------------------------------------------------------------
-log "building flotilla (release)"
-(cd "$ROOT" && timeout 3600 cargo build --release -p flotilla-node --bin flotilla >&2)
-BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/flotilla
+if [[ -n ${FLOTILLA_BIN:-} ]]; then
+	# A given build (e.g. an older one, for an A/B run): nothing is compiled.
+	BIN=$FLOTILLA_BIN
+else
+	log "building flotilla (release)"
+	(cd "$ROOT" && timeout 3600 cargo build --release -p flotilla-node --bin flotilla >&2)
+	BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/flotilla
+fi
 [[ -x $BIN ]] || die "no binary at $BIN"
 
 eps() { # eps BASE: the client endpoints of members 0..2
