@@ -24,12 +24,17 @@
 #   (b) linearizable range of one key, CLIENTS clients, RANGE_TOTAL requests;
 #   (b') put-1: one client on one connection to the leader, SINGLE_TOTAL puts
 #       (its p50 is the single-client write latency); SINGLE_TOTAL=0 skips it.
+#   (e) CHECK_PERF=s|m|l|xl: etcd's own `etcdctl check perf` (a client this
+#       project did not write; 60 s of puts at that load's fixed rate and
+#       client count, e.g. l: 8,000 puts/s from 500 clients) against each
+#       system in turn, etcd first; its throughput, slowest request and
+#       standard deviation are printed beside the table. Off by default.
 # Flotilla-only scenarios (SCENARIOS=1, the default):
 #   (c) leader killed: kill -9 the leader, time until a Put succeeds again;
 #   (d) follower catch-up: SIGSTOP a follower, write CATCHUP_KEYS keys,
 #       SIGCONT it, time until its applied index reaches the leader's.
 #
-# Environment: TOTAL (20000), RANGE_TOTAL (TOTAL), SINGLE_TOTAL (2000),
+# Environment: CHECK_PERF (''), TOTAL (20000), RANGE_TOTAL (TOTAL), SINGLE_TOTAL (2000),
 # CLIENTS (100), CONNS (10),
 # KEY_SPACE (100000), PUT_FLAGS (''), LEADER_PUT (1), SCENARIOS (1),
 # CATCHUP_KEYS (100000),
@@ -48,6 +53,7 @@ KEY_SPACE=${KEY_SPACE:-100000}
 PUT_FLAGS=${PUT_FLAGS:-}
 LEADER_PUT=${LEADER_PUT:-1}
 SCENARIOS=${SCENARIOS:-1}
+CHECK_PERF=${CHECK_PERF:-}
 CATCHUP_KEYS=${CATCHUP_KEYS:-100000}
 ETCD_BASE=${ETCD_BASE:-32379}
 FLOTILLA_BASE=${FLOTILLA_BASE:-22379}
@@ -171,6 +177,24 @@ for sys in etcd flotilla; do
 	fi
 done
 
+# (e) etcdctl check perf: etcd's load, etcd's client, the same for both.
+case $CHECK_PERF in '' | s | m | l | xl) ;; *) die "CHECK_PERF must be s, m, l or xl, not '$CHECK_PERF'" ;; esac
+check_perf() { # check_perf SYSTEM ENDPOINTS: one line of etcdctl's verdicts
+	local out=$WORK/$1-check-perf.txt
+	log "$1: etcdctl check perf --load $CHECK_PERF (60 s)"
+	# It exits 1 when a figure misses its load's bar; the figures are still printed.
+	timeout 300 etcdctl --endpoints "${2//http:\/\//}" check perf --load "$CHECK_PERF" \
+		--auto-compact >"$out" 2>&1 || true
+	# The progress bar shares the output: keep only the verdict lines.
+	printf '%s\t%s\n' "$1" "$(tr '\r' '\n' <"$out" | grep -E '^(PASS|FAIL)' | paste -sd';' -)"
+}
+if [[ -n $CHECK_PERF ]]; then
+	CHECK_PERF_ROWS=$(
+		check_perf etcd "$ETCD_EPS"
+		check_perf flotilla "$FLO_EPS"
+	)
+fi
+
 # --- the table ----------------------------------------------------------------
 row() { # row LOAD: one line per load from the two JSON reports
 	jq -r -n --arg load "$1" --slurpfile e "$WORK/etcd-$1.json" --slurpfile f "$WORK/flotilla-$1.json" '
@@ -197,6 +221,11 @@ echo "ratio = flotilla / etcd (throughput: higher is better; latency: lower is b
 	row range
 	((SINGLE_TOTAL == 0)) || row put-1
 } | column -t -s $'\t'
+if [[ -n $CHECK_PERF ]]; then
+	echo
+	echo "etcdctl check perf --load $CHECK_PERF (etcd's client and load, 60 s each):"
+	echo "$CHECK_PERF_ROWS" | column -t -s $'\t'
+fi
 echo
 
 [[ $SCENARIOS == 1 ]] || exit 0
@@ -231,7 +260,7 @@ while (($(now_ms) - t0 < 30000)); do
 done
 wait "${PIDS[n$((li + 1))]}" 2>/dev/null || true
 [[ -n $recovered ]] || die "no put succeeded within 30 s of killing the leader"
-LEADER_KILLED="$recovered ms ($attempt attempts; election timeout 100 ms with the default --tick-ms 10 --election-ticks 10)"
+LEADER_KILLED="$recovered ms ($attempt attempts; the members run the default --tick-ms and --election-ticks)"
 log "(c) a put succeeded $recovered ms after the kill"
 
 log "restarting n$((li + 1)) and waiting for it to catch up"

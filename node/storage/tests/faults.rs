@@ -2,38 +2,21 @@
 //! layer: one write and one fsync per save; a failed fsync or write makes
 //! the storage fatal for good.
 
-use std::sync::Arc;
-
-use flotilla_raft::{
-    Bytes, ConfState, Entry, EntryKind, HardState, NodeId, Storage, StorageError, Term,
-};
+use flotilla_raft::{Bytes, Entry, HardState, NodeId, Storage, StorageError, Term};
 use flotilla_storage::{DiskStorage, FaultyFs, StorageOptions};
 
+mod common;
+
 fn options() -> StorageOptions {
-    StorageOptions {
-        bootstrap: Some(ConfState {
-            voters: vec![NodeId(1)],
-            learners: vec![],
-        }),
-        ..StorageOptions::new(1, 1)
-    }
+    common::one_voter(1)
 }
 
 fn entries(lo: u64, hi: u64) -> Vec<Entry> {
-    (lo..=hi)
-        .map(|index| Entry {
-            term: Term(1),
-            index,
-            kind: EntryKind::Normal,
-            data: Bytes::from(vec![7u8; 256]),
-        })
-        .collect()
+    common::entries(lo, hi, 7, 256)
 }
 
 fn open(dir: &std::path::Path) -> (DiskStorage, FaultyFs) {
-    let fs = FaultyFs::new();
-    let s = DiskStorage::open_with_fs(Arc::new(fs.clone()), dir, options()).unwrap();
-    (s, fs)
+    common::open_faulty(dir, options()).unwrap()
 }
 
 fn assert_fatal<T: std::fmt::Debug>(r: Result<T, StorageError>) {

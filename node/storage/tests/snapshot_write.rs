@@ -7,11 +7,8 @@
 use std::fs;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use flotilla_raft::{
-    Bytes, ConfState, Entry, EntryKind, NodeId, SnapshotMeta, Storage, StorageError, Term,
-};
+use flotilla_raft::{Entry, SnapshotMeta, Storage, StorageError, Term};
 use flotilla_storage::{DiskStorage, FaultyFs, OpenError, SNAPSHOT_DIR, StorageOptions};
 
 /// Far larger than any buffer on the way: many sync pieces.
@@ -22,31 +19,18 @@ const PEAK_BYTES_MAX: u64 = 4 << 20;
 /// What the encoder hands the writer at once.
 const ENCODE_PIECE: usize = 64 << 10;
 
+mod common;
+
 fn options() -> StorageOptions {
-    StorageOptions {
-        bootstrap: Some(ConfState {
-            voters: vec![NodeId(1)],
-            learners: vec![],
-        }),
-        ..StorageOptions::new(3, 1)
-    }
+    common::one_voter(3)
 }
 
 fn open(dir: &Path) -> Result<(DiskStorage, FaultyFs), OpenError> {
-    let fs = FaultyFs::new();
-    let s = DiskStorage::open_with_fs(Arc::new(fs.clone()), dir, options())?;
-    Ok((s, fs))
+    common::open_faulty(dir, options())
 }
 
 fn entries(lo: u64, hi: u64) -> Vec<Entry> {
-    (lo..=hi)
-        .map(|index| Entry {
-            term: Term(1),
-            index,
-            kind: EntryKind::Normal,
-            data: Bytes::from(vec![9u8; 64]),
-        })
-        .collect()
+    common::entries(lo, hi, 9, 64)
 }
 
 fn meta(index: u64) -> SnapshotMeta {
