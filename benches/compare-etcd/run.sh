@@ -64,6 +64,14 @@ STOP_WAIT_MS=5000
 # shellcheck source=../lib/members.sh
 source "$(dirname "$0")/../lib/members.sh"
 
+# Flotilla takes ports FLOTILLA_BASE..+202 (clients, peers, HTTP), etcd
+# ETCD_BASE..+102: overlapping ranges leave one system unable to bind (e.g.
+# etcd's client ports on Flotilla's HTTP ones), seen only as a member that
+# never gets ready.
+if ((ETCD_BASE <= FLOTILLA_BASE + 202 && FLOTILLA_BASE <= ETCD_BASE + 102)); then
+	die "ETCD_BASE=$ETCD_BASE (ports ..+102) overlaps FLOTILLA_BASE=$FLOTILLA_BASE (ports ..+202)"
+fi
+
 # --- etcd -------------------------------------------------------------------
 if ! command -v etcd >/dev/null; then
 	log "installing Debian etcd-server"

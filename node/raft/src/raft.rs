@@ -77,7 +77,7 @@ pub struct Raft<S: Storage> {
     /// from: a restarted node must not grant votes at once, or a leader's
     /// lease could be broken by a member that forgot it acknowledged it.
     pub(crate) boot_quiet: bool,
-    rng: SmallRng,
+    pub(crate) rng: SmallRng,
     /// Ticks since this core started (the lease clock).
     pub(crate) now_ticks: u64,
     /// Leadership transfer target, or NONE.

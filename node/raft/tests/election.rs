@@ -475,3 +475,149 @@ fn leader_hearing_from_a_quorum_keeps_leading() {
     }
     assert!(leader.state().1);
 }
+
+/// The minimum election timeout of the split-vote tests: long enough that a
+/// quarter and a half of it are distinct tick counts.
+const SPLIT_ELECTION_TICKS: u32 = 20;
+
+/// Raft §5.2 (split votes), as a `kill -9` of a 3-member cluster's leader
+/// produces it: members 2 and 3 time out on the same tick, each grants the
+/// other's pre-vote, both campaign in term 2, each refuses the other, and
+/// member 1 never answers, so neither reaches a quorum of grants or of
+/// refusals. Returns the cluster in that state.
+fn split_vote_after_leader_crash(seed: u64) -> Net {
+    let mut net = Net::with_config(3, |c| {
+        c.election_ticks = SPLIT_ELECTION_TICKS;
+        c.seed = (seed << 8) | c.id.0;
+    });
+    net.elect(1);
+    net.crash(1);
+    // Both time out before either hears the other: their pre-votes are held
+    // until each has sent its own.
+    let mut held = Vec::new();
+    let mut asked = BTreeSet::new();
+    for _ in 0..2 * SPLIT_ELECTION_TICKS {
+        for (id, core) in net.cores.iter_mut() {
+            core.tick();
+            let ready = handle(core);
+            if kinds(&ready.messages).contains(&"PreVote") {
+                asked.insert(*id);
+            }
+            held.extend(ready.messages);
+        }
+        if asked.len() == 2 {
+            break;
+        }
+    }
+    net.deliver(held);
+    for n in [2, 3] {
+        let status = net.core(n).status();
+        assert_eq!(
+            (
+                status.soft_state.role,
+                status.hard_state.term,
+                status.hard_state.vote
+            ),
+            (Role::Candidate, Term(2), NodeId(n)),
+            "seed {seed}: member {n} is not a split candidate of term 2"
+        );
+    }
+    net
+}
+
+/// Raft §5.2 (split votes): a candidate that is asked for its vote by
+/// another candidate of its own term knows the vote is split; it asks for
+/// pre-votes again within a quarter to a half of the minimum election
+/// timeout, instead of a whole randomized timeout of one to two.
+#[test]
+fn split_candidates_ask_again_within_half_the_minimum_election_timeout() {
+    for seed in 0..16 {
+        let mut net = split_vote_after_leader_crash(seed);
+        for n in [2, 3] {
+            let core = net.core(n);
+            let (ticks, ready) = tick_until_ready(core, 2 * SPLIT_ELECTION_TICKS);
+            assert_eq!(
+                kinds(&ready.messages),
+                ["PreVote", "PreVote"],
+                "seed {seed}"
+            );
+            assert!(
+                (SPLIT_ELECTION_TICKS / 4..=SPLIT_ELECTION_TICKS / 2).contains(&ticks),
+                "seed {seed}: member {n} asked again after {ticks} ticks"
+            );
+        }
+    }
+}
+
+/// Raft §5.2 (split votes) end to end: after the split, the first candidate
+/// to ask again gets the other's pre-vote and vote (it has no leader, so no
+/// lease to keep) and leads. Over 64 seeds most elections end within half
+/// the minimum election timeout of the split; without the early retry none
+/// could end before a whole minimum timeout. The retries are random, so two
+/// candidates ticking in lockstep sometimes split again; every seed still
+/// elects a leader.
+#[test]
+fn split_vote_after_a_leader_crash_elects_within_half_an_election_timeout() {
+    let mut ticks_to_leader = Vec::new();
+    for seed in 0..64 {
+        let mut net = split_vote_after_leader_crash(seed);
+        let ticks = (1..=4 * SPLIT_ELECTION_TICKS)
+            .find(|_| {
+                net.tick();
+                net.leader().is_some()
+            })
+            .unwrap_or_else(|| panic!("seed {seed}: no leader after the split"));
+        ticks_to_leader.push(ticks);
+    }
+    let fast = ticks_to_leader
+        .iter()
+        .filter(|t| **t <= SPLIT_ELECTION_TICKS / 2)
+        .count();
+    assert!(
+        fast * 4 >= ticks_to_leader.len() * 3,
+        "ticks from the split to a leader, per seed: {ticks_to_leader:?}"
+    );
+}
+
+/// The early retry is for the split round only: the candidate that lost
+/// follows the new leader, and when that leader is gone too it waits a whole
+/// minimum election timeout again before asking for pre-votes (so a live
+/// leader's lease is not cut short by a timeout left over from the split).
+#[test]
+fn after_a_split_vote_the_loser_waits_a_whole_election_timeout_again() {
+    for seed in 0..16 {
+        let mut net = split_vote_after_leader_crash(seed);
+        let leader = (0..4 * SPLIT_ELECTION_TICKS)
+            .find_map(|_| {
+                net.tick();
+                net.leader()
+            })
+            .unwrap_or_else(|| panic!("seed {seed}: no leader after the split"));
+        net.crash(leader.0);
+        let loser = *net.cores.keys().next().expect("one member left");
+        let core = net.core(loser.0);
+        assert_eq!(core.status().soft_state.leader, leader, "seed {seed}");
+        // The leader's last heartbeat before it crashed.
+        let term = core.state().0;
+        core.step(msg(
+            leader.0,
+            loser.0,
+            term.0,
+            MessageBody::Heartbeat {
+                commit: 0,
+                round: 1,
+            },
+        ));
+        handle(core);
+        let (ticks, ready) = tick_until_ready(core, 2 * SPLIT_ELECTION_TICKS);
+        assert_eq!(
+            kinds(&ready.messages),
+            ["PreVote", "PreVote"],
+            "seed {seed}"
+        );
+        assert!(
+            ticks >= SPLIT_ELECTION_TICKS,
+            "seed {seed}: member {loser} asked for pre-votes {ticks} ticks after its leader's last heartbeat"
+        );
+    }
+}

@@ -355,6 +355,10 @@ pub async fn start_with(
         ..config
     };
     let storage = tokio::task::block_in_place(|| open_storage(&config, &identity, io.fs.clone()))?;
+    // A backup that was being sent when the member last stopped.
+    if let Err(e) = crate::backup::remove_stale_spool(&config.data_dir) {
+        tracing::warn!(error = %e, "cannot remove the spool of an earlier backup");
+    }
     // The store's limits stay the defaults on every member: applying must
     // give the same result everywhere, so they are not per-member settings.
     // `max_request_bytes` is checked before proposing instead.
@@ -585,10 +589,11 @@ pub async fn start_with(
                 .max_encoding_message_size(usize::MAX),
         )
         .add_service(
-            MaintenanceServer::new(
-                MaintenanceService::new(ctx.clone(), writes.clone())
-                    .with_data_dir(config.data_dir.clone()),
-            )
+            MaintenanceServer::new(MaintenanceService::new(
+                ctx.clone(),
+                writes.clone(),
+                config.data_dir.clone(),
+            ))
             .max_decoding_message_size(message_max)
             .max_encoding_message_size(usize::MAX),
         )

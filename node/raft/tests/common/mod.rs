@@ -142,7 +142,8 @@ pub fn tick_n(core: &mut Core, n: u32) -> Vec<Ready> {
 /// every request by answering as its peers would. Returns the `Ready` of the
 /// new leader (its no-op entry and first appends).
 pub fn elect(core: &mut Core) -> Ready {
-    let (_, mut ready) = tick_until_ready(core, 2 * ELECTION_TICKS);
+    let max_ticks = 2 * core.config().election_ticks;
+    let (_, mut ready) = tick_until_ready(core, max_ticks);
     loop {
         let asks: Vec<Message> = ready
             .messages
@@ -216,6 +217,47 @@ impl Net {
         Net {
             cores: (1..=size).map(|n| (NodeId(n), core(n, size))).collect(),
         }
+    }
+
+    /// A fresh cluster of `size` members whose test configuration `tune`
+    /// changed.
+    pub fn with_config(size: u64, tune: impl Fn(&mut Config)) -> Net {
+        let cores = (1..=size)
+            .map(|n| {
+                let mut config = config(n);
+                tune(&mut config);
+                (
+                    NodeId(n),
+                    core_with(config, MemStorage::new_with_voters(&voters(size))),
+                )
+            })
+            .collect();
+        Net { cores }
+    }
+
+    /// Member `n` crashes for good: it is gone, and messages to it are lost.
+    pub fn crash(&mut self, n: u64) {
+        self.cores.remove(&NodeId(n));
+    }
+
+    /// One tick of every member; every message that causes is delivered,
+    /// until quiet.
+    pub fn tick(&mut self) -> Vec<(NodeId, Ready)> {
+        let mut messages = Vec::new();
+        for core in self.cores.values_mut() {
+            core.tick();
+            messages.extend(handle(core).messages);
+        }
+        self.deliver(messages)
+    }
+
+    /// The member that leads in the highest term, if any.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.cores
+            .values()
+            .filter(|c| c.state().1)
+            .max_by_key(|c| c.state().0)
+            .map(|c| c.id())
     }
 
     /// Member `n`.

@@ -4,7 +4,7 @@
 use super::context::ApiContext;
 use super::errors::driver_status;
 use super::write::Writes;
-use crate::backup::{SnapshotChunks, SnapshotHeader};
+use crate::backup::{SPOOL_FILE, SnapshotHeader, spool_snapshot};
 use crate::kv::{KvCommand, KvOp, KvResponse};
 use flotilla_proto::etcdserverpb::alarm_request::AlarmAction;
 use flotilla_proto::etcdserverpb::maintenance_server::Maintenance;
@@ -51,11 +51,16 @@ pub type SnapshotStream = ReceiverStream<Result<SnapshotResponse, Status>>;
 /// snapshot lets old log segments go.
 ///
 /// **Snapshot** streams the store as one consistent snapshot file (see
-/// [`crate::backup`]) in chunks of 64 KiB. The store is encoded on the
-/// driver's thread at one applied index, as for a Raft snapshot, from this
-/// member's own state (no leader needed: a member of a cluster that lost
-/// its quorum can still be backed up). One snapshot is encoded and held at
-/// a time per member; a second call waits for the first to finish.
+/// [`crate::backup`]) in chunks of 64 KiB, from this member's own state at
+/// one applied index (no leader needed: a member of a cluster that lost
+/// its quorum can still be backed up). The driver only freezes the store
+/// (O(1), as for a Raft snapshot); a blocking thread encodes the frozen
+/// view into a spool file in the data directory
+/// ([`crate::backup::spool_snapshot`]) and streams the file from there, so
+/// a backup holds a chunk of memory, not the encoded store; the spool is
+/// removed when the stream ends, fails or the client goes away. One backup
+/// runs at a time per member (one spool on disk); a second call waits for
+/// the first to finish.
 ///
 /// **Defragment** answers success and does nothing: etcd's defragment
 /// gives back the space of its database file that compaction freed, but
@@ -67,33 +72,26 @@ pub type SnapshotStream = ReceiverStream<Result<SnapshotResponse, Status>>;
 pub struct MaintenanceService {
     ctx: ApiContext,
     writes: Writes,
-    data_dir: Option<PathBuf>,
+    data_dir: PathBuf,
     snapshots: Arc<Semaphore>,
 }
 
 impl MaintenanceService {
-    /// The service over `ctx`. Without [`Self::with_data_dir`] it reports
-    /// a `db_size` of 0.
-    pub fn new(ctx: ApiContext, writes: Writes) -> Self {
+    /// The service over `ctx`, on the member's data directory `data_dir`
+    /// (where `db_size` is measured and backups are spooled).
+    pub fn new(ctx: ApiContext, writes: Writes, data_dir: PathBuf) -> Self {
         MaintenanceService {
             ctx,
             writes,
-            data_dir: None,
+            data_dir,
+            // One spool file at a time: see SPOOL_FILE.
             snapshots: Arc::new(Semaphore::new(1)),
         }
     }
 
-    /// Measures `db_size` in `dir`, the member's data directory.
-    pub fn with_data_dir(mut self, dir: PathBuf) -> Self {
-        self.data_dir = Some(dir);
-        self
-    }
-
     /// The data directory's size, or the problem to report in `errors`.
     async fn db_size(&self) -> Result<u64, String> {
-        let Some(dir) = self.data_dir.clone() else {
-            return Ok(0);
-        };
+        let dir = self.data_dir.clone();
         tokio::task::spawn_blocking(move || data_dir_bytes(&dir))
             .await
             .map_err(|e| e.to_string())?
@@ -109,7 +107,9 @@ fn unix_ms() -> u64 {
 
 /// The bytes of the regular files under `dir` (symbolic links not
 /// followed), at most [`DATA_DIR_DEPTH_MAX`] folders deep and
-/// [`DATA_DIR_ENTRIES_MAX`] entries in all.
+/// [`DATA_DIR_ENTRIES_MAX`] entries in all, less a backup's spool: it is
+/// there only while a backup is downloaded, and etcd's `db_size` does not
+/// grow during `snapshot save` either.
 fn data_dir_bytes(dir: &Path) -> io::Result<u64> {
     let mut total = 0u64;
     let mut seen = 0usize;
@@ -124,6 +124,9 @@ fn data_dir_bytes(dir: &Path) -> io::Result<u64> {
                 )));
             }
             let meta = entry.path().symlink_metadata()?;
+            if depth == 0 && entry.file_name() == SPOOL_FILE {
+                continue;
+            }
             if meta.is_file() {
                 total += meta.len();
             } else if meta.is_dir() && depth < DATA_DIR_DEPTH_MAX {
@@ -310,27 +313,55 @@ impl Maintenance for MaintenanceService {
             .map_err(|e| driver_status(&e, &Default::default()))?;
         let mut first = Some(self.ctx.header.header(file_header.revision));
         let (tx, rx) = mpsc::channel(SNAPSHOT_QUEUE);
-        // Encoding, hashing and copying out chunks is CPU work: off the
-        // driver and the async threads.
+        let dir = self.data_dir.clone();
+        // Encoding, hashing and copying out chunks is CPU and disk work:
+        // off the driver and the async threads.
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            let store = store.encode_snapshot();
+            let (revision, applied_index) = (file_header.revision, file_header.applied_index);
+            let encode = |w: &mut dyn std::io::Write| store.encode_snapshot_to(w);
+            let spooled = spool_snapshot(&dir, file_header, encode, SNAPSHOT_CHUNK_BYTES);
+            // The frozen view goes at once: it pins the versions that later
+            // writes replace, and the client may download slowly.
+            drop(store);
+            let mut chunks = match spooled {
+                Ok(chunks) => chunks,
+                Err(e) => {
+                    tracing::warn!(error = %e, dir = %dir.display(), "cannot spool a snapshot");
+                    let status = Status::internal(format!(
+                        "flotilla: cannot write the snapshot to the data directory: {e}"
+                    ));
+                    let _ = tx.blocking_send(Err(status));
+                    return;
+                }
+            };
             tracing::info!(
-                revision = file_header.revision,
-                applied_index = file_header.applied_index,
-                store_bytes = store.len(),
+                revision,
+                applied_index,
+                file_bytes = chunks.total_bytes(),
                 "sending a snapshot"
             );
-            let mut chunks = SnapshotChunks::new(file_header, store, SNAPSHOT_CHUNK_BYTES);
-            while let Some(blob) = chunks.next_chunk() {
-                let message = SnapshotResponse {
-                    header: first.take(),
-                    remaining_bytes: chunks.remaining_bytes() as u64,
-                    blob,
-                    version: VERSION.to_string(),
+            loop {
+                let message = match chunks.next_chunk() {
+                    Ok(Some(blob)) => Ok(SnapshotResponse {
+                        header: first.take(),
+                        remaining_bytes: chunks.remaining_bytes(),
+                        blob,
+                        version: VERSION.to_string(),
+                    }),
+                    Ok(None) => return,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot read a spooled snapshot back");
+                        Err(Status::internal(format!(
+                            "flotilla: cannot read the spooled snapshot: {e}"
+                        )))
+                    }
                 };
-                if tx.blocking_send(Ok(message)).is_err() {
-                    return; // The client went away.
+                let failed = message.is_err();
+                if tx.blocking_send(message).is_err() || failed {
+                    // The client went away, or was told why not; dropping
+                    // the chunks removes the spool.
+                    return;
                 }
             }
         });

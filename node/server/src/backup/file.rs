@@ -20,6 +20,7 @@
 
 use prost::Message as _;
 use sha2::{Digest, Sha256};
+use std::io::{self, Read};
 
 /// The first bytes of every snapshot file.
 pub const MAGIC: &[u8; 8] = b"FLOTSNAP";
@@ -126,7 +127,14 @@ fn prefix(header: &SnapshotHeader) -> Vec<u8> {
 }
 
 fn padding(content_len: usize) -> usize {
-    (BLOCK_BYTES - content_len % BLOCK_BYTES) % BLOCK_BYTES
+    padding_u64(content_len as u64)
+}
+
+/// [`padding`] of a length that may not fit a `usize` (a 32-bit build
+/// streaming a large spooled store).
+fn padding_u64(content_len: u64) -> usize {
+    let block = BLOCK_BYTES as u64;
+    ((block - content_len % block) % block) as usize
 }
 
 /// Reads and checks a whole snapshot file: length, checksum, magic,
@@ -182,31 +190,60 @@ pub fn read_snapshot(bytes: &[u8]) -> Result<SnapshotFile<'_>, SnapshotFileError
     })
 }
 
-/// Writes a snapshot file in chunks, hashing as it goes, from one owned
-/// copy of the store's encoding: what a Snapshot stream sends.
-#[derive(Debug)]
+/// Cuts a snapshot file into chunks, hashing as it goes: what a Snapshot
+/// stream sends. The store's encoding is read from `store` (an owned
+/// buffer, or the file it was spooled to, see [`crate::backup::spool_snapshot`])
+/// a chunk at a time, so the chunks hold one chunk's bytes, whatever the
+/// store's size; the total is known from the start, as etcd's
+/// `remaining_bytes` needs.
 pub struct SnapshotChunks {
     prefix: Vec<u8>,
-    store: Vec<u8>,
+    store: Box<dyn Read + Send>,
+    store_bytes: u64,
     padding: usize,
     hasher: Option<Sha256>,
     checksum: Vec<u8>,
     /// Bytes handed out so far.
-    sent: usize,
+    sent: u64,
     chunk_bytes: usize,
+}
+
+impl std::fmt::Debug for SnapshotChunks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnapshotChunks")
+            .field("store_bytes", &self.store_bytes)
+            .field("sent", &self.sent)
+            .field("chunk_bytes", &self.chunk_bytes)
+            .finish_non_exhaustive()
+    }
 }
 
 impl SnapshotChunks {
     /// The file of `store` (a KvStore snapshot encoding) described by
     /// `header` (its `store_bytes` is set here), cut into chunks of at most
     /// `chunk_bytes`.
-    pub fn new(mut header: SnapshotHeader, store: Vec<u8>, chunk_bytes: usize) -> Self {
-        header.store_bytes = store.len() as u64;
+    pub fn new(header: SnapshotHeader, store: Vec<u8>, chunk_bytes: usize) -> Self {
+        let len = store.len() as u64;
+        Self::from_reader(header, Box::new(io::Cursor::new(store)), len, chunk_bytes)
+    }
+
+    /// The file of the `store_bytes` bytes of a KvStore snapshot encoding
+    /// that `store` yields, described by `header` (its `store_bytes` is set
+    /// here), cut into chunks of at most `chunk_bytes`. `store` is read
+    /// only as chunks are asked for, and dropped with `self`.
+    pub fn from_reader(
+        mut header: SnapshotHeader,
+        store: Box<dyn Read + Send>,
+        store_bytes: u64,
+        chunk_bytes: usize,
+    ) -> Self {
+        header.store_bytes = store_bytes;
         let prefix = prefix(&header);
-        let padding = padding(prefix.len() + store.len());
+        let padding = padding_u64(prefix.len() as u64 + store_bytes);
         SnapshotChunks {
             prefix,
             store,
+            store_bytes,
             padding,
             hasher: Some(Sha256::new()),
             checksum: Vec::new(),
@@ -215,48 +252,73 @@ impl SnapshotChunks {
         }
     }
 
+    /// The bytes before the checksum: prefix, store, padding.
+    fn content_bytes(&self) -> u64 {
+        self.prefix.len() as u64 + self.store_bytes + self.padding as u64
+    }
+
     /// The whole file's size.
-    pub fn total_bytes(&self) -> usize {
-        self.prefix.len() + self.store.len() + self.padding + CHECKSUM_BYTES
+    pub fn total_bytes(&self) -> u64 {
+        self.content_bytes() + CHECKSUM_BYTES as u64
     }
 
     /// Bytes not yet handed out.
-    pub fn remaining_bytes(&self) -> usize {
+    pub fn remaining_bytes(&self) -> u64 {
         self.total_bytes() - self.sent
     }
 
-    /// The next chunk, or `None` at the end.
-    pub fn next_chunk(&mut self) -> Option<Vec<u8>> {
-        let content = self.prefix.len() + self.store.len() + self.padding;
-        if self.sent >= self.total_bytes() {
-            return None;
+    /// The next chunk, `None` at the end, or why the store could not be
+    /// read (its source ended before `store_bytes`, or failed).
+    pub fn next_chunk(&mut self) -> io::Result<Option<Vec<u8>>> {
+        let want = (self.chunk_bytes as u64).min(self.remaining_bytes()) as usize;
+        if want == 0 {
+            return Ok(None);
         }
-        let mut chunk = Vec::with_capacity(self.chunk_bytes.min(self.remaining_bytes()));
-        while chunk.len() < self.chunk_bytes && self.sent < self.total_bytes() {
-            let room = self.chunk_bytes - chunk.len();
+        let prefix = self.prefix.len() as u64;
+        let store_end = prefix + self.store_bytes;
+        let content = self.content_bytes();
+        let mut chunk = Vec::with_capacity(want);
+        while chunk.len() < want {
             let at = self.sent;
-            let slice: &[u8] = if at < self.prefix.len() {
-                &self.prefix[at..]
-            } else if at < self.prefix.len() + self.store.len() {
-                &self.store[at - self.prefix.len()..]
+            let room = (want - chunk.len()) as u64;
+            let start = chunk.len();
+            if at < prefix {
+                let take = room.min(prefix - at) as usize;
+                chunk.extend_from_slice(&self.prefix[at as usize..][..take]);
+            } else if at < store_end {
+                let take = room.min(store_end - at) as usize;
+                chunk.resize(start + take, 0);
+                self.store
+                    .read_exact(&mut chunk[start..])
+                    .map_err(|e| match e.kind() {
+                        io::ErrorKind::UnexpectedEof => io::Error::new(
+                            e.kind(),
+                            format!(
+                                "the store's encoding ended before its {} bytes",
+                                self.store_bytes
+                            ),
+                        ),
+                        _ => e,
+                    })?;
             } else if at < content {
-                &ZEROS[..content - at]
+                let take = room.min(content - at) as usize;
+                chunk.extend_from_slice(&ZEROS[..take]);
             } else {
                 if let Some(hasher) = self.hasher.take() {
                     self.checksum = hasher.finalize().to_vec();
                 }
-                &self.checksum[at - content..]
-            };
-            let take = &slice[..slice.len().min(room)];
+                let from = (at - content) as usize;
+                let take = (room as usize).min(CHECKSUM_BYTES - from);
+                chunk.extend_from_slice(&self.checksum[from..][..take]);
+            }
             if at < content
                 && let Some(h) = self.hasher.as_mut()
             {
-                h.update(take);
+                h.update(&chunk[start..]);
             }
-            chunk.extend_from_slice(take);
-            self.sent += take.len();
+            self.sent += (chunk.len() - start) as u64;
         }
-        Some(chunk)
+        Ok(Some(chunk))
     }
 }
 
@@ -280,10 +342,10 @@ mod tests {
         let mut chunks = SnapshotChunks::new(header(), store.to_vec(), chunk);
         let total = chunks.total_bytes();
         let mut out = Vec::new();
-        while let Some(c) = chunks.next_chunk() {
+        while let Some(c) = chunks.next_chunk().unwrap() {
             assert!(!c.is_empty() && c.len() <= chunk);
             out.extend_from_slice(&c);
-            assert_eq!(chunks.remaining_bytes(), total - out.len());
+            assert_eq!(chunks.remaining_bytes(), total - out.len() as u64);
         }
         out
     }
@@ -302,6 +364,21 @@ mod tests {
         assert_eq!(read.header.store_bytes, 5000);
         let empty = file(&[], 100);
         assert_eq!(read_snapshot(&empty).unwrap().store, &[] as &[u8]);
+    }
+
+    #[test]
+    fn a_store_source_shorter_than_announced_is_an_error() {
+        let short = io::Cursor::new(vec![1u8; 100]);
+        let mut chunks = SnapshotChunks::from_reader(header(), Box::new(short), 1000, 64);
+        let e = loop {
+            match chunks.next_chunk() {
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("a whole file from a short source"),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+        assert!(e.to_string().contains("1000 bytes"), "{e}");
     }
 
     #[test]

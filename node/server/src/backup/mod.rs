@@ -6,6 +6,7 @@
 //! | file | what |
 //! |---|---|
 //! | `file.rs` | the file format: header, store, padding, trailing sha256; [`read_snapshot`], [`SnapshotChunks`] |
+//! | `spool.rs` | [`spool_snapshot`]: a backup streamed from a temporary file, in bounded memory |
 //! | `restore.rs` | [`restore`]: a snapshot file → a data directory a new member starts from |
 //!
 //! A snapshot holds the key-value store at one applied log index: every
@@ -17,9 +18,11 @@
 
 mod file;
 mod restore;
+mod spool;
 
 pub use file::{
     BLOCK_BYTES, CHECKSUM_BYTES, FORMAT_VERSION, MAGIC, SnapshotChunks, SnapshotFile,
     SnapshotFileError, SnapshotHeader, read_snapshot,
 };
 pub use restore::{RestoreError, RestoreReport, SnapshotSummary, restore, summarize};
+pub use spool::{SPOOL_FILE, remove_stale_spool, spool_snapshot};
