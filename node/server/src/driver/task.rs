@@ -334,6 +334,19 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
                             Err(_) => break,
                         }
                     }
+                    // Requests already waiting join this turn: on a leader
+                    // the followers' acks advance the commit index, and the
+                    // core tells the followers in the next `Ready`; with the
+                    // new proposals in it too, each follower gets one append
+                    // (entries and commit index) instead of an empty one now
+                    // and another with the entries a turn later, and answers
+                    // one instead of two.
+                    for _ in 0..self.config.max_requests_per_turn {
+                        match self.requests.try_recv() {
+                            Ok(r) => self.handle(r),
+                            Err(_) => break,
+                        }
+                    }
                 }
                 Input::Request(r) => {
                     self.handle(r);
