@@ -55,7 +55,13 @@ async fn a_leader_hands_leadership_to_a_caught_up_voter() {
     assert_eq!(to, leader, "the chosen voter won");
     assert_ne!(leader, c.id(old));
     let new = (0..3).find(|i| c.id(*i) == leader).expect("a member");
-    assert_eq!(c.nodes[new].raft().status().role, Role::Leader);
+    // The old leader learned of its successor from the successor's first
+    // message, which a new leader sends before its driver publishes its
+    // own status: wait for that status rather than read it at once.
+    eventually("the new leader's status to say Leader", || async {
+        (c.nodes[new].raft().status().role == Role::Leader).then_some(())
+    })
+    .await;
     assert_eq!(c.nodes[old].raft().status().role, Role::Follower);
     let mut kv = c.kv(new).await;
     for i in 0..20 {
