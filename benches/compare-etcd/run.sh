@@ -200,7 +200,12 @@ check_perf() { # check_perf SYSTEM ENDPOINTS: one line of etcdctl's verdicts
 	timeout 300 etcdctl --endpoints "${2//http:\/\//}" check perf --load "$CHECK_PERF" \
 		--auto-compact >"$out" 2>&1 || true
 	# The progress bar shares the output: keep only the verdict lines.
-	printf '%s\t%s\n' "$1" "$(tr '\r' '\n' <"$out" | grep -E '^(PASS|FAIL)' | paste -sd';' -)"
+	local verdicts
+	verdicts=$(tr '\r' '\n' <"$out" | grep -E '^(PASS|FAIL)' | paste -sd';' -)
+	# No verdict at all: show why (etcdctl's last message, not its progress bar).
+	[[ -n $verdicts ]] ||
+		verdicts="no verdict: $(tr '\r' '\n' <"$out" | grep -vE '^ *[0-9]+ / [0-9]+' | grep -v '^ *$' | tail -n 1)"
+	printf '%s\t%s\n' "$1" "$verdicts"
 }
 if [[ -n $CHECK_PERF ]]; then
 	CHECK_PERF_ROWS=$(
