@@ -84,14 +84,7 @@ fi
 log "$(etcd --version | head -n1)"
 
 # --- flotilla ---------------------------------------------------------------
-if [[ -n ${FLOTILLA_BIN:-} ]]; then
-	# A given build (e.g. an older one, for an A/B run): nothing is compiled.
-	BIN=$FLOTILLA_BIN
-else
-	log "building flotilla (release)"
-	(cd "$ROOT" && timeout 3600 cargo build --release -p flotilla-node --bin flotilla >&2)
-	BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/flotilla
-fi
+BIN=$(flotilla_bin)
 [[ -x $BIN ]] || die "no binary at $BIN"
 
 eps() { # eps BASE: the client endpoints of members 0..2

@@ -51,3 +51,13 @@ trap 'exit 130' INT TERM
 
 command -v jq >/dev/null || die "jq is needed (apt-get install -y jq)"
 command -v curl >/dev/null || die "curl is needed (apt-get install -y curl)"
+
+flotilla_bin() { # prints the flotilla binary to run: $FLOTILLA_BIN, or a fresh release build
+	if [[ -n ${FLOTILLA_BIN:-} ]]; then
+		echo "$FLOTILLA_BIN"
+		return
+	fi
+	log "building flotilla (release)"
+	(cd "$ROOT" && timeout 3600 cargo build --release -p flotilla-node --bin flotilla >&2)
+	echo "${CARGO_TARGET_DIR:-$ROOT/target}/release/flotilla"
+}

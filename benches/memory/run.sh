@@ -78,13 +78,7 @@ done
 [[ -z $SNAPSHOT_COUNT || $SNAPSHOT_COUNT =~ ^[1-9][0-9]*$ ]] ||
 	die "SNAPSHOT_COUNT must be a positive integer"
 
-if [[ -n ${FLOTILLA_BIN:-} ]]; then
-	BIN=$FLOTILLA_BIN
-else
-	log "building flotilla (release)"
-	(cd "$ROOT" && timeout 3600 cargo build --release -p flotilla-node --bin flotilla >&2)
-	BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/flotilla
-fi
+BIN=$(flotilla_bin)
 [[ -x $BIN ]] || die "no binary at $BIN"
 
 EPS="http://127.0.0.1:$BASE,http://127.0.0.1:$((BASE + 1)),http://127.0.0.1:$((BASE + 2))"
