@@ -59,7 +59,10 @@ pub use errors::{
 };
 pub use forward::Forwarder;
 pub use header::HeaderSource;
-pub use kv::{CLIENT_ID_METADATA, KvService, SEQ_METADATA, session_ids};
+pub use kv::{
+    CLIENT_ID_METADATA, FIRST_UNANSWERED_METADATA, KvService, SEQ_METADATA, session_command,
+    session_ids,
+};
 pub use maintenance::{MaintenanceService, SnapshotStream, VERSION, alarm_text};
 pub use publish::publish_self;
 pub use read_pool::{READS_OFF_DRIVER_MAX, ReadPool, ReadTurn};

@@ -112,10 +112,7 @@ impl Writes {
     /// alarm for this member, as etcd's quota check does, unless it is
     /// raised already.
     fn admit(&self, command: KvCommand) -> Result<Bytes, Status> {
-        let KvCommand {
-            client_id, seq, op, ..
-        } = command;
-        let Some(op) = op else {
+        let Some(op) = &command.op else {
             return Err(Status::invalid_argument(
                 "flotilla: a write without an operation",
             ));
@@ -126,7 +123,7 @@ impl Writes {
                 op.name()
             )));
         }
-        let bytes = match self.ctx.admission.admit(client_id, seq, op) {
+        let bytes = match self.ctx.admission.admit(command) {
             Ok(bytes) => bytes,
             Err(refusal) => {
                 if refusal == Refusal::NoSpace {
