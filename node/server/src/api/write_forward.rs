@@ -527,8 +527,12 @@ mod tests {
     use super::*;
     use flotilla_proto::etcdserverpb::{Member, PutRequest, PutResponse, ResponseHeader};
 
+    /// A command with exactly-once ids and a mark: the leader proposes the
+    /// follower's bytes unchanged, so the mark reaches the log.
     fn command(op: KvOp) -> Bytes {
-        KvCommand::with_session(7, 1, op).encode_to_bytes()
+        KvCommand::with_session(7, 1, op)
+            .with_first_unanswered(1)
+            .encode_to_bytes()
     }
 
     #[test]
