@@ -6,6 +6,7 @@ mod common;
 
 use common::{Cluster, get_req, put_req};
 use flotilla_client::{Client, ClientConfig};
+use flotilla_node::transport::{FEATURES, WINDOWED_SESSIONS};
 use flotilla_proto::etcdserverpb::RangeRequest;
 use flotilla_proto::etcdserverpb::kv_client::KvClient;
 use std::sync::Arc;
@@ -18,6 +19,7 @@ const PUTS: usize = 200;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_client_shared_by_many_tasks() {
     let c = Cluster::start().await;
+    marks_let_in(&c).await;
     // Through a follower, so the writes are forwarded too, and through the
     // leader: two clients, each shared by its own tasks.
     let mut all = Vec::new();
@@ -86,6 +88,7 @@ async fn put(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_out_of_order_and_retried_apply_once() {
     let c = Cluster::start().await;
+    marks_let_in(&c).await;
     let mut leader = c.kv(c.leader()).await;
     let mut follower = c.kv(c.follower()).await;
     // 3, 1, 2 arrive in that order, half of them forwarded; none answered
@@ -135,5 +138,100 @@ async fn writes_out_of_order_and_retried_apply_once() {
             .await
             .is_none()
     );
+    c.shutdown().await;
+}
+
+/// Waits until the leader's gate lets marks into the log.
+async fn marks_let_in(c: &Cluster) {
+    common::eventually("the leader heard every member advertise marks", || async {
+        let leader = c.try_leader()?;
+        c.nodes[leader]
+            .features()
+            .open(WINDOWED_SESSIONS)
+            .then_some(())
+    })
+    .await;
+}
+
+/// Every key on member `i`, read there (serializable), with the revision
+/// it was read at.
+async fn store_of(c: &Cluster, i: usize) -> (i64, Vec<(Vec<u8>, Vec<u8>, i64, i64)>) {
+    let r = c
+        .kv(i)
+        .await
+        .range(RangeRequest {
+            key: vec![0],
+            range_end: vec![0],
+            serializable: true,
+            ..RangeRequest::default()
+        })
+        .await
+        .expect("range")
+        .into_inner();
+    let kvs = r
+        .kvs
+        .into_iter()
+        .map(|kv| (kv.key, kv.value, kv.mod_revision, kv.version))
+        .collect();
+    (r.header.expect("header").revision, kvs)
+}
+
+/// Client 77 writes 3 through the leader, then 1 and 2 through a follower
+/// and the leader, all sent with mark 1; the answers to 1 and 2, once
+/// every member holds the same store, which is returned.
+async fn three_then_one_and_two(
+    c: &Cluster,
+) -> (
+    Result<i64, tonic::Status>,
+    Result<i64, tonic::Status>,
+    Vec<(Vec<u8>, Vec<u8>, i64, i64)>,
+) {
+    let mut leader = c.kv(c.leader()).await;
+    let mut follower = c.kv(c.follower()).await;
+    put(&mut leader, "g/3", 3, Some(1)).await.expect("3 applies");
+    let one = put(&mut follower, "g/1", 1, Some(1)).await;
+    let two = put(&mut leader, "g/2", 2, Some(1)).await;
+    let store = common::eventually("every member holds the same store", || async {
+        let first = store_of(c, 0).await;
+        for i in 1..c.nodes.len() {
+            if store_of(c, i).await != first {
+                return None;
+            }
+        }
+        Some(first.1)
+    })
+    .await;
+    (one, two, store)
+}
+
+fn keys(store: &[(Vec<u8>, Vec<u8>, i64, i64)]) -> Vec<String> {
+    store
+        .iter()
+        .map(|(k, ..)| String::from_utf8_lossy(k).into_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_member_of_the_previous_release_marks_stay_out_of_the_log() {
+    // n3 plays the previous release: its batches advertise nothing.
+    let c = Cluster::start_advertising(|_| {}, |i| if i == 2 { 0 } else { FEATURES }).await;
+    let (one, two, store) = three_then_one_and_two(&c).await;
+    // The old rule on every member: below the last seq, stale, not applied.
+    for (seq, answer) in [(1, one), (2, two)] {
+        let e = answer.expect_err("stale");
+        assert_eq!(e.code(), Code::FailedPrecondition, "seq {seq}: {e:?}");
+    }
+    assert_eq!(keys(&store), ["g/3"]);
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_every_member_advertising_marks_out_of_order_writes_apply() {
+    let c = Cluster::start().await;
+    marks_let_in(&c).await;
+    let (one, two, store) = three_then_one_and_two(&c).await;
+    one.expect("1 applies");
+    two.expect("2 applies");
+    assert_eq!(keys(&store), ["g/1", "g/2", "g/3"]);
     c.shutdown().await;
 }

@@ -41,6 +41,7 @@ mod connections;
 mod context;
 mod errors;
 mod forward;
+mod gate;
 mod header;
 mod kv;
 mod maintenance;
@@ -58,6 +59,7 @@ pub use errors::{
     request_too_large,
 };
 pub use forward::Forwarder;
+pub use gate::FeatureGate;
 pub use header::HeaderSource;
 pub use kv::{
     CLIENT_ID_METADATA, FIRST_UNANSWERED_METADATA, KvService, SEQ_METADATA, session_command,

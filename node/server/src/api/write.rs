@@ -172,8 +172,8 @@ impl Writes {
 pub(crate) async fn serve_here(ctx: &ApiContext, commands: Vec<Bytes>) -> Vec<Served> {
     let mut outcomes: Vec<Served> = Vec::with_capacity(commands.len());
     let mut plain: Vec<Bytes> = Vec::new();
-    for bytes in commands {
-        let command = match KvCommand::decode(bytes.clone()) {
+    for mut bytes in commands {
+        let mut command = match KvCommand::decode(bytes.clone()) {
             Ok(c) => c,
             Err(e) => {
                 flush(ctx, &mut plain, &mut outcomes).await;
@@ -183,6 +183,11 @@ pub(crate) async fn serve_here(ctx: &ApiContext, commands: Vec<Bytes>) -> Vec<Se
                 continue;
             }
         };
+        // A mark reaches the log only when every member understands it;
+        // else the write follows the one-response rule on every replica.
+        if ctx.features.clear_mark(&mut command) {
+            bytes = command.encode_to_bytes();
+        }
         match command.op {
             Some(op) if op.is_conf_change() => {
                 flush(ctx, &mut plain, &mut outcomes).await;
