@@ -8,8 +8,7 @@
 //! [`RunningNode::shutdown`] stops the parts in order.
 
 use crate::api::{
-    FeatureGate,
-    Admission, AdmissionConfig, ApiContext, ClusterService, ForwardService, Forwarder,
+    Admission, AdmissionConfig, ApiContext, ClusterService, FeatureGate, ForwardService, Forwarder,
     HeaderSource, KvService, MaintenanceService, WriteForwardConfig, WriteForwarder, Writes,
     limit_connections, publish_self,
 };

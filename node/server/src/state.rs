@@ -197,7 +197,7 @@ impl MemberIds {
         f(&self.lock())
     }
 
-    fn set(&self, ids: Vec<u64>) {
+    pub(crate) fn set(&self, ids: Vec<u64>) {
         *self.lock() = ids;
     }
 }
@@ -273,7 +273,8 @@ impl NodeStateMachine {
     fn sync_member_ids(&mut self, always: bool) {
         if always || self.kv.members.len() != self.member_count {
             self.member_count = self.kv.members.len();
-            self.member_ids.set(self.kv.members.keys().copied().collect());
+            self.member_ids
+                .set(self.kv.members.keys().copied().collect());
         }
     }
 

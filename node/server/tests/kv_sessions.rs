@@ -188,7 +188,9 @@ async fn three_then_one_and_two(
 ) {
     let mut leader = c.kv(c.leader()).await;
     let mut follower = c.kv(c.follower()).await;
-    put(&mut leader, "g/3", 3, Some(1)).await.expect("3 applies");
+    put(&mut leader, "g/3", 3, Some(1))
+        .await
+        .expect("3 applies");
     let one = put(&mut follower, "g/1", 1, Some(1)).await;
     let two = put(&mut leader, "g/2", 2, Some(1)).await;
     let store = common::eventually("every member holds the same store", || async {

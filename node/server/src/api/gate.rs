@@ -72,3 +72,60 @@ impl FeatureGate {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kv::KvOp;
+    use flotilla_proto::etcdserverpb::PutRequest;
+
+    fn put(mark: u64) -> KvCommand {
+        KvCommand::with_session(
+            7,
+            5,
+            KvOp::Put(PutRequest {
+                key: b"k".to_vec(),
+                ..Default::default()
+            }),
+        )
+        .with_first_unanswered(mark)
+    }
+
+    #[test]
+    fn marks_are_cleared_until_every_member_and_this_one_understand_them() {
+        let heard = PeerFeatures::default();
+        let members = MemberIds::default();
+        let gate = FeatureGate::new(1, WINDOWED_SESSIONS, heard.clone(), members.clone());
+        // The member table is not known yet.
+        assert!(!gate.open(WINDOWED_SESSIONS));
+        members.set(vec![1, 2, 3]);
+        heard.record(2, WINDOWED_SESSIONS);
+        let mut command = put(3);
+        assert!(gate.clear_mark(&mut command));
+        assert_eq!(command, put(0));
+        heard.record(3, WINDOWED_SESSIONS);
+        let mut command = put(3);
+        assert!(!gate.clear_mark(&mut command));
+        assert_eq!(command, put(3));
+        // A command without a mark never changes.
+        heard.record(3, 0);
+        let mut command = put(0);
+        assert!(!gate.clear_mark(&mut command));
+        // A member that does not understand marks itself never uses them.
+        heard.record(3, WINDOWED_SESSIONS);
+        let old = FeatureGate::new(1, 0, heard.clone(), members);
+        assert!(gate.open(WINDOWED_SESSIONS) && !old.open(WINDOWED_SESSIONS));
+        assert!(gate.understood_by(2, WINDOWED_SESSIONS) && !gate.understood_by(4, 1));
+    }
+
+    #[test]
+    fn a_forwarded_command_loses_only_its_mark() {
+        let marked = put(3).encode_to_bytes();
+        let stripped = FeatureGate::strip_mark(marked);
+        assert_eq!(KvCommand::decode(stripped).unwrap(), put(0));
+        let plain = put(0).encode_to_bytes();
+        assert_eq!(FeatureGate::strip_mark(plain.clone()), plain);
+        let garbage = Bytes::from_static(&[0xff, 0xff]);
+        assert_eq!(FeatureGate::strip_mark(garbage.clone()), garbage);
+    }
+}

@@ -537,8 +537,9 @@ mod tests {
     use super::*;
     use flotilla_proto::etcdserverpb::{Member, PutRequest, PutResponse, ResponseHeader};
 
-    /// A command with exactly-once ids and a mark: the leader proposes the
-    /// follower's bytes unchanged, so the mark reaches the log.
+    /// A command with exactly-once ids and a mark: the leader checks the
+    /// follower's bytes and passes them on unchanged, so the mark reaches
+    /// the gate of what the leader proposes.
     fn command(op: KvOp) -> Bytes {
         KvCommand::with_session(7, 1, op)
             .with_first_unanswered(1)

@@ -81,7 +81,12 @@ mod tests {
         // A learner counts as much as a voter; a peer outside the
         // configuration does not count.
         assert!(!gate_open(1, &[1, 2, 3, 4], w, &all));
-        assert!(gate_open(1, &[1, 2, 3], w, &heard(&[(2, w), (3, w), (9, 0)])));
+        assert!(gate_open(
+            1,
+            &[1, 2, 3],
+            w,
+            &heard(&[(2, w), (3, w), (9, 0)])
+        ));
         // Last heard wins.
         let features = PeerFeatures::default();
         features.record(2, w);

@@ -1,8 +1,8 @@
 //! [`PeerService`]: the receiving side, and [`serve`], which runs it on a
 //! listener the caller owns.
 
-use super::features::PeerFeatures;
 use super::TransportConfig;
+use super::features::PeerFeatures;
 use super::stats::{Counter, TransportMetrics, TransportStats};
 use crate::driver::{DriverError, RaftHandle, StateMachine};
 use flotilla_proto::raft::raft_peer_server::{RaftPeer, RaftPeerServer};
