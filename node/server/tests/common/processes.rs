@@ -157,17 +157,27 @@ fn os_random() -> u64 {
     RandomState::new().hash_one((std::process::id(), std::time::SystemTime::now()))
 }
 
+/// Every port this test process has handed out. Tests of one binary run in
+/// parallel and a bind probe only says a port is free now: without this, a
+/// test could pick a port another test's member is about to bind, or one
+/// whose member is down for a restart. Ports stay taken for the process's
+/// life (a few dozen per test out of 12,000).
+static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
 /// `count` distinct ports in [`PORT_RANGE`] that can be bound on
-/// 127.0.0.1 right now.
+/// 127.0.0.1 right now and that no other test of this process was given.
 fn free_ports(count: usize) -> Vec<u16> {
     let span = u64::from(PORT_RANGE.end - PORT_RANGE.start);
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
     let mut ports = Vec::new();
     for _ in 0..count * 50 {
         if ports.len() == count {
             break;
         }
         let port = PORT_RANGE.start + (os_random() % span) as u16;
-        if !ports.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        if !handed_out.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            handed_out.insert(port);
             ports.push(port);
         }
     }
