@@ -523,14 +523,15 @@ fn unknown_lease(lease: i64) -> String {
     format!("snapshot: a key carries unknown lease {lease}")
 }
 
+/// What [`read_fields`] hands each key history to: the record of the
+/// fields before the keys, and the history's encoding.
+type OnHistory<'a> = dyn FnMut(&StoreRecord, &[u8]) -> Result<(), String> + 'a;
+
 /// Reads a store's snapshot encoding field by field: each key history's
 /// encoding goes to `on_history` as it is read, with the record of the
 /// fields before the keys (the revisions, which checking a history needs);
 /// the other fields are gathered aside and returned decoded, without keys.
-fn read_fields(
-    r: &mut dyn Read,
-    on_history: &mut dyn FnMut(&StoreRecord, &[u8]) -> Result<(), String>,
-) -> Result<StoreRecord, String> {
+fn read_fields(r: &mut dyn Read, on_history: &mut OnHistory<'_>) -> Result<StoreRecord, String> {
     let mut r = std::io::BufReader::with_capacity(1 << 16, r);
     let undecodable = |e: prost::DecodeError| format!("undecodable kv snapshot: {e}");
     // The fields other than the key histories, as they were read.
