@@ -176,9 +176,7 @@ fn free_ports(count: usize) -> Vec<u16> {
             break;
         }
         let port = PORT_RANGE.start + (os_random() % span) as u16;
-        if !handed_out.contains(&port)
-            && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
-        {
+        if !handed_out.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
             handed_out.insert(port);
             ports.push(port);
         }
