@@ -7,6 +7,7 @@
 mod common;
 
 use common::*;
+use flotilla_node::api::BACKUP_THREAD;
 use flotilla_node::backup::{SPOOL_FILE, read_snapshot};
 use flotilla_node::kv::{KvConfig, KvStore};
 use flotilla_proto::etcdserverpb::maintenance_client::MaintenanceClient;
@@ -16,6 +17,22 @@ use flotilla_proto::etcdserverpb::{RangeRequest, SnapshotRequest};
 /// server's queue hold, so a client that stops reading stops the sender.
 const PUTS: usize = 160;
 const VALUE_BYTES: usize = 50_000;
+
+/// The nice value of this process's thread named `name`, if one runs.
+fn thread_nice(name: &str) -> Option<i32> {
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let path = task.ok()?.path();
+        let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        if comm.trim_end() == name {
+            let stat = std::fs::read_to_string(path.join("stat")).ok()?;
+            // The fields after the command's parenthesis start at the 3rd;
+            // the nice value is the 19th.
+            let after = &stat[stat.rfind(')')? + 2..];
+            return after.split(' ').nth(16)?.parse().ok();
+        }
+    }
+    None
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_snapshot_is_sent_from_a_spool_that_goes_when_the_client_does() {
@@ -41,6 +58,13 @@ async fn a_snapshot_is_sent_from_a_spool_that_goes_when_the_client_does() {
         let first = stream.message().await.expect("a message").expect("one");
         assert!(first.remaining_bytes > 0);
         assert!(spool.exists(), "the backup is sent from its spool");
+        // Spooled and sent by a thread of its own, at the lowest priority,
+        // as a Raft snapshot is written.
+        assert_eq!(
+            thread_nice(BACKUP_THREAD),
+            Some(flotilla_storage::priority::BACKGROUND_NICE),
+            "the backup thread's nice value"
+        );
     }
     eventually("the spool to go once its client went away", || async {
         (!spool.exists()).then_some(())

@@ -2,8 +2,9 @@
 //! spooled and sent in bounded memory: the bytes the saving thread
 //! allocates are counted (this test binary's global allocator is
 //! `allocation-counter`'s, which counts per thread), and must stay far
-//! below the encoded store. The file sent reads back as the same store,
-//! and the spool is gone once the chunks are.
+//! below the encoded store. The spool is synced every few MiB as it is
+//! written, the file sent reads back as the same store, and the spool is
+//! gone once the chunks are.
 
 use flotilla_node::backup::{SPOOL_FILE, SnapshotHeader, read_snapshot, spool_snapshot};
 use flotilla_node::kv::{KvCommand, KvConfig, KvOp, KvStore};
@@ -61,11 +62,12 @@ fn a_backup_of_tens_of_mb_is_sent_in_bounded_memory_and_reads_back() {
     let spool = dir.path().join(SPOOL_FILE);
     let out_path = dir.path().join("backup.db");
     let mut out = std::fs::File::create(&out_path).unwrap();
-    let (mut messages, mut spooled_while_sending) = (0usize, false);
+    let (mut messages, mut spooled_while_sending, mut syncs) = (0usize, false, 0);
     let frozen = s.clone(); // what the driver hands over: O(1)
     let info = allocation_counter::measure(|| {
         let encode = |w: &mut dyn Write| frozen.encode_snapshot_to(w);
         let mut chunks = spool_snapshot(dir.path(), header(&s), encode, CHUNK_BYTES).unwrap();
+        syncs = chunks.spool_syncs();
         let total = chunks.total_bytes();
         let mut sent = 0u64;
         while let Some(chunk) = chunks.next_chunk().unwrap() {
@@ -99,6 +101,12 @@ fn a_backup_of_tens_of_mb_is_sent_in_bounded_memory_and_reads_back() {
         encoded.len()
     );
     assert!(spooled_while_sending, "the store was sent from its spool");
+    // Paced as a Raft snapshot is: synced every 8 MiB on the way.
+    assert!(
+        syncs >= (encoded.len() >> 23) as u64,
+        "{syncs} syncs while spooling {} bytes",
+        encoded.len()
+    );
     assert!(!spool.exists(), "the spool is removed with the chunks");
     assert!(messages > 100, "{messages} messages");
     let bytes = std::fs::read(&out_path).unwrap();

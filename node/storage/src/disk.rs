@@ -577,7 +577,7 @@ impl Storage for DiskStorage {
     /// Writes the snapshot file as [`Storage::compact`] does (an atomic
     /// replace, fsynced), on whatever thread calls it, streaming the
     /// encoder's bytes into the file as they come (synced in pieces, see
-    /// `meta_files::SNAPSHOT_SYNC_BYTES`): the data is never in
+    /// [`crate::pacing`]): the data is never in
     /// memory whole. It shares nothing with the storage but the file layer:
     /// the log is untouched until [`Storage::compact_written`].
     fn snapshot_writer(&self) -> Option<SnapshotWriter> {

@@ -28,6 +28,7 @@
 //! | `meta_files` | identity, hard state and snapshot files; atomic replace |
 //! | [`fs`] | the file operations, behind a trait; [`FaultyFs`] injects faults |
 //! | `options` | [`StorageOptions`], [`FsyncMode`] |
+//! | [`pacing`] | large files written in one go, synced every few MiB on the way |
 //! | [`priority`] | the lowest CPU priority for background threads (snapshot writing, file removal) |
 //!
 //! # The IO contract
@@ -134,6 +135,7 @@ pub mod frame;
 pub mod fs;
 mod meta_files;
 mod options;
+pub mod pacing;
 pub mod priority;
 mod recovery;
 mod segment;

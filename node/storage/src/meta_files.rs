@@ -11,6 +11,7 @@ use flotilla_raft::{ConfState, HardState, NodeId, Snapshot, SnapshotMeta, Snapsh
 
 use crate::error::OpenError;
 use crate::fs::{AppendFile, FileSystem};
+use crate::pacing::SyncPacer;
 
 const IDENTITY_MAGIC: &[u8; 8] = b"FLOTID01";
 const HARD_STATE_MAGIC: &[u8; 8] = b"FLOTHS01";
@@ -187,44 +188,29 @@ pub fn encode_snapshot(snapshot: &Snapshot) -> Vec<u8> {
     seal(out)
 }
 
-/// Bytes of a snapshot written between two syncs of its file: the dirty
-/// pages a snapshot being written leaves for the kernel to flush at once.
-/// Without the syncs a snapshot of hundreds of megabytes sits dirty in the
-/// page cache and one long fsync at the end flushes it all, while the Raft
-/// log's own fdatasyncs on the same disk queue behind it. Each sync here
-/// flushes at most this much, which a disk writing a few hundred MB/s does
-/// in a few tens of milliseconds, about what a log fsync may wait behind
-/// once; smaller pieces would cost more fsyncs (and journal commits, the
-/// file growing) for little gain.
-pub const SNAPSHOT_SYNC_BYTES: u64 = 8 << 20;
-
 /// The data of a snapshot streamed into its temporary file: each write
 /// lands right after the previous one, its CRC-32 is kept running, and the
-/// file is synced every [`SNAPSHOT_SYNC_BYTES`] (when `sync`). It holds no
-/// buffer of its own: the writer's bytes go straight to the file.
+/// file is synced every [`crate::pacing::SYNC_EVERY_BYTES`] (when `sync`; see
+/// [`crate::pacing`]). It holds no buffer of its own: the writer's bytes
+/// go straight to the file.
 struct DataSink<'a> {
     file: &'a mut dyn AppendFile,
     data_at: u64,
     len: u64,
     crc: crc32fast::Hasher,
     sync: bool,
-    unsynced: u64,
+    pacer: SyncPacer,
 }
 
 impl io::Write for DataSink<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        // Never past the next sync point, so one large write is paced too.
-        let n = (buf.len() as u64).min(SNAPSHOT_SYNC_BYTES - self.unsynced) as usize;
+        let n = self.pacer.piece(buf.len());
         let piece = &buf[..n];
         self.file.write_at(self.data_at + self.len, piece)?;
         self.crc.update(piece);
         self.len += n as u64;
-        self.unsynced += n as u64;
-        if self.unsynced == SNAPSHOT_SYNC_BYTES {
-            if self.sync {
-                self.file.sync_data()?;
-            }
-            self.unsynced = 0;
+        if self.pacer.wrote(n) && self.sync {
+            self.file.sync_data()?;
         }
         Ok(n)
     }
@@ -237,7 +223,7 @@ impl io::Write for DataSink<'_> {
 /// Replaces `dir/name` with the file of the snapshot at `meta` whose data
 /// `encode` writes, as [`write_atomic`] does, streaming: the data goes to
 /// the temporary file as it is written (synced in pieces, see
-/// [`SNAPSHOT_SYNC_BYTES`]), its CRC computed in the same pass; then the
+/// [`crate::pacing::SYNC_EVERY_BYTES`]), its CRC computed in the same pass; then the
 /// header, which needs the data's length, is written before it (its room
 /// was left) and the file's CRC after it, combined from the header's and
 /// the data's without reading the data again. Returns the data's length
@@ -282,7 +268,7 @@ fn write_snapshot_file(
         len: 0,
         crc: crc32fast::Hasher::new(),
         sync,
-        unsynced: 0,
+        pacer: SyncPacer::default(),
     };
     encode(&mut sink)?;
     let (len, data_crc) = (sink.len, sink.crc);

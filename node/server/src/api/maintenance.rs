@@ -33,6 +33,9 @@ const DATA_DIR_DEPTH_MAX: usize = 8;
 const SNAPSHOT_CHUNK_BYTES: usize = 64 * 1024;
 /// Snapshot stream messages queued ahead of a slow client.
 const SNAPSHOT_QUEUE: usize = 4;
+/// The name of the thread that spools and sends a backup (at the lowest
+/// CPU priority).
+pub const BACKUP_THREAD: &str = "backup-send";
 
 /// The stream of a Snapshot call.
 pub type SnapshotStream = ReceiverStream<Result<SnapshotResponse, Status>>;
@@ -54,7 +57,7 @@ pub type SnapshotStream = ReceiverStream<Result<SnapshotResponse, Status>>;
 /// [`crate::backup`]) in chunks of 64 KiB, from this member's own state at
 /// one applied index (no leader needed: a member of a cluster that lost
 /// its quorum can still be backed up). The driver only freezes the store
-/// (O(1), as for a Raft snapshot); a blocking thread encodes the frozen
+/// (O(1), as for a Raft snapshot); a thread of low priority encodes the frozen
 /// view into a spool file in the data directory
 /// ([`crate::backup::spool_snapshot`]) and streams the file from there, so
 /// a backup holds a chunk of memory, not the encoded store; the spool is
@@ -315,56 +318,67 @@ impl Maintenance for MaintenanceService {
         let (tx, rx) = mpsc::channel(SNAPSHOT_QUEUE);
         let dir = self.data_dir.clone();
         // Encoding, hashing and copying out chunks is CPU and disk work:
-        // off the driver and the async threads.
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            let (revision, applied_index) = (file_header.revision, file_header.applied_index);
-            let encode = |w: &mut dyn std::io::Write| store.encode_snapshot_to(w);
-            let spooled = spool_snapshot(&dir, file_header, encode, SNAPSHOT_CHUNK_BYTES);
-            // The frozen view goes at once: it pins the versions that later
-            // writes replace, and the client may download slowly.
-            drop(store);
-            let mut chunks = match spooled {
-                Ok(chunks) => chunks,
-                Err(e) => {
-                    tracing::warn!(error = %e, dir = %dir.display(), "cannot spool a snapshot");
-                    let status = Status::internal(format!(
-                        "flotilla: cannot write the snapshot to the data directory: {e}"
-                    ));
-                    let _ = tx.blocking_send(Err(status));
-                    return;
-                }
-            };
-            tracing::info!(
-                revision,
-                applied_index,
-                file_bytes = chunks.total_bytes(),
-                "sending a snapshot"
-            );
-            loop {
-                let message = match chunks.next_chunk() {
-                    Ok(Some(blob)) => Ok(SnapshotResponse {
-                        header: first.take(),
-                        remaining_bytes: chunks.remaining_bytes(),
-                        blob,
-                        version: VERSION.to_string(),
-                    }),
-                    Ok(None) => return,
+        // off the driver and the async threads, on a thread of its own at
+        // the lowest priority, as a Raft snapshot is written (not a pooled
+        // blocking thread: its priority would stay low for later work).
+        let spawned = std::thread::Builder::new()
+            .name(BACKUP_THREAD.into())
+            .spawn(move || {
+                flotilla_storage::priority::lower_this_thread();
+                let _permit = permit;
+                let (revision, applied_index) = (file_header.revision, file_header.applied_index);
+                let encode = |w: &mut dyn std::io::Write| store.encode_snapshot_to(w);
+                let spooled = spool_snapshot(&dir, file_header, encode, SNAPSHOT_CHUNK_BYTES);
+                // The frozen view goes at once: it pins the versions that later
+                // writes replace, and the client may download slowly.
+                drop(store);
+                let mut chunks = match spooled {
+                    Ok(chunks) => chunks,
                     Err(e) => {
-                        tracing::warn!(error = %e, "cannot read a spooled snapshot back");
-                        Err(Status::internal(format!(
-                            "flotilla: cannot read the spooled snapshot: {e}"
-                        )))
+                        tracing::warn!(error = %e, dir = %dir.display(), "cannot spool a snapshot");
+                        let status = Status::internal(format!(
+                            "flotilla: cannot write the snapshot to the data directory: {e}"
+                        ));
+                        let _ = tx.blocking_send(Err(status));
+                        return;
                     }
                 };
-                let failed = message.is_err();
-                if tx.blocking_send(message).is_err() || failed {
-                    // The client went away, or was told why not; dropping
-                    // the chunks removes the spool.
-                    return;
+                tracing::info!(
+                    revision,
+                    applied_index,
+                    file_bytes = chunks.total_bytes(),
+                    spool_syncs = chunks.spool_syncs(),
+                    "sending a snapshot"
+                );
+                loop {
+                    let message = match chunks.next_chunk() {
+                        Ok(Some(blob)) => Ok(SnapshotResponse {
+                            header: first.take(),
+                            remaining_bytes: chunks.remaining_bytes(),
+                            blob,
+                            version: VERSION.to_string(),
+                        }),
+                        Ok(None) => return,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot read a spooled snapshot back");
+                            Err(Status::internal(format!(
+                                "flotilla: cannot read the spooled snapshot: {e}"
+                            )))
+                        }
+                    };
+                    let failed = message.is_err();
+                    if tx.blocking_send(message).is_err() || failed {
+                        // The client went away, or was told why not; dropping
+                        // the chunks removes the spool.
+                        return;
+                    }
                 }
-            }
-        });
+            });
+        if let Err(e) = spawned {
+            return Err(Status::internal(format!(
+                "flotilla: cannot start a thread for the snapshot: {e}"
+            )));
+        }
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }

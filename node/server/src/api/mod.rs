@@ -65,7 +65,7 @@ pub use kv::{
     CLIENT_ID_METADATA, FIRST_UNANSWERED_METADATA, KvService, SEQ_METADATA, session_command,
     session_ids,
 };
-pub use maintenance::{MaintenanceService, SnapshotStream, VERSION, alarm_text};
+pub use maintenance::{BACKUP_THREAD, MaintenanceService, SnapshotStream, VERSION, alarm_text};
 pub use publish::publish_self;
 pub use read_pool::{READS_OFF_DRIVER_MAX, ReadPool, ReadTurn};
 pub use write::{COMMAND_OVERHEAD_BYTES, Writes};

@@ -98,6 +98,10 @@ pub enum SnapshotFileError {
     /// The layout inside is inconsistent.
     #[error("snapshot file is malformed: {0}")]
     Malformed(String),
+    /// Reading it failed, or it ended before its size said (it was cut
+    /// while being read).
+    #[error("cannot read the snapshot file (truncated or unreadable): {0}")]
+    Read(String),
 }
 
 /// A snapshot file read and checked: its header and the store bytes.
@@ -126,10 +130,6 @@ fn prefix(header: &SnapshotHeader) -> Vec<u8> {
     out
 }
 
-fn padding(content_len: usize) -> usize {
-    padding_u64(content_len as u64)
-}
-
 /// [`padding`] of a length that may not fit a `usize` (a 32-bit build
 /// streaming a large spooled store).
 fn padding_u64(content_len: u64) -> usize {
@@ -137,57 +137,244 @@ fn padding_u64(content_len: u64) -> usize {
     ((block - content_len % block) % block) as usize
 }
 
-/// Reads and checks a whole snapshot file: length, checksum, magic,
-/// version, header, store length, zero padding.
+/// Reads and checks a whole snapshot file in memory: length, checksum,
+/// magic, version, header, store length, zero padding (as
+/// [`SnapshotReader`] does, over a slice).
 pub fn read_snapshot(bytes: &[u8]) -> Result<SnapshotFile<'_>, SnapshotFileError> {
-    let len = bytes.len();
-    if len < BLOCK_BYTES + CHECKSUM_BYTES || !(len - CHECKSUM_BYTES).is_multiple_of(BLOCK_BYTES) {
-        return Err(SnapshotFileError::BadLength { len: len as u64 });
-    }
-    let (content, stored) = bytes.split_at(len - CHECKSUM_BYTES);
-    let found = Sha256::digest(content);
-    if found.as_slice() != stored {
-        return Err(SnapshotFileError::ChecksumMismatch {
-            expected: hex(stored),
-            found: hex(&found),
-        });
-    }
-    if &content[..MAGIC.len()] != MAGIC {
-        return Err(SnapshotFileError::BadMagic);
-    }
-    let word = |at: usize| u32::from_le_bytes(content[at..at + 4].try_into().expect("4 bytes"));
-    let version = word(8);
-    if version != FORMAT_VERSION {
-        return Err(SnapshotFileError::UnsupportedVersion(version));
-    }
-    let header_len = word(12) as usize;
-    let malformed = |what: String| SnapshotFileError::Malformed(what);
-    if header_len > HEADER_BYTES_MAX || PREFIX_BYTES + header_len > content.len() {
-        return Err(malformed(format!("a header of {header_len} bytes")));
-    }
-    let header = SnapshotHeader::decode(&content[PREFIX_BYTES..PREFIX_BYTES + header_len])
-        .map_err(|e| malformed(format!("undecodable header: {e}")))?;
-    let start = PREFIX_BYTES + header_len;
-    let store_len = usize::try_from(header.store_bytes)
-        .ok()
-        .filter(|&n| n <= content.len() - start)
-        .ok_or_else(|| {
-            malformed(format!(
-                "the header announces {} store bytes, more than the file holds",
-                header.store_bytes
-            ))
-        })?;
-    let end = start + store_len;
-    if content.len() - end != padding(end) || content[end..].iter().any(|b| *b != 0) {
-        return Err(malformed(
-            "bytes after the store are not its padding".into(),
-        ));
-    }
+    let reader = SnapshotReader::open(bytes, bytes.len() as u64)?;
+    let start = reader.store_offset() as usize;
+    let header = reader.header().clone();
+    let store_len = header.store_bytes as usize;
+    let digest = reader.finish()?;
     Ok(SnapshotFile {
         header,
-        store: &content[start..end],
-        sha256: hex(stored),
+        store: &bytes[start..start + store_len],
+        sha256: digest.sha256,
     })
+}
+
+/// What [`SnapshotReader::finish`] computed while the file was read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotDigest {
+    /// The file's trailing sha256 (checked), in hex.
+    pub sha256: String,
+    /// CRC-32 (IEEE) of the store's encoding.
+    pub store_crc32: u32,
+}
+
+/// The content of a snapshot file read from a stream, hashed as it goes.
+struct Hashed<R> {
+    inner: R,
+    hasher: Sha256,
+    /// Content bytes (all but the checksum) not read yet.
+    left: u64,
+}
+
+impl<R: Read> Hashed<R> {
+    /// Reads exactly `buf.len()` content bytes.
+    fn read_exact(&mut self, buf: &mut [u8]) -> Result<(), SnapshotFileError> {
+        debug_assert!(buf.len() as u64 <= self.left);
+        self.inner.read_exact(buf).map_err(read_failed)?;
+        self.hasher.update(&*buf);
+        self.left -= buf.len() as u64;
+        Ok(())
+    }
+
+    /// Reads what is left of the content (checking it is zeros when
+    /// `zeros`), then the stored checksum, and compares.
+    fn finish(mut self, zeros: bool) -> Result<String, SnapshotFileError> {
+        let mut piece = vec![0u8; self.left.min(1 << 16) as usize];
+        let mut nonzero = false;
+        while self.left > 0 {
+            let n = piece.len().min(self.left as usize);
+            self.read_exact(&mut piece[..n])?;
+            nonzero |= piece[..n].iter().any(|b| *b != 0);
+        }
+        let mut stored = [0u8; CHECKSUM_BYTES];
+        self.inner.read_exact(&mut stored).map_err(read_failed)?;
+        let found = self.hasher.finalize();
+        if found.as_slice() != stored {
+            return Err(SnapshotFileError::ChecksumMismatch {
+                expected: hex(&stored),
+                found: hex(&found),
+            });
+        }
+        if zeros && nonzero {
+            return Err(SnapshotFileError::Malformed(
+                "bytes after the store are not its padding".into(),
+            ));
+        }
+        Ok(hex(&stored))
+    }
+
+    /// `e`, an error in the content, unless the rest of the file shows the
+    /// content damaged: then that (the checksum is checked first, so a
+    /// damaged file is called damaged, whatever part of it is).
+    fn blame(self, e: SnapshotFileError) -> SnapshotFileError {
+        match self.finish(false) {
+            Err(damaged @ SnapshotFileError::ChecksumMismatch { .. }) => damaged,
+            _ => e,
+        }
+    }
+}
+
+fn read_failed(e: io::Error) -> SnapshotFileError {
+    SnapshotFileError::Read(e.to_string())
+}
+
+/// A snapshot file read as a stream, checked as it goes, in bounded memory:
+/// [`SnapshotReader::open`] reads and checks what comes before the store,
+/// reading `self` (`Read`) yields the store's encoding, and
+/// [`SnapshotReader::finish`] reads the rest and checks the padding and the
+/// trailing sha256. The whole file is hashed once, as it is read; nothing
+/// read is kept but the header. Until `finish` says so, what was read may
+/// be damaged: whatever is built from it must be thrown away on an error,
+/// and an error found in the store is best passed through
+/// [`SnapshotReader::blame`] (a damaged file is then reported as such).
+pub struct SnapshotReader<R> {
+    src: Hashed<R>,
+    header: SnapshotHeader,
+    store_offset: u64,
+    /// Store bytes not read yet.
+    store_left: u64,
+    store_crc: crc32fast::Hasher,
+}
+
+impl<R> std::fmt::Debug for SnapshotReader<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnapshotReader")
+            .field("header", &self.header)
+            .field("store_left", &self.store_left)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: Read> SnapshotReader<R> {
+    /// Starts reading the snapshot file of `len` bytes that `src` yields
+    /// from its start: checks the length, then reads and checks the magic,
+    /// version and header. An error here is about the whole file: if it is
+    /// not the checksum's, the rest was read to check that first.
+    pub fn open(src: R, len: u64) -> Result<Self, SnapshotFileError> {
+        let block = BLOCK_BYTES as u64;
+        let sum = CHECKSUM_BYTES as u64;
+        if len < block + sum || !(len - sum).is_multiple_of(block) {
+            return Err(SnapshotFileError::BadLength { len });
+        }
+        let mut src = Hashed {
+            inner: src,
+            hasher: Sha256::new(),
+            left: len - sum,
+        };
+        match Self::read_prefix(&mut src, len - sum) {
+            Ok((header, store_offset)) => Ok(SnapshotReader {
+                src,
+                store_left: header.store_bytes,
+                header,
+                store_offset,
+                store_crc: crc32fast::Hasher::new(),
+            }),
+            Err(e @ SnapshotFileError::Read(_)) => Err(e),
+            Err(e) => Err(src.blame(e)),
+        }
+    }
+
+    /// Magic, version, header; checks the store's announced length against
+    /// the content's. Returns the header and where the store starts.
+    fn read_prefix(
+        src: &mut Hashed<R>,
+        content_len: u64,
+    ) -> Result<(SnapshotHeader, u64), SnapshotFileError> {
+        let mut prefix = [0u8; PREFIX_BYTES];
+        src.read_exact(&mut prefix)?;
+        if &prefix[..MAGIC.len()] != MAGIC {
+            return Err(SnapshotFileError::BadMagic);
+        }
+        let word = |at: usize| u32::from_le_bytes(prefix[at..at + 4].try_into().expect("4 bytes"));
+        let version = word(8);
+        if version != FORMAT_VERSION {
+            return Err(SnapshotFileError::UnsupportedVersion(version));
+        }
+        let header_len = word(12) as usize;
+        let malformed = |what: String| SnapshotFileError::Malformed(what);
+        if header_len > HEADER_BYTES_MAX || (PREFIX_BYTES + header_len) as u64 > content_len {
+            return Err(malformed(format!("a header of {header_len} bytes")));
+        }
+        let mut encoded = vec![0u8; header_len];
+        src.read_exact(&mut encoded)?;
+        let header = SnapshotHeader::decode(encoded.as_slice())
+            .map_err(|e| malformed(format!("undecodable header: {e}")))?;
+        let start = (PREFIX_BYTES + header_len) as u64;
+        if header.store_bytes > content_len - start {
+            return Err(malformed(format!(
+                "the header announces {} store bytes, more than the file holds",
+                header.store_bytes
+            )));
+        }
+        let end = start + header.store_bytes;
+        if content_len - end != padding_u64(end) as u64 {
+            return Err(malformed(
+                "bytes after the store are not its padding".into(),
+            ));
+        }
+        Ok((header, start))
+    }
+
+    /// What the file is of.
+    pub fn header(&self) -> &SnapshotHeader {
+        &self.header
+    }
+
+    /// Where the store's encoding starts in the file.
+    pub fn store_offset(&self) -> u64 {
+        self.store_offset
+    }
+
+    /// Reads what is left of the store (unless it was all read), the
+    /// padding and the checksum: the file checks, or why not.
+    pub fn finish(mut self) -> Result<SnapshotDigest, SnapshotFileError> {
+        io::copy(&mut self, &mut io::sink()).map_err(read_failed)?;
+        let store_crc32 = self.store_crc.clone().finalize();
+        let sha256 = self.src.finish(true)?;
+        Ok(SnapshotDigest {
+            sha256,
+            store_crc32,
+        })
+    }
+
+    /// `e`, an error found in what was read (the store does not decode, or
+    /// is not coherent), unless the rest of the file shows it damaged: then
+    /// [`SnapshotFileError::ChecksumMismatch`]. Reads the rest to know.
+    pub fn blame<E: From<SnapshotFileError>>(mut self, e: E) -> E {
+        if io::copy(&mut self, &mut io::sink()).is_err() {
+            return e;
+        }
+        match self.src.finish(false) {
+            Err(damaged @ SnapshotFileError::ChecksumMismatch { .. }) => damaged.into(),
+            _ => e,
+        }
+    }
+}
+
+impl<R: Read> Read for SnapshotReader<R> {
+    /// The store's encoding, then the end.
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let want = (buf.len() as u64).min(self.store_left) as usize;
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.src.inner.read(&mut buf[..want])?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the snapshot file ends inside its store",
+            ));
+        }
+        self.src.hasher.update(&buf[..n]);
+        self.store_crc.update(&buf[..n]);
+        self.src.left -= n as u64;
+        self.store_left -= n as u64;
+        Ok(n)
+    }
 }
 
 /// Cuts a snapshot file into chunks, hashing as it goes: what a Snapshot
@@ -206,6 +393,8 @@ pub struct SnapshotChunks {
     /// Bytes handed out so far.
     sent: u64,
     chunk_bytes: usize,
+    /// Syncs made while the store was spooled.
+    spool_syncs: u64,
 }
 
 impl std::fmt::Debug for SnapshotChunks {
@@ -249,7 +438,20 @@ impl SnapshotChunks {
             checksum: Vec::new(),
             sent: 0,
             chunk_bytes: chunk_bytes.max(1),
+            spool_syncs: 0,
         }
+    }
+
+    /// `self`, noting that spooling its store took `syncs` syncs.
+    pub(crate) fn spooled_with_syncs(mut self, syncs: u64) -> Self {
+        self.spool_syncs = syncs;
+        self
+    }
+
+    /// The syncs made while the store was spooled (see
+    /// [`crate::backup::spool_snapshot`]): one every few MiB.
+    pub fn spool_syncs(&self) -> u64 {
+        self.spool_syncs
     }
 
     /// The bytes before the checksum: prefix, store, padding.
@@ -422,5 +624,59 @@ mod tests {
             read_snapshot(&other).unwrap_err(),
             SnapshotFileError::BadMagic
         );
+    }
+
+    /// A source that gives at most 7 bytes a read.
+    struct Trickle<'a>(&'a [u8]);
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = buf.len().min(7).min(self.0.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn a_file_read_as_a_stream_is_checked_to_its_last_byte() {
+        let store: Vec<u8> = (0..5000u32).map(|i| (i * 13) as u8).collect();
+        let whole = file(&store, 4096);
+        let len = whole.len() as u64;
+        let mut r = SnapshotReader::open(Trickle(&whole), len).unwrap();
+        assert_eq!(r.header().applied_index, 42);
+        let mut read = Vec::new();
+        r.read_to_end(&mut read).unwrap();
+        assert_eq!(read, store);
+        let digest = r.finish().unwrap();
+        assert_eq!(digest.store_crc32, crc32fast::hash(&store));
+        assert_eq!(digest.sha256, read_snapshot(&whole).unwrap().sha256);
+
+        // A damaged store reads, and is refused at the end.
+        let mut bad = whole.clone();
+        bad[200] ^= 0x01;
+        let mut r = SnapshotReader::open(Trickle(&bad), len).unwrap();
+        r.read_to_end(&mut Vec::new()).unwrap();
+        assert!(matches!(
+            r.finish(),
+            Err(SnapshotFileError::ChecksumMismatch { .. })
+        ));
+        // What the store's reader made of it is blamed on the damage...
+        let r = SnapshotReader::open(Trickle(&bad), len).unwrap();
+        let e = r.blame(SnapshotFileError::Malformed("the store".into()));
+        assert!(
+            matches!(e, SnapshotFileError::ChecksumMismatch { .. }),
+            "{e}"
+        );
+        // ...but not on a whole file.
+        let r = SnapshotReader::open(Trickle(&whole), len).unwrap();
+        let e = r.blame(SnapshotFileError::Malformed("the store".into()));
+        assert_eq!(e, SnapshotFileError::Malformed("the store".into()));
+
+        // A source shorter than the length said (cut while read).
+        let mut r = SnapshotReader::open(Trickle(&whole[..1000]), len).unwrap();
+        assert!(r.read_to_end(&mut Vec::new()).is_err());
+        let r = SnapshotReader::open(Trickle(&whole[..1000]), len).unwrap();
+        assert!(matches!(r.finish(), Err(SnapshotFileError::Read(_))));
     }
 }

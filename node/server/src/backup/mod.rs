@@ -5,9 +5,9 @@
 //!
 //! | file | what |
 //! |---|---|
-//! | `file.rs` | the file format: header, store, padding, trailing sha256; [`read_snapshot`], [`SnapshotChunks`] |
+//! | `file.rs` | the file format: header, store, padding, trailing sha256; [`SnapshotReader`] (a file checked as it is read), [`read_snapshot`], [`SnapshotChunks`] |
 //! | `spool.rs` | [`spool_snapshot`]: a backup streamed from a temporary file, in bounded memory |
-//! | `restore.rs` | [`restore`]: a snapshot file → a data directory a new member starts from |
+//! | `restore.rs` | [`restore`]: a snapshot file → a data directory a new member starts from; [`summarize`]; both read the file once, as a stream, in bounded memory |
 //!
 //! A snapshot holds the key-value store at one applied log index: every
 //! key with its retained history and revisions, the leases, the alarms, the
@@ -21,8 +21,10 @@ mod restore;
 mod spool;
 
 pub use file::{
-    BLOCK_BYTES, CHECKSUM_BYTES, FORMAT_VERSION, MAGIC, SnapshotChunks, SnapshotFile,
-    SnapshotFileError, SnapshotHeader, read_snapshot,
+    BLOCK_BYTES, CHECKSUM_BYTES, FORMAT_VERSION, MAGIC, SnapshotChunks, SnapshotDigest,
+    SnapshotFile, SnapshotFileError, SnapshotHeader, SnapshotReader, read_snapshot,
 };
-pub use restore::{RestoreError, RestoreReport, SnapshotSummary, restore, summarize};
+pub use restore::{
+    RestoreError, RestoreReport, SnapshotSummary, restore, restore_from, summarize, summarize_from,
+};
 pub use spool::{SPOOL_FILE, remove_stale_spool, spool_snapshot};

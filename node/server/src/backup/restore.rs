@@ -1,19 +1,26 @@
 //! [`restore`]: a snapshot file → the data directory of one member of a new
 //! cluster; [`summarize`]: what a snapshot file holds.
 
-use super::file::{SnapshotFileError, read_snapshot};
+use super::file::{SnapshotFileError, SnapshotHeader, SnapshotReader};
 use crate::config::{ClusterState, ConfigError, NodeArgs, NodeConfig};
-use crate::kv::{KvConfig, KvStore};
-use flotilla_proto::etcdserverpb::{Member, RangeRequest};
-use flotilla_raft::{
-    Bytes, ConfState, HardState, NodeId, Snapshot, SnapshotMeta, Storage as _, Term,
-};
+use crate::kv::{CopySnapshotError, KvStore, SnapshotFacts};
+use flotilla_proto::etcdserverpb::Member;
+use flotilla_raft::{ConfState, HardState, NodeId, SnapshotMeta, Storage as _, Term};
 use flotilla_storage::{DiskStorage, StorageOptions};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 /// Why a snapshot could not be restored or read.
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
+    /// The file cannot be opened.
+    #[error("cannot read {path}: {reason}")]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        reason: String,
+    },
     /// The file is damaged or not a snapshot.
     #[error(transparent)]
     File(#[from] SnapshotFileError),
@@ -82,48 +89,60 @@ pub struct RestoreReport {
     pub leases: usize,
 }
 
-fn live_keys(kv: &KvStore) -> i64 {
-    let all = RangeRequest {
-        key: vec![0],
-        range_end: vec![0],
-        count_only: true,
-        ..Default::default()
+/// Opens a snapshot file for reading, with its size.
+fn open_file(path: &Path) -> Result<(std::fs::File, u64), RestoreError> {
+    let failed = |e: std::io::Error| RestoreError::Open {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
     };
-    kv.range(&all).map_or(0, |r| r.count)
+    let file = std::fs::File::open(path).map_err(failed)?;
+    let len = file.metadata().map_err(failed)?.len();
+    Ok((file, len))
 }
 
-/// Reads and checks a snapshot file and decodes its store.
-fn open(bytes: &[u8]) -> Result<(super::SnapshotFile<'_>, KvStore), RestoreError> {
-    let file = read_snapshot(bytes)?;
-    let kv =
-        KvStore::decode_snapshot(KvConfig::default(), file.store).map_err(RestoreError::Store)?;
-    if kv.applied_index() != file.header.applied_index || kv.revision() != file.header.revision {
+/// The store's revisions against the header's.
+fn check_header(header: &SnapshotHeader, facts: &SnapshotFacts) -> Result<(), RestoreError> {
+    if facts.applied_index != header.applied_index || facts.revision != header.revision {
         return Err(RestoreError::Store(format!(
             "the header says index {} revision {}, the store index {} revision {}",
-            file.header.applied_index,
-            file.header.revision,
-            kv.applied_index(),
-            kv.revision()
+            header.applied_index, header.revision, facts.applied_index, facts.revision
         )));
     }
-    Ok((file, kv))
+    Ok(())
 }
 
-/// Checks a snapshot file and describes it.
-pub fn summarize(bytes: &[u8]) -> Result<SnapshotSummary, RestoreError> {
-    let (file, kv) = open(bytes)?;
+/// Checks the snapshot file at `path` and describes it; see
+/// [`summarize_from`].
+pub fn summarize(path: &Path) -> Result<SnapshotSummary, RestoreError> {
+    let (file, len) = open_file(path)?;
+    summarize_from(file, len)
+}
+
+/// Checks the snapshot file of `len` bytes that `src` yields and describes
+/// it. The file is read once, as a stream: its sha256 and the store's
+/// CRC are computed and the store is checked (as a member decoding it
+/// would) as the bytes go by, in memory that does not grow with the file.
+pub fn summarize_from(src: impl Read, len: u64) -> Result<SnapshotSummary, RestoreError> {
+    let mut reader = SnapshotReader::open(src, len)?;
+    let header = reader.header().clone();
+    let facts = match KvStore::copy_snapshot(&mut reader, &mut std::io::sink(), None) {
+        Ok(facts) => facts,
+        Err(e) => return Err(reader.blame(RestoreError::Store(e.to_string()))),
+    };
+    let digest = reader.finish()?;
+    check_header(&header, &facts)?;
     Ok(SnapshotSummary {
-        hash: crc32fast::hash(file.store),
-        revision: kv.revision(),
-        total_key: live_keys(&kv),
-        total_size: bytes.len() as u64,
-        compact_revision: kv.compact_revision(),
-        applied_index: kv.applied_index(),
-        cluster_id: file.header.cluster_id,
-        member_id: file.header.member_id,
-        version: file.header.server_version.clone(),
-        created_unix_ms: file.header.created_unix_ms,
-        sha256: file.sha256.clone(),
+        hash: digest.store_crc32,
+        revision: facts.revision,
+        total_key: facts.live_keys,
+        total_size: len,
+        compact_revision: facts.compact_revision,
+        applied_index: facts.applied_index,
+        cluster_id: header.cluster_id,
+        member_id: header.member_id,
+        version: header.server_version,
+        created_unix_ms: header.created_unix_ms,
+        sha256: digest.sha256,
     })
 }
 
@@ -135,9 +154,17 @@ fn is_unused(dir: &Path) -> bool {
     }
 }
 
-/// Restores the snapshot file `bytes` into the data directory of member
-/// `args.name` of the new cluster that `args` describes (`--name`,
-/// `--initial-cluster`, `--initial-cluster-token`,
+/// Restores the snapshot file at `path` into the data directory of member
+/// `args.name` of the new cluster that `args` describes; see
+/// [`restore_from`].
+pub fn restore(path: &Path, args: NodeArgs) -> Result<RestoreReport, RestoreError> {
+    let (file, len) = open_file(path)?;
+    restore_from(file, len, args)
+}
+
+/// Restores the snapshot file of `len` bytes that `src` yields into the
+/// data directory of member `args.name` of the new cluster that `args`
+/// describes (`--name`, `--initial-cluster`, `--initial-cluster-token`,
 /// `--initial-advertise-peer-urls`, `--data-dir`, as etcdctl's restore
 /// takes them). Run it once per member, with the same file and cluster
 /// flags; then start every member with those flags and its directory.
@@ -147,9 +174,21 @@ fn is_unused(dir: &Path) -> bool {
 /// keys, revisions, leases, alarms and sessions, and gets the new member
 /// table. It is stamped with the new cluster's and this member's ids (the
 /// ids the member derives from the same flags), so a member of any other
-/// cluster refuses it. It is written beside the target and renamed into
-/// place, so an interrupted restore leaves no half-written directory.
-pub fn restore(bytes: &[u8], args: NodeArgs) -> Result<RestoreReport, RestoreError> {
+/// cluster refuses it.
+///
+/// The file is read once, as a stream: the store is checked as a member
+/// decoding it would and copied, member table replaced, straight into the
+/// Raft snapshot's file, while the file's sha256 is computed; memory does
+/// not grow with the file. All of it is written into a directory beside
+/// the target (`<dir>.restoring`), renamed into place only once the file
+/// checked to its last byte; on any error that directory is removed, so
+/// a truncated or damaged file, or an interrupted restore, leaves no data
+/// directory a member would start from.
+pub fn restore_from(
+    src: impl Read,
+    len: u64,
+    args: NodeArgs,
+) -> Result<RestoreReport, RestoreError> {
     let args = NodeArgs {
         initial_cluster_state: Some(ClusterState::New),
         ..args
@@ -170,11 +209,12 @@ pub fn restore(bytes: &[u8], args: NodeArgs) -> Result<RestoreReport, RestoreErr
         }
         .into());
     }
-    let (file, mut kv) = open(bytes)?;
     let dir = config.data_dir.clone();
     if !is_unused(&dir) {
         return Err(RestoreError::DataDirExists(dir));
     }
+    let mut reader = SnapshotReader::open(src, len)?;
+    let header = reader.header().clone();
     let members: Vec<Member> = config
         .initial_cluster
         .iter()
@@ -187,78 +227,157 @@ pub fn restore(bytes: &[u8], args: NodeArgs) -> Result<RestoreReport, RestoreErr
             is_learner: false,
         })
         .collect();
-    kv.replace_members(members);
+    let meta = SnapshotMeta {
+        index: header.applied_index.max(1),
+        term: Term(1),
+        conf_state: ConfState {
+            voters: config
+                .initial_cluster
+                .iter()
+                .map(|m| NodeId(m.id))
+                .collect(),
+            learners: Vec::new(),
+        },
+    };
+    let failed = |reason: String| RestoreError::Write {
+        path: dir.clone(),
+        reason,
+    };
+    let staging = Staging::create(&dir).map_err(failed)?;
+    let mut options = StorageOptions::new(config.cluster_id, config.member_id);
+    options.bootstrap = Some(meta.conf_state.clone());
+    let mut storage =
+        DiskStorage::open(&staging.path, options).map_err(|e| failed(e.to_string()))?;
+    let copied = {
+        let mut sink = std::io::BufWriter::with_capacity(
+            WRITE_PIECE_BYTES,
+            ReceivedChunks {
+                storage: &mut storage,
+                meta: &meta,
+                offset: 0,
+            },
+        );
+        KvStore::copy_snapshot(&mut reader, &mut sink, Some(members)).and_then(|facts| {
+            sink.flush().map_err(CopySnapshotError::Sink)?;
+            Ok(facts)
+        })
+    };
+    let facts = match copied {
+        Ok(facts) => facts,
+        Err(CopySnapshotError::Invalid(e)) => return Err(reader.blame(RestoreError::Store(e))),
+        Err(CopySnapshotError::Sink(e)) => return Err(failed(e.to_string())),
+    };
+    reader.finish()?;
+    check_header(&header, &facts)?;
     let report = RestoreReport {
         data_dir: dir.clone(),
         member_id: config.member_id,
         cluster_id: config.cluster_id,
-        revision: kv.revision(),
-        keys: live_keys(&kv),
-        leases: kv.leases().len(),
+        revision: facts.revision,
+        keys: facts.live_keys,
+        leases: facts.leases,
     };
-    let index = file.header.applied_index.max(1);
-    let voters = config
-        .initial_cluster
-        .iter()
-        .map(|m| NodeId(m.id))
-        .collect();
-    let snapshot = Snapshot {
-        meta: SnapshotMeta {
-            index,
-            term: Term(1),
-            conf_state: ConfState {
-                voters,
-                learners: Vec::new(),
-            },
-        },
-        data: Bytes::from(kv.encode_snapshot()),
+    let snapshot = storage
+        .received_snapshot(&meta)
+        .map_err(|e| failed(e.to_string()))?;
+    storage
+        .apply_snapshot(snapshot)
+        .map_err(|e| failed(e.to_string()))?;
+    let hard_state = HardState {
+        term: Term(1),
+        vote: NodeId::NONE,
+        commit: meta.index,
     };
-    write_data_dir(&config, &dir, snapshot)?;
+    storage
+        .save(Some(&hard_state), &[])
+        .map_err(|e| failed(e.to_string()))?;
+    drop(storage);
+    staging.rename_into_place(&dir)?;
     Ok(report)
 }
 
-/// Writes the directory beside `dir`, then renames it into place.
-fn write_data_dir(config: &NodeConfig, dir: &Path, snapshot: Snapshot) -> Result<(), RestoreError> {
-    let failed = |reason: String| RestoreError::Write {
-        path: dir.to_path_buf(),
-        reason,
-    };
-    let mut staging = dir.as_os_str().to_owned();
-    staging.push(".restoring");
-    let staging = PathBuf::from(staging);
-    if staging.exists() {
-        std::fs::remove_dir_all(&staging)
-            .map_err(|e| failed(format!("removing {}: {e}", staging.display())))?;
+/// Bytes of the Raft snapshot's data written at once.
+const WRITE_PIECE_BYTES: usize = 1 << 20;
+
+/// The Raft snapshot's data, written into its file as a follower receives
+/// a snapshot from its leader: chunk by chunk, never held whole.
+struct ReceivedChunks<'a> {
+    storage: &'a mut DiskStorage,
+    meta: &'a SnapshotMeta,
+    offset: u64,
+}
+
+impl Write for ReceivedChunks<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.storage
+            .receive_snapshot_chunk(self.meta, self.offset, buf)
+            .map_err(std::io::Error::other)?;
+        self.offset += buf.len() as u64;
+        Ok(buf.len())
     }
-    let mut options = StorageOptions::new(config.cluster_id, config.member_id);
-    options.bootstrap = Some(snapshot.meta.conf_state.clone());
-    let index = snapshot.meta.index;
-    {
-        let mut storage =
-            DiskStorage::open(&staging, options).map_err(|e| failed(e.to_string()))?;
-        storage
-            .apply_snapshot(snapshot)
-            .map_err(|e| failed(e.to_string()))?;
-        let hard_state = HardState {
-            term: Term(1),
-            vote: NodeId::NONE,
-            commit: index,
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The directory a restore writes, beside the target: removed, with all
+/// it holds, unless it was renamed into place.
+struct Staging {
+    path: PathBuf,
+    renamed: bool,
+}
+
+impl Staging {
+    /// `<dir>.restoring`, replacing a leftover of an interrupted restore.
+    fn create(dir: &Path) -> Result<Staging, String> {
+        let mut path = dir.as_os_str().to_owned();
+        path.push(".restoring");
+        let path = PathBuf::from(path);
+        if path.exists() {
+            std::fs::remove_dir_all(&path)
+                .map_err(|e| format!("removing {}: {e}", path.display()))?;
+        }
+        Ok(Staging {
+            path,
+            renamed: false,
+        })
+    }
+
+    /// Renames the directory to `dir` (missing or empty: checked again,
+    /// something may have been put there meanwhile) and syncs its parent.
+    fn rename_into_place(mut self, dir: &Path) -> Result<(), RestoreError> {
+        let failed = |reason: String| RestoreError::Write {
+            path: dir.to_path_buf(),
+            reason,
         };
-        storage
-            .save(Some(&hard_state), &[])
-            .map_err(|e| failed(e.to_string()))?;
+        if !is_unused(dir) {
+            return Err(RestoreError::DataDirExists(dir.to_path_buf()));
+        }
+        if dir.exists() {
+            // Empty (checked): rename cannot replace a directory portably.
+            std::fs::remove_dir(dir).map_err(|e| failed(e.to_string()))?;
+        }
+        std::fs::rename(&self.path, dir)
+            .map_err(|e| failed(format!("renaming into place: {e}")))?;
+        self.renamed = true;
+        let parent = dir
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::File::open(parent)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| failed(format!("syncing {}: {e}", parent.display())))
     }
-    if dir.exists() {
-        // Empty (checked): rename cannot replace a directory portably.
-        std::fs::remove_dir(dir).map_err(|e| failed(e.to_string()))?;
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if !self.renamed
+            && let Err(e) = std::fs::remove_dir_all(&self.path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %self.path.display(), error = %e, "cannot remove a failed restore's directory");
+        }
     }
-    std::fs::rename(&staging, dir).map_err(|e| failed(format!("renaming into place: {e}")))?;
-    let parent = dir
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::File::open(parent)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| failed(format!("syncing {}: {e}", parent.display())))?;
-    Ok(())
 }

@@ -10,6 +10,7 @@
 //! slowest client has downloaded the file.
 
 use super::file::{SnapshotChunks, SnapshotHeader};
+use flotilla_storage::pacing::PacedFile;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -45,25 +46,6 @@ impl Drop for Spool {
     }
 }
 
-/// Counts what passes through to the file: the store's length for the
-/// header. No buffer: the encoder already writes in large pieces.
-struct Counting<'a> {
-    file: &'a File,
-    bytes: u64,
-}
-
-impl Write for Counting<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = (&*self.file).write(buf)?;
-        self.bytes += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 /// The snapshot file of the store that `encode` writes (a KvStore snapshot
 /// encoding, e.g. `KvStore::encode_snapshot_to` of a frozen view),
 /// described by `header`: the encoding is spooled to [`SPOOL_FILE`] in
@@ -71,10 +53,15 @@ impl Write for Counting<'_> {
 /// at most `chunk_bytes`, read back from the spool as they are asked for.
 /// The spool is removed when the chunks are dropped, or here if encoding
 /// fails. Memory: the encoder's piece and one chunk, whatever the store's
-/// size. Blocking: call it off the async threads.
+/// size. Blocking: call it off the async threads, on a thread of low
+/// priority ([`flotilla_storage::priority::lower_this_thread`]): it is
+/// background work, as writing a Raft snapshot is.
 ///
-/// The spool is not synced: it is read back at once, from the page cache,
-/// and is worthless after a crash.
+/// The spool is worthless after a crash, and is read back at once, from
+/// the page cache; but it is written as a Raft snapshot is, its data
+/// synced every few MiB ([`flotilla_storage::pacing::PacedFile`]), so a
+/// backup of gigabytes never leaves gigabytes of dirty pages for the kernel
+/// to flush in one burst onto the disk the Raft log fsyncs to.
 pub fn spool_snapshot(
     dir: &Path,
     header: SnapshotHeader,
@@ -90,19 +77,12 @@ pub fn spool_snapshot(
         .open(&path)?;
     // From here on a failure drops the spool, which removes the file.
     let mut spool = Spool { path, file };
-    let mut sink = Counting {
-        file: &spool.file,
-        bytes: 0,
-    };
+    let mut sink = PacedFile::new(&spool.file);
     encode(&mut sink)?;
-    let store_bytes = sink.bytes;
+    let (store_bytes, syncs) = (sink.written(), sink.syncs());
     spool.file.seek(SeekFrom::Start(0))?;
-    Ok(SnapshotChunks::from_reader(
-        header,
-        Box::new(spool),
-        store_bytes,
-        chunk_bytes,
-    ))
+    let chunks = SnapshotChunks::from_reader(header, Box::new(spool), store_bytes, chunk_bytes);
+    Ok(chunks.spooled_with_syncs(syncs))
 }
 
 /// Removes a spool a crash left in the data directory `dir`: called as a

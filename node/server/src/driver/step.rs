@@ -94,6 +94,14 @@ impl Taken {
     pub fn sent_first(&self) -> bool {
         self.sent_first
     }
+
+    /// Whether the `Ready` carries entries (or a snapshot) to write: the
+    /// persisting step that takes a disk write. A leader that sent first
+    /// kept its term and vote, so without entries it has at most a new
+    /// commit index to record, which the storage need not write.
+    pub fn appends(&self) -> bool {
+        !self.ready.entries.is_empty() || self.ready.snapshot.is_some()
+    }
 }
 
 /// A read sent for confirmation.

@@ -554,11 +554,15 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
     /// and membership changes waiting for the apply are retried.
     async fn process_ready(&mut self) -> Result<(), StorageError> {
         while let Some(taken) = self.step.begin_one(&mut self.io)? {
-            if taken.sent_first() && self.config.owns_thread {
+            if taken.sent_first() && taken.appends() && self.config.owns_thread {
                 // The peer transport runs on this thread's runtime (see
                 // [`Driver::spawn_on_runtime`]): let it write the appends
                 // to the network before this thread blocks on the disk,
-                // so the followers' disk writes overlap this one.
+                // so the followers' disk writes overlap this one. Without
+                // entries to write (a leader telling the followers its new
+                // commit index) nothing blocks: the committed entries are
+                // applied and their proposers answered first, and the
+                // messages leave once this turn ends.
                 tokio::task::yield_now().await;
             }
             self.step.finish_one(taken, &mut self.io)?;

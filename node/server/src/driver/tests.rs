@@ -487,3 +487,138 @@ async fn metrics_show_a_snapshot_while_it_is_written() {
     let _ = stop.send(());
     task.await.expect("driver task").expect("storage works");
 }
+
+/// What [`TaskWire`] saw: commit notices it wrote, and those it wrote
+/// before the leader had applied the entries they tell about.
+#[derive(Default)]
+struct NoticeLog {
+    notices: usize,
+    early: Vec<String>,
+}
+
+/// Like [`Wire`], but each batch is delivered by a task spawned on the
+/// sender's runtime, as the node's peer transport writes to the network
+/// from tasks on the driver's thread. Before delivering, it checks each
+/// commit notice (an append without entries) from the leader against the
+/// leader's published applied index.
+struct TaskWire {
+    routes: Routes,
+    sender: Arc<std::sync::OnceLock<RaftHandle<Recorder>>>,
+    log: Arc<Mutex<NoticeLog>>,
+}
+
+impl Transport for TaskWire {
+    fn send(&mut self, messages: Vec<Message>) {
+        let routes = self.routes.clone();
+        let sender = self.sender.clone();
+        let log = self.log.clone();
+        tokio::spawn(async move {
+            let status = sender.get().map(|h| h.status());
+            for m in messages {
+                if let (
+                    Some(status),
+                    flotilla_raft::MessageBody::AppendEntries {
+                        entries,
+                        leader_commit,
+                        ..
+                    },
+                ) = (status, &m.body)
+                    && status.role == Role::Leader
+                    && entries.is_empty()
+                    && *leader_commit > 0
+                {
+                    let mut log = log.lock().expect("log lock");
+                    log.notices += 1;
+                    if status.applied < *leader_commit {
+                        log.early.push(format!(
+                            "commit {leader_commit} sent to {} with {} applied",
+                            m.to, status.applied
+                        ));
+                    }
+                }
+                let tx = routes.lock().expect("routes lock").get(&m.to).cloned();
+                if let Some(tx) = tx {
+                    let _ = tx.try_send(m);
+                }
+            }
+        });
+    }
+}
+
+/// A leader on its own thread answers a proposal as soon as a follower's
+/// acknowledgement commits it: it applies the entry before the peer
+/// transport's tasks write the new commit index to the followers, rather
+/// than yielding to them first as it does before a disk write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_applies_before_it_sends_the_commit_index() {
+    let dirs: Vec<tempfile::TempDir> = (0..3)
+        .map(|_| tempfile::tempdir().expect("tempdir"))
+        .collect();
+    let routes: Routes = Arc::default();
+    let log = Arc::new(Mutex::new(NoticeLog::default()));
+    let mut members = Vec::new();
+    for (i, dir) in dirs.iter().enumerate() {
+        let id = NodeId(i as u64 + 1);
+        let mut options = StorageOptions::new(7, id.0);
+        options.bootstrap = Some(flotilla_raft::ConfState {
+            voters: (1..=3).map(NodeId).collect(),
+            learners: Vec::new(),
+        });
+        let storage = DiskStorage::open(dir.path(), options).expect("open storage");
+        let mut config = Config::new(id);
+        config.election_ticks = 10;
+        config.heartbeat_ticks = 2;
+        let raft = Raft::new(config, storage).expect("raft");
+        let sender = Arc::new(std::sync::OnceLock::new());
+        let wire = TaskWire {
+            routes: routes.clone(),
+            sender: sender.clone(),
+            log: log.clone(),
+        };
+        let (driver, handle) = Driver::new(
+            raft,
+            Recorder::default(),
+            wire,
+            DriverConfig {
+                tick_interval: Duration::from_millis(5),
+                ..DriverConfig::default()
+            },
+        );
+        let _ = sender.set(handle.clone());
+        routes
+            .lock()
+            .expect("routes lock")
+            .insert(id, handle.inbound.clone());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = driver
+            .spawn_on_own_thread(format!("raft-test-{i}"), async {
+                let _ = stopped.await;
+            })
+            .expect("driver thread");
+        members.push((handle, stop, task));
+    }
+    let mut leader = None;
+    for _ in 0..400 {
+        leader = members
+            .iter()
+            .position(|(h, _, _)| h.status().role == Role::Leader);
+        if leader.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let leader = &members[leader.expect("a leader")].0;
+    for i in 0..30u32 {
+        leader
+            .propose(Bytes::from(format!("cmd-{i}")))
+            .await
+            .expect("applied");
+    }
+    for (_, stop, task) in members {
+        let _ = stop.send(());
+        task.await.expect("driver thread").expect("storage works");
+    }
+    let log = log.lock().expect("log lock");
+    assert!(log.notices >= 30, "commit notices seen: {}", log.notices);
+    assert!(log.early.is_empty(), "{:?}", log.early);
+}

@@ -224,9 +224,10 @@ impl KvStore {
     }
 
     /// Replaces the member table with `members` and forgets the removed
-    /// ids: a snapshot restored into a new cluster gets that cluster's
-    /// members (see [`crate::backup::restore`]).
-    pub(crate) fn replace_members(&mut self, members: Vec<Member>) {
+    /// ids: what a snapshot restored into a new cluster gets (see
+    /// [`crate::backup::restore`], which does it to the encoding, with
+    /// [`KvStore::copy_snapshot`]).
+    pub fn replace_members(&mut self, members: Vec<Member>) {
         self.members = members.into_iter().map(|m| (m.id, m)).collect();
         self.removed_members.clear();
     }

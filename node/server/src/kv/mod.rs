@@ -86,6 +86,7 @@ pub use members::valid_peer_url;
 pub use mvcc::{MvccStore, Revision, in_range};
 pub use output::{KvOutput, KvResponse, LeaseChange};
 pub use session::{KvResult, Session, SessionTable};
+pub use snapshot::{CopySnapshotError, SnapshotFacts};
 pub use store::KvStore;
 pub use validate::{RequestLimits, validate_op};
 pub use view::KvView;

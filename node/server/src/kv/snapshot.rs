@@ -429,89 +429,27 @@ impl KvStore {
     /// come before the keys ([`Self::encode_snapshot`] writes fields in tag
     /// order).
     pub fn decode_snapshot_from(config: KvConfig, r: &mut dyn Read) -> Result<Self, String> {
-        let mut r = std::io::BufReader::with_capacity(1 << 16, r);
-        let undecodable = |e: prost::DecodeError| format!("undecodable kv snapshot: {e}");
-        // The fields other than the key histories, as they were read.
-        let mut rest = Vec::new();
-        let mut payload = Vec::new();
-        // The store, once the first key history comes; and the revisions
-        // it was started with.
-        let mut mvcc: Option<(MvccStore, (i64, i64))> = None;
-        while let Some(key) = read_varint(&mut r, true)? {
-            let tag = u32::try_from(key >> 3)
-                .ok()
-                .filter(|&t| t > 0)
-                .ok_or("undecodable kv snapshot: a bad field tag")?;
-            let wire_type = WireType::try_from(key & 7).map_err(undecodable)?;
-            if tag == KEYS_TAG {
-                if wire_type != WireType::LengthDelimited {
-                    return Err(
-                        "undecodable kv snapshot: a key history of the wrong wire type".into(),
-                    );
-                }
-                let len = read_varint(&mut r, false)?.expect("not at a field start");
-                read_payload(&mut r, len, &mut payload)?;
-                if mvcc.is_none() {
-                    let head = StoreRecord::decode(rest.as_slice()).map_err(undecodable)?;
-                    let revisions = (head.revision, head.compact_revision);
-                    mvcc = Some((MvccStore::restoring(revisions.0, revisions.1)?, revisions));
-                }
-                let (store, _) = mvcc.as_mut().expect("set above");
-                restore_history(store, &payload)?;
-                continue;
+        let mut mvcc: Option<MvccStore> = None;
+        let r = read_fields(r, &mut |head, payload| {
+            if mvcc.is_none() {
+                mvcc = Some(MvccStore::restoring(head.revision, head.compact_revision)?);
             }
-            encode_varint(key, &mut rest);
-            match wire_type {
-                WireType::Varint => {
-                    let v = read_varint(&mut r, false)?.expect("not at a field start");
-                    encode_varint(v, &mut rest);
-                }
-                WireType::SixtyFourBit => {
-                    read_payload(&mut r, 8, &mut payload)?;
-                    rest.extend_from_slice(&payload);
-                }
-                WireType::ThirtyTwoBit => {
-                    read_payload(&mut r, 4, &mut payload)?;
-                    rest.extend_from_slice(&payload);
-                }
-                WireType::LengthDelimited => {
-                    let len = read_varint(&mut r, false)?.expect("not at a field start");
-                    read_payload(&mut r, len, &mut payload)?;
-                    encode_varint(len, &mut rest);
-                    rest.extend_from_slice(&payload);
-                }
-                WireType::StartGroup | WireType::EndGroup => {
-                    return Err("undecodable kv snapshot: a group field".into());
-                }
-            }
-        }
-        let r = StoreRecord::decode(rest.as_slice()).map_err(undecodable)?;
+            restore_history(mvcc.as_mut().expect("set above"), payload)
+        })?;
         let mvcc = match mvcc {
-            Some((store, revisions)) if revisions == (r.revision, r.compact_revision) => store,
-            Some(_) => return Err("kv snapshot: its revisions come after the keys".into()),
+            Some(store) => store,
             None => MvccStore::restoring(r.revision, r.compact_revision)?,
         };
-        let mut leases = LeaseTable::default();
-        for l in r.leases {
-            leases.insert(l.id, l.ttl_secs);
-        }
+        let Tables {
+            mut leases,
+            sessions,
+            alarms,
+        } = Tables::decode(&r)?;
         for (key, lease) in mvcc.live_leases() {
             if !leases.contains(lease) {
-                return Err(format!("snapshot: a key carries unknown lease {lease}"));
+                return Err(unknown_lease(lease));
             }
             leases.reattach(key, 0, lease);
-        }
-        let mut sessions = SessionTable::default();
-        for s in r.sessions {
-            let client_id = s.client_id;
-            sessions.insert_restored(client_id, s.into_session()?);
-        }
-        let mut alarms = AlarmTable::default();
-        for a in &r.alarms {
-            if AlarmType::try_from(a.alarm).is_err() {
-                return Err(format!("snapshot: unknown alarm type {}", a.alarm));
-            }
-            alarms.insert_restored(a);
         }
         Ok(KvStore {
             config,
@@ -524,6 +462,326 @@ impl KvStore {
             alarms,
             record_events: true,
         })
+    }
+
+    /// Copies the store's snapshot encoding that `r` yields into `sink`,
+    /// checking it as [`Self::decode_snapshot_from`] does but without
+    /// building the store: memory is one key's history, the small tables
+    /// and a bit per retained revision, whatever the store's size. With
+    /// `members`, the copy gets that member table instead of the one read,
+    /// and no removed members, as [`Self::replace_members`] does (a
+    /// restore into a new cluster); otherwise the copy of a snapshot this
+    /// store wrote is the same bytes. `std::io::sink()` only checks.
+    pub fn copy_snapshot(
+        r: &mut dyn Read,
+        sink: &mut dyn std::io::Write,
+        members: Option<Vec<Member>>,
+    ) -> Result<SnapshotFacts, CopySnapshotError> {
+        let mut check: Option<HistoryCheck> = None;
+        let mut buf = Vec::with_capacity(ENCODE_PIECE_BYTES + (ENCODE_PIECE_BYTES >> 2));
+        // A failure of the sink, told apart from a bad snapshot.
+        let mut sink_failed: Option<std::io::Error> = None;
+        let read = read_fields(r, &mut |head, payload| {
+            if check.is_none() {
+                MvccStore::restoring(head.revision, head.compact_revision)?;
+                put_head(head, &mut buf);
+                check = Some(HistoryCheck::new(head.revision, head.compact_revision));
+            }
+            check.as_mut().expect("set above").add(payload)?;
+            put_delimited(KEYS_TAG, payload.len(), &mut buf);
+            buf.extend_from_slice(payload);
+            write_piece(sink, &mut buf, ENCODE_PIECE_BYTES, &mut sink_failed)
+        });
+        let failed = |e: String, sink_failed: Option<std::io::Error>| match sink_failed {
+            Some(io) => CopySnapshotError::Sink(io),
+            None => CopySnapshotError::Invalid(e),
+        };
+        let r = match read {
+            Ok(r) => r,
+            Err(e) => return Err(failed(e, sink_failed)),
+        };
+        let check = match check {
+            Some(check) => check,
+            None => {
+                MvccStore::restoring(r.revision, r.compact_revision)
+                    .map_err(CopySnapshotError::Invalid)?;
+                put_head(&r, &mut buf);
+                HistoryCheck::new(r.revision, r.compact_revision)
+            }
+        };
+        let tables = Tables::decode(&r).map_err(CopySnapshotError::Invalid)?;
+        if let Some(&lease) = check.leases.iter().find(|&&l| !tables.leases.contains(l)) {
+            return Err(CopySnapshotError::Invalid(unknown_lease(lease)));
+        }
+        let (members, removed_members) = match members {
+            Some(members) => {
+                let by_id: std::collections::BTreeMap<u64, Member> =
+                    members.into_iter().map(|m| (m.id, m)).collect();
+                (by_id.into_values().collect(), Vec::new())
+            }
+            None => (r.members, r.removed_members),
+        };
+        let tail = StoreRecord {
+            leases: r.leases,
+            sessions: r.sessions,
+            members,
+            removed_members,
+            alarms: r.alarms,
+            ..StoreRecord::default()
+        };
+        tail.encode(&mut buf).expect("a Vec has room");
+        write_piece(sink, &mut buf, 0, &mut sink_failed).map_err(|e| failed(e, sink_failed))?;
+        Ok(SnapshotFacts {
+            revision: r.revision,
+            compact_revision: r.compact_revision,
+            applied_index: r.applied_index,
+            live_keys: check.live_keys,
+            leases: tail.leases.len(),
+        })
+    }
+}
+
+/// What [`KvStore::copy_snapshot`] found in a store's snapshot encoding.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotFacts {
+    /// The store's revision.
+    pub revision: i64,
+    /// Its compaction point.
+    pub compact_revision: i64,
+    /// The last log index it applied.
+    pub applied_index: u64,
+    /// Keys live at its revision.
+    pub live_keys: i64,
+    /// Its leases.
+    pub leases: usize,
+}
+
+/// Why [`KvStore::copy_snapshot`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CopySnapshotError {
+    /// The encoding read does not decode, or is not a coherent store: what
+    /// [`KvStore::decode_snapshot_from`] would say. A failure to read is
+    /// one too ("reading the kv snapshot: ...").
+    #[error("{0}")]
+    Invalid(String),
+    /// Writing the copy failed.
+    #[error("writing the kv snapshot: {0}")]
+    Sink(std::io::Error),
+}
+
+/// Appends the fields before the keys (the revisions, the applied index).
+fn put_head(r: &StoreRecord, buf: &mut Vec<u8>) {
+    let head = StoreRecord {
+        revision: r.revision,
+        compact_revision: r.compact_revision,
+        applied_index: r.applied_index,
+        ..StoreRecord::default()
+    };
+    head.encode(buf).expect("a Vec has room");
+}
+
+/// Writes `buf` into `sink` and empties it, if it holds `at_least` bytes;
+/// a failure is kept in `failed`.
+fn write_piece(
+    sink: &mut dyn std::io::Write,
+    buf: &mut Vec<u8>,
+    at_least: usize,
+    failed: &mut Option<std::io::Error>,
+) -> Result<(), String> {
+    if buf.len() >= at_least {
+        if let Err(e) = sink.write_all(buf) {
+            *failed = Some(e);
+            return Err("the copy's sink failed".into());
+        }
+        buf.clear();
+    }
+    Ok(())
+}
+
+fn unknown_lease(lease: i64) -> String {
+    format!("snapshot: a key carries unknown lease {lease}")
+}
+
+/// What [`read_fields`] hands each key history to: the record of the
+/// fields before the keys, and the history's encoding.
+type OnHistory<'a> = dyn FnMut(&StoreRecord, &[u8]) -> Result<(), String> + 'a;
+
+/// Reads a store's snapshot encoding field by field: each key history's
+/// encoding goes to `on_history` as it is read, with the record of the
+/// fields before the keys (the revisions, which checking a history needs);
+/// the other fields are gathered aside and returned decoded, without keys.
+fn read_fields(r: &mut dyn Read, on_history: &mut OnHistory<'_>) -> Result<StoreRecord, String> {
+    let mut r = std::io::BufReader::with_capacity(1 << 16, r);
+    let undecodable = |e: prost::DecodeError| format!("undecodable kv snapshot: {e}");
+    // The fields other than the key histories, as they were read.
+    let mut rest = Vec::new();
+    let mut payload = Vec::new();
+    // The fields before the keys, decoded when the first key comes.
+    let mut head: Option<StoreRecord> = None;
+    while let Some(key) = read_varint(&mut r, true)? {
+        let tag = u32::try_from(key >> 3)
+            .ok()
+            .filter(|&t| t > 0)
+            .ok_or("undecodable kv snapshot: a bad field tag")?;
+        let wire_type = WireType::try_from(key & 7).map_err(undecodable)?;
+        if tag == KEYS_TAG {
+            if wire_type != WireType::LengthDelimited {
+                return Err("undecodable kv snapshot: a key history of the wrong wire type".into());
+            }
+            let len = read_varint(&mut r, false)?.expect("not at a field start");
+            read_payload(&mut r, len, &mut payload)?;
+            if head.is_none() {
+                head = Some(StoreRecord::decode(rest.as_slice()).map_err(undecodable)?);
+            }
+            on_history(head.as_ref().expect("set above"), &payload)?;
+            continue;
+        }
+        encode_varint(key, &mut rest);
+        match wire_type {
+            WireType::Varint => {
+                let v = read_varint(&mut r, false)?.expect("not at a field start");
+                encode_varint(v, &mut rest);
+            }
+            WireType::SixtyFourBit => {
+                read_payload(&mut r, 8, &mut payload)?;
+                rest.extend_from_slice(&payload);
+            }
+            WireType::ThirtyTwoBit => {
+                read_payload(&mut r, 4, &mut payload)?;
+                rest.extend_from_slice(&payload);
+            }
+            WireType::LengthDelimited => {
+                let len = read_varint(&mut r, false)?.expect("not at a field start");
+                read_payload(&mut r, len, &mut payload)?;
+                encode_varint(len, &mut rest);
+                rest.extend_from_slice(&payload);
+            }
+            WireType::StartGroup | WireType::EndGroup => {
+                return Err("undecodable kv snapshot: a group field".into());
+            }
+        }
+    }
+    let record = StoreRecord::decode(rest.as_slice()).map_err(undecodable)?;
+    if head.is_some_and(|h| {
+        (h.revision, h.compact_revision) != (record.revision, record.compact_revision)
+    }) {
+        return Err("kv snapshot: its revisions come after the keys".into());
+    }
+    Ok(record)
+}
+
+/// The tables after the keys, decoded and checked; leases without keys
+/// attached yet.
+struct Tables {
+    leases: LeaseTable,
+    sessions: SessionTable,
+    alarms: AlarmTable,
+}
+
+impl Tables {
+    fn decode(r: &StoreRecord) -> Result<Tables, String> {
+        let mut leases = LeaseTable::default();
+        for l in &r.leases {
+            leases.insert(l.id, l.ttl_secs);
+        }
+        let mut sessions = SessionTable::default();
+        for s in &r.sessions {
+            sessions.insert_restored(s.client_id, s.clone().into_session()?);
+        }
+        let mut alarms = AlarmTable::default();
+        for a in &r.alarms {
+            if AlarmType::try_from(a.alarm).is_err() {
+                return Err(format!("snapshot: unknown alarm type {}", a.alarm));
+            }
+            alarms.insert_restored(a);
+        }
+        Ok(Tables {
+            leases,
+            sessions,
+            alarms,
+        })
+    }
+}
+
+/// The checks [`MvccStore::restore_key`] makes of each key history, made
+/// without keeping the histories: versions in order, none after the
+/// store's revision, none at a revision another key holds, keys in
+/// increasing order, none without versions. What else a store is checked
+/// for is gathered: the live keys, and the leases they carry.
+struct HistoryCheck {
+    revision: i64,
+    compact_revision: i64,
+    last_key: Option<Vec<u8>>,
+    /// Revisions `(main, 0)` from the compaction point on, held: one bit
+    /// per main revision since it (each one changed at least one key).
+    mains: Vec<u64>,
+    /// Revisions with `sub > 0` (the second change of a transaction on),
+    /// held.
+    subs: std::collections::HashSet<Revision>,
+    live_keys: i64,
+    leases: std::collections::BTreeSet<i64>,
+}
+
+impl HistoryCheck {
+    fn new(revision: i64, compact_revision: i64) -> Self {
+        HistoryCheck {
+            revision,
+            compact_revision,
+            last_key: None,
+            mains: Vec::new(),
+            subs: Default::default(),
+            live_keys: 0,
+            leases: Default::default(),
+        }
+    }
+
+    /// Whether `at` was held already; holds it.
+    fn held_twice(&mut self, at: Revision) -> bool {
+        if at.sub != 0 {
+            return !self.subs.insert(at);
+        }
+        // Within [compact_revision, revision], checked before.
+        let bit = (at.main - self.compact_revision) as u64;
+        let (word, mask) = ((bit / 64) as usize, 1u64 << (bit % 64));
+        if word >= self.mains.len() {
+            self.mains.resize(word + 1, 0);
+        }
+        let held = self.mains[word] & mask != 0;
+        self.mains[word] |= mask;
+        held
+    }
+
+    fn add(&mut self, encoded: &[u8]) -> Result<(), String> {
+        let h = KeyHistory::decode(encoded).map_err(|e| format!("undecodable key history: {e}"))?;
+        let versions = h
+            .versions
+            .into_iter()
+            .map(VersionRecord::into_version)
+            .collect::<Result<Vec<_>, _>>()?;
+        if !versions.is_sorted_by(|a, b| a.revision() < b.revision()) {
+            return Err("snapshot: key history out of order".into());
+        }
+        if self.last_key.as_ref().is_some_and(|last| *last >= h.key) {
+            return Err("snapshot: keys out of order or repeated".into());
+        }
+        for v in &versions {
+            if v.main() > self.revision {
+                return Err("snapshot: a version after the store's revision".into());
+            }
+            if v.main() >= self.compact_revision && self.held_twice(v.revision()) {
+                return Err("snapshot: two changes at one revision".into());
+            }
+        }
+        let last = versions.last().ok_or("snapshot: key without versions")?;
+        if !last.is_tombstone() {
+            self.live_keys += 1;
+            let lease = last.meta().lease;
+            if lease != 0 {
+                self.leases.insert(lease);
+            }
+        }
+        self.last_key = Some(h.key);
+        Ok(())
     }
 }
 

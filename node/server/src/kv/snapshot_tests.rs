@@ -2,7 +2,7 @@
 //! prost's encoding, and malformed snapshots.
 
 use super::*;
-use crate::kv::store_tests::Harness;
+use crate::kv::store_tests::{Harness, put_req};
 use crate::kv::{KvCommand, KvOp};
 
 /// The snapshot a plain prost encoding gives: field 4 as messages.
@@ -88,6 +88,8 @@ fn malformed_key_histories_are_refused() {
     };
     let ok = encode(vec![key("a", vec![version(2, 1, "x")])], 2);
     assert!(KvStore::decode_snapshot(KvConfig::default(), &ok).is_ok());
+    let copy = |data: &[u8]| KvStore::copy_snapshot(&mut &*data, &mut std::io::sink(), None);
+    assert!(copy(&ok).is_ok());
     for (why, data) in [
         ("no versions", encode(vec![key("a", vec![])], 2)),
         (
@@ -139,7 +141,102 @@ fn malformed_key_histories_are_refused() {
             KvStore::decode_snapshot(KvConfig::default(), &data).is_err(),
             "{why}"
         );
+        // The copy checks as the decoder does, without building the store.
+        assert!(
+            matches!(copy(&data), Err(CopySnapshotError::Invalid(_))),
+            "{why} (copied)"
+        );
     }
+}
+
+/// A store with leases, sessions, an alarm, removed members, compacted
+/// history, a transaction's several changes at one revision.
+fn rich_store() -> Harness {
+    use flotilla_proto::etcdserverpb::{
+        CompactionRequest, LeaseGrantRequest, PutRequest, RequestOp, TxnRequest, request_op,
+    };
+    let mut h = Harness::new();
+    h.op(KvOp::LeaseGrant(LeaseGrantRequest { ttl: 30, id: 3 }));
+    h.op(KvOp::LeaseGrant(LeaseGrantRequest { ttl: 60, id: 4 }));
+    for i in 0..200 {
+        h.put(&format!("k{i:03}"), &"v".repeat(i));
+    }
+    h.op(KvOp::Put(PutRequest {
+        lease: 3,
+        ..put_req("leased", "1")
+    }));
+    let put = |k: &str| RequestOp {
+        request: Some(request_op::Request::RequestPut(put_req(k, "t"))),
+    };
+    h.op(KvOp::Txn(TxnRequest {
+        success: vec![put("t1"), put("t2"), put("t3")],
+        ..Default::default()
+    }));
+    h.del("k005", "");
+    h.put("k007", "again");
+    h.op(KvOp::Compaction(CompactionRequest {
+        revision: 100,
+        physical: false,
+    }));
+    h.cmd(KvCommand::with_session(7, 1, KvOp::Put(put_req("s", "1"))));
+    h.s.replace_members(vec![member(1), member(2)]);
+    h.s.removed_members.insert(9);
+    h
+}
+
+fn member(id: u64) -> Member {
+    Member {
+        id,
+        name: format!("m{id}"),
+        peer_ur_ls: vec![format!("http://127.0.0.1:{}", 21000 + id)],
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_copy_is_the_same_snapshot_or_one_with_a_new_member_table() {
+    let h = rich_store();
+    let bytes = h.s.encode_snapshot();
+    let mut copied = Recording::default();
+    let facts = KvStore::copy_snapshot(&mut &bytes[..], &mut copied, None).unwrap();
+    assert_eq!(copied.bytes, bytes, "a copy of what this store wrote");
+    assert_eq!(facts.revision, h.s.revision());
+    assert_eq!(facts.compact_revision, h.s.compact_revision());
+    assert_eq!(facts.applied_index, h.s.applied_index());
+    assert_eq!(facts.live_keys, 200 - 1 + 1 + 3 + 1);
+    assert_eq!(facts.leases, 2);
+    assert!(
+        copied.writes.iter().all(|&w| w < ENCODE_PIECE_BYTES + 1024),
+        "written in pieces: {:?}",
+        copied.writes
+    );
+
+    // Restoring into a new cluster: the member table is replaced.
+    let new_members = vec![member(12), member(11)];
+    let mut replaced = Recording::default();
+    KvStore::copy_snapshot(&mut &bytes[..], &mut replaced, Some(new_members.clone())).unwrap();
+    let mut expected = KvStore::decode_snapshot(KvConfig::default(), &bytes).unwrap();
+    expected.replace_members(new_members);
+    assert_eq!(replaced.bytes, expected.encode_snapshot());
+    let decoded = KvStore::decode_snapshot(KvConfig::default(), &replaced.bytes).unwrap();
+    assert_eq!(decoded, expected);
+}
+
+#[test]
+fn a_copy_tells_a_failing_sink_from_a_bad_snapshot() {
+    struct Failing;
+    impl std::io::Write for Failing {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            Err(std::io::Error::other("disk full"))
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let bytes = rich_store().s.encode_snapshot();
+    let e = KvStore::copy_snapshot(&mut &bytes[..], &mut Failing, None).unwrap_err();
+    assert!(matches!(e, CopySnapshotError::Sink(_)), "{e}");
+    assert!(e.to_string().contains("disk full"), "{e}");
 }
 
 /// A sink that keeps what it is given and the size of each write.

@@ -68,10 +68,6 @@ pub struct RestoreArgs {
     data_dir: Option<PathBuf>,
 }
 
-fn read(file: &Path) -> Result<Vec<u8>> {
-    std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))
-}
-
 /// Streams the snapshot into `file`.part, then renames it to `file`.
 async fn save(endpoints: &[String], file: &Path) -> Result<SnapshotSummary> {
     let [endpoint] = endpoints else {
@@ -108,7 +104,7 @@ async fn save(endpoints: &[String], file: &Path) -> Result<SnapshotSummary> {
         .with_context(|| format!("cannot sync {}", part.display()))?;
     drop(out);
     // Checked before it takes the name: a file under that name is whole.
-    let summary = summarize(&read(&part)?).context("the received snapshot is not usable")?;
+    let summary = summarize(&part).context("the received snapshot is not usable")?;
     std::fs::rename(&part, file)
         .with_context(|| format!("cannot rename {} to {}", part.display(), file.display()))?;
     Ok(summary)
@@ -151,9 +147,8 @@ pub async fn run(cmd: SnapshotCommand, endpoints: &[String], out: WriteOut) -> R
                 ),
             }
         }
-        SnapshotCommand::Status { file } => print_summary(&summarize(&read(&file)?)?, out),
+        SnapshotCommand::Status { file } => print_summary(&summarize(&file)?, out),
         SnapshotCommand::Restore(args) => {
-            let bytes = read(&args.file)?;
             let node_args = NodeArgs {
                 name: Some(args.name.clone()),
                 initial_cluster: Some(args.initial_cluster.clone()),
@@ -162,7 +157,7 @@ pub async fn run(cmd: SnapshotCommand, endpoints: &[String], out: WriteOut) -> R
                 data_dir: args.data_dir.clone(),
                 ..NodeArgs::default()
             };
-            let r = restore(&bytes, node_args)?;
+            let r = restore(&args.file, node_args)?;
             match out {
                 WriteOut::Json => println!(
                     "{}",
