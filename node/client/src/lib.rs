@@ -5,8 +5,13 @@
 //! Exactly-once: every client has a random id and numbers its writes; both
 //! travel as gRPC metadata (`flotilla-client-id`, `flotilla-seq`), and a
 //! retry of the same write carries the same number, so the cluster applies
-//! it once even when the first attempt's answer was lost. Against a plain
-//! etcd the metadata is ignored and writes have etcd's semantics.
+//! it once even when the first attempt's answer was lost. Each write also
+//! carries the lowest number the client still awaits an answer for
+//! (`flotilla-first-unanswered`): the cluster keeps the answers of the
+//! writes from that one up, so one client may have many writes in flight
+//! (from many tasks sharing it) and they may reach the leader in any order.
+//! Against a plain etcd the metadata is ignored and writes have etcd's
+//! semantics.
 
 pub mod broker;
 pub mod coalesce;
@@ -25,7 +30,9 @@ use flotilla_proto::etcdserverpb::{
 pub use requests::prefix_end;
 pub use retry::{ClientConfig, ClientError};
 use retry::{Endpoints, is_retryable};
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
 use tonic::transport::Channel;
 pub use watch::Watch;
 
@@ -33,6 +40,9 @@ pub use watch::Watch;
 pub const CLIENT_ID_HEADER: &str = "flotilla-client-id";
 /// Metadata key carrying the write's sequence number.
 pub const SEQ_HEADER: &str = "flotilla-seq";
+/// Metadata key carrying the lowest sequence number the client has not yet
+/// seen answered (finally: a success, an error, or given up on).
+pub const FIRST_UNANSWERED_HEADER: &str = "flotilla-first-unanswered";
 /// Metadata key of the leader's member id on a not-leader error.
 pub const LEADER_ID_HEADER: &str = "flotilla-leader-id";
 /// Metadata key of the leader's client endpoint on a not-leader error.
@@ -45,7 +55,28 @@ pub struct Client {
     endpoints: Endpoints,
     config: ClientConfig,
     client_id: u64,
-    seq: AtomicU64,
+    seq: Mutex<Unanswered>,
+}
+
+/// The client's sequence numbers: the last one given out and those whose
+/// calls have not finished.
+#[derive(Debug, Default)]
+struct Unanswered {
+    last: u64,
+    open: BTreeSet<u64>,
+}
+
+/// A write's sequence number, unanswered until dropped: when its call
+/// returns, whatever the outcome, or is cancelled.
+struct Seq<'a> {
+    client: &'a Client,
+    seq: u64,
+}
+
+impl Drop for Seq<'_> {
+    fn drop(&mut self) {
+        self.client.unanswered().open.remove(&self.seq);
+    }
 }
 
 /// A request carrying `meta` (the exactly-once ids, when a write).
@@ -73,7 +104,7 @@ impl Client {
         Ok(Client {
             endpoints: Endpoints::new(endpoints, &config)?,
             client_id: random_id(),
-            seq: AtomicU64::new(0),
+            seq: Mutex::default(),
             config,
         })
     }
@@ -86,7 +117,11 @@ impl Client {
     /// Runs `call` against the current endpoint, moving to the leader it is
     /// told of or to the next endpoint on retryable errors, until the
     /// deadline.
-    async fn with_retries<T, F, Fut>(&self, seq: Option<u64>, mut call: F) -> Result<T, ClientError>
+    async fn with_retries<T, F, Fut>(
+        &self,
+        seq: Option<&Seq<'_>>,
+        mut call: F,
+    ) -> Result<T, ClientError>
     where
         F: FnMut(Channel, tonic::metadata::MetadataMap) -> Fut,
         Fut: std::future::Future<Output = Result<T, tonic::Status>>,
@@ -99,7 +134,11 @@ impl Client {
             let mut meta = tonic::metadata::MetadataMap::new();
             if let Some(seq) = seq {
                 meta.insert(CLIENT_ID_HEADER, self.client_id.into());
-                meta.insert(SEQ_HEADER, seq.into());
+                meta.insert(SEQ_HEADER, seq.seq.into());
+                // Read afresh for each attempt: it only rises, and a higher
+                // one lets the cluster drop more answers.
+                let first = self.first_unanswered().unwrap_or(seq.seq).min(seq.seq);
+                meta.insert(FIRST_UNANSWERED_HEADER, first.into());
             }
             let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
             let result = tokio::time::timeout(
@@ -123,8 +162,25 @@ impl Client {
         }
     }
 
-    fn next_seq(&self) -> u64 {
-        self.seq.fetch_add(1, Ordering::Relaxed) + 1
+    fn unanswered(&self) -> MutexGuard<'_, Unanswered> {
+        // The set stays consistent even if a holder panicked.
+        self.seq.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The next sequence number, unanswered until the returned guard drops.
+    /// Given out and marked unanswered under one lock, so no other write
+    /// can report a mark above it in between.
+    fn next_seq(&self) -> Seq<'_> {
+        let mut u = self.unanswered();
+        u.last += 1;
+        let seq = u.last;
+        u.open.insert(seq);
+        Seq { client: self, seq }
+    }
+
+    /// The lowest sequence number not yet answered, if any.
+    fn first_unanswered(&self) -> Option<u64> {
+        self.unanswered().open.first().copied()
     }
 
     /// The value of `key`, or None (a linearizable read).
@@ -154,7 +210,7 @@ impl Client {
         };
         let seq = self.next_seq();
         let resp = self
-            .with_retries(Some(seq), |ch, meta| {
+            .with_retries(Some(&seq), |ch, meta| {
                 let req = req.clone();
                 async move {
                     let r = with_metadata(req, meta);
@@ -173,7 +229,7 @@ impl Client {
         };
         let seq = self.next_seq();
         let resp = self
-            .with_retries(Some(seq), |ch, meta| {
+            .with_retries(Some(&seq), |ch, meta| {
                 let req = req.clone();
                 async move {
                     let r = with_metadata(req, meta);
@@ -201,9 +257,9 @@ impl Client {
             ttl: ttl_secs,
             id: 0,
         };
-        let seq = self.next_seq();
+        let grant_seq = self.next_seq();
         let lease = self
-            .with_retries(Some(seq), |ch, meta| {
+            .with_retries(Some(&grant_seq), |ch, meta| {
                 let req = grant;
                 async move {
                     let r = with_metadata(req, meta);
@@ -214,6 +270,7 @@ impl Client {
                 }
             })
             .await?;
+        drop(grant_seq);
         let txn = TxnRequest {
             compare: vec![Compare {
                 result: CompareResult::Equal as i32,
@@ -234,7 +291,7 @@ impl Client {
         };
         let seq = self.next_seq();
         let resp = self
-            .with_retries(Some(seq), |ch, meta| {
+            .with_retries(Some(&seq), |ch, meta| {
                 let req = txn.clone();
                 async move {
                     let r = with_metadata(req, meta);
@@ -243,5 +300,53 @@ impl Client {
             })
             .await?;
         Ok(resp.succeeded.then_some(lease.id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// A client of an endpoint nothing listens on (connections are lazy).
+    fn client() -> Client {
+        let config = ClientConfig {
+            request_timeout: Duration::from_millis(300),
+            attempt_timeout: Duration::from_millis(100),
+            max_attempts: 2,
+            connect_timeout: Duration::from_millis(100),
+            backoff_min: Duration::from_millis(1),
+            backoff_max: Duration::from_millis(1),
+        };
+        Client::new(&["http://127.0.0.1:22999".to_string()], config).expect("client")
+    }
+
+    #[tokio::test]
+    async fn the_mark_is_the_lowest_unfinished_seq() {
+        let c = client();
+        assert_eq!(c.first_unanswered(), None);
+        let one = c.next_seq();
+        let two = c.next_seq();
+        let three = c.next_seq();
+        assert_eq!((one.seq, two.seq, three.seq), (1, 2, 3));
+        assert_eq!(c.first_unanswered(), Some(1));
+        drop(two);
+        assert_eq!(c.first_unanswered(), Some(1), "1 still waits");
+        drop(one);
+        assert_eq!(c.first_unanswered(), Some(3));
+        drop(three);
+        assert_eq!(c.first_unanswered(), None);
+        assert_eq!(c.next_seq().seq, 4, "numbers are never reused");
+    }
+
+    #[tokio::test]
+    async fn a_write_given_up_on_leaves_the_unanswered_set() {
+        let c = client();
+        let held = c.next_seq();
+        assert!(c.put(b"k", b"v").await.is_err(), "nothing listens");
+        assert!(c.put_if_absent(b"k", b"v", 5).await.is_err());
+        assert_eq!(c.first_unanswered(), Some(held.seq));
+        drop(held);
+        assert_eq!(c.first_unanswered(), None, "the failed writes left it");
     }
 }

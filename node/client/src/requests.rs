@@ -29,7 +29,7 @@ impl Client {
     /// Applies `req` once, however often it is retried.
     pub async fn put_request(&self, req: PutRequest) -> Result<PutResponse, ClientError> {
         let seq = self.next_seq();
-        self.with_retries(Some(seq), |ch, meta| {
+        self.with_retries(Some(&seq), |ch, meta| {
             let req = req.clone();
             async move {
                 KvClient::new(ch)
@@ -47,7 +47,7 @@ impl Client {
         req: DeleteRangeRequest,
     ) -> Result<DeleteRangeResponse, ClientError> {
         let seq = self.next_seq();
-        self.with_retries(Some(seq), |ch, meta| {
+        self.with_retries(Some(&seq), |ch, meta| {
             let req = req.clone();
             async move {
                 KvClient::new(ch)
@@ -62,7 +62,7 @@ impl Client {
     /// Applies the transaction `req` once, however often it is retried.
     pub async fn txn(&self, req: TxnRequest) -> Result<TxnResponse, ClientError> {
         let seq = self.next_seq();
-        self.with_retries(Some(seq), |ch, meta| {
+        self.with_retries(Some(&seq), |ch, meta| {
             let req = req.clone();
             async move {
                 KvClient::new(ch)
@@ -86,7 +86,7 @@ impl Client {
             id: 0,
         };
         let resp = self
-            .with_retries(Some(seq), |ch, meta| async move {
+            .with_retries(Some(&seq), |ch, meta| async move {
                 LeaseClient::new(ch)
                     .lease_grant(with_metadata(req, meta))
                     .await
@@ -126,7 +126,7 @@ impl Client {
     pub async fn lease_revoke(&self, id: i64) -> Result<(), ClientError> {
         let seq = self.next_seq();
         let result = self
-            .with_retries(Some(seq), |ch, meta| async move {
+            .with_retries(Some(&seq), |ch, meta| async move {
                 LeaseClient::new(ch)
                     .lease_revoke(with_metadata(LeaseRevokeRequest { id }, meta))
                     .await

@@ -203,9 +203,11 @@ fn a_batch_round_trips() {
             .iter()
             .map(raft::RaftMessage::from)
             .collect(),
+        features: 1,
     };
     let decoded = raft::PeerBatch::decode(batch.encode_to_vec().as_slice()).unwrap();
     assert_eq!(decoded.cluster_id, batch.cluster_id);
+    assert_eq!(decoded.features, 1);
     let messages: Vec<Message> = decoded
         .messages
         .into_iter()

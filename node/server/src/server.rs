@@ -8,7 +8,7 @@
 //! [`RunningNode::shutdown`] stops the parts in order.
 
 use crate::api::{
-    Admission, AdmissionConfig, ApiContext, ClusterService, ForwardService, Forwarder,
+    Admission, AdmissionConfig, ApiContext, ClusterService, FeatureGate, ForwardService, Forwarder,
     HeaderSource, KvService, MaintenanceService, WriteForwardConfig, WriteForwarder, Writes,
     limit_connections, publish_self,
 };
@@ -83,6 +83,11 @@ pub struct NodeIo {
     pub resolve: Arc<dyn Resolve>,
     /// The storage's file layer; `None` is the real one.
     pub fs: Option<Arc<dyn FileSystem>>,
+    /// The features this member's peer batches advertise (and that it
+    /// uses in what it proposes): [`transport::FEATURES`]. Only tests change
+    /// it, to play a member of the previous release.
+    #[doc(hidden)]
+    pub advertised_features: u64,
 }
 
 impl Default for NodeIo {
@@ -90,6 +95,7 @@ impl Default for NodeIo {
         NodeIo {
             resolve: Arc::new(SystemResolve),
             fs: None,
+            advertised_features: transport::FEATURES,
         }
     }
 }
@@ -172,6 +178,8 @@ pub struct RunningNode {
     /// The broker, stopped first (its lease revoked through the client
     /// port, so its partition leaderships move at once).
     broker: Option<flotilla_broker::Broker>,
+    /// What this member knows of the features every member understands.
+    features: FeatureGate,
 }
 
 /// Runs `part` of the member, which should run until `stopping` is set; if
@@ -367,10 +375,12 @@ pub async fn start_with(
     let events = sm.event_sender();
     let watched = sm.watched_keys();
     let gauge = sm.gauge();
+    let member_ids = sm.member_ids();
     let raft = Raft::new(raft_config(&config, snapshot_index), storage)?;
 
     let transport_config = TransportConfig {
         jitter_seed: config.member_id,
+        advertised_features: io.advertised_features,
         ..TransportConfig::default()
     };
     let metrics = Arc::new(Metrics::new());
@@ -455,6 +465,12 @@ pub async fn start_with(
         &transport_config,
         transport.metrics(),
     );
+    let features = FeatureGate::new(
+        config.member_id,
+        io.advertised_features,
+        peer_service.peer_features(),
+        member_ids,
+    );
     let discovery = tonic::service::Routes::new(
         DiscoveryService::new(raft.clone(), config.cluster_id).into_server(),
     );
@@ -532,6 +548,7 @@ pub async fn start_with(
             gauge,
         ),
         raising_nospace: Arc::default(),
+        features: features.clone(),
     };
     let forward_config = WriteForwardConfig::for_request_limit(config.max_request_bytes);
     let writes = Writes::new(
@@ -733,6 +750,7 @@ pub async fn start_with(
         fatal,
         hand_off,
         broker,
+        features,
     })
 }
 
@@ -934,6 +952,12 @@ impl RunningNode {
     /// The driver, for status and tests.
     pub fn raft(&self) -> &RaftHandle<NodeStateMachine> {
         &self.raft
+    }
+
+    /// Whether what this member proposes may use features the previous
+    /// release does not understand (tests).
+    pub fn features(&self) -> &FeatureGate {
+        &self.features
     }
 
     /// The fault layer of this member's outgoing peer traffic (tests).

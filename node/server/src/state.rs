@@ -180,6 +180,28 @@ impl WatchedKeys {
 /// simulated one.
 pub type Clock = Arc<dyn Fn() -> Instant + Send + Sync>;
 
+/// The member ids in the member table, which changes together with Raft's
+/// configuration (voters and learners) in one entry: kept up to date as
+/// entries apply, so the API reads them without a trip to the driver.
+/// Empty until the founders are seeded. Cheap to clone.
+#[derive(Clone, Debug, Default)]
+pub struct MemberIds(Arc<Mutex<Vec<u64>>>);
+
+impl MemberIds {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<u64>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` on the ids, in ascending order.
+    pub fn with<R>(&self, f: impl FnOnce(&[u64]) -> R) -> R {
+        f(&self.lock())
+    }
+
+    pub(crate) fn set(&self, ids: Vec<u64>) {
+        *self.lock() = ids;
+    }
+}
+
 /// [`KvStore`] with its event fan-out and lease tracking.
 pub struct NodeStateMachine {
     kv: KvStore,
@@ -187,6 +209,9 @@ pub struct NodeStateMachine {
     watched: WatchedKeys,
     lessor: Arc<Mutex<Lessor>>,
     gauge: Arc<StoreGauge>,
+    member_ids: MemberIds,
+    /// How many members `member_ids` holds, to notice a change cheaply.
+    member_count: usize,
     clock: Clock,
 }
 
@@ -214,6 +239,8 @@ impl NodeStateMachine {
             watched: WatchedKeys::default(),
             lessor: lessor.clone(),
             gauge: Arc::new(StoreGauge::default()),
+            member_ids: MemberIds::default(),
+            member_count: 0,
             clock: Arc::new(Instant::now),
         };
         (sm, lessor)
@@ -233,6 +260,22 @@ impl NodeStateMachine {
     /// The size and alarm gauge, kept up to date as entries apply.
     pub fn gauge(&self) -> Arc<StoreGauge> {
         self.gauge.clone()
+    }
+
+    /// The member ids, kept up to date as entries apply.
+    pub fn member_ids(&self) -> MemberIds {
+        self.member_ids.clone()
+    }
+
+    /// Publishes the member table's ids when they may have changed: always
+    /// after a membership entry or a restore, else when the count changed
+    /// (the founders' seed is an ordinary entry).
+    fn sync_member_ids(&mut self, always: bool) {
+        if always || self.kv.members.len() != self.member_count {
+            self.member_count = self.kv.members.len();
+            self.member_ids
+                .set(self.kv.members.keys().copied().collect());
+        }
     }
 
     /// A receiver of every later applied entry's events.
@@ -286,6 +329,7 @@ impl StateMachine for NodeStateMachine {
             self.watched.retain_watched(&mut output.events);
         }
         self.gauge.update(&self.kv);
+        self.sync_member_ids(false);
         if !output.lease_changes.is_empty() {
             let now = (self.clock)();
             self.lessor().apply(&output.lease_changes, now);
@@ -302,7 +346,9 @@ impl StateMachine for NodeStateMachine {
     }
 
     fn apply_conf_change(&mut self, index: LogIndex, context: &Bytes) -> KvOutput {
-        self.kv.apply_membership_entry(index, context)
+        let output = self.kv.apply_membership_entry(index, context);
+        self.sync_member_ids(true);
+        output
     }
 
     fn snapshot(&self) -> Bytes {
@@ -316,6 +362,7 @@ impl StateMachine for NodeStateMachine {
     fn restore(&mut self, snapshot: &Snapshot) -> Result<(), String> {
         self.kv.restore(snapshot)?;
         self.gauge.update(&self.kv);
+        self.sync_member_ids(true);
         self.reset_lessor();
         Ok(())
     }
@@ -327,6 +374,7 @@ impl StateMachine for NodeStateMachine {
     ) -> Result<(), String> {
         self.kv.restore_from(meta, data)?;
         self.gauge.update(&self.kv);
+        self.sync_member_ids(true);
         self.reset_lessor();
         Ok(())
     }

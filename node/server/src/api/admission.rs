@@ -113,12 +113,16 @@ impl Admission {
         Ok(())
     }
 
-    /// The command to propose for `op` of session `(client_id, seq)`,
-    /// stamped with this member's quota; or why it is refused.
-    pub fn admit(&self, client_id: u64, seq: u64, op: KvOp) -> Result<Bytes, Refusal> {
-        self.check(&op)?;
-        let governed = space_cost(&op) > 0;
-        let mut command = KvCommand::with_session(client_id, seq, op);
+    /// The bytes to propose for `command` (its operation and its session
+    /// ids), stamped with this member's quota; or why it is refused.
+    pub fn admit(&self, mut command: KvCommand) -> Result<Bytes, Refusal> {
+        let Some(op) = &command.op else {
+            return Err(Refusal::Invalid(KvError::BadRequest(
+                "a write without an operation".into(),
+            )));
+        };
+        self.check(op)?;
+        let governed = space_cost(op) > 0;
         if governed && let Some(bytes) = self.config.quota_bytes {
             command = command.with_quota(QuotaStamp {
                 member_id: self.config.member_id,
@@ -179,7 +183,7 @@ mod tests {
     #[test]
     fn bad_requests_are_refused_with_etcds_errors() {
         let a = admission(None);
-        let refused = |op: KvOp| a.admit(0, 0, op).unwrap_err().error().to_string();
+        let refused = |op: KvOp| a.admit(KvCommand::new(op)).unwrap_err().error().to_string();
         assert_eq!(refused(put("", "v")), "etcdserver: key is not provided");
         assert!(
             refused(put("k", &"x".repeat(2000))).starts_with("etcdserver: request is too large")
@@ -224,7 +228,7 @@ mod tests {
             refused(KvOp::Txn(nested)),
             "etcdserver: too many operations in txn request"
         );
-        assert!(a.admit(0, 0, put("k", "v")).is_ok());
+        assert!(a.admit(KvCommand::new(put("k", "v"))).is_ok());
     }
 
     #[test]
@@ -234,7 +238,11 @@ mod tests {
         let cost = space_cost(&small);
         assert!(cost > 2, "a put costs its key, value and overheads");
         let fits = admission(Some(cost));
-        let cmd = KvCommand::decode(fits.admit(3, 4, small.clone()).unwrap()).unwrap();
+        let cmd = KvCommand::decode(
+            fits.admit(KvCommand::with_session(3, 4, small.clone()).with_first_unanswered(2))
+                .unwrap(),
+        )
+        .unwrap();
         assert_eq!(
             cmd.quota,
             Some(QuotaStamp {
@@ -242,9 +250,12 @@ mod tests {
                 bytes: cost
             })
         );
-        assert_eq!((cmd.client_id, cmd.seq), (3, 4));
+        assert_eq!((cmd.client_id, cmd.seq, cmd.mark()), (3, 4, Some(2)));
         let full = admission(Some(cost - 1));
-        assert_eq!(full.admit(0, 0, small.clone()), Err(Refusal::NoSpace));
+        assert_eq!(
+            full.admit(KvCommand::new(small.clone())),
+            Err(Refusal::NoSpace)
+        );
         let grant = KvOp::LeaseGrant(LeaseGrantRequest::default());
         assert!(admission(Some(LEASE_COST_BYTES)).check(&grant).is_ok());
         assert_eq!(
@@ -255,10 +266,11 @@ mod tests {
             key: "k".into(),
             ..Default::default()
         });
-        let cmd = KvCommand::decode(admission(Some(0)).admit(0, 0, delete).unwrap()).unwrap();
+        let cmd =
+            KvCommand::decode(admission(Some(0)).admit(KvCommand::new(delete)).unwrap()).unwrap();
         assert_eq!(cmd.quota, None, "a delete is not governed by the quota");
         let off = admission(None);
-        let cmd = KvCommand::decode(off.admit(0, 0, small).unwrap()).unwrap();
+        let cmd = KvCommand::decode(off.admit(KvCommand::new(small)).unwrap()).unwrap();
         assert_eq!(cmd.quota, None);
     }
 }

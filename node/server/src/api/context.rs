@@ -3,6 +3,7 @@
 use super::admission::Admission;
 use super::errors::{LeaderHint, driver_status};
 use super::forward::Forwarder;
+use super::gate::FeatureGate;
 use super::header::HeaderSource;
 use crate::driver::{DriverError, RaftHandle};
 use crate::kv::Lessor;
@@ -35,6 +36,9 @@ pub struct ApiContext {
     /// Set while this member is raising the NOSPACE alarm, so a burst of
     /// writes past the quota raises it once.
     pub raising_nospace: Arc<AtomicBool>,
+    /// Whether what this member proposes may carry marks (every member
+    /// understands them).
+    pub features: FeatureGate,
 }
 
 impl ApiContext {

@@ -75,7 +75,7 @@ pub fn kv_status(e: &KvError) -> Status {
         // etcd's text exactly: clients match on it. etcd has no key limit
         // of its own; a key past ours is refused as a request past its.
         KvError::KeyTooLarge { .. } | KvError::ValueTooLarge { .. } => request_too_large(),
-        KvError::NoSpace => Status::resource_exhausted(message),
+        KvError::NoSpace | KvError::SessionWindowFull { .. } => Status::resource_exhausted(message),
         KvError::LeaseNotFound => Status::not_found(message),
         KvError::LeaseExists => Status::failed_precondition(message),
         KvError::StaleSequence { .. } => Status::failed_precondition(message),

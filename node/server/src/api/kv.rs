@@ -22,27 +22,58 @@ use tonic::{Request, Response, Status};
 pub const CLIENT_ID_METADATA: &str = "flotilla-client-id";
 /// Request metadata: the request's sequence number in its session.
 pub const SEQ_METADATA: &str = "flotilla-seq";
+/// Request metadata: the lowest sequence number whose answer the client
+/// has not yet seen (its mark). Optional: without it a session keeps the
+/// original one-write-at-a-time rule (see [`crate::kv::SessionTable`]).
+pub const FIRST_UNANSWERED_METADATA: &str = "flotilla-first-unanswered";
+
+/// Reads a decimal `u64` metadata value, if given.
+fn metadata_u64(md: &MetadataMap, name: &str) -> Result<Option<u64>, Status> {
+    let Some(v) = md.get(name) else {
+        return Ok(None);
+    };
+    v.to_str()
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .map(Some)
+        .ok_or_else(|| Status::invalid_argument(format!("flotilla: malformed {name} metadata")))
+}
 
 /// Reads the exactly-once ids from request metadata: `(0, 0)` when absent
 /// (etcd's semantics), `INVALID_ARGUMENT` when malformed or only one of the
 /// two is given.
 pub fn session_ids(md: &MetadataMap) -> Result<(u64, u64), Status> {
-    let parse = |name: &str| -> Result<Option<u64>, Status> {
-        let Some(v) = md.get(name) else {
-            return Ok(None);
-        };
-        v.to_str()
-            .ok()
-            .and_then(|s| s.trim().parse::<u64>().ok())
-            .map(Some)
-            .ok_or_else(|| Status::invalid_argument(format!("flotilla: malformed {name} metadata")))
-    };
-    match (parse(CLIENT_ID_METADATA)?, parse(SEQ_METADATA)?) {
+    match (
+        metadata_u64(md, CLIENT_ID_METADATA)?,
+        metadata_u64(md, SEQ_METADATA)?,
+    ) {
         (None, None) | (Some(0), _) => Ok((0, 0)),
         (Some(client), Some(seq)) => Ok((client, seq)),
         _ => Err(Status::invalid_argument(format!(
             "flotilla: {CLIENT_ID_METADATA} and {SEQ_METADATA} must be given together"
         ))),
+    }
+}
+
+/// The command of write `op` with the exactly-once ids and mark of request
+/// metadata `md`: without a session when there are none, `INVALID_ARGUMENT`
+/// when malformed, or when the mark is given without a session, is 0, or
+/// is above the request's own seq (the client cannot have seen its answer).
+pub fn session_command(md: &MetadataMap, op: KvOp) -> Result<KvCommand, Status> {
+    let (client_id, seq) = session_ids(md)?;
+    let mark = metadata_u64(md, FIRST_UNANSWERED_METADATA)?;
+    let command = KvCommand::with_session(client_id, seq, op);
+    match mark {
+        None => Ok(command),
+        Some(_) if md.get(CLIENT_ID_METADATA).is_none() => Err(Status::invalid_argument(format!(
+            "flotilla: {FIRST_UNANSWERED_METADATA} without {CLIENT_ID_METADATA}"
+        ))),
+        // A client id of 0 means no session: the mark goes with it.
+        Some(_) if client_id == 0 => Ok(command),
+        Some(mark) if mark == 0 || mark > seq => Err(Status::invalid_argument(format!(
+            "flotilla: {FIRST_UNANSWERED_METADATA} must be from 1 to the request's {SEQ_METADATA}"
+        ))),
+        Some(mark) => Ok(command.with_first_unanswered(mark)),
     }
 }
 
@@ -130,8 +161,8 @@ impl KvService {
 
     /// A write, through the one path of every write.
     async fn write<W: KvWrite>(&self, request: Request<W>) -> Result<Response<W::Reply>, Status> {
-        let (client_id, seq) = session_ids(request.metadata())?;
-        let command = KvCommand::with_session(client_id, seq, request.into_inner().into_op());
+        let (metadata, _, message) = request.into_parts();
+        let command = session_command(&metadata, message.into_op())?;
         let response = self.writes.submit(command).await?;
         let mut reply = W::reply(response)
             .ok_or_else(|| Status::internal("flotilla: mismatched response kind"))?;
@@ -218,5 +249,28 @@ mod tests {
         ] {
             assert_eq!(session_ids(&bad).unwrap_err().code(), Code::InvalidArgument);
         }
+    }
+
+    #[test]
+    fn the_mark_from_metadata() {
+        let op = || KvOp::Compaction(CompactionRequest::default());
+        let mark = |pairs: &[(&'static str, &'static str)]| {
+            session_command(&md(pairs), op()).map(|c| (c.client_id, c.seq, c.mark()))
+        };
+        assert_eq!(mark(&[]).unwrap(), (0, 0, None));
+        let ids = [(CLIENT_ID_METADATA, "7"), (SEQ_METADATA, "5")];
+        assert_eq!(mark(&ids).unwrap(), (7, 5, None), "no mark: as before");
+        for (m, want) in [("1", 1), ("5", 5)] {
+            let with = [ids[0], ids[1], (FIRST_UNANSWERED_METADATA, m)];
+            assert_eq!(mark(&with).unwrap(), (7, 5, Some(want)));
+        }
+        let no_session = [(CLIENT_ID_METADATA, "0"), (FIRST_UNANSWERED_METADATA, "3")];
+        assert_eq!(mark(&no_session).unwrap(), (0, 0, None));
+        for m in ["0", "6", "x"] {
+            let with = [ids[0], ids[1], (FIRST_UNANSWERED_METADATA, m)];
+            assert_eq!(mark(&with).unwrap_err().code(), Code::InvalidArgument);
+        }
+        let alone = [(FIRST_UNANSWERED_METADATA, "1")];
+        assert_eq!(mark(&alone).unwrap_err().code(), Code::InvalidArgument);
     }
 }

@@ -41,6 +41,7 @@ mod connections;
 mod context;
 mod errors;
 mod forward;
+mod gate;
 mod header;
 mod kv;
 mod maintenance;
@@ -58,8 +59,12 @@ pub use errors::{
     request_too_large,
 };
 pub use forward::Forwarder;
+pub use gate::FeatureGate;
 pub use header::HeaderSource;
-pub use kv::{CLIENT_ID_METADATA, KvService, SEQ_METADATA, session_ids};
+pub use kv::{
+    CLIENT_ID_METADATA, FIRST_UNANSWERED_METADATA, KvService, SEQ_METADATA, session_command,
+    session_ids,
+};
 pub use maintenance::{BACKUP_THREAD, MaintenanceService, SnapshotStream, VERSION, alarm_text};
 pub use publish::publish_self;
 pub use read_pool::{READS_OFF_DRIVER_MAX, ReadPool, ReadTurn};

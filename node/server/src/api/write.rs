@@ -112,10 +112,7 @@ impl Writes {
     /// alarm for this member, as etcd's quota check does, unless it is
     /// raised already.
     fn admit(&self, command: KvCommand) -> Result<Bytes, Status> {
-        let KvCommand {
-            client_id, seq, op, ..
-        } = command;
-        let Some(op) = op else {
+        let Some(op) = &command.op else {
             return Err(Status::invalid_argument(
                 "flotilla: a write without an operation",
             ));
@@ -126,7 +123,7 @@ impl Writes {
                 op.name()
             )));
         }
-        let bytes = match self.ctx.admission.admit(client_id, seq, op) {
+        let bytes = match self.ctx.admission.admit(command) {
             Ok(bytes) => bytes,
             Err(refusal) => {
                 if refusal == Refusal::NoSpace {
@@ -175,8 +172,8 @@ impl Writes {
 pub(crate) async fn serve_here(ctx: &ApiContext, commands: Vec<Bytes>) -> Vec<Served> {
     let mut outcomes: Vec<Served> = Vec::with_capacity(commands.len());
     let mut plain: Vec<Bytes> = Vec::new();
-    for bytes in commands {
-        let command = match KvCommand::decode(bytes.clone()) {
+    for mut bytes in commands {
+        let mut command = match KvCommand::decode(bytes.clone()) {
             Ok(c) => c,
             Err(e) => {
                 flush(ctx, &mut plain, &mut outcomes).await;
@@ -186,6 +183,11 @@ pub(crate) async fn serve_here(ctx: &ApiContext, commands: Vec<Bytes>) -> Vec<Se
                 continue;
             }
         };
+        // A mark reaches the log only when every member understands it;
+        // else the write follows the one-response rule on every replica.
+        if ctx.features.clear_mark(&mut command) {
+            bytes = command.encode_to_bytes();
+        }
         match command.op {
             Some(op) if op.is_conf_change() => {
                 flush(ctx, &mut plain, &mut outcomes).await;

@@ -16,8 +16,10 @@
 
 use super::context::ApiContext;
 use super::errors::{kv_status, request_too_large};
+use super::gate::FeatureGate;
 use super::write::{WriteError, serve_here};
 use crate::kv::{KvCommand, KvOp, KvResponse};
+use crate::transport::WINDOWED_SESSIONS;
 use crate::watch::StreamCloser;
 use flotilla_proto::forward::forward_client::ForwardClient;
 use flotilla_proto::forward::forward_server::{Forward, ForwardServer};
@@ -280,13 +282,21 @@ async fn run(
                 }
             }
         }
+        let open = session.as_ref().expect("opened above");
+        // A leader of the previous release would propose the mark as it
+        // is, for its followers to ignore and new members to honour: only
+        // a leader heard advertising marks gets them.
+        let commands = if ctx.features.understood_by(open.leader, WINDOWED_SESSIONS) {
+            commands
+        } else {
+            commands.into_iter().map(FeatureGate::strip_mark).collect()
+        };
         next_id += 1;
         let batch = WriteBatch {
             cluster_id,
             commands,
             batch_id: next_id,
         };
-        let open = session.as_ref().expect("opened above");
         if let Err(back) = open.send(batch, in_flight).await {
             session = None;
             back.fail(&Status::unavailable(
@@ -527,8 +537,13 @@ mod tests {
     use super::*;
     use flotilla_proto::etcdserverpb::{Member, PutRequest, PutResponse, ResponseHeader};
 
+    /// A command with exactly-once ids and a mark: the leader checks the
+    /// follower's bytes and passes them on unchanged, so the mark reaches
+    /// the gate of what the leader proposes.
     fn command(op: KvOp) -> Bytes {
-        KvCommand::with_session(7, 1, op).encode_to_bytes()
+        KvCommand::with_session(7, 1, op)
+            .with_first_unanswered(1)
+            .encode_to_bytes()
     }
 
     #[test]

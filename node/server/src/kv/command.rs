@@ -12,9 +12,9 @@ use prost::Message as _;
 /// so the log holds the same bytes on every node and old entries stay
 /// readable when fields are added.
 ///
-/// `client_id` and `seq` carry the `flotilla-client-id` / `flotilla-seq`
-/// metadata of exactly-once writes; `client_id == 0` means none (etcd's
-/// at-least-once semantics).
+/// `client_id`, `seq` and `first_unanswered` carry the `flotilla-client-id`
+/// / `flotilla-seq` / `flotilla-first-unanswered` metadata of exactly-once
+/// writes; `client_id == 0` means none (etcd's at-least-once semantics).
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct KvCommand {
     /// The client session, 0 for none.
@@ -36,6 +36,13 @@ pub struct KvCommand {
     /// alarm refuses the write. (Tags up to 29 are kept for operations.)
     #[prost(message, optional, tag = "30")]
     pub quota: Option<QuotaStamp>,
+    /// The session's mark: the lowest seq its client had not yet seen
+    /// answered when it sent this command, 0 for none (clients that do not
+    /// send it, and every entry written before it existed). It travels in
+    /// the entry so that every replica drops the same cached responses
+    /// (see [`super::SessionTable`]).
+    #[prost(uint64, tag = "31")]
+    pub first_unanswered: u64,
 }
 
 /// See [`KvCommand::quota`].
@@ -173,6 +180,7 @@ impl KvCommand {
             seq: 0,
             op: Some(op),
             quota: None,
+            first_unanswered: 0,
         }
     }
 
@@ -183,7 +191,20 @@ impl KvCommand {
             seq,
             op: Some(op),
             quota: None,
+            first_unanswered: 0,
         }
+    }
+
+    /// This command, sent while its client waited for the answers of the
+    /// seqs from `first_unanswered` up (0: no mark, the original protocol).
+    pub fn with_first_unanswered(mut self, first_unanswered: u64) -> Self {
+        self.first_unanswered = first_unanswered;
+        self
+    }
+
+    /// The session mark, if the command carries one.
+    pub fn mark(&self) -> Option<u64> {
+        (self.first_unanswered != 0).then_some(self.first_unanswered)
     }
 
     /// This command, checked against `stamp` as it applies.

@@ -9,6 +9,12 @@ pub const REQUEST_BYTES_LIMIT: usize = 64 * 1024 * 1024;
 /// applies transactions up to it.
 pub const TXN_OPS_LIMIT: usize = 65_536;
 
+/// The default [`KvConfig::session_window_max`]: 1024 writes in flight per
+/// client, far beyond what one client's connections carry at once, while a
+/// session stays at most 1024 cached responses (most are a header of a few
+/// dozen bytes).
+pub const SESSION_WINDOW_MAX: usize = 1024;
+
 /// Bounds the state machine enforces. Every node of a cluster must use the
 /// same values: they decide which commands are rejected and when history and
 /// sessions are dropped, so differing values would make replicas diverge.
@@ -43,6 +49,12 @@ pub struct KvConfig {
     pub session_check_interval_entries: u64,
     /// Most sessions kept; beyond it the least recently used is dropped.
     pub sessions_max: usize,
+    /// Most responses one session keeps for writes its client has not
+    /// confirmed seeing (those at or above its first-unanswered mark): how
+    /// many writes one client may have in flight at once. A new write
+    /// beyond it is refused with
+    /// [`KvError::SessionWindowFull`](super::KvError::SessionWindowFull).
+    pub session_window_max: usize,
     /// How many leases [`super::Lessor::expired`] returns per call at most,
     /// so a burst of expiries becomes a bounded stream of revoke proposals.
     pub expired_leases_per_call_max: usize,
@@ -60,6 +72,7 @@ impl Default for KvConfig {
             session_ttl_entries: 1_000_000,
             session_check_interval_entries: 1024,
             sessions_max: 10_000,
+            session_window_max: SESSION_WINDOW_MAX,
             expired_leases_per_call_max: 16,
         }
     }

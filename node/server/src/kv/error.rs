@@ -58,14 +58,30 @@ pub enum KvError {
         /// The limit.
         max: u64,
     },
-    /// A command from a client session with a sequence number below the last
-    /// one applied: its response was already given and is no longer kept.
+    /// A command from a client session whose response was already given and
+    /// is no longer kept: below the client's mark (its lowest unanswered
+    /// seq, as last reported), or, from a client that sends no mark, below
+    /// the last one applied.
     #[error("flotilla: stale sequence number {seq} (last applied {last})")]
     StaleSequence {
         /// The command's sequence number.
         seq: u64,
         /// The session's last applied one.
         last: u64,
+    },
+    /// A new command from a client session that already has as many
+    /// responses cached for it as a session may keep
+    /// ([`KvConfig::session_window_max`](super::KvConfig)): the client has
+    /// too many writes unanswered. Not applied; the client may send it
+    /// again once earlier writes are answered.
+    #[error(
+        "flotilla: too many unanswered writes in this client session (seq {seq}, at most {max} kept)"
+    )]
+    SessionWindowFull {
+        /// The command's sequence number.
+        seq: u64,
+        /// The most responses a session keeps.
+        max: u64,
     },
     /// A malformed command (undecodable, missing its operation, bad id).
     #[error("flotilla: bad request: {0}")]
@@ -125,6 +141,9 @@ impl KvError {
             KvError::ValueTooLarge { len, max } => (13, *len as i64, *max as i64, String::new()),
             KvError::StaleSequence { seq, last } => (14, *seq as i64, *last as i64, String::new()),
             KvError::BadRequest(s) => (15, 0, 0, s.clone()),
+            KvError::SessionWindowFull { seq, max } => {
+                (17, *seq as i64, *max as i64, String::new())
+            }
             KvError::MemberExists => (20, 0, 0, String::new()),
             KvError::PeerUrlExists => (21, 0, 0, String::new()),
             KvError::MemberNotFound => (22, 0, 0, String::new()),
@@ -164,6 +183,10 @@ impl KvError {
                 last: r.b as u64,
             },
             15 => KvError::BadRequest(r.detail.clone()),
+            17 => KvError::SessionWindowFull {
+                seq: r.a as u64,
+                max: r.b as u64,
+            },
             20 => KvError::MemberExists,
             21 => KvError::PeerUrlExists,
             22 => KvError::MemberNotFound,

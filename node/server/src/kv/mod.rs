@@ -46,9 +46,13 @@
 //!   Compact always apply, so a full store can be emptied.
 //! - Every write is checked by [`validate_op`] as it applies (the API ran
 //!   the same check before proposing it), with [`KvConfig::limits`].
-//! - Exactly-once: a command with `client_id != 0` whose `seq` equals the
-//!   session's last gets the cached response, without applying; a lower
-//!   `seq` gets [`KvError::StaleSequence`]. Sessions are dropped after
+//! - Exactly-once: a command with `client_id != 0` whose `seq` the session
+//!   has a cached response for gets it, without applying; one below the
+//!   session's mark (the client's lowest unanswered seq, carried in the
+//!   command) gets [`KvError::StaleSequence`]; any other applies, in any
+//!   order, up to [`KvConfig::session_window_max`] cached responses per
+//!   session. A command without a mark keeps the one-response rule (see
+//!   `session.rs`). Sessions are dropped after
 //!   [`KvConfig::session_ttl_entries`] idle entries or beyond
 //!   [`KvConfig::sessions_max`]; a retry after that applies again, as
 //!   without a session.
@@ -74,7 +78,7 @@ mod view;
 
 pub use alarm::{AlarmTable, LEASE_COST_BYTES, Quota, branch_cost, put_cost, txn_cost};
 pub use command::{KvCommand, KvOp, MemberSeed, QuotaStamp};
-pub use config::{KvConfig, REQUEST_BYTES_LIMIT, TXN_OPS_LIMIT};
+pub use config::{KvConfig, REQUEST_BYTES_LIMIT, SESSION_WINDOW_MAX, TXN_OPS_LIMIT};
 pub use error::KvError;
 pub use lease::{LeaseEntry, LeaseTable};
 pub use lessor::{KeepAliveError, Lessor};

@@ -14,13 +14,14 @@ use super::alarm::AlarmTable;
 use super::error::ErrorRecord;
 use super::lease::LeaseTable;
 use super::mvcc::{MvccStore, Revision};
-use super::session::{Session, SessionTable};
+use super::session::{KvResult, Session, SessionTable};
 use super::version::{Version, VersionMeta};
 use super::{KvConfig, KvError, KvResponse, KvStore};
 use flotilla_proto::etcdserverpb::{AlarmMember, AlarmType, Member};
 use flotilla_raft::Bytes;
 use prost::Message as _;
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
+use std::collections::BTreeMap;
 use std::io::Read;
 
 /// The whole store. Lease → key attachments are not stored: they are
@@ -243,18 +244,102 @@ struct LeaseRecord {
     ttl_secs: i64,
 }
 
+/// A session. Fields 1-4 and the response are what the first release
+/// wrote, one cached response per session (its last applied seq's); they
+/// still hold that, so that release reads these snapshots too (with its
+/// one-response rule). The window's other responses and the mark are
+/// fields 5 and 6; without them (a snapshot of the first release) the
+/// session is what that release kept: its mark is its last seq.
 #[derive(Clone, PartialEq, prost::Message)]
 struct SessionRecord {
     #[prost(uint64, tag = "1")]
     client_id: u64,
+    /// The highest seq applied; its response is `error` or `response`.
     #[prost(uint64, tag = "2")]
     last_seq: u64,
     #[prost(uint64, tag = "3")]
     last_index: u64,
     #[prost(message, optional, tag = "4")]
     error: Option<ErrorRecord>,
+    /// [`Session::mark`]; absent in the first release's snapshots.
+    #[prost(uint64, optional, tag = "5")]
+    mark: Option<u64>,
+    /// The other cached responses, seqs in increasing order, all below
+    /// `last_seq`.
+    #[prost(message, repeated, tag = "6")]
+    earlier: Vec<CachedRecord>,
     #[prost(oneof = "KvResponse", tags = "11, 12, 13, 14, 15, 16, 17, 18, 19, 20")]
     response: Option<KvResponse>,
+}
+
+/// One cached response of a session, besides its last.
+#[derive(Clone, PartialEq, prost::Message)]
+struct CachedRecord {
+    #[prost(uint64, tag = "1")]
+    seq: u64,
+    #[prost(message, optional, tag = "4")]
+    error: Option<ErrorRecord>,
+    #[prost(oneof = "KvResponse", tags = "11, 12, 13, 14, 15, 16, 17, 18, 19, 20")]
+    response: Option<KvResponse>,
+}
+
+/// The response a snapshot holds as `error` or `response`.
+fn cached_result(
+    response: Option<KvResponse>,
+    error: Option<ErrorRecord>,
+) -> Result<KvResult, String> {
+    match (response, error) {
+        (Some(ok), None) => Ok(Ok(ok)),
+        (None, Some(e)) => Ok(Err(KvError::from_record(&e)?)),
+        _ => Err("snapshot: session needs exactly one of response and error".into()),
+    }
+}
+
+impl SessionRecord {
+    fn new(client_id: u64, s: &Session) -> SessionRecord {
+        let mut responses = s.responses.iter().rev();
+        let (last_seq, last) = match responses.next() {
+            Some((seq, r)) => (*seq, Some(r)),
+            None => (0, None),
+        };
+        let mut earlier: Vec<CachedRecord> = responses
+            .map(|(seq, r)| CachedRecord {
+                seq: *seq,
+                error: r.as_ref().err().map(KvError::to_record),
+                response: r.as_ref().ok().cloned(),
+            })
+            .collect();
+        earlier.reverse();
+        SessionRecord {
+            client_id,
+            last_seq,
+            last_index: s.last_index,
+            error: last.and_then(|r| r.as_ref().err().map(KvError::to_record)),
+            mark: Some(s.mark),
+            earlier,
+            response: last.and_then(|r| r.as_ref().ok().cloned()),
+        }
+    }
+
+    fn into_session(self) -> Result<Session, String> {
+        let mut responses = BTreeMap::new();
+        for c in self.earlier {
+            if c.seq >= self.last_seq {
+                return Err("snapshot: a session's cached seq is not below its last".into());
+            }
+            responses.insert(c.seq, cached_result(c.response, c.error)?);
+        }
+        responses.insert(self.last_seq, cached_result(self.response, self.error)?);
+        let mark = self.mark.unwrap_or(self.last_seq);
+        if responses.keys().next().is_some_and(|first| *first < mark) {
+            return Err("snapshot: a session caches a response below its mark".into());
+        }
+        Ok(Session {
+            last_index: self.last_index,
+            mark,
+            responses,
+        })
+    }
 }
 
 /// Bytes [`KvStore::encode_snapshot_to`] gathers before each write to its
@@ -283,13 +368,7 @@ impl KvStore {
             sessions: self
                 .sessions
                 .iter()
-                .map(|(client_id, s)| SessionRecord {
-                    client_id,
-                    last_seq: s.last_seq,
-                    last_index: s.last_index,
-                    error: s.response.as_ref().err().map(KvError::to_record),
-                    response: s.response.as_ref().ok().cloned(),
-                })
+                .map(|(client_id, s)| SessionRecord::new(client_id, s))
                 .collect(),
             members: self.members.values().cloned().collect(),
             removed_members: self.removed_members.iter().copied().collect(),
@@ -607,17 +686,7 @@ impl Tables {
         }
         let mut sessions = SessionTable::default();
         for s in &r.sessions {
-            let response = match (&s.response, &s.error) {
-                (Some(ok), None) => Ok(ok.clone()),
-                (None, Some(e)) => Err(KvError::from_record(e)?),
-                _ => return Err("snapshot: session needs exactly one of response and error".into()),
-            };
-            let session = Session {
-                last_seq: s.last_seq,
-                last_index: s.last_index,
-                response,
-            };
-            sessions.insert_restored(s.client_id, session);
+            sessions.insert_restored(s.client_id, s.clone().into_session()?);
         }
         let mut alarms = AlarmTable::default();
         for a in &r.alarms {

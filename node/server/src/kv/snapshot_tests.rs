@@ -285,3 +285,180 @@ fn the_streamed_encoding_is_the_snapshot_in_bounded_pieces() {
     let restored = KvStore::decode_snapshot(KvConfig::default(), &sink.bytes).unwrap();
     assert_eq!(restored.encode_snapshot(), sink.bytes);
 }
+
+/// A session as the first release wrote it: one response, no mark.
+#[derive(Clone, PartialEq, prost::Message)]
+struct FirstReleaseSession {
+    #[prost(uint64, tag = "1")]
+    client_id: u64,
+    #[prost(uint64, tag = "2")]
+    last_seq: u64,
+    #[prost(uint64, tag = "3")]
+    last_index: u64,
+    #[prost(message, optional, tag = "4")]
+    error: Option<ErrorRecord>,
+    #[prost(oneof = "KvResponse", tags = "11, 12, 13, 14, 15, 16, 17, 18, 19, 20")]
+    response: Option<KvResponse>,
+}
+
+/// The sessions part of a first-release snapshot.
+#[derive(Clone, PartialEq, prost::Message)]
+struct FirstReleaseSessions {
+    #[prost(message, repeated, tag = "6")]
+    sessions: Vec<FirstReleaseSession>,
+}
+
+/// The sessions part of a snapshot as this release reads it.
+#[derive(Clone, PartialEq, prost::Message)]
+struct SessionsNow {
+    #[prost(message, repeated, tag = "6")]
+    sessions: Vec<SessionRecord>,
+}
+
+fn session_put(client: u64, seq: u64, mark: u64, key: &str) -> KvCommand {
+    let op = KvOp::Put(crate::kv::store_tests::put_req(key, "v"));
+    KvCommand::with_session(client, seq, op).with_first_unanswered(mark)
+}
+
+#[test]
+fn windowed_sessions_round_trip() {
+    let mut h = Harness::new();
+    // Client 7: out of order, one refused (an error response cached), then
+    // a mark that drops 1.
+    for (seq, key) in [(3, "c"), (1, "a"), (4, ""), (2, "b")] {
+        h.cmd(session_put(7, seq, 1, key));
+    }
+    h.cmd(session_put(7, 6, 2, "f"));
+    // Client 8: without marks.
+    h.cmd(KvCommand::with_session(
+        8,
+        1,
+        KvOp::Put(crate::kv::store_tests::put_req("x", "1")),
+    ));
+    let seven = h.s.sessions().get(7).unwrap();
+    assert_eq!(
+        seven.responses.keys().copied().collect::<Vec<_>>(),
+        [2, 3, 4, 6]
+    );
+    assert!(seven.responses[&4].is_err());
+    let bytes = h.s.encode_snapshot();
+    let restored = KvStore::decode_snapshot(KvConfig::default(), &bytes).unwrap();
+    assert_eq!(restored, h.s);
+    assert_eq!(restored.encode_snapshot(), bytes);
+    // The restored store answers and applies alike.
+    let mut h2 = Harness {
+        s: restored,
+        index: h.index,
+    };
+    for cmd in [
+        session_put(7, 4, 2, ""),
+        session_put(7, 2, 2, "b"),
+        session_put(7, 1, 2, "a"),
+        session_put(7, 5, 2, "e"),
+        session_put(7, 7, 7, "g"),
+        session_put(7, 3, 7, "c"),
+    ] {
+        assert_eq!(h.cmd(cmd.clone()), h2.cmd(cmd));
+    }
+    assert_eq!(h.s, h2.s);
+}
+
+#[test]
+fn a_first_release_snapshot_loads() {
+    let mut h = Harness::new();
+    h.put("a", "1");
+    h.cmd(KvCommand::with_session(
+        7,
+        3,
+        KvOp::Put(crate::kv::store_tests::put_req("d", "1")),
+    ));
+    h.cmd(KvCommand::with_session(
+        8,
+        1,
+        KvOp::Put(crate::kv::store_tests::put_req("", "1")),
+    ));
+    // The same snapshot in the first release's encoding: its sessions as it
+    // wrote them (fields 1-4 and the response, nothing else).
+    let mut record = StoreRecord::decode(Bytes::from(h.s.encode_snapshot())).unwrap();
+    let first_release: Vec<FirstReleaseSession> =
+        h.s.sessions()
+            .iter()
+            .map(|(client_id, s)| {
+                let (last_seq, r) = s.responses.last_key_value().unwrap();
+                FirstReleaseSession {
+                    client_id,
+                    last_seq: *last_seq,
+                    last_index: s.last_index,
+                    error: r.as_ref().err().map(KvError::to_record),
+                    response: r.as_ref().ok().cloned(),
+                }
+            })
+            .collect();
+    assert_eq!(first_release.len(), 2);
+    let old_sessions = FirstReleaseSessions {
+        sessions: first_release,
+    }
+    .encode_to_vec();
+    record.sessions = SessionsNow::decode(old_sessions.as_slice())
+        .unwrap()
+        .sessions;
+    let now = SessionsNow {
+        sessions: record.sessions.clone(),
+    };
+    assert_eq!(
+        now.encode_to_vec(),
+        old_sessions,
+        "the snapshot holds the first release's bytes"
+    );
+    assert!(
+        record
+            .sessions
+            .iter()
+            .all(|s| s.mark.is_none() && s.earlier.is_empty())
+    );
+    let old = record.encode_to_vec();
+    let restored = KvStore::decode_snapshot(KvConfig::default(), &old).unwrap();
+    assert_eq!(restored, h.s, "the sessions the first release kept");
+    let seven = restored.sessions().get(7).unwrap();
+    assert_eq!((seven.mark, seven.last_seq()), (3, 3));
+    // And they answer as they did: the last seq from the cache, one below
+    // it stale, one above it new.
+    let mut h2 = Harness {
+        s: restored,
+        index: h.index,
+    };
+    let retry = KvCommand::with_session(7, 3, KvOp::Put(crate::kv::store_tests::put_req("d", "1")));
+    assert!(h2.cmd(retry).duplicate);
+    assert_eq!(
+        h2.cmd(session_put(7, 2, 2, "d")).result,
+        Err(KvError::StaleSequence { seq: 2, last: 3 })
+    );
+    assert!(!h2.cmd(session_put(7, 4, 4, "d")).duplicate);
+}
+
+#[test]
+fn malformed_sessions_are_refused() {
+    let mut h = Harness::new();
+    h.cmd(session_put(7, 2, 1, "b"));
+    h.cmd(session_put(7, 1, 1, "a"));
+    let record = StoreRecord::decode(Bytes::from(h.s.encode_snapshot())).unwrap();
+    assert_eq!(record.sessions[0].earlier.len(), 1);
+    let ok = record.encode_to_vec();
+    assert!(KvStore::decode_snapshot(KvConfig::default(), &ok).is_ok());
+    let mut not_below = record.clone();
+    not_below.sessions[0].earlier[0].seq = 2;
+    let mut below_mark = record.clone();
+    below_mark.sessions[0].mark = Some(2);
+    let mut no_response = record.clone();
+    no_response.sessions[0].earlier[0].response = None;
+    for (why, r) in [
+        ("a cached seq not below the last", not_below),
+        ("a response below the mark", below_mark),
+        ("a cached entry without a response", no_response),
+    ] {
+        assert!(
+            KvStore::decode_snapshot(KvConfig::default(), &r.encode_to_vec()).is_err(),
+            "{why}"
+        );
+    }
+}

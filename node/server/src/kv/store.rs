@@ -200,8 +200,15 @@ impl KvStore {
     }
 
     fn apply_command(&mut self, index: LogIndex, cmd: KvCommand) -> KvOutput {
+        let mark = cmd.mark();
         if cmd.client_id != 0
-            && let Dedup::Answer(result) = self.sessions.check(cmd.client_id, cmd.seq, index)
+            && let Dedup::Answer(result) = self.sessions.check(
+                cmd.client_id,
+                cmd.seq,
+                mark,
+                index,
+                self.config.session_window_max,
+            )
         {
             return KvOutput {
                 result,
@@ -225,7 +232,7 @@ impl KvStore {
         if cmd.client_id != 0 {
             let max = self.config.sessions_max;
             self.sessions
-                .record(cmd.client_id, cmd.seq, index, result.clone(), max);
+                .record(cmd.client_id, cmd.seq, mark, index, result.clone(), max);
         }
         KvOutput {
             result,

@@ -1,8 +1,8 @@
 //! [`LeaseService`]: etcd's Lease calls.
 
 use super::keepalive::KeepAliveTask;
-use crate::api::{ApiContext, LeaderHint, Writes, driver_status, session_ids};
-use crate::kv::{KvCommand, KvOp, KvResponse};
+use crate::api::{ApiContext, LeaderHint, Writes, driver_status, session_command};
+use crate::kv::{KvOp, KvResponse};
 use crate::watch::StreamCloser;
 use flotilla_proto::etcdserverpb::lease_server::{Lease, LeaseServer};
 use flotilla_proto::etcdserverpb::{
@@ -56,11 +56,8 @@ impl LeaseService {
     /// Submits `op`, exactly-once when `metadata` carries a client session
     /// (as KV writes are: a retried grant must not leak a second lease).
     async fn submit(&self, metadata: &MetadataMap, op: KvOp) -> Result<KvResponse, Status> {
-        let (client_id, seq) = session_ids(metadata)?;
-        let mut response = self
-            .writes
-            .submit(KvCommand::with_session(client_id, seq, op))
-            .await?;
+        let command = session_command(metadata, op)?;
+        let mut response = self.writes.submit(command).await?;
         self.ctx.header.fill(response.header_mut());
         Ok(response)
     }

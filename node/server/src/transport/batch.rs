@@ -24,6 +24,7 @@ pub(crate) struct Batcher {
     max_messages: usize,
     max_bytes: usize,
     max_message_bytes: usize,
+    features: u64,
     metrics: TransportMetrics,
     carry: Option<Framed>,
 }
@@ -42,6 +43,7 @@ impl Batcher {
             max_messages: config.max_batch_messages.max(1),
             max_bytes: config.max_batch_bytes,
             max_message_bytes: config.max_message_bytes,
+            features: config.advertised_features,
             metrics,
             carry: None,
         }
@@ -120,6 +122,7 @@ impl Batcher {
         (!messages.is_empty()).then(|| PeerBatch {
             cluster_id: self.cluster_id,
             messages,
+            features: self.features,
         })
     }
 }

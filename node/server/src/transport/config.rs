@@ -37,6 +37,10 @@ pub struct TransportConfig {
     pub stream_buffer_batches: usize,
     /// Seed of the reconnect jitter (each peer's generator mixes in its id).
     pub jitter_seed: u64,
+    /// What this member's batches advertise ([`FEATURES`](super::FEATURES)).
+    /// Only tests change it, to play a member of the previous release.
+    #[doc(hidden)]
+    pub advertised_features: u64,
 }
 
 impl Default for TransportConfig {
@@ -53,6 +57,7 @@ impl Default for TransportConfig {
             keepalive_timeout: Duration::from_secs(3),
             stream_buffer_batches: 4,
             jitter_seed: 0x5eed,
+            advertised_features: super::FEATURES,
         }
     }
 }

@@ -13,7 +13,9 @@
 //! (`FAILED_PRECONDITION`), decodes each message with the checked conversion
 //! (a bad one is counted and skipped) and steps it into a [`MessageSink`],
 //! normally the driver's [`RaftHandle`](crate::driver::RaftHandle). [`serve`]
-//! runs it on a listener the caller binds.
+//! runs it on a listener the caller binds. It records the `features` each
+//! peer's last batch advertised ([`PeerFeatures`]), so the leader proposes
+//! what only new members understand once every member does.
 //!
 //! Tests drive faults through [`FaultControl`]: one-way partitions, random
 //! drops (seeded) and added delay, applied where this node sends.
@@ -26,12 +28,14 @@
 //! | `batch` | packing queued messages into batches |
 //! | `service` | [`PeerService`], [`MessageSink`], [`serve`] |
 //! | `fault` | [`FaultControl`] |
+//! | `features` | [`PeerFeatures`]: what each peer understands |
 //! | `stats` | [`TransportMetrics`] and its snapshot [`TransportStats`] |
 
 mod batch;
 mod client;
 mod config;
 mod fault;
+mod features;
 mod peer;
 mod service;
 mod stats;
@@ -39,6 +43,7 @@ mod stats;
 pub use client::{GrpcTransport, TransportError};
 pub use config::TransportConfig;
 pub use fault::FaultControl;
+pub use features::{FEATURES, PeerFeatures, WINDOWED_SESSIONS, gate_open};
 pub use service::{Delivery, MessageSink, PeerService, StreamCloser, serve, serve_with};
 pub use stats::{TransportMetrics, TransportStats};
 

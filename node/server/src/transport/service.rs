@@ -2,6 +2,7 @@
 //! listener the caller owns.
 
 use super::TransportConfig;
+use super::features::PeerFeatures;
 use super::stats::{Counter, TransportMetrics, TransportStats};
 use crate::driver::{DriverError, RaftHandle, StateMachine};
 use flotilla_proto::raft::raft_peer_server::{RaftPeer, RaftPeerServer};
@@ -70,6 +71,8 @@ pub struct PeerService<S> {
     max_frame_bytes: usize,
     keepalive_interval: Duration,
     keepalive_timeout: Duration,
+    /// The features each sender's last batch advertised.
+    features: PeerFeatures,
     /// Set when the server shuts down, to end the open streams: peers never
     /// close theirs, and the server's graceful shutdown waits for them.
     stop: Arc<watch::Sender<bool>>,
@@ -102,6 +105,7 @@ impl<S: MessageSink> PeerService<S> {
             max_frame_bytes: config.max_frame_bytes(),
             keepalive_interval: config.keepalive_interval,
             keepalive_timeout: config.keepalive_timeout,
+            features: PeerFeatures::default(),
             stop: Arc::new(watch::channel(false).0),
         }
     }
@@ -109,6 +113,12 @@ impl<S: MessageSink> PeerService<S> {
     /// The counters now.
     pub fn stats(&self) -> TransportStats {
         self.metrics.snapshot()
+    }
+
+    /// The features each peer advertised in the last batch it sent here,
+    /// shared: it changes as batches arrive.
+    pub fn peer_features(&self) -> PeerFeatures {
+        self.features.clone()
     }
 
     /// Ends this service's open streams when closed. Only needed when the
@@ -144,6 +154,10 @@ impl<S: MessageSink> PeerService<S> {
         }
         ack.batches += 1;
         self.metrics.incr(Counter::BatchesReceived);
+        // Every message of a batch comes from the member that sends it.
+        if let Some(first) = batch.messages.first() {
+            self.features.record(first.from, batch.features);
+        }
         for wire in batch.messages {
             let message = match Message::try_from(wire) {
                 Ok(m) => m,

@@ -23,6 +23,7 @@ struct Recording {
     addr: SocketAddr,
     received: Received,
     metrics: TransportMetrics,
+    features: PeerFeatures,
     stop: oneshot::Sender<()>,
     server: JoinHandle<()>,
 }
@@ -43,6 +44,7 @@ impl Recording {
         };
         let metrics = TransportMetrics::default();
         let service = PeerService::new(CLUSTER, sink, &test_config(), metrics.clone());
+        let features = service.peer_features();
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
             serve(listener, service, async {
@@ -55,6 +57,7 @@ impl Recording {
             addr,
             received,
             metrics,
+            features,
             stop,
             server,
         }
@@ -117,6 +120,7 @@ async fn a_batch_for_another_cluster_is_refused() {
     let batch = PeerBatch {
         cluster_id: CLUSTER + 1,
         messages: vec![RaftMessage::from(&heartbeat(1))],
+        features: FEATURES,
     };
     let status = send_raw(r.addr, vec![batch]).await.expect_err("refused");
     assert_eq!(status.code(), tonic::Code::FailedPrecondition);
@@ -165,6 +169,7 @@ async fn a_garbage_message_is_counted_and_skipped() {
             garbage,
             RaftMessage::from(&heartbeat(2)),
         ],
+        features: 0,
     };
     let ack = send_raw(r.addr, vec![batch]).await.expect("accepted");
     assert_eq!((ack.batches, ack.messages), (1, 2));
@@ -286,4 +291,55 @@ async fn a_named_peer_is_resolved_again_on_every_connection() {
     assert!(transport.stats().reconnects >= 1, "{:?}", transport.stats());
     transport.shutdown();
     second.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_features_of_each_senders_last_batch_are_recorded() {
+    let r = Recording::start().await;
+    let batch = |cluster_id: u64, features: u64| PeerBatch {
+        cluster_id,
+        messages: vec![RaftMessage::from(&heartbeat(1))],
+        features,
+    };
+    // Another cluster's batch tells nothing.
+    send_raw(r.addr, vec![batch(CLUSTER + 1, WINDOWED_SESSIONS)])
+        .await
+        .expect_err("refused");
+    assert_eq!(r.features.get(1), None);
+    send_raw(r.addr, vec![batch(CLUSTER, WINDOWED_SESSIONS)])
+        .await
+        .expect("accepted");
+    assert_eq!(r.features.get(1), Some(WINDOWED_SESSIONS));
+    // A member of the previous release sends no features: the last batch
+    // counts.
+    send_raw(r.addr, vec![batch(CLUSTER, 0)])
+        .await
+        .expect("accepted");
+    assert_eq!(r.features.get(1), Some(0));
+    assert!(!r.features.has(1, WINDOWED_SESSIONS));
+
+    // A transport advertises this release's features, unless told not to.
+    for advertised in [FEATURES, 0] {
+        let config = TransportConfig {
+            advertised_features: advertised,
+            ..test_config()
+        };
+        let transport = GrpcTransport::new(CLUSTER, config, FaultControl::default());
+        transport.add_peer(NodeId(2), &r.url()).expect("valid URL");
+        let mut sender = transport.clone();
+        let from_five = Message {
+            from: NodeId(5),
+            ..heartbeat(advertised)
+        };
+        crate::driver::Transport::send(&mut sender, vec![from_five]);
+        for _ in 0..1000 {
+            if r.features.get(5) == Some(advertised) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(r.features.get(5), Some(advertised));
+        transport.shutdown();
+    }
+    r.stop().await;
 }

@@ -43,6 +43,7 @@ impl TestNode {
         let events = sm.event_sender();
         let watched = sm.watched_keys();
         let gauge = sm.gauge();
+        let member_ids = sm.member_ids();
         let (driver, handle) = Driver::new(
             raft,
             sm,
@@ -94,6 +95,12 @@ impl TestNode {
                 gauge,
             ),
             raising_nospace: Arc::default(),
+            features: crate::api::FeatureGate::new(
+                1,
+                crate::transport::FEATURES,
+                crate::transport::PeerFeatures::default(),
+                member_ids.clone(),
+            ),
         };
         let forward = crate::api::WriteForwardConfig::for_request_limit(1 << 20);
         let writes = crate::api::Writes::new(

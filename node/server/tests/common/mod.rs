@@ -9,7 +9,7 @@ use flotilla_node::compaction::AutoCompaction;
 use flotilla_node::config::{
     ClusterState, FsyncSetting, InitialMember, NodeConfig, ReadModeSetting,
 };
-use flotilla_node::server::{NodeListeners, RunningNode, start};
+use flotilla_node::server::{NodeListeners, RunningNode, start, start_with};
 use flotilla_proto::etcdserverpb::kv_client::KvClient;
 use flotilla_proto::etcdserverpb::{PutRequest, RangeRequest};
 use flotilla_raft::{NodeId, Role};
@@ -121,6 +121,16 @@ impl Cluster {
     /// [`Cluster::start`], with `configure` applied to every member's
     /// configuration before it starts.
     pub async fn start_configured(configure: impl Fn(&mut NodeConfig)) -> Cluster {
+        Cluster::start_advertising(configure, |_| flotilla_node::transport::FEATURES).await
+    }
+
+    /// [`Cluster::start_configured`], member `i` advertising
+    /// `features(i)` to its peers (0: as a member of the release before
+    /// peer features).
+    pub async fn start_advertising(
+        configure: impl Fn(&mut NodeConfig),
+        features: impl Fn(usize) -> u64,
+    ) -> Cluster {
         let n = 3;
         let mut listeners = Vec::new();
         for _ in 0..n {
@@ -150,7 +160,11 @@ impl Cluster {
                 node_config(&format!("n{}", i + 1), i as u64 + 1, &initial, &dirs[i], &l);
             configure(&mut config);
             configs.push(config.clone());
-            nodes.push(start(config, l).await.expect("start"));
+            let io = flotilla_node::server::NodeIo {
+                advertised_features: features(i),
+                ..flotilla_node::server::NodeIo::default()
+            };
+            nodes.push(start_with(config, l, io).await.expect("start"));
         }
         let c = Cluster {
             nodes,
