@@ -7,41 +7,18 @@
 //! gone once the chunks are.
 
 use flotilla_node::backup::{SPOOL_FILE, SnapshotHeader, read_snapshot, spool_snapshot};
-use flotilla_node::kv::{KvCommand, KvConfig, KvOp, KvStore};
-use flotilla_proto::etcdserverpb::PutRequest;
+use flotilla_node::kv::{KvConfig, KvStore};
 use std::io::Write;
 
-/// Keys in the store, and their value size: about 40 MiB of values.
-const KEYS: usize = 160_000;
-const VALUE_BYTES: usize = 256;
+#[path = "common/big_store.rs"]
+mod big_store;
+use big_store::store;
+
 /// What the Maintenance service sends per message.
 const CHUNK_BYTES: usize = 64 << 10;
 /// What saving may allocate at once: the encoder's piece (256 KiB and a
 /// quarter), a chunk, the store's small tables; far below the store.
 const PEAK_BYTES_MAX: u64 = 4 << 20;
-
-/// A store of `KEYS` keys, some with two versions, through the apply path.
-fn store() -> KvStore {
-    let mut s = KvStore::new(KvConfig::default());
-    let mut index = 0;
-    let mut put = |s: &mut KvStore, key: String, fill: u8| {
-        index += 1;
-        let op = KvOp::Put(PutRequest {
-            key: key.into_bytes(),
-            value: vec![fill; VALUE_BYTES],
-            ..Default::default()
-        });
-        let out = s.apply_entry(index, &KvCommand::new(op).encode_to_bytes());
-        assert!(out.result.is_ok(), "put {index}: {:?}", out.result);
-    };
-    for i in 0..KEYS {
-        put(&mut s, format!("key/{i:08}"), b'a' + (i % 26) as u8);
-    }
-    for i in (0..KEYS).step_by(97) {
-        put(&mut s, format!("key/{i:08}"), b'z');
-    }
-    s
-}
 
 fn header(s: &KvStore) -> SnapshotHeader {
     SnapshotHeader {

@@ -19,38 +19,16 @@ use flotilla_storage::{DiskStorage, StorageOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// Keys in the store, and their value size: about 45 MB of file.
-const KEYS: usize = 160_000;
-const VALUE_BYTES: usize = 256;
+#[path = "common/big_store.rs"]
+mod big_store;
+use big_store::{KEYS, store, within_peak};
+
 /// What checking or restoring may allocate at once: read and write
 /// buffers of a MiB or so, one key's history, the small tables, the
 /// storage's bookkeeping; far below the file.
 const PEAK_BYTES_MAX: u64 = 4 << 20;
 /// The restored member's peer URL (this test's port range; nothing binds).
 const PEER_URL: &str = "http://127.0.0.1:21001";
-
-/// A store of `KEYS` keys, some with two versions, through the apply path.
-fn store() -> KvStore {
-    let mut s = KvStore::new(KvConfig::default());
-    let mut index = 0;
-    let mut put = |s: &mut KvStore, key: String, fill: u8| {
-        index += 1;
-        let op = KvOp::Put(PutRequest {
-            key: key.into_bytes(),
-            value: vec![fill; VALUE_BYTES],
-            ..Default::default()
-        });
-        let out = s.apply_entry(index, &KvCommand::new(op).encode_to_bytes());
-        assert!(out.result.is_ok(), "put {index}: {:?}", out.result);
-    };
-    for i in 0..KEYS {
-        put(&mut s, format!("key/{i:08}"), b'a' + (i % 26) as u8);
-    }
-    for i in (0..KEYS).step_by(97) {
-        put(&mut s, format!("key/{i:08}"), b'z');
-    }
-    s
-}
 
 /// Writes the backup file of `s` to `path`, as a member streams it.
 fn write_backup(s: &KvStore, path: &Path) {
@@ -107,36 +85,24 @@ fn a_backup_of_tens_of_mb_is_checked_and_restored_in_bounded_memory() {
     let file_bytes = std::fs::metadata(&backup).unwrap().len();
     assert!(file_bytes > 40 << 20, "a file of {file_bytes} bytes");
 
-    let mut summary = None;
-    let info = allocation_counter::measure(|| summary = Some(summarize(&backup)));
-    let summary = summary.unwrap().unwrap();
-    eprintln!(
-        "status: {} bytes allocated at once for a {file_bytes}-byte file",
-        info.bytes_max
-    );
-    assert!(
-        info.bytes_max < PEAK_BYTES_MAX,
-        "status: {} bytes allocated at once for a {file_bytes}-byte file (bound {PEAK_BYTES_MAX})",
-        info.bytes_max
-    );
+    let summary = within_peak(
+        &format!("status of a {file_bytes}-byte file"),
+        PEAK_BYTES_MAX,
+        || summarize(&backup),
+    )
+    .unwrap();
     assert_eq!(summary.total_key, KEYS as i64);
     assert_eq!(summary.revision, s.revision());
     assert_eq!(summary.total_size, file_bytes);
     assert_eq!(summary.hash, crc32fast::hash(&s.encode_snapshot()));
 
     let dir = work.path().join("n1.flotilla");
-    let mut report = None;
-    let info = allocation_counter::measure(|| report = Some(restore(&backup, args(&dir))));
-    let report = report.unwrap().unwrap();
-    eprintln!(
-        "restore: {} bytes allocated at once for a {file_bytes}-byte file",
-        info.bytes_max
-    );
-    assert!(
-        info.bytes_max < PEAK_BYTES_MAX,
-        "restore: {} bytes allocated at once for a {file_bytes}-byte file (bound {PEAK_BYTES_MAX})",
-        info.bytes_max
-    );
+    let report = within_peak(
+        &format!("restore of a {file_bytes}-byte file"),
+        PEAK_BYTES_MAX,
+        || restore(&backup, args(&dir)),
+    )
+    .unwrap();
     assert_eq!(report.keys, KEYS as i64);
     assert_eq!(report.revision, s.revision());
     assert!(!staging(&dir).exists());
