@@ -525,6 +525,19 @@ fn split_vote_after_leader_crash(seed: u64) -> Net {
     net
 }
 
+/// Ticks `core` until it sends something, at most two split-test election
+/// timeouts; that must be a pre-vote to each of the other two members.
+/// Returns the ticks it took.
+fn ticks_until_pre_votes(core: &mut Core, seed: u64) -> u32 {
+    let (ticks, ready) = tick_until_ready(core, 2 * SPLIT_ELECTION_TICKS);
+    assert_eq!(
+        kinds(&ready.messages),
+        ["PreVote", "PreVote"],
+        "seed {seed}"
+    );
+    ticks
+}
+
 /// Raft §5.2 (split votes): a candidate that is asked for its vote by
 /// another candidate of its own term knows the vote is split; it asks for
 /// pre-votes again within a quarter to a half of the minimum election
@@ -535,12 +548,7 @@ fn split_candidates_ask_again_within_half_the_minimum_election_timeout() {
         let mut net = split_vote_after_leader_crash(seed);
         for n in [2, 3] {
             let core = net.core(n);
-            let (ticks, ready) = tick_until_ready(core, 2 * SPLIT_ELECTION_TICKS);
-            assert_eq!(
-                kinds(&ready.messages),
-                ["PreVote", "PreVote"],
-                "seed {seed}"
-            );
+            let ticks = ticks_until_pre_votes(core, seed);
             assert!(
                 (SPLIT_ELECTION_TICKS / 4..=SPLIT_ELECTION_TICKS / 2).contains(&ticks),
                 "seed {seed}: member {n} asked again after {ticks} ticks"
@@ -609,12 +617,7 @@ fn after_a_split_vote_the_loser_waits_a_whole_election_timeout_again() {
             },
         ));
         handle(core);
-        let (ticks, ready) = tick_until_ready(core, 2 * SPLIT_ELECTION_TICKS);
-        assert_eq!(
-            kinds(&ready.messages),
-            ["PreVote", "PreVote"],
-            "seed {seed}"
-        );
+        let ticks = ticks_until_pre_votes(core, seed);
         assert!(
             ticks >= SPLIT_ELECTION_TICKS,
             "seed {seed}: member {loser} asked for pre-votes {ticks} ticks after its leader's last heartbeat"

@@ -838,6 +838,20 @@ impl NodeConfig {
 }
 
 impl NodeConfig {
+    /// The Raft configuration a new cluster starts with: every member of
+    /// `--initial-cluster` a voter. A bootstrapping member's storage and a
+    /// restored backup's snapshot both begin from it.
+    pub fn founding_conf_state(&self) -> flotilla_raft::ConfState {
+        flotilla_raft::ConfState {
+            voters: self
+                .initial_cluster
+                .iter()
+                .map(|m| flotilla_raft::NodeId(m.id))
+                .collect(),
+            learners: Vec::new(),
+        }
+    }
+
     /// Logs the configuration in force, once, as one structured line: what
     /// an operator checks first when a member behaves unexpectedly.
     pub fn log_effective(&self) {

@@ -29,7 +29,7 @@ use flotilla_proto::etcdserverpb::Member;
 use flotilla_proto::etcdserverpb::cluster_server::ClusterServer;
 use flotilla_proto::etcdserverpb::kv_server::KvServer;
 use flotilla_proto::etcdserverpb::maintenance_server::MaintenanceServer;
-use flotilla_raft::{ConfState, Config, NodeId, Raft, ReadMode, Storage as _};
+use flotilla_raft::{Config, NodeId, Raft, ReadMode, Storage as _};
 use flotilla_storage::fs::FileSystem;
 use flotilla_storage::{DiskStorage, FsyncMode, StorageOptions};
 use std::collections::HashMap;
@@ -302,14 +302,7 @@ fn open_storage(
     // Used only when the directory is fresh; a joining member starts empty
     // and learns the configuration from the leader.
     options.bootstrap = match identity {
-        Identity::Bootstrap { .. } => Some(ConfState {
-            voters: config
-                .initial_cluster
-                .iter()
-                .map(|m| NodeId(m.id))
-                .collect(),
-            learners: Vec::new(),
-        }),
+        Identity::Bootstrap { .. } => Some(config.founding_conf_state()),
         Identity::Join { .. } | Identity::Restart { .. } => None,
     };
     Ok(match fs {

@@ -5,7 +5,7 @@ use super::file::{SnapshotFileError, SnapshotHeader, SnapshotReader};
 use crate::config::{ClusterState, ConfigError, NodeArgs, NodeConfig};
 use crate::kv::{CopySnapshotError, KvStore, SnapshotFacts};
 use flotilla_proto::etcdserverpb::Member;
-use flotilla_raft::{ConfState, HardState, NodeId, SnapshotMeta, Storage as _, Term};
+use flotilla_raft::{HardState, NodeId, SnapshotMeta, Storage as _, Term};
 use flotilla_storage::{DiskStorage, StorageOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -230,14 +230,7 @@ pub fn restore_from(
     let meta = SnapshotMeta {
         index: header.applied_index.max(1),
         term: Term(1),
-        conf_state: ConfState {
-            voters: config
-                .initial_cluster
-                .iter()
-                .map(|m| NodeId(m.id))
-                .collect(),
-            learners: Vec::new(),
-        },
+        conf_state: config.founding_conf_state(),
     };
     let failed = |reason: String| RestoreError::Write {
         path: dir.clone(),

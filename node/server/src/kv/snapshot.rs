@@ -211,13 +211,19 @@ fn read_payload(r: &mut impl Read, len: u64, buf: &mut Vec<u8>) -> Result<(), St
 
 /// Decodes one [`KeyHistory`] into the store.
 fn restore_history(mvcc: &mut MvccStore, encoded: &[u8]) -> Result<(), String> {
+    let (key, versions) = decode_history(encoded)?;
+    mvcc.restore_key(&key, versions)
+}
+
+/// One encoded [`KeyHistory`]: its key and versions, oldest first.
+fn decode_history(encoded: &[u8]) -> Result<(Vec<u8>, Vec<Version>), String> {
     let h = KeyHistory::decode(encoded).map_err(|e| format!("undecodable key history: {e}"))?;
     let versions = h
         .versions
         .into_iter()
         .map(VersionRecord::into_version)
         .collect::<Result<Vec<_>, _>>()?;
-    mvcc.restore_key(&h.key, versions)
+    Ok((h.key, versions))
 }
 
 /// Appends a key's history as field 4 of [`StoreRecord`].
@@ -752,16 +758,11 @@ impl HistoryCheck {
     }
 
     fn add(&mut self, encoded: &[u8]) -> Result<(), String> {
-        let h = KeyHistory::decode(encoded).map_err(|e| format!("undecodable key history: {e}"))?;
-        let versions = h
-            .versions
-            .into_iter()
-            .map(VersionRecord::into_version)
-            .collect::<Result<Vec<_>, _>>()?;
+        let (key, versions) = decode_history(encoded)?;
         if !versions.is_sorted_by(|a, b| a.revision() < b.revision()) {
             return Err("snapshot: key history out of order".into());
         }
-        if self.last_key.as_ref().is_some_and(|last| *last >= h.key) {
+        if self.last_key.as_ref().is_some_and(|last| *last >= key) {
             return Err("snapshot: keys out of order or repeated".into());
         }
         for v in &versions {
@@ -780,7 +781,7 @@ impl HistoryCheck {
                 self.leases.insert(lease);
             }
         }
-        self.last_key = Some(h.key);
+        self.last_key = Some(key);
         Ok(())
     }
 }
