@@ -31,12 +31,21 @@ pub struct KvConfig {
     /// by default); this is the largest that setting may be,
     /// [`TXN_OPS_LIMIT`].
     pub txn_ops_max: usize,
-    /// The history bound: the store compacts itself, as it applies a write,
-    /// so as to keep at most this many revisions below the current one; 0
+    /// The history bound: the store compacts itself, as it applies writes,
+    /// so as to keep about this many revisions below the current one (up
+    /// to 1 % more between batches: see [`Self::compaction_batch_max`]); 0
     /// turns the bound off. etcd-style auto-compaction by age or count
     /// ([`crate::compaction`]) is separate and proposes Compacts through the
     /// log; this bound is the backstop that keeps memory bounded without it.
     pub retain_revisions: i64,
+    /// Auto-compaction's batch: the most revision-index entries (a key's
+    /// change each) one write's auto-compaction processes, unless the
+    /// write itself made more changes. The bound on history waits until
+    /// it is exceeded by 1 % of [`Self::retain_revisions`], then compacts
+    /// whole revisions up to this many entries per write, and a revision
+    /// with more (a DeleteRange of many keys) over several writes; so no
+    /// write stalls the apply loop for a large compaction.
+    pub compaction_batch_max: usize,
     /// Largest lease TTL accepted (etcd's `MaxLeaseTTL`).
     pub lease_ttl_max_secs: i64,
     /// Smallest lease TTL granted; shorter requests are raised to it, as
@@ -67,6 +76,7 @@ impl Default for KvConfig {
             value_bytes_max: REQUEST_BYTES_LIMIT,
             txn_ops_max: TXN_OPS_LIMIT,
             retain_revisions: 100_000,
+            compaction_batch_max: 10_000,
             lease_ttl_max_secs: 9_000_000_000,
             lease_ttl_min_secs: 1,
             session_ttl_entries: 1_000_000,

@@ -34,9 +34,10 @@
 //!   Txns, deletes of nothing, Compact and LeaseGrant do not.
 //! - Compact(r) keeps, for each key, its version visible at `r` unless it
 //!   is a tombstone; reads below `r` then fail with "required revision has
-//!   been compacted". The store never keeps more than
+//!   been compacted". The store keeps about
 //!   [`KvConfig::retain_revisions`] revisions of history (compacting itself
-//!   as it applies); etcd's auto-compaction is [`crate::compaction`].
+//!   in bounded batches as it applies writes); etcd's auto-compaction is
+//!   [`crate::compaction`].
 //! - Space: while the NOSPACE alarm is raised ([`AlarmTable`], replicated
 //!   like etcd's alarm store), Puts, LeaseGrants and Txns whose taken
 //!   branch puts fail with [`KvError::NoSpace`]; so does such a write that
@@ -93,6 +94,8 @@ pub use view::KvView;
 
 #[cfg(test)]
 mod alarm_tests;
+#[cfg(test)]
+mod compaction_tests;
 #[cfg(test)]
 mod lessor_tests;
 #[cfg(test)]

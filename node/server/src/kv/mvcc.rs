@@ -53,7 +53,32 @@ pub(crate) struct PutOutcome {
     pub prev_kv: Option<KeyValue>,
 }
 
+/// What [`MvccStore::delete`] deleted.
+#[derive(Debug)]
+pub(crate) struct Deleted {
+    /// The lease of the version deleted (0 for none).
+    pub lease: i64,
+    /// The version deleted, if asked for.
+    pub prev_kv: Option<KeyValue>,
+}
+
+/// What [`MvccStore::delete_range`] deleted.
+#[derive(Debug, Default)]
+pub(crate) struct RangeDeleted {
+    /// How many keys.
+    pub deleted: i64,
+    /// The keys that had a lease, with it.
+    pub leased: Vec<(Key, i64)>,
+    /// The versions deleted, in key order, if asked for.
+    pub prev_kvs: Vec<KeyValue>,
+}
+
 impl WriteBatch {
+    /// How many changes the transaction made so far.
+    pub fn changes(&self) -> usize {
+        self.sub as usize
+    }
+
     /// The revision reads inside the transaction see: its own writes.
     pub fn read_revision(&self) -> i64 {
         if self.sub > 0 {
@@ -85,13 +110,19 @@ pub struct MvccStore {
     /// Which key changed at each retained revision at or after the
     /// compaction point: watch catch-up and incremental compaction walk
     /// this instead of every key. Older versions are not listed: no read
-    /// needs them by revision.
+    /// needs them by revision. (While the compaction of one large revision
+    /// is split over several writes, its unfinished entries are those at
+    /// the compaction point from `split` on.)
     by_revision: OrdMap<Revision, Key>,
     /// Keys whose latest version is live (not a tombstone): the count of a
     /// whole-keyspace range at the current revision, without a scan.
     live_keys: u64,
     revision: i64,
     compact_revision: i64,
+    /// Set while the compaction of the revision at the compaction point
+    /// is split over several writes: the change number (`sub`) there from
+    /// which it goes on. See [`MvccStore::compaction_split`].
+    split: Option<i64>,
     /// [`MvccStore::size_bytes`], kept up to date by every change.
     size_bytes: u64,
 }
@@ -101,11 +132,11 @@ const KEY_OVERHEAD_BYTES: u64 =
     (std::mem::size_of::<Key>() + std::mem::size_of::<VersionList>()) as u64;
 /// Estimated bytes a version takes beside its value: the version itself
 /// and its revision index entry.
-const VERSION_OVERHEAD_BYTES: u64 = (std::mem::size_of::<Version>()
+pub(super) const VERSION_OVERHEAD_BYTES: u64 = (std::mem::size_of::<Version>()
     + std::mem::size_of::<Revision>()
     + std::mem::size_of::<Key>()) as u64;
 
-fn key_bytes(key: &[u8]) -> u64 {
+pub(super) fn key_bytes(key: &[u8]) -> u64 {
     key.len() as u64 + KEY_OVERHEAD_BYTES
 }
 
@@ -118,6 +149,20 @@ pub(crate) fn put_cost_bytes(key: &[u8], value_len: usize) -> u64 {
 /// A version's share: its value and the fixed overhead.
 fn version_bytes(v: &Version) -> u64 {
     v.parts().1.len() as u64 + VERSION_OVERHEAD_BYTES
+}
+
+/// The upper bound of etcd's range `[key, range_end)` over the key index;
+/// `None` when the range is empty.
+fn upper_bound<'a>(key: &'a [u8], range_end: &'a [u8]) -> Option<Bound<&'a [u8]>> {
+    if range_end.is_empty() {
+        Some(Bound::Included(key))
+    } else if range_end == [0] {
+        Some(Bound::Unbounded)
+    } else if range_end <= key {
+        None
+    } else {
+        Some(Bound::Excluded(range_end))
+    }
 }
 
 /// Whether `k` is in etcd's range `[key, range_end)`: an empty `range_end`
@@ -203,14 +248,8 @@ impl MvccStore {
     /// Every live key-value of `[key, range_end)` at revision `at`, in key
     /// order. No revision checks: callers use [`Self::check_read_revision`].
     pub fn scan(&self, key: &[u8], range_end: &[u8], at: i64) -> Vec<KeyValue> {
-        let upper = if range_end.is_empty() {
-            Bound::Included(key)
-        } else if range_end == [0] {
-            Bound::Unbounded
-        } else if range_end <= key {
+        let Some(upper) = upper_bound(key, range_end) else {
             return Vec::new();
-        } else {
-            Bound::Excluded(range_end)
         };
         self.keys
             .range::<_, [u8]>((Bound::Included(key), upper))
@@ -230,14 +269,8 @@ impl MvccStore {
         at: i64,
         reverse: bool,
     ) -> Box<dyn Iterator<Item = (&'a [u8], &'a Version)> + 'a> {
-        let upper = if range_end.is_empty() {
-            Bound::Included(key)
-        } else if range_end == [0] {
-            Bound::Unbounded
-        } else if range_end <= key {
+        let Some(upper) = upper_bound(key, range_end) else {
             return Box::new(std::iter::empty());
-        } else {
-            Bound::Excluded(range_end)
         };
         let range = self.keys.range::<_, [u8]>((Bound::Included(key), upper));
         let visible = move |(k, versions): (&'a Key, &'a VersionList)| {
@@ -363,14 +396,22 @@ impl MvccStore {
         outcome
     }
 
-    /// Deletes `key` if it is live; returns the deleted version.
-    pub(crate) fn delete(&mut self, w: &mut WriteBatch, key: &[u8]) -> Option<KeyValue> {
-        let (shared, versions) = self.keys.get_key_value(key)?;
+    /// Tombstones `key` if it is live, with one lookup; returns its lease
+    /// and, when `want_prev` asks for it, the version deleted. The version
+    /// is copied out only for `want_prev` or an event.
+    pub(crate) fn delete(
+        &mut self,
+        w: &mut WriteBatch,
+        key: &[u8],
+        want_prev: bool,
+    ) -> Option<Deleted> {
+        let (shared, versions) = self.keys.get_key_value_mut(key)?;
         let last = versions.last();
         if last.is_tombstone() {
             return None;
         }
-        let prev = to_kv(key, last);
+        let lease = last.meta().lease;
+        let mut prev = (want_prev || w.record_events).then(|| to_kv(key, last));
         let shared = shared.clone();
         let rev = Revision {
             main: w.main,
@@ -378,7 +419,7 @@ impl MvccStore {
         };
         let tomb = Version::tombstone(rev);
         self.size_bytes += version_bytes(&tomb);
-        self.keys.get_mut(key).expect("looked up above").push(tomb);
+        versions.push(tomb);
         self.live_keys -= 1;
         self.by_revision.insert(rev, shared);
         w.sub += 1;
@@ -388,13 +429,56 @@ impl MvccStore {
                 mod_revision: w.main,
                 ..Default::default()
             };
+            let prev_kv = if want_prev { prev.clone() } else { prev.take() };
             w.events.push(Event {
                 r#type: EventType::Delete as i32,
                 kv: Some(kv),
-                prev_kv: Some(prev.clone()),
+                prev_kv,
             });
         }
-        Some(prev)
+        Some(Deleted {
+            lease,
+            prev_kv: prev,
+        })
+    }
+
+    /// Tombstones every live key of `[key, range_end)`: the keys are found
+    /// by one walk of the range and taken as shared handles (no key or
+    /// value copied), then each is deleted with one lookup. Values are
+    /// copied only for `want_prev` or events.
+    pub(crate) fn delete_range(
+        &mut self,
+        w: &mut WriteBatch,
+        key: &[u8],
+        range_end: &[u8],
+        want_prev: bool,
+    ) -> RangeDeleted {
+        let mut out = RangeDeleted::default();
+        let Some(upper) = upper_bound(key, range_end) else {
+            return out;
+        };
+        // Live at the transaction's read revision is live now: nothing is
+        // newer than the versions the transaction itself wrote.
+        let doomed: Vec<Key> = self
+            .keys
+            .range::<_, [u8]>((Bound::Included(key), upper))
+            .filter(|(_, versions)| !versions.last().is_tombstone())
+            .map(|(k, _)| k.clone())
+            .collect();
+        if want_prev {
+            out.prev_kvs.reserve_exact(doomed.len());
+        }
+        for k in doomed {
+            let d = self
+                .delete(w, k.as_bytes(), want_prev)
+                .expect("a key found live above");
+            out.deleted += 1;
+            if d.lease != 0 {
+                out.leased.push((k, d.lease));
+            }
+            out.prev_kvs.extend(d.prev_kv);
+        }
+        out
     }
 
     /// Closes a write transaction: the revision moves if it changed
@@ -422,63 +506,172 @@ impl MvccStore {
         Ok(())
     }
 
-    /// Drops, for every key, the versions superseded at `at`, and the key's
-    /// version at `at` too when it is a tombstone. Only keys changed since
-    /// the last compaction can have such versions, so only those are
-    /// visited. The revision index then keeps revisions from `at` on.
+    /// Compacts at `at` (> the compaction point) whatever it costs: an
+    /// unfinished revision at the compaction point first, then everything
+    /// up to `at`.
     fn compact_unchecked(&mut self, at: i64) {
-        let from = Revision {
-            main: self.compact_revision + 1,
-            sub: 0,
+        while self.compact_revision < at || self.split.is_some() {
+            self.compact_toward(at, usize::MAX);
+        }
+    }
+
+    /// Auto-compaction: keeps about `retain` revisions below the current
+    /// one, in batches. It waits until the history is 1 % of `retain`
+    /// (at least one revision) longer than that, so the fixed costs of a
+    /// batch are shared by many revisions; a batch then touches at most
+    /// `budget` revision-index entries (see [`Self::compact_toward`]), and
+    /// a revision left unfinished is finished by the next calls. Depends
+    /// only on the replicated state, so every replica compacts the same.
+    pub(crate) fn auto_compact(&mut self, retain: i64, budget: usize) {
+        if retain <= 0 {
+            return;
+        }
+        let target = self.revision - retain;
+        let slack = (retain / 100).max(1);
+        if target - self.compact_revision >= slack || self.split.is_some() {
+            self.compact_toward(target, budget);
+        }
+    }
+
+    /// One bounded step of compaction toward `target`; returns how many
+    /// revision-index entries it processed (at most `budget`, at least one
+    /// when there is work).
+    ///
+    /// The compaction point moves only over whole revisions: as many, up
+    /// to `target`, as fit in `budget` entries. The one exception is a
+    /// revision that alone has more entries than `budget` (a DeleteRange
+    /// of many keys): the point moves onto it and its keys are compacted
+    /// `budget` at a time, in revision-index order, on this call and the
+    /// next ones — until done, no step goes further. That is safe because
+    /// nothing readable depends on what is left: reads below the point
+    /// fail, a read at or above it sees a key's latest version at or below
+    /// its revision, never the superseded ones still held, and
+    /// [`Self::events`] leaves out, at the point, what compaction drops
+    /// there (deletions, and what a change replaced). Where the revision's
+    /// compaction goes on is [`Self::compaction_split`], which a snapshot
+    /// carries (entries there are compacted in revision-index order; which
+    /// ones are done cannot be told from the data: a put that created its
+    /// key needs nothing done, before or after).
+    ///
+    /// The revision index entries of an unfinished revision that are done
+    /// stay (a put's, for watch catch-up from the point); when the point
+    /// moves past them they go, uncounted: at most the puts of one
+    /// revision, each a tree removal.
+    fn compact_toward(&mut self, target: i64, budget: usize) -> usize {
+        let c = self.compact_revision;
+        let (start, end) = match self.first_pending() {
+            // An unfinished revision: finish it before going further.
+            Some(rev) => (
+                rev,
+                Revision {
+                    main: c + 1,
+                    sub: 0,
+                },
+            ),
+            None if target > c => (
+                Revision {
+                    main: c + 1,
+                    sub: 0,
+                },
+                Revision {
+                    main: target + 1,
+                    sub: 0,
+                },
+            ),
+            None => return 0,
         };
-        let to = Revision {
-            main: at + 1,
-            sub: 0,
-        };
-        let mut touched: Vec<Key> = self
-            .by_revision
-            .range(from..to)
-            .map(|(_, k)| k.clone())
-            .collect();
-        touched.sort();
-        touched.dedup();
-        for key in touched {
-            let Some(versions) = self.keys.get_mut(&key) else {
-                continue;
-            };
-            let slice = versions.as_slice();
-            let n = slice.partition_point(|v| v.main() <= at);
-            let drop = if n > 0 && slice[n - 1].is_tombstone() {
-                n
-            } else {
-                n.saturating_sub(1)
-            };
-            // Dropped versions below `at` leave the revision index with
-            // the rest of that history just below; those at `at` go here.
-            for v in slice[..drop].iter().filter(|v| v.main() >= at) {
-                self.by_revision.remove(&v.revision());
+        let budget = budget.max(1);
+        let mut at = end.main - 1;
+        let mut split = None;
+        let mut batch: Vec<(Revision, Key)> = Vec::new();
+        for (rev, key) in self.by_revision.range(start..end) {
+            if batch.len() == budget {
+                if batch[0].0.main < rev.main {
+                    // Stop after the last whole revision.
+                    batch.retain(|(r, _)| r.main < rev.main);
+                    at = rev.main - 1;
+                } else {
+                    // One revision bigger than the budget: go onto it,
+                    // and on from here next time.
+                    at = rev.main;
+                    split = Some(rev.sub);
+                }
+                break;
             }
-            self.size_bytes -= slice[..drop].iter().map(version_bytes).sum::<u64>();
-            if drop == slice.len() {
-                self.size_bytes -= key_bytes(key.as_bytes());
-                self.keys.remove(&key);
-            } else {
-                versions.drop_oldest(drop);
+            batch.push((*rev, key.clone()));
+        }
+        for (rev, key) in &batch {
+            self.compact_key(key, at);
+            if rev.main < at {
+                self.by_revision.remove(rev);
             }
         }
+        // What is left below `at`: the done entries of the old point.
         while let Some(&(rev, _)) = self.by_revision.get_min()
             && rev.main < at
         {
             self.by_revision.remove(&rev);
         }
         self.compact_revision = at;
+        self.split = split;
+        batch.len()
     }
 
-    /// Auto-compaction: keeps at most `retain` revisions below the current.
-    pub(crate) fn auto_compact(&mut self, retain: i64) {
-        if retain > 0 && self.revision - retain > self.compact_revision {
-            self.compact_unchecked(self.revision - retain);
+    /// Drops `key`'s versions superseded at `at`, and its version at `at`
+    /// too when that is a tombstone (with its revision index entry; those
+    /// below `at` are the caller's). Reads the key first, so a key already
+    /// compacted (it changed more than once in the batch) costs a lookup.
+    fn compact_key(&mut self, key: &Key, at: i64) {
+        let Some(versions) = self.keys.get(key) else {
+            // Gone with all its versions earlier in the batch.
+            return;
+        };
+        let slice = versions.as_slice();
+        let n = slice.partition_point(|v| v.main() <= at);
+        let drop = if n > 0 && slice[n - 1].is_tombstone() {
+            n
+        } else {
+            n.saturating_sub(1)
+        };
+        if drop == 0 {
+            return;
         }
+        for v in slice[..drop].iter().filter(|v| v.main() >= at) {
+            self.by_revision.remove(&v.revision());
+        }
+        self.size_bytes -= slice[..drop].iter().map(version_bytes).sum::<u64>();
+        if drop == slice.len() {
+            self.size_bytes -= key_bytes(key.as_bytes());
+            self.keys.remove(key);
+        } else {
+            self.keys
+                .get_mut(key)
+                .expect("read above")
+                .drop_oldest(drop);
+        }
+    }
+
+    /// While the compaction of the revision at the compaction point is
+    /// split over several writes ([`Self::compact_toward`]): the change
+    /// number there from which it goes on. A snapshot carries it.
+    pub(crate) fn compaction_split(&self) -> Option<i64> {
+        self.split
+    }
+
+    /// Restores [`Self::compaction_split`] (from a snapshot).
+    pub(crate) fn restore_compaction_split(&mut self, split: Option<i64>) -> Result<(), String> {
+        if split.is_some_and(|sub| sub < 0) {
+            return Err(format!("snapshot: bad compaction split {split:?}"));
+        }
+        self.split = split;
+        Ok(())
+    }
+
+    fn first_pending(&self) -> Option<Revision> {
+        self.split.map(|sub| Revision {
+            main: self.compact_revision,
+            sub,
+        })
     }
 
     /// The changes to `[key, range_end)` from `start_revision` on, with
@@ -517,8 +710,22 @@ impl MvccStore {
                 .as_slice();
             let i = versions.partition_point(|v| v.revision() < *rev);
             let v = &versions[i];
+            // At the compaction point, only what compaction keeps: a
+            // change still held there while a split compaction finishes
+            // (see `compact_toward`) shows as it will once done — a
+            // deletion not at all, a put without what it replaced.
+            let at_point = rev.main == self.compact_revision;
+            if at_point
+                && (v.is_tombstone()
+                    || versions
+                        .get(i + 1)
+                        .is_some_and(|next| next.main() == rev.main))
+            {
+                continue;
+            }
             let prev_kv = i
                 .checked_sub(1)
+                .filter(|_| !at_point)
                 .map(|p| &versions[p])
                 .filter(|p| !p.is_tombstone())
                 .map(|p| to_kv(k.as_bytes(), p));
@@ -619,6 +826,18 @@ impl MvccStore {
                 key_bytes(k.as_bytes()) + versions.as_slice().iter().map(version_bytes).sum::<u64>()
             })
             .sum()
+    }
+
+    /// Whether a revision's compaction is split and unfinished.
+    #[cfg(test)]
+    pub(crate) fn compaction_pending(&self) -> bool {
+        self.split.is_some()
+    }
+
+    /// How many keys differ from `before` (added, removed or changed).
+    #[cfg(test)]
+    pub(crate) fn keys_changed_since(&self, before: &MvccStore) -> usize {
+        before.keys.diff(&self.keys).count()
     }
 
     /// Each key's live value at the current revision: (key, lease).

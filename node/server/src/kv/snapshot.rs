@@ -52,6 +52,10 @@ struct StoreRecord {
     /// The raised alarms, in order.
     #[prost(message, repeated, tag = "9")]
     alarms: Vec<AlarmMember>,
+    /// [`MvccStore::compaction_split`]: absent but while a revision's
+    /// compaction is split, so a store without one encodes as before.
+    #[prost(int64, optional, tag = "10")]
+    compaction_split: Option<i64>,
 }
 
 /// The tag of [`StoreRecord::keys`].
@@ -379,6 +383,7 @@ impl KvStore {
             members: self.members.values().cloned().collect(),
             removed_members: self.removed_members.iter().copied().collect(),
             alarms: self.alarms.get(AlarmType::None),
+            compaction_split: self.mvcc.compaction_split(),
             ..StoreRecord::default()
         };
         (head, tail)
@@ -442,10 +447,11 @@ impl KvStore {
             }
             restore_history(mvcc.as_mut().expect("set above"), payload)
         })?;
-        let mvcc = match mvcc {
+        let mut mvcc = match mvcc {
             Some(store) => store,
             None => MvccStore::restoring(r.revision, r.compact_revision)?,
         };
+        mvcc.restore_compaction_split(r.compaction_split)?;
         let Tables {
             mut leases,
             sessions,
@@ -533,6 +539,7 @@ impl KvStore {
             members,
             removed_members,
             alarms: r.alarms,
+            compaction_split: r.compaction_split,
             ..StoreRecord::default()
         };
         tail.encode(&mut buf).expect("a Vec has room");

@@ -224,9 +224,13 @@ impl KvStore {
         let mut changes = Vec::new();
         let mut w = self.mvcc.begin(self.record_events);
         let result = self.execute(index, &mut w, op, cmd.quota, &mut changes);
+        // A write may compact about as much as it wrote, so compaction
+        // keeps up with any mix of writes, and at least the configured
+        // batch, so a small write never pays for a large one's history.
+        let budget = w.changes().max(self.config.compaction_batch_max);
         let (changed, events) = self.mvcc.end(w);
         if changed {
-            self.mvcc.auto_compact(self.config.retain_revisions);
+            self.mvcc.auto_compact(self.config.retain_revisions, budget);
         }
         let result = result.map(|r| with_revision(r, self.revision()));
         if cmd.client_id != 0 {
@@ -349,15 +353,16 @@ impl KvStore {
         w: &mut WriteBatch,
         req: &DeleteRangeRequest,
     ) -> DeleteRangeResponse {
-        let kvs = self.mvcc.scan(&req.key, &req.range_end, w.read_revision());
-        for kv in &kvs {
-            self.mvcc.delete(w, &kv.key);
-            self.leases.reattach(&kv.key, kv.lease, 0);
+        let out = self
+            .mvcc
+            .delete_range(w, &req.key, &req.range_end, req.prev_kv);
+        for (key, lease) in &out.leased {
+            self.leases.reattach(key.as_bytes(), *lease, 0);
         }
         DeleteRangeResponse {
             header: header(w.read_revision()),
-            deleted: kvs.len() as i64,
-            prev_kvs: if req.prev_kv { kvs } else { Vec::new() },
+            deleted: out.deleted,
+            prev_kvs: out.prev_kvs,
         }
     }
 
@@ -402,7 +407,7 @@ impl KvStore {
     ) -> Result<LeaseRevokeResponse, KvError> {
         let keys = self.leases.remove(req.id).ok_or(KvError::LeaseNotFound)?;
         for key in keys {
-            self.mvcc.delete(w, &key);
+            self.mvcc.delete(w, &key, false);
         }
         changes.push(LeaseChange::Revoked { id: req.id });
         Ok(LeaseRevokeResponse {
