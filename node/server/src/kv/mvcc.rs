@@ -533,9 +533,9 @@ impl MvccStore {
         }
     }
 
-    /// One bounded step of compaction toward `target`; returns how many
-    /// revision-index entries it processed (at most `budget`, at least one
-    /// when there is work).
+    /// One bounded step of compaction toward `target`: it processes at
+    /// most `budget` revision-index entries, and at least one when there
+    /// is work.
     ///
     /// The compaction point moves only over whole revisions: as many, up
     /// to `target`, as fit in `budget` entries. The one exception is a
@@ -557,7 +557,7 @@ impl MvccStore {
     /// stay (a put's, for watch catch-up from the point); when the point
     /// moves past them they go, uncounted: at most the puts of one
     /// revision, each a tree removal.
-    fn compact_toward(&mut self, target: i64, budget: usize) -> usize {
+    fn compact_toward(&mut self, target: i64, budget: usize) {
         let c = self.compact_revision;
         let (start, end) = match self.first_pending() {
             // An unfinished revision: finish it before going further.
@@ -578,7 +578,7 @@ impl MvccStore {
                     sub: 0,
                 },
             ),
-            None => return 0,
+            None => return,
         };
         let budget = budget.max(1);
         let mut at = end.main - 1;
@@ -614,7 +614,6 @@ impl MvccStore {
         }
         self.compact_revision = at;
         self.split = split;
-        batch.len()
     }
 
     /// Drops `key`'s versions superseded at `at`, and its version at `at`
