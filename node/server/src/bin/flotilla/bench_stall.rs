@@ -192,7 +192,7 @@ impl Latency {
 
 /// Failed requests by what their error says.
 #[derive(Clone, Copy, Debug, Default, serde::Serialize)]
-pub(crate) struct Errors {
+struct Errors {
     /// "etcdserver: no leader".
     no_leader: u64,
     /// "etcdserver: leader changed" (the outcome of a write is unknown).
