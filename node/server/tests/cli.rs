@@ -640,6 +640,9 @@ async fn bench_stall_reports_its_phases_and_the_catch_up() {
         "1",
         "--catch-up-puts",
         "640",
+        // Not the 45 s default: a short pause is as good a smoke test.
+        "--pause-seconds",
+        "1",
         "--delete-keys",
         "640",
         "--base-port",

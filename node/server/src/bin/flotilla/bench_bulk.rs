@@ -163,11 +163,8 @@ async fn all_applied(c: &Cluster, index: u64, sent: Instant) -> Option<f64> {
         }
         let mut still = Vec::new();
         for i in waiting {
-            if !c
-                .status(i)
-                .await
-                .is_some_and(|s| s.raft_applied_index >= index)
-            {
+            let applied = c.status(i).await.map_or(0, |s| s.raft_applied_index);
+            if applied < index {
                 still.push(i);
             }
         }

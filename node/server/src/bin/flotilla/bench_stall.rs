@@ -70,7 +70,7 @@ pub struct StallArgs {
     /// Bytes of each value.
     #[arg(long, default_value_t = 256)]
     value_bytes: usize,
-    /// Seconds of each phase (baseline, then with reads and snapshots).
+    /// Seconds of each phase (see `--phases`).
     #[arg(long, default_value_t = 10)]
     seconds: u64,
     /// Clients putting during each phase.
