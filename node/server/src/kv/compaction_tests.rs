@@ -29,10 +29,13 @@ impl Rng {
 /// A live version: value, create revision, version, lease.
 type Live = (Vec<u8>, i64, i64, i64);
 
-/// Every change ever made, by key: (main, sub, the version or a deletion).
+/// A change: main, sub, and the version written or `None` for a deletion.
+type Change = (i64, i64, Option<Live>);
+
+/// Every change ever made, by key.
 #[derive(Default)]
 struct Model {
-    history: BTreeMap<Vec<u8>, Vec<(i64, i64, Option<Live>)>>,
+    history: BTreeMap<Vec<u8>, Vec<Change>>,
     revision: i64,
 }
 
