@@ -618,10 +618,10 @@ impl MvccStore {
 
     /// Drops `key`'s versions superseded at `at`, and its version at `at`
     /// too when that is a tombstone (with its revision index entry; those
-    /// below `at` are the caller's). Reads the key first, so a key already
-    /// compacted (it changed more than once in the batch) costs a lookup.
+    /// below `at` are the caller's). One lookup; a key already compacted
+    /// (it changed more than once in the batch) costs only that.
     fn compact_key(&mut self, key: &Key, at: i64) {
-        let Some(versions) = self.keys.get(key) else {
+        let Some(versions) = self.keys.get_mut(key) else {
             // Gone with all its versions earlier in the batch.
             return;
         };
@@ -643,10 +643,7 @@ impl MvccStore {
             self.size_bytes -= key_bytes(key.as_bytes());
             self.keys.remove(key);
         } else {
-            self.keys
-                .get_mut(key)
-                .expect("read above")
-                .drop_oldest(drop);
+            versions.drop_oldest(drop);
         }
     }
 
