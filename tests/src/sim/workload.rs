@@ -543,7 +543,7 @@ fn new_request(
         (
             SimWrite::Delete {
                 key: key.clone(),
-                ranged: rng.random_bool(0.5),
+                ranged: rng.random_bool(0.25),
             },
             lin::KvInput::delete(key),
         )

@@ -36,11 +36,15 @@
 //! reads, queueing newly committed entries. When the queue is full the
 //! core holds further committed entries back ([`Raft::hold_committed`]).
 //! What needs the state machine waits for it: reads to serve (confirmed
-//! or local), installing a leader's snapshot (its `Ready` is not taken
-//! meanwhile: install is rare, and only on a member far behind, which the
-//! quorum does not wait for), and snapshots of our own. The core counts
-//! entries as applied when it hands them out, so a snapshot is taken only
-//! with the state machine home and the queue empty, when both agree.
+//! or local), and snapshots of our own (the core counts entries as applied
+//! when it hands them out, so a snapshot is taken only with the state
+//! machine home and the queue empty, when both agree). A leader's snapshot
+//! to install waits too, and so does the whole member: no `Ready` is taken
+//! until the state machine is home ([`Step::waits_for_state_machine`]; the
+//! caller waits for it). Install is rare, and only on a member far behind,
+//! which the quorum does not wait for; not taking that `Ready` while going
+//! on would leave the core's commit index (raised by the snapshot)
+//! unsaved and its messages unsent for as long.
 //!
 //! At each state change it asserts what the contract guarantees: the
 //! applied index moves by one per entry (or forward by a snapshot), and a
@@ -288,11 +292,6 @@ impl<S: Storage, M: StateMachine, P, R> Step<S, M, P, R> {
         self.sm.as_ref()
     }
 
-    /// Whether the state machine is applying entries elsewhere.
-    pub fn is_applying_elsewhere(&self) -> bool {
-        self.sm.is_none()
-    }
-
     /// The highest index applied to the state machine.
     pub fn applied(&self) -> LogIndex {
         self.applied
@@ -309,10 +308,18 @@ impl<S: Storage, M: StateMachine, P, R> Step<S, M, P, R> {
         self.confirming.len() + self.confirmed.len() + self.local_reads.len()
     }
 
+    /// Whether the next `Ready` installs a leader's snapshot while the
+    /// state machine is away: no `Ready` is taken until it is home (see
+    /// the module docs), so the caller should wait for it and hand it
+    /// back ([`Self::applied_elsewhere`]).
+    pub fn waits_for_state_machine(&self) -> bool {
+        self.sm.is_none() && self.raft.has_snapshot_to_install()
+    }
+
     /// Whether [`Self::begin_one`] would take a `Ready`: the core has one,
     /// and it is not a leader's snapshot waiting for the state machine.
     pub fn has_ready(&mut self) -> bool {
-        if self.sm.is_none() && self.raft.has_snapshot_to_install() {
+        if self.waits_for_state_machine() {
             return false;
         }
         let full = self.queue.len() >= self.bounds.queue_entries_max

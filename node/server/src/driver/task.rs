@@ -494,7 +494,7 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
         // Likewise a run of heavy entries applying on the apply thread: it
         // ends by itself (a bounded run, `ApplyBounds::run_entries_max`),
         // and its proposers are answered as stopped with everyone else.
-        if self.step.is_applying_elsewhere() {
+        if self.io.applier.away.is_some() {
             let _ = self.io.applier.done.1.recv().await;
         }
         self.io.applier.stop(self.io.owns_thread);
@@ -682,7 +682,19 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
     /// core has nothing left; after each `Ready`, the status is published
     /// and membership changes waiting for the apply are retried.
     async fn process_ready(&mut self) -> Result<(), StorageError> {
-        while let Some(taken) = self.step.begin_one(&mut self.io)? {
+        loop {
+            if self.step.waits_for_state_machine() && self.io.applier.away.is_some() {
+                // A leader's snapshot to install: the member waits for the
+                // run applying elsewhere (see `Step`).
+                match self.io.applier.done.1.recv().await {
+                    Some(done) => self.applied_elsewhere(done)?,
+                    None => break,
+                }
+                continue;
+            }
+            let Some(taken) = self.step.begin_one(&mut self.io)? else {
+                break;
+            };
             if taken.sent_first() && taken.appends() && self.config.owns_thread {
                 // The peer transport runs on this thread's runtime (see
                 // [`Driver::spawn_on_runtime`]): let it write the appends
@@ -719,13 +731,13 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
     /// its run (or it panicked: the member stops): the step answers the
     /// run's proposals and goes on applying.
     fn applied_elsewhere(&mut self, done: ApplyDone<M>) -> Result<(), StorageError> {
-        let ((sm, outputs), took) = done.map_err(StorageError::Fatal)?;
         let (first, last, sent) = self
             .io
             .applier
             .away
             .take()
             .expect("the apply thread reports only a run it was sent");
+        let ((sm, outputs), took) = done.map_err(StorageError::Fatal)?;
         if let Some(m) = &self.io.metrics {
             m.observe_apply_elsewhere(took);
         }
