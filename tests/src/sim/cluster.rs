@@ -500,11 +500,7 @@ impl Cluster {
     fn finish_deferred_applies(&mut self) {
         let now = self.now;
         for i in 0..self.nodes.len() {
-            if !self.nodes[i]
-                .applying
-                .as_ref()
-                .is_some_and(|a| a.due <= now)
-            {
+            if self.nodes[i].applying.as_ref().is_none_or(|a| a.due > now) {
                 continue;
             }
             self.with_effects(i, |step, _, fx| {
