@@ -3,23 +3,33 @@
 //!
 //! It starts a local 3-member cluster of release members (as `dev-cluster`
 //! does, fsync on), fills it with `--keys` keys of `--value-bytes` bytes
-//! (64-put transactions), then runs two phases of `--seconds` each:
+//! (64-put transactions), then runs the phases `--phases` names (all by
+//! default), `--seconds` each, in this order:
 //!
 //! 1. **baseline**: `--writers` clients put (overwriting the filled keys);
 //! 2. **reads**: the same writers, while `--readers` clients read the whole
 //!    keyspace with `--limit 1`, as many count the whole keyspace
 //!    (`count_only`), and one client takes snapshots (Maintenance/Snapshot,
 //!    as `etcdctl snapshot save`) back to back; the members also take their
-//!    own Raft snapshots every `--snapshot-count` entries.
+//!    own Raft snapshots every `--snapshot-count` entries;
+//! 3. **delete**: `--delete-keys` more keys are filled under a prefix of
+//!    their own, then the same writers run while one DeleteRange removes
+//!    that whole prefix (as `etcdctl check perf` does at its end);
+//! 4. **compact**: the same writers while one Compact at the store's
+//!    revision removes every revision of that fill (see `bench_bulk`).
 //!
 //! For each phase it prints the write throughput and latency (p50, p99,
 //! max), the read and snapshot latencies, the members' "fell behind its
 //! clock" warnings (counted in their logs) and the leader changes (the
-//! growth of the highest Raft term). Then, unless `--catch-up-puts 0`, the
-//! catch-up case: a follower is stopped (SIGSTOP) while that many puts
-//! commit as 64-put transactions, continued (SIGCONT), and its Status is
-//! polled from outside until it applied what the leader had committed. The
-//! follower stays stopped at least `--pause-seconds`.
+//! growth of the highest Raft term); for the bulk phases also the bulk
+//! request's latency, when every member had applied it, each member's term
+//! and the leader before and after, and the writers' errors by kind ("no
+//! leader", "leader changed", timed out). Then, unless `--catch-up-puts 0`
+//! (or `--phases` leaves out `catch-up`), the catch-up case: a follower is
+//! stopped (SIGSTOP) while that many puts commit as 64-put transactions,
+//! continued (SIGCONT), and its Status is polled from outside until it
+//! applied what the leader had committed. The follower stays stopped at
+//! least `--pause-seconds`.
 //!
 //! Each phase also shows how many Raft snapshots the members took in it
 //! (with `--snapshot-count` low, several: the baseline's write latencies
@@ -33,10 +43,11 @@
 //! max of the overlapping writes less those of the others.
 
 use crate::WriteOut;
+use crate::bench_bulk::{self, Bulk};
 use crate::bench_overlap::{self, Span};
 use crate::dev_cluster::{self, Member, NodeProgram};
 use anyhow::{Context, Result, bail};
-use clap::Args;
+use clap::{Args, ValueEnum};
 use flotilla_proto::etcdserverpb::kv_client::KvClient;
 use flotilla_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use flotilla_proto::etcdserverpb::{
@@ -59,7 +70,7 @@ pub struct StallArgs {
     /// Bytes of each value.
     #[arg(long, default_value_t = 256)]
     value_bytes: usize,
-    /// Seconds of each phase (baseline, then with reads and snapshots).
+    /// Seconds of each phase (see `--phases`).
     #[arg(long, default_value_t = 10)]
     seconds: u64,
     /// Clients putting during each phase.
@@ -69,6 +80,21 @@ pub struct StallArgs {
     /// counting it, during the read phase.
     #[arg(long, default_value_t = 2)]
     readers: u32,
+    /// Keys filled under their own prefix for the delete phase, which
+    /// removes them with one DeleteRange (`etcdctl check perf --load l`
+    /// ends by deleting about 250,000).
+    #[arg(long, default_value_t = 250_000)]
+    delete_keys: u64,
+    /// The phases to run, comma-separated; they run in the order listed
+    /// under `--help` whatever the order given (e.g. `baseline,delete` for
+    /// the delete beside its no-read baseline).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_values_t = PhaseName::ALL
+    )]
+    phases: Vec<PhaseName>,
     /// Puts committed while a follower is stopped (0: skip the catch-up case).
     #[arg(long, default_value_t = 100_000)]
     catch_up_puts: u64,
@@ -92,10 +118,47 @@ pub struct StallArgs {
     node_bin: Option<PathBuf>,
 }
 
+/// A phase of the benchmark, in the order they run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+enum PhaseName {
+    /// Writes alone.
+    Baseline,
+    /// Writes beside whole-keyspace reads, counts and snapshots.
+    Reads,
+    /// Writes beside one DeleteRange of `--delete-keys` keys.
+    Delete,
+    /// Writes beside one Compact of the delete phase's fill.
+    Compact,
+    /// A stopped follower's catch-up (also skipped by `--catch-up-puts 0`).
+    CatchUp,
+}
+
+impl PhaseName {
+    const ALL: [PhaseName; 5] = [
+        PhaseName::Baseline,
+        PhaseName::Reads,
+        PhaseName::Delete,
+        PhaseName::Compact,
+        PhaseName::CatchUp,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            PhaseName::Baseline => "baseline",
+            PhaseName::Reads => "reads",
+            PhaseName::Delete => "delete",
+            PhaseName::Compact => "compact",
+            PhaseName::CatchUp => "catch-up",
+        }
+    }
+}
+
 /// Puts per fill (and catch-up) transaction.
 const TXN_PUTS: u64 = 64;
 /// Clients filling at once.
 const FILL_CLIENTS: u64 = 8;
+/// How long a writer waits after a failed put before its next one.
+const FAILED_WRITE_BACKOFF: Duration = Duration::from_millis(10);
 /// How long one request may take before it counts as failed.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -127,12 +190,76 @@ impl Latency {
     }
 }
 
+/// Failed requests by what their error says.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+struct Errors {
+    /// "etcdserver: no leader".
+    no_leader: u64,
+    /// "etcdserver: leader changed" (the outcome of a write is unknown).
+    leader_changed: u64,
+    /// Past its deadline.
+    timed_out: u64,
+    other: u64,
+    /// When the first failed write was sent and the last one answered
+    /// (seconds since the Unix epoch; writers only).
+    failing_from: Option<f64>,
+    failing_until: Option<f64>,
+}
+
+impl Errors {
+    fn count(&mut self, e: &tonic::Status) {
+        let slot = if e.message().contains("no leader") {
+            &mut self.no_leader
+        } else if e.message().contains("leader changed") {
+            &mut self.leader_changed
+        } else if matches!(
+            e.code(),
+            tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+        ) {
+            &mut self.timed_out
+        } else {
+            &mut self.other
+        };
+        *slot += 1;
+    }
+
+    /// Notes a write that failed from `from` until `until`.
+    fn during(&mut self, from: f64, until: f64) {
+        self.failing_from = Some(self.failing_from.map_or(from, |f| f.min(from)));
+        self.failing_until = Some(self.failing_until.map_or(until, |u| u.max(until)));
+    }
+
+    fn add(&mut self, o: Errors) {
+        self.no_leader += o.no_leader;
+        self.leader_changed += o.leader_changed;
+        self.timed_out += o.timed_out;
+        self.other += o.other;
+        if let (Some(from), Some(until)) = (o.failing_from, o.failing_until) {
+            self.during(from, until);
+        }
+    }
+
+    /// From the first failed write until the last one failed, in ms.
+    fn failing_ms(&self) -> f64 {
+        match (self.failing_from, self.failing_until) {
+            (Some(from), Some(until)) => (until - from) * 1e3,
+            _ => 0.0,
+        }
+    }
+
+    fn total(&self) -> u64 {
+        self.no_leader + self.leader_changed + self.timed_out + self.other
+    }
+}
+
 /// One phase's figures.
 #[derive(Debug, serde::Serialize)]
 struct Phase {
     name: &'static str,
     writes_per_s: f64,
     writes: Latency,
+    /// The writes' failures by kind.
+    write_errors: Errors,
     range_limit_1: Latency,
     count_only: Latency,
     snapshots: Latency,
@@ -144,6 +271,8 @@ struct Phase {
     snapshot_cost: SnapshotCost,
     /// The machine's 1-minute load average at the phase's end.
     load_average: String,
+    /// The bulk phases' one request.
+    bulk: Option<Bulk>,
 }
 
 /// A phase's writes that overlapped a Raft snapshot being written on any
@@ -198,9 +327,9 @@ struct CatchUp {
 }
 
 /// The cluster under test.
-struct Cluster {
+pub(crate) struct Cluster {
     dir: PathBuf,
-    members: Vec<Member>,
+    pub(crate) members: Vec<Member>,
 }
 
 impl Cluster {
@@ -235,14 +364,14 @@ impl Cluster {
         Ok(c)
     }
 
-    fn channel(&self, i: usize) -> Result<Channel> {
+    pub(crate) fn channel(&self, i: usize) -> Result<Channel> {
         let url = format!("http://127.0.0.1:{}", self.members[i].client);
         Ok(Endpoint::from_shared(url)?
             .connect_timeout(Duration::from_secs(1))
             .connect_lazy())
     }
 
-    async fn status(&self, i: usize) -> Option<StatusResponse> {
+    pub(crate) async fn status(&self, i: usize) -> Option<StatusResponse> {
         let mut client = MaintenanceClient::new(self.channel(i).ok()?);
         let mut req = tonic::Request::new(StatusRequest {});
         req.set_timeout(Duration::from_millis(500));
@@ -250,7 +379,7 @@ impl Cluster {
     }
 
     /// The leader's index, waiting for one.
-    async fn leader(&self) -> Result<usize> {
+    pub(crate) async fn leader(&self) -> Result<usize> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             for i in 0..self.members.len() {
@@ -379,7 +508,7 @@ fn key(i: u64) -> Vec<u8> {
     format!("stall/{i:010}").into_bytes()
 }
 
-fn put_op(i: u64, value: &[u8]) -> RequestOp {
+fn put_op(key: fn(u64) -> Vec<u8>, i: u64, value: &[u8]) -> RequestOp {
     RequestOp {
         request: Some(request_op::Request::RequestPut(PutRequest {
             key: key(i),
@@ -389,9 +518,15 @@ fn put_op(i: u64, value: &[u8]) -> RequestOp {
     }
 }
 
-/// Puts keys `from..to` in 64-put transactions from `FILL_CLIENTS` clients
-/// through `channels` in turn.
-async fn put_txns(channels: &[Channel], from: u64, to: u64, value: &[u8]) -> Result<()> {
+/// Puts keys `key(from..to)` in 64-put transactions from `FILL_CLIENTS`
+/// clients through `channels` in turn.
+async fn put_txns(
+    channels: &[Channel],
+    key: fn(u64) -> Vec<u8>,
+    from: u64,
+    to: u64,
+    value: &[u8],
+) -> Result<()> {
     let next = Arc::new(AtomicU64::new(from));
     let done = Arc::new(AtomicU64::new(0));
     let mut tasks: Vec<JoinHandle<Result<()>>> = Vec::new();
@@ -405,7 +540,7 @@ async fn put_txns(channels: &[Channel], from: u64, to: u64, value: &[u8]) -> Res
                     return Ok(());
                 }
                 let ops = (start..(start + TXN_PUTS).min(to))
-                    .map(|i| put_op(i, &value))
+                    .map(|i| put_op(key, i, &value))
                     .collect();
                 let txn = TxnRequest {
                     success: ops,
@@ -439,11 +574,11 @@ async fn put_txns(channels: &[Channel], from: u64, to: u64, value: &[u8]) -> Res
 
 /// A client that repeats one kind of request until `stop`: its latencies
 /// and its failures.
-type Sampler = JoinHandle<(Vec<Duration>, u64)>;
+type Sampler = JoinHandle<(Vec<Duration>, Errors)>;
 
 /// A writer: when each write started (seconds since the Unix epoch) and how
 /// long it took, and its failures.
-type TimedSampler = JoinHandle<(Vec<(f64, Duration)>, u64)>;
+type TimedSampler = JoinHandle<(Vec<(f64, Duration)>, Errors)>;
 
 fn writer(
     kv: KvClient<Channel>,
@@ -454,7 +589,7 @@ fn writer(
 ) -> TimedSampler {
     let mut kv = kv;
     tokio::spawn(async move {
-        let (mut samples, mut failed) = (Vec::new(), 0);
+        let (mut samples, mut failed) = (Vec::new(), Errors::default());
         let mut n = w;
         while !stop.load(Ordering::Relaxed) {
             // A spread of the filled keys, different per writer.
@@ -470,7 +605,14 @@ fn writer(
             let (at, t) = (unix_now(), Instant::now());
             match kv.put(req).await {
                 Ok(_) => samples.push((at, t.elapsed())),
-                Err(_) => failed += 1,
+                Err(e) => {
+                    failed.count(&e);
+                    failed.during(at, unix_now());
+                    // Back off as a client would: "no leader" comes back
+                    // at once, and retrying in a loop would take the cores
+                    // the members need to elect one.
+                    tokio::time::sleep(FAILED_WRITE_BACKOFF).await;
+                }
             }
         }
         (samples, failed)
@@ -480,7 +622,7 @@ fn writer(
 fn reader(kv: KvClient<Channel>, count_only: bool, stop: Arc<AtomicBool>) -> Sampler {
     let mut kv = kv;
     tokio::spawn(async move {
-        let (mut samples, mut failed) = (Vec::new(), 0);
+        let (mut samples, mut failed) = (Vec::new(), Errors::default());
         while !stop.load(Ordering::Relaxed) {
             let mut req = tonic::Request::new(RangeRequest {
                 key: b"\0".to_vec(),
@@ -493,7 +635,7 @@ fn reader(kv: KvClient<Channel>, count_only: bool, stop: Arc<AtomicBool>) -> Sam
             let t = Instant::now();
             match kv.range(req).await {
                 Ok(_) => samples.push(t.elapsed()),
-                Err(_) => failed += 1,
+                Err(e) => failed.count(&e),
             }
         }
         (samples, failed)
@@ -503,7 +645,7 @@ fn reader(kv: KvClient<Channel>, count_only: bool, stop: Arc<AtomicBool>) -> Sam
 fn snapshotter(mut m: MaintenanceClient<Channel>, stop: Arc<AtomicBool>) -> Sampler {
     m = m.max_decoding_message_size(64 << 20);
     tokio::spawn(async move {
-        let (mut samples, mut failed) = (Vec::new(), 0);
+        let (mut samples, mut failed) = (Vec::new(), Errors::default());
         while !stop.load(Ordering::Relaxed) {
             let t = Instant::now();
             let taken = async {
@@ -513,7 +655,8 @@ fn snapshotter(mut m: MaintenanceClient<Channel>, stop: Arc<AtomicBool>) -> Samp
             };
             match tokio::time::timeout(Duration::from_secs(120), taken).await {
                 Ok(Ok(())) => samples.push(t.elapsed()),
-                _ => failed += 1,
+                Ok(Err(e)) => failed.count(&e),
+                Err(_) => failed.timed_out += 1,
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -521,17 +664,18 @@ fn snapshotter(mut m: MaintenanceClient<Channel>, stop: Arc<AtomicBool>) -> Samp
     })
 }
 
-async fn collect<T>(samplers: Vec<JoinHandle<(Vec<T>, u64)>>) -> Result<(Vec<T>, u64)> {
-    let (mut all, mut failed) = (Vec::new(), 0);
+async fn collect<T>(samplers: Vec<JoinHandle<(Vec<T>, Errors)>>) -> Result<(Vec<T>, Errors)> {
+    let (mut all, mut failed) = (Vec::new(), Errors::default());
     for s in samplers {
         let (samples, f) = s.await?;
         all.extend(samples);
-        failed += f;
+        failed.add(f);
     }
     Ok((all, failed))
 }
 
-async fn phase(c: &Cluster, args: &StallArgs, name: &'static str, reads: bool) -> Result<Phase> {
+async fn phase(c: &Cluster, args: &StallArgs, which: PhaseName) -> Result<Phase> {
+    let reads = which == PhaseName::Reads;
     let leader = c.leader().await?;
     let (term0, warnings0) = (c.term().await, c.warnings());
     let snapshots0 = c.raft_snapshots();
@@ -570,7 +714,23 @@ async fn phase(c: &Cluster, args: &StallArgs, name: &'static str, reads: bool) -
         ));
     }
     let (started, started_at) = (Instant::now(), unix_now());
-    tokio::time::sleep(Duration::from_secs(args.seconds)).await;
+    let bulk = match which {
+        PhaseName::Delete | PhaseName::Compact => {
+            let request = if which == PhaseName::Delete {
+                bench_bulk::Request::DeleteRange
+            } else {
+                bench_bulk::Request::Compact
+            };
+            // Stop the writers however the request went.
+            let bulk = bench_bulk::run(c, request, leader, started, args.seconds).await;
+            stop.store(true, Ordering::Relaxed);
+            Some(bulk?)
+        }
+        _ => {
+            tokio::time::sleep(Duration::from_secs(args.seconds)).await;
+            None
+        }
+    };
     stop.store(true, Ordering::Relaxed);
     let (writes, write_failures) = collect(writers).await?;
     let elapsed = started.elapsed().as_secs_f64();
@@ -587,17 +747,19 @@ async fn phase(c: &Cluster, args: &StallArgs, name: &'static str, reads: bool) -
     let (counts, count_failures) = collect(counts).await?;
     let (snaps, snap_failures) = collect(snaps).await?;
     Ok(Phase {
-        name,
+        name: which.name(),
         writes_per_s: writes.len() as f64 / elapsed,
-        writes: Latency::of(writes, write_failures),
-        range_limit_1: Latency::of(ranges, range_failures),
-        count_only: Latency::of(counts, count_failures),
-        snapshots: Latency::of(snaps, snap_failures),
+        writes: Latency::of(writes, write_failures.total()),
+        write_errors: write_failures,
+        range_limit_1: Latency::of(ranges, range_failures.total()),
+        count_only: Latency::of(counts, count_failures.total()),
+        snapshots: Latency::of(snaps, snap_failures.total()),
         missed_tick_warnings: c.warnings() - warnings0,
         leader_changes: c.term().await - term0,
         raft_snapshots: c.raft_snapshots() - snapshots0,
         snapshot_cost,
         load_average: load_average(),
+        bulk,
     })
 }
 
@@ -616,7 +778,8 @@ async fn catch_up(c: &Cluster, args: &StallArgs) -> Result<CatchUp> {
     let value = vec![b'c'; args.value_bytes];
     signal(&c.members[follower], rustix::process::Signal::STOP)?;
     let stopped = Instant::now();
-    let wrote = put_txns(&channels, args.keys, args.keys + args.catch_up_puts, &value).await;
+    let to = args.keys + args.catch_up_puts;
+    let wrote = put_txns(&channels, key, args.keys, to, &value).await;
     let pause = Duration::from_secs(args.pause_seconds);
     if wrote.is_ok() && stopped.elapsed() < pause {
         tokio::time::sleep(pause - stopped.elapsed()).await;
@@ -664,6 +827,7 @@ fn print(args: &StallArgs, phases: &[Phase], catch: Option<&CatchUp>, out: Write
             "value_bytes": args.value_bytes,
             "writers": args.writers,
             "readers": args.readers,
+            "delete_keys": args.delete_keys,
             "phases": phases,
             "catch_up": catch,
         });
@@ -743,6 +907,7 @@ fn print(args: &StallArgs, phases: &[Phase], catch: Option<&CatchUp>, out: Write
             c.extra_max_ms
         );
     }
+    print_bulk(phases);
     if let Some(c) = catch {
         println!(
             "catch-up: follower stopped {:.1} s while {} puts committed; caught up {:.0} ms after SIGCONT ({} missed-tick warnings, {} leader changes; load average {})",
@@ -755,6 +920,74 @@ fn print(args: &StallArgs, phases: &[Phase], catch: Option<&CatchUp>, out: Write
         );
     }
     Ok(())
+}
+
+/// The bulk phases' table: each request, its latency, when every member
+/// had applied it, terms and leader before and after, and the writes beside
+/// it against the baseline's.
+fn print_bulk(phases: &[Phase]) {
+    if phases.iter().all(|p| p.bulk.is_none()) {
+        return;
+    }
+    let baseline = phases.iter().find(|p| p.name == PhaseName::Baseline.name());
+    let ms = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.0}"));
+    println!(
+        "bulk requests beside the writes (terms of n1/n2/n3 and the leader; writes p99/max ms vs the baseline's; failed writes by error, and from the first to the last):"
+    );
+    println!(
+        "{:<9} {:<12} {:>8} {:>8} {:>10}  {:<14} {:<14} {:>21}  {:>9} {:>9} {:>9} {:>6} {:>10}",
+        "phase",
+        "request",
+        "keys",
+        "took ms",
+        "applied ms",
+        "before",
+        "after",
+        "writes vs baseline",
+        "no leader",
+        "ldr chg",
+        "timed out",
+        "other",
+        "failing ms"
+    );
+    for p in phases {
+        let Some(b) = &p.bulk else { continue };
+        let writes = format!(
+            "{:.1}/{:.0} vs {}",
+            p.writes.p99_ms,
+            p.writes.max_ms,
+            baseline.map_or_else(
+                || "-".to_string(),
+                |b| format!("{:.1}/{:.0}", b.writes.p99_ms, b.writes.max_ms)
+            )
+        );
+        let e = &p.write_errors;
+        println!(
+            "{:<9} {:<12} {:>8} {:>8.0} {:>10}  {:<14} {:<14} {:>21}  {:>9} {:>9} {:>9} {:>6} {:>10.0}",
+            p.name,
+            b.request,
+            b.keys,
+            b.took_ms,
+            ms(b.all_applied_ms),
+            b.before.text(),
+            b.after.text(),
+            writes,
+            e.no_leader,
+            e.leader_changed,
+            e.timed_out,
+            e.other,
+            e.failing_ms()
+        );
+        if let Some(err) = &b.error {
+            println!("{:<9} the {} failed: {err}", p.name, b.request);
+        }
+        if b.request == "delete-range" && (b.deleted != b.keys || b.keys_left != 0) {
+            println!(
+                "{:<9} deleted {} of {} keys; {} left under the prefix",
+                p.name, b.deleted, b.keys, b.keys_left
+            );
+        }
+    }
 }
 
 /// Runs the benchmark.
@@ -777,22 +1010,38 @@ pub async fn run(args: StallArgs, out: WriteOut) -> Result<()> {
         let channels: Vec<Channel> = (0..c.members.len())
             .map(|i| c.channel(i))
             .collect::<Result<_>>()?;
-        put_txns(&channels, 0, args.keys, &vec![b'f'; args.value_bytes]).await?;
+        let value = vec![b'f'; args.value_bytes];
+        put_txns(&channels, key, 0, args.keys, &value).await?;
         eprintln!(
-            "filled in {:.1} s ({} missed-tick warnings so far); baseline phase",
+            "filled in {:.1} s ({} missed-tick warnings so far)",
             fill.elapsed().as_secs_f64(),
             c.warnings()
         );
-        let baseline = phase(&c, &args, "baseline", false).await?;
-        eprintln!("read phase");
-        let reads = phase(&c, &args, "reads", true).await?;
-        let catch = if args.catch_up_puts > 0 {
-            eprintln!("catch-up case");
-            Some(catch_up(&c, &args).await?)
-        } else {
-            None
-        };
-        Ok::<_, anyhow::Error>((vec![baseline, reads], catch))
+        let (mut phases, mut catch, mut bulk_filled) = (Vec::new(), None, false);
+        let mut chosen = args.phases.clone();
+        chosen.sort();
+        chosen.dedup();
+        for which in chosen {
+            if matches!(which, PhaseName::Delete | PhaseName::Compact) && !bulk_filled {
+                // Filled here, not with the rest, so the phases before
+                // run on the same store with or without the bulk phases.
+                eprintln!("filling {} keys under their own prefix", args.delete_keys);
+                let fill = Instant::now();
+                put_txns(&channels, bench_bulk::key, 0, args.delete_keys, &value).await?;
+                eprintln!("filled in {:.1} s", fill.elapsed().as_secs_f64());
+                bulk_filled = true;
+            }
+            if which == PhaseName::CatchUp {
+                if args.catch_up_puts > 0 {
+                    eprintln!("catch-up case");
+                    catch = Some(catch_up(&c, &args).await?);
+                }
+                continue;
+            }
+            eprintln!("{} phase", which.name());
+            phases.push(phase(&c, &args, which).await?);
+        }
+        Ok::<_, anyhow::Error>((phases, catch))
     }
     .await;
     c.stop_all().await;

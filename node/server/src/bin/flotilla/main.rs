@@ -17,9 +17,11 @@
 //! | `dev_cluster.rs` | `dev-cluster` |
 //! | `bench_kv.rs`, `bench_log.rs`, `bench_failover.rs`, `bench_stall.rs` | `bench kv`, `bench log`, `bench failover`, `bench stall` |
 //! | `bench_overlap.rs` | `bench stall`: which writes overlapped a member's snapshot |
+//! | `bench_bulk.rs` | `bench stall`: one DeleteRange or Compact of a whole filled prefix beside the writes |
 //! | `bench_broker.rs` | `bench produce`, `bench e2e`, `bench broker-failover` |
 
 mod bench_broker;
+mod bench_bulk;
 mod bench_failover;
 mod bench_kv;
 mod bench_log;
@@ -122,8 +124,9 @@ enum BenchCommand {
     /// several times, and times the first write a new leader accepts.
     Failover(bench_failover::FailoverArgs),
     /// Fills a local 3-member cluster, then measures writes with and without
-    /// whole-keyspace reads, counts and snapshots beside them, and how fast
-    /// a stopped follower catches up.
+    /// whole-keyspace reads, counts and snapshots beside them, beside one
+    /// DeleteRange and one Compact of a large prefix, and how fast a
+    /// stopped follower catches up.
     Stall(bench_stall::StallArgs),
     /// Broker: produce throughput to one partition (rf 1; rf 3 acks=all).
     Produce(bench_broker::ProduceBench),
