@@ -29,6 +29,10 @@ fn run_many(scenario: &Scenario, base: u64, default_count: u64) -> RunStats {
         total.view_reads > 0,
         "no range was answered from a frozen view"
     );
+    assert!(
+        total.applies_deferred > 0 && total.applies_at_once > 0,
+        "heavy entries never applied off the step later, or never at once: {total:?}"
+    );
     // Faults cost some operations their answer, but nearly all must be
     // answered: clients retry for 40 attempts before giving up, and a
     // passing set gives up on under 0.5% (0.06% to 0.43% today).

@@ -46,7 +46,10 @@
 //!    carries no command; a [`EntryKind::ConfChange`] carries the new
 //!    configuration and the proposer's context, read with
 //!    [`ConfChangeData::decode`]);
-//!    then serve `ready.read_states` whose index is applied.
+//!    then serve `ready.read_states` whose index is applied. A driver may
+//!    apply entries later, off its loop (the core counts them as applied
+//!    once handed out: snapshot only after applying them), and hold further
+//!    committed entries back meanwhile with [`Raft::hold_committed`].
 //! 6. Call [`Raft::advance`]. No other input may come between steps 2 and 6.
 //! 7. When [`Raft::snapshot_due`], serialize the state machine (as of the
 //!    applied index) and hand it to [`Raft::compact`], which stores the

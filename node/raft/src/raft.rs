@@ -90,6 +90,9 @@ pub struct Raft<S: Storage> {
     pub(crate) read_states: Vec<ReadState>,
     /// Appends must be (re)sent to followers at the next flush.
     pub(crate) replication_dirty: bool,
+    /// While set, `Ready`s hand out no committed entries
+    /// ([`Raft::hold_committed`]).
+    hold_committed: bool,
     prev_hard_state: HardState,
     prev_soft_state: SoftState,
     pending_ready: Option<ReadyMarks>,
@@ -138,6 +141,7 @@ impl<S: Storage> Raft<S> {
             forwarded: ForwardedReads::default(),
             read_states: Vec::new(),
             replication_dirty: false,
+            hold_committed: false,
             prev_hard_state: hs,
             prev_soft_state: SoftState {
                 leader: NodeId::NONE,
@@ -623,7 +627,7 @@ impl<S: Storage> Raft<S> {
         !self.msgs.is_empty()
             || self.log.pending_snapshot().is_some()
             || !self.log.unstable_entries().is_empty()
-            || self.log.has_next_committed_entries()
+            || (!self.hold_committed && self.log.has_next_committed_entries())
             || !self.read_states.is_empty()
             || self.hard_state() != self.prev_hard_state
             || self.soft_state() != self.prev_soft_state
@@ -648,14 +652,18 @@ impl<S: Storage> Raft<S> {
         let soft_state = self.soft_state();
         let snapshot = self.log.pending_snapshot().cloned();
         let entries = self.log.unstable_entries().to_vec();
-        let committed_entries = match self
-            .log
-            .next_committed_entries(self.config.max_committed_bytes_per_ready)
-        {
-            Ok(e) => e,
-            Err(e) => {
-                self.fatal = Some(StorageError::Fatal(e.to_string()));
-                return Err(e);
+        let committed_entries = if self.hold_committed {
+            Vec::new()
+        } else {
+            match self
+                .log
+                .next_committed_entries(self.config.max_committed_bytes_per_ready)
+            {
+                Ok(e) => e,
+                Err(e) => {
+                    self.fatal = Some(StorageError::Fatal(e.to_string()));
+                    return Err(e);
+                }
             }
         };
         // Only this leader's own proposals were counted as uncommitted (the
@@ -716,6 +724,33 @@ impl<S: Storage> Raft<S> {
                 .saturating_sub(marks.committed_count);
         }
         self.prev_hard_state = marks.hard_state;
+    }
+
+    /// Stops (`true`) or resumes (`false`) handing out committed entries:
+    /// while held, [`Raft::ready`] returns none and [`Raft::has_ready`]
+    /// does not count them, but everything else goes on — the commit index
+    /// advances, entries are persisted and acknowledged, messages and read
+    /// states come out. For a driver whose state machine is busy with
+    /// entries it was handed earlier and whose queue of entries not yet
+    /// applied is full.
+    ///
+    /// The core takes entries as applied once they are handed out and the
+    /// `Ready` is advanced: [`Status::applied`], [`Raft::snapshot_due`] and
+    /// the index of [`Raft::compact`] / [`Raft::prepare_snapshot`] count
+    /// them. A driver that applies them later must therefore snapshot only
+    /// once it applied all it was handed. Nothing else in the core depends
+    /// on the applied index: membership changes are gated on the commit
+    /// index, and a leader's count of uncommitted entries is given back as
+    /// entries are handed out, so holding them keeps that count up (and
+    /// may refuse proposals) until they are.
+    pub fn hold_committed(&mut self, hold: bool) {
+        self.hold_committed = hold;
+    }
+
+    /// Whether a leader's snapshot waits to be installed by the next
+    /// [`Ready`] (it comes before any other entry that `Ready` carries).
+    pub fn has_snapshot_to_install(&self) -> bool {
+        self.log.pending_snapshot().is_some()
     }
 
     pub(crate) fn pending_ready_is_none(&self) -> bool {

@@ -72,6 +72,40 @@ fn committed_entries_are_handed_out_within_the_byte_budget() {
     assert_eq!(batches, [0, 2, 2, 1]);
 }
 
+/// A driver whose state machine is busy holds committed entries back
+/// (`hold_committed`): the commit index still moves, entries are still
+/// persisted, and the held entries come out in order once released.
+#[test]
+fn held_committed_entries_wait_while_the_rest_goes_on() {
+    let mut single = core(1, 1);
+    elect(&mut single);
+    handle(&mut single);
+    single.hold_committed(true);
+    single.propose(Bytes::from_static(b"a")).expect("leader");
+    let ready = handle(&mut single);
+    assert_eq!(ready.entries.len(), 1, "persisted while held");
+    let ready = handle(&mut single);
+    assert_eq!(
+        ready.hard_state.map(|h| h.commit),
+        Some(2),
+        "committed while held"
+    );
+    assert!(data(&ready).is_empty(), "but not handed out");
+    single.propose(Bytes::from_static(b"b")).expect("leader");
+    while single.has_ready() {
+        assert!(data(&handle(&mut single)).is_empty());
+    }
+    assert_eq!(single.status().applied, 1, "nothing handed out counts");
+    single.hold_committed(false);
+    assert!(single.has_ready(), "released entries are work");
+    let ready = handle(&mut single);
+    assert_eq!(
+        data(&ready),
+        [Bytes::from_static(b"a"), Bytes::from_static(b"b")]
+    );
+    assert_eq!(single.status().applied, 3);
+}
+
 /// Raft Figure 2 (persistent state) and thesis §3.8: a core restarted over
 /// the same storage resumes its term, vote and commit index, and hands out
 /// again the committed entries after `Config::applied`, the state machine's

@@ -44,6 +44,10 @@ pub struct Metrics {
     /// How long each of them took, from the freeze until the file was
     /// durable.
     pub snapshot_seconds: Histogram,
+    /// How long each run of heavy committed entries (a DeleteRange over
+    /// many keys, a compaction) took to apply on the apply thread, off
+    /// the driver; its count is the number of such runs.
+    pub apply_elsewhere_seconds: Histogram,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -83,6 +87,8 @@ impl Metrics {
             snapshots_written: Counter::default(),
             // 10 ms .. ~5.5 min
             snapshot_seconds: Histogram::new(exponential_buckets(0.01, 2.0, 16)),
+            // 1 ms .. ~33 s
+            apply_elsewhere_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
         };
         registry.register("raft_term", "Current Raft term", m.term.clone());
         registry.register(
@@ -147,6 +153,11 @@ impl Metrics {
             "Time from freezing the state to its snapshot file being durable",
             m.snapshot_seconds.clone(),
         );
+        registry.register(
+            "raft_apply_elsewhere_duration_seconds",
+            "Time a run of heavy committed entries took to apply off the Raft driver's thread",
+            m.apply_elsewhere_seconds.clone(),
+        );
         *m.registry.lock().expect("fresh lock") = registry;
         m
     }
@@ -161,6 +172,11 @@ impl Metrics {
     /// Records one persist step.
     pub fn observe_fsync(&self, elapsed: Duration) {
         self.fsync_seconds.observe(elapsed.as_secs_f64());
+    }
+
+    /// Records one run of heavy entries applied off the driver.
+    pub fn observe_apply_elsewhere(&self, took: Duration) {
+        self.apply_elsewhere_seconds.observe(took.as_secs_f64());
     }
 
     /// A snapshot of this member's own started being written.

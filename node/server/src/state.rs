@@ -345,6 +345,10 @@ impl StateMachine for NodeStateMachine {
         output
     }
 
+    fn is_heavy(&self, command: &Bytes) -> bool {
+        self.kv.is_heavy(command)
+    }
+
     fn apply_conf_change(&mut self, index: LogIndex, context: &Bytes) -> KvOutput {
         let output = self.kv.apply_membership_entry(index, context);
         self.sync_member_ids(true);

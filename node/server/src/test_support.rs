@@ -27,17 +27,39 @@ pub(crate) fn single_voter_raft(
 /// Applies commands by appending them; the output is the log's length. Its
 /// snapshot is the commands, length-prefixed, so a member restored from one
 /// holds exactly what the others applied.
+///
+/// A command `slow:<ms>` is heavy ([`StateMachine::is_heavy`]): applying
+/// it takes that many milliseconds, as a DeleteRange over many keys would,
+/// plus `slower_ms` (members that share a few cores apply it at staggered
+/// times).
 #[derive(Debug, Default)]
 pub(crate) struct Recorder {
     pub(crate) commands: Vec<Bytes>,
+    pub(crate) slower_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// How long applying `command` takes, if it is a heavy `slow:<ms>`.
+fn slow_ms(command: &[u8]) -> Option<u64> {
+    std::str::from_utf8(command.strip_prefix(b"slow:")?)
+        .ok()?
+        .parse()
+        .ok()
 }
 
 impl StateMachine for Recorder {
     type Output = usize;
 
     fn apply(&mut self, _index: LogIndex, command: &Bytes) -> usize {
+        if let Some(ms) = slow_ms(command) {
+            let slower = self.slower_ms.load(std::sync::atomic::Ordering::Relaxed);
+            std::thread::sleep(std::time::Duration::from_millis(ms + slower));
+        }
         self.commands.push(command.clone());
         self.commands.len()
+    }
+
+    fn is_heavy(&self, command: &Bytes) -> bool {
+        slow_ms(command).is_some()
     }
 
     /// A membership entry's context is recorded like a command, marked so

@@ -8,7 +8,7 @@ use super::invariants::Invariants;
 use super::kv::{get_request, pairs};
 use super::network::{NetFaults, Network};
 use super::node::{
-    CRASHED, Event, NodeStep, Proposal, Read, SimEffects, SimNode, ViewRead, restored,
+    CRASHED, Event, NodeStep, Proposal, Read, SimEffects, SimNode, ViewRead, apply_bounds, restored,
 };
 use super::watch::EventHistory;
 use flotilla_node::driver::Step;
@@ -81,6 +81,9 @@ pub struct Cluster {
     /// Most ticks a snapshot spends being written off the driver before
     /// the log is compacted to it.
     pub snapshot_write_ticks: u64,
+    /// Most ticks a run of heavy entries spends applying off a member's
+    /// step (drawn per run, when it is not applied at once).
+    pub apply_delay_ticks: u64,
     /// Chance that a member crashes (and restarts) right after its snapshot
     /// is written, before the log is compacted to it.
     pub crash_after_snapshot_write: f64,
@@ -145,6 +148,7 @@ impl Cluster {
             view_delay_ticks: 3,
             view_reads_done: 0,
             snapshot_write_ticks: 0,
+            apply_delay_ticks: 0,
             crash_after_snapshot_write: 0.0,
             snapshots_compacted: 0,
             snapshots_recovered_unrecorded: 0,
@@ -187,6 +191,9 @@ impl Cluster {
             lessor: None,
             applied_events: None,
             event_revision: 0,
+            applying: None,
+            applies_at_once: 0,
+            applies_deferred: 0,
         });
         self.start(id);
     }
@@ -287,7 +294,8 @@ impl Cluster {
         node.applied_events = Some(sm.subscribe());
         node.lessor = Some(lessor);
         let raft = Raft::new(config, storage).expect("simulation config is valid");
-        node.step = Some(Step::new(raft, sm));
+        node.step = Some(Step::new(raft, sm).with_bounds(apply_bounds()));
+        node.applying = None;
         node.crash_mid_persist = false;
         node.snapshot_bytes_buffered = 0;
         self.inv.on_snapshot(id, snap.meta.index, snap.meta.term);
@@ -353,6 +361,7 @@ impl Cluster {
         }
         self.finish_view_reads();
         self.finish_snapshot_writes();
+        self.finish_deferred_applies();
         let next_tick = (self.now / TICK_UNITS + 1) * TICK_UNITS;
         let next = self
             .net
@@ -403,6 +412,18 @@ impl Cluster {
         i: usize,
         f: impl FnOnce(&mut NodeStep, u64, &mut SimEffects<'_>) -> Result<T, StorageError>,
     ) -> Option<T> {
+        self.run_effects(i, true, f)
+    }
+
+    /// [`Self::with_effects`]; without the check of the member's commit
+    /// index after `f` when `check_commit` is false (its core may hold a
+    /// commit index it has not saved yet, which the next `Ready` saves).
+    fn run_effects<T>(
+        &mut self,
+        i: usize,
+        check_commit: bool,
+        f: impl FnOnce(&mut NodeStep, u64, &mut SimEffects<'_>) -> Result<T, StorageError>,
+    ) -> Option<T> {
         let node = &mut self.nodes[i];
         let mut step = node.step.take()?;
         let mut fx = SimEffects {
@@ -417,10 +438,13 @@ impl Cluster {
             view_reads: &mut self.view_reads,
             view_delay_max: self.view_delay_ticks * TICK_UNITS,
             snapshot_write_delay_max: self.snapshot_write_ticks * TICK_UNITS,
+            apply_delay_max: self.apply_delay_ticks * TICK_UNITS,
         };
         match f(&mut step, self.ticks, &mut fx) {
             Ok(out) => {
-                node_after(&mut fx, &step);
+                if check_commit {
+                    node_after(&mut fx, &step);
+                }
                 fx.node.step = Some(step);
                 Some(out)
             }
@@ -441,16 +465,51 @@ impl Cluster {
     /// Steps 2–6 of the driver contract for member `i`, by the node's own
     /// step.
     fn handle_ready(&mut self, i: usize) -> bool {
-        if !self.nodes[i]
-            .step
-            .as_mut()
-            .is_some_and(|s| s.raft_mut().has_ready())
-        {
+        let Some(step) = self.nodes[i].step.as_ref() else {
+            return false;
+        };
+        if step.waits_for_state_machine() {
+            // A leader's snapshot to install: as the driver, the member
+            // waits for its runs applying elsewhere (their events reach
+            // the watchers before the snapshot replaces the store). The
+            // snapshot raised the core's commit index, which the `Ready`
+            // below saves: it is checked after that.
+            self.run_effects(i, false, |step, _, fx| {
+                while step.waits_for_state_machine() {
+                    let Some(run) = fx.node.applying.take() else {
+                        break;
+                    };
+                    let (sm, outputs) = run.apply();
+                    step.applied_elsewhere(sm, outputs, fx)?;
+                }
+                Ok(())
+            });
+            self.drain_events(i);
+        }
+        if !self.nodes[i].step.as_mut().is_some_and(|s| s.has_ready()) {
             return false;
         }
         self.with_effects(i, |step, _, fx| step.process_one(fx));
         self.drain_events(i);
         true
+    }
+
+    /// Brings back the state machines whose runs of heavy entries are due:
+    /// each member's step answers the run's proposals and goes on
+    /// applying what queued meanwhile.
+    fn finish_deferred_applies(&mut self) {
+        let now = self.now;
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].applying.as_ref().is_none_or(|a| a.due > now) {
+                continue;
+            }
+            self.with_effects(i, |step, _, fx| {
+                let run = fx.node.applying.take().expect("checked");
+                let (sm, outputs) = run.apply();
+                step.applied_elsewhere(sm, outputs, fx)
+            });
+            self.drain_events(i);
+        }
     }
 
     /// Finishes the reads on views that are due: each answers from its
@@ -528,7 +587,7 @@ impl Cluster {
                 Some(r) => {
                     let s = r.status();
                     out.push_str(&format!(
-                        "\n    {}: {:?} term {} vote {} leader {} commit {} applied {} last {} voters {:?} learners {:?} matches {:?}",
+                        "\n    {}: {:?} term {} vote {} leader {} commit {} applied {} last {} voters {:?} learners {:?} matches {:?} {:?} applying {:?}",
                         n.id,
                         s.soft_state.role,
                         s.hard_state.term,
@@ -539,7 +598,9 @@ impl Cluster {
                         s.last_index,
                         s.conf_state.voters,
                         s.conf_state.learners,
-                        s.match_indexes
+                        s.match_indexes,
+                        n.step,
+                        n.applying,
                     ));
                 }
                 None => out.push_str(&format!("\n    {}: down", n.id)),

@@ -28,6 +28,11 @@ pub enum SimWrite {
     Delete {
         /// The key.
         key: String,
+        /// Whether it is asked as a DeleteRange over the range that holds
+        /// just the key (`[key, key + "\0")`): the store takes any ranged
+        /// delete for heavy and applies it off the step, while the
+        /// linearizability model sees the same one-key delete.
+        ranged: bool,
     },
     /// Set `key` to `value` if its value equals `expected` (None = absent):
     /// a Txn comparing the value (or, for absence, the version with 0).
@@ -79,8 +84,13 @@ impl SimWrite {
                 ttl: *ttl_secs,
             }),
             SimWrite::Revoke { id } => KvOp::LeaseRevoke(LeaseRevokeRequest { id: *id }),
-            SimWrite::Delete { key } => KvOp::DeleteRange(DeleteRangeRequest {
+            SimWrite::Delete { key, ranged } => KvOp::DeleteRange(DeleteRangeRequest {
                 key: key.as_bytes().to_vec(),
+                range_end: if *ranged {
+                    [key.as_bytes(), b"\0"].concat()
+                } else {
+                    Vec::new()
+                },
                 ..Default::default()
             }),
             SimWrite::Cas {

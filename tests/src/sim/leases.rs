@@ -105,10 +105,11 @@ impl Cluster {
             return;
         }
         let i = up[self.check_rng.random_range(0..up.len())];
-        let Some(step) = self.nodes[i].step.as_ref() else {
+        // Not while its state machine applies a run elsewhere.
+        let Some(sm) = self.nodes[i].sm() else {
             return;
         };
-        let view = step.sm().kv().view();
+        let view = sm.kv().view();
         let (compacted, revision) = (view.compact_revision(), view.store_revision());
         let start = self
             .check_rng
@@ -125,8 +126,7 @@ impl Cluster {
     /// longer has (a revoke must delete every key attached to the lease, in
     /// the same revision), if any.
     pub fn orphan_leased_key(&self, id: NodeId) -> Option<String> {
-        let step = self.node(id).step.as_ref()?;
-        let kv = step.sm().kv();
+        let kv = self.node(id).sm()?.kv();
         let all = super::kv::scan_request("\0", "\u{7f}", 0);
         let resp = kv.range(&all).expect("a range is valid");
         resp.kvs

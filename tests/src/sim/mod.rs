@@ -18,7 +18,7 @@
 //! |---|---|
 //! | `network` | virtual-time network with faults |
 //! | `cluster` | members on one clock, crash and restart, reads on views |
-//! | `node` | a member: the node's step with the simulation's effects |
+//! | `node` | a member: the node's step with the simulation's effects; heavy entries applied at once or later |
 //! | `invariants` | election safety, log matching, leader completeness, state machine safety, monotonic commit/apply |
 //! | `kv` | the clients' operations as the node's KV commands and ranges |
 //! | `workload` | clients with retries, recording the history |
@@ -89,6 +89,12 @@ pub struct Scenario {
     /// Most ticks a snapshot spends being written off the driver (drawn
     /// per snapshot) before the log is compacted to it.
     pub snapshot_write_ticks: u64,
+    /// Most ticks a run of heavy entries (ranged deletes) spends applying
+    /// off a member's step, when it is not applied at once (drawn per
+    /// run); up to longer than an election timeout, so that members apply
+    /// them at staggered times while their peers wait, and shorter than a
+    /// client's attempt, so that retries do not pile up behind them.
+    pub apply_delay_ticks: u64,
     /// Ticks with faults.
     pub fault_ticks: u64,
     /// Ticks after healing, in which every client must finish.
@@ -112,6 +118,7 @@ impl Scenario {
             },
             workload: WorkloadConfig::default(),
             snapshot_write_ticks: 20,
+            apply_delay_ticks: 15,
             fault_ticks: 600,
             heal_ticks: 300,
             check_linearizability: true,
@@ -178,6 +185,12 @@ pub struct RunStats {
     pub snapshots_recovered_unrecorded: u64,
     /// Ranges answered from a frozen view, after a delay.
     pub view_reads: u64,
+    /// Runs of heavy entries handed off a member's step and applied at
+    /// once.
+    pub applies_at_once: u64,
+    /// Runs of heavy entries handed off a member's step and applied
+    /// later, while the member went on.
+    pub applies_deferred: u64,
     /// Revokes the leaders' expiry loops proposed.
     pub expiry_revokes: u64,
     /// Keys a lease revoke (client or expiry) deleted, recorded in the
@@ -214,6 +227,8 @@ impl RunStats {
         self.snapshot_writes_lost += other.snapshot_writes_lost;
         self.snapshots_recovered_unrecorded += other.snapshots_recovered_unrecorded;
         self.view_reads += other.view_reads;
+        self.applies_at_once += other.applies_at_once;
+        self.applies_deferred += other.applies_deferred;
         self.expiry_revokes += other.expiry_revokes;
         self.lease_deletes += other.lease_deletes;
         self.keepalives += other.keepalives;
@@ -306,6 +321,7 @@ fn run_seed_inner(scenario: &Scenario, seed: u64) -> Result<RunStats, String> {
     };
     let mut cluster = Cluster::new(scenario.nodes, scenario.raft.clone(), scenario.faults, seed);
     cluster.snapshot_write_ticks = scenario.snapshot_write_ticks;
+    cluster.apply_delay_ticks = scenario.apply_delay_ticks;
     cluster.crash_after_snapshot_write = scenario.nemesis.crash_after_snapshot_write;
     let mut workload = Workload::new(scenario.workload.clone(), scenario.nodes);
     let mut nemesis = Nemesis::new(scenario.nemesis.clone());
@@ -367,6 +383,8 @@ fn run_seed_inner(scenario: &Scenario, seed: u64) -> Result<RunStats, String> {
         snapshot_writes_lost: cluster.nodes.iter().map(|n| n.snapshot_writes_lost).sum(),
         snapshots_recovered_unrecorded: cluster.snapshots_recovered_unrecorded,
         view_reads: cluster.view_reads_done,
+        applies_at_once: cluster.nodes.iter().map(|n| n.applies_at_once).sum(),
+        applies_deferred: cluster.nodes.iter().map(|n| n.applies_deferred).sum(),
         expiry_revokes: cluster.expiry_revokes,
         lease_deletes: workload.lease_deletes,
         keepalives: workload.keepalives,
@@ -406,13 +424,13 @@ fn leases_all_expire(cluster: &mut Cluster, scenario: &Scenario) -> Result<(), S
     let applied = cluster.node(leader).applied();
     for id in cluster.ids() {
         let node = cluster.node(id);
-        let Some(step) = node.step.as_ref() else {
+        let Some(sm) = node.sm() else {
             continue;
         };
         if node.applied() < applied {
             continue;
         }
-        let kv = step.sm().kv();
+        let kv = sm.kv();
         if !kv.leases().is_empty() {
             let ids: Vec<i64> = kv.leases().iter().map(|(id, _)| id).collect();
             return Err(format!(

@@ -6,13 +6,13 @@
 use super::invariants::Invariants;
 use super::kv::pairs;
 use super::network::Network;
-use flotilla_node::driver::{DriverError, Effects, Step};
+use flotilla_node::driver::{Applied, ApplyBounds, DriverError, Effects, Step, apply_run};
 use flotilla_node::kv::Lessor;
 use flotilla_node::kv::{KvConfig, KvOutput, KvView};
 use flotilla_node::state::{AppliedEvents, Clock, NodeStateMachine, StateConfig};
 use flotilla_proto::etcdserverpb::RangeRequest;
 use flotilla_raft::{
-    Bytes, LogIndex, MemStorage, Message, MessageBody, NodeId, Raft, Ready, Role, Snapshot,
+    Bytes, Entry, LogIndex, MemStorage, Message, MessageBody, NodeId, Raft, Ready, Role, Snapshot,
     SnapshotEncoder, SnapshotWriter, Storage, StorageError, Term,
 };
 use rand::Rng;
@@ -153,6 +153,48 @@ impl SnapshotWrite {
     }
 }
 
+/// A run of heavy entries applying off the member's step, as on the
+/// tokio driver's apply thread: the state machine left with them and
+/// comes back at `due`; meanwhile the member ticks, steps messages and
+/// queues newly committed entries. A crash loses it with the process.
+pub struct DeferredApply {
+    /// When the run finishes, in virtual time units.
+    pub due: u64,
+    /// The state machine, away from the step.
+    sm: NodeStateMachine,
+    /// The run.
+    entries: Vec<Entry>,
+}
+
+impl std::fmt::Debug for DeferredApply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeferredApply")
+            .field("due", &self.due)
+            .field("first", &self.entries.first().map(|e| e.index))
+            .field("entries", &self.entries.len())
+            .finish()
+    }
+}
+
+impl DeferredApply {
+    /// Applies the run (the apply thread's whole work): the state machine
+    /// and the outputs, for [`Step::applied_elsewhere`].
+    pub fn apply(mut self) -> Applied<NodeStateMachine> {
+        let outputs = apply_run(&mut self.sm, &self.entries);
+        (self.sm, outputs)
+    }
+}
+
+/// The bounds of a simulated member's queue of entries waiting to apply:
+/// small, so that runs are cut and the core holds entries back.
+pub fn apply_bounds() -> ApplyBounds {
+    ApplyBounds {
+        queue_entries_max: 8,
+        queue_bytes_max: 4096,
+        run_entries_max: 4,
+    }
+}
+
 /// A store's revision and every key with its value.
 pub type Contents = (i64, Vec<(String, String)>);
 
@@ -207,6 +249,13 @@ pub struct SimNode {
     /// The store's revision its live events have reached (reset when it
     /// restores a snapshot).
     pub event_revision: i64,
+    /// The run of heavy entries applying off the step, if any.
+    pub applying: Option<DeferredApply>,
+    /// Runs of heavy entries handed off the step: applied at once, and
+    /// deferred to a later time.
+    pub applies_at_once: u64,
+    /// See `applies_at_once`.
+    pub applies_deferred: u64,
 }
 
 impl SimNode {
@@ -216,6 +265,7 @@ impl SimNode {
         if self.writing.take().is_some() {
             self.snapshot_writes_lost += 1;
         }
+        self.applying = None;
     }
 }
 
@@ -240,11 +290,16 @@ impl SimNode {
         self.step.as_ref().map_or(0, |s| s.applied())
     }
 
-    /// The value of `key` in its store, as applied (None while down).
+    /// The state machine, while up and not applying a run elsewhere.
+    pub fn sm(&self) -> Option<&NodeStateMachine> {
+        self.step.as_ref().and_then(|s| s.sm())
+    }
+
+    /// The value of `key` in its store, as applied (None while down or
+    /// applying elsewhere).
     pub fn get(&self, key: &str) -> Option<String> {
-        let step = self.step.as_ref()?;
-        let resp = step
-            .sm()
+        let resp = self
+            .sm()?
             .kv()
             .range(&super::kv::get_request(key))
             .expect("a one-key range is valid");
@@ -297,6 +352,9 @@ pub(super) struct SimEffects<'a> {
     pub view_delay_max: u64,
     /// Most virtual time units a snapshot spends being written.
     pub snapshot_write_delay_max: u64,
+    /// Most virtual time units a run of heavy entries spends applying off
+    /// the step (0: always at once).
+    pub apply_delay_max: u64,
 }
 
 impl SimEffects<'_> {
@@ -508,6 +566,37 @@ impl Effects<MemStorage, NodeStateMachine> for SimEffects<'_> {
             frozen: contents(sm),
         });
         Ok(())
+    }
+
+    /// At once, or (the seeded choice, a third of the time) later: at a
+    /// random time within `apply_delay_max`, while the member goes on (see
+    /// [`DeferredApply`]). Deferring every run would slow the clients
+    /// down enough to change what the runs are about.
+    fn apply_elsewhere(
+        &mut self,
+        sm: NodeStateMachine,
+        entries: Vec<Entry>,
+    ) -> Option<Applied<NodeStateMachine>> {
+        assert!(
+            self.node.applying.is_none(),
+            "one run away at a time (seed's member {})",
+            self.node.id
+        );
+        let run = DeferredApply {
+            due: self.now,
+            sm,
+            entries,
+        };
+        if self.apply_delay_max == 0 || self.rng.random_bool(2.0 / 3.0) {
+            self.node.applies_at_once += 1;
+            return Some(run.apply());
+        }
+        self.node.applies_deferred += 1;
+        self.node.applying = Some(DeferredApply {
+            due: self.now + self.rng.random_range(1..=self.apply_delay_max),
+            ..run
+        });
+        None
     }
 }
 

@@ -541,7 +541,10 @@ fn new_request(
         )
     } else if roll < config.read_fraction + config.cas_fraction + config.delete_fraction {
         (
-            SimWrite::Delete { key: key.clone() },
+            SimWrite::Delete {
+                key: key.clone(),
+                ranged: rng.random_bool(0.25),
+            },
             lin::KvInput::delete(key),
         )
     } else {

@@ -10,7 +10,7 @@
 //! | module | what |
 //! |---|---|
 //! | `handle` | [`RaftHandle`], the cloneable front door |
-//! | `task` | the task itself: the select loop, and the step's effects on disk, network and callers |
+//! | `task` | the task itself: the select loop, the step's effects on disk, network and callers, and the thread heavy entries apply on |
 //! | `step` | [`Step`]: the `Ready` processing, sans IO, that the simulation in `tests/` runs too |
 //! | `snapshot_install` | installing a leader's snapshot: persist and decode at once |
 //! | `state_machine` | the [`StateMachine`] and [`Transport`] traits |
@@ -26,7 +26,7 @@ mod task;
 pub use error::DriverError;
 pub use handle::{NodeStatus, RaftHandle};
 pub use state_machine::{StateMachine, Transport};
-pub use step::{Effects, Step, Taken};
+pub use step::{Applied, ApplyBounds, Effects, Step, Taken, apply_run};
 pub use task::{Driver, DriverConfig};
 
 #[cfg(test)]

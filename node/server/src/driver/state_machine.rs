@@ -3,13 +3,26 @@
 use flotilla_raft::{Bytes, LogIndex, Message, Snapshot, SnapshotEncoder, SnapshotMeta};
 
 /// The replicated state machine the driver applies committed commands to.
-/// It runs on the driver task: keep `apply` short and free of IO.
+/// It runs on the driver task: keep `apply` short and free of IO. A
+/// command that cannot be short says so ([`Self::is_heavy`]) and is applied
+/// on a thread of its own, the state machine moved there meanwhile.
 pub trait StateMachine: Send + 'static {
     /// What applying one command returns to its proposer.
     type Output: Send + 'static;
 
     /// Applies the command committed at `index`.
     fn apply(&mut self, index: LogIndex, command: &Bytes) -> Self::Output;
+
+    /// Whether applying `command` may take long (a scan or a deletion of
+    /// many keys): the driver then applies it, and the entries queued
+    /// after it, off its own thread, and keeps ticking and answering its
+    /// peers meanwhile (see [`super::Step`]). Called for each command
+    /// before it applies, on the driver: decide from the command and
+    /// cheap lookups alone. A wrong guess costs time, never correctness.
+    fn is_heavy(&self, command: &Bytes) -> bool {
+        let _ = command;
+        false
+    }
 
     /// Applies the membership change committed at `index`: `context` is
     /// what its proposer put beside the new configuration (see

@@ -20,6 +20,32 @@
 //!    answer what a former leader can no longer decide; offer a due
 //!    snapshot ([`Effects::snapshot_due`]).
 //!
+//! # Heavy entries apply elsewhere
+//!
+//! Most entries apply in microseconds, inline in step 4. A few take
+//! seconds (a DeleteRange over a large range, a compaction; the state
+//! machine says which: [`StateMachine::is_heavy`]). Applied inline, such an
+//! entry would stall the member's ticks and answers for as long, and
+//! members that apply it at staggered times lose their leader. So the
+//! committed entries go through a bounded queue: light ones apply inline
+//! as ever; when the next one is heavy, the state machine itself is handed
+//! to [`Effects::apply_elsewhere`] with a run of entries starting at it
+//! (the tokio driver applies them on a thread of its own), and until it
+//! comes back ([`Step::applied_elsewhere`]) the step goes on with
+//! everything that does not need it: persisting, sending, confirming
+//! reads, queueing newly committed entries. When the queue is full the
+//! core holds further committed entries back ([`Raft::hold_committed`]).
+//! What needs the state machine waits for it: reads to serve (confirmed
+//! or local), and snapshots of our own (the core counts entries as applied
+//! when it hands them out, so a snapshot is taken only with the state
+//! machine home and the queue empty, when both agree). A leader's snapshot
+//! to install waits too, and so does the whole member: no `Ready` is taken
+//! until the state machine is home ([`Step::waits_for_state_machine`]; the
+//! caller waits for it). Install is rare, and only on a member far behind,
+//! which the quorum does not wait for; not taking that `Ready` while going
+//! on would leave the core's commit index (raised by the snapshot)
+//! unsaved and its messages unsent for as long.
+//!
 //! At each state change it asserts what the contract guarantees: the
 //! applied index moves by one per entry (or forward by a snapshot), and a
 //! confirmed read is served only once its index is applied. Reads are
@@ -79,6 +105,71 @@ pub trait Effects<S: Storage, M: StateMachine> {
     /// The core asks for a snapshot (its log passed the configured size):
     /// take one now, later, or not at all.
     fn snapshot_due(&mut self, raft: &mut Raft<S>, sm: &M) -> Result<(), StorageError>;
+
+    /// Applies `entries` (consecutive committed entries, the first one
+    /// heavy) to `sm` elsewhere, with [`apply_run`]: `Some` with the state
+    /// machine and the outputs when done at once, `None` when it comes
+    /// back later through [`Step::applied_elsewhere`]. This default
+    /// applies them at once, here.
+    fn apply_elsewhere(&mut self, mut sm: M, entries: Vec<Entry>) -> Option<Applied<M>> {
+        let outputs = apply_run(&mut sm, &entries);
+        Some((sm, outputs))
+    }
+}
+
+/// A state machine back from [`Effects::apply_elsewhere`], with what
+/// applying each entry of its run returned (`None` for an entry that
+/// carries no command).
+pub type Applied<M> = (M, Vec<Option<<M as StateMachine>::Output>>);
+
+/// Applies one committed entry to `sm`: a command, a membership change
+/// with its context, or nothing for a no-op.
+fn apply_entry<M: StateMachine>(sm: &mut M, entry: &Entry) -> Option<M::Output> {
+    match entry.kind {
+        EntryKind::Normal => Some(sm.apply(entry.index, &entry.data)),
+        EntryKind::ConfChange => {
+            // The core decoded the same bytes when the entry was
+            // appended; a malformed one never gets this far.
+            let context = ConfChangeData::decode(&entry.data)
+                .map(|d| d.context)
+                .unwrap_or_default();
+            Some(sm.apply_conf_change(entry.index, &context))
+        }
+        EntryKind::Noop => None,
+    }
+}
+
+/// Applies a run of consecutive committed entries to `sm`, in order, as
+/// the step does inline: what an [`Effects::apply_elsewhere`] runs.
+pub fn apply_run<M: StateMachine>(sm: &mut M, entries: &[Entry]) -> Vec<Option<M::Output>> {
+    entries.iter().map(|e| apply_entry(sm, e)).collect()
+}
+
+/// Bounds of the queue of committed entries waiting to be applied while
+/// the state machine is away ([`Effects::apply_elsewhere`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ApplyBounds {
+    /// Entries queued before the core holds back further committed ones
+    /// (a `Ready` may bring up to the core's
+    /// `max_committed_bytes_per_ready` past it).
+    pub queue_entries_max: usize,
+    /// Bytes of entries queued before the core holds back further ones.
+    pub queue_bytes_max: u64,
+    /// Most entries handed to [`Effects::apply_elsewhere`] at once (the
+    /// heavy one first, then those queued after it).
+    pub run_entries_max: usize,
+}
+
+impl Default for ApplyBounds {
+    /// A queue that holds a few seconds of ordinary writes; what comes
+    /// back applies inline, so the entry bound also bounds that stall.
+    fn default() -> Self {
+        ApplyBounds {
+            queue_entries_max: 4096,
+            queue_bytes_max: 64 << 20,
+            run_entries_max: 1024,
+        }
+    }
 }
 
 /// A `Ready` taken from the core by [`Step::begin_one`], waiting for
@@ -114,15 +205,29 @@ struct Confirming<R> {
 /// The core, the state machine and their waiters; see the module docs.
 pub struct Step<S: Storage, M: StateMachine, P, R> {
     raft: Raft<S>,
-    sm: M,
+    /// The state machine; `None` while [`Effects::apply_elsewhere`] has it.
+    sm: Option<M>,
     /// index → (term, proposer).
     proposals: BTreeMap<LogIndex, (Term, P)>,
     /// Reads sent for confirmation, by context id.
     confirming: HashMap<u64, Confirming<R>>,
     /// Confirmed reads waiting for their index to be applied, in order.
     confirmed: VecDeque<(LogIndex, R)>,
+    /// Reads of the state machine as it is, waiting for it to come home.
+    local_reads: Vec<R>,
     next_read_id: u64,
+    /// The highest index applied to the state machine.
     applied: LogIndex,
+    /// The highest index the core handed out (applied, queued or away).
+    handed: LogIndex,
+    /// Committed entries handed out and not yet applied, in order: empty
+    /// whenever the state machine is home after a call returns.
+    queue: VecDeque<Entry>,
+    /// Bytes of `queue`'s entries.
+    queue_bytes: u64,
+    /// The (index, term) of each entry being applied elsewhere, in order.
+    away: Vec<(LogIndex, Term)>,
+    bounds: ApplyBounds,
 }
 
 impl<S: Storage, M: StateMachine, P, R> std::fmt::Debug for Step<S, M, P, R> {
@@ -130,6 +235,8 @@ impl<S: Storage, M: StateMachine, P, R> std::fmt::Debug for Step<S, M, P, R> {
         f.debug_struct("Step")
             .field("id", &self.raft.id())
             .field("applied", &self.applied)
+            .field("queued", &self.queue.len())
+            .field("away", &self.away.len())
             .field("proposals", &self.proposals.len())
             .field("reads", &self.pending_reads())
             .finish()
@@ -143,13 +250,30 @@ impl<S: Storage, M: StateMachine, P, R> Step<S, M, P, R> {
         let applied = raft.status().applied;
         Step {
             raft,
-            sm,
+            sm: Some(sm),
             proposals: BTreeMap::new(),
             confirming: HashMap::new(),
             confirmed: VecDeque::new(),
+            local_reads: Vec::new(),
             next_read_id: 0,
             applied,
+            handed: applied,
+            queue: VecDeque::new(),
+            queue_bytes: 0,
+            away: Vec::new(),
+            bounds: ApplyBounds::default(),
         }
+    }
+
+    /// This step with its queue of entries waiting to apply bounded by
+    /// `bounds`.
+    pub fn with_bounds(mut self, bounds: ApplyBounds) -> Self {
+        assert!(
+            bounds.queue_entries_max > 0 && bounds.run_entries_max > 0,
+            "apply bounds must let entries through: {bounds:?}"
+        );
+        self.bounds = bounds;
+        self
     }
 
     /// The core.
@@ -162,9 +286,10 @@ impl<S: Storage, M: StateMachine, P, R> Step<S, M, P, R> {
         &mut self.raft
     }
 
-    /// The state machine, as applied up to [`Self::applied`].
-    pub fn sm(&self) -> &M {
-        &self.sm
+    /// The state machine, as applied up to [`Self::applied`]; `None`
+    /// while it applies entries elsewhere ([`Effects::apply_elsewhere`]).
+    pub fn sm(&self) -> Option<&M> {
+        self.sm.as_ref()
     }
 
     /// The highest index applied to the state machine.
@@ -177,9 +302,30 @@ impl<S: Storage, M: StateMachine, P, R> Step<S, M, P, R> {
         self.proposals.len()
     }
 
-    /// Reads waiting for confirmation or for their index.
+    /// Reads waiting for confirmation, for their index, or for the state
+    /// machine to come home.
     pub fn pending_reads(&self) -> usize {
-        self.confirming.len() + self.confirmed.len()
+        self.confirming.len() + self.confirmed.len() + self.local_reads.len()
+    }
+
+    /// Whether the next `Ready` installs a leader's snapshot while the
+    /// state machine is away: no `Ready` is taken until it is home (see
+    /// the module docs), so the caller should wait for it and hand it
+    /// back ([`Self::applied_elsewhere`]).
+    pub fn waits_for_state_machine(&self) -> bool {
+        self.sm.is_none() && self.raft.has_snapshot_to_install()
+    }
+
+    /// Whether [`Self::begin_one`] would take a `Ready`: the core has one,
+    /// and it is not a leader's snapshot waiting for the state machine.
+    pub fn has_ready(&mut self) -> bool {
+        if self.waits_for_state_machine() {
+            return false;
+        }
+        let full = self.queue.len() >= self.bounds.queue_entries_max
+            || self.queue_bytes >= self.bounds.queue_bytes_max;
+        self.raft.hold_committed(full);
+        self.raft.has_ready()
     }
 
     /// The core, giving up the state machine and the waiters (a crash in
@@ -198,6 +344,18 @@ impl<S: Storage, M: StateMachine, P, R> Step<S, M, P, R> {
             self.applied
         );
         self.proposals.insert(index, (term, proposal));
+    }
+
+    /// Runs a read on the state machine as it is (serializable): at once,
+    /// or once it comes home.
+    pub fn read_local<E>(&mut self, read: R, fx: &mut E)
+    where
+        E: Effects<S, M, Proposal = P, Read = R>,
+    {
+        match &self.sm {
+            Some(sm) => fx.serve(read, Ok(sm)),
+            None => self.local_reads.push(read),
+        }
     }
 
     /// Asks the core to confirm a linearizable read (ReadIndex, or the
@@ -255,6 +413,9 @@ impl<S: Storage, M: StateMachine, P, R> Step<S, M, P, R> {
         for (_, read) in std::mem::take(&mut self.confirmed) {
             fx.serve(read, Err(e.clone()));
         }
+        for read in std::mem::take(&mut self.local_reads) {
+            fx.serve(read, Err(e.clone()));
+        }
     }
 
     /// Steps 2–6 of the driver contract for one `Ready`, if the core has
@@ -283,7 +444,7 @@ impl<S: Storage, M: StateMachine, P, R> Step<S, M, P, R> {
     where
         E: Effects<S, M, Proposal = P, Read = R>,
     {
-        if !self.raft.has_ready() {
+        if !self.has_ready() {
             return Ok(None);
         }
         let mut ready = self.raft.ready()?;
@@ -307,7 +468,11 @@ impl<S: Storage, M: StateMachine, P, R> Step<S, M, P, R> {
         match &ready.snapshot {
             None => fx.persist(&mut self.raft, &ready)?,
             Some(snapshot) => {
-                fx.install_snapshot(&mut self.raft, &mut self.sm, snapshot, &ready)?
+                let sm = self
+                    .sm
+                    .as_mut()
+                    .expect("a snapshot's Ready is taken only with the state machine home");
+                fx.install_snapshot(&mut self.raft, sm, snapshot, &ready)?
             }
         }
         // Step 4: send.
@@ -318,9 +483,8 @@ impl<S: Storage, M: StateMachine, P, R> Step<S, M, P, R> {
         if let Some(snapshot) = &ready.snapshot {
             self.installed(snapshot.meta.index, fx);
         }
-        for entry in &ready.committed_entries {
-            self.apply(entry, fx);
-        }
+        self.enqueue(std::mem::take(&mut ready.committed_entries));
+        self.apply_queued(fx);
         for rs in &ready.read_states {
             self.confirm(rs);
         }
@@ -331,10 +495,117 @@ impl<S: Storage, M: StateMachine, P, R> Step<S, M, P, R> {
         if role_changed {
             self.on_role_change(fx);
         }
-        if self.raft.snapshot_due() {
-            fx.snapshot_due(&mut self.raft, &self.sm)?;
+        self.offer_snapshot(fx)
+    }
+
+    /// The state machine is back from [`Effects::apply_elsewhere`] with
+    /// the outputs of its run: answers the run's proposals, applies what
+    /// queued meanwhile (or hands it off again at the next heavy entry),
+    /// serves the reads that waited, and offers a due snapshot. Call it
+    /// between `Ready`s (never between [`Self::begin_one`] and
+    /// [`Self::finish_one`]).
+    pub fn applied_elsewhere<E>(
+        &mut self,
+        sm: M,
+        outputs: Vec<Option<M::Output>>,
+        fx: &mut E,
+    ) -> Result<(), StorageError>
+    where
+        E: Effects<S, M, Proposal = P, Read = R>,
+    {
+        self.come_home(sm, outputs, fx);
+        self.apply_queued(fx);
+        self.serve_applied_reads(fx);
+        self.offer_snapshot(fx)
+    }
+
+    /// Offers the core's due snapshot to the effects, when the state
+    /// machine is home and holds everything the core handed out (the core
+    /// takes the snapshot at the index it handed out last). Called after
+    /// each `Ready` and when the state machine comes home; call it too
+    /// when something that held a snapshot back is over (the effects'
+    /// previous snapshot finished writing).
+    pub fn offer_snapshot<E>(&mut self, fx: &mut E) -> Result<(), StorageError>
+    where
+        E: Effects<S, M, Proposal = P, Read = R>,
+    {
+        let Some(sm) = &self.sm else {
+            return Ok(());
+        };
+        if self.handed != self.applied || !self.raft.snapshot_due() {
+            return Ok(());
         }
-        Ok(())
+        debug_assert!(self.queue.is_empty(), "the queue drains while home");
+        fx.snapshot_due(&mut self.raft, sm)
+    }
+
+    /// Queues committed entries the core handed out, which follow one
+    /// another and the last one handed out.
+    fn enqueue(&mut self, entries: Vec<Entry>) {
+        for entry in entries {
+            assert_eq!(
+                entry.index,
+                self.handed + 1,
+                "committed entries are handed out one after another"
+            );
+            self.handed = entry.index;
+            self.queue_bytes += entry.size_bytes();
+            self.queue.push_back(entry);
+        }
+    }
+
+    /// Applies the queued entries while the state machine is home: light
+    /// ones here, one after another; at a heavy one, the state machine
+    /// and a run of entries from it go to [`Effects::apply_elsewhere`].
+    fn apply_queued<E>(&mut self, fx: &mut E)
+    where
+        E: Effects<S, M, Proposal = P, Read = R>,
+    {
+        loop {
+            let Some(sm) = self.sm.as_mut() else {
+                return;
+            };
+            let Some(entry) = self.queue.front() else {
+                return;
+            };
+            if entry.kind == EntryKind::Normal && sm.is_heavy(&entry.data) {
+                let count = self.queue.len().min(self.bounds.run_entries_max);
+                let run: Vec<Entry> = self.queue.drain(..count).collect();
+                self.queue_bytes -= run.iter().map(Entry::size_bytes).sum::<u64>();
+                self.away = run.iter().map(|e| (e.index, e.term)).collect();
+                let sm = self.sm.take().expect("checked");
+                if let Some((sm, outputs)) = fx.apply_elsewhere(sm, run) {
+                    self.come_home(sm, outputs, fx);
+                }
+                continue;
+            }
+            let entry = self.queue.pop_front().expect("checked");
+            self.queue_bytes -= entry.size_bytes();
+            let output = apply_entry(sm, &entry);
+            self.applied_one(entry.index, entry.term, output, fx);
+        }
+    }
+
+    /// The state machine is back with the outputs of the run it took:
+    /// each entry of the run is applied, its proposal answered, and the
+    /// reads on the state machine as it is run.
+    fn come_home<E>(&mut self, sm: M, outputs: Vec<Option<M::Output>>, fx: &mut E)
+    where
+        E: Effects<S, M, Proposal = P, Read = R>,
+    {
+        assert!(self.sm.is_none(), "the state machine came home twice");
+        assert_eq!(
+            outputs.len(),
+            self.away.len(),
+            "one output for each entry of the run"
+        );
+        for ((index, term), output) in std::mem::take(&mut self.away).into_iter().zip(outputs) {
+            self.applied_one(index, term, output, fx);
+        }
+        let sm = self.sm.insert(sm);
+        for read in std::mem::take(&mut self.local_reads) {
+            fx.serve(read, Ok(sm));
+        }
     }
 
     /// The state machine now holds the leader's snapshot at `index`.
@@ -347,7 +618,12 @@ impl<S: Storage, M: StateMachine, P, R> Step<S, M, P, R> {
             "a snapshot at {index} installed over applied index {}",
             self.applied
         );
+        assert!(
+            self.queue.is_empty() && self.away.is_empty(),
+            "a snapshot installed with entries waiting to apply"
+        );
         self.applied = index;
+        self.handed = index;
         // Proposals the snapshot covers were decided elsewhere.
         let later = self.proposals.split_off(&(index + 1));
         for (_, (_, proposal)) in std::mem::replace(&mut self.proposals, later) {
@@ -355,36 +631,22 @@ impl<S: Storage, M: StateMachine, P, R> Step<S, M, P, R> {
         }
     }
 
-    /// Applies one committed entry and answers its proposal, if any: with
-    /// the output when the entry is of the proposal's term, else (another
-    /// leader's entry took the index) as unknown.
-    fn apply<E>(&mut self, entry: &Entry, fx: &mut E)
+    /// The committed entry at `index`, of `term`, was applied with
+    /// `output` (`None`: it carried no command): answers its proposal, if
+    /// any, with the output when the entry is of the proposal's term, else
+    /// (another leader's entry took the index) as unknown.
+    fn applied_one<E>(&mut self, index: LogIndex, term: Term, output: Option<M::Output>, fx: &mut E)
     where
         E: Effects<S, M, Proposal = P, Read = R>,
     {
-        assert_eq!(
-            entry.index,
-            self.applied + 1,
-            "entries apply one after another"
-        );
-        self.applied = entry.index;
-        let output = match entry.kind {
-            EntryKind::Normal => Some(self.sm.apply(entry.index, &entry.data)),
-            EntryKind::ConfChange => {
-                // The core decoded the same bytes when the entry was
-                // appended; a malformed one never gets this far.
-                let context = ConfChangeData::decode(&entry.data)
-                    .map(|d| d.context)
-                    .unwrap_or_default();
-                Some(self.sm.apply_conf_change(entry.index, &context))
-            }
-            EntryKind::Noop => None,
-        };
-        let Some((term, proposal)) = self.proposals.remove(&entry.index) else {
+        assert_eq!(index, self.applied + 1, "entries apply one after another");
+        assert!(index <= self.handed, "only entries handed out apply");
+        self.applied = index;
+        let Some((proposed_term, proposal)) = self.proposals.remove(&index) else {
             return;
         };
         match output {
-            Some(output) if term == entry.term => fx.answer(proposal, Ok((entry.index, output))),
+            Some(output) if proposed_term == term => fx.answer(proposal, Ok((index, output))),
             _ => fx.answer(proposal, Err(DriverError::OutcomeUnknown)),
         }
     }
@@ -407,6 +669,9 @@ impl<S: Storage, M: StateMachine, P, R> Step<S, M, P, R> {
     where
         E: Effects<S, M, Proposal = P, Read = R>,
     {
+        let Some(sm) = &self.sm else {
+            return;
+        };
         while self
             .confirmed
             .front()
@@ -418,13 +683,15 @@ impl<S: Storage, M: StateMachine, P, R> Step<S, M, P, R> {
                 "a read at index {index} served at applied index {}",
                 self.applied
             );
-            fx.serve(read, Ok(&self.sm));
+            fx.serve(read, Ok(sm));
         }
     }
 
     /// A member that stopped leading cannot tell what becomes of its
     /// uncommitted proposals or unconfirmed reads: answer them so callers
-    /// retry (with their request ids, proposals stay exactly-once).
+    /// retry (with their request ids, proposals stay exactly-once). Those
+    /// whose entries were handed out to apply (queued, or away with the
+    /// state machine) are committed: their outputs answer them.
     fn on_role_change<E>(&mut self, fx: &mut E)
     where
         E: Effects<S, M, Proposal = P, Read = R>,
@@ -435,7 +702,8 @@ impl<S: Storage, M: StateMachine, P, R> Step<S, M, P, R> {
         }
         let hint = status.soft_state.leader;
         let hint = hint.is_some().then_some(hint);
-        for (_, (_, proposal)) in std::mem::take(&mut self.proposals) {
+        let uncommitted = self.proposals.split_off(&(self.handed + 1));
+        for (_, (_, proposal)) in uncommitted {
             fx.answer(proposal, Err(DriverError::OutcomeUnknown));
         }
         if status.soft_state.role != Role::Follower || hint.is_none() {

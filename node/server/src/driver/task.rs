@@ -5,11 +5,11 @@ use super::error::DriverError;
 use super::handle::{NodeStatus, PrepareFn, RaftHandle, ReadFn, Request};
 use super::snapshot_install::install_snapshot;
 use super::state_machine::{StateMachine, Transport};
-use super::step::{Effects, Step};
+use super::step::{Applied, ApplyBounds, Effects, Step, apply_run};
 use crate::metrics::Metrics;
 use flotilla_raft::{
-    Bytes, LogIndex, Message, MessageBody, NodeId, ProposeError, Raft, Ready, Role, Snapshot,
-    SnapshotMeta, Storage, StorageError,
+    Bytes, Entry, LogIndex, Message, MessageBody, NodeId, ProposeError, Raft, Ready, Role,
+    Snapshot, SnapshotMeta, Storage, StorageError,
 };
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -41,6 +41,9 @@ pub struct DriverConfig {
     /// `block_in_place`, which hands the runtime's other tasks to another
     /// thread on every call.
     pub owns_thread: bool,
+    /// Bounds of the committed entries queued while a heavy one applies
+    /// on the apply thread (see [`Step`]).
+    pub apply_bounds: ApplyBounds,
 }
 
 impl Default for DriverConfig {
@@ -54,6 +57,7 @@ impl Default for DriverConfig {
             max_pending_reads: 65536,
             read_timeout_ticks: 100,
             owns_thread: false,
+            apply_bounds: ApplyBounds::default(),
         }
     }
 }
@@ -84,7 +88,7 @@ pub struct Driver<S: Storage, M: StateMachine, T: Transport> {
     /// processing this driver shares with the simulation.
     step: Step<S, M, Waiter<M::Output>, ReadFn<M>>,
     /// The step's effects on disk, network and callers.
-    io: Io<T>,
+    io: Io<M, T>,
     config: DriverConfig,
     requests: mpsc::Receiver<Request<M>>,
     inbound: mpsc::Receiver<Message>,
@@ -102,9 +106,9 @@ pub struct Driver<S: Storage, M: StateMachine, T: Transport> {
 }
 
 /// What the tokio driver does for its [`Step`]: blocking storage IO (off
-/// the runtime's other tasks), the transport, metrics, and snapshots
-/// written on a thread of their own.
-struct Io<T> {
+/// the runtime's other tasks), the transport, metrics, snapshots written
+/// and heavy entries applied on threads of their own.
+struct Io<M: StateMachine, T> {
     transport: T,
     /// Whether storage IO may block this thread (see
     /// [`DriverConfig::owns_thread`]).
@@ -117,6 +121,103 @@ struct Io<T> {
     snapshot_writing: Option<SnapshotWrite>,
     /// Where the writing thread reports; the sender is cloned into it.
     snapshot_written: (mpsc::Sender<WriteResult>, mpsc::Receiver<WriteResult>),
+    /// The thread heavy entries apply on.
+    applier: Applier<M>,
+}
+
+/// The thread heavy committed entries apply on, with the state machine
+/// moved there (see [`Step`]): one per driver, started with the first
+/// heavy entry, ended with the driver. Its priority is the driver's: the
+/// entries it applies are the cluster's progress, not background work.
+struct Applier<M: StateMachine> {
+    /// The member, for the thread's name and logs.
+    id: NodeId,
+    /// Where runs go to the thread, once it runs (capacity 1, and one run
+    /// at a time: never full).
+    jobs: Option<std::sync::mpsc::SyncSender<ApplyJob<M>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// Where the thread reports; the sender is cloned into it.
+    done: (mpsc::Sender<ApplyDone<M>>, mpsc::Receiver<ApplyDone<M>>),
+    /// The run away: its first and last index, and when it left.
+    away: Option<(LogIndex, LogIndex, Instant)>,
+}
+
+/// A run of committed entries to apply, with the state machine.
+type ApplyJob<M> = (M, Vec<Entry>);
+
+/// What the apply thread reports: the state machine with the run's
+/// outputs and how long applying took, or that it panicked (the state
+/// machine is lost; the member stops).
+type ApplyDone<M> = Result<(Applied<M>, Duration), String>;
+
+/// An apply off the driver that took longer than this is logged at info.
+const APPLY_ELSEWHERE_NOTABLE: Duration = Duration::from_millis(100);
+
+impl<M: StateMachine> Applier<M> {
+    fn new(id: NodeId) -> Self {
+        Applier {
+            id,
+            jobs: None,
+            thread: None,
+            done: mpsc::channel(1),
+            away: None,
+        }
+    }
+
+    /// Sends `sm` and `entries` to the thread, starting it if it is not
+    /// running; gives them back if it cannot be started.
+    fn send(&mut self, sm: M, entries: Vec<Entry>) -> Result<(), ApplyJob<M>> {
+        if self.jobs.is_none() {
+            let (jobs, runs) = std::sync::mpsc::sync_channel::<ApplyJob<M>>(1);
+            let done = self.done.0.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("raft-apply-{}", self.id))
+                .spawn(move || {
+                    while let Ok((mut sm, entries)) = runs.recv() {
+                        let started = Instant::now();
+                        let applied =
+                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+                                let outputs = apply_run(&mut sm, &entries);
+                                (sm, outputs)
+                            }));
+                        let report = applied
+                            .map(|applied| (applied, started.elapsed()))
+                            .map_err(|_| "the apply thread panicked".to_string());
+                        if done.blocking_send(report).is_err() {
+                            return;
+                        }
+                    }
+                });
+            match spawned {
+                Ok(thread) => {
+                    self.jobs = Some(jobs);
+                    self.thread = Some(thread);
+                }
+                Err(e) => {
+                    tracing::warn!(id = %self.id, error = %e, "cannot start the apply thread: applying on the driver");
+                    return Err((sm, entries));
+                }
+            }
+        }
+        let first = entries.first().map_or(0, |e| e.index);
+        let last = entries.last().map_or(0, |e| e.index);
+        let jobs = self.jobs.as_ref().expect("started above");
+        jobs.try_send((sm, entries)).map_err(|e| match e {
+            std::sync::mpsc::TrySendError::Full(job)
+            | std::sync::mpsc::TrySendError::Disconnected(job) => job,
+        })?;
+        self.away = Some((first, last, Instant::now()));
+        Ok(())
+    }
+
+    /// Ends the thread (it finished its run, if any: the driver waited for
+    /// it) and waits for it to go.
+    fn stop(&mut self, owns_thread: bool) {
+        self.jobs = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = blocking(owns_thread, || thread.join());
+        }
+    }
 }
 
 /// A membership change to prepare and propose.
@@ -166,6 +267,7 @@ enum Input<M: StateMachine> {
     Peer(Message),
     Request(Request<M>),
     SnapshotWritten(WriteResult),
+    Applied(ApplyDone<M>),
 }
 
 /// Longest a driver's thread keeps running its runtime's other tasks
@@ -213,9 +315,10 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
             rtt_probes: HashMap::new(),
             snapshot_writing: None,
             snapshot_written: mpsc::channel(1),
+            applier: Applier::new(status.id),
         };
         let driver = Driver {
-            step: Step::new(raft, sm),
+            step: Step::new(raft, sm).with_bounds(config.apply_bounds),
             io,
             config,
             requests: req_rx,
@@ -311,6 +414,7 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
                 biased;
                 _ = &mut shutdown => break Ok(()),
                 _ = ticker.tick() => Input::Tick,
+                Some(done) = self.io.applier.done.1.recv() => Input::Applied(done),
                 Some(written) = self.io.snapshot_written.1.recv() => Input::SnapshotWritten(written),
                 Some(m) = self.inbound.recv() => Input::Peer(m),
                 Some(r) = self.requests.recv() => Input::Request(r),
@@ -320,6 +424,12 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
             self.catch_up_ticks();
             match input {
                 Input::Tick => {}
+                Input::Applied(done) => {
+                    if let Err(e) = self.applied_elsewhere(done) {
+                        tracing::error!(id = %self.step.raft().id(), error = %e, "applying failed: stopping");
+                        break Err(e);
+                    }
+                }
                 Input::SnapshotWritten(written) => {
                     if let Err(e) = self.finish_snapshot(written) {
                         tracing::error!(id = %self.step.raft().id(), error = %e, "storage failed: stopping");
@@ -370,12 +480,24 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
         let result = if self.io.snapshot_writing.is_some() {
             let written = self.io.snapshot_written.1.recv().await;
             match (result, written) {
-                (Ok(()), Some(written)) => self.finish_snapshot(written),
+                // Finished without offering the next (a stopping member
+                // starts no snapshot).
+                (Ok(()), Some(written)) => self
+                    .io
+                    .finish_snapshot(self.step.raft_mut(), written)
+                    .map(|_| ()),
                 (result, _) => result,
             }
         } else {
             result
         };
+        // Likewise a run of heavy entries applying on the apply thread: it
+        // ends by itself (a bounded run, `ApplyBounds::run_entries_max`),
+        // and its proposers are answered as stopped with everyone else.
+        if self.io.applier.away.is_some() {
+            let _ = self.io.applier.done.1.recv().await;
+        }
+        self.io.applier.stop(self.io.owns_thread);
         self.fail_all(DriverError::Stopped);
         result
     }
@@ -489,7 +611,13 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
                 }
                 self.step.read(read, self.ticks, &mut self.io);
             }
-            Request::ReadLocal { read } => read(Ok(self.step.sm())),
+            Request::ReadLocal { read } => {
+                if self.step.pending_reads() >= self.config.max_pending_reads {
+                    read(Err(DriverError::Busy("too many pending reads".into())));
+                    return;
+                }
+                self.step.read_local(read, &mut self.io);
+            }
         }
     }
 
@@ -508,7 +636,7 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
             }));
             return;
         }
-        if self.step.applied() < status.hard_state.commit {
+        if self.step.applied() < status.hard_state.commit || self.step.sm().is_none() {
             if self.membership_waiting.len() >= MEMBERSHIP_WAITING_MAX {
                 let _ = reply.send(Err(DriverError::Busy(
                     "too many membership changes waiting".into(),
@@ -518,7 +646,8 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
             }
             return;
         }
-        let (change, context) = match prepare(self.step.sm()) {
+        let sm = self.step.sm().expect("checked above");
+        let (change, context) = match prepare(sm) {
             Ok(prepared) => prepared,
             Err(refused) => {
                 let _ = reply.send(Ok(refused));
@@ -553,7 +682,19 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
     /// core has nothing left; after each `Ready`, the status is published
     /// and membership changes waiting for the apply are retried.
     async fn process_ready(&mut self) -> Result<(), StorageError> {
-        while let Some(taken) = self.step.begin_one(&mut self.io)? {
+        loop {
+            if self.step.waits_for_state_machine() && self.io.applier.away.is_some() {
+                // A leader's snapshot to install: the member waits for the
+                // run applying elsewhere (see `Step`).
+                match self.io.applier.done.1.recv().await {
+                    Some(done) => self.applied_elsewhere(done)?,
+                    None => break,
+                }
+                continue;
+            }
+            let Some(taken) = self.step.begin_one(&mut self.io)? else {
+                break;
+            };
             if taken.sent_first() && taken.appends() && self.config.owns_thread {
                 // The peer transport runs on this thread's runtime (see
                 // [`Driver::spawn_on_runtime`]): let it write the appends
@@ -575,10 +716,47 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
     }
 
     /// The snapshot's file is durable (or failed): compact the log to it.
+    /// The core may have asked for another meanwhile, which waited for
+    /// this one: it is offered now rather than when the next entry
+    /// applies (which may be long on an idle member).
     fn finish_snapshot(&mut self, written: WriteResult) -> Result<(), StorageError> {
         let finished = self.io.finish_snapshot(self.step.raft_mut(), written)?;
         if finished {
             self.publish_status();
+        }
+        self.step.offer_snapshot(&mut self.io)
+    }
+
+    /// The apply thread is back with the state machine and the outputs of
+    /// its run (or it panicked: the member stops): the step answers the
+    /// run's proposals and goes on applying.
+    fn applied_elsewhere(&mut self, done: ApplyDone<M>) -> Result<(), StorageError> {
+        let (first, last, sent) = self
+            .io
+            .applier
+            .away
+            .take()
+            .expect("the apply thread reports only a run it was sent");
+        let ((sm, outputs), took) = done.map_err(StorageError::Fatal)?;
+        if let Some(m) = &self.io.metrics {
+            m.observe_apply_elsewhere(took);
+        }
+        if took >= APPLY_ELSEWHERE_NOTABLE {
+            tracing::info!(
+                id = %self.step.raft().id(),
+                first,
+                last,
+                apply_ms = took.as_millis() as u64,
+                away_ms = sent.elapsed().as_millis() as u64,
+                "applied heavy entries off the driver"
+            );
+        } else {
+            tracing::debug!(id = %self.step.raft().id(), first, last, apply_us = took.as_micros() as u64, "applied heavy entries off the driver");
+        }
+        self.step.applied_elsewhere(sm, outputs, &mut self.io)?;
+        self.publish_status();
+        if !self.membership_waiting.is_empty() {
+            self.retry_membership_changes();
         }
         Ok(())
     }
@@ -616,7 +794,7 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
     }
 }
 
-impl<S: Storage, M: StateMachine, T: Transport> Effects<S, M> for Io<T> {
+impl<S: Storage, M: StateMachine, T: Transport> Effects<S, M> for Io<M, T> {
     type Proposal = Waiter<M::Output>;
     type Read = ReadFn<M>;
 
@@ -705,9 +883,22 @@ impl<S: Storage, M: StateMachine, T: Transport> Effects<S, M> for Io<T> {
         }
         taken
     }
+
+    /// On the apply thread; the driver's loop takes the state machine back
+    /// when the thread reports ([`Driver::applied_elsewhere`]). Applied
+    /// here only if the thread cannot be started.
+    fn apply_elsewhere(&mut self, sm: M, entries: Vec<Entry>) -> Option<Applied<M>> {
+        match self.applier.send(sm, entries) {
+            Ok(()) => None,
+            Err((mut sm, entries)) => {
+                let outputs = apply_run(&mut sm, &entries);
+                Some((sm, outputs))
+            }
+        }
+    }
 }
 
-impl<T> Io<T> {
+impl<M: StateMachine, T> Io<M, T> {
     /// Remembers when heartbeats left, to time their answers, and counts
     /// snapshots starting on their way.
     fn note_sent(&mut self, messages: &[Message]) {
@@ -736,7 +927,7 @@ impl<T> Io<T> {
     /// meanwhile; the log is compacted once the file is durable
     /// ([`Self::finish_snapshot`]). Otherwise it is encoded and written
     /// here.
-    fn take_snapshot<S: Storage, M: StateMachine>(
+    fn take_snapshot<S: Storage>(
         &mut self,
         raft: &mut Raft<S>,
         sm: &M,

@@ -39,6 +39,8 @@ struct TestCluster {
     routes: Routes,
     members: Vec<Option<Member>>,
     snapshot_after_entries: u64,
+    /// Each member's [`Recorder::slower_ms`].
+    slower_ms: Vec<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl TestCluster {
@@ -50,6 +52,7 @@ impl TestCluster {
             routes: Arc::default(),
             members: (0..n).map(|_| None).collect(),
             snapshot_after_entries,
+            slower_ms: (0..n).map(|_| Arc::default()).collect(),
         };
         for i in 0..n {
             c.start(i);
@@ -71,7 +74,10 @@ impl TestCluster {
         let id = NodeId(i as u64 + 1);
         let storage =
             DiskStorage::open(self.dirs[i].path(), self.storage_options(i)).expect("open storage");
-        let mut sm = Recorder::default();
+        let mut sm = Recorder {
+            slower_ms: self.slower_ms[i].clone(),
+            ..Recorder::default()
+        };
         let snapshot = flotilla_raft::Storage::snapshot(&storage).expect("snapshot");
         if snapshot.meta.index > 0 {
             sm.restore(&snapshot).expect("restore");
@@ -148,6 +154,27 @@ impl TestCluster {
                 .await
                 .expect("applied");
         }
+    }
+
+    /// Waits until member `i` wrote a snapshot file at `index` or above.
+    async fn wait_snapshot_file(&self, i: usize, index: u64) {
+        let dir = self.dirs[i].path().join("snapshot");
+        for _ in 0..2000 {
+            let newest = std::fs::read_dir(&dir)
+                .expect("the snapshot folder")
+                .filter_map(|e| {
+                    let name = e.ok()?.file_name().into_string().ok()?;
+                    let stem = name.strip_suffix(".snap")?;
+                    stem.split('-').next()?.parse::<u64>().ok()
+                })
+                .max()
+                .unwrap_or(0);
+            if newest >= index {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("member {i} wrote no snapshot at {index} or above");
     }
 
     /// Waits until member `i` applied `count` commands.
@@ -241,6 +268,15 @@ async fn snapshots_written_beside_the_driver_compact_the_log() {
     c.propose_all(l, "w", 60).await;
     for i in 0..3 {
         c.wait_commands(i, 60).await;
+    }
+    // The snapshot writer runs at the lowest priority and may lag far
+    // behind the entries; a snapshot that came due while it wrote the
+    // previous one is taken once it finishes. Wait for the one the checks
+    // below expect (a stop then finishes it, and compacts the log to it).
+    for i in 0..3 {
+        let applied = c.handle(i).status().applied;
+        c.wait_snapshot_file(i, applied.saturating_sub(29).max(30))
+            .await;
     }
     for i in 0..3 {
         c.stop(i).await;
@@ -621,4 +657,90 @@ async fn a_leader_applies_before_it_sends_the_commit_index() {
     let log = log.lock().expect("log lock");
     assert!(log.notices >= 30, "commit notices seen: {}", log.notices);
     assert!(log.early.is_empty(), "{:?}", log.early);
+}
+
+/// Issue #15: a heavy entry (here one whose apply takes a second, about
+/// what a DeleteRange of 250,000 keys takes) applies off the drivers'
+/// threads. The members keep ticking, answering heartbeats and committing
+/// while they apply it at staggered times (the leader first, the
+/// followers 300 ms later, longer than an election timeout), so the
+/// leader keeps its leadership and term; a command proposed meanwhile
+/// commits meanwhile and applies after it. Applied on the drivers, the
+/// entry would leave the leader hearing from no follower once it is done,
+/// and it would step down. (A worker per driver and one for the test, as
+/// each member runs on a thread of its own.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_heavy_entry_applies_off_the_driver_and_the_leader_stays() {
+    let c = TestCluster::new(3, 100_000);
+    let l = c.leader().await;
+    c.propose_all(l, "before-", 3).await;
+    for (i, slower) in c.slower_ms.iter().enumerate() {
+        if i != l {
+            slower.store(300, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    let (term, _) = c.handle(l).state();
+    let mut leadership: Vec<_> = (0..3).map(|i| c.handle(i).watch_leadership()).collect();
+    for w in &mut leadership {
+        w.borrow_and_update();
+    }
+    let heavy = {
+        let handle = c.handle(l).clone();
+        tokio::spawn(async move { handle.propose(Bytes::from_static(b"slow:1000")).await })
+    };
+    // Once the leader committed the heavy entry and is applying it, a
+    // light command: the core goes on while the state machine is away.
+    let mut light = None;
+    for _ in 0..500 {
+        let status = c.handle(l).status();
+        if status.applied < status.commit {
+            light = c.handle(l).start(Bytes::from_static(b"light")).await.ok();
+            break;
+        }
+        if heavy.is_finished() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let mut committed_while_away = false;
+    while !heavy.is_finished() {
+        let status = c.handle(l).status();
+        committed_while_away |=
+            light.is_some_and(|(index, _)| status.commit >= index && status.applied < index);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let heavy = heavy.await.expect("task");
+    for i in 0..3 {
+        c.wait_commands(i, 4).await;
+    }
+    // A leader left alone steps down within two election timeouts.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for (i, w) in leadership.iter().enumerate() {
+        assert!(
+            !w.has_changed().expect("running"),
+            "member {i} saw leadership change: {:?}",
+            c.handle(i).status()
+        );
+    }
+    assert_eq!(
+        c.handle(l).state(),
+        (term, true),
+        "the leader kept its term"
+    );
+    assert_eq!(heavy.expect("applied"), 4);
+    assert!(light.is_some(), "the leader took a proposal while applying");
+    assert!(
+        committed_while_away,
+        "the light command committed while the heavy one applied"
+    );
+    let answer = c
+        .handle(l)
+        .propose(Bytes::from_static(b"after"))
+        .await
+        .expect("applied");
+    assert_eq!(answer, 6, "the light command applied after the heavy one");
+    for i in 0..3 {
+        let commands = c.wait_commands(i, 6).await;
+        assert_eq!(commands[3], Bytes::from_static(b"slow:1000"), "member {i}");
+    }
 }

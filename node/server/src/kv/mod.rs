@@ -11,6 +11,7 @@
 //! |---|---|
 //! | `command.rs` | [`KvCommand`]: what goes in the log, with its exactly-once session ids |
 //! | `store.rs` | [`KvStore`]: apply, Put, DeleteRange, Compact, leases, the `StateMachine` impl |
+//! | `heavy.rs` | which commands take long to apply (ranges, compaction), told from their bytes |
 //! | `mvcc.rs` | [`MvccStore`]: every version of every key since the compaction point |
 //! | `version.rs`, `key.rs` | a key's versions and its bytes in memory: one allocation per version, short keys inline |
 //! | `range.rs` | Range: filters, sort, limit, count (pushed down to the tree walk) |
@@ -62,6 +63,7 @@ mod alarm;
 mod command;
 mod config;
 mod error;
+mod heavy;
 mod key;
 mod lease;
 mod lessor;

@@ -429,6 +429,12 @@ impl StateMachine for KvStore {
         self.apply_entry(index, command)
     }
 
+    /// Ranged deletes (alone or in a Txn), compactions and revokes of
+    /// leases with many keys: see `heavy.rs`.
+    fn is_heavy(&self, command: &Bytes) -> bool {
+        super::heavy::is_heavy(&self.leases, command)
+    }
+
     fn apply_conf_change(&mut self, index: LogIndex, context: &Bytes) -> KvOutput {
         self.apply_membership_entry(index, context)
     }
