@@ -33,9 +33,12 @@ impl Applier {
 
     fn apply(&mut self, op: KvOp) {
         self.index += 1;
-        let out = self
-            .store
-            .apply_entry(self.index, &KvCommand::new(op).encode_to_bytes());
+        let out = self.store.apply_entry(
+            self.index,
+            &KvCommand::new(op)
+                .with_batched_compaction(true)
+                .encode_to_bytes(),
+        );
         assert!(out.result.is_ok(), "entry {}: {:?}", self.index, out.result);
     }
 

@@ -123,7 +123,9 @@ impl SimWrite {
                 })
             }
         };
-        KvCommand::with_session(client, seq, op).encode_to_bytes()
+        KvCommand::with_session(client, seq, op)
+            .with_batched_compaction(true)
+            .encode_to_bytes()
     }
 
     /// Whether the store refused the write, as it may (a put attached to a

@@ -58,7 +58,8 @@ impl Cluster {
             };
             for lease in expired {
                 self.check_expiry(lease);
-                let command = KvCommand::new(KvOp::LeaseRevoke(LeaseRevokeRequest { id: lease }));
+                let command = KvCommand::new(KvOp::LeaseRevoke(LeaseRevokeRequest { id: lease }))
+                    .with_batched_compaction(true);
                 let proposal = Proposal { client: 0, seq: 0 };
                 if let Some(Ok(())) = self.propose(id, command.encode_to_bytes(), proposal) {
                     self.expiry_revokes += 1;

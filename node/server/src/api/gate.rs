@@ -8,10 +8,15 @@
 //! unless every member of the configuration has advertised
 //! [`WINDOWED_SESSIONS`] in its peer batches since this process started;
 //! the command then follows the old rule on every replica.
+//!
+//! Batched auto-compaction ([`BATCHED_COMPACTION`]) is gated the same way:
+//! how far an entry compacts decides the store size every replica checks
+//! quotas against, so the leader asks for batches only when every member
+//! compacts alike.
 
 use crate::kv::KvCommand;
 use crate::state::MemberIds;
-use crate::transport::{PeerFeatures, WINDOWED_SESSIONS};
+use crate::transport::{BATCHED_COMPACTION, PeerFeatures, WINDOWED_SESSIONS};
 use flotilla_raft::Bytes;
 use prost::Message as _;
 
@@ -60,6 +65,17 @@ impl FeatureGate {
         } else {
             false
         }
+    }
+
+    /// Makes `command` (which this member is about to propose) compact in
+    /// batches exactly when every member understands that; whether it
+    /// changed. Commands arrive without it (a follower never sets it, so a
+    /// previous-release leader passes none on), and the leader decides.
+    pub fn stamp_compaction(&self, command: &mut KvCommand) -> bool {
+        let batched = self.open(BATCHED_COMPACTION);
+        let changed = command.batched_compaction != batched;
+        command.batched_compaction = batched;
+        changed
     }
 
     /// The encoded command `bytes` without its mark, for a leader that
@@ -116,6 +132,28 @@ mod tests {
         let old = FeatureGate::new(1, 0, heard.clone(), members);
         assert!(gate.open(WINDOWED_SESSIONS) && !old.open(WINDOWED_SESSIONS));
         assert!(gate.understood_by(2, WINDOWED_SESSIONS) && !gate.understood_by(4, 1));
+    }
+
+    #[test]
+    fn commands_compact_in_batches_only_when_every_member_understands_it() {
+        let heard = PeerFeatures::default();
+        let members = MemberIds::default();
+        members.set(vec![1, 2, 3]);
+        let gate = FeatureGate::new(1, crate::transport::FEATURES, heard.clone(), members);
+        heard.record(2, crate::transport::FEATURES);
+        heard.record(3, WINDOWED_SESSIONS);
+        let mut command = put(0);
+        assert!(!gate.stamp_compaction(&mut command));
+        assert!(!command.batched_compaction);
+        // A stray flag is cleared while the gate is closed.
+        let mut command = put(0).with_batched_compaction(true);
+        assert!(gate.stamp_compaction(&mut command));
+        assert!(!command.batched_compaction);
+        heard.record(3, crate::transport::FEATURES);
+        let mut command = put(0);
+        assert!(gate.stamp_compaction(&mut command));
+        assert!(command.batched_compaction);
+        assert!(!gate.stamp_compaction(&mut command));
     }
 
     #[test]

@@ -185,7 +185,8 @@ pub(crate) async fn serve_here(ctx: &ApiContext, commands: Vec<Bytes>) -> Vec<Se
         };
         // A mark reaches the log only when every member understands it;
         // else the write follows the one-response rule on every replica.
-        if ctx.features.clear_mark(&mut command) {
+        let cleared = ctx.features.clear_mark(&mut command);
+        if ctx.features.stamp_compaction(&mut command) | cleared {
             bytes = command.encode_to_bytes();
         }
         match command.op {

@@ -43,6 +43,16 @@ pub struct KvCommand {
     /// (see [`super::SessionTable`]).
     #[prost(uint64, tag = "31")]
     pub first_unanswered: u64,
+    /// Whether this entry's auto-compaction runs in batches, bounded per
+    /// write ([`super::MvccStore::auto_compact`]) rather than compacting
+    /// every write up to the history bound at once. Set by the leader only
+    /// when every member understands it: how far an entry compacts is part
+    /// of what every replica computes (the compaction point, and the store
+    /// size that quota checks read), so members that compacted differently
+    /// could refuse a write that others apply. Absent in entries of the
+    /// previous release, which all compact the old way.
+    #[prost(bool, tag = "32")]
+    pub batched_compaction: bool,
 }
 
 /// See [`KvCommand::quota`].
@@ -181,6 +191,7 @@ impl KvCommand {
             op: Some(op),
             quota: None,
             first_unanswered: 0,
+            batched_compaction: false,
         }
     }
 
@@ -192,6 +203,7 @@ impl KvCommand {
             op: Some(op),
             quota: None,
             first_unanswered: 0,
+            batched_compaction: false,
         }
     }
 
@@ -199,6 +211,13 @@ impl KvCommand {
     /// seqs from `first_unanswered` up (0: no mark, the original protocol).
     pub fn with_first_unanswered(mut self, first_unanswered: u64) -> Self {
         self.first_unanswered = first_unanswered;
+        self
+    }
+
+    /// This command, with its auto-compaction in batches or not (see
+    /// [`Self::batched_compaction`]).
+    pub fn with_batched_compaction(mut self, on: bool) -> Self {
+        self.batched_compaction = on;
         self
     }
 

@@ -490,3 +490,48 @@ fn watch_history_from_a_split_revision_shows_it_compacted() {
     assert!(h.get_at("big/00001", big).unwrap().is_none());
     assert!(h.get_at("big/00001", big - 1).is_err());
 }
+
+#[test]
+fn entries_without_batches_compact_every_write_as_before() {
+    let config = KvConfig {
+        retain_revisions: 1000,
+        compaction_batch_max: 50,
+        ..KvConfig::default()
+    };
+    let mut h = Harness::with(config);
+    h.batched = false;
+    for i in 0..3000 {
+        h.put(&format!("k{}", i % 7), "v");
+        // The previous release's rule: every write keeps exactly the bound.
+        assert_eq!(
+            h.s.compact_revision(),
+            (h.s.revision() - 1000).max(0),
+            "put {i}"
+        );
+    }
+}
+
+#[test]
+fn an_entry_without_batches_finishes_a_split_revision() {
+    let config = KvConfig {
+        retain_revisions: 100,
+        compaction_batch_max: 10,
+        ..KvConfig::default()
+    };
+    let mut h = past_a_big_delete(config, 100);
+    let big = h.s.revision();
+    while !h.s.mvcc().compaction_pending() {
+        h.put("x", "v");
+    }
+    assert_eq!(h.s.compact_revision(), big);
+    // A leader that no longer knows every member understands batches (a
+    // member of the previous release joined) proposes without them: that
+    // entry compacts all of the history past the bound, as the previous
+    // release does, so the replicas agree again from there on.
+    h.batched = false;
+    h.put("x", "v");
+    assert!(!h.s.mvcc().compaction_pending());
+    assert_eq!(h.s.compact_revision(), h.s.revision() - 100);
+    assert_eq!(h.s.mvcc().key_count(), 1, "only \"x\" is left");
+    assert_eq!(h.s.mvcc().size_bytes(), h.s.mvcc().size_bytes_recounted());
+}

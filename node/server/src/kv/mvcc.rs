@@ -533,6 +533,21 @@ impl MvccStore {
         }
     }
 
+    /// Auto-compaction as entries without
+    /// [`super::KvCommand::batched_compaction`] run it (those of the
+    /// previous release, and any proposed while a member may not know
+    /// batches): every write compacts all of the history past `retain`
+    /// revisions at once, an unfinished revision first.
+    pub(crate) fn auto_compact_every_write(&mut self, retain: i64) {
+        if retain <= 0 {
+            return;
+        }
+        let target = self.revision - retain;
+        if target > self.compact_revision || self.split.is_some() {
+            self.compact_unchecked(target.max(self.compact_revision));
+        }
+    }
+
     /// One bounded step of compaction toward `target`: it processes at
     /// most `budget` revision-index entries, and at least one when there
     /// is work.

@@ -349,6 +349,7 @@ fn windowed_sessions_round_trip() {
     let mut h2 = Harness {
         s: restored,
         index: h.index,
+        batched: true,
     };
     for cmd in [
         session_put(7, 4, 2, ""),
@@ -426,6 +427,7 @@ fn a_first_release_snapshot_loads() {
     let mut h2 = Harness {
         s: restored,
         index: h.index,
+        batched: true,
     };
     let retry = KvCommand::with_session(7, 3, KvOp::Put(crate::kv::store_tests::put_req("d", "1")));
     assert!(h2.cmd(retry).duplicate);

@@ -201,6 +201,7 @@ impl KvStore {
 
     fn apply_command(&mut self, index: LogIndex, cmd: KvCommand) -> KvOutput {
         let mark = cmd.mark();
+        let batched_compaction = cmd.batched_compaction;
         if cmd.client_id != 0
             && let Dedup::Answer(result) = self.sessions.check(
                 cmd.client_id,
@@ -230,7 +231,12 @@ impl KvStore {
         let budget = w.changes().max(self.config.compaction_batch_max);
         let (changed, events) = self.mvcc.end(w);
         if changed {
-            self.mvcc.auto_compact(self.config.retain_revisions, budget);
+            if batched_compaction {
+                self.mvcc.auto_compact(self.config.retain_revisions, budget);
+            } else {
+                self.mvcc
+                    .auto_compact_every_write(self.config.retain_revisions);
+            }
         }
         let result = result.map(|r| with_revision(r, self.revision()));
         if cmd.client_id != 0 {

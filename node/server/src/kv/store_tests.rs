@@ -17,6 +17,9 @@ use prost::Message as _;
 pub(crate) struct Harness {
     pub s: KvStore,
     pub index: u64,
+    /// Whether its commands compact in batches, as a cluster whose members
+    /// all understand that proposes them.
+    pub batched: bool,
 }
 
 impl Harness {
@@ -28,11 +31,13 @@ impl Harness {
         Harness {
             s: KvStore::new(config),
             index: 0,
+            batched: true,
         }
     }
 
     pub fn cmd(&mut self, cmd: KvCommand) -> KvOutput {
         self.index += 1;
+        let cmd = cmd.with_batched_compaction(self.batched);
         self.s.apply_entry(self.index, &cmd.encode_to_vec())
     }
 
@@ -839,6 +844,7 @@ fn snapshot_round_trip_is_equal() {
     let mut h2 = Harness {
         s: other,
         index: h.index,
+        batched: true,
     };
     let dup = KvCommand::with_session(7, 1, KvOp::Put(put_req("d", "1")));
     assert_eq!(h.cmd(dup.clone()), h2.cmd(dup));

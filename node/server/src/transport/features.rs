@@ -9,8 +9,12 @@ use std::sync::{Arc, Mutex};
 /// `KvCommand.first_unanswered` (the client's mark).
 pub const WINDOWED_SESSIONS: u64 = 1;
 
+/// Auto-compaction in batches: the member applies
+/// `KvCommand.batched_compaction`.
+pub const BATCHED_COMPACTION: u64 = 2;
+
 /// Every feature this release understands; what its batches advertise.
-pub const FEATURES: u64 = WINDOWED_SESSIONS;
+pub const FEATURES: u64 = WINDOWED_SESSIONS | BATCHED_COMPACTION;
 
 /// The features of the last batch received from each peer since this
 /// process started, by member id. Cheap to clone and to read.
