@@ -44,7 +44,7 @@ pub struct KvCommand {
     #[prost(uint64, tag = "31")]
     pub first_unanswered: u64,
     /// Whether this entry's auto-compaction runs in batches, bounded per
-    /// write ([`super::MvccStore::auto_compact`]) rather than compacting
+    /// write (`MvccStore::auto_compact`) rather than compacting
     /// every write up to the history bound at once. Set by the leader only
     /// when every member understands it: how far an entry compacts is part
     /// of what every replica computes (the compaction point, and the store
