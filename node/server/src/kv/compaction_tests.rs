@@ -469,8 +469,9 @@ fn replicas_and_a_restored_replica_compact_alike() {
     assert_eq!(a.s.encode_snapshot(), b.s.encode_snapshot());
 }
 
-#[test]
-fn watch_history_from_a_split_revision_shows_it_compacted() {
+/// A store whose compaction point is on the revision of a delete of 100
+/// keys, ten keys a write, partly compacted; and that revision.
+fn splitting_a_big_delete() -> (Harness, i64) {
     let config = KvConfig {
         retain_revisions: 100,
         compaction_batch_max: 10,
@@ -478,12 +479,17 @@ fn watch_history_from_a_split_revision_shows_it_compacted() {
     };
     let mut h = past_a_big_delete(config, 100);
     let big = h.s.revision();
-    // The delete's revision, becoming the compaction point.
     while h.s.compact_revision() < big {
         h.put("x", "v");
     }
     assert!(h.s.mvcc().compaction_pending());
     assert_eq!(h.s.compact_revision(), big);
+    (h, big)
+}
+
+#[test]
+fn watch_history_from_a_split_revision_shows_it_compacted() {
+    let (h, big) = splitting_a_big_delete();
     // Its deletions are gone, as the finished compaction will have them.
     let events = h.s.events(b"big/", b"big0", big, usize::MAX).unwrap();
     assert_eq!(events, Vec::new());
@@ -513,17 +519,7 @@ fn entries_without_batches_compact_every_write_as_before() {
 
 #[test]
 fn an_entry_without_batches_finishes_a_split_revision() {
-    let config = KvConfig {
-        retain_revisions: 100,
-        compaction_batch_max: 10,
-        ..KvConfig::default()
-    };
-    let mut h = past_a_big_delete(config, 100);
-    let big = h.s.revision();
-    while !h.s.mvcc().compaction_pending() {
-        h.put("x", "v");
-    }
-    assert_eq!(h.s.compact_revision(), big);
+    let (mut h, _) = splitting_a_big_delete();
     // A leader that no longer knows every member understands batches (a
     // member of the previous release joined) proposes without them: that
     // entry compacts all of the history past the bound, as the previous
