@@ -33,6 +33,19 @@ const FATAL_STOP: Duration = Duration::from_millis(500);
 /// How long the runtime waits for its blocking threads at exit.
 const RUNTIME_EXIT: Duration = Duration::from_millis(200);
 
+/// tokio's own setting of its worker thread count, honoured as it is.
+const WORKER_THREADS_ENV: &str = "TOKIO_WORKER_THREADS";
+
+/// The runtime's worker threads on `cores` cores, or `None` to leave the
+/// count to tokio when `TOKIO_WORKER_THREADS` sets it: one fewer than the
+/// cores, at least one. The Raft driver runs on a thread of its own that
+/// is busy whenever writes are, so as many workers as cores would
+/// oversubscribe the cores under writes: the workers and the driver then
+/// take turns, and each turn is a context switch.
+fn worker_threads(cores: usize, overridden: bool) -> Option<usize> {
+    (!overridden).then(|| cores.saturating_sub(1).max(1))
+}
+
 async fn bind(what: &str, addr: &str) -> Result<TcpListener> {
     TcpListener::bind(addr)
         .await
@@ -162,10 +175,13 @@ pub fn run_member(args: NodeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let overridden = std::env::var_os(WORKER_THREADS_ENV).is_some();
+    if let Some(workers) = worker_threads(cores, overridden) {
+        builder.worker_threads(workers);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("flotilla-node: cannot start the runtime: {e}");
@@ -185,5 +201,22 @@ pub fn run_member(args: NodeArgs) -> ExitCode {
             eprintln!("flotilla-node: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::worker_threads;
+
+    #[test]
+    fn one_core_is_left_to_the_raft_driver() {
+        assert_eq!(worker_threads(1, false), Some(1));
+        assert_eq!(worker_threads(2, false), Some(1));
+        assert_eq!(worker_threads(8, false), Some(7));
+    }
+
+    #[test]
+    fn tokio_worker_threads_keeps_precedence() {
+        assert_eq!(worker_threads(8, true), None);
     }
 }
