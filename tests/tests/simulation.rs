@@ -35,7 +35,8 @@ fn run_many(scenario: &Scenario, base: u64, default_count: u64) -> RunStats {
     );
     // Faults cost some operations their answer, but nearly all must be
     // answered: clients retry for 40 attempts before giving up, and a
-    // passing set gives up on under 0.5% (0.06% to 0.43% today).
+    // passing set gives up on under 1% (0.07% to 0.17% today, and 0.68%
+    // in the scenario with torn writes).
     assert!(
         total.abandoned * 100 < total.completed,
         "clients gave up on {} operations and completed {}",
