@@ -4,9 +4,9 @@
 //! A leader proposes what arrived as soon as its loop turns, so under load
 //! every input (a request, each follower's acknowledgement) can start a
 //! `Ready` of a few entries with its own fsync on every member. While
-//! entries of the leader's are still past the commit index, more requests
-//! are certain to follow (the clients of those entries have not even been
-//! answered yet), so the proposals that arrive wait, in order, until one of:
+//! entries of the leader's are still past the commit index, a commit is
+//! on its way and its `Ready` goes out anyway, so the proposals that
+//! arrive wait for it, in order, until one of:
 //!
 //! - as many wait as there are entries past the commit index (the pipeline
 //!   then grows by a batch at least as large as what it holds);
@@ -16,7 +16,8 @@
 //! - the member does not lead (the core refuses them at once).
 //!
 //! An idle leader has nothing past its commit index when a request arrives,
-//! so a single client's proposal never waits.
+//! so a single client's proposal never waits. Only proposals wait: reads,
+//! membership changes and transfers are handled as they arrive.
 
 use std::collections::VecDeque;
 
