@@ -835,4 +835,12 @@ impl<S: Storage> Raft<S> {
     pub fn uncommitted(&self) -> (u64, u64) {
         (self.uncommitted_entries, self.uncommitted_bytes)
     }
+
+    /// Entries in the log past the commit index, as the messages stepped
+    /// so far leave it: on a leader, those it appended that a quorum does
+    /// not hold yet (unlike [`Raft::uncommitted`], an entry leaves this
+    /// count as soon as it commits, before a `Ready` hands it out).
+    pub fn entries_past_commit(&self) -> u64 {
+        self.log.last_index().saturating_sub(self.log.committed)
+    }
 }

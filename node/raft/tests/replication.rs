@@ -407,3 +407,27 @@ fn a_candidate_persists_before_asking_for_votes() {
     assert!(!ready.messages.is_empty(), "asks for (pre-)votes");
     assert!(!ready.messages_first);
 }
+
+/// Raft §5.3: an entry is past the commit index from its append until a
+/// quorum holds it; the count drops as the acknowledgement is stepped,
+/// before a `Ready` hands the entry out.
+#[test]
+fn entries_past_commit_drop_when_a_quorum_acknowledges() {
+    let mut leader = core(1, 3);
+    elect(&mut leader);
+    let noop = leader.status().last_index;
+    leader.step(append_ack(2, 1, 1, noop));
+    handle(&mut leader);
+    assert_eq!(leader.entries_past_commit(), 0, "the no-op committed");
+
+    leader.propose(Bytes::from_static(b"a")).expect("leader");
+    leader.propose(Bytes::from_static(b"b")).expect("leader");
+    assert_eq!(leader.entries_past_commit(), 2, "appended, not committed");
+    handle(&mut leader);
+    assert_eq!(leader.entries_past_commit(), 2, "durable here alone");
+
+    leader.step(append_ack(2, 1, 1, noop + 1));
+    assert_eq!(leader.entries_past_commit(), 1, "a quorum holds the first");
+    leader.step(append_ack(3, 1, 1, noop + 2));
+    assert_eq!(leader.entries_past_commit(), 0, "and the second");
+}

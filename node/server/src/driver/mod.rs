@@ -11,11 +11,13 @@
 //! |---|---|
 //! | `handle` | [`RaftHandle`], the cloneable front door |
 //! | `task` | the task itself: the select loop, the step's effects on disk, network and callers, and the thread heavy entries apply on |
+//! | `coalesce` | proposals a leader under load holds back to share a `Ready` |
 //! | `step` | [`Step`]: the `Ready` processing, sans IO, that the simulation in `tests/` runs too |
 //! | `snapshot_install` | installing a leader's snapshot: persist and decode at once |
 //! | `state_machine` | the [`StateMachine`] and [`Transport`] traits |
 //! | `error` | [`DriverError`] |
 
+mod coalesce;
 mod error;
 mod handle;
 mod snapshot_install;

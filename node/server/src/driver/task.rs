@@ -1,6 +1,7 @@
 //! The driver task: a select loop over the ticker, peer messages and client
 //! requests, followed after every input batch by the `Ready` loop.
 
+use super::coalesce::Held;
 use super::error::DriverError;
 use super::handle::{NodeStatus, PrepareFn, RaftHandle, ReadFn, Request};
 use super::snapshot_install::install_snapshot;
@@ -44,6 +45,10 @@ pub struct DriverConfig {
     /// Bounds of the committed entries queued while a heavy one applies
     /// on the apply thread (see [`Step`]).
     pub apply_bounds: ApplyBounds,
+    /// Whether a leader with entries past its commit index holds new
+    /// proposals back until as many wait or the commit index catches up,
+    /// so that they share a `Ready` (see `coalesce`).
+    pub hold_proposals: bool,
 }
 
 impl Default for DriverConfig {
@@ -58,6 +63,7 @@ impl Default for DriverConfig {
             read_timeout_ticks: 100,
             owns_thread: false,
             apply_bounds: ApplyBounds::default(),
+            hold_proposals: true,
         }
     }
 }
@@ -103,6 +109,8 @@ pub struct Driver<S: Storage, M: StateMachine, T: Transport> {
     /// committed, so they are checked against the latest membership; at
     /// most [`MEMBERSHIP_WAITING_MAX`].
     membership_waiting: VecDeque<MembershipRequest<M>>,
+    /// Proposals held back to share a later `Ready` (see `coalesce`).
+    held: Held<Request<M>>,
 }
 
 /// What the tokio driver does for its [`Step`]: blocking storage IO (off
@@ -328,6 +336,7 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
             ticks: 0,
             clock: Instant::now(),
             membership_waiting: VecDeque::new(),
+            held: Held::default(),
         };
         let handle = RaftHandle {
             requests: req_tx,
@@ -422,8 +431,9 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
             // Time first: a lease must never be judged on a clock that
             // stood still while this process was paused or starved.
             self.catch_up_ticks();
+            let mut tick = false;
             match input {
-                Input::Tick => {}
+                Input::Tick => tick = true,
                 Input::Applied(done) => {
                     if let Err(e) = self.applied_elsewhere(done) {
                         tracing::error!(id = %self.step.raft().id(), error = %e, "applying failed: stopping");
@@ -453,21 +463,22 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
                     // one instead of two.
                     for _ in 0..self.config.max_requests_per_turn {
                         match self.requests.try_recv() {
-                            Ok(r) => self.handle(r),
+                            Ok(r) => self.take(r),
                             Err(_) => break,
                         }
                     }
                 }
                 Input::Request(r) => {
-                    self.handle(r);
+                    self.take(r);
                     for _ in 1..self.config.max_requests_per_turn {
                         match self.requests.try_recv() {
-                            Ok(r) => self.handle(r),
+                            Ok(r) => self.take(r),
                             Err(_) => break,
                         }
                     }
                 }
             }
+            self.release_held(tick);
             if let Err(e) = self.process_ready().await {
                 tracing::error!(id = %self.step.raft().id(), error = %e, "storage failed: stopping");
                 break Err(e);
@@ -538,6 +549,32 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
             metrics.observe_peer_round_trip(sent.elapsed());
         }
         self.step.raft_mut().step(m);
+    }
+
+    /// A request from the queue: a proposal is held back while the
+    /// leader is under load (see `coalesce`), anything else handled.
+    fn take(&mut self, request: Request<M>) {
+        match request {
+            Request::Propose { .. } if self.config.hold_proposals => self.held.push(request),
+            other => self.handle(other),
+        }
+    }
+
+    /// Proposes the held proposals if they are due (`force`: a tick).
+    fn release_held(&mut self, force: bool) {
+        let raft = self.step.raft();
+        let due = self.held.due(
+            raft.state().1,
+            raft.entries_past_commit(),
+            self.config.max_requests_per_turn,
+            force,
+        );
+        if !due {
+            return;
+        }
+        while let Some(request) = self.held.pop() {
+            self.handle(request);
+        }
     }
 
     fn handle(&mut self, request: Request<M>) {
@@ -787,6 +824,11 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
     }
 
     fn fail_all(&mut self, e: DriverError) {
+        while let Some(request) = self.held.pop() {
+            if let Request::Propose { reply, .. } = request {
+                let _ = reply.send(Err(e.clone()));
+            }
+        }
         self.step.fail_all(e.clone(), &mut self.io);
         for (_, reply) in std::mem::take(&mut self.membership_waiting) {
             let _ = reply.send(Err(e.clone()));

@@ -232,6 +232,47 @@ async fn three_members_agree_and_read_linearizably() {
     assert!(is_leader && term.0 > 0);
 }
 
+/// Proposals that arrive while others are in flight (held back to share
+/// a `Ready`) all apply, each proposer's in the order it sent them, and
+/// every member applies the same sequence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proposals_arriving_under_load_apply_in_order_on_every_member() {
+    let c = TestCluster::new(3, 100_000);
+    let l = c.leader().await;
+    let proposers: Vec<_> = (0..8u32)
+        .map(|p| {
+            let handle = c.handle(l).clone();
+            tokio::spawn(async move {
+                let mut outputs = Vec::new();
+                for round in 0..10u32 {
+                    // Waves of three at once, then one alone.
+                    let wave = if round % 2 == 0 { 3 } else { 1 };
+                    let commands =
+                        (0..wave).map(move |i| Bytes::from(format!("p{p}-r{round}-{i}")));
+                    for out in handle.propose_many(commands).await {
+                        outputs.push(out.expect("applied"));
+                    }
+                }
+                outputs
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for task in proposers {
+        let outputs = task.await.expect("proposer");
+        assert!(
+            outputs.windows(2).all(|w| w[0] < w[1]),
+            "a proposer's commands apply in the order it sent them: {outputs:?}"
+        );
+        total += outputs.len();
+    }
+    assert_eq!(total, 8 * 20);
+    let leader = c.wait_commands(l, total).await;
+    for i in 0..3 {
+        assert_eq!(c.wait_commands(i, total).await, leader, "member {i}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_restarts_from_disk_and_catches_up() {
     let mut c = TestCluster::new(3, 100_000);
