@@ -115,7 +115,7 @@ impl Metrics {
         );
         registry.register(
             "raft_fsync_duration_seconds",
-            "Raft log persist (write + fsync) latency",
+            "Raft log persists that synced the disk (write + fsync): entries, or a new term or vote",
             m.fsync_seconds.clone(),
         );
         registry.register(
