@@ -131,8 +131,9 @@ struct Io<M: StateMachine, T> {
     snapshot_written: (mpsc::Sender<WriteResult>, mpsc::Receiver<WriteResult>),
     /// The thread heavy entries apply on.
     applier: Applier<M>,
-    /// The term and vote of the last hard state persisted, if any was:
-    /// storage syncs a hard state only when they change.
+    /// The term and vote of the last hard state persisted (at start, the
+    /// one storage loaded): storage syncs a hard state only when they
+    /// change.
     persisted_vote: Option<(Term, NodeId)>,
 }
 
@@ -345,7 +346,7 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
             snapshot_writing: None,
             snapshot_written: mpsc::channel(1),
             applier: Applier::new(status.id),
-            persisted_vote: None,
+            persisted_vote: Some((status.hard_state.term, status.hard_state.vote)),
         };
         let driver = Driver {
             step: Step::new(raft, sm).with_bounds(config.apply_bounds),
@@ -899,6 +900,9 @@ impl<S: Storage, M: StateMachine, T: Transport> Effects<S, M> for Io<M, T> {
         let times = blocking(self.owns_thread, || {
             install_snapshot(raft, sm, snapshot, ready)
         })?;
+        if let Some(hs) = &ready.hard_state {
+            self.persisted_vote = Some((hs.term, hs.vote));
+        }
         if let Some(m) = &self.metrics {
             // The persist half alone (not the decode).
             m.observe_fsync(times.persisted);
