@@ -75,6 +75,14 @@ pub trait Storage {
         entries: &[Entry],
     ) -> Result<(), StorageError>;
 
+    /// Whether [`Storage::save`] of `hard_state` and `entries` would sync
+    /// the disk (for metrics of sync latency). By default every save with
+    /// something to save does; storage that keeps a commit-index-only
+    /// change in memory says so.
+    fn save_syncs(&self, hard_state: Option<&HardState>, entries: &[Entry]) -> bool {
+        hard_state.is_some() || !entries.is_empty()
+    }
+
     /// The most recent snapshot; `meta.index == 0` and empty data when there
     /// is none.
     fn snapshot(&self) -> Result<Snapshot, StorageError>;

@@ -303,6 +303,12 @@ impl DiskStorage {
         Ok(())
     }
 
+    /// Whether `hs` has another term or vote than the durable hard state
+    /// (only then is the hard-state file written).
+    fn vote_changes(&self, hs: &HardState) -> bool {
+        hs.term != self.durable_vote.term || hs.vote != self.durable_vote.vote
+    }
+
     fn write_hard_state(&mut self, hs: &HardState) -> io::Result<()> {
         let data = encode_hard_state(hs);
         write_atomic(&*self.fs, &self.dir, HARD_STATE_FILE, &data, self.sync())?;
@@ -460,8 +466,7 @@ impl Storage for DiskStorage {
             self.check_batch(entries)?;
         }
         if let Some(hs) = hard_state {
-            let durable = self.durable_vote;
-            if hs.term != durable.term || hs.vote != durable.vote {
+            if self.vote_changes(hs) {
                 self.io("writing the hard state", |s| s.write_hard_state(hs))?;
             }
             self.mirror.save(Some(hs), &[])?;
@@ -471,6 +476,12 @@ impl Storage for DiskStorage {
             self.mirror.save(None, entries)?;
         }
         Ok(())
+    }
+
+    /// Entries, or a hard state with a new term or vote: a commit index
+    /// alone is kept in memory.
+    fn save_syncs(&self, hard_state: Option<&HardState>, entries: &[Entry]) -> bool {
+        !entries.is_empty() || hard_state.is_some_and(|hs| self.vote_changes(hs))
     }
 
     /// Reads the snapshot file back (the data is not kept in memory). The

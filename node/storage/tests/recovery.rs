@@ -273,6 +273,36 @@ fn a_torn_tail_holding_committed_entries_is_refused() {
     }
 }
 
+/// A save syncs for entries or a new term or vote; a commit index alone
+/// stays in memory: the hard-state file is not written, and `save_syncs`
+/// says so, also for the state a reopened directory loads.
+#[test]
+fn a_commit_index_alone_does_not_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = DiskStorage::open(dir.path(), options()).unwrap();
+    let hs = |term, vote, commit| HardState {
+        term: Term(term),
+        vote: NodeId(vote),
+        commit,
+    };
+    let file = || fs::read(dir.path().join(HARD_STATE_FILE)).unwrap();
+    assert!(s.save_syncs(None, &range(1, 3)));
+    s.save(None, &range(1, 3)).unwrap();
+    assert!(!s.save_syncs(None, &[]));
+    assert!(s.save_syncs(Some(&hs(2, 1, 1)), &[]), "a new term");
+    s.save(Some(&hs(2, 1, 1)), &[]).unwrap();
+    let written = file();
+    assert!(!s.save_syncs(Some(&hs(2, 1, 3)), &[]), "the commit alone");
+    s.save(Some(&hs(2, 1, 3)), &[]).unwrap();
+    assert_eq!(file(), written, "the commit alone is not written");
+    assert!(s.save_syncs(Some(&hs(2, 1, 3)), &[entry(4)]), "entries");
+    assert!(s.save_syncs(Some(&hs(2, 2, 3)), &[]), "a new vote");
+    drop(s);
+    let s = DiskStorage::open(dir.path(), options()).unwrap();
+    assert!(!s.save_syncs(Some(&hs(2, 1, 3)), &[]), "after reopening");
+    assert!(s.save_syncs(Some(&hs(3, 1, 3)), &[]));
+}
+
 #[test]
 fn a_lost_hard_state_file_is_refused_naming_it() {
     let (dir, _) = ten_entries(&options());

@@ -9,8 +9,8 @@ use super::state_machine::{StateMachine, Transport};
 use super::step::{Applied, ApplyBounds, Effects, Step, apply_run};
 use crate::metrics::Metrics;
 use flotilla_raft::{
-    Bytes, Entry, HardState, LogIndex, Message, MessageBody, NodeId, ProposeError, Raft, Ready,
-    Role, Snapshot, SnapshotMeta, Storage, StorageError, Term,
+    Bytes, Entry, LogIndex, Message, MessageBody, NodeId, ProposeError, Raft, Ready, Role,
+    Snapshot, SnapshotMeta, Storage, StorageError,
 };
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -131,28 +131,6 @@ struct Io<M: StateMachine, T> {
     snapshot_written: (mpsc::Sender<WriteResult>, mpsc::Receiver<WriteResult>),
     /// The thread heavy entries apply on.
     applier: Applier<M>,
-    /// The term and vote of the last hard state persisted (at start, the
-    /// one storage loaded): storage syncs a hard state only when they
-    /// change.
-    persisted_vote: Option<(Term, NodeId)>,
-}
-
-/// Whether persisting `hard_state` and `entries` syncs the disk, as the
-/// node's storage does it: entries are always synced, a hard state only
-/// when its term or vote changed since `persisted_vote` (a commit index
-/// alone stays in memory). Remembers the new term and vote.
-fn persist_syncs(
-    persisted_vote: &mut Option<(Term, NodeId)>,
-    hard_state: Option<&HardState>,
-    entries: &[Entry],
-) -> bool {
-    let vote_changed = hard_state.is_some_and(|hs| {
-        let vote = (hs.term, hs.vote);
-        let changed = *persisted_vote != Some(vote);
-        *persisted_vote = Some(vote);
-        changed
-    });
-    vote_changed || !entries.is_empty()
 }
 
 /// The thread heavy committed entries apply on, with the state machine
@@ -346,7 +324,6 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
             snapshot_writing: None,
             snapshot_written: mpsc::channel(1),
             applier: Applier::new(status.id),
-            persisted_vote: Some((status.hard_state.term, status.hard_state.vote)),
         };
         let driver = Driver {
             step: Step::new(raft, sm).with_bounds(config.apply_bounds),
@@ -866,20 +843,18 @@ impl<S: Storage, M: StateMachine, T: Transport> Effects<S, M> for Io<M, T> {
     /// Storage IO blocks; the runtime is told, so other tasks move to
     /// other threads meanwhile.
     fn persist(&mut self, raft: &mut Raft<S>, ready: &Ready) -> Result<(), StorageError> {
+        // Only what syncs is timed: a commit index alone costs no fsync,
+        // and counting it would hide the disk's latency among near-zero ones.
+        let syncs = raft
+            .storage()
+            .save_syncs(ready.hard_state.as_ref(), &ready.entries);
         let started = Instant::now();
         blocking(self.owns_thread, || {
             raft.storage_mut()
                 .save(ready.hard_state.as_ref(), &ready.entries)
         })?;
-        // Only what synced: a commit index alone costs no fsync, and
-        // counting it would hide the disk's latency among near-zero ones.
-        let synced = persist_syncs(
-            &mut self.persisted_vote,
-            ready.hard_state.as_ref(),
-            &ready.entries,
-        );
         if let Some(m) = &self.metrics
-            && synced
+            && syncs
         {
             m.observe_fsync(started.elapsed());
         }
@@ -900,9 +875,6 @@ impl<S: Storage, M: StateMachine, T: Transport> Effects<S, M> for Io<M, T> {
         let times = blocking(self.owns_thread, || {
             install_snapshot(raft, sm, snapshot, ready)
         })?;
-        if let Some(hs) = &ready.hard_state {
-            self.persisted_vote = Some((hs.term, hs.vote));
-        }
         if let Some(m) = &self.metrics {
             // The persist half alone (not the decode).
             m.observe_fsync(times.persisted);
@@ -1128,44 +1100,5 @@ fn propose_error(e: ProposeError) -> DriverError {
         ProposeError::ConfChangeRejected(_) | ProposeError::EmptyBatch => {
             DriverError::Rejected(e.to_string())
         }
-    }
-}
-
-#[cfg(test)]
-mod persist_tests {
-    use super::*;
-    use flotilla_raft::EntryKind;
-
-    fn hs(term: u64, vote: u64, commit: LogIndex) -> HardState {
-        HardState {
-            term: Term(term),
-            vote: NodeId(vote),
-            commit,
-        }
-    }
-
-    #[test]
-    fn a_commit_index_alone_is_not_a_sync() {
-        let entries = [Entry {
-            term: Term(1),
-            index: 1,
-            kind: EntryKind::Normal,
-            data: Bytes::from_static(b"put"),
-        }];
-        let mut vote = None;
-        assert!(
-            persist_syncs(&mut vote, Some(&hs(1, 2, 0)), &[]),
-            "the first vote"
-        );
-        assert!(!persist_syncs(&mut vote, Some(&hs(1, 2, 5)), &[]));
-        assert!(persist_syncs(&mut vote, Some(&hs(1, 2, 6)), &entries));
-        assert!(persist_syncs(&mut vote, None, &entries));
-        assert!(!persist_syncs(&mut vote, None, &[]));
-        assert!(
-            persist_syncs(&mut vote, Some(&hs(2, 0, 6)), &[]),
-            "a new term"
-        );
-        assert!(persist_syncs(&mut vote, Some(&hs(2, 3, 6)), &[]), "a vote");
-        assert!(!persist_syncs(&mut vote, Some(&hs(2, 3, 7)), &[]));
     }
 }
