@@ -29,7 +29,8 @@
 use crate::raft::{self, raft_message::Body};
 use bytes::Bytes;
 use flotilla_raft::{
-    ConfState, Entry, EntryKind, LogIndex, Message, MessageBody, NodeId, SnapshotMeta, Term,
+    ConfState, Entry, EntryKind, LogIndex, Message, MessageBody, NodeId, ProposeRefusal,
+    SnapshotMeta, Term,
 };
 
 /// Why a wire message is not a valid [`Message`].
@@ -321,6 +322,26 @@ fn encode_body(body: &MessageBody) -> Body {
             accepted: *accepted,
             next_offset: *next_offset,
         }),
+        MessageBody::Propose { id, commands } => Body::Propose(raft::Propose {
+            id: *id,
+            commands: commands.clone(),
+        }),
+        MessageBody::ProposeResponse {
+            id,
+            first_index,
+            accepted,
+            refusal,
+        } => Body::ProposeResponse(raft::ProposeResponse {
+            id: *id,
+            first_index: *first_index,
+            accepted: *accepted,
+            refusal: match refusal {
+                ProposeRefusal::None => raft::ProposeRefusal::None,
+                ProposeRefusal::NotLeader => raft::ProposeRefusal::NotLeader,
+                ProposeRefusal::Busy => raft::ProposeRefusal::Busy,
+                ProposeRefusal::Unsupported => raft::ProposeRefusal::Unsupported,
+            } as i32,
+        }),
     }
 }
 
@@ -373,6 +394,22 @@ fn decode_body(body: Body, term: Term) -> Result<MessageBody, DecodeError> {
         Body::InstallSnapshotResponse(b) => MessageBody::InstallSnapshotResponse {
             accepted: b.accepted,
             next_offset: b.next_offset,
+        },
+        Body::Propose(b) => MessageBody::Propose {
+            id: b.id,
+            commands: b.commands,
+        },
+        Body::ProposeResponse(b) => MessageBody::ProposeResponse {
+            id: b.id,
+            first_index: b.first_index,
+            accepted: b.accepted,
+            // A refusal this release does not know is still a refusal.
+            refusal: match raft::ProposeRefusal::try_from(b.refusal) {
+                Ok(raft::ProposeRefusal::None) => ProposeRefusal::None,
+                Ok(raft::ProposeRefusal::NotLeader) => ProposeRefusal::NotLeader,
+                Ok(raft::ProposeRefusal::Busy) => ProposeRefusal::Busy,
+                Ok(raft::ProposeRefusal::Unsupported) | Err(_) => ProposeRefusal::Unsupported,
+            },
         },
     })
 }

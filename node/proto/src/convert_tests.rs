@@ -19,9 +19,11 @@ fn variant_number(body: &MessageBody) -> usize {
         MessageBody::TimeoutNow => 10,
         MessageBody::InstallSnapshot { .. } => 11,
         MessageBody::InstallSnapshotResponse { .. } => 12,
+        MessageBody::Propose { .. } => 13,
+        MessageBody::ProposeResponse { .. } => 14,
     }
 }
-const VARIANTS: usize = 13;
+const VARIANTS: usize = 15;
 
 fn msg(body: MessageBody) -> Message {
     Message {
@@ -146,6 +148,38 @@ fn every_variant() -> Vec<Message> {
         msg(MessageBody::InstallSnapshotResponse {
             accepted: true,
             next_offset: 4107,
+        }),
+        msg(MessageBody::Propose {
+            id: u64::MAX,
+            commands: vec![Bytes::from_static(b"put"), Bytes::new()],
+        }),
+        msg(MessageBody::Propose {
+            id: 0,
+            commands: Vec::new(),
+        }),
+        msg(MessageBody::ProposeResponse {
+            id: 3,
+            first_index: 1 << 40,
+            accepted: 2,
+            refusal: ProposeRefusal::Busy,
+        }),
+        msg(MessageBody::ProposeResponse {
+            id: 4,
+            first_index: 0,
+            accepted: 0,
+            refusal: ProposeRefusal::NotLeader,
+        }),
+        msg(MessageBody::ProposeResponse {
+            id: 5,
+            first_index: 9,
+            accepted: 1,
+            refusal: ProposeRefusal::None,
+        }),
+        msg(MessageBody::ProposeResponse {
+            id: 6,
+            first_index: 0,
+            accepted: 0,
+            refusal: ProposeRefusal::Unsupported,
         }),
     ]
 }

@@ -104,7 +104,7 @@ mod types;
 pub use config::{Config, ReadMode};
 pub use error::{ConfigError, ProposeError, ReadError, StorageError, TransferError};
 pub use membership::{ConfChange, ConfChangeData};
-pub use message::{Message, MessageBody};
+pub use message::{Message, MessageBody, ProposeRefusal};
 pub use progress::ProgressState;
 pub use raft::{Raft, Status};
 pub use ready::Ready;

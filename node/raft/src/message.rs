@@ -126,6 +126,55 @@ pub enum MessageBody {
         /// The offset the follower expects next.
         next_offset: u64,
     },
+    /// A follower's commands for its leader to append, carried for the
+    /// drivers: the core never steps it (see [`MessageBody::for_driver`]).
+    Propose {
+        /// The follower's number for the batch, echoed in the answer.
+        id: u64,
+        /// The encoded commands, in order.
+        commands: Vec<Bytes>,
+    },
+    /// The leader's answer to [`MessageBody::Propose`], sent before the
+    /// appends that carry the accepted entries, so that the follower knows
+    /// what to wait for before the entries reach it. Carried for the
+    /// drivers, like the proposal. The message's term is the entries' term.
+    ProposeResponse {
+        /// The batch answered.
+        id: u64,
+        /// The index of the first accepted command's entry; the others
+        /// follow it one by one.
+        first_index: LogIndex,
+        /// How many commands, from the first, were appended.
+        accepted: u64,
+        /// Why the rest were not: [`ProposeRefusal`].
+        refusal: ProposeRefusal,
+    },
+}
+
+/// Why a leader did not append the commands of a
+/// [`MessageBody::Propose`] past its `accepted` ones.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProposeRefusal {
+    /// None refused.
+    None,
+    /// The receiver does not lead (or is handing leadership over).
+    NotLeader,
+    /// Too much is uncommitted or waiting: try later.
+    Busy,
+    /// The receiver does not take this command from a peer (it must go the
+    /// way the follower forwards everything else).
+    Unsupported,
+}
+
+impl MessageBody {
+    /// Whether the message is between drivers rather than cores: a
+    /// follower's proposal and its answer. The core ignores these.
+    pub fn for_driver(&self) -> bool {
+        matches!(
+            self,
+            MessageBody::Propose { .. } | MessageBody::ProposeResponse { .. }
+        )
+    }
 }
 
 impl Message {
@@ -144,6 +193,9 @@ impl Message {
                 MessageBody::InstallSnapshot { meta, data, .. } => {
                     64 + 8 * (meta.conf_state.voters.len() + meta.conf_state.learners.len()) as u64
                         + data.len() as u64
+                }
+                MessageBody::Propose { commands, .. } => {
+                    8 + commands.iter().map(|c| 4 + c.len() as u64).sum::<u64>()
                 }
                 _ => 24,
             }
@@ -165,6 +217,8 @@ impl Message {
             MessageBody::TimeoutNow => "TimeoutNow",
             MessageBody::InstallSnapshot { .. } => "InstallSnapshot",
             MessageBody::InstallSnapshotResponse { .. } => "InstallSnapshotResponse",
+            MessageBody::Propose { .. } => "Propose",
+            MessageBody::ProposeResponse { .. } => "ProposeResponse",
         }
     }
 }

@@ -357,7 +357,7 @@ impl<S: Storage> Raft<S> {
 
     /// Feeds one message from another member.
     pub fn step(&mut self, m: Message) {
-        if self.fatal.is_some() || m.to != self.id {
+        if self.fatal.is_some() || m.to != self.id || m.body.for_driver() {
             return;
         }
         if m.term > self.term {

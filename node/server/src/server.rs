@@ -424,7 +424,25 @@ pub async fn start_with(
             ..DriverConfig::default()
         },
     );
-    let driver = driver.with_metrics(metrics.clone());
+    let peer_service = PeerService::new(
+        config.cluster_id,
+        raft.clone(),
+        &transport_config,
+        transport.metrics(),
+    );
+    let features = FeatureGate::new(
+        config.member_id,
+        io.advertised_features,
+        peer_service.peer_features(),
+        member_ids,
+    );
+    let driver =
+        driver
+            .with_metrics(metrics.clone())
+            .with_peer_proposals(crate::api::peer_proposal_filter(
+                features.clone(),
+                WriteForwardConfig::for_request_limit(config.max_request_bytes).command_bytes_max,
+            ));
 
     let stop_clients = watch::channel(false).0;
     let stop_core = watch::channel(false).0;
@@ -452,18 +470,6 @@ pub async fn start_with(
             })
         },
     ));
-    let peer_service = PeerService::new(
-        config.cluster_id,
-        raft.clone(),
-        &transport_config,
-        transport.metrics(),
-    );
-    let features = FeatureGate::new(
-        config.member_id,
-        io.advertised_features,
-        peer_service.peer_features(),
-        member_ids,
-    );
     let discovery = tonic::service::Routes::new(
         DiscoveryService::new(raft.clone(), config.cluster_id).into_server(),
     );

@@ -51,6 +51,12 @@ impl FeatureGate {
                 .with(|ids| self.heard.all_have(self.me, ids, feature))
     }
 
+    /// Whether this member itself understands `feature` (what its own
+    /// batches advertise).
+    pub fn understood_here(&self, feature: u64) -> bool {
+        self.own & feature == feature
+    }
+
     /// Whether `member` was last heard advertising `feature`.
     pub fn understood_by(&self, member: u64, feature: u64) -> bool {
         self.heard.has(member, feature)

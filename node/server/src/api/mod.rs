@@ -68,5 +68,6 @@ pub use kv::{
 pub use maintenance::{BACKUP_THREAD, MaintenanceService, SnapshotStream, VERSION, alarm_text};
 pub use publish::publish_self;
 pub use read_pool::{READS_OFF_DRIVER_MAX, ReadPool, ReadTurn};
+pub(crate) use write::peer_proposal_filter;
 pub use write::{COMMAND_OVERHEAD_BYTES, Writes};
 pub use write_forward::{ForwardService, WriteForwardConfig, WriteForwarder};

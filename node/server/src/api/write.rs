@@ -1,10 +1,13 @@
 //! [`Writes`]: the one path every write takes into consensus, whatever its
 //! API (STYLE habit 15, as etcd turns KV, Lease and Cluster writes into one
 //! internal request). A write is a [`KvCommand`]; [`Writes::submit`]
-//! checks it, then the leader serves it here and a follower hands it to the
-//! leader over the forwarding stream ([`WriteForwarder`]), where
-//! [`serve_here`] serves it the same way. The leader serves a command by
-//! its kind:
+//! checks it, then the leader serves it here. A follower has the leader
+//! append a command that becomes an entry as it is through the peer
+//! stream (the driver's peer proposals, when the leader advertises them:
+//! [`PEER_PROPOSALS`]), and answers once it applied the entry itself; it
+//! hands anything else to the leader over the forwarding stream
+//! ([`WriteForwarder`]), where [`serve_here`] serves it the same way. The
+//! leader serves a command by its kind:
 //!
 //! | kind | how |
 //! |---|---|
@@ -17,10 +20,13 @@
 use super::admission::Refusal;
 use super::context::ApiContext;
 use super::errors::{LeaderHint, driver_status, kv_status, request_too_large};
+use super::gate::FeatureGate;
 use super::write_forward::WriteForwarder;
 use crate::driver::DriverError;
+use crate::driver::PeerProposalFilter;
 use crate::kv::{KeepAliveError, KvCommand, KvError, KvOp, KvOutput, KvResponse};
 use crate::state::NodeStateMachine;
+use crate::transport::PEER_PROPOSALS;
 use flotilla_proto::etcdserverpb::alarm_request::AlarmAction;
 use flotilla_proto::etcdserverpb::{
     AlarmRequest, AlarmType, LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseTimeToLiveRequest,
@@ -28,6 +34,7 @@ use flotilla_proto::etcdserverpb::{
 };
 use flotilla_raft::{Bytes, ConfChange, NodeId, Role};
 use prost::Message as _;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tonic::Status;
@@ -87,21 +94,87 @@ impl Writes {
     /// set; the caller fills in the rest of the header) or the status to
     /// answer.
     pub async fn submit(&self, command: KvCommand) -> Result<KvResponse, Status> {
+        let as_entry = proposed_as_entry(&command);
         let bytes = self.admit(command)?;
-        // A member that knows it follows forwards at once, without asking
-        // its driver first; one that believes it leads serves, and forwards
-        // if it turns out not to.
+        // A member that knows it follows hands the write on at once,
+        // without asking its driver first; one that believes it leads
+        // serves, and hands it on if it turns out not to.
         if !self.ctx.raft.state().1 {
-            return self.forwarder.forward(bytes).await;
+            return self.to_leader(bytes, as_entry).await;
         }
         let served = serve_here(&self.ctx, vec![bytes.clone()]).await.pop();
         match served {
             Some(Ok(response)) => Ok(response),
-            Some(Err(e)) if e.is_not_leader() => self.forwarder.forward(bytes).await,
+            Some(Err(e)) if e.is_not_leader() => self.to_leader(bytes, as_entry).await,
             Some(Err(e)) => Err(e.into_status()),
             None => Err(Status::internal("flotilla: write outcome missing")),
         }
     }
+
+    /// On a follower: has the leader append `bytes` through the peer
+    /// stream when it is an entry as it is (`as_entry`) and the leader
+    /// takes peer proposals, and answers once this member applied it; else,
+    /// or when the leader refuses it unappended, forwards it.
+    async fn to_leader(&self, bytes: Bytes, as_entry: bool) -> Result<KvResponse, Status> {
+        if as_entry && self.leader_takes_proposals() {
+            match self.ctx.raft.propose_via_leader(bytes.clone()).await {
+                Ok(output) => return output.result.map_err(|e| kv_status(&e)),
+                // Nothing was appended: the forwarding stream finds the
+                // leader (or gives the command's own refusal).
+                Err(DriverError::NotLeader { .. } | DriverError::Rejected(_)) => {}
+                Err(e) => return Err(driver_status(&e, &LeaderHint::default())),
+            }
+        }
+        self.forwarder.forward(bytes).await
+    }
+
+    /// Whether the leader this member knows of was heard advertising peer
+    /// proposals, and this member makes them.
+    fn leader_takes_proposals(&self) -> bool {
+        let leader = self.ctx.raft.status().leader;
+        let features = &self.ctx.features;
+        leader.is_some()
+            && features.understood_here(PEER_PROPOSALS)
+            && features.understood_by(leader.0, PEER_PROPOSALS)
+    }
+}
+
+/// Whether the leader serves `command` by proposing it as one entry as it
+/// is ([`serve_here`]'s plain commands), so that a follower may propose it
+/// through the peer stream.
+fn proposed_as_entry(command: &KvCommand) -> bool {
+    match &command.op {
+        Some(op) if op.is_conf_change() => false,
+        Some(KvOp::LeaseKeepAlive(_) | KvOp::LeaseTimeToLive(_) | KvOp::MemberUpsert(_)) => false,
+        Some(_) => true,
+        None => false,
+    }
+}
+
+/// How the leader takes a command a follower proposes through the peer
+/// stream: one within `command_bytes_max` that is an entry as it is, with
+/// the mark and compaction stamps the leader gives its own proposals
+/// ([`serve_here`]); anything else is refused, and the follower forwards
+/// it instead.
+pub(crate) fn peer_proposal_filter(
+    features: FeatureGate,
+    command_bytes_max: usize,
+) -> PeerProposalFilter {
+    Arc::new(move |bytes: Bytes| {
+        if bytes.len() > command_bytes_max {
+            return None;
+        }
+        let mut command = KvCommand::decode(bytes.clone()).ok()?;
+        if !proposed_as_entry(&command) {
+            return None;
+        }
+        let cleared = features.clear_mark(&mut command);
+        if features.stamp_compaction(&mut command) | cleared {
+            Some(command.encode_to_bytes())
+        } else {
+            Some(bytes)
+        }
+    })
 }
 
 impl Writes {

@@ -1,11 +1,12 @@
-//! Batched write forwarding. A follower does not propose: its
-//! [`WriteForwarder`] gathers the writes its clients send it and hands them
-//! to the leader in batches over one long-lived `Forward/WriteStream` stream,
-//! where [`ForwardService`] proposes them. A batch carries every write that
-//! queued while the previous batches were in flight, and a batch on an open
-//! stream costs one HTTP/2 data frame each way, so forwarding costs the
-//! follower and the leader little beyond the writes themselves, as a Raft
-//! proposal forwarded inside the peer protocol would.
+//! Batched write forwarding. A follower proposes plain writes through the
+//! peer stream (the driver's peer proposals); everything else — membership
+//! changes, keepalives, what the leader refused there, and every write to a
+//! leader that does not take peer proposals — its [`WriteForwarder`]
+//! gathers and hands to the leader in batches over one long-lived
+//! `Forward/WriteStream` stream, where [`ForwardService`] serves them. A
+//! batch carries every write that queued while the previous batches were in
+//! flight, and a batch on an open stream costs one HTTP/2 data frame each
+//! way.
 //!
 //! Forwarding is one hop: the leader proposes what it receives itself and
 //! answers `NotLeader` failures rather than forwarding again. When the

@@ -22,6 +22,13 @@ pub(crate) enum Request<M: StateMachine> {
         command: Bytes,
         reply: oneshot::Sender<Result<M::Output, DriverError>>,
     },
+    /// On a follower, have the leader append a command through the peer
+    /// stream; answer once this member applied it (on a leader, as
+    /// `Propose`).
+    ProposeViaLeader {
+        command: Bytes,
+        reply: oneshot::Sender<Result<M::Output, DriverError>>,
+    },
     /// Append a command; answer with its index and term at once (the spec's
     /// `Start`).
     Start {
@@ -144,6 +151,17 @@ impl<M: StateMachine> RaftHandle<M> {
             });
         }
         outcomes
+    }
+
+    /// Proposes a command on a follower through the peer stream to the
+    /// leader (see `peer_propose`), and waits until this member applied
+    /// it; on the leader, [`Self::propose`]. Only for a leader that
+    /// advertised peer proposals: another answers `Rejected`, as it does a
+    /// command it does not take from a peer. `NotLeader` and `Rejected`
+    /// mean nothing was appended.
+    pub async fn propose_via_leader(&self, command: Bytes) -> Result<M::Output, DriverError> {
+        self.call(|reply| Request::ProposeViaLeader { command, reply })
+            .await
     }
 
     /// The spec's `Start`: appends a command at the leader and returns the

@@ -20,6 +20,7 @@
 mod coalesce;
 mod error;
 mod handle;
+mod peer_propose;
 mod snapshot_install;
 mod state_machine;
 mod step;
@@ -27,6 +28,7 @@ mod task;
 
 pub use error::DriverError;
 pub use handle::{NodeStatus, RaftHandle};
+pub use peer_propose::PeerProposalFilter;
 pub use state_machine::{StateMachine, Transport};
 pub use step::{Applied, ApplyBounds, Effects, Step, Taken, apply_run};
 pub use task::{Driver, DriverConfig};

@@ -4,13 +4,14 @@
 use super::coalesce::Held;
 use super::error::DriverError;
 use super::handle::{NodeStatus, PrepareFn, RaftHandle, ReadFn, Request};
+use super::peer_propose::{Outcome, PeerProposalFilter, PeerProposals};
 use super::snapshot_install::install_snapshot;
 use super::state_machine::{StateMachine, Transport};
 use super::step::{Applied, ApplyBounds, Effects, Step, apply_run};
 use crate::metrics::Metrics;
 use flotilla_raft::{
-    Bytes, Entry, LogIndex, Message, MessageBody, NodeId, ProposeError, Raft, Ready, Role,
-    Snapshot, SnapshotMeta, Storage, StorageError,
+    Bytes, Entry, LogIndex, Message, MessageBody, NodeId, ProposeError, ProposeRefusal, Raft,
+    Ready, Role, Snapshot, SnapshotMeta, Storage, StorageError,
 };
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -111,6 +112,12 @@ pub struct Driver<S: Storage, M: StateMachine, T: Transport> {
     membership_waiting: VecDeque<MembershipRequest<M>>,
     /// Proposals held back to share a later `Ready` (see `coalesce`).
     held: Held<Request<M>>,
+    /// A follower's proposals on their way to the leader through the peer
+    /// stream (see `peer_propose`).
+    peer_proposals: PeerProposals<Waiter<M::Output>>,
+    /// On a leader, how a follower's proposed command is stamped; `None`:
+    /// this member takes no proposals from peers.
+    peer_filter: Option<PeerProposalFilter>,
 }
 
 /// What the tokio driver does for its [`Step`]: blocking storage IO (off
@@ -337,6 +344,8 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
             clock: Instant::now(),
             membership_waiting: VecDeque::new(),
             held: Held::default(),
+            peer_proposals: PeerProposals::default(),
+            peer_filter: None,
         };
         let handle = RaftHandle {
             requests: req_tx,
@@ -345,6 +354,14 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
             leadership: leadership_rx,
         };
         (driver, handle)
+    }
+
+    /// Has this member, as leader, append the commands its followers send
+    /// in `Propose` messages, each as `filter` makes it (see
+    /// `peer_propose`). Without it, it refuses them.
+    pub fn with_peer_proposals(mut self, filter: PeerProposalFilter) -> Self {
+        self.peer_filter = Some(filter);
+        self
     }
 
     /// Records persist latency and proposal counts in `metrics`.
@@ -478,6 +495,7 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
                     }
                 }
             }
+            self.send_peer_proposals();
             self.release_held(tick);
             if let Err(e) = self.process_ready().await {
                 tracing::error!(id = %self.step.raft().id(), error = %e, "storage failed: stopping");
@@ -538,10 +556,17 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
         self.ticks = due;
         self.step
             .expire_reads(self.ticks, self.config.read_timeout_ticks, &mut self.io);
+        self.expire_peer_proposals();
     }
 
-    /// Steps a peer message into the core, timing heartbeat answers.
+    /// Steps a peer message into the core, timing heartbeat answers; a
+    /// proposal or its answer is the driver's own.
     fn step(&mut self, m: Message) {
+        match m.body {
+            MessageBody::Propose { .. } => return self.accept_peer_proposal(m),
+            MessageBody::ProposeResponse { .. } => return self.peer_proposal_answered(&m),
+            _ => {}
+        }
         if let MessageBody::HeartbeatResponse { round } = m.body
             && let Some(sent) = self.io.rtt_probes.remove(&(m.from, round))
             && let Some(metrics) = &self.io.metrics
@@ -555,9 +580,165 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
     /// leader is under load (see `coalesce`), anything else handled.
     fn take(&mut self, request: Request<M>) {
         match request {
+            Request::ProposeViaLeader { command, reply } => {
+                let (_, leads) = self.step.raft().state();
+                if leads {
+                    self.take(Request::Propose { command, reply });
+                } else {
+                    self.propose_via_leader(command, reply);
+                }
+            }
             Request::Propose { .. } if self.config.hold_proposals => self.held.push(request),
             other => self.handle(other),
         }
+    }
+
+    /// Proposals waiting for their entries, here or at the leader.
+    fn pending_proposals(&self) -> usize {
+        self.step.pending_proposals() + self.peer_proposals.len()
+    }
+
+    /// On a follower: adds `command` to this turn's batch to the leader
+    /// ([`Self::send_peer_proposals`] sends it).
+    fn propose_via_leader(
+        &mut self,
+        command: Bytes,
+        reply: oneshot::Sender<Result<M::Output, DriverError>>,
+    ) {
+        let status = self.step.raft().status();
+        let leader = status.soft_state.leader;
+        if status.soft_state.role != Role::Follower || !leader.is_some() {
+            let _ = reply.send(Err(DriverError::NotLeader {
+                leader_hint: leader.is_some().then_some(leader),
+            }));
+            return;
+        }
+        if self.pending_proposals() >= self.config.max_pending_proposals {
+            let _ = reply.send(Err(DriverError::Busy("too many pending proposals".into())));
+            return;
+        }
+        let full = self.peer_proposals.gather(
+            status.id,
+            status.hard_state.term,
+            leader,
+            command,
+            Waiter::Output(reply),
+            self.ticks,
+        );
+        if let Some(m) = full {
+            self.io.transport.send(vec![m]);
+        }
+    }
+
+    /// Sends the batch of proposals gathered this turn to the leader.
+    fn send_peer_proposals(&mut self) {
+        let status = self.step.raft().status();
+        if let Some(m) = self
+            .peer_proposals
+            .flush(status.id, status.hard_state.term, self.ticks)
+        {
+            self.io.transport.send(vec![m]);
+        }
+    }
+
+    /// The leader answered a batch: waits for the entries it appended,
+    /// answers the commands it refused.
+    fn peer_proposal_answered(&mut self, m: &Message) {
+        for outcome in self.peer_proposals.answered(m) {
+            self.peer_proposal_outcome(outcome);
+        }
+    }
+
+    fn peer_proposal_outcome(&mut self, outcome: Outcome<Waiter<M::Output>>) {
+        match outcome {
+            // The answer travels ahead of the entries, on the same
+            // stream; one that finds its index applied (a snapshot, or
+            // the stream replaced meanwhile) cannot be told.
+            Outcome::Appended(index, _, waiter) if index <= self.step.applied() => {
+                waiter.answer(Err(DriverError::OutcomeUnknown));
+            }
+            Outcome::Appended(index, term, waiter) => {
+                self.step.track_proposal(index, term, waiter);
+            }
+            Outcome::Refused(e, waiter) => waiter.answer(Err(e)),
+        }
+    }
+
+    /// Fails batches whose answer is overdue, or sent to a member that no
+    /// longer leads.
+    fn expire_peer_proposals(&mut self) {
+        let leader = self.step.raft().status().soft_state.leader;
+        let expired =
+            self.peer_proposals
+                .expire(self.ticks, self.config.read_timeout_ticks, leader);
+        for outcome in expired {
+            self.peer_proposal_outcome(outcome);
+        }
+    }
+
+    /// On the leader: appends a follower's commands, in order, as its own
+    /// proposals, each stamped by the filter, and answers at once, ahead
+    /// of the appends that will carry them. The first command it cannot
+    /// append stops the batch; the rest are refused with it.
+    fn accept_peer_proposal(&mut self, m: Message) {
+        let MessageBody::Propose { id, commands } = m.body else {
+            return;
+        };
+        let mut first_index = 0;
+        let mut accepted = 0u64;
+        let mut refusal = ProposeRefusal::None;
+        let (term, leads) = self.step.raft().state();
+        if !leads {
+            refusal = ProposeRefusal::NotLeader;
+        }
+        for command in commands {
+            if refusal != ProposeRefusal::None {
+                break;
+            }
+            if self.step.pending_proposals() >= self.config.max_pending_proposals {
+                refusal = ProposeRefusal::Busy;
+                break;
+            }
+            let Some(command) = self.peer_filter.as_ref().and_then(|filter| filter(command)) else {
+                refusal = ProposeRefusal::Unsupported;
+                break;
+            };
+            match self.step.raft_mut().propose(command) {
+                Ok((index, _)) => {
+                    if accepted == 0 {
+                        first_index = index;
+                    }
+                    accepted += 1;
+                    if let Some(m) = &self.io.metrics {
+                        m.proposals.inc();
+                    }
+                }
+                Err(e) => {
+                    if let Some(m) = &self.io.metrics {
+                        m.proposals_failed.inc();
+                    }
+                    refusal = match e {
+                        ProposeError::NotLeader { .. }
+                        | ProposeError::TransferInProgress { .. } => ProposeRefusal::NotLeader,
+                        ProposeError::UncommittedLimit { .. } => ProposeRefusal::Busy,
+                        ProposeError::ConfChangeRejected(_) | ProposeError::EmptyBatch => {
+                            ProposeRefusal::Unsupported
+                        }
+                    };
+                }
+            }
+        }
+        self.io.transport.send(vec![Message {
+            from: m.to,
+            to: m.from,
+            term,
+            body: MessageBody::ProposeResponse {
+                id,
+                first_index,
+                accepted,
+                refusal,
+            },
+        }]);
     }
 
     /// Proposes the held proposals if they are due (`force`: a tick).
@@ -579,8 +760,8 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
 
     fn handle(&mut self, request: Request<M>) {
         match request {
-            Request::Propose { command, reply } => {
-                if self.step.pending_proposals() >= self.config.max_pending_proposals {
+            Request::Propose { command, reply } | Request::ProposeViaLeader { command, reply } => {
+                if self.pending_proposals() >= self.config.max_pending_proposals {
                     let _ = reply.send(Err(DriverError::Busy("too many pending proposals".into())));
                     return;
                 }
@@ -828,6 +1009,9 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
             if let Request::Propose { reply, .. } = request {
                 let _ = reply.send(Err(e.clone()));
             }
+        }
+        for waiter in self.peer_proposals.drain() {
+            waiter.answer(Err(e.clone()));
         }
         self.step.fail_all(e.clone(), &mut self.io);
         for (_, reply) in std::mem::take(&mut self.membership_waiting) {

@@ -96,6 +96,11 @@ impl TestCluster {
                 ..DriverConfig::default()
             },
         );
+        // Peers' proposals are taken as they are, but for those marked to
+        // be refused.
+        let driver = driver.with_peer_proposals(Arc::new(|command: Bytes| {
+            (!command.starts_with(b"refuse")).then_some(command)
+        }));
         self.routes
             .lock()
             .expect("routes lock")
@@ -230,6 +235,85 @@ async fn three_members_agree_and_read_linearizably() {
     );
     let (term, is_leader) = c.handle(l).state();
     assert!(is_leader && term.0 > 0);
+}
+
+/// A follower proposes through the peer stream: its commands apply once,
+/// in the same order on every member, it answers each with its own
+/// state machine's output once applied there (so it reads its own
+/// writes), a command the leader refuses is answered unappended, and a
+/// batch whose leader went away fails instead of hanging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_proposes_through_the_peer_stream() {
+    let mut c = TestCluster::new(3, 100_000);
+    let l = c.leader().await;
+    let f = (l + 1) % 3;
+    let follower = c.handle(f).clone();
+    let sent: Vec<Bytes> = (0..200u32)
+        .map(|i| Bytes::from(format!("peer-{i}")))
+        .collect();
+    let mut proposing = tokio::task::JoinSet::new();
+    for command in &sent {
+        let follower = follower.clone();
+        let command = command.clone();
+        proposing.spawn(async move {
+            let out = follower.propose_via_leader(command.clone()).await;
+            let seen = follower
+                .read_local(move |sm: &Recorder| sm.commands.contains(&command))
+                .await;
+            (out, seen)
+        });
+    }
+    let mut outputs = Vec::new();
+    while let Some(answer) = proposing.join_next().await {
+        let (out, seen) = answer.expect("proposer ran");
+        outputs.push(out.expect("applied through the leader"));
+        assert!(
+            seen.expect("read"),
+            "the follower answered before it applied"
+        );
+    }
+    outputs.sort_unstable();
+    outputs.dedup();
+    assert_eq!(outputs.len(), sent.len(), "each command applied once");
+    let first = c.wait_commands(0, sent.len()).await;
+    let mut sorted = first[..sent.len()].to_vec();
+    sorted.sort();
+    let mut expected = sent.clone();
+    expected.sort();
+    assert_eq!(sorted, expected, "every command applied, once");
+    for i in 1..3 {
+        let applied = c.wait_commands(i, sent.len()).await;
+        assert_eq!(applied[..sent.len()], first[..sent.len()], "member {i}");
+    }
+
+    let refused = follower
+        .propose_via_leader(Bytes::from_static(b"refuse-me"))
+        .await
+        .expect_err("the leader refuses it");
+    assert!(matches!(refused, DriverError::Rejected(_)), "{refused}");
+    // On the leader it is an ordinary proposal.
+    let out = c
+        .handle(l)
+        .propose_via_leader(Bytes::from_static(b"on-the-leader"))
+        .await
+        .expect("applied");
+    assert_eq!(out, sent.len() + 1, "the refused command was not appended");
+
+    // The leader goes away: a batch sent to it fails, in bounded time.
+    c.stop(l).await;
+    let lost = tokio::time::timeout(
+        Duration::from_secs(20),
+        follower.propose_via_leader(Bytes::from_static(b"lost")),
+    )
+    .await
+    .expect("the proposal is answered");
+    match lost {
+        Err(DriverError::Timeout | DriverError::OutcomeUnknown | DriverError::NotLeader { .. }) => {
+        }
+        // A new leader was elected in time and appended it.
+        Ok(_) => {}
+        Err(e) => panic!("unexpected: {e}"),
+    }
 }
 
 /// Proposals that arrive while others are in flight (held back to share

@@ -13,8 +13,13 @@ pub const WINDOWED_SESSIONS: u64 = 1;
 /// `KvCommand.batched_compaction`.
 pub const BATCHED_COMPACTION: u64 = 2;
 
+/// Peer proposals: the member, as leader, appends the commands of a
+/// follower's `Propose` message and answers it (see the driver). A
+/// follower proposes this way only to a leader heard advertising it.
+pub const PEER_PROPOSALS: u64 = 4;
+
 /// Every feature this release understands; what its batches advertise.
-pub const FEATURES: u64 = WINDOWED_SESSIONS | BATCHED_COMPACTION;
+pub const FEATURES: u64 = WINDOWED_SESSIONS | BATCHED_COMPACTION | PEER_PROPOSALS;
 
 /// The features of the last batch received from each peer since this
 /// process started, by member id. Cheap to clone and to read.

@@ -43,7 +43,9 @@ mod stats;
 pub use client::{GrpcTransport, TransportError};
 pub use config::TransportConfig;
 pub use fault::FaultControl;
-pub use features::{BATCHED_COMPACTION, FEATURES, PeerFeatures, WINDOWED_SESSIONS, gate_open};
+pub use features::{
+    BATCHED_COMPACTION, FEATURES, PEER_PROPOSALS, PeerFeatures, WINDOWED_SESSIONS, gate_open,
+};
 pub use service::{Delivery, MessageSink, PeerService, StreamCloser, serve, serve_with};
 pub use stats::{TransportMetrics, TransportStats};
 
