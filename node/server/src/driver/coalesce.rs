@@ -16,43 +16,53 @@
 //! - the member does not lead (the core refuses them at once).
 //!
 //! An idle leader has nothing past its commit index when a request arrives,
-//! so a single client's proposal never waits. Only proposals wait: reads,
-//! membership changes and transfers are handled as they arrive.
+//! so a single client's proposal never waits. Only proposals wait — a
+//! client's, and a follower's batch (`peer_propose`), which counts as its
+//! commands: reads, membership changes and transfers are handled as they
+//! arrive.
 
 use std::collections::VecDeque;
 
-/// Proposals held back, oldest first.
+/// Proposals held back, oldest first, each with how many entries it
+/// makes.
 #[derive(Debug)]
 pub(crate) struct Held<R> {
-    queue: VecDeque<R>,
+    queue: VecDeque<(R, usize)>,
+    /// The entries the held requests make.
+    entries: usize,
 }
 
 impl<R> Default for Held<R> {
     fn default() -> Self {
         Held {
             queue: VecDeque::new(),
+            entries: 0,
         }
     }
 }
 
 impl<R> Held<R> {
-    /// Holds `request` back behind those already held.
-    pub(crate) fn push(&mut self, request: R) {
-        self.queue.push_back(request);
+    /// Holds `request`, which makes `entries` entries, back behind those
+    /// already held.
+    pub(crate) fn push(&mut self, request: R, entries: usize) {
+        self.entries += entries;
+        self.queue.push_back((request, entries));
     }
 
     /// Whether the held proposals go into the core now: on a member that
-    /// does not lead, when at least `past_commit` are held (the entries
-    /// past the core's commit index, so none once everything committed),
-    /// when `max` are, or when `force`d (a tick).
+    /// does not lead, when they make at least `past_commit` entries (the
+    /// entries past the core's commit index, so none once everything
+    /// committed), when they make `max`, or when `force`d (a tick).
     pub(crate) fn due(&self, leader: bool, past_commit: u64, max: usize, force: bool) -> bool {
-        let held = self.queue.len();
-        held > 0 && (force || !leader || held as u64 >= past_commit || held >= max)
+        let held = self.entries;
+        !self.queue.is_empty() && (force || !leader || held as u64 >= past_commit || held >= max)
     }
 
     /// The oldest held proposal.
     pub(crate) fn pop(&mut self) -> Option<R> {
-        self.queue.pop_front()
+        let (request, entries) = self.queue.pop_front()?;
+        self.entries -= entries;
+        Some(request)
     }
 }
 
@@ -63,7 +73,7 @@ mod tests {
     fn held(n: usize) -> Held<usize> {
         let mut h = Held::default();
         for i in 0..n {
-            h.push(i);
+            h.push(i, 1);
         }
         h
     }
@@ -85,6 +95,19 @@ mod tests {
         assert!(held(8).due(true, 100, 8, false), "the per-turn bound");
         assert!(held(1).due(true, 100, 1024, true), "a tick");
         assert!(held(1).due(false, 100, 1024, false), "not leading");
+    }
+
+    #[test]
+    fn a_batch_counts_as_its_entries() {
+        let mut h = Held::default();
+        h.push(0, 3);
+        assert!(!h.due(true, 4, 1024, false));
+        h.push(1, 1);
+        assert!(h.due(true, 4, 1024, false), "four entries held");
+        assert_eq!(h.pop(), Some(0));
+        assert!(!h.due(true, 4, 1024, false), "one left");
+        h.push(2, 1024);
+        assert!(h.due(true, 10_000, 1024, false), "the per-turn bound");
     }
 
     #[test]

@@ -111,7 +111,7 @@ pub struct Driver<S: Storage, M: StateMachine, T: Transport> {
     /// most [`MEMBERSHIP_WAITING_MAX`].
     membership_waiting: VecDeque<MembershipRequest<M>>,
     /// Proposals held back to share a later `Ready` (see `coalesce`).
-    held: Held<Request<M>>,
+    held: Held<HeldProposal<M>>,
     /// A follower's proposals on their way to the leader through the peer
     /// stream (see `peer_propose`).
     peer_proposals: PeerProposals<Waiter<M::Output>>,
@@ -274,6 +274,14 @@ impl std::io::Write for TimedSink<'_> {
 struct SnapshotWrite {
     meta: SnapshotMeta,
     started: Instant,
+}
+
+/// A proposal held back (see `coalesce`).
+enum HeldProposal<M: StateMachine> {
+    /// A client's, through this member's handle.
+    Request(Request<M>),
+    /// A follower's batch (`MessageBody::Propose`).
+    Peer(Message),
 }
 
 /// What woke the driver's loop.
@@ -563,6 +571,12 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
     /// proposal or its answer is the driver's own.
     fn step(&mut self, m: Message) {
         match m.body {
+            MessageBody::Propose { ref commands, .. }
+                if self.config.hold_proposals && self.step.raft().state().1 =>
+            {
+                let entries = commands.len();
+                return self.held.push(HeldProposal::Peer(m), entries);
+            }
             MessageBody::Propose { .. } => return self.accept_peer_proposal(m),
             MessageBody::ProposeResponse { .. } => return self.peer_proposal_answered(&m),
             _ => {}
@@ -588,7 +602,9 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
                     self.propose_via_leader(command, reply);
                 }
             }
-            Request::Propose { .. } if self.config.hold_proposals => self.held.push(request),
+            Request::Propose { .. } if self.config.hold_proposals => {
+                self.held.push(HeldProposal::Request(request), 1)
+            }
             other => self.handle(other),
         }
     }
@@ -753,8 +769,11 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
         if !due {
             return;
         }
-        while let Some(request) = self.held.pop() {
-            self.handle(request);
+        while let Some(held) = self.held.pop() {
+            match held {
+                HeldProposal::Request(request) => self.handle(request),
+                HeldProposal::Peer(m) => self.accept_peer_proposal(m),
+            }
         }
     }
 
@@ -1005,8 +1024,10 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
     }
 
     fn fail_all(&mut self, e: DriverError) {
-        while let Some(request) = self.held.pop() {
-            if let Request::Propose { reply, .. } = request {
+        // A follower's held batch goes unanswered: the follower fails it
+        // when this member stops leading or its answer is overdue.
+        while let Some(held) = self.held.pop() {
+            if let HeldProposal::Request(Request::Propose { reply, .. }) = held {
                 let _ = reply.send(Err(e.clone()));
             }
         }
