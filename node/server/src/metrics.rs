@@ -26,6 +26,12 @@ pub struct Metrics {
     pub proposals: Counter,
     /// Proposals that failed (not leader, busy, unknown outcome).
     pub proposals_failed: Counter,
+    /// Commands appended, as leader, for followers that proposed them
+    /// through the peer stream (also counted in `proposals`).
+    pub peer_proposals: Counter,
+    /// Commands of followers' proposals refused unappended (not leader,
+    /// busy, or not taken from a peer: the follower forwards those).
+    pub peer_proposals_refused: Counter,
     /// Durations of the Raft log's persist step (one write + fsync).
     pub fsync_seconds: Histogram,
     /// Round trips of peer message batches.
@@ -77,6 +83,8 @@ impl Metrics {
             applied_index: Gauge::default(),
             proposals: Counter::default(),
             proposals_failed: Counter::default(),
+            peer_proposals: Counter::default(),
+            peer_proposals_refused: Counter::default(),
             // 50 µs .. ~1.6 s
             fsync_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
             peer_round_trip_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
@@ -112,6 +120,16 @@ impl Metrics {
             "raft_proposals_failed",
             "Proposals that failed",
             m.proposals_failed.clone(),
+        );
+        registry.register(
+            "raft_peer_proposals",
+            "Commands appended as leader for followers that proposed them through the peer stream",
+            m.peer_proposals.clone(),
+        );
+        registry.register(
+            "raft_peer_proposals_refused",
+            "Commands of followers' peer-stream proposals refused unappended",
+            m.peer_proposals_refused.clone(),
         );
         registry.register(
             "raft_fsync_duration_seconds",

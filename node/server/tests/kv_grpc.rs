@@ -8,6 +8,7 @@ mod common;
 use common::*;
 use flotilla_node::config::{ClusterState, InitialMember};
 use flotilla_node::server::{NodeListeners, start};
+use flotilla_node::transport::{FEATURES, PEER_PROPOSALS};
 use flotilla_proto::etcdserverpb::cluster_client::ClusterClient;
 use flotilla_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use flotilla_proto::etcdserverpb::{
@@ -742,6 +743,67 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
 fn metric(text: &str, name: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// A follower proposes its clients' writes through the peer stream, so
+/// the leader counts them as peer proposals and the follower reads each
+/// write right after its answer (it answers once it applied it); with
+/// members that do not advertise peer proposals (the previous release) it
+/// forwards them instead, and they apply just the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follower_proposes_through_the_peer_stream_when_the_leader_takes_it() {
+    const WRITES: usize = 40;
+    for peer_proposals in [true, false] {
+        let features = if peer_proposals {
+            FEATURES
+        } else {
+            FEATURES & !PEER_PROPOSALS
+        };
+        let c = Cluster::start_advertising(|_| {}, |_| features).await;
+        let (l, f) = (c.leader(), c.follower());
+        let leader_id = c.id(l).0;
+        eventually("the follower heard the leader advertise", || async {
+            c.nodes[f]
+                .features()
+                .understood_by(leader_id, features)
+                .then_some(())
+        })
+        .await;
+        let mut kv = c.kv(f).await;
+        for i in 0..WRITES {
+            let key = format!("own/{i}");
+            kv.put(put_req(&key, "v"))
+                .await
+                .expect("put through the follower");
+            let mut read = get_req(&key);
+            read.serializable = true;
+            if peer_proposals {
+                assert!(
+                    value_of(&mut kv, read).await.is_some(),
+                    "the follower answered {key} before it applied it"
+                );
+            }
+        }
+        let text = http_get(c.nodes[l].http_addr(), "/metrics").await;
+        let taken = metric(&text, "flotilla_raft_peer_proposals_total").unwrap_or(0.0);
+        if peer_proposals {
+            assert!(taken >= WRITES as f64, "{taken} peer proposals");
+        } else {
+            assert_eq!(
+                taken, 0.0,
+                "proposed to a leader that does not advertise it"
+            );
+        }
+        let mut leader = c.kv(l).await;
+        for i in 0..WRITES {
+            let key = format!("own/{i}");
+            assert!(
+                value_of(&mut leader, get_req(&key)).await.is_some(),
+                "{key} (peer proposals: {peer_proposals})"
+            );
+        }
+        c.shutdown().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

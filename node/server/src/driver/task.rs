@@ -700,6 +700,7 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
         let MessageBody::Propose { id, commands } = m.body else {
             return;
         };
+        let commands_len = commands.len() as u64;
         let mut first_index = 0;
         let mut accepted = 0u64;
         let mut refusal = ProposeRefusal::None;
@@ -743,6 +744,12 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
                     };
                 }
             }
+        }
+        if let Some(metrics) = &self.io.metrics {
+            metrics.peer_proposals.inc_by(accepted);
+            metrics
+                .peer_proposals_refused
+                .inc_by(commands_len - accepted);
         }
         self.io.transport.send(vec![Message {
             from: m.to,
