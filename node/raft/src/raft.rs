@@ -579,8 +579,9 @@ impl<S: Storage> Raft<S> {
         self.randomized_election_ticks = self.rng.random_range(min..2 * min);
     }
 
-    /// Whether this member may campaign: it must be a voter.
-    pub(crate) fn promotable(&self) -> bool {
+    /// Whether this member may campaign: it must be a voter (a learner
+    /// never campaigns).
+    pub fn promotable(&self) -> bool {
         self.tracker.is_voter(self.id)
     }
 
@@ -765,7 +766,8 @@ impl<S: Storage> Raft<S> {
         }
     }
 
-    pub(crate) fn soft_state(&self) -> SoftState {
+    /// Role and known leader; [`Self::status`] without the copies.
+    pub fn soft_state(&self) -> SoftState {
         SoftState {
             leader: self.leader,
             role: self.role,

@@ -436,13 +436,24 @@ pub async fn start_with(
         peer_service.peer_features(),
         member_ids,
     );
-    let driver =
-        driver
-            .with_metrics(metrics.clone())
-            .with_peer_proposals(crate::api::peer_proposal_filter(
+    let limits = crate::kv::RequestLimits {
+        value_bytes_max: config.max_request_bytes,
+        txn_ops_max: config.max_txn_ops,
+        ..crate::kv::KvConfig::default().limits()
+    };
+    let mut driver = driver.with_metrics(metrics.clone());
+    // A member that does not advertise peer proposals (a test playing the
+    // previous release) neither takes nor makes them.
+    if io.advertised_features & transport::PEER_PROPOSALS != 0 {
+        driver = driver.with_peer_proposals(
+            crate::api::peer_proposal_filter(
                 features.clone(),
+                limits,
                 WriteForwardConfig::for_request_limit(config.max_request_bytes).command_bytes_max,
-            ));
+            ),
+            crate::api::peer_leader_takes(features.clone()),
+        );
+    }
 
     let stop_clients = watch::channel(false).0;
     let stop_core = watch::channel(false).0;
@@ -536,11 +547,7 @@ pub async fn start_with(
         admission: Admission::new(
             AdmissionConfig {
                 member_id: config.member_id,
-                limits: crate::kv::RequestLimits {
-                    value_bytes_max: config.max_request_bytes,
-                    txn_ops_max: config.max_txn_ops,
-                    ..crate::kv::KvConfig::default().limits()
-                },
+                limits,
                 max_request_bytes: config.max_request_bytes,
                 quota_bytes: config.quota_backend_bytes,
             },

@@ -6,10 +6,11 @@
 //! single-key read itself and hands anything longer a frozen view of the
 //! store to run on in the [`ReadPool`]. Every write —
 //! KV, Lease and Cluster alike — takes one path, [`Writes::submit`]: checked,
-//! then served by the leader, to which a follower forwards it once, in
-//! batches over one stream, at the leader's advertised client URL found in
-//! the replicated member table (`node/ARCHITECTURE.md` tells the whole
-//! life of a write). Each member publishes its own entry in that table
+//! then served by the leader. A follower has the leader append a plain
+//! write through the Raft peer stream and answers once it applied it;
+//! anything else it forwards once, in batches over one stream, to the
+//! leader's advertised client URL found in the replicated member table
+//! (`node/ARCHITECTURE.md` tells the whole life of a write). Each member publishes its own entry in that table
 //! ([`publish_self`]) as soon as it knows a leader, like etcd's `publish`.
 //!
 //! | file | what |
@@ -68,6 +69,6 @@ pub use kv::{
 pub use maintenance::{BACKUP_THREAD, MaintenanceService, SnapshotStream, VERSION, alarm_text};
 pub use publish::publish_self;
 pub use read_pool::{READS_OFF_DRIVER_MAX, ReadPool, ReadTurn};
-pub(crate) use write::peer_proposal_filter;
 pub use write::{COMMAND_OVERHEAD_BYTES, Writes};
+pub(crate) use write::{peer_leader_takes, peer_proposal_filter};
 pub use write_forward::{ForwardService, WriteForwardConfig, WriteForwarder};

@@ -21,9 +21,8 @@ use super::admission::Refusal;
 use super::context::ApiContext;
 use super::errors::{LeaderHint, driver_status, kv_status, request_too_large};
 use super::gate::FeatureGate;
-use super::write_forward::WriteForwarder;
-use crate::driver::DriverError;
-use crate::driver::PeerProposalFilter;
+use super::write_forward::{WriteForwarder, check_command};
+use crate::driver::{DriverError, PEER_COMMAND_BYTES_MAX, PeerProposalFilter, PeerSupport};
 use crate::kv::{KeepAliveError, KvCommand, KvError, KvOp, KvOutput, KvResponse};
 use crate::state::NodeStateMachine;
 use crate::transport::PEER_PROPOSALS;
@@ -116,7 +115,7 @@ impl Writes {
     /// takes peer proposals, and answers once this member applied it; else,
     /// or when the leader refuses it unappended, forwards it.
     async fn to_leader(&self, bytes: Bytes, as_entry: bool) -> Result<KvResponse, Status> {
-        if as_entry && self.leader_takes_proposals() {
+        if as_entry && bytes.len() <= PEER_COMMAND_BYTES_MAX && self.leader_takes_proposals() {
             match self.ctx.raft.propose_via_leader(bytes.clone()).await {
                 Ok(output) => return output.result.map_err(|e| kv_status(&e)),
                 // Nothing was appended: the forwarding stream finds the
@@ -139,6 +138,12 @@ impl Writes {
     }
 }
 
+/// On a follower: whether `leader` takes proposals through the peer
+/// stream, by what it advertised.
+pub(crate) fn peer_leader_takes(features: FeatureGate) -> PeerSupport {
+    Arc::new(move |leader: NodeId| features.understood_by(leader.0, PEER_PROPOSALS))
+}
+
 /// Whether the leader serves `command` by proposing it as one entry as it
 /// is ([`serve_here`]'s plain commands), so that a follower may propose it
 /// through the peer stream.
@@ -152,18 +157,18 @@ fn proposed_as_entry(command: &KvCommand) -> bool {
 }
 
 /// How the leader takes a command a follower proposes through the peer
-/// stream: one within `command_bytes_max` that is an entry as it is, with
-/// the mark and compaction stamps the leader gives its own proposals
-/// ([`serve_here`]); anything else is refused, and the follower forwards
-/// it instead.
+/// stream: the checks of a forwarded one (within `command_bytes_max`,
+/// valid under the leader's own limits: it trusts no follower's), one that
+/// is an entry as it is, with the mark and compaction stamps the leader
+/// gives its own proposals ([`serve_here`]); anything else is refused, and
+/// the follower forwards it instead, where the refusal gets its error.
 pub(crate) fn peer_proposal_filter(
     features: FeatureGate,
+    limits: crate::kv::RequestLimits,
     command_bytes_max: usize,
 ) -> PeerProposalFilter {
     Arc::new(move |bytes: Bytes| {
-        if bytes.len() > command_bytes_max {
-            return None;
-        }
+        let bytes = check_command(bytes, command_bytes_max, &limits).ok()?;
         let mut command = KvCommand::decode(bytes.clone()).ok()?;
         if !proposed_as_entry(&command) {
             return None;

@@ -28,7 +28,9 @@ mod task;
 
 pub use error::DriverError;
 pub use handle::{NodeStatus, RaftHandle};
-pub use peer_propose::PeerProposalFilter;
+pub use peer_propose::{
+    COMMAND_BYTES_MAX as PEER_COMMAND_BYTES_MAX, PeerProposalFilter, PeerSupport,
+};
 pub use state_machine::{StateMachine, Transport};
 pub use step::{Applied, ApplyBounds, Effects, Step, Taken, apply_run};
 pub use task::{Driver, DriverConfig};

@@ -34,12 +34,21 @@ use std::sync::Arc;
 /// take from a peer.
 pub type PeerProposalFilter = Arc<dyn Fn(Bytes) -> Option<Bytes> + Send + Sync>;
 
-/// Most commands in one `Propose` message.
+/// On a follower: whether the leader `NodeId` takes proposals through the
+/// peer stream (it advertised them).
+pub type PeerSupport = Arc<dyn Fn(NodeId) -> bool + Send + Sync>;
+
+/// Most commands in one `Propose` message (a leader refuses the rest of a
+/// longer one as busy).
 pub(crate) const BATCH_COMMANDS_MAX: usize = 1024;
 
 /// Most command bytes in one `Propose` message (a batch holds at least
-/// one command); well under the transport's message limit.
+/// one command); well under the transport's message limit. A larger
+/// command is forwarded instead ([`COMMAND_BYTES_MAX`]).
 pub(crate) const BATCH_BYTES_MAX: usize = 1 << 20;
+
+/// Largest command proposed through the peer stream.
+pub const COMMAND_BYTES_MAX: usize = BATCH_BYTES_MAX;
 
 /// A batch sent to the leader, waiting for its answer.
 struct Sent<W> {
@@ -64,9 +73,15 @@ pub(crate) struct PeerProposals<W> {
 }
 
 impl<W> Default for PeerProposals<W> {
+    /// Batch ids start from the clock, so that an answer meant for a batch
+    /// of an earlier run of this member (a message delayed across a
+    /// restart) does not match a batch of this one.
     fn default() -> Self {
+        let boot = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
         PeerProposals {
-            next_id: 0,
+            next_id: boot,
             gathering_to: NodeId::NONE,
             gathering: Vec::new(),
             gathering_waiters: Vec::new(),
@@ -123,7 +138,7 @@ impl<W> PeerProposals<W> {
         if self.gathering.is_empty() {
             return None;
         }
-        self.next_id += 1;
+        self.next_id = self.next_id.wrapping_add(1);
         let id = self.next_id;
         let waiters = std::mem::take(&mut self.gathering_waiters);
         self.sent_waiters += waiters.len();
@@ -149,8 +164,12 @@ impl<W> PeerProposals<W> {
 
     /// The leader's answer `m` (a `ProposeResponse`): what became of each
     /// command of its batch, in order. Nothing for an answer to a batch
-    /// already failed (timed out, or its leader replaced).
-    pub(crate) fn answered(&mut self, m: &Message) -> Vec<Outcome<W>> {
+    /// already failed (timed out, or its leader replaced) or from another
+    /// member than the batch went to. `leader` is the leader this member
+    /// follows now: an answer from one it no longer follows cannot be told
+    /// apart from a stale one, and fails the batch as unknown (its entries
+    /// may still commit, or be replaced).
+    pub(crate) fn answered(&mut self, m: &Message, leader: NodeId) -> Vec<Outcome<W>> {
         let MessageBody::ProposeResponse {
             id,
             first_index,
@@ -160,11 +179,19 @@ impl<W> PeerProposals<W> {
         else {
             return Vec::new();
         };
-        let Some(sent) = self.sent.remove(&id) else {
+        if self.sent.get(&id).is_none_or(|s| s.to != m.from) {
             return Vec::new();
-        };
+        }
+        let sent = self.sent.remove(&id).expect("checked");
         self.sent_waiters -= sent.waiters.len();
-        let hint = (m.from != sent.to).then_some(m.from);
+        if sent.to != leader {
+            return sent
+                .waiters
+                .into_iter()
+                .map(|w| Outcome::Refused(DriverError::OutcomeUnknown, w))
+                .collect();
+        }
+        let hint = None;
         sent.waiters
             .into_iter()
             .enumerate()
@@ -252,11 +279,22 @@ mod tests {
         }
     }
 
+    /// A proposal's batch id and number of commands.
     fn commands(m: &Message) -> (u64, usize) {
         match &m.body {
             MessageBody::Propose { id, commands } => (*id, commands.len()),
             other => panic!("not a proposal: {other:?}"),
         }
+    }
+
+    fn described<W: std::fmt::Display>(outcomes: Vec<Outcome<W>>) -> Vec<String> {
+        outcomes
+            .into_iter()
+            .map(|o| match o {
+                Outcome::Appended(i, t, w) => format!("{w}@{i}/{}", t.0),
+                Outcome::Refused(e, w) => format!("{w}:{e:?}"),
+            })
+            .collect()
     }
 
     #[test]
@@ -271,25 +309,41 @@ mod tests {
         }
         assert_eq!(p.len(), 3);
         let m = p.flush(me, Term(3), 0).expect("three gathered");
-        assert_eq!((m.to, commands(&m)), (leader, (1, 3)));
+        let (id, count) = commands(&m);
+        assert_eq!((m.to, count), (leader, 3));
         assert!(p.flush(me, Term(3), 0).is_none(), "nothing left to send");
         assert_eq!(p.len(), 3, "sent and waiting");
-        let outcomes = p.answered(&answer(1, 10, 2, ProposeRefusal::Busy));
-        assert_eq!(p.len(), 0);
-        let described: Vec<String> = outcomes
-            .into_iter()
-            .map(|o| match o {
-                Outcome::Appended(i, t, w) => format!("{w}@{i}/{}", t.0),
-                Outcome::Refused(e, w) => format!("{w}:{e:?}"),
-            })
-            .collect();
-        assert_eq!(described[..2], ["0@10/3", "1@11/3"]);
-        assert!(described[2].starts_with("2:Busy"), "{described:?}");
-        // A second answer to the same batch finds nothing.
+        // An answer with another id, or from another member, is not ours.
         assert!(
-            p.answered(&answer(1, 10, 3, ProposeRefusal::None))
+            p.answered(&answer(id + 1, 10, 3, ProposeRefusal::None), leader)
                 .is_empty()
         );
+        let mut elsewhere = answer(id, 10, 3, ProposeRefusal::None);
+        elsewhere.from = NodeId(3);
+        assert!(p.answered(&elsewhere, leader).is_empty());
+        assert_eq!(p.len(), 3);
+        let outcomes = described(p.answered(&answer(id, 10, 2, ProposeRefusal::Busy), leader));
+        assert_eq!(p.len(), 0);
+        assert_eq!(outcomes[..2], ["0@10/3", "1@11/3"]);
+        assert!(outcomes[2].starts_with("2:Busy"), "{outcomes:?}");
+        // A second answer to the same batch finds nothing.
+        assert!(
+            p.answered(&answer(id, 10, 3, ProposeRefusal::None), leader)
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn an_answer_from_a_leader_no_longer_followed_is_unknown() {
+        let mut p = PeerProposals::default();
+        let me = NodeId(2);
+        p.gather(me, Term(3), NodeId(1), Bytes::new(), "w", 0);
+        let (id, _) = commands(&p.flush(me, Term(3), 0).expect("one"));
+        // Member 3 leads now; member 1's late answer may name an index
+        // member 3's entries take.
+        let outcomes = described(p.answered(&answer(id, 7, 1, ProposeRefusal::None), NodeId(3)));
+        assert_eq!(outcomes, ["w:OutcomeUnknown"]);
+        assert_eq!(p.len(), 0);
     }
 
     #[test]
@@ -302,10 +356,11 @@ mod tests {
                 .is_none()
         );
         let full = p.gather(me, Term(1), NodeId(1), big.clone(), 1, 0);
-        assert_eq!(commands(&full.expect("over the byte bound")), (1, 1));
+        let (first, count) = commands(&full.expect("over the byte bound"));
+        assert_eq!(count, 1);
         let moved = p.gather(me, Term(2), NodeId(3), Bytes::new(), 2, 0);
         let moved = moved.expect("a new leader starts a new batch");
-        assert_eq!((moved.to, commands(&moved)), (NodeId(1), (2, 1)));
+        assert_eq!((moved.to, commands(&moved)), (NodeId(1), (first + 1, 1)));
         for w in 3..2 + BATCH_COMMANDS_MAX {
             let flushed = p.gather(me, Term(2), NodeId(3), Bytes::new(), w, 0);
             assert!(flushed.is_none(), "room for {w}");
@@ -328,17 +383,12 @@ mod tests {
         p.flush(me, Term(1), 0);
         p.gather(me, Term(1), NodeId(1), Bytes::new(), "new", 5);
         p.flush(me, Term(1), 5);
-        let kinds = |o: Vec<Outcome<&'static str>>| -> Vec<String> {
-            o.into_iter()
-                .map(|o| match o {
-                    Outcome::Refused(e, w) => format!("{w}:{e:?}"),
-                    Outcome::Appended(..) => "appended".into(),
-                })
-                .collect()
-        };
         assert!(p.expire(10, 10, NodeId(1)).is_empty());
-        assert_eq!(kinds(p.expire(11, 10, NodeId(1))), ["old:Timeout"]);
-        assert_eq!(kinds(p.expire(12, 10, NodeId(3))), ["new:OutcomeUnknown"]);
+        assert_eq!(described(p.expire(11, 10, NodeId(1))), ["old:Timeout"]);
+        assert_eq!(
+            described(p.expire(12, 10, NodeId(3))),
+            ["new:OutcomeUnknown"]
+        );
         assert_eq!(p.len(), 0);
     }
 }

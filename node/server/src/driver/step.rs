@@ -336,14 +336,19 @@ impl<S: Storage, M: StateMachine, P, R> Step<S, M, P, R> {
 
     /// Waits for the entry the core appended at `index` in `term`: it is
     /// answered when that entry applies, or failed if another entry takes
-    /// the index.
-    pub fn track_proposal(&mut self, index: LogIndex, term: Term, proposal: P) {
+    /// the index. Returns the proposal that waited at `index` before, if
+    /// any (a follower's, for an entry of an earlier term another leader's
+    /// entry replaces): its outcome is unknown, and the caller answers it
+    /// so.
+    pub fn track_proposal(&mut self, index: LogIndex, term: Term, proposal: P) -> Option<P> {
         assert!(
             index > self.applied,
             "a proposal at index {index} but {} is applied",
             self.applied
         );
-        self.proposals.insert(index, (term, proposal));
+        self.proposals
+            .insert(index, (term, proposal))
+            .map(|(_, replaced)| replaced)
     }
 
     /// Runs a read on the state machine as it is (serializable): at once,

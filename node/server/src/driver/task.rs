@@ -4,7 +4,9 @@
 use super::coalesce::Held;
 use super::error::DriverError;
 use super::handle::{NodeStatus, PrepareFn, RaftHandle, ReadFn, Request};
-use super::peer_propose::{Outcome, PeerProposalFilter, PeerProposals};
+use super::peer_propose::{
+    BATCH_COMMANDS_MAX, Outcome, PeerProposalFilter, PeerProposals, PeerSupport,
+};
 use super::snapshot_install::install_snapshot;
 use super::state_machine::{StateMachine, Transport};
 use super::step::{Applied, ApplyBounds, Effects, Step, apply_run};
@@ -118,6 +120,9 @@ pub struct Driver<S: Storage, M: StateMachine, T: Transport> {
     /// On a leader, how a follower's proposed command is stamped; `None`:
     /// this member takes no proposals from peers.
     peer_filter: Option<PeerProposalFilter>,
+    /// On a follower, whether a leader takes proposals through the peer
+    /// stream; `None`: this member makes none.
+    peer_leader_takes: Option<PeerSupport>,
 }
 
 /// What the tokio driver does for its [`Step`]: blocking storage IO (off
@@ -354,6 +359,7 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
             held: Held::default(),
             peer_proposals: PeerProposals::default(),
             peer_filter: None,
+            peer_leader_takes: None,
         };
         let handle = RaftHandle {
             requests: req_tx,
@@ -365,10 +371,16 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
     }
 
     /// Has this member, as leader, append the commands its followers send
-    /// in `Propose` messages, each as `filter` makes it (see
-    /// `peer_propose`). Without it, it refuses them.
-    pub fn with_peer_proposals(mut self, filter: PeerProposalFilter) -> Self {
+    /// in `Propose` messages, each as `filter` makes it, and, as follower,
+    /// send its own to a leader for which `leader_takes` holds (see
+    /// `peer_propose`). Without it, it refuses them, and makes none.
+    pub fn with_peer_proposals(
+        mut self,
+        filter: PeerProposalFilter,
+        leader_takes: PeerSupport,
+    ) -> Self {
         self.peer_filter = Some(filter);
+        self.peer_leader_takes = Some(leader_takes);
         self
     }
 
@@ -509,6 +521,9 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
                 tracing::error!(id = %self.step.raft().id(), error = %e, "storage failed: stopping");
                 break Err(e);
             }
+            // A batch sent to a member that no longer leads fails now,
+            // not at the next tick.
+            self.expire_peer_proposals();
         };
         // A snapshot still being written is waited for (and, after a
         // clean stop, finished), so that no thread of this member outlives
@@ -609,6 +624,25 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
         }
     }
 
+    /// Waits for the entry at `index` of `term`; a waiter it replaces
+    /// cannot be told its outcome.
+    fn track(&mut self, index: LogIndex, term: flotilla_raft::Term, waiter: Waiter<M::Output>) {
+        if let Some(replaced) = self.step.track_proposal(index, term, waiter) {
+            replaced.answer(Err(DriverError::OutcomeUnknown));
+        }
+    }
+
+    /// The leader this member follows now; none while it leads, campaigns
+    /// or knows no leader.
+    fn followed_leader(&self) -> NodeId {
+        let soft = self.step.raft().soft_state();
+        if soft.role == Role::Follower {
+            soft.leader
+        } else {
+            NodeId::NONE
+        }
+    }
+
     /// Proposals waiting for their entries, here or at the leader.
     fn pending_proposals(&self) -> usize {
         self.step.pending_proposals() + self.peer_proposals.len()
@@ -621,21 +655,32 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
         command: Bytes,
         reply: oneshot::Sender<Result<M::Output, DriverError>>,
     ) {
-        let status = self.step.raft().status();
-        let leader = status.soft_state.leader;
-        if status.soft_state.role != Role::Follower || !leader.is_some() {
+        let leader = self.followed_leader();
+        if !leader.is_some() {
+            let soft = self.step.raft().soft_state();
             let _ = reply.send(Err(DriverError::NotLeader {
-                leader_hint: leader.is_some().then_some(leader),
+                leader_hint: soft.leader.is_some().then_some(soft.leader),
             }));
+            return;
+        }
+        // A learner never campaigns, so nothing would fail a waiter whose
+        // leader it lost; and a leader of the previous release does not
+        // understand the message. Both forward instead.
+        let takes = self.peer_leader_takes.as_ref().is_some_and(|t| t(leader));
+        if !takes || !self.step.raft().promotable() {
+            let _ = reply.send(Err(DriverError::Rejected(
+                "this member does not propose through the peer stream now".into(),
+            )));
             return;
         }
         if self.pending_proposals() >= self.config.max_pending_proposals {
             let _ = reply.send(Err(DriverError::Busy("too many pending proposals".into())));
             return;
         }
+        let (term, _) = self.step.raft().state();
         let full = self.peer_proposals.gather(
-            status.id,
-            status.hard_state.term,
+            self.step.raft().id(),
+            term,
             leader,
             command,
             Waiter::Output(reply),
@@ -648,11 +693,9 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
 
     /// Sends the batch of proposals gathered this turn to the leader.
     fn send_peer_proposals(&mut self) {
-        let status = self.step.raft().status();
-        if let Some(m) = self
-            .peer_proposals
-            .flush(status.id, status.hard_state.term, self.ticks)
-        {
+        let (term, _) = self.step.raft().state();
+        let me = self.step.raft().id();
+        if let Some(m) = self.peer_proposals.flush(me, term, self.ticks) {
             self.io.transport.send(vec![m]);
         }
     }
@@ -660,7 +703,8 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
     /// The leader answered a batch: waits for the entries it appended,
     /// answers the commands it refused.
     fn peer_proposal_answered(&mut self, m: &Message) {
-        for outcome in self.peer_proposals.answered(m) {
+        let leader = self.followed_leader();
+        for outcome in self.peer_proposals.answered(m, leader) {
             self.peer_proposal_outcome(outcome);
         }
     }
@@ -674,7 +718,7 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
                 waiter.answer(Err(DriverError::OutcomeUnknown));
             }
             Outcome::Appended(index, term, waiter) => {
-                self.step.track_proposal(index, term, waiter);
+                self.track(index, term, waiter);
             }
             Outcome::Refused(e, waiter) => waiter.answer(Err(e)),
         }
@@ -683,7 +727,10 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
     /// Fails batches whose answer is overdue, or sent to a member that no
     /// longer leads.
     fn expire_peer_proposals(&mut self) {
-        let leader = self.step.raft().status().soft_state.leader;
+        if self.peer_proposals.len() == 0 {
+            return;
+        }
+        let leader = self.followed_leader();
         let expired =
             self.peer_proposals
                 .expire(self.ticks, self.config.read_timeout_ticks, leader);
@@ -712,7 +759,9 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
             if refusal != ProposeRefusal::None {
                 break;
             }
-            if self.step.pending_proposals() >= self.config.max_pending_proposals {
+            if self.step.pending_proposals() >= self.config.max_pending_proposals
+                || accepted as usize >= BATCH_COMMANDS_MAX
+            {
                 refusal = ProposeRefusal::Busy;
                 break;
             }
@@ -796,7 +845,7 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
                         if let Some(m) = &self.io.metrics {
                             m.proposals.inc();
                         }
-                        self.step.track_proposal(index, term, Waiter::Output(reply));
+                        self.track(index, term, Waiter::Output(reply));
                     }
                     Err(e) => {
                         if let Some(m) = &self.io.metrics {
@@ -812,8 +861,7 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
             Request::ConfChange { change, reply } => {
                 match self.step.raft_mut().propose_conf_change(change) {
                     Ok((index, term)) => {
-                        self.step
-                            .track_proposal(index, term, Waiter::ConfChange(reply));
+                        self.track(index, term, Waiter::ConfChange(reply));
                     }
                     Err(e) => {
                         let _ = reply.send(Err(propose_error(e)));
@@ -904,7 +952,7 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
             .propose_conf_change_with_context(change, context)
         {
             Ok((index, term)) => {
-                self.step.track_proposal(index, term, Waiter::Output(reply));
+                self.track(index, term, Waiter::Output(reply));
             }
             Err(e) => {
                 let _ = reply.send(Err(propose_error(e)));

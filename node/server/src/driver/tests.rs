@@ -98,9 +98,10 @@ impl TestCluster {
         );
         // Peers' proposals are taken as they are, but for those marked to
         // be refused.
-        let driver = driver.with_peer_proposals(Arc::new(|command: Bytes| {
-            (!command.starts_with(b"refuse")).then_some(command)
-        }));
+        let driver = driver.with_peer_proposals(
+            Arc::new(|command: Bytes| (!command.starts_with(b"refuse")).then_some(command)),
+            Arc::new(|_| true),
+        );
         self.routes
             .lock()
             .expect("routes lock")
@@ -257,25 +258,33 @@ async fn a_follower_proposes_through_the_peer_stream() {
         let command = command.clone();
         proposing.spawn(async move {
             let out = follower.propose_via_leader(command.clone()).await;
-            let seen = follower
-                .read_local(move |sm: &Recorder| sm.commands.contains(&command))
-                .await;
-            (out, seen)
+            let seen = {
+                let command = command.clone();
+                follower
+                    .read_local(move |sm: &Recorder| sm.commands.contains(&command))
+                    .await
+            };
+            (command, out, seen)
         });
     }
     let mut outputs = Vec::new();
     while let Some(answer) = proposing.join_next().await {
-        let (out, seen) = answer.expect("proposer ran");
-        outputs.push(out.expect("applied through the leader"));
+        let (command, out, seen) = answer.expect("proposer ran");
+        outputs.push((command, out.expect("applied through the leader")));
         assert!(
             seen.expect("read"),
             "the follower answered before it applied"
         );
     }
-    outputs.sort_unstable();
-    outputs.dedup();
-    assert_eq!(outputs.len(), sent.len(), "each command applied once");
     let first = c.wait_commands(0, sent.len()).await;
+    for (command, out) in &outputs {
+        // The output counts the commands applied up to this one's entry.
+        assert_eq!(
+            &first[out - 1],
+            command,
+            "answered with its own entry's output"
+        );
+    }
     let mut sorted = first[..sent.len()].to_vec();
     sorted.sort();
     let mut expected = sent.clone();
