@@ -21,7 +21,7 @@ use super::admission::Refusal;
 use super::context::ApiContext;
 use super::errors::{LeaderHint, driver_status, kv_status, request_too_large};
 use super::gate::FeatureGate;
-use super::write_forward::{WriteForwarder, check_command};
+use super::write_forward::WriteForwarder;
 use crate::driver::{DriverError, PEER_COMMAND_BYTES_MAX, PeerProposalFilter, PeerSupport};
 use crate::kv::{KeepAliveError, KvCommand, KvError, KvOp, KvOutput, KvResponse};
 use crate::state::NodeStateMachine;
@@ -168,11 +168,15 @@ pub(crate) fn peer_proposal_filter(
     command_bytes_max: usize,
 ) -> PeerProposalFilter {
     Arc::new(move |bytes: Bytes| {
-        let bytes = check_command(bytes, command_bytes_max, &limits).ok()?;
+        // `check_command`'s checks, on the one decoding.
+        if bytes.len() > command_bytes_max {
+            return None;
+        }
         let mut command = KvCommand::decode(bytes.clone()).ok()?;
         if !proposed_as_entry(&command) {
             return None;
         }
+        crate::kv::validate_op(command.op.as_ref()?, &limits).ok()?;
         let cleared = features.clear_mark(&mut command);
         if features.stamp_compaction(&mut command) | cleared {
             Some(command.encode_to_bytes())
@@ -486,4 +490,46 @@ async fn time_to_live(ctx: &ApiContext, req: LeaseTimeToLiveRequest) -> Served {
         granted_ttl,
         keys,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::MemberIds;
+    use crate::transport::{FEATURES, PeerFeatures};
+    use flotilla_proto::etcdserverpb::{LeaseKeepAliveRequest, PutRequest};
+
+    fn put(key: &[u8]) -> KvCommand {
+        KvCommand::new(KvOp::Put(PutRequest {
+            key: key.to_vec(),
+            value: b"v".to_vec(),
+            ..Default::default()
+        }))
+    }
+
+    /// The leader takes a follower's command only as it would take it
+    /// forwarded, and stamps it as its own.
+    #[test]
+    fn the_leader_filters_and_stamps_peer_proposals() {
+        let heard = PeerFeatures::default();
+        let members = MemberIds::default();
+        members.set(vec![1, 2, 3]);
+        heard.record(2, FEATURES);
+        heard.record(3, FEATURES);
+        let gate = FeatureGate::new(1, FEATURES, heard, members);
+        let limits = crate::kv::KvConfig::default().limits();
+        let filter = peer_proposal_filter(gate, limits, 1024);
+        let taken = filter(put(b"k").encode_to_bytes()).expect("a plain put");
+        let taken = KvCommand::decode(taken).expect("decodes");
+        assert!(taken.batched_compaction, "stamped as the leader's own");
+        assert_eq!(taken.op, put(b"k").op);
+        // Too large, malformed, invalid under the leader's limits, or not
+        // proposed as it is: refused, so the follower forwards it.
+        assert!(filter(put(&[b'k'; 2000]).encode_to_bytes()).is_none());
+        assert!(filter(Bytes::from_static(b"\xff\xff\xff")).is_none());
+        assert!(filter(put(b"").encode_to_bytes()).is_none(), "an empty key");
+        let keepalive = KvCommand::new(KvOp::LeaseKeepAlive(LeaseKeepAliveRequest { id: 7 }));
+        assert!(filter(keepalive.encode_to_bytes()).is_none());
+        assert!(filter(KvCommand::default().encode_to_bytes()).is_none());
+    }
 }

@@ -366,7 +366,7 @@ async fn serve_forwarded(
 /// A forwarded command the leader proposes: within the size limit, a KV
 /// write, and valid under the leader's own limits (the follower admitted
 /// it under its own; the store checks it again as it applies).
-pub(super) fn check_command(
+fn check_command(
     command: Bytes,
     command_bytes_max: usize,
     limits: &crate::kv::RequestLimits,
