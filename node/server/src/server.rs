@@ -444,7 +444,7 @@ pub async fn start_with(
     let mut driver = driver.with_metrics(metrics.clone());
     // A member that does not advertise peer proposals (a test playing the
     // previous release) neither takes nor makes them.
-    if io.advertised_features & transport::PEER_PROPOSALS != 0 {
+    if features.understood_here(transport::PEER_PROPOSALS) {
         driver = driver.with_peer_proposals(
             crate::api::peer_proposal_filter(
                 features.clone(),

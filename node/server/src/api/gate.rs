@@ -84,6 +84,14 @@ impl FeatureGate {
         changed
     }
 
+    /// Both stamps of a command this member is about to propose
+    /// ([`Self::clear_mark`], [`Self::stamp_compaction`]); whether it
+    /// changed.
+    pub fn stamp(&self, command: &mut KvCommand) -> bool {
+        let cleared = self.clear_mark(command);
+        self.stamp_compaction(command) | cleared
+    }
+
     /// The encoded command `bytes` without its mark, for a leader that
     /// does not understand marks; the same bytes when it carries none (or
     /// does not decode: the leader refuses those).

@@ -21,7 +21,7 @@ use super::admission::Refusal;
 use super::context::ApiContext;
 use super::errors::{LeaderHint, driver_status, kv_status, request_too_large};
 use super::gate::FeatureGate;
-use super::write_forward::WriteForwarder;
+use super::write_forward::{WriteForwarder, check_forwarded};
 use crate::driver::{DriverError, PEER_COMMAND_BYTES_MAX, PeerProposalFilter, PeerSupport};
 use crate::kv::{KeepAliveError, KvCommand, KvError, KvOp, KvOutput, KvResponse};
 use crate::state::NodeStateMachine;
@@ -111,11 +111,12 @@ impl Writes {
     }
 
     /// On a follower: has the leader append `bytes` through the peer
-    /// stream when it is an entry as it is (`as_entry`) and the leader
-    /// takes peer proposals, and answers once this member applied it; else,
-    /// or when the leader refuses it unappended, forwards it.
+    /// stream when it is an entry as it is (`as_entry`), and answers once
+    /// this member applied it; else, or when it was refused unappended (the
+    /// driver's refusal too, when the leader or this member does not take
+    /// peer proposals), forwards it.
     async fn to_leader(&self, bytes: Bytes, as_entry: bool) -> Result<KvResponse, Status> {
-        if as_entry && bytes.len() <= PEER_COMMAND_BYTES_MAX && self.leader_takes_proposals() {
+        if as_entry && bytes.len() <= PEER_COMMAND_BYTES_MAX {
             match self.ctx.raft.propose_via_leader(bytes.clone()).await {
                 Ok(output) => return output.result.map_err(|e| kv_status(&e)),
                 // Nothing was appended: the forwarding stream finds the
@@ -125,16 +126,6 @@ impl Writes {
             }
         }
         self.forwarder.forward(bytes).await
-    }
-
-    /// Whether the leader this member knows of was heard advertising peer
-    /// proposals, and this member makes them.
-    fn leader_takes_proposals(&self) -> bool {
-        let leader = self.ctx.raft.status().leader;
-        let features = &self.ctx.features;
-        leader.is_some()
-            && features.understood_here(PEER_PROPOSALS)
-            && features.understood_by(leader.0, PEER_PROPOSALS)
     }
 }
 
@@ -168,17 +159,11 @@ pub(crate) fn peer_proposal_filter(
     command_bytes_max: usize,
 ) -> PeerProposalFilter {
     Arc::new(move |bytes: Bytes| {
-        // `check_command`'s checks, on the one decoding.
-        if bytes.len() > command_bytes_max {
-            return None;
-        }
-        let mut command = KvCommand::decode(bytes.clone()).ok()?;
+        let mut command = check_forwarded(&bytes, command_bytes_max, &limits).ok()?;
         if !proposed_as_entry(&command) {
             return None;
         }
-        crate::kv::validate_op(command.op.as_ref()?, &limits).ok()?;
-        let cleared = features.clear_mark(&mut command);
-        if features.stamp_compaction(&mut command) | cleared {
+        if features.stamp(&mut command) {
             Some(command.encode_to_bytes())
         } else {
             Some(bytes)
@@ -267,9 +252,12 @@ pub(crate) async fn serve_here(ctx: &ApiContext, commands: Vec<Bytes>) -> Vec<Se
         };
         // A mark reaches the log only when every member understands it;
         // else the write follows the one-response rule on every replica.
-        let cleared = ctx.features.clear_mark(&mut command);
-        if ctx.features.stamp_compaction(&mut command) | cleared {
+        if ctx.features.stamp(&mut command) {
             bytes = command.encode_to_bytes();
+        }
+        if proposed_as_entry(&command) {
+            plain.push(bytes);
+            continue;
         }
         match command.op {
             Some(op) if op.is_conf_change() => {

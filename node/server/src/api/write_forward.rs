@@ -371,19 +371,29 @@ fn check_command(
     command_bytes_max: usize,
     limits: &crate::kv::RequestLimits,
 ) -> Result<Bytes, Status> {
+    check_forwarded(&command, command_bytes_max, limits).map(|_| command)
+}
+
+/// [`check_command`]'s checks, giving the decoded command: also how the
+/// leader checks what a follower proposes through the peer stream.
+pub(super) fn check_forwarded(
+    command: &Bytes,
+    command_bytes_max: usize,
+    limits: &crate::kv::RequestLimits,
+) -> Result<KvCommand, Status> {
     if command.len() > command_bytes_max {
         return Err(request_too_large());
     }
     let decoded = KvCommand::decode(command.clone()).map_err(|e| {
         Status::invalid_argument(format!("flotilla: undecodable forwarded write: {e}"))
     })?;
-    match decoded.op {
+    match &decoded.op {
         Some(KvOp::MemberUpsert(_)) | None => Err(Status::invalid_argument(
             "flotilla: this command may not be forwarded",
         )),
         Some(op) => {
-            crate::kv::validate_op(&op, limits).map_err(|e| kv_status(&e))?;
-            Ok(command)
+            crate::kv::validate_op(op, limits).map_err(|e| kv_status(&e))?;
+            Ok(decoded)
         }
     }
 }

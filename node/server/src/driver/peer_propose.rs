@@ -191,7 +191,6 @@ impl<W> PeerProposals<W> {
                 .map(|w| Outcome::Refused(DriverError::OutcomeUnknown, w))
                 .collect();
         }
-        let hint = None;
         sent.waiters
             .into_iter()
             .enumerate()
@@ -200,7 +199,7 @@ impl<W> PeerProposals<W> {
                 if i < accepted && first_index > 0 {
                     Outcome::Appended(first_index + i, m.term, waiter)
                 } else {
-                    Outcome::Refused(refused(refusal, hint), waiter)
+                    Outcome::Refused(refused(refusal), waiter)
                 }
             })
             .collect()
@@ -251,9 +250,9 @@ impl<W> PeerProposals<W> {
 }
 
 /// The error a refused command is answered with.
-fn refused(refusal: ProposeRefusal, hint: Option<NodeId>) -> DriverError {
+fn refused(refusal: ProposeRefusal) -> DriverError {
     match refusal {
-        ProposeRefusal::NotLeader => DriverError::NotLeader { leader_hint: hint },
+        ProposeRefusal::NotLeader => DriverError::NotLeader { leader_hint: None },
         ProposeRefusal::Busy => DriverError::Busy("the leader is busy".into()),
         ProposeRefusal::Unsupported | ProposeRefusal::None => {
             DriverError::Rejected("the leader does not take this proposal from a peer".into())

@@ -521,8 +521,8 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
                 tracing::error!(id = %self.step.raft().id(), error = %e, "storage failed: stopping");
                 break Err(e);
             }
-            // A batch sent to a member that no longer leads fails now,
-            // not at the next tick.
+            // A batch sent to a member that no longer leads fails now; an
+            // overdue one at the turn its tick wakes.
             self.expire_peer_proposals();
         };
         // A snapshot still being written is waited for (and, after a
@@ -579,7 +579,6 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
         self.ticks = due;
         self.step
             .expire_reads(self.ticks, self.config.read_timeout_ticks, &mut self.io);
-        self.expire_peer_proposals();
     }
 
     /// Steps a peer message into the core, timing heartbeat answers; a
