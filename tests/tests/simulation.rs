@@ -33,6 +33,14 @@ fn run_many(scenario: &Scenario, base: u64, default_count: u64) -> RunStats {
         total.applies_deferred > 0 && total.applies_at_once > 0,
         "heavy entries never applied off the step later, or never at once: {total:?}"
     );
+    assert!(
+        total.peer_proposals > 0,
+        "no follower's write went to the leader through the peer stream"
+    );
+    assert!(
+        n < 10 || (total.runs_with_old_member > 0 && total.runs_with_old_member < n),
+        "every run or none had a member without peer proposals: {total:?}"
+    );
     // Faults cost some operations their answer, but nearly all must be
     // answered: clients retry for 40 attempts before giving up, and a
     // passing set gives up on under 1% (0.07% to 0.17% today, and 0.68%

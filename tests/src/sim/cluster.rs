@@ -8,11 +8,14 @@ use super::invariants::Invariants;
 use super::kv::{get_request, pairs};
 use super::network::{NetFaults, Network};
 use super::node::{
-    CRASHED, Event, NodeStep, Proposal, Read, SimEffects, SimNode, ViewRead, apply_bounds, restored,
+    CRASHED, Event, NodeStep, Proposal, Read, SimEffects, SimNode, ViewRead, apply_bounds,
+    restored, state_config,
 };
 use super::watch::EventHistory;
-use flotilla_node::driver::Step;
+use flotilla_node::api::{FeatureGate, peer_leader_takes, peer_proposal_filter};
+use flotilla_node::driver::{DriverError, PEER_COMMAND_BYTES_MAX, Step};
 use flotilla_node::state::Clock;
+use flotilla_node::transport::{FEATURES, PEER_PROPOSALS, PeerFeatures};
 use flotilla_raft::{
     Bytes, Config, MemStorage, NodeId, ProposeError, Raft, Storage, StorageError, Term,
 };
@@ -109,6 +112,16 @@ pub struct Cluster {
     pub revokes_proposed: HashMap<i64, u64>,
     /// Revokes the leaders' expiry loops proposed.
     pub expiry_revokes: u64,
+    /// What each member advertises, as its peers heard it (every member
+    /// hears every other here).
+    heard: PeerFeatures,
+    /// A member playing the previous release, which neither makes nor
+    /// takes proposals through the peer stream, if any: its followers'
+    /// clients go to it another way, and it sends its own clients' writes
+    /// to the leader.
+    pub without_peer_proposals: Option<NodeId>,
+    /// Commands leaders appended from followers' batches.
+    pub peer_proposals: u64,
     /// When each lease was last granted (asked) or kept alive, in virtual
     /// time, and its TTL in seconds.
     pub lease_renewed: HashMap<i64, (u64, i64)>,
@@ -126,9 +139,15 @@ pub struct Cluster {
 /// default check interval, 100 ms, at 10 ms a tick).
 const LEASE_CHECK_TICKS: u64 = 10;
 
-/// Ticks a read waits for its confirmation before it fails (the driver's
+/// Ticks a read waits for its confirmation, and a follower's proposal for
+/// the leader's answer, before it fails (the driver's
 /// `read_timeout_ticks`).
 const READ_TIMEOUT_TICKS: u64 = 100;
+
+/// Proposals waiting at a leader before it refuses its followers' (the
+/// driver's `max_pending_proposals`): below the workload's five clients,
+/// so that a leader sometimes refuses a batch as busy.
+const PENDING_PROPOSALS_MAX: usize = 3;
 
 impl Cluster {
     /// `n` members configured from `template` (ids and seeds are set per
@@ -159,6 +178,9 @@ impl Cluster {
             check_rng: SmallRng::seed_from_u64(seed ^ 0x5741_5443_4845_5253),
             revokes_proposed: HashMap::new(),
             expiry_revokes: 0,
+            heard: PeerFeatures::default(),
+            without_peer_proposals: None,
+            peer_proposals: 0,
             lease_renewed: HashMap::new(),
             clock_ms: Arc::new(AtomicU64::new(0)),
             clock_base: Instant::now(),
@@ -166,6 +188,9 @@ impl Cluster {
             template,
             seed,
         };
+        // One run in three has a member of the previous release.
+        let old = cluster.check_rng.random_range(0..3 * n as u64);
+        cluster.without_peer_proposals = (old < n as u64).then_some(NodeId(old + 1));
         for id in &ids {
             cluster.push_node(
                 *id,
@@ -225,9 +250,12 @@ impl Cluster {
         self.node_mut(id).step.as_mut().map(|s| s.raft_mut())
     }
 
-    /// Proposes a client's write at member `id`, as the API does: the
-    /// entry's proposal waits in the member's step for its answer
-    /// ([`Event::Answered`]).
+    /// Proposes a client's write at member `id`, as the API does: a
+    /// leader appends it, a follower sends it to the leader through the
+    /// peer stream; either way the proposal waits in the member's step for
+    /// its answer ([`Event::Answered`]). A follower that cannot send it so
+    /// (no leader, or one of the previous release) refuses it with the
+    /// leader it knows, where the API would forward it.
     pub fn propose(
         &mut self,
         id: NodeId,
@@ -235,9 +263,22 @@ impl Cluster {
         proposal: Proposal,
     ) -> Option<Result<(), ProposeError>> {
         let step = self.node_mut(id).step.as_mut()?;
-        Some(step.raft_mut().propose(command).map(|(index, term)| {
-            step.track_proposal(index, term, proposal);
-        }))
+        if step.raft().state().1 {
+            return Some(step.raft_mut().propose(command).map(|(index, term)| {
+                step.track_proposal(index, term, proposal);
+            }));
+        }
+        self.with_effects((id.0 - 1) as usize, |step, ticks, fx| {
+            Ok(step
+                .propose_via_leader(command, proposal, ticks, fx)
+                .map_err(|(e, _)| {
+                    let leader_hint = match e {
+                        DriverError::NotLeader { leader_hint } => leader_hint,
+                        _ => Some(step.followed_leader()),
+                    };
+                    ProposeError::NotLeader { leader_hint }
+                }))
+        })
     }
 
     /// Asks member `id` for a linearizable read: the step confirms it, then
@@ -293,8 +334,25 @@ impl Cluster {
         node.event_revision = sm.kv().revision();
         node.applied_events = Some(sm.subscribe());
         node.lessor = Some(lessor);
+        // The node's own filter and feature checks, over what this member
+        // advertises and hears.
+        let own = if self.without_peer_proposals == Some(id) {
+            FEATURES & !PEER_PROPOSALS
+        } else {
+            FEATURES
+        };
+        self.heard.record(id.0, own);
+        let gate = FeatureGate::new(id.0, own, self.heard.clone(), sm.member_ids());
         let raft = Raft::new(config, storage).expect("simulation config is valid");
-        node.step = Some(Step::new(raft, sm).with_bounds(apply_bounds()));
+        let mut step = Step::new(raft, sm).with_bounds(apply_bounds());
+        if gate.understood_here(PEER_PROPOSALS) {
+            let limits = state_config().kv.limits();
+            step = step.with_peer_proposals(
+                peer_proposal_filter(gate.clone(), limits, PEER_COMMAND_BYTES_MAX),
+                peer_leader_takes(gate),
+            );
+        }
+        node.step = Some(step);
         node.applying = None;
         node.crash_mid_persist = false;
         node.snapshot_bytes_buffered = 0;
@@ -345,7 +403,7 @@ impl Cluster {
             for i in 0..self.nodes.len() {
                 self.with_effects(i, |step, ticks, fx| {
                     step.raft_mut().tick();
-                    step.expire_reads(ticks, READ_TIMEOUT_TICKS, fx);
+                    step.expire(ticks, READ_TIMEOUT_TICKS, fx);
                     Ok(())
                 });
             }
@@ -387,8 +445,17 @@ impl Cluster {
             let mut busy = false;
             while let Some(m) = self.net.pop_due(self.now) {
                 busy = true;
-                if let Some(raft) = self.raft(m.to) {
-                    raft.step(m);
+                // The core may raise its commit index, which the next
+                // `Ready` saves: checked after that.
+                let i = (m.to.0 - 1) as usize;
+                if i >= self.nodes.len() {
+                    continue;
+                }
+                let batch = self.run_effects(i, false, |step, _, fx| {
+                    Ok(step.step_message(m, PENDING_PROPOSALS_MAX, fx))
+                });
+                if let Some(Some(batch)) = batch {
+                    self.peer_proposals += batch.accepted;
                 }
             }
             for i in 0..self.nodes.len() {
@@ -465,6 +532,17 @@ impl Cluster {
     /// Steps 2–6 of the driver contract for member `i`, by the node's own
     /// step.
     fn handle_ready(&mut self, i: usize) -> bool {
+        let Some(step) = self.nodes[i].step.as_ref() else {
+            return false;
+        };
+        // As the driver at the end of its turn: this instant's proposals
+        // go to the leader in one batch.
+        if step.pending_proposals() > 0 {
+            self.run_effects(i, false, |step, ticks, fx| {
+                step.flush_peer_proposals(ticks, fx);
+                Ok(())
+            });
+        }
         let Some(step) = self.nodes[i].step.as_ref() else {
             return false;
         };

@@ -205,6 +205,12 @@ pub struct RunStats {
     pub watch_catch_ups_compacted: u64,
     /// Revisions whose events were compared across members.
     pub revisions_compared: u64,
+    /// Commands leaders appended from followers' batches (the peer
+    /// stream).
+    pub peer_proposals: u64,
+    /// Runs with a member of the previous release, which neither makes
+    /// nor takes such batches.
+    pub runs_with_old_member: u64,
     /// Members added during the run.
     pub members_added: usize,
     /// Voters at the end.
@@ -235,6 +241,8 @@ impl RunStats {
         self.watch_catch_ups += other.watch_catch_ups;
         self.watch_catch_ups_compacted += other.watch_catch_ups_compacted;
         self.revisions_compared += other.revisions_compared;
+        self.peer_proposals += other.peer_proposals;
+        self.runs_with_old_member += other.runs_with_old_member;
         self.members_added += other.members_added;
         self.final_voters += other.final_voters;
     }
@@ -391,6 +399,8 @@ fn run_seed_inner(scenario: &Scenario, seed: u64) -> Result<RunStats, String> {
         watch_catch_ups: cluster.event_history.catch_ups,
         watch_catch_ups_compacted: cluster.event_history.catch_ups_compacted,
         revisions_compared: cluster.event_history.revisions_compared,
+        peer_proposals: cluster.peer_proposals,
+        runs_with_old_member: u64::from(cluster.without_peer_proposals.is_some()),
         members_added: cluster.nodes.len() - scenario.nodes,
         final_voters: cluster
             .leader()

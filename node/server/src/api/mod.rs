@@ -70,5 +70,5 @@ pub use maintenance::{BACKUP_THREAD, MaintenanceService, SnapshotStream, VERSION
 pub use publish::publish_self;
 pub use read_pool::{READS_OFF_DRIVER_MAX, ReadPool, ReadTurn};
 pub use write::{COMMAND_OVERHEAD_BYTES, Writes};
-pub(crate) use write::{peer_leader_takes, peer_proposal_filter};
+pub use write::{peer_leader_takes, peer_proposal_filter};
 pub use write_forward::{ForwardService, WriteForwardConfig, WriteForwarder};

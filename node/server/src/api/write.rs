@@ -131,7 +131,7 @@ impl Writes {
 
 /// On a follower: whether `leader` takes proposals through the peer
 /// stream, by what it advertised.
-pub(crate) fn peer_leader_takes(features: FeatureGate) -> PeerSupport {
+pub fn peer_leader_takes(features: FeatureGate) -> PeerSupport {
     Arc::new(move |leader: NodeId| features.understood_by(leader.0, PEER_PROPOSALS))
 }
 
@@ -151,9 +151,9 @@ fn proposed_as_entry(command: &KvCommand) -> bool {
 /// stream: the checks of a forwarded one (within `command_bytes_max`,
 /// valid under the leader's own limits: it trusts no follower's), one that
 /// is an entry as it is, with the mark and compaction stamps the leader
-/// gives its own proposals ([`serve_here`]); anything else is refused, and
+/// gives its own proposals (`serve_here`); anything else is refused, and
 /// the follower forwards it instead, where the refusal gets its error.
-pub(crate) fn peer_proposal_filter(
+pub fn peer_proposal_filter(
     features: FeatureGate,
     limits: crate::kv::RequestLimits,
     command_bytes_max: usize,

@@ -56,10 +56,13 @@
 //! Either way each index was the commit index after the read arrived.
 
 use super::error::DriverError;
+use super::peer_propose::{
+    BATCH_COMMANDS_MAX, Outcome, PeerProposalFilter, PeerProposals, PeerSupport,
+};
 use super::state_machine::StateMachine;
 use flotilla_raft::{
-    Bytes, ConfChangeData, Entry, EntryKind, LogIndex, Message, Raft, ReadError, ReadState, Ready,
-    Role, Snapshot, Storage, StorageError, Term,
+    Bytes, ConfChangeData, Entry, EntryKind, LogIndex, Message, MessageBody, NodeId, ProposeError,
+    ProposeRefusal, Raft, ReadError, ReadState, Ready, Role, Snapshot, Storage, StorageError, Term,
 };
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -228,6 +231,27 @@ pub struct Step<S: Storage, M: StateMachine, P, R> {
     /// The (index, term) of each entry being applied elsewhere, in order.
     away: Vec<(LogIndex, Term)>,
     bounds: ApplyBounds,
+    /// On a follower, its proposals on their way to the leader through
+    /// the peer stream (see `peer_propose`).
+    peer: PeerProposals<P>,
+    /// On a leader, how it takes a follower's command; `None`: this member
+    /// takes no proposals from peers, and makes none.
+    peer_filter: Option<PeerProposalFilter>,
+    /// On a follower, whether a leader takes proposals from peers.
+    peer_leader_takes: Option<PeerSupport>,
+}
+
+/// What a leader made of a follower's batch of proposals
+/// ([`Step::accept_peer_proposal`]), for its metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PeerBatch {
+    /// Commands appended.
+    pub accepted: u64,
+    /// Commands refused (not appended).
+    pub refused: u64,
+    /// Whether the core refused one (rather than the step's bounds or the
+    /// filter).
+    pub core_refused: bool,
 }
 
 impl<S: Storage, M: StateMachine, P, R> std::fmt::Debug for Step<S, M, P, R> {
@@ -238,6 +262,7 @@ impl<S: Storage, M: StateMachine, P, R> std::fmt::Debug for Step<S, M, P, R> {
             .field("queued", &self.queue.len())
             .field("away", &self.away.len())
             .field("proposals", &self.proposals.len())
+            .field("via_leader", &self.peer.len())
             .field("reads", &self.pending_reads())
             .finish()
     }
@@ -262,7 +287,24 @@ impl<S: Storage, M: StateMachine, P, R> Step<S, M, P, R> {
             queue_bytes: 0,
             away: Vec::new(),
             bounds: ApplyBounds::default(),
+            peer: PeerProposals::default(),
+            peer_filter: None,
+            peer_leader_takes: None,
         }
+    }
+
+    /// This step taking its followers' proposals as leader, each as
+    /// `filter` makes it, and, as follower, sending its own to a leader for
+    /// which `leader_takes` holds ([`Self::propose_via_leader`]). Without
+    /// it, it refuses them, and makes none.
+    pub fn with_peer_proposals(
+        mut self,
+        filter: PeerProposalFilter,
+        leader_takes: PeerSupport,
+    ) -> Self {
+        self.peer_filter = Some(filter);
+        self.peer_leader_takes = Some(leader_takes);
+        self
     }
 
     /// This step with its queue of entries waiting to apply bounded by
@@ -297,9 +339,10 @@ impl<S: Storage, M: StateMachine, P, R> Step<S, M, P, R> {
         self.applied
     }
 
-    /// Proposals waiting for their entries.
+    /// Proposals waiting for their entries, here or on their way to the
+    /// leader.
     pub fn pending_proposals(&self) -> usize {
-        self.proposals.len()
+        self.proposals.len() + self.peer.len()
     }
 
     /// Reads waiting for confirmation, for their index, or for the state
@@ -351,6 +394,216 @@ impl<S: Storage, M: StateMachine, P, R> Step<S, M, P, R> {
             .map(|(_, replaced)| replaced)
     }
 
+    /// Waits for the entry at `index` of `term`; a waiter it replaces
+    /// cannot be told its outcome.
+    fn track<E>(&mut self, index: LogIndex, term: Term, proposal: P, fx: &mut E)
+    where
+        E: Effects<S, M, Proposal = P, Read = R>,
+    {
+        if let Some(replaced) = self.track_proposal(index, term, proposal) {
+            fx.answer(replaced, Err(DriverError::OutcomeUnknown));
+        }
+    }
+
+    /// The leader this member follows now; none while it leads, campaigns
+    /// or knows no leader.
+    pub fn followed_leader(&self) -> NodeId {
+        let soft = self.raft.soft_state();
+        if soft.role == Role::Follower {
+            soft.leader
+        } else {
+            NodeId::NONE
+        }
+    }
+
+    /// On a follower: adds `command` to this turn's batch to the leader
+    /// (sent by [`Self::flush_peer_proposals`], or at once when full);
+    /// `proposal` waits for its entry as a leader's own proposals do. The
+    /// proposal back with the error when it cannot go that way: no leader
+    /// is followed (`NotLeader`), or the leader does not take proposals
+    /// from peers, or this member is a learner, which never campaigns, so
+    /// nothing would fail its waiters if it lost the leader (`Rejected`:
+    /// forward it instead). The caller bounds the proposals waiting
+    /// ([`Self::pending_proposals`]).
+    pub fn propose_via_leader<E>(
+        &mut self,
+        command: Bytes,
+        proposal: P,
+        now: u64,
+        fx: &mut E,
+    ) -> Result<(), (DriverError, P)>
+    where
+        E: Effects<S, M, Proposal = P, Read = R>,
+    {
+        let leader = self.followed_leader();
+        if !leader.is_some() {
+            let soft = self.raft.soft_state();
+            let leader_hint = soft.leader.is_some().then_some(soft.leader);
+            return Err((DriverError::NotLeader { leader_hint }, proposal));
+        }
+        let takes = self.peer_leader_takes.as_ref().is_some_and(|t| t(leader));
+        if !takes || !self.raft.promotable() {
+            let e = DriverError::Rejected(
+                "this member does not propose through the peer stream now".into(),
+            );
+            return Err((e, proposal));
+        }
+        let (term, _) = self.raft.state();
+        let me = self.raft.id();
+        if let Some(m) = self.peer.gather(me, term, leader, command, proposal, now) {
+            fx.send(vec![m]);
+        }
+        Ok(())
+    }
+
+    /// Sends the batch of proposals gathered this turn to the leader.
+    pub fn flush_peer_proposals<E>(&mut self, now: u64, fx: &mut E)
+    where
+        E: Effects<S, M, Proposal = P, Read = R>,
+    {
+        let (term, _) = self.raft.state();
+        if let Some(m) = self.peer.flush(self.raft.id(), term, now) {
+            fx.send(vec![m]);
+        }
+    }
+
+    /// Steps a message from a peer: a follower's batch of proposals (taken
+    /// as [`Self::accept_peer_proposal`] takes it, with at most
+    /// `pending_max` proposals waiting) and the answer to one of ours are
+    /// the step's, anything else the core's. What became of a batch, when
+    /// the message was one.
+    pub fn step_message<E>(
+        &mut self,
+        m: Message,
+        pending_max: usize,
+        fx: &mut E,
+    ) -> Option<PeerBatch>
+    where
+        E: Effects<S, M, Proposal = P, Read = R>,
+    {
+        match m.body {
+            MessageBody::Propose { .. } => {
+                return Some(self.accept_peer_proposal(m, pending_max, fx));
+            }
+            MessageBody::ProposeResponse { .. } => {
+                let leader = self.followed_leader();
+                for outcome in self.peer.answered(&m, leader) {
+                    self.peer_outcome(outcome, fx);
+                }
+            }
+            _ => self.raft.step(m),
+        }
+        None
+    }
+
+    /// On the leader: appends a follower's commands (`m`, a `Propose`), in
+    /// order, as its own proposals, each stamped by the filter, and answers
+    /// at once with a `ProposeResponse`, sent ahead of the appends that
+    /// will carry them (one ordered stream per peer). The first command it
+    /// cannot append stops the batch; the rest are refused with it. With
+    /// `pending_max` proposals waiting here, it refuses as busy.
+    pub fn accept_peer_proposal<E>(
+        &mut self,
+        m: Message,
+        pending_max: usize,
+        fx: &mut E,
+    ) -> PeerBatch
+    where
+        E: Effects<S, M, Proposal = P, Read = R>,
+    {
+        let MessageBody::Propose { id, commands } = m.body else {
+            return PeerBatch::default();
+        };
+        let mut batch = PeerBatch::default();
+        let commands_len = commands.len() as u64;
+        let mut first_index = 0;
+        let mut refusal = ProposeRefusal::None;
+        let (term, leads) = self.raft.state();
+        if !leads {
+            refusal = ProposeRefusal::NotLeader;
+        }
+        for command in commands {
+            if refusal != ProposeRefusal::None {
+                break;
+            }
+            if self.pending_proposals() >= pending_max
+                || batch.accepted as usize >= BATCH_COMMANDS_MAX
+            {
+                refusal = ProposeRefusal::Busy;
+                break;
+            }
+            let Some(command) = self.peer_filter.as_ref().and_then(|filter| filter(command)) else {
+                refusal = ProposeRefusal::Unsupported;
+                break;
+            };
+            match self.raft.propose(command) {
+                Ok((index, _)) => {
+                    if batch.accepted == 0 {
+                        first_index = index;
+                    }
+                    batch.accepted += 1;
+                }
+                Err(e) => {
+                    batch.core_refused = true;
+                    refusal = match e {
+                        ProposeError::NotLeader { .. }
+                        | ProposeError::TransferInProgress { .. } => ProposeRefusal::NotLeader,
+                        ProposeError::UncommittedLimit { .. } => ProposeRefusal::Busy,
+                        ProposeError::ConfChangeRejected(_) | ProposeError::EmptyBatch => {
+                            ProposeRefusal::Unsupported
+                        }
+                    };
+                }
+            }
+        }
+        batch.refused = commands_len - batch.accepted;
+        fx.send(vec![Message {
+            from: m.to,
+            to: m.from,
+            term,
+            body: MessageBody::ProposeResponse {
+                id,
+                first_index,
+                accepted: batch.accepted,
+                refusal,
+            },
+        }]);
+        batch
+    }
+
+    /// What the leader's answer (or its absence) says of a proposal sent
+    /// to it.
+    fn peer_outcome<E>(&mut self, outcome: Outcome<P>, fx: &mut E)
+    where
+        E: Effects<S, M, Proposal = P, Read = R>,
+    {
+        match outcome {
+            // The answer travels ahead of the entries, on the same
+            // stream; one that finds its index applied (a snapshot, or a
+            // stream replaced meanwhile) cannot be told.
+            Outcome::Appended(index, _, proposal) if index <= self.applied => {
+                fx.answer(proposal, Err(DriverError::OutcomeUnknown));
+            }
+            Outcome::Appended(index, term, proposal) => self.track(index, term, proposal, fx),
+            Outcome::Refused(e, proposal) => fx.answer(proposal, Err(e)),
+        }
+    }
+
+    /// Fails the batches sent to the leader more than `timeout` ticks
+    /// before `now`, and those sent to a member this one no longer follows.
+    fn expire_peer<E>(&mut self, now: u64, timeout: u64, fx: &mut E)
+    where
+        E: Effects<S, M, Proposal = P, Read = R>,
+    {
+        if self.peer.len() == 0 {
+            return;
+        }
+        let leader = self.followed_leader();
+        for outcome in self.peer.expire(now, timeout, leader) {
+            self.peer_outcome(outcome, fx);
+        }
+    }
+
     /// Runs a read on the state machine as it is (serializable): at once,
     /// or once it comes home.
     pub fn read_local<E>(&mut self, read: R, fx: &mut E)
@@ -364,7 +617,7 @@ impl<S: Storage, M: StateMachine, P, R> Step<S, M, P, R> {
     }
 
     /// Asks the core to confirm a linearizable read (ReadIndex, or the
-    /// lease); `now` is the caller's tick count, for [`Self::expire_reads`].
+    /// lease); `now` is the caller's tick count, for [`Self::expire`].
     pub fn read<E>(&mut self, read: R, now: u64, fx: &mut E)
     where
         E: Effects<S, M, Proposal = P, Read = R>,
@@ -385,12 +638,15 @@ impl<S: Storage, M: StateMachine, P, R> Step<S, M, P, R> {
         }
     }
 
-    /// Fails reads sent for confirmation more than `timeout` ticks before
-    /// `now` (a forwarded read or its answer may be lost).
-    pub fn expire_reads<E>(&mut self, now: u64, timeout: u64, fx: &mut E)
+    /// Fails reads sent for confirmation, and proposals sent to the
+    /// leader, more than `timeout` ticks before `now` (a forwarded read or
+    /// proposal, or its answer, may be lost); and proposals sent to a
+    /// member this one no longer follows.
+    pub fn expire<E>(&mut self, now: u64, timeout: u64, fx: &mut E)
     where
         E: Effects<S, M, Proposal = P, Read = R>,
     {
+        self.expire_peer(now, timeout, fx);
         let expired: Vec<u64> = self
             .confirming
             .iter()
@@ -410,6 +666,9 @@ impl<S: Storage, M: StateMachine, P, R> Step<S, M, P, R> {
         E: Effects<S, M, Proposal = P, Read = R>,
     {
         for (_, (_, proposal)) in std::mem::take(&mut self.proposals) {
+            fx.answer(proposal, Err(e.clone()));
+        }
+        for proposal in self.peer.drain() {
             fx.answer(proposal, Err(e.clone()));
         }
         for (_, c) in std::mem::take(&mut self.confirming) {
@@ -499,6 +758,9 @@ impl<S: Storage, M: StateMachine, P, R> Step<S, M, P, R> {
         self.serve_applied_reads(fx);
         if role_changed {
             self.on_role_change(fx);
+            // Batches sent to a member that no longer leads fail now (an
+            // overdue one at `expire`).
+            self.expire_peer(0, u64::MAX, fx);
         }
         self.offer_snapshot(fx)
     }

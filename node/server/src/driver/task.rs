@@ -4,16 +4,14 @@
 use super::coalesce::Held;
 use super::error::DriverError;
 use super::handle::{NodeStatus, PrepareFn, RaftHandle, ReadFn, Request};
-use super::peer_propose::{
-    BATCH_COMMANDS_MAX, Outcome, PeerProposalFilter, PeerProposals, PeerSupport,
-};
+use super::peer_propose::{PeerProposalFilter, PeerSupport};
 use super::snapshot_install::install_snapshot;
 use super::state_machine::{StateMachine, Transport};
-use super::step::{Applied, ApplyBounds, Effects, Step, apply_run};
+use super::step::{Applied, ApplyBounds, Effects, PeerBatch, Step, apply_run};
 use crate::metrics::Metrics;
 use flotilla_raft::{
-    Bytes, Entry, LogIndex, Message, MessageBody, NodeId, ProposeError, ProposeRefusal, Raft,
-    Ready, Role, Snapshot, SnapshotMeta, Storage, StorageError,
+    Bytes, Entry, LogIndex, Message, MessageBody, NodeId, ProposeError, Raft, Ready, Role,
+    Snapshot, SnapshotMeta, Storage, StorageError,
 };
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -114,15 +112,6 @@ pub struct Driver<S: Storage, M: StateMachine, T: Transport> {
     membership_waiting: VecDeque<MembershipRequest<M>>,
     /// Proposals held back to share a later `Ready` (see `coalesce`).
     held: Held<HeldProposal<M>>,
-    /// A follower's proposals on their way to the leader through the peer
-    /// stream (see `peer_propose`).
-    peer_proposals: PeerProposals<Waiter<M::Output>>,
-    /// On a leader, how a follower's proposed command is stamped; `None`:
-    /// this member takes no proposals from peers.
-    peer_filter: Option<PeerProposalFilter>,
-    /// On a follower, whether a leader takes proposals through the peer
-    /// stream; `None`: this member makes none.
-    peer_leader_takes: Option<PeerSupport>,
 }
 
 /// What the tokio driver does for its [`Step`]: blocking storage IO (off
@@ -357,9 +346,6 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
             clock: Instant::now(),
             membership_waiting: VecDeque::new(),
             held: Held::default(),
-            peer_proposals: PeerProposals::default(),
-            peer_filter: None,
-            peer_leader_takes: None,
         };
         let handle = RaftHandle {
             requests: req_tx,
@@ -375,13 +361,14 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
     /// send its own to a leader for which `leader_takes` holds (see
     /// `peer_propose`). Without it, it refuses them, and makes none.
     pub fn with_peer_proposals(
-        mut self,
+        self,
         filter: PeerProposalFilter,
         leader_takes: PeerSupport,
     ) -> Self {
-        self.peer_filter = Some(filter);
-        self.peer_leader_takes = Some(leader_takes);
-        self
+        Driver {
+            step: self.step.with_peer_proposals(filter, leader_takes),
+            ..self
+        }
     }
 
     /// Records persist latency and proposal counts in `metrics`.
@@ -515,15 +502,12 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
                     }
                 }
             }
-            self.send_peer_proposals();
+            self.step.flush_peer_proposals(self.ticks, &mut self.io);
             self.release_held(tick);
             if let Err(e) = self.process_ready().await {
                 tracing::error!(id = %self.step.raft().id(), error = %e, "storage failed: stopping");
                 break Err(e);
             }
-            // A batch sent to a member that no longer leads fails now; an
-            // overdue one at the turn its tick wakes.
-            self.expire_peer_proposals();
         };
         // A snapshot still being written is waited for (and, after a
         // clean stop, finished), so that no thread of this member outlives
@@ -578,11 +562,11 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
         self.step.raft_mut().skip_ticks(missed - 1);
         self.ticks = due;
         self.step
-            .expire_reads(self.ticks, self.config.read_timeout_ticks, &mut self.io);
+            .expire(self.ticks, self.config.read_timeout_ticks, &mut self.io);
     }
 
-    /// Steps a peer message into the core, timing heartbeat answers; a
-    /// proposal or its answer is the driver's own.
+    /// Steps a peer message, timing heartbeat answers; a leader under
+    /// load holds a follower's proposals back with its own.
     fn step(&mut self, m: Message) {
         match m.body {
             MessageBody::Propose { ref commands, .. }
@@ -591,17 +575,37 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
                 let entries = commands.len();
                 return self.held.push(HeldProposal::Peer(m), entries);
             }
-            MessageBody::Propose { .. } => return self.accept_peer_proposal(m),
-            MessageBody::ProposeResponse { .. } => return self.peer_proposal_answered(&m),
+            MessageBody::HeartbeatResponse { round } => {
+                if let Some(sent) = self.io.rtt_probes.remove(&(m.from, round))
+                    && let Some(metrics) = &self.io.metrics
+                {
+                    metrics.observe_peer_round_trip(sent.elapsed());
+                }
+            }
             _ => {}
         }
-        if let MessageBody::HeartbeatResponse { round } = m.body
-            && let Some(sent) = self.io.rtt_probes.remove(&(m.from, round))
-            && let Some(metrics) = &self.io.metrics
-        {
-            metrics.observe_peer_round_trip(sent.elapsed());
+        let pending_max = self.config.max_pending_proposals;
+        if let Some(batch) = self.step.step_message(m, pending_max, &mut self.io) {
+            self.count_peer_batch(batch);
         }
-        self.step.raft_mut().step(m);
+    }
+
+    /// A follower's batch, as the leader took it ([`Step::accept_peer_proposal`]).
+    fn accept_peer_proposal(&mut self, m: Message) {
+        let pending_max = self.config.max_pending_proposals;
+        let batch = self.step.accept_peer_proposal(m, pending_max, &mut self.io);
+        self.count_peer_batch(batch);
+    }
+
+    fn count_peer_batch(&self, batch: PeerBatch) {
+        if let Some(metrics) = &self.io.metrics {
+            metrics.proposals.inc_by(batch.accepted);
+            if batch.core_refused {
+                metrics.proposals_failed.inc();
+            }
+            metrics.peer_proposals.inc_by(batch.accepted);
+            metrics.peer_proposals_refused.inc_by(batch.refused);
+        }
     }
 
     /// A request from the queue: a proposal is held back while the
@@ -631,185 +635,29 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
         }
     }
 
-    /// The leader this member follows now; none while it leads, campaigns
-    /// or knows no leader.
-    fn followed_leader(&self) -> NodeId {
-        let soft = self.step.raft().soft_state();
-        if soft.role == Role::Follower {
-            soft.leader
-        } else {
-            NodeId::NONE
-        }
-    }
-
     /// Proposals waiting for their entries, here or at the leader.
     fn pending_proposals(&self) -> usize {
-        self.step.pending_proposals() + self.peer_proposals.len()
+        self.step.pending_proposals()
     }
 
-    /// On a follower: adds `command` to this turn's batch to the leader
-    /// ([`Self::send_peer_proposals`] sends it).
+    /// On a follower: has the step send `command` to the leader with this
+    /// turn's batch (see `peer_propose`).
     fn propose_via_leader(
         &mut self,
         command: Bytes,
         reply: oneshot::Sender<Result<M::Output, DriverError>>,
     ) {
-        let leader = self.followed_leader();
-        if !leader.is_some() {
-            let soft = self.step.raft().soft_state();
-            let _ = reply.send(Err(DriverError::NotLeader {
-                leader_hint: soft.leader.is_some().then_some(soft.leader),
-            }));
-            return;
-        }
-        // A learner never campaigns, so nothing would fail a waiter whose
-        // leader it lost; and a leader of the previous release does not
-        // understand the message. Both forward instead.
-        let takes = self.peer_leader_takes.as_ref().is_some_and(|t| t(leader));
-        if !takes || !self.step.raft().promotable() {
-            let _ = reply.send(Err(DriverError::Rejected(
-                "this member does not propose through the peer stream now".into(),
-            )));
-            return;
-        }
         if self.pending_proposals() >= self.config.max_pending_proposals {
             let _ = reply.send(Err(DriverError::Busy("too many pending proposals".into())));
             return;
         }
-        let (term, _) = self.step.raft().state();
-        let full = self.peer_proposals.gather(
-            self.step.raft().id(),
-            term,
-            leader,
-            command,
-            Waiter::Output(reply),
-            self.ticks,
-        );
-        if let Some(m) = full {
-            self.io.transport.send(vec![m]);
+        let waiter = Waiter::Output(reply);
+        if let Err((e, waiter)) =
+            self.step
+                .propose_via_leader(command, waiter, self.ticks, &mut self.io)
+        {
+            waiter.answer(Err(e));
         }
-    }
-
-    /// Sends the batch of proposals gathered this turn to the leader.
-    fn send_peer_proposals(&mut self) {
-        let (term, _) = self.step.raft().state();
-        let me = self.step.raft().id();
-        if let Some(m) = self.peer_proposals.flush(me, term, self.ticks) {
-            self.io.transport.send(vec![m]);
-        }
-    }
-
-    /// The leader answered a batch: waits for the entries it appended,
-    /// answers the commands it refused.
-    fn peer_proposal_answered(&mut self, m: &Message) {
-        let leader = self.followed_leader();
-        for outcome in self.peer_proposals.answered(m, leader) {
-            self.peer_proposal_outcome(outcome);
-        }
-    }
-
-    fn peer_proposal_outcome(&mut self, outcome: Outcome<Waiter<M::Output>>) {
-        match outcome {
-            // The answer travels ahead of the entries, on the same
-            // stream; one that finds its index applied (a snapshot, or
-            // the stream replaced meanwhile) cannot be told.
-            Outcome::Appended(index, _, waiter) if index <= self.step.applied() => {
-                waiter.answer(Err(DriverError::OutcomeUnknown));
-            }
-            Outcome::Appended(index, term, waiter) => {
-                self.track(index, term, waiter);
-            }
-            Outcome::Refused(e, waiter) => waiter.answer(Err(e)),
-        }
-    }
-
-    /// Fails batches whose answer is overdue, or sent to a member that no
-    /// longer leads.
-    fn expire_peer_proposals(&mut self) {
-        if self.peer_proposals.len() == 0 {
-            return;
-        }
-        let leader = self.followed_leader();
-        let expired =
-            self.peer_proposals
-                .expire(self.ticks, self.config.read_timeout_ticks, leader);
-        for outcome in expired {
-            self.peer_proposal_outcome(outcome);
-        }
-    }
-
-    /// On the leader: appends a follower's commands, in order, as its own
-    /// proposals, each stamped by the filter, and answers at once, ahead
-    /// of the appends that will carry them. The first command it cannot
-    /// append stops the batch; the rest are refused with it.
-    fn accept_peer_proposal(&mut self, m: Message) {
-        let MessageBody::Propose { id, commands } = m.body else {
-            return;
-        };
-        let commands_len = commands.len() as u64;
-        let mut first_index = 0;
-        let mut accepted = 0u64;
-        let mut refusal = ProposeRefusal::None;
-        let (term, leads) = self.step.raft().state();
-        if !leads {
-            refusal = ProposeRefusal::NotLeader;
-        }
-        for command in commands {
-            if refusal != ProposeRefusal::None {
-                break;
-            }
-            if self.step.pending_proposals() >= self.config.max_pending_proposals
-                || accepted as usize >= BATCH_COMMANDS_MAX
-            {
-                refusal = ProposeRefusal::Busy;
-                break;
-            }
-            let Some(command) = self.peer_filter.as_ref().and_then(|filter| filter(command)) else {
-                refusal = ProposeRefusal::Unsupported;
-                break;
-            };
-            match self.step.raft_mut().propose(command) {
-                Ok((index, _)) => {
-                    if accepted == 0 {
-                        first_index = index;
-                    }
-                    accepted += 1;
-                    if let Some(m) = &self.io.metrics {
-                        m.proposals.inc();
-                    }
-                }
-                Err(e) => {
-                    if let Some(m) = &self.io.metrics {
-                        m.proposals_failed.inc();
-                    }
-                    refusal = match e {
-                        ProposeError::NotLeader { .. }
-                        | ProposeError::TransferInProgress { .. } => ProposeRefusal::NotLeader,
-                        ProposeError::UncommittedLimit { .. } => ProposeRefusal::Busy,
-                        ProposeError::ConfChangeRejected(_) | ProposeError::EmptyBatch => {
-                            ProposeRefusal::Unsupported
-                        }
-                    };
-                }
-            }
-        }
-        if let Some(metrics) = &self.io.metrics {
-            metrics.peer_proposals.inc_by(accepted);
-            metrics
-                .peer_proposals_refused
-                .inc_by(commands_len - accepted);
-        }
-        self.io.transport.send(vec![Message {
-            from: m.to,
-            to: m.from,
-            term,
-            body: MessageBody::ProposeResponse {
-                id,
-                first_index,
-                accepted,
-                refusal,
-            },
-        }]);
     }
 
     /// Proposes the held proposals if they are due (`force`: a tick).
@@ -1084,9 +932,6 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
             if let HeldProposal::Request(Request::Propose { reply, .. }) = held {
                 let _ = reply.send(Err(e.clone()));
             }
-        }
-        for waiter in self.peer_proposals.drain() {
-            waiter.answer(Err(e.clone()));
         }
         self.step.fail_all(e.clone(), &mut self.io);
         for (_, reply) in std::mem::take(&mut self.membership_waiting) {
