@@ -46,7 +46,11 @@
 //!    carries no command; a [`EntryKind::ConfChange`] carries the new
 //!    configuration and the proposer's context, read with
 //!    [`ConfChangeData::decode`]);
-//!    then serve `ready.read_states` whose index is applied. A driver may
+//!    then serve `ready.read_states` whose index is applied. Committed
+//!    entries before the first of `ready.entries` (all of them, when it has
+//!    none, and no snapshot comes) were persisted with earlier `Ready`s: a
+//!    driver may apply them before step 3, answering their proposers while
+//!    the disk writes the new entries. A driver may
 //!    apply entries later, off its loop (the core counts them as applied
 //!    once handed out: snapshot only after applying them), and hold further
 //!    committed entries back meanwhile with [`Raft::hold_committed`].

@@ -9,7 +9,10 @@
 //! [`Step::process_one`] follows the core's driver contract for one
 //! `Ready`:
 //!
-//! 1. a leader whose term is durable sends first (`messages_first`);
+//! 1. a leader whose term is durable sends first (`messages_first`); the
+//!    committed entries before the `Ready`'s first new entry, durable since
+//!    earlier `Ready`s, apply (step 4 early), so that their proposers are
+//!    answered while the disk writes the new ones;
 //! 2. persist: [`Effects::persist`], or [`Effects::install_snapshot`] for a
 //!    `Ready` that carries the leader's snapshot;
 //! 3. send the rest;
@@ -728,6 +731,22 @@ impl<S: Storage, M: StateMachine, P, R> Step<S, M, P, R> {
         E: Effects<S, M, Proposal = P, Read = R>,
     {
         let mut ready = taken.ready;
+        // Step 5, early: committed entries before this `Ready`'s first new
+        // one were made durable by earlier `Ready`s, so they apply now and
+        // their proposers are answered while the disk writes the new ones,
+        // not after (a snapshot's `Ready` waits: it replaces the log).
+        let early = if ready.snapshot.is_none() {
+            let first_new = ready.entries.first().map_or(LogIndex::MAX, |e| e.index);
+            ready
+                .committed_entries
+                .partition_point(|e| e.index < first_new)
+        } else {
+            0
+        };
+        if early > 0 {
+            self.enqueue(ready.committed_entries[..early].to_vec());
+            self.apply_queued(fx);
+        }
         // Step 3: persist.
         match &ready.snapshot {
             None => fx.persist(&mut self.raft, &ready)?,
@@ -747,7 +766,8 @@ impl<S: Storage, M: StateMachine, P, R> Step<S, M, P, R> {
         if let Some(snapshot) = &ready.snapshot {
             self.installed(snapshot.meta.index, fx);
         }
-        self.enqueue(std::mem::take(&mut ready.committed_entries));
+        let mut committed = std::mem::take(&mut ready.committed_entries);
+        self.enqueue(committed.split_off(early));
         self.apply_queued(fx);
         for rs in &ready.read_states {
             self.confirm(rs);
