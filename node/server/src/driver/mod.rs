@@ -36,4 +36,6 @@ pub use step::{Applied, ApplyBounds, Effects, PeerBatch, Step, Taken, apply_run}
 pub use task::{Driver, DriverConfig};
 
 #[cfg(test)]
+mod step_tests;
+#[cfg(test)]
 mod tests;

@@ -1,0 +1,161 @@
+//! [`Step`] on its own: three members over in-memory storage, messages
+//! routed by hand, and effects that record what the step did in which
+//! order.
+
+use super::error::DriverError;
+use super::step::{Effects, Step};
+use crate::test_support::Recorder;
+use flotilla_raft::{
+    Bytes, Config, LogIndex, MemStorage, Message, NodeId, Raft, Ready, Snapshot, Storage,
+    StorageError,
+};
+
+/// What a step did, in order: `persist <entries>`, `answer <index>`.
+#[derive(Default)]
+struct Log {
+    did: Vec<String>,
+    sent: Vec<Message>,
+}
+
+impl Effects<MemStorage, Recorder> for Log {
+    type Proposal = u64;
+    type Read = ();
+
+    fn persist(&mut self, raft: &mut Raft<MemStorage>, ready: &Ready) -> Result<(), StorageError> {
+        if !ready.entries.is_empty() {
+            let indexes: Vec<u64> = ready.entries.iter().map(|e| e.index).collect();
+            self.did.push(format!("persist {indexes:?}"));
+        }
+        raft.storage_mut()
+            .save(ready.hard_state.as_ref(), &ready.entries)
+    }
+
+    fn install_snapshot(
+        &mut self,
+        _: &mut Raft<MemStorage>,
+        _: &mut Recorder,
+        _: &Snapshot,
+        _: &Ready,
+    ) -> Result<(), StorageError> {
+        unreachable!("no snapshot is taken here")
+    }
+
+    fn send(&mut self, messages: Vec<Message>) {
+        self.sent.extend(messages);
+    }
+
+    fn answer(&mut self, proposal: u64, outcome: Result<(LogIndex, usize), DriverError>) {
+        let (index, _) = outcome.expect("every proposal here commits");
+        assert_eq!(index, proposal, "each proposal waits for its own entry");
+        self.did.push(format!("answer {index}"));
+    }
+
+    fn serve(&mut self, _: (), _: Result<&Recorder, DriverError>) {}
+
+    fn snapshot_due(&mut self, _: &mut Raft<MemStorage>, _: &Recorder) -> Result<(), StorageError> {
+        Ok(())
+    }
+}
+
+type TestStep = Step<MemStorage, Recorder, u64, ()>;
+
+fn members() -> Vec<(TestStep, Log)> {
+    let ids = [NodeId(1), NodeId(2), NodeId(3)];
+    ids.iter()
+        .map(|&id| {
+            let mut config = Config::new(id);
+            config.seed = id.0;
+            let raft = Raft::new(config, MemStorage::new_with_voters(&ids)).expect("valid");
+            (Step::new(raft, Recorder::default()), Log::default())
+        })
+        .collect()
+}
+
+/// Processes every member's `Ready`s and delivers what they sent, until
+/// nothing moves; the messages to `held` (if any) are kept back and
+/// returned instead.
+fn settle(members: &mut [(TestStep, Log)], held: Option<NodeId>) -> Vec<Message> {
+    let mut kept = Vec::new();
+    for _ in 0..1000 {
+        let mut moved = false;
+        for (step, log) in members.iter_mut() {
+            while step.process_one(log).expect("memory storage") {
+                moved = true;
+            }
+        }
+        let sent: Vec<Message> = members
+            .iter_mut()
+            .flat_map(|(_, log)| std::mem::take(&mut log.sent))
+            .collect();
+        for m in sent {
+            moved = true;
+            if Some(m.to) == held {
+                kept.push(m);
+            } else {
+                let (step, log) = &mut members[(m.to.0 - 1) as usize];
+                step.step_message(m, usize::MAX, log);
+            }
+        }
+        if !moved {
+            return kept;
+        }
+    }
+    panic!("the members did not settle");
+}
+
+/// A leader answers a proposal whose entry committed while it was writing
+/// others before it writes the next ones: what committed was durable
+/// already, and its proposer need not wait for an unrelated disk write.
+#[test]
+fn committed_entries_apply_before_the_next_entries_persist() {
+    let mut members = members();
+    for _ in 0..100 {
+        for (step, _) in members.iter_mut() {
+            step.raft_mut().tick();
+        }
+        settle(&mut members, None);
+        if members.iter().any(|(s, _)| s.raft().state().1) {
+            break;
+        }
+    }
+    let leader = members
+        .iter()
+        .position(|(s, _)| s.raft().state().1)
+        .expect("a leader within 100 ticks");
+    let id = NodeId(leader as u64 + 1);
+    let propose = |members: &mut [(TestStep, Log)], command: &'static [u8]| {
+        let (step, _) = &mut members[leader];
+        let (index, term) = step
+            .raft_mut()
+            .propose(Bytes::from_static(command))
+            .expect("the leader takes it");
+        assert!(step.track_proposal(index, term, index).is_none());
+        index
+    };
+    let first = propose(&mut members, b"a");
+    // The followers' acknowledgements of `first` reach the leader only
+    // once it has the next proposal, so that one `Ready` commits the one
+    // and appends the other.
+    let acks = settle(&mut members, Some(id));
+    members[leader].1.did.clear();
+    let second = propose(&mut members, b"b");
+    for m in acks {
+        let (step, log) = &mut members[leader];
+        step.step_message(m, usize::MAX, log);
+    }
+    let (step, log) = &mut members[leader];
+    assert!(step.process_one(log).expect("memory storage"));
+    assert_eq!(
+        log.did,
+        [format!("answer {first}"), format!("persist [{second}]")],
+        "the committed entry's proposer is answered before the new entry is written"
+    );
+    settle(&mut members, None);
+    assert_eq!(
+        members[leader].1.did.last(),
+        Some(&format!("answer {second}"))
+    );
+    for (step, _) in &members {
+        assert_eq!(step.sm().expect("home").commands, [&b"a"[..], &b"b"[..]]);
+    }
+}
