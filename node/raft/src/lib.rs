@@ -50,7 +50,9 @@
 //!    entries before the first of `ready.entries` (all of them, when it has
 //!    none, and no snapshot comes) were persisted with earlier `Ready`s: a
 //!    driver may apply them before step 3, answering their proposers while
-//!    the disk writes the new entries. A driver may
+//!    the disk writes the new entries (the commit index that covers them
+//!    may be this `Ready`'s hard state, not yet saved: a member that
+//!    crashes first learns it again from the leader). A driver may
 //!    apply entries later, off its loop (the core counts them as applied
 //!    once handed out: snapshot only after applying them), and hold further
 //!    committed entries back meanwhile with [`Raft::hold_committed`].

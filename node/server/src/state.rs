@@ -197,7 +197,10 @@ impl MemberIds {
         f(&self.lock())
     }
 
-    pub(crate) fn set(&self, ids: Vec<u64>) {
+    /// Replaces the ids (the state machine does, from its member table;
+    /// the simulation, from its members).
+    pub fn set(&self, mut ids: Vec<u64>) {
+        ids.sort_unstable();
         *self.lock() = ids;
     }
 }

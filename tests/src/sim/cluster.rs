@@ -14,7 +14,7 @@ use super::node::{
 use super::watch::EventHistory;
 use flotilla_node::api::{FeatureGate, peer_leader_takes, peer_proposal_filter};
 use flotilla_node::driver::{DriverError, PEER_COMMAND_BYTES_MAX, Step};
-use flotilla_node::state::Clock;
+use flotilla_node::state::{Clock, MemberIds};
 use flotilla_node::transport::{FEATURES, PEER_PROPOSALS, PeerFeatures};
 use flotilla_raft::{
     Bytes, Config, MemStorage, NodeId, ProposeError, Raft, Storage, StorageError, Term,
@@ -115,6 +115,9 @@ pub struct Cluster {
     /// What each member advertises, as its peers heard it (every member
     /// hears every other here).
     heard: PeerFeatures,
+    /// The members' ids, as the node's member table gives them to its
+    /// feature gate.
+    member_ids: MemberIds,
     /// A member playing the previous release, which neither makes nor
     /// takes proposals through the peer stream, if any: its followers'
     /// clients go to it another way, and it sends its own clients' writes
@@ -179,6 +182,7 @@ impl Cluster {
             revokes_proposed: HashMap::new(),
             expiry_revokes: 0,
             heard: PeerFeatures::default(),
+            member_ids: MemberIds::default(),
             without_peer_proposals: None,
             peer_proposals: 0,
             lease_renewed: HashMap::new(),
@@ -262,15 +266,14 @@ impl Cluster {
         command: Bytes,
         proposal: Proposal,
     ) -> Option<Result<(), ProposeError>> {
-        let step = self.node_mut(id).step.as_mut()?;
-        if step.raft().state().1 {
-            return Some(step.raft_mut().propose(command).map(|(index, term)| {
-                step.track_proposal(index, term, proposal);
-            }));
-        }
         self.with_effects((id.0 - 1) as usize, |step, ticks, fx| {
+            if step.raft().state().1 {
+                return Ok(step.raft_mut().propose(command).map(|(index, term)| {
+                    step.track(index, term, proposal, fx);
+                }));
+            }
             Ok(step
-                .propose_via_leader(command, proposal, ticks, fx)
+                .propose_via_leader(command, proposal, ticks, PENDING_PROPOSALS_MAX, fx)
                 .map_err(|(e, _)| {
                     let leader_hint = match e {
                         DriverError::NotLeader { leader_hint } => leader_hint,
@@ -342,9 +345,12 @@ impl Cluster {
             FEATURES
         };
         self.heard.record(id.0, own);
-        let gate = FeatureGate::new(id.0, own, self.heard.clone(), sm.member_ids());
+        self.member_ids
+            .set(self.nodes.iter().map(|n| n.id.0).collect());
+        let gate = FeatureGate::new(id.0, own, self.heard.clone(), self.member_ids.clone());
         let raft = Raft::new(config, storage).expect("simulation config is valid");
         let mut step = Step::new(raft, sm).with_bounds(apply_bounds());
+        let node = &mut self.nodes[(id.0 - 1) as usize];
         if gate.understood_here(PEER_PROPOSALS) {
             let limits = state_config().kv.limits();
             step = step.with_peer_proposals(
@@ -448,9 +454,6 @@ impl Cluster {
                 // The core may raise its commit index, which the next
                 // `Ready` saves: checked after that.
                 let i = (m.to.0 - 1) as usize;
-                if i >= self.nodes.len() {
-                    continue;
-                }
                 let batch = self.run_effects(i, false, |step, _, fx| {
                     Ok(step.step_message(m, PENDING_PROPOSALS_MAX, fx))
                 });

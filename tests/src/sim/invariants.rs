@@ -160,9 +160,11 @@ impl Invariants {
     }
 
     /// State machine safety: no two members are handed different entries to
-    /// apply at one index. Called with a `Ready`'s committed entries before
-    /// they are applied, also when the member crashes before applying them:
-    /// they were committed all the same.
+    /// apply at one index. Called with a `Ready`'s committed entries when it
+    /// persists (those already durable apply just before: a violation is
+    /// still caught in the same step, before clients see the answers),
+    /// also when the member crashes before applying them: they were
+    /// committed all the same.
     pub fn on_committed(&mut self, id: NodeId, entries: &[Entry]) {
         for entry in entries {
             self.checks += 1;

@@ -387,23 +387,42 @@ impl SimEffects<'_> {
             }
         }
         for entry in &ready.committed_entries {
-            if self.check_invariants {
-                self.inv.on_apply(id, entry);
-            }
-            if entry.index as usize > self.committed_log.len() {
-                self.committed_log.push((entry.term, entry.data.clone()));
-            }
+            self.record_applied(entry);
+        }
+    }
+
+    /// Records that the member applied `entry`: the apply order, and the
+    /// committed log.
+    fn record_applied(&mut self, entry: &Entry) {
+        if self.check_invariants {
+            self.inv.on_apply(self.node.id, entry);
+        }
+        if entry.index as usize > self.committed_log.len() {
+            self.committed_log.push((entry.term, entry.data.clone()));
         }
     }
 
     /// The member crashes part-way through persisting: of what the `Ready`
     /// asked to persist, only a prefix reached the disk (entries not yet
-    /// synced vanish), and nothing was sent or applied.
+    /// synced vanish), and nothing was sent but what a leader sends first.
+    /// The committed entries before the `Ready`'s first new one were
+    /// applied (and their proposers answered) before persisting began
+    /// (see [`Step`]): they are recorded as applied.
     fn tear(&mut self, raft: &mut Raft<MemStorage>, ready: &Ready) -> StorageError {
         self.node.torn_crashes += 1;
         if self.check_invariants {
             self.inv
                 .on_committed(self.node.id, &ready.committed_entries);
+        }
+        let first_new = ready.entries.first().map_or(LogIndex::MAX, |e| e.index);
+        if ready.snapshot.is_none() {
+            for entry in ready
+                .committed_entries
+                .iter()
+                .filter(|e| e.index < first_new)
+            {
+                self.record_applied(entry);
+            }
         }
         if let Some(snap) = &ready.snapshot {
             if self.rng.random_bool(0.5) {

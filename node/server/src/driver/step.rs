@@ -11,8 +11,9 @@
 //!
 //! 1. a leader whose term is durable sends first (`messages_first`); the
 //!    committed entries before the `Ready`'s first new entry, durable since
-//!    earlier `Ready`s, apply (step 4 early), so that their proposers are
-//!    answered while the disk writes the new ones;
+//!    earlier `Ready`s, apply (step 4 early), so that their answers leave
+//!    (on the callers' threads, in the node) while this member writes the
+//!    new ones, not after;
 //! 2. persist: [`Effects::persist`], or [`Effects::install_snapshot`] for a
 //!    `Ready` that carries the leader's snapshot;
 //! 3. send the rest;
@@ -397,9 +398,9 @@ impl<S: Storage, M: StateMachine, P, R> Step<S, M, P, R> {
             .map(|(_, replaced)| replaced)
     }
 
-    /// Waits for the entry at `index` of `term`; a waiter it replaces
-    /// cannot be told its outcome.
-    fn track<E>(&mut self, index: LogIndex, term: Term, proposal: P, fx: &mut E)
+    /// [`Self::track_proposal`], answering a proposal it replaces as
+    /// unknown.
+    pub fn track<E>(&mut self, index: LogIndex, term: Term, proposal: P, fx: &mut E)
     where
         E: Effects<S, M, Proposal = P, Read = R>,
     {
@@ -426,13 +427,14 @@ impl<S: Storage, M: StateMachine, P, R> Step<S, M, P, R> {
     /// is followed (`NotLeader`), or the leader does not take proposals
     /// from peers, or this member is a learner, which never campaigns, so
     /// nothing would fail its waiters if it lost the leader (`Rejected`:
-    /// forward it instead). The caller bounds the proposals waiting
-    /// ([`Self::pending_proposals`]).
+    /// forward it instead), or `pending_max` proposals wait already
+    /// ([`Self::pending_proposals`]; `Busy`).
     pub fn propose_via_leader<E>(
         &mut self,
         command: Bytes,
         proposal: P,
         now: u64,
+        pending_max: usize,
         fx: &mut E,
     ) -> Result<(), (DriverError, P)>
     where
@@ -449,6 +451,10 @@ impl<S: Storage, M: StateMachine, P, R> Step<S, M, P, R> {
             let e = DriverError::Rejected(
                 "this member does not propose through the peer stream now".into(),
             );
+            return Err((e, proposal));
+        }
+        if self.pending_proposals() >= pending_max {
+            let e = DriverError::Busy("too many pending proposals".into());
             return Err((e, proposal));
         }
         let (term, _) = self.raft.state();
@@ -731,10 +737,13 @@ impl<S: Storage, M: StateMachine, P, R> Step<S, M, P, R> {
         E: Effects<S, M, Proposal = P, Read = R>,
     {
         let mut ready = taken.ready;
-        // Step 5, early: committed entries before this `Ready`'s first new
-        // one were made durable by earlier `Ready`s, so they apply now and
-        // their proposers are answered while the disk writes the new ones,
-        // not after (a snapshot's `Ready` waits: it replaces the log).
+        // Step 5 of the core's contract, early: committed entries before
+        // this `Ready`'s first new one were made durable by earlier
+        // `Ready`s, so they apply now and their answers leave while the
+        // disk writes the new ones, not after (a snapshot's `Ready` waits:
+        // it replaces the log). The commit index that covers them is this
+        // `Ready`'s, saved below: a member that crashes first learns it
+        // again from the leader.
         let early = if ready.snapshot.is_none() {
             let first_new = ready.entries.first().map_or(LogIndex::MAX, |e| e.index);
             ready

@@ -627,19 +627,6 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
         }
     }
 
-    /// Waits for the entry at `index` of `term`; a waiter it replaces
-    /// cannot be told its outcome.
-    fn track(&mut self, index: LogIndex, term: flotilla_raft::Term, waiter: Waiter<M::Output>) {
-        if let Some(replaced) = self.step.track_proposal(index, term, waiter) {
-            replaced.answer(Err(DriverError::OutcomeUnknown));
-        }
-    }
-
-    /// Proposals waiting for their entries, here or at the leader.
-    fn pending_proposals(&self) -> usize {
-        self.step.pending_proposals()
-    }
-
     /// On a follower: has the step send `command` to the leader with this
     /// turn's batch (see `peer_propose`).
     fn propose_via_leader(
@@ -647,14 +634,11 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
         command: Bytes,
         reply: oneshot::Sender<Result<M::Output, DriverError>>,
     ) {
-        if self.pending_proposals() >= self.config.max_pending_proposals {
-            let _ = reply.send(Err(DriverError::Busy("too many pending proposals".into())));
-            return;
-        }
         let waiter = Waiter::Output(reply);
+        let pending_max = self.config.max_pending_proposals;
         if let Err((e, waiter)) =
             self.step
-                .propose_via_leader(command, waiter, self.ticks, &mut self.io)
+                .propose_via_leader(command, waiter, self.ticks, pending_max, &mut self.io)
         {
             waiter.answer(Err(e));
         }
@@ -683,7 +667,7 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
     fn handle(&mut self, request: Request<M>) {
         match request {
             Request::Propose { command, reply } | Request::ProposeViaLeader { command, reply } => {
-                if self.pending_proposals() >= self.config.max_pending_proposals {
+                if self.step.pending_proposals() >= self.config.max_pending_proposals {
                     let _ = reply.send(Err(DriverError::Busy("too many pending proposals".into())));
                     return;
                 }
@@ -692,7 +676,8 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
                         if let Some(m) = &self.io.metrics {
                             m.proposals.inc();
                         }
-                        self.track(index, term, Waiter::Output(reply));
+                        self.step
+                            .track(index, term, Waiter::Output(reply), &mut self.io);
                     }
                     Err(e) => {
                         if let Some(m) = &self.io.metrics {
@@ -708,7 +693,8 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
             Request::ConfChange { change, reply } => {
                 match self.step.raft_mut().propose_conf_change(change) {
                     Ok((index, term)) => {
-                        self.track(index, term, Waiter::ConfChange(reply));
+                        self.step
+                            .track(index, term, Waiter::ConfChange(reply), &mut self.io);
                     }
                     Err(e) => {
                         let _ = reply.send(Err(propose_error(e)));
@@ -799,7 +785,8 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
             .propose_conf_change_with_context(change, context)
         {
             Ok((index, term)) => {
-                self.track(index, term, Waiter::Output(reply));
+                self.step
+                    .track(index, term, Waiter::Output(reply), &mut self.io);
             }
             Err(e) => {
                 let _ = reply.send(Err(propose_error(e)));
