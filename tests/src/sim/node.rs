@@ -6,7 +6,9 @@
 use super::invariants::Invariants;
 use super::kv::pairs;
 use super::network::Network;
-use flotilla_node::driver::{Applied, ApplyBounds, DriverError, Effects, Step, apply_run};
+use flotilla_node::driver::{
+    Applied, ApplyBounds, DriverError, Effects, Step, apply_run, durable_before,
+};
 use flotilla_node::kv::Lessor;
 use flotilla_node::kv::{KvConfig, KvOutput, KvView};
 use flotilla_node::state::{AppliedEvents, Clock, NodeStateMachine, StateConfig};
@@ -405,24 +407,17 @@ impl SimEffects<'_> {
     /// The member crashes part-way through persisting: of what the `Ready`
     /// asked to persist, only a prefix reached the disk (entries not yet
     /// synced vanish), and nothing was sent but what a leader sends first.
-    /// The committed entries before the `Ready`'s first new one were
-    /// applied (and their proposers answered) before persisting began
-    /// (see [`Step`]): they are recorded as applied.
+    /// The committed entries that were durable before it
+    /// ([`durable_before`]) were applied (and their proposers answered)
+    /// before persisting began: they are recorded as applied.
     fn tear(&mut self, raft: &mut Raft<MemStorage>, ready: &Ready) -> StorageError {
         self.node.torn_crashes += 1;
         if self.check_invariants {
             self.inv
                 .on_committed(self.node.id, &ready.committed_entries);
         }
-        let first_new = ready.entries.first().map_or(LogIndex::MAX, |e| e.index);
-        if ready.snapshot.is_none() {
-            for entry in ready
-                .committed_entries
-                .iter()
-                .filter(|e| e.index < first_new)
-            {
-                self.record_applied(entry);
-            }
+        for entry in &ready.committed_entries[..durable_before(ready)] {
+            self.record_applied(entry);
         }
         if let Some(snap) = &ready.snapshot {
             if self.rng.random_bool(0.5) {

@@ -32,7 +32,7 @@ pub use peer_propose::{
     COMMAND_BYTES_MAX as PEER_COMMAND_BYTES_MAX, PeerProposalFilter, PeerSupport,
 };
 pub use state_machine::{StateMachine, Transport};
-pub use step::{Applied, ApplyBounds, Effects, PeerBatch, Step, Taken, apply_run};
+pub use step::{Applied, ApplyBounds, Effects, PeerBatch, Step, Taken, apply_run, durable_before};
 pub use task::{Driver, DriverConfig};
 
 #[cfg(test)]

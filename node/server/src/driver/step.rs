@@ -152,6 +152,20 @@ pub fn apply_run<M: StateMachine>(sm: &mut M, entries: &[Entry]) -> Vec<Option<M
     entries.iter().map(|e| apply_entry(sm, e)).collect()
 }
 
+/// How many of `ready`'s committed entries were durable before it: those
+/// before its first new entry (earlier `Ready`s persisted them), none when
+/// it installs a snapshot. [`Step`] applies them before it persists the
+/// `Ready`.
+pub fn durable_before(ready: &Ready) -> usize {
+    if ready.snapshot.is_some() {
+        return 0;
+    }
+    let first_new = ready.entries.first().map_or(LogIndex::MAX, |e| e.index);
+    ready
+        .committed_entries
+        .partition_point(|e| e.index < first_new)
+}
+
 /// Bounds of the queue of committed entries waiting to be applied while
 /// the state machine is away ([`Effects::apply_elsewhere`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -744,14 +758,7 @@ impl<S: Storage, M: StateMachine, P, R> Step<S, M, P, R> {
         // it replaces the log). The commit index that covers them is this
         // `Ready`'s, saved below: a member that crashes first learns it
         // again from the leader.
-        let early = if ready.snapshot.is_none() {
-            let first_new = ready.entries.first().map_or(LogIndex::MAX, |e| e.index);
-            ready
-                .committed_entries
-                .partition_point(|e| e.index < first_new)
-        } else {
-            0
-        };
+        let early = durable_before(&ready);
         if early > 0 {
             self.enqueue(ready.committed_entries[..early].to_vec());
             self.apply_queued(fx);
