@@ -71,7 +71,16 @@ const MESSAGE_OVERHEAD_BYTES_MAX: u64 = 128;
 /// each follower once.
 #[test]
 fn rpc_bytes() {
-    let mut c = cluster(3, NetFaults::RELIABLE, 2);
+    // Every message takes as long: one that overtakes an append to the
+    // same follower (a commit index sent after it) is rejected and the
+    // entries sent again, which the node's transport (one ordered stream
+    // per peer) never does.
+    let in_order = NetFaults {
+        min_delay_units: 2,
+        max_delay_units: 2,
+        ..NetFaults::RELIABLE
+    };
+    let mut c = cluster(3, in_order, 2);
     leader(&mut c);
     c.one(b"warm-up", 3, false, WAIT).expect("warm-up agreed");
     let before = c.net.sent_bytes;

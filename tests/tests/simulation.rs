@@ -41,13 +41,29 @@ fn run_many(scenario: &Scenario, base: u64, default_count: u64) -> RunStats {
         n < 10 || (total.runs_with_old_member > 0 && total.runs_with_old_member < n),
         "every run or none had a member without peer proposals: {total:?}"
     );
+    assert!(
+        total.syncs_deferred > 0,
+        "no member deferred a log sync: {total:?}"
+    );
+    assert!(
+        n < 10 || total.entries_lost_unsynced > 0,
+        "no crash took away an entry whose sync was under way: {total:?}"
+    );
+    assert!(
+        n < 10 || (total.runs_with_deferred_sync > 0 && total.runs_with_deferred_sync < n),
+        "every run or none deferred its log syncs: {total:?}"
+    );
     // Faults cost some operations their answer, but nearly all must be
     // answered: clients retry for 40 attempts before giving up, and a
-    // passing set gives up on under 1% (0.07% to 0.17% today, and 0.68%
-    // in the scenario with torn writes).
+    // passing set gives up on under 1% (0.14% to 0.20% today), or 2% in
+    // the scenario with torn writes and membership churn (0.95% over its
+    // 500 seeds with every sync inline, 1.1% with two runs in three
+    // deferring them: a sync adds up to 2 units to each commit, and up to
+    // 50 on a slow disk).
+    let limit = scenario.abandoned_percent_max;
     assert!(
-        total.abandoned * 100 < total.completed,
-        "clients gave up on {} operations and completed {}",
+        total.abandoned * 100 < total.completed * limit,
+        "clients gave up on {} operations and completed {} (limit {limit}%)",
         total.abandoned,
         total.completed
     );
@@ -84,10 +100,11 @@ fn random_seeds_three_members_no_prevote() {
 /// command disappears.
 #[test]
 fn random_seeds_snapshots_membership_torn_writes() {
-    let scenario = Scenario::snapshots_membership(
+    let mut scenario = Scenario::snapshots_membership(
         "random_seeds_snapshots_membership_torn_writes",
         "simulation",
     );
+    scenario.abandoned_percent_max = 2;
     let total = run_many(&scenario, 200_000, 500);
     assert!(total.snapshots_taken > 0, "no member ever took a snapshot");
     assert!(

@@ -34,11 +34,22 @@
 //!    [`Storage::apply_snapshot`]; then `ready.hard_state` and `ready.entries`
 //!    with one [`Storage::save`] call; wait until both are durable. Entries
 //!    replace any saved at or after the first one's index.
+//!    **Or defer the sync**: [`Storage::save_deferred`] writes them and
+//!    returns a [`LogSync`] to make them durable later, on another thread,
+//!    while this loop goes on. The driver then calls
+//!    [`Raft::advance_written`] instead of [`Raft::advance`] in step 6,
+//!    and, once the sync returns, [`Raft::persisted`] with the last
+//!    entry's index and term (a leader counts its own entries toward
+//!    commitment only from then on, as with a synchronous save). A term
+//!    or vote is still saved before `save_deferred` returns.
 //! 4. **Send** `ready.messages` — only now: a vote or an append acknowledgement
 //!    promises that step 3 is on disk. Sending may be asynchronous and lossy.
 //!    Exception: when `ready.messages_first` is set (a leader whose term and
 //!    vote are durable), the driver may send them before or while doing
 //!    step 3, so that the leader's disk write overlaps the followers'.
+//!    After a deferred sync, the other messages wait for it, and so do
+//!    those of any later `Ready` while a sync begun before it is not done
+//!    (an acknowledgement may cover entries an earlier `Ready` wrote).
 //! 5. **Apply**: restore the state machine from `ready.snapshot`, if any
 //!    (from [`Storage::snapshot_reader`] when the storage kept the received
 //!    chunks in a file and `ready.snapshot.data` is empty);
@@ -48,7 +59,7 @@
 //!    [`ConfChangeData::decode`]);
 //!    then serve `ready.read_states` whose index is applied. Committed
 //!    entries before the first of `ready.entries` (all of them, when it has
-//!    none, and no snapshot comes) were persisted with earlier `Ready`s: a
+//!    none, and no snapshot comes) were written with earlier `Ready`s: a
 //!    driver may apply them before step 3, answering their proposers while
 //!    the disk writes the new entries (the commit index that covers them
 //!    may be this `Ready`'s hard state, not yet saved: a member that
@@ -115,8 +126,8 @@ pub use progress::ProgressState;
 pub use raft::{Raft, Status};
 pub use ready::Ready;
 pub use storage::{
-    InitialState, MemStorage, SnapshotEncoder, SnapshotSource, SnapshotWriter, Storage, chunk_of,
-    take_within_budget,
+    InitialState, LogSync, MemStorage, SnapshotEncoder, SnapshotSource, SnapshotWriter, Storage,
+    chunk_of, take_within_budget,
 };
 pub use types::{
     ConfState, Entry, EntryKind, HardState, LogIndex, NodeId, ReadState, Role, Snapshot,

@@ -1,5 +1,6 @@
 //! The core's view of the log: what storage holds, plus entries appended since
-//! the last `Ready` that are not yet durable ("unstable").
+//! the last `Ready` that are not yet saved ("unstable"), and how much of the
+//! saved log is durable (all of it, unless the driver defers its syncs).
 
 use crate::error::StorageError;
 use crate::storage::Storage;
@@ -13,6 +14,11 @@ pub(crate) struct RaftLog<S> {
     /// `unstable[0].index == unstable_offset` when non-empty.
     unstable: Vec<Entry>,
     unstable_offset: LogIndex,
+    /// The last index known durable: entries up to it survive a crash.
+    /// `unstable_offset - 1` unless the driver wrote entries without
+    /// waiting for them to be durable ([`crate::Raft::advance_written`]),
+    /// which [`crate::Raft::persisted`] later reports.
+    durable: LogIndex,
     /// Highest index known committed (Raft Figure 2, `commitIndex`).
     pub(crate) committed: LogIndex,
     /// Highest index handed to the application for applying.
@@ -35,6 +41,7 @@ impl<S: Storage> RaftLog<S> {
             storage,
             unstable: Vec::new(),
             unstable_offset,
+            durable: unstable_offset - 1,
             committed,
             applied: applied.max(snapshot_index).min(committed),
             pending_snapshot: None,
@@ -152,6 +159,8 @@ impl<S: Storage> RaftLog<S> {
             self.committed
         );
         assert!(first.index <= self.last_index() + 1, "append leaves a gap");
+        // What is replaced no longer counts as durable, written or not.
+        self.durable = self.durable.min(first.index - 1);
         if first.index >= self.unstable_offset {
             self.unstable
                 .truncate((first.index - self.unstable_offset) as usize);
@@ -207,19 +216,22 @@ impl<S: Storage> RaftLog<S> {
         }
     }
 
-    /// Entries not yet durable, for the next `Ready`.
+    /// Entries not yet saved, for the next `Ready`.
     pub(crate) fn unstable_entries(&self) -> &[Entry] {
         &self.unstable
     }
 
     /// The last index known durable. Meaningful for a leader, which never
     /// holds a pending snapshot.
-    pub(crate) fn stable_last_index(&self) -> LogIndex {
-        self.unstable_offset - 1
+    pub(crate) fn durable_last_index(&self) -> LogIndex {
+        self.durable
     }
 
-    /// Marks every unstable entry up to `index` (of `term`) as saved.
-    pub(crate) fn stable_to(&mut self, index: LogIndex, term: Term) {
+    /// Marks every unstable entry up to `index` (of `term`) as saved:
+    /// handed to the storage, and durable too when `durable` is set (a
+    /// storage write that returned only once its data was on disk, which
+    /// also made every earlier write durable).
+    pub(crate) fn stable_to(&mut self, index: LogIndex, term: Term, durable: bool) {
         if index < self.unstable_offset || self.unstable.is_empty() {
             return;
         }
@@ -227,6 +239,19 @@ impl<S: Storage> RaftLog<S> {
         if pos < self.unstable.len() && self.unstable[pos].term == term {
             self.unstable.drain(..=pos);
             self.unstable_offset = index + 1;
+            if durable {
+                self.durable = index;
+            }
+        }
+    }
+
+    /// A deferred write's data reached the disk: the saved entries up to
+    /// `index` are durable, if the log still holds `index` at `term` (a
+    /// follower may have replaced them meanwhile; by Log Matching the
+    /// same index and term mean the same entries before it too).
+    pub(crate) fn persisted_to(&mut self, index: LogIndex, term: Term) {
+        if index > self.durable && index < self.unstable_offset && self.match_term(index, term) {
+            self.durable = index;
         }
     }
 
@@ -266,6 +291,7 @@ impl<S: Storage> RaftLog<S> {
         );
         self.unstable.clear();
         self.unstable_offset = index + 1;
+        self.durable = self.durable.min(index);
         self.committed = index;
         self.pending_snapshot = Some(snapshot);
     }
@@ -284,6 +310,8 @@ impl<S: Storage> RaftLog<S> {
         {
             self.pending_snapshot = None;
             self.applied = self.applied.max(index);
+            // Installing writes the snapshot durably and discards the log.
+            self.durable = index;
         }
     }
 

@@ -285,7 +285,8 @@ impl<S: Storage> Raft<S> {
         if self.role == Role::Leader
             && let Some(p) = self.tracker.progress.get_mut(&self.id)
         {
-            p.match_index = self.log.last_index();
+            // Its own match counts only what it has made durable.
+            p.match_index = p.match_index.max(self.log.durable_last_index());
         }
     }
 

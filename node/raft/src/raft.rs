@@ -530,11 +530,11 @@ impl<S: Storage> Raft<S> {
         self.role = Role::Leader;
         self.leader = self.id;
         let last = self.log.last_index();
-        let stable = self.log.stable_last_index();
+        let durable = self.log.durable_last_index();
         let id = self.id;
         for (pid, p) in self.tracker.progress.iter_mut() {
             // Its own match counts only what it has made durable.
-            p.match_index = if *pid == id { stable } else { 0 };
+            p.match_index = if *pid == id { durable } else { 0 };
             p.next_index = last + 1;
             p.become_probe();
             p.next_index = last + 1;
@@ -701,6 +701,30 @@ impl<S: Storage> Raft<S> {
     /// Acknowledges the last [`Ready`]: its entries and hard state are
     /// durable, its messages sent and its committed entries applied.
     pub fn advance(&mut self) {
+        self.advance_ready(true);
+    }
+
+    /// Acknowledges the last [`Ready`] whose entries were written but are
+    /// not yet durable (a deferred sync, step 3 of the crate docs): like
+    /// [`Raft::advance`], but a leader counts them toward commitment only
+    /// once [`Raft::persisted`] reports them. The `Ready`'s messages, when
+    /// not `messages_first`, must wait for that report too.
+    pub fn advance_written(&mut self) {
+        self.advance_ready(false);
+    }
+
+    /// A deferred write is durable: the entries up to `index`, which had
+    /// `term`, and everything written before them. Ignored when the log
+    /// no longer holds that entry as saved (a newer leader's entries or a
+    /// snapshot replaced it). A leader counts them toward commitment now.
+    pub fn persisted(&mut self, index: LogIndex, term: Term) {
+        self.log.persisted_to(index, term);
+        if self.role == Role::Leader {
+            self.leader_persisted(self.log.durable_last_index());
+        }
+    }
+
+    fn advance_ready(&mut self, durable: bool) {
         let Some(marks) = self.pending_ready.take() else {
             return;
         };
@@ -710,9 +734,9 @@ impl<S: Storage> Raft<S> {
         }
         self.applied_bytes_since_snapshot += marks.applied_bytes;
         if let Some((index, term)) = marks.last_entry {
-            self.log.stable_to(index, term);
-            if self.role == Role::Leader {
-                self.leader_persisted(self.log.stable_last_index());
+            self.log.stable_to(index, term, durable);
+            if durable && self.role == Role::Leader {
+                self.leader_persisted(self.log.durable_last_index());
             }
         }
         if let Some(index) = marks.last_committed {

@@ -32,6 +32,15 @@ pub struct SnapshotSource {
     pub crc: u32,
 }
 
+/// Makes a [`Storage::save_deferred`]'s entries durable, with everything
+/// the storage wrote before them; callable from any thread, any number of
+/// times (a sync with nothing new to flush costs little).
+pub trait LogSync: Send + Sync + std::fmt::Debug {
+    /// Flushes to disk. An error is fatal: what reached the disk is
+    /// unknown, and the member must stop.
+    fn sync(&self) -> Result<(), StorageError>;
+}
+
 /// Durable storage of the Raft log and hard state.
 ///
 /// Read methods see everything saved so far. Implementations must make
@@ -74,6 +83,21 @@ pub trait Storage {
         hard_state: Option<&HardState>,
         entries: &[Entry],
     ) -> Result<(), StorageError>;
+
+    /// Like [`Storage::save`], but the entries need not be durable when it
+    /// returns (a term or vote must be): `Some` when they are not yet, a
+    /// [`LogSync`] that makes them — and everything saved before them —
+    /// durable, from any thread; `None` when they already are. Storage
+    /// that writes to a page cache returns at once and lets the driver sync
+    /// beside its loop. The default saves durably.
+    fn save_deferred(
+        &mut self,
+        hard_state: Option<&HardState>,
+        entries: &[Entry],
+    ) -> Result<Option<std::sync::Arc<dyn LogSync>>, StorageError> {
+        self.save(hard_state, entries)?;
+        Ok(None)
+    }
 
     /// Whether [`Storage::save`] of `hard_state` and `entries` would sync
     /// the disk (for metrics of sync latency). By default every save with
@@ -322,6 +346,18 @@ impl MemStorage {
 
     fn offset(&self) -> LogIndex {
         self.offset.0
+    }
+
+    /// Drops the entries from `index` on (never the snapshot's), and
+    /// lowers the saved commit index to the last entry left: what a
+    /// machine crash does to log writes whose sync had not finished. For
+    /// simulations of deferred syncs ([`Storage::save_deferred`]).
+    pub fn discard_from(&mut self, index: LogIndex) {
+        let index = index.max(self.snap.meta.index + 1).max(self.offset() + 1);
+        if index <= self.last_index() {
+            self.entries.truncate((index - self.offset() - 1) as usize);
+        }
+        self.hard_state.commit = self.hard_state.commit.min(self.last_index());
     }
 
     /// The saved hard state.

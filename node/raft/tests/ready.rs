@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use flotilla_raft::{Bytes, EntryKind, HardState, MemStorage, NodeId, Role, Term};
+use flotilla_raft::{Bytes, EntryKind, HardState, MemStorage, NodeId, Role, Storage, Term};
 
 fn data(ready: &flotilla_raft::Ready) -> Vec<Bytes> {
     ready
@@ -150,4 +150,38 @@ fn restarted_core_resumes_and_reapplies_from_the_applied_index() {
     // The next election is in the term after the saved one.
     let ready = elect(&mut from_zero);
     assert_eq!(ready.entries[0].term, Term(2));
+}
+
+/// Step 3's deferred sync: entries written with `advance_written` are not
+/// handed out again, but a lone leader commits them only once `persisted`
+/// reports them durable; a report of entries no longer held is ignored.
+#[test]
+fn a_deferred_write_counts_once_it_is_reported_durable() {
+    let mut single = core(1, 1);
+    elect(&mut single);
+    handle(&mut single); // the no-op commits
+    let (index, term) = single.propose(Bytes::from_static(b"a")).expect("leader");
+    let ready = single.ready().unwrap();
+    assert_eq!(ready.entries.len(), 1);
+    single
+        .storage_mut()
+        .save(ready.hard_state.as_ref(), &ready.entries)
+        .unwrap();
+    single.advance_written();
+    assert!(
+        !single.has_ready(),
+        "nothing more until the sync: {:?}",
+        single.status()
+    );
+    assert!(single.status().hard_state.commit < index);
+    // A report of another term's entry at that index changes nothing.
+    single.persisted(index, Term(term.0 + 1));
+    assert!(single.status().hard_state.commit < index);
+    single.persisted(index, term);
+    let ready = handle(&mut single);
+    assert!(
+        ready.entries.is_empty(),
+        "written entries are not handed out again"
+    );
+    assert_eq!(data(&ready), [Bytes::from_static(b"a")]);
 }

@@ -73,8 +73,13 @@ pub enum ReadModeSetting {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum FsyncSetting {
-    /// fsync every `Ready` (the default; required for safety).
+    /// fsync every log write before anything counts on it (the default;
+    /// required for safety). The fsync runs on a thread beside the Raft
+    /// loop, which goes on while the disk flushes.
     Always,
+    /// As `always`, but the Raft loop waits for each fsync itself (the
+    /// behaviour before the sync moved off the loop; for comparison).
+    Inline,
     /// Never fsync (benchmarks only).
     Never,
 }
@@ -144,7 +149,8 @@ pub struct NodeArgs {
     /// Applied entries between snapshots.
     #[arg(long, env = "FLOTILLA_SNAPSHOT_COUNT")]
     pub snapshot_count: Option<u64>,
-    /// `always` (default) or `never` (benchmarks only).
+    /// `always` (default), `inline` (the Raft loop waits for each fsync
+    /// itself) or `never` (benchmarks only).
     #[arg(long, value_enum, env = "FLOTILLA_FSYNC")]
     pub fsync: Option<FsyncSetting>,
     /// `safe` (ReadIndex, default) or `lease`.

@@ -296,7 +296,7 @@ fn open_storage(
 ) -> Result<DiskStorage, StartError> {
     let mut options = StorageOptions::new(config.cluster_id, config.member_id);
     options.fsync = match config.fsync {
-        FsyncSetting::Always => FsyncMode::Always,
+        FsyncSetting::Always | FsyncSetting::Inline => FsyncMode::Always,
         FsyncSetting::Never => FsyncMode::Never,
     };
     // Used only when the directory is fresh; a joining member starts empty
@@ -421,6 +421,7 @@ pub async fn start_with(
         transport.clone(),
         DriverConfig {
             tick_interval: config.tick,
+            deferred_sync: config.fsync == FsyncSetting::Always,
             ..DriverConfig::default()
         },
     );

@@ -7,17 +7,17 @@
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use flotilla_raft::{
-    Entry, HardState, InitialState, LogIndex, MemStorage, Snapshot, SnapshotEncoder, SnapshotMeta,
-    SnapshotSource, SnapshotWriter, Storage, StorageError, Term,
+    Entry, HardState, InitialState, LogIndex, LogSync, MemStorage, Snapshot, SnapshotEncoder,
+    SnapshotMeta, SnapshotSource, SnapshotWriter, Storage, StorageError, Term,
 };
 
 use crate::error::OpenError;
 use crate::frame;
-use crate::fs::{AppendFile, FileSystem, RealFs};
+use crate::fs::{AppendFile, FileSync, FileSystem, RealFs};
 use crate::meta_files::{
     self, encode_hard_state, snapshot_name, write_atomic, write_snapshot_atomic,
     write_snapshot_streamed,
@@ -81,6 +81,40 @@ pub struct DiskStorage {
     pub(crate) snapshot_sums: SnapshotSums,
     /// A snapshot being received from the leader.
     pub(crate) receiving: Option<Receiving>,
+    /// Whether log writes of [`Storage::save_deferred`] may not be synced
+    /// yet: the next synchronous step that depends on them (a new segment,
+    /// a hard state, a snapshot) syncs the active file first.
+    pub(crate) unsynced: bool,
+    /// The deferred syncs' handle on the active segment, made at its first
+    /// deferred write.
+    pub(crate) active_sync: Option<Arc<dyn LogSync>>,
+    /// Why a deferred sync failed, if one did: the storage is then fatal
+    /// as after any failed IO (a later sync may succeed only because the
+    /// failed one consumed the error, its pages dropped).
+    pub(crate) sync_failure: Arc<OnceLock<String>>,
+}
+
+/// [`LogSync`] of the active segment.
+#[derive(Debug)]
+struct SegmentSync {
+    file: Arc<dyn FileSync>,
+    dir: PathBuf,
+    failure: Arc<OnceLock<String>>,
+}
+
+impl LogSync for SegmentSync {
+    /// Fails for good once any sync failed.
+    fn sync(&self) -> Result<(), StorageError> {
+        if let Some(reason) = self.failure.get() {
+            return Err(StorageError::Fatal(reason.clone()));
+        }
+        self.file.sync_data().map_err(|e| {
+            let reason = format!("syncing the log in {}: {e}", self.dir.display());
+            tracing::error!(%reason, "raft storage failed; the node must stop");
+            let _ = self.failure.set(reason.clone());
+            StorageError::Fatal(reason)
+        })
+    }
 }
 
 impl fmt::Debug for DiskStorage {
@@ -159,6 +193,11 @@ impl DiskStorage {
     }
 
     fn check(&self) -> Result<(), StorageError> {
+        if let Some(reason) = self.sync_failure.get() {
+            return Err(StorageError::Fatal(format!(
+                "storage stopped earlier: {reason}"
+            )));
+        }
         match &self.fatal {
             Some(reason) => Err(StorageError::Fatal(format!(
                 "storage stopped earlier: {reason}"
@@ -219,6 +258,7 @@ impl DiskStorage {
             }
             let path = self.segment_path(self.segments[keep - 1].first_index);
             self.active = self.fs.open_append(&path, false)?;
+            self.active_sync = None;
         }
         // Cut the file itself, not just the valid length: frames past the
         // cut must not survive, or recovery could read them as following
@@ -236,7 +276,11 @@ impl DiskStorage {
         if active.len_bytes == 0 || active.len_bytes < self.options.segment_bytes_max {
             return Ok(());
         }
+        // Deferred writes to the full segment are made durable before any
+        // reach the next one: a crash must not leave a gap between them.
+        self.sync_written()?;
         self.active = self.create_segment(first_index)?;
+        self.active_sync = None;
         self.file_bytes = 0;
         self.segments.push(Segment {
             first_index,
@@ -272,12 +316,18 @@ impl DiskStorage {
         Ok(())
     }
 
-    /// The group commit: every frame of the batch in one write, one fsync.
-    fn append(&mut self, entries: &[Entry]) -> io::Result<()> {
+    /// The group commit: every frame of the batch in one write, one fsync
+    /// (none when `sync` is off: a deferred sync follows, unless the batch
+    /// cuts a conflicting suffix, which is synced at once so that no old
+    /// frame can outlive the cut behind a new one). Returns whether it
+    /// synced.
+    fn append(&mut self, entries: &[Entry], sync: bool) -> io::Result<bool> {
         let first = entries[0].index;
-        if first <= self.last_index() {
+        let cut = first <= self.last_index();
+        if cut {
             self.truncate_from(first)?;
         }
+        let sync = sync || (cut && self.sync());
         self.maybe_roll(first)?;
         let base = self.segments.last().expect("always one segment").len_bytes;
         let mut buf = std::mem::take(&mut self.buf);
@@ -293,14 +343,40 @@ impl DiskStorage {
         self.buf = buf;
         written?;
         self.file_bytes = self.file_bytes.max(base + len);
-        if self.sync() {
+        if sync {
             self.active.sync_data()?;
+            self.unsynced = false;
+        } else {
+            self.unsynced = true;
         }
         self.segments
             .last_mut()
             .expect("always one segment")
             .len_bytes += len;
+        Ok(sync)
+    }
+
+    /// Syncs the active segment if deferred writes may be unsynced in it.
+    fn sync_written(&mut self) -> io::Result<()> {
+        if self.unsynced {
+            self.active.sync_data()?;
+            self.unsynced = false;
+        }
         Ok(())
+    }
+
+    /// The handle a deferred sync of the active segment uses.
+    fn active_sync(&mut self) -> io::Result<Arc<dyn LogSync>> {
+        if let Some(handle) = &self.active_sync {
+            return Ok(handle.clone());
+        }
+        let handle: Arc<dyn LogSync> = Arc::new(SegmentSync {
+            file: self.active.sync_handle()?,
+            dir: self.dir.clone(),
+            failure: self.sync_failure.clone(),
+        });
+        self.active_sync = Some(handle.clone());
+        Ok(handle)
     }
 
     /// Whether `hs` has another term or vote than the durable hard state
@@ -409,6 +485,8 @@ impl DiskStorage {
         }
         let first_index = self.offset() + 1;
         self.active = self.create_segment(first_index)?;
+        self.active_sync = None;
+        self.unsynced = false;
         self.file_bytes = 0;
         self.segments.push(Segment {
             first_index,
@@ -467,15 +545,64 @@ impl Storage for DiskStorage {
         }
         if let Some(hs) = hard_state {
             if self.vote_changes(hs) {
+                self.io("syncing the log", Self::sync_written)?;
                 self.io("writing the hard state", |s| s.write_hard_state(hs))?;
             }
             self.mirror.save(Some(hs), &[])?;
         }
         if !entries.is_empty() {
-            self.io("appending to the log", |s| s.append(entries))?;
+            let sync = self.sync();
+            self.io("appending to the log", |s| s.append(entries, sync))?;
             self.mirror.save(None, entries)?;
         }
         Ok(())
+    }
+
+    /// Writes as [`Storage::save`] does, without the log's fsync: the
+    /// returned handle syncs the active segment. A new term or vote is
+    /// written (and synced) as before, after syncing the log, with its
+    /// commit index capped at what is durable: recovery refuses a commit
+    /// index past the log it finds. A write that cuts a conflicting suffix
+    /// is synced at once (rare: a new leader's first appends).
+    fn save_deferred(
+        &mut self,
+        hard_state: Option<&HardState>,
+        entries: &[Entry],
+    ) -> Result<Option<Arc<dyn LogSync>>, StorageError> {
+        if !self.sync() {
+            self.save(hard_state, entries)?;
+            return Ok(None);
+        }
+        self.check()?;
+        if !entries.is_empty() {
+            self.check_batch(entries)?;
+        }
+        if let Some(hs) = hard_state {
+            if self.vote_changes(hs) {
+                self.io("syncing the log", Self::sync_written)?;
+                // Its commit index may cover this write's entries, which are
+                // not durable yet: the file gets it capped at what is.
+                let durable = entries
+                    .first()
+                    .map_or(self.last_index(), |e| (e.index - 1).min(self.last_index()));
+                let capped = HardState {
+                    commit: hs.commit.min(durable),
+                    ..*hs
+                };
+                self.io("writing the hard state", |s| s.write_hard_state(&capped))?;
+            }
+            self.mirror.save(Some(hs), &[])?;
+        }
+        if entries.is_empty() {
+            return Ok(None);
+        }
+        let synced = self.io("appending to the log", |s| s.append(entries, false))?;
+        self.mirror.save(None, entries)?;
+        if synced {
+            return Ok(None);
+        }
+        self.io("opening the log for syncing", Self::active_sync)
+            .map(Some)
     }
 
     /// Entries, or a hard state with a new term or vote: a commit index
@@ -576,6 +703,9 @@ impl Storage for DiskStorage {
         if !self.mirror.check_compact(&snapshot.meta)? {
             return Ok(());
         }
+        // A durable snapshot must not cover log entries that a crash can
+        // still take away.
+        self.io("syncing the log", Self::sync_written)?;
         self.io("writing a snapshot", |s| s.write_snapshot(&snapshot))?;
         let meta = snapshot.meta;
         if self.compact_mirror(&meta, compact_to)? {
@@ -630,6 +760,9 @@ impl Storage for DiskStorage {
         meta: SnapshotMeta,
         compact_to: LogIndex,
     ) -> Result<(), StorageError> {
+        // As in `compact` (the snapshot is already durable: sync before its
+        // log goes).
+        self.io("syncing the log", Self::sync_written)?;
         if !self.compact_mirror(&meta, compact_to)? {
             return Ok(());
         }

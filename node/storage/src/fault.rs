@@ -6,7 +6,7 @@ use std::io;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::fs::{AppendFile, FileSystem, RealFs};
+use crate::fs::{AppendFile, FileSync, FileSystem, RealFs};
 
 #[derive(Debug, Default)]
 struct Plan {
@@ -107,6 +107,27 @@ impl AppendFile for FaultyAppendFile {
     }
 
     fn sync_data(&mut self) -> io::Result<()> {
+        self.fs.fsync()?;
+        self.inner.sync_data()
+    }
+
+    fn sync_handle(&self) -> io::Result<Arc<dyn FileSync>> {
+        Ok(Arc::new(FaultyFileSync {
+            inner: self.inner.sync_handle()?,
+            fs: self.fs.clone(),
+        }))
+    }
+}
+
+/// A deferred sync's handle: its fsyncs count and fail like the others.
+#[derive(Debug)]
+struct FaultyFileSync {
+    inner: Arc<dyn FileSync>,
+    fs: FaultyFs,
+}
+
+impl FileSync for FaultyFileSync {
+    fn sync_data(&self) -> io::Result<()> {
         self.fs.fsync()?;
         self.inner.sync_data()
     }

@@ -8,6 +8,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::Arc;
 
 /// A file the storage writes its log to: the active segment. The storage
 /// tracks where the valid frames end and writes there; the file may be
@@ -29,6 +30,17 @@ pub trait AppendFile: fmt::Debug + Send {
     /// Makes everything written so far durable (`fdatasync`: the data and
     /// the size, not the timestamps).
     fn sync_data(&mut self) -> io::Result<()>;
+
+    /// A second handle on the same file that syncs it from another thread
+    /// (a deferred sync: `fdatasync` flushes every write made before it,
+    /// through any handle).
+    fn sync_handle(&self) -> io::Result<Arc<dyn FileSync>>;
+}
+
+/// Syncs an [`AppendFile`] from another thread.
+pub trait FileSync: fmt::Debug + Send + Sync {
+    /// `fdatasync` of the file.
+    fn sync_data(&self) -> io::Result<()>;
 }
 
 /// A file opened for positioned reads (a snapshot sent or installed chunk
@@ -101,6 +113,19 @@ impl AppendFile for RealAppendFile {
     }
 
     fn sync_data(&mut self) -> io::Result<()> {
+        self.0.sync_data()
+    }
+
+    fn sync_handle(&self) -> io::Result<Arc<dyn FileSync>> {
+        Ok(Arc::new(RealFileSync(self.0.try_clone()?)))
+    }
+}
+
+#[derive(Debug)]
+struct RealFileSync(File);
+
+impl FileSync for RealFileSync {
+    fn sync_data(&self) -> io::Result<()> {
         self.0.sync_data()
     }
 }

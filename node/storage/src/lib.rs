@@ -43,6 +43,13 @@
 //!    default, never past `segment_bytes_max`) are written first, in the
 //!    same fsync. Overwriting allocated, written blocks lets `fdatasync`
 //!    flush data alone, not the file's size and block map.
+//!    **Deferred sync.** `save_deferred` does the same write without the
+//!    fsync and returns a handle that syncs the active segment from any
+//!    thread (one `fdatasync` covers every write before it); the Raft
+//!    driver runs it beside its loop. Whatever must not run ahead of the
+//!    log syncs it first: a new term or vote (the hard-state file carries
+//!    the commit index, which recovery refuses beyond the log), a new
+//!    segment (no gap between segments), and a snapshot.
 //! 2. **Term and vote before entries.** When a `save` changes the term or
 //!    vote, the hard-state file is replaced atomically before the entries
 //!    are written: two more fsyncs, but only at elections.

@@ -57,9 +57,15 @@ pub(crate) fn open(
         });
     }
     let active_path = log_dir.join(segment_name(log.segments.last().expect("one").first_index));
-    let active = fs
+    let mut active = fs
         .open_append(&active_path, false)
         .map_err(OpenError::io(&active_path))?;
+    if sync {
+        // A process that crashed (rather than its machine) may have left
+        // deferred writes in the page cache, unsynced: what is read back
+        // counts as durable from now on, so make it so.
+        active.sync_data().map_err(OpenError::io(&active_path))?;
+    }
     tracing::info!(
         dir = %dir.display(),
         snapshot_index = snap.meta.index,
@@ -88,6 +94,9 @@ pub(crate) fn open(
         fatal: None,
         snapshot_sums: std::sync::Arc::new(std::sync::Mutex::new(sums)),
         receiving: None,
+        unsynced: false,
+        active_sync: None,
+        sync_failure: Arc::default(),
     })
 }
 

@@ -17,11 +17,11 @@ use flotilla_node::driver::{DriverError, PEER_COMMAND_BYTES_MAX, Step};
 use flotilla_node::state::{Clock, MemberIds};
 use flotilla_node::transport::{FEATURES, PEER_PROPOSALS, PeerFeatures};
 use flotilla_raft::{
-    Bytes, Config, MemStorage, NodeId, ProposeError, Raft, Storage, StorageError, Term,
+    Bytes, Config, LogIndex, MemStorage, NodeId, ProposeError, Raft, Storage, StorageError, Term,
 };
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -123,6 +123,17 @@ pub struct Cluster {
     /// clients go to it another way, and it sends its own clients' writes
     /// to the leader.
     pub without_peer_proposals: Option<NodeId>,
+    /// Whether members write their log entries with a deferred sync (the
+    /// node's default), or sync each `Ready` before going on.
+    pub deferred_sync: bool,
+    /// In a run that defers syncs, a member whose disk is slow: its syncs
+    /// take up to half an election timeout, so that much of what it
+    /// writes is unsynced when it crashes (a leader's count of its own
+    /// entries, or an acknowledgement, that ran ahead of its sync would
+    /// lose committed entries).
+    pub slow_disk: Option<NodeId>,
+    /// Committed entries checked durable on a majority so far.
+    durable_checked: LogIndex,
     /// Commands leaders appended from followers' batches.
     pub peer_proposals: u64,
     /// When each lease was last granted (asked) or kept alive, in virtual
@@ -151,6 +162,14 @@ const READ_TIMEOUT_TICKS: u64 = 100;
 /// driver's `max_pending_proposals`): below the workload's five clients,
 /// so that a leader sometimes refuses a batch as busy.
 const PENDING_PROPOSALS_MAX: usize = 3;
+
+/// Most virtual time units a deferred sync takes (a little under a LAN delay,
+/// acknowledgements and the leader's own count wait for it).
+const SYNC_DELAY_MAX_UNITS: u64 = 2;
+
+/// Most virtual time units a sync takes on a slow disk (half an election
+/// timeout).
+const SLOW_SYNC_DELAY_MAX_UNITS: u64 = 50;
 
 impl Cluster {
     /// `n` members configured from `template` (ids and seeds are set per
@@ -184,6 +203,9 @@ impl Cluster {
             heard: PeerFeatures::default(),
             member_ids: MemberIds::default(),
             without_peer_proposals: None,
+            deferred_sync: true,
+            slow_disk: None,
+            durable_checked: 0,
             peer_proposals: 0,
             lease_renewed: HashMap::new(),
             clock_ms: Arc::new(AtomicU64::new(0)),
@@ -195,6 +217,11 @@ impl Cluster {
         // One run in three has a member of the previous release.
         let old = cluster.check_rng.random_range(0..3 * n as u64);
         cluster.without_peer_proposals = (old < n as u64).then_some(NodeId(old + 1));
+        // One run in three syncs each `Ready` before going on; the others
+        // defer their syncs, as the node does by default.
+        cluster.deferred_sync = cluster.check_rng.random_range(0..3) != 0;
+        let slow = cluster.check_rng.random_range(0..2 * n as u64);
+        cluster.slow_disk = (cluster.deferred_sync && slow < n as u64).then_some(NodeId(slow + 1));
         for id in &ids {
             cluster.push_node(
                 *id,
@@ -223,6 +250,10 @@ impl Cluster {
             applying: None,
             applies_at_once: 0,
             applies_deferred: 0,
+            syncing: VecDeque::new(),
+            sync_floor: 0,
+            syncs_deferred: 0,
+            entries_lost_unsynced: 0,
         });
         self.start(id);
     }
@@ -369,9 +400,11 @@ impl Cluster {
     /// and the reads on its views are never answered). Messages to it are
     /// dropped while it is down.
     pub fn crash(&mut self, id: NodeId) {
-        let node = self.node_mut(id);
+        let node = &mut self.nodes[(id.0 - 1) as usize];
         if let Some(step) = node.step.take() {
-            node.stored = Some(step.into_raft().into_storage());
+            let mut storage = step.into_raft().into_storage();
+            node.lose_unsynced(&mut storage, &mut self.rng, &mut self.inv);
+            node.stored = Some(storage);
         }
         node.lose_snapshot_write();
         node.lessor = None;
@@ -426,11 +459,19 @@ impl Cluster {
         self.finish_view_reads();
         self.finish_snapshot_writes();
         self.finish_deferred_applies();
+        self.finish_syncs();
         let next_tick = (self.now / TICK_UNITS + 1) * TICK_UNITS;
+        let next_sync = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.syncing.front().map(|s| s.due))
+            .min();
         let next = self
             .net
             .next_delivery()
-            .map_or(next_tick, |t| t.min(next_tick))
+            .into_iter()
+            .chain(next_sync)
+            .fold(next_tick, u64::min)
             .max(self.now + 1);
         self.now = next;
     }
@@ -495,6 +536,11 @@ impl Cluster {
         f: impl FnOnce(&mut NodeStep, u64, &mut SimEffects<'_>) -> Result<T, StorageError>,
     ) -> Option<T> {
         let node = &mut self.nodes[i];
+        let sync_delay_max = if self.slow_disk == Some(node.id) {
+            SLOW_SYNC_DELAY_MAX_UNITS
+        } else {
+            SYNC_DELAY_MAX_UNITS
+        };
         let mut step = node.step.take()?;
         let mut fx = SimEffects {
             node,
@@ -509,6 +555,8 @@ impl Cluster {
             view_delay_max: self.view_delay_ticks * TICK_UNITS,
             snapshot_write_delay_max: self.snapshot_write_ticks * TICK_UNITS,
             apply_delay_max: self.apply_delay_ticks * TICK_UNITS,
+            deferred_sync: self.deferred_sync,
+            sync_delay_max,
         };
         match f(&mut step, self.ticks, &mut fx) {
             Ok(out) => {
@@ -520,7 +568,9 @@ impl Cluster {
             }
             Err(StorageError::Fatal(e)) if e == CRASHED => {
                 let node = &mut self.nodes[i];
-                node.stored = Some(step.into_raft().into_storage());
+                let mut storage = step.into_raft().into_storage();
+                node.lose_unsynced(&mut storage, &mut self.rng, &mut self.inv);
+                node.stored = Some(storage);
                 node.lose_snapshot_write();
                 node.lessor = None;
                 node.applied_events = None;
@@ -572,7 +622,96 @@ impl Cluster {
         }
         self.with_effects(i, |step, _, fx| step.process_one(fx));
         self.drain_events(i);
+        self.check_committed_durable(i);
         true
+    }
+
+    /// After member `i`'s `Ready`, if it leads: every entry it committed
+    /// since the last check is durable on a majority of its voters.
+    fn check_committed_durable(&mut self, i: usize) {
+        if !self.check_invariants {
+            return;
+        }
+        let Some(raft) = self.nodes[i].raft() else {
+            return;
+        };
+        if !raft.state().1 {
+            return;
+        }
+        let (id, commit, voters) = (
+            raft.id(),
+            raft.status().hard_state.commit,
+            raft.conf_state().voters,
+        );
+        // Checked at once, under the configuration the leader committed
+        // it with (a membership change appended later may add a voter);
+        // its own storage holds every entry it committed, once the `Ready`
+        // is written, unless a snapshot covers it.
+        while self.durable_checked < commit {
+            let index = self.durable_checked + 1;
+            self.durable_checked = index;
+            let Some(term) = self.nodes[i]
+                .raft()
+                .and_then(|r| r.storage().term(index).ok())
+            else {
+                continue;
+            };
+            let holders = voters
+                .iter()
+                .filter(|v| self.holds_durably(**v, index, term))
+                .count();
+            self.inv
+                .on_committed_durable(id, index, holders, voters.len());
+        }
+    }
+
+    /// Whether member `id`'s storage holds entry `index` of `term` where a
+    /// crash cannot take it: synced, or covered by its snapshot.
+    fn holds_durably(&self, id: NodeId, index: LogIndex, term: Term) -> bool {
+        let Some(node) = self.nodes.get((id.0 - 1) as usize) else {
+            return false;
+        };
+        let storage = match (&node.step, &node.stored) {
+            (Some(step), _) => step.raft().storage(),
+            (None, Some(stored)) => stored,
+            (None, None) => return false,
+        };
+        if index <= storage.snapshot_index() {
+            return true;
+        }
+        storage.term(index).is_ok_and(|t| t == term)
+            && (index <= node.sync_floor || node.syncing.iter().all(|s| index < s.first))
+    }
+
+    /// Finishes the deferred syncs that are due: each member's step learns
+    /// its writes are durable, and the messages that waited leave.
+    fn finish_syncs(&mut self) {
+        let now = self.now;
+        let mut finished = false;
+        for i in 0..self.nodes.len() {
+            let node = &mut self.nodes[i];
+            let mut last = None;
+            while let Some(sync) = node.syncing.front().filter(|s| s.due <= now).copied() {
+                node.syncing.pop_front();
+                node.syncs_deferred += 1;
+                last = Some(sync.write);
+            }
+            if let Some(write) = last {
+                finished = true;
+                // A leader may raise its commit index, which the next
+                // `Ready` saves: checked after that.
+                self.run_effects(i, false, |step, _, fx| {
+                    step.synced(write, fx);
+                    Ok(())
+                });
+            }
+        }
+        if finished {
+            // As the driver, which processes the `Ready`s a sync's report
+            // brings before it takes other input: the commit index it
+            // raised is saved before a client or a crash comes.
+            self.settle();
+        }
     }
 
     /// Brings back the state machines whose runs of heavy entries are due:

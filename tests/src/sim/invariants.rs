@@ -212,6 +212,35 @@ impl Invariants {
     /// index points at is the committed one (by log matching, so is every
     /// entry before it), and entries up to it that its log holds join the
     /// committed prefix even before anyone applies them.
+    /// Durability of commitment: the entry a leader committed at `index`
+    /// is durable on `holders` of its `voters` (in their storage at its
+    /// term and synced, or covered by their snapshot). Fewer than a
+    /// majority means a count of the leader's own entries or an
+    /// acknowledgement ran ahead of a sync: a crash could lose it.
+    pub fn on_committed_durable(
+        &mut self,
+        leader: NodeId,
+        index: LogIndex,
+        holders: usize,
+        voters: usize,
+    ) {
+        self.checks += 1;
+        if holders * 2 <= voters {
+            self.fail(format!(
+                "durability: leader {leader} committed entry {index}, durable on only {holders} of {voters} voters"
+            ));
+        }
+    }
+
+    /// A crash took away entries member `id` had written but not synced,
+    /// at or below its saved commit index: it restarts with `commit` and
+    /// learns the rest from the leader again (Raft's commit index is
+    /// volatile; a member's entries count toward commitment only once
+    /// synced, so those were durable elsewhere).
+    pub fn on_commit_lost(&mut self, id: NodeId, commit: LogIndex) {
+        self.commit.insert(id, commit);
+    }
+
     pub fn on_commit(
         &mut self,
         id: NodeId,

@@ -101,6 +101,10 @@ pub struct Scenario {
     pub heal_ticks: u64,
     /// Check the history for linearizability.
     pub check_linearizability: bool,
+    /// Most operations clients may give up on, in percent of those
+    /// completed over a set of seeds (a liveness bound: a cluster that
+    /// stops answering fails it).
+    pub abandoned_percent_max: u64,
 }
 
 impl Scenario {
@@ -122,6 +126,7 @@ impl Scenario {
             fault_ticks: 600,
             heal_ticks: 300,
             check_linearizability: true,
+            abandoned_percent_max: 1,
         }
     }
 }
@@ -211,6 +216,12 @@ pub struct RunStats {
     /// Runs with a member of the previous release, which neither makes
     /// nor takes such batches.
     pub runs_with_old_member: u64,
+    /// Runs whose members deferred their log syncs.
+    pub runs_with_deferred_sync: u64,
+    /// Deferred syncs finished.
+    pub syncs_deferred: u64,
+    /// Entries crashes took away before their sync finished.
+    pub entries_lost_unsynced: u64,
     /// Members added during the run.
     pub members_added: usize,
     /// Voters at the end.
@@ -243,6 +254,9 @@ impl RunStats {
         self.revisions_compared += other.revisions_compared;
         self.peer_proposals += other.peer_proposals;
         self.runs_with_old_member += other.runs_with_old_member;
+        self.runs_with_deferred_sync += other.runs_with_deferred_sync;
+        self.syncs_deferred += other.syncs_deferred;
+        self.entries_lost_unsynced += other.entries_lost_unsynced;
         self.members_added += other.members_added;
         self.final_voters += other.final_voters;
     }
@@ -401,6 +415,9 @@ fn run_seed_inner(scenario: &Scenario, seed: u64) -> Result<RunStats, String> {
         revisions_compared: cluster.event_history.revisions_compared,
         peer_proposals: cluster.peer_proposals,
         runs_with_old_member: u64::from(cluster.without_peer_proposals.is_some()),
+        runs_with_deferred_sync: u64::from(cluster.deferred_sync),
+        syncs_deferred: cluster.nodes.iter().map(|n| n.syncs_deferred).sum(),
+        entries_lost_unsynced: cluster.nodes.iter().map(|n| n.entries_lost_unsynced).sum(),
         members_added: cluster.nodes.len() - scenario.nodes,
         final_voters: cluster
             .leader()

@@ -7,7 +7,7 @@ use super::invariants::Invariants;
 use super::kv::pairs;
 use super::network::Network;
 use flotilla_node::driver::{
-    Applied, ApplyBounds, DriverError, Effects, Step, apply_run, durable_before,
+    Applied, ApplyBounds, DriverError, Effects, Persisted, Step, apply_run, durable_before,
 };
 use flotilla_node::kv::Lessor;
 use flotilla_node::kv::{KvConfig, KvOutput, KvView};
@@ -19,6 +19,7 @@ use flotilla_raft::{
 };
 use rand::Rng;
 use rand::rngs::SmallRng;
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use tokio::sync::broadcast;
 
@@ -258,9 +259,63 @@ pub struct SimNode {
     pub applies_at_once: u64,
     /// See `applies_at_once`.
     pub applies_deferred: u64,
+    /// Its writes whose sync is under way, oldest first (the run defers
+    /// syncs, [`Persisted::Syncing`]).
+    pub syncing: VecDeque<PendingSync>,
+    /// Entries up to here survive a crash even while a sync of theirs is
+    /// under way: a new term or vote syncs the log before it is written,
+    /// as the disk storage does.
+    pub sync_floor: LogIndex,
+    /// Deferred syncs finished.
+    pub syncs_deferred: u64,
+    /// Entries crashes took away before their sync finished.
+    pub entries_lost_unsynced: u64,
+}
+
+/// A write whose sync is under way.
+#[derive(Clone, Copy, Debug)]
+pub struct PendingSync {
+    /// The step's number for it.
+    pub write: u64,
+    /// Its first entry.
+    pub first: LogIndex,
+    /// When the sync finishes (in order: never before an earlier one's).
+    pub due: u64,
 }
 
 impl SimNode {
+    /// The machine goes down: of the entries written but not yet synced,
+    /// a random suffix never reached the disk (none, some or all of them).
+    pub(super) fn lose_unsynced(
+        &mut self,
+        storage: &mut MemStorage,
+        rng: &mut SmallRng,
+        inv: &mut Invariants,
+    ) {
+        let Some(first) = self.syncing.iter().map(|s| s.first).min() else {
+            return;
+        };
+        self.syncing.clear();
+        let from = first.max(self.sync_floor + 1);
+        let last = storage.last_index();
+        if from > last {
+            return;
+        }
+        // Half the time all of it is lost, the case that exposes an
+        // acknowledgement or a count that ran ahead of a sync.
+        let cut = if rng.random_bool(0.5) {
+            from
+        } else {
+            rng.random_range(from..=last + 1)
+        };
+        let commit = storage.hard_state().commit;
+        storage.discard_from(cut);
+        self.entries_lost_unsynced += storage.last_index().abs_diff(last);
+        if storage.hard_state().commit < commit {
+            inv.on_commit_lost(self.id, storage.hard_state().commit);
+        }
+    }
+
     /// The member goes down: a snapshot being written on its thread is
     /// lost with the process.
     pub(super) fn lose_snapshot_write(&mut self) {
@@ -357,6 +412,11 @@ pub(super) struct SimEffects<'a> {
     /// Most virtual time units a run of heavy entries spends applying off
     /// the step (0: always at once).
     pub apply_delay_max: u64,
+    /// Whether writes defer their sync, and the most virtual time units a
+    /// sync takes.
+    pub deferred_sync: bool,
+    /// See `deferred_sync`.
+    pub sync_delay_max: u64,
 }
 
 impl SimEffects<'_> {
@@ -450,16 +510,47 @@ impl Effects<MemStorage, NodeStateMachine> for SimEffects<'_> {
     type Proposal = Proposal;
     type Read = Read;
 
-    fn persist(&mut self, raft: &mut Raft<MemStorage>, ready: &Ready) -> Result<(), StorageError> {
+    /// In a run that defers syncs, the entries are written (a crash may
+    /// take a suffix of them away, [`SimNode::lose_unsynced`]) and their
+    /// sync finishes a random time later, in order.
+    fn persist(
+        &mut self,
+        raft: &mut Raft<MemStorage>,
+        ready: &Ready,
+        write: u64,
+    ) -> Result<Persisted, StorageError> {
         if self.node.crash_mid_persist && ready.must_persist() {
             return Err(self.tear(raft, ready));
         }
         self.check_ready(raft.storage(), ready, &ready.entries);
+        let before = raft.storage().hard_state();
+        if ready
+            .hard_state
+            .is_some_and(|hs| (hs.term, hs.vote) != (before.term, before.vote))
+        {
+            // The storage syncs what it wrote before a new term or vote.
+            self.node.sync_floor = raft.storage().last_index();
+        }
         raft.storage_mut()
             .save(ready.hard_state.as_ref(), &ready.entries)
             .expect("in-memory storage does not fail");
         self.after_persist(raft, ready);
-        Ok(())
+        let Some(first) = ready.entries.first() else {
+            return Ok(Persisted::Durable);
+        };
+        if !self.deferred_sync {
+            return Ok(Persisted::Durable);
+        }
+        // Entries this write replaces are no longer the synced ones.
+        self.node.sync_floor = self.node.sync_floor.min(first.index - 1);
+        let due = self.now + self.rng.random_range(0..=self.sync_delay_max);
+        let due = self.node.syncing.back().map_or(due, |s| s.due.max(due));
+        self.node.syncing.push_back(PendingSync {
+            write,
+            first: first.index,
+            due,
+        });
+        Ok(Persisted::Syncing)
     }
 
     fn install_snapshot(
@@ -479,6 +570,8 @@ impl Effects<MemStorage, NodeStateMachine> for SimEffects<'_> {
         raft.storage_mut()
             .save(ready.hard_state.as_ref(), &ready.entries)
             .expect("in-memory storage does not fail");
+        // Installing is synchronous: it syncs everything written before.
+        self.node.sync_floor = raft.storage().last_index();
         flotilla_node::driver::StateMachine::restore(sm, snapshot)
             .map_err(|e| StorageError::Fatal(format!("cannot restore snapshot: {e}")))?;
         self.node.event_revision = sm.kv().revision();

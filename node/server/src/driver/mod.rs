@@ -11,6 +11,7 @@
 //! |---|---|
 //! | `handle` | [`RaftHandle`], the cloneable front door |
 //! | `task` | the task itself: the select loop, the step's effects on disk, network and callers, and the thread heavy entries apply on |
+//! | `log_sync` | the thread that makes deferred log writes durable |
 //! | `coalesce` | proposals a leader under load holds back to share a `Ready` |
 //! | `step` | [`Step`]: the `Ready` processing, sans IO, that the simulation in `tests/` runs too |
 //! | `snapshot_install` | installing a leader's snapshot: persist and decode at once |
@@ -20,6 +21,7 @@
 mod coalesce;
 mod error;
 mod handle;
+mod log_sync;
 mod peer_propose;
 mod snapshot_install;
 mod state_machine;
@@ -32,7 +34,9 @@ pub use peer_propose::{
     COMMAND_BYTES_MAX as PEER_COMMAND_BYTES_MAX, PeerProposalFilter, PeerSupport,
 };
 pub use state_machine::{StateMachine, Transport};
-pub use step::{Applied, ApplyBounds, Effects, PeerBatch, Step, Taken, apply_run, durable_before};
+pub use step::{
+    Applied, ApplyBounds, Effects, PeerBatch, Persisted, Step, Taken, apply_run, durable_before,
+};
 pub use task::{Driver, DriverConfig};
 
 #[cfg(test)]

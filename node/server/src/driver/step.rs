@@ -81,8 +81,17 @@ pub trait Effects<S: Storage, M: StateMachine> {
     type Read;
 
     /// Persists the `Ready`'s hard state and entries (it carries no
-    /// snapshot). An error stops the member.
-    fn persist(&mut self, raft: &mut Raft<S>, ready: &Ready) -> Result<(), StorageError>;
+    /// snapshot), as the step's write number `write`. Either durably
+    /// ([`Persisted::Durable`]), or written with their sync deferred
+    /// ([`Persisted::Syncing`]): the effects then sync them beside the
+    /// step and call [`Step::synced`] with `write` once they are durable.
+    /// An error stops the member.
+    fn persist(
+        &mut self,
+        raft: &mut Raft<S>,
+        ready: &Ready,
+        write: u64,
+    ) -> Result<Persisted, StorageError>;
 
     /// Persists the leader's `snapshot` (then the `Ready`'s hard state and
     /// entries) and restores the state machine from it.
@@ -124,6 +133,42 @@ pub trait Effects<S: Storage, M: StateMachine> {
     }
 }
 
+/// How [`Effects::persist`] left a `Ready`'s entries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Persisted {
+    /// Durable (or nothing needed writing).
+    Durable,
+    /// Written, their sync under way ([`flotilla_raft::Storage::save_deferred`]).
+    Syncing,
+}
+
+/// A write whose sync is under way, with the messages that wait for it.
+#[derive(Debug)]
+struct Unsynced {
+    write: u64,
+    /// Its last entry.
+    last: (LogIndex, Term),
+    /// Messages that promise it durable (acknowledgements, votes), and
+    /// those of later `Ready`s that came while it was syncing.
+    messages: Vec<Message>,
+}
+
+/// Whether `m` waits for the syncs of the writes before it: an append's
+/// answer (a match index promises the log durable), a vote, and a
+/// heartbeat's answer. The last promises nothing, but a leader that hears
+/// it before the append's answer takes the follower for lagging and
+/// sends again what it sent (on a network that reorders, a whole copy);
+/// held in order, it follows the answer. Pre-votes, reads and the peer
+/// proposals go at once.
+fn waits_for_sync(m: &Message) -> bool {
+    matches!(
+        m.body,
+        MessageBody::AppendEntriesResponse { .. }
+            | MessageBody::RequestVoteResponse { .. }
+            | MessageBody::HeartbeatResponse { .. }
+    )
+}
+
 /// A state machine back from [`Effects::apply_elsewhere`], with what
 /// applying each entry of its run returned (`None` for an entry that
 /// carries no command).
@@ -152,9 +197,10 @@ pub fn apply_run<M: StateMachine>(sm: &mut M, entries: &[Entry]) -> Vec<Option<M
     entries.iter().map(|e| apply_entry(sm, e)).collect()
 }
 
-/// How many of `ready`'s committed entries were durable before it: those
-/// before its first new entry (earlier `Ready`s persisted them), none when
-/// it installs a snapshot. [`Step`] applies them before it persists the
+/// How many of `ready`'s committed entries were written before it: those
+/// before its first new entry (earlier `Ready`s persisted them, perhaps
+/// with their sync still under way; committed, they are durable on a
+/// quorum), none when it installs a snapshot. [`Step`] applies them before it persists the
 /// `Ready`.
 pub fn durable_before(ready: &Ready) -> usize {
     if ready.snapshot.is_some() {
@@ -257,6 +303,10 @@ pub struct Step<S: Storage, M: StateMachine, P, R> {
     peer_filter: Option<PeerProposalFilter>,
     /// On a follower, whether a leader takes proposals from peers.
     peer_leader_takes: Option<PeerSupport>,
+    /// Writes whose sync is under way, oldest first.
+    unsynced: VecDeque<Unsynced>,
+    /// The number the next write gets.
+    next_write: u64,
 }
 
 /// What a leader made of a follower's batch of proposals
@@ -282,6 +332,7 @@ impl<S: Storage, M: StateMachine, P, R> std::fmt::Debug for Step<S, M, P, R> {
             .field("proposals", &self.proposals.len())
             .field("via_leader", &self.peer.len())
             .field("reads", &self.pending_reads())
+            .field("syncing", &self.unsynced.len())
             .finish()
     }
 }
@@ -308,6 +359,8 @@ impl<S: Storage, M: StateMachine, P, R> Step<S, M, P, R> {
             peer: PeerProposals::default(),
             peer_filter: None,
             peer_leader_takes: None,
+            unsynced: VecDeque::new(),
+            next_write: 0,
         }
     }
 
@@ -752,31 +805,56 @@ impl<S: Storage, M: StateMachine, P, R> Step<S, M, P, R> {
     {
         let mut ready = taken.ready;
         // Step 5 of the core's contract, early: committed entries before
-        // this `Ready`'s first new one were made durable by earlier
-        // `Ready`s, so they apply now and their answers leave while the
-        // disk writes the new ones, not after (a snapshot's `Ready` waits:
-        // it replaces the log). The commit index that covers them is this
-        // `Ready`'s, saved below: a member that crashes first learns it
-        // again from the leader.
+        // this `Ready`'s first new one were written by earlier `Ready`s
+        // (and are durable on a majority), so they apply now and their
+        // answers leave while the disk writes the new ones, not after (a
+        // snapshot's `Ready` waits: it replaces the log). The commit index
+        // that covers them is this `Ready`'s, saved below: a member that
+        // crashes first learns it again from the leader.
         let early = durable_before(&ready);
         if early > 0 {
             self.enqueue(ready.committed_entries[..early].to_vec());
             self.apply_queued(fx);
         }
         // Step 3: persist.
-        match &ready.snapshot {
-            None => fx.persist(&mut self.raft, &ready)?,
+        let persisted = match &ready.snapshot {
+            None => fx.persist(&mut self.raft, &ready, self.next_write)?,
             Some(snapshot) => {
                 let sm = self
                     .sm
                     .as_mut()
                     .expect("a snapshot's Ready is taken only with the state machine home");
-                fx.install_snapshot(&mut self.raft, sm, snapshot, &ready)?
+                fx.install_snapshot(&mut self.raft, sm, snapshot, &ready)?;
+                Persisted::Durable
+            }
+        };
+        // Step 4: send, or wait for the sync: this `Ready`'s, or an
+        // earlier one still under way (an acknowledgement here may cover
+        // entries it wrote).
+        let mut messages = std::mem::take(&mut ready.messages);
+        if persisted == Persisted::Syncing || !self.unsynced.is_empty() {
+            // Answers to the leader wait (see `waits_for_sync`); the
+            // rest, the leader's own messages above all, go now.
+            let (waiting, now): (Vec<Message>, Vec<Message>) =
+                messages.into_iter().partition(waits_for_sync);
+            messages = now;
+            if persisted == Persisted::Syncing {
+                let last = ready
+                    .entries
+                    .last()
+                    .expect("only a Ready with entries has a sync to wait for");
+                self.unsynced.push_back(Unsynced {
+                    write: self.next_write,
+                    last: (last.index, last.term),
+                    messages: waiting,
+                });
+                self.next_write += 1;
+            } else if let Some(syncing) = self.unsynced.back_mut() {
+                syncing.messages.extend(waiting);
             }
         }
-        // Step 4: send.
-        if !ready.messages.is_empty() {
-            fx.send(std::mem::take(&mut ready.messages));
+        if !messages.is_empty() {
+            fx.send(messages);
         }
         // Step 5: apply.
         if let Some(snapshot) = &ready.snapshot {
@@ -790,7 +868,10 @@ impl<S: Storage, M: StateMachine, P, R> Step<S, M, P, R> {
         }
         let role_changed = ready.soft_state.is_some();
         // Step 6.
-        self.raft.advance();
+        match persisted {
+            Persisted::Durable => self.raft.advance(),
+            Persisted::Syncing => self.raft.advance_written(),
+        }
         self.serve_applied_reads(fx);
         if role_changed {
             self.on_role_change(fx);
@@ -799,6 +880,28 @@ impl<S: Storage, M: StateMachine, P, R> Step<S, M, P, R> {
             self.expire_peer(0, u64::MAX, fx);
         }
         self.offer_snapshot(fx)
+    }
+
+    /// The effects' deferred sync of write `write` is done: it and every
+    /// earlier write are durable. The core learns it (a leader may commit)
+    /// and the messages that waited for them leave. Call it between
+    /// `Ready`s, then process the core's next ones.
+    pub fn synced<E>(&mut self, write: u64, fx: &mut E)
+    where
+        E: Effects<S, M, Proposal = P, Read = R>,
+    {
+        while self.unsynced.front().is_some_and(|u| u.write <= write) {
+            let done = self.unsynced.pop_front().expect("checked");
+            self.raft.persisted(done.last.0, done.last.1);
+            if !done.messages.is_empty() {
+                fx.send(done.messages);
+            }
+        }
+    }
+
+    /// Writes whose sync is under way.
+    pub fn syncing(&self) -> usize {
+        self.unsynced.len()
     }
 
     /// The state machine is back from [`Effects::apply_elsewhere`] with

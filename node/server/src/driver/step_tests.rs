@@ -3,7 +3,7 @@
 //! order.
 
 use super::error::DriverError;
-use super::step::{Effects, Step};
+use super::step::{Effects, Persisted, Step};
 use crate::test_support::Recorder;
 use flotilla_raft::{
     Bytes, Config, LogIndex, MemStorage, Message, NodeId, Raft, Ready, Snapshot, Storage,
@@ -15,19 +15,34 @@ use flotilla_raft::{
 struct Log {
     did: Vec<String>,
     sent: Vec<Message>,
+    /// Whether writes defer their sync: they are then durable only once
+    /// the test calls [`Step::synced`] with the write's number.
+    deferred: bool,
+    /// The last write whose sync is under way, if any.
+    syncing: Option<u64>,
 }
 
 impl Effects<MemStorage, Recorder> for Log {
     type Proposal = u64;
     type Read = ();
 
-    fn persist(&mut self, raft: &mut Raft<MemStorage>, ready: &Ready) -> Result<(), StorageError> {
+    fn persist(
+        &mut self,
+        raft: &mut Raft<MemStorage>,
+        ready: &Ready,
+        write: u64,
+    ) -> Result<Persisted, StorageError> {
         if !ready.entries.is_empty() {
             let indexes: Vec<u64> = ready.entries.iter().map(|e| e.index).collect();
             self.did.push(format!("persist {indexes:?}"));
         }
         raft.storage_mut()
-            .save(ready.hard_state.as_ref(), &ready.entries)
+            .save(ready.hard_state.as_ref(), &ready.entries)?;
+        if self.deferred && !ready.entries.is_empty() {
+            self.syncing = Some(write);
+            return Ok(Persisted::Syncing);
+        }
+        Ok(Persisted::Durable)
     }
 
     fn install_snapshot(
@@ -69,6 +84,34 @@ fn members() -> Vec<(TestStep, Log)> {
             (Step::new(raft, Recorder::default()), Log::default())
         })
         .collect()
+}
+
+/// Elects a leader (ticking everyone, delivering everything, syncing
+/// every write at once) and returns its position.
+fn elect(members: &mut [(TestStep, Log)]) -> usize {
+    for _ in 0..100 {
+        for (step, _) in members.iter_mut() {
+            step.raft_mut().tick();
+        }
+        for _ in 0..10 {
+            settle(members, None);
+            for i in 0..members.len() {
+                sync(members, i);
+            }
+        }
+        if let Some(leader) = members.iter().position(|(s, _)| s.raft().state().1) {
+            return leader;
+        }
+    }
+    panic!("no leader within 100 ticks");
+}
+
+/// Member `i`'s deferred writes are durable.
+fn sync(members: &mut [(TestStep, Log)], i: usize) {
+    let (step, log) = &mut members[i];
+    if let Some(write) = log.syncing.take() {
+        step.synced(write, log);
+    }
 }
 
 /// Processes every member's `Ready`s and delivers what they sent, until
@@ -158,4 +201,98 @@ fn committed_entries_apply_before_the_next_entries_persist() {
     for (step, _) in &members {
         assert_eq!(step.sm().expect("home").commands, [&b"a"[..], &b"b"[..]]);
     }
+}
+
+/// With deferred syncs, nothing counts a write before its sync: a
+/// follower's acknowledgement leaves only once its write is durable, and
+/// a leader counts its own entry only then, so an entry commits when two
+/// of the three members synced it (either two).
+#[test]
+fn deferred_syncs_hold_acknowledgements_and_the_leaders_own_count() {
+    let mut members = members();
+    for (_, log) in members.iter_mut() {
+        log.deferred = true;
+    }
+    let leader = elect(&mut members);
+    let followers: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    let (step, _) = &mut members[leader];
+    let (index, term) = step
+        .raft_mut()
+        .propose(Bytes::from_static(b"a"))
+        .expect("the leader takes it");
+    assert!(step.track_proposal(index, term, index).is_none());
+    settle(&mut members, None);
+    for (step, log) in &members {
+        assert!(
+            step.raft().status().hard_state.commit < index,
+            "nothing synced yet"
+        );
+        assert!(log.syncing.is_some(), "every member wrote the entry");
+    }
+    // The leader's own sync alone is one of three.
+    sync(&mut members, leader);
+    settle(&mut members, None);
+    assert!(members[leader].0.raft().status().hard_state.commit < index);
+    // One follower's sync releases its acknowledgement: two of three.
+    sync(&mut members, followers[0]);
+    settle(&mut members, None);
+    assert!(members[leader].0.raft().status().hard_state.commit >= index);
+    assert_eq!(
+        members[leader].1.did.last(),
+        Some(&format!("answer {index}"))
+    );
+    // The other follower applies it once it learns the commit index, but
+    // its own acknowledgement still waits for its sync.
+    assert_eq!(
+        members[followers[1]].0.sm().expect("home").commands,
+        [&b"a"[..]]
+    );
+    assert!(members[followers[1]].0.syncing() > 0);
+}
+
+/// A follower's answer to a vote or an append waits for the sync of the
+/// writes before it even when its own `Ready` wrote nothing: it may
+/// promise entries an earlier write holds.
+#[test]
+fn messages_of_a_ready_without_entries_wait_for_an_earlier_sync() {
+    let mut members = members();
+    for (_, log) in members.iter_mut() {
+        log.deferred = true;
+    }
+    let leader = elect(&mut members);
+    let follower = (leader + 1) % 3;
+    let (step, _) = &mut members[leader];
+    step.raft_mut()
+        .propose(Bytes::from_static(b"a"))
+        .expect("the leader takes it");
+    settle(&mut members, None);
+    assert!(members[follower].0.syncing() > 0);
+    // Heartbeats come and go while the follower's write syncs: its
+    // answers queue behind the sync.
+    for _ in 0..5 {
+        for (step, _) in members.iter_mut() {
+            step.raft_mut().tick();
+        }
+        settle(&mut members, None);
+    }
+    let leader_id = NodeId(leader as u64 + 1);
+    let status = members[leader].0.raft().status();
+    let matched = status
+        .match_indexes
+        .iter()
+        .find(|(id, _)| *id == NodeId(follower as u64 + 1))
+        .map(|(_, m)| *m);
+    assert!(
+        matched < Some(status.last_index),
+        "the leader ({leader_id}) heard no acknowledgement of the unsynced entry"
+    );
+    sync(&mut members, follower);
+    settle(&mut members, None);
+    let status = members[leader].0.raft().status();
+    let matched = status
+        .match_indexes
+        .iter()
+        .find(|(id, _)| *id == NodeId(follower as u64 + 1))
+        .map(|(_, m)| *m);
+    assert_eq!(matched, Some(status.last_index));
 }

@@ -4,10 +4,11 @@
 use super::coalesce::Held;
 use super::error::DriverError;
 use super::handle::{NodeStatus, PrepareFn, RaftHandle, ReadFn, Request};
+use super::log_sync::{SyncDone, Syncer};
 use super::peer_propose::{PeerProposalFilter, PeerSupport};
 use super::snapshot_install::install_snapshot;
 use super::state_machine::{StateMachine, Transport};
-use super::step::{Applied, ApplyBounds, Effects, PeerBatch, Step, apply_run};
+use super::step::{Applied, ApplyBounds, Effects, PeerBatch, Persisted, Step, apply_run};
 use crate::metrics::Metrics;
 use flotilla_raft::{
     Bytes, Entry, LogIndex, Message, MessageBody, NodeId, ProposeError, Raft, Ready, Role,
@@ -50,6 +51,12 @@ pub struct DriverConfig {
     /// proposals back until as many wait or the commit index catches up,
     /// so that they share a `Ready` (see `coalesce`).
     pub hold_proposals: bool,
+    /// Whether a `Ready`'s entries are written without waiting for their
+    /// `fdatasync`, which runs on a thread of its own (`log_sync`) while
+    /// the driver goes on; messages that promise them durable wait for it,
+    /// and a leader counts its own entries once it is done. Off: the
+    /// driver's thread syncs each `Ready` before going on.
+    pub deferred_sync: bool,
 }
 
 impl Default for DriverConfig {
@@ -65,6 +72,7 @@ impl Default for DriverConfig {
             owns_thread: false,
             apply_bounds: ApplyBounds::default(),
             hold_proposals: true,
+            deferred_sync: true,
         }
     }
 }
@@ -132,6 +140,10 @@ struct Io<M: StateMachine, T> {
     snapshot_written: (mpsc::Sender<WriteResult>, mpsc::Receiver<WriteResult>),
     /// The thread heavy entries apply on.
     applier: Applier<M>,
+    /// Whether log writes defer their sync to `syncer`.
+    deferred_sync: bool,
+    /// The thread deferred log writes are synced on.
+    syncer: Syncer,
 }
 
 /// The thread heavy committed entries apply on, with the state machine
@@ -285,6 +297,7 @@ enum Input<M: StateMachine> {
     Request(Request<M>),
     SnapshotWritten(WriteResult),
     Applied(ApplyDone<M>),
+    Synced(SyncDone),
 }
 
 /// Longest a driver's thread keeps running its runtime's other tasks
@@ -333,6 +346,8 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
             snapshot_writing: None,
             snapshot_written: mpsc::channel(1),
             applier: Applier::new(status.id),
+            deferred_sync: config.deferred_sync,
+            syncer: Syncer::new(status.id),
         };
         let driver = Driver {
             step: Step::new(raft, sm).with_bounds(config.apply_bounds),
@@ -447,6 +462,7 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
                 biased;
                 _ = &mut shutdown => break Ok(()),
                 _ = ticker.tick() => Input::Tick,
+                Some(done) = self.io.syncer.done.1.recv() => Input::Synced(done),
                 Some(done) = self.io.applier.done.1.recv() => Input::Applied(done),
                 Some(written) = self.io.snapshot_written.1.recv() => Input::SnapshotWritten(written),
                 Some(m) = self.inbound.recv() => Input::Peer(m),
@@ -461,6 +477,12 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
                 Input::Applied(done) => {
                     if let Err(e) = self.applied_elsewhere(done) {
                         tracing::error!(id = %self.step.raft().id(), error = %e, "applying failed: stopping");
+                        break Err(e);
+                    }
+                }
+                Input::Synced(done) => {
+                    if let Err(e) = self.synced(done) {
+                        tracing::error!(id = %self.step.raft().id(), error = %e, "storage failed: stopping");
                         break Err(e);
                     }
                 }
@@ -534,6 +556,7 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
             let _ = self.io.applier.done.1.recv().await;
         }
         self.io.applier.stop(self.io.owns_thread);
+        self.io.syncer.stop(self.io.owns_thread);
         self.fail_all(DriverError::Stopped);
         result
     }
@@ -841,6 +864,18 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
         Ok(())
     }
 
+    /// Deferred log writes are durable (every one up to the report's, and
+    /// those the thread reported meanwhile): the step learns it, and the
+    /// messages that waited for them leave. A failed sync stops the member.
+    fn synced(&mut self, done: SyncDone) -> Result<(), StorageError> {
+        let mut write = done?;
+        while let Ok(next) = self.io.syncer.done.1.try_recv() {
+            write = next?;
+        }
+        self.step.synced(write, &mut self.io);
+        Ok(())
+    }
+
     /// The snapshot's file is durable (or failed): compact the log to it.
     /// The core may have asked for another meanwhile, which waited for
     /// this one: it is offered now rather than when the next entry
@@ -933,7 +968,34 @@ impl<S: Storage, M: StateMachine, T: Transport> Effects<S, M> for Io<M, T> {
 
     /// Storage IO blocks; the runtime is told, so other tasks move to
     /// other threads meanwhile.
-    fn persist(&mut self, raft: &mut Raft<S>, ready: &Ready) -> Result<(), StorageError> {
+    fn persist(
+        &mut self,
+        raft: &mut Raft<S>,
+        ready: &Ready,
+        write: u64,
+    ) -> Result<Persisted, StorageError> {
+        if self.deferred_sync {
+            let deferred = blocking(self.owns_thread, || {
+                raft.storage_mut()
+                    .save_deferred(ready.hard_state.as_ref(), &ready.entries)
+            })?;
+            let Some(sync) = deferred else {
+                return Ok(Persisted::Durable);
+            };
+            // The sync thread times its syncs.
+            let Some(sync) =
+                self.syncer
+                    .send(write, sync, self.metrics.clone(), self.owns_thread)?
+            else {
+                return Ok(Persisted::Syncing);
+            };
+            let started = Instant::now();
+            blocking(self.owns_thread, || sync.sync())?;
+            if let Some(m) = &self.metrics {
+                m.observe_fsync(started.elapsed());
+            }
+            return Ok(Persisted::Durable);
+        }
         // Only what syncs is timed: a commit index alone costs no fsync,
         // and counting it would hide the disk's latency among near-zero ones.
         let syncs = raft
@@ -949,7 +1011,7 @@ impl<S: Storage, M: StateMachine, T: Transport> Effects<S, M> for Io<M, T> {
         {
             m.observe_fsync(started.elapsed());
         }
-        Ok(())
+        Ok(Persisted::Durable)
     }
 
     /// The snapshot is decoded into the state machine on a second thread
@@ -1164,7 +1226,7 @@ fn log_snapshot<S: Storage>(
     );
 }
 
-fn blocking<R>(owns_thread: bool, io: impl FnOnce() -> R) -> R {
+pub(super) fn blocking<R>(owns_thread: bool, io: impl FnOnce() -> R) -> R {
     if owns_thread {
         io()
     } else {

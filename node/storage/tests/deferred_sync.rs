@@ -1,0 +1,176 @@
+//! Deferred syncs (`Storage::save_deferred`): the log write returns
+//! without its fsync, and the handle it gives back makes it durable from
+//! another thread; whatever must never run ahead of the log (a new term or
+//! vote, a new segment, a snapshot) syncs it first.
+
+use flotilla_raft::{Entry, HardState, NodeId, Storage, StorageError, Term};
+use flotilla_storage::{DiskStorage, FaultyFs, StorageOptions};
+
+mod common;
+
+fn options() -> StorageOptions {
+    common::one_voter(1)
+}
+
+fn entries(lo: u64, hi: u64) -> Vec<Entry> {
+    common::entries(lo, hi, 7, 256)
+}
+
+fn open(dir: &std::path::Path, options: StorageOptions) -> (DiskStorage, FaultyFs) {
+    common::open_faulty(dir, options).unwrap()
+}
+
+#[test]
+fn a_deferred_write_syncs_on_another_thread_and_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut s, fs) = open(dir.path(), options());
+    let fsyncs = fs.fsync_count();
+    let first = s.save_deferred(None, &entries(1, 100)).unwrap();
+    let second = s.save_deferred(None, &entries(101, 150)).unwrap();
+    assert_eq!(
+        fs.fsync_count(),
+        fsyncs,
+        "the writes returned without a sync"
+    );
+    // Reads see the entries at once.
+    assert_eq!(s.last_index(), 150);
+    let (first, second) = (first.expect("a sync to do"), second.expect("a sync to do"));
+    std::thread::spawn(move || second.sync())
+        .join()
+        .unwrap()
+        .unwrap();
+    assert_eq!(fs.fsync_count() - fsyncs, 1, "one sync covers both writes");
+    first.sync().unwrap();
+    drop(s);
+    let (s, _) = open(dir.path(), options());
+    assert_eq!(s.entries(1, 151, u64::MAX).unwrap(), entries(1, 150));
+}
+
+#[test]
+fn a_new_vote_syncs_the_log_before_the_hard_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut s, fs) = open(dir.path(), options());
+    let pending = s.save_deferred(None, &entries(1, 10)).unwrap();
+    assert!(pending.is_some());
+    let fsyncs = fs.fsync_count();
+    let hs = HardState {
+        term: Term(2),
+        vote: NodeId(1),
+        commit: 10,
+    };
+    let after = s.save_deferred(Some(&hs), &entries(11, 12)).unwrap();
+    // The log, then the hard state's temporary file and directory; the new
+    // entries wait for their own sync.
+    assert_eq!(fs.fsync_count() - fsyncs, 3);
+    assert!(after.is_some());
+    // A commit index alone writes nothing and has nothing to sync.
+    let fsyncs = fs.fsync_count();
+    let commit_only = HardState { commit: 12, ..hs };
+    assert!(s.save_deferred(Some(&commit_only), &[]).unwrap().is_none());
+    assert_eq!(fs.fsync_count(), fsyncs);
+    drop(s);
+    let (s, _) = open(dir.path(), options());
+    assert_eq!(s.initial_state().unwrap().hard_state, hs);
+    assert!(
+        s.last_index() >= 10,
+        "the commit index never passes the log"
+    );
+}
+
+#[test]
+fn a_full_segment_is_synced_before_the_next_one_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = StorageOptions {
+        segment_bytes_max: 16 << 10,
+        preallocate_bytes: 0,
+        ..options()
+    };
+    let (mut s, fs) = open(dir.path(), options.clone());
+    let mut lo = 1;
+    while std::fs::read_dir(dir.path().join("log")).unwrap().count() < 2 {
+        let fsyncs = fs.fsync_count();
+        let sync = s.save_deferred(None, &entries(lo, lo + 9)).unwrap();
+        assert!(sync.is_some());
+        let rolled = std::fs::read_dir(dir.path().join("log")).unwrap().count() == 2;
+        // A roll syncs the full segment, then the directory with the new
+        // one's name; a write within a segment syncs nothing.
+        assert_eq!(fs.fsync_count() - fsyncs, if rolled { 2 } else { 0 });
+        lo += 10;
+        assert!(lo < 10_000, "the segment never rolled");
+    }
+}
+
+#[test]
+fn a_failed_deferred_sync_is_an_error_for_its_caller() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut s, fs) = open(dir.path(), options());
+    let sync = s
+        .save_deferred(None, &entries(1, 5))
+        .unwrap()
+        .expect("a sync to do");
+    fs.fail_fsync_after(1);
+    let failed = sync.sync();
+    assert!(
+        matches!(&failed, Err(StorageError::Fatal(m)) if m.contains("injected fsync failure")),
+        "{failed:?}"
+    );
+    // The storage is fatal from then on, and so is the handle: a later
+    // sync could succeed only because the failed one consumed the error.
+    assert!(matches!(sync.sync(), Err(StorageError::Fatal(_))));
+    assert!(matches!(
+        s.save_deferred(None, &entries(6, 6)),
+        Err(StorageError::Fatal(_))
+    ));
+    assert!(matches!(
+        s.entries(1, 2, u64::MAX),
+        Err(StorageError::Fatal(_))
+    ));
+}
+
+/// A follower's first append from a new leader brings the term and a
+/// commit index that covers the entries it carries: the file gets the
+/// commit index capped at what was durable, or a crash before their sync
+/// would leave a commit index past the recovered log.
+#[test]
+fn a_saved_commit_index_never_covers_entries_not_yet_synced() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut s, _) = open(dir.path(), options());
+    s.save(None, &entries(1, 5)).unwrap();
+    let hs = HardState {
+        term: Term(3),
+        vote: NodeId::NONE,
+        commit: 8,
+    };
+    let pending = s.save_deferred(Some(&hs), &entries(6, 8)).unwrap();
+    assert!(pending.is_some());
+    // The file says commit 5 until a later term or vote rewrites it.
+    drop(s);
+    let (s, _) = open(dir.path(), options());
+    let saved = s.initial_state().unwrap().hard_state;
+    assert_eq!((saved.term, saved.commit), (Term(3), 5));
+}
+
+/// A write that replaces a conflicting suffix is synced before it returns:
+/// no old frame may outlive the cut behind a new one.
+#[test]
+fn a_write_that_cuts_the_log_is_synced_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut s, fs) = open(dir.path(), options());
+    s.save(None, &entries(1, 10)).unwrap();
+    let fsyncs = fs.fsync_count();
+    assert!(s.save_deferred(None, &entries(8, 9)).unwrap().is_none());
+    assert_eq!(fs.fsync_count() - fsyncs, 1);
+    assert_eq!(s.last_index(), 9);
+}
+
+#[test]
+fn without_fsync_nothing_is_deferred() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = StorageOptions {
+        fsync: flotilla_storage::FsyncMode::Never,
+        ..options()
+    };
+    let (mut s, _) = open(dir.path(), options);
+    assert!(s.save_deferred(None, &entries(1, 5)).unwrap().is_none());
+    assert_eq!(s.last_index(), 5);
+}
