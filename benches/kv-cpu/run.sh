@@ -14,11 +14,20 @@
 #     MODE=leader bash benches/kv-cpu/run.sh             # every connection to the leader
 #     LOAD=range bash benches/kv-cpu/run.sh              # linearizable gets of one key
 #     LOAD=single bash benches/kv-cpu/run.sh             # one client's puts (its p50)
+#     BINS="$B $B@inline" SLOW_DISK_US=2000 bash benches/kv-cpu/run.sh  # 2 ms fsyncs
 #
 # BINS compares binaries: the runs alternate between them (A B A B ...), so
 # drifting machine speed hits both alike; single runs here move by ~10%.
 # Without BINS it builds `flotilla` in release mode (CARGO_TARGET_DIR is
 # honoured) and measures that.
+#
+# A BINS entry may end in @inline (or @always, @never): the members run with
+# that `--fsync` (default always: the log's fsync beside the Raft loop;
+# inline: the loop waits for it). SLOW_DISK_US=N makes every fsync of the
+# members take N microseconds more (slow_fsync.c, built with cc and
+# preloaded), as on a network volume. Each line ends with the leader
+# changes during the run (a loop that stalls on its disk loses its
+# followers).
 #
 # LOAD=single sets CLIENTS=1 CONNS=1 and TOTAL=5000 unless they are given:
 # with one request in flight the CPU per request includes every wake-up a
@@ -26,7 +35,7 @@
 #
 # Environment: BINS (''), RUNS (3), LOAD (put | range | single; put), TOTAL
 # (40000), WARMUP (5000), CLIENTS (100), CONNS (10), MODE (spread | leader |
-# followers; spread), BASE
+# followers; spread), SLOW_DISK_US (''), BASE
 # (24379: member i serves clients on BASE+i, peers on BASE+100+i, HTTP on
 # BASE+200+i). Needs: bash, jq, curl, /usr/bin/time (GNU time), cargo.
 
@@ -62,7 +71,13 @@ if [[ -z $BINS ]]; then
 	(cd "$ROOT" && timeout 3600 cargo build --release -p flotilla-node --bin flotilla >&2)
 	BINS=${CARGO_TARGET_DIR:-$ROOT/target}/release/flotilla
 fi
-for bin in $BINS; do [[ -x $bin ]] || die "no binary at $bin"; done
+for spec in $BINS; do [[ -x ${spec%@*} ]] || die "no binary at ${spec%@*}"; done
+PRELOAD=()
+if [[ -n ${SLOW_DISK_US:-} ]]; then
+	command -v cc >/dev/null || die "SLOW_DISK_US needs a C compiler (cc)"
+	cc -shared -fPIC -O2 -o "$WORK/slow_fsync.so" "$(dirname "$0")/slow_fsync.c" -ldl
+	PRELOAD=(env "LD_PRELOAD=$WORK/slow_fsync.so" "SLOW_FSYNC_US=$SLOW_DISK_US")
+fi
 
 CLUSTER="n1=http://127.0.0.1:$((BASE + 100)),n2=http://127.0.0.1:$((BASE + 101)),n3=http://127.0.0.1:$((BASE + 102))"
 client() { echo "http://127.0.0.1:$((BASE + $1))"; }
@@ -78,16 +93,17 @@ proposals() { # proposals I: the proposals member I has made (0 on a follower)
 		awk '$1 == "flotilla_raft_proposals_total" { print $2 }'
 }
 
-one_run() { # one_run BIN: prints one result line
-	local bin=$1 run=$WORK/run.$RANDOM i
+one_run() { # one_run BIN[@FSYNC]: prints one result line
+	local spec=$1 bin=${1%@*} fsync=always run=$WORK/run.$RANDOM i
+	[[ $spec == *@* ]] && fsync=${spec##*@}
 	mkdir -p "$run"
 	local pids=()
 	for i in 0 1 2; do
-		"$bin" node --name "n$((i + 1))" --data-dir "$run/n$i" --initial-cluster "$CLUSTER" \
+		"${PRELOAD[@]}" "$bin" node --name "n$((i + 1))" --data-dir "$run/n$i" --initial-cluster "$CLUSTER" \
 			--listen-client-urls "$(client "$i")" \
 			--listen-peer-urls "http://127.0.0.1:$((BASE + 100 + i))" \
 			--listen-metrics-urls "http://127.0.0.1:$((BASE + 200 + i))" \
-			--fsync always >"$run/n$i.log" 2>&1 &
+			--fsync "$fsync" >"$run/n$i.log" 2>&1 &
 		pids+=($!)
 		PIDS[run$i]=$!
 	done
@@ -116,11 +132,13 @@ one_run() { # one_run BIN: prints one result line
 		done
 		;;
 	esac
-	local before=() after=()
+	local before=() after=() leaders_before leaders_after
+	leaders_before=$(cat "$run"/n?.log | grep -c "became leader" || true)
 	for i in 0 1 2; do before+=("$(cpu_ticks "${pids[$i]}")"); done
 	/usr/bin/time -f '%U %S' -o "$run/client.time" \
 		"$bin" --endpoints "$endpoints" "${load[@]}" --total "$TOTAL" "${extra[@]}" >"$run/out.json"
 	for i in 0 1 2; do after+=("$(cpu_ticks "${pids[$i]}")"); done
+	leaders_after=$(cat "$run"/n?.log | grep -c "became leader" || true)
 	local hz members="" sum=0 role
 	hz=$(getconf CLK_TCK)
 	for i in 0 1 2; do
@@ -132,8 +150,8 @@ one_run() { # one_run BIN: prints one result line
 	done
 	local client_ms
 	client_ms=$(awk -v t="$TOTAL" '{ printf "%d", ($1 + $2) * 1000 * 1000 / t }' "$run/client.time")
-	jq -r --arg bin "$bin" --arg la "$(cut -d' ' -f1-3 /proc/loadavg)" --arg members "$members" --arg sum "$sum" --arg client "$client_ms" \
-		'"\($bin | split("/") | .[-2:] | join("/"))  load \($la)  req/s=\(.requests_per_s | floor)  p50=\(.latency_ms.p50)ms  p99=\(.latency_ms.p99)ms  errors=\(.errors)  member CPU ms/1000 req=\($sum) [\($members | ltrimstr(" "))]  generator=\($client)"' \
+	jq -r --arg bin "$spec" --arg changes "$((leaders_after - leaders_before))" --arg la "$(cut -d' ' -f1-3 /proc/loadavg)" --arg members "$members" --arg sum "$sum" --arg client "$client_ms" \
+		'"\($bin | split("/") | .[-2:] | join("/"))  load \($la)  req/s=\(.requests_per_s | floor)  p50=\(.latency_ms.p50)ms  p99=\(.latency_ms.p99)ms  errors=\(.errors)  member CPU ms/1000 req=\($sum) [\($members | ltrimstr(" "))]  generator=\($client)  leader changes=\($changes)"' \
 		"$run/out.json"
 	kill -TERM "${pids[@]}" 2>/dev/null || true
 	wait "${pids[@]}" 2>/dev/null || true
@@ -143,5 +161,5 @@ one_run() { # one_run BIN: prints one result line
 
 log "$RUNS run(s) of $TOTAL $LOAD requests ($MODE), $CLIENTS clients over $CONNS connections, 8 B keys, 256 B values"
 for ((r = 1; r <= RUNS; r++)); do
-	for bin in $BINS; do one_run "$bin"; done
+	for spec in $BINS; do one_run "$spec"; done
 done

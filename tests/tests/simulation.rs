@@ -55,9 +55,9 @@ fn run_many(scenario: &Scenario, base: u64, default_count: u64) -> RunStats {
     );
     // Faults cost some operations their answer, but nearly all must be
     // answered: clients retry for 40 attempts before giving up, and a
-    // passing set gives up on under 1% (0.14% to 0.20% today), or 2% in
+    // passing set gives up on under 1% (0.09% to 0.20% today), or 2% in
     // the scenario with torn writes and membership churn (0.95% over its
-    // 500 seeds with every sync inline, 1.1% with two runs in three
+    // 500 seeds with every sync inline, 1.0-1.1% with two runs in three
     // deferring them: a sync adds up to 2 units to each commit, and up to
     // 50 on a slow disk).
     let limit = scenario.abandoned_percent_max;

@@ -154,18 +154,14 @@ struct Unsynced {
 }
 
 /// Whether `m` waits for the syncs of the writes before it: an append's
-/// answer (a match index promises the log durable), a vote, and a
-/// heartbeat's answer. The last promises nothing, but a leader that hears
-/// it before the append's answer takes the follower for lagging and
-/// sends again what it sent (on a network that reorders, a whole copy);
-/// held in order, it follows the answer. Pre-votes, reads and the peer
-/// proposals go at once.
+/// answer (a match index promises the log durable) and a vote. The rest
+/// promise nothing and go at once: heartbeat answers above all, so that a
+/// slow disk delays commits but not the leader's check-quorum, leases and
+/// read confirmations.
 fn waits_for_sync(m: &Message) -> bool {
     matches!(
         m.body,
-        MessageBody::AppendEntriesResponse { .. }
-            | MessageBody::RequestVoteResponse { .. }
-            | MessageBody::HeartbeatResponse { .. }
+        MessageBody::AppendEntriesResponse { .. } | MessageBody::RequestVoteResponse { .. }
     )
 }
 

@@ -250,9 +250,9 @@ fn deferred_syncs_hold_acknowledgements_and_the_leaders_own_count() {
     assert!(members[followers[1]].0.syncing() > 0);
 }
 
-/// A follower's answer to a vote or an append waits for the sync of the
-/// writes before it even when its own `Ready` wrote nothing: it may
-/// promise entries an earlier write holds.
+/// A follower's answer to an append waits for the sync of the writes
+/// before it even when its own `Ready` wrote nothing: it may promise
+/// entries an earlier write holds.
 #[test]
 fn messages_of_a_ready_without_entries_wait_for_an_earlier_sync() {
     let mut members = members();
@@ -267,8 +267,8 @@ fn messages_of_a_ready_without_entries_wait_for_an_earlier_sync() {
         .expect("the leader takes it");
     settle(&mut members, None);
     assert!(members[follower].0.syncing() > 0);
-    // Heartbeats come and go while the follower's write syncs: its
-    // answers queue behind the sync.
+    // Heartbeats come and go while the follower's write syncs (their
+    // answers go at once); its answers to appends queue behind the sync.
     for _ in 0..5 {
         for (step, _) in members.iter_mut() {
             step.raft_mut().tick();
