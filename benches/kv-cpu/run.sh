@@ -71,7 +71,10 @@ if [[ -z $BINS ]]; then
 	(cd "$ROOT" && timeout 3600 cargo build --release -p flotilla-node --bin flotilla >&2)
 	BINS=${CARGO_TARGET_DIR:-$ROOT/target}/release/flotilla
 fi
-for spec in $BINS; do [[ -x ${spec%@*} ]] || die "no binary at ${spec%@*}"; done
+for spec in $BINS; do
+	[[ -x ${spec%@*} ]] || die "no binary at ${spec%@*}"
+	[[ $spec != *@* ]] || case ${spec##*@} in always | inline | never) ;; *) die "unknown --fsync in $spec (always, inline or never)" ;; esac
+done
 PRELOAD=()
 if [[ -n ${SLOW_DISK_US:-} ]]; then
 	command -v cc >/dev/null || die "SLOW_DISK_US needs a C compiler (cc)"

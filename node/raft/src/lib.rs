@@ -47,9 +47,13 @@
 //!    Exception: when `ready.messages_first` is set (a leader whose term and
 //!    vote are durable), the driver may send them before or while doing
 //!    step 3, so that the leader's disk write overlaps the followers'.
-//!    After a deferred sync, the other messages wait for it, and so do
-//!    those of any later `Ready` while a sync begun before it is not done
-//!    (an acknowledgement may cover entries an earlier `Ready` wrote).
+//!    After a deferred sync, the messages that promise the log durable
+//!    (`AppendEntriesResponse`, `RequestVoteResponse`) wait for it, and so
+//!    do those of any later `Ready` while a sync begun before it is not
+//!    done (an acknowledgement may cover entries an earlier `Ready`
+//!    wrote); the others promise nothing and may go at once. A `Ready`
+//!    saved durably (with [`Raft::advance`]) must also have made every
+//!    earlier deferred write durable, as one `fdatasync` does.
 //! 5. **Apply**: restore the state machine from `ready.snapshot`, if any
 //!    (from [`Storage::snapshot_reader`] when the storage kept the received
 //!    chunks in a file and `ready.snapshot.data` is empty);

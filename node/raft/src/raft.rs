@@ -707,8 +707,8 @@ impl<S: Storage> Raft<S> {
     /// Acknowledges the last [`Ready`] whose entries were written but are
     /// not yet durable (a deferred sync, step 3 of the crate docs): like
     /// [`Raft::advance`], but a leader counts them toward commitment only
-    /// once [`Raft::persisted`] reports them. The `Ready`'s messages, when
-    /// not `messages_first`, must wait for that report too.
+    /// once [`Raft::persisted`] reports them. The `Ready`'s append answers
+    /// and votes must wait for that report too (see the crate docs).
     pub fn advance_written(&mut self) {
         self.advance_ready(false);
     }

@@ -87,7 +87,8 @@ pub trait Storage {
     /// Like [`Storage::save`], but the entries need not be durable when it
     /// returns (a term or vote must be): `Some` when they are not yet, a
     /// [`LogSync`] that makes them — and everything saved before them —
-    /// durable, from any thread; `None` when they already are. Storage
+    /// durable, from any thread; `None` when they already are, and so is
+    /// everything saved before them. Storage
     /// that writes to a page cache returns at once and lets the driver sync
     /// beside its loop. The default saves durably.
     fn save_deferred(

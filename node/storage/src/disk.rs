@@ -216,6 +216,8 @@ impl DiskStorage {
             let reason = format!("{what} in {}: {e}", self.dir.display());
             tracing::error!(%reason, "raft storage failed; the node must stop");
             self.fatal = Some(reason.clone());
+            // Deferred syncs' handles fail from now on too.
+            let _ = self.sync_failure.set(reason.clone());
             StorageError::Fatal(reason)
         })
     }
@@ -356,9 +358,48 @@ impl DiskStorage {
         Ok(sync)
     }
 
-    /// Syncs the active segment if deferred writes may be unsynced in it.
+    /// [`Storage::save`] and [`Storage::save_deferred`]: checks the batch;
+    /// when the term or vote changed, syncs what the log holds and writes
+    /// the hard-state file, its commit index capped at what is durable
+    /// (recovery refuses a commit index past the log it finds, and this
+    /// write's entries may not be synced yet); then writes the entries,
+    /// fsynced when `sync` is set. Returns whether they are durable.
+    fn write_batch(
+        &mut self,
+        hard_state: Option<&HardState>,
+        entries: &[Entry],
+        sync: bool,
+    ) -> Result<bool, StorageError> {
+        self.check()?;
+        if !entries.is_empty() {
+            self.check_batch(entries)?;
+        }
+        if let Some(hs) = hard_state {
+            if self.vote_changes(hs) {
+                self.io("syncing the log", Self::sync_written)?;
+                let durable = entries
+                    .first()
+                    .map_or(self.last_index(), |e| (e.index - 1).min(self.last_index()));
+                let capped = HardState {
+                    commit: hs.commit.min(durable),
+                    ..*hs
+                };
+                self.io("writing the hard state", |s| s.write_hard_state(&capped))?;
+            }
+            self.mirror.save(Some(hs), &[])?;
+        }
+        if entries.is_empty() {
+            return Ok(true);
+        }
+        let synced = self.io("appending to the log", |s| s.append(entries, sync))?;
+        self.mirror.save(None, entries)?;
+        Ok(synced)
+    }
+
+    /// Syncs the active segment if deferred writes may be unsynced in it
+    /// (never without fsync).
     fn sync_written(&mut self) -> io::Result<()> {
-        if self.unsynced {
+        if self.unsynced && self.sync() {
             self.active.sync_data()?;
             self.unsynced = false;
         }
@@ -539,31 +580,14 @@ impl Storage for DiskStorage {
         hard_state: Option<&HardState>,
         entries: &[Entry],
     ) -> Result<(), StorageError> {
-        self.check()?;
-        if !entries.is_empty() {
-            self.check_batch(entries)?;
-        }
-        if let Some(hs) = hard_state {
-            if self.vote_changes(hs) {
-                self.io("syncing the log", Self::sync_written)?;
-                self.io("writing the hard state", |s| s.write_hard_state(hs))?;
-            }
-            self.mirror.save(Some(hs), &[])?;
-        }
-        if !entries.is_empty() {
-            let sync = self.sync();
-            self.io("appending to the log", |s| s.append(entries, sync))?;
-            self.mirror.save(None, entries)?;
-        }
-        Ok(())
+        let sync = self.sync();
+        self.write_batch(hard_state, entries, sync).map(|_| ())
     }
 
     /// Writes as [`Storage::save`] does, without the log's fsync: the
-    /// returned handle syncs the active segment. A new term or vote is
-    /// written (and synced) as before, after syncing the log, with its
-    /// commit index capped at what is durable: recovery refuses a commit
-    /// index past the log it finds. A write that cuts a conflicting suffix
-    /// is synced at once (rare: a new leader's first appends).
+    /// returned handle syncs the active segment. A write that cuts a
+    /// conflicting suffix is synced at once (rare: a new leader's first
+    /// appends).
     fn save_deferred(
         &mut self,
         hard_state: Option<&HardState>,
@@ -573,32 +597,7 @@ impl Storage for DiskStorage {
             self.save(hard_state, entries)?;
             return Ok(None);
         }
-        self.check()?;
-        if !entries.is_empty() {
-            self.check_batch(entries)?;
-        }
-        if let Some(hs) = hard_state {
-            if self.vote_changes(hs) {
-                self.io("syncing the log", Self::sync_written)?;
-                // Its commit index may cover this write's entries, which are
-                // not durable yet: the file gets it capped at what is.
-                let durable = entries
-                    .first()
-                    .map_or(self.last_index(), |e| (e.index - 1).min(self.last_index()));
-                let capped = HardState {
-                    commit: hs.commit.min(durable),
-                    ..*hs
-                };
-                self.io("writing the hard state", |s| s.write_hard_state(&capped))?;
-            }
-            self.mirror.save(Some(hs), &[])?;
-        }
-        if entries.is_empty() {
-            return Ok(None);
-        }
-        let synced = self.io("appending to the log", |s| s.append(entries, false))?;
-        self.mirror.save(None, entries)?;
-        if synced {
+        if self.write_batch(hard_state, entries, false)? {
             return Ok(None);
         }
         self.io("opening the log for syncing", Self::active_sync)

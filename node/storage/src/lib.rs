@@ -51,8 +51,10 @@
 //!    the commit index, which recovery refuses beyond the log), a new
 //!    segment (no gap between segments), and a snapshot.
 //! 2. **Term and vote before entries.** When a `save` changes the term or
-//!    vote, the hard-state file is replaced atomically before the entries
-//!    are written: two more fsyncs, but only at elections.
+//!    vote, the log written so far is synced and the hard-state file
+//!    replaced atomically before the entries are written, its commit index
+//!    capped at what is durable: up to three more fsyncs, but only at
+//!    elections.
 //! 3. **The commit index is saved lazily.** A change of the commit index
 //!    alone does not rewrite the hard-state file: it is written with the
 //!    next term/vote change, and recovery raises it to the snapshot index.
@@ -112,8 +114,9 @@
 //!    fsynced. Any other bad frame, an index out of sequence or a gap
 //!    between segments is refused with the file and byte offset
 //!    ([`OpenError::Corrupt`]). Known limit: if a crash persisted a later
-//!    page of the final, unacknowledged write but not an earlier one, this
-//!    rule refuses to start rather than guess.
+//!    page of the unacknowledged writes (those since the last finished
+//!    sync: several, with deferred syncs) but not an earlier one, this rule
+//!    refuses to start rather than guess.
 //! 5. A saved commit index beyond the recovered log is refused
 //!    ([`OpenError::CommittedEntriesLost`]).
 //!

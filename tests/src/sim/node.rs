@@ -524,6 +524,7 @@ impl Effects<MemStorage, NodeStateMachine> for SimEffects<'_> {
         }
         self.check_ready(raft.storage(), ready, &ready.entries);
         let before = raft.storage().hard_state();
+        let last_before = raft.storage().last_index();
         if ready
             .hard_state
             .is_some_and(|hs| (hs.term, hs.vote) != (before.term, before.vote))
@@ -541,8 +542,14 @@ impl Effects<MemStorage, NodeStateMachine> for SimEffects<'_> {
         if !self.deferred_sync {
             return Ok(Persisted::Durable);
         }
-        // Entries this write replaces are no longer the synced ones.
-        self.node.sync_floor = self.node.sync_floor.min(first.index - 1);
+        if first.index <= last_before {
+            // A write that cuts the log is synced at once, as the disk
+            // storage does, and with it everything written before: the
+            // step then counts it durable while earlier syncs are still
+            // to report.
+            self.node.sync_floor = raft.storage().last_index();
+            return Ok(Persisted::Durable);
+        }
         let due = self.now + self.rng.random_range(0..=self.sync_delay_max);
         let due = self.node.syncing.back().map_or(due, |s| s.due.max(due));
         self.node.syncing.push_back(PendingSync {

@@ -36,6 +36,8 @@ pub(super) struct Syncer {
     id: NodeId,
     jobs: Option<std::sync::mpsc::SyncSender<SyncJob>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// The thread could not be started: syncs run inline from then on.
+    unavailable: bool,
     /// Where the thread reports. Unbounded, yet bounded by the job queue:
     /// each report covers at least one job.
     pub(super) done: (
@@ -50,6 +52,7 @@ impl Syncer {
             id,
             jobs: None,
             thread: None,
+            unavailable: false,
             done: mpsc::unbounded_channel(),
         }
     }
@@ -67,6 +70,9 @@ impl Syncer {
         metrics: Option<Arc<Metrics>>,
         owns_thread: bool,
     ) -> Result<Option<Arc<dyn LogSync>>, StorageError> {
+        if self.unavailable {
+            return Ok(Some(sync));
+        }
         if self.jobs.is_none() {
             let (jobs, queue) = std::sync::mpsc::sync_channel::<SyncJob>(QUEUE_MAX);
             let done = self.done.0.clone();
@@ -80,6 +86,7 @@ impl Syncer {
                 }
                 Err(e) => {
                     tracing::warn!(id = %self.id, error = %e, "cannot start the log sync thread: syncing on the driver");
+                    self.unavailable = true;
                     return Ok(Some(sync));
                 }
             }

@@ -10,13 +10,15 @@
 //! `Ready`:
 //!
 //! 1. a leader whose term is durable sends first (`messages_first`); the
-//!    committed entries before the `Ready`'s first new entry, durable since
+//!    committed entries before the `Ready`'s first new entry, written by
 //!    earlier `Ready`s, apply (step 4 early), so that their answers leave
 //!    (on the callers' threads, in the node) while this member writes the
 //!    new ones, not after;
 //! 2. persist: [`Effects::persist`], or [`Effects::install_snapshot`] for a
 //!    `Ready` that carries the leader's snapshot;
-//! 3. send the rest;
+//! 3. send the rest, but when the entries' sync is deferred
+//!    ([`Persisted::Syncing`]) or an earlier one is still under way, the
+//!    append answers and votes wait for it ([`Step::synced`]);
 //! 4. apply: the snapshot jumps the applied index, then each committed
 //!    entry, answering its proposal if the entry is of the proposal's term;
 //! 5. read states confirm reads, in order; advance the core;

@@ -86,6 +86,15 @@ fn members() -> Vec<(TestStep, Log)> {
         .collect()
 }
 
+/// Three members whose writes defer their syncs.
+fn deferring_members() -> Vec<(TestStep, Log)> {
+    let mut members = members();
+    for (_, log) in members.iter_mut() {
+        log.deferred = true;
+    }
+    members
+}
+
 /// Elects a leader (ticking everyone, delivering everything, syncing
 /// every write at once) and returns its position.
 fn elect(members: &mut [(TestStep, Log)]) -> usize {
@@ -209,10 +218,7 @@ fn committed_entries_apply_before_the_next_entries_persist() {
 /// of the three members synced it (either two).
 #[test]
 fn deferred_syncs_hold_acknowledgements_and_the_leaders_own_count() {
-    let mut members = members();
-    for (_, log) in members.iter_mut() {
-        log.deferred = true;
-    }
+    let mut members = deferring_members();
     let leader = elect(&mut members);
     let followers: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
     let (step, _) = &mut members[leader];
@@ -255,10 +261,7 @@ fn deferred_syncs_hold_acknowledgements_and_the_leaders_own_count() {
 /// entries an earlier write holds.
 #[test]
 fn messages_of_a_ready_without_entries_wait_for_an_earlier_sync() {
-    let mut members = members();
-    for (_, log) in members.iter_mut() {
-        log.deferred = true;
-    }
+    let mut members = deferring_members();
     let leader = elect(&mut members);
     let follower = (leader + 1) % 3;
     let (step, _) = &mut members[leader];

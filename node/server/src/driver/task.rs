@@ -847,8 +847,9 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
             if taken.sent_first() && taken.appends() && self.config.owns_thread {
                 // The peer transport runs on this thread's runtime (see
                 // [`Driver::spawn_on_runtime`]): let it write the appends
-                // to the network before this thread blocks on the disk,
-                // so the followers' disk writes overlap this one. Without
+                // to the network before this thread writes to the disk
+                // (and, with `--fsync inline`, blocks on its sync), so the
+                // followers' disk writes overlap this one. Without
                 // entries to write (a leader telling the followers its new
                 // commit index) nothing blocks: the committed entries are
                 // applied and their proposers answered first, and the
