@@ -278,24 +278,23 @@ fn messages_of_a_ready_without_entries_wait_for_an_earlier_sync() {
         }
         settle(&mut members, None);
     }
-    let leader_id = NodeId(leader as u64 + 1);
-    let status = members[leader].0.raft().status();
-    let matched = status
-        .match_indexes
-        .iter()
-        .find(|(id, _)| *id == NodeId(follower as u64 + 1))
-        .map(|(_, m)| *m);
+    // The follower's match index on the leader, and the leader's last.
+    let matched = |members: &[(TestStep, Log)]| {
+        let status = members[leader].0.raft().status();
+        let m = status
+            .match_indexes
+            .iter()
+            .find(|(id, _)| *id == NodeId(follower as u64 + 1))
+            .map(|(_, m)| *m);
+        (m, status.last_index)
+    };
+    let (m, last) = matched(&members);
     assert!(
-        matched < Some(status.last_index),
-        "the leader ({leader_id}) heard no acknowledgement of the unsynced entry"
+        m < Some(last),
+        "the leader heard no acknowledgement of the unsynced entry"
     );
     sync(&mut members, follower);
     settle(&mut members, None);
-    let status = members[leader].0.raft().status();
-    let matched = status
-        .match_indexes
-        .iter()
-        .find(|(id, _)| *id == NodeId(follower as u64 + 1))
-        .map(|(_, m)| *m);
-    assert_eq!(matched, Some(status.last_index));
+    let (m, last) = matched(&members);
+    assert_eq!(m, Some(last));
 }
