@@ -7,7 +7,7 @@
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
 use flotilla_raft::{
@@ -92,6 +92,34 @@ pub struct DiskStorage {
     /// as after any failed IO (a later sync may succeed only because the
     /// failed one consumed the error, its pages dropped).
     pub(crate) sync_failure: Arc<OnceLock<String>>,
+    /// How far the log is written and known synced, shared with the
+    /// deferred syncs' handles; each frame records `synced` as it is
+    /// written (see [`crate::frame`]).
+    pub(crate) marks: Arc<Mutex<SyncMarks>>,
+}
+
+/// How far the log is written and known durable.
+#[derive(Debug, Default)]
+pub(crate) struct SyncMarks {
+    /// Bumped when the log is cut, a segment rolls or the log is discarded:
+    /// a handle made before then covers another file, or indexes that no
+    /// longer hold the entries it synced, and records nothing.
+    era: u64,
+    /// The last index written to the active segment.
+    written: LogIndex,
+    /// Every entry up to this index is durable. Never more than `written`.
+    synced: LogIndex,
+}
+
+impl SyncMarks {
+    /// The marks of a log recovered (and synced) up to `last`.
+    pub(crate) fn recovered(last: LogIndex) -> SyncMarks {
+        SyncMarks {
+            era: 0,
+            written: last,
+            synced: last,
+        }
+    }
 }
 
 /// [`LogSync`] of the active segment.
@@ -100,20 +128,35 @@ struct SegmentSync {
     file: Arc<dyn FileSync>,
     dir: PathBuf,
     failure: Arc<OnceLock<String>>,
+    marks: Arc<Mutex<SyncMarks>>,
+    /// The marks' era this handle's file and indexes belong to.
+    era: u64,
 }
 
 impl LogSync for SegmentSync {
-    /// Fails for good once any sync failed.
+    /// Fails for good once any sync failed. On success, what was written
+    /// before the sync began counts as synced.
     fn sync(&self) -> Result<(), StorageError> {
         if let Some(reason) = self.failure.get() {
             return Err(StorageError::Fatal(reason.clone()));
         }
+        let covers = {
+            let marks = self.marks.lock().expect("sync marks");
+            (marks.era == self.era).then_some(marks.written)
+        };
         self.file.sync_data().map_err(|e| {
             let reason = format!("syncing the log in {}: {e}", self.dir.display());
             tracing::error!(%reason, "raft storage failed; the node must stop");
             let _ = self.failure.set(reason.clone());
             StorageError::Fatal(reason)
-        })
+        })?;
+        if let Some(covers) = covers {
+            let mut marks = self.marks.lock().expect("sync marks");
+            if marks.era == self.era {
+                marks.synced = marks.synced.max(covers);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -260,8 +303,8 @@ impl DiskStorage {
             }
             let path = self.segment_path(self.segments[keep - 1].first_index);
             self.active = self.fs.open_append(&path, false)?;
-            self.active_sync = None;
         }
+        self.restart_marks(index - 1, None);
         // Cut the file itself, not just the valid length: frames past the
         // cut must not survive, or recovery could read them as following
         // the new ones.
@@ -282,7 +325,7 @@ impl DiskStorage {
         // reach the next one: a crash must not leave a gap between them.
         self.sync_written()?;
         self.active = self.create_segment(first_index)?;
-        self.active_sync = None;
+        self.restart_marks(first_index - 1, None);
         self.file_bytes = 0;
         self.segments.push(Segment {
             first_index,
@@ -332,11 +375,12 @@ impl DiskStorage {
         let sync = sync || (cut && self.sync());
         self.maybe_roll(first)?;
         let base = self.segments.last().expect("always one segment").len_bytes;
+        let synced = self.marks.lock().expect("sync marks").synced;
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
         for entry in entries {
             self.offsets.push(base + buf.len() as u64);
-            frame::encode(entry, &mut buf);
+            frame::encode(entry, synced, &mut buf);
         }
         let len = buf.len() as u64;
         let written = self
@@ -345,9 +389,12 @@ impl DiskStorage {
         self.buf = buf;
         written?;
         self.file_bytes = self.file_bytes.max(base + len);
+        let last = entries[entries.len() - 1].index;
+        self.marks.lock().expect("sync marks").written = last;
         if sync {
             self.active.sync_data()?;
             self.unsynced = false;
+            self.marks.lock().expect("sync marks").synced = last;
         } else {
             self.unsynced = true;
         }
@@ -402,8 +449,22 @@ impl DiskStorage {
         if self.unsynced && self.sync() {
             self.active.sync_data()?;
             self.unsynced = false;
+            let mut marks = self.marks.lock().expect("sync marks");
+            marks.synced = marks.written;
         }
         Ok(())
+    }
+
+    /// Starts a new era of the sync marks after the log was cut back to
+    /// `written`, a segment rolled, or the log was discarded (then `synced`
+    /// is the snapshot's index): earlier handles record nothing more, and
+    /// the next deferred write makes a new one.
+    fn restart_marks(&mut self, written: LogIndex, synced: Option<LogIndex>) {
+        let mut marks = self.marks.lock().expect("sync marks");
+        marks.era += 1;
+        marks.written = written;
+        marks.synced = synced.unwrap_or(marks.synced.min(written));
+        self.active_sync = None;
     }
 
     /// The handle a deferred sync of the active segment uses.
@@ -415,6 +476,8 @@ impl DiskStorage {
             file: self.active.sync_handle()?,
             dir: self.dir.clone(),
             failure: self.sync_failure.clone(),
+            marks: self.marks.clone(),
+            era: self.marks.lock().expect("sync marks").era,
         });
         self.active_sync = Some(handle.clone());
         Ok(handle)
@@ -526,7 +589,7 @@ impl DiskStorage {
         }
         let first_index = self.offset() + 1;
         self.active = self.create_segment(first_index)?;
-        self.active_sync = None;
+        self.restart_marks(self.offset(), Some(self.offset()));
         self.unsynced = false;
         self.file_bytes = 0;
         self.segments.push(Segment {

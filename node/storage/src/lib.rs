@@ -12,7 +12,8 @@
 //! ```
 //!
 //! A log frame is `len u32 | crc32 u32 | term u64 | index u64 | kind u8 |
-//! payload`, little-endian; `len` counts the bytes after the CRC and the CRC
+//! synced u64 | payload`, little-endian (`synced`: how far the log was
+//! durable when the frame was written); `len` counts the bytes after the CRC and the CRC
 //! covers exactly them (see [`frame`]). `IDENTITY`, `hardstate` and the
 //! snapshots each end with a CRC over their content and are replaced
 //! atomically: write `<name>.tmp`, fsync, rename, fsync the directory.
@@ -109,14 +110,14 @@
 //!    refused ([`OpenError::Corrupt`]). Leftover `.tmp` files (a write a
 //!    crash interrupted) are removed.
 //! 4. Segments are scanned in order; where only zeros remain (the fill
-//!    ahead), the segment ends cleanly. A bad frame in the last segment with
-//!    no valid frame after it is a torn tail: the file is cut there and
-//!    fsynced. Any other bad frame, an index out of sequence or a gap
-//!    between segments is refused with the file and byte offset
-//!    ([`OpenError::Corrupt`]). Known limit: if a crash persisted a later
-//!    page of the unacknowledged writes (those since the last finished
-//!    sync: several, with deferred syncs) but not an earlier one, this rule
-//!    refuses to start rather than guess.
+//!    ahead), the segment ends cleanly. A bad frame in the last segment is
+//!    a torn tail unless a later valid frame was written after it was
+//!    synced (each frame records how far the log was durable when it was
+//!    written): the file is cut there and fsynced. So a crash that
+//!    persisted a later page of the unsynced writes but not an earlier one
+//!    is a torn tail too. Any other bad frame, an index out of sequence or
+//!    a gap between segments is refused with the file and byte offset
+//!    ([`OpenError::Corrupt`]).
 //! 5. A saved commit index beyond the recovered log is refused
 //!    ([`OpenError::CommittedEntriesLost`]).
 //!

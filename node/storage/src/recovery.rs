@@ -11,7 +11,9 @@ use flotilla_raft::{
     Entry, HardState, LogIndex, MemStorage, Snapshot, SnapshotMeta, SnapshotSource, Term,
 };
 
-use crate::disk::{DiskStorage, HARD_STATE_FILE, IDENTITY_FILE, LOG_DIR, SNAPSHOT_DIR, Segment};
+use crate::disk::{
+    DiskStorage, HARD_STATE_FILE, IDENTITY_FILE, LOG_DIR, SNAPSHOT_DIR, Segment, SyncMarks,
+};
 use crate::error::OpenError;
 use crate::fs::FileSystem;
 use crate::meta_files::{self, TMP_SUFFIX, write_atomic};
@@ -97,6 +99,7 @@ pub(crate) fn open(
         unsynced: false,
         active_sync: None,
         sync_failure: Arc::default(),
+        marks: Arc::new(std::sync::Mutex::new(SyncMarks::recovered(last_index))),
     })
 }
 

@@ -1,12 +1,23 @@
 //! Segment files: naming and the recovery scan of one segment's frames.
 //!
 //! The rule that tells a torn tail from damage: frames are written in
-//! order and fsynced before anything later is acknowledged, so a crash can
-//! only leave a partial or garbled suffix of the **last** segment. A bad
-//! frame there with nothing valid after it is such a tail and is cut off. A
-//! bad frame in an earlier segment, or one followed by a valid frame, means
-//! bytes that were once durable changed: recovery refuses to start rather
-//! than drop entries that may be committed.
+//! order, and a crash can lose or garble only what was written since the
+//! last finished fsync. Each frame carries how far the log was durable when
+//! it was written (its synced mark, see [`crate::frame`]). So a bad frame
+//! in the **last** segment is a torn tail, cut off with everything after
+//! it, unless a later valid frame's mark reaches the bad frame's index:
+//! that frame was written after the bad one was durable, so bytes that
+//! were once durable changed, and recovery refuses to start rather than
+//! drop entries that may be committed. A bad frame in an earlier segment
+//! (every segment is synced before the next one starts) is refused too, as
+//! is one followed by a valid frame of the older format, which carries no
+//! mark.
+//!
+//! What the marks cannot tell: damage to a frame that was synced only after
+//! the last surviving frame was written looks like a torn write and is cut
+//! (the rule has always treated damage to the very last frame so). A
+//! saved commit index past the cut is still refused (step 5 of the crate
+//! docs' recovery).
 //!
 //! A segment may end in zeros written ahead of the log
 //! ([`crate::StorageOptions::preallocate_bytes`]). A frame's 4-byte length
@@ -51,8 +62,8 @@ pub struct ScannedSegment {
 
 /// Scans the frames of segment `path` (content `buf`), whose first frame
 /// must have `first_index` and each next one the index after. A bad frame is
-/// a torn tail only in the last segment and only when no valid frame
-/// follows it.
+/// a torn tail only in the last segment and only when no later valid frame
+/// shows it was durable (see the module docs).
 pub fn scan(
     path: &Path,
     buf: &Bytes,
@@ -67,7 +78,9 @@ pub fn scan(
             break; // the zero tail written ahead
         }
         match frame::decode(buf, at) {
-            Ok((entry, n)) => {
+            Ok(frame::Decoded {
+                entry, bytes: n, ..
+            }) => {
                 if entry.index != next {
                     return Err(OpenError::corrupt(
                         path,
@@ -87,13 +100,11 @@ pub fn scan(
                 ));
             }
             Err(err) => {
-                if let Some(p) = later_valid_frame(buf, at, next) {
+                if let Some((p, why)) = durable_frame_after(buf, at, next) {
                     return Err(OpenError::corrupt(
                         path,
                         at as u64,
-                        format!(
-                            "{err}, yet a valid frame follows at byte {p}: damage, not a torn tail"
-                        ),
+                        format!("{err}, yet {why} follows at byte {p}: damage, not a torn tail"),
                     ));
                 }
                 return Ok(ScannedSegment {
@@ -111,21 +122,36 @@ pub fn scan(
     })
 }
 
-/// The offset of a valid frame after `from` whose index could follow
-/// `next`, if any. Cheap checks (length fits, index plausible) come before
-/// the CRC, so scanning a long garbled tail stays linear in practice.
-fn later_valid_frame(buf: &Bytes, from: usize, next: LogIndex) -> Option<usize> {
+/// The first valid frame after the bad one at `from` (whose index is
+/// `next`) that shows the bad one was durable: its synced mark reaches
+/// `next`, or it has no mark (the older format). Returns its offset and
+/// what it is. Cheap checks (length fits, index plausible) come before the
+/// CRC, so scanning a long garbled tail stays linear in practice.
+fn durable_frame_after(buf: &Bytes, from: usize, next: LogIndex) -> Option<(usize, &'static str)> {
     let frame_min = PREFIX_BYTES + BODY_MIN_BYTES;
     let end = buf.len().checked_sub(frame_min)?;
     let index_max = next + (buf.len() - from) as u64 / frame_min as u64;
-    (from + 1..=end).find(|&p| {
+    let mut p = from + 1;
+    while p <= end {
         let len = u32::from_le_bytes(buf[p..p + 4].try_into().expect("4 bytes")) as usize;
-        if len < BODY_MIN_BYTES || p + PREFIX_BYTES + len > buf.len() {
-            return false;
-        }
         let index = u64::from_le_bytes(buf[p + 16..p + 24].try_into().expect("8 bytes"));
-        (next..=index_max).contains(&index) && frame::decode(buf, p).is_ok()
-    })
+        let plausible = len >= BODY_MIN_BYTES
+            && p + PREFIX_BYTES + len <= buf.len()
+            && (next..=index_max).contains(&index);
+        match plausible.then(|| frame::decode(buf, p)) {
+            Some(Ok(frame)) => match frame.synced {
+                None => return Some((p, "a valid frame of the older format")),
+                Some(mark) if mark >= next => {
+                    return Some((p, "a frame written after it was synced"));
+                }
+                // Written while the bad frame was not yet durable: part of
+                // the same torn tail. Frames follow one another.
+                Some(_) => p += frame.bytes,
+            },
+            _ => p += 1,
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -154,11 +180,11 @@ mod tests {
                 kind: EntryKind::Noop,
                 data: Bytes::new(),
             };
-            frame::encode(&entry, &mut out);
+            frame::encode(&entry, index - 1, &mut out);
         }
         let err = scan(Path::new("s"), &Bytes::from(out), 1, true).unwrap_err();
         assert!(
-            matches!(err, OpenError::Corrupt { offset: 25, .. }),
+            matches!(err, OpenError::Corrupt { offset: 33, .. }),
             "{err}"
         );
     }

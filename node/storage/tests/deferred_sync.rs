@@ -174,3 +174,81 @@ fn without_fsync_nothing_is_deferred() {
     assert!(s.save_deferred(None, &entries(1, 5)).unwrap().is_none());
     assert_eq!(s.last_index(), 5);
 }
+
+/// Bytes of one frame of `entries` (256-byte payloads).
+const FRAME_BYTES: usize = 8 + 25 + 256;
+
+/// Flips a bit in the `nth` frame (from 0) of `s`'s last segment, as a
+/// crash that kept a later page of the log but not that one leaves it.
+/// Returns the segment's path.
+fn damage_frame(s: DiskStorage, nth: usize) -> std::path::PathBuf {
+    let segment = s.segment_paths().last().unwrap().clone();
+    drop(s);
+    let mut bytes = std::fs::read(&segment).unwrap();
+    bytes[nth * FRAME_BYTES + 40] ^= 0x10;
+    std::fs::write(&segment, &bytes).unwrap();
+    segment
+}
+
+#[test]
+fn a_crash_that_kept_later_unsynced_writes_but_not_an_earlier_one_is_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut s, _) = open(dir.path(), options());
+    s.save(None, &entries(1, 10)).unwrap();
+    // Two deferred writes whose syncs never ran: the crash kept the second
+    // and part of the first.
+    let _pending = s.save_deferred(None, &entries(11, 20)).unwrap();
+    let _pending = s.save_deferred(None, &entries(21, 30)).unwrap();
+    damage_frame(s, 14);
+    let (mut s, _) = open(dir.path(), options());
+    assert_eq!(s.entries(1, 15, u64::MAX).unwrap(), entries(1, 14));
+    assert_eq!(s.last_index(), 14, "cut at the torn frame");
+    // The log goes on from the cut, and holds after a restart.
+    s.save(None, &entries(15, 16)).unwrap();
+    drop(s);
+    let (s, _) = open(dir.path(), options());
+    assert_eq!(s.entries(1, 17, u64::MAX).unwrap(), entries(1, 16));
+}
+
+#[test]
+fn damage_before_a_frame_written_after_its_sync_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut s, _) = open(dir.path(), options());
+    s.save(None, &entries(1, 10)).unwrap();
+    let pending = s.save_deferred(None, &entries(11, 20)).unwrap();
+    pending.expect("a sync to do").sync().unwrap();
+    // Written once 11..=20 were durable: its frames say so.
+    let _pending = s.save_deferred(None, &entries(21, 30)).unwrap();
+    let segment = damage_frame(s, 14);
+    match common::open_faulty(dir.path(), options()) {
+        Err(flotilla_storage::OpenError::Corrupt { path, offset, .. }) => {
+            assert_eq!((path, offset), (segment, 14 * FRAME_BYTES as u64));
+        }
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+}
+
+#[test]
+fn a_sync_of_a_rolled_segment_does_not_vouch_for_the_next_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = StorageOptions {
+        segment_bytes_max: 10 * FRAME_BYTES as u64,
+        ..options()
+    };
+    let (mut s, _) = open(dir.path(), opts.clone());
+    let first_segment = s
+        .save_deferred(None, &entries(1, 10))
+        .unwrap()
+        .expect("a sync to do");
+    // The segment is full: it is synced, and 11..=15 go to a new one.
+    let _pending = s.save_deferred(None, &entries(11, 15)).unwrap();
+    assert_eq!(s.segment_paths().len(), 2);
+    // The first segment's handle syncs late: its file, not the new one.
+    first_segment.sync().unwrap();
+    let _pending = s.save_deferred(None, &entries(16, 17)).unwrap();
+    assert_eq!(s.segment_paths().len(), 2);
+    damage_frame(s, 2);
+    let (s, _) = open(dir.path(), opts);
+    assert_eq!(s.entries(1, 13, u64::MAX).unwrap(), entries(1, 12));
+    assert_eq!(s.last_index(), 12);
+}

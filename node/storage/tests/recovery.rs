@@ -23,7 +23,7 @@ fn options() -> StorageOptions {
     }
 }
 
-/// Entries with an 8-byte payload: 33-byte frames keep the every-byte cuts
+/// Entries with an 8-byte payload: 41-byte frames keep the every-byte cuts
 /// cheap. No payload byte is zero, so zeroing the end of a frame always
 /// damages it.
 fn entry(index: u64) -> Entry {
@@ -39,7 +39,7 @@ fn range(lo: u64, hi: u64) -> Vec<Entry> {
     (lo..=hi).map(entry).collect()
 }
 
-const FRAME_BYTES: usize = 33;
+const FRAME_BYTES: usize = 41;
 
 fn all(s: &DiskStorage) -> Vec<Entry> {
     s.entries(s.first_index(), s.last_index() + 1, u64::MAX)
@@ -215,7 +215,7 @@ fn a_bit_flip_before_valid_frames_is_refused_with_file_and_offset() {
         .unwrap_err()
         .to_string();
     assert!(
-        msg.contains(&segment.display().to_string()) && msg.contains("byte 165"),
+        msg.contains(&segment.display().to_string()) && msg.contains("byte 205"),
         "{msg}"
     );
     // Nothing was cut: the damage is still there for inspection.
