@@ -22,8 +22,8 @@ use flotilla_raft::{Bytes, ConfState, Entry, EntryKind, HardState, NodeId, Stora
 use flotilla_storage::{DiskStorage, FsyncMode, StorageOptions};
 
 const ENTRY_BYTES: usize = 256;
-/// Frame bytes per entry on disk: 25 bytes of header, then the payload.
-const FRAME_BYTES: usize = 25 + ENTRY_BYTES;
+/// Frame bytes per entry on disk: 33 bytes of header, then the payload.
+const FRAME_BYTES: usize = 33 + ENTRY_BYTES;
 const BATCHES: [usize; 3] = [1, 16, 256];
 
 fn full() -> bool {

@@ -112,12 +112,12 @@ pub(crate) struct SyncMarks {
 }
 
 impl SyncMarks {
-    /// The marks of a log recovered (and synced) up to `last`.
-    pub(crate) fn recovered(last: LogIndex) -> SyncMarks {
+    /// The marks of a log recovered up to `written`, durable up to `synced`.
+    pub(crate) fn recovered(written: LogIndex, synced: LogIndex) -> SyncMarks {
         SyncMarks {
             era: 0,
-            written: last,
-            synced: last,
+            written,
+            synced,
         }
     }
 }
@@ -188,7 +188,7 @@ impl DiskStorage {
     pub fn read_identity(dir: impl AsRef<Path>) -> Result<Option<(u64, u64)>, OpenError> {
         let path = dir.as_ref().join(IDENTITY_FILE);
         match std::fs::read(&path) {
-            Ok(buf) => crate::meta_files::decode_identity(&path, &buf).map(Some),
+            Ok(buf) => crate::meta_files::decode_identity(&path, &buf).map(|(ids, _)| Some(ids)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(OpenError::io(&path)(e)),
         }

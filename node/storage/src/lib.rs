@@ -13,7 +13,8 @@
 //!
 //! A log frame is `len u32 | crc32 u32 | term u64 | index u64 | kind u8 |
 //! synced u64 | payload`, little-endian (`synced`: how far the log was
-//! durable when the frame was written); `len` counts the bytes after the CRC and the CRC
+//! durable when the frame was written; `IDENTITY` is `FLOTID02` since
+//! frames carry it, and a `FLOTID01` directory is restamped at open); `len` counts the bytes after the CRC and the CRC
 //! covers exactly them (see [`frame`]). `IDENTITY`, `hardstate` and the
 //! snapshots each end with a CRC over their content and are replaced
 //! atomically: write `<name>.tmp`, fsync, rename, fsync the directory.
@@ -113,11 +114,14 @@
 //!    ahead), the segment ends cleanly. A bad frame in the last segment is
 //!    a torn tail unless a later valid frame was written after it was
 //!    synced (each frame records how far the log was durable when it was
-//!    written): the file is cut there and fsynced. So a crash that
-//!    persisted a later page of the unsynced writes but not an earlier one
-//!    is a torn tail too. Any other bad frame, an index out of sequence or
-//!    a gap between segments is refused with the file and byte offset
-//!    ([`OpenError::Corrupt`]).
+//!    written) or carries no such record (an older format): the file is
+//!    cut there, dropping any valid frames after it, and fsynced. So a
+//!    crash that persisted a later page of the unsynced writes but not an
+//!    earlier one is a torn tail too; so, unavoidably, is damage to a frame
+//!    synced only after the last surviving frame was written. Any other bad
+//!    frame (a CRC that holds over an unknown kind included), an index out
+//!    of sequence or a gap between segments is refused with the file and
+//!    byte offset ([`OpenError::Corrupt`]). See `segment` for the cases.
 //! 5. A saved commit index beyond the recovered log is refused
 //!    ([`OpenError::CommittedEntriesLost`]).
 //!

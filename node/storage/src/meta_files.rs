@@ -13,7 +13,14 @@ use crate::error::OpenError;
 use crate::fs::{AppendFile, FileSystem};
 use crate::pacing::SyncPacer;
 
-const IDENTITY_MAGIC: &[u8; 8] = b"FLOTID01";
+/// The stamp of a directory whose log frames may carry synced marks
+/// ([`crate::frame`]). Versions from before the marks know only
+/// [`IDENTITY_MAGIC_V1`]: they refuse such a directory rather than read
+/// its frames as a torn tail and cut them.
+const IDENTITY_MAGIC: &[u8; 8] = b"FLOTID02";
+/// The stamp of a directory written before the synced marks; it is
+/// restamped at open ([`crate::DiskStorage::open`]).
+const IDENTITY_MAGIC_V1: &[u8; 8] = b"FLOTID01";
 const HARD_STATE_MAGIC: &[u8; 8] = b"FLOTHS01";
 const SNAPSHOT_MAGIC: &[u8; 8] = b"FLOTSN01";
 
@@ -105,16 +112,32 @@ pub fn encode_identity(cluster_id: u64, member_id: u64) -> Vec<u8> {
     seal(out)
 }
 
-/// Decodes [`encode_identity`]: `(cluster_id, member_id)`.
-pub fn decode_identity(path: &Path, buf: &[u8]) -> Result<(u64, u64), OpenError> {
+/// Decodes [`encode_identity`]: `(cluster_id, member_id)`, and whether
+/// the stamp is of this format (not [`IDENTITY_MAGIC_V1`]).
+pub fn decode_identity(path: &Path, buf: &[u8]) -> Result<((u64, u64), bool), OpenError> {
+    let current = buf.starts_with(IDENTITY_MAGIC);
+    let magic = if current {
+        IDENTITY_MAGIC
+    } else if buf.starts_with(IDENTITY_MAGIC_V1) {
+        IDENTITY_MAGIC_V1
+    } else if buf.starts_with(b"FLOTID") {
+        let found = String::from_utf8_lossy(&buf[..buf.len().min(8)]).into_owned();
+        return Err(OpenError::corrupt(
+            path,
+            0,
+            format!("stamp {found:?} is of a newer format than this version reads (FLOTID02)"),
+        ));
+    } else {
+        IDENTITY_MAGIC
+    };
     let mut f = Fields {
         path,
-        buf: unseal(path, IDENTITY_MAGIC, buf)?,
+        buf: unseal(path, magic, buf)?,
         at: 0,
     };
     let ids = (f.u64()?, f.u64()?);
     f.finish()?;
-    Ok(ids)
+    Ok((ids, current))
 }
 
 /// The hard state file.
@@ -443,7 +466,10 @@ mod tests {
     #[test]
     fn round_trips_and_detects_damage() {
         let p = Path::new("f");
-        assert_eq!(decode_identity(p, &encode_identity(7, 3)).unwrap(), (7, 3));
+        assert_eq!(
+            decode_identity(p, &encode_identity(7, 3)).unwrap(),
+            ((7, 3), true)
+        );
         let hs = HardState {
             term: Term(4),
             vote: NodeId(2),

@@ -68,6 +68,8 @@ pub(crate) fn open(
         // counts as durable from now on, so make it so.
         active.sync_data().map_err(OpenError::io(&active_path))?;
     }
+    // Without fsync nothing read back is known durable beyond the snapshot.
+    let marks = SyncMarks::recovered(last_index, if sync { last_index } else { snap.meta.index });
     tracing::info!(
         dir = %dir.display(),
         snapshot_index = snap.meta.index,
@@ -99,7 +101,7 @@ pub(crate) fn open(
         unsynced: false,
         active_sync: None,
         sync_failure: Arc::default(),
-        marks: Arc::new(std::sync::Mutex::new(SyncMarks::recovered(last_index))),
+        marks: Arc::new(std::sync::Mutex::new(marks)),
     })
 }
 
@@ -129,7 +131,7 @@ fn check_identity(
         }
         return initialise(fs, dir, options);
     };
-    let (cluster_id, member_id) = meta_files::decode_identity(&path, &buf)?;
+    let ((cluster_id, member_id), current) = meta_files::decode_identity(&path, &buf)?;
     if cluster_id != options.cluster_id {
         return Err(OpenError::ForeignCluster {
             path,
@@ -143,6 +145,18 @@ fn check_identity(
             found: member_id,
             expected: options.member_id,
         });
+    }
+    if !current {
+        // Before any frame with a synced mark is written: from here on a
+        // version that cannot read those frames refuses the directory.
+        let stamp = meta_files::encode_identity(cluster_id, member_id);
+        let sync = options.fsync == FsyncMode::Always;
+        write_atomic(fs, dir, IDENTITY_FILE, &stamp, sync).map_err(OpenError::io(&path))?;
+        tracing::info!(
+            dir = %dir.display(),
+            "restamped the raft data directory for log frames with synced marks; \
+             versions before them will refuse it"
+        );
     }
     Ok(())
 }

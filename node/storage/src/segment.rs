@@ -11,13 +11,17 @@
 //! drop entries that may be committed. A bad frame in an earlier segment
 //! (every segment is synced before the next one starts) is refused too, as
 //! is one followed by a valid frame of the older format, which carries no
-//! mark.
+//! mark, and a frame whose CRC holds but whose kind or layout is unknown
+//! (written whole by a newer version, not torn).
 //!
 //! What the marks cannot tell: damage to a frame that was synced only after
 //! the last surviving frame was written looks like a torn write and is cut
 //! (the rule has always treated damage to the very last frame so). A
 //! saved commit index past the cut is still refused (step 5 of the crate
-//! docs' recovery).
+//! docs' recovery). And where a crash came between cutting a conflicting
+//! suffix and the fsync of the entries replacing it, the cut frames may
+//! come back after the new ones; their marks may then vouch for a torn
+//! frame, and recovery refuses where a cut would have been safe.
 //!
 //! A segment may end in zeros written ahead of the log
 //! ([`crate::StorageOptions::preallocate_bytes`]). A frame's 4-byte length
@@ -99,6 +103,13 @@ pub fn scan(
                     format!("{err} in a sealed segment"),
                 ));
             }
+            Err(err @ FrameError::BadKind) => {
+                return Err(OpenError::corrupt(
+                    path,
+                    at as u64,
+                    format!("{err}: a frame of a newer format, or damage"),
+                ));
+            }
             Err(err) => {
                 if let Some((p, why)) = durable_frame_after(buf, at, next) {
                     return Err(OpenError::corrupt(
@@ -130,18 +141,19 @@ pub fn scan(
 fn durable_frame_after(buf: &Bytes, from: usize, next: LogIndex) -> Option<(usize, &'static str)> {
     let frame_min = PREFIX_BYTES + BODY_MIN_BYTES;
     let end = buf.len().checked_sub(frame_min)?;
-    let index_max = next + (buf.len() - from) as u64 / frame_min as u64;
+    let index_max = next.saturating_add((buf.len() - from) as u64 / frame_min as u64);
     let mut p = from + 1;
     while p <= end {
         let len = u32::from_le_bytes(buf[p..p + 4].try_into().expect("4 bytes")) as usize;
         let index = u64::from_le_bytes(buf[p + 16..p + 24].try_into().expect("8 bytes"));
         let plausible = len >= BODY_MIN_BYTES
-            && p + PREFIX_BYTES + len <= buf.len()
+            && len <= buf.len() - p - PREFIX_BYTES
             && (next..=index_max).contains(&index);
         match plausible.then(|| frame::decode(buf, p)) {
             Some(Ok(frame)) => match frame.synced {
                 None => return Some((p, "a valid frame of the older format")),
-                Some(mark) if mark >= next => {
+                // A mark always lies below its own frame's index.
+                Some(mark) if mark >= next && mark < frame.entry.index => {
                     return Some((p, "a frame written after it was synced"));
                 }
                 // Written while the bad frame was not yet durable: part of
@@ -157,6 +169,7 @@ fn durable_frame_after(buf: &Bytes, from: usize, next: LogIndex) -> Option<(usiz
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::frame::MARKED;
     use flotilla_raft::{EntryKind, Term};
 
     #[test]
@@ -187,5 +200,60 @@ mod tests {
             matches!(err, OpenError::Corrupt { offset: 33, .. }),
             "{err}"
         );
+    }
+
+    fn noop(index: u64) -> Entry {
+        Entry {
+            term: Term(1),
+            index,
+            kind: EntryKind::Noop,
+            data: Bytes::from_static(b"payload"),
+        }
+    }
+
+    /// Frames 1..=4: frame 2 damaged, 3 and 4 written by `rest`.
+    fn torn_at_two(rest: impl Fn(&Entry, &mut Vec<u8>)) -> Result<ScannedSegment, OpenError> {
+        let mut out = Vec::new();
+        frame::encode(&noop(1), 0, &mut out);
+        let second = out.len();
+        frame::encode(&noop(2), 1, &mut out);
+        out[second + 30] ^= 1;
+        for index in 3..=4 {
+            rest(&noop(index), &mut out);
+        }
+        scan(Path::new("s"), &Bytes::from(out), 1, true)
+    }
+
+    #[test]
+    fn only_a_later_frame_that_vouches_for_a_bad_one_makes_it_damage() {
+        // Written while frame 2 was not yet durable: one torn tail.
+        let scanned = torn_at_two(|e, out| frame::encode(e, 1, out)).unwrap();
+        assert_eq!(scanned.frames.len(), 1);
+        assert_eq!(scanned.torn, Some(FrameError::BadCrc));
+        // Written once frame 2 was durable.
+        let err = torn_at_two(|e, out| frame::encode(e, 2, out)).unwrap_err();
+        assert!(
+            err.to_string().contains("written after it was synced"),
+            "{err}"
+        );
+        // Of the older format, which does not say: refused as before.
+        let err = torn_at_two(frame::encode_unmarked).unwrap_err();
+        assert!(err.to_string().contains("older format"), "{err}");
+        // A mark at or past its own index is no frame of ours: no voucher.
+        let scanned = torn_at_two(|e, out| frame::encode(e, e.index, out)).unwrap();
+        assert_eq!(scanned.frames.len(), 1);
+    }
+
+    #[test]
+    fn a_whole_frame_of_an_unknown_kind_is_refused_even_last() {
+        let mut out = Vec::new();
+        frame::encode(&noop(1), 0, &mut out);
+        let second = out.len();
+        frame::encode(&noop(2), 1, &mut out);
+        out[second + 24] = MARKED | 0x7F;
+        let crc = crc32fast::hash(&out[second + 8..]);
+        out[second + 4..second + 8].copy_from_slice(&crc.to_le_bytes());
+        let err = scan(Path::new("s"), &Bytes::from(out), 1, true).unwrap_err();
+        assert!(err.to_string().contains("newer format"), "{err}");
     }
 }

@@ -252,3 +252,22 @@ fn a_sync_of_a_rolled_segment_does_not_vouch_for_the_next_one() {
     assert_eq!(s.entries(1, 13, u64::MAX).unwrap(), entries(1, 12));
     assert_eq!(s.last_index(), 12);
 }
+
+#[test]
+fn what_a_restart_read_back_counts_as_synced() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut s, _) = open(dir.path(), options());
+    // The process stops before the sync; the page cache keeps the write.
+    let _never_synced = s.save_deferred(None, &entries(1, 10)).unwrap();
+    drop(s);
+    // Reopening syncs what it read back, and later frames say so.
+    let (mut s, _) = open(dir.path(), options());
+    let _pending = s.save_deferred(None, &entries(11, 12)).unwrap();
+    let segment = damage_frame(s, 4);
+    match common::open_faulty(dir.path(), options()) {
+        Err(flotilla_storage::OpenError::Corrupt { path, offset, .. }) => {
+            assert_eq!((path, offset), (segment, 4 * FRAME_BYTES as u64));
+        }
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+}

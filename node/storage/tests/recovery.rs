@@ -366,6 +366,33 @@ fn a_damaged_identity_stamp_is_refused() {
     assert!(matches!(err, OpenError::Corrupt { .. }), "{err:?}");
 }
 
+/// A directory of a version whose frames carried no synced marks is
+/// restamped at open, so that such a version refuses it from then on; a
+/// stamp of a format newer than this version's is refused by name.
+#[test]
+fn an_older_stamp_is_renewed_and_a_newer_one_refused() {
+    let (dir, _) = ten_entries(&options());
+    let path = dir.path().join(IDENTITY_FILE);
+    let stamp = |magic: &[u8; 8]| {
+        let mut out = magic.to_vec();
+        out.extend_from_slice(&CLUSTER.to_le_bytes());
+        out.extend_from_slice(&MEMBER.to_le_bytes());
+        let crc = crc32fast::hash(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out
+    };
+    let current = fs::read(&path).unwrap();
+    assert_eq!(current, stamp(b"FLOTID02"));
+    fs::write(&path, stamp(b"FLOTID01")).unwrap();
+    let s = DiskStorage::open(dir.path(), options()).unwrap();
+    assert_eq!(all(&s), range(1, 10));
+    assert_eq!(fs::read(&path).unwrap(), current);
+    drop(s);
+    fs::write(&path, stamp(b"FLOTID03")).unwrap();
+    let err = DiskStorage::open(dir.path(), options()).unwrap_err();
+    assert!(err.to_string().contains("newer format"), "{err}");
+}
+
 #[test]
 fn a_joining_member_starts_with_no_configuration() {
     let dir = tempfile::tempdir().unwrap();
