@@ -25,9 +25,10 @@
 # that `--fsync` (default always: the log's fsync beside the Raft loop;
 # inline: the loop waits for it). SLOW_DISK_US=N makes every fsync of the
 # members take N microseconds more (slow_fsync.c, built with cc and
-# preloaded), as on a network volume. Each line ends with the leader
-# changes during the run (a loop that stalls on its disk loses its
-# followers).
+# preloaded), as on a network volume. Each line ends with the members'
+# log fsyncs during the run (mean duration, and how many per 1,000
+# requests: a slow day's disk shows there) and the leader changes (a loop
+# that stalls on its disk loses its followers).
 #
 # LOAD=single sets CLIENTS=1 CONNS=1 and TOTAL=5000 unless they are given:
 # with one request in flight the CPU per request includes every wake-up a
@@ -96,6 +97,13 @@ proposals() { # proposals I: the proposals member I has made (0 on a follower)
 		awk '$1 == "flotilla_raft_proposals_total" { print $2 }'
 }
 
+fsyncs() { # fsyncs I: seconds spent in, and count of, member I's log fsyncs
+	curl -sf "http://127.0.0.1:$((BASE + 200 + $1))/metrics" |
+		awk '$1 == "flotilla_raft_fsync_duration_seconds_sum" { s = $2 }
+			$1 == "flotilla_raft_fsync_duration_seconds_count" { c = $2 }
+			END { printf "%s %s", s + 0, c + 0 }'
+}
+
 one_run() { # one_run BIN[@FSYNC]: prints one result line
 	local spec=$1 bin=${1%@*} fsync=always run=$WORK/run.$RANDOM i
 	[[ $spec == *@* ]] && fsync=${spec##*@}
@@ -137,10 +145,17 @@ one_run() { # one_run BIN[@FSYNC]: prints one result line
 	esac
 	local before=() after=() leaders_before leaders_after
 	leaders_before=$(cat "$run"/n?.log | grep -c "became leader" || true)
-	for i in 0 1 2; do before+=("$(cpu_ticks "${pids[$i]}")"); done
+	local syncs_before=() syncs_after=()
+	for i in 0 1 2; do
+		before+=("$(cpu_ticks "${pids[$i]}")")
+		syncs_before+=("$(fsyncs "$i")")
+	done
 	/usr/bin/time -f '%U %S' -o "$run/client.time" \
 		"$bin" --endpoints "$endpoints" "${load[@]}" --total "$TOTAL" "${extra[@]}" >"$run/out.json"
-	for i in 0 1 2; do after+=("$(cpu_ticks "${pids[$i]}")"); done
+	for i in 0 1 2; do
+		after+=("$(cpu_ticks "${pids[$i]}")")
+		syncs_after+=("$(fsyncs "$i")")
+	done
 	leaders_after=$(cat "$run"/n?.log | grep -c "became leader" || true)
 	local hz members="" sum=0 role
 	hz=$(getconf CLK_TCK)
@@ -151,10 +166,17 @@ one_run() { # one_run BIN[@FSYNC]: prints one result line
 		[[ $(proposals "$i") != 0 ]] && role=L
 		members+=" n$((i + 1))($role)=$ms"
 	done
+	# The members' fsyncs during the load: the mean, and how many each
+	# member made per 1,000 requests (the disk's share of a request).
+	local disk
+	disk=$(printf '%s\n' "${syncs_before[@]}" "${syncs_after[@]}" | awk -v t="$TOTAL" '
+		NR <= 3 { s -= $1; c -= $2; next }
+		{ s += $1; c += $2 }
+		END { printf "fsync mean=%.2fms (%d per 1000 req per member)", c ? s * 1000 / c : 0, c * 1000 / 3 / t }')
 	local client_ms
 	client_ms=$(awk -v t="$TOTAL" '{ printf "%d", ($1 + $2) * 1000 * 1000 / t }' "$run/client.time")
-	jq -r --arg bin "$spec" --arg changes "$((leaders_after - leaders_before))" --arg la "$(cut -d' ' -f1-3 /proc/loadavg)" --arg members "$members" --arg sum "$sum" --arg client "$client_ms" \
-		'"\($bin | split("/") | .[-2:] | join("/"))  load \($la)  req/s=\(.requests_per_s | floor)  p50=\(.latency_ms.p50)ms  p99=\(.latency_ms.p99)ms  errors=\(.errors)  member CPU ms/1000 req=\($sum) [\($members | ltrimstr(" "))]  generator=\($client)  leader changes=\($changes)"' \
+	jq -r --arg bin "$spec" --arg changes "$((leaders_after - leaders_before))" --arg la "$(cut -d' ' -f1-3 /proc/loadavg)" --arg members "$members" --arg sum "$sum" --arg client "$client_ms" --arg disk "$disk" \
+		'"\($bin | split("/") | .[-2:] | join("/"))  load \($la)  req/s=\(.requests_per_s | floor)  p50=\(.latency_ms.p50)ms  p99=\(.latency_ms.p99)ms  errors=\(.errors)  member CPU ms/1000 req=\($sum) [\($members | ltrimstr(" "))]  generator=\($client)  \($disk)  leader changes=\($changes)"' \
 		"$run/out.json"
 	kill -TERM "${pids[@]}" 2>/dev/null || true
 	wait "${pids[@]}" 2>/dev/null || true

@@ -17,6 +17,7 @@ use std::time::Instant;
 use flotilla_raft::{LogSync, NodeId, StorageError};
 use tokio::sync::mpsc;
 
+use super::worker::Worker;
 use crate::metrics::Metrics;
 
 /// Writes queued for the thread before the driver waits for room (the
@@ -33,9 +34,8 @@ type SyncJob = (u64, Arc<dyn LogSync>);
 /// The sync thread of one driver, started with its first deferred write
 /// and ended with the driver.
 pub(super) struct Syncer {
+    worker: Worker<SyncJob>,
     id: NodeId,
-    jobs: Option<std::sync::mpsc::SyncSender<SyncJob>>,
-    thread: Option<std::thread::JoinHandle<()>>,
     /// The thread could not be started: syncs run inline from then on.
     unavailable: bool,
     /// Where the thread reports. Unbounded, yet bounded by the job queue:
@@ -49,9 +49,8 @@ pub(super) struct Syncer {
 impl Syncer {
     pub(super) fn new(id: NodeId) -> Self {
         Syncer {
+            worker: Worker::new(format!("raft-sync-{id}"), QUEUE_MAX),
             id,
-            jobs: None,
-            thread: None,
             unavailable: false,
             done: mpsc::unbounded_channel(),
         }
@@ -73,25 +72,15 @@ impl Syncer {
         if self.unavailable {
             return Ok(Some(sync));
         }
-        if self.jobs.is_none() {
-            let (jobs, queue) = std::sync::mpsc::sync_channel::<SyncJob>(QUEUE_MAX);
-            let done = self.done.0.clone();
-            let spawned = std::thread::Builder::new()
-                .name(format!("raft-sync-{}", self.id))
-                .spawn(move || run(queue, done, metrics));
-            match spawned {
-                Ok(thread) => {
-                    self.jobs = Some(jobs);
-                    self.thread = Some(thread);
-                }
-                Err(e) => {
-                    tracing::warn!(id = %self.id, error = %e, "cannot start the log sync thread: syncing on the driver");
-                    self.unavailable = true;
-                    return Ok(Some(sync));
-                }
+        let done = self.done.0.clone();
+        let jobs = match self.worker.queue(move |queue| run(queue, done, metrics)) {
+            Ok(jobs) => jobs,
+            Err(e) => {
+                tracing::warn!(id = %self.id, error = %e, "cannot start the log sync thread: syncing on the driver");
+                self.unavailable = true;
+                return Ok(Some(sync));
             }
-        }
-        let jobs = self.jobs.as_ref().expect("started above");
+        };
         let stopped = || StorageError::Fatal("the log sync thread stopped".into());
         match jobs.try_send((write, sync)) {
             Ok(()) => Ok(None),
@@ -105,10 +94,7 @@ impl Syncer {
 
     /// Ends the thread (after the sync it is in, if any) and waits for it.
     pub(super) fn stop(&mut self, owns_thread: bool) {
-        self.jobs = None;
-        if let Some(thread) = self.thread.take() {
-            let _ = super::task::blocking(owns_thread, || thread.join());
-        }
+        self.worker.stop(owns_thread);
     }
 }
 

@@ -27,6 +27,7 @@ mod snapshot_install;
 mod state_machine;
 mod step;
 mod task;
+mod worker;
 
 pub use error::DriverError;
 pub use handle::{NodeStatus, RaftHandle};

@@ -9,6 +9,7 @@ use super::peer_propose::{PeerProposalFilter, PeerSupport};
 use super::snapshot_install::install_snapshot;
 use super::state_machine::{StateMachine, Transport};
 use super::step::{Applied, ApplyBounds, Effects, PeerBatch, Persisted, Step, apply_run};
+use super::worker::Worker;
 use crate::metrics::Metrics;
 use flotilla_raft::{
     Bytes, Entry, LogIndex, Message, MessageBody, NodeId, ProposeError, Raft, Ready, Role,
@@ -151,12 +152,11 @@ struct Io<M: StateMachine, T> {
 /// heavy entry, ended with the driver. Its priority is the driver's: the
 /// entries it applies are the cluster's progress, not background work.
 struct Applier<M: StateMachine> {
-    /// The member, for the thread's name and logs.
+    /// The member, for the logs.
     id: NodeId,
-    /// Where runs go to the thread, once it runs (capacity 1, and one run
-    /// at a time: never full).
-    jobs: Option<std::sync::mpsc::SyncSender<ApplyJob<M>>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    /// The thread runs go to (capacity 1, and one run at a time: never
+    /// full).
+    worker: Worker<ApplyJob<M>>,
     /// Where the thread reports; the sender is cloned into it.
     done: (mpsc::Sender<ApplyDone<M>>, mpsc::Receiver<ApplyDone<M>>),
     /// The run away: its first and last index, and when it left.
@@ -178,8 +178,7 @@ impl<M: StateMachine> Applier<M> {
     fn new(id: NodeId) -> Self {
         Applier {
             id,
-            jobs: None,
-            thread: None,
+            worker: Worker::new(format!("raft-apply-{id}"), 1),
             done: mpsc::channel(1),
             away: None,
         }
@@ -188,41 +187,30 @@ impl<M: StateMachine> Applier<M> {
     /// Sends `sm` and `entries` to the thread, starting it if it is not
     /// running; gives them back if it cannot be started.
     fn send(&mut self, sm: M, entries: Vec<Entry>) -> Result<(), ApplyJob<M>> {
-        if self.jobs.is_none() {
-            let (jobs, runs) = std::sync::mpsc::sync_channel::<ApplyJob<M>>(1);
-            let done = self.done.0.clone();
-            let spawned = std::thread::Builder::new()
-                .name(format!("raft-apply-{}", self.id))
-                .spawn(move || {
-                    while let Ok((mut sm, entries)) = runs.recv() {
-                        let started = Instant::now();
-                        let applied =
-                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
-                                let outputs = apply_run(&mut sm, &entries);
-                                (sm, outputs)
-                            }));
-                        let report = applied
-                            .map(|applied| (applied, started.elapsed()))
-                            .map_err(|_| "the apply thread panicked".to_string());
-                        if done.blocking_send(report).is_err() {
-                            return;
-                        }
-                    }
-                });
-            match spawned {
-                Ok(thread) => {
-                    self.jobs = Some(jobs);
-                    self.thread = Some(thread);
-                }
-                Err(e) => {
-                    tracing::warn!(id = %self.id, error = %e, "cannot start the apply thread: applying on the driver");
-                    return Err((sm, entries));
+        let done = self.done.0.clone();
+        let jobs = match self.worker.queue(move |runs| {
+            while let Ok((mut sm, entries)) = runs.recv() {
+                let started = Instant::now();
+                let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+                    let outputs = apply_run(&mut sm, &entries);
+                    (sm, outputs)
+                }));
+                let report = applied
+                    .map(|applied| (applied, started.elapsed()))
+                    .map_err(|_| "the apply thread panicked".to_string());
+                if done.blocking_send(report).is_err() {
+                    return;
                 }
             }
-        }
+        }) {
+            Ok(jobs) => jobs,
+            Err(e) => {
+                tracing::warn!(id = %self.id, error = %e, "cannot start the apply thread: applying on the driver");
+                return Err((sm, entries));
+            }
+        };
         let first = entries.first().map_or(0, |e| e.index);
         let last = entries.last().map_or(0, |e| e.index);
-        let jobs = self.jobs.as_ref().expect("started above");
         jobs.try_send((sm, entries)).map_err(|e| match e {
             std::sync::mpsc::TrySendError::Full(job)
             | std::sync::mpsc::TrySendError::Disconnected(job) => job,
@@ -234,10 +222,7 @@ impl<M: StateMachine> Applier<M> {
     /// Ends the thread (it finished its run, if any: the driver waited for
     /// it) and waits for it to go.
     fn stop(&mut self, owns_thread: bool) {
-        self.jobs = None;
-        if let Some(thread) = self.thread.take() {
-            let _ = blocking(owns_thread, || thread.join());
-        }
+        self.worker.stop(owns_thread);
     }
 }
 
