@@ -197,6 +197,19 @@ fn damage_frame(s: DiskStorage, nth: usize) -> std::path::PathBuf {
     segment
 }
 
+/// Opening `dir` is refused as damage at the `nth` frame of `segment`.
+fn assert_refused_at(dir: &std::path::Path, segment: &std::path::Path, nth: usize) {
+    match common::open_faulty(dir, options()) {
+        Err(flotilla_storage::OpenError::Corrupt { path, offset, .. }) => {
+            assert_eq!(
+                (path.as_path(), offset),
+                (segment, (nth * FRAME_BYTES) as u64)
+            );
+        }
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+}
+
 #[test]
 fn a_crash_that_kept_later_unsynced_writes_but_not_an_earlier_one_is_a_torn_tail() {
     let dir = tempfile::tempdir().unwrap();
@@ -227,12 +240,7 @@ fn damage_before_a_frame_written_after_its_sync_is_refused() {
     // Written once 11..=20 were durable: its frames say so.
     let _pending = s.save_deferred(None, &entries(21, 30)).unwrap();
     let segment = damage_frame(s, 14);
-    match common::open_faulty(dir.path(), options()) {
-        Err(flotilla_storage::OpenError::Corrupt { path, offset, .. }) => {
-            assert_eq!((path, offset), (segment, 14 * FRAME_BYTES as u64));
-        }
-        other => panic!("{:?}", other.map(|_| ())),
-    }
+    assert_refused_at(dir.path(), &segment, 14);
 }
 
 #[test]
@@ -271,12 +279,7 @@ fn what_a_restart_read_back_counts_as_synced() {
     let (mut s, _) = open(dir.path(), options());
     let _pending = s.save_deferred(None, &entries(11, 12)).unwrap();
     let segment = damage_frame(s, 4);
-    match common::open_faulty(dir.path(), options()) {
-        Err(flotilla_storage::OpenError::Corrupt { path, offset, .. }) => {
-            assert_eq!((path, offset), (segment, 4 * FRAME_BYTES as u64));
-        }
-        other => panic!("{:?}", other.map(|_| ())),
-    }
+    assert_refused_at(dir.path(), &segment, 4);
 }
 
 // A power loss after any mix of synchronous saves, deferred saves and
