@@ -27,8 +27,9 @@
 # members take N microseconds more (slow_fsync.c, built with cc and
 # preloaded), as on a network volume. Each line ends with the members'
 # log fsyncs during the run (mean duration, and how many per 1,000
-# requests: a slow day's disk shows there) and the leader changes (a loop
-# that stalls on its disk loses its followers).
+# requests: a slow day's disk shows there; with @inline each is the whole
+# persist, the write included) and the leader changes (a loop that stalls
+# on its disk loses its followers).
 #
 # LOAD=single sets CLIENTS=1 CONNS=1 and TOTAL=5000 unless they are given:
 # with one request in flight the CPU per request includes every wake-up a
@@ -97,8 +98,8 @@ proposals() { # proposals I: the proposals member I has made (0 on a follower)
 		awk '$1 == "flotilla_raft_proposals_total" { print $2 }'
 }
 
-fsyncs() { # fsyncs I: seconds spent in, and count of, member I's log fsyncs
-	curl -sf "http://127.0.0.1:$((BASE + 200 + $1))/metrics" |
+fsyncs() { # fsyncs I: seconds spent in, and count of, member I's log fsyncs (0 0 if it does not answer)
+	{ curl -sf "http://127.0.0.1:$((BASE + 200 + $1))/metrics" || true; } |
 		awk '$1 == "flotilla_raft_fsync_duration_seconds_sum" { s = $2 }
 			$1 == "flotilla_raft_fsync_duration_seconds_count" { c = $2 }
 			END { printf "%s %s", s + 0, c + 0 }'
@@ -172,7 +173,7 @@ one_run() { # one_run BIN[@FSYNC]: prints one result line
 	disk=$(printf '%s\n' "${syncs_before[@]}" "${syncs_after[@]}" | awk -v t="$TOTAL" '
 		NR <= 3 { s -= $1; c -= $2; next }
 		{ s += $1; c += $2 }
-		END { printf "fsync mean=%.2fms (%d per 1000 req per member)", c ? s * 1000 / c : 0, c * 1000 / 3 / t }')
+		END { printf "fsync mean=%.2fms (%.1f per 1000 req per member)", c ? s * 1000 / c : 0, c * 1000 / 3 / t }')
 	local client_ms
 	client_ms=$(awk -v t="$TOTAL" '{ printf "%d", ($1 + $2) * 1000 * 1000 / t }' "$run/client.time")
 	jq -r --arg bin "$spec" --arg changes "$((leaders_after - leaders_before))" --arg la "$(cut -d' ' -f1-3 /proc/loadavg)" --arg members "$members" --arg sum "$sum" --arg client "$client_ms" --arg disk "$disk" \

@@ -283,13 +283,15 @@ fn what_a_restart_read_back_counts_as_synced() {
 }
 
 // A power loss after any mix of synchronous saves, deferred saves and
-// their syncs: every page of the log past the last finished sync may keep
-// its newest bytes, fall back to what it held at that sync (the zeros
-// written ahead), or come back garbled (a torn sector). Recovery must
+// their syncs: every sector of the log past the last finished sync may
+// keep its newest bytes, fall back to what it held at that sync (the zeros
+// written ahead), or come back garbled (a torn write), and the file may
+// lose what it grew by since. Recovery must
 // start, keep every entry that was synced, and return a prefix of what
 // was written: never refuse, never invent.
 
-const PAGE: usize = 4096;
+/// The unit a power loss keeps or loses: a disk sector.
+const SECTOR: usize = 512;
 /// Bytes of a frame before its payload.
 const FRAME_HEADER_BYTES: usize = 8 + 25;
 
@@ -308,11 +310,11 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         1 => sizes().prop_map(Op::Save),
         4 => sizes().prop_map(Op::Deferred),
-        2 => Just(Op::Sync),
+        1 => Just(Op::Sync),
     ]
 }
 
-/// What a page past the last sync holds after the power loss.
+/// What a sector past the last sync holds after the power loss.
 #[derive(Clone, Copy, Debug)]
 enum Page {
     Kept,
@@ -345,6 +347,8 @@ proptest! {
     fn recovery_keeps_what_was_synced_and_a_prefix_of_the_rest(
         ops in prop::collection::vec(op(), 1..24),
         pages in prop::collection::vec(page(), 64),
+        tail in prop::collection::vec(1..700usize, 1..12),
+        length_kept in 0.0..1.0f64,
     ) {
         let dir = tempfile::tempdir().unwrap();
         let options = StorageOptions {
@@ -354,9 +358,17 @@ proptest! {
         let mut s = DiskStorage::open(dir.path(), options.clone()).unwrap();
         let mut written: Vec<Entry> = Vec::new();
         let mut synced = 0usize;
-        let mut newest: Option<(Arc<dyn LogSync>, usize)> = None;
-        for op in &ops {
-            match op {
+        // The segment's length at the last sync: zeros written ahead since
+        // may not have reached the disk either.
+        let mut synced_len = 0u64;
+        let segment_len = |s: &DiskStorage| {
+            std::fs::metadata(s.segment_paths().last().unwrap()).unwrap().len()
+        };
+        let mut newest: Option<(Arc<dyn LogSync>, usize, u64)> = None;
+        // Always a deferred write last: something is at stake.
+        let ops = ops.iter().cloned().chain([Op::Deferred(tail)]);
+        for op in ops {
+            match &op {
                 Op::Save(sizes) | Op::Deferred(sizes) => {
                     let first = written.len() as u64 + 1;
                     let batch: Vec<Entry> = sizes
@@ -368,14 +380,16 @@ proptest! {
                     if matches!(op, Op::Save(_)) {
                         s.save(None, &batch).unwrap();
                         synced = written.len();
+                        synced_len = segment_len(&s);
                     } else if let Some(handle) = s.save_deferred(None, &batch).unwrap() {
-                        newest = Some((handle, written.len()));
+                        newest = Some((handle, written.len(), segment_len(&s)));
                     }
                 }
                 Op::Sync => {
-                    if let Some((handle, covers)) = newest.take() {
+                    if let Some((handle, covers, len)) = newest.take() {
                         handle.sync().unwrap();
                         synced = synced.max(covers);
+                        synced_len = synced_len.max(len);
                     }
                 }
             }
@@ -383,15 +397,19 @@ proptest! {
         let segment = s.segment_paths().last().unwrap().clone();
         prop_assert_eq!(s.segment_paths().len(), 1);
         drop(s);
-        // The power loss: bytes past the synced frames, page by page.
+        // The power loss: bytes past the synced frames, sector by sector,
+        // and the file's length anywhere from its length at the last sync.
         let synced_end: usize = written[..synced]
             .iter()
             .map(|e| FRAME_HEADER_BYTES + e.data.len())
             .sum();
         let mut bytes = std::fs::read(&segment).unwrap();
-        for (n, start) in (synced_end / PAGE * PAGE..bytes.len()).step_by(PAGE).enumerate() {
+        let shortest = (synced_len as usize).max(synced_end);
+        let kept_len = shortest + ((bytes.len() - shortest) as f64 * length_kept) as usize;
+        bytes.truncate(kept_len);
+        for (n, start) in (synced_end / SECTOR * SECTOR..bytes.len()).step_by(SECTOR).enumerate() {
             let from = start.max(synced_end);
-            let to = (start + PAGE).min(bytes.len());
+            let to = (start + SECTOR).min(bytes.len());
             match pages[n % pages.len()] {
                 Page::Kept => {}
                 Page::Reverted => bytes[from..to].fill(0),

@@ -45,8 +45,8 @@ impl<J: Send + 'static> Worker<J> {
         Ok(self.jobs.as_ref().expect("started above"))
     }
 
-    /// Ends the thread: closes its queue (it finishes the job it is in)
-    /// and waits for it to go, outside the async runtime unless the
+    /// Ends the thread: closes its queue (it finishes the jobs already
+    /// queued) and waits for it to go, outside the async runtime unless the
     /// driver owns its thread ([`super::task::blocking`]).
     pub(super) fn stop(&mut self, owns_thread: bool) {
         self.jobs = None;
