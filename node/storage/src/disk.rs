@@ -99,7 +99,7 @@ pub struct DiskStorage {
 }
 
 /// How far the log is written and known durable.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct SyncMarks {
     /// Bumped when the log is cut, a segment rolls or the log is discarded:
     /// a handle made before then covers another file, or indexes that no
