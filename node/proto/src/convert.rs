@@ -266,11 +266,13 @@ fn encode_body(body: &MessageBody) -> Body {
             prev_log_term,
             entries,
             leader_commit,
+            quiet,
         } => Body::AppendEntries(raft::AppendEntries {
             prev_log_index: *prev_log_index,
             prev_log_term: prev_log_term.0,
             entries: entries.iter().map(raft::Entry::from).collect(),
             leader_commit: *leader_commit,
+            quiet: *quiet,
         }),
         MessageBody::AppendEntriesResponse {
             reject,
@@ -437,11 +439,14 @@ fn decode_append_entries(b: raft::AppendEntries, term: Term) -> Result<MessageBo
         min_term = entry.term.0;
         entries.push(entry);
     }
+    // Only an append that carries nothing may go unanswered.
+    let quiet = b.quiet && entries.is_empty();
     Ok(MessageBody::AppendEntries {
         prev_log_index: b.prev_log_index,
         prev_log_term: Term(b.prev_log_term),
         entries,
         leader_commit: b.leader_commit,
+        quiet,
     })
 }
 

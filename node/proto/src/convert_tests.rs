@@ -85,12 +85,14 @@ fn every_variant() -> Vec<Message> {
                 entry(7, 24, EntryKind::Normal, &[]),
             ],
             leader_commit: 22,
+            quiet: false,
         }),
         msg(MessageBody::AppendEntries {
             prev_log_index: 0,
             prev_log_term: Term(0),
             entries: vec![],
             leader_commit: 0,
+            quiet: true,
         }),
         msg(MessageBody::AppendEntriesResponse {
             reject: true,
@@ -379,8 +381,33 @@ fn append(prev_log_index: u64, prev_log_term: u64, entries: &[(u64, u64)]) -> ra
                 })
                 .collect(),
             leader_commit: 0,
+            quiet: false,
         })),
     }
+}
+
+/// Only an append without entries goes unanswered: a quiet flag on one
+/// that carries entries (no leader sends it) is dropped, and one from a
+/// leader of an earlier release (no field) is answered.
+#[test]
+fn only_an_empty_append_decodes_as_quiet() {
+    let quiet = |mut w: raft::RaftMessage| {
+        if let Some(Body::AppendEntries(b)) = &mut w.body {
+            b.quiet = true;
+        }
+        match Message::try_from(w).expect("valid").body {
+            MessageBody::AppendEntries { quiet, .. } => quiet,
+            other => panic!("not an append: {other:?}"),
+        }
+    };
+    assert!(quiet(append(4, 7, &[])));
+    assert!(!quiet(append(4, 7, &[(7, 5)])));
+    let old_leader =
+        raft::RaftMessage::decode(append(4, 7, &[]).encode_to_vec().as_slice()).expect("decodes");
+    assert!(matches!(
+        Message::try_from(old_leader).expect("valid").body,
+        MessageBody::AppendEntries { quiet: false, .. }
+    ));
 }
 
 #[test]
@@ -473,6 +500,7 @@ fn decoded_entries_do_not_keep_the_receive_buffer_alive() {
         prev_log_term: Term(7),
         entries: vec![entry(7, 5, EntryKind::Normal, &[9; 300])],
         leader_commit: 4,
+        quiet: false,
     });
     // Decoding from `Bytes` slices it for `bytes` fields, as tonic's
     // decoder does with its receive buffer.

@@ -58,6 +58,15 @@ pub enum MessageBody {
         entries: Vec<Entry>,
         /// The leader's commit index.
         leader_commit: LogIndex,
+        /// Set on an append without entries that the leader sends only to
+        /// pass on its commit index, to a follower that has acknowledged
+        /// everything up to `prev_log_index` or whose acknowledgement of it
+        /// is on its way: a follower whose log matches then takes the
+        /// commit index without answering (the answer would repeat one the
+        /// leader has or will get; heartbeats keep telling the leader it is
+        /// alive). A mismatch is answered all the same, and so is an append
+        /// that carries entries.
+        quiet: bool,
     },
     /// Answer to [`MessageBody::AppendEntries`].
     AppendEntriesResponse {

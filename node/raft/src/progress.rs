@@ -59,6 +59,12 @@ impl Inflights {
         self.queue.len() >= self.max_count || self.bytes >= self.max_bytes
     }
 
+    /// Whether an append carrying entries up to `index` (or past it) is
+    /// still unacknowledged.
+    pub(crate) fn awaits_answer_through(&self, index: LogIndex) -> bool {
+        self.queue.back().is_some_and(|&(last, _)| last >= index)
+    }
+
     pub(crate) fn add(&mut self, last_index: LogIndex, bytes: u64) {
         self.queue.push_back((last_index, bytes));
         self.bytes += bytes;

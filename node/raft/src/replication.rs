@@ -7,6 +7,22 @@ use crate::raft::Raft;
 use crate::storage::Storage;
 use crate::types::{Entry, LogIndex, NodeId, Term};
 
+/// What [`Raft::send_appends`] sends a follower that has every entry
+/// already (nothing left to carry).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum IfNothingToSend {
+    /// Nothing.
+    Skip,
+    /// An append with the commit index. It goes quietly (no answer wanted)
+    /// where the follower has acknowledged, or owes an answer for, every
+    /// entry up to its `prev_log_index`: that answer says all the new one
+    /// would.
+    Commit,
+    /// An append to be answered: the follower's answers may have been
+    /// lost.
+    Ask,
+}
+
 impl<S: Storage> Raft<S> {
     /// Appends entries of the leader's own term. They are sent at the next
     /// flush, batched with whatever else arrives; the leader counts them
@@ -43,14 +59,13 @@ impl<S: Storage> Raft<S> {
             .filter(|id| *id != self.id)
             .collect();
         for to in peers {
-            self.send_appends(to, true);
+            self.send_appends(to, IfNothingToSend::Commit);
         }
     }
 
-    /// Sends as many AppendEntries to `to` as flow control allows. With
-    /// `send_if_empty`, a caught-up follower still gets one (to learn the
-    /// commit index).
-    pub(crate) fn send_appends(&mut self, to: NodeId, send_if_empty: bool) {
+    /// Sends as many AppendEntries to `to` as flow control allows; a
+    /// follower with nothing left to send gets what `empty` says.
+    pub(crate) fn send_appends(&mut self, to: NodeId, empty: IfNothingToSend) {
         let last = self.log.last_index();
         let mut sent_any = false;
         loop {
@@ -65,10 +80,10 @@ impl<S: Storage> Raft<S> {
                 continue;
             }
             let has_entries = pr.next_index <= last;
-            if !has_entries && (sent_any || !send_if_empty) {
+            if !has_entries && (sent_any || empty == IfNothingToSend::Skip) {
                 return;
             }
-            if !self.send_one_append(to) {
+            if !self.send_one_append(to, empty == IfNothingToSend::Commit) {
                 return;
             }
             sent_any = true;
@@ -79,9 +94,11 @@ impl<S: Storage> Raft<S> {
         }
     }
 
-    /// Builds and queues one AppendEntries for `to`. Returns false when the
-    /// log could not be read (a fatal storage error has been recorded).
-    fn send_one_append(&mut self, to: NodeId) -> bool {
+    /// Builds and queues one AppendEntries for `to`; one without entries
+    /// goes quietly when `may_be_quiet` and the follower has answered, or
+    /// owes an answer, for everything before it. Returns false when the log
+    /// could not be read (a fatal storage error has been recorded).
+    fn send_one_append(&mut self, to: NodeId, may_be_quiet: bool) -> bool {
         let next = self.tracker.progress[&to].next_index;
         if next < self.log.first_index() {
             // The entries it needs are compacted away.
@@ -110,12 +127,23 @@ impl<S: Storage> Raft<S> {
             .progress
             .get_mut(&to)
             .expect("progress exists for a peer we send to");
+        // Only the commit index, to a follower whose answer through `prev`
+        // came or is on its way: a second answer would say nothing new (a
+        // probe's is always wanted).
+        // A transferee's answer is wanted: it may be the one that sends
+        // the TimeoutNow.
+        let quiet = may_be_quiet
+            && count == 0
+            && pr.state == ProgressState::Replicate
+            && (pr.match_index >= prev || pr.inflights.awaits_answer_through(prev))
+            && to != self.lead_transferee;
         pr.sent_entries(last_sent, bytes, count);
         let body = MessageBody::AppendEntries {
             prev_log_index: prev,
             prev_log_term: prev_term,
             entries,
             leader_commit: self.log.committed,
+            quiet,
         };
         self.send(to, body);
         true
@@ -128,15 +156,21 @@ impl<S: Storage> Raft<S> {
             prev_log_term,
             entries,
             leader_commit,
+            quiet,
         } = m.body
         else {
             return;
         };
+        // Only an append that carries nothing goes unanswered.
+        let quiet = quiet && entries.is_empty();
         let (prev_log_index, prev_log_term, entries) = if prev_log_index < self.log.committed {
             // Everything up to our commit index matches any leader's log
             // (Raft §5.4, leader completeness): skip that part.
             let skip = (self.log.committed - prev_log_index) as usize;
             if skip > entries.len() || entries.is_empty() {
+                if quiet {
+                    return;
+                }
                 let index = self.log.committed;
                 self.send(
                     m.from,
@@ -162,6 +196,9 @@ impl<S: Storage> Raft<S> {
                 self.note_appended(&entries[pos..]);
             }
             self.log.commit_to(leader_commit.min(last_new));
+            if quiet {
+                return;
+            }
             self.send(
                 m.from,
                 MessageBody::AppendEntriesResponse {
@@ -219,7 +256,7 @@ impl<S: Storage> Raft<S> {
                 .expect("checked above");
             if pr.maybe_decr_to(index, next_try) {
                 tracing::debug!(id = %self.id, follower = %m.from, next = pr.next_index, "backtracking");
-                self.send_appends(m.from, false);
+                self.send_appends(m.from, IfNothingToSend::Skip);
             }
             return;
         }
@@ -234,7 +271,7 @@ impl<S: Storage> Raft<S> {
             // Tell every follower the new commit index promptly.
             self.replication_dirty = true;
         } else {
-            self.send_appends(m.from, false);
+            self.send_appends(m.from, IfNothingToSend::Skip);
         }
         let caught_up = self.tracker.progress[&m.from].match_index == self.log.last_index();
         if m.from == self.lead_transferee && caught_up {
@@ -292,7 +329,7 @@ impl<S: Storage> Raft<S> {
             self.rewind_snapshot_send(from);
         }
         if lagging {
-            self.send_appends(from, true);
+            self.send_appends(from, IfNothingToSend::Ask);
         }
         self.on_round_acked();
     }

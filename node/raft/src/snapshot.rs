@@ -12,6 +12,7 @@ use crate::error::StorageError;
 use crate::message::MessageBody;
 use crate::progress::ProgressState;
 use crate::raft::Raft;
+use crate::replication::IfNothingToSend;
 use crate::storage::Storage;
 use crate::types::{LogIndex, NodeId, Snapshot, SnapshotMeta, Term};
 use bytes::Bytes;
@@ -211,7 +212,7 @@ impl<S: Storage> Raft<S> {
             out.next_offset = next_offset;
             pr.inflights.reset();
         }
-        self.send_appends(from, false);
+        self.send_appends(from, IfNothingToSend::Skip);
     }
 
     /// Leader: on a heartbeat answer, if nothing was acknowledged since the

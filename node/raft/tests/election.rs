@@ -289,7 +289,8 @@ fn new_leader_appends_a_noop_entry_of_its_term() {
                 prev_log_index: 2,
                 prev_log_term: Term(1),
                 entries: vec![noop.clone()],
-                leader_commit: 0
+                leader_commit: 0,
+                quiet: false,
             }
         );
     }

@@ -116,6 +116,7 @@ fn follower_truncates_a_conflicting_suffix_from_the_first_conflict() {
             prev_log_term: Term(0),
             entries: vec![entry(1, 1), entry(2, 1), entry(3, 1), entry(4, 3)],
             leader_commit: 0,
+            quiet: false,
         },
     ));
     let ready = handle(&mut follower);
@@ -145,6 +146,7 @@ fn follower_with_a_short_log_hints_its_last_index() {
             prev_log_term: Term(2),
             entries: vec![entry(7, 2)],
             leader_commit: 5,
+            quiet: false,
         },
     ));
     let ready = handle(&mut follower);
@@ -226,6 +228,142 @@ fn leader_commits_an_older_term_entry_only_through_one_of_its_own() {
         "commit index not sent to 2: {:?}",
         ready.messages
     );
+}
+
+/// The AppendEntries of `ready` to `to`, as (prev_log_index, entries
+/// carried, leader_commit, quiet).
+fn append_shapes(ready: &Ready, to: u64) -> Vec<(u64, usize, u64, bool)> {
+    sent_to(ready, to)
+        .into_iter()
+        .filter_map(|m| match &m.body {
+            MessageBody::AppendEntries {
+                prev_log_index,
+                entries,
+                leader_commit,
+                quiet,
+                ..
+            } => Some((*prev_log_index, entries.len(), *leader_commit, *quiet)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A new commit index goes to a follower as a quiet append (no answer
+/// wanted) when it has acknowledged everything before it, or when its
+/// acknowledgement of those entries is on its way: that answer says all
+/// the follower would. When its heartbeat answer shows the follower behind
+/// (its acknowledgements were lost), the append that follows wants an
+/// answer.
+#[test]
+fn a_commit_index_alone_goes_quietly_where_an_answer_came_or_is_owed() {
+    let mut leader = core(1, 3);
+    let ready = elect(&mut leader);
+    let term = ready.entries[0].term.0;
+    // Both followers take the no-op (index 1) and move to Replicate.
+    leader.step(append_ack(2, 1, term, 1));
+    leader.step(append_ack(3, 1, term, 1));
+    handle(&mut leader);
+
+    leader.propose(Bytes::from_static(b"x")).expect("leader");
+    let ready = handle(&mut leader);
+    assert_eq!(append_shapes(&ready, 2), [(1, 1, 1, false)]);
+    assert_eq!(append_shapes(&ready, 3), [(1, 1, 1, false)]);
+
+    // Follower 2's acknowledgement commits index 2; follower 3 owes one.
+    leader.step(append_ack(2, 1, term, 2));
+    let ready = handle(&mut leader);
+    assert_eq!(ready.hard_state.map(|hs| hs.commit), Some(2));
+    assert_eq!(append_shapes(&ready, 2), [(2, 0, 2, true)]);
+    assert_eq!(append_shapes(&ready, 3), [(2, 0, 2, true)]);
+
+    // Follower 3's acknowledgements were lost: its heartbeat answer shows
+    // it behind, and the append that follows wants an answer.
+    for _ in 0..HEARTBEAT_TICKS {
+        leader.tick();
+    }
+    let ready = handle(&mut leader);
+    let round = heartbeat_rounds(&ready, 3)[0];
+    leader.step(msg(3, 1, term, MessageBody::HeartbeatResponse { round }));
+    let ready = handle(&mut leader);
+    assert_eq!(append_shapes(&ready, 3), [(2, 0, 2, false)]);
+
+    // A leadership transferee's answer is wanted even while one is owed:
+    // it may be the one that brings the TimeoutNow.
+    leader.step(append_ack(3, 1, term, 2));
+    leader.propose(Bytes::from_static(b"y")).expect("leader");
+    handle(&mut leader);
+    leader.step(append_ack(2, 1, term, 3));
+    let ready = handle(&mut leader);
+    assert_eq!(append_shapes(&ready, 3), [(3, 0, 3, true)]);
+    leader.transfer_leader(NodeId(3)).expect("a voter");
+    let ready = handle(&mut leader);
+    assert_eq!(append_shapes(&ready, 2), [(3, 0, 3, true)]);
+    assert_eq!(append_shapes(&ready, 3), [(3, 0, 3, false)]);
+    leader.step(append_ack(3, 1, term, 3));
+    let ready = handle(&mut leader);
+    assert_eq!(kinds(sent_to(&ready, 3)), ["TimeoutNow"]);
+}
+
+/// A follower takes the commit index of a quiet append whose log matches
+/// without answering, and answers one that does not match.
+#[test]
+fn a_follower_answers_a_quiet_append_only_on_a_mismatch() {
+    let mut follower = core_with(config(2), storage_with_log(3, &[1, 1, 1], 1));
+    let quiet_append = |prev_log_index, leader_commit| {
+        msg(
+            1,
+            2,
+            1,
+            MessageBody::AppendEntries {
+                prev_log_index,
+                prev_log_term: Term(1),
+                entries: Vec::new(),
+                leader_commit,
+                quiet: true,
+            },
+        )
+    };
+    follower.step(quiet_append(3, 2));
+    let ready = handle(&mut follower);
+    assert_eq!(ready.hard_state.map(|hs| hs.commit), Some(2));
+    assert!(ready.messages.is_empty(), "{:?}", ready.messages);
+
+    // At or below its commit index: nothing to take, nothing to say.
+    follower.step(quiet_append(1, 2));
+    assert!(handle(&mut follower).messages.is_empty());
+    // An append with entries is answered, quiet or not (no leader sends
+    // one so), even when they are all committed here already.
+    follower.step(msg(
+        1,
+        2,
+        1,
+        MessageBody::AppendEntries {
+            prev_log_index: 0,
+            prev_log_term: Term(0),
+            entries: vec![entry(1, 1), entry(2, 1)],
+            leader_commit: 2,
+            quiet: true,
+        },
+    ));
+    assert_eq!(handle(&mut follower).messages, [append_ack(2, 1, 1, 2)]);
+
+    follower.step(quiet_append(5, 5));
+    let ready = handle(&mut follower);
+    assert_eq!(
+        ready.messages,
+        [msg(
+            2,
+            1,
+            1,
+            MessageBody::AppendEntriesResponse {
+                reject: true,
+                index: 5,
+                hint_index: 3,
+                hint_term: Term(1),
+            }
+        )]
+    );
+    assert!(ready.hard_state.is_none_or(|hs| hs.commit == 2));
 }
 
 /// Raft §5.3 with the pipelining of thesis §10.2.1 (as in etcd-raft's

@@ -148,6 +148,7 @@ mod tests {
                     data: Bytes::from(vec![7u8; data_bytes]),
                 }],
                 leader_commit: 0,
+                quiet: false,
             },
         }
     }
