@@ -7,19 +7,43 @@ mod common;
 use common::*;
 use flotilla_raft::{Bytes, Entry, HardState, Message, MessageBody, NodeId, Ready, Storage, Term};
 
-/// The AppendEntries of `ready` to `to`, as (prev_log_index, entries).
-fn appends_to(ready: &Ready, to: u64) -> Vec<(u64, Vec<Entry>)> {
+/// `follower`'s refusal of the leader's append after `index`, with its
+/// backtracking hint (index, term).
+fn append_reject(follower: u64, leader: u64, term: u64, index: u64, hint: (u64, u64)) -> Message {
+    msg(
+        follower,
+        leader,
+        term,
+        MessageBody::AppendEntriesResponse {
+            reject: true,
+            index,
+            hint_index: hint.0,
+            hint_term: Term(hint.1),
+        },
+    )
+}
+
+/// The AppendEntries of `ready` to `to`, each as `shape` makes it of its
+/// prev_log_index, entries, leader_commit and quiet flag.
+fn appends_as<T>(ready: &Ready, to: u64, shape: impl Fn(u64, &[Entry], u64, bool) -> T) -> Vec<T> {
     sent_to(ready, to)
         .into_iter()
         .filter_map(|m| match &m.body {
             MessageBody::AppendEntries {
                 prev_log_index,
                 entries,
+                leader_commit,
+                quiet,
                 ..
-            } => Some((*prev_log_index, entries.clone())),
+            } => Some(shape(*prev_log_index, entries, *leader_commit, *quiet)),
             _ => None,
         })
         .collect()
+}
+
+/// The AppendEntries of `ready` to `to`, as (prev_log_index, entries).
+fn appends_to(ready: &Ready, to: u64) -> Vec<(u64, Vec<Entry>)> {
+    appends_as(ready, to, |prev, entries, _, _| (prev, entries.to_vec()))
 }
 
 /// Raft §5.3 (consistency check, and the optimisation at the end of §5.3 as
@@ -47,20 +71,7 @@ fn rejection_hint_lets_the_leader_skip_a_whole_conflicting_term() {
         follower.step(m);
     }
     let ready = handle(&mut follower);
-    assert_eq!(
-        ready.messages,
-        [msg(
-            2,
-            1,
-            term,
-            MessageBody::AppendEntriesResponse {
-                reject: true,
-                index: 5,
-                hint_index: 5,
-                hint_term: Term(2),
-            }
-        )]
-    );
+    assert_eq!(ready.messages, [append_reject(2, 1, term, 5, (5, 2))]);
     assert!(ready.entries.is_empty(), "nothing appended on a mismatch");
 
     // The leader has no entry of term 2: it goes back past all of them, to
@@ -150,20 +161,7 @@ fn follower_with_a_short_log_hints_its_last_index() {
         },
     ));
     let ready = handle(&mut follower);
-    assert_eq!(
-        ready.messages,
-        [msg(
-            2,
-            1,
-            2,
-            MessageBody::AppendEntriesResponse {
-                reject: true,
-                index: 6,
-                hint_index: 2,
-                hint_term: Term(1),
-            }
-        )]
-    );
+    assert_eq!(ready.messages, [append_reject(2, 1, 2, 6, (2, 1))]);
     assert_eq!(
         ready.hard_state.map(|hs| hs.commit),
         Some(0),
@@ -233,19 +231,9 @@ fn leader_commits_an_older_term_entry_only_through_one_of_its_own() {
 /// The AppendEntries of `ready` to `to`, as (prev_log_index, entries
 /// carried, leader_commit, quiet).
 fn append_shapes(ready: &Ready, to: u64) -> Vec<(u64, usize, u64, bool)> {
-    sent_to(ready, to)
-        .into_iter()
-        .filter_map(|m| match &m.body {
-            MessageBody::AppendEntries {
-                prev_log_index,
-                entries,
-                leader_commit,
-                quiet,
-                ..
-            } => Some((*prev_log_index, entries.len(), *leader_commit, *quiet)),
-            _ => None,
-        })
-        .collect()
+    appends_as(ready, to, |prev, entries, commit, quiet| {
+        (prev, entries.len(), commit, quiet)
+    })
 }
 
 /// A new commit index goes to a follower as a quiet append (no answer
@@ -349,20 +337,7 @@ fn a_follower_answers_a_quiet_append_only_on_a_mismatch() {
 
     follower.step(quiet_append(5, 5));
     let ready = handle(&mut follower);
-    assert_eq!(
-        ready.messages,
-        [msg(
-            2,
-            1,
-            1,
-            MessageBody::AppendEntriesResponse {
-                reject: true,
-                index: 5,
-                hint_index: 3,
-                hint_term: Term(1),
-            }
-        )]
-    );
+    assert_eq!(ready.messages, [append_reject(2, 1, 1, 5, (3, 1))]);
     assert!(ready.hard_state.is_none_or(|hs| hs.commit == 2));
 }
 
