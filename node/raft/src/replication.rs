@@ -128,10 +128,9 @@ impl<S: Storage> Raft<S> {
             .get_mut(&to)
             .expect("progress exists for a peer we send to");
         // Only the commit index, to a follower whose answer through `prev`
-        // came or is on its way: a second answer would say nothing new (a
-        // probe's is always wanted).
-        // A transferee's answer is wanted: it may be the one that sends
-        // the TimeoutNow.
+        // came or is on its way: a second answer would say nothing new. A
+        // probe's answer is always wanted, and so is a transferee's (it
+        // may be the one that sends the TimeoutNow).
         let quiet = may_be_quiet
             && count == 0
             && pr.state == ProgressState::Replicate
