@@ -46,6 +46,14 @@ fn appends_to(ready: &Ready, to: u64) -> Vec<(u64, Vec<Entry>)> {
     appends_as(ready, to, |prev, entries, _, _| (prev, entries.to_vec()))
 }
 
+/// The AppendEntries of `ready` to `to`, as (prev_log_index, entries
+/// carried, leader_commit, quiet).
+fn append_shapes(ready: &Ready, to: u64) -> Vec<(u64, usize, u64, bool)> {
+    appends_as(ready, to, |prev, entries, commit, quiet| {
+        (prev, entries.len(), commit, quiet)
+    })
+}
+
 /// Raft §5.3 (consistency check, and the optimisation at the end of §5.3 as
 /// done in thesis §5.3 / etcd-raft): a follower whose entry at
 /// `prev_log_index` has another term rejects the append with a hint; the
@@ -226,14 +234,6 @@ fn leader_commits_an_older_term_entry_only_through_one_of_its_own() {
         "commit index not sent to 2: {:?}",
         ready.messages
     );
-}
-
-/// The AppendEntries of `ready` to `to`, as (prev_log_index, entries
-/// carried, leader_commit, quiet).
-fn append_shapes(ready: &Ready, to: u64) -> Vec<(u64, usize, u64, bool)> {
-    appends_as(ready, to, |prev, entries, commit, quiet| {
-        (prev, entries.len(), commit, quiet)
-    })
 }
 
 /// A new commit index goes to a follower as a quiet append (no answer
