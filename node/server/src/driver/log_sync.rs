@@ -10,9 +10,19 @@
 //! member syncs back to back, each sync covering what the driver wrote
 //! during the previous one. The thread reports the last write each sync
 //! covered; the driver then calls [`super::Step::synced`].
+//!
+//! A follower whose disk is fast syncs on the driver's thread instead
+//! when no sync is under way ([`Syncer::may_sync_inline`]): it has nothing
+//! else to do before it can acknowledge, and handing a sync to the thread
+//! and its report back costs two thread wake-ups, each on the path of
+//! every write a client waits for. A leader always defers: its loop sends
+//! the appends and heartbeats that keep the cluster going. Every sync,
+//! on either thread, is timed into a moving estimate of the disk's sync
+//! time; once it reaches [`INLINE_SLOW`] the follower's syncs go back to
+//! the thread, until the syncs made there bring it down again.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use flotilla_raft::{LogSync, NodeId, StorageError};
 use tokio::sync::mpsc;
@@ -24,12 +34,28 @@ use crate::metrics::Metrics;
 /// thread is behind by this many `Ready`s: the disk is the limit).
 const QUEUE_MAX: usize = 1024;
 
-/// What the thread reports: every write up to this one is durable, or the
-/// sync failed (the member must stop).
-pub(super) type SyncDone = Result<u64, StorageError>;
+/// What the thread reports: every write up to this one is durable, and
+/// how long the sync took; or the sync failed (the member must stop).
+pub(super) type SyncDone = Result<(u64, Duration), StorageError>;
 
 /// A write to sync: its number and the storage's handle.
 type SyncJob = (u64, Arc<dyn LogSync>);
+
+/// A disk whose syncs take about this long or more syncs on the thread
+/// only: a 2 ms fsync (a network volume) on the driver's thread would hold
+/// the follower's loop, and the appends behind it, for all of it.
+pub(super) const INLINE_SLOW: Duration = Duration::from_millis(1);
+
+/// The most a write synced on the driver's thread may carry (its entries'
+/// [`flotilla_raft::Entry::size_bytes`]): a follower catching up receives
+/// appends of megabytes, whose flush would hold its loop for as long as
+/// the disk takes to write them, however fast its syncs of a few entries.
+pub(super) const INLINE_BYTES_MAX: u64 = 64 * 1024;
+
+/// The weight of the newest sync in the estimate, as a divisor: one sync
+/// of 10 ms among fast ones lifts it past [`INLINE_SLOW`], and a few
+/// fast ones bring it back.
+const ESTIMATE_WEIGHT: u64 = 8;
 
 /// The sync thread of one driver, started with its first deferred write
 /// and ended with the driver.
@@ -38,6 +64,14 @@ pub(super) struct Syncer {
     id: NodeId,
     /// The thread could not be started: syncs run inline from then on.
     unavailable: bool,
+    /// The last write handed to the thread, and the last the driver
+    /// learned durable from its reports ([`Self::reported`]): the thread
+    /// has nothing under way when they are equal.
+    last_sent: Option<u64>,
+    last_reported: Option<u64>,
+    /// The moving estimate of one sync's duration, in nanoseconds, over
+    /// the syncs of both threads; it starts at zero.
+    estimate_ns: u64,
     /// Where the thread reports. Unbounded, yet bounded by the job queue:
     /// each report covers at least one job.
     pub(super) done: (
@@ -52,8 +86,42 @@ impl Syncer {
             worker: Worker::new(format!("raft-sync-{id}"), QUEUE_MAX),
             id,
             unavailable: false,
+            last_sent: None,
+            last_reported: None,
+            estimate_ns: 0,
             done: mpsc::unbounded_channel(),
         }
+    }
+
+    /// Whether a write of `bytes` may sync on the driver's thread rather
+    /// than here: only a follower's (`follower`), only a small one
+    /// ([`INLINE_BYTES_MAX`]), only while no sync is under way here (an
+    /// inline sync then covers every write made so far, and the writes'
+    /// reports stay in order), and only while syncs have been fast
+    /// ([`INLINE_SLOW`]).
+    pub(super) fn may_sync_inline(&self, follower: bool, bytes: u64) -> bool {
+        follower
+            && bytes <= INLINE_BYTES_MAX
+            && self.last_sent <= self.last_reported
+            && self.estimate() < INLINE_SLOW
+    }
+
+    /// The moving estimate of one sync's duration.
+    pub(super) fn estimate(&self) -> Duration {
+        Duration::from_nanos(self.estimate_ns)
+    }
+
+    /// A sync, on either thread, took `took`.
+    pub(super) fn timed(&mut self, took: Duration) {
+        let took = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        self.estimate_ns = (self.estimate_ns - self.estimate_ns / ESTIMATE_WEIGHT)
+            .saturating_add(took / ESTIMATE_WEIGHT);
+    }
+
+    /// The driver learned every write up to `write` durable, from a report
+    /// of the thread's.
+    pub(super) fn reported(&mut self, write: u64) {
+        self.last_reported = self.last_reported.max(Some(write));
     }
 
     /// Hands write `write` to the thread, starting it if it is not running,
@@ -83,13 +151,14 @@ impl Syncer {
         };
         let stopped = || StorageError::Fatal("the log sync thread stopped".into());
         match jobs.try_send((write, sync)) {
-            Ok(()) => Ok(None),
+            Ok(()) => {}
             Err(std::sync::mpsc::TrySendError::Full(job)) => {
                 super::task::blocking(owns_thread, || jobs.send(job)).map_err(|_| stopped())?;
-                Ok(None)
             }
-            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => Err(stopped()),
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => return Err(stopped()),
         }
+        self.last_sent = Some(write);
+        Ok(None)
     }
 
     /// Ends the thread (after the sync it is in, if any) and waits for it.
@@ -115,11 +184,12 @@ fn run(
         }
         let started = Instant::now();
         let synced = files.iter().try_for_each(|f| f.sync());
+        let took = started.elapsed();
         if let Some(m) = &metrics {
-            m.observe_fsync(started.elapsed());
+            m.observe_fsync(took);
         }
         let failed = synced.is_err();
-        if done.send(synced.map(|()| last)).is_err() || failed {
+        if done.send(synced.map(|()| (last, took))).is_err() || failed {
             return;
         }
     }
@@ -129,4 +199,106 @@ fn run(
 /// pointer may differ between codegen units).
 fn same(a: &Arc<dyn LogSync>, b: &Arc<dyn LogSync>) -> bool {
     std::ptr::addr_eq(Arc::as_ptr(a), Arc::as_ptr(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A write of a few entries.
+    const SMALL: u64 = 4096;
+
+    #[derive(Debug, Default)]
+    struct CountedSync(AtomicUsize);
+
+    impl LogSync for CountedSync {
+        fn sync(&self) -> Result<(), StorageError> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    /// Waits (bounded) for the thread's next report.
+    fn next_report(syncer: &mut Syncer) -> (u64, Duration) {
+        for _ in 0..500 {
+            if let Ok(done) = syncer.done.1.try_recv() {
+                return done.expect("the sync succeeded");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("the sync thread did not report within 5 s");
+    }
+
+    #[test]
+    fn only_a_follower_with_no_sync_under_way_syncs_on_its_loop() {
+        let mut syncer = Syncer::new(NodeId(1));
+        assert!(syncer.may_sync_inline(true, SMALL));
+        assert!(!syncer.may_sync_inline(false, SMALL), "a leader defers");
+        assert!(syncer.may_sync_inline(true, INLINE_BYTES_MAX));
+        assert!(
+            !syncer.may_sync_inline(true, INLINE_BYTES_MAX + 1),
+            "a large write defers"
+        );
+
+        let file = Arc::new(CountedSync::default());
+        let handed_back = syncer.send(0, file.clone(), None, true).unwrap();
+        assert!(handed_back.is_none(), "the thread took the sync");
+        assert!(
+            !syncer.may_sync_inline(true, SMALL),
+            "an inline sync must not overtake one under way"
+        );
+        let (write, took) = next_report(&mut syncer);
+        assert_eq!(write, 0);
+        assert!(
+            !syncer.may_sync_inline(true, SMALL),
+            "the thread synced, but the driver has not learned it yet"
+        );
+        syncer.reported(write);
+        syncer.timed(took);
+        assert!(syncer.may_sync_inline(true, SMALL));
+        assert_eq!(file.0.load(Ordering::SeqCst), 1);
+
+        // A later write, and a report that comes late or twice.
+        syncer.send(1, file.clone(), None, true).unwrap();
+        syncer.reported(0);
+        assert!(!syncer.may_sync_inline(true, SMALL));
+        let (write, _) = next_report(&mut syncer);
+        syncer.reported(write);
+        assert!(syncer.may_sync_inline(true, SMALL));
+        syncer.stop(true);
+    }
+
+    #[test]
+    fn a_slow_disk_keeps_a_followers_syncs_on_the_thread() {
+        let mut syncer = Syncer::new(NodeId(1));
+        let fast = INLINE_SLOW / 4;
+        for _ in 0..100 {
+            syncer.timed(fast);
+        }
+        assert!(syncer.may_sync_inline(true, SMALL));
+
+        // One sync that stalls (a burst of writeback on the disk) is
+        // enough to defer, and fast ones bring the loop back.
+        syncer.timed(INLINE_SLOW * 10);
+        assert!(!syncer.may_sync_inline(true, SMALL));
+        let mut fast_ones = 0;
+        while !syncer.may_sync_inline(true, SMALL) {
+            syncer.timed(fast);
+            fast_ones += 1;
+            assert!(fast_ones < 100, "the estimate does not come down");
+        }
+        assert!(fast_ones > 1, "one fast sync should not outweigh a stall");
+
+        // A disk that is slow throughout stays deferred, and one slightly
+        // below the bound syncs inline.
+        for _ in 0..100 {
+            syncer.timed(INLINE_SLOW * 2);
+        }
+        assert!(!syncer.may_sync_inline(true, SMALL));
+        for _ in 0..100 {
+            syncer.timed(INLINE_SLOW * 9 / 10);
+        }
+        assert!(syncer.may_sync_inline(true, SMALL));
+    }
 }

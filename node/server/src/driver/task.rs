@@ -854,10 +854,14 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
     /// those the thread reported meanwhile): the step learns it, and the
     /// messages that waited for them leave. A failed sync stops the member.
     fn synced(&mut self, done: SyncDone) -> Result<(), StorageError> {
-        let mut write = done?;
+        let (mut write, took) = done?;
+        self.io.syncer.timed(took);
         while let Ok(next) = self.io.syncer.done.1.try_recv() {
-            write = next?;
+            let took;
+            (write, took) = next?;
+            self.io.syncer.timed(took);
         }
+        self.io.syncer.reported(write);
         self.step.synced(write, &mut self.io);
         Ok(())
     }
@@ -968,17 +972,28 @@ impl<S: Storage, M: StateMachine, T: Transport> Effects<S, M> for Io<M, T> {
             let Some(sync) = deferred else {
                 return Ok(Persisted::Durable);
             };
-            // The sync thread times its syncs.
-            let Some(sync) =
-                self.syncer
+            // A follower's small write on a fast disk syncs here (see
+            // `log_sync`); the rest on the sync thread, which times its
+            // syncs.
+            let follower = raft.soft_state().role == Role::Follower;
+            let bytes = ready.entries.iter().map(Entry::size_bytes).sum();
+            let sync = if self.syncer.may_sync_inline(follower, bytes) {
+                sync
+            } else {
+                match self
+                    .syncer
                     .send(write, sync, self.metrics.clone(), self.owns_thread)?
-            else {
-                return Ok(Persisted::Syncing);
+                {
+                    None => return Ok(Persisted::Syncing),
+                    Some(sync) => sync,
+                }
             };
             let started = Instant::now();
             blocking(self.owns_thread, || sync.sync())?;
+            let took = started.elapsed();
+            self.syncer.timed(took);
             if let Some(m) = &self.metrics {
-                m.observe_fsync(started.elapsed());
+                m.observe_fsync(took);
             }
             return Ok(Persisted::Durable);
         }
