@@ -34,6 +34,9 @@ pub struct Metrics {
     pub peer_proposals_refused: Counter,
     /// Durations of the Raft log's persist step (one write + fsync).
     pub fsync_seconds: Histogram,
+    /// Log syncs a follower made on its Raft loop rather than the sync
+    /// thread (a small write on a fast disk, with no sync under way).
+    pub fsync_inline: Counter,
     /// Round trips of peer message batches.
     pub peer_round_trip_seconds: Histogram,
     /// Lookups of a member's host name that failed (each is retried).
@@ -87,6 +90,7 @@ impl Metrics {
             peer_proposals_refused: Counter::default(),
             // 50 µs .. ~1.6 s
             fsync_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
+            fsync_inline: Counter::default(),
             peer_round_trip_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
             resolve_failures: Counter::default(),
             snapshots_installed: Counter::default(),
@@ -135,6 +139,11 @@ impl Metrics {
             "raft_fsync_duration_seconds",
             "Raft log persists that synced the disk (write + fsync): entries, or a new term or vote",
             m.fsync_seconds.clone(),
+        );
+        registry.register(
+            "raft_fsync_inline",
+            "Log syncs a follower made on its Raft loop rather than the sync thread (small writes on a fast disk)",
+            m.fsync_inline.clone(),
         );
         registry.register(
             "peer_round_trip_seconds",

@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use flotilla_node::config::{ClusterState, InitialMember};
+use flotilla_node::config::{ClusterState, FsyncSetting, InitialMember};
 use flotilla_node::server::{NodeListeners, start};
 use flotilla_node::transport::{FEATURES, PEER_PROPOSALS};
 use flotilla_proto::etcdserverpb::cluster_client::ClusterClient;
@@ -821,6 +821,41 @@ async fn metrics_time_disk_writes_and_peer_round_trips() {
     let text = http_get(follower, "/metrics").await;
     let writes = metric(&text, "flotilla_raft_fsync_duration_seconds_count");
     assert!(writes.is_some_and(|n| n > 0.0), "{text}");
+    c.shutdown().await;
+}
+
+/// With the log synced (`--fsync always`), only a follower syncs a write on
+/// its Raft loop: a leader's syncs stay on the sync thread however fast
+/// its disk, so that the followers commit while the leader's disk stalls.
+/// (A follower does so only on a fast disk: its own count is not asserted.
+/// The leader may have synced a vote inline before it led, so its count
+/// must only stay put.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn only_a_follower_syncs_on_its_raft_loop() {
+    let c = Cluster::start_configured(|n| n.fsync = FsyncSetting::Always).await;
+    let mut kv = c.kv(c.leader()).await;
+    kv.put(put_req("warm", "1")).await.expect("put");
+    let leader = c.nodes[c.leader()].http_addr();
+    let follower = c.nodes[c.follower()].http_addr();
+    let counts = |text: &str| {
+        (
+            metric(text, "flotilla_raft_fsync_inline_total").expect("the inline counter"),
+            metric(text, "flotilla_raft_fsync_duration_seconds_count").expect("the sync histogram"),
+        )
+    };
+    let (leader_inline, leader_syncs) = counts(&http_get(leader, "/metrics").await);
+    let (_, follower_syncs) = counts(&http_get(follower, "/metrics").await);
+    for i in 0..20 {
+        kv.put(put_req(&format!("inline-{i}"), "1"))
+            .await
+            .expect("put");
+    }
+    let text = http_get(leader, "/metrics").await;
+    let (inline, syncs) = counts(&text);
+    assert!(syncs > leader_syncs, "the leader synced its writes: {text}");
+    assert_eq!(inline, leader_inline, "{text}");
+    let text = http_get(follower, "/metrics").await;
+    assert!(counts(&text).1 > follower_syncs, "{text}");
     c.shutdown().await;
 }
 

@@ -978,6 +978,9 @@ impl<S: Storage, M: StateMachine, T: Transport> Effects<S, M> for Io<M, T> {
             let follower = raft.soft_state().role == Role::Follower;
             let bytes = ready.entries.iter().map(Entry::size_bytes).sum();
             let sync = if self.syncer.may_sync_inline(follower, bytes) {
+                if let Some(m) = &self.metrics {
+                    m.fsync_inline.inc();
+                }
                 sync
             } else {
                 match self
