@@ -46,6 +46,10 @@ fn run_many(scenario: &Scenario, base: u64, default_count: u64) -> RunStats {
         "no member deferred a log sync: {total:?}"
     );
     assert!(
+        n < 10 || total.syncs_inline > 0,
+        "no follower synced a write at once in a run that defers syncs: {total:?}"
+    );
+    assert!(
         n < 10 || total.entries_lost_unsynced > 0,
         "no crash took away an entry whose sync was under way: {total:?}"
     );

@@ -75,9 +75,9 @@ pub enum ReadModeSetting {
 pub enum FsyncSetting {
     /// fsync every log write before anything counts on it (the default;
     /// required for safety). The fsync runs on a thread beside the Raft
-    /// loop, which goes on while the disk flushes; a follower whose disk
-    /// syncs in well under a millisecond syncs on its loop when no sync
-    /// is under way, saving two thread wake-ups per write.
+    /// loop, which goes on while the disk flushes; a follower whose syncs
+    /// have averaged under a millisecond syncs a write of up to 64 KiB on
+    /// its loop when no sync is under way, saving two thread wake-ups.
     Always,
     /// As `always`, but the Raft loop waits for each fsync itself (the
     /// behaviour before the sync moved off the loop; for comparison).

@@ -253,6 +253,7 @@ impl Cluster {
             syncing: VecDeque::new(),
             sync_floor: 0,
             syncs_deferred: 0,
+            syncs_inline: 0,
             entries_lost_unsynced: 0,
         });
         self.start(id);
@@ -536,6 +537,7 @@ impl Cluster {
         f: impl FnOnce(&mut NodeStep, u64, &mut SimEffects<'_>) -> Result<T, StorageError>,
     ) -> Option<T> {
         let node = &mut self.nodes[i];
+        let inline_sync = self.slow_disk != Some(node.id);
         let sync_delay_max = if self.slow_disk == Some(node.id) {
             SLOW_SYNC_DELAY_MAX_UNITS
         } else {
@@ -557,6 +559,7 @@ impl Cluster {
             apply_delay_max: self.apply_delay_ticks * TICK_UNITS,
             deferred_sync: self.deferred_sync,
             sync_delay_max,
+            inline_sync,
         };
         match f(&mut step, self.ticks, &mut fx) {
             Ok(out) => {

@@ -220,6 +220,8 @@ pub struct RunStats {
     pub runs_with_deferred_sync: u64,
     /// Deferred syncs finished.
     pub syncs_deferred: u64,
+    /// Followers' writes synced at once in runs that defer syncs.
+    pub syncs_inline: u64,
     /// Entries crashes took away before their sync finished.
     pub entries_lost_unsynced: u64,
     /// Members added during the run.
@@ -256,6 +258,7 @@ impl RunStats {
         self.runs_with_old_member += other.runs_with_old_member;
         self.runs_with_deferred_sync += other.runs_with_deferred_sync;
         self.syncs_deferred += other.syncs_deferred;
+        self.syncs_inline += other.syncs_inline;
         self.entries_lost_unsynced += other.entries_lost_unsynced;
         self.members_added += other.members_added;
         self.final_voters += other.final_voters;
@@ -417,6 +420,7 @@ fn run_seed_inner(scenario: &Scenario, seed: u64) -> Result<RunStats, String> {
         runs_with_old_member: u64::from(cluster.without_peer_proposals.is_some()),
         runs_with_deferred_sync: u64::from(cluster.deferred_sync),
         syncs_deferred: cluster.nodes.iter().map(|n| n.syncs_deferred).sum(),
+        syncs_inline: cluster.nodes.iter().map(|n| n.syncs_inline).sum(),
         entries_lost_unsynced: cluster.nodes.iter().map(|n| n.entries_lost_unsynced).sum(),
         members_added: cluster.nodes.len() - scenario.nodes,
         final_voters: cluster

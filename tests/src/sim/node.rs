@@ -268,6 +268,10 @@ pub struct SimNode {
     pub sync_floor: LogIndex,
     /// Deferred syncs finished.
     pub syncs_deferred: u64,
+    /// Writes of a run that defers syncs which this member, a follower
+    /// with no sync under way, synced at once, as the driver does on a
+    /// fast disk.
+    pub syncs_inline: u64,
     /// Entries crashes took away before their sync finished.
     pub entries_lost_unsynced: u64,
 }
@@ -417,6 +421,10 @@ pub(super) struct SimEffects<'a> {
     pub deferred_sync: bool,
     /// See `deferred_sync`.
     pub sync_delay_max: u64,
+    /// Whether, in a run that defers syncs, this member (as a follower,
+    /// with no sync under way) may sync a small write at once, as the
+    /// driver does when the disk has been fast: not on the slow disk.
+    pub inline_sync: bool,
 }
 
 impl SimEffects<'_> {
@@ -506,6 +514,10 @@ impl SimEffects<'_> {
     }
 }
 
+/// The largest write a follower syncs at once in a run that defers syncs
+/// (the driver's bound, `INLINE_BYTES_MAX` in `driver/log_sync.rs`).
+const INLINE_SYNC_BYTES_MAX: u64 = 64 * 1024;
+
 impl Effects<MemStorage, NodeStateMachine> for SimEffects<'_> {
     type Proposal = Proposal;
     type Read = Read;
@@ -548,6 +560,18 @@ impl Effects<MemStorage, NodeStateMachine> for SimEffects<'_> {
             // step then counts it durable while earlier syncs are still
             // to report.
             self.node.sync_floor = raft.storage().last_index();
+            return Ok(Persisted::Durable);
+        }
+        if self.inline_sync
+            && raft.soft_state().role == Role::Follower
+            && self.node.syncing.is_empty()
+            && ready.entries.iter().map(Entry::size_bytes).sum::<u64>() <= INLINE_SYNC_BYTES_MAX
+            && self.rng.random_bool(0.5)
+        {
+            // The driver's choice on a fast disk (`driver/log_sync.rs`),
+            // here at random: synced before the step goes on.
+            self.node.sync_floor = raft.storage().last_index();
+            self.node.syncs_inline += 1;
             return Ok(Persisted::Durable);
         }
         let due = self.now + self.rng.random_range(0..=self.sync_delay_max);

@@ -16,7 +16,11 @@
 //! else to do before it can acknowledge, and handing a sync to the thread
 //! and its report back costs two thread wake-ups, each on the path of
 //! every write a client waits for. A leader always defers: its loop sends
-//! the appends and heartbeats that keep the cluster going. Every sync,
+//! the appends and heartbeats that keep the cluster going. The price: a
+//! sync that stalls on the loop holds the follower's heartbeat answers
+//! for as long (only the first one, before the estimate below moves), and
+//! a write that crosses the end of a log segment also flushes the zeros
+//! the segment is filled ahead with (1 MiB by default). Every sync,
 //! on either thread, is timed into a moving estimate of the disk's sync
 //! time; once it reaches [`INLINE_SLOW`] the follower's syncs go back to
 //! the thread, until the syncs made there bring it down again.
@@ -259,13 +263,17 @@ mod tests {
         assert!(syncer.may_sync_inline(true, SMALL));
         assert_eq!(file.0.load(Ordering::SeqCst), 1);
 
-        // A later write, and a report that comes late or twice.
+        // A later write: an earlier report again does not stand for it,
+        // and one that comes late does not take its report back.
         syncer.send(1, file.clone(), None, true).unwrap();
         syncer.reported(0);
         assert!(!syncer.may_sync_inline(true, SMALL));
         let (write, _) = next_report(&mut syncer);
+        assert_eq!(write, 1);
         syncer.reported(write);
         assert!(syncer.may_sync_inline(true, SMALL));
+        syncer.reported(0);
+        assert!(syncer.may_sync_inline(true, SMALL), "a late report");
         syncer.stop(true);
     }
 
