@@ -7,7 +7,8 @@ use super::invariants::Invariants;
 use super::kv::pairs;
 use super::network::Network;
 use flotilla_node::driver::{
-    Applied, ApplyBounds, DriverError, Effects, Persisted, Step, apply_run, durable_before,
+    Applied, ApplyBounds, DriverError, Effects, INLINE_BYTES_MAX, Persisted, Step, apply_run,
+    durable_before,
 };
 use flotilla_node::kv::Lessor;
 use flotilla_node::kv::{KvConfig, KvOutput, KvView};
@@ -514,10 +515,6 @@ impl SimEffects<'_> {
     }
 }
 
-/// The largest write a follower syncs at once in a run that defers syncs
-/// (the driver's bound, `INLINE_BYTES_MAX` in `driver/log_sync.rs`).
-const INLINE_SYNC_BYTES_MAX: u64 = 64 * 1024;
-
 impl Effects<MemStorage, NodeStateMachine> for SimEffects<'_> {
     type Proposal = Proposal;
     type Read = Read;
@@ -565,7 +562,7 @@ impl Effects<MemStorage, NodeStateMachine> for SimEffects<'_> {
         if self.inline_sync
             && raft.soft_state().role == Role::Follower
             && self.node.syncing.is_empty()
-            && ready.entries.iter().map(Entry::size_bytes).sum::<u64>() <= INLINE_SYNC_BYTES_MAX
+            && ready.entries.iter().map(Entry::size_bytes).sum::<u64>() <= INLINE_BYTES_MAX
             && self.rng.random_bool(0.5)
         {
             // The driver's choice on a fast disk (`driver/log_sync.rs`),

@@ -54,7 +54,7 @@ pub(super) const INLINE_SLOW: Duration = Duration::from_millis(1);
 /// [`flotilla_raft::Entry::size_bytes`]): a follower catching up receives
 /// appends of megabytes, whose flush would hold its loop for as long as
 /// the disk takes to write them, however fast its syncs of a few entries.
-pub(super) const INLINE_BYTES_MAX: u64 = 64 * 1024;
+pub const INLINE_BYTES_MAX: u64 = 64 * 1024;
 
 /// The weight of the newest sync in the estimate, as a divisor: one sync
 /// of 10 ms among fast ones lifts it past [`INLINE_SLOW`], and a few

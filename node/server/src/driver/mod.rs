@@ -31,6 +31,7 @@ mod worker;
 
 pub use error::DriverError;
 pub use handle::{NodeStatus, RaftHandle};
+pub use log_sync::INLINE_BYTES_MAX;
 pub use peer_propose::{
     COMMAND_BYTES_MAX as PEER_COMMAND_BYTES_MAX, PeerProposalFilter, PeerSupport,
 };
