@@ -7,6 +7,7 @@
 #     bash benches/compare-etcd/run.sh
 #     TOTAL=10000 bash benches/compare-etcd/run.sh      # a quicker run
 #     SCENARIOS=0 bash benches/compare-etcd/run.sh      # only the comparison
+#     ROUNDS=3 bash benches/compare-etcd/run.sh         # medians of 3 alternating runs
 #
 # It installs Debian's etcd-server (etcd 3.4) when `etcd` is missing (needs
 # root or sudo), builds `flotilla` in release mode (CARGO_TARGET_DIR is
@@ -35,7 +36,8 @@
 #       SIGCONT it, time until its applied index reaches the leader's.
 #
 # Environment: FLOTILLA_BIN (a `flotilla` binary to run instead of building
-# one), CHECK_PERF (''), TOTAL (20000), RANGE_TOTAL (TOTAL), SINGLE_TOTAL (2000),
+# one), CHECK_PERF (''), ROUNDS (1: runs of each load per system, the two
+# systems alternating; the table shows medians), TOTAL (20000), RANGE_TOTAL (TOTAL), SINGLE_TOTAL (2000),
 # CLIENTS (100), CONNS (10),
 # KEY_SPACE (100000), PUT_FLAGS (''), LEADER_PUT (1), SCENARIOS (1),
 # CATCHUP_KEYS (100000),
@@ -55,6 +57,7 @@ PUT_FLAGS=${PUT_FLAGS:-}
 LEADER_PUT=${LEADER_PUT:-1}
 SCENARIOS=${SCENARIOS:-1}
 CHECK_PERF=${CHECK_PERF:-}
+ROUNDS=${ROUNDS:-1}
 CATCHUP_KEYS=${CATCHUP_KEYS:-100000}
 ETCD_BASE=${ETCD_BASE:-32379}
 FLOTILLA_BASE=${FLOTILLA_BASE:-22379}
@@ -69,6 +72,7 @@ source "$(dirname "$0")/../lib/members.sh"
 # ETCD_BASE..+102: overlapping ranges leave one system unable to bind (e.g.
 # etcd's client ports on Flotilla's HTTP ones), seen only as a member that
 # never gets ready.
+[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive whole number, not '$ROUNDS'"
 if ((ETCD_BASE <= FLOTILLA_BASE + 202 && FLOTILLA_BASE <= ETCD_BASE + 102)); then
 	die "ETCD_BASE=$ETCD_BASE (ports ..+102) overlaps FLOTILLA_BASE=$FLOTILLA_BASE (ports ..+202)"
 fi
@@ -167,24 +171,29 @@ PUT_ARGS=(put --clients "$CLIENTS" --conns "$CONNS" --total "$TOTAL" --key-size 
 RANGE_ARGS=(range bench-range-key --consistency l --clients "$CLIENTS" --conns "$CONNS"
 	--total "$RANGE_TOTAL" --val-size 256)
 
-for sys in etcd flotilla; do
-	[[ $sys == etcd ]] && e=$ETCD_EPS || e=$FLO_EPS
-	log "$sys: put, $TOTAL requests"
-	bench "$WORK/$sys-put.json" "$e" "${PUT_ARGS[@]}"
-	if [[ $LEADER_PUT == 1 ]]; then
-		log "$sys: put to the leader, $TOTAL requests"
-		bench "$WORK/$sys-put-leader.json" "$e" "${PUT_ARGS[@]}" --leader-only
-	fi
-	log "$sys: linearizable range, $RANGE_TOTAL requests"
-	bench "$WORK/$sys-range.json" "$e" "${RANGE_ARGS[@]}"
-	if ((SINGLE_TOTAL > 0)); then
-		log "$sys: one client's puts to the leader, $SINGLE_TOTAL requests"
-		bench "$WORK/$sys-put-1.json" "$e" put --clients 1 --conns 1 --total "$SINGLE_TOTAL" \
-			--key-size 8 --val-size 256 --key-space-size "$KEY_SPACE" --leader-only
-	fi
-done
+# Phase by phase, the two systems alternating within each (etcd, Flotilla,
+# etcd, Flotilla, ... for ROUNDS rounds), so that a drift in the machine's
+# speed hits both alike; each system sees only its own phases, in the same
+# order. The table shows each figure's median over the rounds.
+phase() { # phase NAME ARGS...: ROUNDS alternating runs of one load
+	local name=$1 round sys e
+	shift
+	for round in $(seq 1 "$ROUNDS"); do
+		for sys in etcd flotilla; do
+			[[ $sys == etcd ]] && e=$ETCD_EPS || e=$FLO_EPS
+			log "$sys: $name, round $round of $ROUNDS"
+			bench "$WORK/$sys-$name-$round.json" "$e" "$@"
+		done
+	done
+}
+phase put "${PUT_ARGS[@]}"
+[[ $LEADER_PUT != 1 ]] || phase put-leader "${PUT_ARGS[@]}" --leader-only
+phase range "${RANGE_ARGS[@]}"
+if ((SINGLE_TOTAL > 0)); then
+	phase put-1 put --clients 1 --conns 1 --total "$SINGLE_TOTAL" \
+		--key-size 8 --val-size 256 --key-space-size "$KEY_SPACE" --leader-only
+fi
 
-# (e) etcdctl check perf: etcd's load, etcd's client, the same for both.
 case $CHECK_PERF in '' | s | m | l | xl) ;; *) die "CHECK_PERF must be s, m, l or xl, not '$CHECK_PERF'" ;; esac
 check_perf() { # check_perf SYSTEM ENDPOINTS: one line of etcdctl's verdicts
 	local out=$WORK/$1-check-perf.txt
@@ -208,16 +217,31 @@ if [[ -n $CHECK_PERF ]]; then
 fi
 
 # --- the table ----------------------------------------------------------------
-row() { # row LOAD: one line per load from the two JSON reports
-	jq -r -n --arg load "$1" --slurpfile e "$WORK/etcd-$1.json" --slurpfile f "$WORK/flotilla-$1.json" '
+row() { # row LOAD: one line per load: each system's medians over the rounds
+	jq -r -n --arg load "$1" \
+		--slurpfile e <(cat "$WORK/etcd-$1-"*.json) --slurpfile f <(cat "$WORK/flotilla-$1-"*.json) '
 		def r(x): (x * 100 | round) / 100;
 		def ratio(a; b): if b > 0 then r(a / b) else "-" end;
-		$e[0] as $e | $f[0] as $f |
+		def median: sort | if length % 2 == 1 then .[length / 2 | floor]
+			else (.[length / 2 - 1] + .[length / 2]) / 2 end;
+		def med(runs; f): [runs[] | f] | median;
+		def rps(runs): med(runs; .requests_per_s);
+		def p50(runs): med(runs; .latency_ms.p50);
+		def p99(runs): med(runs; .latency_ms.p99);
 		[$load,
-		 r($e.requests_per_s), r($f.requests_per_s), ratio($f.requests_per_s; $e.requests_per_s),
-		 r($e.latency_ms.p50), r($f.latency_ms.p50), ratio($f.latency_ms.p50; $e.latency_ms.p50),
-		 r($e.latency_ms.p99), r($f.latency_ms.p99), ratio($f.latency_ms.p99; $e.latency_ms.p99),
-		 "\($e.errors)/\($f.errors)"] | @tsv'
+		 r(rps($e)), r(rps($f)), ratio(rps($f); rps($e)),
+		 r(p50($e)), r(p50($f)), ratio(p50($f); p50($e)),
+		 r(p99($e)), r(p99($f)), ratio(p99($f); p99($e)),
+		 "\([$e[].errors] | add)/\([$f[].errors] | add)"] | @tsv'
+}
+runs() { # runs LOAD: each round's flotilla/etcd throughput ratio
+	local round e f out=""
+	for round in $(seq 1 "$ROUNDS"); do
+		e=$(jq '.requests_per_s' "$WORK/etcd-$1-$round.json")
+		f=$(jq '.requests_per_s' "$WORK/flotilla-$1-$round.json")
+		out+="${out:+ }$(jq -n --argjson e "$e" --argjson f "$f" 'if $e > 0 then ($f / $e * 100 | round) / 100 else "-" end')"
+	done
+	echo "$out"
 }
 echo
 echo "compare-etcd: 3 members each on loopback, fsync on; $CLIENTS clients, $CONNS connections"
@@ -226,6 +250,7 @@ echo "range: $RANGE_TOTAL x linearizable range of one key"
 ((SINGLE_TOTAL == 0)) || echo "put-1: $SINGLE_TOTAL x put from one client on one connection to the leader"
 echo "load average after the runs: $(cut -d' ' -f1-3 /proc/loadavg) (the machine should be otherwise idle)"
 echo "ratio = flotilla / etcd (throughput: higher is better; latency: lower is better)"
+echo "figures: medians over $ROUNDS round(s), the systems alternating within each load"
 {
 	printf 'load\tetcd req/s\tflotilla req/s\tratio\tetcd p50 ms\tflotilla p50 ms\tratio\tetcd p99 ms\tflotilla p99 ms\tratio\terrors e/f\n'
 	row put
@@ -233,6 +258,12 @@ echo "ratio = flotilla / etcd (throughput: higher is better; latency: lower is b
 	row range
 	((SINGLE_TOTAL == 0)) || row put-1
 } | column -t -s $'\t'
+if ((ROUNDS > 1)); then
+	echo "throughput ratio in each round:"
+	for load in put $([[ $LEADER_PUT != 1 ]] || echo put-leader) range $( ((SINGLE_TOTAL == 0)) || echo put-1); do
+		printf '  %-10s %s\n' "$load" "$(runs "$load")"
+	done
+fi
 if [[ -n $CHECK_PERF ]]; then
 	echo
 	echo "etcdctl check perf --load $CHECK_PERF (etcd's client and load, 60 s each):"

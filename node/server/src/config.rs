@@ -86,6 +86,35 @@ pub enum FsyncSetting {
     Never,
 }
 
+/// Which threads serve a member's client connections.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientThreadSetting {
+    /// `driver` when the runtime has one worker thread (two cores or
+    /// fewer), else `workers` (the default).
+    #[default]
+    Auto,
+    /// The Raft driver's thread: a put, a lease grant or revoke and a
+    /// status call are served there without waking another thread; every
+    /// other call runs on the worker threads, which encode its answer.
+    Driver,
+    /// The runtime's worker threads, every call.
+    Workers,
+}
+
+impl ClientThreadSetting {
+    /// Whether the client connections run on the driver's thread, beside a
+    /// runtime of `workers` worker threads (`None`: a current-thread
+    /// runtime, which `auto` leaves them on).
+    pub fn on_driver(self, workers: Option<usize>) -> bool {
+        match self {
+            ClientThreadSetting::Auto => workers == Some(1),
+            ClientThreadSetting::Driver => true,
+            ClientThreadSetting::Workers => false,
+        }
+    }
+}
+
 /// How auto-compaction reads its retention (etcd's `--auto-compaction-mode`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -202,6 +231,12 @@ pub struct NodeArgs {
     /// accepted (4096 by default).
     #[arg(long, env = "FLOTILLA_MAX_CLIENT_CONNECTIONS")]
     pub max_client_connections: Option<usize>,
+    /// Which threads serve client connections: `driver` (the Raft loop's
+    /// thread serves puts, lease grants and status itself and hands every
+    /// other call to the workers), `workers`, or `auto` (default: `driver`
+    /// when the process has one worker thread, i.e. two cores or fewer).
+    #[arg(long, value_enum, env = "FLOTILLA_CLIENT_THREAD")]
+    pub client_thread: Option<ClientThreadSetting>,
     /// Raft log entries kept before each snapshot (etcd's default, 5000),
     /// so that a member down for a few seconds catches up from the log
     /// instead of receiving the whole snapshot.
@@ -330,6 +365,8 @@ pub struct NodeConfig {
     pub max_concurrent_streams: u32,
     /// Most open client connections.
     pub max_client_connections: usize,
+    /// Which threads serve client connections.
+    pub client_thread: ClientThreadSetting,
     /// Raft log entries kept before each snapshot, for catching up.
     pub snapshot_catchup_entries: u64,
     /// How long a stop may take in all (the leader's hand-off of leadership
@@ -632,6 +669,7 @@ impl NodeArgs {
             max_txn_ops,
             max_concurrent_streams,
             max_client_connections,
+            client_thread,
             snapshot_catchup_entries,
             shutdown_timeout_ms,
             broker_enabled,
@@ -825,6 +863,7 @@ impl NodeConfig {
             max_txn_ops,
             max_concurrent_streams,
             max_client_connections,
+            client_thread: args.client_thread.unwrap_or_default(),
             snapshot_catchup_entries,
             shutdown_timeout: Duration::from_millis(shutdown_timeout_ms),
             broker,
@@ -885,6 +924,7 @@ impl NodeConfig {
             heartbeat_ticks = self.heartbeat_ticks,
             read_mode = ?self.read_mode,
             fsync = ?self.fsync,
+            client_thread = ?self.client_thread,
             snapshot_count = self.snapshot_count,
             snapshot_catchup_entries = self.snapshot_catchup_entries,
             max_request_bytes = self.max_request_bytes,

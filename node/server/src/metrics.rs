@@ -37,6 +37,8 @@ pub struct Metrics {
     /// Log syncs a follower made on its Raft loop rather than the sync
     /// thread (a small write on a fast disk, with no sync under way).
     pub fsync_inline: Counter,
+    /// Client calls by the thread that served them (`--client-thread`).
+    pub client_calls: crate::api::PlacementCounts,
     /// Round trips of peer message batches.
     pub peer_round_trip_seconds: Histogram,
     /// Lookups of a member's host name that failed (each is retried).
@@ -91,6 +93,7 @@ impl Metrics {
             // 50 µs .. ~1.6 s
             fsync_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
             fsync_inline: Counter::default(),
+            client_calls: crate::api::PlacementCounts::default(),
             peer_round_trip_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
             resolve_failures: Counter::default(),
             snapshots_installed: Counter::default(),
@@ -144,6 +147,16 @@ impl Metrics {
             "raft_fsync_inline",
             "Log syncs a follower made on its Raft loop rather than the sync thread (small writes on a fast disk)",
             m.fsync_inline.clone(),
+        );
+        registry.register(
+            "client_calls_on_driver",
+            "Client calls served on the Raft driver's thread (--client-thread driver, or auto with one worker thread)",
+            m.client_calls.on_driver.clone(),
+        );
+        registry.register(
+            "client_calls_on_workers",
+            "Client calls a member serving its connections on the driver's thread handed to its worker threads",
+            m.client_calls.on_workers.clone(),
         );
         registry.register(
             "peer_round_trip_seconds",

@@ -9,8 +9,8 @@
 
 use crate::api::{
     Admission, AdmissionConfig, ApiContext, ClusterService, FeatureGate, ForwardService, Forwarder,
-    HeaderSource, KvService, MaintenanceService, WriteForwardConfig, WriteForwarder, Writes,
-    limit_connections, publish_self,
+    HeaderSource, KvService, MaintenanceService, PlacementLayer, WriteForwardConfig,
+    WriteForwarder, Writes, limit_connections, publish_self,
 };
 use crate::compaction::spawn_auto_compaction;
 use crate::config::{ClusterState, FsyncSetting, NodeConfig, ReadModeSetting};
@@ -34,6 +34,7 @@ use flotilla_storage::fs::FileSystem;
 use flotilla_storage::{DiskStorage, FsyncMode, StorageOptions};
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -166,7 +167,7 @@ pub struct RunningNode {
     stop_clients: watch::Sender<bool>,
     /// Phase 2: the peer server, the driver, the HTTP port.
     stop_core: watch::Sender<bool>,
-    client_server: JoinHandle<Result<(), tonic::transport::Error>>,
+    client_server: JoinHandle<Result<(), RunError>>,
     background: Vec<JoinHandle<()>>,
     peer_server: JoinHandle<Result<(), RunError>>,
     driver: JoinHandle<Result<(), flotilla_raft::StorageError>>,
@@ -231,7 +232,8 @@ impl Drop for UnstartedRuntime {
     }
 }
 
-/// The peer server's task on the driver's runtime, awaited from this one:
+/// A server's task on the driver's runtime (the peer server's, and the
+/// client server's with `--client-thread driver`), awaited from this one:
 /// aborted when dropped, as a task of this runtime would be by
 /// [`JoinHandle::abort`] on the task awaiting it.
 struct OnOtherRuntime(Option<JoinHandle<Result<(), tonic::transport::Error>>>);
@@ -250,6 +252,9 @@ impl Future for OnOtherRuntime {
         self.0 = None;
         std::task::Poll::Ready(match joined {
             Ok(served) => served.map_err(RunError::from),
+            // The driver's thread ended, and its runtime with it: the
+            // driver's own result says why (a storage failure, not this).
+            Err(e) if e.is_cancelled() => Ok(()),
             Err(e) => Err(RunError::from(e)),
         })
     }
@@ -462,12 +467,16 @@ pub async fn start_with(
     // The peer server's end, which the driver's thread waits for before
     // it stops running the server's tasks.
     let (peer_server_ended, peer_server_end) = oneshot::channel::<()>();
+    // The same for the client server, when it runs there (dropped, and so
+    // ended at once, when it does not).
+    let (client_server_ended, client_server_end) = oneshot::channel::<()>();
     let driver = driver.spawn_on_runtime(
         raft_runtime.take(),
         format!("raft-{}", config.name),
         signal(&stop_core),
         async move {
             let _ = peer_server_end.await;
+            let _ = client_server_end.await;
         },
     )?;
     let driver = tokio::spawn(guarded(
@@ -605,8 +614,19 @@ pub async fn start_with(
         }
         _ => None,
     };
+    let workers = tokio::runtime::Handle::current();
+    // A current-thread runtime has no workers to hand calls to.
+    let on_driver_thread = config.client_thread.on_driver(
+        (workers.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+            .then(|| workers.metrics().num_workers()),
+    );
     let router = tonic::transport::Server::builder()
         .max_concurrent_streams(config.max_concurrent_streams)
+        .layer(PlacementLayer::new(
+            on_driver_thread.then_some(workers),
+            message_max,
+            metrics.client_calls.clone(),
+        ))
         .add_service(
             KvServer::new(KvService::new(ctx.clone(), writes.clone()))
                 .max_decoding_message_size(message_max)
@@ -653,18 +673,43 @@ pub async fn start_with(
             forward_closer.close();
         }
     };
-    let client_server = tokio::spawn(guarded(
-        "client server",
-        fatal_tx.clone(),
-        stop_clients.subscribe(),
-        router.serve_with_incoming_shutdown(
+    let client_server = {
+        let incoming = |listener| {
             limit_connections(
-                flotilla_client::coalesce::incoming(listeners.client),
+                flotilla_client::coalesce::incoming(listener),
                 config.max_client_connections,
-            ),
-            stop_client_streams,
-        ),
-    ));
+            )
+        };
+        let serving: Pin<Box<dyn Future<Output = Result<(), RunError>> + Send>> =
+            if on_driver_thread {
+                // The connections' sockets, and so their tasks, on the
+                // driver's runtime; what the driver's thread must not run
+                // goes back to this runtime's workers (`PlacementLayer`).
+                let listener = {
+                    let listener = listeners.client.into_std()?;
+                    let _on_raft_runtime = raft_tasks.enter();
+                    TcpListener::from_std(listener)?
+                };
+                let serve =
+                    router.serve_with_incoming_shutdown(incoming(listener), stop_client_streams);
+                Box::pin(OnOtherRuntime(Some(raft_tasks.spawn(async move {
+                    let served = serve.await;
+                    let _ = client_server_ended.send(());
+                    served
+                }))))
+            } else {
+                drop(client_server_ended);
+                let serve = router
+                    .serve_with_incoming_shutdown(incoming(listeners.client), stop_client_streams);
+                Box::pin(async move { serve.await.map_err(RunError::from) })
+            };
+        tokio::spawn(guarded(
+            "client server",
+            fatal_tx.clone(),
+            stop_clients.subscribe(),
+            serving,
+        ))
+    };
 
     let founders: Vec<Member> = if founder {
         config

@@ -959,3 +959,103 @@ async fn client_watch_prefixes() {
     assert_eq!(keys, vec![b"wb/1".to_vec(), b"wa/2".to_vec()]);
     c.shutdown().await;
 }
+
+/// Members 1 and 3 serve clients on their driver's thread (the harness
+/// gives odd ids `--client-thread driver`), member 2 on its workers. A
+/// put, a one-key get and Kubernetes' update transaction stay on the
+/// driver's thread; a range over keys and a watch are handed to the
+/// workers; every answer is whole either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bounded_calls_run_on_the_driver_thread_and_long_ones_on_the_workers() {
+    use flotilla_proto::etcdserverpb::request_op::Request as Op;
+    use flotilla_proto::etcdserverpb::watch_client::WatchClient;
+    use flotilla_proto::etcdserverpb::watch_request::RequestUnion;
+    use flotilla_proto::etcdserverpb::{
+        Compare, RequestOp, TxnRequest, WatchCreateRequest, WatchRequest, compare,
+    };
+    let c = Cluster::start().await;
+    for i in 0..3 {
+        let id = c.nodes[i].member_id();
+        let http = c.nodes[i].http_addr();
+        let counts = || async move {
+            let text = http_get(http, "/metrics").await;
+            let read = |name: &str| metric(&text, name).unwrap_or_else(|| panic!("no {name}"));
+            (
+                read("flotilla_client_calls_on_driver_total"),
+                read("flotilla_client_calls_on_workers_total"),
+            )
+        };
+        let before = counts().await;
+        let mut kv = c.kv(i).await;
+        let prefix = format!("placed-{id}-");
+        for k in 0..5 {
+            kv.put(put_req(&format!("{prefix}{k}"), "v"))
+                .await
+                .expect("put");
+        }
+        let key = format!("{prefix}0");
+        assert_eq!(value_of(&mut kv, get_req(&key)).await, Some(b"v".to_vec()));
+        let update = TxnRequest {
+            compare: vec![Compare {
+                result: compare::CompareResult::Equal as i32,
+                target: compare::CompareTarget::Version as i32,
+                key: key.clone().into(),
+                target_union: Some(compare::TargetUnion::Version(1)),
+                ..Compare::default()
+            }],
+            success: vec![RequestOp {
+                request: Some(Op::RequestPut(put_req(&key, "w"))),
+            }],
+            failure: vec![RequestOp {
+                request: Some(Op::RequestRange(get_req(&key))),
+            }],
+        };
+        let txn = kv.txn(update).await.expect("txn").into_inner();
+        assert!(txn.succeeded);
+        let listed = kv
+            .range(RangeRequest {
+                key: prefix.clone().into(),
+                range_end: format!("{prefix}~").into(),
+                ..RangeRequest::default()
+            })
+            .await
+            .expect("range")
+            .into_inner();
+        assert_eq!(listed.kvs.len(), 5);
+        let (watches, watching) = tokio::sync::mpsc::channel(1);
+        watches
+            .send(WatchRequest {
+                request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
+                    key: key.clone().into(),
+                    start_revision: 1,
+                    ..WatchCreateRequest::default()
+                })),
+            })
+            .await
+            .expect("queue the watch");
+        let mut events = WatchClient::new(c.channel(i).await)
+            .watch(tokio_stream::wrappers::ReceiverStream::new(watching))
+            .await
+            .expect("watch")
+            .into_inner();
+        let mut seen = 0;
+        tokio::time::timeout(WAIT, async {
+            while seen < 2 {
+                let answer = events.message().await.expect("watch stream");
+                seen += answer.expect("the watch stays open").events.len();
+            }
+        })
+        .await
+        .expect("the watch's history");
+        assert_eq!(seen, 2, "the put and the transaction's put");
+        drop(watches);
+        let after = counts().await;
+        if id % 2 == 1 {
+            assert!(after.0 >= before.0 + 7.0, "{before:?} -> {after:?}");
+            assert!(after.1 >= before.1 + 2.0, "{before:?} -> {after:?}");
+        } else {
+            assert_eq!(after, (0.0, 0.0), "member {id} serves on its workers");
+        }
+    }
+    c.shutdown().await;
+}

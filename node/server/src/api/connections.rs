@@ -19,6 +19,12 @@ use tonic::transport::server::Connected;
 /// How often refusals are logged, at most.
 const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
+/// How long the listener rests after an accept fails (out of file
+/// descriptors, say), which would otherwise fail again at once: the server
+/// retries, and on the driver's thread (`--client-thread`) a loop of
+/// failing accepts would take the Raft loop's CPU.
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(20);
+
 /// An admitted connection: `T` with its permit.
 #[derive(Debug)]
 pub struct Limited<T> {
@@ -101,7 +107,7 @@ impl Refusals {
 }
 
 /// `incoming` with at most `max` connections open at once (see the module
-/// docs). Accept errors pass through.
+/// docs). Accept errors pass through, each after [`ACCEPT_BACKOFF`].
 pub fn limit_connections<T, S>(
     incoming: S,
     max: usize,
@@ -112,20 +118,27 @@ where
 {
     let permits = Arc::new(Semaphore::new(max.max(1)));
     let mut refusals = Refusals::default();
-    incoming.filter_map(move |accepted| match accepted {
-        Err(e) => Some(Err(e)),
-        Ok(connection) => match permits.clone().try_acquire_owned() {
-            Ok(permit) => Some(Ok(Limited {
-                inner: connection,
-                _permit: permit,
-            })),
-            Err(_) => {
-                drop(connection);
-                refusals.refused(max);
-                None
+    incoming
+        .filter_map(move |accepted| match accepted {
+            Err(e) => Some(Err(e)),
+            Ok(connection) => match permits.clone().try_acquire_owned() {
+                Ok(permit) => Some(Ok(Limited {
+                    inner: connection,
+                    _permit: permit,
+                })),
+                Err(_) => {
+                    drop(connection);
+                    refusals.refused(max);
+                    None
+                }
+            },
+        })
+        .then(|accepted| async move {
+            if accepted.is_err() {
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
             }
-        },
-    })
+            accepted
+        })
 }
 
 #[cfg(test)]
@@ -153,5 +166,22 @@ mod tests {
         let c = limited.next().await.unwrap().unwrap();
         assert_eq!(c.inner, 4, "a closed connection frees its place");
         drop((b, c));
+    }
+
+    #[tokio::test]
+    async fn a_failed_accept_rests_the_listener_before_it_passes() {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<io::Result<u32>>();
+        let mut limited = Box::pin(limit_connections(
+            tokio_stream::wrappers::UnboundedReceiverStream::new(rx),
+            2,
+        ));
+        tx.send(Err(io::Error::other("too many open files")))
+            .unwrap();
+        tx.send(Ok(1)).unwrap();
+        let started = tokio::time::Instant::now();
+        assert!(limited.next().await.unwrap().is_err());
+        // A lower bound only: a sleep never ends early.
+        assert!(started.elapsed() >= ACCEPT_BACKOFF);
+        assert_eq!(limited.next().await.unwrap().unwrap().inner, 1);
     }
 }

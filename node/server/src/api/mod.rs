@@ -23,6 +23,7 @@
 //! | `forward.rs` | [`Forwarder`]: the bounded cache of channels to other members |
 //! | `kv.rs` | [`KvService`] |
 //! | `maintenance.rs` | [`MaintenanceService`] |
+//! | `placement.rs` | [`Placement`]: the calls served on the driver's thread, the rest on the workers |
 //! | `cluster.rs` | [`ClusterService`] |
 //! | `publish.rs` | [`publish_self`] |
 //! | `read_pool.rs` | [`ReadPool`]: the bounded threads that reads run on, off the driver |
@@ -46,6 +47,7 @@ mod gate;
 mod header;
 mod kv;
 mod maintenance;
+mod placement;
 mod publish;
 mod read_pool;
 mod write;
@@ -53,7 +55,7 @@ mod write_forward;
 
 pub use admission::{Admission, AdmissionConfig, Refusal, space_cost};
 pub use cluster::ClusterService;
-pub use connections::{Limited, limit_connections};
+pub use connections::{ACCEPT_BACKOFF, Limited, limit_connections};
 pub use context::ApiContext;
 pub use errors::{
     LEADER_ENDPOINT_METADATA, LEADER_ID_METADATA, LeaderHint, driver_status, kv_status,
@@ -67,6 +69,10 @@ pub use kv::{
     session_ids,
 };
 pub use maintenance::{BACKUP_THREAD, MaintenanceService, SnapshotStream, VERSION, alarm_text};
+pub use placement::{
+    FRAMES_IN_FLIGHT, INSPECT_BYTES_MAX, ON_DRIVER_CALLS_MAX, ON_DRIVER_THREAD, Placement,
+    PlacementCounts, PlacementLayer, TXN_VALUES_MAX,
+};
 pub use publish::publish_self;
 pub use read_pool::{READS_OFF_DRIVER_MAX, ReadPool, ReadTurn};
 pub use write::{COMMAND_OVERHEAD_BYTES, Writes};

@@ -510,3 +510,33 @@ fn kafka_listener_flags_have_defaults_and_limits() {
         assert!(err.contains(names), "{err:?} names {names}");
     }
 }
+
+#[test]
+fn client_thread_is_the_drivers_with_one_worker_thread_unless_set() {
+    let base = ["--name", "n1", "--initial-cluster", CLUSTER];
+    let c = parse(&base).expect("valid");
+    assert_eq!(c.client_thread, ClientThreadSetting::Auto);
+    assert!(c.client_thread.on_driver(Some(1)));
+    assert!(!c.client_thread.on_driver(Some(2)));
+    assert!(!c.client_thread.on_driver(None), "a current-thread runtime");
+    let mut args = base.to_vec();
+    args.extend_from_slice(&["--client-thread", "workers"]);
+    let c = parse(&args).expect("valid");
+    assert!(!c.client_thread.on_driver(Some(1)));
+    let mut args = base.to_vec();
+    args.extend_from_slice(&["--client-thread", "driver"]);
+    let c = parse(&args).expect("valid");
+    assert!(c.client_thread.on_driver(Some(7)));
+    let mut args = vec!["flotilla-node"];
+    args.extend_from_slice(&base);
+    args.extend_from_slice(&["--client-thread", "elsewhere"]);
+    let e = Cli::try_parse_from(args).expect_err("refused");
+    assert!(e.to_string().contains("elsewhere"), "{e}");
+    let file = tempfile::NamedTempFile::new().expect("tempfile");
+    std::fs::write(file.path(), "client-thread: driver\n").expect("write");
+    let path = file.path().to_str().expect("path");
+    let mut args = base.to_vec();
+    args.extend_from_slice(&["--config-file", path]);
+    let c = parse(&args).expect("valid");
+    assert_eq!(c.client_thread, ClientThreadSetting::Driver);
+}

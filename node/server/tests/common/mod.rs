@@ -7,7 +7,7 @@
 
 use flotilla_node::compaction::AutoCompaction;
 use flotilla_node::config::{
-    ClusterState, FsyncSetting, InitialMember, NodeConfig, ReadModeSetting,
+    ClientThreadSetting, ClusterState, FsyncSetting, InitialMember, NodeConfig, ReadModeSetting,
 };
 use flotilla_node::server::{NodeListeners, RunningNode, start, start_with};
 use flotilla_proto::etcdserverpb::kv_client::KvClient;
@@ -68,6 +68,14 @@ pub fn node_config(
         max_txn_ops: 128,
         max_concurrent_streams: u32::MAX,
         max_client_connections: 4096,
+        // Both placements of the client server in every cluster: members
+        // with odd ids serve clients on their driver's thread (what a
+        // 2-core pod does), the others on the workers.
+        client_thread: if member_id % 2 == 1 {
+            ClientThreadSetting::Driver
+        } else {
+            ClientThreadSetting::Workers
+        },
         snapshot_catchup_entries: 5_000,
         shutdown_timeout: Duration::from_secs(5),
         // These in-process clusters test the KV: no broker keys or leases
