@@ -67,12 +67,13 @@ WORK_PREFIX=compare-etcd
 STOP_WAIT_MS=5000
 # shellcheck source=../lib/members.sh
 source "$(dirname "$0")/../lib/members.sh"
+[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive whole number, not '$ROUNDS'"
+case $CHECK_PERF in '' | s | m | l | xl) ;; *) die "CHECK_PERF must be s, m, l or xl, not '$CHECK_PERF'" ;; esac
 
 # Flotilla takes ports FLOTILLA_BASE..+202 (clients, peers, HTTP), etcd
 # ETCD_BASE..+102: overlapping ranges leave one system unable to bind (e.g.
 # etcd's client ports on Flotilla's HTTP ones), seen only as a member that
 # never gets ready.
-[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive whole number, not '$ROUNDS'"
 if ((ETCD_BASE <= FLOTILLA_BASE + 202 && FLOTILLA_BASE <= ETCD_BASE + 102)); then
 	die "ETCD_BASE=$ETCD_BASE (ports ..+102) overlaps FLOTILLA_BASE=$FLOTILLA_BASE (ports ..+202)"
 fi
@@ -194,7 +195,7 @@ if ((SINGLE_TOTAL > 0)); then
 		--key-size 8 --val-size 256 --key-space-size "$KEY_SPACE" --leader-only
 fi
 
-case $CHECK_PERF in '' | s | m | l | xl) ;; *) die "CHECK_PERF must be s, m, l or xl, not '$CHECK_PERF'" ;; esac
+# (e) etcdctl check perf: etcd's load, etcd's client, the same for both.
 check_perf() { # check_perf SYSTEM ENDPOINTS: one line of etcdctl's verdicts
 	local out=$WORK/$1-check-perf.txt
 	log "$1: etcdctl check perf --load $CHECK_PERF (60 s)"
@@ -217,9 +218,13 @@ if [[ -n $CHECK_PERF ]]; then
 fi
 
 # --- the table ----------------------------------------------------------------
+reports() { # reports SYSTEM LOAD: its rounds' JSON reports, one after another
+	local round
+	for round in $(seq 1 "$ROUNDS"); do cat "$WORK/$1-$2-$round.json"; done
+}
 row() { # row LOAD: one line per load: each system's medians over the rounds
 	jq -r -n --arg load "$1" \
-		--slurpfile e <(cat "$WORK/etcd-$1-"*.json) --slurpfile f <(cat "$WORK/flotilla-$1-"*.json) '
+		--slurpfile e <(reports etcd "$1") --slurpfile f <(reports flotilla "$1") '
 		def r(x): (x * 100 | round) / 100;
 		def ratio(a; b): if b > 0 then r(a / b) else "-" end;
 		def median: sort | if length % 2 == 1 then .[length / 2 | floor]
@@ -239,7 +244,7 @@ runs() { # runs LOAD: each round's flotilla/etcd throughput ratio
 	for round in $(seq 1 "$ROUNDS"); do
 		e=$(jq '.requests_per_s' "$WORK/etcd-$1-$round.json")
 		f=$(jq '.requests_per_s' "$WORK/flotilla-$1-$round.json")
-		out+="${out:+ }$(jq -n --argjson e "$e" --argjson f "$f" 'if $e > 0 then ($f / $e * 100 | round) / 100 else "-" end')"
+		out+="${out:+ }$(jq -rn --argjson e "$e" --argjson f "$f" 'if $e > 0 then ($f / $e * 100 | round) / 100 else "-" end')"
 	done
 	echo "$out"
 }
@@ -252,7 +257,7 @@ echo "load average after the runs: $(cut -d' ' -f1-3 /proc/loadavg) (the machine
 echo "ratio = flotilla / etcd (throughput: higher is better; latency: lower is better)"
 echo "figures: medians over $ROUNDS round(s), the systems alternating within each load"
 {
-	printf 'load\tetcd req/s\tflotilla req/s\tratio\tetcd p50 ms\tflotilla p50 ms\tratio\tetcd p99 ms\tflotilla p99 ms\tratio\terrors e/f\n'
+	printf 'load\tetcd req/s\tflotilla req/s\tratio\tetcd p50 ms\tflotilla p50 ms\tratio\tetcd p99 ms\tflotilla p99 ms\tratio\terrors e/f (total)\n'
 	row put
 	[[ $LEADER_PUT != 1 ]] || row put-leader
 	row range

@@ -94,9 +94,13 @@ pub enum ClientThreadSetting {
     /// fewer), else `workers` (the default).
     #[default]
     Auto,
-    /// The Raft driver's thread: a put, a lease grant or revoke and a
-    /// status call are served there without waking another thread; every
-    /// other call runs on the worker threads, which encode its answer.
+    /// The Raft driver's thread: calls with a small, bounded answer (a
+    /// put, a lease grant or revoke, a status, and a range, delete or
+    /// transaction asking for one key, a count or no previous values; at
+    /// most 128 at once) are served there without waking another thread;
+    /// every other call runs on the worker threads, which encode its
+    /// answer. Beside a current-thread runtime, which has no worker
+    /// threads, as `workers`.
     Driver,
     /// The runtime's worker threads, every call.
     Workers,
@@ -109,7 +113,7 @@ impl ClientThreadSetting {
     pub fn on_driver(self, workers: Option<usize>) -> bool {
         match self {
             ClientThreadSetting::Auto => workers == Some(1),
-            ClientThreadSetting::Driver => true,
+            ClientThreadSetting::Driver => workers.is_some(),
             ClientThreadSetting::Workers => false,
         }
     }
@@ -232,7 +236,8 @@ pub struct NodeArgs {
     #[arg(long, env = "FLOTILLA_MAX_CLIENT_CONNECTIONS")]
     pub max_client_connections: Option<usize>,
     /// Which threads serve client connections: `driver` (the Raft loop's
-    /// thread serves puts, lease grants and status itself and hands every
+    /// thread serves calls with a small, bounded answer itself — puts,
+    /// lease grants and revokes, status, one-key ranges — and hands every
     /// other call to the workers), `workers`, or `auto` (default: `driver`
     /// when the process has one worker thread, i.e. two cores or fewer).
     #[arg(long, value_enum, env = "FLOTILLA_CLIENT_THREAD")]

@@ -20,7 +20,8 @@ use tonic::transport::server::Connected;
 const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// How long the listener rests after an accept fails (out of file
-/// descriptors, say), which would otherwise fail again at once: the server
+/// descriptors, say; not a connection its client reset before it was
+/// accepted), which would otherwise fail again at once: the server
 /// retries, and on the driver's thread (`--client-thread`) a loop of
 /// failing accepts would take the Raft loop's CPU.
 pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(20);
@@ -134,11 +135,22 @@ where
             },
         })
         .then(|accepted| async move {
-            if accepted.is_err() {
+            if accepted.as_ref().is_err_and(|e| !one_connection(e)) {
                 tokio::time::sleep(ACCEPT_BACKOFF).await;
             }
             accepted
         })
+}
+
+/// Whether an accept failed for one connection only (its client reset it
+/// before it was accepted), so the next accept may well succeed.
+fn one_connection(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionRefused
+    )
 }
 
 #[cfg(test)]
@@ -183,5 +195,14 @@ mod tests {
         // A lower bound only: a sleep never ends early.
         assert!(started.elapsed() >= ACCEPT_BACKOFF);
         assert_eq!(limited.next().await.unwrap().unwrap().inner, 1);
+    }
+
+    #[test]
+    fn only_a_failure_of_the_listener_rests_it() {
+        let kind = |k| io::Error::from(k);
+        assert!(one_connection(&kind(io::ErrorKind::ConnectionAborted)));
+        assert!(one_connection(&kind(io::ErrorKind::ConnectionReset)));
+        assert!(!one_connection(&io::Error::from_raw_os_error(24)), "EMFILE");
+        assert!(!one_connection(&kind(io::ErrorKind::OutOfMemory)));
     }
 }

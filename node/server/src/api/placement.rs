@@ -16,9 +16,10 @@
 //!   [`TXN_VALUES_MAX`] values. Its request (at most [`INSPECT_BYTES_MAX`])
 //!   is read and decoded first, on the driver's thread.
 //!
-//! At most [`ON_DRIVER_CALLS_MAX`] calls run on the driver's thread at
-//! once: each is a task on its run queue, where the Raft loop and the peer
-//! transport wait their turn behind it.
+//! At most [`ON_DRIVER_CALLS_MAX`] calls are in flight on the driver's
+//! thread at once (a put holds its turn until its answer): the next go to
+//! the workers, so the tasks the Raft loop and the peer transport take
+//! turns with stay bounded.
 //!
 //! Everything else — ranges and transactions over many keys, watch and
 //! keepalive streams, snapshots, the broker — runs on the workers, as on a
@@ -194,7 +195,9 @@ impl<S> tower_layer::Layer<S> for PlacementLayer {
     }
 }
 
-/// Serves the calls of [`ON_DRIVER_THREAD`] where it is polled, and runs
+/// Serves the calls of [`ON_DRIVER_THREAD`], and the ranges, deletes and
+/// transactions whose requests show a bounded answer, where it is polled,
+/// at most [`ON_DRIVER_CALLS_MAX`] at once; runs
 /// every other call, and the encoding of its answer, on `workers` (when
 /// there are: else it serves every call where it is polled).
 #[derive(Clone, Debug)]
@@ -261,7 +264,10 @@ where
                     let (read, message) = match ReadAhead::read(body, bytes_max).await {
                         Ok(read) => read,
                         // The client's stream failed: nothing to serve.
-                        Err(status) => return Ok(status.into_http()),
+                        Err(status) => {
+                            counts.on_driver.inc();
+                            return Ok(status.into_http());
+                        }
                     };
                     let bounded = message.is_some_and(|m| bounded(&m));
                     let request = Request::from_parts(parts, Body::new(read));
@@ -323,11 +329,12 @@ where
     }));
     match served.await {
         Ok(answer) => answer,
-        // A gRPC status, not a reset stream.
-        Err(e) => Ok(tonic::Status::internal(format!(
-            "flotilla: a call on the worker threads failed: {e}"
-        ))
-        .into_http()),
+        // A gRPC status, not a reset stream; what failed (a panic's
+        // message, say) goes to the log, not to the client.
+        Err(e) => {
+            tracing::error!(error = %e, "a client call on the worker threads failed");
+            Ok(tonic::Status::internal("flotilla: the call failed on the server").into_http())
+        }
     }
 }
 
@@ -934,6 +941,106 @@ mod tests {
                     let threads = threads_of(&hangs, ON_DRIVER_CALLS_MAX + 2).await;
                     assert_eq!(threads.last().map(String::as_str), Some("driver"));
                     past.abort();
+                });
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
+    #[test]
+    fn an_inspected_call_holds_a_turn_only_while_read_or_served_on_the_driver() {
+        let workers = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("worker")
+            .enable_all()
+            .build()
+            .unwrap();
+        let layer = PlacementLayer::new(
+            Some(workers.handle().clone()),
+            512,
+            PlacementCounts::default(),
+        );
+        let hangs = Hangs::default();
+        let mut placement = tower_layer::Layer::layer(&layer, hangs.clone());
+        let seen = hangs.clone();
+        async fn threads_of(hangs: &Hangs, n: usize) -> Vec<String> {
+            for _ in 0..2000 {
+                let threads = hangs.0.lock().unwrap().clone();
+                if threads.len() >= n {
+                    return threads;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            panic!("fewer than {n} calls");
+        }
+        let call = |body: Body| {
+            Request::builder()
+                .uri("/etcdserverpb.KV/Range")
+                .body(body)
+                .unwrap()
+        };
+        std::thread::Builder::new()
+            .name("driver".into())
+            .spawn(move || {
+                let driver = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                driver.block_on(async move {
+                    let hangs = seen;
+                    // A request over the bound goes to the workers on its
+                    // first frame: the rest is never waited for here.
+                    let key = "k".repeat(600);
+                    let big = framed(&range(&key, "", false).encode_to_vec(), false);
+                    let (rest, frames) = mpsc::channel(4);
+                    rest.send(Ok(http_body::Frame::data(Bytes::copy_from_slice(
+                        &big[..64],
+                    ))))
+                    .await
+                    .unwrap();
+                    let mut held = vec![tokio::spawn(
+                        placement.call(call(Body::new(Relayed(frames)))),
+                    )];
+                    assert_eq!(threads_of(&hangs, 1).await, ["worker"]);
+                    // Ranges over keys give their turns back once read:
+                    // a put still finds one.
+                    let prefix = framed(&range("a", "b", false).encode_to_vec(), false);
+                    for _ in 0..ON_DRIVER_CALLS_MAX {
+                        held.push(tokio::spawn(placement.call(call(body(&prefix, 7)))));
+                    }
+                    let threads = threads_of(&hangs, ON_DRIVER_CALLS_MAX + 1).await;
+                    assert!(threads.iter().all(|t| t == "worker"));
+                    let put = Request::builder()
+                        .uri("/etcdserverpb.KV/Put")
+                        .body(Body::empty())
+                        .unwrap();
+                    held.push(tokio::spawn(placement.call(put)));
+                    let threads = threads_of(&hangs, ON_DRIVER_CALLS_MAX + 2).await;
+                    assert_eq!(threads.last().map(String::as_str), Some("driver"));
+                    // One-key ranges hold theirs while served.
+                    let one_key = framed(&range("a", "", false).encode_to_vec(), false);
+                    for _ in 1..ON_DRIVER_CALLS_MAX {
+                        held.push(tokio::spawn(placement.call(call(body(&one_key, 7)))));
+                    }
+                    let threads = threads_of(&hangs, 2 * ON_DRIVER_CALLS_MAX + 1).await;
+                    assert!(
+                        threads[ON_DRIVER_CALLS_MAX + 1..]
+                            .iter()
+                            .all(|t| t == "driver")
+                    );
+                    // With no turn left, a range goes to the workers
+                    // without being read here: its body never comes.
+                    let (silent, nothing) = mpsc::channel(1);
+                    held.push(tokio::spawn(
+                        placement.call(call(Body::new(Relayed(nothing)))),
+                    ));
+                    let threads = threads_of(&hangs, 2 * ON_DRIVER_CALLS_MAX + 2).await;
+                    assert_eq!(threads.last().map(String::as_str), Some("worker"));
+                    for call in held {
+                        call.abort();
+                    }
+                    drop((rest, silent));
                 });
             })
             .unwrap()

@@ -527,6 +527,10 @@ fn client_thread_is_the_drivers_with_one_worker_thread_unless_set() {
     args.extend_from_slice(&["--client-thread", "driver"]);
     let c = parse(&args).expect("valid");
     assert!(c.client_thread.on_driver(Some(7)));
+    assert!(
+        !c.client_thread.on_driver(None),
+        "no workers to hand calls to"
+    );
     let mut args = vec!["flotilla-node"];
     args.extend_from_slice(&base);
     args.extend_from_slice(&["--client-thread", "elsewhere"]);
