@@ -565,26 +565,45 @@ mod tests {
         assert!(!bounded_txn(b"\xff\xff not a message"));
     }
 
-    /// A service that records the thread each call ran on and the request
-    /// body it read, and answers two data frames and trailers.
-    /// Each call's path, thread and request bytes.
-    type Calls = Vec<(String, String, Vec<u8>)>;
+    /// What a test service answers.
+    type Served =
+        Pin<Box<dyn Future<Output = Result<Response<Body>, std::convert::Infallible>> + Send>>;
 
-    #[derive(Clone, Default)]
-    struct Recorder {
-        calls: Arc<Mutex<Calls>>,
+    /// A test service's one method.
+    trait Serve {
+        fn serve(&mut self, request: Request<Body>) -> Served;
     }
 
-    impl Service<Request<Body>> for Recorder {
+    /// A [`Serve`] as a tower service.
+    #[derive(Clone)]
+    struct Fake<T>(T);
+
+    impl<T: Serve> Service<Request<Body>> for Fake<T> {
         type Response = Response<Body>;
         type Error = std::convert::Infallible;
-        type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Self::Error>> + Send>>;
+        type Future = Served;
 
         fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
             Poll::Ready(Ok(()))
         }
 
-        fn call(&mut self, request: Request<Body>) -> Self::Future {
+        fn call(&mut self, request: Request<Body>) -> Served {
+            self.0.serve(request)
+        }
+    }
+
+    /// Each call's path, thread and request bytes.
+    type Calls = Vec<(String, String, Vec<u8>)>;
+
+    /// A service that records the thread each call ran on and the request
+    /// body it read, and answers two data frames and trailers.
+    #[derive(Clone, Default)]
+    struct Recorder {
+        calls: Arc<Mutex<Calls>>,
+    }
+
+    impl Serve for Recorder {
+        fn serve(&mut self, request: Request<Body>) -> Served {
             let calls = self.calls.clone();
             Box::pin(async move {
                 let thread = std::thread::current().name().unwrap_or("").to_owned();
@@ -622,6 +641,63 @@ mod tests {
         framed
     }
 
+    /// A runtime of one worker thread, named "worker".
+    fn workers() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("worker")
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    /// `service` behind a [`Placement`] handing calls to `workers`.
+    fn placed<T: Serve>(
+        workers: &tokio::runtime::Runtime,
+        bytes_max: usize,
+        service: T,
+    ) -> Placement<Fake<T>> {
+        let layer = PlacementLayer::new(
+            Some(workers.handle().clone()),
+            bytes_max,
+            PlacementCounts::default(),
+        );
+        tower_layer::Layer::layer(&layer, Fake(service))
+    }
+
+    /// A call of `path` with `body`.
+    fn request(path: &str, body: Body) -> Request<Body> {
+        Request::builder().uri(path).body(body).unwrap()
+    }
+
+    /// Runs `work` on a current-thread runtime on a thread named "driver".
+    fn on_driver<T: Send + 'static>(work: impl Future<Output = T> + Send + 'static) -> T {
+        std::thread::Builder::new()
+            .name("driver".into())
+            .spawn(move || {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap()
+                    .block_on(work)
+            })
+            .unwrap()
+            .join()
+            .unwrap()
+    }
+
+    /// The threads `hangs` saw calls on, once there are `n`.
+    async fn threads_of(hangs: &Hangs, n: usize) -> Vec<String> {
+        for _ in 0..2000 {
+            let threads = hangs.0.lock().unwrap().clone();
+            if threads.len() >= n {
+                return threads;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        panic!("fewer than {n} calls");
+    }
+
     /// A request body of `bytes` in frames of `chunk` bytes.
     fn body(bytes: &[u8], chunk: usize) -> Body {
         let (tx, rx) = mpsc::channel(bytes.len() / chunk + 2);
@@ -639,52 +715,30 @@ mod tests {
         calls: Vec<(&'static str, Body)>,
         bytes_max: usize,
     ) -> Vec<(String, String, Vec<u8>, Vec<String>)> {
-        let workers = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("worker")
-            .enable_all()
-            .build()
-            .unwrap();
-        let layer = PlacementLayer::new(
-            Some(workers.handle().clone()),
-            bytes_max,
-            PlacementCounts::default(),
-        );
+        let workers = workers();
         let recorder = Recorder::default();
-        let mut placement = tower_layer::Layer::layer(&layer, recorder.clone());
-        let answers = std::thread::Builder::new()
-            .name("driver".into())
-            .spawn(move || {
-                let driver = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                driver.block_on(async move {
-                    let mut answers = Vec::new();
-                    for (path, body) in calls {
-                        let request = Request::builder().uri(path).body(body).unwrap();
-                        let answer = placement.call(request).await.unwrap();
-                        let mut body = answer.into_body();
-                        let mut frames = Vec::new();
-                        while let Some(frame) = std::future::poll_fn(|cx| {
-                            http_body::Body::poll_frame(Pin::new(&mut body), cx)
-                        })
+        let mut placement = placed(&workers, bytes_max, recorder.clone());
+        let answers = on_driver(async move {
+            let mut answers = Vec::new();
+            for (path, body) in calls {
+                let request = Request::builder().uri(path).body(body).unwrap();
+                let answer = placement.call(request).await.unwrap();
+                let mut body = answer.into_body();
+                let mut frames = Vec::new();
+                while let Some(frame) =
+                    std::future::poll_fn(|cx| http_body::Body::poll_frame(Pin::new(&mut body), cx))
                         .await
-                        {
-                            let frame = frame.unwrap();
-                            frames.push(match frame.data_ref() {
-                                Some(data) => String::from_utf8_lossy(data).into_owned(),
-                                None => format!("{:?}", frame.trailers_ref().unwrap()),
-                            });
-                        }
-                        answers.push(frames);
-                    }
-                    answers
-                })
-            })
-            .unwrap()
-            .join()
-            .unwrap();
+                {
+                    let frame = frame.unwrap();
+                    frames.push(match frame.data_ref() {
+                        Some(data) => String::from_utf8_lossy(data).into_owned(),
+                        None => format!("{:?}", frame.trailers_ref().unwrap()),
+                    });
+                }
+                answers.push(frames);
+            }
+            answers
+        });
         let calls = recorder.calls.lock().unwrap().clone();
         assert_eq!(calls.len(), answers.len());
         calls
@@ -760,16 +814,8 @@ mod tests {
     #[derive(Clone)]
     struct Streams(std::sync::mpsc::Sender<()>, std::sync::mpsc::Sender<()>);
 
-    impl Service<Request<Body>> for Streams {
-        type Response = Response<Body>;
-        type Error = std::convert::Infallible;
-        type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Self::Error>> + Send>>;
-
-        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-            Poll::Ready(Ok(()))
-        }
-
-        fn call(&mut self, request: Request<Body>) -> Self::Future {
+    impl Serve for Streams {
+        fn serve(&mut self, request: Request<Body>) -> Served {
             let dropped = self.0.clone();
             let _ = self.1.send(());
             if request.uri().path() == "/fails" {
@@ -788,19 +834,10 @@ mod tests {
 
     #[test]
     fn a_call_on_the_workers_ends_when_its_client_goes() {
-        let workers = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
+        let workers = workers();
         let (dropped_tx, dropped) = std::sync::mpsc::channel();
         let (started_tx, started) = std::sync::mpsc::channel();
-        let layer = PlacementLayer::new(
-            Some(workers.handle().clone()),
-            1024,
-            PlacementCounts::default(),
-        );
-        let mut placement = tower_layer::Layer::layer(&layer, Streams(dropped_tx, started_tx));
+        let mut placement = placed(&workers, 1024, Streams(dropped_tx, started_tx));
         let driver = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -867,16 +904,8 @@ mod tests {
     #[derive(Clone, Default)]
     struct Hangs(Arc<Mutex<Vec<String>>>);
 
-    impl Service<Request<Body>> for Hangs {
-        type Response = Response<Body>;
-        type Error = std::convert::Infallible;
-        type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Self::Error>> + Send>>;
-
-        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-            Poll::Ready(Ok(()))
-        }
-
-        fn call(&mut self, _: Request<Body>) -> Self::Future {
+    impl Serve for Hangs {
+        fn serve(&mut self, _: Request<Body>) -> Served {
             let thread = std::thread::current().name().unwrap_or("").to_owned();
             self.0.lock().unwrap().push(thread);
             Box::pin(std::future::pending())
@@ -885,166 +914,90 @@ mod tests {
 
     #[test]
     fn past_its_bound_of_calls_the_driver_hands_the_next_to_the_workers() {
-        let workers = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("worker")
-            .enable_all()
-            .build()
-            .unwrap();
-        let layer = PlacementLayer::new(
-            Some(workers.handle().clone()),
-            1024,
-            PlacementCounts::default(),
-        );
+        let workers = workers();
         let hangs = Hangs::default();
-        let mut placement = tower_layer::Layer::layer(&layer, hangs.clone());
+        let mut placement = placed(&workers, 1024, hangs.clone());
         let hangs_seen = hangs.clone();
-        let put = || {
-            Request::builder()
-                .uri("/etcdserverpb.KV/Put")
-                .body(Body::empty())
-                .unwrap()
-        };
-        // The threads of the calls so far, once there are `n`.
-        async fn threads_of(hangs: &Hangs, n: usize) -> Vec<String> {
-            for _ in 0..2000 {
-                let threads = hangs.0.lock().unwrap().clone();
-                if threads.len() >= n {
-                    return threads;
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-            }
-            panic!("fewer than {n} calls");
-        }
-        std::thread::Builder::new()
-            .name("driver".into())
-            .spawn(move || {
-                let driver = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                let hangs = hangs_seen;
-                driver.block_on(async move {
-                    let mut calls: Vec<_> = (0..ON_DRIVER_CALLS_MAX)
-                        .map(|_| placement.call(put()))
-                        .collect();
-                    let past = tokio::spawn(placement.call(put()));
-                    let threads = threads_of(&hangs, ON_DRIVER_CALLS_MAX + 1).await;
-                    assert_eq!(
-                        threads.iter().filter(|t| *t == "driver").count(),
-                        ON_DRIVER_CALLS_MAX
-                    );
-                    assert_eq!(threads.last().map(String::as_str), Some("worker"));
-                    // One ends: the next call has its turn on the driver.
-                    calls.pop();
-                    let _next = placement.call(put());
-                    let threads = threads_of(&hangs, ON_DRIVER_CALLS_MAX + 2).await;
-                    assert_eq!(threads.last().map(String::as_str), Some("driver"));
-                    past.abort();
-                });
-            })
-            .unwrap()
-            .join()
-            .unwrap();
+        let put = || request("/etcdserverpb.KV/Put", Body::empty());
+        on_driver(async move {
+            let hangs = hangs_seen;
+            let mut calls: Vec<_> = (0..ON_DRIVER_CALLS_MAX)
+                .map(|_| placement.call(put()))
+                .collect();
+            let past = tokio::spawn(placement.call(put()));
+            let threads = threads_of(&hangs, ON_DRIVER_CALLS_MAX + 1).await;
+            assert_eq!(
+                threads.iter().filter(|t| *t == "driver").count(),
+                ON_DRIVER_CALLS_MAX
+            );
+            assert_eq!(threads.last().map(String::as_str), Some("worker"));
+            // One ends: the next call has its turn on the driver.
+            calls.pop();
+            let _next = placement.call(put());
+            let threads = threads_of(&hangs, ON_DRIVER_CALLS_MAX + 2).await;
+            assert_eq!(threads.last().map(String::as_str), Some("driver"));
+            past.abort();
+        });
     }
 
     #[test]
     fn an_inspected_call_holds_a_turn_only_while_read_or_served_on_the_driver() {
-        let workers = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("worker")
-            .enable_all()
-            .build()
-            .unwrap();
-        let layer = PlacementLayer::new(
-            Some(workers.handle().clone()),
-            512,
-            PlacementCounts::default(),
-        );
+        let workers = workers();
         let hangs = Hangs::default();
-        let mut placement = tower_layer::Layer::layer(&layer, hangs.clone());
+        let mut placement = placed(&workers, 512, hangs.clone());
         let seen = hangs.clone();
-        async fn threads_of(hangs: &Hangs, n: usize) -> Vec<String> {
-            for _ in 0..2000 {
-                let threads = hangs.0.lock().unwrap().clone();
-                if threads.len() >= n {
-                    return threads;
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-            }
-            panic!("fewer than {n} calls");
-        }
-        let call = |body: Body| {
-            Request::builder()
-                .uri("/etcdserverpb.KV/Range")
-                .body(body)
-                .unwrap()
-        };
-        std::thread::Builder::new()
-            .name("driver".into())
-            .spawn(move || {
-                let driver = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                driver.block_on(async move {
-                    let hangs = seen;
-                    // A request over the bound goes to the workers on its
-                    // first frame: the rest is never waited for here.
-                    let key = "k".repeat(600);
-                    let big = framed(&range(&key, "", false).encode_to_vec(), false);
-                    let (rest, frames) = mpsc::channel(4);
-                    rest.send(Ok(http_body::Frame::data(Bytes::copy_from_slice(
-                        &big[..64],
-                    ))))
-                    .await
-                    .unwrap();
-                    let mut held = vec![tokio::spawn(
-                        placement.call(call(Body::new(Relayed(frames)))),
-                    )];
-                    assert_eq!(threads_of(&hangs, 1).await, ["worker"]);
-                    // Ranges over keys give their turns back once read:
-                    // a put still finds one.
-                    let prefix = framed(&range("a", "b", false).encode_to_vec(), false);
-                    for _ in 0..ON_DRIVER_CALLS_MAX {
-                        held.push(tokio::spawn(placement.call(call(body(&prefix, 7)))));
-                    }
-                    let threads = threads_of(&hangs, ON_DRIVER_CALLS_MAX + 1).await;
-                    assert!(threads.iter().all(|t| t == "worker"));
-                    let put = Request::builder()
-                        .uri("/etcdserverpb.KV/Put")
-                        .body(Body::empty())
-                        .unwrap();
-                    held.push(tokio::spawn(placement.call(put)));
-                    let threads = threads_of(&hangs, ON_DRIVER_CALLS_MAX + 2).await;
-                    assert_eq!(threads.last().map(String::as_str), Some("driver"));
-                    // One-key ranges hold theirs while served.
-                    let one_key = framed(&range("a", "", false).encode_to_vec(), false);
-                    for _ in 1..ON_DRIVER_CALLS_MAX {
-                        held.push(tokio::spawn(placement.call(call(body(&one_key, 7)))));
-                    }
-                    let threads = threads_of(&hangs, 2 * ON_DRIVER_CALLS_MAX + 1).await;
-                    assert!(
-                        threads[ON_DRIVER_CALLS_MAX + 1..]
-                            .iter()
-                            .all(|t| t == "driver")
-                    );
-                    // With no turn left, a range goes to the workers
-                    // without being read here: its body never comes.
-                    let (silent, nothing) = mpsc::channel(1);
-                    held.push(tokio::spawn(
-                        placement.call(call(Body::new(Relayed(nothing)))),
-                    ));
-                    let threads = threads_of(&hangs, 2 * ON_DRIVER_CALLS_MAX + 2).await;
-                    assert_eq!(threads.last().map(String::as_str), Some("worker"));
-                    for call in held {
-                        call.abort();
-                    }
-                    drop((rest, silent));
-                });
-            })
-            .unwrap()
-            .join()
+        let call = |body: Body| request("/etcdserverpb.KV/Range", body);
+        on_driver(async move {
+            let hangs = seen;
+            // A request over the bound goes to the workers on its
+            // first frame: the rest is never waited for here.
+            let key = "k".repeat(600);
+            let big = framed(&range(&key, "", false).encode_to_vec(), false);
+            let (rest, frames) = mpsc::channel(4);
+            rest.send(Ok(http_body::Frame::data(Bytes::copy_from_slice(
+                &big[..64],
+            ))))
+            .await
             .unwrap();
+            let mut held = vec![tokio::spawn(
+                placement.call(call(Body::new(Relayed(frames)))),
+            )];
+            assert_eq!(threads_of(&hangs, 1).await, ["worker"]);
+            // Ranges over keys give their turns back once read:
+            // a put still finds one.
+            let prefix = framed(&range("a", "b", false).encode_to_vec(), false);
+            for _ in 0..ON_DRIVER_CALLS_MAX {
+                held.push(tokio::spawn(placement.call(call(body(&prefix, 7)))));
+            }
+            let threads = threads_of(&hangs, ON_DRIVER_CALLS_MAX + 1).await;
+            assert!(threads.iter().all(|t| t == "worker"));
+            let put = request("/etcdserverpb.KV/Put", Body::empty());
+            held.push(tokio::spawn(placement.call(put)));
+            let threads = threads_of(&hangs, ON_DRIVER_CALLS_MAX + 2).await;
+            assert_eq!(threads.last().map(String::as_str), Some("driver"));
+            // One-key ranges hold theirs while served.
+            let one_key = framed(&range("a", "", false).encode_to_vec(), false);
+            for _ in 1..ON_DRIVER_CALLS_MAX {
+                held.push(tokio::spawn(placement.call(call(body(&one_key, 7)))));
+            }
+            let threads = threads_of(&hangs, 2 * ON_DRIVER_CALLS_MAX + 1).await;
+            assert!(
+                threads[ON_DRIVER_CALLS_MAX + 1..]
+                    .iter()
+                    .all(|t| t == "driver")
+            );
+            // With no turn left, a range goes to the workers
+            // without being read here: its body never comes.
+            let (silent, nothing) = mpsc::channel(1);
+            held.push(tokio::spawn(
+                placement.call(call(Body::new(Relayed(nothing)))),
+            ));
+            let threads = threads_of(&hangs, 2 * ON_DRIVER_CALLS_MAX + 2).await;
+            assert_eq!(threads.last().map(String::as_str), Some("worker"));
+            for call in held {
+                call.abort();
+            }
+            drop((rest, silent));
+        });
     }
 }
