@@ -8,9 +8,9 @@
 //! [`RunningNode::shutdown`] stops the parts in order.
 
 use crate::api::{
-    Admission, AdmissionConfig, ApiContext, ClusterService, FeatureGate, ForwardService, Forwarder,
-    HeaderSource, KvService, MaintenanceService, PlacementLayer, WriteForwardConfig,
-    WriteForwarder, Writes, limit_connections, publish_self,
+    AbortOnDrop, Admission, AdmissionConfig, ApiContext, ClusterService, FeatureGate,
+    ForwardService, Forwarder, HeaderSource, KvService, MaintenanceService, PlacementLayer,
+    WriteForwardConfig, WriteForwarder, Writes, limit_connections, publish_self,
 };
 use crate::compaction::spawn_auto_compaction;
 use crate::config::{ClusterState, FsyncSetting, NodeConfig, ReadModeSetting};
@@ -236,34 +236,17 @@ impl Drop for UnstartedRuntime {
 /// client server's with `--client-thread driver`), awaited from this one:
 /// aborted when dropped, as a task of this runtime would be by
 /// [`JoinHandle::abort`] on the task awaiting it.
-struct OnOtherRuntime(Option<JoinHandle<Result<(), tonic::transport::Error>>>);
-
-impl Future for OnOtherRuntime {
-    type Output = Result<(), RunError>;
-
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        let Some(task) = self.0.as_mut() else {
-            return std::task::Poll::Ready(Ok(()));
-        };
-        let joined = std::task::ready!(std::pin::Pin::new(task).poll(cx));
-        self.0 = None;
-        std::task::Poll::Ready(match joined {
+fn on_other_runtime(
+    task: JoinHandle<Result<(), tonic::transport::Error>>,
+) -> impl Future<Output = Result<(), RunError>> + Send + 'static {
+    let task = AbortOnDrop(task);
+    async move {
+        match task.await {
             Ok(served) => served.map_err(RunError::from),
             // The driver's thread ended, and its runtime with it: the
             // driver's own result says why (a storage failure, not this).
             Err(e) if e.is_cancelled() => Ok(()),
             Err(e) => Err(RunError::from(e)),
-        })
-    }
-}
-
-impl Drop for OnOtherRuntime {
-    fn drop(&mut self) {
-        if let Some(task) = self.0.take() {
-            task.abort();
         }
     }
 }
@@ -512,7 +495,7 @@ pub async fn start_with(
         "peer server",
         fatal_tx.clone(),
         stop_core.subscribe(),
-        OnOtherRuntime(Some(serving)),
+        on_other_runtime(serving),
     ));
     // The hand-off (SIGTERM, /prestop) gets at most half the stop's time;
     // a transfer the core abandoned is started again after an election
@@ -692,11 +675,11 @@ pub async fn start_with(
                 };
                 let serve =
                     router.serve_with_incoming_shutdown(incoming(listener), stop_client_streams);
-                Box::pin(OnOtherRuntime(Some(raft_tasks.spawn(async move {
+                Box::pin(on_other_runtime(raft_tasks.spawn(async move {
                     let served = serve.await;
                     let _ = client_server_ended.send(());
                     served
-                }))))
+                })))
             } else {
                 drop(client_server_ended);
                 let serve = router

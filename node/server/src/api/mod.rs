@@ -70,8 +70,8 @@ pub use kv::{
 };
 pub use maintenance::{BACKUP_THREAD, MaintenanceService, SnapshotStream, VERSION, alarm_text};
 pub use placement::{
-    FRAMES_IN_FLIGHT, INSPECT_BYTES_MAX, ON_DRIVER_CALLS_MAX, ON_DRIVER_THREAD, Placement,
-    PlacementCounts, PlacementLayer, TXN_VALUES_MAX,
+    AbortOnDrop, FRAMES_IN_FLIGHT, INSPECT_BYTES_MAX, ON_DRIVER_CALLS_MAX, ON_DRIVER_THREAD,
+    Placement, PlacementCounts, PlacementLayer, TXN_VALUES_MAX,
 };
 pub use publish::publish_self;
 pub use read_pool::{READS_OFF_DRIVER_MAX, ReadPool, ReadTurn};

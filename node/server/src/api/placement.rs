@@ -447,8 +447,10 @@ impl http_body::Body for Relayed {
 }
 
 /// A task aborted when its handle is dropped: a call whose client went away
-/// before the answer stops on the workers too.
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+/// before the answer stops on the workers too, and a server's task on the
+/// driver's runtime stops with the task awaiting it.
+#[derive(Debug)]
+pub struct AbortOnDrop<T>(pub tokio::task::JoinHandle<T>);
 
 impl<T> Future for AbortOnDrop<T> {
     type Output = Result<T, tokio::task::JoinError>;
