@@ -29,9 +29,15 @@ pub(crate) struct OutgoingSnapshot {
     pub(crate) next_offset: u64,
     /// Bytes the follower confirmed.
     pub(crate) acked_offset: u64,
-    /// `acked_offset` at the previous heartbeat answer: no progress between
-    /// two heartbeats means chunks (or the final answer) were lost.
-    pub(crate) acked_at_last_heartbeat: u64,
+    /// The last heartbeat round the leader had started when it sent the
+    /// newest chunk. The stream to a peer is ordered and the follower
+    /// answers in order, so the answer to a heartbeat of a later round
+    /// comes after the answers to every chunk sent: if they are not all
+    /// in by then, chunks (or answers) were lost. Answers to earlier
+    /// rounds prove nothing: a follower back from a pause answers the
+    /// heartbeats queued during it first, while the chunks are on their
+    /// way behind them.
+    pub(crate) sent_in_round: u64,
 }
 
 /// AppendEntries messages sent but not yet acknowledged, bounded by count and
@@ -144,7 +150,7 @@ impl Progress {
             source,
             next_offset: 0,
             acked_offset: 0,
-            acked_at_last_heartbeat: 0,
+            sent_in_round: 0,
         });
     }
 

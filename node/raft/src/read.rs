@@ -100,6 +100,11 @@ impl Reads {
         self.awaiting_commit.len() + self.pending.len()
     }
 
+    /// The last round started (0 before the first).
+    pub(crate) fn last_round(&self) -> u64 {
+        self.round
+    }
+
     /// Starts a new round sent at `now_ticks`; returns its number.
     pub(crate) fn start_round(&mut self, now_ticks: u64) -> u64 {
         self.round += 1;

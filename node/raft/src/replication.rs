@@ -325,7 +325,7 @@ impl<S: Storage> Raft<S> {
         let in_snapshot = pr.state == ProgressState::Snapshot;
         let lagging = pr.match_index < self.log.last_index();
         if in_snapshot {
-            self.rewind_snapshot_send(from);
+            self.rewind_snapshot_send(from, round);
         }
         if lagging {
             self.send_appends(from, IfNothingToSend::Ask);

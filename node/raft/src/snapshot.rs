@@ -162,11 +162,13 @@ impl<S: Storage> Raft<S> {
                 )));
                 return;
             }
+            let round = self.reads.last_round();
             let Some(pr) = self.tracker.progress.get_mut(&to) else {
                 return;
             };
             if let Some(out) = pr.snapshot.as_mut() {
                 out.next_offset = end;
+                out.sent_in_round = round;
             }
             let body = MessageBody::InstallSnapshot {
                 meta: source.meta,
@@ -215,20 +217,21 @@ impl<S: Storage> Raft<S> {
         self.send_appends(from, IfNothingToSend::Skip);
     }
 
-    /// Leader: on a heartbeat answer, if nothing was acknowledged since the
-    /// previous one, the chunks in flight (or the answer to the last one) are
-    /// presumed lost and resent from the acknowledged offset.
-    pub(crate) fn rewind_snapshot_send(&mut self, from: NodeId) {
+    /// Leader: on the answer to heartbeat round `round`, if that round
+    /// started after the newest chunk was sent and chunks are still
+    /// unacknowledged, they (or their answers) were lost: the send resumes
+    /// from the acknowledged offset. See
+    /// [`OutgoingSnapshot::sent_in_round`](crate::progress::OutgoingSnapshot).
+    pub(crate) fn rewind_snapshot_send(&mut self, from: NodeId, round: u64) {
         let Some(pr) = self.tracker.progress.get_mut(&from) else {
             return;
         };
-        if let Some(out) = pr.snapshot.as_mut() {
-            let stalled = out.acked_offset == out.acked_at_last_heartbeat;
-            if stalled && out.next_offset > out.acked_offset {
-                out.next_offset = out.acked_offset;
-                pr.inflights.reset();
-            }
-            out.acked_at_last_heartbeat = out.acked_offset;
+        if let Some(out) = pr.snapshot.as_mut()
+            && round > out.sent_in_round
+            && out.next_offset > out.acked_offset
+        {
+            out.next_offset = out.acked_offset;
+            pr.inflights.reset();
         }
     }
 

@@ -274,3 +274,97 @@ fn a_snapshot_written_but_not_compacted_to_is_recovered() {
     assert_eq!(storage.last_index(), 25);
     assert_eq!(storage.snapshot().expect("held").data, snapshot.data);
 }
+
+/// The offsets of the snapshot chunks in `sent`.
+fn chunk_offsets(sent: &[Message]) -> Vec<u64> {
+    sent.iter()
+        .filter_map(|m| match m.body {
+            MessageBody::InstallSnapshot { offset, .. } => Some(offset),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Ticks `leader` until it sends member 3 a heartbeat; returns its round.
+fn next_round(leader: &mut Core) -> u64 {
+    for _ in 0..20 {
+        let round = tick_n(leader, 1)
+            .iter()
+            .flat_map(|r| heartbeat_rounds(r, 3))
+            .max();
+        if let Some(round) = round {
+            return round;
+        }
+    }
+    panic!("no heartbeat in 20 ticks");
+}
+
+/// What `leader` sends member 3 in its next `Ready`.
+fn sent_to_3(leader: &mut Core) -> Vec<Message> {
+    handle(leader)
+        .messages
+        .into_iter()
+        .filter(|m| m.to == NodeId(3))
+        .collect()
+}
+
+/// A heartbeat answer from member 3 to round `round`.
+fn heartbeat_answer(round: u64) -> Message {
+    msg(3, 1, 1, MessageBody::HeartbeatResponse { round })
+}
+
+/// A follower back from a pause first answers the heartbeats queued during
+/// it, while the snapshot's chunks are still on their way behind them:
+/// those answers, to rounds started before the chunks left, must not make
+/// the leader send the snapshot again from the start (on a real cluster
+/// each such answer restarted a 28 MB send). The answer to a round started
+/// after the chunks, with chunks still unacknowledged, proves them lost:
+/// the send resumes from the acknowledged offset.
+#[test]
+fn only_the_answer_to_a_later_heartbeat_resends_unacknowledged_chunks() {
+    let mut config = config(1);
+    config.snapshot_catchup_entries = 0;
+    config.snapshot_after_entries = SNAPSHOT_EVERY;
+    config.max_snapshot_chunk_bytes = 2;
+    let mut leader = core_with(config, MemStorage::new_with_voters(&voters(3)));
+    elect(&mut leader);
+    for i in 0..20 {
+        leader
+            .propose(Bytes::from(format!("c{i}")))
+            .expect("leader");
+        handle(&mut leader);
+    }
+    leader.step(append_ack(2, 1, 1, 21));
+    while leader.has_ready() {
+        handle(&mut leader);
+    }
+    // A round started before the snapshot goes out.
+    let early = next_round(&mut leader);
+    leader
+        .compact(Bytes::from_static(b"state"))
+        .expect("compact");
+    // "state" in chunks of 2 bytes: 0, 2, 4, all within the window.
+    assert_eq!(chunk_offsets(&sent_after_ack(&mut leader, 5)), [0, 2, 4]);
+    for _ in 0..3 {
+        leader.step(heartbeat_answer(early));
+        let again = sent_to_3(&mut leader);
+        assert_eq!(chunk_offsets(&again), Vec::<u64>::new(), "{again:?}");
+    }
+    // The first chunk is acknowledged; then a round starts (a tick) and is
+    // answered while 2 and 4 are still unacknowledged.
+    leader.step(msg(
+        3,
+        1,
+        1,
+        MessageBody::InstallSnapshotResponse {
+            accepted: true,
+            next_offset: 2,
+        },
+    ));
+    handle(&mut leader);
+    let later = next_round(&mut leader);
+    assert!(later > early);
+    leader.step(heartbeat_answer(later));
+    let resent = sent_to_3(&mut leader);
+    assert_eq!(chunk_offsets(&resent), [2, 4], "{resent:?}");
+}
