@@ -710,4 +710,8 @@ async fn bench_stall_reports_its_phases_and_the_catch_up() {
     let catch = &doc["catch_up"];
     assert_eq!(catch["puts"], 640, "{doc}");
     assert!(catch["caught_up_ms"].as_f64() >= Some(0.0), "{doc}");
+    // Ten transactions stay within the entries the leader keeps: the
+    // follower catches up by appends, no snapshot.
+    assert_eq!(catch["snapshots_installed"].as_u64(), Some(0), "{doc}");
+    assert_eq!(catch["snapshot_sends"].as_u64(), Some(0), "{doc}");
 }

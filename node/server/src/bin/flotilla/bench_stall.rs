@@ -28,8 +28,9 @@
 //! (or `--phases` leaves out `catch-up`), the catch-up case: a follower is
 //! stopped (SIGSTOP) while that many puts commit as 64-put transactions,
 //! continued (SIGCONT), and its Status is polled from outside until it
-//! applied what the leader had committed. The follower stays stopped at
-//! least `--pause-seconds`.
+//! applied what the leader had committed, counting the snapshots the
+//! follower installed and the snapshot sends the leader started meanwhile.
+//! The follower stays stopped at least `--pause-seconds`.
 //!
 //! Each phase also shows how many Raft snapshots the members took in it
 //! (with `--snapshot-count` low, several: the baseline's write latencies
@@ -321,6 +322,11 @@ struct CatchUp {
     stopped_s: f64,
     /// From SIGCONT until the follower applied the leader's commit index.
     caught_up_ms: f64,
+    /// Snapshots the follower installed while catching up, and snapshot
+    /// sends the leader started (more sends than installs: a send started
+    /// over); `None` when a member's `/metrics` did not answer.
+    snapshots_installed: Option<u64>,
+    snapshot_sends: Option<u64>,
     missed_tick_warnings: u64,
     leader_changes: u64,
     load_average: String,
@@ -774,6 +780,14 @@ async fn catch_up(c: &Cluster, args: &StallArgs) -> Result<CatchUp> {
     let leader = c.leader().await?;
     let follower = (leader + 1) % c.members.len();
     let (term0, warnings0) = (c.term().await, c.warnings());
+    let installed = || {
+        metric(
+            c.members[follower].http,
+            "flotilla_raft_snapshots_installed_total",
+        )
+    };
+    let sends = || metric(c.members[leader].http, "flotilla_raft_snapshots_sent_total");
+    let (installed0, sends0) = (installed().await, sends().await);
     let channels = [c.channel(leader)?];
     let value = vec![b'c'; args.value_bytes];
     signal(&c.members[follower], rustix::process::Signal::STOP)?;
@@ -808,12 +822,17 @@ async fn catch_up(c: &Cluster, args: &StallArgs) -> Result<CatchUp> {
     }
     let caught_up_ms = continued.elapsed().as_secs_f64() * 1e3;
     let load_average = load_average();
+    let grew = |before: Option<f64>, after: Option<f64>| Some((after? - before?) as u64);
+    let snapshots_installed = grew(installed0, installed().await);
+    let snapshot_sends = grew(sends0, sends().await);
     // Let its late warnings reach the log.
     tokio::time::sleep(Duration::from_millis(200)).await;
     Ok(CatchUp {
         puts: args.catch_up_puts,
         stopped_s,
         caught_up_ms,
+        snapshots_installed,
+        snapshot_sends,
         missed_tick_warnings: c.warnings() - warnings0,
         leader_changes: c.term().await - term0,
         load_average,
@@ -910,16 +929,23 @@ fn print(args: &StallArgs, phases: &[Phase], catch: Option<&CatchUp>, out: Write
     print_bulk(phases);
     if let Some(c) = catch {
         println!(
-            "catch-up: follower stopped {:.1} s while {} puts committed; caught up {:.0} ms after SIGCONT ({} missed-tick warnings, {} leader changes; load average {})",
+            "catch-up: follower stopped {:.1} s while {} puts committed; caught up {:.0} ms after SIGCONT ({} snapshots installed, {} snapshot sends started; {} missed-tick warnings, {} leader changes; load average {})",
             c.stopped_s,
             c.puts,
             c.caught_up_ms,
+            count(c.snapshots_installed),
+            count(c.snapshot_sends),
             c.missed_tick_warnings,
             c.leader_changes,
             c.load_average
         );
     }
     Ok(())
+}
+
+/// A count that may be unknown, for the table.
+fn count(n: Option<u64>) -> String {
+    n.map_or_else(|| "?".to_string(), |n| n.to_string())
 }
 
 /// The bulk phases' table: each request, its latency, when every member
