@@ -27,14 +27,23 @@ pub(crate) struct OutgoingSnapshot {
     pub(crate) source: crate::storage::SnapshotSource,
     /// Next byte to send.
     pub(crate) next_offset: u64,
-    /// Bytes the follower confirmed.
+    /// Bytes the follower confirmed; a refusal sets it to what the
+    /// follower says it holds (it may have started over).
     pub(crate) acked_offset: u64,
+    /// The offset a refusal last rewound the send to, until an
+    /// acknowledgement passes it: the chunks in flight behind the lost
+    /// one are refused too, each naming the same offset, and only the
+    /// first of those refusals resends the window.
+    pub(crate) rewound_to: Option<u64>,
     /// The last heartbeat round the leader had started when it sent the
     /// newest chunk. The stream to a peer is ordered and the follower
     /// answers in order, so the answer to a heartbeat of a later round
     /// comes after the answers to every chunk sent: if they are not all
-    /// in by then, chunks (or answers) were lost. Answers to earlier
-    /// rounds prove nothing: a follower back from a pause answers the
+    /// in by then, chunks (or answers) were lost. (One exception costs a
+    /// resend, no more: the follower's answer to the last chunk, an
+    /// append acknowledgement, waits for any sync of its log under way,
+    /// and a heartbeat's answer does not.) Answers to earlier rounds
+    /// prove nothing: a follower back from a pause answers the
     /// heartbeats queued during it first, while the chunks are on their
     /// way behind them.
     pub(crate) sent_in_round: u64,
@@ -150,6 +159,7 @@ impl Progress {
             source,
             next_offset: 0,
             acked_offset: 0,
+            rewound_to: None,
             sent_in_round: 0,
         });
     }

@@ -204,15 +204,29 @@ impl<S: Storage> Raft<S> {
         let Some(out) = pr.snapshot.as_mut() else {
             return;
         };
-        out.acked_offset = out.acked_offset.max(next_offset);
-        // The follower may hold more than was sent since a rewind.
-        out.next_offset = out.next_offset.max(out.acked_offset);
-        pr.inflights.free_to(next_offset);
-        if !accepted && next_offset < out.next_offset {
-            // A chunk was lost or arrived out of order: resend from where
-            // the follower stands.
+        if accepted {
+            out.acked_offset = out.acked_offset.max(next_offset);
+            // The follower may hold more than was sent since a rewind.
+            out.next_offset = out.next_offset.max(out.acked_offset);
+            if out.rewound_to.is_some_and(|r| out.acked_offset > r) {
+                out.rewound_to = None;
+            }
+            pr.inflights.free_to(next_offset);
+        } else if out.rewound_to != Some(next_offset) {
+            // The follower holds exactly `next_offset` bytes: a chunk was
+            // lost or arrived out of order, or it started over (restarted,
+            // or a check failed), in which case what it acknowledged
+            // before is gone. Resend from where it stands.
+            out.acked_offset = next_offset;
             out.next_offset = next_offset;
+            out.rewound_to = Some(next_offset);
             pr.inflights.reset();
+        } else {
+            // The same refusal again, for a chunk sent before the resend
+            // from `next_offset`: the resend is under way. (Were its
+            // first chunk lost too, the answer to a later heartbeat
+            // rewinds, see `rewind_snapshot_send`.)
+            return;
         }
         self.send_appends(from, IfNothingToSend::Skip);
     }

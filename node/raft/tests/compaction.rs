@@ -313,19 +313,30 @@ fn heartbeat_answer(round: u64) -> Message {
     msg(3, 1, 1, MessageBody::HeartbeatResponse { round })
 }
 
-/// A follower back from a pause first answers the heartbeats queued during
-/// it, while the snapshot's chunks are still on their way behind them:
-/// those answers, to rounds started before the chunks left, must not make
-/// the leader send the snapshot again from the start (on a real cluster
-/// each such answer restarted a 28 MB send). The answer to a round started
-/// after the chunks, with chunks still unacknowledged, proves them lost:
-/// the send resumes from the acknowledged offset.
-#[test]
-fn only_the_answer_to_a_later_heartbeat_resends_unacknowledged_chunks() {
+/// Member 3's answer to a snapshot chunk: it holds `next_offset` bytes.
+fn chunk_answer(accepted: bool, next_offset: u64) -> Message {
+    msg(
+        3,
+        1,
+        1,
+        MessageBody::InstallSnapshotResponse {
+            accepted,
+            next_offset,
+        },
+    )
+}
+
+/// A leader of three whose log (21 entries) is compacted into a snapshot
+/// holding `state`, sent in chunks of `chunk` bytes with at most `window`
+/// in flight, and what it sent member 3 first once 3 said it matches
+/// only up to 5 (so 3 needs the snapshot). Also a heartbeat round started
+/// before the chunks left.
+fn sending_snapshot(state: &'static [u8], chunk: u64, window: usize) -> (Core, Vec<u64>, u64) {
     let mut config = config(1);
     config.snapshot_catchup_entries = 0;
     config.snapshot_after_entries = SNAPSHOT_EVERY;
-    config.max_snapshot_chunk_bytes = 2;
+    config.max_snapshot_chunk_bytes = chunk;
+    config.max_inflight_msgs = window;
     let mut leader = core_with(config, MemStorage::new_with_voters(&voters(3)));
     elect(&mut leader);
     for i in 0..20 {
@@ -338,33 +349,99 @@ fn only_the_answer_to_a_later_heartbeat_resends_unacknowledged_chunks() {
     while leader.has_ready() {
         handle(&mut leader);
     }
-    // A round started before the snapshot goes out.
     let early = next_round(&mut leader);
-    leader
-        .compact(Bytes::from_static(b"state"))
-        .expect("compact");
+    leader.compact(Bytes::from_static(state)).expect("compact");
+    let first = chunk_offsets(&sent_after_ack(&mut leader, 5));
+    (leader, first, early)
+}
+
+/// The chunks `leader` sends member 3 after it takes `m`.
+fn chunks_after(leader: &mut Core, m: Message) -> Vec<u64> {
+    leader.step(m);
+    chunk_offsets(&sent_to_3(leader))
+}
+
+/// A follower back from a pause first answers the heartbeats queued during
+/// it, while the snapshot's chunks are still on their way behind them:
+/// those answers, to rounds started before the chunks left, must not make
+/// the leader send the snapshot again from the start (on a real cluster
+/// each such answer restarted a 28 MB send). The answer to a round started
+/// after the chunks, with chunks still unacknowledged, proves them lost:
+/// the send resumes from the acknowledged offset, and the resend counts
+/// as the newest send.
+#[test]
+fn only_the_answer_to_a_later_heartbeat_resends_unacknowledged_chunks() {
     // "state" in chunks of 2 bytes: 0, 2, 4, all within the window.
-    assert_eq!(chunk_offsets(&sent_after_ack(&mut leader, 5)), [0, 2, 4]);
+    let (mut leader, first, early) = sending_snapshot(b"state", 2, 256);
+    assert_eq!(first, [0, 2, 4]);
     for _ in 0..3 {
-        leader.step(heartbeat_answer(early));
-        let again = sent_to_3(&mut leader);
-        assert_eq!(chunk_offsets(&again), Vec::<u64>::new(), "{again:?}");
+        assert_eq!(
+            chunks_after(&mut leader, heartbeat_answer(early)),
+            [0u64; 0]
+        );
     }
     // The first chunk is acknowledged; then a round starts (a tick) and is
     // answered while 2 and 4 are still unacknowledged.
-    leader.step(msg(
-        3,
-        1,
-        1,
-        MessageBody::InstallSnapshotResponse {
-            accepted: true,
-            next_offset: 2,
-        },
-    ));
-    handle(&mut leader);
+    assert_eq!(chunks_after(&mut leader, chunk_answer(true, 2)), [0u64; 0]);
     let later = next_round(&mut leader);
     assert!(later > early);
-    leader.step(heartbeat_answer(later));
-    let resent = sent_to_3(&mut leader);
-    assert_eq!(chunk_offsets(&resent), [2, 4], "{resent:?}");
+    assert_eq!(chunks_after(&mut leader, heartbeat_answer(later)), [2, 4]);
+    // Those were sent in round `later`: its answer, or an earlier one's,
+    // says nothing about them.
+    for round in [later, early] {
+        assert_eq!(
+            chunks_after(&mut leader, heartbeat_answer(round)),
+            [0u64; 0]
+        );
+    }
+    // 2 arrives, the last chunk's answer is lost: the next round's answer
+    // sends the last chunk again.
+    assert_eq!(chunks_after(&mut leader, chunk_answer(true, 4)), [0u64; 0]);
+    let next = next_round(&mut leader);
+    assert_eq!(chunks_after(&mut leader, heartbeat_answer(next)), [4]);
+}
+
+/// A follower that starts over (it restarted mid-transfer) refuses the next
+/// chunk, saying it holds nothing: what it acknowledged before no longer
+/// counts. With the window's resend lost as well, the answer to a later
+/// heartbeat sends it again (before, the old acknowledgement stood, the
+/// send looked complete up to it, and nothing was ever resent).
+#[test]
+fn a_follower_that_starts_over_is_resent_the_snapshot_even_through_losses() {
+    // 20 bytes in chunks of 2, two in flight at a time.
+    let (mut leader, first, _) = sending_snapshot(b"abcdefghijklmnopqrst", 2, 2);
+    assert_eq!(first, [0, 2]);
+    let mut acked = 0;
+    while acked < 16 {
+        acked += 2;
+        chunks_after(&mut leader, chunk_answer(true, acked));
+    }
+    // In flight: 16 and 18. The follower restarted and refuses 16.
+    assert_eq!(chunks_after(&mut leader, chunk_answer(false, 0)), [0, 2]);
+    // Both are lost; so is any answer. A later round's answer resends.
+    let later = next_round(&mut leader);
+    assert_eq!(chunks_after(&mut leader, heartbeat_answer(later)), [0, 2]);
+}
+
+/// A lost chunk makes the follower refuse every chunk in flight behind it,
+/// each refusal naming the same offset: only the first resends the window.
+#[test]
+fn the_refusals_behind_a_lost_chunk_resend_the_window_once() {
+    // 20 bytes in chunks of 2, four in flight at a time: 0 is lost.
+    let (mut leader, first, _) = sending_snapshot(b"abcdefghijklmnopqrst", 2, 4);
+    assert_eq!(first, [0, 2, 4, 6]);
+    assert_eq!(
+        chunks_after(&mut leader, chunk_answer(false, 0)),
+        [0, 2, 4, 6]
+    );
+    for _ in 0..2 {
+        assert_eq!(chunks_after(&mut leader, chunk_answer(false, 0)), [0u64; 0]);
+    }
+    // The resend arrives: the window moves on.
+    assert_eq!(chunks_after(&mut leader, chunk_answer(true, 2)), [8]);
+    // A gap further on is a new refusal, and resends.
+    assert_eq!(
+        chunks_after(&mut leader, chunk_answer(false, 2)),
+        [2, 4, 6, 8]
+    );
 }
