@@ -18,6 +18,20 @@ const SNAPSHOT_EVERY: u64 = 10;
 fn compacted_leader(keep: u64) -> Core {
     let mut config = config(1);
     config.snapshot_catchup_entries = keep;
+    let mut leader = leader_of_21(config);
+    assert!(leader.snapshot_due());
+    let meta = leader
+        .compact(Bytes::from_static(b"state"))
+        .expect("compact");
+    assert_eq!(meta.index, 21);
+    leader
+}
+
+/// A leader of three (term 1) with `config` (snapshots every
+/// [`SNAPSHOT_EVERY`] entries), whose log holds its no-op and 20 commands
+/// (indexes 1..=21), all committed through member 2 and applied; member 3
+/// has answered nothing.
+fn leader_of_21(mut config: flotilla_raft::Config) -> Core {
     config.snapshot_after_entries = SNAPSHOT_EVERY;
     let mut leader = core_with(config, MemStorage::new_with_voters(&voters(3)));
     elect(&mut leader);
@@ -32,11 +46,6 @@ fn compacted_leader(keep: u64) -> Core {
         handle(&mut leader);
     }
     assert_eq!(leader.status().applied, 21);
-    assert!(leader.snapshot_due());
-    let meta = leader
-        .compact(Bytes::from_static(b"state"))
-        .expect("compact");
-    assert_eq!(meta.index, 21);
     leader
 }
 
@@ -334,21 +343,9 @@ fn chunk_answer(accepted: bool, next_offset: u64) -> Message {
 fn sending_snapshot(state: &'static [u8], chunk: u64, window: usize) -> (Core, Vec<u64>, u64) {
     let mut config = config(1);
     config.snapshot_catchup_entries = 0;
-    config.snapshot_after_entries = SNAPSHOT_EVERY;
     config.max_snapshot_chunk_bytes = chunk;
     config.max_inflight_msgs = window;
-    let mut leader = core_with(config, MemStorage::new_with_voters(&voters(3)));
-    elect(&mut leader);
-    for i in 0..20 {
-        leader
-            .propose(Bytes::from(format!("c{i}")))
-            .expect("leader");
-        handle(&mut leader);
-    }
-    leader.step(append_ack(2, 1, 1, 21));
-    while leader.has_ready() {
-        handle(&mut leader);
-    }
+    let mut leader = leader_of_21(config);
     let early = next_round(&mut leader);
     leader.compact(Bytes::from_static(state)).expect("compact");
     let first = chunk_offsets(&sent_after_ack(&mut leader, 5));
