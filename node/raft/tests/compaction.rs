@@ -35,17 +35,7 @@ fn leader_of_21(mut config: flotilla_raft::Config) -> Core {
     config.snapshot_after_entries = SNAPSHOT_EVERY;
     let mut leader = core_with(config, MemStorage::new_with_voters(&voters(3)));
     elect(&mut leader);
-    for i in 0..20 {
-        leader
-            .propose(Bytes::from(format!("c{i}")))
-            .expect("leader");
-        handle(&mut leader);
-    }
-    leader.step(append_ack(2, 1, 1, 21));
-    while leader.has_ready() {
-        handle(&mut leader);
-    }
-    assert_eq!(leader.status().applied, 21);
+    propose_applied(&mut leader, 0..20, 21);
     leader
 }
 
@@ -53,11 +43,7 @@ fn leader_of_21(mut config: flotilla_raft::Config) -> Core {
 /// `matched`.
 fn sent_after_ack(leader: &mut Core, matched: u64) -> Vec<Message> {
     leader.step(append_ack(3, 1, 1, matched));
-    handle(leader)
-        .messages
-        .into_iter()
-        .filter(|m| m.to == NodeId(3))
-        .collect()
+    sent_to_3(leader)
 }
 
 /// Raft §7 with catch-up entries: the compaction at 21 keeps 17..=21, so a
@@ -194,11 +180,7 @@ fn a_restart_over_kept_entries_resumes_from_the_snapshot() {
 /// [`sent_after_ack`] for a leader of `term`.
 fn sent_after_ack_term(leader: &mut Core, matched: u64, term: u64) -> Vec<Message> {
     leader.step(append_ack(3, 1, term, matched));
-    handle(leader)
-        .messages
-        .into_iter()
-        .filter(|m| m.to == NodeId(3))
-        .collect()
+    sent_to_3(leader)
 }
 
 /// A leader keeping `keep` entries whose storage has a snapshot writer,
