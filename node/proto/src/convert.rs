@@ -320,9 +320,11 @@ fn encode_body(body: &MessageBody) -> Body {
         MessageBody::InstallSnapshotResponse {
             accepted,
             next_offset,
+            snapshot_index,
         } => Body::InstallSnapshotResponse(raft::InstallSnapshotResponse {
             accepted: *accepted,
             next_offset: *next_offset,
+            snapshot_index: *snapshot_index,
         }),
         MessageBody::Propose { id, commands } => Body::Propose(raft::Propose {
             id: *id,
@@ -396,6 +398,7 @@ fn decode_body(body: Body, term: Term) -> Result<MessageBody, DecodeError> {
         Body::InstallSnapshotResponse(b) => MessageBody::InstallSnapshotResponse {
             accepted: b.accepted,
             next_offset: b.next_offset,
+            snapshot_index: b.snapshot_index,
         },
         Body::Propose(b) => MessageBody::Propose {
             id: b.id,

@@ -150,6 +150,13 @@ fn every_variant() -> Vec<Message> {
         msg(MessageBody::InstallSnapshotResponse {
             accepted: true,
             next_offset: 4107,
+            snapshot_index: 77,
+        }),
+        // From a member of an earlier release: no snapshot named.
+        msg(MessageBody::InstallSnapshotResponse {
+            accepted: false,
+            next_offset: 0,
+            snapshot_index: 0,
         }),
         msg(MessageBody::Propose {
             id: u64::MAX,

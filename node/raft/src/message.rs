@@ -134,6 +134,12 @@ pub enum MessageBody {
         accepted: bool,
         /// The offset the follower expects next.
         next_offset: u64,
+        /// The index of the snapshot the answered chunk belongs to, so that
+        /// a late answer about another one (sent before, or replaced
+        /// mid-send) counts for nothing; 0 from a member of an earlier
+        /// release, which did not say: its answers count for the snapshot
+        /// being sent.
+        snapshot_index: LogIndex,
     },
     /// A follower's commands for its leader to append, carried for the
     /// drivers: the core never steps it (see [`MessageBody::for_driver`]).

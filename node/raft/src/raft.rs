@@ -428,7 +428,8 @@ impl<S: Storage> Raft<S> {
             MessageBody::InstallSnapshotResponse {
                 accepted,
                 next_offset,
-            } => self.handle_snapshot_response(m.from, accepted, next_offset),
+                snapshot_index,
+            } => self.handle_snapshot_response(m.from, accepted, next_offset, snapshot_index),
             _ => {}
         }
     }

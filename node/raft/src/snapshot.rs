@@ -185,12 +185,14 @@ impl<S: Storage> Raft<S> {
         }
     }
 
-    /// Leader: a follower answered a chunk.
+    /// Leader: a follower answered a chunk of snapshot `snapshot_index`
+    /// (0: it did not say which).
     pub(crate) fn handle_snapshot_response(
         &mut self,
         from: NodeId,
         accepted: bool,
         next_offset: u64,
+        snapshot_index: LogIndex,
     ) {
         let now = self.now_ticks;
         let Some(pr) = self.tracker.progress.get_mut(&from) else {
@@ -204,6 +206,11 @@ impl<S: Storage> Raft<S> {
         let Some(out) = pr.snapshot.as_mut() else {
             return;
         };
+        if snapshot_index != 0 && snapshot_index != out.source.meta.index {
+            // About a snapshot sent before this one, or the one this send
+            // replaced: its offsets are not this one's.
+            return;
+        }
         if accepted {
             out.acked_offset = out.acked_offset.max(next_offset);
             // The follower may hold more than was sent since a rewind.
@@ -269,12 +276,14 @@ impl<S: Storage> Raft<S> {
             self.send(from, append_ok(index));
             return;
         }
+        let snapshot_index = meta.index;
         let respond = |raft: &mut Self, accepted: bool, next_offset: u64| {
             raft.send(
                 from,
                 MessageBody::InstallSnapshotResponse {
                     accepted,
                     next_offset,
+                    snapshot_index,
                 },
             );
         };

@@ -304,8 +304,18 @@ fn heartbeat_answer(round: u64) -> Message {
     msg(3, 1, 1, MessageBody::HeartbeatResponse { round })
 }
 
-/// Member 3's answer to a snapshot chunk: it holds `next_offset` bytes.
+/// The index of the snapshot [`sending_snapshot`]'s leader sends.
+const SENT_SNAPSHOT: u64 = 21;
+
+/// Member 3's answer to a chunk of the snapshot being sent: it holds
+/// `next_offset` bytes.
 fn chunk_answer(accepted: bool, next_offset: u64) -> Message {
+    answer_about(SENT_SNAPSHOT, accepted, next_offset)
+}
+
+/// Member 3's answer to a chunk of snapshot `snapshot_index` (0: a member
+/// of an earlier release, which names none).
+fn answer_about(snapshot_index: u64, accepted: bool, next_offset: u64) -> Message {
     msg(
         3,
         1,
@@ -313,6 +323,7 @@ fn chunk_answer(accepted: bool, next_offset: u64) -> Message {
         MessageBody::InstallSnapshotResponse {
             accepted,
             next_offset,
+            snapshot_index,
         },
     )
 }
@@ -422,5 +433,61 @@ fn the_refusals_behind_a_lost_chunk_resend_the_window_once() {
     assert_eq!(
         chunks_after(&mut leader, chunk_answer(false, 2)),
         [2, 4, 6, 8]
+    );
+}
+
+/// A late answer about another snapshot (one sent to this follower before,
+/// or the one a newer snapshot replaced mid-send) counts for nothing. When
+/// answers named no snapshot, a late acknowledgement of 16 bytes of the
+/// old one moved the new send past bytes the follower never received,
+/// and a loss then went unrecovered until the leader changed. An answer
+/// that names none, from a member of an earlier release, still counts.
+#[test]
+fn an_answer_about_another_snapshot_moves_nothing() {
+    // 20 bytes in chunks of 2, two in flight at a time.
+    let (mut leader, first, _) = sending_snapshot(b"abcdefghijklmnopqrst", 2, 2);
+    assert_eq!(first, [0, 2]);
+    let older = SENT_SNAPSHOT - 6;
+    assert_eq!(
+        chunks_after(&mut leader, answer_about(older, true, 16)),
+        [0u64; 0]
+    );
+    assert_eq!(
+        chunks_after(&mut leader, answer_about(older, false, 0)),
+        [0u64; 0]
+    );
+    // The snapshot's own answers go on from where they were.
+    assert_eq!(chunks_after(&mut leader, chunk_answer(true, 2)), [4]);
+    assert_eq!(chunks_after(&mut leader, answer_about(0, true, 4)), [6]);
+}
+
+/// A follower's answer to a chunk names the snapshot the chunk belongs to.
+#[test]
+fn a_follower_names_the_snapshot_it_answers_about() {
+    let (mut leader, _, _) = sending_snapshot(b"state", 2, 256);
+    // Member 3 says it holds nothing: the leader resends from 0.
+    leader.step(chunk_answer(false, 0));
+    let first = sent_to_3(&mut leader).swap_remove(0);
+    assert!(matches!(
+        first.body,
+        MessageBody::InstallSnapshot { offset: 0, .. }
+    ));
+    let mut follower = core(3, 3);
+    follower.step(first);
+    let answers: Vec<_> = handle(&mut follower)
+        .messages
+        .into_iter()
+        .map(|m| m.body)
+        .collect();
+    assert!(
+        matches!(
+            answers[..],
+            [MessageBody::InstallSnapshotResponse {
+                accepted: true,
+                next_offset: 2,
+                snapshot_index: SENT_SNAPSHOT,
+            }]
+        ),
+        "{answers:?}"
     );
 }

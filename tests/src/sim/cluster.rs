@@ -255,6 +255,7 @@ impl Cluster {
             syncs_deferred: 0,
             syncs_inline: 0,
             entries_lost_unsynced: 0,
+            previous_release: false,
         });
         self.start(id);
     }
@@ -383,6 +384,7 @@ impl Cluster {
         let raft = Raft::new(config, storage).expect("simulation config is valid");
         let mut step = Step::new(raft, sm).with_bounds(apply_bounds());
         let node = &mut self.nodes[(id.0 - 1) as usize];
+        node.previous_release = self.without_peer_proposals == Some(id);
         if gate.understood_here(PEER_PROPOSALS) {
             let limits = state_config().kv.limits();
             step = step.with_peer_proposals(

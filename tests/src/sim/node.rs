@@ -275,6 +275,10 @@ pub struct SimNode {
     pub syncs_inline: u64,
     /// Entries crashes took away before their sync finished.
     pub entries_lost_unsynced: u64,
+    /// Whether it plays the previous release
+    /// ([`super::Cluster::without_peer_proposals`]), which names no
+    /// snapshot in its answers to snapshot chunks.
+    pub previous_release: bool,
 }
 
 /// A write whose sync is under way.
@@ -612,7 +616,12 @@ impl Effects<MemStorage, NodeStateMachine> for SimEffects<'_> {
     }
 
     fn send(&mut self, messages: Vec<Message>) {
-        for m in messages {
+        for mut m in messages {
+            if self.node.previous_release
+                && let MessageBody::InstallSnapshotResponse { snapshot_index, .. } = &mut m.body
+            {
+                *snapshot_index = 0;
+            }
             note_sent(&mut self.node.snapshot_bytes_buffered, &m);
             self.net.send(m, self.now, self.rng);
         }
