@@ -638,6 +638,8 @@ async fn bench_stall_reports_its_phases_and_the_catch_up() {
         "2",
         "--readers",
         "1",
+        "--watchers",
+        "2",
         "--catch-up-puts",
         "640",
         // Not the 45 s default: a short pause is as good a smoke test.
@@ -658,7 +660,7 @@ async fn bench_stall_reports_its_phases_and_the_catch_up() {
         .kill_on_drop(true)
         .spawn()
         .expect("the flotilla binary runs");
-    // Three members start, fill, four phases, the catch-up, three stop.
+    // Three members start, fill, five phases, the catch-up, three stop.
     let out = tokio::time::timeout(WAIT * 4, child.wait_with_output())
         .await
         .expect("bench stall finishes")
@@ -668,7 +670,11 @@ async fn bench_stall_reports_its_phases_and_the_catch_up() {
     let doc = json(&String::from_utf8_lossy(&out.stdout));
     let phases = doc["phases"].as_array().expect("phases");
     let names: Vec<&str> = phases.iter().filter_map(|p| p["name"].as_str()).collect();
-    assert_eq!(names, ["baseline", "reads", "delete", "compact"], "{doc}");
+    assert_eq!(
+        names,
+        ["baseline", "reads", "watch", "delete", "compact"],
+        "{doc}"
+    );
     for p in phases {
         assert!(p["writes"]["count"].as_u64() > Some(0), "{doc}");
         assert!(p["writes_per_s"].as_f64() > Some(0.0), "{doc}");
@@ -680,13 +686,20 @@ async fn bench_stall_reports_its_phases_and_the_catch_up() {
         "{doc}"
     );
     assert!(phases[1]["count_only"]["count"].as_u64() > Some(0), "{doc}");
-    // Only the bulk phases send a bulk request: the delete removes its
-    // whole fill, the compact follows it.
+    // Only the watch phase watches: each stream sees the phase's writes,
+    // and none is cut off.
+    let watch = &phases[2]["watch"];
+    assert_eq!(watch["streams"], 2, "{doc}");
+    assert!(watch["events"].as_u64() > Some(0), "{doc}");
+    assert_eq!(watch["ended_early"], 0, "{doc}");
     assert!(
-        phases[0]["bulk"].is_null() && phases[1]["bulk"].is_null(),
+        phases.iter().filter(|p| !p["watch"].is_null()).count() == 1,
         "{doc}"
     );
-    let (delete, compact) = (&phases[2]["bulk"], &phases[3]["bulk"]);
+    // Only the bulk phases send a bulk request: the delete removes its
+    // whole fill, the compact follows it.
+    assert!(phases[..3].iter().all(|p| p["bulk"].is_null()), "{doc}");
+    let (delete, compact) = (&phases[3]["bulk"], &phases[4]["bulk"]);
     assert_eq!(delete["request"], "delete-range", "{doc}");
     assert_eq!(delete["keys"], 640, "{doc}");
     assert_eq!(delete["deleted"], 640, "{doc}");

@@ -8,8 +8,9 @@
 //! A watcher is either catching up or synced:
 //!
 //! 1. Catching up: it reads the store's history from its next revision, a
-//!    bounded page at a time (a revision is never split), on the driver via
-//!    `read_local`. A page shorter than the limit ends the history: the
+//!    bounded page at a time (a revision is never split), on a frozen view
+//!    of the store taken on the driver (`read_local`) and paged in the
+//!    shared read pool, off the driver. A page shorter than the limit ends the history: the
 //!    watcher's next revision becomes the store's revision at that read plus
 //!    one, and it is synced. A compacted start ends it with etcd's compacted
 //!    cancel (`compact_revision` set).

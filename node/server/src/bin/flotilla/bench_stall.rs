@@ -12,14 +12,18 @@
 //!    (`count_only`), and one client takes snapshots (Maintenance/Snapshot,
 //!    as `etcdctl snapshot save`) back to back; the members also take their
 //!    own Raft snapshots every `--snapshot-count` entries;
-//! 3. **delete**: `--delete-keys` more keys are filled under a prefix of
+//! 3. **watch**: the same writers while `--watchers` watch streams on the
+//!    leader each watch the whole keyspace, so that every put fans out to
+//!    each of them (see `bench_watch`);
+//! 4. **delete**: `--delete-keys` more keys are filled under a prefix of
 //!    their own, then the same writers run while one DeleteRange removes
 //!    that whole prefix (as `etcdctl check perf` does at its end);
-//! 4. **compact**: the same writers while one Compact at the store's
+//! 5. **compact**: the same writers while one Compact at the store's
 //!    revision removes every revision of that fill (see `bench_bulk`).
 //!
 //! For each phase it prints the write throughput and latency (p50, p99,
-//! max), the read and snapshot latencies, the members' "fell behind its
+//! max), the read and snapshot latencies, the events the watch streams
+//! received (per second, and as a share of what they should have seen), the members' "fell behind its
 //! clock" warnings (counted in their logs) and the leader changes (the
 //! growth of the highest Raft term); for the bulk phases also the bulk
 //! request's latency, when every member had applied it, each member's term
@@ -46,6 +50,7 @@
 use crate::WriteOut;
 use crate::bench_bulk::{self, Bulk};
 use crate::bench_overlap::{self, Span};
+use crate::bench_watch::{self, Watched};
 use crate::dev_cluster::{self, Member, NodeProgram};
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
@@ -81,6 +86,10 @@ pub struct StallArgs {
     /// counting it, during the read phase.
     #[arg(long, default_value_t = 2)]
     readers: u32,
+    /// Watch streams on the leader during the watch phase, each with one
+    /// watcher on the whole keyspace (0: skip the watch phase).
+    #[arg(long, default_value_t = 8)]
+    watchers: u32,
     /// Keys filled under their own prefix for the delete phase, which
     /// removes them with one DeleteRange (`etcdctl check perf --load l`
     /// ends by deleting about 250,000).
@@ -126,6 +135,8 @@ enum PhaseName {
     Baseline,
     /// Writes beside whole-keyspace reads, counts and snapshots.
     Reads,
+    /// Writes beside watchers of the whole keyspace.
+    Watch,
     /// Writes beside one DeleteRange of `--delete-keys` keys.
     Delete,
     /// Writes beside one Compact of the delete phase's fill.
@@ -135,9 +146,10 @@ enum PhaseName {
 }
 
 impl PhaseName {
-    const ALL: [PhaseName; 5] = [
+    const ALL: [PhaseName; 6] = [
         PhaseName::Baseline,
         PhaseName::Reads,
+        PhaseName::Watch,
         PhaseName::Delete,
         PhaseName::Compact,
         PhaseName::CatchUp,
@@ -147,6 +159,7 @@ impl PhaseName {
         match self {
             PhaseName::Baseline => "baseline",
             PhaseName::Reads => "reads",
+            PhaseName::Watch => "watch",
             PhaseName::Delete => "delete",
             PhaseName::Compact => "compact",
             PhaseName::CatchUp => "catch-up",
@@ -274,6 +287,8 @@ struct Phase {
     load_average: String,
     /// The bulk phases' one request.
     bulk: Option<Bulk>,
+    /// The watch phase's streams.
+    watch: Option<Watched>,
 }
 
 /// A phase's writes that overlapped a Raft snapshot being written on any
@@ -719,6 +734,15 @@ async fn phase(c: &Cluster, args: &StallArgs, which: PhaseName) -> Result<Phase>
             stop.clone(),
         ));
     }
+    let watchers = if which == PhaseName::Watch {
+        // On the leader, as the reads: its stall costs the most. One
+        // connection each.
+        (0..args.watchers)
+            .map(|_| Ok(bench_watch::stream(c.channel(leader)?, stop.clone())))
+            .collect::<Result<Vec<_>>>()?
+    } else {
+        Vec::new()
+    };
     let (started, started_at) = (Instant::now(), unix_now());
     let bulk = match which {
         PhaseName::Delete | PhaseName::Compact => {
@@ -752,6 +776,11 @@ async fn phase(c: &Cluster, args: &StallArgs, which: PhaseName) -> Result<Phase>
     let (ranges, range_failures) = collect(ranges).await?;
     let (counts, count_failures) = collect(counts).await?;
     let (snaps, snap_failures) = collect(snaps).await?;
+    let watch = if which == PhaseName::Watch {
+        Some(bench_watch::collect(watchers, elapsed, writes.len()).await?)
+    } else {
+        None
+    };
     Ok(Phase {
         name: which.name(),
         writes_per_s: writes.len() as f64 / elapsed,
@@ -766,6 +795,7 @@ async fn phase(c: &Cluster, args: &StallArgs, which: PhaseName) -> Result<Phase>
         snapshot_cost,
         load_average: load_average(),
         bulk,
+        watch,
     })
 }
 
@@ -846,6 +876,7 @@ fn print(args: &StallArgs, phases: &[Phase], catch: Option<&CatchUp>, out: Write
             "value_bytes": args.value_bytes,
             "writers": args.writers,
             "readers": args.readers,
+            "watchers": args.watchers,
             "delete_keys": args.delete_keys,
             "phases": phases,
             "catch_up": catch,
@@ -927,6 +958,7 @@ fn print(args: &StallArgs, phases: &[Phase], catch: Option<&CatchUp>, out: Write
         );
     }
     print_bulk(phases);
+    print_watch(phases);
     if let Some(c) = catch {
         println!(
             "catch-up: follower stopped {:.1} s while {} puts committed; caught up {:.0} ms after SIGCONT ({} snapshots installed, {} snapshot sends started; {} missed-tick warnings, {} leader changes; load average {})",
@@ -941,6 +973,26 @@ fn print(args: &StallArgs, phases: &[Phase], catch: Option<&CatchUp>, out: Write
         );
     }
     Ok(())
+}
+
+/// The watch phase's line: what its streams received against what every
+/// one of them should have seen.
+fn print_watch(phases: &[Phase]) {
+    for p in phases {
+        let Some(w) = &p.watch else { continue };
+        println!(
+            "{}: {} streams on the leader, each watching the whole keyspace, received {} events ({:.0}/s, {:.2} of the phase's writes times the streams); {} ended early{}",
+            p.name,
+            w.streams,
+            w.events,
+            w.events_per_s,
+            w.share,
+            w.ended_early,
+            w.first_end
+                .as_ref()
+                .map_or_else(String::new, |why| format!(" (the first: {why})"))
+        );
+    }
 }
 
 /// A count that may be unknown, for the table.
@@ -1056,6 +1108,9 @@ pub async fn run(args: StallArgs, out: WriteOut) -> Result<()> {
                 put_txns(&channels, bench_bulk::key, 0, args.delete_keys, &value).await?;
                 eprintln!("filled in {:.1} s", fill.elapsed().as_secs_f64());
                 bulk_filled = true;
+            }
+            if which == PhaseName::Watch && args.watchers == 0 {
+                continue;
             }
             if which == PhaseName::CatchUp {
                 if args.catch_up_puts > 0 {

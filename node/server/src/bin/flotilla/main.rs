@@ -27,6 +27,7 @@ mod bench_kv;
 mod bench_log;
 mod bench_overlap;
 mod bench_stall;
+mod bench_watch;
 mod cluster;
 mod connect;
 mod consume;
