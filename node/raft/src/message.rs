@@ -136,9 +136,10 @@ pub enum MessageBody {
         next_offset: u64,
         /// The index of the snapshot the answered chunk belongs to, so that
         /// a late answer about another one (sent before, or replaced
-        /// mid-send) counts for nothing; 0 from a member of an earlier
-        /// release, which did not say: its answers count for the snapshot
-        /// being sent.
+        /// mid-send) counts for nothing (a late answer from an earlier send
+        /// of the same snapshot still counts); 0 from a member of an
+        /// earlier release, which did not say: its answers count for the
+        /// snapshot being sent.
         snapshot_index: LogIndex,
     },
     /// A follower's commands for its leader to append, carried for the

@@ -270,8 +270,16 @@ impl<S: Storage> Raft<S> {
         snapshot_crc: u32,
     ) {
         if meta.index <= self.log.committed {
-            // Nothing new: our log already covers it.
-            self.incoming_snapshot = None;
+            // Nothing new: our log already covers it. A snapshot being
+            // received goes only if the log covers it too: this may be a
+            // late chunk of an older one.
+            if self
+                .incoming_snapshot
+                .as_ref()
+                .is_some_and(|s| s.meta.index <= self.log.committed)
+            {
+                self.incoming_snapshot = None;
+            }
             let index = self.log.committed;
             self.send(from, append_ok(index));
             return;

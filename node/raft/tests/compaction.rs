@@ -473,18 +473,60 @@ fn a_follower_names_the_snapshot_it_answers_about() {
         MessageBody::InstallSnapshot { offset: 0, .. }
     ));
     let mut follower = core(3, 3);
-    follower.step(first);
-    let answers: Vec<_> = handle(&mut follower)
-        .messages
-        .into_iter()
-        .map(|m| m.body)
-        .collect();
+    let answers = answers_to(&mut follower, first);
     assert!(
         matches!(
             answers[..],
             [MessageBody::InstallSnapshotResponse {
                 accepted: true,
                 next_offset: 2,
+                snapshot_index: SENT_SNAPSHOT,
+            }]
+        ),
+        "{answers:?}"
+    );
+}
+
+/// What `follower` sends once it takes `m`.
+fn answers_to(follower: &mut Core, m: Message) -> Vec<MessageBody> {
+    follower.step(m);
+    handle(follower)
+        .messages
+        .into_iter()
+        .map(|m| m.body)
+        .collect()
+}
+
+/// A late chunk of a snapshot the follower's log already covers (one sent
+/// before) is answered as nothing new and leaves the snapshot being
+/// received alone; it used to drop it, and the next chunk was refused.
+#[test]
+fn a_late_chunk_of_an_older_snapshot_leaves_the_transfer_alone() {
+    let (mut leader, _, _) = sending_snapshot(b"state", 2, 256);
+    leader.step(chunk_answer(false, 0));
+    let chunks = sent_to_3(&mut leader);
+    let mut follower = core(3, 3);
+    answers_to(&mut follower, chunks[0].clone());
+    // Its log covers index 0: a snapshot at 0 is an older one.
+    let mut late = chunks[0].clone();
+    if let MessageBody::InstallSnapshot { meta, .. } = &mut late.body {
+        meta.index = 0;
+    }
+    let answers = answers_to(&mut follower, late);
+    assert!(
+        matches!(
+            answers[..],
+            [MessageBody::AppendEntriesResponse { reject: false, .. }]
+        ),
+        "{answers:?}"
+    );
+    let answers = answers_to(&mut follower, chunks[1].clone());
+    assert!(
+        matches!(
+            answers[..],
+            [MessageBody::InstallSnapshotResponse {
+                accepted: true,
+                next_offset: 4,
                 snapshot_index: SENT_SNAPSHOT,
             }]
         ),

@@ -382,18 +382,17 @@ async fn proposals_arriving_under_load_apply_in_order_on_every_member() {
 /// thread; once the thread reports it durable, the follower syncs its small
 /// writes on its loop again: the report tells the driver that no sync is
 /// under way. (Without it, every later write would pay the hand-off to the
-/// thread and the wake-up back.) The members write to memory (`/dev/shm`)
-/// where there is one, so that a slow disk does not keep syncs off the
-/// loop for the estimate's sake.
+/// thread and the wake-up back.) The members write to memory (`/dev/shm`):
+/// on a disk whose syncs take a millisecond or more, syncs stay off the
+/// loop by design, so without it the test says so and checks nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_large_write_a_follower_syncs_small_ones_on_its_loop_again() {
     let shm = std::path::Path::new("/dev/shm");
-    let root = if shm.is_dir() {
-        shm.to_path_buf()
-    } else {
-        std::env::temp_dir()
-    };
-    let c = TestCluster::new_in(3, 100_000, &root);
+    if !shm.is_dir() {
+        eprintln!("skipped: no /dev/shm to write to");
+        return;
+    }
+    let c = TestCluster::new_in(3, 100_000, shm);
     let l = c.leader().await;
     let followers: Vec<usize> = (0..3).filter(|i| *i != l).collect();
     let large = vec![b'x'; INLINE_BYTES_MAX as usize + 1];

@@ -700,6 +700,15 @@ async fn phase(c: &Cluster, args: &StallArgs, which: PhaseName) -> Result<Phase>
     let leader = c.leader().await?;
     let (term0, warnings0) = (c.term().await, c.warnings());
     let snapshots0 = c.raft_snapshots();
+    // Watchers are confirmed before the first write, so that each sees
+    // every write of the phase. On the leader, as the reads: its stall
+    // costs the most. One connection each.
+    let mut opened = Vec::new();
+    if which == PhaseName::Watch {
+        for _ in 0..args.watchers {
+            opened.push(bench_watch::open(c.channel(leader)?).await?);
+        }
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let value = vec![b'w'; args.value_bytes];
     let writers: Vec<TimedSampler> = (0..args.writers)
@@ -734,15 +743,10 @@ async fn phase(c: &Cluster, args: &StallArgs, which: PhaseName) -> Result<Phase>
             stop.clone(),
         ));
     }
-    let watchers = if which == PhaseName::Watch {
-        // On the leader, as the reads: its stall costs the most. One
-        // connection each.
-        (0..args.watchers)
-            .map(|_| Ok(bench_watch::stream(c.channel(leader)?, stop.clone())))
-            .collect::<Result<Vec<_>>>()?
-    } else {
-        Vec::new()
-    };
+    let watchers: Vec<_> = opened
+        .into_iter()
+        .map(|o| bench_watch::drain(o, stop.clone()))
+        .collect();
     let (started, started_at) = (Instant::now(), unix_now());
     let bulk = match which {
         PhaseName::Delete | PhaseName::Compact => {
