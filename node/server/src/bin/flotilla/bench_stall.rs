@@ -21,19 +21,19 @@
 //! 5. **compact**: the same writers while one Compact at the store's
 //!    revision removes every revision of that fill (see `bench_bulk`).
 //!
-//! For each phase it prints the write throughput and latency (p50, p99,
-//! max), the read and snapshot latencies, the events the watch streams
-//! received (per second, and as a share of what they should have seen), the members' "fell behind its
-//! clock" warnings (counted in their logs) and the leader changes (the
-//! growth of the highest Raft term); for the bulk phases also the bulk
-//! request's latency, when every member had applied it, each member's term
-//! and the leader before and after, and the writers' errors by kind ("no
-//! leader", "leader changed", timed out). Then, unless `--catch-up-puts 0`
-//! (or `--phases` leaves out `catch-up`), the catch-up case: a follower is
-//! stopped (SIGSTOP) while that many puts commit as 64-put transactions,
-//! continued (SIGCONT), and its Status is polled from outside until it
-//! applied what the leader had committed, counting the snapshots the
-//! follower installed and the snapshot sends the leader started meanwhile.
+//! For each phase it prints the write throughput and latency (p50, p99, max),
+//! the read and snapshot latencies, the events the watch streams received (per
+//! second, and as a share of what they should have seen), the members' "fell
+//! behind its clock" warnings (counted in their logs) and the leader changes
+//! (the growth of the highest Raft term); for the bulk phases also the bulk
+//! request's latency, when every member had applied it, each member's term and
+//! the leader before and after, and the writers' errors by kind ("no leader",
+//! "leader changed", timed out). Then, unless `--catch-up-puts 0` (or
+//! `--phases` leaves out `catch-up`), the catch-up case: a follower is stopped
+//! (SIGSTOP) while that many puts commit as 64-put transactions, continued
+//! (SIGCONT), and its Status is polled from outside until it applied what the
+//! leader had committed, counting the snapshots the follower installed and the
+//! snapshot sends the leader started meanwhile.
 //! The follower stays stopped at least `--pause-seconds`.
 //!
 //! Each phase also shows how many Raft snapshots the members took in it
