@@ -385,9 +385,13 @@ impl Cluster {
         Ok(c)
     }
 
+    /// Member `i`'s client URL.
+    fn url(&self, i: usize) -> String {
+        format!("http://127.0.0.1:{}", self.members[i].client)
+    }
+
     pub(crate) fn channel(&self, i: usize) -> Result<Channel> {
-        let url = format!("http://127.0.0.1:{}", self.members[i].client);
-        Ok(Endpoint::from_shared(url)?
+        Ok(Endpoint::from_shared(self.url(i))?
             .connect_timeout(Duration::from_secs(1))
             .connect_lazy())
     }
@@ -706,7 +710,7 @@ async fn phase(c: &Cluster, args: &StallArgs, which: PhaseName) -> Result<Phase>
     let mut opened = Vec::new();
     if which == PhaseName::Watch {
         for _ in 0..args.watchers {
-            opened.push(bench_watch::open(c.channel(leader)?).await?);
+            opened.push(bench_watch::open(c.url(leader)).await?);
         }
     }
     let stop = Arc::new(AtomicBool::new(false));

@@ -3,18 +3,12 @@
 //! watch of a resource prefix) and drain what comes, counting the events
 //! they received and the streams that ended before the phase did.
 
-use anyhow::{Context, Result, anyhow, bail};
-use flotilla_proto::etcdserverpb::watch_client::WatchClient;
-use flotilla_proto::etcdserverpb::{
-    WatchCreateRequest, WatchRequest, WatchResponse, watch_request,
-};
+use anyhow::{Context, Result};
+use flotilla_client::{Client, ClientConfig, Watch};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tonic::Streaming;
-use tonic::transport::Channel;
 
 /// What the watch streams received during a phase.
 #[derive(Debug, Default, serde::Serialize)]
@@ -42,82 +36,29 @@ type Tally = (u64, Option<String>);
 /// How often a stream's task looks at the stop flag while no response comes.
 const STOP_POLL: Duration = Duration::from_millis(50);
 
-/// Responses larger than this fail the stream (the members send one
-/// applied entry's events per response; the fill's transactions carry 64).
-const RESPONSE_BYTES_MAX: usize = 64 << 20;
-
-/// How long opening a stream may take, until the member confirms the
-/// watcher.
-const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A watch stream whose one watcher, on the whole keyspace from now on,
-/// the member has confirmed.
-pub(crate) struct Opened {
-    /// Kept open until the end: closing the request side ends the stream.
-    requests: mpsc::Sender<WatchRequest>,
-    responses: Streaming<WatchResponse>,
-}
-
-/// Opens a stream and creates its watcher, waiting for the member to
-/// confirm it, so that every write after this reaches it.
-pub(crate) async fn open(channel: Channel) -> Result<Opened> {
-    let (requests, rx) = mpsc::channel(1);
-    let create = WatchRequest {
-        request_union: Some(watch_request::RequestUnion::CreateRequest(
-            WatchCreateRequest {
-                key: b"\0".to_vec(),
-                range_end: b"\0".to_vec(),
-                ..Default::default()
-            },
-        )),
-    };
-    requests
-        .send(create)
+/// Opens a watch stream on `endpoint` (a connection of its own) with one
+/// watcher on the whole keyspace, confirmed by the member, so that every
+/// write after this reaches it.
+pub(crate) async fn open(endpoint: String) -> Result<Watch> {
+    let client = Client::new(&[endpoint], ClientConfig::default())?;
+    client
+        .watch_ranges(&[(b"\0".to_vec(), b"\0".to_vec())])
         .await
-        .map_err(|_| anyhow!("the request side of a watch stream closed"))?;
-    let mut client = WatchClient::new(channel).max_decoding_message_size(RESPONSE_BYTES_MAX);
-    let opening = async {
-        let mut responses = client
-            .watch(tokio_stream::wrappers::ReceiverStream::new(rx))
-            .await?
-            .into_inner();
-        let first = responses.message().await?;
-        Ok::<_, tonic::Status>((responses, first))
-    };
-    let (responses, first) = tokio::time::timeout(OPEN_TIMEOUT, opening)
-        .await
-        .context("no watch stream within 10 s")?
-        .context("cannot open a watch stream")?;
-    match first {
-        Some(r) if r.created && !r.canceled => Ok(Opened {
-            requests,
-            responses,
-        }),
-        Some(r) => bail!("the watcher was not created: {}", r.cancel_reason),
-        None => bail!("the member closed the watch stream at once"),
-    }
+        .context("cannot open a watch stream")
 }
 
 /// Drains an opened stream until `stop`.
-pub(crate) fn drain(opened: Opened, stop: Arc<AtomicBool>) -> JoinHandle<Tally> {
-    let Opened {
-        requests,
-        mut responses,
-    } = opened;
+pub(crate) fn drain(mut watch: Watch, stop: Arc<AtomicBool>) -> JoinHandle<Tally> {
     tokio::spawn(async move {
         let mut events = 0;
         while !stop.load(Ordering::Relaxed) {
-            match tokio::time::timeout(STOP_POLL, responses.message()).await {
+            match tokio::time::timeout(STOP_POLL, watch.next()).await {
                 Err(_) => {}
-                Ok(Ok(Some(r))) if r.canceled => {
-                    return (events, Some(format!("cancelled: {}", r.cancel_reason)));
-                }
                 Ok(Ok(Some(r))) => events += r.events.len() as u64,
                 Ok(Ok(None)) => return (events, Some("the member closed it".to_string())),
                 Ok(Err(e)) => return (events, Some(e.to_string())),
             }
         }
-        drop(requests);
         (events, None)
     })
 }
