@@ -318,7 +318,9 @@ async fn reconcile(
         if replica.role() != want {
             if let Role::Leader { epoch } = want {
                 let isr = pv.isr.as_ref().map_or(vec![me], |i| i.isr.clone());
-                if let Err(e) = replica.become_leader(epoch, isr) {
+                // `want` is Leader only under the record's lease, ours now.
+                let lease = pv.leader.as_ref().map_or(0, |l| l.record.lease);
+                if let Err(e) = replica.become_leader(epoch, isr, lease) {
                     tracing::warn!(topic = %tp.0, partition = tp.1, error = %e, "cannot lead");
                     continue;
                 }
@@ -438,7 +440,7 @@ async fn try_elect(
     leaderless.remove(tp);
     core.metrics.leader_elections.inc();
     tracing::info!(topic = %tp.0, partition = tp.1, epoch, ?isr, "elected partition leader");
-    if let Err(e) = replica.become_leader(epoch, isr) {
+    if let Err(e) = replica.become_leader(epoch, isr, lease) {
         tracing::warn!(topic = %tp.0, partition = tp.1, error = %e, "cannot lead");
     }
 }

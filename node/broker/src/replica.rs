@@ -80,6 +80,9 @@ struct State {
     producers: Producers,
     min_insync: u32,
     leader_since: Instant,
+    /// The broker lease the leadership was taken under: a later lease of
+    /// this broker does not hold it.
+    lease: i64,
 }
 
 /// One partition replica.
@@ -186,6 +189,7 @@ impl Replica {
                 producers,
                 min_insync,
                 leader_since: Instant::now(),
+                lease: 0,
             }),
             changed,
             write: tokio::sync::Mutex::new(()),
@@ -372,10 +376,15 @@ impl Replica {
         self.state().producers.len()
     }
 
-    /// Becomes leader of `epoch` with `isr` (as written to the KV): records
-    /// the epoch's start at the log end (KIP-101), forgets followers'
-    /// progress and producers.
-    pub fn become_leader(&self, epoch: i64, isr: Vec<u64>) -> Result<(), PartitionError> {
+    /// Becomes leader of `epoch` with `isr` (as written to the KV, under
+    /// broker lease `lease`): records the epoch's start at the log end
+    /// (KIP-101), forgets followers' progress and producers.
+    pub fn become_leader(
+        &self,
+        epoch: i64,
+        isr: Vec<u64>,
+        lease: i64,
+    ) -> Result<(), PartitionError> {
         let end = self.log_end();
         let epochs = {
             let mut s = self.state();
@@ -383,6 +392,7 @@ impl Replica {
                 return Ok(());
             }
             s.role = Role::Leader { epoch };
+            s.lease = lease;
             s.isr = isr;
             s.followers.clear();
             s.leader_since = Instant::now();
@@ -445,13 +455,13 @@ impl Replica {
     }
 
     /// Appends a produced batch as leader (rule 1), after the idempotence
-    /// check. `lease_valid` says whether the lease is inside its safe window
-    /// now.
+    /// check. `lease_valid(id)` says whether broker lease `id`, the one the
+    /// leadership was taken under, is inside its safe window now.
     pub async fn append_as_leader(
         &self,
         req: &pb::ProduceRequest,
         acks_all: bool,
-        lease_valid: impl Fn() -> bool,
+        lease_valid: impl Fn(i64) -> bool,
     ) -> Result<Appended, PartitionError> {
         let count = req.records.len() as u64;
         let producer_epoch = i16::try_from(req.producer_epoch).map_err(|_| {
@@ -467,7 +477,7 @@ impl Replica {
             )));
         }
         let _w = self.write.lock().await;
-        let epoch = {
+        let (epoch, lease) = {
             let s = self.state();
             let Role::Leader { epoch } = s.role else {
                 return Err(self.not_leader(&s.role));
@@ -508,9 +518,9 @@ impl Replica {
                     }
                 }
             }
-            epoch
+            (epoch, s.lease)
         };
-        if !lease_valid() {
+        if !lease_valid(lease) {
             return Err(PartitionError::LeaseExpiring);
         }
         let headers = headers_of(req.records.iter());
@@ -1012,7 +1022,7 @@ mod tests {
     }
 
     async fn produce(r: &Replica, req: &pb::ProduceRequest) -> Appended {
-        r.append_as_leader(req, false, || true)
+        r.append_as_leader(req, false, |_| true)
             .await
             .expect("append")
     }
@@ -1027,7 +1037,7 @@ mod tests {
             Replica::open(&dir.path().join(sub), "t", 0, me, LogConfig::default(), 1).unwrap()
         };
         let leader = open(1, "a");
-        leader.become_leader(5, vec![1]).unwrap();
+        leader.become_leader(5, vec![1], 1).unwrap();
         let first = produce(&leader, &batch(9, 0, &["a", "b", "c"])).await;
         produce(&leader, &batch(4, 0, &["other"])).await;
         leader.checkpoint_producers().unwrap();
@@ -1050,7 +1060,7 @@ mod tests {
             .append_as_follower(&records, leader.log_end())
             .await
             .unwrap();
-        follower.become_leader(7, vec![2]).unwrap();
+        follower.become_leader(7, vec![2], 1).unwrap();
         let retry = produce(&follower, &batch(9, 3, &["d", "e"])).await;
         assert!(retry.duplicate, "the new leader knows the batch");
         assert_eq!(retry.base_offset, after_snapshot.base_offset);
@@ -1060,7 +1070,7 @@ mod tests {
             "nothing written twice"
         );
         let gap = follower
-            .append_as_leader(&batch(9, 9, &["x"]), false, || true)
+            .append_as_leader(&batch(9, 9, &["x"]), false, |_| true)
             .await;
         assert!(matches!(
             gap,
@@ -1072,7 +1082,7 @@ mod tests {
         drop(leader);
         let reopened = open(1, "a");
         assert_eq!(reopened.producer_count(), 2);
-        reopened.become_leader(9, vec![1]).unwrap();
+        reopened.become_leader(9, vec![1], 1).unwrap();
         let retry = produce(&reopened, &batch(9, 0, &["a", "b", "c"])).await;
         assert!(retry.duplicate);
         assert_eq!(retry.base_offset, first.base_offset);
@@ -1088,5 +1098,41 @@ mod tests {
         // A truncation forgets the cut records' sequences.
         reopened.truncate_to(6).await.unwrap();
         assert!(!produce(&reopened, &batch(9, 5, &["f"])).await.duplicate);
+    }
+
+    /// A broker that lost its lease and registered again holds a new lease,
+    /// valid, but its old leaderships stand on the lost one: until the
+    /// controller demotes them, their writes are refused.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_needs_the_lease_the_leadership_was_taken_under() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = Replica::open(dir.path(), "t", 0, 1, LogConfig::default(), 1).unwrap();
+        r.become_leader(3, vec![1], 8).unwrap();
+        let asked = std::sync::Mutex::new(Vec::new());
+        let held_now = |now: i64| {
+            let asked = &asked;
+            move |held: i64| {
+                asked.lock().unwrap().push(held);
+                held == now
+            }
+        };
+        let refused = r
+            .append_as_leader(&batch(0, 0, &["a"]), false, held_now(9))
+            .await;
+        assert!(
+            matches!(refused, Err(PartitionError::LeaseExpiring)),
+            "{refused:?}"
+        );
+        assert_eq!(
+            r.log_end(),
+            0,
+            "nothing written under a lease that is not held"
+        );
+        let taken = r
+            .append_as_leader(&batch(0, 0, &["a"]), false, held_now(8))
+            .await
+            .expect("written under its own lease");
+        assert_eq!(taken.base_offset, 0);
+        assert_eq!(*asked.lock().unwrap(), vec![8, 8]);
     }
 }

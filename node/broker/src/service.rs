@@ -103,8 +103,8 @@ impl BrokerService {
         let acks_all = acks == pb::Acks::All;
         let core = self.core.clone();
         let appended = replica
-            .append_as_leader(req, acks_all, || {
-                core.lease.valid_id(Instant::now()).is_some()
+            .append_as_leader(req, acks_all, |held| {
+                core.lease.valid_id(Instant::now()) == Some(held)
             })
             .await?;
         if !appended.duplicate {
