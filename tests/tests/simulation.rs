@@ -33,6 +33,11 @@ fn run_many(scenario: &Scenario, base: u64, default_count: u64) -> RunStats {
         total.applies_deferred > 0 && total.applies_at_once > 0,
         "heavy entries never applied off the step later, or never at once: {total:?}"
     );
+    // Each run applied later and not lost to a crash comes home with one.
+    assert!(
+        total.stale_reads > 0 && total.stale_reads <= total.applies_deferred,
+        "no stale read was checked on a copy: {total:?}"
+    );
     assert!(
         total.peer_proposals > 0,
         "no follower's write went to the leader through the peer stream"

@@ -366,6 +366,21 @@ impl StateMachine for NodeStateMachine {
         self.kv.freeze()
     }
 
+    /// The store cloned (O(1) for the key space, as for a snapshot), the
+    /// shared handles (events, lessor, gauges) shared: only read.
+    fn read_copy(&self) -> Option<Self> {
+        Some(NodeStateMachine {
+            kv: self.kv.clone(),
+            events: self.events.clone(),
+            watched: self.watched.clone(),
+            lessor: self.lessor.clone(),
+            gauge: self.gauge.clone(),
+            member_ids: self.member_ids.clone(),
+            member_count: self.member_count,
+            clock: self.clock.clone(),
+        })
+    }
+
     fn restore(&mut self, snapshot: &Snapshot) -> Result<(), String> {
         self.kv.restore(snapshot)?;
         self.gauge.update(&self.kv);

@@ -62,6 +62,13 @@ impl StateMachine for Recorder {
         slow_ms(command).is_some()
     }
 
+    fn read_copy(&self) -> Option<Self> {
+        Some(Recorder {
+            commands: self.commands.clone(),
+            slower_ms: self.slower_ms.clone(),
+        })
+    }
+
     /// A membership entry's context is recorded like a command, marked so
     /// that tests can tell it apart.
     fn apply_conf_change(&mut self, _index: LogIndex, context: &Bytes) -> usize {

@@ -8,8 +8,8 @@ use super::invariants::Invariants;
 use super::kv::{get_request, pairs};
 use super::network::{NetFaults, Network};
 use super::node::{
-    CRASHED, Event, NodeStep, Proposal, Read, SimEffects, SimNode, ViewRead, apply_bounds,
-    restored, state_config,
+    CRASHED, Event, NodeStep, Proposal, Read, STALE_READ_CTX, SimEffects, SimNode, ViewRead,
+    apply_bounds, contents, restored, state_config,
 };
 use super::watch::EventHistory;
 use flotilla_node::api::{FeatureGate, peer_leader_takes, peer_proposal_filter};
@@ -250,6 +250,8 @@ impl Cluster {
             applying: None,
             applies_at_once: 0,
             applies_deferred: 0,
+            stale_expected: None,
+            stale_reads_checked: 0,
             syncing: VecDeque::new(),
             sync_floor: 0,
             syncs_deferred: 0,
@@ -729,9 +731,37 @@ impl Cluster {
                 continue;
             }
             self.with_effects(i, |step, _, fx| {
-                let run = fx.node.applying.take().expect("checked");
+                let mut run = fx.node.applying.take().expect("checked");
+                let before = std::mem::take(&mut run.before);
                 let (sm, outputs) = run.apply();
-                step.applied_elsewhere(sm, outputs, fx)
+                // Applied, not yet home: a read that may be stale runs at
+                // once on the copy the step kept as the state machine
+                // left, which the run did not touch; with no copy (no
+                // such read came since it last left: a member's first
+                // run) it waits, and runs on the state machine home.
+                let copied = step.has_read_copy();
+                fx.node.stale_expected = Some(if copied { before } else { contents(&sm) });
+                step.read_stale(
+                    Read {
+                        ctx: Bytes::from_static(STALE_READ_CTX),
+                        request: Default::default(),
+                    },
+                    fx,
+                );
+                assert_eq!(
+                    fx.node.stale_expected.is_none(),
+                    copied,
+                    "member {}: a stale read ran at once without a copy, or waited with one",
+                    fx.node.id
+                );
+                fx.node.stale_reads_checked += u64::from(copied);
+                step.applied_elsewhere(sm, outputs, fx)?;
+                assert!(
+                    fx.node.stale_expected.is_none(),
+                    "member {}: a stale read still waits with the state machine home",
+                    fx.node.id
+                );
+                Ok(())
             });
             self.drain_events(i);
         }

@@ -196,6 +196,9 @@ pub struct RunStats {
     /// Runs of heavy entries handed off a member's step and applied
     /// later, while the member went on.
     pub applies_deferred: u64,
+    /// Stale reads served on the copy a member's step kept while its
+    /// state machine was away, and checked against the state it left in.
+    pub stale_reads: u64,
     /// Revokes the leaders' expiry loops proposed.
     pub expiry_revokes: u64,
     /// Keys a lease revoke (client or expiry) deleted, recorded in the
@@ -248,6 +251,7 @@ impl RunStats {
         self.view_reads += other.view_reads;
         self.applies_at_once += other.applies_at_once;
         self.applies_deferred += other.applies_deferred;
+        self.stale_reads += other.stale_reads;
         self.expiry_revokes += other.expiry_revokes;
         self.lease_deletes += other.lease_deletes;
         self.keepalives += other.keepalives;
@@ -410,6 +414,7 @@ fn run_seed_inner(scenario: &Scenario, seed: u64) -> Result<RunStats, String> {
         view_reads: cluster.view_reads_done,
         applies_at_once: cluster.nodes.iter().map(|n| n.applies_at_once).sum(),
         applies_deferred: cluster.nodes.iter().map(|n| n.applies_deferred).sum(),
+        stale_reads: cluster.nodes.iter().map(|n| n.stale_reads_checked).sum(),
         expiry_revokes: cluster.expiry_revokes,
         lease_deletes: workload.lease_deletes,
         keepalives: workload.keepalives,

@@ -168,6 +168,9 @@ pub struct DeferredApply {
     sm: NodeStateMachine,
     /// The run.
     entries: Vec<Entry>,
+    /// The store as the state machine left: what a stale read sees
+    /// meanwhile (the step's copy of it).
+    pub before: Contents,
 }
 
 impl std::fmt::Debug for DeferredApply {
@@ -198,6 +201,10 @@ pub fn apply_bounds() -> ApplyBounds {
         run_entries_max: 4,
     }
 }
+
+/// Names the stale read the simulation checks as a run of heavy entries
+/// comes home (see [`SimNode::stale_expected`]).
+pub const STALE_READ_CTX: &[u8] = b"stale-read";
 
 /// A store's revision and every key with its value.
 pub type Contents = (i64, Vec<(String, String)>);
@@ -260,6 +267,14 @@ pub struct SimNode {
     pub applies_at_once: u64,
     /// See `applies_at_once`.
     pub applies_deferred: u64,
+    /// What the stale read under way must see: the store before the run
+    /// away (`DeferredApply::before`) when the step kept a copy, else the
+    /// store after the run.
+    pub stale_expected: Option<Contents>,
+    /// Stale reads served on the step's copy while a run applied
+    /// elsewhere, and checked (those that waited for the state machine
+    /// are checked too, not counted).
+    pub stale_reads_checked: u64,
     /// Its writes whose sync is under way, oldest first (the run defers
     /// syncs, [`Persisted::Syncing`]).
     pub syncing: VecDeque<PendingSync>,
@@ -640,6 +655,20 @@ impl Effects<MemStorage, NodeStateMachine> for SimEffects<'_> {
     /// random delay) while the member goes on applying.
     fn serve(&mut self, read: Read, sm: Result<&NodeStateMachine, DriverError>) {
         let node = self.node.id;
+        if read.ctx == STALE_READ_CTX {
+            let sm = sm.expect("a stale read runs on the spot");
+            let expected = self
+                .node
+                .stale_expected
+                .take()
+                .expect("a stale read is checked against the store as its state machine left");
+            assert_eq!(
+                contents(sm),
+                expected,
+                "member {node}: a stale read while a run applied elsewhere saw another state than the one before the run"
+            );
+            return;
+        }
         let sm = match sm {
             Ok(sm) => sm,
             Err(error) => {
@@ -726,19 +755,18 @@ impl Effects<MemStorage, NodeStateMachine> for SimEffects<'_> {
             "one run away at a time (seed's member {})",
             self.node.id
         );
-        let run = DeferredApply {
-            due: self.now,
-            sm,
-            entries,
-        };
         if self.apply_delay_max == 0 || self.rng.random_bool(2.0 / 3.0) {
             self.node.applies_at_once += 1;
-            return Some(run.apply());
+            let mut sm = sm;
+            let outputs = apply_run(&mut sm, &entries);
+            return Some((sm, outputs));
         }
         self.node.applies_deferred += 1;
         self.node.applying = Some(DeferredApply {
             due: self.now + self.rng.random_range(1..=self.apply_delay_max),
-            ..run
+            before: contents(&sm),
+            sm,
+            entries,
         });
         None
     }

@@ -129,7 +129,7 @@ impl Cluster for ClusterService {
         let result = if request.into_inner().linearizable {
             self.ctx.raft.read(read).await
         } else {
-            self.ctx.raft.read_local(read).await
+            self.ctx.raft.read_stale(read).await
         };
         match result {
             Ok((revision, members)) => Ok(Response::new(MemberListResponse {

@@ -139,7 +139,9 @@ impl KvService {
     }
 
     /// Runs `read` on the driver once the request's read is confirmed
-    /// (linearizable: ReadIndex, or the lease; `serializable`: at once).
+    /// (linearizable: ReadIndex, or the lease; `serializable`: at once, on
+    /// the store as it is, or while a heavy entry applies, on the store as
+    /// it was before it).
     async fn confirmed_read<T: Send + 'static>(
         &self,
         req: RangeRequest,
@@ -148,7 +150,7 @@ impl KvService {
         let serializable = req.serializable;
         let read = move |sm: &NodeStateMachine| read(sm, req);
         let result = if serializable {
-            self.ctx.raft.read_local(read).await
+            self.ctx.raft.read_stale(read).await
         } else {
             self.ctx.raft.read(read).await
         };

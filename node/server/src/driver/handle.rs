@@ -39,6 +39,9 @@ pub(crate) enum Request<M: StateMachine> {
     Read { read: ReadFn<M> },
     /// Run a read on the local state as it is (serializable).
     ReadLocal { read: ReadFn<M> },
+    /// Run a read that only looks on the local state as it is, or on the
+    /// copy taken as it left to apply a heavy run (serializable).
+    ReadStale { read: ReadFn<M> },
     /// Change the membership; answer once the change is applied.
     ConfChange {
         change: ConfChange,
@@ -209,6 +212,20 @@ impl<M: StateMachine> RaftHandle<M> {
         f: impl FnOnce(&M) -> R + Send + 'static,
     ) -> Result<R, DriverError> {
         self.submit_read(f, |read| Request::ReadLocal { read })
+            .await
+    }
+
+    /// Runs `f` on this member's state machine as it is, as
+    /// [`Self::read_local`] does; while the state machine applies a heavy
+    /// entry elsewhere, at once on a copy of it as it was before that
+    /// entry ([`StateMachine::read_copy`]) rather than after the entry.
+    /// `f` must only look: it must not subscribe to what applies next
+    /// (watch creation uses [`Self::read_local`]).
+    pub async fn read_stale<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&M) -> R + Send + 'static,
+    ) -> Result<R, DriverError> {
+        self.submit_read(f, |read| Request::ReadStale { read })
             .await
     }
 

@@ -46,6 +46,19 @@ pub trait StateMachine: Send + 'static {
         Box::new(move |sink| sink.write_all(&data))
     }
 
+    /// A copy of the state as it is now, taken when this state machine
+    /// leaves to apply a heavy run elsewhere: reads that may be stale
+    /// (serializable: [`super::RaftHandle::read_stale`]) run on it
+    /// meanwhile instead of waiting. It is only read, never applied to,
+    /// and dropped when the state machine comes home. Return `None` (the
+    /// default) where no cheap copy can be had: such reads then wait.
+    fn read_copy(&self) -> Option<Self>
+    where
+        Self: Sized,
+    {
+        None
+    }
+
     /// Replaces the state by a snapshot's.
     fn restore(&mut self, snapshot: &Snapshot) -> Result<(), String>;
 

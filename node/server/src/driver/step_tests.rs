@@ -3,10 +3,10 @@
 //! order.
 
 use super::error::DriverError;
-use super::step::{Effects, Persisted, Step};
+use super::step::{Applied, Effects, Persisted, Step, apply_run};
 use crate::test_support::Recorder;
 use flotilla_raft::{
-    Bytes, Config, LogIndex, MemStorage, Message, NodeId, Raft, Ready, Snapshot, Storage,
+    Bytes, Config, Entry, LogIndex, MemStorage, Message, NodeId, Raft, Ready, Snapshot, Storage,
     StorageError,
 };
 
@@ -20,6 +20,12 @@ struct Log {
     deferred: bool,
     /// The last write whose sync is under way, if any.
     syncing: Option<u64>,
+    /// Whether heavy runs stay away until the test brings them home.
+    defer_apply: bool,
+    /// A heavy run away: the state machine and its entries.
+    away: Option<(Recorder, Vec<Entry>)>,
+    /// For each read served: how many commands the state it ran on held.
+    served: Vec<usize>,
 }
 
 impl Effects<MemStorage, Recorder> for Log {
@@ -65,7 +71,23 @@ impl Effects<MemStorage, Recorder> for Log {
         self.did.push(format!("answer {index}"));
     }
 
-    fn serve(&mut self, _: (), _: Result<&Recorder, DriverError>) {}
+    fn serve(&mut self, _: (), sm: Result<&Recorder, DriverError>) {
+        self.served
+            .push(sm.expect("a read here runs").commands.len());
+    }
+
+    fn apply_elsewhere(
+        &mut self,
+        mut sm: Recorder,
+        entries: Vec<Entry>,
+    ) -> Option<Applied<Recorder>> {
+        if self.defer_apply {
+            self.away = Some((sm, entries));
+            return None;
+        }
+        let outputs = apply_run(&mut sm, &entries);
+        Some((sm, outputs))
+    }
 
     fn snapshot_due(&mut self, _: &mut Raft<MemStorage>, _: &Recorder) -> Result<(), StorageError> {
         Ok(())
@@ -297,4 +319,89 @@ fn messages_of_a_ready_without_entries_wait_for_an_earlier_sync() {
     settle(&mut members, None);
     let (m, last) = matched(&members);
     assert_eq!(m, Some(last));
+}
+
+/// While a heavy run applies elsewhere, a read that may be stale runs at
+/// once on the copy the state machine left behind, and sees the state
+/// before the run; a plain local read waits for the state machine. Once it
+/// is home, the copy is gone: both run on the state machine, which holds
+/// the run. A copy is left only when such a read came since the state
+/// machine last left; otherwise the read waits too.
+#[test]
+fn a_stale_read_runs_on_the_copy_while_the_state_machine_is_away() {
+    let mut members = members();
+    for (_, log) in members.iter_mut() {
+        log.defer_apply = true;
+    }
+    let leader = elect(&mut members);
+    // Proposes `commands` at the leader and lets everything settle; the
+    // state machine may go away with a heavy run.
+    let propose = |members: &mut [(TestStep, Log)], commands: &[&'static [u8]]| {
+        for &command in commands {
+            let (step, _) = &mut members[leader];
+            let (index, term) = step
+                .raft_mut()
+                .propose(Bytes::from_static(command))
+                .expect("the leader takes it");
+            assert!(step.track_proposal(index, term, index).is_none());
+        }
+        settle(members, None);
+    };
+    // Brings the leader's heavy run home.
+    let home = |members: &mut [(TestStep, Log)]| {
+        let (step, log) = &mut members[leader];
+        let (mut sm, entries) = log.away.take().expect("a heavy run went away");
+        let outputs = apply_run(&mut sm, &entries);
+        step.applied_elsewhere(sm, outputs, log)
+            .expect("memory storage");
+    };
+
+    propose(&mut members, &[b"a"]);
+    let (step, log) = &mut members[leader];
+    step.read_stale((), log);
+    assert_eq!(log.served, [1], "home: on the state machine");
+    assert!(!step.has_read_copy());
+
+    propose(&mut members, &[b"slow:0", b"b"]);
+    let (step, log) = &mut members[leader];
+    assert!(step.sm().is_none(), "the heavy run went away");
+    assert!(step.has_read_copy(), "a stale read came before it left");
+    step.read_stale((), log);
+    assert_eq!(
+        log.served,
+        [1, 1],
+        "at once, on the copy: the state before the run"
+    );
+    step.read_local((), log);
+    assert_eq!(
+        log.served,
+        [1, 1],
+        "a local read waits for the state machine"
+    );
+    assert_eq!(step.stale_reads(), 1);
+    home(&mut members);
+    let (step, log) = &mut members[leader];
+    assert_eq!(
+        log.served,
+        [1, 1, 3],
+        "the local read ran on the state machine, home"
+    );
+    assert!(!step.has_read_copy(), "no copy once home");
+    step.read_stale((), log);
+    assert_eq!(log.served, [1, 1, 3, 3], "home: on the state machine again");
+
+    // That read came since the run left: the next run leaves a copy too.
+    propose(&mut members, &[b"slow:0"]);
+    assert!(members[leader].0.has_read_copy());
+    home(&mut members);
+    // No stale read since: the next run leaves none, and one waits.
+    propose(&mut members, &[b"slow:0"]);
+    let (step, log) = &mut members[leader];
+    assert!(step.sm().is_none() && !step.has_read_copy());
+    step.read_stale((), log);
+    assert_eq!(log.served, [1, 1, 3, 3], "no copy: it waits");
+    home(&mut members);
+    let (step, log) = &mut members[leader];
+    assert_eq!(log.served, [1, 1, 3, 3, 5]);
+    assert_eq!(step.stale_reads(), 1);
 }

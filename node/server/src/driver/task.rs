@@ -751,6 +751,13 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
                 }
                 self.step.read_local(read, &mut self.io);
             }
+            Request::ReadStale { read } => {
+                if self.step.pending_reads() >= self.config.max_pending_reads {
+                    read(Err(DriverError::Busy("too many pending reads".into())));
+                    return;
+                }
+                self.step.read_stale(read, &mut self.io);
+            }
         }
     }
 
@@ -1099,6 +1106,15 @@ impl<S: Storage, M: StateMachine, T: Transport> Effects<S, M> for Io<M, T> {
                 Some((sm, outputs))
             }
         }
+    }
+
+    /// Dropped on a short-lived thread of its own, not on the driver's
+    /// (here, with the thread's closure, if none can be started). Copies
+    /// are rare: one per heavy run, while reads that may be stale come.
+    fn drop_read_copy(&mut self, copy: M) {
+        let _ = std::thread::Builder::new()
+            .name("raft-drop".into())
+            .spawn(move || drop(copy));
     }
 }
 

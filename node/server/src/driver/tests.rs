@@ -842,6 +842,58 @@ async fn a_leader_applies_before_it_sends_the_commit_index() {
     assert!(log.early.is_empty(), "{:?}", log.early);
 }
 
+/// A serializable read (`read_stale`) while a heavy entry applies off the
+/// driver runs on the copy the state machine left, at once: it sees the
+/// state before the entry, while a local read issued beside it waits for
+/// the entry. (The entry takes two seconds: far longer than the reads take
+/// to reach the driver.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_serializable_read_does_not_wait_for_a_heavy_entry() {
+    let c = TestCluster::new(3, 100_000);
+    let l = c.leader().await;
+    c.propose_all(l, "before-", 3).await;
+    let handle = c.handle(l).clone();
+    // Such reads come: the state machine leaves a copy when it goes.
+    let home = handle
+        .read_stale(|sm: &Recorder| sm.commands.len())
+        .await
+        .expect("served");
+    assert_eq!(home, 3);
+    let heavy = {
+        let handle = handle.clone();
+        tokio::spawn(async move { handle.propose(Bytes::from_static(b"slow:2000")).await })
+    };
+    let mut away = false;
+    for _ in 0..1000 {
+        let status = handle.status();
+        if status.applied < status.commit {
+            away = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert!(away, "the heavy entry never went to apply elsewhere");
+    let waiting = {
+        let handle = handle.clone();
+        tokio::spawn(async move { handle.read_local(|sm: &Recorder| sm.commands.len()).await })
+    };
+    let stale = handle
+        .read_stale(|sm: &Recorder| sm.commands.clone())
+        .await
+        .expect("served");
+    assert_eq!(
+        stale.len(),
+        3,
+        "the state before the heavy entry: {stale:?}"
+    );
+    let waited = waiting.await.expect("task").expect("served");
+    assert!(
+        waited >= 4,
+        "a local read waits for the entry: saw {waited}"
+    );
+    assert_eq!(heavy.await.expect("task").expect("applied"), 4);
+}
+
 /// Issue #15: a heavy entry (here one whose apply takes a second, about
 /// what a DeleteRange of 250,000 keys takes) applies off the drivers'
 /// threads. The members keep ticking, answering heartbeats and committing
