@@ -59,6 +59,9 @@ pub struct Metrics {
     /// many keys, a compaction) took to apply on the apply thread, off
     /// the driver; its count is the number of such runs.
     pub apply_elsewhere_seconds: Histogram,
+    /// Serializable reads served on the copy the state machine left while
+    /// a run of heavy entries applied elsewhere, rather than after it.
+    pub stale_reads_on_copy: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -104,6 +107,7 @@ impl Metrics {
             snapshot_seconds: Histogram::new(exponential_buckets(0.01, 2.0, 16)),
             // 1 ms .. ~33 s
             apply_elsewhere_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            stale_reads_on_copy: Counter::default(),
         };
         registry.register("raft_term", "Current Raft term", m.term.clone());
         registry.register(
@@ -197,6 +201,11 @@ impl Metrics {
             "raft_apply_elsewhere_duration_seconds",
             "Time a run of heavy committed entries took to apply off the Raft driver's thread",
             m.apply_elsewhere_seconds.clone(),
+        );
+        registry.register(
+            "raft_stale_reads_on_copy",
+            "Serializable reads served on a copy of the state while heavy entries applied off the Raft driver's thread",
+            m.stale_reads_on_copy.clone(),
         );
         *m.registry.lock().expect("fresh lock") = registry;
         m

@@ -756,7 +756,13 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
                     read(Err(DriverError::Busy("too many pending reads".into())));
                     return;
                 }
+                let before = self.step.stale_reads();
                 self.step.read_stale(read, &mut self.io);
+                if self.step.stale_reads() > before
+                    && let Some(m) = &self.io.metrics
+                {
+                    m.stale_reads_on_copy.inc();
+                }
             }
         }
     }

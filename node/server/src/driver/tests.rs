@@ -886,6 +886,7 @@ async fn a_serializable_read_does_not_wait_for_a_heavy_entry() {
         3,
         "the state before the heavy entry: {stale:?}"
     );
+    assert_eq!(c.metrics[l].stale_reads_on_copy.get(), 1);
     let waited = waiting.await.expect("task").expect("served");
     assert!(
         waited >= 4,
