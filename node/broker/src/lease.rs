@@ -58,6 +58,13 @@ impl LeaseClock {
         }
     }
 
+    /// Whether this broker may act now on what it took under lease `id`
+    /// (a partition leadership): `id` is its current lease and valid. A
+    /// lease granted after losing `id` does not hold what `id` held.
+    pub fn holds(&self, id: i64, now: Instant) -> bool {
+        self.valid_id(now) == Some(id)
+    }
+
     /// The current lease id (valid or not; 0 before the first grant).
     pub fn id(&self) -> i64 {
         self.inner.lock().unwrap_or_else(|p| p.into_inner()).id
@@ -100,5 +107,23 @@ mod tests {
         assert_eq!(c.valid_id(t0), None);
         assert_eq!(ttl_secs(Duration::from_millis(1500)), 2);
         assert_eq!(ttl_secs(Duration::from_millis(100)), 1);
+    }
+
+    #[test]
+    fn a_new_lease_does_not_hold_what_the_lost_one_held() {
+        let c = LeaseClock::default();
+        let t0 = Instant::now();
+        let ttl = Duration::from_millis(2000);
+        c.granted(7, t0, ttl);
+        assert!(c.holds(7, t0));
+        c.lost();
+        assert!(!c.holds(7, t0));
+        c.granted(8, t0, ttl);
+        assert!(c.holds(8, t0));
+        assert!(!c.holds(7, t0), "lease 7's leaderships are not lease 8's");
+        assert!(
+            !c.holds(8, t0 + Duration::from_millis(1500)),
+            "past the safe window"
+        );
     }
 }

@@ -103,9 +103,7 @@ impl BrokerService {
         let acks_all = acks == pb::Acks::All;
         let core = self.core.clone();
         let appended = replica
-            .append_as_leader(req, acks_all, |held| {
-                core.lease.valid_id(Instant::now()) == Some(held)
-            })
+            .append_as_leader(req, acks_all, |held| core.lease.holds(held, Instant::now()))
             .await?;
         if !appended.duplicate {
             self.core

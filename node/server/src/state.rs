@@ -216,6 +216,12 @@ pub struct NodeStateMachine {
     /// How many members `member_ids` holds, to notice a change cheaply.
     member_count: usize,
     clock: Clock,
+    /// Batches of events sent to watchers so far (bumped before each
+    /// send), shared with this state machine's copies.
+    events_sent: Arc<AtomicU64>,
+    /// On a copy ([`StateMachine::read_copy`]): `events_sent` when it was
+    /// taken.
+    copied_at: Option<u64>,
 }
 
 impl std::fmt::Debug for NodeStateMachine {
@@ -245,6 +251,8 @@ impl NodeStateMachine {
             member_ids: MemberIds::default(),
             member_count: 0,
             clock: Arc::new(Instant::now),
+            events_sent: Arc::new(AtomicU64::new(0)),
+            copied_at: None,
         };
         (sm, lessor)
     }
@@ -339,6 +347,9 @@ impl StateMachine for NodeStateMachine {
         }
         let events = std::mem::take(&mut output.events);
         if !events.is_empty() {
+            // Counted first: whoever got these events and then reads a
+            // copy finds the copy out of date (`copy_is_current`).
+            self.events_sent.fetch_add(1, Ordering::Release);
             // Every receiver may have gone meanwhile: nobody watches then.
             let _ = self.events.send(Arc::new(AppliedEvents {
                 revision: output.revision,
@@ -366,11 +377,13 @@ impl StateMachine for NodeStateMachine {
         self.kv.freeze()
     }
 
-    /// The store cloned (O(1) for the key space, as for a snapshot), the
-    /// shared handles (events, lessor, gauges) shared: only read.
+    /// The key space and member table ([`KvStore::read_copy`]: O(1) for
+    /// the key space). The shared handles (events, lessor, gauge, member
+    /// ids) are shared, so they follow the state machine away, not the
+    /// copy: reads on it use `kv()` alone.
     fn read_copy(&self) -> Option<Self> {
         Some(NodeStateMachine {
-            kv: self.kv.clone(),
+            kv: self.kv.read_copy(),
             events: self.events.clone(),
             watched: self.watched.clone(),
             lessor: self.lessor.clone(),
@@ -378,7 +391,16 @@ impl StateMachine for NodeStateMachine {
             member_ids: self.member_ids.clone(),
             member_count: self.member_count,
             clock: self.clock.clone(),
+            events_sent: self.events_sent.clone(),
+            copied_at: Some(self.events_sent.load(Ordering::Acquire)),
         })
+    }
+
+    /// Until the state machine away sends watchers an event: after that, a
+    /// client may have seen a revision the copy does not hold.
+    fn copy_is_current(&self) -> bool {
+        self.copied_at
+            .is_none_or(|at| self.events_sent.load(Ordering::Acquire) == at)
     }
 
     fn restore(&mut self, snapshot: &Snapshot) -> Result<(), String> {

@@ -8,8 +8,8 @@ use super::invariants::Invariants;
 use super::kv::{get_request, pairs};
 use super::network::{NetFaults, Network};
 use super::node::{
-    CRASHED, Event, NodeStep, Proposal, Read, STALE_READ_CTX, SimEffects, SimNode, ViewRead,
-    apply_bounds, contents, restored, state_config,
+    CRASHED, Contents, Event, NodeStep, Proposal, Read, STALE_READ_CTX, SimEffects, SimNode,
+    ViewRead, apply_bounds, contents, restored, state_config,
 };
 use super::watch::EventHistory;
 use flotilla_node::api::{FeatureGate, peer_leader_takes, peer_proposal_filter};
@@ -733,28 +733,34 @@ impl Cluster {
             self.with_effects(i, |step, _, fx| {
                 let mut run = fx.node.applying.take().expect("checked");
                 let before = std::mem::take(&mut run.before);
+                // While the run is away: a read that may be stale runs at
+                // once on the copy the step kept as the state machine left
+                // (it keeps one if such a read came since the last run).
+                if step.has_read_copy() {
+                    assert!(
+                        stale_read(step, fx, before.clone()),
+                        "member {}: a stale read waited beside a current copy",
+                        fx.node.id
+                    );
+                    fx.node.stale_reads_checked += 1;
+                }
+                let queued = fx.node.applied_events.as_ref().map_or(0, |rx| rx.len());
                 let (sm, outputs) = run.apply();
-                // Applied, not yet home: a read that may be stale runs at
-                // once on the copy the step kept as the state machine
-                // left, which the run did not touch; with no copy (no
-                // such read came since it last left: a member's first
-                // run) it waits, and runs on the state machine home.
-                let copied = step.has_read_copy();
-                fx.node.stale_expected = Some(if copied { before } else { contents(&sm) });
-                step.read_stale(
-                    Read {
-                        ctx: Bytes::from_static(STALE_READ_CTX),
-                        request: Default::default(),
-                    },
-                    fx,
-                );
+                let sent = fx.node.applied_events.as_ref().map_or(0, |rx| rx.len()) > queued;
+                // Applied, not yet home. If the run sent watchers events, a
+                // client may have seen past the copy: the read waits, and
+                // runs on the state machine home. If not, it runs on the
+                // copy, which the run did not touch. With no copy (no such
+                // read came since the last run), it waits too.
+                let waits = sent || !step.has_read_copy();
+                let expected = if waits { contents(&sm) } else { before };
                 assert_eq!(
-                    fx.node.stale_expected.is_none(),
-                    copied,
-                    "member {}: a stale read ran at once without a copy, or waited with one",
+                    stale_read(step, fx, expected),
+                    !waits,
+                    "member {}: a stale read ran on a copy older than the events sent, or waited beside a current one",
                     fx.node.id
                 );
-                fx.node.stale_reads_checked += u64::from(copied);
+                fx.node.stale_reads_checked += u64::from(!waits);
                 step.applied_elsewhere(sm, outputs, fx)?;
                 assert!(
                     fx.node.stale_expected.is_none(),
@@ -868,4 +874,19 @@ impl Cluster {
     pub fn seed(&self) -> u64 {
         self.seed
     }
+}
+
+/// Has `step` run a read that may be stale, which must see `expected`
+/// (checked where it is served); true if it ran at once, false if it waits
+/// for the state machine.
+fn stale_read(step: &mut NodeStep, fx: &mut SimEffects<'_>, expected: Contents) -> bool {
+    fx.node.stale_expected = Some(expected);
+    step.read_stale(
+        Read {
+            ctx: Bytes::from_static(STALE_READ_CTX),
+            request: Default::default(),
+        },
+        fx,
+    );
+    fx.node.stale_expected.is_none()
 }

@@ -59,6 +59,17 @@ pub trait StateMachine: Send + 'static {
         None
     }
 
+    /// Called on a copy from [`Self::read_copy`]: whether reads may still
+    /// run on it, i.e. no client can yet have seen anything the state
+    /// machine applied since the copy was taken (a watch event sent from
+    /// the run). Once false, reads that may be stale wait for the state
+    /// machine, so that none returns a state older than what its client
+    /// was already sent. The default: true (nothing leaves before the run
+    /// comes home).
+    fn copy_is_current(&self) -> bool {
+        true
+    }
+
     /// Replaces the state by a snapshot's.
     fn restore(&mut self, snapshot: &Snapshot) -> Result<(), String>;
 

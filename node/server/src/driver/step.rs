@@ -725,12 +725,20 @@ impl<S: Storage, M: StateMachine, P, R> Step<S, M, P, R> {
         self.stale_read_seen = true;
         match (&self.sm, &self.copy) {
             (Some(sm), _) => fx.serve(read, Ok(sm)),
-            (None, Some(copy)) => {
+            (None, Some(copy)) if copy.copy_is_current() => {
                 self.stale_reads += 1;
                 fx.serve(read, Ok(copy));
             }
-            (None, None) => self.local_reads.push(read),
+            // No copy, or one clients have seen past
+            // ([`StateMachine::copy_is_current`]).
+            (None, _) => self.local_reads.push(read),
         }
+    }
+
+    /// Whether a read that may be stale would wait now
+    /// ([`Self::read_stale`]), for the caller's bound on waiting reads.
+    pub fn stale_read_waits(&self) -> bool {
+        self.sm.is_none() && !self.copy.as_ref().is_some_and(M::copy_is_current)
     }
 
     /// Reads served on a copy while the state machine was away

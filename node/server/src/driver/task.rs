@@ -752,7 +752,9 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
                 self.step.read_local(read, &mut self.io);
             }
             Request::ReadStale { read } => {
-                if self.step.pending_reads() >= self.config.max_pending_reads {
+                if self.step.stale_read_waits()
+                    && self.step.pending_reads() >= self.config.max_pending_reads
+                {
                     read(Err(DriverError::Busy("too many pending reads".into())));
                     return;
                 }

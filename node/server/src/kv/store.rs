@@ -157,6 +157,26 @@ impl KvStore {
         Ok(KvView::new(self.mvcc.clone(), at))
     }
 
+    /// A copy for reads that may be stale while this store applies a run
+    /// elsewhere ([`crate::driver::StateMachine::read_copy`]): the key
+    /// space in O(1) (persistent trees), the member table and alarms
+    /// cloned (small); the lease and session tables left empty, as no
+    /// such read uses them and they can be large (every leased key, the
+    /// sessions' cached answers).
+    pub fn read_copy(&self) -> KvStore {
+        KvStore {
+            config: self.config.clone(),
+            mvcc: self.mvcc.clone(),
+            leases: LeaseTable::default(),
+            sessions: SessionTable::default(),
+            applied_index: self.applied_index,
+            members: self.members.clone(),
+            removed_members: self.removed_members.clone(),
+            alarms: self.alarms.clone(),
+            record_events: false,
+        }
+    }
+
     /// The key space frozen at the current revision, for watch history
     /// ([`KvView::events`]). O(1).
     pub fn view(&self) -> KvView {
