@@ -137,6 +137,18 @@ fn elect(members: &mut [(TestStep, Log)]) -> usize {
     panic!("no leader within 100 ticks");
 }
 
+/// Proposes `command` at member `leader`, its proposal waiting under its
+/// own index (which [`Log::answer`] checks); returns the index.
+fn propose_at(members: &mut [(TestStep, Log)], leader: usize, command: &'static [u8]) -> LogIndex {
+    let (step, _) = &mut members[leader];
+    let (index, term) = step
+        .raft_mut()
+        .propose(Bytes::from_static(command))
+        .expect("the leader takes it");
+    assert!(step.track_proposal(index, term, index).is_none());
+    index
+}
+
 /// Member `i`'s deferred writes are durable.
 fn sync(members: &mut [(TestStep, Log)], i: usize) {
     let (step, log) = &mut members[i];
@@ -198,13 +210,7 @@ fn committed_entries_apply_before_the_next_entries_persist() {
         .expect("a leader within 100 ticks");
     let id = NodeId(leader as u64 + 1);
     let propose = |members: &mut [(TestStep, Log)], command: &'static [u8]| {
-        let (step, _) = &mut members[leader];
-        let (index, term) = step
-            .raft_mut()
-            .propose(Bytes::from_static(command))
-            .expect("the leader takes it");
-        assert!(step.track_proposal(index, term, index).is_none());
-        index
+        propose_at(members, leader, command)
     };
     let first = propose(&mut members, b"a");
     // The followers' acknowledgements of `first` reach the leader only
@@ -338,12 +344,7 @@ fn a_stale_read_runs_on_the_copy_while_the_state_machine_is_away() {
     // state machine may go away with a heavy run.
     let propose = |members: &mut [(TestStep, Log)], commands: &[&'static [u8]]| {
         for &command in commands {
-            let (step, _) = &mut members[leader];
-            let (index, term) = step
-                .raft_mut()
-                .propose(Bytes::from_static(command))
-                .expect("the leader takes it");
-            assert!(step.track_proposal(index, term, index).is_none());
+            propose_at(members, leader, command);
         }
         settle(members, None);
     };
