@@ -154,8 +154,8 @@ struct Io<M: StateMachine, T> {
 struct Applier<M: StateMachine> {
     /// The member, for the logs.
     id: NodeId,
-    /// The thread runs go to (capacity 1, and one run at a time: never
-    /// full).
+    /// The thread runs go to (one run at a time, and at most one copy to
+    /// drop queued before it: never full).
     worker: Worker<ApplyJob<M>>,
     /// Where the thread reports; the sender is cloned into it.
     done: (mpsc::Sender<ApplyDone<M>>, mpsc::Receiver<ApplyDone<M>>),
@@ -163,8 +163,14 @@ struct Applier<M: StateMachine> {
     away: Option<(LogIndex, LogIndex, Instant)>,
 }
 
-/// A run of committed entries to apply, with the state machine.
-type ApplyJob<M> = (M, Vec<Entry>);
+/// What the apply thread is given.
+enum ApplyJob<M> {
+    /// A run of committed entries to apply, with the state machine.
+    Run(M, Vec<Entry>),
+    /// A copy of the state machine reads ran on while it was away, to
+    /// drop (see [`Effects::drop_read_copy`]).
+    Discard(M),
+}
 
 /// What the apply thread reports: the state machine with the run's
 /// outputs and how long applying took, or that it panicked (the state
@@ -178,18 +184,24 @@ impl<M: StateMachine> Applier<M> {
     fn new(id: NodeId) -> Self {
         Applier {
             id,
-            worker: Worker::new(format!("raft-apply-{id}"), 1),
+            worker: Worker::new(format!("raft-apply-{id}"), 2),
             done: mpsc::channel(1),
             away: None,
         }
     }
 
-    /// Sends `sm` and `entries` to the thread, starting it if it is not
-    /// running; gives them back if it cannot be started.
-    fn send(&mut self, sm: M, entries: Vec<Entry>) -> Result<(), ApplyJob<M>> {
+    /// The queue to the thread, starting it if it is not running.
+    fn jobs(&mut self) -> std::io::Result<&std::sync::mpsc::SyncSender<ApplyJob<M>>> {
         let done = self.done.0.clone();
-        let jobs = match self.worker.queue(move |runs| {
-            while let Ok((mut sm, entries)) = runs.recv() {
+        self.worker.queue(move |jobs| {
+            while let Ok(job) = jobs.recv() {
+                let (mut sm, entries) = match job {
+                    ApplyJob::Run(sm, entries) => (sm, entries),
+                    ApplyJob::Discard(copy) => {
+                        drop(copy);
+                        continue;
+                    }
+                };
                 let started = Instant::now();
                 let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
                     let outputs = apply_run(&mut sm, &entries);
@@ -202,21 +214,40 @@ impl<M: StateMachine> Applier<M> {
                     return;
                 }
             }
-        }) {
+        })
+    }
+
+    /// Sends `sm` and `entries` to the thread, starting it if it is not
+    /// running; gives them back if it cannot be started.
+    fn send(&mut self, sm: M, entries: Vec<Entry>) -> Result<(), (M, Vec<Entry>)> {
+        let id = self.id;
+        let jobs = match self.jobs() {
             Ok(jobs) => jobs,
             Err(e) => {
-                tracing::warn!(id = %self.id, error = %e, "cannot start the apply thread: applying on the driver");
+                tracing::warn!(id = %id, error = %e, "cannot start the apply thread: applying on the driver");
                 return Err((sm, entries));
             }
         };
         let first = entries.first().map_or(0, |e| e.index);
         let last = entries.last().map_or(0, |e| e.index);
-        jobs.try_send((sm, entries)).map_err(|e| match e {
-            std::sync::mpsc::TrySendError::Full(job)
-            | std::sync::mpsc::TrySendError::Disconnected(job) => job,
-        })?;
+        if let Err(e) = jobs.try_send(ApplyJob::Run(sm, entries)) {
+            let (std::sync::mpsc::TrySendError::Full(job)
+            | std::sync::mpsc::TrySendError::Disconnected(job)) = e;
+            let ApplyJob::Run(sm, entries) = job else {
+                unreachable!("a run was sent")
+            };
+            return Err((sm, entries));
+        }
         self.away = Some((first, last, Instant::now()));
         Ok(())
+    }
+
+    /// Has the thread drop `copy`; drops it here if the thread cannot take
+    /// it.
+    fn discard(&mut self, copy: M) {
+        if let Ok(jobs) = self.jobs() {
+            let _ = jobs.try_send(ApplyJob::Discard(copy));
+        }
     }
 
     /// Ends the thread (it finished its run, if any: the driver waited for
@@ -1116,13 +1147,10 @@ impl<S: Storage, M: StateMachine, T: Transport> Effects<S, M> for Io<M, T> {
         }
     }
 
-    /// Dropped on a short-lived thread of its own, not on the driver's
-    /// (here, with the thread's closure, if none can be started). Copies
-    /// are rare: one per heavy run, while reads that may be stale come.
+    /// Dropped on the apply thread, which is idle now (here if it cannot
+    /// take it).
     fn drop_read_copy(&mut self, copy: M) {
-        let _ = std::thread::Builder::new()
-            .name("raft-drop".into())
-            .spawn(move || drop(copy));
+        self.applier.discard(copy);
     }
 }
 
