@@ -9,7 +9,8 @@
 //! [`Step::process_one`] follows the core's driver contract for one
 //! `Ready`:
 //!
-//! 1. a leader whose term is durable sends first (`messages_first`); the
+//! 1. a leader whose term is durable and who has entries to write sends
+//!    first (`messages_first`; without entries, its answers go first); the
 //!    committed entries before the `Ready`'s first new entry, written by
 //!    earlier `Ready`s, apply (step 4 early), so that their answers leave
 //!    (on the callers' threads, in the node) while this member writes the
@@ -256,17 +257,13 @@ pub struct Taken {
 }
 
 impl Taken {
-    /// Whether messages were sent before persisting (a leader's appends).
+    /// Whether messages were sent before persisting: a leader's appends,
+    /// when it has entries to write. (A leader that sends first kept its
+    /// term and vote, so without entries it has at most a new commit
+    /// index to record, which the storage need not write: nothing to
+    /// overlap.)
     pub fn sent_first(&self) -> bool {
         self.sent_first
-    }
-
-    /// Whether the `Ready` carries entries (or a snapshot) to write: the
-    /// persisting step that takes a disk write. A leader that sent first
-    /// kept its term and vote, so without entries it has at most a new
-    /// commit index to record, which the storage need not write.
-    pub fn appends(&self) -> bool {
-        !self.ready.entries.is_empty() || self.ready.snapshot.is_some()
     }
 }
 
@@ -850,8 +847,13 @@ impl<S: Storage, M: StateMachine, P, R> Step<S, M, P, R> {
         }
         let mut ready = self.raft.ready()?;
         // A leader whose term is durable sends first, so that its disk
-        // write overlaps the followers' (step 4 early, see the core).
-        let sent_first = ready.messages_first && !ready.messages.is_empty();
+        // write overlaps the followers' (step 4 early, see the core). With
+        // nothing to write there is nothing to overlap: the committed
+        // entries apply first, so that their answers go out before the
+        // messages (mostly the new commit index, which no client waits
+        // for) rather than behind them.
+        let appends = !ready.entries.is_empty() || ready.snapshot.is_some();
+        let sent_first = ready.messages_first && appends && !ready.messages.is_empty();
         if sent_first {
             fx.send(std::mem::take(&mut ready.messages));
         }

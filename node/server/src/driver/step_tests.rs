@@ -26,6 +26,8 @@ struct Log {
     away: Option<(Recorder, Vec<Entry>)>,
     /// For each read served: how many commands the state it ran on held.
     served: Vec<usize>,
+    /// Whether sends are logged too, as `send <n messages>`.
+    log_sends: bool,
 }
 
 impl Effects<MemStorage, Recorder> for Log {
@@ -62,6 +64,9 @@ impl Effects<MemStorage, Recorder> for Log {
     }
 
     fn send(&mut self, messages: Vec<Message>) {
+        if self.log_sends {
+            self.did.push(format!("send {}", messages.len()));
+        }
         self.sent.extend(messages);
     }
 
@@ -238,6 +243,32 @@ fn committed_entries_apply_before_the_next_entries_persist() {
     for (step, _) in &members {
         assert_eq!(step.sm().expect("home").commands, [&b"a"[..], &b"b"[..]]);
     }
+}
+
+/// A leader that learns an entry committed, with nothing new to write,
+/// answers its proposer before it sends the followers the new commit
+/// index: nothing is written that sending first would overlap, and no
+/// client waits for those messages.
+#[test]
+fn a_commit_with_nothing_to_write_answers_before_it_sends() {
+    let mut members = members();
+    let leader = elect(&mut members);
+    let id = NodeId(leader as u64 + 1);
+    let index = propose_at(&mut members, leader, b"a");
+    let acks = settle(&mut members, Some(id));
+    assert!(!acks.is_empty(), "the followers acknowledged the entry");
+    let (step, log) = &mut members[leader];
+    log.did.clear();
+    log.log_sends = true;
+    for m in acks {
+        step.step_message(m, usize::MAX, log);
+    }
+    assert!(step.process_one(log).expect("memory storage"));
+    assert_eq!(
+        log.did,
+        [format!("answer {index}"), "send 2".to_string()],
+        "the proposer is answered, then the followers learn the commit index"
+    );
 }
 
 /// With deferred syncs, nothing counts a write before its sync: a

@@ -875,16 +875,15 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
             let Some(taken) = self.step.begin_one(&mut self.io)? else {
                 break;
             };
-            if taken.sent_first() && taken.appends() && self.config.owns_thread {
+            if taken.sent_first() && self.config.owns_thread {
                 // The peer transport runs on this thread's runtime (see
                 // [`Driver::spawn_on_runtime`]): let it write the appends
                 // to the network before this thread writes to the disk
                 // (and, with `--fsync inline`, blocks on its sync), so the
-                // followers' disk writes overlap this one. Without
-                // entries to write (a leader telling the followers its new
-                // commit index) nothing blocks: the committed entries are
-                // applied and their proposers answered first, and the
-                // messages leave once this turn ends.
+                // followers' disk writes overlap this one. (Without
+                // entries to write, a leader telling the followers its new
+                // commit index, nothing is sent first: the proposers are
+                // answered before the messages go.)
                 tokio::task::yield_now().await;
             }
             self.step.finish_one(taken, &mut self.io)?;
