@@ -254,9 +254,19 @@ impl Default for ApplyBounds {
 pub struct Taken {
     ready: Ready,
     sent_first: bool,
+    answers_first: bool,
 }
 
 impl Taken {
+    /// Whether it is a leader's `Ready` with messages but nothing to write
+    /// (mostly its new commit index): its committed entries apply, and
+    /// their proposers are answered, before the messages are sent. A
+    /// caller whose answers leave through other tasks may let them go
+    /// before it hands the messages on (the tokio driver does).
+    pub fn answers_first(&self) -> bool {
+        self.answers_first
+    }
+
     /// Whether messages were sent before persisting: a leader's appends,
     /// when it has entries to write. (A leader that sends first kept its
     /// term and vote, so without entries it has at most a new commit
@@ -853,11 +863,16 @@ impl<S: Storage, M: StateMachine, P, R> Step<S, M, P, R> {
         // messages (mostly the new commit index, which no client waits
         // for) rather than behind them.
         let appends = !ready.entries.is_empty() || ready.snapshot.is_some();
-        let sent_first = ready.messages_first && appends && !ready.messages.is_empty();
+        let leads = ready.messages_first && !ready.messages.is_empty();
+        let sent_first = leads && appends;
         if sent_first {
             fx.send(std::mem::take(&mut ready.messages));
         }
-        Ok(Some(Taken { ready, sent_first }))
+        Ok(Some(Taken {
+            answers_first: leads && !appends,
+            ready,
+            sent_first,
+        }))
     }
 
     /// The second half of [`Self::process_one`]: persists, sends the rest,

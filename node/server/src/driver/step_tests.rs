@@ -263,12 +263,32 @@ fn a_commit_with_nothing_to_write_answers_before_it_sends() {
     for m in acks {
         step.step_message(m, usize::MAX, log);
     }
-    assert!(step.process_one(log).expect("memory storage"));
+    let taken = step
+        .begin_one(log)
+        .expect("memory storage")
+        .expect("a Ready");
+    assert!(!taken.sent_first());
+    assert!(
+        taken.answers_first(),
+        "the caller learns that the answers go first"
+    );
+    step.finish_one(taken, log).expect("memory storage");
     assert_eq!(
         log.did,
         [format!("answer {index}"), "send 2".to_string()],
         "the proposer is answered, then the followers learn the commit index"
     );
+    // A Ready with an entry to write sends first, as before.
+    let next = propose_at(&mut members, leader, b"b");
+    let (step, log) = &mut members[leader];
+    log.did.clear();
+    let taken = step
+        .begin_one(log)
+        .expect("memory storage")
+        .expect("a Ready");
+    assert!(taken.sent_first() && !taken.answers_first());
+    step.finish_one(taken, log).expect("memory storage");
+    assert_eq!(log.did, ["send 2".to_string(), format!("persist [{next}]")]);
 }
 
 /// With deferred syncs, nothing counts a write before its sync: a

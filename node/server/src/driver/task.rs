@@ -145,6 +145,12 @@ struct Io<M: StateMachine, T> {
     deferred_sync: bool,
     /// The thread deferred log writes are synced on.
     syncer: Syncer,
+    /// While a `Ready` whose answers go first is processed: the messages
+    /// it sends, handed to the transport once the answers are out (see
+    /// `Driver::process_ready`).
+    held: Option<Vec<Message>>,
+    /// Whether a proposer was answered since this was last cleared.
+    answered: bool,
 }
 
 /// The thread heavy committed entries apply on, with the state machine
@@ -364,6 +370,8 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
             applier: Applier::new(status.id),
             deferred_sync: config.deferred_sync,
             syncer: Syncer::new(status.id),
+            held: None,
+            answered: false,
         };
         let driver = Driver {
             step: Step::new(raft, sm).with_bounds(config.apply_bounds),
@@ -886,8 +894,29 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
                 // answered before the messages go.)
                 tokio::task::yield_now().await;
             }
-            self.step.finish_one(taken, &mut self.io)?;
+            // A leader's commit with nothing to write: its proposers are
+            // answered first (see `Step::begin_one`). An answer leaves
+            // through the proposer's task, then the connection's task,
+            // both on this runtime when the client server runs here; the
+            // messages, handed to the peer tasks at once, would be
+            // written before it. So they are held, and handed on after
+            // one yield, which lets those tasks run first.
+            let hold = taken.answers_first() && self.config.owns_thread;
+            if hold {
+                self.io.held = Some(Vec::new());
+                self.io.answered = false;
+            }
+            let finished = self.step.finish_one(taken, &mut self.io);
+            let held = if hold { self.io.held.take() } else { None };
+            finished?;
             self.publish_status();
+            if let Some(held) = held.filter(|h| !h.is_empty()) {
+                if self.io.answered {
+                    tokio::task::yield_now().await;
+                }
+                self.io.note_sent(&held);
+                self.io.transport.send(held);
+            }
             if !self.membership_waiting.is_empty() {
                 self.retry_membership_changes();
             }
@@ -1095,8 +1124,13 @@ impl<S: Storage, M: StateMachine, T: Transport> Effects<S, M> for Io<M, T> {
     }
 
     fn send(&mut self, messages: Vec<Message>) {
-        self.note_sent(&messages);
-        self.transport.send(messages);
+        match &mut self.held {
+            Some(held) => held.extend(messages),
+            None => {
+                self.note_sent(&messages);
+                self.transport.send(messages);
+            }
+        }
     }
 
     fn answer(
@@ -1104,6 +1138,7 @@ impl<S: Storage, M: StateMachine, T: Transport> Effects<S, M> for Io<M, T> {
         proposal: Waiter<M::Output>,
         outcome: Result<(LogIndex, M::Output), DriverError>,
     ) {
+        self.answered = true;
         proposal.answer(outcome);
     }
 

@@ -713,6 +713,13 @@ async fn metrics_show_a_snapshot_while_it_is_written() {
 struct NoticeLog {
     notices: usize,
     early: Vec<String>,
+    /// While a client on the leader's runtime counts the answers its
+    /// connection task delivered: the leader's applied index at the last
+    /// one (see `a_leaders_answer_leaves_before_its_commit_notices`).
+    delivered: Option<u64>,
+    /// Commit notices written before the answer of the entry they tell
+    /// about was delivered.
+    undelivered: Vec<String>,
 }
 
 /// Like [`Wire`], but each batch is delivered by a task spawned on the
@@ -754,6 +761,14 @@ impl Transport for TaskWire {
                             m.to, status.applied
                         ));
                     }
+                    if let Some(delivered) = log.delivered
+                        && delivered < *leader_commit
+                    {
+                        log.undelivered.push(format!(
+                            "commit {leader_commit} sent to {} with answers out through {delivered}",
+                            m.to
+                        ));
+                    }
                 }
                 let tx = routes.lock().expect("routes lock").get(&m.to).cloned();
                 if let Some(tx) = tx {
@@ -764,17 +779,24 @@ impl Transport for TaskWire {
     }
 }
 
-/// A leader on its own thread answers a proposal as soon as a follower's
-/// acknowledgement commits it: it applies the entry before the peer
-/// transport's tasks write the new commit index to the followers, rather
-/// than yielding to them first as it does before a disk write.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_leader_applies_before_it_sends_the_commit_index() {
-    let dirs: Vec<tempfile::TempDir> = (0..3)
-        .map(|_| tempfile::tempdir().expect("tempdir"))
-        .collect();
+/// A member of a [`TaskWire`] cluster: its handle, its stop signal, its
+/// driver's task, and the runtime of the driver's thread (tasks spawned
+/// there run between the driver's turns, as the node's peer and client
+/// servers do).
+struct TaskWireMember {
+    handle: RaftHandle<Recorder>,
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), flotilla_raft::StorageError>>,
+    runtime: tokio::runtime::Handle,
+}
+
+/// Three members over [`TaskWire`]s reporting to `log`, each driver on a
+/// thread of its own; returns them and the position of the leader.
+async fn task_wire_cluster(
+    dirs: &[tempfile::TempDir],
+    log: &Arc<Mutex<NoticeLog>>,
+) -> (Vec<TaskWireMember>, usize) {
     let routes: Routes = Arc::default();
-    let log = Arc::new(Mutex::new(NoticeLog::default()));
     let mut members = Vec::new();
     for (i, dir) in dirs.iter().enumerate() {
         let id = NodeId(i as u64 + 1);
@@ -809,37 +831,126 @@ async fn a_leader_applies_before_it_sends_the_commit_index() {
             .expect("routes lock")
             .insert(id, handle.inbound.clone());
         let (stop, stopped) = oneshot::channel::<()>();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let runtime_handle = runtime.handle().clone();
         let task = driver
-            .spawn_on_own_thread(format!("raft-test-{i}"), async {
-                let _ = stopped.await;
-            })
+            .spawn_on_runtime(
+                runtime,
+                format!("raft-test-{i}"),
+                async {
+                    let _ = stopped.await;
+                },
+                std::future::ready(()),
+            )
             .expect("driver thread");
-        members.push((handle, stop, task));
+        members.push(TaskWireMember {
+            handle,
+            stop,
+            task,
+            runtime: runtime_handle,
+        });
     }
-    let mut leader = None;
     for _ in 0..400 {
-        leader = members
+        if let Some(leader) = members
             .iter()
-            .position(|(h, _, _)| h.status().role == Role::Leader);
-        if leader.is_some() {
-            break;
+            .position(|m| m.handle.status().role == Role::Leader)
+        {
+            return (members, leader);
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let leader = &members[leader.expect("a leader")].0;
+    panic!("no leader within 4 s");
+}
+
+async fn stop_task_wire_cluster(members: Vec<TaskWireMember>) {
+    for m in members {
+        let _ = m.stop.send(());
+        m.task.await.expect("driver thread").expect("storage works");
+    }
+}
+
+/// A leader on its own thread answers a proposal as soon as a follower's
+/// acknowledgement commits it: it applies the entry before the peer
+/// transport's tasks write the new commit index to the followers, rather
+/// than yielding to them first as it does before a disk write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_applies_before_it_sends_the_commit_index() {
+    let dirs: Vec<tempfile::TempDir> = (0..3)
+        .map(|_| tempfile::tempdir().expect("tempdir"))
+        .collect();
+    let log = Arc::new(Mutex::new(NoticeLog::default()));
+    let (members, leader) = task_wire_cluster(&dirs, &log).await;
+    let leader_handle = members[leader].handle.clone();
     for i in 0..30u32 {
-        leader
+        leader_handle
             .propose(Bytes::from(format!("cmd-{i}")))
             .await
             .expect("applied");
     }
-    for (_, stop, task) in members {
-        let _ = stop.send(());
-        task.await.expect("driver thread").expect("storage works");
-    }
+    stop_task_wire_cluster(members).await;
     let log = log.lock().expect("log lock");
     assert!(log.notices >= 30, "commit notices seen: {}", log.notices);
     assert!(log.early.is_empty(), "{:?}", log.early);
+}
+
+/// An answer that leaves through two tasks on the driver's runtime (in the
+/// node: the request's task, then its connection's task, which writes it
+/// to the socket) is out before the commit index the same `Ready` sends
+/// the followers: the driver holds those messages and yields once before
+/// it hands them to the peer transport's tasks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaders_answer_leaves_before_its_commit_notices() {
+    let dirs: Vec<tempfile::TempDir> = (0..3)
+        .map(|_| tempfile::tempdir().expect("tempdir"))
+        .collect();
+    let log = Arc::new(Mutex::new(NoticeLog::default()));
+    let (members, leader) = task_wire_cluster(&dirs, &log).await;
+    let handle = members[leader].handle.clone();
+    // The term's first entry is applied and announced before the client
+    // starts counting.
+    for _ in 0..400 {
+        let status = handle.status();
+        if status.applied >= 1 && status.applied == status.commit {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    log.lock().expect("log lock").delivered = Some(handle.status().applied);
+    // The client proposes one command at a time from a task on the
+    // leader's runtime and hands each answer to a second task there,
+    // which records it delivered; the next command waits for that.
+    let delivered = log.clone();
+    let client = members[leader].runtime.spawn(async move {
+        let (answers, mut to_write) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let (written, mut was_written) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let status = handle.clone();
+        let connection = tokio::spawn(async move {
+            while to_write.recv().await.is_some() {
+                let applied = status.status().applied;
+                delivered.lock().expect("log lock").delivered = Some(applied);
+                let _ = written.send(());
+            }
+        });
+        for i in 0..30u32 {
+            handle
+                .propose(Bytes::from(format!("cmd-{i}")))
+                .await
+                .expect("applied");
+            answers.send(()).expect("the connection task runs");
+            was_written.recv().await.expect("written");
+        }
+        drop(answers);
+        connection.await.expect("connection task");
+    });
+    client.await.expect("client task");
+    stop_task_wire_cluster(members).await;
+    let log = log.lock().expect("log lock");
+    assert!(log.notices >= 30, "commit notices seen: {}", log.notices);
+    assert!(log.undelivered.is_empty(), "{:?}", log.undelivered);
 }
 
 /// A serializable read (`read_stale`) while a heavy entry applies off the
