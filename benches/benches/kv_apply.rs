@@ -1,11 +1,15 @@
 //! What a put costs the KV state machine as it applies (issue #15): the
 //! time `KvStore::apply_entry` takes per encoded put of 256 bytes to one of
 //! 100,000 keys, on a store at the history bound it keeps
-//! (`KvConfig::retain_revisions`, 100,000 revisions: each write also pays
-//! for compacting as much history as it adds) against the same store with
-//! the bound off (it never compacts; rebuilt, outside the timing, before its
-//! history passes 300,000 revisions). Both are measured in the same run;
-//! their ratio is the price of the bound.
+//! (`KvConfig::retain_revisions`, 100,000 revisions) against the same store
+//! with the bound off (it never compacts; rebuilt, outside the timing,
+//! before its history would pass 300,000 revisions). At the bound the
+//! writes compact, on average, as much history as they add: the store
+//! waits until the history is 1 % over the bound, then one write compacts
+//! about 1,000 revisions. Both are measured in the same run; their ratio
+//! is the price of the bound, a little under it, since the unbounded
+//! store's revision index holds 100,000–300,000 revisions to the bounded
+//! one's 100,000.
 //!
 //! Every member applies every entry on its Raft thread, so this is a floor
 //! under the members' CPU per put (`benches/kv-cpu` measures the whole).
@@ -93,7 +97,7 @@ fn bench_apply(c: &mut Criterion) {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
-                    if config.retain_revisions == 0 && applied > 300_000 {
+                    if config.retain_revisions == 0 && applied + batch > 300_000 {
                         store = store_after(&config, history);
                         applied = history;
                     }

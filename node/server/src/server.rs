@@ -403,6 +403,13 @@ pub async fn start_with(
         .collect();
     transport.set_peers(&initial_peers)?;
 
+    let workers = tokio::runtime::Handle::current();
+    // Whether the client server runs on the driver's thread. A
+    // current-thread runtime has no workers to hand calls to.
+    let on_driver_thread = config.client_thread.on_driver(
+        (workers.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+            .then(|| workers.metrics().num_workers()),
+    );
     let (driver, raft) = Driver::new(
         raft,
         sm,
@@ -410,6 +417,7 @@ pub async fn start_with(
         DriverConfig {
             tick_interval: config.tick,
             deferred_sync: config.fsync == FsyncSetting::Always,
+            answers_on_thread: on_driver_thread,
             ..DriverConfig::default()
         },
     );
@@ -597,12 +605,6 @@ pub async fn start_with(
         }
         _ => None,
     };
-    let workers = tokio::runtime::Handle::current();
-    // A current-thread runtime has no workers to hand calls to.
-    let on_driver_thread = config.client_thread.on_driver(
-        (workers.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
-            .then(|| workers.metrics().num_workers()),
-    );
     let router = tonic::transport::Server::builder()
         .max_concurrent_streams(config.max_concurrent_streams)
         .layer(PlacementLayer::new(

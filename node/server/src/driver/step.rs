@@ -9,8 +9,9 @@
 //! [`Step::process_one`] follows the core's driver contract for one
 //! `Ready`:
 //!
-//! 1. a leader whose term is durable and who has entries to write sends
-//!    first (`messages_first`; without entries, its answers go first); the
+//! 1. a leader whose term is durable sends first (`messages_first`) when
+//!    it has entries to write or to send (otherwise its answers go
+//!    first); the
 //!    committed entries before the `Ready`'s first new entry, written by
 //!    earlier `Ready`s, apply (step 4 early), so that their answers leave
 //!    (on the callers' threads, in the node) while this member writes the
@@ -248,6 +249,16 @@ impl Default for ApplyBounds {
     }
 }
 
+/// Whether a leader's message carries more than its commit index and
+/// lease: entries, a snapshot, or a hand-over of leadership.
+pub(super) fn carries_data(m: &Message) -> bool {
+    match &m.body {
+        MessageBody::AppendEntries { entries, .. } => !entries.is_empty(),
+        MessageBody::InstallSnapshot { .. } | MessageBody::TimeoutNow => true,
+        _ => false,
+    }
+}
+
 /// A `Ready` taken from the core by [`Step::begin_one`], waiting for
 /// [`Step::finish_one`].
 #[derive(Debug)]
@@ -258,20 +269,21 @@ pub struct Taken {
 }
 
 impl Taken {
-    /// Whether it is a leader's `Ready` with messages but nothing to write
-    /// (mostly its new commit index): its committed entries apply, and
-    /// their proposers are answered, before the messages are sent. A
-    /// caller whose answers leave through other tasks may let them go
-    /// before it hands the messages on (the tokio driver does).
+    /// Whether it is a leader's `Ready` with nothing to write and messages
+    /// that carry no entries (mostly its new commit index): its committed
+    /// entries apply, and their proposers are answered, before the
+    /// messages are sent. A caller whose answers leave through other
+    /// tasks may let them go before it hands the messages on (the tokio
+    /// driver does).
     pub fn answers_first(&self) -> bool {
         self.answers_first
     }
 
-    /// Whether messages were sent before persisting: a leader's appends,
-    /// when it has entries to write. (A leader that sends first kept its
-    /// term and vote, so without entries it has at most a new commit
-    /// index to record, which the storage need not write: nothing to
-    /// overlap.)
+    /// Whether messages were sent before persisting: a leader's, when it
+    /// has entries to write or its messages carry entries. (A leader that
+    /// sends first kept its term and vote, so without entries it has at
+    /// most a new commit index to record, which the storage need not
+    /// write.)
     pub fn sent_first(&self) -> bool {
         self.sent_first
     }
@@ -858,18 +870,21 @@ impl<S: Storage, M: StateMachine, P, R> Step<S, M, P, R> {
         let mut ready = self.raft.ready()?;
         // A leader whose term is durable sends first, so that its disk
         // write overlaps the followers' (step 4 early, see the core). With
-        // nothing to write there is nothing to overlap: the committed
-        // entries apply first, so that their answers go out before the
-        // messages (mostly the new commit index, which no client waits
-        // for) rather than behind them.
+        // nothing to write there is nothing to overlap, and when its
+        // messages carry no entries either (the new commit index, a
+        // heartbeat, a read's answer) the committed entries apply first,
+        // so that their proposers' answers go out before the messages
+        // rather than behind them. (A follower's client whose write or
+        // read waits for that commit index waits for the apply; entries,
+        // a snapshot or a hand-over still go first.)
         let appends = !ready.entries.is_empty() || ready.snapshot.is_some();
         let leads = ready.messages_first && !ready.messages.is_empty();
-        let sent_first = leads && appends;
+        let sent_first = leads && (appends || ready.messages.iter().any(carries_data));
         if sent_first {
             fx.send(std::mem::take(&mut ready.messages));
         }
         Ok(Some(Taken {
-            answers_first: leads && !appends,
+            answers_first: leads && !sent_first,
             ready,
             sent_first,
         }))

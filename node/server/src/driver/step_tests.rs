@@ -3,11 +3,11 @@
 //! order.
 
 use super::error::DriverError;
-use super::step::{Applied, Effects, Persisted, Step, apply_run};
+use super::step::{Applied, Effects, Persisted, Step, apply_run, carries_data};
 use crate::test_support::Recorder;
 use flotilla_raft::{
-    Bytes, Config, Entry, LogIndex, MemStorage, Message, NodeId, Raft, Ready, Snapshot, Storage,
-    StorageError,
+    Bytes, Config, Entry, LogIndex, MemStorage, Message, MessageBody, NodeId, Raft, Ready,
+    Snapshot, Storage, StorageError,
 };
 
 /// What a step did, in order: `persist <entries>`, `answer <index>`.
@@ -289,6 +289,41 @@ fn a_commit_with_nothing_to_write_answers_before_it_sends() {
     assert!(taken.sent_first() && !taken.answers_first());
     step.finish_one(taken, log).expect("memory storage");
     assert_eq!(log.did, ["send 2".to_string(), format!("persist [{next}]")]);
+}
+
+/// What a leader's `Ready` with nothing to write holds back for its
+/// answers: appends without entries and heartbeats; entries, snapshot
+/// chunks and a hand-over go first.
+#[test]
+fn only_messages_without_data_wait_for_the_answers() {
+    let message = |body| Message {
+        from: NodeId(1),
+        to: NodeId(2),
+        term: flotilla_raft::Term(3),
+        body,
+    };
+    let append = |entries: Vec<Entry>| {
+        message(MessageBody::AppendEntries {
+            prev_log_index: 4,
+            prev_log_term: flotilla_raft::Term(3),
+            entries,
+            leader_commit: 4,
+            quiet: true,
+        })
+    };
+    assert!(!carries_data(&append(Vec::new())));
+    let entry = Entry {
+        index: 5,
+        term: flotilla_raft::Term(3),
+        kind: flotilla_raft::EntryKind::Normal,
+        data: Bytes::from_static(b"x"),
+    };
+    assert!(carries_data(&append(vec![entry])));
+    assert!(!carries_data(&message(MessageBody::Heartbeat {
+        commit: 4,
+        round: 9
+    })));
+    assert!(carries_data(&message(MessageBody::TimeoutNow)));
 }
 
 /// With deferred syncs, nothing counts a write before its sync: a

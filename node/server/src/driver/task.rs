@@ -58,6 +58,12 @@ pub struct DriverConfig {
     /// and a leader counts its own entries once it is done. Off: the
     /// driver's thread syncs each `Ready` before going on.
     pub deferred_sync: bool,
+    /// Whether the answers to proposals leave through tasks on the
+    /// driver's own runtime (the node runs its client server there when
+    /// `--client-thread` says so): then a leader's commit with nothing to
+    /// write lets them run before it hands the new commit index to the
+    /// peer tasks (see `Driver::process_ready`).
+    pub answers_on_thread: bool,
 }
 
 impl Default for DriverConfig {
@@ -74,6 +80,7 @@ impl Default for DriverConfig {
             apply_bounds: ApplyBounds::default(),
             hold_proposals: true,
             deferred_sync: true,
+            answers_on_thread: false,
         }
     }
 }
@@ -149,7 +156,8 @@ struct Io<M: StateMachine, T> {
     /// it sends, handed to the transport once the answers are out (see
     /// `Driver::process_ready`).
     held: Option<Vec<Message>>,
-    /// Whether a proposer was answered since this was last cleared.
+    /// Whether a proposer was answered since this was last cleared (which
+    /// only a held `Ready` does, and only it reads).
     answered: bool,
 }
 
@@ -900,8 +908,11 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
             // both on this runtime when the client server runs here; the
             // messages, handed to the peer tasks at once, would be
             // written before it. So they are held, and handed on after
-            // one yield, which lets those tasks run first.
-            let hold = taken.answers_first() && self.config.owns_thread;
+            // one yield, which lets those tasks run first. (Clients of
+            // followers wait for that commit index: one scheduler pass
+            // more.)
+            let hold =
+                taken.answers_first() && self.config.owns_thread && self.config.answers_on_thread;
             if hold {
                 self.io.held = Some(Vec::new());
                 self.io.answered = false;

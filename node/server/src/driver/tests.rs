@@ -807,7 +807,9 @@ async fn task_wire_cluster(
         });
         let storage = DiskStorage::open(dir.path(), options).expect("open storage");
         let mut config = Config::new(id);
-        config.election_ticks = 10;
+        // 200 ms: a loaded machine stalls the threads for less, so the
+        // leader stays (a change would fail the proposals).
+        config.election_ticks = 40;
         config.heartbeat_ticks = 2;
         let raft = Raft::new(config, storage).expect("raft");
         let sender = Arc::new(std::sync::OnceLock::new());
@@ -822,6 +824,7 @@ async fn task_wire_cluster(
             wire,
             DriverConfig {
                 tick_interval: Duration::from_millis(5),
+                answers_on_thread: true,
                 ..DriverConfig::default()
             },
         );
