@@ -925,8 +925,7 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
                 if self.io.answered {
                     tokio::task::yield_now().await;
                 }
-                self.io.note_sent(&held);
-                self.io.transport.send(held);
+                self.io.transmit(held);
             }
             if !self.membership_waiting.is_empty() {
                 self.retry_membership_changes();
@@ -1137,10 +1136,7 @@ impl<S: Storage, M: StateMachine, T: Transport> Effects<S, M> for Io<M, T> {
     fn send(&mut self, messages: Vec<Message>) {
         match &mut self.held {
             Some(held) => held.extend(messages),
-            None => {
-                self.note_sent(&messages);
-                self.transport.send(messages);
-            }
+            None => self.transmit(messages),
         }
     }
 
@@ -1196,6 +1192,14 @@ impl<S: Storage, M: StateMachine, T: Transport> Effects<S, M> for Io<M, T> {
     /// take it).
     fn drop_read_copy(&mut self, copy: M) {
         self.applier.discard(copy);
+    }
+}
+
+impl<M: StateMachine, T: Transport> Io<M, T> {
+    /// Hands `messages` to the transport, noting what left.
+    fn transmit(&mut self, messages: Vec<Message>) {
+        self.note_sent(&messages);
+        self.transport.send(messages);
     }
 }
 
