@@ -15,6 +15,7 @@
 #     LOAD=range bash benches/kv-cpu/run.sh              # linearizable gets of one key
 #     LOAD=single bash benches/kv-cpu/run.sh             # one client's puts (its p50)
 #     BINS="$B $B@inline" SLOW_DISK_US=2000 bash benches/kv-cpu/run.sh  # 2 ms fsyncs
+#     NODE_FLAGS="--snapshot-count 1000000" bash benches/kv-cpu/run.sh  # member flags
 #
 # BINS compares binaries: the runs alternate between them (A B A B ...), so
 # drifting machine speed hits both alike; single runs here move by ~10%.
@@ -37,7 +38,8 @@
 #
 # Environment: BINS (''), RUNS (3), LOAD (put | range | single; put), TOTAL
 # (40000), WARMUP (5000), CLIENTS (100), CONNS (10), MODE (spread | leader |
-# followers; spread), SLOW_DISK_US (''), BASE
+# followers; spread), SLOW_DISK_US (''), NODE_FLAGS ('': more flags for every
+# member's `flotilla node`), BASE
 # (24379: member i serves clients on BASE+i, peers on BASE+100+i, HTTP on
 # BASE+200+i). Needs: bash, jq, curl, /usr/bin/time (GNU time), cargo.
 
@@ -57,6 +59,7 @@ WARMUP=${WARMUP:-5000}
 CLIENTS=${CLIENTS:-100}
 CONNS=${CONNS:-10}
 MODE=${MODE:-spread}
+NODE_FLAGS=${NODE_FLAGS:-}
 BASE=${BASE:-24379}
 
 LOG_TAG=kv-cpu
@@ -111,11 +114,12 @@ one_run() { # one_run BIN[@FSYNC]: prints one result line
 	mkdir -p "$run"
 	local pids=()
 	for i in 0 1 2; do
+		# shellcheck disable=SC2086 # NODE_FLAGS is a list of flags
 		"${PRELOAD[@]}" "$bin" node --name "n$((i + 1))" --data-dir "$run/n$i" --initial-cluster "$CLUSTER" \
 			--listen-client-urls "$(client "$i")" \
 			--listen-peer-urls "http://127.0.0.1:$((BASE + 100 + i))" \
 			--listen-metrics-urls "http://127.0.0.1:$((BASE + 200 + i))" \
-			--fsync "$fsync" >"$run/n$i.log" 2>&1 &
+			--fsync "$fsync" $NODE_FLAGS >"$run/n$i.log" 2>&1 &
 		pids+=($!)
 		PIDS[run$i]=$!
 	done

@@ -3,7 +3,10 @@
 //!
 //! `--clients` tasks share `--conns` gRPC connections round-robin (each
 //! connection goes to the next endpoint in turn) and take requests from one
-//! shared counter until `--total` have been sent. Latencies go into an HDR
+//! shared counter until `--total` have been sent. The connections are split
+//! over one single-threaded runtime per core, each with the clients that
+//! use its connections, so no request changes threads on its way (see
+//! [`load_thread`]). Latencies go into an HDR
 //! histogram (microseconds); the report gives throughput, p50/p90/p99/p99.9
 //! and max, and the error count. The exit code is 1 when every request
 //! failed.
@@ -314,11 +317,6 @@ pub async fn run(cmd: KvBench, endpoints: &[String], out: WriteOut) -> Result<Ex
     } else {
         endpoints.to_vec()
     };
-    let mut conns = Vec::with_capacity(load.conns);
-    for i in 0..load.conns {
-        conns.push(connect_load(&targets[i % targets.len()], timeout).await?);
-    }
-
     let bar = if load.no_progress {
         ProgressBar::hidden()
     } else {
@@ -332,21 +330,56 @@ pub async fn run(cmd: KvBench, endpoints: &[String], out: WriteOut) -> Result<Ex
         bar.set_message(op.name());
         bar
     };
-    let next = Arc::new(AtomicU64::new(0));
-    let start = Instant::now();
-    let mut tasks = Vec::with_capacity(load.clients);
-    for c in 0..load.clients {
-        let client = conns[c % conns.len()].clone();
-        let (op, next, bar, total) = (op.clone(), next.clone(), bar.clone(), load.total);
-        tasks.push(tokio::spawn(requester(
-            client, op, next, bar, total, timeout, c,
-        )));
+    let threads = load_threads(load.conns);
+    let shared = Arc::new(Shared {
+        op: op.clone(),
+        next: AtomicU64::new(0),
+        bar: bar.clone(),
+        total: load.total,
+        timeout,
+        targets: targets.clone(),
+        conns: load.conns,
+        clients: load.clients,
+        threads,
+    });
+    // Every thread connects first and says so; the clock starts once all
+    // have, and `go` lets them send (dropped unsent, it stops them).
+    let (connected_tx, mut connected) = tokio::sync::mpsc::channel(threads);
+    let (go, go_rx) = tokio::sync::watch::channel(false);
+    let mut workers = Vec::with_capacity(threads);
+    for t in 0..threads {
+        let (shared, connected_tx, go_rx) = (shared.clone(), connected_tx.clone(), go_rx.clone());
+        let worker = std::thread::Builder::new()
+            .name(format!("bench-load-{t}"))
+            .spawn(move || load_thread(t, &shared, connected_tx, go_rx))
+            .context("cannot start a load thread")?;
+        workers.push(worker);
     }
+    drop(connected_tx);
+    for _ in 0..threads {
+        match connected.recv().await {
+            Some(Ok(())) => {}
+            Some(Err(e)) => return Err(e),
+            None => bail!("a load thread stopped before it connected"),
+        }
+    }
+    let start = Instant::now();
+    go.send_replace(true);
+    let tallies = tokio::task::spawn_blocking(move || {
+        workers
+            .into_iter()
+            .map(|w| {
+                w.join()
+                    .map_err(|_| anyhow::anyhow!("a load thread panicked"))?
+            })
+            .collect::<Result<Vec<Vec<Tally>>>>()
+    })
+    .await
+    .context("waiting for the load threads")??;
     let mut hist = histogram();
     let mut errors = 0;
     let mut samples: Vec<String> = Vec::new();
-    for task in tasks {
-        let tally = task.await.context("a requester panicked")?;
+    for tally in tallies.into_iter().flatten() {
         hist.add(&tally.hist).context("merging histograms")?;
         errors += tally.errors;
         for s in tally.samples {
@@ -410,15 +443,101 @@ pub async fn run(cmd: KvBench, endpoints: &[String], out: WriteOut) -> Result<Ex
     Ok(ExitCode::SUCCESS)
 }
 
-async fn requester(
-    mut client: KvClient<Conn>,
+/// What every load thread reads.
+struct Shared {
     op: Op,
-    next: Arc<AtomicU64>,
+    /// The next request's number; requests stop at `total`.
+    next: AtomicU64,
     bar: ProgressBar,
     total: u64,
     timeout: Duration,
-    seed: usize,
-) -> Tally {
+    /// Connection `i` goes to `targets[i % targets.len()]`.
+    targets: Vec<String>,
+    conns: usize,
+    clients: usize,
+    threads: usize,
+}
+
+/// How many threads the load runs on: one per core, at most one per
+/// connection.
+fn load_threads(conns: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    conns.clamp(1, cores)
+}
+
+/// Load thread `t`: its own single-threaded runtime, with connections
+/// `t, t + threads, ...` and the clients that use them (client `c` uses
+/// connection `c % conns`). A request, its connection's task and its
+/// answer so stay on one thread: a hop to another costs a wake-up, which
+/// the report would count as the server's latency and which takes CPU
+/// from the members on a small machine. Reports on `connected` once its
+/// connections are up (or failed), then waits for `go`.
+fn load_thread(
+    t: usize,
+    shared: &Arc<Shared>,
+    connected: tokio::sync::mpsc::Sender<Result<()>>,
+    mut go: tokio::sync::watch::Receiver<bool>,
+) -> Result<Vec<Tally>> {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = connected.blocking_send(Err(
+                anyhow::Error::new(e).context("cannot start a load runtime")
+            ));
+            return Ok(Vec::new());
+        }
+    };
+    rt.block_on(async move {
+        let mut clients = Vec::new();
+        let mut up = Ok(());
+        for i in (t..shared.conns).step_by(shared.threads) {
+            match connect_load(&shared.targets[i % shared.targets.len()], shared.timeout).await {
+                Ok(client) => clients.push((i, client)),
+                Err(e) => {
+                    up = Err(e);
+                    break;
+                }
+            }
+        }
+        let failed = up.is_err();
+        if connected.send(up).await.is_err() || failed {
+            return Ok(Vec::new());
+        }
+        if go.wait_for(|go| *go).await.is_err() {
+            // The run was called off: another thread could not connect.
+            return Ok(Vec::new());
+        }
+        let mut tasks = Vec::new();
+        for c in (0..shared.clients).filter(|c| (c % shared.conns) % shared.threads == t) {
+            let conn = c % shared.conns;
+            let client = clients
+                .iter()
+                .find(|(i, _)| *i == conn)
+                .map(|(_, client)| client.clone())
+                .expect("a thread holds the connections of its clients");
+            tasks.push(tokio::spawn(requester(client, shared.clone(), c)));
+        }
+        let mut tallies = Vec::with_capacity(tasks.len());
+        for task in tasks {
+            tallies.push(task.await.context("a requester panicked")?);
+        }
+        Ok(tallies)
+    })
+}
+
+async fn requester(mut client: KvClient<Conn>, shared: Arc<Shared>, seed: usize) -> Tally {
+    let Shared {
+        op,
+        next,
+        bar,
+        total,
+        timeout,
+        ..
+    } = &*shared;
+    let (total, timeout) = (*total, *timeout);
     let mut rng = SmallRng::seed_from_u64(seed as u64 ^ 0x5eed_f107);
     let mut tally = Tally {
         hist: histogram(),
@@ -432,7 +551,7 @@ async fn requester(
         }
         let began = Instant::now();
         let call = async {
-            match &op {
+            match op {
                 Op::Put {
                     key_size,
                     value,
