@@ -60,6 +60,7 @@ CLIENTS=${CLIENTS:-100}
 CONNS=${CONNS:-10}
 MODE=${MODE:-spread}
 NODE_FLAGS=${NODE_FLAGS:-}
+read -ra NODE_FLAG_LIST <<<"$NODE_FLAGS"
 BASE=${BASE:-24379}
 
 LOG_TAG=kv-cpu
@@ -114,12 +115,11 @@ one_run() { # one_run BIN[@FSYNC]: prints one result line
 	mkdir -p "$run"
 	local pids=()
 	for i in 0 1 2; do
-		# shellcheck disable=SC2086 # NODE_FLAGS is a list of flags
 		"${PRELOAD[@]}" "$bin" node --name "n$((i + 1))" --data-dir "$run/n$i" --initial-cluster "$CLUSTER" \
 			--listen-client-urls "$(client "$i")" \
 			--listen-peer-urls "http://127.0.0.1:$((BASE + 100 + i))" \
 			--listen-metrics-urls "http://127.0.0.1:$((BASE + 200 + i))" \
-			--fsync "$fsync" $NODE_FLAGS >"$run/n$i.log" 2>&1 &
+			--fsync "$fsync" "${NODE_FLAG_LIST[@]}" >"$run/n$i.log" 2>&1 &
 		pids+=($!)
 		PIDS[run$i]=$!
 	done
@@ -189,7 +189,7 @@ one_run() { # one_run BIN[@FSYNC]: prints one result line
 	rm -rf "$run"
 }
 
-log "$RUNS run(s) of $TOTAL $LOAD requests ($MODE), $CLIENTS clients over $CONNS connections, 8 B keys, 256 B values"
+log "$RUNS run(s) of $TOTAL $LOAD requests ($MODE), $CLIENTS clients over $CONNS connections, 8 B keys, 256 B values${NODE_FLAGS:+, members with $NODE_FLAGS}"
 for ((r = 1; r <= RUNS; r++)); do
 	for spec in $BINS; do one_run "$spec"; done
 done

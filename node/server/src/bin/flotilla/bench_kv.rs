@@ -330,7 +330,7 @@ pub async fn run(cmd: KvBench, endpoints: &[String], out: WriteOut) -> Result<Ex
         bar.set_message(op.name());
         bar
     };
-    let threads = load_threads(load.conns);
+    let threads = load_threads(load.conns, load.clients);
     let shared = Arc::new(Shared {
         op: op.clone(),
         next: AtomicU64::new(0),
@@ -376,6 +376,7 @@ pub async fn run(cmd: KvBench, endpoints: &[String], out: WriteOut) -> Result<Ex
     })
     .await
     .context("waiting for the load threads")??;
+    let elapsed = start.elapsed().as_secs_f64();
     let mut hist = histogram();
     let mut errors = 0;
     let mut samples: Vec<String> = Vec::new();
@@ -388,7 +389,6 @@ pub async fn run(cmd: KvBench, endpoints: &[String], out: WriteOut) -> Result<Ex
             }
         }
     }
-    let elapsed = start.elapsed().as_secs_f64();
     bar.finish_and_clear();
 
     let ok = hist.len();
@@ -459,10 +459,13 @@ struct Shared {
 }
 
 /// How many threads the load runs on: one per core, at most one per
-/// connection.
-fn load_threads(conns: usize) -> usize {
+/// connection and one per client (a thread without clients would close
+/// its connections as the run starts). Threads get whole connections, so
+/// when `conns` is not a multiple of the count, some carry more clients
+/// than others.
+fn load_threads(conns: usize, clients: usize) -> usize {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    conns.clamp(1, cores)
+    conns.min(clients).clamp(1, cores)
 }
 
 /// Load thread `t`: its own single-threaded runtime, with connections
@@ -503,7 +506,12 @@ fn load_thread(
             }
         }
         let failed = up.is_err();
-        if connected.send(up).await.is_err() || failed {
+        let sent = connected.send(up).await;
+        // Dropped at once, so that if another thread dies before it
+        // reports, the main thread sees the channel close instead of
+        // waiting for it with this thread waiting for `go`.
+        drop(connected);
+        if sent.is_err() || failed {
             return Ok(Vec::new());
         }
         if go.wait_for(|go| *go).await.is_err() {
