@@ -790,12 +790,20 @@ struct TaskWireMember {
     runtime: tokio::runtime::Handle,
 }
 
-/// Three members over [`TaskWire`]s reporting to `log`, each driver on a
-/// thread of its own; returns them and the position of the leader.
-async fn task_wire_cluster(
-    dirs: &[tempfile::TempDir],
-    log: &Arc<Mutex<NoticeLog>>,
-) -> (Vec<TaskWireMember>, usize) {
+/// Three members over [`TaskWire`]s, each driver on a thread of its own
+/// and its log in a directory of its own: returns the directories (kept
+/// until the members stop), the log of commit notices the wires saw, the
+/// members and the position of the leader.
+async fn task_wire_cluster() -> (
+    Vec<tempfile::TempDir>,
+    Arc<Mutex<NoticeLog>>,
+    Vec<TaskWireMember>,
+    usize,
+) {
+    let dirs: Vec<tempfile::TempDir> = (0..3)
+        .map(|_| tempfile::tempdir().expect("tempdir"))
+        .collect();
+    let log = Arc::new(Mutex::new(NoticeLog::default()));
     let routes: Routes = Arc::default();
     let mut members = Vec::new();
     for (i, dir) in dirs.iter().enumerate() {
@@ -861,7 +869,7 @@ async fn task_wire_cluster(
             .iter()
             .position(|m| m.handle.status().role == Role::Leader)
         {
-            return (members, leader);
+            return (dirs, log, members, leader);
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -881,11 +889,7 @@ async fn stop_task_wire_cluster(members: Vec<TaskWireMember>) {
 /// than yielding to them first as it does before a disk write.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_applies_before_it_sends_the_commit_index() {
-    let dirs: Vec<tempfile::TempDir> = (0..3)
-        .map(|_| tempfile::tempdir().expect("tempdir"))
-        .collect();
-    let log = Arc::new(Mutex::new(NoticeLog::default()));
-    let (members, leader) = task_wire_cluster(&dirs, &log).await;
+    let (_dirs, log, members, leader) = task_wire_cluster().await;
     let leader_handle = members[leader].handle.clone();
     for i in 0..30u32 {
         leader_handle
@@ -906,11 +910,7 @@ async fn a_leader_applies_before_it_sends_the_commit_index() {
 /// it hands them to the peer transport's tasks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leaders_answer_leaves_before_its_commit_notices() {
-    let dirs: Vec<tempfile::TempDir> = (0..3)
-        .map(|_| tempfile::tempdir().expect("tempdir"))
-        .collect();
-    let log = Arc::new(Mutex::new(NoticeLog::default()));
-    let (members, leader) = task_wire_cluster(&dirs, &log).await;
+    let (_dirs, log, members, leader) = task_wire_cluster().await;
     let handle = members[leader].handle.clone();
     // The term's first entry is applied and announced before the client
     // starts counting.
