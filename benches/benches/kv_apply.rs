@@ -20,20 +20,13 @@
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use flotilla_benches::{full_run, smoke_run};
 use flotilla_node::kv::{KvCommand, KvConfig, KvOp, KvStore};
 use flotilla_proto::etcdserverpb::PutRequest;
 use prost::Message as _;
 
 const KEY_SPACE: u64 = 100_000;
 const VALUE_BYTES: usize = 256;
-
-fn full() -> bool {
-    std::env::var_os("FLOTILLA_BENCH_FULL").is_some_and(|v| v != "0")
-}
-
-fn smoke() -> bool {
-    std::env::args().any(|a| a == "--test")
-}
 
 /// Encoded puts `from..from + n`, as the node proposes them: 8-byte keys
 /// spread over the key space by a fixed permutation, 256-byte values.
@@ -74,7 +67,7 @@ fn bench_apply(c: &mut Criterion) {
         retain_revisions: 0,
         ..KvConfig::default()
     };
-    let batch: u64 = if smoke() { 2_000 } else { 10_000 };
+    let batch: u64 = if smoke_run() { 2_000 } else { 10_000 };
     // The bounded store starts past the bound, so every batch compacts;
     // the unbounded one starts with every key written once.
     let cases = [
@@ -84,8 +77,8 @@ fn bench_apply(c: &mut Criterion) {
     let mut group = c.benchmark_group("kv_apply_put");
     group.throughput(Throughput::Elements(batch));
     group.sample_size(10);
-    group.warm_up_time(Duration::from_millis(if smoke() { 10 } else { 500 }));
-    group.measurement_time(Duration::from_secs(match (full(), smoke()) {
+    group.warm_up_time(Duration::from_millis(if smoke_run() { 10 } else { 500 }));
+    group.measurement_time(Duration::from_secs(match (full_run(), smoke_run()) {
         (_, true) => 1,
         (true, _) => 30,
         _ => 10,

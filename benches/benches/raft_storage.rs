@@ -18,6 +18,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use flotilla_benches::{full_run, smoke_run};
 use flotilla_raft::{Bytes, ConfState, Entry, EntryKind, HardState, NodeId, Storage, Term};
 use flotilla_storage::{DiskStorage, FsyncMode, StorageOptions};
 
@@ -26,17 +27,9 @@ const ENTRY_BYTES: usize = 256;
 const FRAME_BYTES: usize = 33 + ENTRY_BYTES;
 const BATCHES: [usize; 3] = [1, 16, 256];
 
-fn full() -> bool {
-    std::env::var_os("FLOTILLA_BENCH_FULL").is_some_and(|v| v != "0")
-}
-
-fn smoke() -> bool {
-    std::env::args().any(|a| a == "--test")
-}
-
 /// Saves per measurement: enough fsyncs for a stable figure in a full run.
 fn saves_for(batch: usize) -> usize {
-    match (full(), smoke()) {
+    match (full_run(), smoke_run()) {
         (_, true) => 8,
         (true, _) => (2000 / batch.max(4)).max(200),
         _ => 50,
@@ -109,7 +102,7 @@ fn median(mut xs: Vec<Duration>) -> Duration {
 /// Runs durable and raw alternately (so drift hits both) and prints the
 /// medians side by side.
 fn side_by_side_report() {
-    let rounds = if full() { 7 } else { 1 };
+    let rounds = if full_run() { 7 } else { 1 };
     println!(
         "raft storage durable append, {ENTRY_BYTES} B entries ({FRAME_BYTES} B frames), fsync=always, {} rounds (median):",
         rounds
@@ -178,7 +171,7 @@ fn recovery_report() {
 
 fn durable_append(c: &mut Criterion) {
     side_by_side_report();
-    if full() && !smoke() {
+    if full_run() && !smoke_run() {
         recovery_report();
     }
     let mut group = c.benchmark_group("raft_storage_save");

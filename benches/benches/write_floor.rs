@@ -41,6 +41,7 @@ use std::os::unix::fs::FileExt as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use flotilla_benches::smoke_run;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -52,19 +53,13 @@ const FRAME: usize = 264;
 const FILE_BYTES: u64 = 8 << 20;
 /// Writes before the timed ones: connections warm, files touched.
 fn warmup() -> usize {
-    if smoke() { 10 } else { 200 }
+    if smoke_run() { 10 } else { 200 }
 }
 /// How long a role waits for its peer before the run fails rather than hangs.
 const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A smoke run: `--test`, or run without `--bench` (as `cargo test`
-/// runs bench targets), as criterion decides it for the other benches.
-fn smoke() -> bool {
-    std::env::args().any(|a| a == "--test") || !std::env::args().any(|a| a == "--bench")
-}
-
 fn total() -> usize {
-    if smoke() {
+    if smoke_run() {
         return 50;
     }
     match std::env::var("FLOTILLA_FLOOR_TOTAL") {

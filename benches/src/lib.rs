@@ -3,7 +3,7 @@
 //!
 //! | module | what |
 //! |---|---|
-//! | (root) | [`InstantCluster`]: Raft cores on a zero-delay network |
+//! | (root) | [`InstantCluster`]: Raft cores on a zero-delay network; [`smoke_run`] and [`full_run`], the bench targets' run sizes |
 //! | [`log`] | the partition log's append and read drivers, plans and tables |
 //!
 //! [`InstantCluster`] runs Raft cores in one thread on a network with zero
@@ -12,6 +12,20 @@
 //! committed entry, with none of the simulation's fault machinery or checks.
 
 pub mod log;
+
+/// Whether a bench target runs as a smoke test, on its small inputs: with
+/// `--test` (CI's `cargo test --bench '*' -- --test`), or without `--bench`
+/// (as `cargo test` runs bench targets), the rule criterion follows for
+/// its own test mode.
+pub fn smoke_run() -> bool {
+    std::env::args().any(|a| a == "--test") || !std::env::args().any(|a| a == "--bench")
+}
+
+/// Whether `FLOTILLA_BENCH_FULL` (set, and not `0`) asks a bench target
+/// for its longer run.
+pub fn full_run() -> bool {
+    std::env::var_os("FLOTILLA_BENCH_FULL").is_some_and(|v| v != "0")
+}
 
 use flotilla_raft::{Bytes, Config, MemStorage, Message, NodeId, Raft, Role, Storage};
 use std::collections::VecDeque;
