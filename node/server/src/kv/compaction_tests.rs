@@ -294,6 +294,8 @@ fn check(rng: &mut Rng, h: &Harness, m: &Model, ctx: &str) {
     let mvcc = h.s.mvcc();
     assert_eq!(mvcc.size_bytes(), mvcc.size_bytes_recounted(), "{ctx}");
     assert_eq!(mvcc.live_key_count(), mvcc.live_keys_recounted(), "{ctx}");
+    let (held, recounted) = mvcc.released_held_recounted();
+    assert_eq!(held, recounted, "{ctx}: released versions held");
     assert_eq!(
         mvcc.live_key_count(),
         m.range(rev).len() as u64,
@@ -530,4 +532,43 @@ fn an_entry_without_batches_finishes_a_split_revision() {
     assert_eq!(h.s.compact_revision(), h.s.revision() - 100);
     assert_eq!(h.s.mvcc().key_count(), 1, "only \"x\" is left");
     assert_eq!(h.s.mvcc().size_bytes(), h.s.mvcc().size_bytes_recounted());
+}
+
+#[test]
+fn released_versions_keys_still_hold_are_swept() {
+    // Keys written five times each, a generation at a time, then never
+    // again: each key's last put drops only what was released by then, so
+    // without the sweep every generation would leave its older versions
+    // held for good.
+    let retain = 100;
+    let config = KvConfig {
+        retain_revisions: retain,
+        ..KvConfig::default()
+    };
+    let mut h = Harness::with(config);
+    let value = "v".repeat(200);
+    let mut most_held = 0;
+    for generation in 0..60 {
+        for round in 0..5 {
+            for i in 0..40 {
+                h.put(&format!("g{generation:02}/{i:02}"), &value);
+                let mvcc = h.s.mvcc();
+                let (held, recounted) = mvcc.released_held_recounted();
+                let ctx = format!("generation {generation}, round {round}, key {i}");
+                assert_eq!(held, recounted, "{ctx}");
+                assert_eq!(mvcc.size_bytes(), mvcc.size_bytes_recounted(), "{ctx}");
+                // Over a quarter only by what the last step released: a
+                // version or two (a compaction step per 1 % of the bound).
+                let version = 200 + mvcc::VERSION_OVERHEAD_BYTES;
+                assert!(
+                    held <= mvcc.size_bytes() / 4 + 2 * version,
+                    "{ctx}: {held} bytes released but held, store {}",
+                    mvcc.size_bytes()
+                );
+                most_held = most_held.max(held);
+            }
+        }
+    }
+    // The bound was reached, so the sweep had work to do.
+    assert!(most_held > h.s.mvcc().size_bytes() / 8, "{most_held}");
 }

@@ -97,6 +97,8 @@ pub use view::KvView;
 #[cfg(test)]
 mod alarm_tests;
 #[cfg(test)]
+mod compaction_release_tests;
+#[cfg(test)]
 mod compaction_tests;
 #[cfg(test)]
 mod lessor_tests;

@@ -102,18 +102,20 @@ impl WriteBatch {
 /// Memory: one allocation per retained version, the key once
 /// per key (inline when short, else shared with the revision index), and
 /// the revision index only for the history since the compaction point —
-/// the part that watch catch-up and the next compaction read.
-#[derive(Clone, Debug, Default, PartialEq)]
+/// the part that watch catch-up and the next compaction read. Versions
+/// the compaction released may stay held a while, up to about a quarter
+/// of [`MvccStore::size_bytes`] more (see [`MvccStore::compact_toward`]).
+#[derive(Clone, Debug, Default)]
 pub struct MvccStore {
     /// Each key's retained versions, oldest first.
     keys: OrdMap<Key, VersionList>,
     /// Which key changed at each retained revision at or after the
-    /// compaction point: watch catch-up and incremental compaction walk
-    /// this instead of every key. Older versions are not listed: no read
-    /// needs them by revision. (While the compaction of one large revision
+    /// compaction point, and what passing that change releases: watch
+    /// catch-up and incremental compaction walk this instead of every key.
+    /// Older versions are not listed: no read needs them by revision. (While the compaction of one large revision
     /// is split over several writes, its unfinished entries are those at
     /// the compaction point from `split` on.)
-    by_revision: OrdMap<Revision, Key>,
+    by_revision: OrdMap<Revision, Change>,
     /// Keys whose latest version is live (not a tombstone): the count of a
     /// whole-keyspace range at the current revision, without a scan.
     live_keys: u64,
@@ -125,13 +127,106 @@ pub struct MvccStore {
     split: Option<i64>,
     /// [`MvccStore::size_bytes`], kept up to date by every change.
     size_bytes: u64,
+    /// The bytes of versions the compaction has released but that are
+    /// still held: a key's released versions go on its next change, or
+    /// when the sweep passes it (see [`MvccStore::compact_toward`]). Not
+    /// replicated state: a store restored from a snapshot holds none.
+    released_held: u64,
+    /// Where the sweep of released versions goes on: the last key it
+    /// looked at (`None`: from the first key).
+    sweep_from: Option<Key>,
+}
+
+/// A change in the revision index: the key it changed, and what passing
+/// it releases — so that the compaction of a put, the usual case, needs
+/// no lookup of its key.
+#[derive(Clone, Debug)]
+struct Change {
+    key: Key,
+    /// Bit 63: the change is a deletion. The rest: [`version_bytes`] of
+    /// the live version it superseded, 0 for none (a new key, or a key
+    /// whose last version was a deletion: that deletion's own change
+    /// releases it).
+    packed: u64,
+}
+
+impl Change {
+    const DELETION: u64 = 1 << 63;
+
+    fn new(key: Key, superseded_bytes: u64, deletion: bool) -> Change {
+        debug_assert!(superseded_bytes < Self::DELETION);
+        Change {
+            key,
+            packed: superseded_bytes | if deletion { Self::DELETION } else { 0 },
+        }
+    }
+
+    /// The bytes passing this change releases from the version it
+    /// superseded.
+    fn superseded_bytes(&self) -> u64 {
+        self.packed & !Self::DELETION
+    }
+
+    fn is_deletion(&self) -> bool {
+        self.packed & Self::DELETION != 0
+    }
+}
+
+/// Whether the compaction has passed the change at `rev` when its point
+/// is `compact` and `split` says where an unfinished revision there goes
+/// on: every change below the point, and those at it but the unfinished
+/// ones.
+fn passed(compact: i64, split: Option<i64>, rev: Revision) -> bool {
+    rev.main < compact || (rev.main == compact && split.is_none_or(|sub| rev.sub < sub))
+}
+
+/// How many of a key's oldest versions the compaction (at `compact`,
+/// `split`) has released: those superseded by a change it passed, and a
+/// deletion it passed. Always a prefix of the list.
+fn released(versions: &[Version], compact: i64, split: Option<i64>) -> usize {
+    let passed_count = versions.partition_point(|v| passed(compact, split, v.revision()));
+    match passed_count.checked_sub(1) {
+        None => 0,
+        Some(newest) if versions[newest].is_tombstone() => passed_count,
+        Some(newest) => newest,
+    }
+}
+
+/// Stores are equal when they hold the same history: released versions a
+/// key still holds, and the sweep's place, are not part of it (a store
+/// restored from a snapshot of another holds none).
+impl PartialEq for MvccStore {
+    fn eq(&self, other: &MvccStore) -> bool {
+        self.revision == other.revision
+            && self.compact_revision == other.compact_revision
+            && self.split == other.split
+            && self.size_bytes == other.size_bytes
+            && self.live_keys == other.live_keys
+            && self.histories().eq(other.histories())
+            && self.changes().eq(other.changes())
+    }
+}
+
+impl MvccStore {
+    /// The revision index as equality sees it: what a passed change
+    /// superseded is counted off already, so it is not compared.
+    fn changes(&self) -> impl Iterator<Item = (&Revision, &Key, bool, u64)> {
+        self.by_revision.iter().map(|(rev, change)| {
+            let passed = passed(self.compact_revision, self.split, *rev);
+            let superseded = if passed { 0 } else { change.superseded_bytes() };
+            (rev, &change.key, change.is_deletion(), superseded)
+        })
+    }
 }
 
 /// Estimated bytes a key takes beside its text: its index entry.
 const KEY_OVERHEAD_BYTES: u64 =
     (std::mem::size_of::<Key>() + std::mem::size_of::<VersionList>()) as u64;
 /// Estimated bytes a version takes beside its value: the version itself
-/// and its revision index entry.
+/// and its revision index entry. Part of [`MvccStore::size_bytes`], which
+/// quota decisions read on every replica: members of different releases
+/// must count alike, so this stays as it was when a revision index entry
+/// was a [`Key`] alone.
 pub(super) const VERSION_OVERHEAD_BYTES: u64 = (std::mem::size_of::<Version>()
     + std::mem::size_of::<Revision>()
     + std::mem::size_of::<Key>()) as u64;
@@ -149,6 +244,27 @@ pub(crate) fn put_cost_bytes(key: &[u8], value_len: usize) -> u64 {
 /// A version's share: its value and the fixed overhead.
 fn version_bytes(v: &Version) -> u64 {
     v.parts().1.len() as u64 + VERSION_OVERHEAD_BYTES
+}
+
+fn versions_bytes(versions: &[Version]) -> u64 {
+    versions.iter().map(version_bytes).sum()
+}
+
+/// Drops the versions of a key's list that the compaction (at `compact`,
+/// `split`) has released and returns their bytes. The newest version
+/// stays: a key whose every version is released (a passed deletion is its
+/// newest) is the compaction's to remove.
+fn drop_released(versions: &mut VersionList, compact: i64, split: Option<i64>) -> u64 {
+    let (n, bytes) = match versions {
+        // One version is released only as a passed deletion.
+        VersionList::One(_) => return 0,
+        VersionList::Many(list) => {
+            let n = released(list, compact, split).min(list.len() - 1);
+            (n, versions_bytes(&list[..n]))
+        }
+    };
+    versions.drop_oldest(n);
+    bytes
 }
 
 /// The upper bound of etcd's range `[key, range_end)` over the key index;
@@ -341,7 +457,11 @@ impl MvccStore {
             main: w.main,
             sub: w.sub,
         };
-        let existing = self.keys.get_key_value_mut(key);
+        let (compact, split) = (self.compact_revision, self.split);
+        let mut existing = self.keys.get_key_value_mut(key);
+        if let Some((_, versions)) = existing.as_mut() {
+            self.released_held -= drop_released(versions, compact, split);
+        }
         let prev = existing
             .as_ref()
             .map(|(_, versions)| versions.last())
@@ -360,6 +480,7 @@ impl MvccStore {
                 .filter(|_| want_prev || w.record_events)
                 .map(|p| to_kv(key, p)),
         };
+        let superseded = prev.map_or(0, version_bytes);
         let event_kv = w.record_events.then(|| to_kv(key, &record));
         self.size_bytes += version_bytes(&record);
         let shared = match existing {
@@ -379,7 +500,8 @@ impl MvccStore {
                 shared
             }
         };
-        self.by_revision.insert(rev, shared);
+        self.by_revision
+            .insert(rev, Change::new(shared, superseded, false));
         w.sub += 1;
         if let Some(kv) = event_kv {
             let prev_kv = if want_prev {
@@ -405,12 +527,15 @@ impl MvccStore {
         key: &[u8],
         want_prev: bool,
     ) -> Option<Deleted> {
+        let (compact, split) = (self.compact_revision, self.split);
         let (shared, versions) = self.keys.get_key_value_mut(key)?;
+        self.released_held -= drop_released(versions, compact, split);
         let last = versions.last();
         if last.is_tombstone() {
             return None;
         }
         let lease = last.meta().lease;
+        let superseded = version_bytes(last);
         let mut prev = (want_prev || w.record_events).then(|| to_kv(key, last));
         let shared = shared.clone();
         let rev = Revision {
@@ -421,7 +546,8 @@ impl MvccStore {
         self.size_bytes += version_bytes(&tomb);
         versions.push(tomb);
         self.live_keys -= 1;
-        self.by_revision.insert(rev, shared);
+        self.by_revision
+            .insert(rev, Change::new(shared, superseded, true));
         w.sub += 1;
         if w.record_events {
             let kv = KeyValue {
@@ -572,6 +698,19 @@ impl MvccStore {
     /// stay (a put's, for watch catch-up from the point); when the point
     /// moves past them they go, uncounted: at most the puts of one
     /// revision, each a tree removal.
+    ///
+    /// What passing a change releases (the version it superseded, and a
+    /// deletion itself) is counted off [`Self::size_bytes`] from its entry
+    /// alone. Only a deletion's key is looked up, to remove the key if the
+    /// deletion is still its newest version; the other released versions
+    /// stay where they are until their key's next change drops them, or
+    /// the sweep ([`Self::sweep`]) does. Looking up the key of every
+    /// passed put cost a put about 15 % of a cluster's throughput once the
+    /// history bound was reached (every random key lookup a cache miss,
+    /// and a copy of the tree path a published view shares). Nothing
+    /// readable sees the difference: a read at or above the point never
+    /// sees a version superseded at or below it, and snapshots and
+    /// equality leave released versions out.
     fn compact_toward(&mut self, target: i64, budget: usize) {
         let c = self.compact_revision;
         let (start, end) = match self.first_pending() {
@@ -598,8 +737,8 @@ impl MvccStore {
         let budget = budget.max(1);
         let mut at = end.main - 1;
         let mut split = None;
-        let mut batch: Vec<(Revision, Key)> = Vec::new();
-        for (rev, key) in self.by_revision.range(start..end) {
+        let mut batch: Vec<(Revision, Change)> = Vec::new();
+        for (rev, change) in self.by_revision.range(start..end) {
             if batch.len() == budget {
                 if batch[0].0.main < rev.main {
                     // Stop after the last whole revision.
@@ -613,10 +752,34 @@ impl MvccStore {
                 }
                 break;
             }
-            batch.push((*rev, key.clone()));
+            batch.push((*rev, change.clone()));
         }
-        for (rev, key) in &batch {
-            self.compact_key(key, at);
+        self.compact_revision = at;
+        self.split = split;
+        // Passing a change releases the version it superseded, and a
+        // deletion itself: counted from the entry, with no lookup. That is
+        // what the previous release counted off as it dropped them at each
+        // step (a step that splits a revision holds only that revision's
+        // changes), so `size_bytes`, which quota decisions read, stays
+        // what its members compute while they share the log.
+        for (_, change) in &batch {
+            let mut bytes = change.superseded_bytes();
+            if change.is_deletion() {
+                // A deletion's version: no value.
+                bytes += VERSION_OVERHEAD_BYTES;
+            }
+            self.size_bytes -= bytes;
+            self.released_held += bytes;
+        }
+        // Only a deletion's key is looked up: it goes if the deletion is
+        // still its newest version. A put's key drops what it released on
+        // its next change, or when the sweep passes it.
+        let mut lookups = 0;
+        for (rev, change) in &batch {
+            if change.is_deletion() {
+                self.drop_released_of(&change.key);
+                lookups += 1;
+            }
             if rev.main < at {
                 self.by_revision.remove(rev);
             }
@@ -627,38 +790,73 @@ impl MvccStore {
         {
             self.by_revision.remove(&rev);
         }
-        self.compact_revision = at;
-        self.split = split;
+        self.sweep(budget.saturating_sub(lookups), budget.saturating_mul(4));
     }
 
-    /// Drops `key`'s versions superseded at `at`, and its version at `at`
-    /// too when that is a tombstone (with its revision index entry; those
-    /// below `at` are the caller's). One lookup; a key already compacted
-    /// (it changed more than once in the batch) costs only that.
-    fn compact_key(&mut self, key: &Key, at: i64) {
+    /// Drops what the compaction released of `key`'s versions, and the
+    /// key when that is all of them (its newest is a passed deletion), with
+    /// the revision index entries of dropped versions at the point (a
+    /// deletion there; those below it are the caller's). Each version's
+    /// bytes were counted off when its change was passed.
+    fn drop_released_of(&mut self, key: &Key) {
+        let (compact, split) = (self.compact_revision, self.split);
         let Some(versions) = self.keys.get_mut(key) else {
             // Gone with all its versions earlier in the batch.
             return;
         };
         let slice = versions.as_slice();
-        let n = slice.partition_point(|v| v.main() <= at);
-        let drop = if n > 0 && slice[n - 1].is_tombstone() {
-            n
-        } else {
-            n.saturating_sub(1)
-        };
-        if drop == 0 {
+        let n = released(slice, compact, split);
+        if n == 0 {
             return;
         }
-        for v in slice[..drop].iter().filter(|v| v.main() >= at) {
+        for v in slice[..n].iter().filter(|v| v.main() >= compact) {
             self.by_revision.remove(&v.revision());
         }
-        self.size_bytes -= slice[..drop].iter().map(version_bytes).sum::<u64>();
-        if drop == slice.len() {
+        self.released_held -= versions_bytes(&slice[..n]);
+        if n == slice.len() {
             self.size_bytes -= key_bytes(key.as_bytes());
             self.keys.remove(key);
         } else {
-            versions.drop_oldest(drop);
+            versions.drop_oldest(n);
+        }
+    }
+
+    /// Bounds the memory of released versions that keys hold until their
+    /// next change: while those are more than a quarter of
+    /// [`Self::size_bytes`], each compaction step walks on through the
+    /// keys from where the last one stopped, at most `visits` keys, and
+    /// drops what it finds released in at most `lookups` of them. Changes
+    /// nothing a read, a snapshot or the size sees.
+    fn sweep(&mut self, lookups: usize, visits: usize) {
+        if lookups == 0 || self.released_held <= self.size_bytes / 4 {
+            return;
+        }
+        let (compact, split) = (self.compact_revision, self.split);
+        let from = self.sweep_from.take();
+        let lower = from
+            .as_ref()
+            .map_or(Bound::Unbounded, |k| Bound::Excluded(k.as_bytes()));
+        let mut found = Vec::new();
+        let mut last: Option<&Key> = None;
+        let keys = self.keys.range::<_, [u8]>((lower, Bound::Unbounded));
+        for (visited, (k, versions)) in keys.enumerate() {
+            if visited == visits || found.len() == lookups {
+                // On from the last key looked at next time; past the
+                // last key, from the first.
+                self.sweep_from = last.map(|k| Key::from(k.as_bytes()));
+                break;
+            }
+            last = Some(k);
+            if let VersionList::Many(list) = versions
+                && released(list, compact, split) > 0
+            {
+                found.push(k.clone());
+            }
+        }
+        for k in &found {
+            if let Some(versions) = self.keys.get_mut(k) {
+                self.released_held -= drop_released(versions, compact, split);
+            }
         }
     }
 
@@ -707,7 +905,8 @@ impl MvccStore {
             sub: 0,
         };
         let mut last_main = None;
-        for (rev, k) in self.by_revision.range(from..) {
+        for (rev, change) in self.by_revision.range(from..) {
+            let k = &change.key;
             if out.len() >= limit && last_main != Some(rev.main) {
                 break;
             }
@@ -762,9 +961,15 @@ impl MvccStore {
         Ok(out)
     }
 
-    /// Every key with its retained versions, in key order (for a snapshot).
+    /// Every key with its retained versions, in key order (for a
+    /// snapshot): not those the compaction released that a key still holds.
     pub(crate) fn histories(&self) -> impl Iterator<Item = (&[u8], &[Version])> {
-        self.keys.iter().map(|(k, v)| (k.as_bytes(), v.as_slice()))
+        let (compact, split) = (self.compact_revision, self.split);
+        self.keys.iter().filter_map(move |(k, v)| {
+            let versions = v.as_slice();
+            let kept = &versions[released(versions, compact, split)..];
+            (!kept.is_empty()).then_some((k.as_bytes(), kept))
+        })
     }
 
     /// An empty store at these revisions, to be filled by
@@ -797,13 +1002,22 @@ impl MvccStore {
             return Err("snapshot: keys out of order or repeated".into());
         }
         let key = Key::from(key);
-        for v in &versions {
+        for (i, v) in versions.iter().enumerate() {
             if v.main() > self.revision {
                 return Err("snapshot: a version after the store's revision".into());
             }
-            if v.main() >= self.compact_revision
-                && self.by_revision.insert(v.revision(), key.clone()).is_some()
-            {
+            if v.main() < self.compact_revision {
+                continue;
+            }
+            // What the change superseded, if held and live (a snapshot
+            // holds no version the compaction released).
+            let superseded = i
+                .checked_sub(1)
+                .map(|p| &versions[p])
+                .filter(|p| !p.is_tombstone())
+                .map_or(0, version_bytes);
+            let change = Change::new(key.clone(), superseded, v.is_tombstone());
+            if self.by_revision.insert(v.revision(), change).is_some() {
                 return Err("snapshot: two changes at one revision".into());
             }
         }
@@ -831,12 +1045,25 @@ impl MvccStore {
     /// count against.
     #[cfg(test)]
     pub(crate) fn size_bytes_recounted(&self) -> u64 {
-        self.keys
-            .iter()
-            .map(|(k, versions)| {
-                key_bytes(k.as_bytes()) + versions.as_slice().iter().map(version_bytes).sum::<u64>()
-            })
+        self.histories()
+            .map(|(k, versions)| key_bytes(k) + versions_bytes(versions))
             .sum()
+    }
+
+    /// The bytes of released versions keys hold, counted from scratch, to
+    /// check [`Self::released_held`]'s running count against.
+    #[cfg(test)]
+    pub(crate) fn released_held_recounted(&self) -> (u64, u64) {
+        let (compact, split) = (self.compact_revision, self.split);
+        let recounted = self
+            .keys
+            .values()
+            .map(|v| {
+                let versions = v.as_slice();
+                versions_bytes(&versions[..released(versions, compact, split)])
+            })
+            .sum();
+        (self.released_held, recounted)
     }
 
     /// Whether a revision's compaction is split and unfinished.
