@@ -323,6 +323,9 @@ fn random_range(rng: &mut Rng) -> (Vec<u8>, Vec<u8>) {
 enum TxnOp {
     Put(Vec<u8>, usize),
     Delete(Vec<u8>, Vec<u8>),
+    /// A nested transaction's put of a key, then another's delete of it:
+    /// two changes of one key in one revision.
+    PutThenDelete(Vec<u8>, usize),
 }
 
 /// A transaction of several changes to distinct keys: puts and deletes of
@@ -342,10 +345,10 @@ fn random_txn(rng: &mut Rng) -> Vec<TxnOp> {
         if taken.contains(&i) {
             continue;
         }
-        let op = if rng.below(3) == 0 {
-            TxnOp::Delete(key(i), Vec::new())
-        } else {
-            TxnOp::Put(key(i), rng.below(24) as usize)
+        let op = match rng.below(6) {
+            0 | 1 => TxnOp::Delete(key(i), Vec::new()),
+            2 => TxnOp::PutThenDelete(key(i), rng.below(24) as usize),
+            _ => TxnOp::Put(key(i), rng.below(24) as usize),
         };
         let at = rng.below(ops.len() as u64 + 1) as usize;
         ops.insert(at, op);
@@ -388,17 +391,33 @@ fn entry(
         }
         26..=36 => {
             let ops = random_txn(rng);
+            let delete = |k: &[u8], end: &[u8]| {
+                Request::RequestDeleteRange(DeleteRangeRequest {
+                    key: k.to_vec(),
+                    range_end: end.to_vec(),
+                    prev_kv: false,
+                })
+            };
+            let nested = |request: Request| {
+                Request::RequestTxn(TxnRequest {
+                    success: vec![RequestOp {
+                        request: Some(request),
+                    }],
+                    ..Default::default()
+                })
+            };
             let success = ops
                 .iter()
-                .map(|op| RequestOp {
-                    request: Some(match op {
-                        TxnOp::Put(k, len) => Request::RequestPut(put_req(k, *len)),
-                        TxnOp::Delete(k, end) => Request::RequestDeleteRange(DeleteRangeRequest {
-                            key: k.clone(),
-                            range_end: end.clone(),
-                            prev_kv: false,
-                        }),
-                    }),
+                .flat_map(|op| match op {
+                    TxnOp::Put(k, len) => vec![Request::RequestPut(put_req(k, *len))],
+                    TxnOp::Delete(k, end) => vec![delete(k, end)],
+                    TxnOp::PutThenDelete(k, len) => vec![
+                        nested(Request::RequestPut(put_req(k, *len))),
+                        nested(delete(k, &[])),
+                    ],
+                })
+                .map(|request| RequestOp {
+                    request: Some(request),
                 })
                 .collect();
             h.op(KvOp::Txn(TxnRequest {
@@ -412,6 +431,10 @@ fn entry(
                     TxnOp::Put(k, len) => m.put(&mut w, k, *len),
                     TxnOp::Delete(k, end) => {
                         m.delete_range(&mut w, k, end);
+                    }
+                    TxnOp::PutThenDelete(k, len) => {
+                        m.put(&mut w, k, *len);
+                        m.delete_range(&mut w, k, &[]);
                     }
                 }
             }

@@ -44,7 +44,9 @@ pub struct KvConfig {
     /// it is exceeded by 1 % of [`Self::retain_revisions`], then compacts
     /// whole revisions up to this many entries per write, and a revision
     /// with more (a DeleteRange of many keys) over several writes; so no
-    /// write stalls the apply loop for a large compaction.
+    /// write stalls the apply loop for a large compaction. (A batch may
+    /// also sweep released versions: it looks at up to four times this
+    /// many keys and changes at most this many in all.)
     pub compaction_batch_max: usize,
     /// Largest lease TTL accepted (etcd's `MaxLeaseTTL`).
     pub lease_ttl_max_secs: i64,

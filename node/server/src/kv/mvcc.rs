@@ -103,8 +103,10 @@ impl WriteBatch {
 /// per key (inline when short, else shared with the revision index), and
 /// the revision index only for the history since the compaction point —
 /// the part that watch catch-up and the next compaction read. Versions
-/// the compaction released may stay held a while, up to about a quarter
-/// of [`MvccStore::size_bytes`] more (see [`MvccStore::compact_toward`]).
+/// the compaction released may stay held a while: the sweep works them
+/// back under a quarter of [`MvccStore::size_bytes`], a bounded number of
+/// keys per compaction step, so a large key space with few such keys can
+/// hold more for a while.
 #[derive(Clone, Debug, Default)]
 pub struct MvccStore {
     /// Each key's retained versions, oldest first.
@@ -143,18 +145,21 @@ pub struct MvccStore {
 #[derive(Clone, Debug)]
 struct Change {
     key: Key,
-    /// Bit 63: the change is a deletion. The rest: [`version_bytes`] of
-    /// the live version it superseded, 0 for none (a new key, or a key
-    /// whose last version was a deletion: that deletion's own change
-    /// releases it).
+    /// Bit 63: the change is a deletion. Bit 62: a put whose key the same
+    /// revision deleted (see [`MvccStore::drop_deleted_put`]). The rest:
+    /// [`version_bytes`] of the live version it superseded, 0 for none (a
+    /// new key, or a key whose last version was a deletion: that
+    /// deletion's own change releases it).
     packed: u64,
 }
 
 impl Change {
     const DELETION: u64 = 1 << 63;
+    const DELETED_IN_ITS_REVISION: u64 = 1 << 62;
+    const BYTES: u64 = Self::DELETED_IN_ITS_REVISION - 1;
 
     fn new(key: Key, superseded_bytes: u64, deletion: bool) -> Change {
-        debug_assert!(superseded_bytes < Self::DELETION);
+        debug_assert!(superseded_bytes <= Self::BYTES);
         Change {
             key,
             packed: superseded_bytes | if deletion { Self::DELETION } else { 0 },
@@ -164,11 +169,21 @@ impl Change {
     /// The bytes passing this change releases from the version it
     /// superseded.
     fn superseded_bytes(&self) -> u64 {
-        self.packed & !Self::DELETION
+        self.packed & Self::BYTES
     }
 
     fn is_deletion(&self) -> bool {
         self.packed & Self::DELETION != 0
+    }
+
+    /// Whether this is a put whose key a later change of the same revision
+    /// deleted.
+    fn deleted_in_its_revision(&self) -> bool {
+        self.packed & Self::DELETED_IN_ITS_REVISION != 0
+    }
+
+    fn mark_deleted_in_its_revision(&mut self) {
+        self.packed |= Self::DELETED_IN_ITS_REVISION;
     }
 }
 
@@ -190,6 +205,23 @@ fn released(versions: &[Version], compact: i64, split: Option<i64>) -> usize {
         Some(newest) if versions[newest].is_tombstone() => passed_count,
         Some(newest) => newest,
     }
+}
+
+/// The most keys one compaction step's sweep drops released versions of
+/// (it looks at four times as many): also on the paths that compact
+/// without a budget (an explicit Compact, and entries of the previous
+/// release that compact every write).
+const SWEEP_KEYS_MAX: usize = 10_000;
+
+/// Refuses a snapshot's key history that holds what the compaction at
+/// `compact` released, whatever its split: a second version below the
+/// point, or a deletion below it. No store writes one, and one would be
+/// counted in the size although no snapshot of the restored store holds it.
+pub(super) fn check_unreleased(versions: &[Version], compact: i64) -> Result<(), String> {
+    if released(versions, compact, Some(0)) > 0 {
+        return Err("snapshot: a key history holds versions compaction removed".into());
+    }
+    Ok(())
 }
 
 /// Stores are equal when they hold the same history: released versions a
@@ -536,6 +568,14 @@ impl MvccStore {
         }
         let lease = last.meta().lease;
         let superseded = version_bytes(last);
+        if last.main() == w.main {
+            // The transaction put the key before deleting it (nested
+            // transactions can).
+            self.by_revision
+                .get_mut(&last.revision())
+                .expect("a change of the open revision is indexed")
+                .mark_deleted_in_its_revision();
+        }
         let mut prev = (want_prev || w.record_events).then(|| to_kv(key, last));
         let shared = shared.clone();
         let rev = Revision {
@@ -676,7 +716,9 @@ impl MvccStore {
 
     /// One bounded step of compaction toward `target`: it processes at
     /// most `budget` revision-index entries, and at least one when there
-    /// is work.
+    /// is work; then the sweep may look at up to four times as many keys
+    /// (and change at most `budget` keys in all, nor more than
+    /// [`SWEEP_KEYS_MAX`]).
     ///
     /// The compaction point moves only over whole revisions: as many, up
     /// to `target`, as fit in `budget` entries. The one exception is a
@@ -760,8 +802,9 @@ impl MvccStore {
         // deletion itself: counted from the entry, with no lookup. That is
         // what the previous release counted off as it dropped them at each
         // step (a step that splits a revision holds only that revision's
-        // changes), so `size_bytes`, which quota decisions read, stays
-        // what its members compute while they share the log.
+        // changes, and a key's put and deletion there go together: see
+        // `drop_deleted_put`), so `size_bytes`, which quota decisions
+        // read, stays what its members compute while they share the log.
         for (_, change) in &batch {
             let mut bytes = change.superseded_bytes();
             if change.is_deletion() {
@@ -779,6 +822,9 @@ impl MvccStore {
             if change.is_deletion() {
                 self.drop_released_of(&change.key);
                 lookups += 1;
+            } else if change.deleted_in_its_revision() && split.is_some() && rev.main == at {
+                self.drop_deleted_put(&change.key, *rev);
+                lookups += 1;
             }
             if rev.main < at {
                 self.by_revision.remove(rev);
@@ -790,13 +836,15 @@ impl MvccStore {
         {
             self.by_revision.remove(&rev);
         }
-        self.sweep(budget.saturating_sub(lookups), budget.saturating_mul(4));
+        let sweep_keys = budget.min(SWEEP_KEYS_MAX);
+        self.sweep(sweep_keys.saturating_sub(lookups), sweep_keys * 4);
     }
 
     /// Drops what the compaction released of `key`'s versions, and the
     /// key when that is all of them (its newest is a passed deletion), with
     /// the revision index entries of dropped versions at the point (a
-    /// deletion there; those below it are the caller's). Each version's
+    /// deletion there, and a put the same revision deleted; those below it
+    /// are the caller's). Each version's
     /// bytes were counted off when its change was passed.
     fn drop_released_of(&mut self, key: &Key) {
         let (compact, split) = (self.compact_revision, self.split);
@@ -818,6 +866,44 @@ impl MvccStore {
             self.keys.remove(key);
         } else {
             versions.drop_oldest(n);
+        }
+    }
+
+    /// A put and a deletion of one key in one revision (nested transactions
+    /// can make them), when a step passes the put but splits the revision
+    /// before the deletion: the previous release dropped both at that step,
+    /// the key too if nothing newer was left, with both index entries — so
+    /// the deletion was never passed on its own, and the later steps split
+    /// the rest of the revision as if it had not been there. Done alike
+    /// here: that decides the store size, where later steps stop and what
+    /// a snapshot holds, all of which members of both releases must agree
+    /// on.
+    fn drop_deleted_put(&mut self, key: &Key, put: Revision) {
+        let (compact, split) = (self.compact_revision, self.split);
+        let Some(versions) = self.keys.get_mut(key) else {
+            return;
+        };
+        let slice = versions.as_slice();
+        let i = slice.partition_point(|v| v.revision() < put);
+        let Some(deletion) = slice.get(i + 1).map(Version::revision) else {
+            return;
+        };
+        debug_assert!(slice[i + 1].is_tombstone() && deletion.main == put.main);
+        if passed(compact, split, deletion) {
+            // In this step too: passed on its own, as before.
+            return;
+        }
+        // Before the put: released already (the version it superseded, as
+        // the step passed it).
+        self.released_held -= versions_bytes(&slice[..i]);
+        self.size_bytes -= versions_bytes(&slice[i..i + 2]);
+        self.by_revision.remove(&put);
+        self.by_revision.remove(&deletion);
+        if i + 2 == slice.len() {
+            self.size_bytes -= key_bytes(key.as_bytes());
+            self.keys.remove(key);
+        } else {
+            versions.drop_oldest(i + 2);
         }
     }
 
@@ -1001,6 +1087,7 @@ impl MvccStore {
         {
             return Err("snapshot: keys out of order or repeated".into());
         }
+        check_unreleased(&versions, self.compact_revision)?;
         let key = Key::from(key);
         for (i, v) in versions.iter().enumerate() {
             if v.main() > self.revision {
@@ -1016,7 +1103,14 @@ impl MvccStore {
                 .map(|p| &versions[p])
                 .filter(|p| !p.is_tombstone())
                 .map_or(0, version_bytes);
-            let change = Change::new(key.clone(), superseded, v.is_tombstone());
+            let mut change = Change::new(key.clone(), superseded, v.is_tombstone());
+            if !v.is_tombstone()
+                && versions
+                    .get(i + 1)
+                    .is_some_and(|next| next.is_tombstone() && next.main() == v.main())
+            {
+                change.mark_deleted_in_its_revision();
+            }
             if self.by_revision.insert(v.revision(), change).is_some() {
                 return Err("snapshot: two changes at one revision".into());
             }

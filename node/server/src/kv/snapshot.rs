@@ -772,6 +772,7 @@ impl HistoryCheck {
         if self.last_key.as_ref().is_some_and(|last| *last >= key) {
             return Err("snapshot: keys out of order or repeated".into());
         }
+        super::mvcc::check_unreleased(&versions, self.compact_revision)?;
         for v in &versions {
             if v.main() > self.revision {
                 return Err("snapshot: a version after the store's revision".into());

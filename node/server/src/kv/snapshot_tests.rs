@@ -62,10 +62,11 @@ fn key_histories_are_the_bytes_prost_writes() {
 
 #[test]
 fn malformed_key_histories_are_refused() {
-    let encode = |keys: Vec<KeyHistory>, revision: i64| {
+    let compacted = |keys: Vec<KeyHistory>, revision: i64, compact_revision: i64| {
         Bytes::from(
             StoreRecord {
                 revision,
+                compact_revision,
                 keys: keys
                     .iter()
                     .map(|k| Bytes::from(k.encode_to_vec()))
@@ -75,6 +76,7 @@ fn malformed_key_histories_are_refused() {
             .encode_to_vec(),
         )
     };
+    let encode = |keys: Vec<KeyHistory>, revision: i64| compacted(keys, revision, 0);
     let version = |main: i64, version: i64, value: &str| VersionRecord {
         main,
         create_revision: if version == 0 { 0 } else { main },
@@ -90,6 +92,14 @@ fn malformed_key_histories_are_refused() {
     assert!(KvStore::decode_snapshot(KvConfig::default(), &ok).is_ok());
     let copy = |data: &[u8]| KvStore::copy_snapshot(&mut &*data, &mut std::io::sink(), None);
     assert!(copy(&ok).is_ok());
+    // Compacted at 4: the version at 2 is what a read at 4 sees.
+    let held = compacted(
+        vec![key("a", vec![version(2, 1, "x"), version(5, 2, "y")])],
+        5,
+        4,
+    );
+    assert!(KvStore::decode_snapshot(KvConfig::default(), &held).is_ok());
+    assert!(copy(&held).is_ok());
     for (why, data) in [
         ("no versions", encode(vec![key("a", vec![])], 2)),
         (
@@ -128,6 +138,25 @@ fn malformed_key_histories_are_refused() {
             encode(vec![key("a", vec![version(2, 0, "x")])], 2),
         ),
         ("bad revisions", encode(vec![], 0)),
+        (
+            "two versions below the compaction point",
+            compacted(
+                vec![key(
+                    "a",
+                    vec![version(2, 1, "x"), version(3, 2, "y"), version(5, 3, "z")],
+                )],
+                5,
+                4,
+            ),
+        ),
+        (
+            "a deletion below the compaction point",
+            compacted(
+                vec![key("a", vec![version(2, 1, "x"), version(3, 0, "")])],
+                5,
+                4,
+            ),
+        ),
         (
             "keys of the wrong wire type",
             Bytes::from_static(&[0x08, 0x02, 0x20, 0x01]),
