@@ -104,7 +104,7 @@ impl WriteBatch {
 /// the revision index only for the history since the compaction point —
 /// the part that watch catch-up and the next compaction read. Versions
 /// the compaction released may stay held a while: the sweep works them
-/// back under a quarter of [`MvccStore::size_bytes`], a bounded number of
+/// back under half of [`MvccStore::size_bytes`], a bounded number of
 /// keys per compaction step, so a large key space with few such keys can
 /// hold more for a while.
 #[derive(Clone, Debug, Default)]
@@ -199,7 +199,11 @@ fn passed(compact: i64, split: Option<i64>, rev: Revision) -> bool {
 /// `split`) has released: those superseded by a change it passed, and a
 /// deletion it passed. Always a prefix of the list.
 fn released(versions: &[Version], compact: i64, split: Option<i64>) -> usize {
-    let passed_count = versions.partition_point(|v| passed(compact, split, v.revision()));
+    // The change number is read only at the point itself.
+    let passed_count = versions.partition_point(|v| {
+        let main = v.main();
+        main < compact || (main == compact && passed(compact, split, v.revision()))
+    });
     match passed_count.checked_sub(1) {
         None => 0,
         Some(newest) if versions[newest].is_tombstone() => passed_count,
@@ -908,15 +912,19 @@ impl MvccStore {
     }
 
     /// Bounds the memory of released versions that keys hold until their
-    /// next change: while those are more than a quarter of
+    /// next change: while those are more than half of
     /// [`Self::size_bytes`], each compaction step walks on through the
     /// keys from where the last one stopped, at most `visits` keys, and
-    /// drops what it finds released in at most `lookups` of them. Changes
-    /// nothing a read, a snapshot or the size sees.
+    /// drops what it finds released in at most `lookups` of them, stopping
+    /// once that is enough to get back under. Changes nothing a read, a
+    /// snapshot or the size sees.
     fn sweep(&mut self, lookups: usize, visits: usize) {
-        if lookups == 0 || self.released_held <= self.size_bytes / 4 {
+        let bound = self.size_bytes / 2;
+        if lookups == 0 || self.released_held <= bound {
             return;
         }
+        // Only as much as gets back under the bound.
+        let mut excess = self.released_held - bound;
         let (compact, split) = (self.compact_revision, self.split);
         let from = self.sweep_from.take();
         let lower = from
@@ -933,10 +941,16 @@ impl MvccStore {
                 break;
             }
             last = Some(k);
-            if let VersionList::Many(list) = versions
-                && released(list, compact, split) > 0
-            {
-                found.push(k.clone());
+            if let VersionList::Many(list) = versions {
+                let n = released(list, compact, split).min(list.len() - 1);
+                if n > 0 {
+                    found.push(k.clone());
+                    excess = excess.saturating_sub(versions_bytes(&list[..n]));
+                    if excess == 0 {
+                        self.sweep_from = Some(k.clone());
+                        break;
+                    }
+                }
             }
         }
         for k in &found {
