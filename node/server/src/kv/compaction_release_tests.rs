@@ -11,6 +11,7 @@
 //! is unfinished; this pins it. Seeded, bounded; a failure names the seed
 //! and step, and `SIM_SEED` replays one seed.
 
+use super::compaction_tests::Rng;
 use super::store_tests::Harness;
 use super::*;
 use flotilla_proto::etcdserverpb::request_op::Request;
@@ -18,18 +19,6 @@ use flotilla_proto::etcdserverpb::{
     CompactionRequest, DeleteRangeRequest, PutRequest, RequestOp, TxnRequest,
 };
 use std::collections::BTreeMap;
-
-/// xorshift64*: enough randomness, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
-    }
-}
 
 /// The previous release's per-key overhead in `size_bytes` on a 64-bit
 /// target: the key index entry (a 24-byte `Key` and a 16-byte

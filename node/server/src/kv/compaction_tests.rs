@@ -15,10 +15,10 @@ use flotilla_proto::mvccpb::{Event, KeyValue};
 use std::collections::BTreeMap;
 
 /// xorshift64*: enough randomness, no dependency.
-struct Rng(u64);
+pub(super) struct Rng(pub(super) u64);
 
 impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
+    pub(super) fn below(&mut self, n: u64) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
