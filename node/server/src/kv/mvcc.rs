@@ -195,15 +195,18 @@ fn passed(compact: i64, split: Option<i64>, rev: Revision) -> bool {
     rev.main < compact || (rev.main == compact && split.is_none_or(|sub| rev.sub < sub))
 }
 
+/// [`passed`] for a version's change, reading its change number only at
+/// the point itself.
+fn passed_version(v: &Version, compact: i64, split: Option<i64>) -> bool {
+    let main = v.main();
+    main < compact || (main == compact && passed(compact, split, v.revision()))
+}
+
 /// How many of a key's oldest versions the compaction (at `compact`,
 /// `split`) has released: those superseded by a change it passed, and a
 /// deletion it passed. Always a prefix of the list.
 fn released(versions: &[Version], compact: i64, split: Option<i64>) -> usize {
-    // The change number is read only at the point itself.
-    let passed_count = versions.partition_point(|v| {
-        let main = v.main();
-        main < compact || (main == compact && passed(compact, split, v.revision()))
-    });
+    let passed_count = versions.partition_point(|v| passed_version(v, compact, split));
     match passed_count.checked_sub(1) {
         None => 0,
         Some(newest) if versions[newest].is_tombstone() => passed_count,
@@ -294,6 +297,10 @@ fn drop_released(versions: &mut VersionList, compact: i64, split: Option<i64>) -
     let (n, bytes) = match versions {
         // One version is released only as a passed deletion.
         VersionList::One(_) => return 0,
+        // Nothing released unless the second oldest version's change was
+        // passed (a passed deletion is dropped as the step passes it, so
+        // none is oldest here): one header read on a put's path.
+        VersionList::Many(list) if !passed_version(&list[1], compact, split) => return 0,
         VersionList::Many(list) => {
             let n = released(list, compact, split).min(list.len() - 1);
             (n, versions_bytes(&list[..n]))
