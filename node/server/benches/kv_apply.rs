@@ -1,7 +1,9 @@
 //! What the key-value state machine's apply loop pays for history: a put
 //! once the store keeps its full history bound (auto-compaction runs), a
-//! DeleteRange of many keys, a Compact over many revisions, and the longest
-//! single apply while auto-compaction passes a DeleteRange of many keys.
+//! DeleteRange of many keys, a Compact over many revisions, the longest
+//! single apply while auto-compaction passes a DeleteRange of many keys,
+//! and the encoding of a snapshot of many keys (what the snapshot thread
+//! does beside the driver).
 //! In process, through `KvStore::apply_entry` as the driver calls it, with
 //! watch events off (as a node applies while nobody watches).
 //!
