@@ -231,6 +231,30 @@ pub(super) fn check_unreleased(versions: &[Version], compact: i64) -> Result<(),
     Ok(())
 }
 
+/// The first change at the compaction point `compact` in a snapshot's key
+/// history whose passing releases a version the history holds: a deletion
+/// there, or a change there with a version before it. The snapshot's split
+/// must leave it unpassed ([`check_split`]).
+pub(super) fn first_releasing_at_point(versions: &[Version], compact: i64) -> Option<i64> {
+    versions
+        .iter()
+        .enumerate()
+        .find(|(i, v)| v.main() == compact && (v.is_tombstone() || *i > 0))
+        .map(|(_, v)| v.revision().sub)
+}
+
+/// Refuses a snapshot whose split says the compaction passed a change at
+/// the point that releases a version the snapshot holds (`first`: the
+/// least [`first_releasing_at_point`] over its keys).
+pub(super) fn check_split(split: Option<i64>, first: Option<i64>) -> Result<(), String> {
+    match first {
+        Some(sub) if split.is_none_or(|s| sub < s) => {
+            Err("snapshot: a key history holds versions its compaction point removed".into())
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Stores are equal when they hold the same history: released versions a
 /// key still holds, and the sweep's place, are not part of it (a store
 /// restored from a snapshot of another holds none).
@@ -298,9 +322,13 @@ fn drop_released(versions: &mut VersionList, compact: i64, split: Option<i64>) -
         // One version is released only as a passed deletion.
         VersionList::One(_) => return 0,
         // Nothing released unless the second oldest version's change was
-        // passed (a passed deletion is dropped as the step passes it, so
-        // none is oldest here): one header read on a put's path.
-        VersionList::Many(list) if !passed_version(&list[1], compact, split) => return 0,
+        // passed (a passed deletion is dropped as the step passes it, and a
+        // snapshot holding one is refused, so none is oldest here): one
+        // header read on a put's path.
+        VersionList::Many(list) if !passed_version(&list[1], compact, split) => {
+            debug_assert!(!(list[0].is_tombstone() && passed_version(&list[0], compact, split)));
+            return 0;
+        }
         VersionList::Many(list) => {
             let n = released(list, compact, split).min(list.len() - 1);
             (n, versions_bytes(&list[..n]))
@@ -826,7 +854,8 @@ impl MvccStore {
             self.released_held += bytes;
         }
         // Only a deletion's key is looked up: it goes if the deletion is
-        // still its newest version. A put's key drops what it released on
+        // still its newest version (and a put its own revision deleted, if
+        // this step splits the revision between the two). A put's key drops what it released on
         // its next change, or when the sweep passes it.
         let mut lookups = 0;
         for (rev, change) in &batch {
@@ -979,6 +1008,17 @@ impl MvccStore {
         if split.is_some_and(|sub| sub < 0) {
             return Err(format!("snapshot: bad compaction split {split:?}"));
         }
+        let c = self.compact_revision;
+        let at_point = Revision { main: c, sub: 0 }..Revision {
+            main: c + 1,
+            sub: 0,
+        };
+        let first = self
+            .by_revision
+            .range(at_point)
+            .find(|(_, change)| change.is_deletion() || change.superseded_bytes() > 0)
+            .map(|(rev, _)| rev.sub);
+        check_split(split, first)?;
         self.split = split;
         Ok(())
     }

@@ -521,6 +521,8 @@ impl KvStore {
                 HistoryCheck::new(r.revision, r.compact_revision)
             }
         };
+        super::mvcc::check_split(r.compaction_split, check.first_releasing)
+            .map_err(CopySnapshotError::Invalid)?;
         let tables = Tables::decode(&r).map_err(CopySnapshotError::Invalid)?;
         if let Some(&lease) = check.leases.iter().find(|&&l| !tables.leases.contains(l)) {
             return Err(CopySnapshotError::Invalid(unknown_lease(lease)));
@@ -733,6 +735,8 @@ struct HistoryCheck {
     subs: std::collections::HashSet<Revision>,
     live_keys: i64,
     leases: std::collections::BTreeSet<i64>,
+    /// The least [`super::mvcc::first_releasing_at_point`] of the keys.
+    first_releasing: Option<i64>,
 }
 
 impl HistoryCheck {
@@ -745,6 +749,7 @@ impl HistoryCheck {
             subs: Default::default(),
             live_keys: 0,
             leases: Default::default(),
+            first_releasing: None,
         }
     }
 
@@ -773,6 +778,9 @@ impl HistoryCheck {
             return Err("snapshot: keys out of order or repeated".into());
         }
         super::mvcc::check_unreleased(&versions, self.compact_revision)?;
+        if let Some(sub) = super::mvcc::first_releasing_at_point(&versions, self.compact_revision) {
+            self.first_releasing = Some(self.first_releasing.map_or(sub, |s| s.min(sub)));
+        }
         for v in &versions {
             if v.main() > self.revision {
                 return Err("snapshot: a version after the store's revision".into());

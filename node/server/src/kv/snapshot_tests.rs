@@ -150,6 +150,18 @@ fn malformed_key_histories_are_refused() {
             ),
         ),
         (
+            "a deletion at the compaction point",
+            compacted(vec![key("a", vec![version(4, 0, "")])], 5, 4),
+        ),
+        (
+            "what the change at the compaction point superseded",
+            compacted(
+                vec![key("a", vec![version(2, 1, "x"), version(4, 2, "y")])],
+                5,
+                4,
+            ),
+        ),
+        (
             "a deletion below the compaction point",
             compacted(
                 vec![key("a", vec![version(2, 1, "x"), version(3, 0, "")])],
