@@ -1013,11 +1013,16 @@ impl MvccStore {
             main: c + 1,
             sub: 0,
         };
+        // The same rule as the copy's check, over the keys changed at the
+        // point.
         let first = self
             .by_revision
             .range(at_point)
-            .find(|(_, change)| change.is_deletion() || change.superseded_bytes() > 0)
-            .map(|(rev, _)| rev.sub);
+            .filter_map(|(_, change)| {
+                let versions = self.keys.get(&change.key)?.as_slice();
+                first_releasing_at_point(versions, c)
+            })
+            .min();
         check_split(split, first)?;
         self.split = split;
         Ok(())
