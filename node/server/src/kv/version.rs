@@ -163,11 +163,12 @@ impl fmt::Debug for Version {
 pub(crate) enum VersionList {
     /// The usual case once history is compacted: no list allocation.
     One(Version),
-    /// Two or more versions. Boxed on purpose: the extra allocation is paid
-    /// only by keys with history, and keeps this enum, stored in every
-    /// B-tree slot, at 16 bytes instead of 24.
-    #[allow(clippy::box_collection)]
-    Many(Box<Vec<Version>>),
+    /// Two or more versions, shared: cloning the list (as copying a tree
+    /// node does while a frozen view of the store holds it, e.g. the
+    /// snapshot thread's) is one reference count, and a write copies the
+    /// list only when it is shared. The pointer is thin, which keeps this
+    /// enum, stored in every B-tree slot, at 16 bytes instead of 24.
+    Many(Arc<Vec<Version>>),
 }
 
 impl VersionList {
@@ -191,11 +192,11 @@ impl VersionList {
     pub fn push(&mut self, version: Version) {
         debug_assert!(self.last().revision() < version.revision());
         match self {
-            VersionList::Many(vs) => vs.push(version),
+            VersionList::Many(vs) => Arc::make_mut(vs).push(version),
             VersionList::One(first) => {
-                // An empty boxed slice does not allocate.
+                // An empty shared slice does not allocate.
                 let first = std::mem::replace(first, Version(Arc::default()));
-                *self = VersionList::Many(Box::new(vec![first, version]));
+                *self = VersionList::Many(Arc::new(vec![first, version]));
             }
         }
     }
@@ -210,11 +211,15 @@ impl VersionList {
             panic!("cannot drop {n} of one version");
         };
         assert!(n < vs.len(), "cannot drop {n} of {} versions", vs.len());
-        vs.drain(..n);
-        if vs.len() == 1 {
-            let last = vs.pop().expect("one left");
+        if n + 1 == vs.len() {
+            // Whether or not the list is shared, only its newest stays.
+            let last = vs.last().expect("Many holds two or more").clone();
             *self = VersionList::One(last);
-        } else if vs.capacity() > 2 * vs.len() {
+            return;
+        }
+        let vs = Arc::make_mut(vs);
+        vs.drain(..n);
+        if vs.capacity() > 2 * vs.len() {
             vs.shrink_to_fit();
         }
     }
@@ -226,7 +231,7 @@ impl VersionList {
             1 => versions.pop().map(VersionList::One),
             _ => {
                 versions.shrink_to_fit();
-                Some(VersionList::Many(Box::new(versions)))
+                Some(VersionList::Many(Arc::new(versions)))
             }
         }
     }
@@ -302,6 +307,28 @@ mod tests {
             VersionList::from_vec(vec![Version::tombstone(rev(5))]),
             Some(VersionList::One(Version::tombstone(rev(5))))
         );
+    }
+
+    #[test]
+    fn a_shared_list_is_copied_only_by_a_write_and_the_copy_alone_changes() {
+        let mut l = VersionList::One(Version::live(rev(2), 2, 1, 0, b"a"));
+        l.push(Version::live(rev(3), 2, 2, 0, b"b"));
+        l.push(Version::live(rev(4), 2, 3, 0, b"c"));
+        let frozen = l.clone();
+        let (VersionList::Many(a), VersionList::Many(b)) = (&l, &frozen) else {
+            panic!("three versions are Many");
+        };
+        assert!(Arc::ptr_eq(a, b), "a clone shares the list");
+        l.push(Version::tombstone(rev(5)));
+        l.drop_oldest(1);
+        assert_eq!(frozen.as_slice().len(), 3, "the frozen list is untouched");
+        assert_eq!(frozen.last().main(), 4);
+        assert_eq!(l.as_slice().len(), 3);
+        assert_eq!(l.as_slice()[0].main(), 3);
+        let frozen = l.clone();
+        l.drop_oldest(2);
+        assert!(matches!(l, VersionList::One(ref v) if v.is_tombstone()));
+        assert_eq!(frozen.as_slice().len(), 3);
     }
 
     #[test]
