@@ -3,7 +3,7 @@
 
 use super::KvError;
 use super::key::Key;
-use super::version::{Version, VersionList};
+use super::version::{Version, VersionList, Warmed};
 use flotilla_proto::mvccpb::{Event, KeyValue, event::EventType};
 use imbl::OrdMap;
 use std::ops::Bound;
@@ -438,8 +438,7 @@ impl MvccStore {
         let Some(upper) = upper_bound(key, range_end) else {
             return Vec::new();
         };
-        self.keys
-            .range::<_, [u8]>((Bound::Included(key), upper))
+        Warmed::new(self.keys.range::<_, [u8]>((Bound::Included(key), upper)))
             .filter_map(|(k, versions)| {
                 Self::visible(versions.as_slice(), at).map(|v| to_kv(k.as_bytes(), v))
             })
@@ -448,7 +447,8 @@ impl MvccStore {
 
     /// The live keys of `[key, range_end)` at revision `at`, in key order
     /// (`reverse`: from the last), each with its visible version, lazily:
-    /// a caller that takes `n` pays for `n` and a descent of the tree.
+    /// a caller that takes `n` pays for `n` (read ahead in batches of
+    /// [`Warmed`]'s) and a descent of the tree.
     pub(crate) fn visible_range<'a>(
         &'a self,
         key: &'a [u8],
@@ -464,9 +464,9 @@ impl MvccStore {
             Self::visible(versions.as_slice(), at).map(|v| (k.as_bytes(), v))
         };
         if reverse {
-            Box::new(range.rev().filter_map(visible))
+            Box::new(Warmed::new(range.rev()).filter_map(visible))
         } else {
-            Box::new(range.filter_map(visible))
+            Box::new(Warmed::new(range).filter_map(visible))
         }
     }
 
@@ -1117,7 +1117,7 @@ impl MvccStore {
     /// snapshot): not those the compaction released that a key still holds.
     pub(crate) fn histories(&self) -> impl Iterator<Item = (&[u8], &[Version])> {
         let (compact, split) = (self.compact_revision, self.split);
-        self.keys.iter().filter_map(move |(k, v)| {
+        Warmed::new(self.keys.iter()).filter_map(move |(k, v)| {
             let versions = v.as_slice();
             let kept = &versions[released(versions, compact, split)..];
             (!kept.is_empty()).then_some((k.as_bytes(), kept))
