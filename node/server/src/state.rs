@@ -8,7 +8,7 @@
 //! changes to the shared lessor under a short lock.
 
 use crate::driver::StateMachine;
-use crate::kv::{KvConfig, KvOutput, KvStore, Lessor};
+use crate::kv::{EventKeys, KvConfig, KvOutput, KvStore, Lessor};
 use flotilla_proto::etcdserverpb::AlarmType;
 use flotilla_proto::mvccpb::Event;
 use flotilla_raft::{Bytes, LogIndex, Snapshot};
@@ -102,6 +102,9 @@ struct WatchedRanges {
     filtering: bool,
     next_id: u64,
     ranges: std::collections::HashMap<u64, (Vec<u8>, Vec<u8>)>,
+    /// The ranges as the store takes them ([`EventKeys::Ranges`]), made
+    /// again only after a range comes or goes.
+    shared: Option<Arc<[(Vec<u8>, Vec<u8>)]>>,
 }
 
 /// One watched range, forgotten when dropped.
@@ -113,7 +116,9 @@ pub struct WatchedRange {
 
 impl Drop for WatchedRange {
     fn drop(&mut self) {
-        self.keys.lock().ranges.remove(&self.id);
+        let mut watched = self.keys.lock();
+        watched.ranges.remove(&self.id);
+        watched.shared = None;
     }
 }
 
@@ -121,8 +126,8 @@ impl Drop for WatchedRange {
 enum Watched {
     /// Nobody watches anything: do not even record them.
     Nothing,
-    /// Send those in a watched range.
-    Ranges,
+    /// Send those in a watched range (these).
+    Ranges(Arc<[(Vec<u8>, Vec<u8>)]>),
     /// Send them all.
     All,
 }
@@ -145,6 +150,7 @@ impl WatchedKeys {
         watched
             .ranges
             .insert(id, (key.to_vec(), range_end.to_vec()));
+        watched.shared = None;
         WatchedRange {
             keys: self.clone(),
             id,
@@ -152,13 +158,15 @@ impl WatchedKeys {
     }
 
     fn watched(&self) -> Watched {
-        let watched = self.lock();
+        let mut watched = self.lock();
         if !watched.filtering || watched.ranges.len() > WATCHED_RANGES_CHECKED_MAX {
             Watched::All
         } else if watched.ranges.is_empty() {
             Watched::Nothing
         } else {
-            Watched::Ranges
+            let WatchedRanges { ranges, shared, .. } = &mut *watched;
+            let shared = shared.get_or_insert_with(|| ranges.values().cloned().collect());
+            Watched::Ranges(shared.clone())
         }
     }
 
@@ -333,10 +341,17 @@ impl StateMachine for NodeStateMachine {
         } else {
             Watched::Nothing
         };
-        self.kv
-            .set_record_events(!matches!(watched, Watched::Nothing));
+        // Only the changes in watched ranges build events: building one
+        // copies the key and the value, and a member's broker watches its
+        // metadata keys all the time.
+        self.kv.set_event_keys(match &watched {
+            Watched::Nothing => EventKeys::None,
+            Watched::All => EventKeys::All,
+            Watched::Ranges(ranges) => EventKeys::Ranges(ranges.clone()),
+        });
         let mut output = self.kv.apply_entry(index, command);
-        if matches!(watched, Watched::Ranges) {
+        if matches!(watched, Watched::Ranges(_)) {
+            // A range dropped since: its events go too.
             self.watched.retain_watched(&mut output.events);
         }
         self.gauge.update(&self.kv);

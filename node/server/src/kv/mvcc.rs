@@ -7,6 +7,7 @@ use super::version::{Version, VersionList, Warmed};
 use flotilla_proto::mvccpb::{Event, KeyValue, event::EventType};
 use imbl::OrdMap;
 use std::ops::Bound;
+use std::sync::Arc;
 
 /// A position in the history: the write transaction's revision (`main`) and
 /// the change's place within it (`sub`), as in etcd.
@@ -38,8 +39,34 @@ pub(crate) struct WriteBatch {
     main: i64,
     sub: i64,
     events: Vec<Event>,
-    /// Whether to build `events` (nobody may be watching).
-    record_events: bool,
+    /// Whose changes get `events`.
+    event_keys: EventKeys,
+}
+
+impl WriteBatch {
+    /// Whether a change of `key` builds an event.
+    fn records(&self, key: &[u8]) -> bool {
+        match &self.event_keys {
+            EventKeys::All => true,
+            EventKeys::None => false,
+            EventKeys::Ranges(ranges) => ranges.iter().any(|(k, end)| in_range(key, k, end)),
+        }
+    }
+}
+
+/// Which changes a write builds watch events for. Building one copies the
+/// key and the value (and the replaced version's, for `prev_kv`), so
+/// changes nobody watches are better left without.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum EventKeys {
+    /// Every change (the default).
+    #[default]
+    All,
+    /// None: nobody watches.
+    None,
+    /// Changes of keys in these ranges (`(key, range_end)`, etcd's range
+    /// conventions): the ranges watchers watch.
+    Ranges(Arc<[(Vec<u8>, Vec<u8>)]>),
 }
 
 /// What [`MvccStore::put`] replaced.
@@ -501,13 +528,13 @@ impl MvccStore {
     }
 
     /// Opens a write transaction at the next revision; it builds watch
-    /// events only when `record_events` says someone may want them.
-    pub(crate) fn begin(&self, record_events: bool) -> WriteBatch {
+    /// events only for the changes of `event_keys`.
+    pub(crate) fn begin(&self, event_keys: EventKeys) -> WriteBatch {
         WriteBatch {
             main: self.revision + 1,
             sub: 0,
             events: Vec::new(),
-            record_events,
+            event_keys,
         }
     }
 
@@ -544,15 +571,16 @@ impl MvccStore {
             prev_meta.map_or((w.main, 1), |m| (m.create_revision, m.version + 1));
         let value = value.unwrap_or_else(|| prev.map_or(&[][..], |p| p.parts().1));
         let record = Version::live(rev, create_revision, version, lease, value);
+        let record_event = w.records(key);
         let mut outcome = PutOutcome {
             prev_lease,
             lease,
             prev_kv: prev
-                .filter(|_| want_prev || w.record_events)
+                .filter(|_| want_prev || record_event)
                 .map(|p| to_kv(key, p)),
         };
         let superseded = prev.map_or(0, version_bytes);
-        let event_kv = w.record_events.then(|| to_kv(key, &record));
+        let event_kv = record_event.then(|| to_kv(key, &record));
         self.size_bytes += version_bytes(&record);
         let shared = match existing {
             Some((shared, versions)) => {
@@ -615,7 +643,8 @@ impl MvccStore {
                 .expect("a change of the open revision is indexed")
                 .mark_deleted_in_its_revision();
         }
-        let mut prev = (want_prev || w.record_events).then(|| to_kv(key, last));
+        let record_event = w.records(key);
+        let mut prev = (want_prev || record_event).then(|| to_kv(key, last));
         let shared = shared.clone();
         let rev = Revision {
             main: w.main,
@@ -628,7 +657,7 @@ impl MvccStore {
         self.by_revision
             .insert(rev, Change::new(shared, superseded, true));
         w.sub += 1;
-        if w.record_events {
+        if record_event {
             let kv = KeyValue {
                 key: key.to_vec(),
                 mod_revision: w.main,

@@ -472,7 +472,7 @@ impl KvStore {
             members: r.members.into_iter().map(|m| (m.id, m)).collect(),
             removed_members: r.removed_members.into_iter().collect(),
             alarms,
-            record_events: true,
+            event_keys: super::EventKeys::All,
         })
     }
 

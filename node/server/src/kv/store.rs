@@ -3,7 +3,7 @@
 use super::alarm::{AlarmTable, LEASE_COST_BYTES, Quota, put_cost};
 use super::command::{KvCommand, KvOp, QuotaStamp};
 use super::lease::LeaseTable;
-use super::mvcc::{MvccStore, WriteBatch};
+use super::mvcc::{EventKeys, MvccStore, WriteBatch};
 use super::range::range_at;
 use super::session::{Dedup, KvResult, SessionTable};
 use super::validate::{check_key, validate_op};
@@ -37,8 +37,8 @@ pub struct KvStore {
     pub(crate) removed_members: BTreeSet<u64>,
     /// The raised alarms (etcd's alarm store).
     pub(crate) alarms: AlarmTable,
-    /// Whether applied commands build watch events ([`KvOutput::events`]).
-    pub(crate) record_events: bool,
+    /// Whose changes build watch events ([`KvOutput::events`]).
+    pub(crate) event_keys: EventKeys,
 }
 
 pub(super) fn header(revision: i64) -> Option<ResponseHeader> {
@@ -60,7 +60,7 @@ impl KvStore {
             members: BTreeMap::new(),
             removed_members: BTreeSet::new(),
             alarms: AlarmTable::default(),
-            record_events: true,
+            event_keys: EventKeys::All,
         }
     }
 
@@ -69,7 +69,13 @@ impl KvStore {
     /// read what they missed from the history. Copying every written value
     /// into events nobody reads would cost each write several allocations.
     pub fn set_record_events(&mut self, on: bool) {
-        self.record_events = on;
+        self.event_keys = if on { EventKeys::All } else { EventKeys::None };
+    }
+
+    /// Which changes build watch events: [`Self::set_record_events`] for
+    /// all or none, or those of the ranges watchers watch.
+    pub fn set_event_keys(&mut self, keys: EventKeys) {
+        self.event_keys = keys;
     }
 
     /// The limits in force.
@@ -173,7 +179,7 @@ impl KvStore {
             members: self.members.clone(),
             removed_members: self.removed_members.clone(),
             alarms: self.alarms.clone(),
-            record_events: false,
+            event_keys: EventKeys::None,
         }
     }
 
@@ -243,7 +249,7 @@ impl KvStore {
             return self.rejected(KvError::BadRequest("command without an operation".into()));
         };
         let mut changes = Vec::new();
-        let mut w = self.mvcc.begin(self.record_events);
+        let mut w = self.mvcc.begin(self.event_keys.clone());
         let result = self.execute(index, &mut w, op, cmd.quota, &mut changes);
         // A write may compact about as much as it wrote, so compaction
         // keeps up with any mix of writes, and at least the configured

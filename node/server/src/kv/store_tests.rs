@@ -1001,13 +1001,18 @@ fn size_estimate_follows_writes_compaction_and_snapshots() {
     );
 }
 
-/// A store that records no events (nobody watches) answers every command
-/// exactly as one that does, and ends in the same state.
+/// A store that records no events (nobody watches), or only those of
+/// watched ranges, answers every command exactly as one that records all,
+/// and ends in the same state; the one of ranges records exactly the
+/// events of keys in them.
 #[test]
 fn without_events_the_answers_and_the_state_are_the_same() {
     let mut with = Harness::new();
     let mut without = Harness::new();
     without.s.set_record_events(false);
+    let mut ranged = Harness::new();
+    let watched: Vec<(Vec<u8>, Vec<u8>)> = vec![(b"b".to_vec(), Vec::new())];
+    ranged.s.set_event_keys(EventKeys::Ranges(watched.into()));
     let lease = KvOp::LeaseGrant(LeaseGrantRequest { ttl: 60, id: 7 });
     let ops = vec![
         lease,
@@ -1040,16 +1045,30 @@ fn without_events_the_answers_and_the_state_are_the_same() {
         KvOp::LeaseRevoke(LeaseRevokeRequest { id: 7 }),
     ];
     let mut revisions = Vec::new();
+    let mut ranged_events = 0;
     for op in ops {
         let a = with.op(op.clone());
-        let b = without.op(op);
-        assert_eq!(a.result, b.result);
-        assert_eq!(a.revision, b.revision);
-        assert_eq!(a.lease_changes, b.lease_changes);
+        let b = without.op(op.clone());
+        let c = ranged.op(op);
+        for other in [&b, &c] {
+            assert_eq!(a.result, other.result);
+            assert_eq!(a.revision, other.revision);
+            assert_eq!(a.lease_changes, other.lease_changes);
+        }
         assert!(b.events.is_empty());
+        let of_b: Vec<_> = a
+            .events
+            .iter()
+            .filter(|e| e.kv.as_ref().is_some_and(|kv| kv.key == b"b"))
+            .cloned()
+            .collect();
+        assert_eq!(c.events, of_b);
+        ranged_events += c.events.len();
         revisions.push(b.revision);
     }
+    assert_eq!(ranged_events, 2, "b's put and its deletion");
     assert_eq!(with.s.encode_snapshot(), without.s.encode_snapshot());
+    assert_eq!(with.s.encode_snapshot(), ranged.s.encode_snapshot());
     // The ignore_value put kept the value and, given no lease, detached
     // it (as etcd); the ignore_lease put kept that (none).
     for h in [&with, &without] {
