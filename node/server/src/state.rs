@@ -8,7 +8,7 @@
 //! changes to the shared lessor under a short lock.
 
 use crate::driver::StateMachine;
-use crate::kv::{EventKeys, KvConfig, KvOutput, KvStore, Lessor};
+use crate::kv::{EventKeys, KeyRanges, KvConfig, KvOutput, KvStore, Lessor};
 use flotilla_proto::etcdserverpb::AlarmType;
 use flotilla_proto::mvccpb::Event;
 use flotilla_raft::{Bytes, LogIndex, Snapshot};
@@ -104,7 +104,7 @@ struct WatchedRanges {
     ranges: std::collections::HashMap<u64, (Vec<u8>, Vec<u8>)>,
     /// The ranges as the store takes them ([`EventKeys::Ranges`]), made
     /// again only after a range comes or goes.
-    shared: Option<Arc<[(Vec<u8>, Vec<u8>)]>>,
+    shared: Option<KeyRanges>,
 }
 
 /// One watched range, forgotten when dropped.
@@ -127,7 +127,7 @@ enum Watched {
     /// Nobody watches anything: do not even record them.
     Nothing,
     /// Send those in a watched range (these).
-    Ranges(Arc<[(Vec<u8>, Vec<u8>)]>),
+    Ranges(KeyRanges),
     /// Send them all.
     All,
 }

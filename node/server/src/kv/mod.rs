@@ -86,7 +86,7 @@ pub use error::KvError;
 pub use lease::{LeaseEntry, LeaseTable};
 pub use lessor::{KeepAliveError, Lessor};
 pub use members::valid_peer_url;
-pub use mvcc::{EventKeys, MvccStore, Revision, in_range};
+pub use mvcc::{EventKeys, KeyRanges, MvccStore, Revision, in_range};
 pub use output::{KvOutput, KvResponse, LeaseChange};
 pub use session::{KvResult, Session, SessionTable};
 pub use snapshot::{CopySnapshotError, SnapshotFacts};

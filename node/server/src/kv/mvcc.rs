@@ -54,6 +54,10 @@ impl WriteBatch {
     }
 }
 
+/// Key ranges, each `(key, range_end)` with etcd's range conventions;
+/// shared, so handing them to every write costs a reference count.
+pub type KeyRanges = Arc<[(Vec<u8>, Vec<u8>)]>;
+
 /// Which changes a write builds watch events for. Building one copies the
 /// key and the value (and the replaced version's, for `prev_kv`), so
 /// changes nobody watches are better left without.
@@ -64,9 +68,8 @@ pub enum EventKeys {
     All,
     /// None: nobody watches.
     None,
-    /// Changes of keys in these ranges (`(key, range_end)`, etcd's range
-    /// conventions): the ranges watchers watch.
-    Ranges(Arc<[(Vec<u8>, Vec<u8>)]>),
+    /// Changes of keys in these ranges: the ranges watchers watch.
+    Ranges(KeyRanges),
 }
 
 /// What [`MvccStore::put`] replaced.
