@@ -122,16 +122,6 @@ impl Drop for WatchedRange {
     }
 }
 
-/// What to do with an applied entry's events.
-enum Watched {
-    /// Nobody watches anything: do not even record them.
-    Nothing,
-    /// Send those in a watched range (these).
-    Ranges(KeyRanges),
-    /// Send them all.
-    All,
-}
-
 impl WatchedKeys {
     fn lock(&self) -> std::sync::MutexGuard<'_, WatchedRanges> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
@@ -157,30 +147,20 @@ impl WatchedKeys {
         }
     }
 
-    fn watched(&self) -> Watched {
+    /// Whose changes build events: all of them until the watch service
+    /// filters (or past the ranges worth checking), else those of the
+    /// registered ranges.
+    fn event_keys(&self) -> EventKeys {
         let mut watched = self.lock();
         if !watched.filtering || watched.ranges.len() > WATCHED_RANGES_CHECKED_MAX {
-            Watched::All
+            EventKeys::All
         } else if watched.ranges.is_empty() {
-            Watched::Nothing
+            EventKeys::None
         } else {
             let WatchedRanges { ranges, shared, .. } = &mut *watched;
             let shared = shared.get_or_insert_with(|| ranges.values().cloned().collect());
-            Watched::Ranges(shared.clone())
+            EventKeys::Ranges(shared.clone())
         }
-    }
-
-    /// Keeps the events in a watched range.
-    fn retain_watched(&self, events: &mut Vec<Event>) {
-        let watched = self.lock();
-        events.retain(|e| {
-            e.kv.as_ref().is_some_and(|kv| {
-                watched
-                    .ranges
-                    .values()
-                    .any(|(key, end)| crate::kv::in_range(&kv.key, key, end))
-            })
-        });
     }
 }
 
@@ -336,24 +316,16 @@ impl StateMachine for NodeStateMachine {
         // Events only while someone listens. A watcher subscribes before it
         // reads the history it starts from, so one that subscribes after
         // this entry finds its changes in that history.
-        let watched = if self.events.receiver_count() > 0 {
-            self.watched.watched()
-        } else {
-            Watched::Nothing
-        };
         // Only the changes in watched ranges build events: building one
         // copies the key and the value, and a member's broker watches its
-        // metadata keys all the time.
-        self.kv.set_event_keys(match &watched {
-            Watched::Nothing => EventKeys::None,
-            Watched::All => EventKeys::All,
-            Watched::Ranges(ranges) => EventKeys::Ranges(ranges.clone()),
+        // metadata keys all the time. (Each watcher picks its own events
+        // out of those sent, so a range dropped meanwhile costs nothing.)
+        self.kv.set_event_keys(if self.events.receiver_count() > 0 {
+            self.watched.event_keys()
+        } else {
+            EventKeys::None
         });
         let mut output = self.kv.apply_entry(index, command);
-        if matches!(watched, Watched::Ranges(_)) {
-            // A range dropped since: its events go too.
-            self.watched.retain_watched(&mut output.events);
-        }
         self.gauge.update(&self.kv);
         self.sync_member_ids(false);
         if !output.lease_changes.is_empty() {
