@@ -23,14 +23,14 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use flotilla_benches::{full_run, smoke_run};
 use flotilla_node::kv::{KvCommand, KvConfig, KvOp, KvStore};
 use flotilla_proto::etcdserverpb::PutRequest;
-use prost::Message as _;
+use flotilla_raft::Bytes;
 
 const KEY_SPACE: u64 = 100_000;
 const VALUE_BYTES: usize = 256;
 
 /// Encoded puts `from..from + n`, as the node proposes them: 8-byte keys
 /// spread over the key space by a fixed permutation, 256-byte values.
-fn puts(from: u64, n: u64) -> Vec<Vec<u8>> {
+fn puts(from: u64, n: u64) -> Vec<Bytes> {
     (from..from + n)
         .map(|i| {
             // An odd multiplier permutes the key space; neighbours in time
@@ -43,7 +43,7 @@ fn puts(from: u64, n: u64) -> Vec<Vec<u8>> {
             };
             KvCommand::new(KvOp::Put(put))
                 .with_batched_compaction(true)
-                .encode_to_vec()
+                .encode_to_bytes()
         })
         .collect()
 }
@@ -55,7 +55,7 @@ fn store_after(config: &KvConfig, history: u64) -> KvStore {
     // No watchers, as in the load benchmarks: no events are built.
     store.set_record_events(false);
     for (i, entry) in puts(0, history).iter().enumerate() {
-        store.apply_entry(i as u64 + 1, entry);
+        store.apply_entry(i as u64 + 1, entry.clone());
     }
     store
 }
@@ -98,7 +98,7 @@ fn bench_apply(c: &mut Criterion) {
                     let start = Instant::now();
                     for entry in &entries {
                         applied += 1;
-                        store.apply_entry(applied, entry);
+                        store.apply_entry(applied, entry.clone());
                     }
                     total += start.elapsed();
                     assert_eq!(store.revision(), applied as i64 + 1);

@@ -269,6 +269,14 @@ if ((ROUNDS > 1)); then
 		printf '  %-10s %s\n' "$load" "$(runs "$load")"
 	done
 fi
+# A run with errors says what they were (the load generator keeps a few
+# distinct messages per run), so that a count in the table can be traced.
+for report in "$WORK"/*-*.json; do
+	[[ -e $report ]] || continue
+	jq -r --arg run "$(basename "$report" .json)" \
+		'select(.errors > 0) | "errors in \($run): \(.errors) of \(.total): \(.error_samples | join("; "))"' \
+		"$report" 2>/dev/null || true
+done
 if [[ -n $CHECK_PERF ]]; then
 	echo
 	echo "etcdctl check perf --load $CHECK_PERF (etcd's client and load, 60 s each):"

@@ -38,7 +38,7 @@ impl Applier {
         self.index += 1;
         let out = self.store.apply_entry(
             self.index,
-            &KvCommand::new(op)
+            KvCommand::new(op)
                 .with_batched_compaction(true)
                 .encode_to_bytes(),
         );

@@ -325,7 +325,7 @@ impl StateMachine for NodeStateMachine {
         } else {
             EventKeys::None
         });
-        let mut output = self.kv.apply_entry(index, command);
+        let mut output = self.kv.apply_entry(index, command.clone());
         self.gauge.update(&self.kv);
         self.sync_member_ids(false);
         if !output.lease_changes.is_empty() {

@@ -137,7 +137,7 @@ fn a_truncated_or_damaged_backup_is_refused_and_leaves_no_data_directory() {
             value: vec![b'v'; 100],
             ..Default::default()
         });
-        s.apply_entry(i + 1, &KvCommand::new(op).encode_to_bytes());
+        s.apply_entry(i + 1, KvCommand::new(op).encode_to_bytes());
     }
     let good = work.path().join("good.db");
     write_backup(&s, &good);

@@ -7,6 +7,7 @@ use flotilla_proto::etcdserverpb::{
     MemberUpdateRequest, PutRequest, TxnRequest,
 };
 use prost::Message as _;
+use prost::bytes::Buf;
 
 /// One write to the key-value store, as proposed to Raft. A prost message
 /// so the log holds the same bytes on every node and old entries stay
@@ -239,7 +240,11 @@ impl KvCommand {
 
     /// Reads a command from a log entry. Bytes that are not a command are an
     /// error, never a panic: the entry is then rejected like a bad request.
-    pub fn decode_from(data: &[u8]) -> Result<Self, KvError> {
+    /// Given the entry's `Bytes` (a clone of it costs a reference count),
+    /// the key and value are read out of it in place: from a plain slice,
+    /// prost first copies each into a buffer of its own, then into the
+    /// field.
+    pub fn decode_from(data: impl Buf) -> Result<Self, KvError> {
         KvCommand::decode(data)
             .map_err(|e| KvError::BadRequest(format!("undecodable command: {e}")))
     }

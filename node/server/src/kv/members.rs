@@ -399,7 +399,7 @@ mod tests {
             1,
             &context(KvOp::MemberSeed(super::super::command::MemberSeed {
                 members: vec![member(1, "http://a:2380"), member(2, "http://b:2380")],
-            })),
+            }))[..],
         );
         assert!(out.result.is_ok());
         assert!(!s.members_unseeded());
@@ -407,7 +407,7 @@ mod tests {
             2,
             &context(KvOp::MemberSeed(super::super::command::MemberSeed {
                 members: vec![member(7, "http://z:2380")],
-            })),
+            }))[..],
         );
         let ids: Vec<u64> = s.members().iter().map(|m| m.id).collect();
         assert_eq!(ids, [1, 2]);
@@ -416,7 +416,7 @@ mod tests {
     #[test]
     fn a_membership_change_as_a_plain_command_is_refused() {
         let mut s = store();
-        let out = s.apply_entry(3, &context(KvOp::MemberAdd(member(3, "http://c:2380"))));
+        let out = s.apply_entry(3, &context(KvOp::MemberAdd(member(3, "http://c:2380")))[..]);
         assert!(matches!(out.result, Err(KvError::BadRequest(_))));
         assert!(s.member(3).is_none());
     }

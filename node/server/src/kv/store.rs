@@ -18,6 +18,7 @@ use flotilla_proto::etcdserverpb::{
 };
 use flotilla_proto::mvccpb::Event;
 use flotilla_raft::{Bytes, LogIndex, Snapshot};
+use prost::bytes::Buf;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The replicated key-value state: MVCC history, leases and exactly-once
@@ -202,7 +203,7 @@ impl KvStore {
 
     /// Applies the entry at `index`: dedups by session, runs the operation,
     /// then does the bounded housekeeping (auto-compaction, session expiry).
-    pub fn apply_entry(&mut self, index: LogIndex, data: &[u8]) -> KvOutput {
+    pub fn apply_entry(&mut self, index: LogIndex, data: impl Buf) -> KvOutput {
         self.applied_index = index;
         let output = match KvCommand::decode_from(data) {
             Ok(cmd) => self.apply_command(index, cmd),
@@ -458,7 +459,7 @@ impl StateMachine for KvStore {
     type Output = KvOutput;
 
     fn apply(&mut self, index: LogIndex, command: &Bytes) -> KvOutput {
-        self.apply_entry(index, command)
+        self.apply_entry(index, command.clone())
     }
 
     /// Ranged deletes (alone or in a Txn), compactions and revokes of

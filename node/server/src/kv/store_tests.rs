@@ -12,7 +12,6 @@ use flotilla_proto::etcdserverpb::{
 };
 use flotilla_proto::mvccpb::KeyValue;
 use flotilla_proto::mvccpb::event::EventType;
-use prost::Message as _;
 
 pub(crate) struct Harness {
     pub s: KvStore,
@@ -38,7 +37,7 @@ impl Harness {
     pub fn cmd(&mut self, cmd: KvCommand) -> KvOutput {
         self.index += 1;
         let cmd = cmd.with_batched_compaction(self.batched);
-        self.s.apply_entry(self.index, &cmd.encode_to_vec())
+        self.s.apply_entry(self.index, cmd.encode_to_bytes())
     }
 
     pub fn op(&mut self, op: KvOp) -> KvOutput {
@@ -446,7 +445,7 @@ fn bounds_on_keys_values_and_txn_ops() {
         KvError::TooManyOps.to_string(),
         "etcdserver: too many operations in txn request"
     );
-    let out = h.s.apply_entry(99, b"\xff\xff\xff");
+    let out = h.s.apply_entry(99, &b"\xff\xff\xff"[..]);
     assert!(
         matches!(out.result, Err(KvError::BadRequest(_))),
         "{:?}",

@@ -20,7 +20,7 @@ pub fn store() -> KvStore {
             value: vec![fill; VALUE_BYTES],
             ..Default::default()
         });
-        let out = s.apply_entry(index, &KvCommand::new(op).encode_to_bytes());
+        let out = s.apply_entry(index, KvCommand::new(op).encode_to_bytes());
         assert!(out.result.is_ok(), "put {index}: {:?}", out.result);
     };
     for i in 0..KEYS {
