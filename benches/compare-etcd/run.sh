@@ -30,6 +30,8 @@
 #       client count, e.g. l: 8,000 puts/s from 500 clients) against each
 #       system in turn, etcd first; its throughput, slowest request and
 #       standard deviation are printed beside the table. Off by default.
+# A load run that had errors is named under the table with its count and
+# the load generator's samples of the error messages.
 # Flotilla-only scenarios (SCENARIOS=1, the default):
 #   (c) leader killed: kill -9 the leader, time until a Put succeeds again;
 #   (d) follower catch-up: SIGSTOP a follower, write CATCHUP_KEYS keys,
