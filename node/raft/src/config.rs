@@ -73,8 +73,21 @@ pub struct Config {
     /// [`Raft::snapshot_due`](crate::Raft::snapshot_due) once this many entries
     /// were applied since the last snapshot...
     pub snapshot_after_entries: u64,
-    /// ...or this many bytes of entries.
+    /// ...or this many bytes of entries (whatever the percentage below:
+    /// this bounds the log kept since the last snapshot, which storage may
+    /// mirror in memory).
     pub snapshot_after_bytes: u64,
+    /// The entry count above makes a snapshot due only once the bytes of
+    /// entries applied since the last snapshot reach this percentage of
+    /// that snapshot's size (Redis's `auto-aof-rewrite-percentage` plays
+    /// the same part). An in-memory state machine encodes its whole state
+    /// for a snapshot, so without this a large state with small writes
+    /// would cost a write of the whole state every `snapshot_after_entries`
+    /// entries; with it, up to `snapshot_after_bytes`, snapshots cost at
+    /// most 100 / this bytes written per byte of log. 0 turns it off. The
+    /// size is known once this member took or installed a snapshot in this
+    /// life; until then the entry count alone counts.
+    pub snapshot_min_log_percent: u64,
     /// Entries a compaction keeps before the snapshot's index (etcd's
     /// `SnapshotCatchUpEntries`, 5,000 there): a follower that fell at most
     /// this far behind the snapshot catches up by AppendEntries instead of
@@ -112,6 +125,7 @@ impl Config {
             max_snapshot_bytes: 4 * 1024 * 1024 * 1024,
             snapshot_after_entries: 100_000,
             snapshot_after_bytes: 64 * 1024 * 1024,
+            snapshot_min_log_percent: 100,
             snapshot_catchup_entries: 0,
             applied: 0,
         }

@@ -67,6 +67,10 @@ pub struct Raft<S: Storage> {
     pub(crate) incoming_snapshot: Option<IncomingSnapshot>,
     /// Bytes of entries applied since the last snapshot (this life).
     pub(crate) applied_bytes_since_snapshot: u64,
+    /// Bytes of data of the last snapshot this member took or installed in
+    /// this life (0 before one): what
+    /// [`crate::Config::snapshot_min_log_percent`] weighs the log against.
+    pub(crate) last_snapshot_bytes: u64,
     /// Votes received in the current (pre-)campaign: true = granted.
     pub(crate) votes: std::collections::BTreeMap<NodeId, bool>,
     pub(crate) msgs: Vec<Message>,
@@ -126,6 +130,7 @@ impl<S: Storage> Raft<S> {
             confs: ConfHistory::default(),
             incoming_snapshot: None,
             applied_bytes_since_snapshot: 0,
+            last_snapshot_bytes: 0,
             votes: Default::default(),
             msgs: Vec::new(),
             election_elapsed: 0,

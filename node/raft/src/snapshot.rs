@@ -27,14 +27,21 @@ pub(crate) struct IncomingSnapshot {
 }
 
 impl<S: Storage> Raft<S> {
-    /// Whether the log since the last snapshot passed the configured size
-    /// ([`crate::Config::snapshot_after_entries`] or `..._bytes`): time for
-    /// the application to snapshot and call [`Raft::compact`].
+    /// Whether the log since the last snapshot passed the configured size:
+    /// [`crate::Config::snapshot_after_bytes`], or
+    /// [`crate::Config::snapshot_after_entries`] once its bytes also reach
+    /// [`crate::Config::snapshot_min_log_percent`] of the last snapshot's.
+    /// Time for the application to snapshot and call [`Raft::compact`].
     pub fn snapshot_due(&self) -> bool {
         let since = self.log.applied.saturating_sub(self.log.snapshot_index());
+        let bytes = self.applied_bytes_since_snapshot;
+        let worth_it = || {
+            let percent = u128::from(self.config.snapshot_min_log_percent);
+            u128::from(bytes) * 100 >= u128::from(self.last_snapshot_bytes) * percent
+        };
         since > 0
-            && (since >= self.config.snapshot_after_entries
-                || self.applied_bytes_since_snapshot >= self.config.snapshot_after_bytes)
+            && (bytes >= self.config.snapshot_after_bytes
+                || (since >= self.config.snapshot_after_entries && worth_it()))
     }
 
     /// Records `data` — the state machine as of the applied index — as a
@@ -43,10 +50,12 @@ impl<S: Storage> Raft<S> {
     /// between `advance` and the next input. Returns the snapshot's
     /// position.
     pub fn compact(&mut self, data: Bytes) -> Result<SnapshotMeta, StorageError> {
+        let bytes = data.len() as u64;
         let snapshot = self.prepare_snapshot(data)?;
         let meta = snapshot.meta.clone();
         let compact_to = self.compact_to(meta.index);
         self.log.storage.compact(snapshot, compact_to)?;
+        self.last_snapshot_bytes = bytes;
         self.confs.compact_to(meta.index);
         tracing::debug!(id = %self.id, index = meta.index, compact_to, "log compacted");
         Ok(meta)
@@ -81,10 +90,14 @@ impl<S: Storage> Raft<S> {
         })
     }
 
-    /// The second half: the snapshot at `meta` is durable; discard the log
-    /// it covers but the catch-up entries (nothing, if a newer snapshot was
-    /// installed meanwhile).
-    pub fn compact_written(&mut self, meta: &SnapshotMeta) -> Result<(), StorageError> {
+    /// The second half: the snapshot at `meta`, of `data_bytes` bytes, is
+    /// durable; discard the log it covers but the catch-up entries
+    /// (nothing, if a newer snapshot was installed meanwhile).
+    pub fn compact_written(
+        &mut self,
+        meta: &SnapshotMeta,
+        data_bytes: u64,
+    ) -> Result<(), StorageError> {
         assert!(
             self.pending_ready_is_none(),
             "compact_written() between ready() and advance()"
@@ -94,6 +107,7 @@ impl<S: Storage> Raft<S> {
         }
         let compact_to = self.compact_to(meta.index);
         self.log.storage.compact_written(meta.clone(), compact_to)?;
+        self.last_snapshot_bytes = data_bytes;
         self.confs.compact_to(meta.index);
         tracing::debug!(id = %self.id, index = meta.index, compact_to, "log compacted");
         Ok(())
@@ -361,20 +375,22 @@ impl<S: Storage> Raft<S> {
                 return respond(self, false, 0);
             }
         };
-        self.restore(snapshot);
+        self.restore(snapshot, have);
         let index = self.log.committed;
         self.send(from, append_ok(index));
     }
 
     /// Installs a complete snapshot from the leader (thesis §5.1): if the log
     /// already holds its last entry, only the commit index moves; otherwise
-    /// the log is replaced and the driver installs the snapshot.
-    fn restore(&mut self, snapshot: Snapshot) {
+    /// the log is replaced and the driver installs the snapshot (of
+    /// `data_bytes` bytes).
+    fn restore(&mut self, snapshot: Snapshot, data_bytes: u64) {
         let meta = &snapshot.meta;
         if self.log.match_term(meta.index, meta.term) {
             self.log.commit_to(meta.index);
             return;
         }
+        self.last_snapshot_bytes = data_bytes;
         tracing::info!(id = %self.id, index = meta.index, term = %meta.term, "restoring snapshot");
         let conf = meta.conf_state.clone();
         self.log.restore(snapshot);

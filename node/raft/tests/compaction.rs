@@ -235,7 +235,9 @@ fn a_snapshot_written_meanwhile_compacts_to_its_own_index() {
     propose_applied(&mut leader, 20..24, 25);
     snapshot.data = Bytes::from_static(b"state at 21");
     write_snapshot(writer, &snapshot);
-    leader.compact_written(&snapshot.meta).expect("compacted");
+    leader
+        .compact_written(&snapshot.meta, snapshot.data.len() as u64)
+        .expect("compacted");
     let storage = leader.storage();
     assert_eq!(storage.snapshot_index(), 21);
     assert_eq!(
@@ -532,4 +534,145 @@ fn a_late_chunk_of_an_older_snapshot_leaves_the_transfer_alone() {
         ),
         "{answers:?}"
     );
+}
+
+/// Proposes and applies commands of `data_bytes` bytes one at a time until
+/// a snapshot is due, at most `most`; returns how many it took.
+fn commands_until_due(leader: &mut Core, data_bytes: usize, most: u64) -> u64 {
+    for n in 1..=most {
+        leader
+            .propose(Bytes::from(vec![b'v'; data_bytes]))
+            .expect("leader");
+        handle(leader);
+        let last = leader.status().last_index;
+        leader.step(append_ack(2, 1, 1, last));
+        while leader.has_ready() {
+            handle(leader);
+        }
+        assert_eq!(leader.status().applied, last);
+        if leader.snapshot_due() {
+            return n;
+        }
+    }
+    panic!("no snapshot due after {most} commands");
+}
+
+/// The bytes a command of `data_bytes` counts for in the log.
+fn entry_bytes(data_bytes: usize) -> u64 {
+    flotilla_raft::Entry::OVERHEAD_BYTES + data_bytes as u64
+}
+
+/// With `snapshot_min_log_percent` at its default (100), the entry count
+/// makes a snapshot due only once the log applied since the last snapshot
+/// is as large as that snapshot: a large state written in small pieces is
+/// not written out whole every `snapshot_after_entries` entries.
+#[test]
+fn the_entry_count_waits_for_the_log_to_reach_the_last_snapshots_size() {
+    let mut leader = leader_of_21(config(1));
+    let state_bytes = 40 * entry_bytes(100) + 1;
+    leader
+        .compact(Bytes::from(vec![b's'; state_bytes as usize]))
+        .expect("compact");
+    let n = commands_until_due(&mut leader, 100, 1000);
+    assert_eq!(n, 41, "{SNAPSHOT_EVERY} entries, then {state_bytes} bytes");
+
+    // A snapshot smaller than the entries' bytes: the count decides.
+    leader
+        .compact(Bytes::from(vec![b's'; 100]))
+        .expect("compact");
+    assert_eq!(commands_until_due(&mut leader, 100, 1000), SNAPSHOT_EVERY);
+
+    // A snapshot written off the core weighs the same way.
+    let mut leader = leader_with_writer(0);
+    let snapshot = flotilla_raft::Snapshot {
+        data: Bytes::from(vec![b's'; state_bytes as usize]),
+        ..leader.prepare_snapshot(Bytes::new()).expect("prepare")
+    };
+    let writer = leader.storage().snapshot_writer().expect("a writer");
+    write_snapshot(writer, &snapshot);
+    leader
+        .compact_written(&snapshot.meta, state_bytes)
+        .expect("compacted");
+    assert_eq!(commands_until_due(&mut leader, 100, 1000), 41);
+}
+
+/// At 0 the count alone decides, and at any percentage
+/// `snapshot_after_bytes` makes a snapshot due: it bounds the log kept
+/// since the last snapshot.
+#[test]
+fn without_a_percentage_the_count_decides_and_the_byte_bound_always_holds() {
+    let mut count_alone = config(1);
+    count_alone.snapshot_min_log_percent = 0;
+    let mut leader = leader_of_21(count_alone);
+    leader
+        .compact(Bytes::from(vec![b's'; 1 << 20]))
+        .expect("compact");
+    assert_eq!(commands_until_due(&mut leader, 100, 1000), SNAPSHOT_EVERY);
+
+    let mut bounded = config(1);
+    bounded.snapshot_min_log_percent = 10_000;
+    bounded.snapshot_after_bytes = 25 * entry_bytes(100);
+    let mut leader = leader_of_21(bounded);
+    leader
+        .compact(Bytes::from(vec![b's'; 1 << 20]))
+        .expect("compact");
+    assert_eq!(commands_until_due(&mut leader, 100, 1000), 25);
+}
+
+/// A follower that installed a leader's snapshot weighs its log against
+/// that snapshot's size.
+#[test]
+fn an_installed_snapshot_is_what_a_follower_weighs_its_log_against() {
+    let state: &'static [u8] = &[b's'; 1000];
+    let (mut leader, _, _) = sending_snapshot(state, 1024, 256);
+    leader.step(chunk_answer(false, 0));
+    let chunks = sent_to_3(&mut leader);
+    assert_eq!(chunks.len(), 1, "{chunks:?}");
+    let mut follower_config = config(3);
+    follower_config.snapshot_after_entries = SNAPSHOT_EVERY;
+    let mut follower = core_with(follower_config, MemStorage::new_with_voters(&voters(3)));
+    follower.step(chunks[0].clone());
+    let ready = follower.ready().expect("a ready");
+    let snapshot = ready.snapshot.clone().expect("the snapshot to install");
+    follower
+        .storage_mut()
+        .apply_snapshot(snapshot)
+        .expect("installed");
+    follower.advance();
+    assert_eq!(follower.status().applied, SENT_SNAPSHOT);
+    assert!(!follower.snapshot_due());
+    // The entries after it, as the leader would send them: `SNAPSHOT_EVERY`
+    // entries are not enough, their bytes must reach 1,000.
+    let term = flotilla_raft::Term(1);
+    let mut next = SENT_SNAPSHOT + 1;
+    let mut applied_bytes = 0;
+    while !follower.snapshot_due() {
+        assert!(applied_bytes < 1000, "due only at 1000 bytes");
+        let entry = flotilla_raft::Entry {
+            index: next,
+            term,
+            kind: flotilla_raft::EntryKind::Normal,
+            data: Bytes::from(vec![b'v'; 50]),
+        };
+        applied_bytes += entry.size_bytes();
+        follower.step(msg(
+            1,
+            3,
+            1,
+            MessageBody::AppendEntries {
+                prev_log_index: next - 1,
+                prev_log_term: term,
+                entries: vec![entry],
+                leader_commit: next,
+                quiet: false,
+            },
+        ));
+        while follower.has_ready() {
+            handle(&mut follower);
+        }
+        assert_eq!(follower.status().applied, next);
+        next += 1;
+    }
+    assert!(next - SENT_SNAPSHOT > SNAPSHOT_EVERY);
+    assert!(applied_bytes >= 1000);
 }

@@ -184,6 +184,13 @@ pub struct NodeArgs {
     /// Applied entries between snapshots.
     #[arg(long, env = "FLOTILLA_SNAPSHOT_COUNT")]
     pub snapshot_count: Option<u64>,
+    /// `--snapshot-count` entries make a snapshot due only once their bytes
+    /// reach this percentage of the last snapshot's size (default 100; 0:
+    /// the count alone), so that a large keyspace with small writes is not
+    /// written out whole every `--snapshot-count` entries. 64 MiB of log
+    /// makes one due whatever this says.
+    #[arg(long, env = "FLOTILLA_SNAPSHOT_MIN_LOG_PERCENT")]
+    pub snapshot_min_log_percent: Option<u64>,
     /// `always` (default), `inline` (the Raft loop waits for each fsync
     /// itself) or `never` (benchmarks only).
     #[arg(long, value_enum, env = "FLOTILLA_FSYNC")]
@@ -347,6 +354,8 @@ pub struct NodeConfig {
     pub heartbeat_ticks: u32,
     /// Applied entries between snapshots.
     pub snapshot_count: u64,
+    /// ...once they are this percentage of the last snapshot's size.
+    pub snapshot_min_log_percent: u64,
     /// Raft log durability.
     pub fsync: FsyncSetting,
     /// Read confirmation.
@@ -662,6 +671,7 @@ impl NodeArgs {
             election_ticks,
             heartbeat_ticks,
             snapshot_count,
+            snapshot_min_log_percent,
             fsync,
             read_mode,
             max_request_bytes,
@@ -795,6 +805,13 @@ impl NodeConfig {
         if snapshot_count == 0 {
             return Err(invalid("snapshot-count", "must be at least 1"));
         }
+        let snapshot_min_log_percent = args.snapshot_min_log_percent.unwrap_or(100);
+        if snapshot_min_log_percent > 10_000 {
+            return Err(invalid(
+                "snapshot-min-log-percent",
+                format!("{snapshot_min_log_percent} is above 10000"),
+            ));
+        }
         let max_request_bytes = args.max_request_bytes.unwrap_or(1536 * 1024);
         if !(1024..=crate::kv::REQUEST_BYTES_LIMIT).contains(&max_request_bytes) {
             return Err(invalid(
@@ -857,6 +874,7 @@ impl NodeConfig {
             election_ticks,
             heartbeat_ticks,
             snapshot_count,
+            snapshot_min_log_percent,
             fsync: args.fsync.unwrap_or(FsyncSetting::Always),
             read_mode: args.read_mode.unwrap_or(ReadModeSetting::Safe),
             max_request_bytes,
@@ -931,6 +949,7 @@ impl NodeConfig {
             fsync = ?self.fsync,
             client_thread = ?self.client_thread,
             snapshot_count = self.snapshot_count,
+            snapshot_min_log_percent = self.snapshot_min_log_percent,
             snapshot_catchup_entries = self.snapshot_catchup_entries,
             max_request_bytes = self.max_request_bytes,
             auto_compaction = ?self.auto_compaction,

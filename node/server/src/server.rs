@@ -269,6 +269,7 @@ fn raft_config(config: &NodeConfig, applied: u64) -> Config {
         ReadModeSetting::Lease => ReadMode::LeaseBased,
     };
     c.snapshot_after_entries = config.snapshot_count;
+    c.snapshot_min_log_percent = config.snapshot_min_log_percent;
     c.snapshot_catchup_entries = config.snapshot_catchup_entries;
     c.applied = applied;
     // etcd's --strict-reconfig-check: never remove (or add) a voter when

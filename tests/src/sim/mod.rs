@@ -134,8 +134,9 @@ impl Scenario {
 impl Scenario {
     /// Mixed faults on three members whose clients also grant leases,
     /// attach keys to them, revoke them and keep them alive (the leader's
-    /// expiry loop revokes the rest), with snapshots every 30 entries
-    /// written off the driver; watchers catch up from old revisions.
+    /// expiry loop revokes the rest), with snapshots written off the driver
+    /// every 30 entries once those reach the last snapshot's size (the
+    /// node's default policy); watchers catch up from old revisions.
     pub fn leases_watches(name: &'static str, test_target: &'static str) -> Scenario {
         let mut s = Scenario::mixed(name, test_target);
         s.nodes = 3;
@@ -147,12 +148,14 @@ impl Scenario {
         s
     }
 
-    /// Mixed faults plus snapshots (every 30 entries, sent in small chunks,
-    /// with 10 entries kept before each for followers a little behind),
-    /// membership churn, and crashes part-way through persisting.
+    /// Mixed faults plus snapshots (every 30 entries whatever the state's
+    /// size, sent in small chunks, with 10 entries kept before each for
+    /// followers a little behind), membership churn, and crashes part-way
+    /// through persisting.
     pub fn snapshots_membership(name: &'static str, test_target: &'static str) -> Scenario {
         let mut s = Scenario::mixed(name, test_target);
         s.raft.snapshot_after_entries = 30;
+        s.raft.snapshot_min_log_percent = 0;
         s.raft.snapshot_catchup_entries = 10;
         s.raft.max_snapshot_chunk_bytes = 256;
         s.nemesis.torn_crashes = true;

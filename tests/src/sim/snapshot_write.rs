@@ -97,7 +97,10 @@ fn compact_written(step: &mut NodeStep, snapshot: &Snapshot, catchup: u64) -> Op
     let after: Vec<_> = (meta.index + 1..=last)
         .map(|i| storage.term(i).ok())
         .collect();
-    if let Err(e) = step.raft_mut().compact_written(meta) {
+    if let Err(e) = step
+        .raft_mut()
+        .compact_written(meta, snapshot.data.len() as u64)
+    {
         return Some(format!("compact_written at {} failed: {e}", meta.index));
     }
     let storage = step.raft().storage();

@@ -399,6 +399,7 @@ fn quota_and_request_limits_read_etcds_flags() {
 fn catchup_entries_and_shutdown_timeout_have_defaults_flags_and_limits() {
     let c = parse(&["--name", "n1", "--initial-cluster", CLUSTER]).expect("valid");
     assert_eq!(c.snapshot_catchup_entries, 5_000, "etcd's default");
+    assert_eq!(c.snapshot_min_log_percent, 100);
     assert_eq!(c.shutdown_timeout, Duration::from_secs(5));
     let c = parse(&[
         "--name",
@@ -407,15 +408,21 @@ fn catchup_entries_and_shutdown_timeout_have_defaults_flags_and_limits() {
         CLUSTER,
         "--snapshot-catchup-entries",
         "0",
+        "--snapshot-min-log-percent",
+        "0",
         "--shutdown-timeout-ms",
         "1500",
     ])
     .expect("valid");
-    assert_eq!(c.snapshot_catchup_entries, 0);
+    assert_eq!(
+        (c.snapshot_catchup_entries, c.snapshot_min_log_percent),
+        (0, 0)
+    );
     assert_eq!(c.shutdown_timeout, Duration::from_millis(1500));
     for (flag, value) in [
         ("--shutdown-timeout-ms", "10"),
         ("--snapshot-catchup-entries", "20000000"),
+        ("--snapshot-min-log-percent", "10001"),
     ] {
         let err = parse(&["--name", "n1", "--initial-cluster", CLUSTER, flag, value])
             .expect_err("out of range")

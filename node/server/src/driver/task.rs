@@ -1300,7 +1300,9 @@ impl<M: StateMachine, T> Io<M, T> {
             return Ok(false);
         };
         let finished = written.and_then(|(bytes, encoded)| {
-            blocking(self.owns_thread, || raft.compact_written(&write.meta))?;
+            blocking(self.owns_thread, || {
+                raft.compact_written(&write.meta, bytes as u64)
+            })?;
             let written_in = write.started.elapsed().saturating_sub(encoded);
             log_snapshot(raft, &write.meta, bytes, encoded, written_in);
             Ok(())

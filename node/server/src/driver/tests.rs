@@ -96,6 +96,7 @@ impl TestCluster {
         config.election_ticks = 10;
         config.heartbeat_ticks = 2;
         config.snapshot_after_entries = self.snapshot_after_entries;
+        config.snapshot_min_log_percent = 0;
         let raft = Raft::new(config, storage).expect("raft");
         let (driver, handle) = Driver::new(
             raft,

@@ -403,7 +403,8 @@ mod tests {
 
     #[test]
     fn the_key_index_slot_stays_small() {
-        // The B-tree of keys stores this inline, eleven per node.
+        // The persistent B-tree of keys (imbl's OrdMap) stores this inline
+        // beside each key, many per node: every byte here is paid per key.
         assert_eq!(std::mem::size_of::<VersionList>(), 16);
     }
 }

@@ -53,6 +53,8 @@ pub fn node_config(
         election_ticks: 20,
         heartbeat_ticks: 1,
         snapshot_count: 10_000,
+        // By the count alone: the tests that snapshot count on when.
+        snapshot_min_log_percent: 0,
         // These tests do not crash machines; skipping fsync keeps them quick
         // on a small CI box.
         fsync: FsyncSetting::Never,

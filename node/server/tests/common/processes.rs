@@ -431,6 +431,7 @@ impl ProcessCluster {
             .arg("1")
             .arg("--snapshot-count")
             .arg(self.options.snapshot_count.to_string())
+            .args(["--snapshot-min-log-percent", "0"])
             .args(&m.extra_args);
         cmd
     }
