@@ -169,9 +169,9 @@ pub struct RaftTuning {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub snapshot_count: Option<u64>,
-    /// Those entries make a snapshot due only once their bytes reach this
-    /// percentage of the last snapshot's size (`--snapshot-min-log-percent`,
-    /// 100 by default; 0: the count alone).
+    /// `snapshotCount` entries make a snapshot due only once their bytes
+    /// reach this percentage of the last snapshot's size
+    /// (`--snapshot-min-log-percent`, 100 by default; 0: the count alone).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 10000))]
     pub snapshot_min_log_percent: Option<u64>,
