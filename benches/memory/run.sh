@@ -34,7 +34,8 @@
 # Everything is stopped and removed on exit, also on Ctrl-C or failure.
 #
 # Reading the figures: RSS includes the Raft log since the last snapshot
-# (up to --snapshot-count entries, 100,000 by default; the "log entries"
+# (up to --snapshot-count entries, 100,000 by default, or 32 MiB once
+# --snapshot-min-log-percent defers the count; the "log entries"
 # column, from the newest snapshot file's name) and memory the allocator
 # keeps after freeing; the peak is reached while a snapshot is
 # taken, when the encoded store is one buffer beside the store itself.

@@ -187,7 +187,7 @@ pub struct NodeArgs {
     /// `--snapshot-count` entries make a snapshot due only once their bytes
     /// reach this percentage of the last snapshot's size (default 100; 0:
     /// the count alone), so that a large keyspace with small writes is not
-    /// written out whole every `--snapshot-count` entries. 64 MiB of log
+    /// written out whole every `--snapshot-count` entries. 32 MiB of log
     /// makes one due whatever this says.
     #[arg(long, env = "FLOTILLA_SNAPSHOT_MIN_LOG_PERCENT")]
     pub snapshot_min_log_percent: Option<u64>,
