@@ -632,13 +632,7 @@ fn an_installed_snapshot_is_what_a_follower_weighs_its_log_against() {
     follower_config.snapshot_after_entries = SNAPSHOT_EVERY;
     let mut follower = core_with(follower_config, MemStorage::new_with_voters(&voters(3)));
     follower.step(chunks[0].clone());
-    let ready = follower.ready().expect("a ready");
-    let snapshot = ready.snapshot.clone().expect("the snapshot to install");
-    follower
-        .storage_mut()
-        .apply_snapshot(snapshot)
-        .expect("installed");
-    follower.advance();
+    assert!(handle(&mut follower).snapshot.is_some(), "installed");
     assert_eq!(follower.status().applied, SENT_SNAPSHOT);
     assert!(!follower.snapshot_due());
     // The entries after it, as the leader would send them: `SNAPSHOT_EVERY`

@@ -77,14 +77,20 @@ pub fn entry(index: u64, term: u64) -> Entry {
     }
 }
 
-/// Driver steps 2, 3 and 6: takes the `Ready`, persists its hard state and
-/// entries, and advances; returns it so that the test can look at what would
-/// be sent, applied and served. An empty `Ready` when there is nothing to do.
+/// Driver steps 2, 3 and 6: takes the `Ready`, installs its snapshot from
+/// the leader if it carries one, persists its hard state and entries, and
+/// advances; returns it so that the test can look at what would be sent,
+/// applied and served. An empty `Ready` when there is nothing to do.
 pub fn handle(core: &mut Core) -> Ready {
     if !core.has_ready() {
         return Ready::default();
     }
     let ready = core.ready().expect("in-memory storage does not fail");
+    if let Some(snapshot) = &ready.snapshot {
+        core.storage_mut()
+            .apply_snapshot(snapshot.clone())
+            .expect("in-memory install");
+    }
     core.storage_mut()
         .save(ready.hard_state.as_ref(), &ready.entries)
         .expect("in-memory save");
