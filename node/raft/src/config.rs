@@ -85,8 +85,9 @@ pub struct Config {
     /// would cost a write of the whole state every `snapshot_after_entries`
     /// entries; with it, up to `snapshot_after_bytes`, snapshots cost at
     /// most 100 / this bytes written per byte of log. 0 turns it off. The
-    /// size is known once this member took or installed a snapshot in this
-    /// life; until then the entry count alone counts.
+    /// size is that of the last snapshot this member took or installed, or
+    /// else [`Config::restored_snapshot_bytes`]; while neither is known the
+    /// entry count alone counts.
     pub snapshot_min_log_percent: u64,
     /// Entries a compaction keeps before the snapshot's index (etcd's
     /// `SnapshotCatchUpEntries`, 5,000 there): a follower that fell at most
@@ -97,9 +98,17 @@ pub struct Config {
     /// The index the application's state machine has already applied (from
     /// its own snapshot), so that restarts do not re-apply it.
     pub applied: u64,
+    /// Bytes of data of the snapshot the state machine was restored from
+    /// (the one at `applied`): what [`Config::snapshot_min_log_percent`]
+    /// weighs the log against until this member takes or installs a
+    /// snapshot. 0 when there is none or its size is not known.
+    pub restored_snapshot_bytes: u64,
 }
 
 impl Config {
+    /// The default [`Config::snapshot_after_bytes`].
+    pub const SNAPSHOT_AFTER_BYTES_DEFAULT: u64 = 32 * 1024 * 1024;
+
     /// Defaults suited to a 100 ms tick: elections after 1–2 s, heartbeats every
     /// 100 ms, pre-vote and check-quorum on.
     pub fn new(id: NodeId) -> Config {
@@ -130,10 +139,11 @@ impl Config {
             // this much, so a large state costs no more memory than the
             // count alone kept (at 64 MiB, 1,000,000 such keys' members
             // held 2.04 times the raw bytes against 1.88).
-            snapshot_after_bytes: 32 * 1024 * 1024,
+            snapshot_after_bytes: Config::SNAPSHOT_AFTER_BYTES_DEFAULT,
             snapshot_min_log_percent: 100,
             snapshot_catchup_entries: 0,
             applied: 0,
+            restored_snapshot_bytes: 0,
         }
     }
 

@@ -68,7 +68,8 @@ pub struct Raft<S: Storage> {
     /// Bytes of entries applied since the last snapshot (this life).
     pub(crate) applied_bytes_since_snapshot: u64,
     /// Bytes of data of the last snapshot this member took or installed in
-    /// this life (0 before one): what
+    /// this life, or else the one it was restored from
+    /// ([`crate::Config::restored_snapshot_bytes`]; 0: unknown): what
     /// [`crate::Config::snapshot_min_log_percent`] weighs the log against.
     pub(crate) last_snapshot_bytes: u64,
     /// Votes received in the current (pre-)campaign: true = granted.
@@ -130,7 +131,7 @@ impl<S: Storage> Raft<S> {
             confs: ConfHistory::default(),
             incoming_snapshot: None,
             applied_bytes_since_snapshot: 0,
-            last_snapshot_bytes: 0,
+            last_snapshot_bytes: config.restored_snapshot_bytes,
             votes: Default::default(),
             msgs: Vec::new(),
             election_elapsed: 0,

@@ -544,8 +544,9 @@ fn commands_until_due(leader: &mut Core, data_bytes: usize, most: u64) -> u64 {
             .propose(Bytes::from(vec![b'v'; data_bytes]))
             .expect("leader");
         handle(leader);
-        let last = leader.status().last_index;
-        leader.step(append_ack(2, 1, 1, last));
+        let status = leader.status();
+        let last = status.last_index;
+        leader.step(append_ack(2, 1, status.hard_state.term.0, last));
         while leader.has_ready() {
             handle(leader);
         }
@@ -617,6 +618,43 @@ fn without_a_percentage_the_count_decides_and_the_byte_bound_always_holds() {
         .compact(Bytes::from(vec![b's'; 1 << 20]))
         .expect("compact");
     assert_eq!(commands_until_due(&mut leader, 100, 1000), 25);
+}
+
+/// A member restarted from a snapshot weighs its log against that
+/// snapshot's size when told it (`restored_snapshot_bytes`, as the node
+/// does from its snapshot file); told nothing, the count alone decides
+/// until its first snapshot.
+#[test]
+fn a_restarted_member_weighs_its_log_against_the_snapshot_it_restored() {
+    let state_bytes = 40 * entry_bytes(100) + 1;
+    let restart = |told: bool| {
+        let mut leader = leader_of_21(config(1));
+        leader
+            .compact(Bytes::from(vec![b's'; state_bytes as usize]))
+            .expect("compact");
+        let storage = leader.into_storage();
+        let mut config = config(1);
+        config.snapshot_after_entries = SNAPSHOT_EVERY;
+        config.applied = storage.snapshot_index();
+        if told {
+            config.restored_snapshot_bytes = state_bytes;
+        }
+        let mut restarted = core_with(config, storage);
+        elect(&mut restarted);
+        while restarted.has_ready() {
+            handle(&mut restarted);
+        }
+        restarted
+    };
+    // The new term's no-op counts as an entry, and its bytes too: 40
+    // commands and it pass the 40 commands' bytes plus one.
+    let noop = 1;
+    let mut told = restart(true);
+    let n = commands_until_due(&mut told, 100, 1000);
+    assert_eq!(n, 41 - noop, "the restored snapshot's {state_bytes} bytes");
+    let mut untold = restart(false);
+    let n = commands_until_due(&mut untold, 100, 1000);
+    assert_eq!(n, SNAPSHOT_EVERY - noop, "the count alone");
 }
 
 /// A follower that installed a leader's snapshot weighs its log against

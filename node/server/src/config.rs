@@ -187,10 +187,16 @@ pub struct NodeArgs {
     /// `--snapshot-count` entries make a snapshot due only once their bytes
     /// reach this percentage of the last snapshot's size (default 100; 0:
     /// the count alone), so that a large keyspace with small writes is not
-    /// written out whole every `--snapshot-count` entries. 32 MiB of log
-    /// makes one due whatever this says.
+    /// written out whole every `--snapshot-count` entries.
+    /// `--snapshot-max-log-bytes` of log makes one due whatever this says.
     #[arg(long, env = "FLOTILLA_SNAPSHOT_MIN_LOG_PERCENT")]
     pub snapshot_min_log_percent: Option<u64>,
+    /// Bytes of entries applied since the last snapshot that make a
+    /// snapshot due whatever the count and percentage say (default 32 MiB,
+    /// 1 MiB to 16 GiB): the most log a member keeps between snapshots,
+    /// also in memory, and replays at a restart.
+    #[arg(long, env = "FLOTILLA_SNAPSHOT_MAX_LOG_BYTES")]
+    pub snapshot_max_log_bytes: Option<u64>,
     /// `always` (default), `inline` (the Raft loop waits for each fsync
     /// itself) or `never` (benchmarks only).
     #[arg(long, value_enum, env = "FLOTILLA_FSYNC")]
@@ -356,6 +362,8 @@ pub struct NodeConfig {
     pub snapshot_count: u64,
     /// ...once they are this percentage of the last snapshot's size.
     pub snapshot_min_log_percent: u64,
+    /// ...or, whatever the two above say, once they are this many bytes.
+    pub snapshot_max_log_bytes: u64,
     /// Raft log durability.
     pub fsync: FsyncSetting,
     /// Read confirmation.
@@ -521,6 +529,14 @@ fn nonempty(v: &Option<String>) -> Option<&str> {
     v.as_deref().map(str::trim).filter(|s| !s.is_empty())
 }
 
+/// The least `--snapshot-max-log-bytes`: below it a busy member would
+/// snapshot its whole state every few hundred milliseconds.
+const SNAPSHOT_MAX_LOG_BYTES_MIN: u64 = 1 << 20;
+
+/// The most `--snapshot-max-log-bytes`: storage mirrors the log since the
+/// last snapshot in memory, and a restart replays it.
+const SNAPSHOT_MAX_LOG_BYTES_MAX: u64 = 16 << 30;
+
 /// etcd's default space quota (`DefaultQuotaBytes`), used when
 /// `--quota-backend-bytes` is 0 or unset.
 pub const DEFAULT_QUOTA_BYTES: u64 = 2 * 1024 * 1024 * 1024;
@@ -672,6 +688,7 @@ impl NodeArgs {
             heartbeat_ticks,
             snapshot_count,
             snapshot_min_log_percent,
+            snapshot_max_log_bytes,
             fsync,
             read_mode,
             max_request_bytes,
@@ -812,6 +829,17 @@ impl NodeConfig {
                 format!("{snapshot_min_log_percent} is above 10000"),
             ));
         }
+        let snapshot_max_log_bytes = args
+            .snapshot_max_log_bytes
+            .unwrap_or(flotilla_raft::Config::SNAPSHOT_AFTER_BYTES_DEFAULT);
+        if !(SNAPSHOT_MAX_LOG_BYTES_MIN..=SNAPSHOT_MAX_LOG_BYTES_MAX)
+            .contains(&snapshot_max_log_bytes)
+        {
+            return Err(invalid(
+                "snapshot-max-log-bytes",
+                format!("{snapshot_max_log_bytes} is not between 1 MiB and 16 GiB"),
+            ));
+        }
         let max_request_bytes = args.max_request_bytes.unwrap_or(1536 * 1024);
         if !(1024..=crate::kv::REQUEST_BYTES_LIMIT).contains(&max_request_bytes) {
             return Err(invalid(
@@ -875,6 +903,7 @@ impl NodeConfig {
             heartbeat_ticks,
             snapshot_count,
             snapshot_min_log_percent,
+            snapshot_max_log_bytes,
             fsync: args.fsync.unwrap_or(FsyncSetting::Always),
             read_mode: args.read_mode.unwrap_or(ReadModeSetting::Safe),
             max_request_bytes,
@@ -950,6 +979,7 @@ impl NodeConfig {
             client_thread = ?self.client_thread,
             snapshot_count = self.snapshot_count,
             snapshot_min_log_percent = self.snapshot_min_log_percent,
+            snapshot_max_log_bytes = self.snapshot_max_log_bytes,
             snapshot_catchup_entries = self.snapshot_catchup_entries,
             max_request_bytes = self.max_request_bytes,
             auto_compaction = ?self.auto_compaction,

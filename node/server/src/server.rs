@@ -259,7 +259,7 @@ fn signal(rx: &watch::Sender<bool>) -> impl Future<Output = ()> + Send + 'static
 }
 
 /// The Raft core's configuration from the node's.
-fn raft_config(config: &NodeConfig, applied: u64) -> Config {
+fn raft_config(config: &NodeConfig, restored: Restored) -> Config {
     let mut c = Config::new(NodeId(config.member_id));
     c.election_ticks = config.election_ticks;
     c.heartbeat_ticks = config.heartbeat_ticks;
@@ -270,8 +270,10 @@ fn raft_config(config: &NodeConfig, applied: u64) -> Config {
     };
     c.snapshot_after_entries = config.snapshot_count;
     c.snapshot_min_log_percent = config.snapshot_min_log_percent;
+    c.snapshot_after_bytes = config.snapshot_max_log_bytes;
     c.snapshot_catchup_entries = config.snapshot_catchup_entries;
-    c.applied = applied;
+    c.applied = restored.index;
+    c.restored_snapshot_bytes = restored.bytes;
     // etcd's --strict-reconfig-check: never remove (or add) a voter when
     // the voters that answer would then not make a quorum.
     c.strict_reconfig_check = true;
@@ -353,12 +355,12 @@ pub async fn start_with(
     // give the same result everywhere, so they are not per-member settings.
     // `max_request_bytes` is checked before proposing instead.
     let (mut sm, lessor) = NodeStateMachine::new(StateConfig::default());
-    let snapshot_index = tokio::task::block_in_place(|| restore_at_start(&storage, &mut sm))?;
+    let restored = tokio::task::block_in_place(|| restore_at_start(&storage, &mut sm))?;
     let events = sm.event_sender();
     let watched = sm.watched_keys();
     let gauge = sm.gauge();
     let member_ids = sm.member_ids();
-    let raft = Raft::new(raft_config(&config, snapshot_index), storage)?;
+    let raft = Raft::new(raft_config(&config, restored), storage)?;
 
     let transport_config = TransportConfig {
         jitter_seed: config.member_id,
@@ -854,19 +856,35 @@ fn start_broker(
 /// Restores the state machine from the storage's snapshot, if it holds
 /// one, streaming it from its file (checked at open; the reader checks the
 /// CRC again as it reads): the snapshot is never in memory whole, only the
-/// state decoded from it. Returns the snapshot's index.
-fn restore_at_start(storage: &DiskStorage, sm: &mut NodeStateMachine) -> Result<u64, StartError> {
+/// state decoded from it. Returns the snapshot's index and size.
+fn restore_at_start(
+    storage: &DiskStorage,
+    sm: &mut NodeStateMachine,
+) -> Result<Restored, StartError> {
     use crate::driver::StateMachine as _;
-    let meta = storage.snapshot_source()?.meta;
+    let source = storage.snapshot_source()?;
+    let meta = source.meta;
     if meta.index == 0 {
-        return Ok(0);
+        return Ok(Restored::default());
     }
     let restored = match storage.snapshot_reader(&meta)? {
         Some(mut data) => sm.restore_from(&meta, &mut data),
         None => sm.restore(&storage.snapshot()?),
     };
     restored.map_err(StartError::Restore)?;
-    Ok(meta.index)
+    Ok(Restored {
+        index: meta.index,
+        bytes: source.len_bytes,
+    })
+}
+
+/// The snapshot a member's state machine was restored from at start.
+#[derive(Clone, Copy, Debug, Default)]
+struct Restored {
+    /// Its index (0: none, the state starts empty).
+    index: u64,
+    /// Bytes of its data.
+    bytes: u64,
 }
 
 /// Keeps the transport's peers equal to the initial cluster and the member

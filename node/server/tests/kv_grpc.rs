@@ -493,6 +493,68 @@ async fn restart_from_disk_keeps_data_and_members() {
     c.shutdown().await;
 }
 
+/// `--snapshot-min-log-percent` across a restart: a member restarted from
+/// a snapshot of a large state weighs its log against that snapshot's
+/// size (read from its file at start), so small writes past
+/// `--snapshot-count` do not make it write the whole state again. Were
+/// the size unknown, the count would decide and it would snapshot after
+/// `SNAPSHOT_EVERY` entries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_member_weighs_its_log_against_the_snapshot_it_started_from() {
+    const SNAPSHOT_EVERY: u64 = 8;
+    // The count alone while the state fills: the last snapshot is at most
+    // `SNAPSHOT_EVERY` entries old when the follower restarts.
+    let mut c = Cluster::start_configured(|config| {
+        config.snapshot_count = SNAPSHOT_EVERY;
+        config.snapshot_min_log_percent = 0;
+    })
+    .await;
+    let mut leader = c.kv(c.leader()).await;
+    // About 1.2 MB of state, against at most 0.3 MB of log since the
+    // last snapshot.
+    let big = "b".repeat(40_000);
+    for i in 0..30 {
+        leader
+            .put(put_req(&format!("big/{i:02}"), &big))
+            .await
+            .expect("put");
+    }
+    let i = c.follower();
+    eventually("a snapshot on the follower", || async {
+        let text = http_get(c.nodes[i].http_addr(), "/metrics").await;
+        (metric(&text, "flotilla_raft_snapshots_written_total")? > 0.0).then_some(())
+    })
+    .await;
+    c.configs[i].snapshot_min_log_percent = 100;
+    c.restart(i, std::time::Duration::ZERO).await;
+    let mut leader = c.kv(c.leader()).await;
+    let small = 5 * SNAPSHOT_EVERY;
+    for k in 0..small {
+        leader
+            .put(put_req(&format!("small/{k:02}"), "v"))
+            .await
+            .expect("put");
+    }
+    let last = format!("small/{:02}", small - 1);
+    let kv = c.kv(i).await;
+    eventually("the restarted member to apply the small writes", || {
+        let mut kv = kv.clone();
+        let mut req = get_req(&last);
+        req.serializable = true;
+        async move { value_of(&mut kv, req).await }
+    })
+    .await;
+    // A snapshot made due would be written within this.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let text = http_get(c.nodes[i].http_addr(), "/metrics").await;
+    assert_eq!(
+        metric(&text, "flotilla_raft_snapshots_written_total"),
+        Some(0.0),
+        "{small} small entries after the restart made no snapshot due: {text}"
+    );
+    c.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_member_behind_the_leaders_snapshot_catches_up_from_it() {
     // Snapshots every 8 entries: 40 writes while a follower is down compact

@@ -175,6 +175,13 @@ pub struct RaftTuning {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 10000))]
     pub snapshot_min_log_percent: Option<u64>,
+    /// Bytes of log since the last snapshot that make a snapshot due
+    /// whatever `snapshotCount` and `snapshotMinLogPercent` say
+    /// (`--snapshot-max-log-bytes`, 32 MiB by default): the most log a
+    /// member keeps between snapshots, also in memory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1048576, max = 17179869184_u64))]
+    pub snapshot_max_log_bytes: Option<u64>,
 }
 
 /// Durability of the Raft log (`--fsync`).

@@ -45,6 +45,7 @@ pub fn config_file(rc: &RaftCluster, owned: &Owned, founders: u32) -> Result<Str
         ("heartbeat-ticks", raft.heartbeat_ticks.map(u64::from)),
         ("snapshot-count", raft.snapshot_count),
         ("snapshot-min-log-percent", raft.snapshot_min_log_percent),
+        ("snapshot-max-log-bytes", raft.snapshot_max_log_bytes),
         (
             "default-replication-factor",
             spec.broker.default_replication_factor.map(u64::from),
@@ -135,6 +136,7 @@ mod tests {
         rc.spec.raft.heartbeat_ticks = Some(2);
         rc.spec.raft.snapshot_count = Some(5000);
         rc.spec.raft.snapshot_min_log_percent = Some(50);
+        rc.spec.raft.snapshot_max_log_bytes = Some(64 << 20);
         rc.spec.broker.default_replication_factor = Some(3);
         rc.spec.broker.min_insync_replicas = Some(2);
         rc.spec.fsync = crate::crd::FsyncPolicy::Never;
@@ -147,6 +149,7 @@ mod tests {
         assert_eq!(n("heartbeat-ticks"), Some(2));
         assert_eq!(n("snapshot-count"), Some(5000));
         assert_eq!(n("snapshot-min-log-percent"), Some(50));
+        assert_eq!(n("snapshot-max-log-bytes"), Some(64 << 20));
         assert_eq!(n("default-replication-factor"), Some(3));
         assert_eq!(n("min-insync-replicas"), Some(2));
         assert_eq!(file.get("fsync").and_then(Value::as_str), Some("never"));

@@ -368,6 +368,9 @@ impl Cluster {
             .expect("a stopped member keeps its storage");
         storage.recover();
         let snap = storage.snapshot().expect("memory storage does not fail");
+        // As the node does: the snapshot's size weighs the log until the
+        // member takes or installs another.
+        config.restored_snapshot_bytes = snap.data.len() as u64;
         let (sm, lessor) = restored(&storage, clock);
         node.event_revision = sm.kv().revision();
         node.applied_events = Some(sm.subscribe());

@@ -400,6 +400,7 @@ fn catchup_entries_and_shutdown_timeout_have_defaults_flags_and_limits() {
     let c = parse(&["--name", "n1", "--initial-cluster", CLUSTER]).expect("valid");
     assert_eq!(c.snapshot_catchup_entries, 5_000, "etcd's default");
     assert_eq!(c.snapshot_min_log_percent, 100);
+    assert_eq!(c.snapshot_max_log_bytes, 32 << 20);
     assert_eq!(c.shutdown_timeout, Duration::from_secs(5));
     let c = parse(&[
         "--name",
@@ -410,19 +411,27 @@ fn catchup_entries_and_shutdown_timeout_have_defaults_flags_and_limits() {
         "0",
         "--snapshot-min-log-percent",
         "0",
+        "--snapshot-max-log-bytes",
+        "1048576",
         "--shutdown-timeout-ms",
         "1500",
     ])
     .expect("valid");
     assert_eq!(
-        (c.snapshot_catchup_entries, c.snapshot_min_log_percent),
-        (0, 0)
+        (
+            c.snapshot_catchup_entries,
+            c.snapshot_min_log_percent,
+            c.snapshot_max_log_bytes
+        ),
+        (0, 0, 1 << 20)
     );
     assert_eq!(c.shutdown_timeout, Duration::from_millis(1500));
     for (flag, value) in [
         ("--shutdown-timeout-ms", "10"),
         ("--snapshot-catchup-entries", "20000000"),
         ("--snapshot-min-log-percent", "10001"),
+        ("--snapshot-max-log-bytes", "1048575"),
+        ("--snapshot-max-log-bytes", "17179869185"),
     ] {
         let err = parse(&["--name", "n1", "--initial-cluster", CLUSTER, flag, value])
             .expect_err("out of range")

@@ -150,14 +150,19 @@ impl TestCluster {
         &self.members[i].as_ref().expect("running").handle
     }
 
+    /// A leader that every running member knows as theirs: with 50 ms
+    /// election timeouts on a loaded machine, a member that has not heard
+    /// the new leader yet may still start an election.
     async fn leader(&self) -> usize {
         for _ in 0..400 {
-            for (i, m) in self.members.iter().enumerate() {
-                if let Some(m) = m
-                    && m.handle.status().role == Role::Leader
-                {
-                    return i;
-                }
+            let running = || self.members.iter().flatten();
+            let leader = running()
+                .map(|m| m.handle.status())
+                .find(|s| s.role == Role::Leader);
+            if let Some(leader) = leader
+                && running().all(|m| m.handle.status().leader == leader.id)
+            {
+                return (leader.id.0 - 1) as usize;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -168,10 +173,20 @@ impl TestCluster {
     /// awaited until applied.
     async fn propose_all(&self, l: usize, prefix: &str, count: u32) {
         for i in 0..count {
-            self.handle(l)
+            if let Err(e) = self
+                .handle(l)
                 .propose(Bytes::from(format!("{prefix}{i}")))
                 .await
-                .expect("applied");
+            {
+                panic!(
+                    "{prefix}{i} through member {l} failed: {e:?}; statuses {:?}",
+                    self.members
+                        .iter()
+                        .flatten()
+                        .map(|m| m.handle.status())
+                        .collect::<Vec<_>>()
+                );
+            }
         }
     }
 

@@ -55,6 +55,7 @@ pub fn node_config(
         snapshot_count: 10_000,
         // By the count alone: the tests that snapshot count on when.
         snapshot_min_log_percent: 0,
+        snapshot_max_log_bytes: flotilla_raft::Config::SNAPSHOT_AFTER_BYTES_DEFAULT,
         // These tests do not crash machines; skipping fsync keeps them quick
         // on a small CI box.
         fsync: FsyncSetting::Never,
