@@ -26,7 +26,11 @@
 # that `--fsync` (default always: the log's fsync beside the Raft loop;
 # inline: the loop waits for it). SLOW_DISK_US=N makes every fsync of the
 # members take N microseconds more (slow_fsync.c, built with cc and
-# preloaded), as on a network volume. Each line ends with the members'
+# preloaded), as on a network volume. Each line then gives the share of
+# the machine's CPU time nobody used during the load (idle=, iowait
+# included): near 0 when the load is bound by the CPU, more when requests
+# wait on the disk or on each other, so that a run's requests per second
+# can be read against it. It ends with the members'
 # log fsyncs during the run (mean duration, and how many per 1,000
 # requests: a slow day's disk shows there; with @inline each is the whole
 # persist, the write included) and the leader changes (a loop that stalls
@@ -97,6 +101,10 @@ cpu_ticks() { # cpu_ticks PID: utime + stime, in clock ticks
 	echo $((f[13] + f[14]))
 }
 
+machine_ticks() { # machine_ticks: every CPU's busy and idle clock ticks so far (user to steal; idle counts iowait)
+	awk '$1 == "cpu" { idle = $5 + $6; busy = 0; for (i = 2; i <= 9; i++) busy += $i; print busy - idle, idle; exit }' /proc/stat
+}
+
 proposals() { # proposals I: the proposals member I has made (0 on a follower)
 	curl -sf "http://127.0.0.1:$((BASE + 200 + $1))/metrics" |
 		awk '$1 == "flotilla_raft_proposals_total" { print $2 }'
@@ -155,13 +163,21 @@ one_run() { # one_run BIN[@FSYNC]: prints one result line
 		before+=("$(cpu_ticks "${pids[$i]}")")
 		syncs_before+=("$(fsyncs "$i")")
 	done
+	local machine_before machine_after
+	machine_before=$(machine_ticks)
 	/usr/bin/time -f '%U %S' -o "$run/client.time" \
 		"$bin" --endpoints "$endpoints" "${load[@]}" --total "$TOTAL" "${extra[@]}" >"$run/out.json"
 	for i in 0 1 2; do
 		after+=("$(cpu_ticks "${pids[$i]}")")
 		syncs_after+=("$(fsyncs "$i")")
 	done
+	machine_after=$(machine_ticks)
 	leaders_after=$(cat "$run"/n?.log | grep -c "became leader" || true)
+	# The share of the machine's CPU time nobody used during the load
+	# (iowait counted as idle): near 0 when the load is bound by the CPU,
+	# more when the requests wait on something else (the disk, each other).
+	local idle
+	idle=$(echo "$machine_before $machine_after" | awk '{ b = $3 - $1; i = $4 - $2; printf "%d", (b + i) ? i * 100 / (b + i) : 0 }')
 	local hz members="" sum=0 role
 	hz=$(getconf CLK_TCK)
 	for i in 0 1 2; do
@@ -180,8 +196,8 @@ one_run() { # one_run BIN[@FSYNC]: prints one result line
 		END { printf "fsync mean=%.2fms (%.1f per 1000 req per member)", c ? s * 1000 / c : 0, c * 1000 / 3 / t }')
 	local client_ms
 	client_ms=$(awk -v t="$TOTAL" '{ printf "%d", ($1 + $2) * 1000 * 1000 / t }' "$run/client.time")
-	jq -r --arg bin "$spec" --arg changes "$((leaders_after - leaders_before))" --arg la "$(cut -d' ' -f1-3 /proc/loadavg)" --arg members "$members" --arg sum "$sum" --arg client "$client_ms" --arg disk "$disk" \
-		'"\($bin | split("/") | .[-2:] | join("/"))  load \($la)  req/s=\(.requests_per_s | floor)  p50=\(.latency_ms.p50)ms  p99=\(.latency_ms.p99)ms  errors=\(.errors)  member CPU ms/1000 req=\($sum) [\($members | ltrimstr(" "))]  generator=\($client)  \($disk)  leader changes=\($changes)"' \
+	jq -r --arg bin "$spec" --arg changes "$((leaders_after - leaders_before))" --arg la "$(cut -d' ' -f1-3 /proc/loadavg)" --arg members "$members" --arg sum "$sum" --arg client "$client_ms" --arg disk "$disk" --arg idle "$idle" \
+		'"\($bin | split("/") | .[-2:] | join("/"))  load \($la)  req/s=\(.requests_per_s | floor)  p50=\(.latency_ms.p50)ms  p99=\(.latency_ms.p99)ms  errors=\(.errors)  member CPU ms/1000 req=\($sum) [\($members | ltrimstr(" "))]  generator=\($client)  idle=\($idle)%  \($disk)  leader changes=\($changes)"' \
 		"$run/out.json"
 	kill -TERM "${pids[@]}" 2>/dev/null || true
 	wait "${pids[@]}" 2>/dev/null || true

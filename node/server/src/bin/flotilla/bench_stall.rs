@@ -12,7 +12,8 @@
 //!    (`count_only`), and one client takes snapshots (Maintenance/Snapshot,
 //!    as `etcdctl snapshot save`) back to back; the members also take their
 //!    own Raft snapshots every `--snapshot-count` entries (whatever the
-//!    keyspace's size, unless `--snapshot-min-log-percent` says otherwise);
+//!    keyspace's size, unless `--snapshot-min-log-percent` says otherwise),
+//!    and whenever `--snapshot-max-log-bytes` of log gathered;
 //! 3. **watch**: the same writers while `--watchers` watch streams on the
 //!    leader each watch the whole keyspace, so that every put fans out to
 //!    each of them (see `bench_watch`);
@@ -122,6 +123,15 @@ pub struct StallArgs {
     /// own default (100) snapshots a large keyspace far less often.
     #[arg(long, default_value_t = 0)]
     snapshot_min_log_percent: u64,
+    /// The members' `--snapshot-max-log-bytes`: the bytes of log since the
+    /// last snapshot that make one due whatever the count and percentage
+    /// say (the members' default, as their environment variable does).
+    #[arg(
+        long,
+        env = "FLOTILLA_SNAPSHOT_MAX_LOG_BYTES",
+        default_value_t = flotilla_raft::Config::SNAPSHOT_AFTER_BYTES_DEFAULT
+    )]
+    snapshot_max_log_bytes: u64,
     /// Ports as `dev-cluster --base-port` uses them.
     #[arg(long, default_value_t = 24790)]
     base_port: u16,
@@ -368,6 +378,8 @@ impl Cluster {
             args.snapshot_count.to_string(),
             "--snapshot-min-log-percent".to_string(),
             args.snapshot_min_log_percent.to_string(),
+            "--snapshot-max-log-bytes".to_string(),
+            args.snapshot_max_log_bytes.to_string(),
         ];
         let mut members = Vec::new();
         for i in 0..3 {
@@ -944,8 +956,10 @@ fn print(args: &StallArgs, phases: &[Phase], catch: Option<&CatchUp>, out: Write
         );
     }
     println!(
-        "writes during a member's Raft snapshot vs not ({} snapshot count, {}% min log):",
-        args.snapshot_count, args.snapshot_min_log_percent
+        "writes during a member's Raft snapshot vs not ({} snapshot count, {}% min log, {} MiB max log):",
+        args.snapshot_count,
+        args.snapshot_min_log_percent,
+        args.snapshot_max_log_bytes as f64 / (1 << 20) as f64
     );
     println!(
         "{:<9} {:>7} {:>26} {:>26} {:>9} {:>9}",
