@@ -619,6 +619,29 @@ fn stall_base_port() -> u16 {
     panic!("no free block of ports for bench stall");
 }
 
+/// A member that refuses what the benchmark passed it ends the run at
+/// once, with the member's own reason, not after the readiness wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_stall_names_a_member_that_refused_its_flags() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let base = stall_base_port().to_string();
+    let args = [
+        "bench",
+        "stall",
+        "--snapshot-max-log-bytes",
+        "1000",
+        "--base-port",
+        &base,
+        "--dir",
+        dir.path().to_str().expect("utf-8 path"),
+    ];
+    // Within `flotilla`'s wait, not after the benchmark's 60 s one.
+    let err = flotilla(&[], &args, None).await.failed(1);
+    assert!(err.contains("exited with"), "{err}");
+    assert!(err.contains("invalid snapshot-max-log-bytes"), "{err}");
+    assert!(err.contains(".log"), "{err}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_stall_reports_its_phases_and_the_catch_up() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -647,6 +670,9 @@ async fn bench_stall_reports_its_phases_and_the_catch_up() {
         "1",
         "--delete-keys",
         "640",
+        // Passed on to the members, which refuse a value out of bounds.
+        "--snapshot-max-log-bytes",
+        "2097152",
         "--base-port",
         &base,
         "--dir",
@@ -668,6 +694,7 @@ async fn bench_stall_reports_its_phases_and_the_catch_up() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     let doc = json(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(doc["snapshot_max_log_bytes"], 2_097_152, "{doc}");
     let phases = doc["phases"].as_array().expect("phases");
     let names: Vec<&str> = phases.iter().filter_map(|p| p["name"].as_str()).collect();
     assert_eq!(

@@ -161,27 +161,7 @@ impl LocalCluster {
     }
 
     async fn wait_ready(&mut self) -> Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let mut ready = 0;
-            for m in &mut self.members {
-                if let Ok(Some(status)) = m.child.try_wait() {
-                    bail!(
-                        "member {} exited with {status}; logs in {}",
-                        m.name,
-                        self.dir.display()
-                    );
-                }
-                ready += usize::from(dev_cluster::ready(m.http).await);
-            }
-            if ready == self.members.len() {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                bail!("the cluster did not become ready within 30 s");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        dev_cluster::wait_ready(&mut self.members, &self.dir, Duration::from_secs(30)).await
     }
 
     fn endpoints(&self) -> Vec<String> {

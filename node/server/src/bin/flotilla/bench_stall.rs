@@ -393,16 +393,8 @@ impl Cluster {
                 &extra,
             )?);
         }
-        let c = Cluster { dir, members };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        for m in &c.members {
-            while !dev_cluster::ready(m.http).await {
-                if Instant::now() >= deadline {
-                    bail!("the cluster did not become ready within 60 s");
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
+        let mut c = Cluster { dir, members };
+        dev_cluster::wait_ready(&mut c.members, &c.dir, Duration::from_secs(60)).await?;
         Ok(c)
     }
 
@@ -907,6 +899,9 @@ fn print(args: &StallArgs, phases: &[Phase], catch: Option<&CatchUp>, out: Write
             "readers": args.readers,
             "watchers": args.watchers,
             "delete_keys": args.delete_keys,
+            "snapshot_count": args.snapshot_count,
+            "snapshot_min_log_percent": args.snapshot_min_log_percent,
+            "snapshot_max_log_bytes": args.snapshot_max_log_bytes,
             "phases": phases,
             "catch_up": catch,
         });

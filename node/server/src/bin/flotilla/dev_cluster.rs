@@ -3,9 +3,9 @@
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 
@@ -64,6 +64,48 @@ pub(crate) fn node_program(node_bin: Option<&std::path::Path>) -> Result<NodePro
 }
 
 /// Whether `GET /readyz` on `port` answers 200.
+/// Waits, for at most `within`, until every member answers its readiness
+/// check. A member that exits meanwhile ends the wait with an error that
+/// gives the last line of its log in `dir` (where a member says why it
+/// stopped, e.g. a flag it refused).
+pub(crate) async fn wait_ready(members: &mut [Member], dir: &Path, within: Duration) -> Result<()> {
+    let deadline = Instant::now() + within;
+    loop {
+        let mut answered = 0;
+        for m in members.iter_mut() {
+            if let Ok(Some(status)) = m.child.try_wait() {
+                let log = dir.join(format!("{}.log", m.name));
+                let last = std::fs::read_to_string(&log)
+                    .ok()
+                    .and_then(|text| {
+                        text.lines()
+                            .rev()
+                            .find(|line| !line.trim().is_empty())
+                            .map(str::to_owned)
+                    })
+                    .unwrap_or_default();
+                bail!(
+                    "member {} exited with {status}: {last} (its log: {})",
+                    m.name,
+                    log.display()
+                );
+            }
+            answered += usize::from(ready(m.http).await);
+        }
+        if answered == members.len() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "the cluster did not become ready within {} s; see the logs in {}",
+                within.as_secs(),
+                dir.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 pub(crate) async fn ready(port: u16) -> bool {
     let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
         return false;
@@ -201,38 +243,11 @@ pub async fn run(args: DevClusterArgs) -> Result<()> {
             }
         }
     }
-    let mut all_ready = false;
-    for _ in 0..300 {
-        let mut n = 0;
-        for m in &members {
-            n += usize::from(ready(m.http).await);
-        }
-        if n == members.len() {
-            all_ready = true;
-            break;
-        }
-        for m in &mut members {
-            if let Ok(Some(status)) = m.child.try_wait() {
-                let name = m.name.clone();
-                for m in &mut members {
-                    stop(m).await;
-                }
-                bail!(
-                    "member {name} exited with {status}; see {}",
-                    args.dir.join(format!("{name}.log")).display()
-                );
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    if !all_ready {
+    if let Err(e) = wait_ready(&mut members, &args.dir, Duration::from_secs(30)).await {
         for m in &mut members {
             stop(m).await;
         }
-        bail!(
-            "the cluster did not become ready in 30 s; see the logs in {}",
-            args.dir.display()
-        );
+        return Err(e);
     }
     let endpoints: Vec<String> = members
         .iter()
