@@ -63,7 +63,6 @@ pub(crate) fn node_program(node_bin: Option<&std::path::Path>) -> Result<NodePro
     Ok((me, vec!["node"]))
 }
 
-/// Whether `GET /readyz` on `port` answers 200.
 /// Waits, for at most `within`, until every member answers its readiness
 /// check. A member that exits meanwhile ends the wait with an error that
 /// gives the last line of its log in `dir` (where a member says why it
@@ -106,6 +105,7 @@ pub(crate) async fn wait_ready(members: &mut [Member], dir: &Path, within: Durat
     }
 }
 
+/// Whether `GET /readyz` on `port` answers 200.
 pub(crate) async fn ready(port: u16) -> bool {
     let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
         return false;
