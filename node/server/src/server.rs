@@ -420,6 +420,7 @@ pub async fn start_with(
         DriverConfig {
             tick_interval: config.tick,
             deferred_sync: config.fsync == FsyncSetting::Always,
+            follower_sync_on_loop: config.follower_sync_on_loop,
             answers_on_thread: on_driver_thread,
             ..DriverConfig::default()
         },

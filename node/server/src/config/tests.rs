@@ -206,6 +206,31 @@ fn file_fills_what_flags_leave_unset() {
     assert!(err.contains("unknown-setting"), "{err}");
 }
 
+#[test]
+fn follower_sync_on_loop_is_off_unless_asked_by_flag_or_file() {
+    let c = parse(&["--name", "n1", "--initial-cluster", CLUSTER]).expect("valid");
+    assert!(!c.follower_sync_on_loop);
+    let on = [
+        "--name",
+        "n1",
+        "--initial-cluster",
+        CLUSTER,
+        "--follower-sync-on-loop",
+        "true",
+    ];
+    assert!(parse(&on).expect("valid").follower_sync_on_loop);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("node.yaml");
+    std::fs::write(
+        &path,
+        format!("name: n1\ninitial-cluster: \"{CLUSTER}\"\nfollower-sync-on-loop: true\n"),
+    )
+    .expect("write");
+    let file = path.to_str().expect("utf-8 path");
+    let c = parse(&["--config-file", file]).expect("valid");
+    assert!(c.follower_sync_on_loop);
+}
+
 /// The auto-compaction `args` resolve to, or the error's text (from
 /// the flag parser or the validation).
 fn compaction(args: &[&str]) -> Result<AutoCompaction, String> {

@@ -58,6 +58,14 @@ pub struct DriverConfig {
     /// and a leader counts its own entries once it is done. Off: the
     /// driver's thread syncs each `Ready` before going on.
     pub deferred_sync: bool,
+    /// With `deferred_sync`: whether a follower on a fast disk syncs a
+    /// small write on the driver's thread when no sync is under way,
+    /// saving the hand-off to the sync thread and the wake-up back
+    /// (`log_sync`). The price: a sync that stalls (a disk's flush held up
+    /// by another writer) holds the follower's loop, heartbeat answers
+    /// included, for as long; two followers held past the election timeout
+    /// cost the leader its check-quorum. Off: every sync is the thread's.
+    pub follower_sync_on_loop: bool,
     /// Whether the answers to proposals leave through tasks on the
     /// driver's own runtime (the node runs its client server there when
     /// `--client-thread` says so): then a leader's commit with nothing to
@@ -80,6 +88,7 @@ impl Default for DriverConfig {
             apply_bounds: ApplyBounds::default(),
             hold_proposals: true,
             deferred_sync: true,
+            follower_sync_on_loop: false,
             answers_on_thread: false,
         }
     }
@@ -150,6 +159,9 @@ struct Io<M: StateMachine, T> {
     applier: Applier<M>,
     /// Whether log writes defer their sync to `syncer`.
     deferred_sync: bool,
+    /// Whether a follower may sync a small write here instead
+    /// ([`DriverConfig::follower_sync_on_loop`]).
+    follower_sync_on_loop: bool,
     /// The thread deferred log writes are synced on.
     syncer: Syncer,
     /// While a `Ready` whose answers go first is processed: the messages
@@ -377,6 +389,7 @@ impl<S: Storage, M: StateMachine, T: Transport> Driver<S, M, T> {
             snapshot_written: mpsc::channel(1),
             applier: Applier::new(status.id),
             deferred_sync: config.deferred_sync,
+            follower_sync_on_loop: config.follower_sync_on_loop,
             syncer: Syncer::new(status.id),
             held: None,
             answered: false,
@@ -1056,10 +1069,10 @@ impl<S: Storage, M: StateMachine, T: Transport> Effects<S, M> for Io<M, T> {
             let Some(sync) = deferred else {
                 return Ok(Persisted::Durable);
             };
-            // A follower's small write on a fast disk syncs here (see
-            // `log_sync`); the rest on the sync thread, which times its
-            // syncs.
-            let follower = raft.soft_state().role == Role::Follower;
+            // A follower's small write on a fast disk syncs here when the
+            // configuration allows it (see `log_sync`); the rest on the
+            // sync thread, which times its syncs.
+            let follower = self.follower_sync_on_loop && raft.soft_state().role == Role::Follower;
             let bytes = ready.entries.iter().map(Entry::size_bytes).sum();
             let sync = if self.syncer.may_sync_inline(follower, bytes) {
                 if let Some(m) = &self.metrics {

@@ -104,6 +104,8 @@ impl TestCluster {
             Wire(self.routes.clone()),
             DriverConfig {
                 tick_interval: Duration::from_millis(5),
+                // The loop's syncs are what several tests here look at.
+                follower_sync_on_loop: true,
                 ..DriverConfig::default()
             },
         );

@@ -59,6 +59,7 @@ pub fn node_config(
         // These tests do not crash machines; skipping fsync keeps them quick
         // on a small CI box.
         fsync: FsyncSetting::Never,
+        follower_sync_on_loop: false,
         read_mode: ReadModeSetting::Safe,
         max_request_bytes: 64 * 1024,
         auto_compaction: AutoCompaction::Off,
