@@ -101,13 +101,14 @@ impl Syncer {
     }
 
     /// Whether a write of `bytes` may sync on the driver's thread rather
-    /// than here: only a follower's (`follower`), only a small one
-    /// ([`INLINE_BYTES_MAX`]), only while no sync is under way here (an
+    /// than here: only where the driver allows it (`allowed`: a follower
+    /// configured to, see [`DriverConfig::follower_sync_on_loop`](super::DriverConfig)),
+    /// only a small one ([`INLINE_BYTES_MAX`]), only while no sync is under way here (an
     /// inline sync then covers every write made so far, and the writes'
     /// reports stay in order), and only while syncs have been fast
     /// ([`INLINE_SLOW`]).
-    pub(super) fn may_sync_inline(&self, follower: bool, bytes: u64) -> bool {
-        follower
+    pub(super) fn may_sync_inline(&self, allowed: bool, bytes: u64) -> bool {
+        allowed
             && bytes <= INLINE_BYTES_MAX
             && self.last_sent <= self.last_reported
             && self.estimate() < INLINE_SLOW
@@ -241,7 +242,7 @@ mod tests {
     fn only_a_follower_with_no_sync_under_way_syncs_on_its_loop() {
         let mut syncer = Syncer::new(NodeId(1));
         assert!(syncer.may_sync_inline(true, SMALL));
-        assert!(!syncer.may_sync_inline(false, SMALL), "a leader defers");
+        assert!(!syncer.may_sync_inline(false, SMALL), "not allowed: defers");
         assert!(syncer.may_sync_inline(true, INLINE_BYTES_MAX));
         assert!(
             !syncer.may_sync_inline(true, INLINE_BYTES_MAX + 1),

@@ -1072,9 +1072,10 @@ impl<S: Storage, M: StateMachine, T: Transport> Effects<S, M> for Io<M, T> {
             // A follower's small write on a fast disk syncs here when the
             // configuration allows it (see `log_sync`); the rest on the
             // sync thread, which times its syncs.
-            let follower = self.follower_sync_on_loop && raft.soft_state().role == Role::Follower;
+            let on_loop_allowed =
+                self.follower_sync_on_loop && raft.soft_state().role == Role::Follower;
             let bytes = ready.entries.iter().map(Entry::size_bytes).sum();
-            let sync = if self.syncer.may_sync_inline(follower, bytes) {
+            let sync = if self.syncer.may_sync_inline(on_loop_allowed, bytes) {
                 if let Some(m) = &self.metrics {
                     m.fsync_inline.inc();
                 }
