@@ -56,6 +56,7 @@ CLIENTS=${CLIENTS:-100}
 CONNS=${CONNS:-10}
 KEY_SPACE=${KEY_SPACE:-100000}
 PUT_FLAGS=${PUT_FLAGS:-}
+read -ra PUT_FLAG_LIST <<<"$PUT_FLAGS"
 LEADER_PUT=${LEADER_PUT:-1}
 SCENARIOS=${SCENARIOS:-1}
 CHECK_PERF=${CHECK_PERF:-}
@@ -168,9 +169,8 @@ for i in 0 1 2; do start_flotilla_member "$i"; done
 wait_cluster etcd "$ETCD_EPS"
 wait_cluster flotilla "$FLO_EPS"
 
-# shellcheck disable=SC2086 # PUT_FLAGS is a list of flags
 PUT_ARGS=(put --clients "$CLIENTS" --conns "$CONNS" --total "$TOTAL" --key-size 8 --val-size 256
-	--key-space-size "$KEY_SPACE" $PUT_FLAGS)
+	--key-space-size "$KEY_SPACE" "${PUT_FLAG_LIST[@]}")
 RANGE_ARGS=(range bench-range-key --consistency l --clients "$CLIENTS" --conns "$CONNS"
 	--total "$RANGE_TOTAL" --val-size 256)
 

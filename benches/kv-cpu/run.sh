@@ -82,7 +82,7 @@ if [[ -z $BINS ]]; then
 	BINS=${CARGO_TARGET_DIR:-$ROOT/target}/release/flotilla
 fi
 for spec in $BINS; do
-	[[ -x ${spec%@*} ]] || die "no binary at ${spec%@*}"
+	[[ -f ${spec%@*} && -x ${spec%@*} ]] || die "no flotilla binary at ${spec%@*} (BINS takes binaries, not directories)"
 	[[ $spec != *@* ]] || case ${spec##*@} in always | inline | never) ;; *) die "unknown --fsync in $spec (always, inline or never)" ;; esac
 done
 PRELOAD=()
@@ -135,6 +135,9 @@ one_run() { # one_run BIN[@FSYNC]: prints one result line
 	all="$(client 0),$(client 1),$(client 2)"
 	local deadline=$(($(now_ms) + 60000)) ready=0
 	while (($(now_ms) < deadline)); do
+		for i in 0 1 2; do
+			kill -0 "${pids[i]}" 2>/dev/null || die "member n$((i + 1)) exited before the cluster was ready"
+		done
 		ready=$("$bin" --endpoints "$all" cluster status --endpoints-only -w json 2>/dev/null |
 			jq '[.members[] | select(.leader != null and .leader != 0)] | length' 2>/dev/null || echo 0)
 		[[ $ready == 3 ]] && break

@@ -36,8 +36,13 @@ cleanup() {
 		wait "${PIDS[$name]}" 2>/dev/null || true
 	done
 	if ((rc != 0)); then
-		log "failed (exit $rc); member logs follow"
-		tail -n 20 "$WORK"/*.log 2>/dev/null >&2 || true
+		# Scripts keep logs in $WORK or in one directory per run under it.
+		if compgen -G "$WORK/*.log" >/dev/null || compgen -G "$WORK/*/*.log" >/dev/null; then
+			log "failed (exit $rc); member logs follow"
+			tail -n 20 "$WORK"/*.log "$WORK"/*/*.log >&2 2>/dev/null || true
+		else
+			log "failed (exit $rc)"
+		fi
 	fi
 	if [[ ${KEEP_WORK:-0} == 1 ]]; then
 		log "kept the members' data and logs in $WORK (KEEP_WORK=1)"
