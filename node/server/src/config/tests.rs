@@ -18,6 +18,15 @@ fn parse(args: &[&str]) -> Result<NodeConfig, ConfigError> {
 const CLUSTER: &str =
     "n1=http://127.0.0.1:23801,n2=http://127.0.0.1:23802,n3=http://127.0.0.1:23803";
 
+/// A configuration file holding `text`, in a directory that lasts as long
+/// as the returned guard.
+fn config_file(text: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("node.yaml");
+    std::fs::write(&path, text).expect("write");
+    (dir, path)
+}
+
 #[test]
 fn flags_resolve_with_defaults() {
     let c = parse(&["--name", "n2", "--initial-cluster", CLUSTER]).expect("valid");
@@ -187,13 +196,9 @@ fn bad_settings_get_clear_errors() {
 
 #[test]
 fn file_fills_what_flags_leave_unset() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("node.yaml");
-    std::fs::write(
-        &path,
-        format!("name: n3\ninitial-cluster: \"{CLUSTER}\"\ntick-ms: 50\nread-mode: lease\n"),
-    )
-    .expect("write");
+    let (_dir, path) = config_file(&format!(
+        "name: n3\ninitial-cluster: \"{CLUSTER}\"\ntick-ms: 50\nread-mode: lease\n"
+    ));
     let file = path.to_str().expect("utf-8 path");
     let c = parse(&["--config-file", file, "--tick-ms", "20"]).expect("valid");
     assert_eq!(c.name, "n3");
@@ -219,13 +224,9 @@ fn follower_sync_on_loop_is_off_unless_asked_by_flag_or_file() {
         "true",
     ];
     assert!(parse(&on).expect("valid").follower_sync_on_loop);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("node.yaml");
-    std::fs::write(
-        &path,
-        format!("name: n1\ninitial-cluster: \"{CLUSTER}\"\nfollower-sync-on-loop: true\n"),
-    )
-    .expect("write");
+    let (_dir, path) = config_file(&format!(
+        "name: n1\ninitial-cluster: \"{CLUSTER}\"\nfollower-sync-on-loop: true\n"
+    ));
     let file = path.to_str().expect("utf-8 path");
     let c = parse(&["--config-file", file]).expect("valid");
     assert!(c.follower_sync_on_loop);
